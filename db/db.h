@@ -1,0 +1,120 @@
+/* db.h — the SQLite kernel cache: compiled cubins with their resources,
+ * tuning winners, per-head thresholds. One writable file (WAL, busy
+ * timeout, schema version + migrations) with an optional read-only fleet
+ * file consulted under it. Internal to libsale; prefix db_. */
+#ifndef SALE_DB_H
+#define SALE_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DB_SCHEMA_VERSION 2
+
+typedef struct db db;
+
+/* level: 0 debug, 1 info, 2 warn, 3 error (same values as sale_log_level). */
+typedef void (*db_log_fn)(void *user, int level, const char *msg);
+
+/* One compiled kernel. Strings are NUL-terminated; cubin is owned by the row
+ * after db_kernel_get (free with db_row_free). */
+typedef struct db_kernel_row {
+    char key[256];     /* canonical resolved key text (without arch) */
+    char arch[16];     /* "sm_90" */
+    uint64_t src_hash; /* template + prelude + options + nvrtc + lib version */
+    char entry[64];
+    int registers, smem_static, smem_dynamic, spill_stores, spill_loads, stack, threads;
+    double compile_ms;
+    unsigned char *cubin;
+    size_t cubin_bytes;
+    uint64_t cubin_hash; /* FNV-1a 64 of the cubin bytes: checked on every load */
+    int64_t created, last_used, hits; /* unix seconds; hits counted by db_kernel_get */
+    int from_fleet;      /* 1 when served by the read-only fleet file */
+} db_kernel_row;
+
+/* Open (creating if needed) the cache at path (":memory:" allowed). A file
+ * that is not a database, fails `PRAGMA quick_check`, or has a schema newer
+ * than this library knows is moved aside to "<path>.corrupt-<unix time>" (or
+ * ".newer-<time>") and a fresh one is created, with a warning through log.
+ * Older schemas are migrated in place. fleet_path may be NULL; it is opened
+ * read-only (immutable) and only read. Returns 0, or -1 with err filled. */
+int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, void *log_user, char *err,
+            size_t errlen);
+void db_close(db *d);
+const char *db_path(const db *d);
+
+/* Look up (key, arch, src_hash): writable file first, then the fleet file.
+ * Returns 1 found (row filled, cubin verified against cubin_bytes and
+ * cubin_hash; hits and last_used updated in the writable file), 0 not found,
+ * -1 error. A row whose cubin fails verification is deleted, logged as a
+ * warning and reported as not found. */
+int db_kernel_get(db *d, const char *key, const char *arch, uint64_t src_hash, db_kernel_row *row, char *err,
+                  size_t errlen);
+
+/* Insert a row in one transaction; if the same (key, arch, src_hash) exists,
+ * keeps the existing row (INSERT OR IGNORE). 0 ok, -1 error. */
+int db_kernel_put(db *d, const db_kernel_row *row, char *err, size_t errlen);
+
+void db_row_free(db_kernel_row *row);
+
+/* Compile claim for the thundering herd: returns 1 if this process now owns
+ * the claim for (key, arch, src_hash), 0 if another live owner holds it (a
+ * claim older than stale_s seconds is taken over), -1 on error. */
+int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int stale_s, char *err, size_t errlen);
+int db_unclaim(db *d, const char *key, const char *arch, uint64_t src_hash);
+
+/* Iterate over all kernel rows of the writable file (and of the fleet file
+ * when include_fleet); cubin is NULL in the rows passed (use
+ * db_kernel_get for bytes). The callback returns non-zero to stop. */
+typedef int (*db_kernel_cb)(void *user, const db_kernel_row *row);
+int db_kernel_list(db *d, int include_fleet, db_kernel_cb cb, void *user, char *err, size_t errlen);
+
+/* Check every stored cubin against its length and hash; bad rows are
+ * deleted and counted. */
+int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen);
+
+/* Copy the kernels for the given archs (all when narch == 0) into a new cache
+ * file at dest (overwritten atomically: written to dest.tmp then renamed).
+ * Returns the number of rows written, or -1. */
+int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen);
+
+/* Merge every kernel row of another cache file into this one (existing rows
+ * kept). Returns the number of rows added, or -1. Rejects files that are not
+ * sale caches. */
+int db_import(db *d, const char *src, char *err, size_t errlen);
+
+/* Remove every kernel row; returns rows removed or -1. */
+int db_clear(db *d, char *err, size_t errlen);
+
+/* Size of the cache file in bytes (0 for :memory:). */
+int64_t db_file_bytes(const db *d);
+
+/* ------------------------------------------------------------ tuning rows */
+typedef struct db_tuned_row {
+    char device[128];  /* device name */
+    char arch[16];
+    int sm_count;
+    int driver_version;
+    char key[256];     /* canonical key with tile fields open ("*") */
+    char bucket[32];   /* problem-size bucket, e.g. "n=65536" */
+    char winner[256];  /* canonical resolved key of the winner */
+    double time_ms, spread_pct;
+    int tried;
+    int64_t created;
+} db_tuned_row;
+
+int db_tuned_put(db *d, const db_tuned_row *row, char *err, size_t errlen);
+/* Lookup by (device, arch, sm_count, driver_version, key, bucket): 1 found, 0 not, -1 error. */
+int db_tuned_get(db *d, db_tuned_row *row, char *err, size_t errlen);
+typedef int (*db_tuned_cb)(void *user, const db_tuned_row *row);
+int db_tuned_list(db *d, db_tuned_cb cb, void *user, char *err, size_t errlen);
+
+/* --------------------------------------------------------- thresholds */
+int db_threshold_put(db *d, const char *model, int layer, int head, double tau, char *err, size_t errlen);
+/* 1 found, 0 not, -1 error */
+int db_threshold_get(db *d, const char *model, int layer, int head, double *tau, char *err, size_t errlen);
+
+/* FNV-1a 64 over bytes (also used for cubin integrity). */
+uint64_t db_fnv1a64(const void *data, size_t n, uint64_t seed);
+#define DB_FNV_SEED 0xcbf29ce484222325ULL
+
+#endif

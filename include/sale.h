@@ -1,0 +1,259 @@
+/* sale.h — the one public header of libsale: SALE sparse attention kernels,
+ * generated from templates, compiled with NVRTC, cached in SQLite, launched
+ * through the CUDA Driver API. Every call returns a sale_status; the reason of
+ * a failure is kept on the context (sale_last_error). Nothing here prints,
+ * exits or aborts. */
+#ifndef SALE_H
+#define SALE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SALE_VERSION_MAJOR 0
+#define SALE_VERSION_MINOR 1
+#define SALE_VERSION_PATCH 0
+#define SALE_VERSION_STRING "0.1.0"
+
+typedef enum sale_status {
+    SALE_OK = 0,
+    SALE_ERR_INVALID,     /* bad argument or key: the message names the field */
+    SALE_ERR_UNSUPPORTED, /* valid request this build/arch cannot serve      */
+    SALE_ERR_COMPILE,     /* NVRTC failed: the message holds the compile log  */
+    SALE_ERR_CACHE,       /* SQLite failed: the message holds sqlite's reason */
+    SALE_ERR_NO_DEVICE,   /* no CUDA driver or no device                       */
+    SALE_ERR_CUDA,        /* a CUDA Driver API call failed                     */
+    SALE_ERR_NOMEM,       /* host allocation failed                            */
+    SALE_ERR_IO,          /* file system error                                  */
+    SALE_ERR_NOT_FOUND,   /* asked for something that does not exist           */
+    SALE_ERR_LUA          /* Lua error: the message holds the traceback        */
+} sale_status;
+
+/* Short constant name of a status ("SALE_ERR_COMPILE"). */
+const char *sale_status_name(sale_status s);
+
+/* ------------------------------------------------------------------ keys */
+
+typedef enum sale_family {
+    SALE_FAMILY_QUANTIZE = 0, /* smoothing, low-bit codes, scales, c_j         */
+    SALE_FAMILY_FUSED,        /* one-pass SALE: estimate + select + attend     */
+    SALE_FAMILY_SELECT,       /* two-pass, first pass: kept-block bitmask      */
+    SALE_FAMILY_ATTEND,       /* two-pass, second pass: block-sparse attention */
+    SALE_FAMILY_DENSE,        /* flash attention over every causal block       */
+    SALE_FAMILY_COUNT
+} sale_family;
+
+typedef enum sale_dtype { SALE_DTYPE_F16 = 0, SALE_DTYPE_BF16 = 1, SALE_DTYPE_F32 = 2 } sale_dtype;
+
+/* Architecture codes: 80, 86, 89, 90 (plain sm_90) and 901 (sm_90a).
+ * SALE_ARCH_CURRENT means "the device of the current CUDA context". */
+#define SALE_ARCH_CURRENT 0
+#define SALE_ARCH_SM90A 901
+
+/* Everything that makes one kernel different. Fields left 0 are "open":
+ * sale_key_resolve() fills algorithm fields with documented defaults
+ * (head_dim 128, block_q 64, block_k 32, block_seg 128, local_window 128,
+ * bf16, causal, est_bits 4 below sm_90 and 8 on sm_90) and tile fields with
+ * the tuned winner or the family's default. */
+typedef struct sale_key {
+    sale_family family;
+    int head_dim;     /* 64, 128 (256: refused, shared memory)                 */
+    int block_q;      /* query rows per block: 64 or 128                       */
+    int block_k;      /* key block granularity of selection: 16, 32, 64        */
+    int block_seg;    /* keys estimated together: multiple of block_k, <=32 blocks */
+    int local_window; /* keys before the diagonal always computed: multiple of block_k */
+    sale_dtype dtype; /* F16 or BF16                                           */
+    int est_bits;     /* 4 or 8 (0: the arch's native choice)                  */
+    int causal;       /* 1 (the only mode implemented: causal prefill)         */
+    int warps;        /* tile: warps per CTA (0 = open)                        */
+    int stages;       /* tile: pipeline stages for K/V tiles (0 = open)        */
+    int arch;         /* 80, 86, 89, 90, 901; SALE_ARCH_CURRENT = current device */
+} sale_key;
+
+/* A key with every field open except the family. */
+sale_key sale_key_default(sale_family family);
+
+/* Canonical text form, e.g.
+ *   "fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,causal=1,warps=4,stages=2,arch=sm_90"
+ * Open fields are written as "*" (e.g. "warps=*"). Returns SALE_ERR_INVALID if
+ * buf is too small. */
+sale_status sale_key_format(const sale_key *key, char *buf, size_t buflen);
+
+/* Parse the text form. Fields may come in any order and may be omitted (they
+ * stay open). On error, err receives "field: reason". */
+sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t errlen);
+
+/* Check every rule; open fields are allowed. err names the field and the rule. */
+sale_status sale_key_validate(const sale_key *key, char *err, size_t errlen);
+
+/* Fill open algorithm fields with defaults for key->arch (which must be set),
+ * and open tile fields with the family's default tiles. */
+sale_status sale_key_resolve(sale_key *key, char *err, size_t errlen);
+
+/* Stable 64-bit hash of the canonical text (FNV-1a). */
+uint64_t sale_key_hash(const sale_key *key);
+
+const char *sale_family_name(sale_family f);
+const char *sale_dtype_name(sale_dtype d);
+/* "sm_80" .. "sm_90a"; "current" for SALE_ARCH_CURRENT; NULL if unknown. */
+const char *sale_arch_name(int arch);
+/* Parse "sm_90a" / "90a" / "sm_86" / "current"; returns -1 if unknown. */
+int sale_arch_parse(const char *text);
+
+/* -------------------------------------------------------------- context */
+
+typedef struct sale_ctx sale_ctx;
+
+typedef enum sale_log_level { SALE_LOG_DEBUG = 0, SALE_LOG_INFO, SALE_LOG_WARN, SALE_LOG_ERROR } sale_log_level;
+typedef void (*sale_log_fn)(void *user, sale_log_level level, const char *msg);
+
+typedef struct sale_options {
+    const char *cache_path; /* NULL: $SALE_CACHE_DIR/kernels.db, else $XDG_CACHE_HOME/sale/kernels.db,
+                               else ~/.cache/sale/kernels.db; ":memory:" allowed */
+    const char *fleet_path; /* optional read-only cache consulted under the writable one */
+    sale_log_fn log;        /* warnings (e.g. a corrupt cache moved aside); NULL: silent */
+    void *log_user;
+    int tune_on_miss;       /* 1: sale_get_kernel may autotune an open key (slow) */
+} sale_options;
+
+/* Create a context. opts may be NULL. On failure *out may still hold a
+ * context whose sale_last_error() says why (destroy it); it is NULL only
+ * when memory ran out. */
+sale_status sale_create(sale_ctx **out, const sale_options *opts);
+void sale_destroy(sale_ctx *ctx);
+
+/* The reason of the last failure on this context ("" if none). Valid until
+ * the next call on the context. */
+const char *sale_last_error(const sale_ctx *ctx);
+
+/* Path of the writable cache file this context uses. */
+const char *sale_cache_path(const sale_ctx *ctx);
+
+/* --------------------------------------------------------------- kernels */
+
+typedef struct sale_kernel_info {
+    char key[256];      /* canonical key, resolved (no open fields) */
+    char arch[16];      /* "sm_90" */
+    char entry[64];     /* main entry point name */
+    int registers;      /* per thread, from ptxas */
+    int smem_static;    /* bytes of static shared memory, from ptxas */
+    int smem_dynamic;   /* bytes of dynamic shared memory the launch needs */
+    int spill_stores;   /* bytes, from ptxas */
+    int spill_loads;    /* bytes, from ptxas */
+    int stack;          /* stack frame bytes, from ptxas */
+    int threads;        /* threads per CTA the kernel is written for */
+    double compile_ms;  /* NVRTC time when it was compiled */
+    size_t cubin_bytes;
+    int from_cache;     /* 1 if this request was served from the cache */
+    uint64_t src_hash;  /* hash of template text + prelude + options + NVRTC + library version */
+} sale_kernel_info;
+
+/* Make sure the cubin for a fully resolved key exists in the cache (compiling
+ * it if needed). Needs no GPU. key->arch must not be SALE_ARCH_CURRENT. */
+sale_status sale_compile(sale_ctx *ctx, const sale_key *key, sale_kernel_info *info);
+
+typedef struct sale_kernel sale_kernel; /* owned by the context */
+
+/* A ready-to-launch kernel for the current CUDA context's device. Open fields
+ * are resolved (tuned winner, else default); arch may be SALE_ARCH_CURRENT.
+ * Loads the module once per CUDA context; raises the dynamic shared memory
+ * limit when the kernel needs more than 48 KB. Returns SALE_ERR_NO_DEVICE
+ * when there is no driver or device. */
+sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **out);
+
+/* Info of a loaded kernel. */
+sale_status sale_kernel_get_info(const sale_kernel *k, sale_kernel_info *info);
+
+/* The CUfunction of the main entry (or of `name` in the same module). */
+void *sale_kernel_function(const sale_kernel *k);
+sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, const char *name, void **fn);
+
+/* Launch the main entry with one by-value parameter block (the kernels of
+ * sale take a single struct, see templates/sale_abi.h). */
+sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned grid_x,
+                               unsigned grid_y, unsigned grid_z, const void *params, size_t params_size,
+                               void *stream);
+
+/* ------------------------------------------------------------- attention */
+
+typedef enum sale_mode {
+    SALE_MODE_FUSED = 0, /* one-pass SALE (default) */
+    SALE_MODE_TWO_PASS,  /* select (mask) then attend */
+    SALE_MODE_DENSE      /* our dense flash attention */
+} sale_mode;
+
+typedef struct sale_stats {
+    int64_t kept_blocks;   /* kept (query block, key block) pairs */
+    int64_t causal_blocks; /* all causal pairs */
+    double density;        /* kept / causal */
+    int dense_fallback;    /* 1: input shorter than dense_below, ran dense */
+    double *density_per_head; /* optional, caller-owned [batch * heads_q] */
+} sale_stats;
+
+/* Arguments of one attention call. Tensors are [B, H, N, D] with the last
+ * dimension contiguous; strides are in elements (0: contiguous). For
+ * sale_attention() pointers are device pointers; for
+ * sale_reference_attention() they are host pointers. */
+typedef struct sale_attention_args {
+    int batch, heads_q, heads_kv, seq_len, head_dim;
+    sale_dtype dtype; /* F16 or BF16 (the reference also takes F32) */
+    const void *q, *k, *v;
+    void *out;
+    int64_t q_stride[3], k_stride[3], v_stride[3], o_stride[3]; /* batch, head, row */
+    float scale;       /* 0: 1/sqrt(head_dim) */
+    const float *tau;  /* host array [heads_q]; NULL: tau_default for every head */
+    float tau_default; /* 0: 0.004. A head with tau <= 1e-5 is computed densely. */
+    int block_q, block_k, block_seg, local_window, est_bits; /* 0: defaults */
+    sale_mode mode;
+    int dense_below;   /* 0: 1024; negative: never fall back to dense */
+    float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
+    uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
+    sale_stats *stats; /* optional (host); on GPU this synchronizes the stream */
+    void *workspace;   /* optional device workspace (size: sale_attention_workspace_size) */
+    size_t workspace_bytes;
+} sale_attention_args;
+
+/* Fill args with defaults (everything 0, mode FUSED, tau_default 0.004). */
+void sale_attention_args_init(sale_attention_args *a);
+
+/* Number of query / key blocks for the given args (after defaults). */
+int sale_num_qblocks(const sale_attention_args *a);
+int sale_num_kblocks(const sale_attention_args *a);
+
+sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_args *a, size_t *bytes);
+
+/* The whole SALE pipeline on device pointers, queued on `stream`
+ * (a CUstream; NULL = default stream). */
+sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *a, void *stream);
+
+/* The plain C reference of the same algorithm on host pointers (fp32 math,
+ * fp64 sums). mode DENSE gives exact dense attention. ctx may be NULL (then
+ * errors carry no message). */
+sale_status sale_reference_attention(sale_ctx *ctx, const sale_attention_args *a);
+
+/* ---------------------------------------------------------------- device */
+
+typedef struct sale_device_info {
+    int ordinal;
+    char name[128];
+    int arch;          /* 80, 86, 89, 90 */
+    int sm_count;
+    int driver_version; /* e.g. 13000 */
+    size_t total_mem;
+    int smem_optin;    /* max dynamic shared memory per block */
+} sale_device_info;
+
+/* Number of CUDA devices (0 with no driver, and SALE_ERR_NO_DEVICE). */
+sale_status sale_device_count(sale_ctx *ctx, int *count);
+sale_status sale_device_info_get(sale_ctx *ctx, int ordinal, sale_device_info *info);
+
+/* NVRTC version as major*1000+minor*10 (e.g. 13000). */
+sale_status sale_nvrtc_version(int *version);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,44 @@
+/* sale_abi.h — the one parameter block every sale kernel takes by value.
+ * Included by the host (C11) and by the templates (NVRTC / nvcc), so both
+ * sides agree on layout: only fixed-width fields, 8-byte ones first. */
+#ifndef SALE_ABI_H
+#define SALE_ABI_H
+
+#ifdef __CUDACC_RTC__
+typedef unsigned long long sale_u64;
+typedef long long sale_i64;
+#else
+#include <stdint.h>
+typedef uint64_t sale_u64;
+typedef int64_t sale_i64;
+#endif
+
+/* Layout (element strides; D is contiguous):
+ *   q   [B, Hq , N, D]  dtype      k, v [B, Hkv, N, D] dtype     o [B, Hq, N, D] dtype
+ *   qcode [B, Hq , N, D] int8 (est_bits 8) or packed int4, 2 per byte, low nibble first (est_bits 4)
+ *   kcode [B, Hkv, N, D] same encoding, contiguous
+ *   qscale [B, Hq, N] f32      per query row
+ *   kscale [B, Hkv, nkb] f32   per key block of block_k keys
+ *   qmean  [B, Hq, D] f32      kmean [B, Hkv, D] f32
+ *   cterm  [B, Hq, N] f32      c_j = qmean(h) . (k_j - kmean)
+ *   tau    [Hq] f32
+ *   mask   [B, Hq, nqb, nkw] u32 bitmask of kept key blocks (nkw = ceil(nkb/32))
+ *   kept   [B, Hq, nqb] i32 kept key blocks per query block
+ *   lse    [B, Hq, N] f32 natural-log sum-exp of scale*scores (optional: 0) */
+typedef struct sale_params {
+    sale_u64 q, k, v, o;
+    sale_i64 q_sb, q_sh, q_sn;
+    sale_i64 k_sb, k_sh, k_sn;
+    sale_i64 v_sb, v_sh, v_sn;
+    sale_i64 o_sb, o_sh, o_sn;
+    sale_u64 qcode, kcode, qscale, kscale, qmean, kmean, cterm;
+    sale_u64 tau, mask, kept, lse;
+    int B, Hq, Hkv, N;
+    int nqb, nkb, nkw, group; /* group = Hq / Hkv */
+    float scale;              /* softmax scale (1/sqrt(D) by default) */
+    float scale_log2;         /* scale * log2(e) */
+    int dense_heads_only;     /* 1: ignore tau, keep every causal block */
+    int pad_;
+} sale_params;
+
+#endif
