@@ -253,6 +253,53 @@ sale_status sale_device_info_get(sale_ctx *ctx, int ordinal, sale_device_info *i
 /* NVRTC version as major*1000+minor*10 (e.g. 13000). */
 sale_status sale_nvrtc_version(int *version);
 
+
+/* ------------------------------------------------------- host utilities */
+
+/* fp16 / bf16 <-> float on the host (round to nearest even). */
+uint16_t sale_f32_to_f16(float x);
+float sale_f16_to_f32(uint16_t h);
+uint16_t sale_f32_to_bf16(float x);
+float sale_bf16_to_f32(uint16_t h);
+
+/* A planted "needle": query row `query` of head `head_q` must find key `key`. */
+typedef struct sale_needle {
+    int batch, head_q, query, key;
+} sale_needle;
+
+typedef struct sale_gen_options {
+    uint64_t seed;
+    int structured;      /* 0: i.i.d. normal Q/K/V; 1: long-context structure below */
+    float rope_base;     /* rotary base (0: 500000, Llama-3.1) */
+    float sink;          /* strength of the attention sink on key 0 (0: 4.0) */
+    float local_bias;    /* strength of the recency bias (0: 1.0) */
+    int needles;         /* needles planted per (batch, q head) (0: none) */
+    float needle_gain;   /* how strongly a needle key matches its query (0: 6.0) */
+} sale_gen_options;
+
+/* Fill host arrays q [B,Hq,N,D], k, v [B,Hkv,N,D] (contiguous, of a->dtype)
+ * with random or structured inputs; writes up to max_needles planted needles
+ * (their count in *n_needles). The structure is documented in bench/README.md. */
+sale_status sale_generate_qkv(const sale_attention_args *a, const sale_gen_options *g, void *q, void *k, void *v,
+                              sale_needle *needles, int max_needles, int *n_needles);
+
+/* ------------------------------------------------------- device memory */
+/* Thin wrappers over the Driver API for tests, scripts and benchmarks; they
+ * use the current CUDA context (the device's primary context if none). */
+sale_status sale_dev_alloc(sale_ctx *ctx, size_t bytes, void **dptr);
+sale_status sale_dev_free(sale_ctx *ctx, void *dptr);
+sale_status sale_dev_upload(sale_ctx *ctx, void *dst, const void *src, size_t bytes);
+sale_status sale_dev_download(sale_ctx *ctx, void *dst, const void *src, size_t bytes);
+sale_status sale_dev_fill8(sale_ctx *ctx, void *dst, unsigned char byte, size_t bytes);
+sale_status sale_dev_sync(sale_ctx *ctx);
+
+/* CUDA events for timing: record on a stream, elapsed time between two. */
+typedef struct sale_event sale_event;
+sale_status sale_event_create(sale_ctx *ctx, sale_event **ev);
+sale_status sale_event_record(sale_ctx *ctx, sale_event *ev, void *stream);
+sale_status sale_event_elapsed(sale_ctx *ctx, sale_event *start, sale_event *stop, float *ms);
+void sale_event_destroy(sale_ctx *ctx, sale_event *ev);
+
 #ifdef __cplusplus
 }
 #endif
