@@ -24,7 +24,8 @@ typedef int64_t sale_i64;
  *   tau    [Hq] f32
  *   mask   [B, Hq, nqb, nkw] u32 bitmask of kept key blocks (nkw = ceil(nkb/32))
  *   kept   [B, Hq, nqb] i32 kept key blocks per query block
- *   lse    [B, Hq, N] f32 natural-log sum-exp of scale*scores (optional: 0) */
+ *   lse    [B, Hq, N] f32 natural-log sum-exp of scale*scores (optional: 0)
+ * Pointers that are optional are 0 when absent (mask, kept, lse). */
 typedef struct sale_params {
     sale_u64 q, k, v, o;
     sale_i64 q_sb, q_sh, q_sn;
@@ -33,6 +34,7 @@ typedef struct sale_params {
     sale_i64 o_sb, o_sh, o_sn;
     sale_u64 qcode, kcode, qscale, kscale, qmean, kmean, cterm;
     sale_u64 tau, mask, kept, lse;
+    sale_u64 scratch;         /* device scratch of sale_layout_scratch_bytes() */
     int B, Hq, Hkv, N;
     int nqb, nkb, nkw, group; /* group = Hq / Hkv */
     float scale;              /* softmax scale (1/sqrt(D) by default) */
