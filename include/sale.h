@@ -171,11 +171,13 @@ sale_status sale_kernel_get_info(const sale_kernel *k, sale_kernel_info *info);
 void *sale_kernel_function(const sale_kernel *k);
 sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, const char *name, void **fn);
 
-/* Launch the main entry with one by-value parameter block (the kernels of
- * sale take a single struct, see templates/sale_abi.h). */
+/* Launch an entry of the kernel's module (NULL: the main entry) with one
+ * by-value parameter block (sale's kernels take a single struct, see
+ * templates/sale_abi.h). block 0: the kernel's threads; smem (unsigned)-1:
+ * the kernel's dynamic shared memory. Raises the >48 KB limit as needed. */
 sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned grid_x,
-                               unsigned grid_y, unsigned grid_z, const void *params, size_t params_size,
-                               void *stream);
+                               unsigned grid_y, unsigned grid_z, unsigned block, unsigned smem, const void *params,
+                               size_t params_size, void *stream);
 
 /* ------------------------------------------------------------- attention */
 

@@ -1,0 +1,1352 @@
+/* db.c — the SQLite kernel cache behind db.h: schema + migrations, corrupt
+ * and newer files moved aside, a read-only fleet file under the writable one,
+ * compile claims for the thundering herd, export/import. Many processes may
+ * share one file: every write is one BEGIN IMMEDIATE transaction in WAL mode. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DB_BUSY_MS 30000
+#define DB_HIT_BUSY_MS 1000 /* hit counting is best effort: never stall a lookup for it */
+
+struct db {
+    sqlite3 *w;    /* writable cache */
+    sqlite3 *f;    /* read-only fleet file, or NULL */
+    int fleet_uv;  /* schema version of the fleet file */
+    int memory;    /* path is ":memory:" */
+    char *path;
+    char *fleet_path;
+    db_log_fn log;
+    void *log_user;
+    pthread_mutex_t mu; /* one connection, multi-statement transactions: serialise callers */
+};
+
+/* Column lists shared by every reader and writer; never rely on `*` because a
+ * migrated table has the v2 columns at its end. */
+#define KCOLS_COMMON "key, arch, src_hash, entry, registers, smem_static, spill_stores, spill_loads, compile_ms, " \
+                     "cubin_bytes, cubin_hash, created, last_used, hits"
+#define KCOLS_V2 KCOLS_COMMON ", smem_dynamic, stack, threads"
+#define KCOLS_V1 KCOLS_COMMON ", 0, 0, 0"
+#define KCOL_CUBIN 17 /* index of the cubin column appended after the lists above */
+
+static const char SCHEMA_V2[] =
+    "CREATE TABLE IF NOT EXISTS kernels("
+    " key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL, entry TEXT NOT NULL,"
+    " registers INTEGER NOT NULL DEFAULT 0, smem_static INTEGER NOT NULL DEFAULT 0,"
+    " smem_dynamic INTEGER NOT NULL DEFAULT 0, spill_stores INTEGER NOT NULL DEFAULT 0,"
+    " spill_loads INTEGER NOT NULL DEFAULT 0, stack INTEGER NOT NULL DEFAULT 0,"
+    " threads INTEGER NOT NULL DEFAULT 0, compile_ms REAL NOT NULL DEFAULT 0,"
+    " cubin BLOB NOT NULL, cubin_bytes INTEGER NOT NULL, cubin_hash INTEGER NOT NULL,"
+    " created INTEGER NOT NULL, last_used INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(key, arch, src_hash));"
+    "CREATE TABLE IF NOT EXISTS tuned("
+    " device TEXT NOT NULL, arch TEXT NOT NULL, sm_count INTEGER NOT NULL, driver_version INTEGER NOT NULL,"
+    " key TEXT NOT NULL, bucket TEXT NOT NULL, winner TEXT NOT NULL, time_ms REAL, spread_pct REAL,"
+    " tried INTEGER, created INTEGER,"
+    " PRIMARY KEY(device, arch, sm_count, driver_version, key, bucket));"
+    "CREATE TABLE IF NOT EXISTS thresholds("
+    " model TEXT NOT NULL, layer INTEGER NOT NULL, head INTEGER NOT NULL, tau REAL NOT NULL,"
+    " PRIMARY KEY(model, layer, head));"
+    "CREATE TABLE IF NOT EXISTS claims("
+    " key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL, pid INTEGER NOT NULL,"
+    " host TEXT NOT NULL, claimed_at INTEGER NOT NULL, PRIMARY KEY(key, arch, src_hash));"
+    "PRAGMA user_version = 2;";
+
+/* Version 1 had no smem_dynamic/stack/threads and no tuned/thresholds/claims. */
+static const char MIGRATE_1_2[] = "ALTER TABLE kernels ADD COLUMN smem_dynamic INTEGER NOT NULL DEFAULT 0;"
+                                  "ALTER TABLE kernels ADD COLUMN stack INTEGER NOT NULL DEFAULT 0;"
+                                  "ALTER TABLE kernels ADD COLUMN threads INTEGER NOT NULL DEFAULT 0;";
+
+/* ------------------------------------------------------------ helpers */
+
+static void set_err(char *err, size_t n, const char *fmt, ...) {
+    if (!err || !n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+}
+
+/* "what: sqlite message"; returns -1 so callers can `return sql_fail(...)`. */
+static int sql_fail(char *err, size_t n, sqlite3 *c, const char *what) {
+    set_err(err, n, "%s: %s", what, c ? sqlite3_errmsg(c) : "out of memory");
+    return -1;
+}
+
+static void dlog(const db *d, int level, const char *fmt, ...) {
+    if (!d || !d->log) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    d->log(d->log_user, level, msg);
+}
+
+static void lock(db *d) { pthread_mutex_lock(&d->mu); }
+static void unlock(db *d) { pthread_mutex_unlock(&d->mu); }
+
+static int is_corrupt_rc(int rc) {
+    rc &= 0xff;
+    return rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT;
+}
+
+static int is_busy_rc(int rc) {
+    rc &= 0xff;
+    return rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
+}
+
+static void copy_text(char *dst, size_t n, sqlite3_stmt *s, int col) {
+    const unsigned char *t = sqlite3_column_text(s, col);
+    snprintf(dst, n, "%s", t ? (const char *)t : "");
+}
+
+/* The busy handler already waits DB_BUSY_MS; a few retries on top cover the
+ * cases where SQLite reports BUSY without invoking it. */
+static int begin_immediate(sqlite3 *c) {
+    int rc = SQLITE_BUSY;
+    for (int i = 0; i < 4; i++) {
+        rc = sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (!is_busy_rc(rc)) return rc;
+        usleep(10000 + (useconds_t)(rand() % 40000));
+    }
+    return rc;
+}
+
+static void rollback(sqlite3 *c) {
+    if (!sqlite3_get_autocommit(c)) sqlite3_exec(c, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int commit(sqlite3 *c, char *err, size_t n, const char *what) {
+    int rc = sqlite3_exec(c, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        char w[160];
+        snprintf(w, sizeof w, "%s: commit", what);
+        sql_fail(err, n, c, w);
+        rollback(c);
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t now_s(void) { return (int64_t)time(NULL); }
+
+static int get_int(sqlite3 *c, const char *sql, int *v) {
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(c, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK) return rc;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *v = sqlite3_column_int(s, 0);
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        *v = 0;
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* *ok = 1 when `PRAGMA quick_check` says "ok"; otherwise why holds its first complaint. */
+static int quick_check(sqlite3 *c, int *ok, char *why, size_t n) {
+    sqlite3_stmt *s = NULL;
+    *ok = 0;
+    int rc = sqlite3_prepare_v2(c, "PRAGMA quick_check(1)", -1, &s, NULL);
+    if (rc != SQLITE_OK) return rc;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        *ok = t && strcmp((const char *)t, "ok") == 0;
+        if (!*ok) set_err(why, n, "quick_check: %s", t ? (const char *)t : "(null)");
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+        set_err(why, n, "quick_check returned nothing");
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* 1 when every table and column of schema version uv is there, 0 when
+ * something is missing, or a (corrupt/busy/...) SQLite code > 1 -> returned negated. */
+static int has_tables(sqlite3 *c, int uv, int *rc_out) {
+    static const char *v2[] = {
+        "SELECT " KCOLS_V2 ", cubin FROM kernels LIMIT 0",
+        "SELECT device, arch, sm_count, driver_version, key, bucket, winner, time_ms, spread_pct, tried, created "
+        "FROM tuned LIMIT 0",
+        "SELECT model, layer, head, tau FROM thresholds LIMIT 0",
+        "SELECT key, arch, src_hash, pid, host, claimed_at FROM claims LIMIT 0",
+    };
+    static const char *v1[] = {"SELECT " KCOLS_COMMON ", cubin FROM kernels LIMIT 0"};
+    const char **q = uv >= 2 ? v2 : v1;
+    int nq = uv >= 2 ? 4 : 1;
+    *rc_out = SQLITE_OK;
+    for (int i = 0; i < nq; i++) {
+        sqlite3_stmt *s = NULL;
+        int rc = sqlite3_prepare_v2(c, q[i], -1, &s, NULL);
+        sqlite3_finalize(s);
+        if (rc == SQLITE_ERROR) return 0; /* no such table / column */
+        if (rc != SQLITE_OK) {
+            *rc_out = rc;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int mkdir_p_parent(const char *path, char *err, size_t n) {
+    char *p = strdup(path);
+    if (!p) return set_err(err, n, "db_open: out of memory"), -1;
+    char *slash = strrchr(p, '/');
+    if (!slash || slash == p) {
+        free(p);
+        return 0;
+    }
+    *slash = '\0';
+    for (char *q = p + 1;; q++) {
+        if (*q == '/' || *q == '\0') {
+            char c = *q;
+            *q = '\0';
+            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+                set_err(err, n, "db_open: mkdir %s: %s", p, strerror(errno));
+                free(p);
+                return -1;
+            }
+            *q = c;
+            if (c == '\0') break;
+        }
+    }
+    free(p);
+    return 0;
+}
+
+static char *str_cat(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+    if (s) {
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
+    }
+    return s;
+}
+
+/* Rename path (and its -wal/-shm) to "<path>.<tag>-<unix time>"; dest gets the new name. */
+static int move_aside(const char *path, const char *tag, char *dest, size_t destn, char *err, size_t n) {
+    long long t = (long long)now_s();
+    snprintf(dest, destn, "%s.%s-%lld", path, tag, t);
+    if (access(dest, F_OK) == 0) snprintf(dest, destn, "%s.%s-%lld-%d", path, tag, t, (int)getpid());
+    if (rename(path, dest) != 0 && errno != ENOENT) {
+        set_err(err, n, "db_open: move %s aside to %s: %s", path, dest, strerror(errno));
+        return -1;
+    }
+    static const char *sib[] = {"-wal", "-shm", "-journal"};
+    for (int i = 0; i < 3; i++) {
+        char a[4096], b[4200];
+        snprintf(a, sizeof a, "%s%s", path, sib[i]);
+        snprintf(b, sizeof b, "%s%s", dest, sib[i]);
+        if (rename(a, b) != 0 && errno != ENOENT) unlink(a);
+    }
+    return 0;
+}
+
+static int open_conn(sqlite3 **out, const char *name, int flags, char *err, size_t n, const char *what) {
+    sqlite3 *c = NULL;
+    int rc = sqlite3_open_v2(name, &c, flags, NULL);
+    if (rc != SQLITE_OK) {
+        set_err(err, n, "%s: open %s: %s", what, name, c ? sqlite3_errmsg(c) : sqlite3_errstr(rc));
+        sqlite3_close(c);
+        *out = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(c, DB_BUSY_MS);
+    *out = c;
+    return 0;
+}
+
+enum { PF_ERR = -1, PF_OK = 0, PF_CORRUPT = 1, PF_NEWER = 2 };
+
+/* Bring an opened writable connection to the current schema, or say why it
+ * cannot be trusted (PF_CORRUPT / PF_NEWER with why filled). */
+static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *err, size_t n) {
+    int uv = 0, rc, ok, trc;
+    rc = get_int(c, "PRAGMA user_version", &uv);
+    if (is_corrupt_rc(rc)) return set_err(why, whyn, "%s", sqlite3_errmsg(c)), PF_CORRUPT;
+    if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: read schema version"), PF_ERR;
+    if (uv > DB_SCHEMA_VERSION) {
+        set_err(why, whyn, "schema version %d is newer than this library's %d", uv, DB_SCHEMA_VERSION);
+        return PF_NEWER;
+    }
+    if (!memory) {
+        for (int i = 0; i < 20; i++) {
+            rc = sqlite3_exec(c, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+            if (!is_busy_rc(rc)) break;
+            usleep(20000);
+        }
+        if (is_corrupt_rc(rc)) return set_err(why, whyn, "%s", sqlite3_errmsg(c)), PF_CORRUPT;
+        if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: journal_mode=WAL"), PF_ERR;
+    }
+    rc = sqlite3_exec(c, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: synchronous=NORMAL"), PF_ERR;
+    rc = quick_check(c, &ok, why, whyn);
+    if (is_corrupt_rc(rc)) return set_err(why, whyn, "%s", sqlite3_errmsg(c)), PF_CORRUPT;
+    if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: quick_check"), PF_ERR;
+    if (!ok) return PF_CORRUPT;
+
+    if (uv == DB_SCHEMA_VERSION || uv == 1) {
+        if (!has_tables(c, uv, &trc)) {
+            if (trc != SQLITE_OK && !is_corrupt_rc(trc)) return sql_fail(err, n, c, "db_open: check tables"), PF_ERR;
+            set_err(why, whyn, "schema version %d but the expected tables are missing", uv);
+            return PF_CORRUPT;
+        }
+        if (uv == DB_SCHEMA_VERSION) return PF_OK;
+    }
+    if (uv == 0) {
+        int nobj = 0;
+        rc = get_int(c, "SELECT count(*) FROM sqlite_master", &nobj);
+        if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: read schema"), PF_ERR;
+        if (nobj > 0) {
+            set_err(why, whyn, "a database with %d objects but no sale schema version", nobj);
+            return PF_CORRUPT;
+        }
+    }
+
+    /* Create or migrate; re-read the version under the write lock because
+     * another process may have done it meanwhile. */
+    rc = begin_immediate(c);
+    if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: begin"), PF_ERR;
+    rc = get_int(c, "PRAGMA user_version", &uv);
+    if (rc != SQLITE_OK) {
+        sql_fail(err, n, c, "db_open: read schema version");
+        rollback(c);
+        return PF_ERR;
+    }
+    const char *sql = NULL, *what = NULL;
+    if (uv == 0) {
+        int nobj = 0;
+        rc = get_int(c, "SELECT count(*) FROM sqlite_master", &nobj);
+        if (rc != SQLITE_OK || nobj > 0) {
+            if (rc != SQLITE_OK) sql_fail(err, n, c, "db_open: read schema");
+            rollback(c);
+            if (rc != SQLITE_OK) return PF_ERR;
+            set_err(why, whyn, "a database with %d objects but no sale schema version", nobj);
+            return PF_CORRUPT;
+        }
+        sql = SCHEMA_V2, what = "db_open: create schema";
+    } else if (uv == 1) {
+        sql = MIGRATE_1_2, what = "db_open: migrate schema 1 -> 2";
+    } else if (uv > DB_SCHEMA_VERSION) {
+        rollback(c);
+        set_err(why, whyn, "schema version %d is newer than this library's %d", uv, DB_SCHEMA_VERSION);
+        return PF_NEWER;
+    }
+    if (sql) {
+        rc = sqlite3_exec(c, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK && uv == 1) rc = sqlite3_exec(c, SCHEMA_V2, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            sql_fail(err, n, c, what);
+            rollback(c);
+            return PF_ERR;
+        }
+    }
+    if (commit(c, err, n, "db_open") != 0) return PF_ERR;
+    if (!has_tables(c, DB_SCHEMA_VERSION, &trc)) {
+        if (trc != SQLITE_OK && !is_corrupt_rc(trc)) return sql_fail(err, n, c, "db_open: check tables"), PF_ERR;
+        set_err(why, whyn, "the expected tables are missing after creation");
+        return PF_CORRUPT;
+    }
+    return PF_OK;
+}
+
+static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
+    if (open_conn(&d->w, d->path, flags, err, n, "db_open") != 0) return PF_ERR;
+    int pf = prepare_file(d->w, d->memory, why, whyn, err, n);
+    if (pf != PF_OK) {
+        sqlite3_close(d->w);
+        d->w = NULL;
+    }
+    return pf;
+}
+
+/* A bad file: take an advisory lock so two processes never both move files
+ * aside (the second would move the first one's fresh cache), look again,
+ * then move it aside and start fresh. */
+static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
+    char *lockpath = str_cat(d->path, ".lock");
+    if (!lockpath) return set_err(err, n, "db_open: out of memory"), -1;
+    int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    free(lockpath);
+    if (fd >= 0) flock(fd, LOCK_EX);
+    int ret = -1;
+    pf = open_writable(d, why, whyn, err, n);
+    if (pf == PF_OK) {
+        ret = 0;
+    } else if (pf != PF_ERR) {
+        char dest[4200];
+        const char *tag = pf == PF_NEWER ? "newer" : "corrupt";
+        if (move_aside(d->path, tag, dest, sizeof dest, err, n) == 0) {
+            dlog(d, 2, "sale cache %s %s (%s); moved aside to %s and rebuilt", d->path,
+                 pf == PF_NEWER ? "has a newer schema" : "is corrupt", why, dest);
+            pf = open_writable(d, why, whyn, err, n);
+            if (pf == PF_OK)
+                ret = 0;
+            else if (pf != PF_ERR)
+                set_err(err, n, "db_open: %s still unusable after rebuild: %s", d->path, why);
+        }
+    }
+    if (fd >= 0) {
+        flock(fd, LOCK_UN);
+        close(fd);
+    }
+    return ret;
+}
+
+/* file: URI for immutable read-only access; escape what URIs give meaning to. */
+static char *fleet_uri(const char *path) {
+    size_t n = strlen(path);
+    char *u = malloc(5 + 3 * n + 16);
+    if (!u) return NULL;
+    char *o = u + sprintf(u, "file:");
+    for (const char *p = path; *p; p++) {
+        if (*p == '%' || *p == '?' || *p == '#')
+            o += sprintf(o, "%%%02X", (unsigned char)*p);
+        else
+            *o++ = *p;
+    }
+    strcpy(o, "?immutable=1");
+    return u;
+}
+
+/* Open and validate a read-only sale cache (fleet file or import source). */
+static int open_readonly(sqlite3 **out, int *uv_out, const char *path, int immutable, const char *what, char *err,
+                         size_t n) {
+    sqlite3 *c = NULL;
+    char *uri = immutable ? fleet_uri(path) : NULL;
+    if (immutable && !uri) return set_err(err, n, "%s: out of memory", what), -1;
+    int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX | (immutable ? SQLITE_OPEN_URI : 0);
+    int r = open_conn(&c, immutable ? uri : path, flags, err, n, what);
+    free(uri);
+    if (r != 0) return -1;
+    int uv = 0, ok = 0, trc;
+    char why[512] = "";
+    int rc = get_int(c, "PRAGMA user_version", &uv);
+    if (rc != SQLITE_OK) {
+        set_err(err, n, "%s: %s is not a sale cache: %s", what, path, sqlite3_errmsg(c));
+        goto fail;
+    }
+    if (uv < 1 || uv > DB_SCHEMA_VERSION) {
+        set_err(err, n, "%s: %s is not a sale cache this library can read (schema version %d, expected 1..%d)", what,
+                path, uv, DB_SCHEMA_VERSION);
+        goto fail;
+    }
+    rc = quick_check(c, &ok, why, sizeof why);
+    if (rc != SQLITE_OK) {
+        set_err(err, n, "%s: %s: quick_check: %s", what, path, sqlite3_errmsg(c));
+        goto fail;
+    }
+    if (!ok) {
+        set_err(err, n, "%s: %s is corrupt: %s", what, path, why);
+        goto fail;
+    }
+    if (!has_tables(c, uv, &trc)) {
+        set_err(err, n, "%s: %s is not a sale cache: the kernels table is missing or incomplete%s%s", what, path,
+                trc ? ": " : "", trc ? sqlite3_errmsg(c) : "");
+        goto fail;
+    }
+    *out = c;
+    *uv_out = uv;
+    return 0;
+fail:
+    sqlite3_close(c);
+    return -1;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, void *log_user, char *err,
+            size_t errlen) {
+    if (!out || !path || !*path) return set_err(err, errlen, "db_open: no path given"), -1;
+    *out = NULL;
+    db *d = calloc(1, sizeof *d);
+    if (!d) return set_err(err, errlen, "db_open: out of memory"), -1;
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&d->mu, &ma);
+    pthread_mutexattr_destroy(&ma);
+    d->log = log;
+    d->log_user = log_user;
+    d->memory = strcmp(path, ":memory:") == 0;
+    d->path = strdup(path);
+    d->fleet_path = fleet_path ? strdup(fleet_path) : NULL;
+    if (!d->path || (fleet_path && !d->fleet_path)) {
+        set_err(err, errlen, "db_open: out of memory");
+        goto fail;
+    }
+    if (!d->memory && mkdir_p_parent(path, err, errlen) != 0) goto fail;
+
+    char why[512] = "";
+    int pf = open_writable(d, why, sizeof why, err, errlen);
+    if (pf == PF_ERR) goto fail;
+    if (pf != PF_OK) {
+        if (d->memory) {
+            set_err(err, errlen, "db_open: in-memory cache unusable: %s", why);
+            goto fail;
+        }
+        if (recover(d, pf, why, sizeof why, err, errlen) != 0) goto fail;
+    }
+    if (fleet_path && open_readonly(&d->f, &d->fleet_uv, fleet_path, 1, "db_open: fleet file", err, errlen) != 0)
+        goto fail;
+    *out = d;
+    return 0;
+fail:
+    db_close(d);
+    return -1;
+}
+
+void db_close(db *d) {
+    if (!d) return;
+    if (d->w) sqlite3_close(d->w);
+    if (d->f) sqlite3_close(d->f);
+    pthread_mutex_destroy(&d->mu);
+    free(d->path);
+    free(d->fleet_path);
+    free(d);
+}
+
+const char *db_path(const db *d) { return d ? d->path : NULL; }
+
+uint64_t db_fnv1a64(const void *data, size_t n, uint64_t seed) {
+    const unsigned char *p = data;
+    uint64_t h = seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+void db_row_free(db_kernel_row *row) {
+    if (!row) return;
+    free(row->cubin);
+    row->cubin = NULL;
+    row->cubin_bytes = 0;
+}
+
+/* ------------------------------------------------------------ kernels */
+
+/* Fill row from a statement selecting KCOLS_V2/V1 (+ cubin at KCOL_CUBIN when with_cubin). */
+static void read_kernel(sqlite3_stmt *s, db_kernel_row *r) {
+    copy_text(r->key, sizeof r->key, s, 0);
+    copy_text(r->arch, sizeof r->arch, s, 1);
+    r->src_hash = (uint64_t)sqlite3_column_int64(s, 2);
+    copy_text(r->entry, sizeof r->entry, s, 3);
+    r->registers = sqlite3_column_int(s, 4);
+    r->smem_static = sqlite3_column_int(s, 5);
+    r->spill_stores = sqlite3_column_int(s, 6);
+    r->spill_loads = sqlite3_column_int(s, 7);
+    r->compile_ms = sqlite3_column_double(s, 8);
+    r->cubin_bytes = (size_t)sqlite3_column_int64(s, 9);
+    r->cubin_hash = (uint64_t)sqlite3_column_int64(s, 10);
+    r->created = sqlite3_column_int64(s, 11);
+    r->last_used = sqlite3_column_int64(s, 12);
+    r->hits = sqlite3_column_int64(s, 13);
+    r->smem_dynamic = sqlite3_column_int(s, 14);
+    r->stack = sqlite3_column_int(s, 15);
+    r->threads = sqlite3_column_int(s, 16);
+    r->cubin = NULL;
+}
+
+/* 1 when the blob in column col matches the declared length and hash. */
+static int cubin_ok(sqlite3_stmt *s, int col, size_t bytes, uint64_t hash) {
+    const void *b = sqlite3_column_blob(s, col);
+    size_t n = (size_t)sqlite3_column_bytes(s, col);
+    return b && n > 0 && n == bytes && db_fnv1a64(b, n, DB_FNV_SEED) == hash;
+}
+
+static int delete_kernel(sqlite3 *c, const char *key, const char *arch, uint64_t h) {
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(c, "DELETE FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3", -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)h);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Best effort: a read-only directory, a full disk or a long writer must not
+ * turn a found kernel into an error. */
+static void count_hit(db *d, const char *key, const char *arch, uint64_t h, int64_t t) {
+    sqlite3_stmt *s = NULL;
+    sqlite3_busy_timeout(d->w, DB_HIT_BUSY_MS);
+    int rc = sqlite3_prepare_v2(
+        d->w, "UPDATE kernels SET hits = hits + 1, last_used = ?4 WHERE key=?1 AND arch=?2 AND src_hash=?3", -1, &s,
+        NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)h);
+        sqlite3_bind_int64(s, 4, t);
+        rc = sqlite3_step(s);
+    }
+    if (rc != SQLITE_DONE) dlog(d, 0, "sale cache %s: hit count not updated: %s", d->path, sqlite3_errmsg(d->w));
+    sqlite3_finalize(s);
+    sqlite3_busy_timeout(d->w, DB_BUSY_MS);
+}
+
+static int get_from(db *d, sqlite3 *c, int uv, int fleet, const char *key, const char *arch, uint64_t h,
+                    db_kernel_row *row, char *err, size_t n) {
+    const char *sql = uv >= 2 ? "SELECT " KCOLS_V2 ", cubin FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3"
+                              : "SELECT " KCOLS_V1 ", cubin FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3";
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_kernel_get: prepare");
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)h);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        sqlite3_finalize(s);
+        return 0;
+    }
+    if (rc != SQLITE_ROW) {
+        sql_fail(err, n, c, "db_kernel_get: select");
+        sqlite3_finalize(s);
+        return -1;
+    }
+    db_kernel_row r;
+    memset(&r, 0, sizeof r);
+    read_kernel(s, &r);
+    if (!cubin_ok(s, KCOL_CUBIN, r.cubin_bytes, r.cubin_hash)) {
+        sqlite3_finalize(s);
+        if (fleet) {
+            dlog(d, 2, "sale fleet cache %s: cubin of %s (%s) fails its length/hash check; ignored", d->fleet_path,
+                 key, arch);
+            return 0;
+        }
+        rc = delete_kernel(c, key, arch, h);
+        dlog(d, 2, "sale cache %s: cubin of %s (%s) fails its length/hash check; row %s", d->path, key, arch,
+             rc == SQLITE_OK ? "deleted" : "could not be deleted");
+        return 0;
+    }
+    r.cubin = malloc(r.cubin_bytes);
+    if (!r.cubin) {
+        sqlite3_finalize(s);
+        return set_err(err, n, "db_kernel_get: out of memory for %zu cubin bytes", r.cubin_bytes), -1;
+    }
+    memcpy(r.cubin, sqlite3_column_blob(s, KCOL_CUBIN), r.cubin_bytes);
+    sqlite3_finalize(s);
+    r.from_fleet = fleet;
+    if (!fleet) {
+        int64_t t = now_s();
+        count_hit(d, key, arch, h, t);
+        r.hits++;
+        r.last_used = t;
+    }
+    *row = r;
+    return 1;
+}
+
+int db_kernel_get(db *d, const char *key, const char *arch, uint64_t src_hash, db_kernel_row *row, char *err,
+                  size_t errlen) {
+    if (!d || !key || !arch || !row) return set_err(err, errlen, "db_kernel_get: missing argument"), -1;
+    lock(d);
+    int r = get_from(d, d->w, DB_SCHEMA_VERSION, 0, key, arch, src_hash, row, err, errlen);
+    if (r == 0 && d->f) r = get_from(d, d->f, d->fleet_uv, 1, key, arch, src_hash, row, err, errlen);
+    unlock(d);
+    return r;
+}
+
+static int insert_kernel(sqlite3 *c, const db_kernel_row *r, uint64_t hash, int64_t created, int64_t last_used,
+                         int64_t hits) {
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(c,
+                                "INSERT OR IGNORE INTO kernels(" KCOLS_V2 ", cubin) VALUES "
+                                "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+                                -1, &s, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_text(s, 1, r->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, r->arch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)r->src_hash);
+    sqlite3_bind_text(s, 4, r->entry, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 5, r->registers);
+    sqlite3_bind_int(s, 6, r->smem_static);
+    sqlite3_bind_int(s, 7, r->spill_stores);
+    sqlite3_bind_int(s, 8, r->spill_loads);
+    sqlite3_bind_double(s, 9, r->compile_ms);
+    sqlite3_bind_int64(s, 10, (sqlite3_int64)r->cubin_bytes);
+    sqlite3_bind_int64(s, 11, (sqlite3_int64)hash);
+    sqlite3_bind_int64(s, 12, created);
+    sqlite3_bind_int64(s, 13, last_used);
+    sqlite3_bind_int64(s, 14, hits);
+    sqlite3_bind_int(s, 15, r->smem_dynamic);
+    sqlite3_bind_int(s, 16, r->stack);
+    sqlite3_bind_int(s, 17, r->threads);
+    sqlite3_bind_blob64(s, 18, r->cubin, (sqlite3_uint64)r->cubin_bytes, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int terminated(const char *s, size_t n) { return memchr(s, '\0', n) != NULL; }
+
+int db_kernel_put(db *d, const db_kernel_row *row, char *err, size_t errlen) {
+    if (!d || !row) return set_err(err, errlen, "db_kernel_put: missing argument"), -1;
+    if (!terminated(row->key, sizeof row->key) || !row->key[0] || !terminated(row->arch, sizeof row->arch) ||
+        !row->arch[0] || !terminated(row->entry, sizeof row->entry))
+        return set_err(err, errlen, "db_kernel_put: key, arch and entry must be non-empty NUL-terminated strings"), -1;
+    if (!row->cubin || row->cubin_bytes == 0) return set_err(err, errlen, "db_kernel_put: empty cubin"), -1;
+    uint64_t h = db_fnv1a64(row->cubin, row->cubin_bytes, DB_FNV_SEED);
+    if (row->cubin_hash != 0 && row->cubin_hash != h)
+        return set_err(err, errlen, "db_kernel_put: cubin_hash does not match the cubin bytes"), -1;
+    int64_t created = row->created > 0 ? row->created : now_s();
+    lock(d);
+    int ret = -1;
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_kernel_put: begin");
+        goto out;
+    }
+    if (insert_kernel(d->w, row, h, created, created, 0) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_kernel_put: insert");
+        rollback(d->w);
+        goto out;
+    }
+    ret = commit(d->w, err, errlen, "db_kernel_put");
+out:
+    unlock(d);
+    return ret;
+}
+
+/* ------------------------------------------------------------ claims */
+
+static void host_name(char *h, size_t n) {
+    if (gethostname(h, n) != 0) snprintf(h, n, "?");
+    h[n - 1] = '\0';
+}
+
+int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int stale_s, char *err, size_t errlen) {
+    if (!d || !key || !arch) return set_err(err, errlen, "db_claim: missing argument"), -1;
+    char host[256], owner_host[256];
+    host_name(host, sizeof host);
+    int64_t t = now_s();
+    int me = (int)getpid(), ret = -1;
+    sqlite3_stmt *s = NULL;
+    lock(d);
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_claim: begin");
+        goto out;
+    }
+    if (sqlite3_prepare_v2(d->w, "SELECT pid, host, claimed_at FROM claims WHERE key=?1 AND arch=?2 AND src_hash=?3",
+                           -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_claim: prepare");
+        goto fail;
+    }
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)src_hash);
+    int rc = sqlite3_step(s), take = 0;
+    if (rc == SQLITE_DONE) {
+        take = 1;
+    } else if (rc == SQLITE_ROW) {
+        int pid = sqlite3_column_int(s, 0);
+        copy_text(owner_host, sizeof owner_host, s, 1);
+        int64_t at = sqlite3_column_int64(s, 2);
+        int same_host = strcmp(owner_host, host) == 0;
+        if (same_host && pid == me)
+            take = 1; /* already ours: refresh */
+        else if (t - at > stale_s)
+            take = 1, dlog(d, 1, "sale cache: taking over a stale claim on %s (%s) from pid %d@%s", key, arch, pid,
+                           owner_host);
+        else if (same_host && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+            take = 1, dlog(d, 1, "sale cache: taking over the claim on %s (%s) of dead pid %d", key, arch, pid);
+    } else {
+        sql_fail(err, errlen, d->w, "db_claim: select");
+        goto fail;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (take) {
+        if (sqlite3_prepare_v2(d->w,
+                               "INSERT OR REPLACE INTO claims(key, arch, src_hash, pid, host, claimed_at) "
+                               "VALUES (?1,?2,?3,?4,?5,?6)",
+                               -1, &s, NULL) != SQLITE_OK) {
+            sql_fail(err, errlen, d->w, "db_claim: prepare");
+            goto fail;
+        }
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)src_hash);
+        sqlite3_bind_int(s, 4, me);
+        sqlite3_bind_text(s, 5, host, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 6, t);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+            sql_fail(err, errlen, d->w, "db_claim: insert");
+            goto fail;
+        }
+        sqlite3_finalize(s);
+        s = NULL;
+    }
+    if (commit(d->w, err, errlen, "db_claim") != 0) goto out;
+    ret = take;
+    goto out;
+fail:
+    sqlite3_finalize(s);
+    s = NULL;
+    rollback(d->w);
+out:
+    sqlite3_finalize(s);
+    unlock(d);
+    return ret;
+}
+
+int db_unclaim(db *d, const char *key, const char *arch, uint64_t src_hash) {
+    if (!d || !key || !arch) return -1;
+    char host[256];
+    host_name(host, sizeof host);
+    sqlite3_stmt *s = NULL;
+    lock(d);
+    int rc = sqlite3_prepare_v2(d->w, "DELETE FROM claims WHERE key=?1 AND arch=?2 AND src_hash=?3 AND pid=?4 AND host=?5",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)src_hash);
+        sqlite3_bind_int(s, 4, (int)getpid());
+        sqlite3_bind_text(s, 5, host, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+    }
+    if (rc != SQLITE_DONE) dlog(d, 2, "sale cache %s: unclaim %s (%s): %s", d->path, key, arch, sqlite3_errmsg(d->w));
+    sqlite3_finalize(s);
+    unlock(d);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ list / verify / clear */
+
+static int list_from(sqlite3 *c, int uv, int fleet, db_kernel_cb cb, void *user, int *stop, char *err, size_t n) {
+    const char *sql = uv >= 2 ? "SELECT " KCOLS_V2 " FROM kernels ORDER BY arch, key"
+                              : "SELECT " KCOLS_V1 " FROM kernels ORDER BY arch, key";
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_kernel_list: prepare");
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_kernel_row r;
+        memset(&r, 0, sizeof r);
+        read_kernel(s, &r);
+        r.from_fleet = fleet;
+        if (cb(user, &r)) {
+            *stop = 1;
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    if (rc != SQLITE_DONE) sql_fail(err, n, c, "db_kernel_list: select");
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int db_kernel_list(db *d, int include_fleet, db_kernel_cb cb, void *user, char *err, size_t errlen) {
+    if (!d || !cb) return set_err(err, errlen, "db_kernel_list: missing argument"), -1;
+    int stop = 0;
+    lock(d);
+    int r = list_from(d->w, DB_SCHEMA_VERSION, 0, cb, user, &stop, err, errlen);
+    if (r == 0 && !stop && include_fleet && d->f) r = list_from(d->f, d->fleet_uv, 1, cb, user, &stop, err, errlen);
+    unlock(d);
+    return r;
+}
+
+int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen) {
+    if (!d) return set_err(err, errlen, "db_verify: missing argument"), -1;
+    int nc = 0, nb = 0, ret = -1, rc;
+    int64_t *ids = NULL;
+    size_t nids = 0, cap = 0;
+    sqlite3_stmt *s = NULL;
+    lock(d);
+    if (sqlite3_prepare_v2(d->w, "SELECT rowid, cubin_bytes, cubin_hash, cubin, key, arch FROM kernels", -1, &s,
+                           NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_verify: prepare");
+        goto out;
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        nc++;
+        if (cubin_ok(s, 3, (size_t)sqlite3_column_int64(s, 1), (uint64_t)sqlite3_column_int64(s, 2))) continue;
+        dlog(d, 2, "sale cache %s: cubin of %s (%s) fails its length/hash check; deleting", d->path,
+             (const char *)sqlite3_column_text(s, 4), (const char *)sqlite3_column_text(s, 5));
+        if (nids == cap) {
+            cap = cap ? 2 * cap : 16;
+            int64_t *t = realloc(ids, cap * sizeof *ids);
+            if (!t) {
+                set_err(err, errlen, "db_verify: out of memory");
+                goto out;
+            }
+            ids = t;
+        }
+        ids[nids++] = sqlite3_column_int64(s, 0);
+    }
+    if (rc != SQLITE_DONE) {
+        sql_fail(err, errlen, d->w, "db_verify: select");
+        goto out;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (nids) {
+        if (begin_immediate(d->w) != SQLITE_OK) {
+            sql_fail(err, errlen, d->w, "db_verify: begin");
+            goto out;
+        }
+        if (sqlite3_prepare_v2(d->w, "DELETE FROM kernels WHERE rowid=?1", -1, &s, NULL) != SQLITE_OK) {
+            sql_fail(err, errlen, d->w, "db_verify: prepare delete");
+            rollback(d->w);
+            goto out;
+        }
+        for (size_t i = 0; i < nids; i++) {
+            sqlite3_reset(s);
+            sqlite3_bind_int64(s, 1, ids[i]);
+            if (sqlite3_step(s) != SQLITE_DONE) {
+                sql_fail(err, errlen, d->w, "db_verify: delete");
+                rollback(d->w);
+                goto out;
+            }
+        }
+        sqlite3_finalize(s);
+        s = NULL;
+        if (commit(d->w, err, errlen, "db_verify") != 0) goto out;
+        nb += (int)nids;
+    }
+    /* The fleet file is not ours to repair: count and report its bad rows. */
+    if (d->f) {
+        if (sqlite3_prepare_v2(d->f, "SELECT cubin_bytes, cubin_hash, cubin, key, arch FROM kernels", -1, &s, NULL) !=
+            SQLITE_OK) {
+            sql_fail(err, errlen, d->f, "db_verify: fleet prepare");
+            goto out;
+        }
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            nc++;
+            if (cubin_ok(s, 2, (size_t)sqlite3_column_int64(s, 0), (uint64_t)sqlite3_column_int64(s, 1))) continue;
+            nb++;
+            dlog(d, 2, "sale fleet cache %s: cubin of %s (%s) fails its length/hash check", d->fleet_path,
+                 (const char *)sqlite3_column_text(s, 3), (const char *)sqlite3_column_text(s, 4));
+        }
+        if (rc != SQLITE_DONE) {
+            sql_fail(err, errlen, d->f, "db_verify: fleet select");
+            goto out;
+        }
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    free(ids);
+    unlock(d);
+    if (checked) *checked = nc;
+    if (bad) *bad = nb;
+    return ret;
+}
+
+int db_clear(db *d, char *err, size_t errlen) {
+    if (!d) return set_err(err, errlen, "db_clear: missing argument"), -1;
+    lock(d);
+    int ret = -1;
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_clear: begin");
+        goto out;
+    }
+    if (sqlite3_exec(d->w, "DELETE FROM kernels", NULL, NULL, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_clear: delete");
+        rollback(d->w);
+        goto out;
+    }
+    int n = sqlite3_changes(d->w);
+    if (commit(d->w, err, errlen, "db_clear") == 0) ret = n;
+out:
+    unlock(d);
+    return ret;
+}
+
+int64_t db_file_bytes(const db *d) {
+    if (!d || d->memory) return 0;
+    struct stat st;
+    int64_t total = 0;
+    if (stat(d->path, &st) == 0) total += (int64_t)st.st_size;
+    char *wal = str_cat(d->path, "-wal");
+    if (wal && stat(wal, &st) == 0) total += (int64_t)st.st_size;
+    free(wal);
+    return total;
+}
+
+/* ------------------------------------------------------------ export / import */
+
+static int fsync_path(const char *path, int dir) {
+    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+static void unlink_db_files(const char *path) {
+    static const char *sfx[] = {"", "-wal", "-shm", "-journal"};
+    for (int i = 0; i < 4; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s%s", path, sfx[i]);
+        unlink(p);
+    }
+}
+
+int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen) {
+    if (!d || !dest || !*dest || narch < 0 || (narch > 0 && !archs))
+        return set_err(err, errlen, "db_export: missing argument"), -1;
+    char *tmp = str_cat(dest, ".tmp");
+    if (!tmp) return set_err(err, errlen, "db_export: out of memory"), -1;
+    sqlite3 *c = NULL;
+    sqlite3_stmt *s = NULL;
+    int ret = -1, attached = 0, total = 0;
+    lock(d);
+    if (mkdir_p_parent(dest, err, errlen) != 0) goto out;
+    unlink_db_files(tmp);
+    /* A self-contained rollback-journal file: nothing beside it to ship. */
+    if (open_conn(&c, tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen, "db_export") != 0) goto out;
+    if (sqlite3_exec(c, SCHEMA_V2, NULL, NULL, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, c, "db_export: create schema");
+        goto out;
+    }
+    if (sqlite3_close(c) != SQLITE_OK) {
+        sql_fail(err, errlen, c, "db_export: close");
+        goto out;
+    }
+    c = NULL;
+    if (sqlite3_prepare_v2(d->w, "ATTACH DATABASE ?1 AS sale_export", -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_export: prepare attach");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, tmp, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        sql_fail(err, errlen, d->w, "db_export: attach");
+        goto out;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    attached = 1;
+    if (sqlite3_exec(d->w, "PRAGMA sale_export.synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(d->w, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_export: begin");
+        goto out;
+    }
+    const char *sql = narch > 0 ? "INSERT OR IGNORE INTO sale_export.kernels(" KCOLS_V2 ", cubin) SELECT " KCOLS_V2
+                                  ", cubin FROM main.kernels WHERE arch = ?1 AND length(cubin) = cubin_bytes"
+                                : "INSERT OR IGNORE INTO sale_export.kernels(" KCOLS_V2 ", cubin) SELECT " KCOLS_V2
+                                  ", cubin FROM main.kernels WHERE length(cubin) = cubin_bytes";
+    if (sqlite3_prepare_v2(d->w, sql, -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_export: prepare copy");
+        rollback(d->w);
+        goto out;
+    }
+    for (int i = 0; i < (narch > 0 ? narch : 1); i++) {
+        sqlite3_reset(s);
+        if (narch > 0) sqlite3_bind_text(s, 1, archs[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+            sql_fail(err, errlen, d->w, "db_export: copy rows");
+            rollback(d->w);
+            goto out;
+        }
+        total += sqlite3_changes(d->w);
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (commit(d->w, err, errlen, "db_export") != 0) goto out;
+    if (sqlite3_exec(d->w, "DETACH DATABASE sale_export", NULL, NULL, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_export: detach");
+        goto out;
+    }
+    attached = 0;
+    if (fsync_path(tmp, 0) != 0) {
+        set_err(err, errlen, "db_export: fsync %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    /* A stale -wal beside the old dest would be replayed onto the new file. */
+    {
+        char p[4200];
+        snprintf(p, sizeof p, "%s-wal", dest);
+        unlink(p);
+        snprintf(p, sizeof p, "%s-shm", dest);
+        unlink(p);
+    }
+    if (rename(tmp, dest) != 0) {
+        set_err(err, errlen, "db_export: rename %s to %s: %s", tmp, dest, strerror(errno));
+        goto out;
+    }
+    {
+        char *dir = strdup(dest);
+        char *sl = dir ? strrchr(dir, '/') : NULL;
+        if (sl) {
+            *(sl == dir ? sl + 1 : sl) = '\0';
+            fsync_path(dir, 1);
+        } else if (dir) {
+            fsync_path(".", 1);
+        }
+        free(dir);
+    }
+    ret = total;
+out:
+    sqlite3_finalize(s);
+    if (attached) sqlite3_exec(d->w, "DETACH DATABASE sale_export", NULL, NULL, NULL);
+    if (c) sqlite3_close(c);
+    if (ret < 0) unlink_db_files(tmp);
+    free(tmp);
+    unlock(d);
+    return ret;
+}
+
+int db_import(db *d, const char *src, char *err, size_t errlen) {
+    if (!d || !src || !*src) return set_err(err, errlen, "db_import: missing argument"), -1;
+    sqlite3 *c = NULL;
+    sqlite3_stmt *s = NULL;
+    int uv = 0, ret = -1, added = 0, skipped = 0, rc;
+    struct stat st;
+    if (stat(src, &st) != 0) return set_err(err, errlen, "db_import: %s: %s", src, strerror(errno)), -1;
+    if (open_readonly(&c, &uv, src, 0, "db_import", err, errlen) != 0) return -1;
+    lock(d);
+    const char *sql = uv >= 2 ? "SELECT " KCOLS_V2 ", cubin FROM kernels" : "SELECT " KCOLS_V1 ", cubin FROM kernels";
+    if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, c, "db_import: prepare");
+        goto out;
+    }
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_import: begin");
+        goto out;
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_kernel_row r;
+        memset(&r, 0, sizeof r);
+        read_kernel(s, &r);
+        if (!cubin_ok(s, KCOL_CUBIN, r.cubin_bytes, r.cubin_hash)) {
+            skipped++;
+            dlog(d, 2, "sale cache import from %s: cubin of %s (%s) fails its length/hash check; skipped", src, r.key,
+                 r.arch);
+            continue;
+        }
+        r.cubin = (unsigned char *)sqlite3_column_blob(s, KCOL_CUBIN);
+        if (insert_kernel(d->w, &r, r.cubin_hash, r.created, r.last_used, 0) != SQLITE_OK) {
+            sql_fail(err, errlen, d->w, "db_import: insert");
+            rollback(d->w);
+            goto out;
+        }
+        added += sqlite3_changes(d->w);
+    }
+    if (rc != SQLITE_DONE) {
+        sql_fail(err, errlen, c, "db_import: read source");
+        rollback(d->w);
+        goto out;
+    }
+    if (commit(d->w, err, errlen, "db_import") != 0) goto out;
+    ret = added;
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(c);
+    unlock(d);
+    return ret;
+}
+
+/* ------------------------------------------------------------ tuned */
+
+#define TCOLS "device, arch, sm_count, driver_version, key, bucket, winner, time_ms, spread_pct, tried, created"
+
+static void read_tuned(sqlite3_stmt *s, db_tuned_row *r) {
+    copy_text(r->device, sizeof r->device, s, 0);
+    copy_text(r->arch, sizeof r->arch, s, 1);
+    r->sm_count = sqlite3_column_int(s, 2);
+    r->driver_version = sqlite3_column_int(s, 3);
+    copy_text(r->key, sizeof r->key, s, 4);
+    copy_text(r->bucket, sizeof r->bucket, s, 5);
+    copy_text(r->winner, sizeof r->winner, s, 6);
+    r->time_ms = sqlite3_column_double(s, 7);
+    r->spread_pct = sqlite3_column_double(s, 8);
+    r->tried = sqlite3_column_int(s, 9);
+    r->created = sqlite3_column_int64(s, 10);
+}
+
+int db_tuned_put(db *d, const db_tuned_row *row, char *err, size_t errlen) {
+    if (!d || !row) return set_err(err, errlen, "db_tuned_put: missing argument"), -1;
+    if (!terminated(row->device, sizeof row->device) || !terminated(row->arch, sizeof row->arch) ||
+        !terminated(row->key, sizeof row->key) || !terminated(row->bucket, sizeof row->bucket) ||
+        !terminated(row->winner, sizeof row->winner))
+        return set_err(err, errlen, "db_tuned_put: strings must be NUL-terminated"), -1;
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    lock(d);
+    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO tuned(" TCOLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                           -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_tuned_put: prepare");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, row->device, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, row->arch, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, row->sm_count);
+    sqlite3_bind_int(s, 4, row->driver_version);
+    sqlite3_bind_text(s, 5, row->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, row->bucket, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, row->winner, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s, 8, row->time_ms);
+    sqlite3_bind_double(s, 9, row->spread_pct);
+    sqlite3_bind_int(s, 10, row->tried);
+    sqlite3_bind_int64(s, 11, row->created > 0 ? row->created : now_s());
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_tuned_put: begin");
+        goto out;
+    }
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        sql_fail(err, errlen, d->w, "db_tuned_put: insert");
+        rollback(d->w);
+        goto out;
+    }
+    ret = commit(d->w, err, errlen, "db_tuned_put");
+out:
+    sqlite3_finalize(s);
+    unlock(d);
+    return ret;
+}
+
+static int tuned_get_from(sqlite3 *c, db_tuned_row *row, char *err, size_t n) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(c,
+                           "SELECT " TCOLS " FROM tuned WHERE device=?1 AND arch=?2 AND sm_count=?3 AND "
+                           "driver_version=?4 AND key=?5 AND bucket=?6",
+                           -1, &s, NULL) != SQLITE_OK)
+        return sql_fail(err, n, c, "db_tuned_get: prepare");
+    sqlite3_bind_text(s, 1, row->device, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, row->arch, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, row->sm_count);
+    sqlite3_bind_int(s, 4, row->driver_version);
+    sqlite3_bind_text(s, 5, row->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, row->bucket, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s), ret;
+    if (rc == SQLITE_ROW) {
+        db_tuned_row r;
+        read_tuned(s, &r);
+        *row = r;
+        ret = 1;
+    } else if (rc == SQLITE_DONE) {
+        ret = 0;
+    } else {
+        ret = sql_fail(err, n, c, "db_tuned_get: select");
+    }
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int db_tuned_get(db *d, db_tuned_row *row, char *err, size_t errlen) {
+    if (!d || !row) return set_err(err, errlen, "db_tuned_get: missing argument"), -1;
+    lock(d);
+    int r = tuned_get_from(d->w, row, err, errlen);
+    if (r == 0 && d->f && d->fleet_uv >= 2) r = tuned_get_from(d->f, row, err, errlen);
+    unlock(d);
+    return r;
+}
+
+int db_tuned_list(db *d, db_tuned_cb cb, void *user, char *err, size_t errlen) {
+    if (!d || !cb) return set_err(err, errlen, "db_tuned_list: missing argument"), -1;
+    sqlite3_stmt *s = NULL;
+    int rc, ret = -1;
+    lock(d);
+    if (sqlite3_prepare_v2(d->w, "SELECT " TCOLS " FROM tuned ORDER BY device, arch, key, bucket", -1, &s, NULL) !=
+        SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_tuned_list: prepare");
+        goto out;
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_tuned_row r;
+        read_tuned(s, &r);
+        if (cb(user, &r)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        sql_fail(err, errlen, d->w, "db_tuned_list: select");
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    unlock(d);
+    return ret;
+}
+
+/* ------------------------------------------------------------ thresholds */
+
+int db_threshold_put(db *d, const char *model, int layer, int head, double tau, char *err, size_t errlen) {
+    if (!d || !model) return set_err(err, errlen, "db_threshold_put: missing argument"), -1;
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    lock(d);
+    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO thresholds(model, layer, head, tau) VALUES (?1,?2,?3,?4)", -1,
+                           &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_threshold_put: prepare");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, layer);
+    sqlite3_bind_int(s, 3, head);
+    sqlite3_bind_double(s, 4, tau);
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_threshold_put: begin");
+        goto out;
+    }
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        sql_fail(err, errlen, d->w, "db_threshold_put: insert");
+        rollback(d->w);
+        goto out;
+    }
+    ret = commit(d->w, err, errlen, "db_threshold_put");
+out:
+    sqlite3_finalize(s);
+    unlock(d);
+    return ret;
+}
+
+static int threshold_get_from(sqlite3 *c, const char *model, int layer, int head, double *tau, char *err, size_t n) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(c, "SELECT tau FROM thresholds WHERE model=?1 AND layer=?2 AND head=?3", -1, &s, NULL) !=
+        SQLITE_OK)
+        return sql_fail(err, n, c, "db_threshold_get: prepare");
+    sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, layer);
+    sqlite3_bind_int(s, 3, head);
+    int rc = sqlite3_step(s), ret;
+    if (rc == SQLITE_ROW) {
+        if (tau) *tau = sqlite3_column_double(s, 0);
+        ret = 1;
+    } else if (rc == SQLITE_DONE) {
+        ret = 0;
+    } else {
+        ret = sql_fail(err, n, c, "db_threshold_get: select");
+    }
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int db_threshold_get(db *d, const char *model, int layer, int head, double *tau, char *err, size_t errlen) {
+    if (!d || !model) return set_err(err, errlen, "db_threshold_get: missing argument"), -1;
+    lock(d);
+    int r = threshold_get_from(d->w, model, layer, head, tau, err, errlen);
+    if (r == 0 && d->f && d->fleet_uv >= 2) r = threshold_get_from(d->f, model, layer, head, tau, err, errlen);
+    unlock(d);
+    return r;
+}

@@ -1,0 +1,456 @@
+/* ctx.c — the context (errors, logging, the cache file), sale_compile (key
+ * → cubin in the cache, one compile even when many processes ask at once)
+ * and sale_get_kernel (cubin → module loaded once per CUDA context). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "sale_layout.h"
+
+struct kmod {
+    CUcontext cu;
+    uint64_t src_hash;
+    int arch;
+    CUmodule mod;
+    CUfunction fn;
+    sale_kernel_info info;
+    struct kmod *next;
+};
+
+const char *sale_status_name(sale_status s)
+{
+    static const char *const names[] = {"SALE_OK",           "SALE_ERR_INVALID", "SALE_ERR_UNSUPPORTED",
+                                        "SALE_ERR_COMPILE",  "SALE_ERR_CACHE",   "SALE_ERR_NO_DEVICE",
+                                        "SALE_ERR_CUDA",     "SALE_ERR_NOMEM",   "SALE_ERR_IO",
+                                        "SALE_ERR_NOT_FOUND", "SALE_ERR_LUA"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "SALE_ERR_?";
+}
+
+void sale_set_error(sale_ctx *ctx, const char *fmt, ...)
+{
+    if (!ctx)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n + 1 > ctx->err_cap) {
+        char *p = realloc(ctx->err, (size_t)n + 1);
+        if (!p)
+            return;
+        ctx->err = p;
+        ctx->err_cap = (size_t)n + 1;
+    }
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, ctx->err_cap, fmt, ap);
+    va_end(ap);
+}
+
+void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...)
+{
+    if (!ctx || !ctx->opts.log)
+        return;
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ctx->opts.log(ctx->opts.log_user, level, buf);
+}
+
+const char *sale_last_error(const sale_ctx *ctx)
+{
+    return ctx && ctx->err ? ctx->err : "";
+}
+
+const char *sale_cache_path(const sale_ctx *ctx)
+{
+    return ctx ? ctx->cache_path : "";
+}
+
+static void db_log_bridge(void *user, int level, const char *msg)
+{
+    sale_logf((sale_ctx *)user, (sale_log_level)level, "%s", msg);
+}
+
+static int default_cache_path(char *buf, size_t len)
+{
+    const char *d = getenv("SALE_CACHE_DIR");
+    if (d && *d)
+        return snprintf(buf, len, "%s/kernels.db", d) < (int)len ? 0 : -1;
+    d = getenv("XDG_CACHE_HOME");
+    if (d && *d)
+        return snprintf(buf, len, "%s/sale/kernels.db", d) < (int)len ? 0 : -1;
+    d = getenv("HOME");
+    if (d && *d)
+        return snprintf(buf, len, "%s/.cache/sale/kernels.db", d) < (int)len ? 0 : -1;
+    return -1;
+}
+
+sale_status sale_create(sale_ctx **out, const sale_options *opts)
+{
+    *out = NULL;
+    sale_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return SALE_ERR_NOMEM;
+    *out = c;
+    pthread_mutex_init(&c->lock, NULL);
+    if (opts)
+        c->opts = *opts;
+    if (opts && opts->cache_path) {
+        if (strlen(opts->cache_path) >= sizeof c->cache_path) {
+            sale_set_error(c, "cache_path: longer than %zu bytes", sizeof c->cache_path - 1);
+            return SALE_ERR_INVALID;
+        }
+        strcpy(c->cache_path, opts->cache_path);
+    } else if (default_cache_path(c->cache_path, sizeof c->cache_path)) {
+        sale_set_error(c, "cache_path: no $SALE_CACHE_DIR, $XDG_CACHE_HOME or $HOME to put the cache in");
+        return SALE_ERR_INVALID;
+    }
+    if (opts && opts->fleet_path)
+        snprintf(c->fleet_path, sizeof c->fleet_path, "%s", opts->fleet_path);
+    c->opts.cache_path = c->cache_path;
+    c->opts.fleet_path = c->fleet_path[0] ? c->fleet_path : NULL;
+    char err[1024] = "";
+    if (db_open(&c->db, c->cache_path, c->opts.fleet_path, db_log_bridge, c, err, sizeof err)) {
+        sale_set_error(c, "cannot open the kernel cache %s: %s", c->cache_path, err);
+        c->db = NULL;
+        return SALE_ERR_CACHE;
+    }
+    return SALE_OK;
+}
+
+void sale_destroy(sale_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    const drv_api *d = ctx->modules ? drv_get(NULL) : NULL;
+    for (kmod *m = ctx->modules, *n; m; m = n) {
+        n = m->next;
+        if (d) {
+            CUcontext cur = NULL;
+            d->CtxGetCurrent(&cur);
+            if (cur == m->cu)
+                d->ModuleUnload(m->mod);
+        }
+        free(m);
+    }
+    if (ctx->ws && d)
+        d->MemFree((CUdeviceptr)(uintptr_t)ctx->ws);
+    else if (ctx->ws && (d = drv_get(NULL)))
+        d->MemFree((CUdeviceptr)(uintptr_t)ctx->ws);
+    if (ctx->db)
+        db_close(ctx->db);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx->err);
+    free(ctx);
+}
+
+static void fill_info(sale_kernel_info *info, const sale_key *k, const db_kernel_row *row, int from_cache)
+{
+    memset(info, 0, sizeof *info);
+    sale_key_format(k, info->key, sizeof info->key);
+    snprintf(info->arch, sizeof info->arch, "%s", row->arch);
+    snprintf(info->entry, sizeof info->entry, "%s", row->entry);
+    info->registers = row->registers;
+    info->smem_static = row->smem_static;
+    info->smem_dynamic = row->smem_dynamic;
+    info->spill_stores = row->spill_stores;
+    info->spill_loads = row->spill_loads;
+    info->stack = row->stack;
+    info->threads = row->threads;
+    info->compile_ms = row->compile_ms;
+    info->cubin_bytes = row->cubin_bytes;
+    info->from_cache = from_cache;
+    info->src_hash = row->src_hash;
+}
+
+static sale_layout_cfg layout_of(const sale_key *k)
+{
+    sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q,     k->block_k, k->block_seg, k->local_window,
+                         (int)k->dtype,  k->est_bits, k->warps,       k->stages,  k->arch};
+    return c;
+}
+
+/* Look up, else compile and insert; on return row holds the stored bytes
+ * (every process ends with the same ones: insert-or-ignore, then read). */
+static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *row, int *from_cache)
+{
+    char keytext[256], err[1024] = "";
+    sale_key_format(k, keytext, sizeof keytext);
+    const char *arch = sale_arch_name(k->arch);
+    char *src = jit_build_source(k);
+    if (!src) {
+        sale_set_error(ctx, "no template %s embedded in this library", tpl_family_file(k->family));
+        return SALE_ERR_NOT_FOUND;
+    }
+    uint64_t h = jit_source_hash(k, src);
+    sale_status st = SALE_OK;
+    int claimed = 0;
+    *from_cache = 1;
+    for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&ctx->lock);
+        int got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
+        if (got == 0 && !claimed)
+            claimed = db_claim(ctx->db, keytext, arch, h, 300, err, sizeof err);
+        pthread_mutex_unlock(&ctx->lock);
+        if (got < 0 || claimed < 0) {
+            sale_set_error(ctx, "kernel cache %s: %s", ctx->cache_path, err);
+            st = SALE_ERR_CACHE;
+            goto out;
+        }
+        if (got == 1)
+            goto out;
+        if (claimed == 1 || attempt >= 600)
+            break;
+        /* another process is compiling this kernel: wait for its row */
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    *from_cache = 0;
+    jit_result jr;
+    char *msg = NULL;
+    st = jit_compile(tpl_family_file(k->family), src, k->arch, NULL, &jr, &msg);
+    if (st) {
+        sale_set_error(ctx, "compiling %s for %s: %s", keytext, arch, msg ? msg : "failed");
+        free(msg);
+        goto unclaim;
+    }
+    sale_layout_cfg lc = layout_of(k);
+    db_kernel_row nr;
+    memset(&nr, 0, sizeof nr);
+    snprintf(nr.key, sizeof nr.key, "%s", keytext);
+    snprintf(nr.arch, sizeof nr.arch, "%s", arch);
+    snprintf(nr.entry, sizeof nr.entry, "%s", sale_layout_main_entry((int)k->family));
+    nr.src_hash = h;
+    nr.registers = jr.registers;
+    nr.smem_static = jr.smem_static;
+    nr.smem_dynamic = (int)sale_layout_smem(&lc);
+    nr.spill_stores = jr.spill_stores;
+    nr.spill_loads = jr.spill_loads;
+    nr.stack = jr.stack;
+    nr.threads = (int)sale_layout_threads(&lc);
+    nr.compile_ms = jr.compile_ms;
+    nr.cubin = jr.cubin;
+    nr.cubin_bytes = jr.cubin_bytes;
+    nr.cubin_hash = db_fnv1a64(jr.cubin, jr.cubin_bytes, DB_FNV_SEED);
+    pthread_mutex_lock(&ctx->lock);
+    int rc = db_kernel_put(ctx->db, &nr, err, sizeof err);
+    int got = rc ? -1 : db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
+    pthread_mutex_unlock(&ctx->lock);
+    jit_result_free(&jr);
+    if (got != 1) {
+        sale_set_error(ctx, "kernel cache %s: storing %s: %s", ctx->cache_path, keytext,
+                       got == 0 ? "row missing after insert" : err);
+        st = SALE_ERR_CACHE;
+    }
+unclaim:
+    if (claimed == 1) {
+        pthread_mutex_lock(&ctx->lock);
+        db_unclaim(ctx->db, keytext, arch, h);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+out:
+    free(src);
+    return st;
+}
+
+sale_status sale_compile(sale_ctx *ctx, const sale_key *key, sale_kernel_info *info)
+{
+    if (!ctx || !key) {
+        sale_set_error(ctx, "sale_compile: NULL argument");
+        return SALE_ERR_INVALID;
+    }
+    sale_key k = *key;
+    char err[512];
+    if (k.arch == SALE_ARCH_CURRENT) {
+        sale_set_error(ctx, "arch: sale_compile needs a concrete architecture (sm_80 .. sm_90a); "
+                            "use sale_get_kernel for the current device");
+        return SALE_ERR_INVALID;
+    }
+    if (sale_key_resolve(&k, err, sizeof err)) {
+        sale_set_error(ctx, "%s", err);
+        return SALE_ERR_INVALID;
+    }
+    db_kernel_row row;
+    memset(&row, 0, sizeof row);
+    int from_cache = 0;
+    sale_status st = compile_row(ctx, &k, &row, &from_cache);
+    if (!st && info)
+        fill_info(info, &k, &row, from_cache);
+    db_row_free(&row);
+    return st;
+}
+
+/* A cubin that the driver refuses: say why in words the user can act on. */
+static void load_error(sale_ctx *ctx, CUresult r, const sale_key *k, int dev_arch)
+{
+    const char *arch = sale_arch_name(k->arch);
+    if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)
+        sale_set_error(ctx, "the cubin for %s does not run on this device (sm_%d): a cubin runs only on its own "
+                            "major architecture at an equal or higher minor version (%s)",
+                       arch, dev_arch, drv_errstr(r));
+    else if (r == CUDA_ERROR_UNSUPPORTED_PTX_VERSION)
+        sale_set_error(ctx, "the cubin was made by NVRTC %d, newer than this driver supports: update the driver "
+                            "or compile with an older toolkit (%s)",
+                       jit_nvrtc_version(), drv_errstr(r));
+    else
+        sale_set_error(ctx, "cuModuleLoadData for %s: %s", arch, drv_errstr(r));
+}
+
+sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **out)
+{
+    if (!ctx || !key || !out) {
+        sale_set_error(ctx, "sale_get_kernel: NULL argument");
+        return SALE_ERR_INVALID;
+    }
+    *out = NULL;
+    CUcontext cu;
+    CUdevice dev;
+    if (drv_ensure_context(ctx, &cu, &dev))
+        return SALE_ERR_NO_DEVICE;
+    const drv_api *d = drv_get(NULL);
+    int dev_arch = drv_device_arch(d, dev);
+    sale_key k = *key;
+    if (k.arch == SALE_ARCH_CURRENT) {
+        /* a cubin runs on its own major architecture at equal or higher minor */
+        if (dev_arch >= 80 && dev_arch < 86)
+            k.arch = 80;
+        else if (dev_arch >= 86 && dev_arch < 89)
+            k.arch = 86;
+        else if (dev_arch == 89 || dev_arch == 90)
+            k.arch = dev_arch;
+        else {
+            sale_set_error(ctx, "this device is sm_%d; sale's kernels target sm_80, sm_86, sm_89 and sm_90", dev_arch);
+            return SALE_ERR_UNSUPPORTED;
+        }
+    }
+    char err[512];
+    if (sale_key_resolve(&k, err, sizeof err)) {
+        sale_set_error(ctx, "%s", err);
+        return SALE_ERR_INVALID;
+    }
+    db_kernel_row row;
+    memset(&row, 0, sizeof row);
+    int from_cache = 0;
+    sale_status st = compile_row(ctx, &k, &row, &from_cache);
+    if (st)
+        return st;
+    pthread_mutex_lock(&ctx->lock);
+    for (kmod *m = ctx->modules; m; m = m->next)
+        if (m->cu == cu && m->src_hash == row.src_hash && m->arch == k.arch) {
+            m->info.from_cache = from_cache;
+            *out = (sale_kernel *)m;
+            pthread_mutex_unlock(&ctx->lock);
+            db_row_free(&row);
+            return SALE_OK;
+        }
+    pthread_mutex_unlock(&ctx->lock);
+    kmod *m = calloc(1, sizeof *m);
+    if (!m) {
+        db_row_free(&row);
+        return SALE_ERR_NOMEM;
+    }
+    CUresult r = d->ModuleLoadData(&m->mod, row.cubin);
+    if (r != CUDA_SUCCESS) {
+        load_error(ctx, r, &k, dev_arch);
+        free(m);
+        db_row_free(&row);
+        return SALE_ERR_CUDA;
+    }
+    r = d->ModuleGetFunction(&m->fn, m->mod, row.entry);
+    if (r == CUDA_SUCCESS && row.smem_dynamic > 48 * 1024)
+        r = d->FuncSetAttribute(m->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, row.smem_dynamic);
+    if (r != CUDA_SUCCESS) {
+        sale_set_error(ctx, "preparing %s in %s: %s", row.entry, row.key, drv_errstr(r));
+        d->ModuleUnload(m->mod);
+        free(m);
+        db_row_free(&row);
+        return SALE_ERR_CUDA;
+    }
+    m->cu = cu;
+    m->src_hash = row.src_hash;
+    m->arch = k.arch;
+    fill_info(&m->info, &k, &row, from_cache);
+    db_row_free(&row);
+    pthread_mutex_lock(&ctx->lock);
+    m->next = ctx->modules;
+    ctx->modules = m;
+    pthread_mutex_unlock(&ctx->lock);
+    *out = (sale_kernel *)m;
+    return SALE_OK;
+}
+
+sale_status sale_kernel_get_info(const sale_kernel *k, sale_kernel_info *info)
+{
+    if (!k || !info)
+        return SALE_ERR_INVALID;
+    *info = ((const kmod *)k)->info;
+    return SALE_OK;
+}
+
+void *sale_kernel_function(const sale_kernel *k)
+{
+    return k ? (void *)((const kmod *)k)->fn : NULL;
+}
+
+sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, const char *name, void **fn)
+{
+    const kmod *m = (const kmod *)k;
+    *fn = NULL;
+    if (!m || !name) {
+        sale_set_error(ctx, "sale_kernel_function_named: NULL argument");
+        return SALE_ERR_INVALID;
+    }
+    const drv_api *d = drv_get(NULL);
+    CUfunction f;
+    CUresult r = d->ModuleGetFunction(&f, m->mod, name);
+    if (r != CUDA_SUCCESS) {
+        sale_set_error(ctx, "no entry '%s' in the module of %s: %s", name, m->info.key, drv_errstr(r));
+        return r == CUDA_ERROR_NOT_FOUND ? SALE_ERR_NOT_FOUND : SALE_ERR_CUDA;
+    }
+    *fn = (void *)f;
+    return SALE_OK;
+}
+
+sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned gx, unsigned gy,
+                               unsigned gz, unsigned block, unsigned smem, const void *params, size_t params_size,
+                               void *stream)
+{
+    const kmod *m = (const kmod *)k;
+    if (!m || !params || !params_size || !gx || !gy || !gz) {
+        sale_set_error(ctx, "sale_kernel_launch: NULL kernel/params or empty grid");
+        return SALE_ERR_INVALID;
+    }
+    const drv_api *d = drv_get(NULL);
+    CUfunction f = m->fn;
+    if (entry && strcmp(entry, m->info.entry)) {
+        void *p;
+        sale_status s = sale_kernel_function_named(ctx, k, entry, &p);
+        if (s)
+            return s;
+        f = (CUfunction)p;
+    }
+    if (!block)
+        block = (unsigned)m->info.threads;
+    if (smem == (unsigned)-1)
+        smem = (unsigned)m->info.smem_dynamic;
+    CUresult r = CUDA_SUCCESS;
+    if (smem > 48 * 1024)
+        r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem);
+    void *args[1] = {(void *)params};
+    if (r == CUDA_SUCCESS)
+        r = d->LaunchKernel(f, gx, gy, gz, block, 1, 1, smem, (CUstream)stream, args, NULL);
+    if (r != CUDA_SUCCESS) {
+        sale_set_error(ctx, "launching %s of %s (grid %u,%u,%u block %u smem %u): %s", entry ? entry : m->info.entry,
+                       m->info.key, gx, gy, gz, block, smem, drv_errstr(r));
+        return SALE_ERR_CUDA;
+    }
+    return SALE_OK;
+}

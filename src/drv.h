@@ -1,0 +1,62 @@
+/* drv.h — the CUDA Driver API opened with dlopen("libcuda.so.1") at first
+ * need, so libsale works (compile-only) on machines with no driver.
+ * Internal; prefix drv_. Types come from cuda.h; nothing links libcuda. */
+#ifndef SALE_DRV_H
+#define SALE_DRV_H
+
+#include <cuda.h>
+
+typedef struct drv_api {
+    CUresult (*Init)(unsigned);
+    CUresult (*DriverGetVersion)(int *);
+    CUresult (*DeviceGetCount)(int *);
+    CUresult (*DeviceGet)(CUdevice *, int);
+    CUresult (*DeviceGetName)(char *, int, CUdevice);
+    CUresult (*DeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
+    CUresult (*DeviceTotalMem)(size_t *, CUdevice);
+    CUresult (*DevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+    CUresult (*CtxGetCurrent)(CUcontext *);
+    CUresult (*CtxSetCurrent)(CUcontext);
+    CUresult (*CtxGetDevice)(CUdevice *);
+    CUresult (*CtxSynchronize)(void);
+    CUresult (*ModuleLoadData)(CUmodule *, const void *);
+    CUresult (*ModuleUnload)(CUmodule);
+    CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
+    CUresult (*FuncSetAttribute)(CUfunction, CUfunction_attribute, int);
+    CUresult (*FuncGetAttribute)(int *, CUfunction_attribute, CUfunction);
+    CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             CUstream, void **, void **);
+    CUresult (*MemAlloc)(CUdeviceptr *, size_t);
+    CUresult (*MemFree)(CUdeviceptr);
+    CUresult (*MemcpyHtoD)(CUdeviceptr, const void *, size_t);
+    CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
+    CUresult (*MemsetD8)(CUdeviceptr, unsigned char, size_t);
+    CUresult (*MemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
+    CUresult (*MemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
+    CUresult (*MemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
+    CUresult (*StreamSynchronize)(CUstream);
+    CUresult (*EventCreate)(CUevent *, unsigned);
+    CUresult (*EventRecord)(CUevent, CUstream);
+    CUresult (*EventSynchronize)(CUevent);
+    CUresult (*EventElapsedTime)(float *, CUevent, CUevent);
+    CUresult (*EventDestroy)(CUevent);
+    CUresult (*GetErrorName)(CUresult, const char **);
+    CUresult (*GetErrorString)(CUresult, const char **);
+} drv_api;
+
+/* Open the driver once (thread-safe). Returns the table, or NULL with why
+ * set to a static reason ("libcuda.so.1 not found: ..."). */
+const drv_api *drv_get(const char **why);
+
+/* "CUDA_ERROR_X (description)" for a result code. */
+const char *drv_errstr(CUresult r);
+
+/* Make sure a CUDA context is current (the primary context of device 0 if
+ * none); returns the device. 0 ok, -1 with ctx error set. */
+struct sale_ctx;
+int drv_ensure_context(struct sale_ctx *ctx, CUcontext *cuctx, CUdevice *dev);
+
+/* Compute capability of a device as 80, 86, 89, 90. */
+int drv_device_arch(const drv_api *d, CUdevice dev);
+
+#endif

@@ -1,0 +1,323 @@
+/* key.c — kernel keys: defaults, validation with messages that name the
+ * field and the rule, the canonical text form, its parser and hash. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "sale_layout.h"
+
+static const char *const family_names[SALE_FAMILY_COUNT] = {"quantize", "fused", "select", "attend", "dense"};
+
+const char *sale_family_name(sale_family f)
+{
+    return (unsigned)f < SALE_FAMILY_COUNT ? family_names[f] : NULL;
+}
+
+const char *sale_dtype_name(sale_dtype d)
+{
+    switch (d) {
+    case SALE_DTYPE_F16: return "f16";
+    case SALE_DTYPE_BF16: return "bf16";
+    case SALE_DTYPE_F32: return "f32";
+    }
+    return NULL;
+}
+
+const char *sale_arch_name(int arch)
+{
+    switch (arch) {
+    case SALE_ARCH_CURRENT: return "current";
+    case 80: return "sm_80";
+    case 86: return "sm_86";
+    case 89: return "sm_89";
+    case 90: return "sm_90";
+    case SALE_ARCH_SM90A: return "sm_90a";
+    }
+    return NULL;
+}
+
+int sale_arch_parse(const char *t)
+{
+    if (!t)
+        return -1;
+    if (!strcmp(t, "current"))
+        return SALE_ARCH_CURRENT;
+    if (!strncmp(t, "sm_", 3))
+        t += 3;
+    if (!strcmp(t, "80")) return 80;
+    if (!strcmp(t, "86")) return 86;
+    if (!strcmp(t, "89")) return 89;
+    if (!strcmp(t, "90")) return 90;
+    if (!strcmp(t, "90a")) return SALE_ARCH_SM90A;
+    return -1;
+}
+
+int key_default_est_bits(int arch)
+{
+    return (arch == 90 || arch == SALE_ARCH_SM90A) ? 8 : 4;
+}
+
+/* Which fields change a family's code: the others are not part of its
+ * canonical form, so prewarming over them does not multiply cubins. */
+int key_family_uses(sale_family f, const char *field)
+{
+    if (!strcmp(field, "bq"))
+        return f != SALE_FAMILY_QUANTIZE;
+    if (!strcmp(field, "bk"))
+        return f != SALE_FAMILY_DENSE;
+    if (!strcmp(field, "seg") || !strcmp(field, "win"))
+        return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT;
+    if (!strcmp(field, "est"))
+        return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_QUANTIZE;
+    return 1;
+}
+
+sale_key sale_key_default(sale_family family)
+{
+    sale_key k;
+    memset(&k, 0, sizeof k);
+    k.family = family;
+    k.dtype = (sale_dtype)-1; /* open */
+    k.causal = -1;            /* open */
+    return k;
+}
+
+#define ERR(...)                                                                                                      \
+    do {                                                                                                              \
+        if (err && errlen)                                                                                            \
+            snprintf(err, errlen, __VA_ARGS__);                                                                       \
+        return SALE_ERR_INVALID;                                                                                      \
+    } while (0)
+
+sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
+{
+    if (!k)
+        ERR("key: NULL");
+    if ((unsigned)k->family >= SALE_FAMILY_COUNT)
+        ERR("family: unknown family %d (quantize, fused, select, attend, dense)", (int)k->family);
+    if (k->head_dim == 256)
+        ERR("head_dim: 256 is refused: its K/V tiles do not fit the shared memory of one SM with these kernels "
+            "(supported: 64, 128)");
+    if (k->head_dim && k->head_dim != 64 && k->head_dim != 128)
+        ERR("head_dim: must be 64 or 128, got %d", k->head_dim);
+    if (k->block_q && k->block_q != 64 && k->block_q != 128)
+        ERR("block_q: must be 64 or 128, got %d", k->block_q);
+    if (k->block_k && (k->block_k % 16 || k->block_k < 16 || k->block_k > 64))
+        ERR("block_k: must be a multiple of 16 between 16 and 64, got %d", k->block_k);
+    if (k->block_seg) {
+        int bk = k->block_k ? k->block_k : 32;
+        if (k->block_seg % bk)
+            ERR("block_seg: must be a multiple of block_k (%d), got %d", bk, k->block_seg);
+        if (k->block_seg / bk > 32)
+            ERR("block_seg: at most 32 blocks of block_k per segment, got %d/%d = %d", k->block_seg, bk,
+                k->block_seg / bk);
+    }
+    if (k->local_window < 0 || k->local_window > (1 << 20))
+        ERR("local_window: must be between 0 and 1048576, got %d", k->local_window);
+    if (k->local_window) {
+        int bk = k->block_k ? k->block_k : 32;
+        if (k->local_window % bk)
+            ERR("local_window: must be a multiple of block_k (%d), got %d", bk, k->local_window);
+    }
+    if ((int)k->dtype != -1 && k->dtype != SALE_DTYPE_F16 && k->dtype != SALE_DTYPE_BF16)
+        ERR("dtype: kernels take f16 or bf16, got %s", sale_dtype_name(k->dtype) ? sale_dtype_name(k->dtype) : "?");
+    if (k->est_bits && k->est_bits != 4 && k->est_bits != 8)
+        ERR("est_bits: must be 4 or 8, got %d", k->est_bits);
+    if (k->est_bits == 4 && (k->arch == 90 || k->arch == SALE_ARCH_SM90A) && key_family_uses(k->family, "est"))
+        ERR("est_bits: 4-bit estimation is refused on %s: Hopper has no int4 tensor cores (mma.s4 is emulated, "
+            "~52 TOPS against ~1270 for int8); use est=8",
+            sale_arch_name(k->arch));
+    if (k->causal != -1 && k->causal != 1)
+        ERR("causal: only causal prefill is implemented (causal=1), got %d", k->causal);
+    if (k->warps && (k->warps < 1 || k->warps > 16))
+        ERR("warps: must be between 1 and 16, got %d", k->warps);
+    if (k->stages && (k->stages < 1 || k->stages > 4))
+        ERR("stages: must be between 1 and 4, got %d", k->stages);
+    if (k->arch != SALE_ARCH_CURRENT && !sale_arch_name(k->arch))
+        ERR("arch: unknown architecture %d (sm_80, sm_86, sm_89, sm_90, sm_90a)", k->arch);
+    /* Tile rules that depend on the template's layout. */
+    if (k->warps && k->stages && k->head_dim && k->block_q && k->block_k && k->block_seg) {
+        sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
+                             (int)k->dtype == -1 ? 1 : (int)k->dtype, k->est_bits ? k->est_bits : 8, k->warps,
+                             k->stages, k->arch ? k->arch : 90};
+        char why[256] = "";
+        if (!sale_layout_legal(&c, why, sizeof why))
+            ERR("tiles: %s", why);
+    }
+    return SALE_OK;
+}
+
+sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
+{
+    sale_status s = sale_key_validate(k, err, errlen);
+    if (s)
+        return s;
+    if (k->arch == SALE_ARCH_CURRENT)
+        ERR("arch: must be resolved to a concrete architecture before compiling");
+    if (!k->head_dim) k->head_dim = 128;
+    if (!k->block_q) k->block_q = 64;
+    if (!k->block_k) k->block_k = 32;
+    if (!k->block_seg) k->block_seg = 128;
+    if (!k->local_window) k->local_window = 128;
+    if ((int)k->dtype == -1) k->dtype = SALE_DTYPE_BF16;
+    if (!k->est_bits) k->est_bits = key_default_est_bits(k->arch);
+    if (k->causal == -1) k->causal = 1;
+    /* fields the family does not use take fixed values: one cubin per code */
+    if (!key_family_uses(k->family, "bq")) k->block_q = 64;
+    if (!key_family_uses(k->family, "bk")) k->block_k = 32;
+    if (!key_family_uses(k->family, "seg")) k->block_seg = 128;
+    if (!key_family_uses(k->family, "win")) k->local_window = 128;
+    if (!key_family_uses(k->family, "est")) k->est_bits = 8;
+    if (!k->warps || !k->stages) {
+        int w = 4, st = 2;
+        sale_layout_default_tiles((int)k->family, k->head_dim, k->arch, &w, &st);
+        if (!k->warps) k->warps = w;
+        if (!k->stages) k->stages = st;
+    }
+    return sale_key_validate(k, err, errlen);
+}
+
+static int put(char *buf, size_t len, size_t *pos, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int put(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + (*pos < len ? *pos : len), *pos < len ? len - *pos : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    *pos += (size_t)n;
+    return 0;
+}
+
+static void put_int(char *buf, size_t len, size_t *pos, const char *name, int v, int open)
+{
+    if (open)
+        put(buf, len, pos, ",%s=*", name);
+    else
+        put(buf, len, pos, ",%s=%d", name, v);
+}
+
+sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
+{
+    if (!k || !buf || !len || (unsigned)k->family >= SALE_FAMILY_COUNT)
+        return SALE_ERR_INVALID;
+    size_t pos = 0;
+    sale_family f = k->family;
+    put(buf, len, &pos, "%s:", family_names[f]);
+    if (k->head_dim)
+        put(buf, len, &pos, "d=%d", k->head_dim);
+    else
+        put(buf, len, &pos, "d=*");
+    if (key_family_uses(f, "bq")) put_int(buf, len, &pos, "bq", k->block_q, !k->block_q);
+    if (key_family_uses(f, "bk")) put_int(buf, len, &pos, "bk", k->block_k, !k->block_k);
+    if (key_family_uses(f, "seg")) put_int(buf, len, &pos, "seg", k->block_seg, !k->block_seg);
+    if (key_family_uses(f, "win")) put_int(buf, len, &pos, "win", k->local_window, !k->local_window);
+    if ((int)k->dtype == -1)
+        put(buf, len, &pos, ",dt=*");
+    else
+        put(buf, len, &pos, ",dt=%s", sale_dtype_name(k->dtype) ? sale_dtype_name(k->dtype) : "?");
+    if (key_family_uses(f, "est")) {
+        put_int(buf, len, &pos, "est", k->est_bits, !k->est_bits);
+        /* the quantization granularity is part of the code: query scale per
+         * row, key scale per block of block_k keys */
+        put(buf, len, &pos, ",qg=row.blk");
+    }
+    if (f != SALE_FAMILY_QUANTIZE)
+        put_int(buf, len, &pos, "causal", k->causal, k->causal == -1);
+    put_int(buf, len, &pos, "warps", k->warps, !k->warps);
+    put_int(buf, len, &pos, "stages", k->stages, !k->stages);
+    put(buf, len, &pos, ",arch=%s", sale_arch_name(k->arch) ? sale_arch_name(k->arch) : "?");
+    return pos < len ? SALE_OK : SALE_ERR_INVALID;
+}
+
+static int parse_int(const char *v, int *out)
+{
+    if (!strcmp(v, "*")) {
+        *out = 0;
+        return 0;
+    }
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < 0 || x > 1 << 24)
+        return -1;
+    *out = (int)x;
+    return 0;
+}
+
+sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t errlen)
+{
+    if (!text || !key)
+        ERR("key: NULL");
+    char buf[512];
+    if (strlen(text) >= sizeof buf)
+        ERR("key: text longer than %zu characters", sizeof buf - 1);
+    strcpy(buf, text);
+    char *colon = strchr(buf, ':');
+    if (colon)
+        *colon = 0;
+    char *fam = buf;
+    while (isspace((unsigned char)*fam))
+        fam++;
+    int fi = -1;
+    for (int i = 0; i < SALE_FAMILY_COUNT; i++)
+        if (!strcmp(fam, family_names[i]))
+            fi = i;
+    if (fi < 0)
+        ERR("family: unknown family '%s' (quantize, fused, select, attend, dense)", fam);
+    sale_key k = sale_key_default((sale_family)fi);
+    char *save = NULL;
+    for (char *tok = colon ? strtok_r(colon + 1, ", ", &save) : NULL; tok; tok = strtok_r(NULL, ", ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            ERR("%s: expected field=value", tok);
+        *eq = 0;
+        const char *name = tok, *v = eq + 1;
+        int *ip = NULL;
+        if (!strcmp(name, "d") || !strcmp(name, "head_dim")) ip = &k.head_dim;
+        else if (!strcmp(name, "bq") || !strcmp(name, "block_q")) ip = &k.block_q;
+        else if (!strcmp(name, "bk") || !strcmp(name, "block_k")) ip = &k.block_k;
+        else if (!strcmp(name, "seg") || !strcmp(name, "block_seg")) ip = &k.block_seg;
+        else if (!strcmp(name, "win") || !strcmp(name, "local_window")) ip = &k.local_window;
+        else if (!strcmp(name, "est") || !strcmp(name, "est_bits")) ip = &k.est_bits;
+        else if (!strcmp(name, "warps")) ip = &k.warps;
+        else if (!strcmp(name, "stages")) ip = &k.stages;
+        if (ip) {
+            if (parse_int(v, ip))
+                ERR("%s: expected a non-negative integer or *, got '%s'", name, v);
+        } else if (!strcmp(name, "dt") || !strcmp(name, "dtype")) {
+            if (!strcmp(v, "*")) k.dtype = (sale_dtype)-1;
+            else if (!strcmp(v, "f16") || !strcmp(v, "fp16")) k.dtype = SALE_DTYPE_F16;
+            else if (!strcmp(v, "bf16")) k.dtype = SALE_DTYPE_BF16;
+            else ERR("dtype: expected f16 or bf16, got '%s'", v);
+        } else if (!strcmp(name, "causal")) {
+            if (!strcmp(v, "*")) k.causal = -1;
+            else if (parse_int(v, &k.causal)) ERR("causal: expected 1, got '%s'", v);
+        } else if (!strcmp(name, "arch")) {
+            int a = sale_arch_parse(v);
+            if (a < 0)
+                ERR("arch: unknown architecture '%s' (sm_80, sm_86, sm_89, sm_90, sm_90a, current)", v);
+            k.arch = a;
+        } else if (!strcmp(name, "qg")) {
+            if (strcmp(v, "row.blk"))
+                ERR("qg: only quantization granularity row.blk is implemented, got '%s'", v);
+        } else {
+            ERR("%s: unknown field (d, bq, bk, seg, win, dt, est, causal, warps, stages, arch)", name);
+        }
+    }
+    sale_status s = sale_key_validate(&k, err, errlen);
+    if (s)
+        return s;
+    *key = k;
+    return SALE_OK;
+}
+
+uint64_t sale_key_hash(const sale_key *key)
+{
+    char buf[512];
+    if (sale_key_format(key, buf, sizeof buf))
+        return 0;
+    return db_fnv1a64(buf, strlen(buf), DB_FNV_SEED);
+}

@@ -1,0 +1,206 @@
+/* sale_layout.h — launch plan and tile legality of every sale kernel family.
+ * The contract between the host runtime (src/attention.c, the tuner) and the
+ * templates. Plain C11; also compiles under NVRTC / nvcc (functions are then
+ * __host__ __device__ so the kernels can share the same arithmetic). */
+#ifndef SALE_LAYOUT_H
+#define SALE_LAYOUT_H
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define SALE_HD __host__ __device__
+#else
+#define SALE_HD
+#endif
+
+/* family codes (= sale_family) */
+#define SALE_LF_QUANTIZE 0
+#define SALE_LF_FUSED 1
+#define SALE_LF_SELECT 2
+#define SALE_LF_ATTEND 3
+#define SALE_LF_DENSE 4
+
+/* fixed geometry of the quantize family */
+#define SALE_QZ_THREADS 256      /* every quantize entry except the reduce (head_dim threads) */
+#define SALE_QZ_QROWS 64         /* query rows per CTA of the code kernel */
+#define SALE_QZ_CHUNK_ROWS 256   /* rows per partial-sum chunk of the means (before capping) */
+#define SALE_QZ_MAX_CHUNKS 64
+/* attention families */
+#define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
+#define SALE_EST_CHUNK 128       /* keys per estimation chunk (code tile) */
+
+typedef struct sale_layout_cfg {
+    int family, head_dim, block_q, block_k, block_seg, local_window, dtype, est_bits, warps, stages, arch;
+} sale_layout_cfg; /* family: 0 quantize,1 fused,2 select,3 attend,4 dense; dtype 0 f16 1 bf16; arch 80/86/89/90/901 */
+
+typedef struct sale_launch {
+    const char *entry;
+    unsigned grid[3];
+    unsigned block;
+    unsigned smem;
+} sale_launch;
+
+/* number of partial-sum chunks of the mean kernel, and rows per chunk */
+static SALE_HD inline int sale_layout_mean_chunks(int N) {
+    int n = (N + SALE_QZ_CHUNK_ROWS - 1) / SALE_QZ_CHUNK_ROWS;
+    if (n < 1) n = 1;
+    if (n > SALE_QZ_MAX_CHUNKS) n = SALE_QZ_MAX_CHUNKS;
+    return n;
+}
+static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
+    int n = sale_layout_mean_chunks(N);
+    return (N + n - 1) / n;
+}
+
+/* keys per tile of the attention loop */
+static SALE_HD inline int sale_layout_kt(const sale_layout_cfg *c) {
+    return c->family == SALE_LF_DENSE ? SALE_DENSE_KT : c->block_k;
+}
+/* keys per estimation chunk */
+static SALE_HD inline int sale_layout_est_chunk(const sale_layout_cfg *c) {
+    return c->block_seg < SALE_EST_CHUNK ? c->block_seg : SALE_EST_CHUNK;
+}
+
+static inline const char *sale_layout_main_entry(int family) {
+    switch (family) {
+    case SALE_LF_QUANTIZE: return "sale_quantize_kernel";
+    case SALE_LF_FUSED: return "sale_fused_kernel";
+    case SALE_LF_SELECT: return "sale_select_kernel";
+    case SALE_LF_ATTEND: return "sale_attend_kernel";
+    case SALE_LF_DENSE: return "sale_dense_kernel";
+    default: return 0;
+    }
+}
+
+static inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
+    if (c->family == SALE_LF_QUANTIZE) return SALE_QZ_THREADS;
+    return (unsigned)(c->warps * 32);
+}
+
+/* dynamic shared memory of the main entry (quantize: 0) */
+static inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
+    unsigned rb, kt, s;
+    if (c->family == SALE_LF_QUANTIZE) return 0;
+    rb = (unsigned)c->head_dim * 2u;
+    kt = (unsigned)sale_layout_kt(c);
+    s = (unsigned)c->block_q * rb;                                                  /* Q tile */
+    s += (unsigned)c->stages * kt * rb * (c->family == SALE_LF_SELECT ? 1u : 2u); /* K (and V) stages */
+    if (c->family == SALE_LF_FUSED || c->family == SALE_LF_SELECT) {
+        unsigned ek = (unsigned)sale_layout_est_chunk(c);
+        unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8);
+        s += 2u * ek * rbc;   /* code chunks, double buffered */
+        s += 2u * ek * 4u;    /* c_j of the chunk */
+        s += 16u * 4u;        /* per-warp kept flags */
+    }
+    return s;
+}
+
+static inline unsigned sale_layout_smem_limit(int arch) {
+    switch (arch) {
+    case 80: return 166912u;  /* 163 KB */
+    case 86: case 89: return 101376u; /* 99 KB */
+    case 90: case 901: return 232448u; /* 227 KB */
+    default: return 101376u;
+    }
+}
+
+static inline int sale_layout_default_tiles(int family, int head_dim, int arch, int *warps, int *stages) {
+    (void)head_dim; (void)arch;
+    if (family < 0 || family > 4) return -1;
+    if (family == SALE_LF_QUANTIZE) { *warps = SALE_QZ_THREADS / 32; *stages = 1; return 0; }
+    *warps = 4;
+    *stages = 2;
+    return 0;
+}
+
+static inline int sale_layout_space(int family, int *warps, int *nwarps, int *stages, int *nstages) {
+    if (family < 0 || family > 4) return -1;
+    if (family == SALE_LF_QUANTIZE) {
+        warps[0] = SALE_QZ_THREADS / 32; *nwarps = 1;
+        stages[0] = 1; *nstages = 1;
+        return 0;
+    }
+    warps[0] = 2; warps[1] = 4; warps[2] = 8; *nwarps = 3;
+    stages[0] = 2; stages[1] = 3; *nstages = 2;
+    return 0;
+}
+
+static inline int sale_layout_why_(char *why, int whylen, const char *msg) {
+    if (why && whylen > 0) {
+        int i = 0;
+        for (; msg[i] && i < whylen - 1; i++) why[i] = msg[i];
+        why[i] = 0;
+    }
+    return 0;
+}
+
+static inline int sale_layout_legal(const sale_layout_cfg *c, char *why, int whylen) {
+    int mt;
+    if (c->family < 0 || c->family > 4) return sale_layout_why_(why, whylen, "family: unknown");
+    if (c->head_dim == 256)
+        return sale_layout_why_(why, whylen, "head_dim: 256 does not fit in shared memory with these kernels (64 or 128)");
+    if (c->head_dim != 64 && c->head_dim != 128) return sale_layout_why_(why, whylen, "head_dim: must be 64 or 128");
+    if (c->dtype != 0 && c->dtype != 1) return sale_layout_why_(why, whylen, "dtype: must be f16 or bf16");
+    if (c->block_k != 16 && c->block_k != 32 && c->block_k != 64)
+        return sale_layout_why_(why, whylen, "block_k: must be 16, 32 or 64");
+    if (c->est_bits != 4 && c->est_bits != 8) return sale_layout_why_(why, whylen, "est_bits: must be 4 or 8");
+    if (c->arch != 80 && c->arch != 86 && c->arch != 89 && c->arch != 90 && c->arch != 901)
+        return sale_layout_why_(why, whylen, "arch: must be 80, 86, 89, 90 or 901");
+    if (c->family == SALE_LF_QUANTIZE) {
+        if (c->warps != SALE_QZ_THREADS / 32) return sale_layout_why_(why, whylen, "warps: quantize uses 8 warps");
+        if (c->stages != 1) return sale_layout_why_(why, whylen, "stages: quantize uses 1 stage");
+        return 1;
+    }
+    if (c->block_q != 64 && c->block_q != 128) return sale_layout_why_(why, whylen, "block_q: must be 64 or 128");
+    if (c->block_seg < c->block_k || c->block_seg % c->block_k != 0 || c->block_seg / c->block_k > 32)
+        return sale_layout_why_(why, whylen, "block_seg: must be a multiple of block_k, at most 32 blocks");
+    if (c->local_window < 0 || c->local_window % c->block_k != 0)
+        return sale_layout_why_(why, whylen, "local_window: must be a non-negative multiple of block_k");
+    if (c->warps != 2 && c->warps != 4 && c->warps != 8) return sale_layout_why_(why, whylen, "warps: must be 2, 4 or 8");
+    if (c->block_q % (16 * c->warps) != 0) return sale_layout_why_(why, whylen, "warps: block_q must be a multiple of 16*warps");
+    mt = c->block_q / (16 * c->warps);
+    if (mt > 2) return sale_layout_why_(why, whylen, "warps: at most 32 query rows per warp (block_q/(16*warps) <= 2)");
+    if (mt == 2 && c->head_dim == 128 && c->family != SALE_LF_SELECT && sale_layout_kt(c) > 32)
+        return sale_layout_why_(why, whylen, "warps: 32 rows per warp with head_dim 128 and 64-key tiles spills registers");
+    if (c->stages < 2 || c->stages > 4) return sale_layout_why_(why, whylen, "stages: must be 2..4");
+    if (sale_layout_smem(c) > sale_layout_smem_limit(c->arch))
+        return sale_layout_why_(why, whylen, "shared memory: tile needs more than the architecture allows per block");
+    return 1;
+}
+
+/* bytes of device scratch the family needs (p.scratch) */
+static inline unsigned long long sale_layout_scratch_bytes(const sale_layout_cfg *c, int B, int Hq, int Hkv, int N) {
+    if (c->family == SALE_LF_QUANTIZE)
+        return (unsigned long long)sale_layout_mean_chunks(N) * (unsigned long long)(Hq + Hkv) * (unsigned long long)B *
+               (unsigned long long)c->head_dim * 8ull;
+    return 0;
+}
+
+/* the launches of one family, in order. Returns the count (<= 4) or -1. */
+static inline int sale_layout_plan(const sale_layout_cfg *c, int B, int Hq, int Hkv, int N, sale_launch *out) {
+    if (B <= 0 || Hq <= 0 || Hkv <= 0 || N <= 0 || Hq % Hkv != 0) return -1;
+    if (c->family == SALE_LF_QUANTIZE) {
+        unsigned nkb = (unsigned)((N + c->block_k - 1) / c->block_k);
+        out[0].entry = "sale_quantize_mean_kernel";
+        out[0].grid[0] = (unsigned)sale_layout_mean_chunks(N); out[0].grid[1] = (unsigned)(Hq + Hkv); out[0].grid[2] = (unsigned)B;
+        out[0].block = SALE_QZ_THREADS; out[0].smem = 0;
+        out[1].entry = "sale_quantize_reduce_kernel";
+        out[1].grid[0] = (unsigned)(Hq + Hkv); out[1].grid[1] = (unsigned)B; out[1].grid[2] = 1;
+        out[1].block = (unsigned)c->head_dim; out[1].smem = 0;
+        out[2].entry = "sale_quantize_kernel";
+        out[2].grid[0] = (unsigned)((N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS); out[2].grid[1] = (unsigned)Hq; out[2].grid[2] = (unsigned)B;
+        out[2].block = SALE_QZ_THREADS; out[2].smem = 0;
+        out[3].entry = "sale_quantize_k_kernel";
+        out[3].grid[0] = nkb; out[3].grid[1] = (unsigned)Hkv; out[3].grid[2] = (unsigned)B;
+        out[3].block = SALE_QZ_THREADS; out[3].smem = 0;
+        return 4;
+    }
+    if (c->family < 1 || c->family > 4) return -1;
+    out[0].entry = sale_layout_main_entry(c->family);
+    out[0].grid[0] = (unsigned)((N + c->block_q - 1) / c->block_q);
+    out[0].grid[1] = (unsigned)Hq;
+    out[0].grid[2] = (unsigned)B;
+    out[0].block = sale_layout_threads(c);
+    out[0].smem = sale_layout_smem(c);
+    return 1;
+}
+
+#endif

@@ -1,0 +1,875 @@
+/* test_db.c — the SQLite kernel cache: round trips, integrity checks, corrupt
+ * and old/new schema files, the fleet layer, export/import and many
+ * processes sharing one file. Each test works in its own mkdtemp directory. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+
+/* ------------------------------------------------------------ fixtures */
+
+static char g_dir[256];
+static char g_err[1024];
+
+typedef struct {
+    int warnings;
+    char text[8192];
+} logcap;
+
+static void capture(void *user, int level, const char *msg) {
+    logcap *l = user;
+    if (level >= 2) l->warnings++;
+    size_t n = strlen(l->text);
+    snprintf(l->text + n, sizeof l->text - n, "%s\n", msg);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+static void setup_dir(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/sale_test_db_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+    g_err[0] = '\0';
+}
+
+static void teardown_dir(void) {
+    if (g_dir[0]) nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(db, .init = setup_dir, .fini = teardown_dir, .timeout = 120);
+
+static const char *in_dir(const char *name) {
+    static char buf[4][512];
+    static int i;
+    char *b = buf[i++ & 3];
+    snprintf(b, 512, "%s/%s", g_dir, name);
+    return b;
+}
+
+/* A row with deterministic pseudo-random cubin bytes (seeded). */
+static db_kernel_row make_row(const char *key, const char *arch, uint64_t src_hash, size_t bytes, unsigned seed) {
+    db_kernel_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.key, sizeof r.key, "%s", key);
+    snprintf(r.arch, sizeof r.arch, "%s", arch);
+    snprintf(r.entry, sizeof r.entry, "sale_attend_kernel");
+    r.src_hash = src_hash;
+    r.registers = 96, r.smem_static = 1024, r.smem_dynamic = 49152, r.spill_stores = 4, r.spill_loads = 8;
+    r.stack = 16, r.threads = 128, r.compile_ms = 123.5;
+    r.cubin = malloc(bytes);
+    r.cubin_bytes = bytes;
+    unsigned x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < bytes; i++) {
+        x = x * 1103515245u + 12345u;
+        r.cubin[i] = (unsigned char)(x >> 16);
+    }
+    r.cubin_hash = db_fnv1a64(r.cubin, bytes, DB_FNV_SEED);
+    return r;
+}
+
+static db *open_ok(const char *path, const char *fleet, logcap *l) {
+    db *d = NULL;
+    int r = db_open(&d, path, fleet, l ? capture : NULL, l, g_err, sizeof g_err);
+    cr_assert_eq(r, 0, "db_open(%s): %s", path, g_err);
+    cr_assert_not_null(d);
+    return d;
+}
+
+static void put_ok(db *d, const db_kernel_row *r) {
+    cr_assert_eq(db_kernel_put(d, r, g_err, sizeof g_err), 0, "db_kernel_put: %s", g_err);
+}
+
+static void put_n_ok(db *d, const char *key, const char *arch, uint64_t h, size_t bytes, unsigned seed) {
+    db_kernel_row r = make_row(key, arch, h, bytes, seed);
+    put_ok(d, &r);
+    db_row_free(&r);
+}
+
+/* Raw SQLite access to poke at the file behind the library's back. */
+static sqlite3 *raw_open(const char *path) {
+    sqlite3 *c = NULL;
+    cr_assert_eq(sqlite3_open(path, &c), SQLITE_OK);
+    sqlite3_busy_timeout(c, 30000);
+    return c;
+}
+
+static void raw_exec(sqlite3 *c, const char *sql) {
+    char *msg = NULL;
+    int rc = sqlite3_exec(c, sql, NULL, NULL, &msg);
+    cr_assert_eq(rc, SQLITE_OK, "%s: %s", sql, msg ? msg : "");
+}
+
+static long long raw_int(const char *path, const char *sql) {
+    sqlite3 *c = raw_open(path);
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(c, sql, -1, &s, NULL), SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(c));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+    long long v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(c);
+    return v;
+}
+
+static const char *raw_text(const char *path, const char *sql) {
+    static char buf[512];
+    sqlite3 *c = raw_open(path);
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(c, sql, -1, &s, NULL), SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(c));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+    snprintf(buf, sizeof buf, "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    sqlite3_close(c);
+    return buf;
+}
+
+static void write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+/* 1 when some entry of g_dir has needle in its name. */
+static int dir_has(const char *needle) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q -- '%s'", g_dir, needle);
+    return system(cmd) == 0;
+}
+
+static int count_rows(void *user, const db_kernel_row *r) {
+    (void)r;
+    (*(int *)user)++;
+    return 0;
+}
+
+static int list_count(db *d, int fleet) {
+    int n = 0;
+    cr_assert_eq(db_kernel_list(d, fleet, count_rows, &n, g_err, sizeof g_err), 0, "%s", g_err);
+    return n;
+}
+
+/* ------------------------------------------------------------ round trips */
+
+Test(db, kernel_round_trip_keeps_every_field) {
+    logcap l = {0};
+    db *d = open_ok(in_dir("kernels.db"), NULL, &l);
+    db_kernel_row in = make_row("attend:hd=128:bq=64:bk=64", "sm_90a", 0xfedcba9876543210ULL, 70000, 1);
+    in.created = 1700000000;
+    put_ok(d, &in);
+    db_kernel_row out;
+    memset(&out, 0, sizeof out);
+    cr_assert_eq(db_kernel_get(d, in.key, in.arch, in.src_hash, &out, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_str_eq(out.key, in.key);
+    cr_assert_str_eq(out.arch, in.arch);
+    cr_assert_str_eq(out.entry, in.entry);
+    cr_assert_eq(out.src_hash, in.src_hash, "src_hash with the top bit set must survive the int64 cast");
+    cr_assert_eq(out.registers, 96);
+    cr_assert_eq(out.smem_static, 1024);
+    cr_assert_eq(out.smem_dynamic, 49152);
+    cr_assert_eq(out.spill_stores, 4);
+    cr_assert_eq(out.spill_loads, 8);
+    cr_assert_eq(out.stack, 16);
+    cr_assert_eq(out.threads, 128);
+    cr_assert_float_eq(out.compile_ms, 123.5, 1e-9);
+    cr_assert_eq(out.cubin_bytes, in.cubin_bytes);
+    cr_assert_eq(out.cubin_hash, in.cubin_hash);
+    cr_assert_eq(memcmp(out.cubin, in.cubin, in.cubin_bytes), 0);
+    cr_assert_eq(out.created, 1700000000);
+    cr_assert_eq(out.hits, 1);
+    cr_assert_eq(out.from_fleet, 0);
+    db_row_free(&out);
+    cr_assert_eq(db_kernel_get(d, in.key, in.arch, in.src_hash, &out, g_err, sizeof g_err), 1);
+    cr_assert_eq(out.hits, 2, "hits are counted on every get");
+    cr_assert_geq(out.last_used, out.created);
+    db_row_free(&out);
+    cr_assert_gt(db_file_bytes(d), 70000);
+    cr_assert_eq(l.warnings, 0);
+    db_row_free(&in);
+    db_close(d);
+}
+
+Test(db, missing_key_is_a_miss) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    db_kernel_row out;
+    memset(&out, 0, sizeof out);
+    cr_assert_eq(db_kernel_get(d, "nope", "sm_80", 1, &out, g_err, sizeof g_err), 0);
+    cr_assert_null(out.cubin);
+    db_close(d);
+}
+
+Test(db, src_hash_or_arch_difference_misses) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    put_n_ok(d, "k", "sm_80", 42, 1000, 1);
+    db_kernel_row out;
+    cr_assert_eq(db_kernel_get(d, "k", "sm_80", 43, &out, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_kernel_get(d, "k", "sm_86", 42, &out, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_kernel_get(d, "k2", "sm_80", 42, &out, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_kernel_get(d, "k", "sm_80", 42, &out, g_err, sizeof g_err), 1);
+    db_row_free(&out);
+    db_close(d);
+}
+
+Test(db, second_put_keeps_the_first_row) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    db_kernel_row a = make_row("k", "sm_80", 7, 500, 1), b = make_row("k", "sm_80", 7, 600, 2), out;
+    put_ok(d, &a);
+    put_ok(d, &b);
+    cr_assert_eq(db_kernel_get(d, "k", "sm_80", 7, &out, g_err, sizeof g_err), 1);
+    cr_assert_eq(out.cubin_bytes, 500);
+    cr_assert_eq(memcmp(out.cubin, a.cubin, 500), 0);
+    cr_assert_eq(list_count(d, 0), 1);
+    db_row_free(&out), db_row_free(&a), db_row_free(&b);
+    db_close(d);
+}
+
+Test(db, put_rejects_inconsistent_rows) {
+    db *d = open_ok(":memory:", NULL, NULL);
+    db_kernel_row r = make_row("k", "sm_80", 7, 100, 1);
+    r.cubin_hash ^= 1;
+    cr_assert_eq(db_kernel_put(d, &r, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "db_kernel_put") != NULL, "%s", g_err);
+    r.cubin_hash = 0; /* 0 means: compute it */
+    put_ok(d, &r);
+    db_row_free(&r);
+    r = make_row("", "sm_80", 7, 100, 1);
+    cr_assert_eq(db_kernel_put(d, &r, g_err, sizeof g_err), -1);
+    db_row_free(&r);
+    db_close(d);
+}
+
+Test(db, memory_cache_works_and_has_no_file) {
+    db *d = open_ok(":memory:", NULL, NULL);
+    put_n_ok(d, "k", "sm_80", 1, 100, 1);
+    db_kernel_row out;
+    cr_assert_eq(db_kernel_get(d, "k", "sm_80", 1, &out, g_err, sizeof g_err), 1);
+    db_row_free(&out);
+    cr_assert_eq(db_file_bytes(d), 0);
+    cr_assert_str_eq(db_path(d), ":memory:");
+    db_close(d);
+}
+
+Test(db, open_creates_missing_parent_directories) {
+    const char *p = in_dir("a/b/c/kernels.db");
+    db *d = open_ok(p, NULL, NULL);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    db_close(d);
+}
+
+Test(db, file_uses_wal_journal) {
+    const char *p = in_dir("kernels.db");
+    db *d = open_ok(p, NULL, NULL);
+    cr_assert_str_eq(raw_text(p, "PRAGMA journal_mode"), "wal");
+    db_close(d);
+}
+
+typedef struct {
+    int n;
+    char seen[8][300];
+} seen_list;
+
+static int collect(void *u, const db_kernel_row *r) {
+    seen_list *acc = u;
+    if (r->cubin) return 1; /* list must not hand out bytes */
+    snprintf(acc->seen[acc->n++], sizeof acc->seen[0], "%s/%s", r->arch, r->key);
+    return 0;
+}
+
+Test(db, list_is_ordered_by_arch_then_key_and_clear_empties) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    put_n_ok(d, "b", "sm_90", 1, 100, 1);
+    put_n_ok(d, "a", "sm_90", 1, 100, 2);
+    put_n_ok(d, "z", "sm_80", 1, 100, 3);
+    seen_list acc = {0};
+    cr_assert_eq(db_kernel_list(d, 0, collect, &acc, g_err, sizeof g_err), 0);
+    cr_assert_eq(acc.n, 3);
+    cr_assert_str_eq(acc.seen[0], "sm_80/z");
+    cr_assert_str_eq(acc.seen[1], "sm_90/a");
+    cr_assert_str_eq(acc.seen[2], "sm_90/b");
+    cr_assert_eq(db_clear(d, g_err, sizeof g_err), 3);
+    cr_assert_eq(list_count(d, 0), 0);
+    db_close(d);
+}
+
+
+/* ------------------------------------------------------------ integrity */
+
+Test(db, tampered_cubin_is_detected_and_deleted) {
+    const char *p = in_dir("kernels.db");
+    logcap l = {0};
+    db *d = open_ok(p, NULL, &l);
+    put_n_ok(d, "k", "sm_80", 5, 4000, 1);
+    put_n_ok(d, "ok", "sm_80", 5, 4000, 2);
+    sqlite3 *c = raw_open(p);
+    /* Same length, different bytes: only the hash can tell. */
+    raw_exec(c, "UPDATE kernels SET cubin = zeroblob(4000) WHERE key = 'k'");
+    sqlite3_close(c);
+    db_kernel_row out;
+    memset(&out, 0, sizeof out);
+    cr_assert_eq(db_kernel_get(d, "k", "sm_80", 5, &out, g_err, sizeof g_err), 0);
+    cr_assert_null(out.cubin);
+    cr_assert_eq(l.warnings, 1, "log: %s", l.text);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM kernels WHERE key = 'k'"), 0, "the bad row is deleted");
+    cr_assert_eq(db_kernel_get(d, "ok", "sm_80", 5, &out, g_err, sizeof g_err), 1);
+    db_row_free(&out);
+    db_close(d);
+}
+
+Test(db, verify_counts_and_deletes_bad_rows) {
+    const char *p = in_dir("kernels.db");
+    logcap l = {0};
+    db *d = open_ok(p, NULL, &l);
+    for (int i = 0; i < 5; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        put_n_ok(d, k, "sm_80", 5, 300, (unsigned)i);
+    }
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "UPDATE kernels SET cubin = x'0102' WHERE key IN ('k1', 'k3')");
+    sqlite3_close(c);
+    int checked = -1, bad = -1;
+    cr_assert_eq(db_verify(d, &checked, &bad, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(checked, 5);
+    cr_assert_eq(bad, 2);
+    cr_assert_eq(list_count(d, 0), 3);
+    cr_assert_eq(db_verify(d, &checked, &bad, g_err, sizeof g_err), 0);
+    cr_assert_eq(bad, 0);
+    db_close(d);
+}
+
+static void assert_moved_aside_and_usable(const char *p, logcap *l, const char *tag) {
+    db *d = open_ok(p, NULL, l);
+    cr_assert_eq(l->warnings, 1, "log: %s", l->text);
+    cr_assert(strstr(l->text, p) != NULL, "warning names the file: %s", l->text);
+    cr_assert(strstr(l->text, tag) != NULL, "warning names where it went: %s", l->text);
+    cr_assert(dir_has(tag), "a %s file sits beside the cache", tag);
+    put_n_ok(d, "k", "sm_80", 1, 2000, 9);
+    db_kernel_row out;
+    cr_assert_eq(db_kernel_get(d, "k", "sm_80", 1, &out, g_err, sizeof g_err), 1, "%s", g_err);
+    db_row_free(&out);
+    db_close(d);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+}
+
+Test(db, cache_survives_corrupt_file) {
+    const char *p = in_dir("kernels.db");
+    char junk[8192];
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (char)(i * 7 + 3);
+    write_file(p, junk, sizeof junk);
+    logcap l = {0};
+    assert_moved_aside_and_usable(p, &l, ".corrupt-");
+}
+
+Test(db, cache_survives_truncated_file) {
+    const char *p = in_dir("kernels.db");
+    db *d = open_ok(p, NULL, NULL);
+    for (int i = 0; i < 20; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        put_n_ok(d, k, "sm_80", 5, 20000, (unsigned)i);
+    }
+    db_close(d); /* checkpoints the WAL into the main file */
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    cr_assert_gt(st.st_size, 300000);
+    cr_assert_eq(truncate(p, st.st_size / 3), 0);
+    logcap l = {0};
+    assert_moved_aside_and_usable(p, &l, ".corrupt-");
+}
+
+Test(db, cache_survives_damaged_page_with_intact_header) {
+    const char *p = in_dir("kernels.db");
+    db *d = open_ok(p, NULL, NULL);
+    for (int i = 0; i < 20; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        put_n_ok(d, k, "sm_80", 5, 20000, (unsigned)i);
+    }
+    db_close(d);
+    /* Scribble over b-tree pages past the schema page; only quick_check sees it. */
+    int fd = open(p, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    char junk[4096];
+    memset(junk, 0x5a, sizeof junk);
+    for (off_t off = 2 * 4096; off < 6 * 4096; off += 4096) cr_assert_eq(pwrite(fd, junk, sizeof junk, off), 4096);
+    close(fd);
+    logcap l = {0};
+    assert_moved_aside_and_usable(p, &l, ".corrupt-");
+}
+
+Test(db, sqlite_file_of_another_program_is_moved_aside) {
+    const char *p = in_dir("kernels.db");
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "CREATE TABLE photos(id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;");
+    sqlite3_close(c);
+    logcap l = {0};
+    assert_moved_aside_and_usable(p, &l, ".corrupt-");
+}
+
+/* Schema version 1, written by hand the way the first release did. */
+static void make_v1(const char *p) {
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "CREATE TABLE kernels(key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL,"
+                " entry TEXT NOT NULL, registers INTEGER, smem_static INTEGER, spill_stores INTEGER,"
+                " spill_loads INTEGER, compile_ms REAL, cubin BLOB NOT NULL, cubin_bytes INTEGER NOT NULL,"
+                " cubin_hash INTEGER NOT NULL, created INTEGER, last_used INTEGER, hits INTEGER DEFAULT 0,"
+                " PRIMARY KEY(key, arch, src_hash));"
+                "PRAGMA user_version = 1;");
+    db_kernel_row r = make_row("old", "sm_80", 0x8000000000000001ULL, 3000, 4);
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(c,
+                                    "INSERT INTO kernels VALUES (?1, ?2, ?3, 'old_entry', 64, 512, 0, 0, 9.5, ?4, "
+                                    "?5, ?6, 1600000000, 1600000000, 3)",
+                                    -1, &s, NULL),
+                 SQLITE_OK);
+    sqlite3_bind_text(s, 1, r.key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, r.arch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)r.src_hash);
+    sqlite3_bind_blob(s, 4, r.cubin, (int)r.cubin_bytes, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)r.cubin_bytes);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)r.cubin_hash);
+    cr_assert_eq(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    sqlite3_close(c);
+    db_row_free(&r);
+}
+
+Test(db, old_schema_v1_is_migrated_and_old_rows_stay_readable) {
+    const char *p = in_dir("kernels.db");
+    make_v1(p);
+    logcap l = {0};
+    db *d = open_ok(p, NULL, &l);
+    cr_assert_eq(l.warnings, 0, "migration is not a warning: %s", l.text);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    db_kernel_row ref = make_row("old", "sm_80", 0x8000000000000001ULL, 3000, 4), out;
+    cr_assert_eq(db_kernel_get(d, "old", "sm_80", ref.src_hash, &out, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_str_eq(out.entry, "old_entry");
+    cr_assert_eq(out.registers, 64);
+    cr_assert_eq(out.smem_dynamic, 0);
+    cr_assert_eq(out.stack, 0);
+    cr_assert_eq(out.threads, 0);
+    cr_assert_eq(out.hits, 4);
+    cr_assert_eq(memcmp(out.cubin, ref.cubin, 3000), 0);
+    db_row_free(&out);
+    db_row_free(&ref);
+    /* the new columns and tables work */
+    put_n_ok(d, "new", "sm_90", 1, 100, 1);
+    cr_assert_eq(db_kernel_get(d, "new", "sm_90", 1, &out, g_err, sizeof g_err), 1);
+    cr_assert_eq(out.stack, 16);
+    db_row_free(&out);
+    cr_assert_eq(db_threshold_put(d, "m", 0, 0, 0.5, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_claim(d, "x", "sm_90", 1, 60, g_err, sizeof g_err), 1, "%s", g_err);
+    db_close(d);
+    /* reopening a migrated file is a no-op */
+    d = open_ok(p, NULL, &l);
+    cr_assert_eq(list_count(d, 0), 2);
+    db_close(d);
+}
+
+Test(db, newer_schema_is_moved_aside) {
+    const char *p = in_dir("kernels.db");
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "CREATE TABLE kernels(future BLOB); PRAGMA user_version = 99;");
+    sqlite3_close(c);
+    logcap l = {0};
+    assert_moved_aside_and_usable(p, &l, ".newer-");
+    cr_assert(!dir_has(".corrupt-"));
+}
+
+/* ------------------------------------------------------------ fleet layer */
+
+Test(db, fleet_layer_serves_rows_under_the_writable_file) {
+    const char *fp = in_dir("fleet.db"), *wp = in_dir("local/kernels.db");
+    db *f = open_ok(fp, NULL, NULL);
+    put_n_ok(f, "shared", "sm_90", 1, 1500, 1);
+    put_n_ok(f, "both", "sm_90", 1, 1500, 2);
+    db_tuned_row t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.device, sizeof t.device, "H100"), snprintf(t.arch, sizeof t.arch, "sm_90");
+    snprintf(t.key, sizeof t.key, "k"), snprintf(t.bucket, sizeof t.bucket, "n=1");
+    snprintf(t.winner, sizeof t.winner, "w"), t.sm_count = 132;
+    cr_assert_eq(db_tuned_put(f, &t, g_err, sizeof g_err), 0);
+    db_close(f);
+
+    db *d = open_ok(wp, fp, NULL);
+    db_kernel_row local = make_row("both", "sm_90", 1, 700, 3), out;
+    put_ok(d, &local);
+    cr_assert_eq(db_kernel_get(d, "shared", "sm_90", 1, &out, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(out.from_fleet, 1);
+    cr_assert_eq(out.cubin_bytes, 1500);
+    db_row_free(&out);
+    cr_assert_eq(db_kernel_get(d, "both", "sm_90", 1, &out, g_err, sizeof g_err), 1);
+    cr_assert_eq(out.from_fleet, 0, "the writable file wins");
+    cr_assert_eq(out.cubin_bytes, 700);
+    cr_assert_eq(memcmp(out.cubin, local.cubin, 700), 0);
+    db_row_free(&out);
+    cr_assert_eq(db_kernel_get(d, "none", "sm_90", 1, &out, g_err, sizeof g_err), 0);
+    cr_assert_eq(list_count(d, 0), 1);
+    cr_assert_eq(list_count(d, 1), 3);
+    memset(t.winner, 0, sizeof t.winner);
+    cr_assert_eq(db_tuned_get(d, &t, g_err, sizeof g_err), 1);
+    cr_assert_str_eq(t.winner, "w");
+    db_row_free(&local);
+    db_close(d);
+    cr_assert_eq(raw_int(fp, "SELECT max(hits) FROM kernels"), 0, "the fleet file is never written");
+}
+
+Test(db, invalid_fleet_file_fails_open_and_is_left_alone) {
+    const char *fp = in_dir("fleet.db");
+    write_file(fp, "this is not a database, not even close....", 42);
+    db *d = (db *)1;
+    cr_assert_eq(db_open(&d, in_dir("kernels.db"), fp, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert_null(d);
+    cr_assert(strstr(g_err, "fleet") != NULL && strstr(g_err, fp) != NULL, "err: %s", g_err);
+    struct stat st;
+    cr_assert_eq(stat(fp, &st), 0, "not moved");
+    cr_assert_eq(st.st_size, 42);
+    cr_assert(!dir_has(".corrupt-"));
+    cr_assert_eq(db_open(&d, in_dir("kernels.db"), in_dir("missing.db"), NULL, NULL, g_err, sizeof g_err), -1);
+}
+
+/* ------------------------------------------------------------ export / import */
+
+Test(db, export_filters_by_arch_and_import_merges) {
+    const char *src = in_dir("kernels.db"), *out = in_dir("ship/sm80.db"), *other = in_dir("other.db");
+    db *d = open_ok(src, NULL, NULL);
+    put_n_ok(d, "a", "sm_80", 1, 900, 1);
+    put_n_ok(d, "b", "sm_80", 1, 900, 2);
+    put_n_ok(d, "c", "sm_90", 1, 900, 3);
+    put_n_ok(d, "d", "sm_80a", 1, 900, 4); /* exact match: not sm_80 */
+    const char *archs[] = {"sm_80"};
+    cr_assert_eq(db_export(d, out, archs, 1, g_err, sizeof g_err), 2, "%s", g_err);
+    cr_assert(!dir_has("sm80.db.tmp"));
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    cr_assert_neq(access(tmp, F_OK), 0);
+    cr_assert_eq(raw_int(out, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    cr_assert_eq(raw_int(out, "SELECT count(*) FROM kernels"), 2);
+    cr_assert_eq(db_export(d, in_dir("all.db"), NULL, 0, g_err, sizeof g_err), 4, "%s", g_err);
+    db_close(d);
+
+    db *o = open_ok(other, NULL, NULL);
+    put_n_ok(o, "a", "sm_80", 1, 50, 7); /* already present: kept */
+    cr_assert_eq(db_import(o, out, g_err, sizeof g_err), 1, "%s", g_err);
+    db_kernel_row r, ref = make_row("b", "sm_80", 1, 900, 2);
+    cr_assert_eq(db_kernel_get(o, "b", "sm_80", 1, &r, g_err, sizeof g_err), 1);
+    cr_assert_eq(memcmp(r.cubin, ref.cubin, 900), 0);
+    db_row_free(&r), db_row_free(&ref);
+    cr_assert_eq(db_kernel_get(o, "a", "sm_80", 1, &r, g_err, sizeof g_err), 1);
+    cr_assert_eq(r.cubin_bytes, 50);
+    db_row_free(&r);
+    cr_assert_eq(db_kernel_get(o, "c", "sm_90", 1, &r, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_import(o, out, g_err, sizeof g_err), 0, "importing twice adds nothing");
+    db_close(o);
+}
+
+Test(db, import_skips_bad_cubins) {
+    const char *a = in_dir("a.db");
+    db *d = open_ok(a, NULL, NULL);
+    put_n_ok(d, "good", "sm_80", 1, 900, 1);
+    put_n_ok(d, "bad", "sm_80", 1, 900, 2);
+    db_close(d);
+    sqlite3 *c = raw_open(a);
+    raw_exec(c, "UPDATE kernels SET cubin = zeroblob(900) WHERE key = 'bad'");
+    sqlite3_close(c);
+    logcap l = {0};
+    db *o = open_ok(in_dir("b.db"), NULL, &l);
+    cr_assert_eq(db_import(o, a, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(l.warnings, 1, "%s", l.text);
+    db_close(o);
+}
+
+Test(db, import_rejects_files_that_are_not_sale_caches) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    const char *txt = in_dir("notes.txt"), *other = in_dir("other.sqlite");
+    write_file(txt, "hello, I am plain text and not a database at all.....\n", 55);
+    cr_assert_eq(db_import(d, txt, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a sale cache") != NULL, "%s", g_err);
+    sqlite3 *c = raw_open(other);
+    raw_exec(c, "CREATE TABLE photos(id INTEGER PRIMARY KEY);");
+    sqlite3_close(c);
+    cr_assert_eq(db_import(d, other, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a sale cache") != NULL, "%s", g_err);
+    c = raw_open(other);
+    raw_exec(c, "PRAGMA user_version = 1;");
+    sqlite3_close(c);
+    cr_assert_eq(db_import(d, other, g_err, sizeof g_err), -1, "versioned but no kernels table");
+    cr_assert_eq(db_import(d, in_dir("absent.db"), g_err, sizeof g_err), -1);
+    cr_assert_eq(list_count(d, 0), 0);
+    db_close(d);
+}
+
+Test(db, import_reads_a_v1_cache) {
+    const char *v1 = in_dir("v1.db");
+    make_v1(v1);
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    cr_assert_eq(db_import(d, v1, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(raw_int(v1, "PRAGMA user_version"), 1, "the source is not migrated");
+    db_close(d);
+}
+
+/* ------------------------------------------------------------ claims */
+
+Test(db, claim_is_exclusive_until_released_or_stale) {
+    const char *p = in_dir("kernels.db");
+    db *d = open_ok(p, NULL, NULL);
+    cr_assert_eq(db_claim(d, "k", "sm_80", 1, 60, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(db_claim(d, "k", "sm_80", 1, 60, g_err, sizeof g_err), 1, "re-claiming our own claim");
+    /* someone else, alive (pid 1 exists) and fresh */
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "UPDATE claims SET pid = 1, host = 'elsewhere'");
+    cr_assert_eq(db_claim(d, "k", "sm_80", 1, 60, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_unclaim(d, "k", "sm_80", 1), 0);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM claims"), 1, "unclaim leaves others' claims");
+    raw_exec(c, "UPDATE claims SET claimed_at = claimed_at - 1000");
+    cr_assert_eq(db_claim(d, "k", "sm_80", 1, 60, g_err, sizeof g_err), 1, "stale claim taken over");
+    cr_assert_eq(db_unclaim(d, "k", "sm_80", 1), 0);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM claims"), 0);
+    sqlite3_close(c);
+    db_close(d);
+}
+
+Test(db, claim_of_a_dead_process_is_taken_over) {
+    const char *p = in_dir("kernels.db");
+    pid_t child = fork();
+    if (child == 0) {
+        db *d = NULL;
+        if (db_open(&d, p, NULL, NULL, NULL, NULL, 0) != 0) _exit(2);
+        int r = db_claim(d, "k", "sm_80", 1, 3600, NULL, 0);
+        db_close(d);
+        _exit(r == 1 ? 0 : 1);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(child, &st, 0), child);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    cr_assert_eq(raw_int(p, "SELECT pid FROM claims"), child);
+    db *d = open_ok(p, NULL, NULL);
+    cr_assert_eq(db_claim(d, "k", "sm_80", 1, 3600, g_err, sizeof g_err), 1, "owner is dead: %s", g_err);
+    cr_assert_eq(raw_int(p, "SELECT pid FROM claims"), getpid());
+    db_close(d);
+}
+
+/* ------------------------------------------------------------ many processes */
+
+#define NPROC 10
+
+static void wait_children(pid_t *pids, int n) {
+    for (int i = 0; i < n; i++) {
+        int st = 0;
+        cr_assert_eq(waitpid(pids[i], &st, 0), pids[i]);
+        cr_assert(WIFEXITED(st), "child %d died (signal %d)", i, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+        cr_assert_eq(WEXITSTATUS(st), 0, "child %d failed with %d", i, WEXITSTATUS(st));
+    }
+}
+
+/* One worker of the herd: find the kernel, or compile it once for everyone. */
+static int herd_worker(const char *path, int idx, int gate) {
+    char b;
+    if (read(gate, &b, 1) < 0) return 10; /* blocks until the parent opens the gate */
+    db *d = NULL;
+    char err[512];
+    if (db_open(&d, path, NULL, NULL, NULL, err, sizeof err) != 0) return 11;
+    db_kernel_row r;
+    int got = db_kernel_get(d, "herd", "sm_90", 77, &r, err, sizeof err);
+    if (got < 0) return 12;
+    for (int tries = 0; !got && tries < 3000; tries++) {
+        int c = db_claim(d, "herd", "sm_90", 77, 60, err, sizeof err);
+        if (c < 0) return 13;
+        if (c == 1) {
+            /* double check: the winner may have finished between our get and our claim */
+            got = db_kernel_get(d, "herd", "sm_90", 77, &r, err, sizeof err);
+            if (got < 0) return 14;
+            if (!got) {
+                char mark[600];
+                snprintf(mark, sizeof mark, "%s.compiled-%d", path, idx);
+                close(open(mark, O_CREAT | O_WRONLY, 0644));
+                usleep(300000); /* "compiling" */
+                db_kernel_row mine = make_row("herd", "sm_90", 77, 50000, 1000u + (unsigned)idx);
+                if (db_kernel_put(d, &mine, err, sizeof err) != 0) return 15;
+                db_row_free(&mine);
+            }
+            db_unclaim(d, "herd", "sm_90", 77);
+            if (!got) got = db_kernel_get(d, "herd", "sm_90", 77, &r, err, sizeof err);
+        } else {
+            usleep(20000);
+            got = db_kernel_get(d, "herd", "sm_90", 77, &r, err, sizeof err);
+        }
+        if (got < 0) return 16;
+    }
+    if (got != 1) return 17;
+    char out[600];
+    snprintf(out, sizeof out, "%s.got-%d", path, idx);
+    FILE *f = fopen(out, "w");
+    if (!f) return 18;
+    fprintf(f, "%zu %llu\n", r.cubin_bytes, (unsigned long long)db_fnv1a64(r.cubin, r.cubin_bytes, DB_FNV_SEED));
+    fclose(f);
+    db_row_free(&r);
+    db_close(d);
+    return 0;
+}
+
+Test(db, herd_of_processes_compiles_a_kernel_once) {
+    const char *p = in_dir("kernels.db");
+    int gate[2];
+    cr_assert_eq(pipe(gate), 0);
+    pid_t pids[NPROC];
+    for (int i = 0; i < NPROC; i++) {
+        pids[i] = fork();
+        cr_assert_geq(pids[i], 0);
+        if (pids[i] == 0) {
+            close(gate[1]);
+            _exit(herd_worker(p, i, gate[0]));
+        }
+    }
+    close(gate[0]);
+    close(gate[1]); /* every child's read returns now */
+    wait_children(pids, NPROC);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM kernels"), 1);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM claims"), 0);
+    int compiled = 0;
+    char line0[128] = "";
+    for (int i = 0; i < NPROC; i++) {
+        char f[600], mark[600], line[128] = "";
+        snprintf(mark, sizeof mark, "%s.compiled-%d", p, i);
+        compiled += access(mark, F_OK) == 0;
+        snprintf(f, sizeof f, "%s.got-%d", p, i);
+        FILE *fp = fopen(f, "r");
+        cr_assert_not_null(fp, "child %d wrote no result", i);
+        cr_assert_not_null(fgets(line, sizeof line, fp));
+        fclose(fp);
+        if (i == 0) snprintf(line0, sizeof line0, "%s", line);
+        cr_assert_str_eq(line, line0, "child %d got different bytes", i);
+    }
+    cr_assert_eq(compiled, 1, "exactly one process compiled");
+    cr_assert_eq(raw_int(p, "SELECT hits FROM kernels"), NPROC);
+}
+
+Test(db, processes_inserting_different_keys_all_succeed) {
+    const char *p = in_dir("kernels.db");
+    int gate[2];
+    cr_assert_eq(pipe(gate), 0);
+    pid_t pids[NPROC];
+    for (int i = 0; i < NPROC; i++) {
+        pids[i] = fork();
+        cr_assert_geq(pids[i], 0);
+        if (pids[i] == 0) {
+            close(gate[1]);
+            char b;
+            if (read(gate[0], &b, 1) < 0) _exit(10);
+            db *d = NULL;
+            if (db_open(&d, p, NULL, NULL, NULL, NULL, 0) != 0) _exit(11);
+            for (int k = 0; k < 5; k++) {
+                char key[32];
+                snprintf(key, sizeof key, "p%d-k%d", i, k);
+                db_kernel_row r = make_row(key, "sm_80", 3, 20000, (unsigned)(i * 10 + k));
+                char err[256];
+                if (db_kernel_put(d, &r, err, sizeof err) != 0) _exit(12);
+                db_kernel_row g;
+                if (db_kernel_get(d, key, "sm_80", 3, &g, err, sizeof err) != 1) _exit(13);
+                int same = g.cubin_bytes == r.cubin_bytes && memcmp(g.cubin, r.cubin, r.cubin_bytes) == 0;
+                db_row_free(&g);
+                db_row_free(&r);
+                if (!same) _exit(14);
+            }
+            db_close(d);
+            _exit(0);
+        }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    wait_children(pids, NPROC);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM kernels"), NPROC * 5);
+    cr_assert_str_eq(raw_text(p, "PRAGMA quick_check"), "ok");
+}
+
+/* ------------------------------------------------------------ tuned / thresholds */
+
+static db_tuned_row tuned(const char *bucket, const char *winner, double ms) {
+    db_tuned_row t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.device, sizeof t.device, "NVIDIA H100 80GB HBM3");
+    snprintf(t.arch, sizeof t.arch, "sm_90");
+    t.sm_count = 132;
+    t.driver_version = 12040;
+    snprintf(t.key, sizeof t.key, "attend:hd=128:warps=*");
+    snprintf(t.bucket, sizeof t.bucket, "%s", bucket);
+    snprintf(t.winner, sizeof t.winner, "%s", winner);
+    t.time_ms = ms, t.spread_pct = 1.5, t.tried = 12, t.created = 1700000001;
+    return t;
+}
+
+static int count_tuned(void *u, const db_tuned_row *r) {
+    (void)r;
+    (*(int *)u)++;
+    return 0;
+}
+
+Test(db, tuned_rows_round_trip_and_replace) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    db_tuned_row a = tuned("n=4096", "attend:warps=4", 1.25), b = tuned("n=65536", "attend:warps=8", 9.5);
+    cr_assert_eq(db_tuned_put(d, &a, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_tuned_put(d, &b, g_err, sizeof g_err), 0);
+    db_tuned_row q = tuned("n=4096", "", 0);
+    cr_assert_eq(db_tuned_get(d, &q, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_str_eq(q.winner, "attend:warps=4");
+    cr_assert_float_eq(q.time_ms, 1.25, 1e-12);
+    cr_assert_float_eq(q.spread_pct, 1.5, 1e-12);
+    cr_assert_eq(q.tried, 12);
+    cr_assert_eq(q.created, 1700000001);
+    q = tuned("n=4096", "", 0);
+    q.sm_count = 114; /* another device model must not get this winner */
+    cr_assert_eq(db_tuned_get(d, &q, g_err, sizeof g_err), 0);
+    db_tuned_row a2 = tuned("n=4096", "attend:warps=2", 1.0);
+    cr_assert_eq(db_tuned_put(d, &a2, g_err, sizeof g_err), 0);
+    q = tuned("n=4096", "", 0);
+    cr_assert_eq(db_tuned_get(d, &q, g_err, sizeof g_err), 1);
+    cr_assert_str_eq(q.winner, "attend:warps=2");
+    int n = 0;
+    cr_assert_eq(db_tuned_list(d, count_tuned, &n, g_err, sizeof g_err), 0);
+    cr_assert_eq(n, 2);
+    db_close(d);
+}
+
+Test(db, thresholds_round_trip_and_replace) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    double tau = -1;
+    cr_assert_eq(db_threshold_get(d, "llama-3-8b", 3, 7, &tau, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_threshold_put(d, "llama-3-8b", 3, 7, 0.0125, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_threshold_put(d, "llama-3-8b", 3, 8, 0.5, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_threshold_get(d, "llama-3-8b", 3, 7, &tau, g_err, sizeof g_err), 1);
+    cr_assert_float_eq(tau, 0.0125, 1e-15);
+    cr_assert_eq(db_threshold_put(d, "llama-3-8b", 3, 7, 0.25, g_err, sizeof g_err), 0);
+    cr_assert_eq(db_threshold_get(d, "llama-3-8b", 3, 7, &tau, g_err, sizeof g_err), 1);
+    cr_assert_float_eq(tau, 0.25, 1e-15);
+    cr_assert_eq(db_threshold_get(d, "llama-3-8b", 4, 7, &tau, g_err, sizeof g_err), 0);
+    db_close(d);
+}
+
+Test(db, errors_name_the_operation_and_sqlite_reason) {
+    const char *p = in_dir("kernels.db");
+    db *d = open_ok(p, NULL, NULL);
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "DROP TABLE kernels"); /* behind the library's back */
+    sqlite3_close(c);
+    db_kernel_row r = make_row("k", "sm_80", 1, 10, 1);
+    cr_assert_eq(db_kernel_put(d, &r, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "db_kernel_put: insert: no such table: kernels") != NULL, "%s", g_err);
+    db_row_free(&r);
+    db_close(d);
+}
