@@ -59,7 +59,7 @@ static SALE_HD inline int sale_layout_est_chunk(const sale_layout_cfg *c) {
     return c->block_seg < SALE_EST_CHUNK ? c->block_seg : SALE_EST_CHUNK;
 }
 
-static inline const char *sale_layout_main_entry(int family) {
+static SALE_HD inline const char *sale_layout_main_entry(int family) {
     switch (family) {
     case SALE_LF_QUANTIZE: return "sale_quantize_kernel";
     case SALE_LF_FUSED: return "sale_fused_kernel";
@@ -70,13 +70,13 @@ static inline const char *sale_layout_main_entry(int family) {
     }
 }
 
-static inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
+static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
     if (c->family == SALE_LF_QUANTIZE) return SALE_QZ_THREADS;
     return (unsigned)(c->warps * 32);
 }
 
 /* dynamic shared memory of the main entry (quantize: 0) */
-static inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
+static SALE_HD inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb, kt, s;
     if (c->family == SALE_LF_QUANTIZE) return 0;
     rb = (unsigned)c->head_dim * 2u;
@@ -93,7 +93,7 @@ static inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     return s;
 }
 
-static inline unsigned sale_layout_smem_limit(int arch) {
+static SALE_HD inline unsigned sale_layout_smem_limit(int arch) {
     switch (arch) {
     case 80: return 166912u;  /* 163 KB */
     case 86: case 89: return 101376u; /* 99 KB */
@@ -102,7 +102,7 @@ static inline unsigned sale_layout_smem_limit(int arch) {
     }
 }
 
-static inline int sale_layout_default_tiles(int family, int head_dim, int arch, int *warps, int *stages) {
+static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, int arch, int *warps, int *stages) {
     (void)head_dim; (void)arch;
     if (family < 0 || family > 4) return -1;
     if (family == SALE_LF_QUANTIZE) { *warps = SALE_QZ_THREADS / 32; *stages = 1; return 0; }
@@ -111,7 +111,7 @@ static inline int sale_layout_default_tiles(int family, int head_dim, int arch, 
     return 0;
 }
 
-static inline int sale_layout_space(int family, int *warps, int *nwarps, int *stages, int *nstages) {
+static SALE_HD inline int sale_layout_space(int family, int *warps, int *nwarps, int *stages, int *nstages) {
     if (family < 0 || family > 4) return -1;
     if (family == SALE_LF_QUANTIZE) {
         warps[0] = SALE_QZ_THREADS / 32; *nwarps = 1;
@@ -123,7 +123,7 @@ static inline int sale_layout_space(int family, int *warps, int *nwarps, int *st
     return 0;
 }
 
-static inline int sale_layout_why_(char *why, int whylen, const char *msg) {
+static SALE_HD inline int sale_layout_why_(char *why, int whylen, const char *msg) {
     if (why && whylen > 0) {
         int i = 0;
         for (; msg[i] && i < whylen - 1; i++) why[i] = msg[i];
@@ -132,7 +132,7 @@ static inline int sale_layout_why_(char *why, int whylen, const char *msg) {
     return 0;
 }
 
-static inline int sale_layout_legal(const sale_layout_cfg *c, char *why, int whylen) {
+static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why, int whylen) {
     int mt;
     if (c->family < 0 || c->family > 4) return sale_layout_why_(why, whylen, "family: unknown");
     if (c->head_dim == 256)
@@ -167,7 +167,7 @@ static inline int sale_layout_legal(const sale_layout_cfg *c, char *why, int why
 }
 
 /* bytes of device scratch the family needs (p.scratch) */
-static inline unsigned long long sale_layout_scratch_bytes(const sale_layout_cfg *c, int B, int Hq, int Hkv, int N) {
+static SALE_HD inline unsigned long long sale_layout_scratch_bytes(const sale_layout_cfg *c, int B, int Hq, int Hkv, int N) {
     if (c->family == SALE_LF_QUANTIZE)
         return (unsigned long long)sale_layout_mean_chunks(N) * (unsigned long long)(Hq + Hkv) * (unsigned long long)B *
                (unsigned long long)c->head_dim * 8ull;
@@ -175,7 +175,7 @@ static inline unsigned long long sale_layout_scratch_bytes(const sale_layout_cfg
 }
 
 /* the launches of one family, in order. Returns the count (<= 4) or -1. */
-static inline int sale_layout_plan(const sale_layout_cfg *c, int B, int Hq, int Hkv, int N, sale_launch *out) {
+static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int Hq, int Hkv, int N, sale_launch *out) {
     if (B <= 0 || Hq <= 0 || Hkv <= 0 || N <= 0 || Hq % Hkv != 0) return -1;
     if (c->family == SALE_LF_QUANTIZE) {
         unsigned nkb = (unsigned)((N + c->block_k - 1) / c->block_k);

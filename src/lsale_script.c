@@ -1,0 +1,1422 @@
+/* lsale_script.c — `sale run script.lua`: a Lua 5.4 state with the full
+ * standard library and the `sale` module (keys, kernels, tensors, SALE on GPU
+ * or the CPU reference, metrics, timing, tables). Built on the public API of
+ * sale.h only. Indices seen from Lua (batch, head, query, key, blocks) are
+ * 0-based, as in the library and its needles.
+ *
+ *   sale.key(text|table) -> key table      sale.key_format(key) -> text
+ *   sale.compile(key) -> info              sale.get_kernel(key) -> info
+ *   sale.has_gpu() -> bool                 sale.device() -> info | nil
+ *   sale.tensor_random{B,H,N,D,dtype,seed,device}   sale.tensor_zeros{...}
+ *   sale.generate{B,Hq,Hkv,N,D,dtype,structured,needles,seed,device,...} -> q, k, v, needles
+ *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,mode,dense_below,scale}
+ *       -> out, stats, mask                (host tensors)
+ *   sale.attention{same..., out=, stats=true, mask=false} -> out, stats, mask   (GPU tensors)
+ *   sale.rel_l1(a, b)   sale.needle_recall(mask, needles) -> recall, hit, total
+ *   sale.time(fn, {warmup=, reps=, host=}) -> median_ms, min_ms   sale.clock() -> s
+ *   sale.format_table(rows, cols) -> text  sale.table(rows, cols)  sale.csv(path, rows, cols)
+ * Tensors: t.shape {B,H,N,D}, t.dtype, t.device, t.bytes, t:to("cpu"|"gpu"),
+ * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "config.h"
+#include "sale.h"
+
+#define TENSOR_MT "sale.tensor"
+#define MASK_MT "sale.mask"
+
+typedef struct lstate {
+    sale_ctx *ctx;
+    int gpu_known, gpu;
+} lstate;
+
+static lstate *get_state(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* Raises the context's message for a failed call. */
+static int fail(lua_State *L, lstate *S, sale_status st, const char *what)
+{
+    const char *m = S->ctx ? sale_last_error(S->ctx) : "";
+    return luaL_error(L, "%s: %s%s%s", what, sale_status_name(st), m && m[0] ? ": " : "", m ? m : "");
+}
+
+/* ------------------------------------------------------------- tensors */
+
+typedef struct tensor {
+    sale_ctx *ctx;
+    int gpu;
+    sale_dtype dtype;
+    int shape[4]; /* B, H, N, D */
+    size_t bytes;
+    void *ptr;
+} tensor;
+
+static size_t dtype_size(sale_dtype d) { return d == SALE_DTYPE_F32 ? 4 : 2; }
+
+static int parse_dtype(lua_State *L, const char *s)
+{
+    if (!strcmp(s, "bf16"))
+        return SALE_DTYPE_BF16;
+    if (!strcmp(s, "f16"))
+        return SALE_DTYPE_F16;
+    if (!strcmp(s, "f32"))
+        return SALE_DTYPE_F32;
+    return luaL_error(L, "dtype: unknown dtype '%s' (bf16, f16, f32)", s);
+}
+
+static int has_gpu(lstate *S)
+{
+    if (!S->gpu_known) {
+        int n = 0;
+        S->gpu = sale_device_count(S->ctx, &n) == SALE_OK && n > 0;
+        S->gpu_known = 1;
+    }
+    return S->gpu;
+}
+
+static int parse_device(lua_State *L, lstate *S, const char *s)
+{
+    if (!strcmp(s, "cpu"))
+        return 0;
+    if (!strcmp(s, "gpu") || !strcmp(s, "cuda")) {
+        if (!has_gpu(S))
+            return luaL_error(L, "device 'gpu': no CUDA device on this machine (sale.has_gpu() is false)");
+        return 1;
+    }
+    return luaL_error(L, "device: unknown device '%s' (cpu, gpu)", s);
+}
+
+static tensor *tensor_new(lua_State *L, lstate *S, int gpu, sale_dtype dt, const int shape[4])
+{
+    tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, TENSOR_MT);
+    t->ctx = S->ctx;
+    t->dtype = dt;
+    memcpy(t->shape, shape, sizeof t->shape);
+    size_t n = dtype_size(dt);
+    for (int i = 0; i < 4; i++) {
+        if (shape[i] <= 0)
+            luaL_error(L, "tensor shape must be positive, got %d x %d x %d x %d", shape[0], shape[1], shape[2],
+                       shape[3]);
+        n *= (size_t)shape[i];
+    }
+    t->bytes = n;
+    if (gpu) {
+        sale_status st = sale_dev_alloc(S->ctx, n, &t->ptr);
+        if (st)
+            fail(L, S, st, "allocating a GPU tensor");
+        t->gpu = 1;
+    } else {
+        t->ptr = malloc(n);
+        if (!t->ptr)
+            luaL_error(L, "out of memory for a %zu-byte tensor", n);
+    }
+    return t;
+}
+
+static tensor *check_tensor(lua_State *L, int idx)
+{
+    tensor *t = luaL_checkudata(L, idx, TENSOR_MT);
+    if (!t->ptr)
+        luaL_error(L, "tensor was freed");
+    return t;
+}
+
+static void tensor_release_ud(tensor *t)
+{
+    if (t->ptr) {
+        if (t->gpu)
+            sale_dev_free(t->ctx, t->ptr);
+        else
+            free(t->ptr);
+        t->ptr = NULL;
+    }
+}
+
+static int tensor_release(lua_State *L)
+{
+    tensor_release_ud(luaL_checkudata(L, 1, TENSOR_MT));
+    return 0;
+}
+
+static float elem_get(const void *p, sale_dtype dt, size_t i)
+{
+    switch (dt) {
+    case SALE_DTYPE_F16: return sale_f16_to_f32(((const uint16_t *)p)[i]);
+    case SALE_DTYPE_BF16: return sale_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+static void elem_set(void *p, sale_dtype dt, size_t i, float x)
+{
+    switch (dt) {
+    case SALE_DTYPE_F16: ((uint16_t *)p)[i] = sale_f32_to_f16(x); break;
+    case SALE_DTYPE_BF16: ((uint16_t *)p)[i] = sale_f32_to_bf16(x); break;
+    default: ((float *)p)[i] = x; break;
+    }
+}
+
+/* A host copy of t's data (t itself when on the host); *owned says whether to free it. */
+static const void *host_view(lua_State *L, lstate *S, tensor *t, int *owned)
+{
+    *owned = 0;
+    if (!t->gpu)
+        return t->ptr;
+    void *h = malloc(t->bytes);
+    if (!h)
+        luaL_error(L, "out of memory downloading a %zu-byte tensor", t->bytes);
+    sale_status st = sale_dev_download(S->ctx, h, t->ptr, t->bytes);
+    if (st) {
+        free(h);
+        fail(L, S, st, "downloading a tensor");
+    }
+    *owned = 1;
+    return h;
+}
+
+static int tensor_to(lua_State *L)
+{
+    lstate *S = get_state(L);
+    tensor *t = check_tensor(L, 1);
+    int gpu = parse_device(L, S, luaL_checkstring(L, 2));
+    tensor *n = tensor_new(L, S, gpu, t->dtype, t->shape);
+    sale_status st = SALE_OK;
+    if (!t->gpu && !gpu)
+        memcpy(n->ptr, t->ptr, t->bytes);
+    else if (!t->gpu && gpu)
+        st = sale_dev_upload(S->ctx, n->ptr, t->ptr, t->bytes);
+    else if (t->gpu && !gpu)
+        st = sale_dev_download(S->ctx, n->ptr, t->ptr, t->bytes);
+    else {
+        int owned;
+        const void *h = host_view(L, S, t, &owned);
+        st = sale_dev_upload(S->ctx, n->ptr, h, t->bytes);
+        if (owned)
+            free((void *)h);
+    }
+    if (st)
+        return fail(L, S, st, "tensor:to");
+    return 1;
+}
+
+static int tensor_get(lua_State *L)
+{
+    lstate *S = get_state(L);
+    tensor *t = check_tensor(L, 1);
+    lua_Integer ix[4];
+    for (int i = 0; i < 4; i++) {
+        ix[i] = luaL_checkinteger(L, 2 + i);
+        if (ix[i] < 0 || ix[i] >= t->shape[i])
+            return luaL_error(L, "tensor:get: index %d is %d, must be in [0, %d)", i + 1, (int)ix[i], t->shape[i]);
+    }
+    size_t off = (((size_t)ix[0] * t->shape[1] + (size_t)ix[1]) * t->shape[2] + (size_t)ix[2]) * t->shape[3] +
+                 (size_t)ix[3];
+    unsigned char buf[4];
+    size_t es = dtype_size(t->dtype);
+    if (t->gpu) {
+        sale_status st = sale_dev_download(S->ctx, buf, (unsigned char *)t->ptr + off * es, es);
+        if (st)
+            return fail(L, S, st, "tensor:get");
+        lua_pushnumber(L, elem_get(buf, t->dtype, 0));
+    } else
+        lua_pushnumber(L, elem_get(t->ptr, t->dtype, off));
+    return 1;
+}
+
+static int tensor_index(lua_State *L)
+{
+    tensor *t = luaL_checkudata(L, 1, TENSOR_MT);
+    const char *k = luaL_checkstring(L, 2);
+    if (!strcmp(k, "shape")) {
+        lua_createtable(L, 4, 0);
+        for (int i = 0; i < 4; i++) {
+            lua_pushinteger(L, t->shape[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+    } else if (!strcmp(k, "dtype"))
+        lua_pushstring(L, sale_dtype_name(t->dtype));
+    else if (!strcmp(k, "device"))
+        lua_pushstring(L, t->gpu ? "gpu" : "cpu");
+    else if (!strcmp(k, "bytes"))
+        lua_pushinteger(L, (lua_Integer)t->bytes);
+    else if (!strcmp(k, "numel"))
+        lua_pushinteger(L, (lua_Integer)(t->bytes / dtype_size(t->dtype)));
+    else {
+        /* methods live in the metatable */
+        luaL_getmetatable(L, TENSOR_MT);
+        lua_getfield(L, -1, k);
+    }
+    return 1;
+}
+
+static int tensor_tostring(lua_State *L)
+{
+    tensor *t = luaL_checkudata(L, 1, TENSOR_MT);
+    lua_pushfstring(L, "tensor(%d x %d x %d x %d, %s, %s%s)", t->shape[0], t->shape[1], t->shape[2], t->shape[3],
+                    sale_dtype_name(t->dtype), t->gpu ? "gpu" : "cpu", t->ptr ? "" : ", freed");
+    return 1;
+}
+
+/* ---------------------------------------------------------------- masks */
+
+typedef struct mask {
+    int B, H, nqb, nkb, nkw, block_q, block_k;
+    uint32_t bits[];
+} mask;
+
+static mask *mask_new(lua_State *L, int B, int H, int nqb, int nkb, int bq, int bk)
+{
+    int nkw = (nkb + 31) / 32;
+    size_t words = (size_t)B * H * nqb * nkw;
+    mask *m = lua_newuserdatauv(L, sizeof *m + words * sizeof(uint32_t), 0);
+    *m = (mask){B, H, nqb, nkb, nkw, bq, bk};
+    memset(m->bits, 0, words * sizeof(uint32_t));
+    luaL_setmetatable(L, MASK_MT);
+    return m;
+}
+
+static size_t mask_words(const mask *m) { return (size_t)m->B * m->H * m->nqb * m->nkw; }
+
+static int mask_bit(const mask *m, int b, int h, int qb, int kb)
+{
+    if (b < 0 || b >= m->B || h < 0 || h >= m->H || qb < 0 || qb >= m->nqb || kb < 0 || kb >= m->nkb)
+        return -1;
+    const uint32_t *row = m->bits + (((size_t)b * m->H + h) * m->nqb + qb) * m->nkw;
+    return (row[kb / 32] >> (kb % 32)) & 1u;
+}
+
+static int mask_kept(lua_State *L)
+{
+    mask *m = luaL_checkudata(L, 1, MASK_MT);
+    int b = (int)luaL_checkinteger(L, 2), h = (int)luaL_checkinteger(L, 3);
+    int qb = (int)luaL_checkinteger(L, 4), kb = (int)luaL_checkinteger(L, 5);
+    int r = mask_bit(m, b, h, qb, kb);
+    if (r < 0)
+        return luaL_error(L, "mask:kept(%d, %d, %d, %d) out of range (B %d, H %d, query blocks %d, key blocks %d)", b,
+                          h, qb, kb, m->B, m->H, m->nqb, m->nkb);
+    lua_pushboolean(L, r);
+    return 1;
+}
+
+static int mask_count(lua_State *L)
+{
+    mask *m = luaL_checkudata(L, 1, MASK_MT);
+    lua_Integer n = 0;
+    for (size_t i = 0; i < mask_words(m); i++)
+        n += __builtin_popcount(m->bits[i]);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int mask_index(lua_State *L)
+{
+    mask *m = luaL_checkudata(L, 1, MASK_MT);
+    const char *k = luaL_checkstring(L, 2);
+    const struct { const char *n; int v; } f[] = {{"B", m->B},     {"H", m->H},           {"nqb", m->nqb},
+                                                  {"nkb", m->nkb}, {"block_q", m->block_q}, {"block_k", m->block_k}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (!strcmp(k, f[i].n)) {
+            lua_pushinteger(L, f[i].v);
+            return 1;
+        }
+    luaL_getmetatable(L, MASK_MT);
+    lua_getfield(L, -1, k);
+    return 1;
+}
+
+/* ------------------------------------------------------- option helpers */
+
+static int opt_int(lua_State *L, int t, const char *k, int def)
+{
+    int ty = lua_getfield(L, t, k);
+    int v = def;
+    if (ty != LUA_TNIL) {
+        if (!lua_isinteger(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            if (ty != LUA_TNUMBER || n != floor(n))
+                luaL_error(L, "%s must be an integer, got %s", k, ty == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+            v = (int)n;
+        } else
+            v = (int)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static double opt_num(lua_State *L, int t, const char *k, double def)
+{
+    int ty = lua_getfield(L, t, k);
+    double v = def;
+    if (ty != LUA_TNIL) {
+        if (ty != LUA_TNUMBER)
+            luaL_error(L, "%s must be a number, got %s", k, luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
+{
+    int ty = lua_getfield(L, t, k);
+    const char *v = def;
+    if (ty != LUA_TNIL) {
+        if (ty != LUA_TSTRING)
+            luaL_error(L, "%s must be a string, got %s", k, luaL_typename(L, -1));
+        v = lua_tostring(L, -1); /* stays alive: the table holds it */
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k, int def)
+{
+    int ty = lua_getfield(L, t, k);
+    int v = ty == LUA_TNIL ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* ----------------------------------------------------------------- keys */
+
+static void push_key(lua_State *L, const sale_key *k)
+{
+    char text[256];
+    lua_newtable(L);
+    lua_pushstring(L, sale_family_name(k->family));
+    lua_setfield(L, -2, "family");
+    const struct { const char *n; int v; } f[] = {
+        {"head_dim", k->head_dim}, {"block_q", k->block_q},   {"block_k", k->block_k}, {"block_seg", k->block_seg},
+        {"local_window", k->local_window}, {"est_bits", k->est_bits}, {"causal", k->causal},
+        {"warps", k->warps},       {"stages", k->stages}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        lua_pushinteger(L, f[i].v);
+        lua_setfield(L, -2, f[i].n);
+    }
+    const char *dt = sale_dtype_name(k->dtype);
+    lua_pushstring(L, dt ? dt : "*");
+    lua_setfield(L, -2, "dtype");
+    const char *an = sale_arch_name(k->arch);
+    lua_pushstring(L, an ? an : "?");
+    lua_setfield(L, -2, "arch");
+    if (sale_key_format(k, text, sizeof text) == SALE_OK) {
+        lua_pushstring(L, text);
+        lua_setfield(L, -2, "text");
+    }
+}
+
+/* A key from a text or a table (the table's `text` field wins if present). */
+static sale_key to_key(lua_State *L, int idx)
+{
+    sale_key k;
+    char err[256] = "";
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TTABLE && lua_getfield(L, idx, "text") == LUA_TSTRING) {
+        lua_replace(L, idx);
+    } else if (lua_type(L, idx) == LUA_TTABLE)
+        lua_pop(L, 1);
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        if (sale_key_parse(lua_tostring(L, idx), &k, err, sizeof err) != SALE_OK)
+            luaL_error(L, "key '%s': %s", lua_tostring(L, idx), err);
+    } else if (lua_type(L, idx) == LUA_TTABLE) {
+        const char *fam = opt_str(L, idx, "family", "fused");
+        int f;
+        for (f = 0; f < SALE_FAMILY_COUNT; f++)
+            if (!strcmp(fam, sale_family_name((sale_family)f)))
+                break;
+        if (f == SALE_FAMILY_COUNT)
+            luaL_error(L, "family: unknown family '%s'", fam);
+        k = sale_key_default((sale_family)f);
+        k.head_dim = opt_int(L, idx, "head_dim", k.head_dim);
+        k.block_q = opt_int(L, idx, "block_q", k.block_q);
+        k.block_k = opt_int(L, idx, "block_k", k.block_k);
+        k.block_seg = opt_int(L, idx, "block_seg", k.block_seg);
+        k.local_window = opt_int(L, idx, "local_window", k.local_window);
+        k.est_bits = opt_int(L, idx, "est_bits", k.est_bits);
+        k.warps = opt_int(L, idx, "warps", k.warps);
+        k.stages = opt_int(L, idx, "stages", k.stages);
+        const char *dt = opt_str(L, idx, "dtype", NULL);
+        if (dt)
+            k.dtype = (sale_dtype)parse_dtype(L, dt);
+        const char *arch = opt_str(L, idx, "arch", NULL);
+        if (arch) {
+            k.arch = sale_arch_parse(arch);
+            if (k.arch < 0)
+                luaL_error(L, "arch: unknown architecture '%s'", arch);
+        }
+    } else
+        luaL_error(L, "a key is a text (\"fused:d=128,...\") or a table, got %s", luaL_typename(L, idx));
+    if (sale_key_validate(&k, err, sizeof err) != SALE_OK)
+        luaL_error(L, "key: %s", err);
+    return k;
+}
+
+static int l_key(lua_State *L)
+{
+    sale_key k = to_key(L, 1);
+    push_key(L, &k);
+    return 1;
+}
+
+static int l_key_format(lua_State *L)
+{
+    sale_key k = to_key(L, 1);
+    char text[256];
+    if (sale_key_format(&k, text, sizeof text) != SALE_OK)
+        return luaL_error(L, "key_format: key text too long");
+    lua_pushstring(L, text);
+    return 1;
+}
+
+static void push_info(lua_State *L, const sale_kernel_info *i)
+{
+    lua_newtable(L);
+    lua_pushstring(L, i->key);
+    lua_setfield(L, -2, "key");
+    lua_pushstring(L, i->arch);
+    lua_setfield(L, -2, "arch");
+    lua_pushstring(L, i->entry);
+    lua_setfield(L, -2, "entry");
+    const struct { const char *n; lua_Integer v; } f[] = {
+        {"registers", i->registers}, {"smem_static", i->smem_static}, {"smem_dynamic", i->smem_dynamic},
+        {"spill_stores", i->spill_stores}, {"spill_loads", i->spill_loads}, {"stack", i->stack},
+        {"threads", i->threads}, {"cubin_bytes", (lua_Integer)i->cubin_bytes}};
+    for (size_t k = 0; k < sizeof f / sizeof f[0]; k++) {
+        lua_pushinteger(L, f[k].v);
+        lua_setfield(L, -2, f[k].n);
+    }
+    lua_pushnumber(L, i->compile_ms);
+    lua_setfield(L, -2, "compile_ms");
+    lua_pushboolean(L, i->from_cache);
+    lua_setfield(L, -2, "from_cache");
+    char h[24];
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)i->src_hash);
+    lua_pushstring(L, h);
+    lua_setfield(L, -2, "src_hash");
+}
+
+static int l_compile(lua_State *L)
+{
+    lstate *S = get_state(L);
+    sale_key k = to_key(L, 1);
+    char err[256];
+    if (k.arch == SALE_ARCH_CURRENT)
+        return luaL_error(L, "compile: the key needs an arch (e.g. arch=sm_90)");
+    if (sale_key_resolve(&k, err, sizeof err) != SALE_OK)
+        return luaL_error(L, "compile: %s", err);
+    sale_kernel_info info;
+    sale_status st = sale_compile(S->ctx, &k, &info);
+    if (st)
+        return fail(L, S, st, "compile");
+    push_info(L, &info);
+    return 1;
+}
+
+static int l_get_kernel(lua_State *L)
+{
+    lstate *S = get_state(L);
+    sale_key k = to_key(L, 1);
+    sale_kernel *kern;
+    sale_status st = sale_get_kernel(S->ctx, &k, &kern);
+    if (st)
+        return fail(L, S, st, "get_kernel");
+    sale_kernel_info info;
+    if ((st = sale_kernel_get_info(kern, &info)))
+        return fail(L, S, st, "get_kernel");
+    push_info(L, &info);
+    return 1;
+}
+
+static int l_has_gpu(lua_State *L)
+{
+    lua_pushboolean(L, has_gpu(get_state(L)));
+    return 1;
+}
+
+static int l_device(lua_State *L)
+{
+    lstate *S = get_state(L);
+    sale_device_info d;
+    if (!has_gpu(S) || sale_device_info_get(S->ctx, (int)luaL_optinteger(L, 1, 0), &d) != SALE_OK) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_newtable(L);
+    lua_pushstring(L, d.name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, sale_arch_name(d.arch) ? sale_arch_name(d.arch) : "?");
+    lua_setfield(L, -2, "arch");
+    lua_pushinteger(L, d.sm_count);
+    lua_setfield(L, -2, "sm_count");
+    lua_pushinteger(L, d.driver_version);
+    lua_setfield(L, -2, "driver_version");
+    lua_pushinteger(L, (lua_Integer)d.total_mem);
+    lua_setfield(L, -2, "total_mem");
+    return 1;
+}
+
+/* -------------------------------------------------------------- inputs */
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double uniform01(uint64_t *s) { return ((double)(splitmix(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+
+static int make_tensor(lua_State *L, int random)
+{
+    lstate *S = get_state(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int shape[4] = {opt_int(L, 1, "B", 1), opt_int(L, 1, "H", 1), opt_int(L, 1, "N", 1024), opt_int(L, 1, "D", 128)};
+    sale_dtype dt = (sale_dtype)parse_dtype(L, opt_str(L, 1, "dtype", "bf16"));
+    int gpu = parse_device(L, S, opt_str(L, 1, "device", "cpu"));
+    uint64_t seed = (uint64_t)opt_int(L, 1, "seed", 1);
+    double scale = opt_num(L, 1, "scale", 1.0);
+    struct { void *ptr; } host;
+    size_t n = dtype_size(dt);
+    for (int i = 0; i < 4; i++) {
+        if (shape[i] <= 0)
+            return luaL_error(L, "tensor shape must be positive, got %d x %d x %d x %d", shape[0], shape[1],
+                              shape[2], shape[3]);
+        n *= (size_t)shape[i];
+    }
+    host.ptr = calloc(1, n);
+    if (!host.ptr)
+        return luaL_error(L, "out of memory for a %zu-byte tensor", n);
+    if (random) {
+        size_t cnt = n / dtype_size(dt);
+        for (size_t i = 0; i < cnt; i += 2) { /* Box-Muller, two normals per draw */
+            double u1 = uniform01(&seed), u2 = uniform01(&seed), r = sqrt(-2.0 * log(u1));
+            elem_set(host.ptr, dt, i, (float)(scale * r * cos(2 * M_PI * u2)));
+            if (i + 1 < cnt)
+                elem_set(host.ptr, dt, i + 1, (float)(scale * r * sin(2 * M_PI * u2)));
+        }
+    }
+    /* the userdata owns the buffer from here, so a Lua error cannot leak it */
+    tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, TENSOR_MT);
+    *t = (tensor){.ctx = S->ctx, .gpu = 0, .dtype = dt, .bytes = n, .ptr = host.ptr};
+    memcpy(t->shape, shape, sizeof shape);
+    if (!gpu)
+        return 1;
+    tensor *d = tensor_new(L, S, 1, dt, shape);
+    sale_status st = sale_dev_upload(S->ctx, d->ptr, t->ptr, n);
+    if (st)
+        return fail(L, S, st, "uploading a tensor");
+    return 1;
+}
+
+static int l_tensor_random(lua_State *L) { return make_tensor(L, 1); }
+static int l_tensor_zeros(lua_State *L) { return make_tensor(L, 0); }
+
+static int l_generate(lua_State *L)
+{
+    lstate *S = get_state(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = opt_int(L, 1, "B", 1);
+    a.heads_q = opt_int(L, 1, "Hq", 4);
+    a.heads_kv = opt_int(L, 1, "Hkv", 1);
+    a.seq_len = opt_int(L, 1, "N", 4096);
+    a.head_dim = opt_int(L, 1, "D", 128);
+    a.dtype = (sale_dtype)parse_dtype(L, opt_str(L, 1, "dtype", "bf16"));
+    int gpu = parse_device(L, S, opt_str(L, 1, "device", "cpu"));
+    sale_gen_options g;
+    memset(&g, 0, sizeof g);
+    g.seed = (uint64_t)opt_int(L, 1, "seed", 1);
+    g.structured = opt_bool(L, 1, "structured", 1);
+    g.needles = opt_int(L, 1, "needles", 0);
+    g.rope_base = (float)opt_num(L, 1, "rope_base", 0);
+    g.sink = (float)opt_num(L, 1, "sink", 0);
+    g.local_bias = (float)opt_num(L, 1, "local_bias", 0);
+    g.needle_gain = (float)opt_num(L, 1, "needle_gain", 0);
+    if (a.batch <= 0 || a.heads_q <= 0 || a.heads_kv <= 0 || a.seq_len <= 0 || a.head_dim <= 0)
+        return luaL_error(L, "generate: B, Hq, Hkv, N, D must be positive");
+    if (a.heads_q % a.heads_kv)
+        return luaL_error(L, "generate: Hq (%d) must be a multiple of Hkv (%d)", a.heads_q, a.heads_kv);
+    if (g.needles < 0)
+        return luaL_error(L, "generate: needles must not be negative");
+
+    int qs[4] = {a.batch, a.heads_q, a.seq_len, a.head_dim}, ks[4] = {a.batch, a.heads_kv, a.seq_len, a.head_dim};
+    tensor *q = tensor_new(L, S, 0, a.dtype, qs);
+    tensor *k = tensor_new(L, S, 0, a.dtype, ks);
+    tensor *v = tensor_new(L, S, 0, a.dtype, ks);
+    int maxn = a.batch * a.heads_q * g.needles, nn = 0;
+    sale_needle *nd = lua_newuserdatauv(L, (size_t)(maxn > 0 ? maxn : 1) * sizeof *nd, 0); /* GC-owned scratch */
+    sale_status st = sale_generate_qkv(&a, &g, q->ptr, k->ptr, v->ptr, maxn ? nd : NULL, maxn, &nn);
+    if (st)
+        return fail(L, S, st, "generate");
+    lua_createtable(L, nn, 0);
+    for (int i = 0; i < nn; i++) {
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, nd[i].batch);
+        lua_setfield(L, -2, "batch");
+        lua_pushinteger(L, nd[i].head_q);
+        lua_setfield(L, -2, "head");
+        lua_pushinteger(L, nd[i].query);
+        lua_setfield(L, -2, "query");
+        lua_pushinteger(L, nd[i].key);
+        lua_setfield(L, -2, "key");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_remove(L, -2); /* the scratch: stack is q k v needles */
+    if (gpu) {
+        tensor *h[3] = {q, k, v};
+        for (int i = 0; i < 3; i++) {
+            tensor *d = tensor_new(L, S, 1, h[i]->dtype, h[i]->shape);
+            if ((st = sale_dev_upload(S->ctx, d->ptr, h[i]->ptr, h[i]->bytes)))
+                return fail(L, S, st, "generate: uploading");
+        }
+        /* q k v needles qg kg vg -> qg kg vg needles */
+        lua_rotate(L, -4, 3);
+        tensor_release_ud(h[0]);
+        tensor_release_ud(h[1]);
+        tensor_release_ud(h[2]);
+    }
+    return 4;
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct attn_call {
+    sale_attention_args a;
+    float *tau; /* GC-owned */
+    tensor *q, *k, *v;
+} attn_call;
+
+static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
+{
+    (void)S;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    sale_attention_args *a = &c->a;
+    sale_attention_args_init(a);
+    const char *names[3] = {"q", "k", "v"};
+    tensor *t[3];
+    for (int i = 0; i < 3; i++) {
+        lua_getfield(L, 1, names[i]);
+        if (!luaL_testudata(L, -1, TENSOR_MT))
+            luaL_error(L, "%s must be a tensor, got %s", names[i], luaL_typename(L, -1));
+        t[i] = check_tensor(L, -1);
+        lua_pop(L, 1); /* the argument table keeps it alive */
+        if (t[i]->gpu != want_gpu)
+            luaL_error(L, "%s is on the %s; %s takes %s tensors (t:to(\"%s\"))", names[i], t[i]->gpu ? "gpu" : "cpu",
+                       want_gpu ? "sale.attention" : "sale.reference", want_gpu ? "gpu" : "cpu",
+                       want_gpu ? "gpu" : "cpu");
+    }
+    c->q = t[0];
+    c->k = t[1];
+    c->v = t[2];
+    if (t[1]->dtype != t[0]->dtype || t[2]->dtype != t[0]->dtype)
+        luaL_error(L, "q, k, v must share one dtype");
+    if (t[0]->shape[0] != t[1]->shape[0] || t[0]->shape[2] != t[1]->shape[2] || t[0]->shape[3] != t[1]->shape[3] ||
+        memcmp(t[1]->shape, t[2]->shape, sizeof t[1]->shape))
+        luaL_error(L, "shapes do not match: q [%d,%d,%d,%d], k [%d,%d,%d,%d], v [%d,%d,%d,%d]", t[0]->shape[0],
+                   t[0]->shape[1], t[0]->shape[2], t[0]->shape[3], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2],
+                   t[1]->shape[3], t[2]->shape[0], t[2]->shape[1], t[2]->shape[2], t[2]->shape[3]);
+    a->batch = t[0]->shape[0];
+    a->heads_q = t[0]->shape[1];
+    a->heads_kv = t[1]->shape[1];
+    a->seq_len = t[0]->shape[2];
+    a->head_dim = t[0]->shape[3];
+    a->dtype = t[0]->dtype;
+    a->q = t[0]->ptr;
+    a->k = t[1]->ptr;
+    a->v = t[2]->ptr;
+    a->block_q = opt_int(L, 1, "block_q", 0);
+    a->block_k = opt_int(L, 1, "block_k", 0);
+    a->block_seg = opt_int(L, 1, "block_seg", 0);
+    a->local_window = opt_int(L, 1, "local_window", 0);
+    a->est_bits = opt_int(L, 1, "est_bits", 0);
+    a->dense_below = opt_int(L, 1, "dense_below", 0);
+    a->scale = (float)opt_num(L, 1, "scale", 0);
+    const char *mode = opt_str(L, 1, "mode", "fused");
+    if (!strcmp(mode, "fused"))
+        a->mode = SALE_MODE_FUSED;
+    else if (!strcmp(mode, "two_pass") || !strcmp(mode, "two-pass"))
+        a->mode = SALE_MODE_TWO_PASS;
+    else if (!strcmp(mode, "dense"))
+        a->mode = SALE_MODE_DENSE;
+    else
+        luaL_error(L, "mode: unknown mode '%s' (fused, two_pass, dense)", mode);
+    int ty = lua_getfield(L, 1, "tau");
+    if (ty == LUA_TNUMBER)
+        a->tau_default = (float)lua_tonumber(L, -1);
+    else if (ty == LUA_TTABLE) {
+        int n = (int)lua_rawlen(L, -1);
+        if (n != a->heads_q)
+            luaL_error(L, "tau: %d values for %d query heads", n, a->heads_q);
+        c->tau = lua_newuserdatauv(L, (size_t)n * sizeof(float), 0);
+        lua_setfield(L, 1, "__tau_buf"); /* keeps the buffer alive for this call */
+        for (int i = 0; i < n; i++) {
+            lua_rawgeti(L, -1, i + 1);
+            if (!lua_isnumber(L, -1))
+                luaL_error(L, "tau[%d] must be a number", i + 1);
+            c->tau[i] = (float)lua_tonumber(L, -1);
+            lua_pop(L, 1);
+        }
+        a->tau = c->tau;
+    } else if (ty != LUA_TNIL)
+        luaL_error(L, "tau must be a number or a list of per-head numbers, got %s", luaL_typename(L, -1));
+    lua_pop(L, 1);
+}
+
+static void push_stats(lua_State *L, const sale_stats *s)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, s->density);
+    lua_setfield(L, -2, "density");
+    lua_pushinteger(L, (lua_Integer)s->kept_blocks);
+    lua_setfield(L, -2, "kept");
+    lua_pushinteger(L, (lua_Integer)s->causal_blocks);
+    lua_setfield(L, -2, "causal");
+    lua_pushboolean(L, s->dense_fallback);
+    lua_setfield(L, -2, "dense_fallback");
+}
+
+/* sale.reference{...} -> out, stats, mask (host tensors) */
+static int l_reference(lua_State *L)
+{
+    lstate *S = get_state(L);
+    attn_call c = {0};
+    read_attn_args(L, S, &c, 0);
+    sale_attention_args *a = &c.a;
+    tensor *out = tensor_new(L, S, 0, a->dtype, c.q->shape); /* 2 */
+    int out_idx = lua_gettop(L);
+    a->out = out->ptr;
+    mask *m = mask_new(L, a->batch, a->heads_q, sale_num_qblocks(a), sale_num_kblocks(a), a->block_q ? a->block_q : 64,
+                       a->block_k ? a->block_k : 32);
+    int mask_idx = lua_gettop(L);
+    a->mask = m->bits;
+    sale_stats st;
+    memset(&st, 0, sizeof st);
+    a->stats = &st;
+    sale_status s = sale_reference_attention(S->ctx, a);
+    if (s)
+        return fail(L, S, s, "reference");
+    lua_pushvalue(L, out_idx);
+    push_stats(L, &st);
+    lua_pushvalue(L, mask_idx);
+    return 3;
+}
+
+/* sale.attention{...} -> out, stats|nil, mask|nil (GPU tensors) */
+static int l_attention(lua_State *L)
+{
+    lstate *S = get_state(L);
+    attn_call c = {0};
+    read_attn_args(L, S, &c, 1);
+    sale_attention_args *a = &c.a;
+    int want_stats = opt_bool(L, 1, "stats", 1), want_mask = opt_bool(L, 1, "mask", 0);
+    int out_idx;
+    if (lua_getfield(L, 1, "out") != LUA_TNIL) {
+        tensor *o = check_tensor(L, -1);
+        if (!o->gpu || o->dtype != a->dtype || memcmp(o->shape, c.q->shape, sizeof o->shape))
+            return luaL_error(L, "out must be a gpu tensor of q's shape and dtype");
+        a->out = o->ptr;
+    } else {
+        lua_pop(L, 1);
+        a->out = tensor_new(L, S, 1, a->dtype, c.q->shape)->ptr;
+    }
+    out_idx = lua_gettop(L);
+    sale_stats st;
+    memset(&st, 0, sizeof st);
+    if (want_stats)
+        a->stats = &st;
+    mask *m = NULL;
+    tensor *dmask = NULL;
+    int mask_idx = 0;
+    if (want_mask) {
+        m = mask_new(L, a->batch, a->heads_q, sale_num_qblocks(a), sale_num_kblocks(a), a->block_q ? a->block_q : 64,
+                     a->block_k ? a->block_k : 32);
+        mask_idx = lua_gettop(L);
+        size_t bytes = mask_words(m) * sizeof(uint32_t);
+        int words_shape[4] = {1, 1, 1, (int)((bytes + 3) / 4)};
+        dmask = tensor_new(L, S, 1, SALE_DTYPE_F32, words_shape); /* stays on the stack while in use */
+        a->mask = dmask->ptr;
+    }
+    sale_status s = sale_attention(S->ctx, a, NULL);
+    if (s)
+        return fail(L, S, s, "attention");
+    if (m) {
+        s = sale_dev_download(S->ctx, m->bits, dmask->ptr, mask_words(m) * sizeof(uint32_t));
+        if (s)
+            return fail(L, S, s, "attention: downloading the mask");
+    }
+    lua_pushvalue(L, out_idx);
+    if (want_stats)
+        push_stats(L, &st);
+    else
+        lua_pushnil(L);
+    if (m)
+        lua_pushvalue(L, mask_idx);
+    else
+        lua_pushnil(L);
+    return 3;
+}
+
+/* ------------------------------------------------------------- metrics */
+
+static int l_rel_l1(lua_State *L)
+{
+    lstate *S = get_state(L);
+    tensor *x = check_tensor(L, 1), *y = check_tensor(L, 2);
+    if (memcmp(x->shape, y->shape, sizeof x->shape))
+        return luaL_error(L, "rel_l1: shapes differ");
+    int ox, oy;
+    const void *hx = host_view(L, S, x, &ox);
+    const void *hy = host_view(L, S, y, &oy);
+    size_t n = x->bytes / dtype_size(x->dtype);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double a = elem_get(hx, x->dtype, i), b = elem_get(hy, y->dtype, i);
+        num += fabs(a - b);
+        den += fabs(b);
+    }
+    if (ox)
+        free((void *)hx);
+    if (oy)
+        free((void *)hy);
+    lua_pushnumber(L, den > 0 ? num / den : (num > 0 ? HUGE_VAL : 0.0));
+    return 1;
+}
+
+/* sale.needle_recall(mask, needles[, block_q, block_k]) -> recall, hit, total */
+static int l_needle_recall(lua_State *L)
+{
+    mask *m = luaL_checkudata(L, 1, MASK_MT);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int bq = (int)luaL_optinteger(L, 3, m->block_q), bk = (int)luaL_optinteger(L, 4, m->block_k);
+    if (bq <= 0 || bk <= 0)
+        return luaL_error(L, "needle_recall: block sizes must be positive");
+    int n = (int)lua_rawlen(L, 2), hit = 0;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, i);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        int b = opt_int(L, -1, "batch", 0), h = opt_int(L, -1, "head", 0);
+        int q = opt_int(L, -1, "query", 0), k = opt_int(L, -1, "key", 0);
+        lua_pop(L, 1);
+        int r = mask_bit(m, b, h, q / bq, k / bk);
+        if (r < 0)
+            return luaL_error(L, "needle %d (batch %d, head %d, query %d, key %d) lies outside the mask", i, b, h, q, k);
+        hit += r;
+    }
+    lua_pushnumber(L, n ? (double)hit / n : 1.0);
+    lua_pushinteger(L, hit);
+    lua_pushinteger(L, n);
+    return 3;
+}
+
+/* ---------------------------------------------------------------- time */
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int l_clock(lua_State *L)
+{
+    lua_pushnumber(L, now_s());
+    return 1;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct evpair {
+    sale_ctx *ctx;
+    sale_event *e0, *e1;
+} evpair;
+
+static int evpair_gc(lua_State *L)
+{
+    evpair *p = lua_touserdata(L, 1);
+    if (p->e0)
+        sale_event_destroy(p->ctx, p->e0);
+    if (p->e1)
+        sale_event_destroy(p->ctx, p->e1);
+    p->e0 = p->e1 = NULL;
+    return 0;
+}
+
+/* sale.time(fn, {warmup=3, reps=10, host=false}) -> median ms, min ms.
+ * With a GPU: CUDA events on the default stream around each call of fn (which
+ * queues work with sale.attention); without one (or host=true): the host clock. */
+static int l_time(lua_State *L)
+{
+    lstate *S = get_state(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int warmup = 3, reps = 10, host = 0;
+    if (lua_istable(L, 2)) {
+        warmup = opt_int(L, 2, "warmup", warmup);
+        reps = opt_int(L, 2, "reps", reps);
+        host = opt_bool(L, 2, "host", 0);
+    }
+    if (reps < 1 || reps > 100000 || warmup < 0)
+        return luaL_error(L, "time: reps must be in [1, 100000] and warmup >= 0");
+    int gpu = !host && has_gpu(S);
+    float *ms = lua_newuserdatauv(L, (size_t)reps * sizeof(float), 0);
+    evpair *ev = NULL;
+    if (gpu) {
+        ev = lua_newuserdatauv(L, sizeof *ev, 0);
+        *ev = (evpair){S->ctx, NULL, NULL};
+        lua_newtable(L);
+        lua_pushcfunction(L, evpair_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        sale_status st = sale_event_create(S->ctx, &ev->e0);
+        if (!st)
+            st = sale_event_create(S->ctx, &ev->e1);
+        if (st)
+            return fail(L, S, st, "time: creating events");
+    }
+    for (int i = 0; i < warmup + reps; i++) {
+        double t0 = 0;
+        sale_status st = SALE_OK;
+        if (gpu) {
+            if ((st = sale_dev_sync(S->ctx)) || (st = sale_event_record(S->ctx, ev->e0, NULL)))
+                return fail(L, S, st, "time");
+        } else
+            t0 = now_s();
+        lua_pushvalue(L, 1);
+        lua_call(L, 0, 0);
+        float t;
+        if (gpu) {
+            if ((st = sale_event_record(S->ctx, ev->e1, NULL)) || (st = sale_event_elapsed(S->ctx, ev->e0, ev->e1, &t)))
+                return fail(L, S, st, "time");
+        } else
+            t = (float)((now_s() - t0) * 1e3);
+        if (i >= warmup)
+            ms[i - warmup] = t;
+    }
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_float);
+    double med = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
+    lua_pushnumber(L, med);
+    lua_pushnumber(L, ms[0]);
+    return 2;
+}
+
+/* --------------------------------------------------------------- tables */
+
+typedef struct col {
+    const char *key, *title, *fmt;
+} col;
+
+static int read_cols(lua_State *L, int idx, col *cols, int max)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = (int)lua_rawlen(L, idx);
+    if (n > max)
+        luaL_error(L, "at most %d columns", max);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        col *c = &cols[i];
+        c->fmt = NULL;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            c->key = c->title = lua_tostring(L, -1);
+        } else if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, 1);
+            c->key = luaL_checkstring(L, -1);
+            lua_pop(L, 1);
+            c->title = opt_str(L, -1, "title", c->key);
+            c->fmt = opt_str(L, -1, "fmt", NULL);
+        } else
+            luaL_error(L, "column %d must be a name or {name, fmt=, title=}", i + 1);
+        lua_pop(L, 1); /* strings stay alive: the columns table holds them */
+    }
+    return n;
+}
+
+/* The text of row[col] into s. Numbers: fmt, else integers as integers and
+ * others with %.4g. Returns whether it is a number. */
+static int cell_text(lua_State *L, int row, const col *c, char *s, size_t n)
+{
+    int ty = lua_getfield(L, row, c->key);
+    int num = ty == LUA_TNUMBER;
+    if (num) {
+        double x = lua_tonumber(L, -1);
+        if (c->fmt)
+            snprintf(s, n, c->fmt, x);
+        else if (lua_isinteger(L, -1))
+            snprintf(s, n, "%lld", (long long)lua_tointeger(L, -1));
+        else
+            snprintf(s, n, "%.4g", x);
+    } else if (ty == LUA_TNIL) {
+        s[0] = 0;
+    } else if (ty == LUA_TBOOLEAN) {
+        snprintf(s, n, "%s", lua_toboolean(L, -1) ? "yes" : "no");
+    } else {
+        snprintf(s, n, "%s", luaL_tolstring(L, -1, NULL));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return num;
+}
+
+/* Formats with a user fmt must be one numeric conversion. */
+static void check_fmt(lua_State *L, const col *c)
+{
+    if (!c->fmt)
+        return;
+    const char *p = strchr(c->fmt, '%');
+    if (!p || strchr(p + 1, '%') || !p[strspn(p + 1, "-+ #0123456789.") + 1] ||
+        !strchr("eEfFgG", p[strspn(p + 1, "-+ #0123456789.") + 1]))
+        luaL_error(L, "column %s: fmt must hold one %%f, %%e or %%g conversion, got \"%s\"", c->key, c->fmt);
+}
+
+#define MAX_COLS 64
+
+static int l_format_table(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    col cols[MAX_COLS];
+    int nc = read_cols(L, 2, cols, MAX_COLS);
+    for (int c = 0; c < nc; c++)
+        check_fmt(L, &cols[c]);
+    int nr = (int)lua_rawlen(L, 1);
+    /* cells as strings in a Lua table: cells[r*nc+c] */
+    lua_createtable(L, nr * nc, 0);
+    int cells = lua_gettop(L);
+    int width[MAX_COLS], isnum[MAX_COLS];
+    for (int c = 0; c < nc; c++) {
+        width[c] = (int)strlen(cols[c].title);
+        isnum[c] = 1;
+    }
+    for (int r = 0; r < nr; r++) {
+        lua_rawgeti(L, 1, r + 1);
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "row %d is not a table", r + 1);
+        int row = lua_gettop(L);
+        for (int c = 0; c < nc; c++) {
+            char text[256];
+            int num = cell_text(L, row, &cols[c], text, sizeof text);
+            lua_pushstring(L, text);
+            size_t l = strlen(text);
+            if (!num && l)
+                isnum[c] = 0;
+            if ((int)l > width[c])
+                width[c] = (int)l;
+            lua_rawseti(L, cells, r * nc + c + 1);
+        }
+        lua_pop(L, 1);
+    }
+    luaL_Buffer out;
+    luaL_buffinit(L, &out);
+    for (int c = 0; c < nc; c++) {
+        char s[512];
+        snprintf(s, sizeof s, isnum[c] ? "%s%*s" : "%s%-*s", c ? "  " : "", width[c], cols[c].title);
+        luaL_addstring(&out, s);
+    }
+    luaL_addchar(&out, '\n');
+    for (int c = 0; c < nc; c++) {
+        if (c)
+            luaL_addstring(&out, "  ");
+        for (int i = 0; i < width[c]; i++)
+            luaL_addchar(&out, '-');
+    }
+    luaL_addchar(&out, '\n');
+    for (int r = 0; r < nr; r++) {
+        for (int c = 0; c < nc; c++) {
+            lua_rawgeti(L, cells, r * nc + c + 1);
+            const char *v = lua_tostring(L, -1);
+            char s[512];
+            snprintf(s, sizeof s, isnum[c] ? "%s%*s" : "%s%-*s", c ? "  " : "", width[c], v);
+            lua_pop(L, 1);
+            /* trailing blanks of the last column are noise */
+            if (c == nc - 1) {
+                size_t l = strlen(s);
+                while (l && s[l - 1] == ' ')
+                    s[--l] = 0;
+            }
+            luaL_addstring(&out, s);
+        }
+        luaL_addchar(&out, '\n');
+    }
+    luaL_pushresult(&out);
+    return 1;
+}
+
+static int l_table(lua_State *L)
+{
+    lua_settop(L, 2);
+    lua_pushcfunction(L, l_format_table);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_call(L, 2, 1);
+    size_t l;
+    const char *s = lua_tolstring(L, -1, &l);
+    /* printed on behalf of the script, like its own print() */
+    fwrite(s, 1, l, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static void csv_field(FILE *f, const char *s)
+{
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+typedef struct csv_file {
+    FILE *f;
+} csv_file;
+
+static int csv_file_gc(lua_State *L)
+{
+    csv_file *c = lua_touserdata(L, 1);
+    if (c->f)
+        fclose(c->f);
+    c->f = NULL;
+    return 0;
+}
+
+/* sale.csv(path, rows, columns): numbers at full precision unless fmt is given. */
+static int l_csv(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    col cols[MAX_COLS];
+    int nc = read_cols(L, 3, cols, MAX_COLS);
+    for (int c = 0; c < nc; c++)
+        check_fmt(L, &cols[c]);
+    int nr = (int)lua_rawlen(L, 2);
+    /* the file is owned by a userdata so that an error on the way closes it */
+    csv_file *cf = lua_newuserdatauv(L, sizeof *cf, 0);
+    cf->f = NULL;
+    lua_newtable(L);
+    lua_pushcfunction(L, csv_file_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    if (!(cf->f = fopen(path, "w")))
+        return luaL_error(L, "csv: cannot write %s", path);
+    FILE *f = cf->f;
+    for (int c = 0; c < nc; c++) {
+        if (c)
+            fputc(',', f);
+        csv_field(f, cols[c].title);
+    }
+    fputc('\n', f);
+    for (int r = 0; r < nr; r++) {
+        lua_rawgeti(L, 2, r + 1);
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "row %d is not a table", r + 1);
+        int row = lua_gettop(L);
+        for (int c = 0; c < nc; c++) {
+            if (c)
+                fputc(',', f);
+            int ty = lua_getfield(L, row, cols[c].key);
+            char s[256];
+            if (ty == LUA_TNUMBER && lua_isinteger(L, -1))
+                snprintf(s, sizeof s, "%lld", (long long)lua_tointeger(L, -1));
+            else if (ty == LUA_TNUMBER)
+                snprintf(s, sizeof s, cols[c].fmt ? cols[c].fmt : "%.17g", lua_tonumber(L, -1));
+            else if (ty == LUA_TBOOLEAN)
+                snprintf(s, sizeof s, "%s", lua_toboolean(L, -1) ? "true" : "false");
+            else if (ty == LUA_TSTRING)
+                snprintf(s, sizeof s, "%s", lua_tostring(L, -1));
+            else
+                s[0] = 0;
+            lua_pop(L, 1);
+            csv_field(f, s);
+        }
+        fputc('\n', f);
+        lua_pop(L, 1);
+    }
+    cf->f = NULL;
+    int bad = ferror(f);
+    if (fclose(f) || bad)
+        return luaL_error(L, "csv: write error on %s", path);
+    return 0;
+}
+
+/* -------------------------------------------------------------- module */
+
+static const luaL_Reg tensor_methods[] = {
+    {"to", tensor_to}, {"get", tensor_get}, {"free", tensor_release}, {NULL, NULL}};
+
+static const luaL_Reg sale_funcs[] = {
+    {"key", l_key},
+    {"key_format", l_key_format},
+    {"compile", l_compile},
+    {"get_kernel", l_get_kernel},
+    {"has_gpu", l_has_gpu},
+    {"device", l_device},
+    {"tensor_random", l_tensor_random},
+    {"tensor_zeros", l_tensor_zeros},
+    {"generate", l_generate},
+    {"reference", l_reference},
+    {"attention", l_attention},
+    {"rel_l1", l_rel_l1},
+    {"needle_recall", l_needle_recall},
+    {"time", l_time},
+    {"clock", l_clock},
+    {"format_table", l_format_table},
+    {"table", l_table},
+    {"csv", l_csv},
+    {NULL, NULL},
+};
+
+/* Builds the module table (with the state as upvalue of every function) and
+ * the metatables; leaves the module on the stack. */
+static void open_sale(lua_State *L, sale_ctx *ctx)
+{
+    lstate *S = lua_newuserdatauv(L, sizeof *S, 0);
+    *S = (lstate){.ctx = ctx};
+    int st = lua_gettop(L);
+
+    luaL_newmetatable(L, TENSOR_MT);
+    lua_pushvalue(L, st);
+    luaL_setfuncs(L, tensor_methods, 1);
+    lua_pushcfunction(L, tensor_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, tensor_release);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, tensor_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, MASK_MT);
+    lua_pushcfunction(L, mask_kept);
+    lua_setfield(L, -2, "kept");
+    lua_pushcfunction(L, mask_count);
+    lua_setfield(L, -2, "count");
+    lua_pushcfunction(L, mask_index);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    lua_pushvalue(L, st);
+    luaL_setfuncs(L, sale_funcs, 1);
+    lua_pushstring(L, SALE_VERSION_STRING);
+    lua_setfield(L, -2, "version");
+    lua_remove(L, st);
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+typedef struct script_job {
+    sale_ctx *ctx;
+    const char *path;
+    int argc;
+    char **argv;
+} script_job;
+
+/* Runs under lua_pcall so that no Lua error (memory included) escapes. */
+static int script_main(lua_State *L)
+{
+    script_job *job = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    luaL_openlibs(L);
+    open_sale(L, job->ctx);
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "sale");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "sale"); /* require("sale") works too */
+    lua_settop(L, 0);
+
+    /* arg as the standalone interpreter sets it: arg[0] the script */
+    lua_createtable(L, job->argc, 1);
+    lua_pushstring(L, job->path);
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < job->argc; i++) {
+        lua_pushstring(L, job->argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+
+    lua_pushcfunction(L, traceback);
+    int msgh = lua_gettop(L);
+    if (luaL_loadfilex(L, job->path, "t") != LUA_OK)
+        return lua_error(L);
+    for (int i = 0; i < job->argc; i++)
+        lua_pushstring(L, job->argv[i]);
+    if (lua_pcall(L, job->argc, 0, msgh) != LUA_OK)
+        return lua_error(L);
+    return 0;
+}
+
+sale_status lsale_run_script(sale_ctx *ctx, const char *path, int argc, char **argv, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err || !errlen) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = 0;
+    if (!path) {
+        snprintf(err, errlen, "run: no script");
+        return SALE_ERR_INVALID;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open", path);
+        return SALE_ERR_IO;
+    }
+    fclose(f);
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        snprintf(err, errlen, "run: cannot create a Lua state");
+        return SALE_ERR_NOMEM;
+    }
+    /* argv may start with the script itself, as main's argv does */
+    if (argc > 0 && argv && argv[0] && !strcmp(argv[0], path)) {
+        argc--;
+        argv++;
+    }
+    script_job job = {ctx, path, argc < 0 ? 0 : argc, argv};
+    sale_status st = SALE_OK;
+    lua_pushcfunction(L, script_main);
+    lua_pushlightuserdata(L, &job);
+    int rc = lua_pcall(L, 1, 0, 0);
+    fflush(stdout);
+    if (rc != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s", m ? m : "(error object is not a string)");
+        st = SALE_ERR_LUA;
+    }
+    lua_close(L); /* runs __gc: host and device buffers are released here */
+    return st;
+}

@@ -1,0 +1,212 @@
+/* quantize.cu — sale family "quantize": smoothing means, low-bit codes and
+ * scales of Q (per row) and K (per key block), and c_j = qmean(h) . K'_j.
+ * Launch order (see sale_layout_plan): mean partials, mean reduce, Q codes
+ * (the main entry), K codes + c_j.  Deterministic: fixed-order fp64 sums. */
+#ifndef SALE_FAMILY
+#define SALE_FAMILY 0
+#endif
+#include "sale_common.cuh"
+
+#define QZ_D SALE_HEAD_DIM
+#define QZ_EPL (QZ_D / 32) /* elements per lane in the row kernels */
+#if SALE_EST_BITS == 4
+#define QZ_QMAX 7.0f
+#else
+#define QZ_QMAX 127.0f
+#endif
+#define QZ_RBC (QZ_D * SALE_EST_BITS / 8)
+
+/* (a) partial sums over a chunk of rows: scratch[b][y][chunk][D] (double),
+ * y < Hq: q head y, else kv head y - Hq. */
+extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_mean_kernel(const sale_params p) {
+    __shared__ double part[SALE_QZ_THREADS];
+    const int c = blockIdx.x, y = blockIdx.y, b = blockIdx.z;
+    const int N = p.N;
+    const int nch = sale_layout_mean_chunks(N), cr = sale_layout_mean_chunk_rows(N);
+    const sale_u16 *base;
+    long long sn;
+    if (y < p.Hq) {
+        base = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)y * p.q_sh;
+        sn = p.q_sn;
+    } else {
+        base = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)(y - p.Hq) * p.k_sh;
+        sn = p.k_sn;
+    }
+    const int d = threadIdx.x % QZ_D, rg = threadIdx.x / QZ_D, ng = SALE_QZ_THREADS / QZ_D;
+    int r0 = c * cr, r1 = r0 + cr < N ? r0 + cr : N;
+    double acc = 0.0;
+    for (int r = r0 + rg; r < r1; r += ng) acc += (double)sale_to_f32(base[(long long)r * sn + d]);
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.x < QZ_D) {
+        double s = 0.0;
+        for (int g = 0; g < ng; g++) s += part[g * QZ_D + threadIdx.x];
+        double *scr = (double *)p.scratch;
+        scr[(((long long)b * (p.Hq + p.Hkv) + y) * nch + c) * QZ_D + threadIdx.x] = s;
+    }
+}
+
+/* (a') reduce the chunks in order, divide by N: qmean / kmean (f32) */
+extern "C" __global__ void __launch_bounds__(QZ_D) sale_quantize_reduce_kernel(const sale_params p) {
+    const int y = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+    const int nch = sale_layout_mean_chunks(p.N);
+    const double *scr = (const double *)p.scratch + (((long long)b * (p.Hq + p.Hkv) + y) * nch) * QZ_D;
+    double s = 0.0;
+    for (int c = 0; c < nch; c++) s += scr[c * QZ_D + d];
+    float mean = (float)(s / (double)p.N);
+    if (y < p.Hq)
+        ((float *)p.qmean)[((long long)b * p.Hq + y) * QZ_D + d] = mean;
+    else
+        ((float *)p.kmean)[((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d] = mean;
+}
+
+__device__ __forceinline__ int qz_code(float x, float s) {
+    if (s == 0.f) return 0;
+    float r = rintf(__fdiv_rn(x, s));
+    r = fminf(fmaxf(r, -QZ_QMAX), QZ_QMAX);
+    return (int)r;
+}
+
+/* store the codes of QZ_EPL consecutive elements starting at d = lane*QZ_EPL */
+__device__ __forceinline__ void qz_store(unsigned char *row, int lane, const int (&cd)[QZ_EPL]) {
+#if SALE_EST_BITS == 8
+#if QZ_EPL == 4
+    sale_u32 w = (sale_u32)(cd[0] & 255) | ((sale_u32)(cd[1] & 255) << 8) | ((sale_u32)(cd[2] & 255) << 16) |
+                 ((sale_u32)(cd[3] & 255) << 24);
+    *(sale_u32 *)(row + lane * 4) = w;
+#else
+    sale_u16 w = (sale_u16)((cd[0] & 255) | ((cd[1] & 255) << 8));
+    *(sale_u16 *)(row + lane * 2) = w;
+#endif
+#else /* 4-bit, two per byte, low nibble = even element */
+#if QZ_EPL == 4
+    sale_u16 w = (sale_u16)((cd[0] & 15) | ((cd[1] & 15) << 4) | ((cd[2] & 15) << 8) | ((cd[3] & 15) << 12));
+    *(sale_u16 *)(row + lane * 2) = w;
+#else
+    row[lane] = (unsigned char)((cd[0] & 15) | ((cd[1] & 15) << 4));
+#endif
+#endif
+}
+
+__device__ __forceinline__ void qz_load(const sale_u16 *src, float (&x)[QZ_EPL]) {
+#if QZ_EPL == 4
+    uint2 u = *(const uint2 *)src;
+    x[0] = sale_to_f32((sale_u16)(u.x & 0xffff));
+    x[1] = sale_to_f32((sale_u16)(u.x >> 16));
+    x[2] = sale_to_f32((sale_u16)(u.y & 0xffff));
+    x[3] = sale_to_f32((sale_u16)(u.y >> 16));
+#else
+    sale_u32 u = *(const sale_u32 *)src;
+    x[0] = sale_to_f32((sale_u16)(u & 0xffff));
+    x[1] = sale_to_f32((sale_u16)(u >> 16));
+#endif
+}
+
+__device__ __forceinline__ float qz_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* (b) query codes and scales: one warp per row, QZ_QROWS rows per CTA */
+extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kernel(const sale_params p) {
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int N = p.N;
+    const long long bh = (long long)b * p.Hq + h;
+    const sale_u16 *qg = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)h * p.q_sh;
+    const float *mean = (const float *)p.qmean + bh * QZ_D;
+    float mu[QZ_EPL];
+#pragma unroll
+    for (int e = 0; e < QZ_EPL; e++) mu[e] = mean[lane * QZ_EPL + e];
+    unsigned char *codes = (unsigned char *)p.qcode + bh * N * QZ_RBC;
+    float *qs = (float *)p.qscale + bh * N;
+    for (int rr = warp; rr < SALE_QZ_QROWS; rr += SALE_QZ_THREADS / 32) {
+        int row = blockIdx.x * SALE_QZ_QROWS + rr;
+        if (row >= N) break;
+        float x[QZ_EPL];
+        qz_load(qg + (long long)row * p.q_sn + lane * QZ_EPL, x);
+        float am = 0.f;
+#pragma unroll
+        for (int e = 0; e < QZ_EPL; e++) {
+            x[e] = __fsub_rn(x[e], mu[e]);
+            am = fmaxf(am, fabsf(x[e]));
+        }
+        am = qz_warp_max(am);
+        float s = __fdiv_rn(am, QZ_QMAX);
+        int cd[QZ_EPL];
+#pragma unroll
+        for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code(x[e], s);
+        qz_store(codes + (long long)row * QZ_RBC, lane, cd);
+        if (lane == 0) qs[row] = s;
+    }
+}
+
+/* (c) key codes and scales per key block, and c_j for every q head of the group */
+#define QZ_KR (SALE_BLOCK_K / 8) /* rows per warp */
+extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_kernel(const sale_params p) {
+    __shared__ float wmax[SALE_QZ_THREADS / 32];
+    const int kb = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int N = p.N;
+    const long long bk = (long long)b * p.Hkv + kvh;
+    const sale_u16 *kg = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)kvh * p.k_sh;
+    const float *mean = (const float *)p.kmean + bk * QZ_D;
+    float mu[QZ_EPL];
+#pragma unroll
+    for (int e = 0; e < QZ_EPL; e++) mu[e] = mean[lane * QZ_EPL + e];
+    float x[QZ_KR][QZ_EPL];
+    float am = 0.f;
+#pragma unroll
+    for (int i = 0; i < QZ_KR; i++) {
+        int row = kb * SALE_BLOCK_K + warp + 8 * i;
+        if (row < N) {
+            qz_load(kg + (long long)row * p.k_sn + lane * QZ_EPL, x[i]);
+#pragma unroll
+            for (int e = 0; e < QZ_EPL; e++) {
+                x[i][e] = __fsub_rn(x[i][e], mu[e]);
+                am = fmaxf(am, fabsf(x[i][e]));
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < QZ_EPL; e++) x[i][e] = 0.f;
+        }
+    }
+    am = qz_warp_max(am);
+    if (lane == 0) wmax[warp] = am;
+    __syncthreads();
+    am = 0.f;
+#pragma unroll
+    for (int w = 0; w < SALE_QZ_THREADS / 32; w++) am = fmaxf(am, wmax[w]);
+    const float s = __fdiv_rn(am, QZ_QMAX);
+    if (threadIdx.x == 0) ((float *)p.kscale)[bk * p.nkb + kb] = s;
+    unsigned char *codes = (unsigned char *)p.kcode + bk * N * QZ_RBC;
+#pragma unroll
+    for (int i = 0; i < QZ_KR; i++) {
+        int row = kb * SALE_BLOCK_K + warp + 8 * i;
+        if (row < N) {
+            int cd[QZ_EPL];
+#pragma unroll
+            for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code(x[i][e], s);
+            qz_store(codes + (long long)row * QZ_RBC, lane, cd);
+        }
+    }
+    /* c_j = qmean(hq) . K'_j, fp32 products summed in fp64 */
+    for (int gq = 0; gq < p.group; gq++) {
+        const int hq = kvh * p.group + gq;
+        const float *qm = (const float *)p.qmean + ((long long)b * p.Hq + hq) * QZ_D;
+        float qv[QZ_EPL];
+#pragma unroll
+        for (int e = 0; e < QZ_EPL; e++) qv[e] = qm[lane * QZ_EPL + e];
+#pragma unroll
+        for (int i = 0; i < QZ_KR; i++) {
+            int row = kb * SALE_BLOCK_K + warp + 8 * i;
+            double a = 0.0;
+#pragma unroll
+            for (int e = 0; e < QZ_EPL; e++) a += (double)__fmul_rn(qv[e], x[i][e]);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+            if (row < N && lane == 0) ((float *)p.cterm)[((long long)b * p.Hq + hq) * N + row] = (float)a;
+        }
+    }
+}

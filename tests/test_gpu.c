@@ -1,0 +1,428 @@
+/* test_gpu.c — every kernel family on the GPU against the CPU reference, on
+ * fresh random and structured inputs, odd lengths, both dtypes, GQA 1/4/8,
+ * head_dim 64/128. Outputs are poisoned first; masks are compared block by
+ * block. Skips, loudly, where there is no GPU. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sale.h"
+#include "sale_abi.h"
+#include "sale_layout.h"
+
+static sale_ctx *ctx;
+static int have_gpu;
+static uint64_t seed_base;
+
+static void setup(void)
+{
+    sale_options o = {0};
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/sale_gpu_test_%d.db", (int)getpid());
+    o.cache_path = path;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK, "%s", sale_last_error(ctx));
+    int n = 0;
+    have_gpu = sale_device_count(ctx, &n) == SALE_OK && n > 0;
+    const char *s = getenv("SALE_TEST_SEED");
+    seed_base = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+}
+
+static void teardown(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s", sale_cache_path(ctx));
+    sale_destroy(ctx);
+    remove(path);
+}
+
+TestSuite(gpu, .init = setup, .fini = teardown, .timeout = 1200);
+
+#define NEED_GPU()                                                                                                    \
+    do {                                                                                                              \
+        if (!have_gpu) {                                                                                              \
+            fprintf(stderr, "SKIPPED (no GPU): %s\n", __func__);                                                     \
+            cr_skip_test("no CUDA device on this machine: GPU test skipped");                                         \
+        }                                                                                                             \
+    } while (0)
+
+static float ld(const void *p, sale_dtype dt, size_t i)
+{
+    const uint16_t *h = p;
+    return dt == SALE_DTYPE_F16 ? sale_f16_to_f32(h[i]) : dt == SALE_DTYPE_BF16 ? sale_bf16_to_f32(h[i]) : ((const float *)p)[i];
+}
+
+typedef struct run_result {
+    double rel_l1, max_abs;
+    long long mask_diff, mask_total, unwritten, lse_bad, needles, needles_missed;
+    double density_gpu, density_ref;
+} run_result;
+
+/* One comparison: GPU sale_attention (mode) against the CPU reference. */
+static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured,
+                          int needles, uint64_t seed)
+{
+    run_result rr = {0};
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B;
+    a.heads_q = Hq;
+    a.heads_kv = Hkv;
+    a.seq_len = N;
+    a.head_dim = D;
+    a.dtype = dt;
+    a.mode = mode;
+    a.tau_default = tau;
+    a.dense_below = -1;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2),
+             *oref = malloc(nq * 2);
+    cr_assert(q && k && v && o && oref);
+    sale_gen_options g = {0};
+    g.seed = seed;
+    g.structured = structured;
+    g.needles = needles;
+    sale_needle nd[64];
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, nd, 64, &nn), SALE_OK, "%s", sale_last_error(ctx));
+
+    int nqb = sale_num_qblocks(&a), nkb = sale_num_kblocks(&a), nkw = (nkb + 31) / 32;
+    size_t nmask = (size_t)B * Hq * nqb * nkw;
+    uint32_t *mref = calloc(nmask, 4), *mgpu = calloc(nmask, 4);
+    float *lref = malloc((size_t)B * Hq * N * 4), *lgpu = malloc((size_t)B * Hq * N * 4);
+    sale_stats sref = {0}, sgpu = {0};
+
+    sale_attention_args ra = a;
+    ra.q = q;
+    ra.k = k;
+    ra.v = v;
+    ra.out = oref;
+    ra.mask = mref;
+    ra.lse = lref;
+    ra.stats = &sref;
+    cr_assert_eq(sale_reference_attention(ctx, &ra), SALE_OK, "%s", sale_last_error(ctx));
+
+    void *dq, *dk, *dv, *dout, *dmask, *dlse;
+    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dk), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dv), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dout), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nmask * 4 + 4, &dmask), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, (size_t)B * Hq * N * 4, &dlse), SALE_OK);
+    sale_dev_upload(ctx, dq, q, nq * 2);
+    sale_dev_upload(ctx, dk, k, nk * 2);
+    sale_dev_upload(ctx, dv, v, nk * 2);
+    /* poison: 0xFF bytes are NaN in f16, bf16 and f32 */
+    sale_dev_fill8(ctx, dout, 0xFF, nq * 2);
+    sale_dev_fill8(ctx, dlse, 0xFF, (size_t)B * Hq * N * 4);
+    sale_dev_fill8(ctx, dmask, 0xA5, nmask * 4);
+    sale_attention_args ga = a;
+    ga.q = dq;
+    ga.k = dk;
+    ga.v = dv;
+    ga.out = dout;
+    ga.mask = mode == SALE_MODE_DENSE ? NULL : dmask;
+    ga.lse = dlse;
+    ga.stats = &sgpu;
+    sale_status st = sale_attention(ctx, &ga, NULL);
+    cr_assert_eq(st, SALE_OK, "sale_attention: %s", sale_last_error(ctx));
+    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+    sale_dev_download(ctx, o, dout, nq * 2);
+    sale_dev_download(ctx, mgpu, dmask, nmask * 4);
+    sale_dev_download(ctx, lgpu, dlse, (size_t)B * Hq * N * 4);
+
+    double num = 0, den = 0;
+    for (size_t i = 0; i < nq; i++) {
+        float x = ld(o, dt, i), y = ld(oref, dt, i);
+        if (!isfinite(x)) {
+            rr.unwritten++;
+            continue;
+        }
+        num += fabs(x - y);
+        den += fabs(y);
+        if (fabs(x - y) > rr.max_abs)
+            rr.max_abs = fabs(x - y);
+    }
+    for (size_t i = 0; i < (size_t)B * Hq * N; i++) {
+        if (!isfinite(lgpu[i]))
+            rr.unwritten++;
+        else if (fabsf(lgpu[i] - lref[i]) > 2e-2f * (1 + fabsf(lref[i])))
+            rr.lse_bad++;
+    }
+    rr.rel_l1 = den > 0 ? num / den : num;
+    if (mode != SALE_MODE_DENSE) {
+        for (size_t i = 0; i < nmask; i++)
+            rr.mask_diff += __builtin_popcount(mref[i] ^ mgpu[i]);
+        rr.mask_total = sref.causal_blocks;
+        /* every planted needle's key block is kept, on the GPU as in the reference */
+        for (int i = 0; i < nn; i++) {
+            size_t row = (((size_t)nd[i].batch * Hq + nd[i].head_q) * nqb + nd[i].query / 64) * nkw;
+            int J = nd[i].key / 32;
+            rr.needles_missed += !((mgpu[row + J / 32] >> (J % 32)) & 1);
+            rr.needles++;
+        }
+    }
+    rr.density_gpu = sgpu.density;
+    rr.density_ref = sref.density;
+    sale_dev_free(ctx, dq);
+    sale_dev_free(ctx, dk);
+    sale_dev_free(ctx, dv);
+    sale_dev_free(ctx, dout);
+    sale_dev_free(ctx, dmask);
+    sale_dev_free(ctx, dlse);
+    free(q), free(k), free(v), free(o), free(oref), free(mref), free(mgpu), free(lref), free(lgpu);
+    return rr;
+}
+
+static const char *mode_name(sale_mode m)
+{
+    return m == SALE_MODE_FUSED ? "fused" : m == SALE_MODE_TWO_PASS ? "two-pass" : "dense";
+}
+
+static void check_case(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured)
+{
+    uint64_t seed = seed_base ^ ((uint64_t)N * 1315423911u + (uint64_t)Hq * 2654435761u + (uint64_t)D + (uint64_t)mode * 97 +
+                                 (uint64_t)dt * 7 + (uint64_t)structured * 13);
+    run_result r = compare(B, Hq, Hkv, N, D, dt, mode, tau, structured, structured ? 2 : 0, seed);
+    double tol = dt == SALE_DTYPE_BF16 ? 1.5e-2 : 4e-3;
+    fprintf(stderr,
+            "gpu %-8s B=%d Hq=%-2d Hkv=%d N=%-5d D=%-3d %-4s tau=%-6g %-10s rel_l1=%.2e max_abs=%.2e mask_diff=%lld/%lld "
+            "density gpu=%.3f ref=%.3f unwritten=%lld lse_bad=%lld needles=%lld missed=%lld\n",
+            mode_name(mode), B, Hq, Hkv, N, D, sale_dtype_name(dt), (double)tau, structured ? "structured" : "random",
+            r.rel_l1, r.max_abs, r.mask_diff, r.mask_total, r.density_gpu, r.density_ref, r.unwritten, r.lse_bad, r.needles,
+            r.needles_missed);
+    cr_assert_eq(r.unwritten, 0, "%lld output elements not written (still poison)", r.unwritten);
+    cr_assert_eq(r.lse_bad, 0, "%lld log-sum-exp values off", r.lse_bad);
+    cr_assert_eq(r.needles_missed, 0, "%lld of %lld planted needles dropped", r.needles_missed, r.needles);
+    /* near-threshold blocks may flip: allow 0.5% of causal blocks */
+    cr_assert(r.mask_diff <= r.mask_total / 200 + 1, "mask differs in %lld of %lld blocks", r.mask_diff, r.mask_total);
+    cr_assert(r.rel_l1 <= tol + (r.mask_diff ? 2e-2 : 0), "relative L1 %.3e over %.1e", r.rel_l1, tol);
+    cr_assert(fabs(r.density_gpu - r.density_ref) <= 0.01, "density gpu %.4f ref %.4f", r.density_gpu, r.density_ref);
+}
+
+Test(gpu, dense_matches_reference_on_odd_lengths)
+{
+    NEED_GPU();
+    const int Ns[] = {1, 63, 64, 65, 1000, 1023, 4097};
+    for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+        check_case(1, 4, 1, Ns[i], 128, SALE_DTYPE_BF16, SALE_MODE_DENSE, 0.004f, 0);
+}
+
+Test(gpu, fused_matches_reference_on_odd_lengths)
+{
+    NEED_GPU();
+    const int Ns[] = {1, 63, 64, 65, 1000, 1023, 4097};
+    for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+        check_case(1, 4, 1, Ns[i], 128, SALE_DTYPE_BF16, SALE_MODE_FUSED, 0.004f, 1);
+}
+
+Test(gpu, two_pass_matches_reference_on_odd_lengths)
+{
+    NEED_GPU();
+    const int Ns[] = {1, 65, 1000, 4097};
+    for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+        check_case(1, 4, 1, Ns[i], 128, SALE_DTYPE_BF16, SALE_MODE_TWO_PASS, 0.004f, 1);
+}
+
+Test(gpu, every_mode_dtype_gqa_and_head_dim)
+{
+    NEED_GPU();
+    const sale_mode modes[] = {SALE_MODE_FUSED, SALE_MODE_TWO_PASS, SALE_MODE_DENSE};
+    const sale_dtype dts[] = {SALE_DTYPE_F16, SALE_DTYPE_BF16};
+    const int groups[] = {1, 4, 8};
+    const int Ds[] = {64, 128};
+    for (size_t m = 0; m < 3; m++)
+        for (size_t t = 0; t < 2; t++)
+            for (size_t gi = 0; gi < 3; gi++)
+                for (size_t d = 0; d < 2; d++)
+                    check_case(1, 8, 8 / groups[gi], 1500, Ds[d], dts[t], modes[m], 0.004f, 1);
+}
+
+Test(gpu, batch_greater_than_one_and_random_inputs)
+{
+    NEED_GPU();
+    check_case(2, 4, 2, 2049, 128, SALE_DTYPE_BF16, SALE_MODE_FUSED, 0.004f, 0);
+    check_case(3, 2, 1, 777, 64, SALE_DTYPE_F16, SALE_MODE_TWO_PASS, 0.01f, 1);
+}
+
+Test(gpu, tau_zero_through_fused_equals_dense)
+{
+    NEED_GPU();
+    run_result r = compare(1, 4, 2, 3000, 128, SALE_DTYPE_BF16, SALE_MODE_FUSED, 1e-7f, 1, 1, seed_base + 5);
+    fprintf(stderr, "gpu tau=0 fused vs reference: rel_l1=%.2e mask_diff=%lld density=%.3f\n", r.rel_l1, r.mask_diff,
+            r.density_gpu);
+    cr_assert_eq(r.mask_diff, 0);
+    cr_assert_float_eq(r.density_gpu, 1.0, 1e-9);
+    cr_assert_lt(r.rel_l1, 1.5e-2);
+}
+
+/* The quantize family on its own: codes, scales, means and c_j against a
+ * plain CPU computation of sale-algorithm.md steps 1-2. */
+Test(gpu, quantize_kernel_matches_cpu)
+{
+    NEED_GPU();
+    const int B = 1, Hq = 4, Hkv = 2, N = 1000, D = 128, BK = 32;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
+    sale_gen_options g = {.seed = seed_base + 11, .structured = 1};
+    int nn;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK);
+
+    sale_key key;
+    char err[256];
+    cr_assert_eq(sale_key_parse("quantize:d=128,bk=32,dt=bf16,est=8,arch=current", &key, err, sizeof err), SALE_OK, "%s", err);
+    sale_kernel *kern;
+    cr_assert_eq(sale_get_kernel(ctx, &key, &kern), SALE_OK, "%s", sale_last_error(ctx));
+    sale_kernel_info info;
+    sale_kernel_get_info(kern, &info);
+    fprintf(stderr, "quantize kernel %s: %d regs, %zu cubin bytes, from_cache=%d\n", info.key, info.registers,
+            info.cubin_bytes, info.from_cache);
+
+    int nkb = (N + BK - 1) / BK;
+    size_t scratch_n = 0;
+    sale_layout_cfg lc = {0, D, 64, BK, 128, 128, 1, 8, 8, 1, 90};
+    scratch_n = (size_t)sale_layout_scratch_bytes(&lc, B, Hq, Hkv, N);
+    void *dq, *dk, *qc, *kc, *qs, *ks, *qm, *km, *ct, *scr;
+    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
+    sale_dev_alloc(ctx, nk * 2, &dk);
+    sale_dev_alloc(ctx, nq, &qc);
+    sale_dev_alloc(ctx, nk, &kc);
+    sale_dev_alloc(ctx, (size_t)B * Hq * N * 4, &qs);
+    sale_dev_alloc(ctx, (size_t)B * Hkv * nkb * 4, &ks);
+    sale_dev_alloc(ctx, (size_t)B * Hq * D * 4, &qm);
+    sale_dev_alloc(ctx, (size_t)B * Hkv * D * 4, &km);
+    sale_dev_alloc(ctx, (size_t)B * Hq * N * 4, &ct);
+    sale_dev_alloc(ctx, scratch_n + 16, &scr);
+    sale_dev_upload(ctx, dq, q, nq * 2);
+    sale_dev_upload(ctx, dk, k, nk * 2);
+    sale_dev_fill8(ctx, qc, 0x7F, nq);
+    sale_dev_fill8(ctx, kc, 0x7F, nk);
+    sale_dev_fill8(ctx, qs, 0xFF, (size_t)B * Hq * N * 4);
+    sale_dev_fill8(ctx, ks, 0xFF, (size_t)B * Hkv * nkb * 4);
+    sale_dev_fill8(ctx, ct, 0xFF, (size_t)B * Hq * N * 4);
+    sale_params p;
+    memset(&p, 0, sizeof p);
+    p.q = (uintptr_t)dq, p.k = (uintptr_t)dk;
+    p.q_sn = D, p.q_sh = (int64_t)N * D, p.q_sb = (int64_t)Hq * N * D;
+    p.k_sn = D, p.k_sh = (int64_t)N * D, p.k_sb = (int64_t)Hkv * N * D;
+    p.qcode = (uintptr_t)qc, p.kcode = (uintptr_t)kc, p.qscale = (uintptr_t)qs, p.kscale = (uintptr_t)ks;
+    p.qmean = (uintptr_t)qm, p.kmean = (uintptr_t)km, p.cterm = (uintptr_t)ct, p.scratch = (uintptr_t)scr;
+    p.B = B, p.Hq = Hq, p.Hkv = Hkv, p.N = N, p.nkb = nkb, p.group = Hq / Hkv;
+    p.nqb = (N + 63) / 64, p.nkw = (nkb + 31) / 32, p.scale = 1.0f / sqrtf((float)D);
+    sale_launch L[4];
+    int nl = sale_layout_plan(&lc, B, Hq, Hkv, N, L);
+    cr_assert_gt(nl, 0);
+    for (int i = 0; i < nl; i++)
+        cr_assert_eq(sale_kernel_launch(ctx, kern, L[i].entry, L[i].grid[0], L[i].grid[1], L[i].grid[2], L[i].block,
+                                        L[i].smem, &p, sizeof p, NULL),
+                     SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+    int8_t *gqc = malloc(nq), *gkc = malloc(nk);
+    float *gqs = malloc((size_t)B * Hq * N * 4), *gks = malloc((size_t)B * Hkv * nkb * 4),
+          *gct = malloc((size_t)B * Hq * N * 4), *gqm = malloc((size_t)Hq * D * 4), *gkm = malloc((size_t)Hkv * D * 4);
+    sale_dev_download(ctx, gqc, qc, nq);
+    sale_dev_download(ctx, gkc, kc, nk);
+    sale_dev_download(ctx, gqs, qs, (size_t)B * Hq * N * 4);
+    sale_dev_download(ctx, gks, ks, (size_t)B * Hkv * nkb * 4);
+    sale_dev_download(ctx, gct, ct, (size_t)B * Hq * N * 4);
+    sale_dev_download(ctx, gqm, qm, (size_t)Hq * D * 4);
+    sale_dev_download(ctx, gkm, km, (size_t)Hkv * D * 4);
+
+    /* CPU: means, codes, scales, c_j */
+    long long code_off = 0, code_total = 0;
+    double worst_mean = 0, worst_scale = 0, worst_c = 0;
+    float *kmean = calloc((size_t)Hkv * D, 4), *qmean = calloc((size_t)Hq * D, 4);
+    for (int h = 0; h < Hkv; h++)
+        for (int d = 0; d < D; d++) {
+            double s = 0;
+            for (int j = 0; j < N; j++)
+                s += sale_bf16_to_f32(k[((size_t)h * N + j) * D + d]);
+            kmean[h * D + d] = (float)(s / N);
+            worst_mean = fmax(worst_mean, fabs(kmean[h * D + d] - gkm[h * D + d]));
+        }
+    for (int h = 0; h < Hq; h++)
+        for (int d = 0; d < D; d++) {
+            double s = 0;
+            for (int i = 0; i < N; i++)
+                s += sale_bf16_to_f32(q[((size_t)h * N + i) * D + d]);
+            qmean[h * D + d] = (float)(s / N);
+            worst_mean = fmax(worst_mean, fabs(qmean[h * D + d] - gqm[h * D + d]));
+        }
+    for (int h = 0; h < Hq; h++)
+        for (int i = 0; i < N; i++) {
+            float x[128], mx = 0;
+            for (int d = 0; d < D; d++) {
+                x[d] = sale_bf16_to_f32(q[((size_t)h * N + i) * D + d]) - qmean[h * D + d];
+                mx = fmaxf(mx, fabsf(x[d]));
+            }
+            float s = mx / 127.0f;
+            worst_scale = fmax(worst_scale, fabs(s - gqs[(size_t)h * N + i]) / (s + 1e-30));
+            for (int d = 0; d < D; d++) {
+                int c = s > 0 ? (int)rintf(x[d] / s) : 0;
+                code_off += abs(c - gqc[((size_t)h * N + i) * D + d]) > 1;
+                code_total++;
+            }
+            int hk = h / (Hq / Hkv);
+            double cj = 0;
+            for (int d = 0; d < D; d++)
+                cj += (double)qmean[h * D + d] *
+                      (sale_bf16_to_f32(k[((size_t)hk * N + i) * D + d]) - kmean[hk * D + d]);
+            worst_c = fmax(worst_c, fabs(cj - gct[(size_t)h * N + i]) / (1 + fabs(cj)));
+        }
+    for (int h = 0; h < Hkv; h++)
+        for (int J = 0; J < nkb; J++) {
+            float mx = 0;
+            for (int j = J * BK; j < N && j < J * BK + BK; j++)
+                for (int d = 0; d < D; d++)
+                    mx = fmaxf(mx, fabsf(sale_bf16_to_f32(k[((size_t)h * N + j) * D + d]) - kmean[h * D + d]));
+            float s = mx / 127.0f;
+            worst_scale = fmax(worst_scale, fabs(s - gks[(size_t)h * nkb + J]) / (s + 1e-30));
+            for (int j = J * BK; j < N && j < J * BK + BK; j++)
+                for (int d = 0; d < D; d++) {
+                    float x = sale_bf16_to_f32(k[((size_t)h * N + j) * D + d]) - kmean[h * D + d];
+                    int c = s > 0 ? (int)rintf(x / s) : 0;
+                    code_off += abs(c - gkc[((size_t)h * N + j) * D + d]) > 1;
+                    code_total++;
+                }
+        }
+    fprintf(stderr, "quantize: mean err %.2e, scale rel err %.2e, c_j rel err %.2e, codes off by >1: %lld of %lld\n",
+            worst_mean, worst_scale, worst_c, code_off, code_total);
+    cr_assert_lt(worst_mean, 1e-4);
+    cr_assert_lt(worst_scale, 1e-4);
+    cr_assert_lt(worst_c, 1e-3);
+    cr_assert_eq(code_off, 0);
+    free(q), free(k), free(v), free(gqc), free(gkc), free(gqs), free(gks), free(gct), free(gqm), free(gkm), free(kmean),
+        free(qmean);
+    void *bufs[] = {dq, dk, qc, kc, qs, ks, qm, km, ct, scr};
+    for (int i = 0; i < 10; i++)
+        sale_dev_free(ctx, bufs[i]);
+}
+
+Test(gpu, bad_arguments_never_launch)
+{
+    NEED_GPU();
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 6, a.heads_kv = 4, a.seq_len = 128, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    void *buf;
+    cr_assert_eq(sale_dev_alloc(ctx, 1 << 20, &buf), SALE_OK);
+    a.q = a.k = a.v = a.out = buf;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "heads_q") != NULL, "%s", sale_last_error(ctx));
+    a.heads_q = 4;
+    a.head_dim = 96;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    a.head_dim = 128;
+    a.q = (char *)buf + 2;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "aligned") != NULL, "%s", sale_last_error(ctx));
+    a.q = NULL;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    sale_dev_free(ctx, buf);
+}

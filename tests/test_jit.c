@@ -1,0 +1,201 @@
+/* test_jit.c — templates and NVRTC: every template compiles to a cubin for
+ * every supported arch (a real compile), resources are parsed, the cache
+ * serves the second request, and anything that changes code changes the hash. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "sale_layout.h"
+
+static char tmpdir[256];
+static sale_ctx *ctx;
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/sale_jit_XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    char path[512];
+    snprintf(path, sizeof path, "%s/kernels.db", tmpdir);
+    sale_options o = {0};
+    o.cache_path = path;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK, "%s", sale_last_error(ctx));
+}
+
+static void teardown(void)
+{
+    sale_destroy(ctx);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(jit, .init = setup, .fini = teardown, .timeout = 1200);
+
+Test(jit, every_family_template_is_embedded)
+{
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++) {
+        const tpl_file *t = tpl_find(tpl_family_file((sale_family)f));
+        cr_assert_not_null(t, "template %s missing", tpl_family_file((sale_family)f));
+        cr_assert_gt(t->len, 100);
+        cr_assert(strstr(t->text, sale_layout_main_entry(f)) != NULL, "%s lacks its entry %s", t->name,
+                  sale_layout_main_entry(f));
+    }
+    cr_assert_not_null(tpl_find("sale_abi.h"));
+    cr_assert_not_null(tpl_find("sale_layout.h"));
+}
+
+Test(jit, prelude_defines_every_parameter)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    k.arch = 90;
+    k.block_seg = 256;
+    char err[256], pre[2048];
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_gt(tpl_prelude(&k, pre, sizeof pre), 0);
+    const char *want[] = {"#define SALE_FAMILY 1\n", "#define SALE_HEAD_DIM 128\n", "#define SALE_BLOCK_SEG 256\n",
+                          "#define SALE_EST_BITS 8\n", "#define SALE_ARCH 900\n", "#define SALE_DTYPE 1\n"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_assert(strstr(pre, want[i]) != NULL, "prelude lacks %s", want[i]);
+}
+
+/* The real thing: NVRTC compiles each family for each arch. */
+Test(jit, every_template_compiles_for_every_arch)
+{
+    const int archs[] = {80, 86, 89, 90, SALE_ARCH_SM90A};
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++)
+        for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+            sale_key k = sale_key_default((sale_family)f);
+            k.arch = archs[a];
+            sale_kernel_info info;
+            sale_status s = sale_compile(ctx, &k, &info);
+            cr_assert_eq(s, SALE_OK, "%s for %s: %s", sale_family_name((sale_family)f), sale_arch_name(archs[a]),
+                         sale_last_error(ctx));
+            cr_assert_gt(info.cubin_bytes, 1000);
+            cr_assert_gt(info.registers, 0, "ptxas resources not parsed for %s", info.key);
+            cr_assert_eq(info.from_cache, 0);
+            cr_assert_eq(info.stack >= 0, 1);
+            cr_assert_gt(info.threads, 0);
+            cr_assert_str_eq(info.arch, sale_arch_name(archs[a]));
+        }
+}
+
+Test(jit, fp16_head_dim_64_and_4bit_variants_compile)
+{
+    const char *keys[] = {"fused:d=64,dt=f16,est=4,arch=sm_86", "select:d=64,dt=f16,est=4,arch=sm_89",
+                          "quantize:d=64,est=4,arch=sm_80", "attend:d=64,dt=f16,arch=sm_90",
+                          "dense:d=64,dt=f16,bq=128,arch=sm_90", "fused:d=128,bk=64,seg=256,win=256,arch=sm_90"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        sale_key k;
+        char err[256];
+        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s", err);
+        sale_kernel_info info;
+        cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s: %s", keys[i], sale_last_error(ctx));
+        cr_assert_gt(info.cubin_bytes, 1000);
+    }
+}
+
+Test(jit, second_request_is_served_from_the_cache)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_QUANTIZE);
+    k.arch = 86;
+    sale_kernel_info a, b;
+    cr_assert_eq(sale_compile(ctx, &k, &a), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(a.from_cache, 0);
+    cr_assert_eq(sale_compile(ctx, &k, &b), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(b.from_cache, 1);
+    cr_assert_eq(a.src_hash, b.src_hash);
+    cr_assert_eq(a.cubin_bytes, b.cubin_bytes);
+    /* a new context on the same file also hits */
+    sale_ctx *c2;
+    sale_options o = {0};
+    o.cache_path = sale_cache_path(ctx);
+    cr_assert_eq(sale_create(&c2, &o), SALE_OK);
+    sale_kernel_info c;
+    cr_assert_eq(sale_compile(c2, &k, &c), SALE_OK, "%s", sale_last_error(c2));
+    cr_assert_eq(c.from_cache, 1);
+    sale_destroy(c2);
+}
+
+Test(jit, anything_that_changes_code_changes_the_hash)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    k.arch = 90;
+    char err[256];
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK);
+    char *src = jit_build_source(&k);
+    cr_assert_not_null(src);
+    uint64_t h0 = jit_source_hash(&k, src);
+    /* template text */
+    char *edited = malloc(strlen(src) + 16);
+    sprintf(edited, "%s\n// edit\n", src);
+    cr_assert_neq(jit_source_hash(&k, edited), h0);
+    /* compile options (arch) */
+    sale_key k2 = k;
+    k2.arch = SALE_ARCH_SM90A;
+    char *src2 = jit_build_source(&k2);
+    cr_assert_neq(jit_source_hash(&k2, src2), h0);
+    /* a prelude field */
+    sale_key k3 = k;
+    k3.local_window = 256;
+    char *src3 = jit_build_source(&k3);
+    cr_assert_neq(jit_source_hash(&k3, src3), h0);
+    cr_assert_eq(jit_source_hash(&k, src), h0, "hash is deterministic");
+    free(src);
+    free(src2);
+    free(src3);
+    free(edited);
+}
+
+Test(jit, compile_error_returns_the_nvrtc_log)
+{
+    jit_result r;
+    char *msg = NULL;
+    sale_status s = jit_compile("bad.cu", "extern \"C\" __global__ void k() { undeclared_thing = 1; }", 90, NULL, &r,
+                                &msg);
+    cr_assert_eq(s, SALE_ERR_COMPILE);
+    cr_assert_not_null(msg);
+    cr_assert(strstr(msg, "undeclared_thing") != NULL, "log missing: %s", msg);
+    cr_assert(strstr(msg, "bad.cu") != NULL, "log should name the file: %s", msg);
+    free(msg);
+}
+
+Test(jit, ptxas_resource_lines_are_parsed)
+{
+    const char *log = "ptxas info    : Compiling entry function 'a' for 'sm_90'\n"
+                      "ptxas info    : Function properties for a\n"
+                      "ptxas         .     24 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n"
+                      "ptxas info    : Used 168 registers, used 1 barriers, 2048 bytes smem\n"
+                      "ptxas info    : Compiling entry function 'b' for 'sm_90'\n"
+                      "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+                      "ptxas info    : Used 40 registers, 4096 bytes smem, 400 bytes cmem[0]\n";
+    jit_result r;
+    memset(&r, 0, sizeof r);
+    jit_parse_resources(log, &r);
+    cr_assert_eq(r.registers, 168);
+    cr_assert_eq(r.stack, 24);
+    cr_assert_eq(r.spill_stores, 8);
+    cr_assert_eq(r.spill_loads, 12);
+    cr_assert_eq(r.smem_static, 4096);
+}
+
+Test(jit, compile_needs_a_concrete_arch)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_DENSE);
+    cr_assert_eq(sale_compile(ctx, &k, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "arch") != NULL);
+}
+
+Test(jit, get_kernel_without_a_gpu_says_no_device)
+{
+    int n = 0;
+    if (sale_device_count(ctx, &n) == SALE_OK && n > 0)
+        cr_skip_test("a GPU is present: this test is for machines without one");
+    sale_key k = sale_key_default(SALE_FAMILY_QUANTIZE);
+    sale_kernel *kern = NULL;
+    cr_assert_eq(sale_get_kernel(ctx, &k, &kern), SALE_ERR_NO_DEVICE);
+    cr_assert_null(kern);
+    cr_assert(strlen(sale_last_error(ctx)) > 10, "no reason given");
+}

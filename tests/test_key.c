@@ -1,0 +1,158 @@
+/* test_key.c — kernel keys: validation messages, canonical text round trip,
+ * resolution defaults, hash stability. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "sale.h"
+
+static sale_status parse(const char *t, sale_key *k, char *err)
+{
+    return sale_key_parse(t, k, err, 256);
+}
+
+Test(key, canonical_text_round_trips_for_every_family)
+{
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++) {
+        sale_key k = sale_key_default((sale_family)f);
+        k.arch = 90;
+        char err[256], t1[256], t2[256];
+        cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+        cr_assert_eq(sale_key_format(&k, t1, sizeof t1), SALE_OK);
+        sale_key k2;
+        cr_assert_eq(parse(t1, &k2, err), SALE_OK, "%s: %s", t1, err);
+        cr_assert_eq(sale_key_format(&k2, t2, sizeof t2), SALE_OK);
+        cr_assert_str_eq(t1, t2);
+        cr_assert_eq(sale_key_hash(&k), sale_key_hash(&k2));
+        cr_assert(strncmp(t1, sale_family_name((sale_family)f), strlen(sale_family_name((sale_family)f))) == 0);
+    }
+}
+
+Test(key, resolve_fills_documented_defaults)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    k.arch = 90;
+    char err[256];
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(k.head_dim, 128);
+    cr_assert_eq(k.block_q, 64);
+    cr_assert_eq(k.block_k, 32);
+    cr_assert_eq(k.block_seg, 128);
+    cr_assert_eq(k.local_window, 128);
+    cr_assert_eq(k.dtype, SALE_DTYPE_BF16);
+    cr_assert_eq(k.est_bits, 8, "sm_90 estimates with int8");
+    cr_assert_eq(k.causal, 1);
+    cr_assert(k.warps > 0 && k.stages > 0);
+    sale_key a = sale_key_default(SALE_FAMILY_FUSED);
+    a.arch = 86;
+    cr_assert_eq(sale_key_resolve(&a, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(a.est_bits, 4, "sm_86 estimates with native int4");
+}
+
+Test(key, open_fields_print_as_star_and_parse_back)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_DENSE);
+    k.arch = 80;
+    char t[256], err[256];
+    cr_assert_eq(sale_key_format(&k, t, sizeof t), SALE_OK);
+    cr_assert(strstr(t, "warps=*") != NULL, "%s", t);
+    sale_key k2;
+    cr_assert_eq(parse(t, &k2, err), SALE_OK, "%s", err);
+    cr_assert_eq(k2.warps, 0);
+    cr_assert_eq(k2.arch, 80);
+}
+
+Test(key, fields_a_family_ignores_are_not_in_its_key)
+{
+    sale_key a = sale_key_default(SALE_FAMILY_DENSE), b = a;
+    a.arch = b.arch = 90;
+    a.block_seg = 64;
+    b.block_seg = 256;
+    char err[256], ta[256], tb[256];
+    cr_assert_eq(sale_key_resolve(&a, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&b, err, sizeof err), SALE_OK, "%s", err);
+    sale_key_format(&a, ta, sizeof ta);
+    sale_key_format(&b, tb, sizeof tb);
+    cr_assert_str_eq(ta, tb, "dense does not depend on block_seg");
+    cr_assert(strstr(ta, "seg=") == NULL);
+    sale_key f1 = sale_key_default(SALE_FAMILY_FUSED), f2 = f1;
+    f1.arch = f2.arch = 90;
+    f1.block_seg = 64;
+    f2.block_seg = 256;
+    sale_key_resolve(&f1, err, sizeof err);
+    sale_key_resolve(&f2, err, sizeof err);
+    cr_assert_neq(sale_key_hash(&f1), sale_key_hash(&f2), "fused depends on block_seg");
+}
+
+static void expect_invalid(const char *text, const char *field, const char *words)
+{
+    sale_key k;
+    char err[256] = "";
+    cr_assert_eq(parse(text, &k, err), SALE_ERR_INVALID, "'%s' accepted", text);
+    cr_assert(strncmp(err, field, strlen(field)) == 0, "'%s': message '%s' should start with '%s'", text, err, field);
+    cr_assert(strstr(err, words) != NULL, "'%s': message '%s' should say '%s'", text, err, words);
+}
+
+Test(key, invalid_combinations_name_the_field_and_the_rule)
+{
+    expect_invalid("fused:bk=32,seg=100", "block_seg", "multiple of block_k");
+    expect_invalid("fused:bk=16,seg=1024", "block_seg", "at most 32 blocks");
+    expect_invalid("fused:bk=24", "block_k", "multiple of 16");
+    expect_invalid("fused:d=96", "head_dim", "64 or 128");
+    expect_invalid("fused:d=256", "head_dim", "shared memory");
+    expect_invalid("fused:est=4,arch=sm_90", "est_bits", "emulated");
+    expect_invalid("fused:est=6", "est_bits", "4 or 8");
+    expect_invalid("fused:win=100,bk=32", "local_window", "multiple of block_k");
+    expect_invalid("fused:causal=0", "causal", "causal prefill");
+    expect_invalid("fused:arch=sm_75", "arch", "unknown architecture");
+    expect_invalid("fused:bq=48", "block_q", "64 or 128");
+    expect_invalid("warp:d=128", "family", "unknown family");
+    expect_invalid("fused:colour=blue", "colour", "unknown field");
+    expect_invalid("fused:d=abc", "d", "integer");
+    expect_invalid("fused:dt=f64", "dtype", "f16 or bf16");
+}
+
+Test(key, four_bit_estimation_allowed_where_native)
+{
+    sale_key k;
+    char err[256];
+    cr_assert_eq(parse("fused:est=4,arch=sm_89", &k, err), SALE_OK, "%s", err);
+    cr_assert_eq(k.est_bits, 4);
+    /* dense does not estimate: est is not part of its key, so no refusal */
+    cr_assert_eq(parse("dense:arch=sm_90", &k, err), SALE_OK, "%s", err);
+}
+
+Test(key, arch_names_parse_and_print)
+{
+    cr_assert_eq(sale_arch_parse("sm_90a"), SALE_ARCH_SM90A);
+    cr_assert_eq(sale_arch_parse("86"), 86);
+    cr_assert_eq(sale_arch_parse("current"), SALE_ARCH_CURRENT);
+    cr_assert_eq(sale_arch_parse("sm_70"), -1);
+    cr_assert_str_eq(sale_arch_name(89), "sm_89");
+    cr_assert_eq(sale_arch_name(75), NULL);
+}
+
+Test(key, hash_is_stable_across_runs)
+{
+    sale_key k;
+    char err[256];
+    cr_assert_eq(parse("fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,causal=1,warps=4,stages=2,arch=sm_90",
+                       &k, err),
+                 SALE_OK, "%s", err);
+    /* FNV-1a of the canonical text: a fixed value, so caches stay valid across builds */
+    char t[256];
+    sale_key_format(&k, t, sizeof t);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *p = t; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+    cr_assert_eq(sale_key_hash(&k), h);
+}
+
+Test(key, small_buffer_is_refused_not_overrun)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    k.arch = 90;
+    char buf[16];
+    memset(buf, 'x', sizeof buf);
+    cr_assert_eq(sale_key_format(&k, buf, 10), SALE_ERR_INVALID);
+    cr_assert_eq(buf[10], 'x', "wrote past the given length");
+}
