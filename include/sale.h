@@ -216,6 +216,8 @@ typedef struct sale_attention_args {
     sale_stats *stats; /* optional (host); on GPU this synchronizes the stream */
     void *workspace;   /* optional device workspace (size: sale_attention_workspace_size) */
     size_t workspace_bytes;
+    float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense, attend
+                          (timed with CUDA events; synchronizes the stream) */
 } sale_attention_args;
 
 /* Fill args with defaults (everything 0, mode FUSED, tau_default 0.004). */

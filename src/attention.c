@@ -305,29 +305,76 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         return SALE_ERR_CUDA;
     }
 
-    sale_kernel *k;
-    if (!dense) {
-        if ((st = sale_get_kernel(ctx, &kq, &k)))
-            return st;
-        if ((st = run_plan(ctx, k, &rq, &a, &p, stream)))
-            return st;
-    }
-    if ((st = sale_get_kernel(ctx, &kf, &k)))
+    /* kernels first (a compile or cache error stops us before any launch) */
+    sale_kernel *kern_q = NULL, *kern_f = NULL, *kern_a = NULL;
+    sale_key rf = kf, ra = make_key(&a, SALE_FAMILY_ATTEND, kf.arch);
+    if (!dense && (st = sale_get_kernel(ctx, &kq, &kern_q)))
         return st;
-    sale_key rf = kf;
+    if ((st = sale_get_kernel(ctx, &kf, &kern_f)))
+        return st;
+    if (!dense && a.mode == SALE_MODE_TWO_PASS && (st = sale_get_kernel(ctx, &ra, &kern_a)))
+        return st;
     sale_key_resolve(&rf, NULL, 0);
-    if ((st = run_plan(ctx, k, &rf, &a, &p, stream)))
-        return st;
-    if (!dense && a.mode == SALE_MODE_TWO_PASS) {
-        sale_key ka = make_key(&a, SALE_FAMILY_ATTEND, kf.arch);
-        if ((st = sale_get_kernel(ctx, &ka, &k)))
-            return st;
-        sale_key ra = ka;
-        sale_key_resolve(&ra, NULL, 0);
-        if ((st = run_plan(ctx, k, &ra, &a, &p, stream)))
-            return st;
-    }
+    sale_key_resolve(&ra, NULL, 0);
 
+    CUevent ev[4] = {0};
+    if (a.phase_ms)
+        for (int i = 0; i < 4; i++)
+            if ((r = d->EventCreate(&ev[i], CU_EVENT_DEFAULT)) != CUDA_SUCCESS) {
+                sale_set_error(ctx, "cuEventCreate: %s", drv_errstr(r));
+                return SALE_ERR_CUDA;
+            }
+    if (ev[0])
+        d->EventRecord(ev[0], (CUstream)stream);
+    if (kern_q && (st = run_plan(ctx, kern_q, &rq, &a, &p, stream)))
+        goto events;
+    if (ev[1])
+        d->EventRecord(ev[1], (CUstream)stream);
+    if ((st = run_plan(ctx, kern_f, &rf, &a, &p, stream)))
+        goto events;
+    if (ev[2])
+        d->EventRecord(ev[2], (CUstream)stream);
+    if (kern_a && (st = run_plan(ctx, kern_a, &ra, &a, &p, stream)))
+        goto events;
+    if (ev[3]) {
+        d->EventRecord(ev[3], (CUstream)stream);
+        r = d->EventSynchronize(ev[3]);
+        if (r != CUDA_SUCCESS) {
+            sale_set_error(ctx, "sale_attention: a kernel failed: %s", drv_errstr(r));
+            st = SALE_ERR_CUDA;
+            goto events;
+        }
+        for (int i = 0; i < 3; i++)
+            d->EventElapsedTime(&a.phase_ms[i], ev[i], ev[i + 1]);
+    }
+events:
+    for (int i = 0; i < 4; i++)
+        if (ev[i])
+            d->EventDestroy(ev[i]);
+    if (st)
+        return st;
+
+    if (dense && a.mask) {
+        /* a dense run keeps every causal block: say so in the mask the caller asked for */
+        size_t words = (size_t)a.batch * a.heads_q * s.nqb * s.nkw;
+        uint32_t *m = calloc(words, sizeof *m);
+        if (!m)
+            return SALE_ERR_NOMEM;
+        for (size_t row = 0; row < (size_t)a.batch * a.heads_q * s.nqb; row++) {
+            int qb = (int)(row % (size_t)s.nqb), hi = qb * a.block_q + a.block_q;
+            int kb_hi = ((hi > a.seq_len ? a.seq_len : hi) - 1) / a.block_k;
+            for (int J = 0; J <= kb_hi; J++)
+                m[row * s.nkw + J / 32] |= 1u << (J % 32);
+        }
+        r = d->MemcpyHtoDAsync((CUdeviceptr)(uintptr_t)a.mask, m, words * 4, (CUstream)stream);
+        if (r == CUDA_SUCCESS)
+            r = d->StreamSynchronize((CUstream)stream);
+        free(m);
+        if (r != CUDA_SUCCESS) {
+            sale_set_error(ctx, "writing the dense mask: %s", drv_errstr(r));
+            return SALE_ERR_CUDA;
+        }
+    }
     if (a.stats) {
         sale_stats *so = a.stats;
         double *per_head = so->density_per_head;

@@ -262,7 +262,7 @@ static int sbx_load(lua_State *L)
     if (n >= 2)
         lua_pushvalue(L, 2);
     else
-        lua_pushstring(L, "=(load)");
+        lua_pushnil(L); /* load's own default name: the chunk text */
     lua_pushstring(L, "t");
     if (n >= 4)
         lua_pushvalue(L, 4);

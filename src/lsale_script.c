@@ -1240,7 +1240,7 @@ static int l_csv(lua_State *L)
             if (ty == LUA_TNUMBER && lua_isinteger(L, -1))
                 snprintf(s, sizeof s, "%lld", (long long)lua_tointeger(L, -1));
             else if (ty == LUA_TNUMBER)
-                snprintf(s, sizeof s, cols[c].fmt ? cols[c].fmt : "%.17g", lua_tonumber(L, -1));
+                snprintf(s, sizeof s, cols[c].fmt ? cols[c].fmt : "%.15g", lua_tonumber(L, -1));
             else if (ty == LUA_TBOOLEAN)
                 snprintf(s, sizeof s, "%s", lua_toboolean(L, -1) ? "true" : "false");
             else if (ty == LUA_TSTRING)

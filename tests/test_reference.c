@@ -604,6 +604,39 @@ Test(reference, bad_arguments_are_invalid)
     tc_free(&t);
 }
 
+Test(reference, error_message_names_the_field)
+{
+    sale_ctx *ctx = NULL;
+    sale_options opts = {0};
+    opts.cache_path = ":memory:";
+    if (sale_create(&ctx, &opts) != SALE_OK) {
+        sale_destroy(ctx);
+        cr_skip_test("no context: %s", ctx ? sale_last_error(ctx) : "out of memory");
+    }
+    tcase t;
+    tc_init(&t, 1, 4, 2, 64, 64, SALE_DTYPE_F16);
+    tc_outputs(&t);
+    static const char *const field[] = {"head_dim", "block_seg", "heads_kv", "k_stride", "est_bits"};
+    for (int c = 0; c < 5; c++) {
+        sale_attention_args a = t.a;
+        if (c == 0)
+            a.head_dim = 80;
+        else if (c == 1)
+            a.block_seg = 100;
+        else if (c == 2)
+            a.heads_kv = 3;
+        else if (c == 3)
+            a.k_stride[2] = 10;
+        else
+            a.est_bits = 2;
+        cr_expect_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+        cr_expect(strstr(sale_last_error(ctx), field[c]) != NULL, "'%s' does not name %s", sale_last_error(ctx),
+                  field[c]);
+    }
+    tc_free(&t);
+    sale_destroy(ctx);
+}
+
 Test(reference, short_input_falls_back_to_dense)
 {
     tcase t;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs ON the GPU host from the bundle folder (.gpu): the GPU test suite, then
+# a short benchmark with the torch SDPA anchors; prints a compact table last.
+# usage: ./gpu-run.sh [tests|bench|all] [bench lens, e.g. 16384,65536]
+set -uo pipefail
+cd "$(dirname "$0")"
+export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
+export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
+what="${1:-all}"; lens="${2:-16384,32768,65536,131072}"
+out="${OUT:-$PWD/out}"; mkdir -p "$out"
+rc=0
+./sale info
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  ./test_gpu --jobs 1 --verbose 2>&1 | tee "$out/test_gpu.log" | grep -E "^gpu |quantize|Synthesis|FAIL|fail|Assert|SKIP" ; rc=${PIPESTATUS[0]}
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  mkdir -p dump
+  python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 8
+  ./bench_attention --lens "$lens" --anchors anchors.txt --dump dump | tee "$out/bench.md"
+  python3 sdpa.py --lens 1024 --reps 1 --out /dev/null --check dump 2>&1 | grep check
+fi
+exit $rc

@@ -1,0 +1,672 @@
+/* test_lua.c — the Lua layer: the config file (loading, sandbox, validation
+ * messages with file:line), and scripts run through lsale_run_script on the
+ * CPU reference (the examples included, their output checked). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "sale.h"
+
+#ifndef SALE_SOURCE_DIR
+#define SALE_SOURCE_DIR "."
+#endif
+
+static char g_dir[256];
+static char g_err[8192];
+
+static void make_dir(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/sale_lua_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void remove_dir(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    int rc = system(cmd);
+    (void)rc;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    size_t r = fread(b, 1, (size_t)n, f);
+    b[r] = 0;
+    fclose(f);
+    return b;
+}
+
+/* Loads a config text as "sale.lua"; returns the status, message in g_err. */
+static sale_status load_text(const char *text, sale_config *cfg)
+{
+    cfg_defaults_init(cfg);
+    g_err[0] = 0;
+    return cfg_load_string("sale.lua", text, cfg, g_err, sizeof g_err);
+}
+
+/* ------------------------------------------------------------- loading */
+
+TestSuite(config, .init = make_dir, .fini = remove_dir);
+
+Test(config, every_field_of_a_good_file_is_applied)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/sale.lua", g_dir);
+    write_file(path, "cache = { path = '/var/cache/sale/kernels.db', fleet = '/opt/sale/fleet.db' }\n"
+                     "defaults = { block_q = 128, block_k = 64, block_seg = 256, local_window = 192,\n"
+                     "             tau = 0.01, dense_below = 2048, est_bits = 8 }\n"
+                     "arch = { sm_90 = { est_bits = 8, block_k = 32, block_seg = 128, local_window = 128 },\n"
+                     "         sm_89 = { est_bits = 4 } }\n"
+                     "fleet = { archs = {'sm_89','sm_90a'}, head_dims = {128}, families = {'fused','dense'},\n"
+                     "          dtypes = {'f16'}, block_q = {64,128}, block_k = {16,32}, block_seg = {64,128},\n"
+                     "          local_window = {64} }\n"
+                     "tuning = { warps = {4,8,16}, stages = {2,3}, budget_s = 90, strategy = 'halving' }\n"
+                     "thresholds = { ['llama-3.1-8b'] = { [0] = {0.004, 0.002}, [1] = {0.001} } }\n");
+    sale_config c;
+    cfg_defaults_init(&c);
+    sale_status st = cfg_load(path, &c, g_err, sizeof g_err);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(c.path, path);
+    cr_expect_str_eq(c.cache_path, "/var/cache/sale/kernels.db");
+    cr_expect_str_eq(c.fleet_cache, "/opt/sale/fleet.db");
+    cr_expect_eq(c.defaults.block_q, 128);
+    cr_expect_eq(c.defaults.block_k, 64);
+    cr_expect_eq(c.defaults.block_seg, 256);
+    cr_expect_eq(c.defaults.local_window, 192);
+    cr_expect_float_eq(c.defaults.tau, 0.01f, 1e-7);
+    cr_expect_eq(c.defaults.dense_below, 2048);
+    cr_expect_eq(c.defaults.est_bits, 8);
+    cr_assert_eq(c.n_arch_defaults, 2);
+    for (int i = 0; i < 2; i++) {
+        const cfg_defaults *d = &c.arch_defaults[i];
+        if (c.arch_default_codes[i] == 90) {
+            cr_expect_eq(d->block_k, 32);
+            cr_expect_eq(d->block_seg, 128);
+            cr_expect_eq(d->block_q, 128, "arch overrides sit on top of the defaults");
+            cr_expect_eq(d->est_bits, 8);
+        } else {
+            cr_expect_eq(c.arch_default_codes[i], 89);
+            cr_expect_eq(d->est_bits, 4);
+            cr_expect_eq(d->block_k, 64);
+        }
+    }
+    cr_expect_eq(c.fleet.n_archs, 2);
+    cr_expect_eq(c.fleet.archs[0], 89);
+    cr_expect_eq(c.fleet.archs[1], SALE_ARCH_SM90A);
+    cr_expect_eq(c.fleet.n_head_dims, 1);
+    cr_expect_eq(c.fleet.head_dims[0], 128);
+    cr_expect_eq(c.fleet.n_families, 2);
+    cr_expect_eq(c.fleet.families[0], SALE_FAMILY_FUSED);
+    cr_expect_eq(c.fleet.families[1], SALE_FAMILY_DENSE);
+    cr_expect_eq(c.fleet.n_dtypes, 1);
+    cr_expect_eq(c.fleet.dtypes[0], SALE_DTYPE_F16);
+    cr_expect_eq(c.fleet.n_block_qs, 2);
+    cr_expect_eq(c.fleet.n_block_ks, 2);
+    cr_expect_eq(c.fleet.block_ks[1], 32);
+    cr_expect_eq(c.fleet.n_block_segs, 2);
+    cr_expect_eq(c.fleet.n_local_windows, 1);
+    cr_expect_eq(c.fleet.local_windows[0], 64);
+    cr_expect_eq(c.tuning.n_warps, 3);
+    cr_expect_eq(c.tuning.warps[2], 16);
+    cr_expect_eq(c.tuning.n_stages, 2);
+    cr_expect_float_eq(c.tuning.budget_s, 90.0, 1e-9);
+    cr_expect_str_eq(c.tuning.strategy, "halving");
+    cr_assert_eq(c.n_thresholds, 3);
+    int seen = 0;
+    for (int i = 0; i < 3; i++) {
+        const cfg_threshold *t = &c.thresholds[i];
+        cr_expect_str_eq(t->model, "llama-3.1-8b");
+        if (t->layer == 0 && t->head == 1) {
+            cr_expect_float_eq(t->tau, 0.002f, 1e-7);
+            seen++;
+        }
+        if (t->layer == 1 && t->head == 0) {
+            cr_expect_float_eq(t->tau, 0.001f, 1e-7);
+            seen++;
+        }
+    }
+    cr_expect_eq(seen, 2);
+    cfg_free(&c);
+}
+
+Test(config, defaults_without_a_file)
+{
+    sale_config c;
+    cfg_defaults_init(&c);
+    cr_expect_eq(c.fleet.n_archs, 4);
+    cr_expect_eq(c.fleet.n_head_dims, 2);
+    cr_expect_eq(c.fleet.n_families, SALE_FAMILY_COUNT);
+    cr_expect_eq(c.fleet.n_dtypes, 2);
+    cr_expect_eq(c.defaults.block_q, 64);
+    cr_expect_eq(c.defaults.block_k, 32);
+    cr_expect_eq(c.defaults.block_seg, 128);
+    cr_expect_eq(c.path[0], 0);
+    /* an empty file changes nothing */
+    cr_assert_eq(load_text("-- nothing here\n", &c), SALE_OK, "%s", g_err);
+    cr_expect_eq(c.fleet.n_archs, 4);
+    cfg_free(&c);
+}
+
+Test(config, helpers_locals_and_text_load_are_allowed)
+{
+    sale_config c;
+    sale_status st = load_text("local function pow2(n) local t = {} for i = 0, n do t[#t+1] = 16 << i end return t end\n"
+                               "local f = load('return 0.002')\n"
+                               "local home = os.getenv('HOME')\n"
+                               "defaults = { tau = f(), block_k = pow2(2)[2] }\n"
+                               "fleet = { block_k = 16, head_dims = 64 }\n",
+                               &c);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_float_eq(c.defaults.tau, 0.002f, 1e-7);
+    cr_expect_eq(c.defaults.block_k, 32);
+    cr_expect_eq(c.fleet.n_block_ks, 1, "a single value stands for a list of one");
+    cr_expect_eq(c.fleet.head_dims[0], 64);
+    cfg_free(&c);
+}
+
+Test(config, a_failed_load_leaves_the_config_untouched)
+{
+    sale_config c;
+    cr_assert_eq(load_text("defaults = { block_k = 64 }\nfleet = { archs = {'sm_99'} }\n", &c), SALE_ERR_INVALID);
+    cr_expect_eq(c.defaults.block_k, 32);
+    cr_expect_eq(c.fleet.n_archs, 4);
+    cfg_free(&c);
+}
+
+Test(config, found_by_flag_then_env_then_xdg)
+{
+    char a[512], b[512], xdg[512], out[512], err[512];
+    snprintf(a, sizeof a, "%s/a.lua", g_dir);
+    snprintf(b, sizeof b, "%s/b.lua", g_dir);
+    snprintf(xdg, sizeof xdg, "%s/sale", g_dir);
+    mkdir(xdg, 0755);
+    strncat(xdg, "/sale.lua", sizeof xdg - strlen(xdg) - 1);
+    write_file(a, "");
+    write_file(b, "");
+    write_file(xdg, "");
+    setenv("XDG_CONFIG_HOME", g_dir, 1);
+    setenv("SALE_CONFIG", b, 1);
+    cr_expect_eq(cfg_find(a, out, sizeof out, err, sizeof err), 1);
+    cr_expect_str_eq(out, a);
+    cr_expect_eq(cfg_find(NULL, out, sizeof out, err, sizeof err), 1);
+    cr_expect_str_eq(out, b);
+    unsetenv("SALE_CONFIG");
+    cr_expect_eq(cfg_find(NULL, out, sizeof out, err, sizeof err), 1);
+    cr_expect_str_eq(out, xdg);
+    unlink(xdg);
+    cr_expect_eq(cfg_find(NULL, out, sizeof out, err, sizeof err), 0, "no file: defaults");
+    char missing[512];
+    snprintf(missing, sizeof missing, "%s/missing.lua", g_dir);
+    cr_expect_eq(cfg_find(missing, out, sizeof out, err, sizeof err), -1);
+    cr_expect(strstr(err, "missing.lua") != NULL, "%s", err);
+    setenv("SALE_CONFIG", missing, 1);
+    cr_expect_eq(cfg_find(NULL, out, sizeof out, err, sizeof err), -1, "a named but missing $SALE_CONFIG is an error");
+    unsetenv("SALE_CONFIG");
+}
+
+/* ------------------------------------------------------------- sandbox */
+
+static void expect_refused(const char *text, const char *message)
+{
+    sale_config c;
+    sale_status st = load_text(text, &c);
+    cr_expect_eq(st, SALE_ERR_LUA, "%s -> %s", text, g_err);
+    cr_expect_str_eq(g_err, message, "for: %s", text);
+    cfg_free(&c);
+}
+
+Test(sandbox, io_is_refused) { expect_refused("local f = io.open('/etc/passwd')\n", "sale.lua:1: io is not available in the config sandbox"); }
+Test(sandbox, os_execute_is_refused)
+{
+    expect_refused("defaults = {}\n\nos.execute('touch /tmp/pwned')\n",
+                   "sale.lua:3: os.execute is not available in the config sandbox");
+}
+Test(sandbox, os_remove_is_refused) { expect_refused("os.remove('x')", "sale.lua:1: os.remove is not available in the config sandbox"); }
+Test(sandbox, require_is_refused) { expect_refused("local s = require('socket')", "sale.lua:1: require is not available in the config sandbox"); }
+Test(sandbox, package_is_refused) { expect_refused("package.loadlib('x', 'y')", "sale.lua:1: package is not available in the config sandbox"); }
+Test(sandbox, debug_is_refused) { expect_refused("debug.sethook()", "sale.lua:1: debug is not available in the config sandbox"); }
+Test(sandbox, dofile_is_refused) { expect_refused("dofile('/etc/sale.lua')", "sale.lua:1: dofile is not available in the config sandbox"); }
+Test(sandbox, loadfile_is_refused) { expect_refused("loadfile('/etc/sale.lua')", "sale.lua:1: loadfile is not available in the config sandbox"); }
+Test(sandbox, collectgarbage_is_refused) { expect_refused("collectgarbage('stop')", "sale.lua:1: collectgarbage is not available in the config sandbox"); }
+Test(sandbox, print_is_refused) { expect_refused("print('hi')", "sale.lua:1: print is not available in the config sandbox"); }
+Test(sandbox, string_dump_is_refused)
+{
+    expect_refused("local s = string.dump(function() end)", "sale.lua:1: string.dump is not available in the config sandbox");
+    expect_refused("local s = ('x'):dump()", "sale.lua:1: string.dump is not available in the config sandbox");
+}
+Test(sandbox, binary_chunks_are_refused)
+{
+    expect_refused("local f = load('\\27Lua\\84\\0')", "sale.lua:1: load of binary chunks is not available in the config sandbox");
+}
+Test(sandbox, loaded_text_sees_the_sandbox_too)
+{
+    sale_config c;
+    cr_expect_eq(load_text("local f = load('return io')\nf()", &c), SALE_ERR_LUA);
+    cr_expect_str_eq(g_err, "[string \"return io\"]:1: io is not available in the config sandbox");
+}
+Test(sandbox, infinite_loop_hits_the_time_limit)
+{
+    sale_config c;
+    cr_expect_eq(load_text("local x = 0\nwhile true do x = x + 1 end\n", &c), SALE_ERR_LUA);
+    cr_expect(strstr(g_err, "sale.lua:2: time limit exceeded") == g_err, "%s", g_err);
+    cr_expect(strstr(g_err, "config sandbox") != NULL, "%s", g_err);
+}
+Test(sandbox, huge_allocation_hits_the_memory_limit)
+{
+    sale_config c;
+    cr_expect_eq(load_text("local s = string.rep('x', 1 << 30)\n", &c), SALE_ERR_LUA);
+    cr_expect_str_eq(g_err, "sale.lua: memory limit exceeded (64 MB) in the config sandbox");
+    cr_expect_eq(load_text("local t = {} for i = 1, 1e9 do t[i] = {i} end\n", &c), SALE_ERR_LUA);
+    cr_expect_str_eq(g_err, "sale.lua: memory limit exceeded (64 MB) in the config sandbox");
+}
+Test(sandbox, syntax_and_runtime_errors_name_file_and_line)
+{
+    sale_config c;
+    cr_expect_eq(load_text("defaults = {\n  block_q = 64\n  block_k = 32,\n}\n", &c), SALE_ERR_LUA);
+    cr_expect(strncmp(g_err, "sale.lua:3:", 11) == 0, "%s", g_err);
+    cr_expect_eq(load_text("\n\nerror('no fleet for you')\n", &c), SALE_ERR_LUA);
+    cr_expect_str_eq(g_err, "sale.lua:3: no fleet for you");
+}
+
+/* ---------------------------------------------------------- validation */
+
+static void expect_invalid(const char *text, const char *message)
+{
+    sale_config c;
+    sale_status st = load_text(text, &c);
+    cr_expect_eq(st, SALE_ERR_INVALID, "%s -> %s", text, g_err);
+    cr_expect_str_eq(g_err, message, "for:\n%s", text);
+    cfg_free(&c);
+}
+
+Test(validation, block_k_not_a_multiple_of_16_names_line_and_field)
+{
+    expect_invalid("-- fleet\n"
+                   "fleet = {\n"
+                   "  archs = { 'sm_90' },\n"
+                   "  block_k = { 32,\n"
+                   "              24 },\n"
+                   "}\n",
+                   "sale.lua:4: fleet.block_k[2] must be a multiple of 16, got 24");
+    expect_invalid("\n\ndefaults = { block_q = 64,\n  block_k = 24 }\n",
+                   "sale.lua:4: defaults.block_k must be a multiple of 16, got 24");
+}
+
+Test(validation, each_rule_has_its_message)
+{
+    expect_invalid("defaults = { block_seg = 80 }", "sale.lua:1: defaults.block_seg must be a multiple of block_k (32, from defaults), got 80");
+    expect_invalid("defaults = {\n block_seg = 2048 }",
+                   "sale.lua:2: defaults.block_seg must span at most 32 blocks of block_k (32, from defaults), got 2048 (64 blocks)");
+    expect_invalid("defaults = { local_window = 100 }",
+                   "sale.lua:1: defaults.local_window must be a non-negative multiple of block_k (32, from defaults), got 100");
+    expect_invalid("defaults = { block_q = 32 }", "sale.lua:1: defaults.block_q must be 64 or 128, got 32");
+    expect_invalid("defaults = { tau = 0 }", "sale.lua:1: defaults.tau must be in (0, 1), got 0");
+    expect_invalid("defaults = { tau = 1.5 }", "sale.lua:1: defaults.tau must be in (0, 1), got 1.5");
+    expect_invalid("defaults = { tau = 'small' }", "sale.lua:1: defaults.tau must be a number, got string");
+    expect_invalid("defaults = { block_q = 64.5 }", "sale.lua:1: defaults.block_q must be an integer, got 64.5");
+    expect_invalid("fleet = { head_dims = { 64, 256 } }", "sale.lua:1: fleet.head_dims[2] must be 64 or 128, got 256");
+    expect_invalid("fleet = { archs = { 'sm_75' } }",
+                   "sale.lua:1: fleet.archs[1]: unknown architecture 'sm_75' (known: sm_80, sm_86, sm_89, sm_90, sm_90a)");
+    expect_invalid("fleet = { families = { 'fused', 'sparse' } }",
+                   "sale.lua:1: fleet.families[2]: unknown family 'sparse' (known: quantize, fused, select, attend, dense)");
+    expect_invalid("fleet = { dtypes = { 'fp8' } }", "sale.lua:1: fleet.dtypes[1]: unknown dtype 'fp8' (known: bf16, f16)");
+    expect_invalid("fleet = { block_k = {32, 64}, block_seg = {96} }",
+                   "sale.lua:1: fleet.block_seg[1] must be a multiple of block_k (64, from fleet.block_k), got 96");
+    expect_invalid("fleet = { archs = {} }", "sale.lua:1: fleet.archs must not be empty");
+    expect_invalid("tuning = {\n  budget_s = 0 }", "sale.lua:2: tuning.budget_s must be positive, got 0");
+    expect_invalid("tuning = { strategy = 'greedy' }",
+                   "sale.lua:1: tuning.strategy must be \"exhaustive\", \"halving\" or \"random\", got \"greedy\"");
+    expect_invalid("tuning = { warps = { 4, 3 } }", "sale.lua:1: tuning.warps[2] must be 1, 2, 4, 8 or 16, got 3");
+    expect_invalid("cache = { path = 42 }", "sale.lua:1: cache.path must be a string, got number");
+    expect_invalid("thresholds = {\n  ['llama-3.1-8b'] = {\n    [0] = { 0.004, 1.5 } } }",
+                   "sale.lua:3: thresholds[\"llama-3.1-8b\"][0][2] must be in [0, 1), got 1.5");
+}
+
+Test(validation, four_bit_estimation_is_refused_on_hopper)
+{
+    expect_invalid("arch = {\n  sm_89 = { est_bits = 4 },\n  sm_90 = {\n    est_bits = 4 } }",
+                   "sale.lua:4: arch.sm_90.est_bits = 4 is refused on sm_90: int4 mma is emulated there (use 8)");
+    expect_invalid("defaults = { est_bits = 4 }",
+                   "sale.lua:1: defaults.est_bits = 4 would apply to sm_90 of the fleet, where int4 mma is emulated: "
+                   "set arch.sm_90.est_bits = 8");
+    sale_config c;
+    cr_expect_eq(load_text("defaults = { est_bits = 4 }\narch = { sm_90 = { est_bits = 8 } }\n", &c), SALE_OK, "%s",
+                 g_err);
+    cfg_free(&c);
+}
+
+Test(validation, unknown_top_level_keys_are_named)
+{
+    expect_invalid("defaults = {}\n\nfleeet = { archs = {'sm_90'} }\n",
+                   "sale.lua:3: unknown setting 'fleeet' (known: cache, defaults, arch, fleet, tuning, thresholds; use `local` "
+                   "for helpers)");
+}
+
+Test(validation, unknown_nested_keys_are_named)
+{
+    expect_invalid("fleet = {\n  archs = {'sm_90'},\n  blockk = {32},\n}\n",
+                   "sale.lua:3: fleet: unknown field 'blockk' (known: archs, head_dims, families, dtypes, block_q, "
+                   "block_k, block_seg, local_window)");
+    expect_invalid("defaults = { taus = 0.1 }",
+                   "sale.lua:1: defaults: unknown field 'taus' (known: block_q, block_k, block_seg, local_window, "
+                   "est_bits, dense_below, tau)");
+    expect_invalid("arch = { sm_91 = {} }",
+                   "sale.lua:1: arch: unknown architecture 'sm_91' (known: sm_80, sm_86, sm_89, sm_90, sm_90a)");
+    expect_invalid("tuning = { budget = 10 }",
+                   "sale.lua:1: tuning: unknown field 'budget' (known: warps, stages, budget_s, strategy)");
+    expect_invalid("cache = { dir = '/tmp' }", "sale.lua:1: cache: unknown field 'dir' (known: path, fleet)");
+}
+
+Test(validation, a_file_path_is_named_in_messages)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/sale.lua", g_dir);
+    write_file(path, "-- a\n-- b\ndefaults = { block_k = 24 }\n");
+    sale_config c;
+    cfg_defaults_init(&c);
+    cr_assert_eq(cfg_load(path, &c, g_err, sizeof g_err), SALE_ERR_INVALID);
+    char want[700];
+    snprintf(want, sizeof want, "%s:3: defaults.block_k must be a multiple of 16, got 24", path);
+    cr_expect_str_eq(g_err, want);
+    cfg_free(&c);
+}
+
+/* ------------------------------------------------------------ examples */
+
+Test(examples, fleet_lua_loads_through_cfg_load)
+{
+    sale_config c;
+    cfg_defaults_init(&c);
+    sale_status st = cfg_load(SALE_SOURCE_DIR "/examples/fleet.lua", &c, g_err, sizeof g_err);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_eq(c.fleet.n_archs, 4);
+    cr_expect_eq(c.n_arch_defaults, 4);
+    cr_expect_str_eq(c.tuning.strategy, "halving");
+    cr_expect_gt(c.n_thresholds, 1000);
+    cr_expect_str_eq(c.fleet_cache, "/opt/sale/fleet.db");
+    cfg_free(&c);
+}
+
+Test(examples, every_example_script_parses)
+{
+    const char *names[] = {"fleet.lua", "explore_blocks.lua", "needles.lua"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/examples/%s", SALE_SOURCE_DIR, names[i]);
+        lua_State *L = luaL_newstate();
+        int rc = luaL_loadfilex(L, path, "t");
+        cr_expect_eq(rc, LUA_OK, "%s: %s", path, lua_tostring(L, -1));
+        lua_close(L);
+    }
+}
+
+/* -------------------------------------------------------------- scripts */
+
+static sale_ctx *g_ctx;
+
+static void script_init(void)
+{
+    make_dir();
+    sale_options o = {0};
+    o.cache_path = ":memory:";
+    sale_status st = sale_create(&g_ctx, &o);
+    cr_assert_eq(st, SALE_OK, "sale_create: %s", g_ctx ? sale_last_error(g_ctx) : "");
+}
+
+static void script_fini(void)
+{
+    sale_destroy(g_ctx);
+    remove_dir();
+}
+
+/* Runs a script with stdout captured into *out (heap). */
+static sale_status run_captured(const char *path, int argc, char **argv, char **out)
+{
+    char cap[512];
+    snprintf(cap, sizeof cap, "%s/stdout.txt", g_dir);
+    fflush(stdout);
+    int saved = dup(1);
+    int fd = open(cap, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert(saved >= 0 && fd >= 0);
+    dup2(fd, 1);
+    close(fd);
+    g_err[0] = 0;
+    sale_status st = lsale_run_script(g_ctx, path, argc, argv, g_err, sizeof g_err);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    *out = read_file(cap);
+    cr_assert_not_null(*out);
+    return st;
+}
+
+static sale_status run_text(const char *text, int argc, char **argv, char **out)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/script.lua", g_dir);
+    write_file(path, text);
+    return run_captured(path, argc, argv, out);
+}
+
+static int count_lines(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+TestSuite(scripts, .init = script_init, .fini = script_fini, .timeout = 600);
+
+Test(scripts, an_error_returns_file_line_and_a_traceback)
+{
+    char path[512], *out;
+    snprintf(path, sizeof path, "%s/err.lua", g_dir);
+    write_file(path, "local function f()\n  local t = nil\n  return t.x\nend\nf()\n");
+    sale_status st = run_captured(path, 0, NULL, &out);
+    cr_expect_eq(st, SALE_ERR_LUA);
+    char want[600];
+    snprintf(want, sizeof want, "%s:3: attempt to index a nil value", path);
+    cr_expect(strstr(g_err, want) == g_err, "%s", g_err);
+    cr_expect(strstr(g_err, "stack traceback:") != NULL, "%s", g_err);
+    cr_expect(strstr(g_err, "err.lua:5:") != NULL, "the traceback names the caller: %s", g_err);
+    free(out);
+}
+
+Test(scripts, library_errors_become_lua_errors_with_the_reason)
+{
+    char *out;
+    sale_status st = run_text("local q, k, v = sale.generate{N = 256, D = 64, Hq = 2, Hkv = 1}\n"
+                              "local ok, e = pcall(sale.reference, {q = q, k = k, v = v, block_k = 24})\n"
+                              "assert(not ok)\n"
+                              "print(e)\n"
+                              "sale.reference{q = q, k = k, v = v, block_seg = 48}\n",
+                              0, NULL, &out);
+    cr_expect_eq(st, SALE_ERR_LUA);
+    cr_expect(strstr(out, "block_k") != NULL, "%s", out);
+    cr_expect(strstr(g_err, "script.lua:5:") != NULL, "%s", g_err);
+    cr_expect(strstr(g_err, "block_seg") != NULL, "%s", g_err);
+    free(out);
+}
+
+Test(scripts, arg_and_varargs_like_the_interpreter)
+{
+    char *out;
+    char *argv[] = {"4096", "gpu"};
+    sale_status st = run_text("print(#arg, arg[1], arg[2], select('#', ...), ...)\n"
+                              "print(arg[0]:match('script.lua$') ~= nil, io ~= nil, os.time() > 0)\n",
+                              2, argv, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "2\t4096\tgpu\t2\t4096\tgpu\ntrue\ttrue\ttrue\n", "%s", out);
+    free(out);
+}
+
+Test(scripts, reference_tensors_masks_and_metrics)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v, needles = sale.generate{B=1, Hq=2, Hkv=1, N=1024, D=64, needles=2, seed=3}\n"
+        "assert(q.device == 'cpu' and q.dtype == 'bf16')\n"
+        "assert(q.shape[1] == 1 and q.shape[2] == 2 and q.shape[3] == 1024 and q.shape[4] == 64)\n"
+        "assert(k.shape[2] == 1 and q.bytes == 2*1024*64*2)\n"
+        "assert(#needles > 0 and needles[1].key < needles[1].query)\n"
+        "local ref, ds = sale.reference{q=q, k=k, v=v, mode='dense'}\n"
+        "assert(ds.density == 1)\n"
+        "local exact = sale.reference{q=q, k=k, v=v, tau=1e-7, dense_below=-1}\n"
+        "assert(sale.rel_l1(exact, ref) < 1e-2, 'tau -> 0 is dense attention')\n"
+        "local out, s, m = sale.reference{q=q, k=k, v=v, tau=0.01, dense_below=-1, block_q=64, block_k=32}\n"
+        "assert(s.density > 0 and s.density < 1, s.density)\n"
+        "assert(m.nqb == 16 and m.nkb == 32 and m.H == 2)\n"
+        "assert(m:kept(0, 0, 15, 0), 'the sink is always kept')\n"
+        "assert(m:kept(0, 1, 15, 31), 'the diagonal is always kept')\n"
+        "assert(not m:kept(0, 0, 0, 31), 'above the diagonal is never kept')\n"
+        "assert(m:count() == s.kept)\n"
+        "local r, hit, total = sale.needle_recall(m, needles)\n"
+        "assert(total == #needles and r == hit / total)\n"
+        "local e = sale.rel_l1(out, ref)\n"
+        "assert(e > 0 and e < 0.2, e)\n"
+        "assert(sale.rel_l1(ref, ref) == 0)\n"
+        "local t = sale.tensor_random{B=1, H=1, N=8, D=64, dtype='f32', seed=5}\n"
+        "assert(t:get(0,0,7,63) ~= 0 and t.numel == 512)\n"
+        "local ms = sale.time(function() local x = 0 for i = 1, 1000 do x = x + i end end, {warmup=1, reps=3, host=true})\n"
+        "assert(ms >= 0)\n"
+        "print(string.format('density %.3f recall %.2f', s.density, r))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "density 0.") == out, "%s", out);
+    free(out);
+}
+
+Test(scripts, tables_are_aligned_and_csv_is_written)
+{
+    char *out, csv[512], text[2048];
+    snprintf(csv, sizeof csv, "%s/t.csv", g_dir);
+    snprintf(text, sizeof text,
+             "local rows = { {name='a', n=1, x=0.5}, {name='long name', n=100, x=0.25, mark='*'} }\n"
+             "sale.table(rows, {'name', 'n', {'x', fmt='%%.3f', title='value'}, 'mark'})\n"
+             "sale.csv('%s', rows, {'name', 'n', 'x', 'mark'})\n",
+             csv);
+    sale_status st = run_text(text, 0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "name         n  value  mark\n"
+                     "---------  ---  -----  ----\n"
+                     "a            1  0.500\n"
+                     "long name  100  0.250  *\n");
+    char *c = read_file(csv);
+    cr_assert_not_null(c);
+    cr_expect_str_eq(c, "name,n,x,mark\na,1,0.5,\nlong name,100,0.25,*\n");
+    free(c);
+    free(out);
+}
+
+Test(scripts, gpu_calls_without_a_device_fail_clearly)
+{
+    char *out;
+    sale_status st = run_text("if sale.has_gpu() then print('has gpu') return end\n"
+                              "local ok, e = pcall(sale.generate, {N=256, D=64, device='gpu'})\n"
+                              "assert(not ok) print(e)\n",
+                              0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    if (strstr(out, "has gpu")) {
+        free(out);
+        cr_skip_test("a GPU is present; this test checks the message without one");
+    }
+    cr_expect(strstr(out, "no CUDA device") != NULL, "%s", out);
+    free(out);
+}
+
+Test(scripts, keys_and_compile_from_lua)
+{
+    char *out;
+    sale_status st = run_text("local k = sale.key('fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,arch=sm_90')\n"
+                              "assert(k.family == 'fused' and k.head_dim == 128 and k.arch == 'sm_90')\n"
+                              "local k2 = sale.key{family='quantize', head_dim=64, arch='sm_80'}\n"
+                              "assert(k2.head_dim == 64 and k2.text:match('^quantize:'))\n"
+                              "local ok, e = pcall(sale.key, {family='fused', block_k=24})\n"
+                              "assert(not ok and e:match('block_k'), e)\n"
+                              "local info = sale.compile(k2)\n"
+                              "assert(info.cubin_bytes > 0 and info.registers > 0, 'compiled')\n"
+                              "print(info.key)\n",
+                              0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "quantize:") == out, "%s", out);
+    free(out);
+}
+
+Test(scripts, explore_blocks_runs_on_the_cpu_and_marks_the_front)
+{
+    char *out, csv[512];
+    snprintf(csv, sizeof csv, "%s/explore.csv", g_dir);
+    char *argv[] = {"512", "cpu", csv};
+    sale_status st = run_captured(SALE_SOURCE_DIR "/examples/explore_blocks.lua", 3, argv, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "SALE block sweep: N=512") == out, "%s", out);
+    cr_expect(strstr(out, "density") && strstr(out, "rel_l1") && strstr(out, "front"), "%s", out);
+    cr_expect(strstr(out, "54 settings, ") != NULL, "%s", out);
+    cr_expect(strstr(out, "on the Pareto front (lower density, lower rel_l1)") != NULL, "%s", out);
+    cr_expect_gt(count_lines(out, "  *\n"), 0, "some rows are on the front:\n%s", out);
+    char *c = read_file(csv);
+    cr_assert_not_null(c);
+    cr_expect_eq(count_lines(c, "\n"), 55, "%s", c);
+    /* every row: density in (0, 1], a small error, a front mark or none */
+    char *line = strchr(c, '\n') + 1;
+    int front = 0;
+    while (*line) {
+        int bq, bk, seg;
+        double tau, dens, err, ms, sp;
+        char mark[8] = "";
+        int n = sscanf(line, "%d,%d,%d,%lf,%lf,%lf,%lf,%lf,%7s", &bq, &bk, &seg, &tau, &dens, &err, &ms, &sp, mark);
+        cr_expect_geq(n, 8, "%s", line);
+        cr_expect(dens > 0 && dens <= 1, "%s", line);
+        cr_expect(err >= 0 && err < 0.05, "%s", line);
+        front += mark[0] == '*';
+        line = strchr(line, '\n') + 1;
+    }
+    cr_expect_gt(front, 0);
+    free(c);
+    free(out);
+}
+
+Test(scripts, needles_reports_which_settings_keep_every_needle)
+{
+    char *out, csv[512];
+    snprintf(csv, sizeof csv, "%s/needles.csv", g_dir);
+    char *argv[] = {"1024", "cpu", csv};
+    sale_status st = run_captured(SALE_SOURCE_DIR "/examples/needles.lua", 3, argv, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "needles: N=1024, Hq=2, ") == out, "%s", out);
+    cr_expect(strstr(out, "every needle") != NULL, "%s", out);
+    cr_expect(strstr(out, "keep every needle: ") != NULL, "%s", out);
+    cr_expect(strstr(out, " of 30 settings") != NULL, "%s", out);
+    char *c = read_file(csv);
+    cr_assert_not_null(c);
+    cr_expect_eq(count_lines(c, "\n"), 31);
+    free(c);
+    free(out);
+}
