@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "sale.h"
 
@@ -31,11 +32,16 @@ int main(int argc, char **argv)
         return 1;
     }
     sale_kernel *k;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     TRY(sale_get_kernel(ctx, &key, &k));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     sale_kernel_info info;
     sale_kernel_get_info(k, &info);
-    printf("kernel %s\n  %d registers, %d B smem, %zu B cubin, %s\n", info.key, info.registers,
-           info.smem_static + info.smem_dynamic, info.cubin_bytes, info.from_cache ? "from cache" : "compiled now");
+    printf("kernel %s\n  %d registers, %d B smem, %zu B cubin, %s, sale_get_kernel took %.2f ms\n", info.key,
+           info.registers, info.smem_static + info.smem_dynamic, info.cubin_bytes,
+           info.from_cache ? "from the cache" : "compiled now",
+           (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
 
     /* 2. the whole pipeline on device pointers */
     sale_attention_args a;

@@ -47,7 +47,7 @@ local dense = { mode = "dense", block_q = 64, block_k = 32, block_seg = 128 }
 local dense_ms, ref = timed(dense)
 if gpu then ref = run(dense, false):to("cpu") end
 
-local rows = {}
+local rows, refused = {}, {}
 for _, bq in ipairs { 64, 128 } do
   for _, bk in ipairs { 16, 32, 64 } do
     for _, seg in ipairs { 64, 128, 256 } do
@@ -55,10 +55,16 @@ for _, bq in ipairs { 64, 128 } do
       if legal then
         for _, tau in ipairs { 0.001, 0.004, 0.01 } do
           local p = { block_q = bq, block_k = bk, block_seg = seg, tau = tau }
-          local ms, out, stats = timed(p)
-          if gpu then out, stats = run(p, true) end
-          rows[#rows + 1] = { bq = bq, bk = bk, seg = seg, tau = tau, density = stats.density,
-                              rel_l1 = sale.rel_l1(out, ref), ms = ms, speedup = dense_ms / ms }
+          -- the library may refuse a setting for this device (tile limits): report it, go on
+          local ok, err = pcall(function()
+            local ms, out, stats = timed(p)
+            if gpu then out, stats = run(p, true) end
+            rows[#rows + 1] = { bq = bq, bk = bk, seg = seg, tau = tau, density = stats.density,
+                                rel_l1 = sale.rel_l1(out, ref), ms = ms, speedup = dense_ms / ms }
+          end)
+          if not ok then
+            refused[#refused + 1] = string.format("bq=%d bk=%d seg=%d tau=%g: %s", bq, bk, seg, tau, err)
+          end
         end
       end
     end
@@ -87,6 +93,7 @@ local cols = { "bq", "bk", "seg", { "tau", fmt = "%.3f" }, { "density", fmt = "%
                { "pareto", title = "front" } }
 sale.table(rows, cols)
 print(string.format("%d settings, %d on the Pareto front (lower %s, lower rel_l1)", #rows, front, x))
+for _, r in ipairs(refused) do print("refused: " .. r) end
 if csv_path then
   sale.csv(csv_path, rows, { "bq", "bk", "seg", "tau", "density", "rel_l1", "ms", "speedup", "pareto" })
 end

@@ -218,6 +218,8 @@ typedef struct sale_attention_args {
     size_t workspace_bytes;
     float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense, attend
                           (timed with CUDA events; synchronizes the stream) */
+    int tile_warps, tile_stages; /* tiles of the attention kernels (fused, select, attend,
+                          dense); 0: the tuned winner for this device, else the default */
 } sale_attention_args;
 
 /* Fill args with defaults (everything 0, mode FUSED, tau_default 0.004). */

@@ -53,6 +53,10 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     k.est_bits = a->est_bits;
     k.causal = 1;
     k.arch = arch;
+    if (f != SALE_FAMILY_QUANTIZE) {
+        k.warps = a->tile_warps;
+        k.stages = a->tile_stages;
+    }
     return k;
 }
 

@@ -198,6 +198,7 @@ template <int MODE> struct SaleAttn {
     static constexpr int OFF_C = OFF_V + (HASV ? ST * KT * RB : 0);
     static constexpr int OFF_CT = OFF_C + 2 * EK * RBC;
     static constexpr int OFF_FL = OFF_CT + 2 * EK * 4;
+    static constexpr int OFF_RM = OFF_FL + 2 * 16 * 4; /* per (row, block) estimated maxima, 2 segments */
     static constexpr int DT = HASV ? D / 8 : 1;
 
     static_assert(MODE == 0 || (BQ % (16 * NW) == 0 && MT >= 1 && MT <= 2), "block_q / warps");
@@ -350,9 +351,11 @@ template <int MODE> struct SaleAttn {
 
     /* ------------------------------------------- pipelined list of tiles */
     /* Gen::next(int &kb) yields tile indices (tiles of KT keys) in visiting
-     * order. Loads run ST-1 tiles ahead with cp.async. */
-    template <class Gen> SALE_DEV void run_list(Gen &gen) {
-        int pend[ST - 1];
+     * order. Loads run ST-1 tiles ahead with cp.async. list_begin issues the
+     * first ST-1 loads (ST-1 commit groups), list_body computes the list. */
+    int pend[ST - 1];
+    int pslot;
+    template <class Gen> SALE_DEV void list_begin(Gen &gen) {
 #pragma unroll
         for (int s = 0; s < ST - 1; s++) {
             int kb;
@@ -361,7 +364,10 @@ template <int MODE> struct SaleAttn {
             sale_cp_commit();
             pend[s] = v ? kb : -1;
         }
-        int slot = 0;
+        pslot = 0;
+    }
+    template <class Gen> SALE_DEV void list_body(Gen &gen) {
+        int slot = pslot;
         while (pend[0] >= 0) {
             int cur = pend[0];
             int kb;
@@ -379,6 +385,10 @@ template <int MODE> struct SaleAttn {
             __syncthreads();
             slot = slot + 1 == ST ? 0 : slot + 1;
         }
+    }
+    template <class Gen> SALE_DEV void run_list(Gen &gen) {
+        list_begin(gen);
+        list_body(gen);
     }
 };
 
@@ -566,55 +576,42 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         gd.extra = -1;
         st.run_list(gd);
     } else {
-        SaleGenDown gd;
-        gd.cur = kb_hi;
-        gd.lo = local_lo;
-        gd.extra = local_lo > 0 ? 0 : -1;
-        st.run_list(gd);
-    }
-
-    /* ---------------- segments: estimate, select, compute ---------------- */
-    if (A::EST && nseg > 0) {
         /* query codes (A fragments) in registers, scales per row */
         sale_u32 qa[A::MT][A::KSC][4];
         float sq[A::MT][2];
-        const unsigned char *qcode_g = (const unsigned char *)p.qcode + (long long)bhq * N * A::RBC;
-        const float *qscale_g = (const float *)p.qscale + (long long)bhq * N;
         const float *kscale_g = (const float *)p.kscale + (long long)(b * p.Hkv + kvh) * p.nkb;
+        if (nseg > 0) {
+            const unsigned char *qcode_g = (const unsigned char *)p.qcode + (long long)bhq * N * A::RBC;
+            const float *qscale_g = (const float *)p.qscale + (long long)bhq * N;
 #pragma unroll
-        for (int mt = 0; mt < A::MT; mt++) {
+            for (int mt = 0; mt < A::MT; mt++) {
 #pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
-                bool v = row < N;
-                sq[mt][hh] = v ? qscale_g[row] : 0.f;
+                for (int hh = 0; hh < 2; hh++) {
+                    int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
+                    bool v = row < N;
+                    sq[mt][hh] = v ? qscale_g[row] : 0.f;
 #pragma unroll
-                for (int ks = 0; ks < A::KSC; ks++) {
-                    const unsigned char *rp = qcode_g + (long long)(v ? row : 0) * A::RBC + ks * 32 + 4 * st.c4;
-                    qa[mt][ks][hh] = v ? *(const sale_u32 *)rp : 0u;
-                    qa[mt][ks][2 + hh] = v ? *(const sale_u32 *)(rp + 16) : 0u;
+                    for (int ks = 0; ks < A::KSC; ks++) {
+                        const unsigned char *rp = qcode_g + (long long)(v ? row : 0) * A::RBC + ks * 32 + 4 * st.c4;
+                        qa[mt][ks][hh] = v ? *(const sale_u32 *)rp : 0u;
+                        qa[mt][ks][2 + hh] = v ? *(const sale_u32 *)(rp + 16) : 0u;
+                    }
                 }
             }
         }
-        const float scale = p.scale;
-        sale_u32 *sflag = (sale_u32 *)(sale_smem + A::OFF_FL);
-        int qi = 0;
-        for (int s = 0; s < nseg; s++) {
+        /* estimation of segment s: per (row, block) maximum of the estimated
+         * score s^_ij = (sq_i*sk_J)*dot + c_j into shared memory. It needs no
+         * softmax state, so it runs while the K/V tiles of the previous
+         * segment's kept blocks are in flight. Kept iff max_j s^_ij > t_i. */
+        auto est = [&](int s) {
             const int sf = 1 + s * A::SB;
-            /* thresholds from the state at the segment start */
-            float t[A::MT][2];
-#pragma unroll
-            for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    float lt = sale_quad_sum(st.l[mt][hh]);
-                    int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
-                    float tv = __fadd_rn(st.m[mt][hh], __fdiv_rn(logf(__fmul_rn(tau, lt)), scale));
-                    t[mt][hh] = row < N ? tv : SALE_POS_INF;
-                }
-            sale_u32 flags = 0;
-            for (int c = 0; c < A::NCH; c++, qi++) {
-                sale_cp_wait<0>();
+            float *rm = (float *)(sale_smem + A::OFF_RM) + (s & 1) * A::BQ * A::SB;
+            for (int c = 0; c < A::NCH; c++) {
+                const int qi = s * A::NCH + c;
+                if (c == 0)
+                    sale_cp_wait<A::ST - 1>();
+                else
+                    sale_cp_wait<0>();
                 __syncthreads();
                 if (qi + 1 < total_chunks) {
                     load_chunk(qi + 1, (qi + 1) & 1);
@@ -625,11 +622,18 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                 const int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
                 const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::RBC;
                 const float *sct = (const float *)(sale_smem + A::OFF_CT) + buf * A::EK;
+                float skc[A::EK / A::BK];
+#pragma unroll
+                for (int jb = 0; jb < A::EK / A::BK; jb++) skc[jb] = jb * A::BK < nk ? __ldg(kscale_g + ck0 / A::BK + jb) : 0.f;
+                float bm[A::MT][2];
 #pragma unroll
                 for (int pp = 0; pp < A::EK / 16; pp++) {
                     if (pp * 16 < nk) {
-                        const int J = (ck0 + pp * 16) / A::BK;
-                        const float skv = kscale_g[J];
+                        const int jb = (pp * 16) / A::BK;
+                        if ((pp * 16) % A::BK == 0) {
+#pragma unroll
+                            for (int mt = 0; mt < A::MT; mt++) bm[mt][0] = bm[mt][1] = SALE_NEG_INF;
+                        }
                         int acc[A::MT][2][4];
 #pragma unroll
                         for (int mt = 0; mt < A::MT; mt++)
@@ -646,7 +650,11 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                                 sale_mma_est(acc[mt][1], qa[mt][ks], b2, b3);
                             }
                         }
-                        bool hit = false;
+                        float pr[A::MT][2];
+#pragma unroll
+                        for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                            for (int hh = 0; hh < 2; hh++) pr[mt][hh] = __fmul_rn(sq[mt][hh], skc[jb]);
 #pragma unroll
                         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
@@ -656,15 +664,57 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                                 for (int mt = 0; mt < A::MT; mt++)
 #pragma unroll
                                     for (int hh = 0; hh < 2; hh++) {
-                                        float pr = __fmul_rn(sq[mt][hh], skv);
-                                        float v = __fadd_rn(__fmul_rn(pr, __int2float_rn(acc[mt][nt][2 * hh + e])), cj);
-                                        hit |= v > t[mt][hh];
+                                        /* exact int -> float (|dot| < 2^22) without the slow I2F */
+                                        float dotf = __fsub_rn(__int_as_float(acc[mt][nt][2 * hh + e] + 0x4B400000), 12582912.f);
+                                        float v = __fadd_rn(__fmul_rn(pr[mt][hh], dotf), cj);
+                                        bm[mt][hh] = fmaxf(bm[mt][hh], v);
                                     }
                             }
-                        if (hit) flags |= 1u << (J - sf);
+                        if (((pp + 1) * 16) % A::BK == 0 || (pp + 1) * 16 >= nk) {
+#pragma unroll
+                            for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                                for (int hh = 0; hh < 2; hh++) {
+                                    float x = sale_quad_max(bm[mt][hh]);
+                                    int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
+                                    if (st.c4 == 0) rm[rl * A::SB + (ck0 - sf * A::BK) / A::BK + jb] = x;
+                                }
+                        }
                     }
                 }
             }
+        };
+
+        SaleGenDown gd;
+        gd.cur = kb_hi;
+        gd.lo = local_lo;
+        gd.extra = local_lo > 0 ? 0 : -1;
+        st.list_begin(gd);
+        if (nseg > 0) est(0);
+        st.list_body(gd);
+
+        /* ---------------- segments: select, then compute ------------------ */
+        const float scale = p.scale;
+        for (int s = 0; s < nseg; s++) {
+            const int sf = 1 + s * A::SB;
+            const float *rm = (const float *)(sale_smem + A::OFF_RM) + (s & 1) * A::BQ * A::SB;
+            sale_u32 *sflag = (sale_u32 *)(sale_smem + A::OFF_FL) + (s & 1) * 16;
+            __syncwarp();
+            sale_u32 flags = 0;
+#pragma unroll
+            for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    /* threshold from the state at the segment start */
+                    float lt = sale_quad_sum(st.l[mt][hh]);
+                    int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
+                    float tv = __fadd_rn(st.m[mt][hh], __fdiv_rn(logf(__fmul_rn(tau, lt)), scale));
+                    tv = row < N ? tv : SALE_POS_INF;
+                    int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
+#pragma unroll
+                    for (int j = 0; j < A::SB; j++)
+                        if (rm[rl * A::SB + j] > tv) flags |= 1u << j;
+                }
             flags = __reduce_or_sync(0xffffffffu, flags);
             if (st.lane == 0) sflag[st.warp] = flags;
             __syncthreads();
@@ -680,10 +730,10 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
             SaleGenBits gb;
             gb.bits = bits;
             gb.base = sf;
-            st.run_list(gb);
+            st.list_begin(gb);
+            if (s + 1 < nseg) est(s + 1);
+            st.list_body(gb);
         }
-    } else if (A::EST) {
-        /* no segment: nothing more (dense heads handled by local_lo = 0) */
     }
 
     if (A::EST && p.kept && st.tid == 0) ((int *)p.kept)[(long long)bhq * p.nqb + qb] = kept;

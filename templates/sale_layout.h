@@ -88,7 +88,8 @@ static SALE_HD inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
         unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8);
         s += 2u * ek * rbc;   /* code chunks, double buffered */
         s += 2u * ek * 4u;    /* c_j of the chunk */
-        s += 16u * 4u;        /* per-warp kept flags */
+        s += 2u * 16u * 4u;   /* per-warp kept flags, 2 segments */
+        s += 2u * (unsigned)c->block_q * (unsigned)(c->block_seg / c->block_k) * 4u; /* estimated maxima per (row, block) */
     }
     return s;
 }
