@@ -9,7 +9,7 @@
 --        error against our dense kernel, time with CUDA events.
 local N = tonumber(arg[1]) or 4096
 local device = arg[2] or "cpu"
-local csv_path = arg[3]
+local csv_path = arg[3] ~= "" and arg[3] ~= "-" and arg[3] or nil
 assert(device == "cpu" or device == "gpu", "device must be cpu or gpu, got " .. tostring(device))
 local gpu = device == "gpu"
 if gpu and not sale.has_gpu() then error("device gpu asked for, but this machine has no CUDA device") end

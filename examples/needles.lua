@@ -3,16 +3,18 @@
 -- through SALE at several block_k × τ × estimation bits; a setting "keeps" a
 -- needle when the needle's (query block, key block) is in the kept mask.
 --
--- usage: sale run examples/needles.lua [N=4096] [cpu|gpu] [out.csv]
+-- usage: sale run examples/needles.lua [N=4096] [cpu|gpu] [out.csv] [needle_gain=6]
+--   a smaller needle_gain plants fainter needles, which sparser settings start to drop
 local N = tonumber(arg[1]) or 4096
 local device = arg[2] or "cpu"
-local csv_path = arg[3]
+local csv_path = arg[3] ~= "" and arg[3] ~= "-" and arg[3] or nil
+local gain = tonumber(arg[4]) or 6.0
 assert(device == "cpu" or device == "gpu", "device must be cpu or gpu, got " .. tostring(device))
 local gpu = device == "gpu"
 local shape = gpu and { B = 1, Hq = 32, Hkv = 8, D = 128 } or { B = 1, Hq = 2, Hkv = 1, D = 64 }
 
 local q, k, v, needles = sale.generate { B = shape.B, Hq = shape.Hq, Hkv = shape.Hkv, N = N, D = shape.D,
-                                         dtype = "bf16", structured = true, needles = 4, seed = 11,
+                                         dtype = "bf16", structured = true, needles = 4, needle_gain = gain, seed = 11,
                                          device = device }
 if #needles == 0 then error("no needle could be planted at N=" .. N .. " (try a longer N)") end
 
@@ -45,7 +47,7 @@ for _, bits in ipairs(bits_list) do
   end
 end
 
-print(string.format("needles: N=%d, Hq=%d, %d needles planted, %s", N, shape.Hq, #needles,
+print(string.format("needles: N=%d, Hq=%d, %d needles planted (gain %g), %s", N, shape.Hq, #needles, gain,
                     gpu and "GPU" or "CPU reference"))
 sale.table(rows, { "est_bits", "bk", { "tau", fmt = "%.3f" }, { "density", fmt = "%.4f" },
                    { "recall", fmt = "%.3f" }, "kept", { "all", title = "every needle" } })

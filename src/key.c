@@ -171,10 +171,30 @@ sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
     if (!key_family_uses(k->family, "win")) k->local_window = 128;
     if (!key_family_uses(k->family, "est")) k->est_bits = 8;
     if (!k->warps || !k->stages) {
-        int w = 4, st = 2;
+        int w = 4, st = 2, open_w = !k->warps, open_s = !k->stages;
         sale_layout_default_tiles((int)k->family, k->head_dim, k->arch, &w, &st);
-        if (!k->warps) k->warps = w;
-        if (!k->stages) k->stages = st;
+        if (open_w) k->warps = w;
+        if (open_s) k->stages = st;
+        /* the family's default may not suit these block sizes (e.g. block_q
+         * 128 needs 8 warps at head_dim 128): take the first legal choice of
+         * the family's space for the fields left open */
+        sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
+                             (int)k->dtype, k->est_bits, k->warps, k->stages, k->arch};
+        if (!sale_layout_legal(&c, NULL, 0)) {
+            int ws[16], ss[16], nw = 0, ns = 0;
+            sale_layout_space((int)k->family, ws, &nw, ss, &ns);
+            for (int i = nw - 1; i >= 0; i--)
+                for (int j = 0; j < ns; j++) {
+                    c.warps = open_w ? ws[i] : k->warps;
+                    c.stages = open_s ? ss[j] : k->stages;
+                    if (sale_layout_legal(&c, NULL, 0)) {
+                        k->warps = c.warps;
+                        k->stages = c.stages;
+                        goto found;
+                    }
+                }
+        }
+    found:;
     }
     return sale_key_validate(k, err, errlen);
 }

@@ -16,7 +16,9 @@
  *   sale.time(fn, {warmup=, reps=, host=}) -> median_ms, min_ms   sale.clock() -> s
  *   sale.format_table(rows, cols) -> text  sale.table(rows, cols)  sale.csv(path, rows, cols)
  * Tensors: t.shape {B,H,N,D}, t.dtype, t.device, t.bytes, t:to("cpu"|"gpu"),
- * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb. */
+ * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb.
+ * lsale_run_script's argv are the script's arguments; a leading argv[0] equal
+ * to the script path (main's convention) is skipped. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -189,7 +189,7 @@ template <int MODE> struct SaleAttn {
     static constexpr int RB = D * 2, CPR = RB / 16;
     static constexpr bool HASV = MODE != SALE_MODE_SELECT;
     static constexpr bool EST = MODE == SALE_MODE_FUSED || MODE == SALE_MODE_SELECT;
-    static constexpr bool QREG = MT == 1;
+    static constexpr bool QREG = MT == 1 && MODE != SALE_MODE_FUSED; /* fused: Q fragments from shared (registers go to the estimation) */
     static constexpr int EB = SALE_EST_BITS, RBC = D * EB / 8, CPRC = RBC / 16, KSC = RBC / 32;
     static constexpr int SEG = SALE_BLOCK_SEG, SB = SEG / BK;
     static constexpr int EK = SEG < SALE_EST_CHUNK ? SEG : SALE_EST_CHUNK, NCH = (SEG + EK - 1) / EK;

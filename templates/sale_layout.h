@@ -112,6 +112,13 @@ static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, in
     return 0;
 }
 
+/* the same, knowing block_q: 16 query rows per warp (warps = block_q/16) */
+static SALE_HD inline int sale_layout_default_tiles_q(int family, int head_dim, int block_q, int arch, int *warps, int *stages) {
+    int r = sale_layout_default_tiles(family, head_dim, arch, warps, stages);
+    if (r == 0 && family != SALE_LF_QUANTIZE && (block_q == 64 || block_q == 128)) *warps = block_q / 16;
+    return r;
+}
+
 static SALE_HD inline int sale_layout_space(int family, int *warps, int *nwarps, int *stages, int *nstages) {
     if (family < 0 || family > 4) return -1;
     if (family == SALE_LF_QUANTIZE) {
@@ -159,6 +166,8 @@ static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why,
     if (c->block_q % (16 * c->warps) != 0) return sale_layout_why_(why, whylen, "warps: block_q must be a multiple of 16*warps");
     mt = c->block_q / (16 * c->warps);
     if (mt > 2) return sale_layout_why_(why, whylen, "warps: at most 32 query rows per warp (block_q/(16*warps) <= 2)");
+    if (mt == 2 && c->family == SALE_LF_FUSED)
+        return sale_layout_why_(why, whylen, "warps: the fused kernel needs 16 query rows per warp (warps = block_q/16), registers");
     if (mt == 2 && c->head_dim == 128 && c->family != SALE_LF_SELECT && sale_layout_kt(c) > 32)
         return sale_layout_why_(why, whylen, "warps: 32 rows per warp with head_dim 128 and 64-key tiles spills registers");
     if (c->stages < 2 || c->stages > 4) return sale_layout_why_(why, whylen, "stages: must be 2..4");
