@@ -55,6 +55,9 @@
 #ifndef SALE_ARCH
 #define SALE_ARCH 900
 #endif
+#ifndef SALE_EST_NBUF
+#define SALE_EST_NBUF SALE_LAYOUT_EST_NBUF
+#endif
 
 typedef unsigned int sale_u32;
 typedef unsigned short sale_u16;
@@ -157,6 +160,22 @@ SALE_DEV int sale_swz(int r, int ch, int cpr) {
     return r * cpr * 16 + ((ch ^ x) << 4);
 }
 
+/* ------------------------------------------------------------ mbarrier */
+SALE_DEV void sale_mbar_init(sale_u32 addr, sale_u32 count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(addr), "r"(count) : "memory");
+}
+/* arrive (without incrementing the pending count) once all prior cp.async of this thread landed */
+SALE_DEV void sale_cp_mbar_arrive(sale_u32 addr) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(addr) : "memory");
+}
+SALE_DEV void sale_mbar_wait(sale_u32 addr, sale_u32 parity) {
+    sale_u32 done;
+    do {
+        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+                     : "=r"(done) : "r"(addr), "r"(parity) : "memory");
+    } while (!done);
+}
+
 /* --------------------------------------------------- online softmax */
 /* all state arithmetic uses explicit _rn intrinsics so that the select and
  * fused kernels (different code around it) compute bit-identical m and l. */
@@ -195,9 +214,12 @@ template <int MODE> struct SaleAttn {
     static constexpr int EK = SEG < SALE_EST_CHUNK ? SEG : SALE_EST_CHUNK, NCH = (SEG + EK - 1) / EK;
     static constexpr int OFF_K = BQ * RB;
     static constexpr int OFF_V = OFF_K + ST * KT * RB;
+    static constexpr int NBUF = SALE_EST_NBUF; /* code chunk buffers (prefetch distance NBUF-1) */
     static constexpr int OFF_C = OFF_V + (HASV ? ST * KT * RB : 0);
-    static constexpr int OFF_CT = OFF_C + 2 * EK * RBC;
-    static constexpr int OFF_FL = OFF_CT + 2 * EK * 4;
+    static constexpr int OFF_CT = OFF_C + NBUF * EK * RBC;
+    static constexpr int OFF_SK = OFF_CT + NBUF * EK * 4;
+    static constexpr int OFF_MB = OFF_SK + NBUF * 8 * 4;
+    static constexpr int OFF_FL = OFF_MB + NBUF * 8;
     static constexpr int OFF_RM = OFF_FL + 2 * 16 * 4; /* per (row, block) estimated maxima, 2 segments */
     static constexpr int DT = HASV ? D / 8 : 1;
 
@@ -506,13 +528,16 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
     }
     const int total_chunks = nseg * A::NCH;
 
+    const float *kscale_g = (const float *)p.kscale + (long long)(b * p.Hkv + kvh) * p.nkb;
     const unsigned char *kcode_g = 0;
     const float *cterm_g = 0;
     if (A::EST) {
         kcode_g = (const unsigned char *)p.kcode + (long long)(b * p.Hkv + kvh) * N * A::RBC;
         cterm_g = (const float *)p.cterm + (long long)bhq * N;
     }
-    auto load_chunk = [&](int qi, int buf) {
+    /* chunk qi of the estimation -> buffer qi % NBUF; completion on that buffer's mbarrier */
+    auto load_chunk = [&](int qi) {
+        const int buf = qi % A::NBUF;
         int s = qi / A::NCH, c = qi % A::NCH;
         int key0 = (1 + s * A::SB) * A::BK + c * A::EK;
         int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
@@ -523,10 +548,14 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         }
         sale_u32 sct = st.sbase + A::OFF_CT + buf * A::EK * 4;
         for (int idx = st.tid; idx < nk; idx += A::NT) sale_cp4(sct + idx * 4, cterm_g + key0 + idx);
+        if (st.tid < nk / A::BK) sale_cp4(st.sbase + A::OFF_SK + (buf * 8 + st.tid) * 4, kscale_g + key0 / A::BK + st.tid);
+        sale_cp_mbar_arrive(st.sbase + A::OFF_MB + buf * 8);
+        sale_cp_commit();
     };
     if (A::EST && total_chunks > 0) {
-        load_chunk(0, 0);
-        sale_cp_commit();
+        if (st.tid < A::NBUF) sale_mbar_init(st.sbase + A::OFF_MB + st.tid * 8, A::NT);
+        __syncthreads();
+        for (int qi = 0; qi < A::NBUF - 1 && qi < total_chunks; qi++) load_chunk(qi);
     }
     sale_cp_wait<0>();
     __syncthreads();
@@ -579,7 +608,6 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         /* query codes (A fragments) in registers, scales per row */
         sale_u32 qa[A::MT][A::KSC][4];
         float sq[A::MT][2];
-        const float *kscale_g = (const float *)p.kscale + (long long)(b * p.Hkv + kvh) * p.nkb;
         if (nseg > 0) {
             const unsigned char *qcode_g = (const unsigned char *)p.qcode + (long long)bhq * N * A::RBC;
             const float *qscale_g = (const float *)p.qscale + (long long)bhq * N;
@@ -608,23 +636,15 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
             float *rm = (float *)(sale_smem + A::OFF_RM) + (s & 1) * A::BQ * A::SB;
             for (int c = 0; c < A::NCH; c++) {
                 const int qi = s * A::NCH + c;
-                if (c == 0)
-                    sale_cp_wait<A::ST - 1>();
-                else
-                    sale_cp_wait<0>();
-                __syncthreads();
-                if (qi + 1 < total_chunks) {
-                    load_chunk(qi + 1, (qi + 1) & 1);
-                    sale_cp_commit();
-                }
-                const int buf = qi & 1;
+                const int buf = qi % A::NBUF;
+                sale_mbar_wait(st.sbase + A::OFF_MB + buf * 8, (sale_u32)(qi / A::NBUF) & 1u);
+                __syncthreads(); /* also: every thread is done with chunk qi-1, whose buffer is refilled next */
+                if (qi + A::NBUF - 1 < total_chunks) load_chunk(qi + A::NBUF - 1);
                 const int ck0 = sf * A::BK + c * A::EK;
                 const int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
                 const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::RBC;
                 const float *sct = (const float *)(sale_smem + A::OFF_CT) + buf * A::EK;
-                float skc[A::EK / A::BK];
-#pragma unroll
-                for (int jb = 0; jb < A::EK / A::BK; jb++) skc[jb] = jb * A::BK < nk ? __ldg(kscale_g + ck0 / A::BK + jb) : 0.f;
+                const float *skc = (const float *)(sale_smem + A::OFF_SK) + buf * 8;
                 float bm[A::MT][2];
 #pragma unroll
                 for (int pp = 0; pp < A::EK / 16; pp++) {
@@ -695,6 +715,8 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
 
         /* ---------------- segments: select, then compute ------------------ */
         const float scale = p.scale;
+        float tcache[A::MT][2];
+        sale_u32 prev_bits = 1u;
         for (int s = 0; s < nseg; s++) {
             const int sf = 1 + s * A::SB;
             const float *rm = (const float *)(sale_smem + A::OFF_RM) + (s & 1) * A::BQ * A::SB;
@@ -705,11 +727,15 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
             for (int mt = 0; mt < A::MT; mt++)
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
-                    /* threshold from the state at the segment start */
-                    float lt = sale_quad_sum(st.l[mt][hh]);
-                    int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
-                    float tv = __fadd_rn(st.m[mt][hh], __fdiv_rn(logf(__fmul_rn(tau, lt)), scale));
-                    tv = row < N ? tv : SALE_POS_INF;
+                    /* threshold from the state at the segment start (unchanged
+                     * when the previous segment kept nothing) */
+                    if (prev_bits) {
+                        float lt = sale_quad_sum(st.l[mt][hh]);
+                        int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
+                        float tv = __fadd_rn(st.m[mt][hh], __fdiv_rn(logf(__fmul_rn(tau, lt)), scale));
+                        tcache[mt][hh] = row < N ? tv : SALE_POS_INF;
+                    }
+                    const float tv = tcache[mt][hh];
                     int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
 #pragma unroll
                     for (int j = 0; j < A::SB; j++)
@@ -722,6 +748,7 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
 #pragma unroll
             for (int w = 0; w < A::NW; w++) bits |= sflag[w];
             kept += __popc(bits);
+            prev_bits = bits;
             if (mask_row && st.tid == 0 && bits) {
                 int w0 = sf >> 5, sh = sf & 31;
                 atomicOr(mask_row + w0, bits << sh);

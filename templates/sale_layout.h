@@ -26,6 +26,7 @@
 /* attention families */
 #define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
 #define SALE_EST_CHUNK 128       /* keys per estimation chunk (code tile) */
+#define SALE_LAYOUT_EST_NBUF 3   /* estimation chunk buffers (prefetch distance 2) */
 
 typedef struct sale_layout_cfg {
     int family, head_dim, block_q, block_k, block_seg, local_window, dtype, est_bits, warps, stages, arch;
@@ -86,8 +87,10 @@ static SALE_HD inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     if (c->family == SALE_LF_FUSED || c->family == SALE_LF_SELECT) {
         unsigned ek = (unsigned)sale_layout_est_chunk(c);
         unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8);
-        s += 2u * ek * rbc;   /* code chunks, double buffered */
-        s += 2u * ek * 4u;    /* c_j of the chunk */
+        s += SALE_LAYOUT_EST_NBUF * ek * rbc; /* code chunks */
+        s += SALE_LAYOUT_EST_NBUF * ek * 4u;  /* c_j of the chunk */
+        s += SALE_LAYOUT_EST_NBUF * 8u * 4u;  /* k scales of the chunk */
+        s += SALE_LAYOUT_EST_NBUF * 8u;       /* mbarriers */
         s += 2u * 16u * 4u;   /* per-warp kept flags, 2 segments */
         s += 2u * (unsigned)c->block_q * (unsigned)(c->block_seg / c->block_k) * 4u; /* estimated maxima per (row, block) */
     }
