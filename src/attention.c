@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "sale_abi.h"
 #include "sale_layout.h"
+#include "tune.h"
 
 #define ALIGN 256
 
@@ -217,6 +218,18 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         return SALE_ERR_INVALID;
     }
     kq.arch = kf.arch = arch == 90 ? 90 : arch;
+    sale_key ra = make_key(&a, SALE_FAMILY_ATTEND, kf.arch);
+    if (!a.tile_warps || !a.tile_stages) {
+        /* the winner tuned for this device and this problem-size bucket */
+        sale_device_info di;
+        sale_key tuned;
+        if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK) {
+            if (tune_lookup(ctx, &di, &kf, a.seq_len, &tuned) == 1)
+                kf.warps = a.tile_warps ? a.tile_warps : tuned.warps, kf.stages = a.tile_stages ? a.tile_stages : tuned.stages;
+            if (!dense && a.mode == SALE_MODE_TWO_PASS && tune_lookup(ctx, &di, &ra, a.seq_len, &tuned) == 1)
+                ra.warps = a.tile_warps ? a.tile_warps : tuned.warps, ra.stages = a.tile_stages ? a.tile_stages : tuned.stages;
+        }
+    }
     sale_key rq = kq;
     if (sale_key_resolve(&rq, err, sizeof err)) {
         sale_set_error(ctx, "%s", err);
@@ -311,7 +324,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
 
     /* kernels first (a compile or cache error stops us before any launch) */
     sale_kernel *kern_q = NULL, *kern_f = NULL, *kern_a = NULL;
-    sale_key rf = kf, ra = make_key(&a, SALE_FAMILY_ATTEND, kf.arch);
+    sale_key rf = kf;
     if (!dense && (st = sale_get_kernel(ctx, &kq, &kern_q)))
         return st;
     if ((st = sale_get_kernel(ctx, &kf, &kern_f)))

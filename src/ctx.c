@@ -10,6 +10,7 @@
 
 #include "internal.h"
 #include "sale_layout.h"
+#include "tune.h"
 
 struct kmod {
     CUcontext cu;
@@ -332,6 +333,19 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
         }
     }
     char err[512];
+    if (!k.warps || !k.stages) {
+        /* open tiles: this device's tuned winner if one was stored, else the default */
+        sale_device_info di;
+        if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK) {
+            sale_key tuned;
+            if (tune_lookup(ctx, &di, &k, 0, &tuned) == 1) {
+                if (!k.warps)
+                    k.warps = tuned.warps;
+                if (!k.stages)
+                    k.stages = tuned.stages;
+            }
+        }
+    }
     if (sale_key_resolve(&k, err, sizeof err)) {
         sale_set_error(ctx, "%s", err);
         return SALE_ERR_INVALID;

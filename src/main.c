@@ -15,6 +15,7 @@
 #include "db.h"
 #include "internal.h"
 #include "sale.h"
+#include "tune.h"
 
 static int g_quiet;
 
@@ -615,6 +616,18 @@ static int cmd_run(const gopts *g, int argc, char **argv)
     return s ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------ tune */
+
+static int cmd_tune(const gopts *g, int argc, char **argv)
+{
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+        return tune_cli(NULL, NULL, argc, argv);
+    sale_ctx *ctx = open_ctx(g);
+    int rc = tune_cli(ctx, &g_cfg, argc, argv);
+    sale_destroy(ctx);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static const char *main_help =
@@ -629,6 +642,7 @@ static const char *main_help =
     "  import     merge another cache file into this one\n"
     "  clear      remove every cached kernel\n"
     "  key        parse, validate and resolve a kernel key\n"
+    "  tune       time tile choices on the GPU and keep the winners\n"
     "  run        run a Lua script (sale run script.lua args...)\n\n"
     "global options:\n"
     "  --cache FILE   writable cache (default $SALE_CACHE_DIR/kernels.db, else\n"
@@ -670,7 +684,7 @@ int main(int argc, char **argv)
         int (*fn)(const gopts *, int, char **);
     } cmds[] = {{"info", cmd_info},     {"prewarm", cmd_prewarm}, {"ls", cmd_ls},     {"verify", cmd_verify},
                 {"export", cmd_export}, {"import", cmd_import},   {"clear", cmd_clear}, {"key", cmd_key},
-                {"run", cmd_run}};
+                {"run", cmd_run},       {"tune", cmd_tune}};
     for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++)
         if (!strcmp(cmd, cmds[c].name)) {
             int help = sub_argc > 1 && (!strcmp(sub_argv[1], "--help") || !strcmp(sub_argv[1], "-h"));

@@ -55,9 +55,7 @@
 #ifndef SALE_ARCH
 #define SALE_ARCH 900
 #endif
-#ifndef SALE_EST_NBUF
-#define SALE_EST_NBUF SALE_LAYOUT_EST_NBUF
-#endif
+
 
 typedef unsigned int sale_u32;
 typedef unsigned short sale_u16;
@@ -153,12 +151,11 @@ SALE_DEV void sale_cp4(sale_u32 saddr, const void *g) {
 SALE_DEV void sale_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> SALE_DEV void sale_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
-/* byte offset of 16-byte chunk ch of row r in a tile of rows of cpr chunks,
- * XOR-swizzled so that 8 rows read by one ldmatrix phase hit distinct banks */
-SALE_DEV int sale_swz(int r, int ch, int cpr) {
-    int x = cpr >= 8 ? (r & 7) : (cpr == 4 ? ((r >> 1) & 3) : (cpr == 2 ? ((r >> 2) & 1) : 0));
-    return r * cpr * 16 + ((ch ^ x) << 4);
-}
+/* byte offset of 16-byte chunk ch of row r in a tile of rows of cpr chunks.
+ * Rows are padded by 16 bytes (pitch cpr*16+16), so that the 8 rows read by
+ * one ldmatrix phase hit distinct banks, and every fragment address is a
+ * per-thread base plus a compile-time offset (no swizzle registers). */
+SALE_DEV int sale_swz(int r, int ch, int cpr) { return r * (cpr * 16 + 16) + ch * 16; }
 
 /* ------------------------------------------------------------ mbarrier */
 SALE_DEV void sale_mbar_init(sale_u32 addr, sale_u32 count) {
@@ -212,11 +209,13 @@ template <int MODE> struct SaleAttn {
     static constexpr int EB = SALE_EST_BITS, RBC = D * EB / 8, CPRC = RBC / 16, KSC = RBC / 32;
     static constexpr int SEG = SALE_BLOCK_SEG, SB = SEG / BK;
     static constexpr int EK = SEG < SALE_EST_CHUNK ? SEG : SALE_EST_CHUNK, NCH = (SEG + EK - 1) / EK;
-    static constexpr int OFF_K = BQ * RB;
-    static constexpr int OFF_V = OFF_K + ST * KT * RB;
-    static constexpr int NBUF = SALE_EST_NBUF; /* code chunk buffers (prefetch distance NBUF-1) */
-    static constexpr int OFF_C = OFF_V + (HASV ? ST * KT * RB : 0);
-    static constexpr int OFF_CT = OFF_C + NBUF * EK * RBC;
+    static constexpr int PQ = RB + 16, PC = RBC + 16; /* padded smem row pitches */
+    static constexpr int OFF_K = BQ * PQ;
+    static constexpr int OFF_V = OFF_K + ST * KT * PQ;
+    static constexpr int NBUF = SALE_LAYOUT_EST_NBUF(BQ); /* code chunk buffers (prefetch distance NBUF-1) */
+    static constexpr bool BOUND = NCH == 1 && NBUF >= 3; /* bound + exact re-check (chunk resident at selection) */
+    static constexpr int OFF_C = OFF_V + (HASV ? ST * KT * PQ : 0);
+    static constexpr int OFF_CT = OFF_C + NBUF * EK * PC;
     static constexpr int OFF_SK = OFF_CT + NBUF * EK * 4;
     static constexpr int OFF_MB = OFF_SK + NBUF * 8 * 4;
     static constexpr int OFF_FL = OFF_MB + NBUF * 8;
@@ -241,8 +240,8 @@ template <int MODE> struct SaleAttn {
     /* ----------------------------------------------------------- loads */
     SALE_DEV void load_kv(int kb, int slot) {
         const int k0 = kb * KT;
-        const sale_u32 sk = sbase + OFF_K + slot * KT * RB;
-        const sale_u32 sv = sbase + OFF_V + slot * KT * RB;
+        const sale_u32 sk = sbase + OFF_K + slot * KT * PQ;
+        const sale_u32 sv = sbase + OFF_V + slot * KT * PQ;
 #pragma unroll
         for (int it = 0; it < (KT * CPR + NT - 1) / NT; it++) {
             int idx = tid + it * NT;
@@ -264,7 +263,7 @@ template <int MODE> struct SaleAttn {
         /* the warp sees nothing of this tile (all keys after its last row) */
         if (k0 > wrow0 + 16 * MT - 1) return;
         const sale_u32 sq = sbase;
-        const sale_u32 sk = sbase + OFF_K + slot * KT * RB;
+        const sale_u32 sk = sbase + OFF_K + slot * KT * PQ;
         float s[MT][KT / 8][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -343,7 +342,7 @@ template <int MODE> struct SaleAttn {
                 }
             }
         if (HASV) {
-            const sale_u32 sv = sbase + OFF_V + slot * KT * RB;
+            const sale_u32 sv = sbase + OFF_V + slot * KT * PQ;
 #pragma unroll
             for (int kk = 0; kk < KT / 16; kk++) {
                 sale_u32 a[MT][4];
@@ -541,7 +540,7 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         int s = qi / A::NCH, c = qi % A::NCH;
         int key0 = (1 + s * A::SB) * A::BK + c * A::EK;
         int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
-        sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::RBC;
+        sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
         for (int idx = st.tid; idx < nk * A::CPRC; idx += A::NT) {
             int r = idx / A::CPRC, ch = idx % A::CPRC;
             sale_cp16(sc + sale_swz(r, ch, A::CPRC), kcode_g + (long long)(key0 + r) * A::RBC + ch * 16, true);
@@ -631,6 +630,38 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
          * score s^_ij = (sq_i*sk_J)*dot + c_j into shared memory. It needs no
          * softmax state, so it runs while the K/V tiles of the previous
          * segment's kept blocks are in flight. Kept iff max_j s^_ij > t_i. */
+        /* integer dot products of the warp's rows with keys pp*16..pp*16+15 of a code buffer */
+        auto imma16 = [&](sale_u32 sc, int pp, int (&acc)[A::MT][2][4]) {
+#pragma unroll
+            for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[mt][0][e] = acc[mt][1][e] = 0;
+#pragma unroll
+            for (int ks = 0; ks < A::KSC; ks++) {
+                sale_u32 b0, b1, b2, b3;
+                int r = pp * 16 + (st.lane & 7) + ((st.lane >> 4) << 3);
+                sale_ldsm4(b0, b1, b2, b3, sc + sale_swz(r, ks * 2 + ((st.lane >> 3) & 1), A::CPRC));
+#pragma unroll
+                for (int mt = 0; mt < A::MT; mt++) {
+                    sale_mma_est(acc[mt][0], qa[mt][ks], b0, b1);
+                    sale_mma_est(acc[mt][1], qa[mt][ks], b2, b3);
+                }
+            }
+        };
+        /* exact estimated score s^_ij = (sq_i*sk_J)*dot + c_j, in this order, no FMA.
+         * int -> float via the exponent trick (exact for |dot| < 2^22, no slow I2F) */
+        auto shat = [&](float pr, int dot, float cj) -> float {
+            float dotf = __fsub_rn(__int_as_float(dot + 0x4B400000), 12582912.f);
+            return __fadd_rn(__fmul_rn(pr, dotf), cj);
+        };
+        /* estimation of segment s into shared memory, per (row, block):
+         *  BOUND (one chunk per segment): an upper bound of max_j s^_ij,
+         *    fl(fl(pr*max d) + max c) over each thread's keys (exact: fl is
+         *    monotone); blocks whose bound passes are re-checked exactly
+         *    from the still-resident chunk at selection time;
+         *  else: the exact max_j s^_ij.
+         * It needs no softmax state, so it runs while the K/V tiles of the
+         * previous segment's kept blocks are in flight. */
         auto est = [&](int s) {
             const int sf = 1 + s * A::SB;
             float *rm = (float *)(sale_smem + A::OFF_RM) + (s & 1) * A::BQ * A::SB;
@@ -642,60 +673,57 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                 if (qi + A::NBUF - 1 < total_chunks) load_chunk(qi + A::NBUF - 1);
                 const int ck0 = sf * A::BK + c * A::EK;
                 const int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
-                const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::RBC;
+                const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
                 const float *sct = (const float *)(sale_smem + A::OFF_CT) + buf * A::EK;
                 const float *skc = (const float *)(sale_smem + A::OFF_SK) + buf * 8;
                 float bm[A::MT][2];
+                int dm[A::MT][2];
+                float cm = SALE_NEG_INF;
 #pragma unroll
                 for (int pp = 0; pp < A::EK / 16; pp++) {
                     if (pp * 16 < nk) {
                         const int jb = (pp * 16) / A::BK;
                         if ((pp * 16) % A::BK == 0) {
 #pragma unroll
-                            for (int mt = 0; mt < A::MT; mt++) bm[mt][0] = bm[mt][1] = SALE_NEG_INF;
+                            for (int mt = 0; mt < A::MT; mt++) {
+                                bm[mt][0] = bm[mt][1] = SALE_NEG_INF;
+                                dm[mt][0] = dm[mt][1] = -2147483647;
+                            }
+                            cm = SALE_NEG_INF;
                         }
                         int acc[A::MT][2][4];
+                        imma16(sc, pp, acc);
+                        if (A::BOUND) {
 #pragma unroll
-                        for (int mt = 0; mt < A::MT; mt++)
+                            for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-                            for (int e = 0; e < 4; e++) acc[mt][0][e] = acc[mt][1][e] = 0;
+                                for (int e = 0; e < 2; e++) {
+                                    cm = fmaxf(cm, sct[pp * 16 + nt * 8 + 2 * st.c4 + e]);
 #pragma unroll
-                        for (int ks = 0; ks < A::KSC; ks++) {
-                            sale_u32 b0, b1, b2, b3;
-                            int r = pp * 16 + (st.lane & 7) + ((st.lane >> 4) << 3);
-                            sale_ldsm4(b0, b1, b2, b3, sc + sale_swz(r, ks * 2 + ((st.lane >> 3) & 1), A::CPRC));
+                                    for (int mt = 0; mt < A::MT; mt++)
 #pragma unroll
-                            for (int mt = 0; mt < A::MT; mt++) {
-                                sale_mma_est(acc[mt][0], qa[mt][ks], b0, b1);
-                                sale_mma_est(acc[mt][1], qa[mt][ks], b2, b3);
-                            }
+                                        for (int hh = 0; hh < 2; hh++) dm[mt][hh] = max(dm[mt][hh], acc[mt][nt][2 * hh + e]);
+                                }
+                        } else {
+#pragma unroll
+                            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                                for (int e = 0; e < 2; e++) {
+                                    const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
+#pragma unroll
+                                    for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                                        for (int hh = 0; hh < 2; hh++)
+                                            bm[mt][hh] = fmaxf(bm[mt][hh], shat(__fmul_rn(sq[mt][hh], skc[jb]), acc[mt][nt][2 * hh + e], cj));
+                                }
                         }
-                        float pr[A::MT][2];
-#pragma unroll
-                        for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                            for (int hh = 0; hh < 2; hh++) pr[mt][hh] = __fmul_rn(sq[mt][hh], skc[jb]);
-#pragma unroll
-                        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                            for (int e = 0; e < 2; e++) {
-                                const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
-#pragma unroll
-                                for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                    for (int hh = 0; hh < 2; hh++) {
-                                        /* exact int -> float (|dot| < 2^22) without the slow I2F */
-                                        float dotf = __fsub_rn(__int_as_float(acc[mt][nt][2 * hh + e] + 0x4B400000), 12582912.f);
-                                        float v = __fadd_rn(__fmul_rn(pr[mt][hh], dotf), cj);
-                                        bm[mt][hh] = fmaxf(bm[mt][hh], v);
-                                    }
-                            }
                         if (((pp + 1) * 16) % A::BK == 0 || (pp + 1) * 16 >= nk) {
 #pragma unroll
                             for (int mt = 0; mt < A::MT; mt++)
 #pragma unroll
                                 for (int hh = 0; hh < 2; hh++) {
-                                    float x = sale_quad_max(bm[mt][hh]);
+                                    float x = A::BOUND ? shat(__fmul_rn(sq[mt][hh], skc[jb]), dm[mt][hh], cm) : bm[mt][hh];
+                                    x = sale_quad_max(x);
                                     int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
                                     if (st.c4 == 0) rm[rl * A::SB + (ck0 - sf * A::BK) / A::BK + jb] = x;
                                 }
@@ -703,6 +731,32 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                     }
                 }
             }
+        };
+        /* exact re-check of block jl of segment s (BOUND mode; its chunk is still resident):
+         * does any of this warp's rows have s^_ij > t_i ? */
+        auto recheck = [&](int s, int jl, const float (&t)[A::MT][2]) -> bool {
+            const int buf = s % A::NBUF;
+            const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
+            const float *sct = (const float *)(sale_smem + A::OFF_CT) + buf * A::EK;
+            const float sk = ((const float *)(sale_smem + A::OFF_SK))[buf * 8 + jl];
+            bool hit = false;
+#pragma unroll
+            for (int q = 0; q < A::BK / 16; q++) {
+                const int pp = jl * (A::BK / 16) + q;
+                int acc[A::MT][2][4];
+                imma16(sc, pp, acc);
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
+#pragma unroll
+                        for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                            for (int hh = 0; hh < 2; hh++) hit |= shat(__fmul_rn(sq[mt][hh], sk), acc[mt][nt][2 * hh + e], cj) > t[mt][hh];
+                    }
+            }
+            return __any_sync(0xffffffffu, hit);
         };
 
         SaleGenDown gd;
@@ -742,6 +796,15 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                         if (rm[rl * A::SB + j] > tv) flags |= 1u << j;
                 }
             flags = __reduce_or_sync(0xffffffffu, flags);
+            if (A::BOUND) { /* candidates from the bounds: confirm exactly */
+                sale_u32 cand = flags;
+                flags = 0;
+                while (cand) {
+                    int j = __ffs(cand) - 1;
+                    cand &= cand - 1;
+                    if (recheck(s, j, tcache)) flags |= 1u << j;
+                }
+            }
             if (st.lane == 0) sflag[st.warp] = flags;
             __syncthreads();
             sale_u32 bits = 0;

@@ -26,7 +26,8 @@
 /* attention families */
 #define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
 #define SALE_EST_CHUNK 128       /* keys per estimation chunk (code tile) */
-#define SALE_LAYOUT_EST_NBUF 3   /* estimation chunk buffers (prefetch distance 2) */
+/* estimation chunk buffers (prefetch distance NBUF-1): 3 for block_q 64, 2 for 128 (shared memory) */
+#define SALE_LAYOUT_EST_NBUF(block_q) ((block_q) == 64 ? 3 : 2)
 
 typedef struct sale_layout_cfg {
     int family, head_dim, block_q, block_k, block_seg, local_window, dtype, est_bits, warps, stages, arch;
@@ -80,17 +81,18 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 static SALE_HD inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb, kt, s;
     if (c->family == SALE_LF_QUANTIZE) return 0;
-    rb = (unsigned)c->head_dim * 2u;
+    rb = (unsigned)c->head_dim * 2u + 16u; /* padded row pitch */
     kt = (unsigned)sale_layout_kt(c);
     s = (unsigned)c->block_q * rb;                                                  /* Q tile */
     s += (unsigned)c->stages * kt * rb * (c->family == SALE_LF_SELECT ? 1u : 2u); /* K (and V) stages */
     if (c->family == SALE_LF_FUSED || c->family == SALE_LF_SELECT) {
         unsigned ek = (unsigned)sale_layout_est_chunk(c);
-        unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8);
-        s += SALE_LAYOUT_EST_NBUF * ek * rbc; /* code chunks */
-        s += SALE_LAYOUT_EST_NBUF * ek * 4u;  /* c_j of the chunk */
-        s += SALE_LAYOUT_EST_NBUF * 8u * 4u;  /* k scales of the chunk */
-        s += SALE_LAYOUT_EST_NBUF * 8u;       /* mbarriers */
+        unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8) + 16u; /* padded */
+        unsigned nbuf = (unsigned)SALE_LAYOUT_EST_NBUF(c->block_q);
+        s += nbuf * ek * rbc; /* code chunks */
+        s += nbuf * ek * 4u;  /* c_j of the chunk */
+        s += nbuf * 8u * 4u;  /* k scales of the chunk */
+        s += nbuf * 8u;       /* mbarriers */
         s += 2u * 16u * 4u;   /* per-warp kept flags, 2 segments */
         s += 2u * (unsigned)c->block_q * (unsigned)(c->block_seg / c->block_k) * 4u; /* estimated maxima per (row, block) */
     }

@@ -1039,10 +1039,18 @@ int tune_cli(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
             for (int i = n; i < total; i++)
                 fprintf(stderr, "sale tune: %s: pruned warps=%d stages=%d: %s\n", label, c[i].warps, c[i].stages,
                         c[i].why);
+            for (int i = 0; i < n; i++)
+                fprintf(stderr, "sale tune: %s: warps=%d stages=%d: %d registers, %d B shared memory%s\n", label,
+                        c[i].warps, c[i].stages, c[i].registers, c[i].smem, c[i].spills ? ", spills" : "");
+            /* the default goes first: under a tight budget it is always measured */
             int dflt = -1;
             for (int i = 0; i < n; i++)
-                if (c[i].is_default)
-                    dflt = i;
+                if (c[i].is_default) {
+                    tune_candidate t = c[i];
+                    memmove(&c[1], &c[0], sizeof *c * (size_t)i);
+                    c[0] = t;
+                    dflt = 0;
+                }
             if (n < 1) {
                 fprintf(stderr, "sale tune: %s: nothing to time\n", label);
                 continue;
@@ -1080,6 +1088,9 @@ int tune_cli(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
                     c[dflt].reps = o.reps;
                 }
             }
+            /* a winner that only beat the default at fewer repetitions must beat it at full ones */
+            if (w != dflt && !c[dflt].failed && c[dflt].reps == o.reps && c[dflt].ms <= c[w].ms)
+                w = dflt;
             int idx[TUNE_MAX_CANDIDATES];
             for (int i = 0; i < total; i++)
                 idx[i] = i;
