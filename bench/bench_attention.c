@@ -93,7 +93,8 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
 int main(int argc, char **argv)
 {
     int lens[8] = {16384, 32768, 65536, 131072}, nlens = 4, reps = 5, Hq = 32, Hkv = 8, D = 128;
-    float tau = 0.004f;
+    float taus[8] = {0.004f};
+    int ntaus = 1;
     const char *anchors_path = NULL, *dump = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc) {
@@ -103,7 +104,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             reps = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--tau") && i + 1 < argc) {
-            tau = (float)atof(argv[++i]);
+            ntaus = 0;
+            for (char *t = strtok(argv[++i], ","); t && ntaus < 8; t = strtok(NULL, ","))
+                taus[ntaus++] = (float)atof(t);
         } else if (!strcmp(argv[i], "--anchors") && i + 1 < argc) {
             anchors_path = argv[++i];
         } else if (!strcmp(argv[i], "--dump") && i + 1 < argc) {
@@ -112,7 +115,7 @@ int main(int argc, char **argv)
             Hq = atoi(argv[++i]);
             Hkv = atoi(argv[++i]);
         } else {
-            printf("usage: bench_attention [--lens 16384,32768,...] [--reps N] [--tau T] [--heads HQ HKV]\n"
+            printf("usage: bench_attention [--lens 16384,32768,...] [--reps N] [--tau T1,T2,..] [--heads HQ HKV]\n"
                    "                       [--anchors FILE (lines: flash|cudnn N ms)] [--dump DIR]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
@@ -139,16 +142,16 @@ int main(int argc, char **argv)
     CHECK(sale_create(&ctx, &o));
     sale_device_info di;
     CHECK(sale_device_info_get(ctx, 0, &di));
-    fprintf(stderr, "bench: %s (sm_%d, %d SMs), B=1 Hq=%d Hkv=%d D=%d bf16 causal, tau=%g, reps=%d\n", di.name,
-            di.arch, di.sm_count, Hq, Hkv, D, (double)tau, reps);
+    fprintf(stderr, "bench: %s (sm_%d, %d SMs), B=1 Hq=%d Hkv=%d D=%d bf16 causal, reps=%d\n", di.name, di.arch,
+            di.sm_count, Hq, Hkv, D, reps);
 
-    char table[8][400];
+    static char table[64][448];
+    int nrows = 0;
     for (int li = 0; li < nlens; li++) {
         int N = lens[li];
         sale_attention_args a;
         sale_attention_args_init(&a);
         a.batch = 1, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
-        a.tau_default = tau;
         size_t nq = (size_t)Hq * N * D, nk = (size_t)Hkv * N * D;
         uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o_dense = malloc(nq * 2),
                  *o_sale = malloc(nq * 2);
@@ -179,6 +182,10 @@ int main(int argc, char **argv)
         float t_dense = time_attention(&a, 1, reps, NULL);
         CHECK(sale_dev_download(ctx, o_dense, dout, nq * 2));
 
+        uint32_t *mask = malloc(mask_words * 4);
+        for (int ti = 0; ti < ntaus; ti++) {
+        float tau = taus[ti];
+        a.tau_default = tau;
         /* fused SALE */
         sale_stats st = {0};
         float ph_f[3] = {0}, ph_t[3] = {0};
@@ -189,7 +196,6 @@ int main(int argc, char **argv)
         float t_fused = time_attention(&a, 1, reps, ph_f);
         CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
         double err_fused = rel_l1(o_sale, o_dense, nq);
-        uint32_t *mask = malloc(mask_words * 4);
         CHECK(sale_dev_download(ctx, mask, dmask, mask_words * 4));
         int kept_needles = 0;
         for (int i = 0; i < nn; i++) {
@@ -217,14 +223,15 @@ int main(int argc, char **argv)
             snprintf(cu, sizeof cu, "%.1f", an[li].cudnn);
             snprintf(spc, sizeof spc, "%.2fx", an[li].cudnn / t_fused);
         }
-        snprintf(table[li], sizeof table[li],
-                 "| %6dK | %8s | %8s | %7.1f (%3.0f TF/s) | %7.1f | %7.1f | %6s | %6s | %5.2fx | %6.3f | %.4f / %.4f | %d/%d | "
-                 "%5.1f + %5.1f | %5s |",
-                 N / 1024, fl, cu, t_dense, flops / t_dense / 1e9, t_fused, t_two, spf, spc, t_dense / t_fused,
-                 density, err_fused, err_two, kept_needles, nn, ph_t[0], ph_t[1], ovh);
-        fprintf(stderr, "bench: N=%d done: dense %.1f ms, fused %.1f ms, two-pass %.1f ms (quantize %.2f, select %.2f, "
-                        "attend %.2f), density %.3f\n",
-                N, t_dense, t_fused, t_two, ph_t[0], ph_t[1], ph_t[2], density);
+        snprintf(table[nrows++], sizeof table[0],
+                 "| %6dK | %6g | %8s | %8s | %7.1f (%3.0f TF/s) | %7.1f | %7.1f | %6s | %6s | %5.2fx | %6.3f | %.4f / %.4f | "
+                 "%d/%d | %5.1f + %5.1f | %5s |",
+                 N / 1024, (double)tau, fl, cu, t_dense, flops / t_dense / 1e9, t_fused, t_two, spf, spc,
+                 t_dense / t_fused, density, err_fused, err_two, kept_needles, nn, ph_t[0], ph_t[1], ovh);
+        fprintf(stderr, "bench: N=%d tau=%g done: dense %.1f ms, fused %.1f ms, two-pass %.1f ms (quantize %.2f, select "
+                        "%.2f, attend %.2f), density %.3f, rel L1 %.4f\n",
+                N, (double)tau, t_dense, t_fused, t_two, ph_t[0], ph_t[1], ph_t[2], density, err_fused);
+        }
         if (dump && li == 0) {
             write_file(dump, "q.bin", q, nq * 2);
             write_file(dump, "k.bin", k, nk * 2);
@@ -232,6 +239,7 @@ int main(int argc, char **argv)
             write_file(dump, "o_dense.bin", o_dense, nq * 2);
             /* tau -> 0 through fused must equal dense */
             a.mode = SALE_MODE_FUSED;
+            a.mask = NULL;
             a.tau_default = 1e-7f;
             a.stats = NULL;
             CHECK(sale_attention(ctx, &a, NULL));
@@ -239,25 +247,23 @@ int main(int argc, char **argv)
             CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
             write_file(dump, "o_fused_tau0.bin", o_sale, nq * 2);
             fprintf(stderr, "bench: tau=0 fused vs our dense rel L1 = %.2e\n", rel_l1(o_sale, o_dense, nq));
-            FILE *f = fopen(strcat(strcpy(malloc(strlen(dump) + 16), dump), "/shape.txt"), "w");
-            if (f) {
-                fprintf(f, "%d %d %d %d\n", Hq, Hkv, N, D);
-                fclose(f);
-            }
+            char shape[64];
+            int sl = snprintf(shape, sizeof shape, "%d %d %d %d\n", Hq, Hkv, N, D);
+            write_file(dump, "shape.txt", shape, (size_t)sl);
         }
         free(mask);
         sale_dev_free(ctx, dq), sale_dev_free(ctx, dk), sale_dev_free(ctx, dv), sale_dev_free(ctx, dout),
             sale_dev_free(ctx, dmask);
         free(q), free(k), free(v), free(o_dense), free(o_sale);
     }
-    printf("\n%s, B=1 Hq=%d Hkv=%d D=%d bf16 causal, structured inputs, tau=%g (times in ms, median of %d)\n\n",
-           di.name, Hq, Hkv, D, (double)tau, reps);
-    printf("| N | SDPA flash | SDPA cuDNN | our dense | fused | two-pass | fused vs flash | fused vs cuDNN | fused vs "
+    printf("\n%s, B=1 Hq=%d Hkv=%d D=%d bf16 causal, structured inputs (times in ms, median of %d)\n\n", di.name,
+           Hq, Hkv, D, reps);
+    printf("| N | tau | SDPA flash | SDPA cuDNN | our dense | fused | two-pass | fused vs flash | fused vs cuDNN | fused vs "
            "our dense | density | rel L1 fused / two-pass | needles kept | quantize + select | select overhead vs "
            "flash |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for (int li = 0; li < nlens; li++)
-        printf("%s\n", table[li]);
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int r = 0; r < nrows; r++)
+        printf("%s\n", table[r]);
     sale_destroy(ctx);
     return 0;
 }
