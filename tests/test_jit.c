@@ -199,3 +199,55 @@ Test(jit, get_kernel_without_a_gpu_says_no_device)
     cr_assert_null(kern);
     cr_assert(strlen(sale_last_error(ctx)) > 10, "no reason given");
 }
+
+/* Eight processes start at once and ask for the same missing kernel: all
+ * succeed with the same bytes, and it is compiled once. */
+#include <sys/wait.h>
+Test(jit, eight_processes_compile_a_missing_kernel_once)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/herd.db", tmpdir);
+    int fds[8][2];
+    pid_t pids[8];
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(pipe(fds[i]), 0);
+        pids[i] = fork();
+        cr_assert_neq(pids[i], -1);
+        if (pids[i] == 0) {
+            sale_ctx *c;
+            sale_options o = {0};
+            o.cache_path = path;
+            sale_key k;
+            char err[256];
+            sale_kernel_info info;
+            int ok = sale_create(&c, &o) == SALE_OK &&
+                     sale_key_parse("fused:d=64,dt=f16,arch=sm_89", &k, err, sizeof err) == SALE_OK &&
+                     sale_compile(c, &k, &info) == SALE_OK;
+            char line[128];
+            int n = snprintf(line, sizeof line, "%d %d %016llx %zu\n", ok, info.from_cache,
+                             (unsigned long long)info.src_hash, info.cubin_bytes);
+            if (write(fds[i][1], line, (size_t)n) != n)
+                _exit(3);
+            _exit(ok ? 0 : 1);
+        }
+        close(fds[i][1]);
+    }
+    int compiled = 0;
+    char first[128] = "";
+    for (int i = 0; i < 8; i++) {
+        int st;
+        cr_assert_eq(waitpid(pids[i], &st, 0), pids[i]);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "process %d failed", i);
+        char line[128] = "";
+        cr_assert_gt(read(fds[i][0], line, sizeof line - 1), 0);
+        close(fds[i][0]);
+        int ok, from_cache;
+        char rest[100];
+        cr_assert_eq(sscanf(line, "%d %d %99[^\n]", &ok, &from_cache, rest), 3);
+        compiled += !from_cache;
+        if (!first[0])
+            strcpy(first, rest);
+        cr_assert_str_eq(rest, first, "every process ends with the same kernel");
+    }
+    cr_assert_eq(compiled, 1, "%d processes compiled the same kernel", compiled);
+}
