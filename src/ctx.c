@@ -198,8 +198,15 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     for (int attempt = 0;; attempt++) {
         pthread_mutex_lock(&ctx->lock);
         int got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
-        if (got == 0 && !claimed)
+        if (got == 0 && !claimed) {
             claimed = db_claim(ctx->db, keytext, arch, h, 300, err, sizeof err);
+            /* the previous owner may have stored the row and let go between
+             * our miss and our claim: look once more before compiling */
+            if (claimed == 1 && (got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err)) != 0) {
+                db_unclaim(ctx->db, keytext, arch, h);
+                claimed = 0;
+            }
+        }
         pthread_mutex_unlock(&ctx->lock);
         if (got < 0 || claimed < 0) {
             sale_set_error(ctx, "kernel cache %s: %s", ctx->cache_path, err);
