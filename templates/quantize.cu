@@ -191,7 +191,7 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_ke
             qz_store(codes + (long long)row * QZ_RBC, lane, cd);
         }
     }
-    /* c_j = qmean(hq) . K'_j, fp32 products summed in fp64 */
+    /* c_j = fp32 of the fp64 dot qmean(hq) . K'_j (as the CPU reference) */
     for (int gq = 0; gq < p.group; gq++) {
         const int hq = kvh * p.group + gq;
         const float *qm = (const float *)p.qmean + ((long long)b * p.Hq + hq) * QZ_D;
@@ -203,7 +203,7 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_ke
             int row = kb * SALE_BLOCK_K + warp + 8 * i;
             double a = 0.0;
 #pragma unroll
-            for (int e = 0; e < QZ_EPL; e++) a += (double)__fmul_rn(qv[e], x[i][e]);
+            for (int e = 0; e < QZ_EPL; e++) a += (double)qv[e] * (double)x[i][e];
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
             if (row < N && lane == 0) ((float *)p.cterm)[((long long)b * p.Hq + hq) * N + row] = (float)a;

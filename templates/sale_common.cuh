@@ -56,7 +56,6 @@
 #define SALE_ARCH 900
 #endif
 
-
 typedef unsigned int sale_u32;
 typedef unsigned short sale_u16;
 
@@ -70,7 +69,9 @@ SALE_DEV float sale_f16_to_f32(sale_u16 h) {
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
 }
-SALE_DEV float sale_bf16_to_f32(sale_u16 h) { return __uint_as_float(((sale_u32)h) << 16); }
+SALE_DEV float sale_bf16_to_f32(sale_u16 h) {
+    return __uint_as_float(((sale_u32)h) << 16);
+}
 SALE_DEV float sale_to_f32(sale_u16 h) {
 #if SALE_DTYPE == 1
     return sale_bf16_to_f32(h);
@@ -131,15 +132,19 @@ SALE_DEV void sale_mma_est(int (&c)[4], const sale_u32 (&a)[4], sale_u32 b0, sal
 /* ------------------------------------------------------------ ldmatrix */
 SALE_DEV void sale_ldsm4(sale_u32 &r0, sale_u32 &r1, sale_u32 &r2, sale_u32 &r3, sale_u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
 }
 SALE_DEV void sale_ldsm4t(sale_u32 &r0, sale_u32 &r1, sale_u32 &r2, sale_u32 &r3, sale_u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
 }
 
 /* ------------------------------------------------------------ cp.async */
-SALE_DEV sale_u32 sale_smem_addr(const void *p) { return (sale_u32)__cvta_generic_to_shared(p); }
+SALE_DEV sale_u32 sale_smem_addr(const void *p) {
+    return (sale_u32)__cvta_generic_to_shared(p);
+}
 /* 16 bytes; valid == false zero-fills the destination (src-size 0, nothing read) */
 SALE_DEV void sale_cp16(sale_u32 saddr, const void *g, bool valid) {
     int sz = valid ? 16 : 0;
@@ -148,14 +153,20 @@ SALE_DEV void sale_cp16(sale_u32 saddr, const void *g, bool valid) {
 SALE_DEV void sale_cp4(sale_u32 saddr, const void *g) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(saddr), "l"(g) : "memory");
 }
-SALE_DEV void sale_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N> SALE_DEV void sale_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+SALE_DEV void sale_cp_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N> SALE_DEV void sale_cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
-/* byte offset of 16-byte chunk ch of row r in a tile of rows of cpr chunks.
- * Rows are padded by 16 bytes (pitch cpr*16+16), so that the 8 rows read by
- * one ldmatrix phase hit distinct banks, and every fragment address is a
- * per-thread base plus a compile-time offset (no swizzle registers). */
-SALE_DEV int sale_swz(int r, int ch, int cpr) { return r * (cpr * 16 + 16) + ch * 16; }
+/* byte offset of 16-byte chunk ch of row r in a tile of rows of cpr chunks,
+ * XOR-swizzled so that 8 rows read by one ldmatrix phase hit distinct banks.
+ * (A padded pitch was tried: dense attention ran 10% slower.) */
+SALE_DEV int sale_swz(int r, int ch, int cpr) {
+    int x = cpr >= 8 ? (r & 7) : (cpr == 4 ? ((r >> 1) & 3) : (cpr == 2 ? ((r >> 2) & 1) : 0));
+    return r * cpr * 16 + ((ch ^ x) << 4);
+}
 
 /* ------------------------------------------------------------ mbarrier */
 SALE_DEV void sale_mbar_init(sale_u32 addr, sale_u32 count) {
@@ -168,8 +179,11 @@ SALE_DEV void sale_cp_mbar_arrive(sale_u32 addr) {
 SALE_DEV void sale_mbar_wait(sale_u32 addr, sale_u32 parity) {
     sale_u32 done;
     do {
-        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
-                     : "=r"(done) : "r"(addr), "r"(parity) : "memory");
+        asm volatile(
+            "{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+            : "=r"(done)
+            : "r"(addr), "r"(parity)
+            : "memory");
     } while (!done);
 }
 
@@ -205,15 +219,25 @@ template <int MODE> struct SaleAttn {
     static constexpr int RB = D * 2, CPR = RB / 16;
     static constexpr bool HASV = MODE != SALE_MODE_SELECT;
     static constexpr bool EST = MODE == SALE_MODE_FUSED || MODE == SALE_MODE_SELECT;
-    static constexpr bool QREG = MT == 1 && MODE != SALE_MODE_FUSED; /* fused: Q fragments from shared (registers go to the estimation) */
+    static constexpr bool QREG =
+        MT == 1 && MODE != SALE_MODE_FUSED; /* fused: Q fragments from shared (registers go to the estimation) */
     static constexpr int EB = SALE_EST_BITS, RBC = D * EB / 8, CPRC = RBC / 16, KSC = RBC / 32;
     static constexpr int SEG = SALE_BLOCK_SEG, SB = SEG / BK;
     static constexpr int EK = SEG < SALE_EST_CHUNK ? SEG : SALE_EST_CHUNK, NCH = (SEG + EK - 1) / EK;
-    static constexpr int PQ = RB + 16, PC = RBC + 16; /* padded smem row pitches */
+    static constexpr int PQ = RB;       /* Q/K/V smem row pitch (XOR swizzled) */
+    static constexpr int PC = RBC + 16; /* code tiles: padded pitch, so fragment addresses are base + immediate */
     static constexpr int OFF_K = BQ * PQ;
     static constexpr int OFF_V = OFF_K + ST * KT * PQ;
-    static constexpr int NBUF = SALE_LAYOUT_EST_NBUF(BQ); /* code chunk buffers (prefetch distance NBUF-1) */
-    static constexpr bool BOUND = NCH == 1 && NBUF >= 3; /* bound + exact re-check (chunk resident at selection) */
+    static constexpr int NBUF = SALE_LAYOUT_EST_NBUF(MODE, BQ); /* code chunk buffers (prefetch distance NBUF-1) */
+    static constexpr bool BOUND = NCH == 1;
+    static_assert(NT % CPRC == 0, "code tile rows per pass");
+    static constexpr int EGMAX = MODE == SALE_MODE_FUSED ? 2 : 4; /* estimation groups in flight (registers) */
+    static constexpr int EG =
+        (EK / 16) % EGMAX == 0
+            ? EGMAX
+            : ((EK / 16) % 2 == 0
+                   ? 2
+                   : 1); /* bound + exact re-check (the segment's chunk is still resident at selection) */
     static constexpr int OFF_C = OFF_V + (HASV ? ST * KT * PQ : 0);
     static constexpr int OFF_CT = OFF_C + NBUF * EK * PC;
     static constexpr int OFF_SK = OFF_CT + NBUF * EK * 4;
@@ -252,7 +276,8 @@ template <int MODE> struct SaleAttn {
                 long long kk = v ? key : 0;
                 int off = sale_swz(r, ch, CPR);
                 sale_cp16(sk + off, kg + kk * k_sn + ch * 8, v);
-                if (HASV) sale_cp16(sv + off, vg + kk * v_sn + ch * 8, v);
+                if (HASV)
+                    sale_cp16(sv + off, vg + kk * v_sn + ch * 8, v);
             }
         }
     }
@@ -261,7 +286,8 @@ template <int MODE> struct SaleAttn {
     /* S = Q K^T over KT keys starting at key k0, mask, online softmax, P V */
     SALE_DEV void tile(int k0, int slot) {
         /* the warp sees nothing of this tile (all keys after its last row) */
-        if (k0 > wrow0 + 16 * MT - 1) return;
+        if (k0 > wrow0 + 16 * MT - 1)
+            return;
         const sale_u32 sq = sbase;
         const sale_u32 sk = sbase + OFF_K + slot * KT * PQ;
         float s[MT][KT / 8][4];
@@ -270,7 +296,8 @@ template <int MODE> struct SaleAttn {
 #pragma unroll
             for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) s[mt][nt][e] = 0.f;
+                for (int e = 0; e < 4; e++)
+                    s[mt][nt][e] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < D / 16; ks++) {
             sale_u32 a[MT][4];
@@ -278,7 +305,8 @@ template <int MODE> struct SaleAttn {
             for (int mt = 0; mt < MT; mt++) {
                 if (QREG) {
 #pragma unroll
-                    for (int e = 0; e < 4; e++) a[mt][e] = qf[QREG ? ks : 0][e];
+                    for (int e = 0; e < 4; e++)
+                        a[mt][e] = qf[QREG ? ks : 0][e];
                 } else {
                     int r = warp * 16 * MT + mt * 16 + (lane & 15);
                     sale_ldsm4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], sq + sale_swz(r, ks * 2 + (lane >> 4), CPR));
@@ -306,7 +334,8 @@ template <int MODE> struct SaleAttn {
                     for (int e = 0; e < 4; e++) {
                         int key = k0 + nt * 8 + 2 * c4 + (e & 1);
                         int row = wrow0 + mt * 16 + g4 + ((e >> 1) << 3);
-                        if (key > row) s[mt][nt][e] = SALE_NEG_INF;
+                        if (key > row)
+                            s[mt][nt][e] = SALE_NEG_INF;
                     }
         }
         /* online softmax (raw-score max, exp2 on scale*log2e) */
@@ -316,7 +345,8 @@ template <int MODE> struct SaleAttn {
             for (int h = 0; h < 2; h++) {
                 float mx = SALE_NEG_INF;
 #pragma unroll
-                for (int nt = 0; nt < KT / 8; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+                for (int nt = 0; nt < KT / 8; nt++)
+                    mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
                 mx = sale_quad_max(mx);
                 float mnew = fmaxf(m[mt][h], mx);
                 float muse = mnew == SALE_NEG_INF ? 0.f : mnew;
@@ -381,7 +411,8 @@ template <int MODE> struct SaleAttn {
         for (int s = 0; s < ST - 1; s++) {
             int kb;
             bool v = gen.next(kb);
-            if (v) load_kv(kb, s);
+            if (v)
+                load_kv(kb, s);
             sale_cp_commit();
             pend[s] = v ? kb : -1;
         }
@@ -394,11 +425,14 @@ template <int MODE> struct SaleAttn {
             int kb;
             bool v = gen.next(kb);
             int ls = slot + ST - 1;
-            if (ls >= ST) ls -= ST;
-            if (v) load_kv(kb, ls);
+            if (ls >= ST)
+                ls -= ST;
+            if (v)
+                load_kv(kb, ls);
             sale_cp_commit();
 #pragma unroll
-            for (int s = 0; s < ST - 2; s++) pend[s] = pend[s + 1];
+            for (int s = 0; s < ST - 2; s++)
+                pend[s] = pend[s + 1];
             pend[ST - 2] = v ? kb : -1;
             sale_cp_wait<ST - 1>();
             __syncthreads();
@@ -417,8 +451,15 @@ template <int MODE> struct SaleAttn {
 struct SaleGenDown { /* hi, hi-1, ..., lo, then optionally extra (>=0) */
     int cur, lo, extra;
     SALE_DEV bool next(int &kb) {
-        if (cur >= lo) { kb = cur--; return true; }
-        if (extra >= 0) { kb = extra; extra = -1; return true; }
+        if (cur >= lo) {
+            kb = cur--;
+            return true;
+        }
+        if (extra >= 0) {
+            kb = extra;
+            extra = -1;
+            return true;
+        }
         return false;
     }
 };
@@ -426,7 +467,8 @@ struct SaleGenBits { /* set bits of a 32-bit word, ascending, offset by base */
     sale_u32 bits;
     int base;
     SALE_DEV bool next(int &kb) {
-        if (!bits) return false;
+        if (!bits)
+            return false;
         int k = __ffs(bits) - 1;
         bits &= bits - 1;
         kb = base + k;
@@ -439,7 +481,8 @@ struct SaleGenMask { /* set bits of a mask row, descending, only blocks <= hi */
     sale_u32 bits;
     SALE_DEV bool next(int &kb) {
         while (!bits) {
-            if (w <= 0) return false;
+            if (w <= 0)
+                return false;
             w--;
             bits = words[w];
         }
@@ -535,26 +578,37 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         cterm_g = (const float *)p.cterm + (long long)bhq * N;
     }
     /* chunk qi of the estimation -> buffer qi % NBUF; completion on that buffer's mbarrier */
+    const int ld_r0 = st.tid / A::CPRC, ld_c0 = st.tid % A::CPRC;
     auto load_chunk = [&](int qi) {
         const int buf = qi % A::NBUF;
         int s = qi / A::NCH, c = qi % A::NCH;
         int key0 = (1 + s * A::SB) * A::BK + c * A::EK;
         int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
-        sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
-        for (int idx = st.tid; idx < nk * A::CPRC; idx += A::NT) {
-            int r = idx / A::CPRC, ch = idx % A::CPRC;
-            sale_cp16(sc + sale_swz(r, ch, A::CPRC), kcode_g + (long long)(key0 + r) * A::RBC + ch * 16, true);
-        }
-        sale_u32 sct = st.sbase + A::OFF_CT + buf * A::EK * 4;
-        for (int idx = st.tid; idx < nk; idx += A::NT) sale_cp4(sct + idx * 4, cterm_g + key0 + idx);
-        if (st.tid < nk / A::BK) sale_cp4(st.sbase + A::OFF_SK + (buf * 8 + st.tid) * 4, kscale_g + key0 / A::BK + st.tid);
+        /* each thread copies fixed (row, chunk) slots: row ld_r0 + it*RSTEP,
+         * chunk ld_c0, so the addresses are one base plus immediates */
+        constexpr int RSTEP = A::NT / A::CPRC;
+        const sale_u32 sdst = st.sbase + A::OFF_C + buf * A::EK * A::PC + ld_r0 * A::PC + ld_c0 * 16;
+        const unsigned char *gsrc = kcode_g + (long long)(key0 + ld_r0) * A::RBC + ld_c0 * 16;
+#pragma unroll
+        for (int it = 0; it < (A::EK + RSTEP - 1) / RSTEP; it++)
+            if (ld_r0 + it * RSTEP < nk)
+                sale_cp16(sdst + it * RSTEP * A::PC, gsrc + it * RSTEP * A::RBC, true);
+        const sale_u32 sct = st.sbase + A::OFF_CT + buf * A::EK * 4 + st.tid * 4;
+#pragma unroll
+        for (int it = 0; it < (A::EK + A::NT - 1) / A::NT; it++)
+            if (st.tid + it * A::NT < nk)
+                sale_cp4(sct + it * A::NT * 4, cterm_g + key0 + st.tid + it * A::NT);
+        if (st.tid < nk / A::BK)
+            sale_cp4(st.sbase + A::OFF_SK + (buf * 8 + st.tid) * 4, kscale_g + key0 / A::BK + st.tid);
         sale_cp_mbar_arrive(st.sbase + A::OFF_MB + buf * 8);
         sale_cp_commit();
     };
     if (A::EST && total_chunks > 0) {
-        if (st.tid < A::NBUF) sale_mbar_init(st.sbase + A::OFF_MB + st.tid * 8, A::NT);
+        if (st.tid < A::NBUF)
+            sale_mbar_init(st.sbase + A::OFF_MB + st.tid * 8, A::NT);
         __syncthreads();
-        for (int qi = 0; qi < A::NBUF - 1 && qi < total_chunks; qi++) load_chunk(qi);
+        for (int qi = 0; qi < A::NBUF - 1 && qi < total_chunks; qi++)
+            load_chunk(qi);
     }
     sale_cp_wait<0>();
     __syncthreads();
@@ -580,7 +634,8 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                 int n = z - a + 1;
                 bits = (n == 32 ? 0xffffffffu : ((1u << n) - 1u)) << (a - lo);
             }
-            if (w == 0) bits |= 1u;
+            if (w == 0)
+                bits |= 1u;
             mask_row[w] = bits;
         }
     }
@@ -630,24 +685,6 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
          * score s^_ij = (sq_i*sk_J)*dot + c_j into shared memory. It needs no
          * softmax state, so it runs while the K/V tiles of the previous
          * segment's kept blocks are in flight. Kept iff max_j s^_ij > t_i. */
-        /* integer dot products of the warp's rows with keys pp*16..pp*16+15 of a code buffer */
-        auto imma16 = [&](sale_u32 sc, int pp, int (&acc)[A::MT][2][4]) {
-#pragma unroll
-            for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) acc[mt][0][e] = acc[mt][1][e] = 0;
-#pragma unroll
-            for (int ks = 0; ks < A::KSC; ks++) {
-                sale_u32 b0, b1, b2, b3;
-                int r = pp * 16 + (st.lane & 7) + ((st.lane >> 4) << 3);
-                sale_ldsm4(b0, b1, b2, b3, sc + sale_swz(r, ks * 2 + ((st.lane >> 3) & 1), A::CPRC));
-#pragma unroll
-                for (int mt = 0; mt < A::MT; mt++) {
-                    sale_mma_est(acc[mt][0], qa[mt][ks], b0, b1);
-                    sale_mma_est(acc[mt][1], qa[mt][ks], b2, b3);
-                }
-            }
-        };
         /* exact estimated score s^_ij = (sq_i*sk_J)*dot + c_j, in this order, no FMA.
          * int -> float via the exponent trick (exact for |dot| < 2^22, no slow I2F) */
         auto shat = [&](float pr, int dot, float cj) -> float {
@@ -670,7 +707,8 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                 const int buf = qi % A::NBUF;
                 sale_mbar_wait(st.sbase + A::OFF_MB + buf * 8, (sale_u32)(qi / A::NBUF) & 1u);
                 __syncthreads(); /* also: every thread is done with chunk qi-1, whose buffer is refilled next */
-                if (qi + A::NBUF - 1 < total_chunks) load_chunk(qi + A::NBUF - 1);
+                if (qi + A::NBUF - 1 < total_chunks)
+                    load_chunk(qi + A::NBUF - 1);
                 const int ck0 = sf * A::BK + c * A::EK;
                 const int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
                 const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
@@ -680,53 +718,90 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                 int dm[A::MT][2];
                 float cm = SALE_NEG_INF;
 #pragma unroll
-                for (int pp = 0; pp < A::EK / 16; pp++) {
-                    if (pp * 16 < nk) {
-                        const int jb = (pp * 16) / A::BK;
-                        if ((pp * 16) % A::BK == 0) {
+                /* G groups of 16 keys at a time, k-steps outer: G*2 independent
+                 * IMMA accumulators in flight (the IMMA latency is not hidden
+                 * by the few warps per SM otherwise) */
 #pragma unroll
-                            for (int mt = 0; mt < A::MT; mt++) {
-                                bm[mt][0] = bm[mt][1] = SALE_NEG_INF;
-                                dm[mt][0] = dm[mt][1] = -2147483647;
-                            }
-                            cm = SALE_NEG_INF;
-                        }
-                        int acc[A::MT][2][4];
-                        imma16(sc, pp, acc);
-                        if (A::BOUND) {
+                for (int pg = 0; pg < A::EK / 16; pg += A::EG) {
+                    if (pg * 16 < nk) {
+                        int accg[A::EG][A::MT][2][4];
 #pragma unroll
-                            for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                                for (int e = 0; e < 2; e++) {
-                                    cm = fmaxf(cm, sct[pp * 16 + nt * 8 + 2 * st.c4 + e]);
-#pragma unroll
-                                    for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                        for (int hh = 0; hh < 2; hh++) dm[mt][hh] = max(dm[mt][hh], acc[mt][nt][2 * hh + e]);
-                                }
-                        } else {
-#pragma unroll
-                            for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                                for (int e = 0; e < 2; e++) {
-                                    const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
-#pragma unroll
-                                    for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                        for (int hh = 0; hh < 2; hh++)
-                                            bm[mt][hh] = fmaxf(bm[mt][hh], shat(__fmul_rn(sq[mt][hh], skc[jb]), acc[mt][nt][2 * hh + e], cj));
-                                }
-                        }
-                        if (((pp + 1) * 16) % A::BK == 0 || (pp + 1) * 16 >= nk) {
+                        for (int g = 0; g < A::EG; g++)
 #pragma unroll
                             for (int mt = 0; mt < A::MT; mt++)
 #pragma unroll
-                                for (int hh = 0; hh < 2; hh++) {
-                                    float x = A::BOUND ? shat(__fmul_rn(sq[mt][hh], skc[jb]), dm[mt][hh], cm) : bm[mt][hh];
-                                    x = sale_quad_max(x);
-                                    int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
-                                    if (st.c4 == 0) rm[rl * A::SB + (ck0 - sf * A::BK) / A::BK + jb] = x;
+                                for (int e = 0; e < 4; e++)
+                                    accg[g][mt][0][e] = accg[g][mt][1][e] = 0;
+#pragma unroll
+                        for (int ks = 0; ks < A::KSC; ks++) {
+#pragma unroll
+                            for (int g = 0; g < A::EG; g++) {
+                                if ((pg + g) * 16 < nk) {
+                                    sale_u32 b0, b1, b2, b3;
+                                    int r = (pg + g) * 16 + (st.lane & 7) + ((st.lane >> 4) << 3);
+                                    sale_ldsm4(b0, b1, b2, b3, sc + r * A::PC + (ks * 2 + ((st.lane >> 3) & 1)) * 16);
+#pragma unroll
+                                    for (int mt = 0; mt < A::MT; mt++) {
+                                        sale_mma_est(accg[g][mt][0], qa[mt][ks], b0, b1);
+                                        sale_mma_est(accg[g][mt][1], qa[mt][ks], b2, b3);
+                                    }
                                 }
+                            }
+                        }
+#pragma unroll
+                        for (int g = 0; g < A::EG; g++) {
+                            const int pp = pg + g;
+                            if (pp * 16 < nk) {
+                                const int jb = (pp * 16) / A::BK;
+                                if ((pp * 16) % A::BK == 0) {
+#pragma unroll
+                                    for (int mt = 0; mt < A::MT; mt++) {
+                                        bm[mt][0] = bm[mt][1] = SALE_NEG_INF;
+                                        dm[mt][0] = dm[mt][1] = -2147483647;
+                                    }
+                                    cm = SALE_NEG_INF;
+                                }
+                                if (A::BOUND) {
+#pragma unroll
+                                    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                                        for (int e = 0; e < 2; e++) {
+                                            cm = fmaxf(cm, sct[pp * 16 + nt * 8 + 2 * st.c4 + e]);
+#pragma unroll
+                                            for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                                                for (int hh = 0; hh < 2; hh++)
+                                                    dm[mt][hh] = max(dm[mt][hh], accg[g][mt][nt][2 * hh + e]);
+                                        }
+                                } else {
+#pragma unroll
+                                    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                                        for (int e = 0; e < 2; e++) {
+                                            const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
+#pragma unroll
+                                            for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                                                for (int hh = 0; hh < 2; hh++)
+                                                    bm[mt][hh] =
+                                                        fmaxf(bm[mt][hh], shat(__fmul_rn(sq[mt][hh], skc[jb]),
+                                                                               accg[g][mt][nt][2 * hh + e], cj));
+                                        }
+                                }
+                                if (((pp + 1) * 16) % A::BK == 0 || (pp + 1) * 16 >= nk) {
+#pragma unroll
+                                    for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                                        for (int hh = 0; hh < 2; hh++) {
+                                            float x = A::BOUND ? shat(__fmul_rn(sq[mt][hh], skc[jb]), dm[mt][hh], cm)
+                                                               : bm[mt][hh];
+                                            x = sale_quad_max(x);
+                                            int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
+                                            if (st.c4 == 0)
+                                                rm[rl * A::SB + (ck0 - sf * A::BK) / A::BK + jb] = x;
+                                        }
+                                }
+                            }
                         }
                     }
                 }
@@ -734,27 +809,52 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         };
         /* exact re-check of block jl of segment s (BOUND mode; its chunk is still resident):
          * does any of this warp's rows have s^_ij > t_i ? */
-        auto recheck = [&](int s, int jl, const float (&t)[A::MT][2]) -> bool {
+        auto recheck = [&](int s, int jl, const float(&t)[A::MT][2]) -> bool {
             const int buf = s % A::NBUF;
             const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
             const float *sct = (const float *)(sale_smem + A::OFF_CT) + buf * A::EK;
             const float sk = ((const float *)(sale_smem + A::OFF_SK))[buf * 8 + jl];
             bool hit = false;
+            constexpr int RG = A::BK / 16 < 2 ? A::BK / 16 : 2; /* 16-key groups in flight (registers) */
 #pragma unroll
-            for (int q = 0; q < A::BK / 16; q++) {
-                const int pp = jl * (A::BK / 16) + q;
-                int acc[A::MT][2][4];
-                imma16(sc, pp, acc);
+            for (int q0 = 0; q0 < A::BK / 16; q0 += RG) {
+                int accq[RG][A::MT][2][4];
 #pragma unroll
-                for (int nt = 0; nt < 2; nt++)
+                for (int q = 0; q < RG; q++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
+                    for (int mt = 0; mt < A::MT; mt++)
 #pragma unroll
-                        for (int mt = 0; mt < A::MT; mt++)
+                        for (int e = 0; e < 4; e++)
+                            accq[q][mt][0][e] = accq[q][mt][1][e] = 0;
 #pragma unroll
-                            for (int hh = 0; hh < 2; hh++) hit |= shat(__fmul_rn(sq[mt][hh], sk), acc[mt][nt][2 * hh + e], cj) > t[mt][hh];
+                for (int ks = 0; ks < A::KSC; ks++) {
+#pragma unroll
+                    for (int q = 0; q < RG; q++) {
+                        sale_u32 b0, b1, b2, b3;
+                        int r = (jl * (A::BK / 16) + q0 + q) * 16 + (st.lane & 7) + ((st.lane >> 4) << 3);
+                        sale_ldsm4(b0, b1, b2, b3, sc + r * A::PC + (ks * 2 + ((st.lane >> 3) & 1)) * 16);
+#pragma unroll
+                        for (int mt = 0; mt < A::MT; mt++) {
+                            sale_mma_est(accq[q][mt][0], qa[mt][ks], b0, b1);
+                            sale_mma_est(accq[q][mt][1], qa[mt][ks], b2, b3);
+                        }
                     }
+                }
+#pragma unroll
+                for (int q = 0; q < RG; q++) {
+                    const int pp = jl * (A::BK / 16) + q0 + q;
+#pragma unroll
+                    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
+#pragma unroll
+                            for (int mt = 0; mt < A::MT; mt++)
+#pragma unroll
+                                for (int hh = 0; hh < 2; hh++)
+                                    hit |= shat(__fmul_rn(sq[mt][hh], sk), accq[q][mt][nt][2 * hh + e], cj) > t[mt][hh];
+                        }
+                }
             }
             return __any_sync(0xffffffffu, hit);
         };
@@ -764,7 +864,8 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         gd.lo = local_lo;
         gd.extra = local_lo > 0 ? 0 : -1;
         st.list_begin(gd);
-        if (nseg > 0) est(0);
+        if (nseg > 0)
+            est(0);
         st.list_body(gd);
 
         /* ---------------- segments: select, then compute ------------------ */
@@ -793,7 +894,8 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                     int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
 #pragma unroll
                     for (int j = 0; j < A::SB; j++)
-                        if (rm[rl * A::SB + j] > tv) flags |= 1u << j;
+                        if (rm[rl * A::SB + j] > tv)
+                            flags |= 1u << j;
                 }
             flags = __reduce_or_sync(0xffffffffu, flags);
             if (A::BOUND) { /* candidates from the bounds: confirm exactly */
@@ -802,31 +904,37 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                 while (cand) {
                     int j = __ffs(cand) - 1;
                     cand &= cand - 1;
-                    if (recheck(s, j, tcache)) flags |= 1u << j;
+                    if (recheck(s, j, tcache))
+                        flags |= 1u << j;
                 }
             }
-            if (st.lane == 0) sflag[st.warp] = flags;
+            if (st.lane == 0)
+                sflag[st.warp] = flags;
             __syncthreads();
             sale_u32 bits = 0;
 #pragma unroll
-            for (int w = 0; w < A::NW; w++) bits |= sflag[w];
+            for (int w = 0; w < A::NW; w++)
+                bits |= sflag[w];
             kept += __popc(bits);
             prev_bits = bits;
             if (mask_row && st.tid == 0 && bits) {
                 int w0 = sf >> 5, sh = sf & 31;
                 atomicOr(mask_row + w0, bits << sh);
-                if (sh && (bits >> (32 - sh))) atomicOr(mask_row + w0 + 1, bits >> (32 - sh));
+                if (sh && (bits >> (32 - sh)))
+                    atomicOr(mask_row + w0 + 1, bits >> (32 - sh));
             }
             SaleGenBits gb;
             gb.bits = bits;
             gb.base = sf;
             st.list_begin(gb);
-            if (s + 1 < nseg) est(s + 1);
+            if (s + 1 < nseg)
+                est(s + 1);
             st.list_body(gb);
         }
     }
 
-    if (A::EST && p.kept && st.tid == 0) ((int *)p.kept)[(long long)bhq * p.nqb + qb] = kept;
+    if (A::EST && p.kept && st.tid == 0)
+        ((int *)p.kept)[(long long)bhq * p.nqb + qb] = kept;
 
     /* ---------------- output ------------------------------------------- */
     if (A::HASV) {
@@ -843,7 +951,8 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
                     sale_u16 *orow = og + (long long)row * p.o_sn + 2 * st.c4;
 #pragma unroll
                     for (int dt = 0; dt < A::DT; dt++)
-                        *(sale_u32 *)(orow + dt * 8) = sale_pack2(st.o[mt][dt][2 * hh] * inv, st.o[mt][dt][2 * hh + 1] * inv);
+                        *(sale_u32 *)(orow + dt * 8) =
+                            sale_pack2(st.o[mt][dt][2 * hh] * inv, st.o[mt][dt][2 * hh + 1] * inv);
                     if (lse && st.c4 == 0) {
                         float mu = st.m[mt][hh] == SALE_NEG_INF ? 0.f : st.m[mt][hh];
                         lse[row] = mu * p.scale + logf(lt);

@@ -26,8 +26,9 @@
 /* attention families */
 #define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
 #define SALE_EST_CHUNK 128       /* keys per estimation chunk (code tile) */
-/* estimation chunk buffers (prefetch distance NBUF-1): 3 for block_q 64, 2 for 128 (shared memory) */
-#define SALE_LAYOUT_EST_NBUF(block_q) ((block_q) == 64 ? 3 : 2)
+/* estimation chunk buffers (prefetch distance NBUF-1): 3 for the fused kernel
+ * with block_q 64; 2 otherwise (shared memory: select then fits 3 CTAs per SM) */
+#define SALE_LAYOUT_EST_NBUF(family, block_q) ((family) == SALE_LF_FUSED && (block_q) == 64 ? 3 : 2)
 
 typedef struct sale_layout_cfg {
     int family, head_dim, block_q, block_k, block_seg, local_window, dtype, est_bits, warps, stages, arch;
@@ -81,14 +82,14 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 static SALE_HD inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb, kt, s;
     if (c->family == SALE_LF_QUANTIZE) return 0;
-    rb = (unsigned)c->head_dim * 2u + 16u; /* padded row pitch */
+    rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
     s = (unsigned)c->block_q * rb;                                                  /* Q tile */
     s += (unsigned)c->stages * kt * rb * (c->family == SALE_LF_SELECT ? 1u : 2u); /* K (and V) stages */
     if (c->family == SALE_LF_FUSED || c->family == SALE_LF_SELECT) {
         unsigned ek = (unsigned)sale_layout_est_chunk(c);
-        unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8) + 16u; /* padded */
-        unsigned nbuf = (unsigned)SALE_LAYOUT_EST_NBUF(c->block_q);
+        unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8) + 16u; /* padded pitch */
+        unsigned nbuf = (unsigned)SALE_LAYOUT_EST_NBUF(c->family, c->block_q);
         s += nbuf * ek * rbc; /* code chunks */
         s += nbuf * ek * 4u;  /* c_j of the chunk */
         s += nbuf * 8u * 4u;  /* k scales of the chunk */
