@@ -99,7 +99,8 @@ static int stride_ok(const int64_t *st, int64_t D, const void *p)
 }
 
 /* Everything a launch could trip on is refused here, with the field named. */
-static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a)
+/* need_ptrs 0: a size query, where the tensors need not exist yet */
+static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int need_ptrs)
 {
 #define BAD(...)                                                                                                      \
     do {                                                                                                              \
@@ -108,7 +109,7 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a)
     } while (0)
     if (!a)
         BAD("sale_attention: args is NULL");
-    if (!a->q || !a->k || !a->v || !a->out)
+    if (need_ptrs && (!a->q || !a->k || !a->v || !a->out))
         BAD("q, k, v, out: device pointers must not be NULL");
     if (a->batch < 1 || a->heads_q < 1 || a->heads_kv < 1 || a->seq_len < 1)
         BAD("shape: batch, heads_q, heads_kv and seq_len must be >= 1 (got %d, %d, %d, %d)", a->batch, a->heads_q,
@@ -123,8 +124,10 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a)
         BAD("dtype: sale_attention takes f16 or bf16");
     if ((unsigned)a->mode > SALE_MODE_DENSE)
         BAD("mode: unknown mode %d", (int)a->mode);
-    if (!stride_ok(a->q_stride, a->head_dim, a->q) || !stride_ok(a->k_stride, a->head_dim, a->k) ||
-        !stride_ok(a->v_stride, a->head_dim, a->v) || !stride_ok(a->o_stride, a->head_dim, a->out))
+    if (!stride_ok(a->q_stride, a->head_dim, need_ptrs ? a->q : NULL) ||
+        !stride_ok(a->k_stride, a->head_dim, need_ptrs ? a->k : NULL) ||
+        !stride_ok(a->v_stride, a->head_dim, need_ptrs ? a->v : NULL) ||
+        !stride_ok(a->o_stride, a->head_dim, need_ptrs ? a->out : NULL))
         BAD("strides: every stride must be a multiple of 8 elements (16 bytes), a row stride >= head_dim, and "
             "q/k/v/out 16-byte aligned");
     if (a->scale < 0 || !isfinite(a->scale))
@@ -149,7 +152,7 @@ static void fill_strides(sale_i64 *sb, sale_i64 *sh, sale_i64 *sn, const int64_t
 sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_args *args, size_t *bytes)
 {
     *bytes = 0;
-    sale_status st = check_args(ctx, args);
+    sale_status st = check_args(ctx, args, 0);
     if (st)
         return st;
     sale_attention_args a = *args;
@@ -192,7 +195,7 @@ static sale_status run_plan(sale_ctx *ctx, const sale_kernel *k, const sale_key 
 
 sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void *stream)
 {
-    sale_status st = check_args(ctx, args);
+    sale_status st = check_args(ctx, args, 1);
     if (st)
         return st;
     CUcontext cu;

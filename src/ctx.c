@@ -230,6 +230,9 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
         free(msg);
         goto unclaim;
     }
+    sale_logf(ctx, SALE_LOG_DEBUG, "compiled %s for %s in %.0f ms: %d registers, %d B static smem, %d/%d B spilled\n%s",
+              keytext, arch, jr.compile_ms, jr.registers, jr.smem_static, jr.spill_stores, jr.spill_loads,
+              jr.log ? jr.log : "");
     sale_layout_cfg lc = layout_of(k);
     db_kernel_row nr;
     memset(&nr, 0, sizeof nr);

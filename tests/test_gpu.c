@@ -18,9 +18,17 @@ static sale_ctx *ctx;
 static int have_gpu;
 static uint64_t seed_base;
 
+static void log_to_stderr(void *user, sale_log_level level, const char *msg)
+{
+    (void)user;
+    if (level >= SALE_LOG_WARN || getenv("SALE_TEST_VERBOSE"))
+        fprintf(stderr, "sale log %d: %s\n", (int)level, msg);
+}
+
 static void setup(void)
 {
     sale_options o = {0};
+    o.log = log_to_stderr;
     char path[256];
     snprintf(path, sizeof path, "/tmp/sale_gpu_test_%d.db", (int)getpid());
     o.cache_path = path;
@@ -283,6 +291,14 @@ Test(gpu, quantize_kernel_matches_cpu)
     sale_kernel_get_info(kern, &info);
     fprintf(stderr, "quantize kernel %s: %d regs, %zu cubin bytes, from_cache=%d\n", info.key, info.registers,
             info.cubin_bytes, info.from_cache);
+    /* the launchable kernel carries the resources of the compiled one */
+    sale_key ck = key;
+    ck.arch = 90;
+    sale_kernel_info cinfo;
+    cr_assert_eq(sale_compile(ctx, &ck, &cinfo), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(cinfo.from_cache, 1);
+    cr_assert_eq(info.registers, cinfo.registers, "get_kernel %d registers, compile %d", info.registers, cinfo.registers);
+    cr_assert_gt(cinfo.registers, 0);
 
     int nkb = (N + BK - 1) / BK;
     size_t scratch_n = 0;

@@ -1,0 +1,96 @@
+/* test_attention.c — sale_attention's checks that need no GPU: the
+ * workspace size query, argument refusals before any launch, and the
+ * no-device answer. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "sale.h"
+
+static sale_ctx *ctx;
+static void setup(void)
+{
+    sale_options o = {0};
+    o.cache_path = ":memory:";
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK);
+}
+static void teardown(void)
+{
+    sale_destroy(ctx);
+}
+TestSuite(attention, .init = setup, .fini = teardown);
+
+static sale_attention_args shape(int N)
+{
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 32, a.heads_kv = 8, a.seq_len = N, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    return a;
+}
+
+Test(attention, workspace_size_needs_no_tensors_and_grows_with_length)
+{
+    sale_attention_args a = shape(4096);
+    size_t s1 = 0, s2 = 0;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &s1), SALE_OK, "%s", sale_last_error(ctx));
+    a.seq_len = 65536;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &s2), SALE_OK, "%s", sale_last_error(ctx));
+    /* at least the int8 codes of Q and K */
+    cr_assert_geq(s2, (size_t)65536 * 128 * (32 + 8));
+    cr_assert_gt(s2, s1 * 10);
+}
+
+Test(attention, defaults_are_documented_values)
+{
+    sale_attention_args a;
+    memset(&a, 0x5a, sizeof a);
+    sale_attention_args_init(&a);
+    cr_assert_eq(a.mode, SALE_MODE_FUSED);
+    cr_assert_float_eq(a.tau_default, 0.004f, 1e-9);
+    cr_assert_null(a.q);
+    cr_assert_eq(a.block_q, 0);
+    a = shape(1000);
+    cr_assert_eq(sale_num_qblocks(&a), 16);
+    cr_assert_eq(sale_num_kblocks(&a), 32);
+}
+
+Test(attention, bad_arguments_are_refused_before_any_launch)
+{
+    sale_attention_args a = shape(1024);
+    char buf[64] __attribute__((aligned(16)));
+    a.q = a.k = a.v = a.out = buf; /* never launched: checks come first */
+    a.heads_kv = 5;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "heads_q") != NULL, "%s", sale_last_error(ctx));
+    a = shape(1024);
+    a.q = a.k = a.v = a.out = buf;
+    a.head_dim = 256;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "head_dim") != NULL, "%s", sale_last_error(ctx));
+    a = shape(1024);
+    a.q = a.k = a.v = a.out = buf;
+    a.q_stride[2] = 100; /* not a multiple of 8 */
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "strides") != NULL, "%s", sale_last_error(ctx));
+    a = shape(1024);
+    a.q = a.k = a.v = a.out = buf;
+    float tau[32] = {0};
+    tau[7] = 2.0f;
+    a.tau = tau;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "tau[7]") != NULL, "%s", sale_last_error(ctx));
+    a = shape(1024);
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "NULL tensors");
+}
+
+Test(attention, valid_call_without_a_gpu_says_no_device)
+{
+    int n = 0;
+    if (sale_device_count(ctx, &n) == SALE_OK && n > 0)
+        cr_skip_test("a GPU is present");
+    sale_attention_args a = shape(1024);
+    char buf[64] __attribute__((aligned(16)));
+    a.q = a.k = a.v = a.out = buf;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE);
+    cr_assert(strstr(sale_last_error(ctx), "libcuda") != NULL || strstr(sale_last_error(ctx), "device") != NULL,
+              "%s", sale_last_error(ctx));
+}
