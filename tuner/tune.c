@@ -1088,9 +1088,14 @@ int tune_cli(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
                     c[dflt].reps = o.reps;
                 }
             }
-            /* a winner that only beat the default at fewer repetitions must beat it at full ones */
-            if (w != dflt && !c[dflt].failed && c[dflt].reps == o.reps && c[dflt].ms <= c[w].ms)
-                w = dflt;
+            /* a winner must beat the default at full repetitions, and by more
+             * than the measurements' spread: a gain inside the noise keeps the
+             * default (the winner would not be stable from run to run) */
+            if (w != dflt && !c[dflt].failed && c[dflt].reps == o.reps) {
+                double noise = c[dflt].spread > c[w].spread ? c[dflt].spread : c[w].spread;
+                if (c[w].ms >= c[dflt].ms * (1.0 - noise))
+                    w = dflt;
+            }
             int idx[TUNE_MAX_CANDIDATES];
             for (int i = 0; i < total; i++)
                 idx[i] = i;
