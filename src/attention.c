@@ -61,6 +61,15 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     return k;
 }
 
+/* Tuned tiles for the fields the caller left open. */
+static void take_tiles(sale_key *k, const sale_key *tuned)
+{
+    if (!k->warps)
+        k->warps = tuned->warps;
+    if (!k->stages)
+        k->stages = tuned->stages;
+}
+
 static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_sizes *s)
 {
     memset(s, 0, sizeof *s);
@@ -203,9 +212,12 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     if (drv_ensure_context(ctx, &cu, &dev))
         return SALE_ERR_NO_DEVICE;
     const drv_api *d = drv_get(NULL);
-    int arch = drv_device_arch(d, dev);
-    if (arch >= 86 && arch < 89) arch = 86;
-    else if (arch > 80 && arch < 86) arch = 80;
+    int arch = key_code_arch(drv_device_arch(d, dev));
+    if (!arch) {
+        sale_set_error(ctx, "this device is sm_%d; sale's kernels target sm_80, sm_86, sm_89 and sm_90",
+                       drv_device_arch(d, dev));
+        return SALE_ERR_UNSUPPORTED;
+    }
     sale_attention_args a = *args;
     apply_defaults(&a, arch);
     const int dense = is_dense_run(&a);
@@ -220,7 +232,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         sale_set_error(ctx, "%s", err);
         return SALE_ERR_INVALID;
     }
-    kq.arch = kf.arch = arch == 90 ? 90 : arch;
+    kq.arch = kf.arch = arch;
     sale_key ra = make_key(&a, SALE_FAMILY_ATTEND, kf.arch);
     if (!a.tile_warps || !a.tile_stages) {
         /* the winner tuned for this device and this problem-size bucket */
@@ -228,9 +240,9 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         sale_key tuned;
         if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK) {
             if (tune_lookup(ctx, &di, &kf, a.seq_len, &tuned) == 1)
-                kf.warps = a.tile_warps ? a.tile_warps : tuned.warps, kf.stages = a.tile_stages ? a.tile_stages : tuned.stages;
+                take_tiles(&kf, &tuned);
             if (!dense && a.mode == SALE_MODE_TWO_PASS && tune_lookup(ctx, &di, &ra, a.seq_len, &tuned) == 1)
-                ra.warps = a.tile_warps ? a.tile_warps : tuned.warps, ra.stages = a.tile_stages ? a.tile_stages : tuned.stages;
+                take_tiles(&ra, &tuned);
         }
     }
     sale_key rq = kq;

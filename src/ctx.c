@@ -331,13 +331,8 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
     sale_key k = *key;
     if (k.arch == SALE_ARCH_CURRENT) {
         /* a cubin runs on its own major architecture at equal or higher minor */
-        if (dev_arch >= 80 && dev_arch < 86)
-            k.arch = 80;
-        else if (dev_arch >= 86 && dev_arch < 89)
-            k.arch = 86;
-        else if (dev_arch == 89 || dev_arch == 90)
-            k.arch = dev_arch;
-        else {
+        k.arch = key_code_arch(dev_arch);
+        if (!k.arch) {
             sale_set_error(ctx, "this device is sm_%d; sale's kernels target sm_80, sm_86, sm_89 and sm_90", dev_arch);
             return SALE_ERR_UNSUPPORTED;
         }

@@ -192,28 +192,12 @@ static void parallel_for(gen_plan *p, int ntask, void (*fn)(gen_plan *, int))
 
 static void store(const gen_plan *p, void *base, size_t idx, float x)
 {
-    switch (p->dt) {
-    case SALE_DTYPE_F16:
-        ((uint16_t *)base)[idx] = sale_f32_to_f16(x);
-        break;
-    case SALE_DTYPE_BF16:
-        ((uint16_t *)base)[idx] = sale_f32_to_bf16(x);
-        break;
-    default:
-        ((float *)base)[idx] = x;
-    }
+    half_store(base, p->dt, idx, x);
 }
 
 static float load(const gen_plan *p, const void *base, size_t idx)
 {
-    switch (p->dt) {
-    case SALE_DTYPE_F16:
-        return sale_f16_to_f32(((const uint16_t *)base)[idx]);
-    case SALE_DTYPE_BF16:
-        return sale_bf16_to_f32(((const uint16_t *)base)[idx]);
-    default:
-        return ((const float *)base)[idx];
-    }
+    return half_load(base, p->dt, idx);
 }
 
 /* ---------------------------------------------------------------- tasks */

@@ -4,7 +4,7 @@
  * __float2half_rn / __float2bfloat16_rn. */
 #include <string.h>
 
-#include "sale.h"
+#include "internal.h"
 
 static uint32_t f32_bits(float x)
 {
@@ -85,4 +85,30 @@ uint16_t sale_f32_to_bf16(float x)
 float sale_bf16_to_f32(uint16_t h)
 {
     return bits_f32((uint32_t)h << 16);
+}
+
+float half_load(const void *base, sale_dtype dt, size_t idx)
+{
+    switch (dt) {
+    case SALE_DTYPE_F16:
+        return sale_f16_to_f32(((const uint16_t *)base)[idx]);
+    case SALE_DTYPE_BF16:
+        return sale_bf16_to_f32(((const uint16_t *)base)[idx]);
+    default:
+        return ((const float *)base)[idx];
+    }
+}
+
+void half_store(void *base, sale_dtype dt, size_t idx, float x)
+{
+    switch (dt) {
+    case SALE_DTYPE_F16:
+        ((uint16_t *)base)[idx] = sale_f32_to_f16(x);
+        break;
+    case SALE_DTYPE_BF16:
+        ((uint16_t *)base)[idx] = sale_f32_to_bf16(x);
+        break;
+    default:
+        ((float *)base)[idx] = x;
+    }
 }

@@ -31,6 +31,15 @@ void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...) __attr
 /* keys (key.c) */
 int key_family_uses(sale_family f, const char *field); /* does this field change the family's code? */
 int key_default_est_bits(int arch);
+/* Fill open algorithm fields with the documented defaults (tiles untouched). */
+void key_fill_algorithm(sale_key *k);
+/* The architecture whose cubins run on a device of compute capability
+ * dev_arch (80..85 -> 80, 86..88 -> 86, 89, 90); 0 if sale has none. */
+int key_code_arch(int dev_arch);
+
+/* host fp16/bf16/f32 element access (halfconv.c) */
+float half_load(const void *base, sale_dtype dt, size_t idx);
+void half_store(void *base, sale_dtype dt, size_t idx, float x);
 
 /* templates (template.c) */
 typedef struct tpl_file {

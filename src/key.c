@@ -149,13 +149,21 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
     return SALE_OK;
 }
 
-sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
+int key_code_arch(int dev_arch)
 {
-    sale_status s = sale_key_validate(k, err, errlen);
-    if (s)
-        return s;
-    if (k->arch == SALE_ARCH_CURRENT)
-        ERR("arch: must be resolved to a concrete architecture before compiling");
+    if (dev_arch == SALE_ARCH_SM90A)
+        return SALE_ARCH_SM90A;
+    if (dev_arch >= 80 && dev_arch < 86)
+        return 80;
+    if (dev_arch >= 86 && dev_arch < 89)
+        return 86;
+    if (dev_arch == 89 || dev_arch == 90)
+        return dev_arch;
+    return 0;
+}
+
+void key_fill_algorithm(sale_key *k)
+{
     if (!k->head_dim) k->head_dim = 128;
     if (!k->block_q) k->block_q = 64;
     if (!k->block_k) k->block_k = 32;
@@ -170,6 +178,16 @@ sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
     if (!key_family_uses(k->family, "seg")) k->block_seg = 128;
     if (!key_family_uses(k->family, "win")) k->local_window = 128;
     if (!key_family_uses(k->family, "est")) k->est_bits = 8;
+}
+
+sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
+{
+    sale_status s = sale_key_validate(k, err, errlen);
+    if (s)
+        return s;
+    if (k->arch == SALE_ARCH_CURRENT)
+        ERR("arch: must be resolved to a concrete architecture before compiling");
+    key_fill_algorithm(k);
     if (!k->warps || !k->stages) {
         int w = 4, st = 2, open_w = !k->warps, open_s = !k->stages;
         sale_layout_default_tiles((int)k->family, k->head_dim, k->arch, &w, &st);

@@ -180,28 +180,12 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
 
 static float load_elem(const void *base, sale_dtype dt, int64_t idx)
 {
-    switch (dt) {
-    case SALE_DTYPE_F16:
-        return sale_f16_to_f32(((const uint16_t *)base)[idx]);
-    case SALE_DTYPE_BF16:
-        return sale_bf16_to_f32(((const uint16_t *)base)[idx]);
-    default:
-        return ((const float *)base)[idx];
-    }
+    return half_load(base, dt, (size_t)idx);
 }
 
 static void store_elem(void *base, sale_dtype dt, int64_t idx, float x)
 {
-    switch (dt) {
-    case SALE_DTYPE_F16:
-        ((uint16_t *)base)[idx] = sale_f32_to_f16(x);
-        break;
-    case SALE_DTYPE_BF16:
-        ((uint16_t *)base)[idx] = sale_f32_to_bf16(x);
-        break;
-    default:
-        ((float *)base)[idx] = x;
-    }
+    half_store(base, dt, (size_t)idx, x);
 }
 
 /* P is rounded to the input dtype before P·V, as the GPU's tensor-core matmul

@@ -31,19 +31,7 @@ static void set_err(char *err, size_t len, const char *fmt, ...)
  * refusing layout-illegal values: the space reports those as illegal. */
 static void fill_algorithm(sale_key *k)
 {
-    if (!k->head_dim) k->head_dim = 128;
-    if (!k->block_q) k->block_q = 64;
-    if (!k->block_k) k->block_k = 32;
-    if (!k->block_seg) k->block_seg = 128;
-    if (!k->local_window) k->local_window = 128;
-    if ((int)k->dtype == -1) k->dtype = SALE_DTYPE_BF16;
-    if (!k->est_bits) k->est_bits = key_default_est_bits(k->arch);
-    if (k->causal == -1) k->causal = 1;
-    if (!key_family_uses(k->family, "bq")) k->block_q = 64;
-    if (!key_family_uses(k->family, "bk")) k->block_k = 32;
-    if (!key_family_uses(k->family, "seg")) k->block_seg = 128;
-    if (!key_family_uses(k->family, "win")) k->local_window = 128;
-    if (!key_family_uses(k->family, "est")) k->est_bits = 8;
+    key_fill_algorithm(k);
 }
 
 static sale_layout_cfg layout_of(const sale_key *k)
@@ -137,11 +125,7 @@ int tune_space(sale_family family, int head_dim, int block_q, int block_k, int b
 
 int tune_code_arch(int dev_arch)
 {
-    if (dev_arch == SALE_ARCH_SM90A) return SALE_ARCH_SM90A;
-    if (dev_arch >= 80 && dev_arch < 86) return 80;
-    if (dev_arch >= 86 && dev_arch < 89) return 86;
-    if (dev_arch == 89 || dev_arch == 90) return dev_arch;
-    return 0;
+    return key_code_arch(dev_arch);
 }
 
 int tune_prune(sale_ctx *ctx, tune_candidate *cands, int n, const sale_device_info *dev, int *pruned)
