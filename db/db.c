@@ -144,6 +144,23 @@ static int commit(sqlite3 *c, char *err, size_t n, const char *what) {
     return 0;
 }
 
+/* One prepared write in its own IMMEDIATE transaction: 0, or -1 with err. */
+static int step_in_transaction(db *d, sqlite3_stmt *s, const char *what, char *err, size_t errlen) {
+    char where[96];
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        snprintf(where, sizeof where, "%s: begin", what);
+        sql_fail(err, errlen, d->w, where);
+        return -1;
+    }
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        snprintf(where, sizeof where, "%s: insert", what);
+        sql_fail(err, errlen, d->w, where);
+        rollback(d->w);
+        return -1;
+    }
+    return commit(d->w, err, errlen, what);
+}
+
 static int64_t now_s(void) { return (int64_t)time(NULL); }
 
 static int get_int(sqlite3 *c, const char *sql, int *v) {
@@ -1207,16 +1224,7 @@ int db_tuned_put(db *d, const db_tuned_row *row, char *err, size_t errlen) {
     sqlite3_bind_double(s, 9, row->spread_pct);
     sqlite3_bind_int(s, 10, row->tried);
     sqlite3_bind_int64(s, 11, row->created > 0 ? row->created : now_s());
-    if (begin_immediate(d->w) != SQLITE_OK) {
-        sql_fail(err, errlen, d->w, "db_tuned_put: begin");
-        goto out;
-    }
-    if (sqlite3_step(s) != SQLITE_DONE) {
-        sql_fail(err, errlen, d->w, "db_tuned_put: insert");
-        rollback(d->w);
-        goto out;
-    }
-    ret = commit(d->w, err, errlen, "db_tuned_put");
+    ret = step_in_transaction(d, s, "db_tuned_put", err, errlen);
 out:
     sqlite3_finalize(s);
     unlock(d);
@@ -1305,16 +1313,7 @@ int db_threshold_put(db *d, const char *model, int layer, int head, double tau, 
     sqlite3_bind_int(s, 2, layer);
     sqlite3_bind_int(s, 3, head);
     sqlite3_bind_double(s, 4, tau);
-    if (begin_immediate(d->w) != SQLITE_OK) {
-        sql_fail(err, errlen, d->w, "db_threshold_put: begin");
-        goto out;
-    }
-    if (sqlite3_step(s) != SQLITE_DONE) {
-        sql_fail(err, errlen, d->w, "db_threshold_put: insert");
-        rollback(d->w);
-        goto out;
-    }
-    ret = commit(d->w, err, errlen, "db_threshold_put");
+    ret = step_in_transaction(d, s, "db_threshold_put", err, errlen);
 out:
     sqlite3_finalize(s);
     unlock(d);
