@@ -226,7 +226,11 @@ template <int MODE> struct SaleAttn {
     static constexpr int EK = SEG < SALE_EST_CHUNK ? SEG : SALE_EST_CHUNK, NCH = (SEG + EK - 1) / EK;
     static constexpr int PQ = RB;       /* Q/K/V smem row pitch (XOR swizzled) */
     static constexpr int PC = RBC + 16; /* code tiles: padded pitch, so fragment addresses are base + immediate */
-    static constexpr int OFF_K = BQ * PQ;
+    /* select with Q fragments in registers: the Q tile is dead once qf is
+     * loaded, so it shares its shared memory with the K stages (c1: 4 CTAs/SM) */
+    static constexpr bool QALIAS = MODE == SALE_MODE_SELECT && QREG;
+    static constexpr int QKR = (BQ > ST * KT ? BQ : ST * KT) * PQ; /* aliased Q/K region */
+    static constexpr int OFF_K = QALIAS ? 0 : BQ * PQ;
     static constexpr int OFF_V = OFF_K + ST * KT * PQ;
     static constexpr int NBUF = SALE_LAYOUT_EST_NBUF(MODE, BQ); /* code chunk buffers (prefetch distance NBUF-1) */
     static constexpr bool BOUND = NCH == 1;
@@ -238,7 +242,7 @@ template <int MODE> struct SaleAttn {
             : ((EK / 16) % 2 == 0
                    ? 2
                    : 1); /* bound + exact re-check (the segment's chunk is still resident at selection) */
-    static constexpr int OFF_C = OFF_V + (HASV ? ST * KT * PQ : 0);
+    static constexpr int OFF_C = QALIAS ? QKR : OFF_V + (HASV ? ST * KT * PQ : 0);
     static constexpr int OFF_CT = OFF_C + NBUF * EK * PC;
     static constexpr int OFF_SK = OFF_CT + NBUF * EK * 4;
     static constexpr int OFF_MB = OFF_SK + NBUF * 8 * 4;
@@ -620,6 +624,8 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
             sale_ldsm4(st.qf[ks][0], st.qf[ks][1], st.qf[ks][2], st.qf[ks][3],
                        st.sbase + sale_swz(r, ks * 2 + (st.lane >> 4), A::CPR));
         }
+        if (A::QALIAS)
+            __syncthreads(); /* every warp has its Q fragments before K tiles overwrite the Q tile */
     }
 
     /* mask row init: local region + sink */

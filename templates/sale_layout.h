@@ -84,8 +84,14 @@ static SALE_HD inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     if (c->family == SALE_LF_QUANTIZE) return 0;
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
-    s = (unsigned)c->block_q * rb;                                                  /* Q tile */
-    s += (unsigned)c->stages * kt * rb * (c->family == SALE_LF_SELECT ? 1u : 2u); /* K (and V) stages */
+    if (c->family == SALE_LF_SELECT && c->block_q == 16 * c->warps) {
+        /* select, Q fragments in registers: Q tile aliased with the K stages */
+        unsigned qk = (unsigned)c->block_q > (unsigned)c->stages * kt ? (unsigned)c->block_q : (unsigned)c->stages * kt;
+        s = qk * rb;
+    } else {
+        s = (unsigned)c->block_q * rb;                                                  /* Q tile */
+        s += (unsigned)c->stages * kt * rb * (c->family == SALE_LF_SELECT ? 1u : 2u); /* K (and V) stages */
+    }
     if (c->family == SALE_LF_FUSED || c->family == SALE_LF_SELECT) {
         unsigned ek = (unsigned)sale_layout_est_chunk(c);
         unsigned rbc = (unsigned)(c->head_dim * c->est_bits / 8) + 16u; /* padded pitch */

@@ -6,6 +6,13 @@
 #endif
 #include "sale_common.cuh"
 
-extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32) sale_select_kernel(const sale_params p) {
+/* 4 warps, 16 rows per warp, int8 codes: <= 128 registers so that 4 CTAs fit per SM
+ * (shared memory: the Q tile is aliased with the K stages, see SaleAttn::QALIAS) */
+#if SALE_WARPS == 4 && SALE_BLOCK_Q == 64 && SALE_EST_BITS == 8
+#define SALE_SELECT_BOUNDS __launch_bounds__(SALE_WARPS * 32, 4)
+#else
+#define SALE_SELECT_BOUNDS __launch_bounds__(SALE_WARPS * 32)
+#endif
+extern "C" __global__ void SALE_SELECT_BOUNDS sale_select_kernel(const sale_params p) {
     sale_attention_body<SALE_MODE_SELECT>(p);
 }
