@@ -76,6 +76,9 @@ uint64_t jit_source_hash(const sale_key *key, const char *source);
 char *jit_build_source(const sale_key *key);
 /* Parse ptxas -v lines of a log into r. */
 void jit_parse_resources(const char *log, jit_result *r);
+/* Registers, stack and static shared memory from the cubin's ELF sections
+ * (for compiles whose log has no ptxas lines). 0, or -1 if unreadable. */
+int jit_parse_cubin(const unsigned char *cubin, size_t n, jit_result *r);
 
 /* driver (driver.c): the CUDA Driver API through dlopen. */
 #include "drv.h"

@@ -1,6 +1,7 @@
 /* jit.c — NVRTC to cubin for one exact architecture: the source (prelude +
  * template) with the embedded headers, the compile log kept, ptxas resource
  * usage parsed, and the hash of everything that changes the code. */
+#include <elf.h>
 #include <nvrtc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +123,53 @@ void jit_parse_resources(const char *log, jit_result *r)
     }
 }
 
+/* NVRTC (12.9+) may serve a compile from its own cache without running
+ * ptxas, and then the log has no resource lines. The cubin itself carries
+ * them: .nv.info holds EIATTR_REGCOUNT (0x2f) and EIATTR_FRAME_SIZE (0x11)
+ * per function (4-byte header, then symbol index and value), and
+ * .nv.shared.<function> is sized to the static shared memory. Spill counts
+ * are only in the log. Returns 0, or -1 if this is not a cubin we can read. */
+int jit_parse_cubin(const unsigned char *c, size_t n, jit_result *r)
+{
+    if (n < sizeof(Elf64_Ehdr) || memcmp(c, ELFMAG, SELFMAG) || c[EI_CLASS] != ELFCLASS64)
+        return -1;
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)c;
+    if (eh->e_shoff > n || eh->e_shnum > (n - eh->e_shoff) / sizeof(Elf64_Shdr) || eh->e_shstrndx >= eh->e_shnum)
+        return -1;
+    const Elf64_Shdr *sh = (const Elf64_Shdr *)(c + eh->e_shoff);
+    const Elf64_Shdr *names = &sh[eh->e_shstrndx];
+    if (names->sh_offset > n || names->sh_size > n - names->sh_offset)
+        return -1;
+    for (int i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_name >= names->sh_size || sh[i].sh_offset > n || sh[i].sh_size > n - sh[i].sh_offset)
+            continue;
+        const char *name = (const char *)c + names->sh_offset + sh[i].sh_name;
+        if (!memchr(name, 0, names->sh_size - sh[i].sh_name))
+            continue;
+        if (!strncmp(name, ".nv.shared.", 11) && strncmp(name, ".nv.shared.reserved", 19)) {
+            if ((int)sh[i].sh_size > r->smem_static)
+                r->smem_static = (int)sh[i].sh_size;
+        } else if (!strcmp(name, ".nv.info")) {
+            const unsigned char *q = c + sh[i].sh_offset, *e = q + sh[i].sh_size;
+            while (q + 4 <= e) {
+                unsigned fmt = q[0], attr = q[1], size = fmt == 4 ? (unsigned)(q[2] | q[3] << 8) : 0;
+                if (q + 4 + size > e)
+                    break;
+                if (fmt == 4 && size >= 8) {
+                    uint32_t v;
+                    memcpy(&v, q + 8, 4);
+                    if (attr == 0x2f && (int)v > r->registers)
+                        r->registers = (int)v;
+                    if (attr == 0x11 && (int)v > r->stack)
+                        r->stack = (int)v;
+                }
+                q += 4 + size;
+            }
+        }
+    }
+    return 0;
+}
+
 static char *xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -219,6 +267,8 @@ sale_status jit_compile(const char *name, const char *source, int arch, char *co
     out->cubin_bytes = n;
     out->log = log;
     jit_parse_resources(log, out);
+    if (!out->registers) /* a log without ptxas lines: read the cubin */
+        jit_parse_cubin(out->cubin, n, out);
 out:
     nvrtcDestroyProgram(&prog);
     clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -296,6 +296,9 @@ Test(gpu, quantize_kernel_matches_cpu)
     ck.arch = 90;
     sale_kernel_info cinfo;
     cr_assert_eq(sale_compile(ctx, &ck, &cinfo), SALE_OK, "%s", sale_last_error(ctx));
+    fprintf(stderr, "quantize get_kernel: %s %016llx %.1f ms %d regs from_cache=%d | compile: %s %016llx %.1f ms %d regs from_cache=%d | cache %s\n",
+            info.key, (unsigned long long)info.src_hash, info.compile_ms, info.registers, info.from_cache, cinfo.key,
+            (unsigned long long)cinfo.src_hash, cinfo.compile_ms, cinfo.registers, cinfo.from_cache, sale_cache_path(ctx));
     cr_assert_eq(cinfo.from_cache, 1);
     cr_assert_eq(info.registers, cinfo.registers, "get_kernel %d registers, compile %d", info.registers, cinfo.registers);
     cr_assert_gt(cinfo.registers, 0);

@@ -251,3 +251,33 @@ Test(jit, eight_processes_compile_a_missing_kernel_once)
     }
     cr_assert_eq(compiled, 1, "%d processes compiled the same kernel", compiled);
 }
+
+/* The cubin carries its resources: reading them from the ELF agrees with
+ * what ptxas printed (NVRTC's own cache can leave the log without them). */
+Test(jit, cubin_resources_agree_with_the_ptxas_log)
+{
+    const int families[] = {SALE_FAMILY_QUANTIZE, SALE_FAMILY_DENSE, SALE_FAMILY_SELECT};
+    for (int i = 0; i < 3; i++) {
+        sale_key k = sale_key_default((sale_family)families[i]);
+        k.arch = 90;
+        char err[256];
+        cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK);
+        char *src = jit_build_source(&k), *msg = NULL;
+        jit_result r;
+        cr_assert_eq(jit_compile("t.cu", src, 90, NULL, &r, &msg), SALE_OK, "%s", msg ? msg : "");
+        jit_result e;
+        memset(&e, 0, sizeof e);
+        cr_assert_eq(jit_parse_cubin(r.cubin, r.cubin_bytes, &e), 0);
+        cr_assert_gt(r.registers, 0);
+        cr_assert_eq(e.registers, r.registers, "%s: ELF %d registers, log %d", sale_family_name(k.family), e.registers,
+                     r.registers);
+        cr_assert_eq(e.stack, r.stack);
+        jit_result_free(&r);
+        free(src);
+    }
+    unsigned char junk[64] = "not an elf";
+    jit_result e;
+    memset(&e, 0, sizeof e);
+    cr_assert_eq(jit_parse_cubin(junk, sizeof junk, &e), -1);
+    cr_assert_eq(jit_parse_cubin(junk, 3, &e), -1);
+}
