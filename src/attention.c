@@ -61,15 +61,6 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     return k;
 }
 
-/* Tuned tiles for the fields the caller left open. */
-static void take_tiles(sale_key *k, const sale_key *tuned)
-{
-    if (!k->warps)
-        k->warps = tuned->warps;
-    if (!k->stages)
-        k->stages = tuned->stages;
-}
-
 static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_sizes *s)
 {
     memset(s, 0, sizeof *s);
@@ -240,9 +231,9 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         sale_key tuned;
         if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK) {
             if (tune_lookup(ctx, &di, &kf, a.seq_len, &tuned) == 1)
-                take_tiles(&kf, &tuned);
+                key_take_tiles(&kf, &tuned);
             if (!dense && a.mode == SALE_MODE_TWO_PASS && tune_lookup(ctx, &di, &ra, a.seq_len, &tuned) == 1)
-                take_tiles(&ra, &tuned);
+                key_take_tiles(&ra, &tuned);
         }
     }
     sale_key rq = kq;

@@ -343,12 +343,8 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
         sale_device_info di;
         if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK) {
             sale_key tuned;
-            if (tune_lookup(ctx, &di, &k, 0, &tuned) == 1) {
-                if (!k.warps)
-                    k.warps = tuned.warps;
-                if (!k.stages)
-                    k.stages = tuned.stages;
-            }
+            if (tune_lookup(ctx, &di, &k, 0, &tuned) == 1)
+                key_take_tiles(&k, &tuned);
         }
     }
     if (sale_key_resolve(&k, err, sizeof err)) {

@@ -4,12 +4,10 @@
  * keyed by (seed, purpose, batch, head), so the bytes do not depend on the
  * number of threads. */
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 #include "sale.h"
@@ -174,20 +172,7 @@ static void parallel_for(gen_plan *p, int ntask, void (*fn)(gen_plan *, int))
     p->fn = fn;
     p->ntask = ntask;
     atomic_store(&p->next, 0);
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nth = ncpu < 1 ? 1 : ncpu > GEN_MAX_THREADS ? GEN_MAX_THREADS : (int)ncpu;
-    if (nth > ntask)
-        nth = ntask;
-    pthread_t th[GEN_MAX_THREADS];
-    int started = 0;
-    for (int t = 1; t < nth; t++) {
-        if (pthread_create(&th[started], NULL, gen_worker, p) != 0)
-            break;
-        started++;
-    }
-    gen_worker(p);
-    for (int t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
+    par_run(ntask, GEN_MAX_THREADS, gen_worker, p);
 }
 
 static void store(const gen_plan *p, void *base, size_t idx, float x)

@@ -37,6 +37,13 @@ void key_fill_algorithm(sale_key *k);
  * dev_arch (80..85 -> 80, 86..88 -> 86, 89, 90); 0 if sale has none. */
 int key_code_arch(int dev_arch);
 
+/* Run worker(arg) on up to min(cores, max_threads, ntask) threads, the
+ * caller's included, and wait for all (par.c). Workers take their tasks
+ * from a counter of their own, so the result does not depend on the count. */
+void par_run(int ntask, int max_threads, void *(*worker)(void *), void *arg);
+/* Copy a tuned winner's tiles into the fields of k that are still open. */
+void key_take_tiles(sale_key *k, const sale_key *tuned);
+
 /* host fp16/bf16/f32 element access (halfconv.c) */
 float half_load(const void *base, sale_dtype dt, size_t idx);
 void half_store(void *base, sale_dtype dt, size_t idx, float x);

@@ -180,6 +180,14 @@ void key_fill_algorithm(sale_key *k)
     if (!key_family_uses(k->family, "est")) k->est_bits = 8;
 }
 
+void key_take_tiles(sale_key *k, const sale_key *tuned)
+{
+    if (!k->warps)
+        k->warps = tuned->warps;
+    if (!k->stages)
+        k->stages = tuned->stages;
+}
+
 sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
 {
     sale_status s = sale_key_validate(k, err, errlen);

@@ -5,12 +5,10 @@
  * fp32 math, fp64 for means and softmax denominators; threads over (b, head),
  * each task writes only its own rows, so results do not depend on threads. */
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 #include "sale.h"
@@ -547,20 +545,7 @@ sale_status sale_reference_attention(sale_ctx *ctx, const sale_attention_args *a
     atomic_init(&p.next, 0);
     atomic_init(&p.failed, 0);
 
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nth = ncpu < 1 ? 1 : ncpu > REF_MAX_THREADS ? REF_MAX_THREADS : (int)ncpu;
-    if (nth > ntask)
-        nth = ntask;
-    pthread_t th[REF_MAX_THREADS];
-    int started = 0;
-    for (int t = 1; t < nth; t++) {
-        if (pthread_create(&th[started], NULL, worker, &p) != 0)
-            break; /* fewer threads is fine: the counter hands out every task */
-        started++;
-    }
-    worker(&p);
-    for (int t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
+    par_run(ntask, REF_MAX_THREADS, worker, &p);
     if (atomic_load(&p.failed)) {
         st = SALE_ERR_NOMEM;
         sale_set_error(ctx, "reference: out of memory for %d x %d work buffers", p.N, p.D);
