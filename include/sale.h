@@ -220,6 +220,9 @@ typedef struct sale_attention_args {
                           (timed with CUDA events; synchronizes the stream) */
     int tile_warps, tile_stages; /* tiles of the attention kernels (fused, select, attend,
                           dense); 0: the tuned winner for this device, else the default */
+    const char *model; /* with tau NULL: per-head thresholds calibrated for (model, layer) and
+                          stored in the cache (sale calibrate); SALE_ERR_NOT_FOUND if absent */
+    int layer;
 } sale_attention_args;
 
 /* Fill args with defaults (everything 0, mode FUSED, tau_default 0.004). */
@@ -239,6 +242,28 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *a, void *st
  * fp64 sums). mode DENSE gives exact dense attention. ctx may be NULL (then
  * errors carry no message). */
 sale_status sale_reference_attention(sale_ctx *ctx, const sale_attention_args *a);
+
+/* ------------------------------------------------------------ thresholds */
+/* Per-head thresholds calibrated offline (sale calibrate) and stored in the
+ * cache file per (model, layer, head), with how they were chosen. */
+typedef struct sale_threshold_meta {
+    double budget;      /* the error budget the head was calibrated to */
+    int budget_abs;     /* 0: relative L1 per head; 1: mean per-row L1 (the authors') */
+    int samples;        /* calibration samples the budget held on */
+    int64_t created;    /* unix seconds */
+    double density;     /* kept/causal blocks at this tau, worst sample (-1 unknown) */
+    double error;       /* measured error at this tau, worst sample (-1 unknown) */
+} sale_threshold_meta;
+
+/* Store tau[0..heads) for (model, layer) in one transaction; meta may be NULL. */
+sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, const float *tau, int heads,
+                                const sale_threshold_meta *meta);
+/* Read tau[0..heads) for (model, layer): the cache file, then the fleet file,
+ * then the config's `thresholds` section. SALE_ERR_NOT_FOUND (naming the
+ * first missing head) unless every head is found. meta may be NULL, else
+ * [heads]. */
+sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, float *tau, int heads,
+                                sale_threshold_meta *meta);
 
 /* ---------------------------------------------------------------- device */
 
