@@ -21,7 +21,7 @@ static size_t up(size_t n)
 
 typedef struct plan_sizes {
     int nqb, nkb, nkw, bq, bk, seg, win, est;
-    size_t qcode, kcode, qscale, kscale, qmean, kmean, cterm, tau, mask, kept, scratch, total;
+    size_t qcode, kcode, qscale, kscale, qmean, kmean, cterm, tau, mask, kept, scratch, kcent, total;
 } plan_sizes;
 
 /* Defaults applied to a copy of the user's args. */
@@ -84,8 +84,9 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
                           (int)qk->dtype, qk->est_bits, qk->warps ? qk->warps : 4, qk->stages ? qk->stages : 2,
                           qk->arch};
     s->scratch = up((size_t)sale_layout_scratch_bytes(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len));
+    s->kcent = up(B * Hkv * N * D * 2);
     s->total = s->qcode + s->kcode + s->qscale + s->kscale + s->qmean + s->kmean + s->cterm + s->tau + s->mask +
-               s->kept + s->scratch;
+               s->kept + s->scratch + s->kcent;
 }
 
 static int stride_ok(const int64_t *st, int64_t D, const void *p)
@@ -298,6 +299,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     CARVE(mask, s.mask);
     CARVE(kept, s.kept);
     CARVE(scratch, s.scratch);
+    CARVE(kcent, s.kcent);
 #undef CARVE
     if (a.mask)
         p.mask = (sale_u64)(uintptr_t)a.mask;
@@ -353,11 +355,26 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         goto events;
     if (ev[1])
         d->EventRecord(ev[1], (CUstream)stream);
-    if ((st = run_plan(ctx, kern_f, &rf, &a, &p, stream)))
+    /* Units (sale-algorithm.md): the estimate approximates q_i . (k_j - kmean),
+     * so after quantize the exact pass of fused/select/attend scores against
+     * the centred keys K' that quantize wrote, and m_i, l_i and the threshold
+     * t_i are in the estimate's units. Softmax is unchanged (q_i . kmean is
+     * the same for every key of row i). Dense runs keep K. */
+    sale_params pc = p;
+    if (kern_q) {
+        pc.k = p.kcent;
+        fill_strides(&pc.k_sb, &pc.k_sh, &pc.k_sn, (const int64_t[3]){0, 0, 0}, a.heads_kv, a.seq_len, a.head_dim);
+    }
+    if ((st = run_plan(ctx, kern_f, &rf, &a, &pc, stream)))
         goto events;
     if (ev[2])
         d->EventRecord(ev[2], (CUstream)stream);
-    if (kern_a && (st = run_plan(ctx, kern_a, &ra, &a, &p, stream)))
+    if (kern_a && (st = run_plan(ctx, kern_a, &ra, &a, &pc, stream)))
+        goto events;
+    if (kern_q && a.lse &&
+        (st = sale_kernel_launch(ctx, kern_q, "sale_quantize_lse_kernel",
+                                 (unsigned)((a.seq_len + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS), (unsigned)a.heads_q,
+                                 (unsigned)a.batch, SALE_QZ_THREADS, 0, &p, sizeof p, stream)))
         goto events;
     if (ev[3]) {
         d->EventRecord(ev[3], (CUstream)stream);

@@ -304,18 +304,15 @@ static void load_head(const void *base, sale_dtype dt, const int64_t st[3], int 
 /* Smoothing and quantization of one (b, q head): means in fp64 stored as
  * float; Q' = Q - qmean and K' = K - kmean in fp32; c_j = fp32 of the fp64
  * dot qmean . K'_j; per-row query scales, per-key-block key scales. */
-static void prepare_estimate(const ref_plan *p, ref_buf *b)
+static void prepare_estimate(const ref_plan *p, ref_buf *b, const float *km)
 {
     int N = p->N, D = p->D;
-    float qm[256], km[256];
+    float qm[256];
     for (int d = 0; d < D; d++) {
-        double sq = 0.0, sk = 0.0;
-        for (int i = 0; i < N; i++) {
+        double sq = 0.0;
+        for (int i = 0; i < N; i++)
             sq += b->Q[(size_t)i * D + d];
-            sk += b->K[(size_t)i * D + d];
-        }
         qm[d] = (float)(sq / N);
-        km[d] = (float)(sk / N);
     }
     for (int i = 0; i < N; i++) {
         float *x = b->tmp;
@@ -339,8 +336,25 @@ static void prepare_estimate(const ref_plan *p, ref_buf *b)
     }
 }
 
+/* Units (sale-algorithm.md, "Units"): the estimate approximates q_i . k'_j
+ * with k'_j = k_j - kmean, so the exact scores that build m_i, l_i and the
+ * threshold t_i must be against K' too, as the authors' kernels do. We centre
+ * the keys once, K' = dtype(K - kmean) (fp32 subtraction, then rounded to the
+ * input dtype as the quantize kernel stores it), and every exact score of a
+ * SALE run (local region, sink, kept blocks, dense heads) uses K'. Softmax is
+ * unchanged by the per-row constant q_i . kmean; the decisions no longer
+ * depend on how far the keys' mean lies from the origin. */
+static void center_keys(const ref_plan *p, ref_buf *b, const float *km)
+{
+    sale_dtype dt = p->a->dtype;
+    for (int j = 0; j < p->N; j++)
+        for (int d = 0; d < p->D; d++)
+            b->K[(size_t)j * p->D + d] = round_dt(b->K[(size_t)j * p->D + d] - km[d], dt);
+}
+
 /* Exact online-softmax update of the query block rows i0..i1-1 with key block
- * J (causal mask applied). Scores s = Q_i . K_j in fp32 (K, not K'). */
+ * J (causal mask applied). Scores s = Q_i . K'_j in fp32 (K' after
+ * center_keys in a SALE run, K in a dense run). */
 static void attend_block(const ref_plan *p, ref_buf *b, int i0, int i1, int J)
 {
     int D = p->D, N = p->N;
@@ -431,8 +445,18 @@ static void run_task(ref_plan *p, ref_buf *b, int task)
     load_head(a->q, a->dtype, p->qs, bi, h, N, D, b->Q);
     load_head(a->k, a->dtype, p->ks, bi, kvh, N, D, b->K);
     load_head(a->v, a->dtype, p->vs, bi, kvh, N, D, b->V);
-    if (!dense)
-        prepare_estimate(p, b);
+    float km[256];
+    if (!p->all_dense) {
+        for (int d = 0; d < D; d++) {
+            double sk = 0.0;
+            for (int i = 0; i < N; i++)
+                sk += b->K[(size_t)i * D + d];
+            km[d] = (float)(sk / N);
+        }
+        if (!dense)
+            prepare_estimate(p, b, km);
+        center_keys(p, b, km);
+    }
 
     int64_t kept = 0, causal = 0;
     for (int qb = 0; qb < p->nqb; qb++) {
@@ -495,8 +519,18 @@ static void run_task(ref_plan *p, ref_buf *b, int task)
             int64_t off = bi * p->os[0] + h * p->os[1] + i * p->os[2];
             for (int d = 0; d < D; d++)
                 store_elem(a->out, a->dtype, off + d, (float)((double)b->o[(size_t)r * D + d] / b->l[r]));
-            if (a->lse)
-                a->lse[(size_t)task * N + i] = (float)((double)b->m[r] * p->scale + log(b->l[r]));
+            if (a->lse) {
+                /* m_i is in K' units; the log-sum-exp is of the scores the
+                 * caller gave (against K): add back scale * q_i . kmean */
+                double shift = 0.0;
+                if (!p->all_dense) {
+                    const float *q = b->Q + (size_t)i * D;
+                    for (int d = 0; d < D; d++)
+                        shift += (double)q[d] * (double)km[d];
+                }
+                a->lse[(size_t)task * N + i] =
+                    (float)((double)b->m[r] * p->scale + log(b->l[r]) + (double)p->scale * shift);
+            }
         }
     }
     p->kept[task] = kept;

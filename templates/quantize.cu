@@ -1,5 +1,6 @@
 /* quantize.cu — sale family "quantize": smoothing means, low-bit codes and
- * scales of Q (per row) and K (per key block), and c_j = qmean(h) . K'_j.
+ * scales of Q (per row) and K (per key block), c_j = qmean(h) . K'_j, and the
+ * centred keys K' in the input dtype that the exact pass scores against.
  * Launch order (see sale_layout_plan): mean partials, mean reduce, Q codes
  * (the main entry), K codes + c_j.  Deterministic: fixed-order fp64 sums. */
 #ifndef SALE_FAMILY
@@ -180,6 +181,23 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_ke
     for (int w = 0; w < SALE_QZ_THREADS / 32; w++) am = fmaxf(am, wmax[w]);
     const float s = __fdiv_rn(am, QZ_QMAX);
     if (threadIdx.x == 0) ((float *)p.kscale)[bk * p.nkb + kb] = s;
+    /* K' in the input dtype: the keys the exact scores of fused/select/attend
+     * use, so that the running max and sum are in the estimate's units */
+    sale_u16 *kc = (sale_u16 *)p.kcent + bk * N * QZ_D;
+#pragma unroll
+    for (int i = 0; i < QZ_KR; i++) {
+        int row = kb * SALE_BLOCK_K + warp + 8 * i;
+        if (row < N) {
+#if QZ_EPL == 4
+            uint2 w;
+            w.x = sale_pack2(x[i][0], x[i][1]);
+            w.y = sale_pack2(x[i][2], x[i][3]);
+            *(uint2 *)(kc + (long long)row * QZ_D + lane * 4) = w;
+#else
+            *(sale_u32 *)(kc + (long long)row * QZ_D + lane * 2) = sale_pack2(x[i][0], x[i][1]);
+#endif
+        }
+    }
     unsigned char *codes = (unsigned char *)p.kcode + bk * N * QZ_RBC;
 #pragma unroll
     for (int i = 0; i < QZ_KR; i++) {
@@ -208,5 +226,33 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_ke
             for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
             if (row < N && lane == 0) ((float *)p.cterm)[((long long)b * p.Hq + hq) * N + row] = (float)a;
         }
+    }
+}
+
+/* (d) the log-sum-exp in the caller's units: the exact pass scored against K',
+ * so lse_i += scale * q_i . kmean (fp32, one warp per row). Launched after
+ * the attention kernels when the caller asked for lse. */
+extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_lse_kernel(const sale_params p) {
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int N = p.N;
+    const long long bh = (long long)b * p.Hq + h;
+    const sale_u16 *qg = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)h * p.q_sh;
+    const float *mean = (const float *)p.kmean + ((long long)b * p.Hkv + h / p.group) * QZ_D;
+    float mu[QZ_EPL];
+#pragma unroll
+    for (int e = 0; e < QZ_EPL; e++) mu[e] = mean[lane * QZ_EPL + e];
+    float *lse = (float *)p.lse + bh * N;
+    for (int rr = warp; rr < SALE_QZ_QROWS; rr += SALE_QZ_THREADS / 32) {
+        int row = blockIdx.x * SALE_QZ_QROWS + rr;
+        if (row >= N) break;
+        float x[QZ_EPL];
+        qz_load(qg + (long long)row * p.q_sn + lane * QZ_EPL, x);
+        float acc = 0.f;
+#pragma unroll
+        for (int e = 0; e < QZ_EPL; e++) acc = fmaf(x[e], mu[e], acc);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0) lse[row] += p.scale * acc;
     }
 }

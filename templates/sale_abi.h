@@ -21,6 +21,7 @@ typedef int64_t sale_i64;
  *   kscale [B, Hkv, nkb] f32   per key block of block_k keys
  *   qmean  [B, Hq, D] f32      kmean [B, Hkv, D] f32
  *   cterm  [B, Hq, N] f32      c_j = qmean(h) . (k_j - kmean)
+ *   kcent  [B, Hkv, N, D] dtype  k_j - kmean rounded to the input dtype (quantize writes it)
  *   tau    [Hq] f32
  *   mask   [B, Hq, nqb, nkw] u32 bitmask of kept key blocks (nkw = ceil(nkb/32))
  *   kept   [B, Hq, nqb] i32 kept key blocks per query block
@@ -35,6 +36,9 @@ typedef struct sale_params {
     sale_u64 qcode, kcode, qscale, kscale, qmean, kmean, cterm;
     sale_u64 tau, mask, kept, lse;
     sale_u64 scratch;         /* device scratch of sale_layout_scratch_bytes() */
+    sale_u64 kcent;           /* K' = K - kmean in the input dtype [B, Hkv, N, D] contiguous,
+                                 written by quantize; the exact scores of fused/select/attend
+                                 read it through k (see "Units" in sale-algorithm.md) */
     int B, Hq, Hkv, N;
     int nqb, nkb, nkw, group; /* group = Hq / Hkv */
     float scale;              /* softmax scale (1/sqrt(D) by default) */
