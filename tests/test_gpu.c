@@ -307,7 +307,7 @@ Test(gpu, quantize_kernel_matches_cpu)
     size_t scratch_n = 0;
     sale_layout_cfg lc = {0, D, 64, BK, 128, 128, 1, 8, 8, 1, 90};
     scratch_n = (size_t)sale_layout_scratch_bytes(&lc, B, Hq, Hkv, N);
-    void *dq, *dk, *qc, *kc, *qs, *ks, *qm, *km, *ct, *scr;
+    void *dq, *dk, *qc, *kc, *qs, *ks, *qm, *km, *ct, *scr, *kcent;
     cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
     sale_dev_alloc(ctx, nk * 2, &dk);
     sale_dev_alloc(ctx, nq, &qc);
@@ -318,6 +318,8 @@ Test(gpu, quantize_kernel_matches_cpu)
     sale_dev_alloc(ctx, (size_t)B * Hkv * D * 4, &km);
     sale_dev_alloc(ctx, (size_t)B * Hq * N * 4, &ct);
     sale_dev_alloc(ctx, scratch_n + 16, &scr);
+    sale_dev_alloc(ctx, nk * 2, &kcent);
+    sale_dev_fill8(ctx, kcent, 0xFF, nk * 2);
     sale_dev_upload(ctx, dq, q, nq * 2);
     sale_dev_upload(ctx, dk, k, nk * 2);
     sale_dev_fill8(ctx, qc, 0x7F, nq);
@@ -332,6 +334,7 @@ Test(gpu, quantize_kernel_matches_cpu)
     p.k_sn = D, p.k_sh = (int64_t)N * D, p.k_sb = (int64_t)Hkv * N * D;
     p.qcode = (uintptr_t)qc, p.kcode = (uintptr_t)kc, p.qscale = (uintptr_t)qs, p.kscale = (uintptr_t)ks;
     p.qmean = (uintptr_t)qm, p.kmean = (uintptr_t)km, p.cterm = (uintptr_t)ct, p.scratch = (uintptr_t)scr;
+    p.kcent = (uintptr_t)kcent;
     p.B = B, p.Hq = Hq, p.Hkv = Hkv, p.N = N, p.nkb = nkb, p.group = Hq / Hkv;
     p.nqb = (N + 63) / 64, p.nkw = (nkb + 31) / 32, p.scale = 1.0f / sqrtf((float)D);
     sale_launch L[4];
@@ -352,6 +355,19 @@ Test(gpu, quantize_kernel_matches_cpu)
     sale_dev_download(ctx, gct, ct, (size_t)B * Hq * N * 4);
     sale_dev_download(ctx, gqm, qm, (size_t)Hq * D * 4);
     sale_dev_download(ctx, gkm, km, (size_t)Hkv * D * 4);
+    /* K' = bf16(K - kmean), the keys of the exact pass (units fix): bit for bit */
+    uint16_t *gkcent = malloc(nk * 2);
+    sale_dev_download(ctx, gkcent, kcent, nk * 2);
+    long long kcent_off = 0;
+    for (int h = 0; h < Hkv; h++)
+        for (int j = 0; j < N; j++)
+            for (int d = 0; d < D; d++) {
+                size_t i = ((size_t)h * N + j) * D + d;
+                kcent_off += gkcent[i] != sale_f32_to_bf16(sale_bf16_to_f32(k[i]) - gkm[h * D + d]);
+            }
+    fprintf(stderr, "quantize: centred keys K' off: %lld of %zu\n", kcent_off, nk);
+    cr_assert_eq(kcent_off, 0, "K' differs in %lld elements", kcent_off);
+    free(gkcent);
 
     /* CPU: means, codes, scales, c_j */
     long long code_off = 0, code_total = 0;
@@ -418,8 +434,8 @@ Test(gpu, quantize_kernel_matches_cpu)
     cr_assert_eq(code_off, 0);
     free(q), free(k), free(v), free(gqc), free(gkc), free(gqs), free(gks), free(gct), free(gqm), free(gkm), free(kmean),
         free(qmean);
-    void *bufs[] = {dq, dk, qc, kc, qs, ks, qm, km, ct, scr};
-    for (int i = 0; i < 10; i++)
+    void *bufs[] = {dq, dk, qc, kc, qs, ks, qm, km, ct, scr, kcent};
+    for (int i = 0; i < 11; i++)
         sale_dev_free(ctx, bufs[i]);
 }
 

@@ -1,0 +1,441 @@
+/* test_selection.c — properties of SALE's block selection that do not share a
+ * design with src/reference.c: shifting every key by one constant vector
+ * changes nothing (sale-algorithm.md, "Units"), and a brute-force model of
+ * the selection written here from the algorithm page (exact state recomputed
+ * from scratch in fp64 for every segment) keeps the same blocks as the
+ * reference. Inputs are dyadic (multiples of 1/8, N a power of two) so every
+ * mean, centring and score is exact in fp32 and the comparisons can be exact. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sale.h"
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* integer in [-r, r] */
+static int rint_in(uint64_t *s, int r)
+{
+    return (int)(rng_next(s) % (uint64_t)(2 * r + 1)) - r;
+}
+
+typedef struct inputs {
+    int B, Hq, Hkv, N, D;
+    float *q, *k, *v; /* f32 [B,H,N,D] */
+} inputs;
+
+/* Dyadic inputs with long-context structure: small random parts, a strong
+ * sink (key 0 matches a direction every query shares), position chunks of 64
+ * tokens (a query matches the keys of its own chunk index mod 8: recency and
+ * periodic far matches) and a few planted needles (key j = 2 x query i). */
+static void make_inputs(inputs *in, int B, int Hq, int Hkv, int N, int D, uint64_t seed)
+{
+    in->B = B, in->Hq = Hq, in->Hkv = Hkv, in->N = N, in->D = D;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    in->q = malloc(nq * 4);
+    in->k = malloc(nk * 4);
+    in->v = malloc(nk * 4);
+    cr_assert(in->q && in->k && in->v);
+    uint64_t s = seed | 1;
+    for (size_t i = 0; i < nq; i++)
+        in->q[i] = (float)rint_in(&s, 4) / 8.0f;
+    for (size_t i = 0; i < nk; i++) {
+        in->k[i] = (float)rint_in(&s, 4) / 8.0f;
+        in->v[i] = (float)rint_in(&s, 16) / 8.0f;
+    }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hq; h++)
+            for (int i = 0; i < N; i++) {
+                float *q = in->q + (((size_t)b * Hq + h) * N + i) * D;
+                for (int d = 0; d < 8; d++)
+                    q[d] += 1.0f; /* shared direction */
+                q[8 + (i / 64) % 8] += 3.0f; /* position chunk */
+            }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hkv; h++) {
+            float *K = in->k + ((size_t)b * Hkv + h) * N * D;
+            for (int j = 0; j < N; j++)
+                K[(size_t)j * D + 8 + (j / 64) % 8] += 8.0f;
+            for (int d = 0; d < 8; d++)
+                K[d] = 8.0f; /* the sink */
+            const float *Q = in->q + ((size_t)b * Hq + h * (Hq / Hkv)) * N * D;
+            for (int t = 0; t < 3; t++) {
+                int i = N - 1 - (int)(rng_next(&s) % (uint64_t)(N / 4));
+                int j = 40 + (int)(rng_next(&s) % (uint64_t)(N / 2));
+                for (int d = 0; d < D; d++)
+                    K[(size_t)j * D + d] = 2.0f * Q[(size_t)i * D + d];
+            }
+        }
+}
+
+static void free_inputs(inputs *in)
+{
+    free(in->q);
+    free(in->k);
+    free(in->v);
+}
+
+typedef struct outputs {
+    float *o, *lse;
+    uint32_t *mask;
+    sale_stats st;
+    size_t nmask;
+} outputs;
+
+static void run_ref(const inputs *in, const float *k, float tau, int bq, int bk, int seg, int win, int bits,
+                    sale_mode mode, outputs *out)
+{
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = in->B, a.heads_q = in->Hq, a.heads_kv = in->Hkv, a.seq_len = in->N, a.head_dim = in->D;
+    a.dtype = SALE_DTYPE_F32;
+    a.q = in->q, a.k = k, a.v = in->v;
+    a.tau_default = tau;
+    a.block_q = bq, a.block_k = bk, a.block_seg = seg, a.local_window = win, a.est_bits = bits;
+    a.dense_below = -1;
+    a.mode = mode;
+    size_t no = (size_t)in->B * in->Hq * in->N * in->D;
+    int nqb = sale_num_qblocks(&a), nkb = sale_num_kblocks(&a);
+    out->nmask = (size_t)in->B * in->Hq * nqb * ((nkb + 31) / 32);
+    out->o = malloc(no * 4);
+    out->lse = malloc((size_t)in->B * in->Hq * in->N * 4);
+    out->mask = malloc(out->nmask * 4);
+    memset(&out->st, 0, sizeof out->st);
+    cr_assert(out->o && out->lse && out->mask);
+    memset(out->o, 0xFF, no * 4); /* poison */
+    memset(out->mask, 0xA5, out->nmask * 4);
+    a.out = out->o, a.lse = out->lse, a.mask = out->mask, a.stats = &out->st;
+    sale_status st = sale_reference_attention(NULL, &a);
+    cr_assert_eq(st, SALE_OK, "reference failed: %s", sale_status_name(st));
+}
+
+static void free_outputs(outputs *o)
+{
+    free(o->o);
+    free(o->lse);
+    free(o->mask);
+}
+
+/* ------------------------------------------------------------ invariance */
+
+/* Shift every key of every kv head by one constant vector whose norm is
+ * several times a typical key's: no decision and no output may change. */
+static void check_shift_invariance(int bits, float tau, uint64_t seed)
+{
+    inputs in;
+    make_inputs(&in, 1, 4, 2, 512, 64, seed);
+    size_t nk = (size_t)in.B * in.Hkv * in.N * in.D;
+    float *ks = malloc(nk * 4);
+    cr_assert(ks);
+    uint64_t s = seed * 7 + 3;
+    float c[64];
+    double cn = 0, kn = 0;
+    for (int d = 0; d < in.D; d++) {
+        c[d] = (float)rint_in(&s, 64) / 8.0f; /* |c_d| up to 8 */
+        cn += (double)c[d] * c[d];
+    }
+    for (int d = 0; d < in.D; d++)
+        kn += (double)in.k[(size_t)100 * in.D + d] * in.k[(size_t)100 * in.D + d];
+    cr_assert(sqrt(cn) > 3 * sqrt(kn), "shift norm %.1f must be several times a key's %.1f", sqrt(cn), sqrt(kn));
+    for (size_t i = 0; i < nk; i++)
+        ks[i] = in.k[i] + c[i % (size_t)in.D];
+
+    for (int mode = SALE_MODE_FUSED; mode <= SALE_MODE_TWO_PASS; mode++) {
+        outputs a, b;
+        run_ref(&in, in.k, tau, 64, 32, 128, 64, bits, (sale_mode)mode, &a);
+        run_ref(&in, ks, tau, 64, 32, 128, 64, bits, (sale_mode)mode, &b);
+        long long diff = 0;
+        for (size_t i = 0; i < a.nmask; i++)
+            diff += __builtin_popcount(a.mask[i] ^ b.mask[i]);
+        fprintf(stderr, "invariance bits=%d tau=%g mode=%d: density %.3f, %lld of %lld kept blocks differ\n", bits,
+                (double)tau, mode, a.st.density, diff, (long long)a.st.kept_blocks);
+        cr_assert(a.st.density < 0.9, "the inputs must make selection skip blocks (density %.3f)", a.st.density);
+        cr_assert_eq(diff, 0, "shifting the keys changed %lld kept/skipped decisions", diff);
+        size_t no = (size_t)in.B * in.Hq * in.N * in.D;
+        cr_assert(memcmp(a.o, b.o, no * 4) == 0, "shifting the keys changed the output");
+        free_outputs(&a);
+        free_outputs(&b);
+    }
+    free(ks);
+    free_inputs(&in);
+}
+
+Test(selection, shifting_every_key_changes_no_decision_8bit)
+{
+    check_shift_invariance(8, 0.004f, 11);
+    check_shift_invariance(8, 0.05f, 12);
+}
+
+Test(selection, shifting_every_key_changes_no_decision_4bit)
+{
+    check_shift_invariance(4, 0.004f, 13);
+}
+
+/* On non-dyadic inputs (the structured generator, bf16) shifting the keys
+ * rounds them differently: only decisions within rounding of the threshold
+ * may move (at most 0.5% of kept blocks) and the output stays within rounding. */
+Test(selection, shifted_bf16_keys_move_only_rounding_ties)
+{
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 4, a.heads_kv = 2, a.seq_len = 2048, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1;
+    size_t nq = (size_t)4 * 2048 * 128, nk = (size_t)2 * 2048 * 128;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *ks = malloc(nk * 2);
+    uint16_t *o1 = malloc(nq * 2), *o2 = malloc(nq * 2);
+    sale_gen_options g = {.seed = 77, .structured = 1, .needles = 4};
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK);
+    double kn = 0;
+    for (int d = 0; d < 128; d++)
+        kn += pow(sale_bf16_to_f32(k[(size_t)500 * 128 + d]), 2);
+    float c[128];
+    for (int d = 0; d < 128; d++)
+        c[d] = (float)(4.0 * sqrt(kn / 128.0) * ((d * 37 % 11) - 5) / 5.0);
+    for (size_t i = 0; i < nk; i++)
+        ks[i] = sale_f32_to_bf16(sale_bf16_to_f32(k[i]) + c[i % 128]);
+    int nkw = (sale_num_kblocks(&a) + 31) / 32;
+    size_t nmask = (size_t)4 * sale_num_qblocks(&a) * nkw;
+    uint32_t *m1 = calloc(nmask, 4), *m2 = calloc(nmask, 4);
+    sale_stats s1 = {0}, s2 = {0};
+    a.q = q, a.v = v;
+    a.k = k, a.out = o1, a.mask = m1, a.stats = &s1;
+    cr_assert_eq(sale_reference_attention(NULL, &a), SALE_OK);
+    a.k = ks, a.out = o2, a.mask = m2, a.stats = &s2;
+    cr_assert_eq(sale_reference_attention(NULL, &a), SALE_OK);
+    long long diff = 0;
+    for (size_t i = 0; i < nmask; i++)
+        diff += __builtin_popcount(m1[i] ^ m2[i]);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < nq; i++) {
+        double x = sale_bf16_to_f32(o1[i]), y = sale_bf16_to_f32(o2[i]);
+        num += fabs(x - y);
+        den += fabs(x);
+    }
+    fprintf(stderr, "bf16 shift: density %.3f / %.3f, %lld of %lld kept blocks differ, output rel L1 %.2e\n",
+            s1.density, s2.density, diff, (long long)s1.kept_blocks, num / den);
+    cr_assert(s1.density < 0.9);
+    cr_assert(diff * 200 <= s1.kept_blocks, "%lld of %lld decisions moved", diff, (long long)s1.kept_blocks);
+    cr_assert(num / den < 1e-2, "output moved by rel L1 %.2e", num / den);
+    free(q), free(k), free(v), free(ks), free(o1), free(o2), free(m1), free(m2);
+}
+
+/* ----------------------------------------------------- independent model */
+
+/* The selection of one (batch, q head) exactly as sale-algorithm.md states
+ * it, in fp64, recomputing the exact softmax state over every block visited
+ * so far at the start of each segment. Where the estimate's margin over the
+ * threshold is within `tie` of zero (fp32 vs fp64 rounding), the model takes
+ * the reference's decision (counted in *ties) so the two stay in step. */
+typedef struct model {
+    int N, D, bq, bk, bs, W, qmax;
+    float scale, tau;
+    const float *Q, *K; /* [N][D] this head's rows */
+    int nkb;
+} model;
+
+static double dot64(const float *a, const float *b, int D)
+{
+    double s = 0;
+    for (int d = 0; d < D; d++)
+        s += (double)a[d] * (double)b[d];
+    return s;
+}
+
+static void model_head(const model *m, const uint32_t *ref_mask, int nkw, uint32_t *out_mask, long long *ties,
+                       long long *decisions)
+{
+    int N = m->N, D = m->D;
+    /* step 1: smoothing */
+    float *qm = calloc((size_t)D, 4), *km = calloc((size_t)D, 4);
+    for (int d = 0; d < D; d++) {
+        double sq = 0, sk = 0;
+        for (int i = 0; i < N; i++) {
+            sq += m->Q[(size_t)i * D + d];
+            sk += m->K[(size_t)i * D + d];
+        }
+        qm[d] = (float)(sq / N);
+        km[d] = (float)(sk / N);
+    }
+    float *Kc = malloc((size_t)N * D * 4), *Qc = malloc((size_t)N * D * 4);
+    for (size_t i = 0; i < (size_t)N * D; i++) {
+        Kc[i] = m->K[i] - km[i % (size_t)D];
+        Qc[i] = m->Q[i] - qm[i % (size_t)D];
+    }
+    /* step 2: codes and scales (row scale for queries, block scale for keys) */
+    int *qc = malloc((size_t)N * D * sizeof(int)), *kc = malloc((size_t)N * D * sizeof(int));
+    float *sq = malloc((size_t)N * 4), *sk = malloc((size_t)m->nkb * 4);
+    double *c = malloc((size_t)N * 8);
+    for (int i = 0; i < N; i++) {
+        float amax = 0;
+        for (int d = 0; d < D; d++)
+            amax = fmaxf(amax, fabsf(Qc[(size_t)i * D + d]));
+        sq[i] = amax / (float)m->qmax;
+        for (int d = 0; d < D; d++) {
+            float r = sq[i] > 0 ? rintf(Qc[(size_t)i * D + d] / sq[i]) : 0;
+            qc[(size_t)i * D + d] = (int)fminf(fmaxf(r, (float)-m->qmax), (float)m->qmax);
+        }
+        c[i] = dot64(qm, Kc + (size_t)i * D, D);
+    }
+    for (int J = 0; J < m->nkb; J++) {
+        int j0 = J * m->bk, j1 = j0 + m->bk < N ? j0 + m->bk : N;
+        float amax = 0;
+        for (int j = j0; j < j1; j++)
+            for (int d = 0; d < D; d++)
+                amax = fmaxf(amax, fabsf(Kc[(size_t)j * D + d]));
+        sk[J] = amax / (float)m->qmax;
+        for (int j = j0; j < j1; j++)
+            for (int d = 0; d < D; d++) {
+                float r = sk[J] > 0 ? rintf(Kc[(size_t)j * D + d] / sk[J]) : 0;
+                kc[(size_t)j * D + d] = (int)fminf(fmaxf(r, (float)-m->qmax), (float)m->qmax);
+            }
+    }
+    /* step 3, per query block */
+    int nqb = (N + m->bq - 1) / m->bq, per_seg = m->bs / m->bk;
+    unsigned char *kept = malloc((size_t)m->nkb);
+    for (int qb = 0; qb < nqb; qb++) {
+        int i0 = qb * m->bq, i1 = i0 + m->bq < N ? i0 + m->bq : N;
+        memset(kept, 0, (size_t)m->nkb);
+        /* local region: the diagonal blocks and those covering the W keys
+         * before i0; then the sink. The middle (block 1 up to the local
+         * region) in whole segments from block 1; a remainder joins the local. */
+        int diag_last = (i1 - 1) / m->bk;
+        int win_first = (i0 - m->W < 0 ? 0 : i0 - m->W) / m->bk;
+        int middle = win_first - 1; /* blocks 1 .. win_first-1 */
+        int nseg = middle > 0 ? middle / per_seg : 0;
+        int local_first = win_first <= 1 ? win_first : 1 + nseg * per_seg;
+        for (int J = local_first; J <= diag_last; J++)
+            kept[J] = 1;
+        kept[0] = 1;
+        for (int sg = 0; sg < nseg; sg++) {
+            int first = 1 + sg * per_seg;
+            /* per row, the threshold from the exact state over every block
+             * visited before this segment (fp64, from scratch) */
+            double *t = malloc((size_t)(i1 - i0) * 8);
+            for (int i = i0; i < i1; i++) {
+                    double mx = -INFINITY;
+                    for (int K = 0; K < m->nkb; K++)
+                        if (kept[K] && K * m->bk <= i)
+                            for (int j = K * m->bk; j < K * m->bk + m->bk && j <= i && j < N; j++)
+                                mx = fmax(mx, dot64(m->Q + (size_t)i * D, Kc + (size_t)j * D, D));
+                    double l = 0;
+                    for (int K = 0; K < m->nkb; K++)
+                        if (kept[K] && K * m->bk <= i)
+                            for (int j = K * m->bk; j < K * m->bk + m->bk && j <= i && j < N; j++)
+                                l += exp(m->scale * (dot64(m->Q + (size_t)i * D, Kc + (size_t)j * D, D) - mx));
+                    t[i - i0] = mx + log(m->tau * l) / m->scale;
+            }
+            for (int J = first; J < first + per_seg; J++) {
+                /* the largest margin est - t over rows and keys of block J */
+                double best = -INFINITY;
+                for (int i = i0; i < i1; i++) {
+                    for (int j = J * m->bk; j < J * m->bk + m->bk && j <= i && j < N; j++) {
+                        long long dd = 0;
+                        for (int d = 0; d < D; d++)
+                            dd += (long long)qc[(size_t)i * D + d] * kc[(size_t)j * D + d];
+                        double est = (double)sq[i] * (double)sk[J] * (double)dd + c[j];
+                        best = fmax(best, est - t[i - i0]);
+                    }
+                }
+                int decide = best > 0;
+                (*decisions)++;
+                if (fabs(best) < 1e-3) {
+                    (*ties)++;
+                    decide = (ref_mask[(size_t)qb * nkw + J / 32] >> (J % 32)) & 1;
+                }
+                if (decide)
+                    kept[J] = 2; /* computed after the whole segment is estimated */
+            }
+            for (int J = first; J < first + per_seg; J++)
+                if (kept[J] == 2)
+                    kept[J] = 1;
+            free(t);
+        }
+        for (int J = 0; J < m->nkb; J++)
+            if (kept[J])
+                out_mask[(size_t)qb * nkw + J / 32] |= 1u << (J % 32);
+    }
+    free(kept);
+    free(qm), free(km), free(Kc), free(Qc), free(qc), free(kc), free(sq), free(sk), free(c);
+}
+
+static void check_model(int bits, float tau, int bq, int bk, int seg, int win, uint64_t seed)
+{
+    inputs in;
+    make_inputs(&in, 1, 2, 1, 512, 64, seed);
+    outputs r;
+    run_ref(&in, in.k, tau, bq, bk, seg, win, bits, SALE_MODE_FUSED, &r);
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.seq_len = in.N, a.block_q = bq, a.block_k = bk;
+    int nqb = sale_num_qblocks(&a), nkb = sale_num_kblocks(&a), nkw = (nkb + 31) / 32;
+    long long ties = 0, decisions = 0, differ = 0;
+    for (int h = 0; h < in.Hq; h++) {
+        model m = {.N = in.N, .D = in.D, .bq = bq, .bk = bk, .bs = seg, .W = win, .qmax = bits == 4 ? 7 : 127,
+                   .scale = 1.0f / 8.0f, .tau = tau, .nkb = nkb};
+        m.Q = in.q + (size_t)h * in.N * in.D;
+        m.K = in.k + (size_t)(h / (in.Hq / in.Hkv)) * in.N * in.D;
+        uint32_t *mm = calloc((size_t)nqb * nkw, 4);
+        const uint32_t *rm = r.mask + (size_t)h * nqb * nkw;
+        model_head(&m, rm, nkw, mm, &ties, &decisions);
+        for (size_t i = 0; i < (size_t)nqb * nkw; i++) {
+            differ += __builtin_popcount(mm[i] ^ rm[i]);
+            if (mm[i] != rm[i])
+                fprintf(stderr, "  head %d qb %zu word %zu: reference %08x model %08x\n", h, i / nkw, i % nkw, rm[i], mm[i]);
+        }
+        free(mm);
+    }
+    fprintf(stderr, "model bits=%d tau=%g bq=%d bk=%d seg=%d win=%d: %lld segment decisions, %lld ties, %lld blocks differ, "
+            "density %.3f\n", bits, (double)tau, bq, bk, seg, win, decisions, ties, differ, r.st.density);
+    cr_assert(decisions > 50, "too few estimated decisions (%lld) to test anything", decisions);
+    cr_assert(r.st.density < 0.95 && r.st.density > 0.05, "density %.3f: selection must be non-trivial", r.st.density);
+    cr_assert(ties * 100 <= decisions, "%lld of %lld decisions within rounding of the threshold", ties, decisions);
+    cr_assert_eq(differ, 0, "the reference keeps %lld blocks differently from the model of the algorithm page", differ);
+    free_outputs(&r);
+    free_inputs(&in);
+}
+
+Test(selection, reference_equals_brute_force_model_8bit, .timeout = 300)
+{
+    check_model(8, 0.004f, 32, 16, 32, 32, 21);
+    check_model(8, 0.02f, 64, 32, 64, 32, 22);
+}
+
+Test(selection, reference_equals_brute_force_model_4bit, .timeout = 300)
+{
+    check_model(4, 0.01f, 32, 16, 64, 32, 23);
+}
+
+/* tau -> 0 keeps every block; a huge tau keeps only local + sink */
+Test(selection, limits_of_tau)
+{
+    inputs in;
+    make_inputs(&in, 1, 2, 1, 512, 64, 5);
+    outputs r0, r1, d;
+    run_ref(&in, in.k, 1e-7f, 64, 32, 128, 64, 8, SALE_MODE_FUSED, &r0);
+    run_ref(&in, in.k, 0.999f, 64, 32, 128, 64, 8, SALE_MODE_FUSED, &r1);
+    run_ref(&in, in.k, 0.004f, 64, 32, 128, 64, 8, SALE_MODE_DENSE, &d);
+    cr_assert_float_eq(r0.st.density, 1.0, 1e-12);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < (size_t)in.Hq * in.N * in.D; i++) {
+        num += fabs((double)r0.o[i] - d.o[i]);
+        den += fabs((double)d.o[i]);
+    }
+    cr_assert(num / den < 1e-5, "tau -> 0 differs from dense: rel L1 %.2e", num / den);
+    for (size_t i = 0; i < (size_t)in.Hq * in.N; i++)
+        cr_assert(fabsf(r0.lse[i] - d.lse[i]) < 1e-4f * fmaxf(1, fabsf(d.lse[i])), "lse %zu", i);
+    /* tau near 1: every estimated block of a row must beat the row's whole
+     * sum; the density is well below tau -> 0's */
+    cr_assert(r1.st.density < r0.st.density);
+    free_outputs(&r0), free_outputs(&r1), free_outputs(&d);
+    free_inputs(&in);
+}
