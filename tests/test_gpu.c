@@ -548,3 +548,98 @@ Test(gpu, strided_inputs_and_per_head_thresholds)
         sale_dev_free(ctx, bufs[i]);
     free(q), free(k), free(v), free(qs), free(ks), free(vs), free(o), free(oref);
 }
+
+/* Units (sale-algorithm.md): adding one constant vector to every key changes
+ * no decision beyond rounding ties and no output beyond rounding, for every
+ * family, in the input dtype (the shifted keys are rounded to bf16, so a few
+ * decisions within rounding of the threshold may move: at most 0.5% of kept
+ * blocks, counted and printed). */
+static void gpu_run_once(sale_attention_args a, const uint16_t *q, const uint16_t *k, const uint16_t *v, uint16_t *o,
+                         uint32_t *mask, size_t nmask, sale_stats *st)
+{
+    size_t nq = (size_t)a.batch * a.heads_q * a.seq_len * a.head_dim,
+           nk = (size_t)a.batch * a.heads_kv * a.seq_len * a.head_dim;
+    void *dq, *dk, *dv, *dout, *dmask = NULL;
+    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dk), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dv), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dout), SALE_OK);
+    if (mask)
+        cr_assert_eq(sale_dev_alloc(ctx, nmask * 4, &dmask), SALE_OK);
+    sale_dev_upload(ctx, dq, q, nq * 2);
+    sale_dev_upload(ctx, dk, k, nk * 2);
+    sale_dev_upload(ctx, dv, v, nk * 2);
+    sale_dev_fill8(ctx, dout, 0xFF, nq * 2);
+    if (dmask)
+        sale_dev_fill8(ctx, dmask, 0xA5, nmask * 4);
+    a.q = dq, a.k = dk, a.v = dv, a.out = dout, a.mask = dmask, a.stats = st;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+    sale_dev_download(ctx, o, dout, nq * 2);
+    if (dmask)
+        sale_dev_download(ctx, mask, dmask, nmask * 4);
+    sale_dev_free(ctx, dq), sale_dev_free(ctx, dk), sale_dev_free(ctx, dv), sale_dev_free(ctx, dout);
+    if (dmask)
+        sale_dev_free(ctx, dmask);
+}
+
+Test(gpu, shifting_every_key_changes_no_decision_in_any_family)
+{
+    NEED_GPU();
+    const int B = 1, Hq = 8, Hkv = 2, N = 4096, D = 128;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *ks = malloc(nk * 2);
+    uint16_t *o1 = malloc(nq * 2), *o2 = malloc(nq * 2);
+    sale_gen_options g = {.seed = seed_base + 901, .structured = 1, .needles = 4};
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK);
+    double kn = 0;
+    for (size_t i = 0; i < nk; i++)
+        kn += pow(sale_bf16_to_f32(k[i]), 2);
+    kn = sqrt(kn / ((double)B * Hkv * N)); /* typical key norm */
+    float c[128];
+    double cn = 0;
+    for (int d = 0; d < D; d++) {
+        c[d] = (float)(((d * 37) % 11) - 5);
+        cn += (double)c[d] * c[d];
+    }
+    for (int d = 0; d < D; d++)
+        c[d] *= (float)(4.0 * kn / sqrt(cn)); /* norm: 4 typical keys */
+    for (size_t i = 0; i < nk; i++)
+        ks[i] = sale_f32_to_bf16(sale_bf16_to_f32(k[i]) + c[i % D]);
+    int nkw = (sale_num_kblocks(&a) + 31) / 32;
+    size_t nmask = (size_t)B * Hq * sale_num_qblocks(&a) * nkw;
+    uint32_t *m1 = calloc(nmask, 4), *m2 = calloc(nmask, 4);
+    for (int mode = SALE_MODE_FUSED; mode <= SALE_MODE_DENSE; mode++) {
+        sale_stats s1 = {0}, s2 = {0};
+        a.mode = (sale_mode)mode;
+        a.tau_default = 0.004f;
+        gpu_run_once(a, q, k, v, o1, mode == SALE_MODE_DENSE ? NULL : m1, nmask, &s1);
+        gpu_run_once(a, q, ks, v, o2, mode == SALE_MODE_DENSE ? NULL : m2, nmask, &s2);
+        long long diff = 0, unwritten = 0;
+        if (mode != SALE_MODE_DENSE)
+            for (size_t i = 0; i < nmask; i++)
+                diff += __builtin_popcount(m1[i] ^ m2[i]);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < nq; i++) {
+            double x = sale_bf16_to_f32(o1[i]), y = sale_bf16_to_f32(o2[i]);
+            if (!isfinite(x) || !isfinite(y)) {
+                unwritten++;
+                continue;
+            }
+            num += fabs(x - y);
+            den += fabs(x);
+        }
+        fprintf(stderr, "gpu invariance %-8s: density %.4f / %.4f, %lld of %lld kept blocks differ, output rel L1 %.2e\n",
+                mode_name((sale_mode)mode), s1.density, s2.density, diff, (long long)s1.kept_blocks, num / den);
+        cr_assert_eq(unwritten, 0);
+        cr_assert(diff * 200 <= s1.kept_blocks, "%s: %lld of %lld decisions moved", mode_name((sale_mode)mode), diff,
+                  (long long)s1.kept_blocks);
+        cr_assert(num / den < 1.5e-2, "%s: output moved by rel L1 %.2e", mode_name((sale_mode)mode), num / den);
+    }
+    free(q), free(k), free(v), free(ks), free(o1), free(o2), free(m1), free(m2);
+}
