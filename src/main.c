@@ -15,7 +15,7 @@
 #include "db.h"
 #include "internal.h"
 #include "sale.h"
-#include "tune.h"
+#include "cli_tune.h"
 
 static int g_quiet;
 
@@ -621,9 +621,9 @@ static int cmd_run(const gopts *g, int argc, char **argv)
 static int cmd_tune(const gopts *g, int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
-        return tune_cli(NULL, NULL, argc, argv);
+        return cli_tune(NULL, NULL, argc, argv);
     sale_ctx *ctx = open_ctx(g);
-    int rc = tune_cli(ctx, &g_cfg, argc, argv);
+    int rc = cli_tune(ctx, &g_cfg, argc, argv);
     sale_destroy(ctx);
     return rc;
 }
