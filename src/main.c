@@ -450,7 +450,9 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     if (tuned) {
         printf("%-24s %-7s %4s %6s %-10s %-60s %9s %7s %5s\n", "device", "arch", "SMs", "driver", "bucket", "key",
                "ms", "spread", "tried");
-        rc = db_tuned_list(ctx->db, tuned_row, &s, err, sizeof err);
+        rc = win_list(ctx, tuned_row, &s) ? -1 : 0; /* through the library, not ctx->db */
+        if (rc)
+            snprintf(err, sizeof err, "%s", sale_last_error(ctx));
     } else {
         printf("%-78s %-7s %5s %7s %7s %7s %9s %9s %6s\n", "key", "arch", "regs", "smem", "spill.s", "spill.l",
                "cubin", "compile", "hits");
