@@ -672,6 +672,7 @@ Test(gpu, attention_returns_before_the_gpu_is_done)
     void *dmask;
     sale_dev_alloc(ctx, words * 4, &dmask);
     sale_dev_fill8(ctx, dmask, 0xA5, words * 4);
+    sale_dev_sync(ctx);
     a.mode = SALE_MODE_DENSE;
     a.mask = dmask;
     cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
@@ -714,6 +715,7 @@ Test(gpu, graph_replay_equals_eager_bit_for_bit)
             CUstream s = hp_stream();
             sale_attention_args a = hp_args(&P, 1, modes[m], out);
             sale_dev_fill8(ctx, out, 0xFF, P.nq * 2);
+            sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
             cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
             cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
             sale_dev_download(ctx, eager, out, P.nq * 2);
@@ -735,6 +737,7 @@ Test(gpu, graph_replay_equals_eager_bit_for_bit)
             cr_assert_eq(r, CUDA_SUCCESS, "cuGraphInstantiate: %s", drv_errstr(r));
             for (int rep = 0; rep < 3; rep++) {
                 sale_dev_fill8(ctx, out, 0xFF, P.nq * 2);
+            sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
                 cr_assert_eq(d->GraphLaunch(ge, s), CUDA_SUCCESS);
                 cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
                 sale_dev_download(ctx, replay, out, P.nq * 2);
