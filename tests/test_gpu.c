@@ -737,7 +737,7 @@ Test(gpu, graph_replay_equals_eager_bit_for_bit)
             cr_assert_eq(r, CUDA_SUCCESS, "cuGraphInstantiate: %s", drv_errstr(r));
             for (int rep = 0; rep < 3; rep++) {
                 sale_dev_fill8(ctx, out, 0xFF, P.nq * 2);
-            sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
+                sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
                 cr_assert_eq(d->GraphLaunch(ge, s), CUDA_SUCCESS);
                 cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
                 sale_dev_download(ctx, replay, out, P.nq * 2);
