@@ -34,6 +34,7 @@ struct db {
     db_log_fn log;
     void *log_user;
     pthread_mutex_t mu; /* one connection, multi-statement transactions: serialise callers */
+    unsigned long ops;  /* calls that reached SQLite (db_op_count: tests of the warm paths) */
 };
 
 /* Column lists shared by every reader and writer; never rely on `*` because a
@@ -98,7 +99,7 @@ static void dlog(const db *d, int level, const char *fmt, ...) {
     d->log(d->log_user, level, msg);
 }
 
-static void lock(db *d) { pthread_mutex_lock(&d->mu); }
+static void lock(db *d) { pthread_mutex_lock(&d->mu); d->ops++; }
 static void unlock(db *d) { pthread_mutex_unlock(&d->mu); }
 
 static int is_corrupt_rc(int rc) {
@@ -547,6 +548,14 @@ void db_close(db *d) {
 }
 
 const char *db_path(const db *d) { return d ? d->path : NULL; }
+
+unsigned long db_op_count(db *d) {
+    if (!d) return 0;
+    pthread_mutex_lock(&d->mu);
+    unsigned long n = d->ops;
+    pthread_mutex_unlock(&d->mu);
+    return n;
+}
 
 uint64_t db_fnv1a64(const void *data, size_t n, uint64_t seed) {
     const unsigned char *p = data;

@@ -41,6 +41,9 @@ int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, v
             size_t errlen);
 void db_close(db *d);
 const char *db_path(const db *d);
+/* Calls that reached SQLite on this handle since db_open (every db_ call that
+ * takes the connection lock counts one): tests show warm paths make none. */
+unsigned long db_op_count(db *d);
 
 /* Look up (key, arch, src_hash): writable file first, then the fleet file.
  * Returns 1 found (row filled, cubin verified against cubin_bytes and

@@ -125,8 +125,20 @@ typedef struct sale_options {
 sale_status sale_create(sale_ctx **out, const sale_options *opts);
 void sale_destroy(sale_ctx *ctx);
 
-/* The reason of the last failure on this context ("" if none). Valid until
- * the next call on the context. */
+/* The reason of the last failure of the calling thread on this context (""
+ * if none). Messages are kept per thread: another thread's failure never
+ * changes or frees the string this thread reads. Valid until this thread's
+ * next call on the context.
+ *
+ * Thread safety: one context may be shared by any number of threads.
+ * sale_compile, sale_get_kernel, sale_kernel_* , sale_attention,
+ * sale_attention_workspace_size, sale_thresholds_*, sale_device_* and
+ * sale_dev_* / sale_event_* may be called concurrently (the cache, the
+ * loaded-kernel table and the workspaces are guarded inside). Concurrent
+ * sale_attention calls must use different streams, or the same stream (then
+ * they run in order); a caller-provided args.workspace must not be used by
+ * two calls that may run at the same time. sale_create and sale_destroy are
+ * not concurrent with anything on the same context. */
 const char *sale_last_error(const sale_ctx *ctx);
 
 /* Path of the writable cache file this context uses. */
@@ -160,8 +172,12 @@ typedef struct sale_kernel sale_kernel; /* owned by the context */
 /* A ready-to-launch kernel for the current CUDA context's device. Open fields
  * are resolved (tuned winner, else default); arch may be SALE_ARCH_CURRENT.
  * Loads the module once per CUDA context; raises the dynamic shared memory
- * limit when the kernel needs more than 48 KB. Returns SALE_ERR_NO_DEVICE
- * when there is no driver or device. */
+ * limit when the kernel needs more than 48 KB. The first request for a key
+ * in a CUDA context reads the cache; every later one is a hash lookup in the
+ * context's loaded-kernel table (no SQLite, no winner query, well under a
+ * microsecond), until a new winner is stored for a key with open tiles.
+ * info.from_cache describes the request that loaded the module. Returns
+ * SALE_ERR_NO_DEVICE when there is no driver or device. */
 sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **out);
 
 /* Info of a loaded kernel. */
@@ -206,14 +222,16 @@ typedef struct sale_attention_args {
     void *out;
     int64_t q_stride[3], k_stride[3], v_stride[3], o_stride[3]; /* batch, head, row */
     float scale;       /* 0: 1/sqrt(head_dim) */
-    const float *tau;  /* host array [heads_q]; NULL: tau_default for every head */
+    const float *tau;  /* host array [heads_q], read during the call only (no copy outlives it);
+                          NULL: tau_default for every head */
     float tau_default; /* 0: 0.004. A head with tau <= 1e-5 is computed densely. */
     int block_q, block_k, block_seg, local_window, est_bits; /* 0: defaults */
     sale_mode mode;
-    int dense_below;   /* 0: 1024; negative: never fall back to dense */
+    int dense_below;   /* 0: the value `sale tune --dense-below` stored for this device, else the
+                          arch's default (1024 on sm_80..sm_90); negative: never fall back */
     float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
     uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
-    sale_stats *stats; /* optional (host); on GPU this synchronizes the stream */
+    sale_stats *stats; /* optional (host); on GPU this synchronizes the stream (not while capturing) */
     void *workspace;   /* optional device workspace (size: sale_attention_workspace_size) */
     size_t workspace_bytes;
     float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense, attend
@@ -235,7 +253,32 @@ int sale_num_kblocks(const sale_attention_args *a);
 sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_args *a, size_t *bytes);
 
 /* The whole SALE pipeline on device pointers, queued on `stream`
- * (a CUstream; NULL = default stream). */
+ * (a CUstream; NULL = the legacy default stream).
+ *
+ * Asynchronous: it returns once the kernels are queued. It waits for the
+ * GPU only when the caller asks for host-side results: args.stats (reads
+ * the kept-block counts) or args.phase_ms (reads CUDA event times); and,
+ * once, when a context workspace must grow (logged at INFO through the log
+ * callback). Thresholds travel in the kernels' parameter block (up to 128
+ * query heads; more are written by memsets queued on the stream), the dense
+ * mode's mask is written by the kernel; nothing is copied from host memory
+ * and nothing is allocated per call.
+ *
+ * Workspaces: without args.workspace the context keeps device workspaces,
+ * one in use per stream at a time: a call takes the one last used on its
+ * stream, else one whose last use has finished, else allocates one.
+ *
+ * CUDA graphs: a call may be captured (cuStreamBeginCapture on a stream
+ * other than the legacy default stream) and the graph replayed; a replay
+ * computes exactly what the eager call does. A capture neither allocates
+ * nor waits, so run sale_attention once eagerly on the capturing stream with
+ * the largest shape the graph uses before capturing (its workspace then
+ * belongs to the graphs of that capture sequence for the context's life),
+ * or pass args.workspace (which must stay alive and unused elsewhere while
+ * the graph may run). stats and phase_ms are refused while capturing
+ * (SALE_ERR_INVALID), as is a capture with no ready workspace. Kernels not
+ * yet loaded in this CUDA context are loaded during the capture call (a
+ * module load is not a stream operation). */
 sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *a, void *stream);
 
 /* The plain C reference of the same algorithm on host pointers (fp32 math,

@@ -1,7 +1,10 @@
-/* attention.c — sale_attention(): argument checks, the workspace, and the
- * pipeline of kernels (quantize, then fused | select+attend | dense) run on
- * device pointers and a stream, following each family's launch plan
- * (templates/sale_layout.h). */
+/* attention.c — sale_attention(): argument checks, the workspaces (one in
+ * use per stream at a time, reused once the event after their last use has
+ * passed), and the pipeline of kernels (quantize, then fused | select+attend
+ * | dense) queued on device pointers and a stream, following each family's
+ * launch plan (templates/sale_layout.h). It never waits for the GPU unless
+ * the caller asked for host-side results (stats, phase_ms), and can be
+ * captured into a CUDA graph. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +13,6 @@
 #include "internal.h"
 #include "sale_abi.h"
 #include "sale_layout.h"
-#include "tune.h"
 
 #define ALIGN 256
 
@@ -25,7 +27,7 @@ typedef struct plan_sizes {
 } plan_sizes;
 
 /* Defaults applied to a copy of the user's args. */
-static void apply_defaults(sale_attention_args *a, int arch)
+static void apply_defaults(sale_attention_args *a, int arch, int dense_below)
 {
     if (!a->block_q) a->block_q = 64;
     if (!a->block_k) a->block_k = 32;
@@ -33,7 +35,7 @@ static void apply_defaults(sale_attention_args *a, int arch)
     if (!a->local_window) a->local_window = 128;
     if (!a->est_bits) a->est_bits = key_default_est_bits(arch);
     if (!a->tau_default) a->tau_default = 0.004f;
-    if (!a->dense_below) a->dense_below = 1024;
+    if (!a->dense_below) a->dense_below = dense_below;
     if (!a->scale) a->scale = 1.0f / sqrtf((float)a->head_dim);
 }
 
@@ -157,7 +159,7 @@ sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_ar
     if (st)
         return st;
     sale_attention_args a = *args;
-    apply_defaults(&a, 90);
+    apply_defaults(&a, 90, 1024);
     sale_key qk = make_key(&a, SALE_FAMILY_QUANTIZE, 90);
     plan_sizes s;
     sizes_of(&a, &qk, &s);
@@ -165,40 +167,289 @@ sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_ar
     return SALE_OK;
 }
 
-static sale_status run_plan(sale_ctx *ctx, const sale_kernel *k, const sale_key *key, const sale_attention_args *a,
-                            const sale_params *p, void *stream)
+/* ------------------------------------------------------------ workspaces */
+
+struct ws_slot {
+    CUcontext cu;
+    CUdeviceptr ptr;
+    size_t bytes;
+    CUevent done;    /* recorded on `stream` after the last eager use */
+    CUstream stream; /* stream of the last use */
+    int in_use;      /* between ws_acquire and ws_release */
+    int used;        /* done has been recorded */
+    int captured;    /* owned by graphs of capture sequence `capture`: never reused eagerly */
+    unsigned long long capture;
+    struct ws_slot *next;
+};
+
+void ws_free_all(sale_ctx *ctx)
 {
-    sale_kernel_info info;
-    sale_kernel_get_info(k, &info);
-    sale_layout_cfg lc = {(int)key->family, key->head_dim, key->block_q, key->block_k, key->block_seg,
-                          key->local_window, (int)key->dtype, key->est_bits, 0, 0, key->arch};
-    /* tiles as the kernel was resolved: parse them back from its key */
-    sale_key rk;
-    if (sale_key_parse(info.key, &rk, NULL, 0) == SALE_OK) {
-        lc.warps = rk.warps;
-        lc.stages = rk.stages;
-        lc.est_bits = rk.est_bits ? rk.est_bits : lc.est_bits;
+    const drv_api *d = ctx->ws ? drv_get(NULL) : NULL;
+    for (ws_slot *w = ctx->ws, *n; w; w = n) {
+        n = w->next;
+        if (d) {
+            if (w->done)
+                d->EventDestroy(w->done);
+            if (w->ptr)
+                d->MemFree(w->ptr);
+        }
+        free(w);
     }
+    ctx->ws = NULL;
+}
+
+/* A workspace of `need` bytes for this stream. Eagerly: the one last used on
+ * this stream (stream order makes reuse safe), else an idle one (its done
+ * event has passed), else a new one; growing one waits for its last use
+ * (logged). Under capture: the one this capture sequence already took on
+ * this stream, else the one last used eagerly on this stream, which then
+ * belongs to the captured graph for good; never an allocation, never a wait. */
+static sale_status ws_acquire(sale_ctx *ctx, CUcontext cu, CUstream stream, size_t need, int capturing,
+                              unsigned long long capture, ws_slot **out)
+{
+    const drv_api *d = drv_get(NULL);
+    *out = NULL;
+    ws_slot *w = NULL;
+    pthread_mutex_lock(&ctx->ws_lock);
+    if (capturing) {
+        for (ws_slot *x = ctx->ws; x && !w; x = x->next)
+            if (x->cu == cu && x->captured && x->capture == capture && x->stream == stream && !x->in_use)
+                w = x;
+        for (ws_slot *x = ctx->ws; x && !w; x = x->next)
+            if (x->cu == cu && !x->captured && !x->in_use && x->stream == stream && x->used && x->bytes >= need)
+                w = x;
+        if (!w || w->bytes < need) {
+            pthread_mutex_unlock(&ctx->ws_lock);
+            sale_set_error(ctx,
+                           "workspace: sale_attention is being captured into a graph and this stream has no ready "
+                           "workspace of %zu bytes%s; run sale_attention once on this stream, with the largest "
+                           "shape the graph uses, before capturing (or pass args.workspace): a capture can "
+                           "neither allocate nor wait",
+                           need, w ? " (the one this capture took is smaller)" : "");
+            return SALE_ERR_INVALID;
+        }
+        w->captured = 1;
+        w->capture = capture;
+        w->in_use = 1;
+        pthread_mutex_unlock(&ctx->ws_lock);
+        *out = w;
+        return SALE_OK;
+    }
+    ws_slot *idle = NULL;
+    int n = 0;
+    for (ws_slot *x = ctx->ws; x; x = x->next, n++) {
+        if (x->cu != cu || x->captured || x->in_use)
+            continue;
+        if (x->stream == stream && (!w || x->bytes > w->bytes))
+            w = x;
+        else if (!idle || x->bytes > idle->bytes) {
+            CUresult q = x->used ? d->EventQuery(x->done) : CUDA_SUCCESS;
+            if (q == CUDA_SUCCESS)
+                idle = x;
+        }
+    }
+    if (!w || (w->bytes < need && idle && idle->bytes >= need))
+        w = idle;
+    if (w) {
+        w->in_use = 1;
+        pthread_mutex_unlock(&ctx->ws_lock);
+        if (w->bytes >= need) {
+            *out = w;
+            return SALE_OK;
+        }
+        /* grow: wait for its last use, free, allocate */
+        sale_logf(ctx, SALE_LOG_INFO, "sale_attention: growing a workspace from %zu to %zu bytes (waits for its last "
+                                      "use)", w->bytes, need);
+        CUresult r = w->used ? d->EventSynchronize(w->done) : CUDA_SUCCESS;
+        if (r == CUDA_SUCCESS && w->ptr)
+            r = d->MemFree(w->ptr);
+        w->ptr = 0;
+        w->bytes = 0;
+        if (r == CUDA_SUCCESS)
+            r = d->MemAlloc(&w->ptr, need);
+        if (r != CUDA_SUCCESS) {
+            w->ptr = 0;
+            pthread_mutex_lock(&ctx->ws_lock);
+            w->in_use = 0;
+            pthread_mutex_unlock(&ctx->ws_lock);
+            sale_set_error(ctx, "growing the workspace to %zu bytes: %s", need, drv_errstr(r));
+            return SALE_ERR_CUDA;
+        }
+        w->bytes = need;
+        *out = w;
+        return SALE_OK;
+    }
+    pthread_mutex_unlock(&ctx->ws_lock);
+    /* none free for this stream: a new one */
+    sale_logf(ctx, SALE_LOG_INFO, "sale_attention: allocating a workspace of %zu bytes for stream %p (%d before it)",
+              need, (void *)stream, n);
+    w = calloc(1, sizeof *w);
+    if (!w) {
+        sale_set_error(ctx, "sale_attention: out of host memory");
+        return SALE_ERR_NOMEM;
+    }
+    CUresult r = d->EventCreate(&w->done, CU_EVENT_DISABLE_TIMING);
+    if (r == CUDA_SUCCESS)
+        r = d->MemAlloc(&w->ptr, need);
+    if (r != CUDA_SUCCESS) {
+        if (w->done)
+            d->EventDestroy(w->done);
+        free(w);
+        sale_set_error(ctx, "allocating %zu bytes of workspace: %s", need, drv_errstr(r));
+        return SALE_ERR_CUDA;
+    }
+    w->cu = cu;
+    w->bytes = need;
+    w->stream = stream;
+    w->in_use = 1;
+    pthread_mutex_lock(&ctx->ws_lock);
+    w->next = ctx->ws;
+    ctx->ws = w;
+    pthread_mutex_unlock(&ctx->ws_lock);
+    *out = w;
+    return SALE_OK;
+}
+
+/* After the last launch that reads the workspace: mark where its use ends. */
+static sale_status ws_release(sale_ctx *ctx, ws_slot *w, CUstream stream, int capturing)
+{
+    if (!w)
+        return SALE_OK;
+    CUresult r = CUDA_SUCCESS;
+    /* an event recorded inside a capture may never be queried: captured
+     * workspaces are never looked at again, so none is recorded */
+    if (!capturing)
+        r = drv_get(NULL)->EventRecord(w->done, stream);
+    pthread_mutex_lock(&ctx->ws_lock);
+    if (r == CUDA_SUCCESS && !capturing)
+        w->used = 1;
+    w->stream = stream;
+    w->in_use = 0;
+    pthread_mutex_unlock(&ctx->ws_lock);
+    if (r != CUDA_SUCCESS) {
+        /* without the event nobody can tell when it is idle: keep it out of reuse */
+        pthread_mutex_lock(&ctx->ws_lock);
+        w->captured = 1;
+        w->capture = ~0ull;
+        pthread_mutex_unlock(&ctx->ws_lock);
+        sale_set_error(ctx, "cuEventRecord after sale_attention: %s", drv_errstr(r));
+        return SALE_ERR_CUDA;
+    }
+    return SALE_OK;
+}
+
+/* ------------------------------------------------------------- the pipeline */
+
+static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_args *a, const sale_params *p,
+                            void *stream)
+{
+    const sale_key *key = kmod_key(k); /* resolved at load: tiles and est_bits included */
+    sale_layout_cfg lc = {(int)key->family, key->head_dim, key->block_q,  key->block_k, key->block_seg,
+                          key->local_window, (int)key->dtype, key->est_bits, key->warps, key->stages, key->arch};
     sale_launch L[4];
     int n = sale_layout_plan(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len, L);
     if (n < 0) {
-        sale_set_error(ctx, "no launch plan for %s", info.key);
+        char kt[256];
+        sale_key_format(key, kt, sizeof kt);
+        sale_set_error(ctx, "no launch plan for %s", kt);
         return SALE_ERR_UNSUPPORTED;
     }
     for (int i = 0; i < n; i++) {
-        sale_status s = sale_kernel_launch(ctx, k, L[i].entry, L[i].grid[0], L[i].grid[1], L[i].grid[2], L[i].block,
-                                           L[i].smem, p, sizeof *p, stream);
+        sale_status s = sale_kernel_launch(ctx, (const sale_kernel *)k, L[i].entry, L[i].grid[0], L[i].grid[1],
+                                           L[i].grid[2], L[i].block, L[i].smem, p, sizeof *p, stream);
         if (s)
             return s;
     }
     return SALE_OK;
 }
 
-sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void *stream)
+/* Per-head thresholds of this call, into the parameter block (no copy, no
+ * sync) or, past SALE_TAU_INLINE heads, into the workspace with memsets
+ * queued on the stream (one per run of equal values; no host memory, so
+ * legal under capture). */
+static sale_status put_taus(sale_ctx *ctx, const sale_attention_args *a, sale_params *p, CUdeviceptr ws_tau,
+                            CUstream stream)
+{
+    /* where per-head taus come from: args.tau, else tau_default for every
+     * head. The (args.model, args.layer) lookup of calibrated thresholds
+     * (sale_thresholds_get, memoized) belongs here, filling `tau` below. */
+    const float *tau = a->tau;
+    if (a->heads_q <= SALE_TAU_INLINE) {
+        for (int h = 0; h < a->heads_q; h++)
+            p->tau_inline[h] = tau ? tau[h] : a->tau_default;
+        p->tau = 0;
+        return SALE_OK;
+    }
+    const drv_api *d = drv_get(NULL);
+    p->tau = (sale_u64)ws_tau;
+    for (int h = 0; h < a->heads_q;) {
+        float v = tau ? tau[h] : a->tau_default;
+        int e = h + 1;
+        while (e < a->heads_q && (tau ? tau[e] : a->tau_default) == v)
+            e++;
+        unsigned bits;
+        memcpy(&bits, &v, sizeof bits);
+        CUresult r = d->MemsetD32Async(ws_tau + (CUdeviceptr)h * 4, bits, (size_t)(e - h), stream);
+        if (r != CUDA_SUCCESS) {
+            sale_set_error(ctx, "writing the thresholds of heads %d..%d: %s", h, e - 1, drv_errstr(r));
+            return SALE_ERR_CUDA;
+        }
+        h = e;
+    }
+    return SALE_OK;
+}
+
+/* The host-side results the caller asked for; the only place that waits. */
+static sale_status read_stats(sale_ctx *ctx, const sale_attention_args *a, const plan_sizes *s, int dense,
+                              const sale_params *p, CUstream stream)
+{
+    const drv_api *d = drv_get(NULL);
+    sale_stats *so = a->stats;
+    double *per_head = so->density_per_head;
+    memset(so, 0, sizeof *so);
+    so->density_per_head = per_head;
+    so->dense_fallback = dense && a->mode != SALE_MODE_DENSE;
+    size_t nk = (size_t)a->batch * a->heads_q * s->nqb;
+    int32_t *kept = dense ? NULL : malloc(nk * sizeof(int32_t));
+    if (!dense && !kept) {
+        sale_set_error(ctx, "reading statistics: out of host memory");
+        return SALE_ERR_NOMEM;
+    }
+    CUresult r = kept ? d->MemcpyDtoHAsync(kept, (CUdeviceptr)p->kept, nk * sizeof(int32_t), stream) : CUDA_SUCCESS;
+    if (r == CUDA_SUCCESS)
+        r = d->StreamSynchronize(stream);
+    if (r != CUDA_SUCCESS) {
+        free(kept);
+        sale_set_error(ctx, "reading statistics: %s", drv_errstr(r));
+        return SALE_ERR_CUDA;
+    }
+    for (int b = 0; b < a->batch; b++)
+        for (int h = 0; h < a->heads_q; h++) {
+            int64_t kh = 0, ch = 0;
+            for (int qb = 0; qb < s->nqb; qb++) {
+                int hi = qb * a->block_q + a->block_q;
+                if (hi > a->seq_len)
+                    hi = a->seq_len;
+                int64_t causal = (hi - 1) / a->block_k + 1;
+                ch += causal;
+                kh += kept ? kept[((size_t)b * a->heads_q + h) * s->nqb + qb] : causal;
+            }
+            so->kept_blocks += kh;
+            so->causal_blocks += ch;
+            if (per_head)
+                per_head[b * a->heads_q + h] = ch ? (double)kh / (double)ch : 0;
+        }
+    so->density = so->causal_blocks ? (double)so->kept_blocks / (double)so->causal_blocks : 0;
+    free(kept);
+    return SALE_OK;
+}
+
+sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void *stream_)
 {
     sale_status st = check_args(ctx, args, 1);
     if (st)
         return st;
+    CUstream stream = (CUstream)stream_;
     CUcontext cu;
     CUdevice dev;
     if (drv_ensure_context(ctx, &cu, &dev))
@@ -210,8 +461,18 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
                        drv_device_arch(d, dev));
         return SALE_ERR_UNSUPPORTED;
     }
+    unsigned long long capture = 0;
+    int capturing = drv_capturing(ctx, stream, &capture);
+    if (capturing < 0)
+        return SALE_ERR_CUDA;
+    if (capturing && (args->stats || args->phase_ms)) {
+        sale_set_error(ctx, "%s: reading results on the host waits for the GPU, which a graph capture cannot do; "
+                            "leave it NULL while capturing",
+                       args->stats ? "stats" : "phase_ms");
+        return SALE_ERR_INVALID;
+    }
     sale_attention_args a = *args;
-    apply_defaults(&a, arch);
+    apply_defaults(&a, arch, args->dense_below ? args->dense_below : win_dense_below(ctx, (int)dev));
     const int dense = is_dense_run(&a);
 
     /* keys (validated here: a bad block size is refused before any launch) */
@@ -225,51 +486,43 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         return SALE_ERR_INVALID;
     }
     kq.arch = kf.arch = arch;
-    sale_key ra = make_key(&a, SALE_FAMILY_ATTEND, kf.arch);
-    if (!a.tile_warps || !a.tile_stages) {
-        /* the winner tuned for this device and this problem-size bucket */
-        sale_device_info di;
-        sale_key tuned;
-        if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK) {
-            if (tune_lookup(ctx, &di, &kf, a.seq_len, &tuned) == 1)
-                key_take_tiles(&kf, &tuned);
-            if (!dense && a.mode == SALE_MODE_TWO_PASS && tune_lookup(ctx, &di, &ra, a.seq_len, &tuned) == 1)
-                key_take_tiles(&ra, &tuned);
+    sale_key ka = make_key(&a, SALE_FAMILY_ATTEND, arch);
+
+    /* kernels first (a compile or cache error stops us before any launch);
+     * warm, each is one lookup in the loaded-kernel table. Open tiles take
+     * the winner tuned for this device and this length bucket. */
+    kmod *kern_q = NULL, *kern_f = NULL, *kern_a = NULL;
+    if ((st = ctx_kernel(ctx, cu, dev, &kq, 0, &kern_q)))
+        return st;
+    if ((st = ctx_kernel(ctx, cu, dev, &kf, a.seq_len, &kern_f)))
+        return st;
+    if (!dense && a.mode == SALE_MODE_TWO_PASS && (st = ctx_kernel(ctx, cu, dev, &ka, a.seq_len, &kern_a)))
+        return st;
+    if (dense)
+        kern_q = NULL; /* only its key sizes the workspace */
+    plan_sizes s;
+    sale_key rq = *kmod_key(kern_q ? kern_q : kern_f);
+    if (!kern_q) {
+        rq = kq;
+        if (sale_key_resolve(&rq, err, sizeof err)) {
+            sale_set_error(ctx, "%s", err);
+            return SALE_ERR_INVALID;
         }
     }
-    sale_key rq = kq;
-    if (sale_key_resolve(&rq, err, sizeof err)) {
-        sale_set_error(ctx, "%s", err);
-        return SALE_ERR_INVALID;
-    }
-    plan_sizes s;
     sizes_of(&a, &rq, &s);
 
-    /* workspace: the caller's, or the context's (grown on demand) */
+    /* workspace: the caller's, or one of the context's */
     unsigned char *ws = a.workspace;
+    ws_slot *slot = NULL;
     if (ws && a.workspace_bytes < s.total) {
         sale_set_error(ctx, "workspace_bytes: %zu given, %zu needed (sale_attention_workspace_size)",
                        a.workspace_bytes, s.total);
         return SALE_ERR_INVALID;
     }
     if (!ws) {
-        if (ctx->ws_bytes < s.total) {
-            if (ctx->ws) {
-                d->StreamSynchronize((CUstream)stream);
-                d->MemFree((CUdeviceptr)(uintptr_t)ctx->ws);
-                ctx->ws = NULL;
-                ctx->ws_bytes = 0;
-            }
-            CUdeviceptr p;
-            CUresult r = d->MemAlloc(&p, s.total);
-            if (r != CUDA_SUCCESS) {
-                sale_set_error(ctx, "allocating %zu bytes of workspace: %s", s.total, drv_errstr(r));
-                return SALE_ERR_CUDA;
-            }
-            ctx->ws = (void *)(uintptr_t)p;
-            ctx->ws_bytes = s.total;
-        }
-        ws = ctx->ws;
+        if ((st = ws_acquire(ctx, cu, stream, s.total, capturing, capture, &slot)))
+            return st;
+        ws = (unsigned char *)(uintptr_t)slot->ptr;
     }
 
     sale_params p;
@@ -303,6 +556,8 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
 #undef CARVE
     if (a.mask)
         p.mask = (sale_u64)(uintptr_t)a.mask;
+    else if (dense)
+        p.mask = 0; /* the dense kernel writes a mask only when the caller wants one */
     p.lse = (sale_u64)(uintptr_t)a.lse;
     p.B = a.batch;
     p.Hq = a.heads_q;
@@ -315,46 +570,30 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     p.scale = a.scale;
     p.scale_log2 = a.scale * 1.4426950408889634f;
     p.dense_heads_only = dense;
-
-    float *taus = malloc(sizeof(float) * (size_t)a.heads_q);
-    if (!taus)
-        return SALE_ERR_NOMEM;
-    for (int h = 0; h < a.heads_q; h++)
-        taus[h] = a.tau ? a.tau[h] : a.tau_default;
-    CUresult r = d->MemcpyHtoDAsync((CUdeviceptr)p.tau, taus, sizeof(float) * (size_t)a.heads_q, (CUstream)stream);
-    if (r == CUDA_SUCCESS)
-        r = d->StreamSynchronize((CUstream)stream); /* taus is a pageable local buffer */
-    free(taus);
-    if (r != CUDA_SUCCESS) {
-        sale_set_error(ctx, "uploading thresholds: %s", drv_errstr(r));
-        return SALE_ERR_CUDA;
-    }
-
-    /* kernels first (a compile or cache error stops us before any launch) */
-    sale_kernel *kern_q = NULL, *kern_f = NULL, *kern_a = NULL;
-    sale_key rf = kf;
-    if (!dense && (st = sale_get_kernel(ctx, &kq, &kern_q)))
-        return st;
-    if ((st = sale_get_kernel(ctx, &kf, &kern_f)))
-        return st;
-    if (!dense && a.mode == SALE_MODE_TWO_PASS && (st = sale_get_kernel(ctx, &ra, &kern_a)))
-        return st;
-    sale_key_resolve(&rf, NULL, 0);
-    sale_key_resolve(&ra, NULL, 0);
+    if ((st = put_taus(ctx, &a, &p, (CUdeviceptr)p.tau, stream)))
+        goto release;
 
     CUevent ev[4] = {0};
+    CUresult r = CUDA_SUCCESS;
     if (a.phase_ms)
         for (int i = 0; i < 4; i++)
             if ((r = d->EventCreate(&ev[i], CU_EVENT_DEFAULT)) != CUDA_SUCCESS) {
                 sale_set_error(ctx, "cuEventCreate: %s", drv_errstr(r));
-                return SALE_ERR_CUDA;
+                st = SALE_ERR_CUDA;
+                goto events;
             }
-    if (ev[0])
-        d->EventRecord(ev[0], (CUstream)stream);
-    if (kern_q && (st = run_plan(ctx, kern_q, &rq, &a, &p, stream)))
+#define MARK(i)                                                                                                       \
+    do {                                                                                                              \
+        if (ev[i] && (r = d->EventRecord(ev[i], stream)) != CUDA_SUCCESS) {                                           \
+            sale_set_error(ctx, "cuEventRecord (phase_ms): %s", drv_errstr(r));                                      \
+            st = SALE_ERR_CUDA;                                                                                       \
+            goto events;                                                                                              \
+        }                                                                                                             \
+    } while (0)
+    MARK(0);
+    if (kern_q && (st = run_plan(ctx, kern_q, &a, &p, stream)))
         goto events;
-    if (ev[1])
-        d->EventRecord(ev[1], (CUstream)stream);
+    MARK(1);
     /* Units (sale-algorithm.md): the estimate approximates q_i . (k_j - kmean),
      * so after quantize the exact pass of fused/select/attend scores against
      * the centred keys K' that quantize wrote, and m_i, l_i and the threshold
@@ -365,19 +604,20 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         pc.k = p.kcent;
         fill_strides(&pc.k_sb, &pc.k_sh, &pc.k_sn, (const int64_t[3]){0, 0, 0}, a.heads_kv, a.seq_len, a.head_dim);
     }
-    if ((st = run_plan(ctx, kern_f, &rf, &a, &pc, stream)))
+    if ((st = run_plan(ctx, kern_f, &a, &pc, stream)))
         goto events;
-    if (ev[2])
-        d->EventRecord(ev[2], (CUstream)stream);
-    if (kern_a && (st = run_plan(ctx, kern_a, &ra, &a, &pc, stream)))
+    MARK(2);
+    if (kern_a && (st = run_plan(ctx, kern_a, &a, &pc, stream)))
         goto events;
+    /* the log-sum-exp back in the caller's units (scores against K) */
     if (kern_q && a.lse &&
-        (st = sale_kernel_launch(ctx, kern_q, "sale_quantize_lse_kernel",
+        (st = sale_kernel_launch(ctx, (const sale_kernel *)kern_q, "sale_quantize_lse_kernel",
                                  (unsigned)((a.seq_len + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS), (unsigned)a.heads_q,
                                  (unsigned)a.batch, SALE_QZ_THREADS, 0, &p, sizeof p, stream)))
         goto events;
+    MARK(3);
+#undef MARK
     if (ev[3]) {
-        d->EventRecord(ev[3], (CUstream)stream);
         r = d->EventSynchronize(ev[3]);
         if (r != CUDA_SUCCESS) {
             sale_set_error(ctx, "sale_attention: a kernel failed: %s", drv_errstr(r));
@@ -385,73 +625,19 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
             goto events;
         }
         for (int i = 0; i < 3; i++)
-            d->EventElapsedTime(&a.phase_ms[i], ev[i], ev[i + 1]);
+            if ((r = d->EventElapsedTime(&a.phase_ms[i], ev[i], ev[i + 1])) != CUDA_SUCCESS) {
+                sale_set_error(ctx, "cuEventElapsedTime (phase_ms): %s", drv_errstr(r));
+                st = SALE_ERR_CUDA;
+                goto events;
+            }
     }
+    if (a.stats)
+        st = read_stats(ctx, &a, &s, dense, &p, stream);
 events:
     for (int i = 0; i < 4; i++)
         if (ev[i])
             d->EventDestroy(ev[i]);
-    if (st)
-        return st;
-
-    if (dense && a.mask) {
-        /* a dense run keeps every causal block: say so in the mask the caller asked for */
-        size_t words = (size_t)a.batch * a.heads_q * s.nqb * s.nkw;
-        uint32_t *m = calloc(words, sizeof *m);
-        if (!m)
-            return SALE_ERR_NOMEM;
-        for (size_t row = 0; row < (size_t)a.batch * a.heads_q * s.nqb; row++) {
-            int qb = (int)(row % (size_t)s.nqb), hi = qb * a.block_q + a.block_q;
-            int kb_hi = ((hi > a.seq_len ? a.seq_len : hi) - 1) / a.block_k;
-            for (int J = 0; J <= kb_hi; J++)
-                m[row * s.nkw + J / 32] |= 1u << (J % 32);
-        }
-        r = d->MemcpyHtoDAsync((CUdeviceptr)(uintptr_t)a.mask, m, words * 4, (CUstream)stream);
-        if (r == CUDA_SUCCESS)
-            r = d->StreamSynchronize((CUstream)stream);
-        free(m);
-        if (r != CUDA_SUCCESS) {
-            sale_set_error(ctx, "writing the dense mask: %s", drv_errstr(r));
-            return SALE_ERR_CUDA;
-        }
-    }
-    if (a.stats) {
-        sale_stats *so = a.stats;
-        double *per_head = so->density_per_head;
-        memset(so, 0, sizeof *so);
-        so->density_per_head = per_head;
-        so->dense_fallback = dense && a.mode != SALE_MODE_DENSE;
-        size_t nk = (size_t)a.batch * a.heads_q * s.nqb;
-        int32_t *kept = dense ? NULL : malloc(nk * sizeof(int32_t));
-        if (!dense && !kept)
-            return SALE_ERR_NOMEM;
-        r = kept ? d->MemcpyDtoHAsync(kept, (CUdeviceptr)p.kept, nk * sizeof(int32_t), (CUstream)stream)
-                 : CUDA_SUCCESS;
-        if (r == CUDA_SUCCESS)
-            r = d->StreamSynchronize((CUstream)stream);
-        if (r != CUDA_SUCCESS) {
-            free(kept);
-            sale_set_error(ctx, "reading statistics: %s", drv_errstr(r));
-            return SALE_ERR_CUDA;
-        }
-        for (int b = 0; b < a.batch; b++)
-            for (int h = 0; h < a.heads_q; h++) {
-                int64_t kh = 0, ch = 0;
-                for (int qb = 0; qb < s.nqb; qb++) {
-                    int hi = qb * a.block_q + a.block_q;
-                    if (hi > a.seq_len)
-                        hi = a.seq_len;
-                    int64_t causal = (hi - 1) / a.block_k + 1;
-                    ch += causal;
-                    kh += kept ? kept[((size_t)b * a.heads_q + h) * s.nqb + qb] : causal;
-                }
-                so->kept_blocks += kh;
-                so->causal_blocks += ch;
-                if (per_head)
-                    per_head[b * a.heads_q + h] = ch ? (double)kh / (double)ch : 0;
-            }
-        so->density = so->causal_blocks ? (double)so->kept_blocks / (double)so->causal_blocks : 0;
-        free(kept);
-    }
-    return SALE_OK;
+release:;
+    sale_status rs = ws_release(ctx, slot, stream, capturing);
+    return st ? st : rs;
 }

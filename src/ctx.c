@@ -1,7 +1,9 @@
-/* ctx.c — the context (errors, logging, the cache file), sale_compile (key
- * → cubin in the cache, one compile even when many processes ask at once)
- * and sale_get_kernel (cubin → module loaded once per CUDA context). */
+/* ctx.c — the context (per-thread errors, logging, the cache file),
+ * sale_compile (key → cubin in the cache, one compile even when many
+ * processes ask at once) and sale_get_kernel (cubin → module loaded once per
+ * CUDA context, then served from the loaded-kernel table by one hash lookup). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +12,8 @@
 
 #include "internal.h"
 #include "sale_layout.h"
-#include "tune.h"
+
+#define KMOD_FNS 4 /* entries of one module resolved at load (quantize has 4) */
 
 struct kmod {
     CUcontext cu;
@@ -18,8 +21,21 @@ struct kmod {
     int arch;
     CUmodule mod;
     CUfunction fn;
+    sale_key rk; /* the resolved key, tiles included: the pipeline's launch plan reads it */
     sale_kernel_info info;
+    int nfn; /* entries of the family's launch plan, resolved once at load */
+    const char *fn_name[KMOD_FNS];
+    CUfunction fns[KMOD_FNS];
     struct kmod *next;
+};
+
+/* One slot of the loaded-kernel table (open addressing, linear probing). */
+struct kt_slot {
+    kmod *m; /* NULL: empty */
+    CUcontext cu;
+    sale_key req; /* the key as requested (open fields open; arch may be CURRENT) */
+    int bucket;   /* power-of-two length bucket of the winner lookup, 0: any */
+    unsigned gen; /* ctx->win_gen when made: open tiles depend on the winners */
 };
 
 const char *sale_status_name(sale_status s)
@@ -29,6 +45,73 @@ const char *sale_status_name(sale_status s)
                                         "SALE_ERR_CUDA",     "SALE_ERR_NOMEM",   "SALE_ERR_IO",
                                         "SALE_ERR_NOT_FOUND", "SALE_ERR_LUA"};
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "SALE_ERR_?";
+}
+
+/* Errors are per thread: each thread keeps a few (context, message) slots,
+ * so one thread's failure never overwrites the message another thread is
+ * reading (sale prewarm's workers share a context). A slot names its
+ * context by address and serial, so a new context at a freed address never
+ * sees a dead one's message. */
+#define ERR_SLOTS 8
+typedef struct err_slot {
+    const sale_ctx *ctx;
+    uint64_t serial;
+    char *msg;
+    unsigned used; /* tick of the last write: the oldest slot is reused */
+} err_slot;
+typedef struct err_tls {
+    err_slot s[ERR_SLOTS];
+    unsigned tick;
+} err_tls;
+
+static pthread_key_t g_err_key;
+static pthread_once_t g_err_once = PTHREAD_ONCE_INIT;
+static int g_err_key_ok;
+static atomic_ullong g_serial;
+
+static void err_tls_free(void *p)
+{
+    err_tls *t = p;
+    for (int i = 0; i < ERR_SLOTS; i++)
+        free(t->s[i].msg);
+    free(t);
+}
+
+static void err_key_init(void)
+{
+    g_err_key_ok = pthread_key_create(&g_err_key, err_tls_free) == 0;
+}
+
+static err_slot *err_slot_of(const sale_ctx *ctx, int create)
+{
+    pthread_once(&g_err_once, err_key_init);
+    if (!g_err_key_ok)
+        return NULL;
+    err_tls *t = pthread_getspecific(g_err_key);
+    if (!t) {
+        if (!create || !(t = calloc(1, sizeof *t)))
+            return NULL;
+        if (pthread_setspecific(g_err_key, t)) {
+            free(t);
+            return NULL;
+        }
+    }
+    err_slot *oldest = &t->s[0];
+    for (int i = 0; i < ERR_SLOTS; i++) {
+        err_slot *e = &t->s[i];
+        if (e->ctx == ctx && e->serial == ctx->serial)
+            return e;
+        if (e->used < oldest->used)
+            oldest = e;
+    }
+    if (!create)
+        return NULL;
+    free(oldest->msg);
+    oldest->msg = NULL;
+    oldest->ctx = ctx;
+    oldest->serial = ctx->serial;
+    oldest->used = ++t->tick;
+    return oldest;
 }
 
 void sale_set_error(sale_ctx *ctx, const char *fmt, ...)
@@ -41,16 +124,20 @@ void sale_set_error(sale_ctx *ctx, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
-    if ((size_t)n + 1 > ctx->err_cap) {
-        char *p = realloc(ctx->err, (size_t)n + 1);
-        if (!p)
-            return;
-        ctx->err = p;
-        ctx->err_cap = (size_t)n + 1;
-    }
+    /* format first, then swap: an argument may be the old message itself */
+    char *m = malloc((size_t)n + 1);
+    if (!m)
+        return;
     va_start(ap, fmt);
-    vsnprintf(ctx->err, ctx->err_cap, fmt, ap);
+    vsnprintf(m, (size_t)n + 1, fmt, ap);
     va_end(ap);
+    err_slot *e = err_slot_of(ctx, 1);
+    if (!e) {
+        free(m);
+        return;
+    }
+    free(e->msg);
+    e->msg = m;
 }
 
 void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...)
@@ -67,7 +154,10 @@ void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...)
 
 const char *sale_last_error(const sale_ctx *ctx)
 {
-    return ctx && ctx->err ? ctx->err : "";
+    if (!ctx)
+        return "";
+    err_slot *e = err_slot_of(ctx, 0);
+    return e && e->msg ? e->msg : "";
 }
 
 const char *sale_cache_path(const sale_ctx *ctx)
@@ -101,7 +191,9 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     if (!c)
         return SALE_ERR_NOMEM;
     *out = c;
+    c->serial = atomic_fetch_add(&g_serial, 1) + 1;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->ws_lock, NULL);
     if (opts)
         c->opts = *opts;
     if (opts && opts->cache_path) {
@@ -131,6 +223,7 @@ void sale_destroy(sale_ctx *ctx)
 {
     if (!ctx)
         return;
+    ws_free_all(ctx);
     const drv_api *d = ctx->modules ? drv_get(NULL) : NULL;
     for (kmod *m = ctx->modules, *n; m; m = n) {
         n = m->next;
@@ -142,14 +235,17 @@ void sale_destroy(sale_ctx *ctx)
         }
         free(m);
     }
-    if (ctx->ws && d)
-        d->MemFree((CUdeviceptr)(uintptr_t)ctx->ws);
-    else if (ctx->ws && (d = drv_get(NULL)))
-        d->MemFree((CUdeviceptr)(uintptr_t)ctx->ws);
+    free(ctx->kt);
+    win_memo_free(ctx);
     if (ctx->db)
         db_close(ctx->db);
     pthread_mutex_destroy(&ctx->lock);
-    free(ctx->err);
+    pthread_mutex_destroy(&ctx->ws_lock);
+    err_slot *e = err_slot_of(ctx, 0);
+    if (e) {
+        free(e->msg);
+        memset(e, 0, sizeof *e);
+    }
     free(ctx);
 }
 
@@ -315,17 +411,115 @@ static void load_error(sale_ctx *ctx, CUresult r, const sale_key *k, int dev_arc
         sale_set_error(ctx, "cuModuleLoadData for %s: %s", arch, drv_errstr(r));
 }
 
-sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **out)
+/* ------------------------------------------------- the loaded-kernel table */
+
+static uint64_t kt_hash(CUcontext cu, const sale_key *k, int bucket)
 {
-    if (!ctx || !key || !out) {
-        sale_set_error(ctx, "sale_get_kernel: NULL argument");
-        return SALE_ERR_INVALID;
+    const int f[] = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
+                     (int)k->dtype, k->est_bits, k->causal, k->warps, k->stages, k->arch, bucket};
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)cu;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        h ^= (uint64_t)(unsigned)f[i];
+        h *= 0x100000001b3ULL;
+        h ^= h >> 29;
     }
+    return h;
+}
+
+static int key_same(const sale_key *a, const sale_key *b)
+{
+    return a->family == b->family && a->head_dim == b->head_dim && a->block_q == b->block_q &&
+           a->block_k == b->block_k && a->block_seg == b->block_seg && a->local_window == b->local_window &&
+           a->dtype == b->dtype && a->est_bits == b->est_bits && a->causal == b->causal && a->warps == b->warps &&
+           a->stages == b->stages && a->arch == b->arch;
+}
+
+static kt_slot *kt_slot_of(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket)
+{
+    if (!ctx->kt_cap)
+        return NULL;
+    size_t mask = ctx->kt_cap - 1;
+    for (size_t i = (size_t)kt_hash(cu, req, bucket) & mask;; i = (i + 1) & mask) {
+        kt_slot *e = &ctx->kt[i];
+        if (!e->m || (e->cu == cu && e->bucket == bucket && key_same(&e->req, req)))
+            return e;
+    }
+}
+
+kmod *ctx_kt_find(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket)
+{
+    kt_slot *e = kt_slot_of(ctx, cu, req, bucket);
+    if (!e || !e->m)
+        return NULL;
+    /* a request with open tiles depends on the stored winners */
+    if ((!req->warps || !req->stages) && e->gen != ctx->win_gen)
+        return NULL;
+    return e->m;
+}
+
+int ctx_kt_put(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, kmod *m)
+{
+    if ((ctx->kt_used + 1) * 2 > ctx->kt_cap) {
+        size_t cap = ctx->kt_cap ? ctx->kt_cap * 2 : 64;
+        kt_slot *old = ctx->kt, *nt = calloc(cap, sizeof *nt);
+        if (!nt)
+            return -1;
+        size_t oc = ctx->kt_cap;
+        ctx->kt = nt;
+        ctx->kt_cap = cap;
+        for (size_t i = 0; i < oc; i++)
+            if (old[i].m)
+                *kt_slot_of(ctx, old[i].cu, &old[i].req, old[i].bucket) = old[i];
+        free(old);
+    }
+    kt_slot *e = kt_slot_of(ctx, cu, req, bucket);
+    if (!e->m)
+        ctx->kt_used++;
+    e->m = m;
+    e->cu = cu;
+    e->req = *req;
+    e->bucket = bucket;
+    e->gen = ctx->win_gen;
+    return 0;
+}
+
+const sale_key *kmod_key(const kmod *m)
+{
+    return &m->rk;
+}
+
+/* Resolve the entries of the family's launch plan once, at load. */
+static CUresult resolve_entries(const drv_api *d, kmod *m)
+{
+    sale_layout_cfg lc = layout_of(&m->rk);
+    sale_launch L[4];
+    int n = sale_layout_plan(&lc, 1, 1, 1, 1, L);
+    m->nfn = 0;
+    for (int i = 0; i < n && m->nfn < KMOD_FNS; i++) {
+        CUfunction f;
+        CUresult r = d->ModuleGetFunction(&f, m->mod, L[i].entry);
+        if (r != CUDA_SUCCESS)
+            return r;
+        m->fn_name[m->nfn] = L[i].entry;
+        m->fns[m->nfn++] = f;
+    }
+    return CUDA_SUCCESS;
+}
+
+sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key *key, int seq_len, kmod **out)
+{
+    int bucket = seq_len > 0 ? win_bucket_n(seq_len) : 0;
     *out = NULL;
-    CUcontext cu;
-    CUdevice dev;
-    if (drv_ensure_context(ctx, &cu, &dev))
-        return SALE_ERR_NO_DEVICE;
+    pthread_mutex_lock(&ctx->lock);
+    kmod *hit = ctx_kt_find(ctx, cu, key, bucket);
+    unsigned gen = ctx->win_gen;
+    pthread_mutex_unlock(&ctx->lock);
+    if (hit) {
+        *out = hit;
+        return SALE_OK;
+    }
+
+    /* miss: resolve (winner, defaults), cubin from the cache or NVRTC, load */
     const drv_api *d = drv_get(NULL);
     int dev_arch = drv_device_arch(d, dev);
     sale_key k = *key;
@@ -341,11 +535,9 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
     if (!k.warps || !k.stages) {
         /* open tiles: this device's tuned winner if one was stored, else the default */
         sale_device_info di;
-        if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK) {
-            sale_key tuned;
-            if (tune_lookup(ctx, &di, &k, 0, &tuned) == 1)
-                key_take_tiles(&k, &tuned);
-        }
+        sale_key tuned;
+        if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK && win_lookup(ctx, &di, &k, seq_len, &tuned) == 1)
+            key_take_tiles(&k, &tuned);
     }
     if (sale_key_resolve(&k, err, sizeof err)) {
         sale_set_error(ctx, "%s", err);
@@ -357,49 +549,85 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
     sale_status st = compile_row(ctx, &k, &row, &from_cache);
     if (st)
         return st;
+    kmod *m = NULL;
     pthread_mutex_lock(&ctx->lock);
-    for (kmod *m = ctx->modules; m; m = m->next)
-        if (m->cu == cu && m->src_hash == row.src_hash && m->arch == k.arch) {
-            m->info.from_cache = from_cache;
-            *out = (sale_kernel *)m;
-            pthread_mutex_unlock(&ctx->lock);
-            db_row_free(&row);
-            return SALE_OK;
-        }
+    for (kmod *x = ctx->modules; x; x = x->next)
+        if (x->cu == cu && x->src_hash == row.src_hash && x->arch == k.arch)
+            m = x;
     pthread_mutex_unlock(&ctx->lock);
-    kmod *m = calloc(1, sizeof *m);
     if (!m) {
-        db_row_free(&row);
-        return SALE_ERR_NOMEM;
+        kmod *nm = calloc(1, sizeof *nm);
+        if (!nm) {
+            db_row_free(&row);
+            sale_set_error(ctx, "sale_get_kernel: out of memory");
+            return SALE_ERR_NOMEM;
+        }
+        CUresult r = d->ModuleLoadData(&nm->mod, row.cubin);
+        if (r != CUDA_SUCCESS) {
+            load_error(ctx, r, &k, dev_arch);
+            free(nm);
+            db_row_free(&row);
+            return SALE_ERR_CUDA;
+        }
+        nm->rk = k;
+        r = d->ModuleGetFunction(&nm->fn, nm->mod, row.entry);
+        if (r == CUDA_SUCCESS && row.smem_dynamic > 48 * 1024)
+            r = d->FuncSetAttribute(nm->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, row.smem_dynamic);
+        if (r == CUDA_SUCCESS)
+            r = resolve_entries(d, nm);
+        if (r != CUDA_SUCCESS) {
+            sale_set_error(ctx, "preparing %s in %s: %s", row.entry, row.key, drv_errstr(r));
+            d->ModuleUnload(nm->mod);
+            free(nm);
+            db_row_free(&row);
+            return SALE_ERR_CUDA;
+        }
+        nm->cu = cu;
+        nm->src_hash = row.src_hash;
+        nm->arch = k.arch;
+        fill_info(&nm->info, &k, &row, from_cache);
+        pthread_mutex_lock(&ctx->lock);
+        /* another thread may have loaded the same module meanwhile: keep one */
+        for (kmod *x = ctx->modules; x && !m; x = x->next)
+            if (x->cu == cu && x->src_hash == row.src_hash && x->arch == k.arch)
+                m = x;
+        if (!m) {
+            nm->next = ctx->modules;
+            ctx->modules = m = nm;
+            nm = NULL;
+        }
+        pthread_mutex_unlock(&ctx->lock);
+        if (nm) {
+            d->ModuleUnload(nm->mod);
+            free(nm);
+        }
     }
-    CUresult r = d->ModuleLoadData(&m->mod, row.cubin);
-    if (r != CUDA_SUCCESS) {
-        load_error(ctx, r, &k, dev_arch);
-        free(m);
-        db_row_free(&row);
-        return SALE_ERR_CUDA;
-    }
-    r = d->ModuleGetFunction(&m->fn, m->mod, row.entry);
-    if (r == CUDA_SUCCESS && row.smem_dynamic > 48 * 1024)
-        r = d->FuncSetAttribute(m->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, row.smem_dynamic);
-    if (r != CUDA_SUCCESS) {
-        sale_set_error(ctx, "preparing %s in %s: %s", row.entry, row.key, drv_errstr(r));
-        d->ModuleUnload(m->mod);
-        free(m);
-        db_row_free(&row);
-        return SALE_ERR_CUDA;
-    }
-    m->cu = cu;
-    m->src_hash = row.src_hash;
-    m->arch = k.arch;
-    fill_info(&m->info, &k, &row, from_cache);
     db_row_free(&row);
     pthread_mutex_lock(&ctx->lock);
-    m->next = ctx->modules;
-    ctx->modules = m;
+    /* a winner stored while we resolved: do not file the old answer as fresh */
+    int rc = gen == ctx->win_gen ? ctx_kt_put(ctx, cu, key, bucket, m) : 0;
     pthread_mutex_unlock(&ctx->lock);
-    *out = (sale_kernel *)m;
+    if (rc)
+        sale_logf(ctx, SALE_LOG_WARN, "loaded-kernel table: out of memory; the next request looks the kernel up again");
+    *out = m;
     return SALE_OK;
+}
+
+sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **out)
+{
+    if (!ctx || !key || !out) {
+        sale_set_error(ctx, "sale_get_kernel: NULL argument");
+        return SALE_ERR_INVALID;
+    }
+    *out = NULL;
+    CUcontext cu;
+    CUdevice dev;
+    if (drv_ensure_context(ctx, &cu, &dev))
+        return SALE_ERR_NO_DEVICE;
+    kmod *m = NULL;
+    sale_status st = ctx_kernel(ctx, cu, dev, key, 0, &m);
+    *out = (sale_kernel *)m;
+    return st;
 }
 
 sale_status sale_kernel_get_info(const sale_kernel *k, sale_kernel_info *info)
@@ -446,18 +674,25 @@ sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *
     const drv_api *d = drv_get(NULL);
     CUfunction f = m->fn;
     if (entry && strcmp(entry, m->info.entry)) {
-        void *p;
-        sale_status s = sale_kernel_function_named(ctx, k, entry, &p);
-        if (s)
-            return s;
-        f = (CUfunction)p;
+        f = NULL;
+        for (int i = 0; i < m->nfn && !f; i++)
+            if (m->fn_name[i] == entry || !strcmp(m->fn_name[i], entry))
+                f = m->fns[i];
+        if (!f) {
+            void *p;
+            sale_status s = sale_kernel_function_named(ctx, k, entry, &p);
+            if (s)
+                return s;
+            f = (CUfunction)p;
+        }
     }
     if (!block)
         block = (unsigned)m->info.threads;
     if (smem == (unsigned)-1)
         smem = (unsigned)m->info.smem_dynamic;
     CUresult r = CUDA_SUCCESS;
-    if (smem > 48 * 1024)
+    /* the main entry's limit was raised at load; other sizes raise it here */
+    if (smem > 48 * 1024 && (f != m->fn || smem > (unsigned)m->info.smem_dynamic))
         r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem);
     void *args[1] = {(void *)params};
     if (r == CUDA_SUCCESS)

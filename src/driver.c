@@ -74,7 +74,22 @@ static void drv_open(void)
     S(EventDestroy, "cuEventDestroy_v2", "cuEventDestroy");
     S(GetErrorName, "cuGetErrorName", NULL);
     S(GetErrorString, "cuGetErrorString", NULL);
+    S(StreamCreate, "cuStreamCreate", NULL);
+    S(StreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy");
+    S(StreamQuery, "cuStreamQuery", NULL);
+    S(StreamWaitEvent, "cuStreamWaitEvent", NULL);
+    S(EventQuery, "cuEventQuery", NULL);
+    S(MemsetD32Async, "cuMemsetD32Async", NULL);
+    S(StreamIsCapturing, "cuStreamIsCapturing", NULL);
+    S(StreamBeginCapture, "cuStreamBeginCapture_v2", NULL);
+    S(StreamEndCapture, "cuStreamEndCapture", NULL);
+    S(GraphInstantiate, "cuGraphInstantiateWithFlags", NULL);
+    S(GraphLaunch, "cuGraphLaunch", NULL);
+    S(GraphExecDestroy, "cuGraphExecDestroy", NULL);
+    S(GraphDestroy, "cuGraphDestroy", NULL);
 #undef S
+    *(void **)&g_api.StreamGetCaptureInfo_v3 = dlsym(h, "cuStreamGetCaptureInfo_v3");
+    *(void **)&g_api.StreamGetCaptureInfo_v2 = dlsym(h, "cuStreamGetCaptureInfo_v2");
     CUresult r = g_api.Init(0);
     if (r != CUDA_SUCCESS) {
         const char *n = NULL;
@@ -107,6 +122,31 @@ const char *drv_errstr(CUresult r)
     }
     snprintf(buf, sizeof buf, "%s (%d: %s)", n ? n : "CUDA error", (int)r, s ? s : "no description");
     return buf;
+}
+
+int drv_capturing(sale_ctx *ctx, CUstream stream, unsigned long long *id)
+{
+    const drv_api *d = drv_get(NULL);
+    CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
+    cuuint64_t cid = 0;
+    CUresult r;
+    if (d->StreamGetCaptureInfo_v3)
+        r = d->StreamGetCaptureInfo_v3(stream, &cs, &cid, NULL, NULL, NULL, NULL);
+    else if (d->StreamGetCaptureInfo_v2)
+        r = d->StreamGetCaptureInfo_v2(stream, &cs, &cid, NULL, NULL, NULL);
+    else
+        r = d->StreamIsCapturing(stream, &cs);
+    if (r != CUDA_SUCCESS) {
+        sale_set_error(ctx, "cuStreamGetCaptureInfo: %s", drv_errstr(r));
+        return -1;
+    }
+    if (cs == CU_STREAM_CAPTURE_STATUS_INVALIDATED) {
+        sale_set_error(ctx, "the stream's graph capture was invalidated by an earlier call; end it and start again");
+        return -1;
+    }
+    if (id)
+        *id = (unsigned long long)cid;
+    return cs == CU_STREAM_CAPTURE_STATUS_ACTIVE;
 }
 
 int drv_device_arch(const drv_api *d, CUdevice dev)

@@ -42,6 +42,25 @@ typedef struct drv_api {
     CUresult (*EventDestroy)(CUevent);
     CUresult (*GetErrorName)(CUresult, const char **);
     CUresult (*GetErrorString)(CUresult, const char **);
+    /* streams, events and graphs of the host path (issue 9); all required */
+    CUresult (*StreamCreate)(CUstream *, unsigned);
+    CUresult (*StreamDestroy)(CUstream);
+    CUresult (*StreamQuery)(CUstream);
+    CUresult (*StreamWaitEvent)(CUstream, CUevent, unsigned);
+    CUresult (*EventQuery)(CUevent);
+    CUresult (*MemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
+    CUresult (*StreamIsCapturing)(CUstream, CUstreamCaptureStatus *);
+    CUresult (*StreamBeginCapture)(CUstream, CUstreamCaptureMode);
+    CUresult (*StreamEndCapture)(CUstream, CUgraph *);
+    CUresult (*GraphInstantiate)(CUgraphExec *, CUgraph, unsigned long long);
+    CUresult (*GraphLaunch)(CUgraphExec, CUstream);
+    CUresult (*GraphExecDestroy)(CUgraphExec);
+    CUresult (*GraphDestroy)(CUgraph);
+    /* optional (NULL when the driver lacks both versions): the capture id */
+    CUresult (*StreamGetCaptureInfo_v3)(CUstream, CUstreamCaptureStatus *, cuuint64_t *, CUgraph *,
+                                        const CUgraphNode **, const CUgraphEdgeData **, size_t *);
+    CUresult (*StreamGetCaptureInfo_v2)(CUstream, CUstreamCaptureStatus *, cuuint64_t *, CUgraph *,
+                                        const CUgraphNode **, size_t *);
 } drv_api;
 
 /* Open the driver once (thread-safe). Returns the table, or NULL with why
@@ -55,6 +74,11 @@ const char *drv_errstr(CUresult r);
  * none); returns the device. 0 ok, -1 with ctx error set. */
 struct sale_ctx;
 int drv_ensure_context(struct sale_ctx *ctx, CUcontext *cuctx, CUdevice *dev);
+
+/* Whether `stream` is being captured into a graph: 0 no, 1 yes (with its
+ * capture id in *id when the driver tells, else 0), -1 error (message set;
+ * an invalidated capture is an error). */
+int drv_capturing(struct sale_ctx *ctx, CUstream stream, unsigned long long *id);
 
 /* Compute capability of a device as 80, 86, 89, 90. */
 int drv_device_arch(const drv_api *d, CUdevice dev);

@@ -7,26 +7,84 @@
 #include <stdarg.h>
 
 #include "db.h"
+#include "drv.h"
 #include "sale.h"
 
-typedef struct kmod kmod; /* a module loaded in one CUDA context */
+/* Error convention (one for the whole library):
+ *  - a function that has a sale_ctx returns sale_status (SALE_OK = 0) and,
+ *    before returning anything else, sets the reason with sale_set_error;
+ *    a lookup that can miss returns int: 1 found, 0 not found, -1 error
+ *    (message set) — win_lookup, ctx_kt_find's callers;
+ *  - the layers under the context (db_, jit_, key_, tpl_) know no sale_ctx:
+ *    they return 0 / -1 (or 1 / 0 / -1 for lookups) and fill a caller's
+ *    `char *err, size_t errlen`; the caller that owns the ctx turns that
+ *    into sale_set_error + a sale_status (SALE_ERR_CACHE for db_).
+ * Error messages are per thread (see sale_last_error in sale.h). */
+
+typedef struct kmod kmod;         /* a module loaded in one CUDA context (ctx.c) */
+typedef struct kt_slot kt_slot;   /* the loaded-kernel table (ctx.c) */
+typedef struct win_memo win_memo; /* remembered winner lookups (winners.c) */
+typedef struct ws_slot ws_slot;   /* attention workspaces (attention.c) */
+
+#define CTX_MAX_DEVICES 64
 
 struct sale_ctx {
-    char *err;         /* last error message (heap, may be long: NVRTC logs) */
-    size_t err_cap;
+    uint64_t serial;   /* unique per sale_create: tells this context's error slots from a dead one's */
     sale_options opts;
     char cache_path[1024];
     char fleet_path[1024];
     db *db;
-    pthread_mutex_t lock; /* guards db, modules, err */
-    kmod *modules;
-    void *ws;          /* context-owned device workspace of sale_attention */
-    size_t ws_bytes;
+    pthread_mutex_t lock; /* guards db, modules, the kernel table, the winner memo */
+    kmod *modules;        /* every module loaded, in any CUDA context */
+    kt_slot *kt;          /* (CUcontext, requested key, length bucket) -> module */
+    size_t kt_cap, kt_used;
+    unsigned win_gen;     /* bumped by win_save: table entries of open tiles made before it are stale */
+    win_memo *memo;       /* winner lookups, including "none" */
+    int dense_below[CTX_MAX_DEVICES]; /* per device ordinal: 0 unknown, else the stored or default value */
+    pthread_mutex_t ws_lock; /* guards ws */
+    ws_slot *ws;          /* sale_attention's device workspaces, one in use per stream at a time */
 };
 
-/* Set the context's error message; returns nothing, ctx may be NULL. */
+/* Set the calling thread's error message for ctx; ctx may be NULL. */
 void sale_set_error(sale_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* loaded kernels (ctx.c). ctx_kernel is sale_get_kernel with the length
+ * bucket of the winner lookup (seq_len <= 0: any bucket) and the CUDA
+ * context and device already known: a hit in the table is one hash lookup
+ * under ctx->lock — no SQLite, no winner query, no key resolution. */
+sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key *key, int seq_len, kmod **out);
+/* The fully resolved key the module was built from (tiles included). */
+const sale_key *kmod_key(const kmod *m);
+/* The table itself, exposed for tests: find returns the module or NULL;
+ * put inserts or refreshes; both expect ctx->lock held. */
+kmod *ctx_kt_find(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket);
+int ctx_kt_put(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, kmod *m);
+
+/* stored winners (winners.c): below the context, above db. The tuner
+ * (tuner/) searches; these store and serve, with a memo per (device, open
+ * key, length bucket), "no winner" included. */
+int win_bucket_n(int seq_len); /* power of two >= seq_len (1 << 30 at most) */
+int win_bucket(int seq_len, char *buf, size_t len); /* "n=65536"; 0, or -1 */
+/* Algorithm fields resolved for key->arch (else arch), tiles open. */
+sale_status win_open_key(const sale_key *key, int arch, sale_key *out, char *err, size_t errlen);
+sale_status win_save(sale_ctx *ctx, const sale_device_info *dev, const sale_key *open_key, int seq_len,
+                     const sale_key *winner, double ms, double spread_pct, int tried);
+/* 1 found (out = key with open tiles taken from the winner), 0 none (out = key), -1 error. */
+int win_lookup(sale_ctx *ctx, const sale_device_info *dev, const sale_key *key, int seq_len, sale_key *out);
+/* dense_below: the per-arch default (one table), and the value measured on
+ * this device by `sale tune --dense-below`, stored as a winner row with key
+ * WIN_DENSE_BELOW_KEY. win_dense_below gives the stored value, else the
+ * default, memoized per device ordinal. */
+#define WIN_DENSE_BELOW_KEY "dense_below"
+int win_dense_below_default(int code_arch);
+sale_status win_dense_below_save(sale_ctx *ctx, const sale_device_info *dev, int dense_below, double ms);
+int win_dense_below(sale_ctx *ctx, int ordinal);
+sale_status win_list(sale_ctx *ctx, db_tuned_cb cb, void *user);
+void win_memo_free(sale_ctx *ctx);
+
+/* attention workspaces (attention.c) */
+void ws_free_all(sale_ctx *ctx);
 
 /* keys (key.c) */
 int key_family_uses(sale_family f, const char *field); /* does this field change the family's code? */
@@ -87,7 +145,5 @@ void jit_parse_resources(const char *log, jit_result *r);
  * (for compiles whose log has no ptxas lines). 0, or -1 if unreadable. */
 int jit_parse_cubin(const unsigned char *cubin, size_t n, jit_result *r);
 
-/* driver (driver.c): the CUDA Driver API through dlopen. */
-#include "drv.h"
 
 #endif

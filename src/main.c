@@ -15,7 +15,7 @@
 #include "db.h"
 #include "internal.h"
 #include "sale.h"
-#include "tune.h"
+#include "cli_tune.h"
 
 static int g_quiet;
 
@@ -450,7 +450,9 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     if (tuned) {
         printf("%-24s %-7s %4s %6s %-10s %-60s %9s %7s %5s\n", "device", "arch", "SMs", "driver", "bucket", "key",
                "ms", "spread", "tried");
-        rc = db_tuned_list(ctx->db, tuned_row, &s, err, sizeof err);
+        rc = win_list(ctx, tuned_row, &s) ? -1 : 0; /* through the library, not ctx->db */
+        if (rc)
+            snprintf(err, sizeof err, "%s", sale_last_error(ctx));
     } else {
         printf("%-78s %-7s %5s %7s %7s %7s %9s %9s %6s\n", "key", "arch", "regs", "smem", "spill.s", "spill.l",
                "cubin", "compile", "hits");
@@ -621,9 +623,9 @@ static int cmd_run(const gopts *g, int argc, char **argv)
 static int cmd_tune(const gopts *g, int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
-        return tune_cli(NULL, NULL, argc, argv);
+        return cli_tune(NULL, NULL, argc, argv);
     sale_ctx *ctx = open_ctx(g);
-    int rc = tune_cli(ctx, &g_cfg, argc, argv);
+    int rc = cli_tune(ctx, &g_cfg, argc, argv);
     sale_destroy(ctx);
     return rc;
 }

@@ -22,11 +22,14 @@ typedef int64_t sale_i64;
  *   qmean  [B, Hq, D] f32      kmean [B, Hkv, D] f32
  *   cterm  [B, Hq, N] f32      c_j = qmean(h) . (k_j - kmean)
  *   kcent  [B, Hkv, N, D] dtype  k_j - kmean rounded to the input dtype (quantize writes it)
- *   tau    [Hq] f32
+ *   tau    [Hq] f32 on the device, only when Hq > SALE_TAU_INLINE; else 0 and
+ *          the thresholds are in tau_inline (the parameter block: no copy)
  *   mask   [B, Hq, nqb, nkw] u32 bitmask of kept key blocks (nkw = ceil(nkb/32))
  *   kept   [B, Hq, nqb] i32 kept key blocks per query block
  *   lse    [B, Hq, N] f32 natural-log sum-exp of scale*scores (optional: 0)
  * Pointers that are optional are 0 when absent (mask, kept, lse). */
+#define SALE_TAU_INLINE 128 /* heads whose tau fits the parameter block (sizeof sale_params < 1 KB) */
+
 typedef struct sale_params {
     sale_u64 q, k, v, o;
     sale_i64 q_sb, q_sh, q_sn;
@@ -45,6 +48,7 @@ typedef struct sale_params {
     float scale_log2;         /* scale * log2(e) */
     int dense_heads_only;     /* 1: ignore tau, keep every causal block */
     int pad_;
+    float tau_inline[SALE_TAU_INLINE]; /* per-head tau when tau == 0 */
 } sale_params;
 
 #endif

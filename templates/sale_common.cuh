@@ -556,8 +556,10 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
     bool dense_head = true;
     float tau = 0.f;
     if (A::EST) {
-        if (p.tau && !p.dense_heads_only) {
-            tau = ((const float *)p.tau)[h];
+        if (!p.dense_heads_only) {
+            /* thresholds travel in the parameter block (no copy, no sync);
+             * more heads than it holds: a device array */
+            tau = p.tau ? ((const float *)p.tau)[h] : (h < SALE_TAU_INLINE ? p.tau_inline[h] : 0.f);
             dense_head = !(tau > 1e-5f);
         }
         int lf = (i0 - SALE_LOCAL_WINDOW > 0 ? i0 - SALE_LOCAL_WINDOW : 0) / A::BK;
@@ -630,7 +632,7 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
 
     /* mask row init: local region + sink */
     sale_u32 *mask_row = 0;
-    if (A::EST && p.mask) {
+    if ((A::EST || MODE == SALE_MODE_DENSE) && p.mask) { /* dense: every causal block */
         mask_row = (sale_u32 *)p.mask + ((long long)bhq * p.nqb + qb) * p.nkw;
         for (int w = st.tid; w < p.nkw; w += A::NT) {
             int lo = w * 32, hi = w * 32 + 31;

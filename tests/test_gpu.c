@@ -4,12 +4,14 @@
  * block. Skips, loudly, where there is no GPU. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "sale.h"
 #include "sale_abi.h"
 #include "sale_layout.h"
@@ -642,4 +644,326 @@ Test(gpu, shifting_every_key_changes_no_decision_in_any_family)
         cr_assert(num / den < 1.5e-2, "%s: output moved by rel L1 %.2e", mode_name((sale_mode)mode), num / den);
     }
     free(q), free(k), free(v), free(ks), free(o1), free(o2), free(m1), free(m2);
+}
+
+/* ---------------------------------------------------------- the host path */
+/* Issue 9: warm lookups make no SQLite call, sale_attention returns before
+ * the GPU is done, a captured graph replays bit for bit what the eager call
+ * computes, and threads on their own streams share one context safely. */
+
+typedef struct hp_problem {
+    int Hq, Hkv, N;
+    size_t nq, nk;
+    void *dq[2], *dk[2], *dv[2]; /* two input sets */
+} hp_problem;
+
+static void hp_make(hp_problem *P, int Hq, int Hkv, int N)
+{
+    memset(P, 0, sizeof *P);
+    P->Hq = Hq, P->Hkv = Hkv, P->N = N;
+    P->nq = (size_t)Hq * N * 128, P->nk = (size_t)Hkv * N * 128;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    uint16_t *q = malloc(P->nq * 2), *k = malloc(P->nk * 2), *v = malloc(P->nk * 2);
+    for (int s = 0; s < 2; s++) {
+        sale_gen_options g = {.seed = seed_base + 900 + (uint64_t)s, .structured = 1};
+        cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, NULL), SALE_OK);
+        cr_assert_eq(sale_dev_alloc(ctx, P->nq * 2, &P->dq[s]), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_alloc(ctx, P->nk * 2, &P->dk[s]), SALE_OK);
+        cr_assert_eq(sale_dev_alloc(ctx, P->nk * 2, &P->dv[s]), SALE_OK);
+        sale_dev_upload(ctx, P->dq[s], q, P->nq * 2);
+        sale_dev_upload(ctx, P->dk[s], k, P->nk * 2);
+        sale_dev_upload(ctx, P->dv[s], v, P->nk * 2);
+    }
+    free(q), free(k), free(v);
+}
+
+static void hp_free(hp_problem *P)
+{
+    for (int s = 0; s < 2; s++)
+        sale_dev_free(ctx, P->dq[s]), sale_dev_free(ctx, P->dk[s]), sale_dev_free(ctx, P->dv[s]);
+}
+
+static sale_attention_args hp_args(const hp_problem *P, int set, sale_mode mode, void *out)
+{
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = P->Hq, a.heads_kv = P->Hkv, a.seq_len = P->N, a.head_dim = 128;
+    a.dtype = SALE_DTYPE_BF16;
+    a.q = P->dq[set], a.k = P->dk[set], a.v = P->dv[set], a.out = out;
+    a.mode = mode;
+    a.dense_below = -1;
+    return a;
+}
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static CUstream hp_stream(void)
+{
+    CUstream s;
+    CUresult r = drv_get(NULL)->StreamCreate(&s, CU_STREAM_NON_BLOCKING);
+    cr_assert_eq(r, CUDA_SUCCESS, "cuStreamCreate: %s", drv_errstr(r));
+    return s;
+}
+
+Test(gpu, warm_lookups_make_no_sqlite_call)
+{
+    NEED_GPU();
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    k.arch = SALE_ARCH_CURRENT;
+    sale_kernel *kern, *again;
+    cr_assert_eq(sale_get_kernel(ctx, &k, &kern), SALE_OK, "%s", sale_last_error(ctx));
+    unsigned long n0 = db_op_count(ctx->db);
+    const int reps = 100000;
+    double t0 = now_us();
+    for (int i = 0; i < reps; i++)
+        cr_assert_eq(sale_get_kernel(ctx, &k, &again), SALE_OK);
+    double per = (now_us() - t0) / reps;
+    fprintf(stderr, "gpu host: warm sale_get_kernel %.3f us per call, %lu SQLite calls in %d\n", per,
+            db_op_count(ctx->db) - n0, reps);
+    cr_assert_eq(again, kern);
+    cr_assert_eq(db_op_count(ctx->db), n0, "a warm sale_get_kernel asks SQLite nothing");
+    cr_assert_lt(per, 5.0, "goal 1 us (bench_host measures it precisely)");
+
+    hp_problem P;
+    hp_make(&P, 8, 2, 2048);
+    void *out;
+    sale_dev_alloc(ctx, P.nq * 2, &out);
+    const sale_mode modes[] = {SALE_MODE_FUSED, SALE_MODE_TWO_PASS, SALE_MODE_DENSE};
+    for (int m = 0; m < 3; m++) {
+        sale_attention_args a = hp_args(&P, 0, modes[m], out);
+        cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+        n0 = db_op_count(ctx->db);
+        for (int i = 0; i < 50; i++)
+            cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(db_op_count(ctx->db), n0, "%s: a warm sale_attention asks SQLite nothing", mode_name(modes[m]));
+    }
+    sale_dev_free(ctx, out);
+    hp_free(&P);
+}
+
+Test(gpu, attention_returns_before_the_gpu_is_done)
+{
+    NEED_GPU();
+    const drv_api *d = drv_get(NULL);
+    hp_problem P;
+    hp_make(&P, 32, 8, 16384);
+    void *out;
+    sale_dev_alloc(ctx, P.nq * 2, &out);
+    CUstream s = hp_stream();
+    float tau[32];
+    for (int h = 0; h < 32; h++)
+        tau[h] = 0.002f + 0.0002f * h; /* per-head thresholds: no copy, no wait either */
+    sale_attention_args a = hp_args(&P, 0, SALE_MODE_FUSED, out);
+    a.tau = tau;
+    cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx)); /* warm */
+    cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
+    double t0 = now_us();
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
+    double host = (now_us() - t0) / 5;
+    CUresult q = d->StreamQuery(s);
+    double t1 = now_us();
+    cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
+    double gpu_left = now_us() - t1;
+    fprintf(stderr, "gpu host: sale_attention fused 16K queued in %.1f us per call; stream busy after: %s; "
+                    "%.0f us of GPU work left\n", host, q == CUDA_ERROR_NOT_READY ? "yes" : "no", gpu_left);
+    cr_assert_eq(q, CUDA_ERROR_NOT_READY, "the calls returned only after the GPU finished: something waits");
+    /* the dense mode's mask is written on the device, also without a wait */
+    int nqb = (16384 + 63) / 64, nkb = 16384 / 32, nkw = (nkb + 31) / 32;
+    size_t words = (size_t)32 * nqb * nkw;
+    void *dmask;
+    sale_dev_alloc(ctx, words * 4, &dmask);
+    sale_dev_fill8(ctx, dmask, 0xA5, words * 4);
+    sale_dev_sync(ctx);
+    a.mode = SALE_MODE_DENSE;
+    a.mask = dmask;
+    cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
+    uint32_t *m = malloc(words * 4);
+    sale_dev_download(ctx, m, dmask, words * 4);
+    long long bad = 0;
+    for (int h = 0; h < 32; h++)
+        for (int qb = 0; qb < nqb; qb++) {
+            int kb_hi = ((qb + 1) * 64 - 1) / 32;
+            for (int w = 0; w < nkw; w++) {
+                uint32_t want = 0;
+                for (int j = 0; j < 32; j++)
+                    if (w * 32 + j <= kb_hi)
+                        want |= 1u << j;
+                bad += m[((size_t)h * nqb + qb) * nkw + w] != want;
+            }
+        }
+    cr_assert_eq(bad, 0, "dense mask words wrong: %lld", bad);
+    free(m);
+    sale_dev_free(ctx, dmask);
+    d->StreamDestroy(s);
+    sale_dev_free(ctx, out);
+    hp_free(&P);
+}
+
+Test(gpu, graph_replay_equals_eager_bit_for_bit)
+{
+    NEED_GPU();
+    const drv_api *d = drv_get(NULL);
+    const int lens[] = {2048, 16384};
+    const sale_mode modes[] = {SALE_MODE_FUSED, SALE_MODE_TWO_PASS, SALE_MODE_DENSE};
+    for (int li = 0; li < 2; li++) {
+        hp_problem P;
+        hp_make(&P, 32, 8, lens[li]);
+        void *out;
+        sale_dev_alloc(ctx, P.nq * 2, &out);
+        uint16_t *eager = malloc(P.nq * 2), *replay = malloc(P.nq * 2);
+        for (int m = 0; m < 3; m++) {
+            CUstream s = hp_stream();
+            sale_attention_args a = hp_args(&P, 1, modes[m], out);
+            sale_dev_fill8(ctx, out, 0xFF, P.nq * 2);
+            sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
+            cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
+            cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
+            sale_dev_download(ctx, eager, out, P.nq * 2);
+
+            /* host results cannot be captured: refused before anything is queued */
+            cr_assert_eq(d->StreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL), CUDA_SUCCESS);
+            sale_stats stt;
+            sale_attention_args bad = a;
+            bad.stats = &stt;
+            cr_assert_eq(sale_attention(ctx, &bad, s), SALE_ERR_INVALID);
+            cr_assert(strstr(sale_last_error(ctx), "capture") != NULL, "%s", sale_last_error(ctx));
+            sale_status st = sale_attention(ctx, &a, s);
+            CUgraph g = NULL;
+            CUresult r = d->StreamEndCapture(s, &g);
+            cr_assert_eq(st, SALE_OK, "captured sale_attention: %s", sale_last_error(ctx));
+            cr_assert_eq(r, CUDA_SUCCESS, "cuStreamEndCapture: %s", drv_errstr(r));
+            CUgraphExec ge;
+            r = d->GraphInstantiate(&ge, g, 0);
+            cr_assert_eq(r, CUDA_SUCCESS, "cuGraphInstantiate: %s", drv_errstr(r));
+            for (int rep = 0; rep < 3; rep++) {
+                sale_dev_fill8(ctx, out, 0xFF, P.nq * 2);
+                sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
+                cr_assert_eq(d->GraphLaunch(ge, s), CUDA_SUCCESS);
+                cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
+                sale_dev_download(ctx, replay, out, P.nq * 2);
+                cr_assert_eq(memcmp(eager, replay, P.nq * 2), 0, "N=%d %s replay %d differs from eager", lens[li],
+                             mode_name(modes[m]), rep);
+            }
+            /* eager calls after the capture still work (they take a new workspace) */
+            cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
+            cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
+            sale_dev_download(ctx, replay, out, P.nq * 2);
+            cr_assert_eq(memcmp(eager, replay, P.nq * 2), 0);
+            fprintf(stderr, "gpu host: graph N=%d %s: replay == eager bit for bit\n", lens[li], mode_name(modes[m]));
+            d->GraphExecDestroy(ge);
+            d->GraphDestroy(g);
+            d->StreamDestroy(s);
+        }
+        /* a stream never used eagerly has no workspace ready: a clear error, no allocation */
+        CUstream fresh = hp_stream();
+        sale_attention_args a = hp_args(&P, 0, SALE_MODE_FUSED, out);
+        cr_assert_eq(d->StreamBeginCapture(fresh, CU_STREAM_CAPTURE_MODE_GLOBAL), CUDA_SUCCESS);
+        sale_status st = sale_attention(ctx, &a, fresh);
+        CUgraph g = NULL;
+        d->StreamEndCapture(fresh, &g);
+        if (g)
+            d->GraphDestroy(g);
+        cr_assert_eq(st, SALE_ERR_INVALID);
+        cr_assert(strstr(sale_last_error(ctx), "workspace") != NULL, "%s", sale_last_error(ctx));
+        d->StreamDestroy(fresh);
+        free(eager), free(replay);
+        sale_dev_free(ctx, out);
+        hp_free(&P);
+    }
+}
+
+typedef struct hp_thread {
+    const hp_problem *P;
+    int t, calls;
+    const uint16_t *ref[4]; /* per combo (input set, mode) */
+    long long bad;
+    char err[256];
+} hp_thread;
+
+static void *hp_worker(void *p)
+{
+    hp_thread *w = p;
+    const drv_api *d = drv_get(NULL);
+    CUcontext c = NULL;
+    drv_ensure_context(ctx, &c, NULL); /* this thread: the same primary context */
+    CUstream s[4];
+    void *out[4];
+    uint16_t *h = malloc(w->P->nq * 2);
+    for (int j = 0; j < 4; j++) {
+        d->StreamCreate(&s[j], CU_STREAM_NON_BLOCKING);
+        sale_dev_alloc(ctx, w->P->nq * 2, &out[j]);
+    }
+    for (int i = 0; i < w->calls * 4 && !w->err[0]; i += 4) { /* calls per stream */
+        int combo[4];
+        for (int j = 0; j < 4; j++) {
+            combo[j] = (w->t + i / 4 + j) % 4;
+            sale_attention_args a = hp_args(w->P, combo[j] & 1, combo[j] & 2 ? SALE_MODE_TWO_PASS : SALE_MODE_FUSED,
+                                            out[j]);
+            if (sale_attention(ctx, &a, s[j]) != SALE_OK)
+                snprintf(w->err, sizeof w->err, "thread %d call %d: %s", w->t, i + j, sale_last_error(ctx));
+        }
+        for (int j = 0; j < 4 && !w->err[0]; j++) {
+            d->StreamSynchronize(s[j]);
+            sale_dev_download(ctx, h, out[j], w->P->nq * 2);
+            w->bad += memcmp(h, w->ref[combo[j]], w->P->nq * 2) != 0;
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        d->StreamSynchronize(s[j]);
+        d->StreamDestroy(s[j]);
+        sale_dev_free(ctx, out[j]);
+    }
+    free(h);
+    return NULL;
+}
+
+Test(gpu, threads_on_their_own_streams_equal_one_thread)
+{
+    NEED_GPU();
+    const char *e = getenv("SALE_TEST_THREAD_CALLS");
+    int calls = e ? atoi(e) : 10; /* per (thread, stream); gpu-run.sh uses 1000 */
+    hp_problem P;
+    hp_make(&P, 32, 8, 2048);
+    void *out;
+    sale_dev_alloc(ctx, P.nq * 2, &out);
+    uint16_t *ref[4];
+    for (int c = 0; c < 4; c++) {
+        ref[c] = malloc(P.nq * 2);
+        sale_attention_args a = hp_args(&P, c & 1, c & 2 ? SALE_MODE_TWO_PASS : SALE_MODE_FUSED, out);
+        cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_sync(ctx), SALE_OK);
+        sale_dev_download(ctx, ref[c], out, P.nq * 2);
+    }
+    pthread_t th[4];
+    hp_thread w[4];
+    double t0 = now_us();
+    for (int t = 0; t < 4; t++) {
+        w[t] = (hp_thread){.P = &P, .t = t, .calls = calls};
+        memcpy(w[t].ref, ref, sizeof ref);
+        pthread_create(&th[t], NULL, hp_worker, &w[t]);
+    }
+    long long bad = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        cr_assert_str_eq(w[t].err, "", "%s", w[t].err);
+        bad += w[t].bad;
+    }
+    fprintf(stderr, "gpu host: 4 threads x 4 streams x %d calls on one context: %lld outputs differ from one "
+                    "thread's (%.1f s)\n", calls, bad, (now_us() - t0) / 1e6);
+    cr_assert_eq(bad, 0);
+    for (int c = 0; c < 4; c++)
+        free(ref[c]);
+    sale_dev_free(ctx, out);
+    hp_free(&P);
 }

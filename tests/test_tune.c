@@ -12,6 +12,7 @@
 
 #include "internal.h"
 #include "sale_layout.h"
+#include "cli_tune.h"
 #include "tune.h"
 
 static char tmpdir[256];
@@ -311,9 +312,9 @@ Test(tune, stored_winner_is_served_for_open_tiles)
     sale_device_info d = h100();
     sale_key open = sale_key_default(SALE_FAMILY_ATTEND), out;
     sale_key w = tuned_winner(SALE_FAMILY_ATTEND, 2, 3);
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 65536, &out), 0, "nothing tuned yet");
-    cr_assert_eq(tune_store(ctx, &d, &open, 65536, &w, 1.25, 2.0, 4), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 65536, &out), 1, "%s", sale_last_error(ctx));
+    cr_assert_eq(win_lookup(ctx, &d, &open, 65536, &out), 0, "nothing tuned yet");
+    cr_assert_eq(win_save(ctx, &d, &open, 65536, &w, 1.25, 2.0, 4), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(win_lookup(ctx, &d, &open, 65536, &out), 1, "%s", sale_last_error(ctx));
     cr_assert_eq(out.warps, 2);
     cr_assert_eq(out.stages, 3);
     cr_assert_eq(out.block_q, 0, "algorithm fields stay as the caller left them");
@@ -321,17 +322,17 @@ Test(tune, stored_winner_is_served_for_open_tiles)
     sale_key explicit_key = open;
     explicit_key.block_q = 64;
     explicit_key.head_dim = 128;
-    cr_assert_eq(tune_lookup(ctx, &d, &explicit_key, 40000, &out), 1, "40000 rounds up to the n=65536 bucket");
+    cr_assert_eq(win_lookup(ctx, &d, &explicit_key, 40000, &out), 1, "40000 rounds up to the n=65536 bucket");
     /* fixed tiles are the caller's: nothing served */
     sale_key fixed = open;
     fixed.warps = 4;
     fixed.stages = 2;
-    cr_assert_eq(tune_lookup(ctx, &d, &fixed, 65536, &out), 0);
+    cr_assert_eq(win_lookup(ctx, &d, &fixed, 65536, &out), 0);
     cr_assert_eq(out.warps, 4);
     /* a different key (block_q 128) has no winner */
     sale_key other = open;
     other.block_q = 128;
-    cr_assert_eq(tune_lookup(ctx, &d, &other, 65536, &out), 0);
+    cr_assert_eq(win_lookup(ctx, &d, &other, 65536, &out), 0);
     /* the row carries what `sale ls --tuned` shows */
     db_tuned_row r;
     memset(&r, 0, sizeof r);
@@ -341,7 +342,7 @@ Test(tune, stored_winner_is_served_for_open_tiles)
     r.driver_version = 13000;
     snprintf(r.bucket, sizeof r.bucket, "n=65536");
     sale_key ok;
-    cr_assert_eq(tune_open_key(&open, 90, &ok, NULL, 0), SALE_OK);
+    cr_assert_eq(win_open_key(&open, 90, &ok, NULL, 0), SALE_OK);
     sale_key_format(&ok, r.key, sizeof r.key);
     cr_assert(strstr(r.key, "warps=*,stages=*") != NULL, "%s", r.key);
     cr_assert_eq(db_tuned_get(ctx->db, &r, NULL, 0), 1);
@@ -356,21 +357,21 @@ Test(tune, another_device_or_driver_never_gets_the_winner)
     sale_device_info d = h100();
     sale_key open = sale_key_default(SALE_FAMILY_ATTEND), out;
     sale_key w = tuned_winner(SALE_FAMILY_ATTEND, 2, 3);
-    cr_assert_eq(tune_store(ctx, &d, &open, 16384, &w, 1.0, 1.0, 4), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(win_save(ctx, &d, &open, 16384, &w, 1.0, 1.0, 4), SALE_OK, "%s", sale_last_error(ctx));
     sale_device_info x = d;
     x.driver_version = 12040;
-    cr_assert_eq(tune_lookup(ctx, &x, &open, 16384, &out), 0, "another driver");
+    cr_assert_eq(win_lookup(ctx, &x, &open, 16384, &out), 0, "another driver");
     cr_assert_eq(out.warps, 0);
     x = d;
     snprintf(x.name, sizeof x.name, "NVIDIA H200");
-    cr_assert_eq(tune_lookup(ctx, &x, &open, 16384, &out), 0, "another device name");
+    cr_assert_eq(win_lookup(ctx, &x, &open, 16384, &out), 0, "another device name");
     x = d;
     x.sm_count = 114; /* H100 PCIe */
-    cr_assert_eq(tune_lookup(ctx, &x, &open, 16384, &out), 0, "another SM count");
+    cr_assert_eq(win_lookup(ctx, &x, &open, 16384, &out), 0, "another SM count");
     x = d;
     x.arch = 89;
-    cr_assert_eq(tune_lookup(ctx, &x, &open, 16384, &out), 0, "another arch");
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 16384, &out), 1);
+    cr_assert_eq(win_lookup(ctx, &x, &open, 16384, &out), 0, "another arch");
+    cr_assert_eq(win_lookup(ctx, &d, &open, 16384, &out), 1);
 }
 
 Test(tune, other_buckets_fall_back_to_the_nearest)
@@ -378,46 +379,46 @@ Test(tune, other_buckets_fall_back_to_the_nearest)
     sale_device_info d = h100();
     sale_key open = sale_key_default(SALE_FAMILY_DENSE), out;
     sale_key a = tuned_winner(SALE_FAMILY_DENSE, 4, 2), b = tuned_winner(SALE_FAMILY_DENSE, 4, 3);
-    cr_assert_eq(tune_store(ctx, &d, &open, 16384, &a, 1.0, 1.0, 2), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(win_save(ctx, &d, &open, 16384, &a, 1.0, 1.0, 2), SALE_OK, "%s", sale_last_error(ctx));
     /* one bucket stored: every size falls back to it */
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 1 << 20, &out), 1);
+    cr_assert_eq(win_lookup(ctx, &d, &open, 1 << 20, &out), 1);
     cr_assert_eq(out.stages, 2);
-    cr_assert_eq(tune_store(ctx, &d, &open, 262144, &b, 9.0, 1.0, 2), SALE_OK);
+    cr_assert_eq(win_save(ctx, &d, &open, 262144, &b, 9.0, 1.0, 2), SALE_OK);
     /* exact buckets */
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 16000, &out), 1);
+    cr_assert_eq(win_lookup(ctx, &d, &open, 16000, &out), 1);
     cr_assert_eq(out.stages, 2);
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 262144, &out), 1);
+    cr_assert_eq(win_lookup(ctx, &d, &open, 262144, &out), 1);
     cr_assert_eq(out.stages, 3);
     /* nearest in log2: 4096 is 2 away from 16384, 6 from 262144 */
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 4096, &out), 1);
+    cr_assert_eq(win_lookup(ctx, &d, &open, 4096, &out), 1);
     cr_assert_eq(out.stages, 2);
     /* 131072 is 1 away from 262144 */
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 131072, &out), 1);
+    cr_assert_eq(win_lookup(ctx, &d, &open, 131072, &out), 1);
     cr_assert_eq(out.stages, 3);
     /* 65536: a tie (2 and 2): the larger bucket */
-    cr_assert_eq(tune_lookup(ctx, &d, &open, 65536, &out), 1);
+    cr_assert_eq(win_lookup(ctx, &d, &open, 65536, &out), 1);
     cr_assert_eq(out.stages, 3);
     /* the fallback stays on this device */
     sale_device_info x = d;
     x.driver_version = 13010;
-    cr_assert_eq(tune_lookup(ctx, &x, &open, 65536, &out), 0);
+    cr_assert_eq(win_lookup(ctx, &x, &open, 65536, &out), 0);
 }
 
 Test(tune, buckets_are_powers_of_two)
 {
     char b[32];
-    cr_assert_eq(tune_bucket(65536, b, sizeof b), 0);
+    cr_assert_eq(win_bucket(65536, b, sizeof b), 0);
     cr_assert_str_eq(b, "n=65536");
-    tune_bucket(40000, b, sizeof b);
+    win_bucket(40000, b, sizeof b);
     cr_assert_str_eq(b, "n=65536");
-    tune_bucket(1, b, sizeof b);
+    win_bucket(1, b, sizeof b);
     cr_assert_str_eq(b, "n=1");
-    cr_assert_eq(tune_bucket(0, b, sizeof b), -1);
+    cr_assert_eq(win_bucket(0, b, sizeof b), -1);
 }
 
 /* --------------------------------------------------------------- command */
 
-/* Run tune_cli with stderr captured into buf. */
+/* Run cli_tune with stderr captured into buf. */
 static int cli_capture(int argc, char **argv, char *buf, size_t len)
 {
     char path[512];
@@ -427,7 +428,7 @@ static int cli_capture(int argc, char **argv, char *buf, size_t len)
     cr_assert(saved >= 0 && fd >= 0);
     dup2(fd, 2);
     close(fd);
-    int rc = tune_cli(ctx, NULL, argc, argv);
+    int rc = cli_tune(ctx, NULL, argc, argv);
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
@@ -442,7 +443,7 @@ static int cli_capture(int argc, char **argv, char *buf, size_t len)
 Test(tune, help_needs_no_gpu)
 {
     char *argv[] = {"tune", "--help", NULL};
-    cr_assert_eq(tune_cli(NULL, NULL, 2, argv), 0);
+    cr_assert_eq(cli_tune(NULL, NULL, 2, argv), 0);
 }
 
 Test(tune, bad_options_are_usage_errors)

@@ -1,6 +1,8 @@
 /* tune.c — the autotuner: tile space and legality, pruning from the ptxas
  * resources stored with each cubin, strategies over an abstract cost
- * function, the GPU cost function, winners in the cache, and `sale tune`.
+ * function, the GPU cost function, and the dense_below measurement. It sits
+ * on the public API; storing and serving winners is src/winners.c, the
+ * `sale tune` command is src/cli_tune.c. 
  * Only tile fields (warps, stages) are ever chosen here. */
 #include <math.h>
 #include <stdarg.h>
@@ -325,7 +327,7 @@ int tune_random(tune_candidate *c, int n, tune_cost_fn cost, void *user, const t
 }
 
 /* by (failed, ms); insertion sort: the arrays are tiny */
-static void sort_indices(const tune_candidate *c, int *idx, int n)
+void tune_sort_indices(const tune_candidate *c, int *idx, int n)
 {
     for (int i = 1; i < n; i++) {
         int v = idx[i], j = i - 1;
@@ -386,7 +388,7 @@ int tune_halving(tune_candidate *c, int n, tune_cost_fn cost, void *user, const 
             ns = m;
             break;
         }
-        sort_indices(c, surv, m);
+        tune_sort_indices(c, surv, m);
         if (m <= 1) {
             ns = m;
             break;
@@ -621,503 +623,63 @@ int tune_gpu_cost(void *user, const tune_candidate *c, int reps, double *ms, dou
     return 0;
 }
 
-/* ------------------------------------------------------------ persistence */
+/* ------------------------------------------------- where SALE stops paying */
 
-static int bucket_n(int seq_len)
+int tune_mode_times(sale_ctx *ctx, const tune_shape *sh, const int *lens, int nlens, int reps, double (*ms)[3])
 {
-    long p = 1;
-    while (p < seq_len && p < (1L << 30))
-        p <<= 1;
-    return (int)p;
-}
-
-int tune_bucket(int seq_len, char *buf, size_t len)
-{
-    if (seq_len < 1 || !buf)
-        return -1;
-    int n = snprintf(buf, len, "n=%d", bucket_n(seq_len));
-    return n > 0 && (size_t)n < len ? 0 : -1;
-}
-
-sale_status tune_open_key(const sale_key *key, int arch, sale_key *out, char *err, size_t errlen)
-{
-    sale_key k = *key;
-    if (k.arch == SALE_ARCH_CURRENT)
-        k.arch = arch;
-    if (k.arch == SALE_ARCH_CURRENT || !sale_arch_name(k.arch)) {
-        set_err(err, errlen, "arch: no concrete architecture for the tuned key");
-        return SALE_ERR_INVALID;
-    }
-    k.warps = k.stages = 0;
-    sale_status st = sale_key_resolve(&k, err, errlen);
-    if (st)
-        return st;
-    k.warps = k.stages = 0;
-    *out = k;
-    return SALE_OK;
-}
-
-static void row_ids(db_tuned_row *r, const sale_device_info *dev, const sale_key *open, const char *bucket)
-{
-    memset(r, 0, sizeof *r);
-    snprintf(r->device, sizeof r->device, "%s", dev->name);
-    snprintf(r->arch, sizeof r->arch, "%s", sale_arch_name(open->arch));
-    r->sm_count = dev->sm_count;
-    r->driver_version = dev->driver_version;
-    sale_key_format(open, r->key, sizeof r->key);
-    if (bucket)
-        snprintf(r->bucket, sizeof r->bucket, "%s", bucket);
-}
-
-sale_status tune_store(sale_ctx *ctx, const sale_device_info *dev, const sale_key *open_key, int seq_len,
-                       const sale_key *winner, double ms, double spread_pct, int tried)
-{
-    char err[512] = "";
-    if (!ctx || !dev || !open_key || !winner) {
-        sale_set_error(ctx, "tune_store: NULL argument");
-        return SALE_ERR_INVALID;
-    }
-    sale_key open, w = *winner;
-    if (tune_open_key(open_key, tune_code_arch(dev->arch), &open, err, sizeof err)) {
-        sale_set_error(ctx, "tune_store: %s", err);
-        return SALE_ERR_INVALID;
-    }
-    if (w.arch == SALE_ARCH_CURRENT)
-        w.arch = open.arch;
-    if (!w.warps || !w.stages || sale_key_resolve(&w, err, sizeof err)) {
-        sale_set_error(ctx, "tune_store: the winner must have its tiles set and be legal: %s", err);
-        return SALE_ERR_INVALID;
-    }
-    char bucket[32];
-    if (tune_bucket(seq_len, bucket, sizeof bucket)) {
-        sale_set_error(ctx, "tune_store: seq_len must be >= 1, got %d", seq_len);
-        return SALE_ERR_INVALID;
-    }
-    db_tuned_row r;
-    row_ids(&r, dev, &open, bucket);
-    sale_key_format(&w, r.winner, sizeof r.winner);
-    r.time_ms = ms;
-    r.spread_pct = spread_pct;
-    r.tried = tried;
-    pthread_mutex_lock(&ctx->lock);
-    int rc = db_tuned_put(ctx->db, &r, err, sizeof err);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rc) {
-        sale_set_error(ctx, "kernel cache %s: storing the tuned winner: %s", ctx->cache_path, err);
-        return SALE_ERR_CACHE;
-    }
-    return SALE_OK;
-}
-
-typedef struct nearest {
-    const db_tuned_row *want;
-    double target; /* log2 of the wanted bucket */
-    double best_d;
-    int best_n;
-    db_tuned_row best;
-} nearest;
-
-static int nearest_cb(void *user, const db_tuned_row *r)
-{
-    nearest *s = user;
-    const db_tuned_row *w = s->want;
-    int n = 0;
-    if (strcmp(r->device, w->device) || strcmp(r->arch, w->arch) || r->sm_count != w->sm_count ||
-        r->driver_version != w->driver_version || strcmp(r->key, w->key) || sscanf(r->bucket, "n=%d", &n) != 1 ||
-        n < 1)
-        return 0;
-    double d = fabs(log2((double)n) - s->target);
-    if (s->best_n == 0 || d < s->best_d - 1e-9 || (fabs(d - s->best_d) <= 1e-9 && n > s->best_n)) {
-        s->best_d = d;
-        s->best_n = n;
-        s->best = *r;
-    }
-    return 0;
-}
-
-int tune_lookup(sale_ctx *ctx, const sale_device_info *dev, const sale_key *key, int seq_len, sale_key *out)
-{
-    if (!ctx || !dev || !key || !out) {
-        sale_set_error(ctx, "tune_lookup: NULL argument");
-        return -1;
-    }
-    *out = *key;
-    if (key->warps && key->stages)
-        return 0; /* nothing open: the caller's tiles stand */
-    char err[512] = "";
-    sale_key open;
-    if (tune_open_key(key, tune_code_arch(dev->arch), &open, err, sizeof err)) {
-        sale_set_error(ctx, "tune_lookup: %s", err);
-        return -1;
-    }
-    db_tuned_row want, got;
-    row_ids(&want, dev, &open, NULL);
-    int found = 0;
-    if (seq_len > 0) {
-        got = want;
-        tune_bucket(seq_len, got.bucket, sizeof got.bucket);
-        pthread_mutex_lock(&ctx->lock);
-        found = db_tuned_get(ctx->db, &got, err, sizeof err);
-        pthread_mutex_unlock(&ctx->lock);
-        if (found < 0) {
-            sale_set_error(ctx, "kernel cache %s: %s", ctx->cache_path, err);
-            return -1;
-        }
-    }
-    if (!found) {
-        nearest s;
-        memset(&s, 0, sizeof s);
-        s.want = &want;
-        s.target = log2((double)bucket_n(seq_len > 0 ? seq_len : 65536));
-        pthread_mutex_lock(&ctx->lock);
-        int rc = db_tuned_list(ctx->db, nearest_cb, &s, err, sizeof err);
-        pthread_mutex_unlock(&ctx->lock);
-        if (rc < 0) {
-            sale_set_error(ctx, "kernel cache %s: %s", ctx->cache_path, err);
-            return -1;
-        }
-        if (!s.best_n)
-            return 0;
-        got = s.best;
-    }
-    sale_key w;
-    if (sale_key_parse(got.winner, &w, NULL, 0) || !w.warps || !w.stages)
-        return 0; /* a row we cannot read serves nothing: the default stands */
-    sale_key k = *key;
-    if (!k.warps) k.warps = w.warps;
-    if (!k.stages) k.stages = w.stages;
-    sale_key check = k;
-    if (check.arch == SALE_ARCH_CURRENT)
-        check.arch = open.arch;
-    if (sale_key_resolve(&check, NULL, 0))
-        return 0;
-    *out = k;
-    return 1;
-}
-
-/* ------------------------------------------------------------- command */
-
-static const char tune_help[] =
-    "usage: sale tune [--family LIST] [--seq-len LIST] [--batch B] [--heads HQ HKV]\n"
-    "                 [--head-dim D] [--dtype bf16|f16] [--strategy exhaustive|halving|random]\n"
-    "                 [--budget SECONDS] [--reps N] [--seed S]\n"
-    "Times the legal tile choices (warps per CTA, pipeline stages) of each family on\n"
-    "GPU 0 and stores the fastest correct one for this device, driver and problem\n"
-    "size; sale_get_kernel() and sale_attention() then serve it for open tiles.\n"
-    "Algorithm parameters (block sizes, window, tau) are never changed.\n\n"
-    "  --family LIST     fused,select,attend,dense (default: fused,dense)\n"
-    "  --seq-len LIST    problem sizes, each stored in its power-of-two bucket (default 16384)\n"
-    "  --batch B         default 1\n"
-    "  --heads HQ HKV    query and key/value heads (default 32 8; also HQ,HKV)\n"
-    "  --head-dim D      64 or 128 (default 128)\n"
-    "  --dtype T         bf16 or f16 (default bf16)\n"
-    "  --strategy S      exhaustive (default), halving (successive halving) or random\n"
-    "  --budget SECONDS  wall-clock budget per (family, size); 0: none (default: config)\n"
-    "  --reps N          timed repetitions of a full measurement (default 20)\n\n"
-    "Candidates over the device's shared memory or register file (from the ptxas\n"
-    "resources stored with each cubin) are pruned without a launch. Each candidate's\n"
-    "output must match the default tiles' (relative L1 < 1e-3, same kept blocks)\n"
-    "before its time counts; 2 warm-ups, then N repetitions, each after a 256 MB\n"
-    "write that flushes L2, timed with CUDA events; median and (p90-p10)/median.\n"
-    "Defaults for warps, stages, budget and strategy come from the config's tuning table.\n"
-    "See the winners with 'sale ls --tuned'.\n";
-
-static int parse_list(const char *s, int *out, int max)
-{
-    int n = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        char *end;
-        long v = strtol(t, &end, 10);
-        if (*end || v < 1 || v > (1L << 30) || n >= max)
-            return -1;
-        out[n++] = (int)v;
-    }
-    return n;
-}
-
-static int parse_families(const char *s, sale_family *out, int max)
-{
-    int n = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        int f = -1;
-        for (int i = SALE_FAMILY_FUSED; i < SALE_FAMILY_COUNT; i++)
-            if (!strcmp(t, sale_family_name((sale_family)i)))
-                f = i;
-        if (f < 0 || n >= max)
-            return -1;
-        out[n++] = (sale_family)f;
-    }
-    return n;
-}
-
-typedef struct cli_progress {
-    const char *label;
-    int n;
-} cli_progress;
-
-static void cli_progress_cb(void *user, const tune_candidate *c, int index, int round)
-{
-    cli_progress *p = user;
-    if (c->failed)
-        fprintf(stderr, "sale tune: %s [%d/%d] round %d warps=%d stages=%d  DISQUALIFIED: %s\n", p->label, index + 1,
-                p->n, round, c->warps, c->stages, c->why);
-    else
-        fprintf(stderr, "sale tune: %s [%d/%d] round %d warps=%d stages=%d  %.4f ms  spread %.1f%%  (%d reps)\n",
-                p->label, index + 1, p->n, round, c->warps, c->stages, c->ms, 100 * c->spread, c->reps);
-}
-
-static int usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "sale tune: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see 'sale tune --help')\n");
-    return 2;
-}
-
-int tune_cli(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
-{
-    const sale_config *cfg = cfgp;
-    sale_family fams[8] = {SALE_FAMILY_FUSED, SALE_FAMILY_DENSE};
-    int nf = 2, seqs[16] = {16384}, nseq = 1, batch = 1, hq = 32, hkv = 8, hd = 128, reps = 20;
-    unsigned seed = 1;
-    sale_dtype dt = SALE_DTYPE_BF16;
-    char strategy[32] = "exhaustive";
-    double budget = 0;
-    const int *cw = NULL, *cs = NULL;
-    int ncw = 0, ncs = 0;
-    if (cfg) {
-        if (cfg->tuning.strategy[0])
-            snprintf(strategy, sizeof strategy, "%s", cfg->tuning.strategy);
-        budget = cfg->tuning.budget_s;
-        cw = cfg->tuning.warps;
-        ncw = cfg->tuning.n_warps;
-        cs = cfg->tuning.stages;
-        ncs = cfg->tuning.n_stages;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            fputs(tune_help, stdout);
-            return 0;
-        }
-        if (!v)
-            return usage("option '%s' needs a value", o);
-        i++;
-        if (!strcmp(o, "--family")) {
-            if ((nf = parse_families(v, fams, 8)) <= 0)
-                return usage("--family: expected a list of fused, select, attend, dense, got '%s'", v);
-        } else if (!strcmp(o, "--seq-len")) {
-            if ((nseq = parse_list(v, seqs, 16)) <= 0)
-                return usage("--seq-len: expected a list of positive integers, got '%s'", v);
-        } else if (!strcmp(o, "--heads")) {
-            int h[2], n = parse_list(v, h, 2);
-            if (n == 1 && i + 1 < argc && argv[i + 1][0] != '-' && parse_list(argv[i + 1], h + 1, 1) == 1) {
-                n = 2;
-                i++;
-            }
-            if (n < 1)
-                return usage("--heads: expected HQ [HKV], got '%s'", v);
-            hq = h[0];
-            hkv = n == 2 ? h[1] : h[0];
-            if (hq % hkv)
-                return usage("--heads: HQ must be a multiple of HKV (%s)", v);
-        } else if (!strcmp(o, "--batch")) {
-            if (parse_list(v, &batch, 1) != 1)
-                return usage("--batch: expected a positive integer, got '%s'", v);
-        } else if (!strcmp(o, "--head-dim")) {
-            if (parse_list(v, &hd, 1) != 1 || (hd != 64 && hd != 128))
-                return usage("--head-dim: 64 or 128, got '%s'", v);
-        } else if (!strcmp(o, "--dtype")) {
-            if (!strcmp(v, "bf16")) dt = SALE_DTYPE_BF16;
-            else if (!strcmp(v, "f16") || !strcmp(v, "fp16")) dt = SALE_DTYPE_F16;
-            else return usage("--dtype: bf16 or f16, got '%s'", v);
-        } else if (!strcmp(o, "--strategy")) {
-            if (strcmp(v, "exhaustive") && strcmp(v, "halving") && strcmp(v, "random"))
-                return usage("--strategy: exhaustive, halving or random, got '%s'", v);
-            snprintf(strategy, sizeof strategy, "%s", v);
-        } else if (!strcmp(o, "--budget")) {
-            char *end;
-            budget = strtod(v, &end);
-            if (*end || budget < 0)
-                return usage("--budget: seconds (>= 0), got '%s'", v);
-        } else if (!strcmp(o, "--reps")) {
-            if (parse_list(v, &reps, 1) != 1)
-                return usage("--reps: expected a positive integer, got '%s'", v);
-        } else if (!strcmp(o, "--seed")) {
-            int s;
-            if (parse_list(v, &s, 1) != 1)
-                return usage("--seed: expected a positive integer, got '%s'", v);
-            seed = (unsigned)s;
-        } else {
-            return usage("unknown option '%s'", o);
-        }
-    }
-    if (!ctx) {
-        fprintf(stderr, "sale tune: no context\n");
-        return 1;
-    }
-    int ndev = 0;
-    sale_device_info dev;
-    if (sale_device_count(ctx, &ndev) != SALE_OK || ndev < 1) {
-        fprintf(stderr, "sale tune: no GPU: %s\n", ndev < 1 && !sale_last_error(ctx)[0] ? "no CUDA device"
-                                                                                         : sale_last_error(ctx));
-        return 1;
-    }
-    if (sale_device_info_get(ctx, 0, &dev) != SALE_OK) {
-        fprintf(stderr, "sale tune: no GPU: %s\n", sale_last_error(ctx));
-        return 1;
-    }
-    int arch = tune_code_arch(dev.arch);
-    if (!arch) {
-        fprintf(stderr, "sale tune: %s is sm_%d; sale's kernels target sm_80, sm_86, sm_89 and sm_90\n", dev.name,
-                dev.arch);
-        return 1;
-    }
-    fprintf(stderr, "sale tune: %s (sm_%d, %d SMs, driver %d), strategy %s, %d reps, budget %s, L2 flushed with %u MB "
-                    "between repetitions\n",
-            dev.name, dev.arch, dev.sm_count, dev.driver_version, strategy, reps, budget > 0 ? "set" : "none",
-            TUNE_FLUSH_BYTES >> 20);
     int rc = 0;
-    for (int si = 0; si < nseq && !rc; si++) {
+    for (int li = 0; li < nlens && !rc; li++) {
         sale_key base = sale_key_default(SALE_FAMILY_FUSED);
-        base.head_dim = hd;
-        base.dtype = dt;
-        base.arch = arch;
-        if (cfg) {
-            base.block_q = cfg->defaults.block_q;
-            base.block_k = cfg->defaults.block_k;
-            base.block_seg = cfg->defaults.block_seg;
-            base.local_window = cfg->defaults.local_window;
-        }
+        base.head_dim = sh->head_dim;
+        base.dtype = sh->dtype;
         tune_gpu *g = NULL;
-        fprintf(stderr, "sale tune: generating inputs B=%d Hq=%d Hkv=%d N=%d D=%d\n", batch, hq, hkv, seqs[si], hd);
-        if (tune_gpu_create(ctx, &base, batch, hq, hkv, seqs[si], seed, &g)) {
-            fprintf(stderr, "sale tune: %s\n", sale_last_error(ctx));
-            rc = 1;
-            break;
-        }
-        for (int fi = 0; fi < nf; fi++) {
-            base.family = fams[fi];
-            tune_candidate c[TUNE_MAX_CANDIDATES];
-            int illegal = 0, pruned = 0;
-            char err[512] = "", label[64], bucket[32];
-            tune_bucket(seqs[si], bucket, sizeof bucket);
-            snprintf(label, sizeof label, "%s %s", sale_family_name(fams[fi]), bucket);
-            int n = tune_space_key(&base, cw, ncw, cs, ncs, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
-            if (n < 0) {
-                fprintf(stderr, "sale tune: %s: %s\n", label, err);
-                rc = 1;
-                break;
-            }
-            int total = n;
-            n = tune_prune(ctx, c, n, &dev, &pruned);
-            fprintf(stderr, "sale tune: %s: %d legal tile choices (%d illegal), %d pruned without a launch, %d to time\n",
-                    label, total, illegal, pruned, n);
-            for (int i = n; i < total; i++)
-                fprintf(stderr, "sale tune: %s: pruned warps=%d stages=%d: %s\n", label, c[i].warps, c[i].stages,
-                        c[i].why);
-            for (int i = 0; i < n; i++)
-                fprintf(stderr, "sale tune: %s: warps=%d stages=%d: %d registers, %d B shared memory%s\n", label,
-                        c[i].warps, c[i].stages, c[i].registers, c[i].smem, c[i].spills ? ", spills" : "");
-            /* the default goes first: under a tight budget it is always measured */
-            int dflt = -1;
-            for (int i = 0; i < n; i++)
-                if (c[i].is_default) {
-                    tune_candidate t = c[i];
-                    memmove(&c[1], &c[0], sizeof *c * (size_t)i);
-                    c[0] = t;
-                    dflt = 0;
-                }
-            if (n < 1) {
-                fprintf(stderr, "sale tune: %s: nothing to time\n", label);
-                continue;
-            }
-            if (dflt < 0) {
-                fprintf(stderr, "sale tune: %s: the default tiles cannot run here; no reference to check against\n",
-                        label);
-                continue;
-            }
-            if (tune_gpu_prepare(g, fams[fi], c[dflt].warps, c[dflt].stages)) {
-                fprintf(stderr, "sale tune: %s: reference run with the default tiles: %s\n", label,
-                        sale_last_error(ctx));
-                rc = 1;
-                break;
-            }
-            cli_progress pr = {label, n};
-            tune_opts o = {.reps = reps, .budget_s = budget, .progress = cli_progress_cb, .progress_user = &pr,
-                           .seed = seed};
-            tune_result res;
-            int w = !strcmp(strategy, "halving") ? tune_halving(c, n, tune_gpu_cost, g, &o, &res)
-                    : !strcmp(strategy, "random") ? tune_random(c, n, tune_gpu_cost, g, &o, &res)
-                                                  : tune_exhaustive(c, n, tune_gpu_cost, g, &o, &res);
-            if (w < 0) {
-                fprintf(stderr, "sale tune: %s: no candidate passed\n", label);
-                rc = 1;
-                continue;
-            }
-            /* the default at full repetitions, for an honest gain */
-            if (!c[dflt].failed && c[dflt].reps != o.reps && w != dflt) {
-                double ms, sp;
-                char e[TUNE_ERR_LEN] = "";
-                if (!tune_gpu_cost(g, &c[dflt], o.reps, &ms, &sp, e)) {
-                    c[dflt].ms = ms;
-                    c[dflt].spread = sp;
-                    c[dflt].reps = o.reps;
-                }
-            }
-            /* a winner must beat the default at full repetitions, and by more
-             * than the measurements' spread: a gain inside the noise keeps the
-             * default (the winner would not be stable from run to run) */
-            if (w != dflt && !c[dflt].failed && c[dflt].reps == o.reps) {
-                double noise = c[dflt].spread > c[w].spread ? c[dflt].spread : c[w].spread;
-                if (c[w].ms >= c[dflt].ms * (1.0 - noise))
-                    w = dflt;
-            }
-            int idx[TUNE_MAX_CANDIDATES];
-            for (int i = 0; i < total; i++)
-                idx[i] = i;
-            sort_indices(c, idx, n);
-            printf("\n%s  (B=%d Hq=%d Hkv=%d N=%d D=%d %s, %s, %d tried, %d measurements%s)\n", label, batch, hq, hkv,
-                   seqs[si], hd, sale_dtype_name(dt), strategy, res.tried, res.measured,
-                   res.out_of_budget ? ", budget ran out" : "");
-            printf("%4s %5s %6s %10s %7s %5s %5s %8s %s\n", "rank", "warps", "stages", "median ms", "spread", "reps",
-                   "regs", "smem KB", "");
-            for (int r = 0, shown = 0; r < n && shown < 10; r++) {
-                const tune_candidate *t = &c[idx[r]];
-                if (t->reps == 0 && !t->failed)
-                    continue;
-                shown++;
-                if (t->failed)
-                    printf("%4s %5d %6d %10s %7s %5s %5d %8.1f disqualified: %s\n", "-", t->warps, t->stages, "-",
-                           "-", "-", t->registers, t->smem / 1024.0, t->why);
-                else
-                    printf("%4d %5d %6d %10.4f %6.1f%% %5d %5d %8.1f %s%s%s\n", shown, t->warps, t->stages, t->ms,
-                           100 * t->spread, t->reps, t->registers, t->smem / 1024.0, idx[r] == w ? "winner " : "",
-                           t->is_default ? "default " : "", t->spills ? "spills" : "");
-            }
-            if (!c[dflt].failed && c[dflt].reps > 0)
-                printf("winner warps=%d stages=%d %.4f ms; default warps=%d stages=%d %.4f ms; gain %.2fx (%+.1f%%)\n",
-                       c[w].warps, c[w].stages, c[w].ms, c[dflt].warps, c[dflt].stages, c[dflt].ms,
-                       c[dflt].ms / c[w].ms, 100.0 * (c[dflt].ms / c[w].ms - 1.0));
-            else
-                printf("winner warps=%d stages=%d %.4f ms; the default tiles were not measured\n", c[w].warps,
-                       c[w].stages, c[w].ms);
-            if (tune_store(ctx, &dev, &base, seqs[si], &c[w].key, c[w].ms, 100 * c[w].spread, res.tried)) {
-                fprintf(stderr, "sale tune: %s: %s\n", label, sale_last_error(ctx));
-                rc = 1;
+        if (tune_gpu_create(ctx, &base, sh->batch, sh->heads_q, sh->heads_kv, lens[li], 1, &g))
+            return -1;
+        static const sale_mode modes[3] = {SALE_MODE_FUSED, SALE_MODE_TWO_PASS, SALE_MODE_DENSE};
+        for (int mi = 0; mi < 3 && !rc; mi++) {
+            sale_attention_args a = g->a;
+            a.mode = modes[mi];
+            a.mask = NULL;
+            sale_event *e0 = NULL, *e1 = NULL;
+            double *t = calloc((size_t)reps, sizeof *t);
+            if (!t || sale_event_create(ctx, &e0) || sale_event_create(ctx, &e1)) {
+                rc = -1;
             } else {
-                printf("stored for %s, %s, %d SMs, driver %d, %s\n", dev.name, sale_arch_name(arch), dev.sm_count,
-                       dev.driver_version, bucket);
+                for (int r = -2; r < reps && !rc; r++) { /* 2 warm-ups */
+                    float f = 0;
+                    if (sale_dev_fill8(ctx, g->flush, (unsigned char)r, g->flush_bytes) ||
+                        sale_event_record(ctx, e0, NULL) || sale_attention(ctx, &a, NULL) ||
+                        sale_event_record(ctx, e1, NULL) || sale_event_elapsed(ctx, e0, e1, &f))
+                        rc = -1;
+                    else if (r >= 0)
+                        t[r] = f;
+                }
+                if (!rc) {
+                    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+                    ms[li][mi] = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+                }
             }
+            free(t);
+            sale_event_destroy(ctx, e0);
+            sale_event_destroy(ctx, e1);
         }
         tune_gpu_destroy(g);
     }
     return rc;
+}
+
+int tune_pick_dense_below(const int *lens, int nlens, double (*ms)[3])
+{
+    /* the smallest measured length from which on SALE (the faster of fused
+     * and two-pass) beats dense at every larger measured length */
+    int pick = -1;
+    for (int i = nlens - 1; i >= 0; i--) {
+        double sale = ms[i][0] < ms[i][1] ? ms[i][0] : ms[i][1];
+        if (!(sale < ms[i][2]))
+            break;
+        pick = lens[i];
+    }
+    if (pick < 0)
+        return nlens > 0 ? 2 * lens[nlens - 1] : 1024; /* never paid in the measured range */
+    return pick;
 }

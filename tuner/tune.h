@@ -1,7 +1,8 @@
 /* tune.h — the autotuner: the legal tile choices of a key (warps, stages),
  * pruned by the resources ptxas stored with each cubin, timed on the live GPU
- * and the winner kept in the cache per device, driver and problem size.
- * Internal to libsale; prefix tune_. Only tile fields are ever changed:
+ * and the winner handed to src/winners.c to keep per device, driver and
+ * problem size. Internal to libsale; prefix tune_. Sits on the public API
+ * (src/ and db/ never include this header). Only tile fields are ever changed:
  * block_q, block_k, block_seg, local_window, est_bits and tau never are. */
 #ifndef SALE_TUNE_H
 #define SALE_TUNE_H
@@ -139,42 +140,27 @@ int tune_gpu_cost(void *user, const tune_candidate *c, int reps, double *ms, dou
 /* Bytes written to flush L2 between repetitions (0 before create). */
 size_t tune_gpu_flush_bytes(const tune_gpu *g);
 
-/* ------------------------------------------------------------ persistence */
+/* Persistence (storing and serving winners) is src/winners.c (win_save,
+ * win_lookup), below the context; the `sale tune` command is src/cli_tune.c. */
 
-/* Problem-size bucket of a sequence length: rounded up to a power of two,
- * "n=65536". Returns 0, -1 if buf is too small or seq_len < 1. */
-int tune_bucket(int seq_len, char *buf, size_t len);
+/* by (failed, ms): idx[0..n) reordered, fastest correct first */
+void tune_sort_indices(const tune_candidate *c, int *idx, int n);
 
-/* The key under which winners are stored: algorithm fields resolved for the
- * arch (key->arch, else `arch`), tile fields open. */
-sale_status tune_open_key(const sale_key *key, int arch, sale_key *out, char *err, size_t errlen);
+/* ------------------------------------------------ where SALE stops paying */
 
-/* Store a winner for (dev name, arch, SM count, driver version, open key,
- * bucket of seq_len) with its median ms, spread in percent and the number of
- * candidates tried (db_tuned_put, replacing an older winner). Takes ctx->lock.
- * Returns SALE_OK or SALE_ERR_CACHE / SALE_ERR_INVALID with the message set. */
-sale_status tune_store(sale_ctx *ctx, const sale_device_info *dev, const sale_key *open_key, int seq_len,
-                       const sale_key *winner, double ms, double spread_pct, int tried);
+typedef struct tune_shape {
+    int batch, heads_q, heads_kv, head_dim;
+    sale_dtype dtype;
+} tune_shape;
 
-/* The tuned tiles for a key on this device: out = *key with its open tile
- * fields (warps, stages) taken from the winner. Looks up the exact bucket of
- * seq_len first; failing that, the nearest tuned bucket of the same key on
- * the same device (name, arch, SM count, driver version), nearest in log2
- * distance, ties going to the larger bucket; seq_len <= 0 means "any bucket"
- * (the nearest to 65536). Another device's or driver's winner is never
- * served. Returns 1 found, 0 none (out = *key), -1 error (message on ctx).
- * Takes ctx->lock: do not call with it held. */
-int tune_lookup(sale_ctx *ctx, const sale_device_info *dev, const sale_key *key, int seq_len, sale_key *out);
+/* Median GPU ms (CUDA events around the whole sale_attention call, L2
+ * flushed before each, 2 warm-ups, `reps` timed) of fused, two-pass and
+ * dense (ms[i][0..2]) at each length. 0, or -1 with the message on ctx. */
+int tune_mode_times(sale_ctx *ctx, const tune_shape *sh, const int *lens, int nlens, int reps, double (*ms)[3]);
 
-/* ------------------------------------------------------------- command */
-
-/* `sale tune [--family fused,select,attend,dense] [--seq-len 16384,65536]
- * [--batch B] [--heads HQ HKV] [--head-dim D] [--dtype bf16|f16]
- * [--strategy exhaustive|halving|random] [--budget SECONDS] [--reps N] [--help]`
- * cfg is a sale_config * (src/config.h) or NULL: its tuning table gives the
- * default warps/stages lists, budget and strategy. Progress goes to stderr,
- * tables to stdout. Returns the exit status: 0 ok, 1 failure (no GPU: "sale
- * tune: no GPU: <reason>"), 2 usage. ctx may be NULL for --help only. */
-int tune_cli(sale_ctx *ctx, const void *cfg, int argc, char **argv);
+/* dense_below from those times (lens ascending): the smallest measured
+ * length from which on the faster SALE mode beats dense at every larger
+ * measured length; twice the largest length when SALE never pays. */
+int tune_pick_dense_below(const int *lens, int nlens, double (*ms)[3]);
 
 #endif

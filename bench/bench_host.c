@@ -1,0 +1,212 @@
+/* bench_host.c — host overhead of the serving path (issue 9): per-call host
+ * time of a warm sale_get_kernel, and host and GPU time of sale_attention
+ * (fused, two-pass, dense) at 2K and 16K tokens, B=1, 32/8 heads, D=128,
+ * bf16, eager and replayed from a captured CUDA graph; one markdown table.
+ * `--dense-below` instead times the three modes at 1K..16K and prints where
+ * SALE stops paying (the number behind the per-arch dense_below default).
+ *   usage: bench_host [--lens 2048,16384] [--iters 200] [--dense-below] [--anchors sdpa_host.txt] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "tune.h"
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+#define CK(x)                                                                                                         \
+    do {                                                                                                              \
+        sale_status s_ = (x);                                                                                         \
+        if (s_) {                                                                                                     \
+            fprintf(stderr, "bench_host: %s: %s\n", #x, sale_last_error(ctx));                                        \
+            exit(1);                                                                                                  \
+        }                                                                                                             \
+    } while (0)
+#define CU(x)                                                                                                         \
+    do {                                                                                                              \
+        CUresult r_ = (x);                                                                                            \
+        if (r_ != CUDA_SUCCESS) {                                                                                     \
+            fprintf(stderr, "bench_host: %s: %s\n", #x, drv_errstr(r_));                                              \
+            exit(1);                                                                                                  \
+        }                                                                                                             \
+    } while (0)
+
+static sale_ctx *ctx;
+
+/* SDPA anchors from bench/sdpa_host.py: lines "N host_us gpu_us". */
+static int anchor(const char *path, int n, double *host, double *gpu)
+{
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f)
+        return 0;
+    int nn, found = 0;
+    double h, g;
+    while (fscanf(f, "%d %lf %lf", &nn, &h, &g) == 3)
+        if (nn == n) {
+            *host = h;
+            *gpu = g;
+            found = 1;
+        }
+    fclose(f);
+    return found;
+}
+
+int main(int argc, char **argv)
+{
+    int lens[16] = {2048, 16384}, nl = 2, iters = 200, dense_below = 0;
+    const char *anchors = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--lens") && i + 1 < argc) {
+            nl = 0;
+            for (char *t = strtok(argv[++i], ","); t && nl < 16; t = strtok(NULL, ","))
+                lens[nl++] = atoi(t);
+        } else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
+            iters = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--dense-below")) {
+            dense_below = 1;
+        } else if (!strcmp(argv[i], "--anchors") && i + 1 < argc) {
+            anchors = argv[++i];
+        } else {
+            fprintf(stderr, "usage: bench_host [--lens 2048,16384] [--iters N] [--dense-below] [--anchors FILE]\n");
+            return 2;
+        }
+    }
+    CK(sale_create(&ctx, NULL));
+    int ndev = 0;
+    if (sale_device_count(ctx, &ndev) || ndev < 1) {
+        fprintf(stderr, "bench_host: no GPU: %s\n", sale_last_error(ctx));
+        return 1;
+    }
+    sale_device_info di;
+    CK(sale_device_info_get(ctx, 0, &di));
+    const drv_api *d = drv_get(NULL);
+
+    if (dense_below) {
+        static const int dl[] = {1024, 2048, 4096, 8192, 16384};
+        double ms[5][3];
+        tune_shape sh = {1, 32, 8, 128, SALE_DTYPE_BF16};
+        if (tune_mode_times(ctx, &sh, dl, 5, 20, ms)) {
+            fprintf(stderr, "bench_host: %s\n", sale_last_error(ctx));
+            return 1;
+        }
+        printf("## where SALE stops paying on %s (sm_%d), B=1 Hq=32 Hkv=8 D=128 bf16, whole sale_attention, "
+               "median of 20, L2 flushed\n\n| N | fused ms | two-pass ms | dense ms | SALE pays |\n|---|---|---|---|---|\n",
+               di.name, di.arch);
+        for (int i = 0; i < 5; i++) {
+            double best = ms[i][0] < ms[i][1] ? ms[i][0] : ms[i][1];
+            printf("| %d | %.4f | %.4f | %.4f | %s |\n", dl[i], ms[i][0], ms[i][1], ms[i][2],
+                   best < ms[i][2] ? "yes" : "no");
+        }
+        printf("\ndense_below from this run: %d (built-in default for sm_%d: %d; store it for this device with "
+               "`sale tune --dense-below`)\n",
+               tune_pick_dense_below(dl, 5, ms), di.arch, win_dense_below_default(key_code_arch(di.arch)));
+        sale_destroy(ctx);
+        return 0;
+    }
+
+    printf("## host overhead on %s (sm_%d, driver %d), B=1 Hq=32 Hkv=8 D=128 bf16, %d calls each\n\n", di.name,
+           di.arch, di.driver_version, iters);
+    printf("| what | N | host us/call | GPU us/call | SQLite calls |\n|---|---|---|---|---|\n");
+
+    /* warm sale_get_kernel */
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    sale_kernel *kern;
+    CK(sale_get_kernel(ctx, &k, &kern));
+    unsigned long q0 = db_op_count(ctx->db);
+    int reps = 1000000;
+    double t0 = now_us();
+    for (int i = 0; i < reps; i++)
+        CK(sale_get_kernel(ctx, &k, &kern));
+    printf("| sale_get_kernel (warm) | - | %.3f | - | %lu |\n", (now_us() - t0) / reps, db_op_count(ctx->db) - q0);
+    fflush(stdout);
+
+    CUstream s;
+    CU(d->StreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    CUevent e0, e1;
+    CU(d->EventCreate(&e0, CU_EVENT_DEFAULT));
+    CU(d->EventCreate(&e1, CU_EVENT_DEFAULT));
+    for (int li = 0; li < nl; li++) {
+        int N = lens[li];
+        sale_attention_args a;
+        sale_attention_args_init(&a);
+        a.batch = 1, a.heads_q = 32, a.heads_kv = 8, a.seq_len = N, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+        a.dense_below = -1;
+        size_t nq = (size_t)32 * N * 128, nk = (size_t)8 * N * 128;
+        uint16_t *hq = malloc(nq * 2), *hk = malloc(nk * 2), *hv = malloc(nk * 2);
+        sale_gen_options g = {.seed = 7, .structured = 1};
+        CK(sale_generate_qkv(&a, &g, hq, hk, hv, NULL, 0, NULL));
+        void *dq, *dk, *dv, *dout;
+        CK(sale_dev_alloc(ctx, nq * 2, &dq));
+        CK(sale_dev_alloc(ctx, nk * 2, &dk));
+        CK(sale_dev_alloc(ctx, nk * 2, &dv));
+        CK(sale_dev_alloc(ctx, nq * 2, &dout));
+        CK(sale_dev_upload(ctx, dq, hq, nq * 2));
+        CK(sale_dev_upload(ctx, dk, hk, nk * 2));
+        CK(sale_dev_upload(ctx, dv, hv, nk * 2));
+        free(hq), free(hk), free(hv);
+        a.q = dq, a.k = dk, a.v = dv, a.out = dout;
+        static const sale_mode modes[3] = {SALE_MODE_FUSED, SALE_MODE_TWO_PASS, SALE_MODE_DENSE};
+        static const char *names[3] = {"fused", "two-pass", "dense"};
+        for (int m = 0; m < 3; m++) {
+            a.mode = modes[m];
+            for (int w = 0; w < 3; w++) /* warm: kernels loaded, workspace grown */
+                CK(sale_attention(ctx, &a, s));
+            CU(d->StreamSynchronize(s));
+            /* eager: host time of the calls alone (the stream keeps queueing),
+             * GPU time between events around all of them */
+            q0 = db_op_count(ctx->db);
+            double host = 0;
+            CU(d->EventRecord(e0, s));
+            for (int i = 0; i < iters; i++) {
+                double h0 = now_us();
+                CK(sale_attention(ctx, &a, s));
+                host += now_us() - h0;
+            }
+            CU(d->EventRecord(e1, s));
+            CU(d->EventSynchronize(e1));
+            float gms = 0;
+            CU(d->EventElapsedTime(&gms, e0, e1));
+            printf("| sale_attention %s eager | %d | %.2f | %.1f | %lu |\n", names[m], N, host / iters,
+                   1000.0 * gms / iters, db_op_count(ctx->db) - q0);
+            /* graph: capture one call, replay it */
+            CUgraph gr;
+            CUgraphExec ge;
+            CU(d->StreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+            sale_status st = sale_attention(ctx, &a, s);
+            CU(d->StreamEndCapture(s, &gr));
+            CK(st);
+            CU(d->GraphInstantiate(&ge, gr, 0));
+            CU(d->GraphLaunch(ge, s));
+            CU(d->StreamSynchronize(s));
+            host = 0;
+            CU(d->EventRecord(e0, s));
+            for (int i = 0; i < iters; i++) {
+                double h0 = now_us();
+                CU(d->GraphLaunch(ge, s));
+                host += now_us() - h0;
+            }
+            CU(d->EventRecord(e1, s));
+            CU(d->EventSynchronize(e1));
+            CU(d->EventElapsedTime(&gms, e0, e1));
+            printf("| sale_attention %s graph replay | %d | %.2f | %.1f | 0 |\n", names[m], N, host / iters,
+                   1000.0 * gms / iters);
+            fflush(stdout);
+            CU(d->GraphExecDestroy(ge));
+            CU(d->GraphDestroy(gr));
+        }
+        double sh, sg;
+        if (anchor(anchors, N, &sh, &sg))
+            printf("| torch SDPA (Python, bench/sdpa_host.py) | %d | %.2f | %.1f | - |\n", N, sh, sg);
+        sale_dev_free(ctx, dq), sale_dev_free(ctx, dk), sale_dev_free(ctx, dv), sale_dev_free(ctx, dout);
+    }
+    printf("\ngoals (issue 9): warm sale_get_kernel <= 1 us; sale_attention host <= 20 us per call at 2K and 16K\n");
+    d->EventDestroy(e0), d->EventDestroy(e1), d->StreamDestroy(s);
+    sale_destroy(ctx);
+    return 0;
+}
