@@ -317,8 +317,11 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     float *taus = malloc(sizeof(float) * (size_t)a.heads_q);
     if (!taus)
         return SALE_ERR_NOMEM;
-    for (int h = 0; h < a.heads_q; h++)
-        taus[h] = a.tau ? a.tau[h] : a.tau_default;
+    sale_status ts = thresholds_resolve(ctx, &a, taus); /* a.tau, else (model, layer), else tau_default */
+    if (ts != SALE_OK) {
+        free(taus);
+        return ts;
+    }
     CUresult r = d->MemcpyHtoDAsync((CUdeviceptr)p.tau, taus, sizeof(float) * (size_t)a.heads_q, (CUstream)stream);
     if (r == CUDA_SUCCESS)
         r = d->StreamSynchronize((CUstream)stream); /* taus is a pageable local buffer */

@@ -149,6 +149,7 @@ void sale_destroy(sale_ctx *ctx)
     if (ctx->db)
         db_close(ctx->db);
     pthread_mutex_destroy(&ctx->lock);
+    free(ctx->cfg_thresholds);
     free(ctx->err);
     free(ctx);
 }

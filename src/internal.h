@@ -22,11 +22,23 @@ struct sale_ctx {
     kmod *modules;
     void *ws;          /* context-owned device workspace of sale_attention */
     size_t ws_bytes;
+    struct cfg_threshold *cfg_thresholds; /* the config's `thresholds` section (copy), or NULL */
+    int n_cfg_thresholds;
 };
 
 /* Set the context's error message; returns nothing, ctx may be NULL. */
 void sale_set_error(sale_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* thresholds (thresholds.c) */
+struct cfg_threshold;
+/* The per-head taus of one attention call into tau_out[heads_q]: a->tau, else
+ * the thresholds stored for (a->model, a->layer) (needs ctx), else
+ * a->tau_default (0: 0.004). SALE_ERR_NOT_FOUND names the missing head. */
+sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out);
+/* Give the context a copy of the config's thresholds, the last fallback of
+ * sale_thresholds_get (the CLI does this for its config file). */
+sale_status thresholds_attach_config(sale_ctx *ctx, const struct cfg_threshold *th, int n);
 
 /* keys (key.c) */
 int key_family_uses(sale_family f, const char *field); /* does this field change the family's code? */
