@@ -44,29 +44,47 @@ struct db {
 #define KCOLS_V2 KCOLS_COMMON ", smem_dynamic, stack, threads"
 #define KCOLS_V1 KCOLS_COMMON ", 0, 0, 0"
 #define KCOL_CUBIN 17 /* index of the cubin column appended after the lists above */
+#define THCOLS_V3 "model, layer, head, tau, budget, budget_abs, samples, created, density, error"
+#define THCOLS_V2 "model, layer, head, tau, 0, 0, 0, 0, -1, -1"
 
-static const char SCHEMA_V2[] =
-    "CREATE TABLE IF NOT EXISTS kernels("
-    " key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL, entry TEXT NOT NULL,"
-    " registers INTEGER NOT NULL DEFAULT 0, smem_static INTEGER NOT NULL DEFAULT 0,"
-    " smem_dynamic INTEGER NOT NULL DEFAULT 0, spill_stores INTEGER NOT NULL DEFAULT 0,"
-    " spill_loads INTEGER NOT NULL DEFAULT 0, stack INTEGER NOT NULL DEFAULT 0,"
-    " threads INTEGER NOT NULL DEFAULT 0, compile_ms REAL NOT NULL DEFAULT 0,"
-    " cubin BLOB NOT NULL, cubin_bytes INTEGER NOT NULL, cubin_hash INTEGER NOT NULL,"
-    " created INTEGER NOT NULL, last_used INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY(key, arch, src_hash));"
-    "CREATE TABLE IF NOT EXISTS tuned("
-    " device TEXT NOT NULL, arch TEXT NOT NULL, sm_count INTEGER NOT NULL, driver_version INTEGER NOT NULL,"
-    " key TEXT NOT NULL, bucket TEXT NOT NULL, winner TEXT NOT NULL, time_ms REAL, spread_pct REAL,"
-    " tried INTEGER, created INTEGER,"
-    " PRIMARY KEY(device, arch, sm_count, driver_version, key, bucket));"
-    "CREATE TABLE IF NOT EXISTS thresholds("
-    " model TEXT NOT NULL, layer INTEGER NOT NULL, head INTEGER NOT NULL, tau REAL NOT NULL,"
-    " PRIMARY KEY(model, layer, head));"
-    "CREATE TABLE IF NOT EXISTS claims("
-    " key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL, pid INTEGER NOT NULL,"
-    " host TEXT NOT NULL, claimed_at INTEGER NOT NULL, PRIMARY KEY(key, arch, src_hash));"
-    "PRAGMA user_version = 2;";
+/* Schema version 2, frozen: a fresh file is created as v2 and migrated, so
+ * every file takes the same path to the current version. */
+#define SCHEMA_V2_SQL \
+    "CREATE TABLE IF NOT EXISTS kernels(" \
+    " key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL, entry TEXT NOT NULL," \
+    " registers INTEGER NOT NULL DEFAULT 0, smem_static INTEGER NOT NULL DEFAULT 0," \
+    " smem_dynamic INTEGER NOT NULL DEFAULT 0, spill_stores INTEGER NOT NULL DEFAULT 0," \
+    " spill_loads INTEGER NOT NULL DEFAULT 0, stack INTEGER NOT NULL DEFAULT 0," \
+    " threads INTEGER NOT NULL DEFAULT 0, compile_ms REAL NOT NULL DEFAULT 0," \
+    " cubin BLOB NOT NULL, cubin_bytes INTEGER NOT NULL, cubin_hash INTEGER NOT NULL," \
+    " created INTEGER NOT NULL, last_used INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0," \
+    " PRIMARY KEY(key, arch, src_hash));" \
+    "CREATE TABLE IF NOT EXISTS tuned(" \
+    " device TEXT NOT NULL, arch TEXT NOT NULL, sm_count INTEGER NOT NULL, driver_version INTEGER NOT NULL," \
+    " key TEXT NOT NULL, bucket TEXT NOT NULL, winner TEXT NOT NULL, time_ms REAL, spread_pct REAL," \
+    " tried INTEGER, created INTEGER," \
+    " PRIMARY KEY(device, arch, sm_count, driver_version, key, bucket));" \
+    "CREATE TABLE IF NOT EXISTS thresholds(" \
+    " model TEXT NOT NULL, layer INTEGER NOT NULL, head INTEGER NOT NULL, tau REAL NOT NULL," \
+    " PRIMARY KEY(model, layer, head));" \
+    "CREATE TABLE IF NOT EXISTS claims(" \
+    " key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL, pid INTEGER NOT NULL," \
+    " host TEXT NOT NULL, claimed_at INTEGER NOT NULL, PRIMARY KEY(key, arch, src_hash));" \
+    "PRAGMA user_version = 2;"
+
+/* Version 3: how each threshold was chosen (sale calibrate). */
+#define MIGRATE_2_3_SQL \
+    "ALTER TABLE thresholds ADD COLUMN budget REAL NOT NULL DEFAULT 0;" \
+    "ALTER TABLE thresholds ADD COLUMN budget_abs INTEGER NOT NULL DEFAULT 0;" \
+    "ALTER TABLE thresholds ADD COLUMN samples INTEGER NOT NULL DEFAULT 0;" \
+    "ALTER TABLE thresholds ADD COLUMN created INTEGER NOT NULL DEFAULT 0;" \
+    "ALTER TABLE thresholds ADD COLUMN density REAL NOT NULL DEFAULT -1;" \
+    "ALTER TABLE thresholds ADD COLUMN error REAL NOT NULL DEFAULT -1;" \
+    "PRAGMA user_version = 3;"
+
+static const char SCHEMA_V2[] = SCHEMA_V2_SQL;
+static const char MIGRATE_2_3[] = MIGRATE_2_3_SQL;
+static const char SCHEMA_CURRENT[] = SCHEMA_V2_SQL MIGRATE_2_3_SQL;
 
 /* Version 1 had no smem_dynamic/stack/threads and no tuned/thresholds/claims. */
 static const char MIGRATE_1_2[] = "ALTER TABLE kernels ADD COLUMN smem_dynamic INTEGER NOT NULL DEFAULT 0;"
@@ -74,6 +92,9 @@ static const char MIGRATE_1_2[] = "ALTER TABLE kernels ADD COLUMN smem_dynamic I
                                   "ALTER TABLE kernels ADD COLUMN threads INTEGER NOT NULL DEFAULT 0;";
 
 /* ------------------------------------------------------------ helpers */
+
+static void read_threshold(sqlite3_stmt *s, db_threshold_row *r, int fleet);
+static int bind_threshold(sqlite3_stmt *s, const db_threshold_row *r, int64_t created);
 
 static void set_err(char *err, size_t n, const char *fmt, ...) {
     if (!err || !n) return;
@@ -211,8 +232,19 @@ static int has_tables(sqlite3 *c, int uv, int *rc_out) {
         "SELECT key, arch, src_hash, pid, host, claimed_at FROM claims LIMIT 0",
     };
     static const char *v1[] = {"SELECT " KCOLS_COMMON ", cubin FROM kernels LIMIT 0"};
+    static const char v3_thresholds[] = "SELECT " THCOLS_V3 " FROM thresholds LIMIT 0";
     const char **q = uv >= 2 ? v2 : v1;
     int nq = uv >= 2 ? 4 : 1;
+    if (uv >= 3) {
+        sqlite3_stmt *s = NULL;
+        int rc = sqlite3_prepare_v2(c, v3_thresholds, -1, &s, NULL);
+        sqlite3_finalize(s);
+        if (rc == SQLITE_ERROR) return 0;
+        if (rc != SQLITE_OK) {
+            *rc_out = rc;
+            return 0;
+        }
+    }
     *rc_out = SQLITE_OK;
     for (int i = 0; i < nq; i++) {
         sqlite3_stmt *s = NULL;
@@ -325,7 +357,7 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
     if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: quick_check"), PF_ERR;
     if (!ok) return PF_CORRUPT;
 
-    if (uv == DB_SCHEMA_VERSION || uv == 1) {
+    if (uv >= 1 && uv <= DB_SCHEMA_VERSION) {
         if (!has_tables(c, uv, &trc)) {
             if (trc != SQLITE_OK && !is_corrupt_rc(trc)) return sql_fail(err, n, c, "db_open: check tables"), PF_ERR;
             set_err(why, whyn, "schema version %d but the expected tables are missing", uv);
@@ -364,9 +396,11 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
             set_err(why, whyn, "a database with %d objects but no sale schema version", nobj);
             return PF_CORRUPT;
         }
-        sql = SCHEMA_V2, what = "db_open: create schema";
+        sql = SCHEMA_CURRENT, what = "db_open: create schema";
     } else if (uv == 1) {
         sql = MIGRATE_1_2, what = "db_open: migrate schema 1 -> 2";
+    } else if (uv == 2) {
+        sql = MIGRATE_2_3, what = "db_open: migrate schema 2 -> 3";
     } else if (uv > DB_SCHEMA_VERSION) {
         rollback(c);
         set_err(why, whyn, "schema version %d is newer than this library's %d", uv, DB_SCHEMA_VERSION);
@@ -375,6 +409,7 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
     if (sql) {
         rc = sqlite3_exec(c, sql, NULL, NULL, NULL);
         if (rc == SQLITE_OK && uv == 1) rc = sqlite3_exec(c, SCHEMA_V2, NULL, NULL, NULL);
+        if (rc == SQLITE_OK && uv == 1) what = "db_open: migrate schema 2 -> 3", rc = sqlite3_exec(c, MIGRATE_2_3, NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
             sql_fail(err, n, c, what);
             rollback(c);
@@ -1036,6 +1071,41 @@ static void unlink_db_files(const char *path) {
     }
 }
 
+/* Threshold rows travel with the kernels (every model; they do not depend on
+ * the arch). Import keeps rows that exist (like kernels); export writes all. */
+static int copy_thresholds(sqlite3 *src, const char *sdb, int suv, sqlite3 *dst, const char *ddb, int keep,
+                           char *err, size_t n) {
+    char sel[256], ins[256];
+    snprintf(sel, sizeof sel, "SELECT %s FROM %s.thresholds", suv >= 3 ? THCOLS_V3 : THCOLS_V2, sdb);
+    snprintf(ins, sizeof ins, "INSERT OR %s INTO %s.thresholds(" THCOLS_V3 ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+             keep ? "IGNORE" : "REPLACE", ddb);
+    sqlite3_stmt *s = NULL, *w = NULL;
+    int rc, ret = -1;
+    if (sqlite3_prepare_v2(src, sel, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, src, "copy thresholds: read");
+    if (sqlite3_prepare_v2(dst, ins, -1, &w, NULL) != SQLITE_OK) {
+        sql_fail(err, n, dst, "copy thresholds: prepare insert");
+        goto out;
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_threshold_row r;
+        read_threshold(s, &r, 0);
+        sqlite3_reset(w);
+        if (bind_threshold(w, &r, r.created) != SQLITE_OK || sqlite3_step(w) != SQLITE_DONE) {
+            sql_fail(err, n, dst, "copy thresholds: insert");
+            goto out;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        sql_fail(err, n, src, "copy thresholds: read");
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    sqlite3_finalize(w);
+    return ret;
+}
+
 int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen) {
     if (!d || !dest || !*dest || narch < 0 || (narch > 0 && !archs))
         return set_err(err, errlen, "db_export: missing argument"), -1;
@@ -1049,7 +1119,7 @@ int db_export(db *d, const char *dest, const char *const *archs, int narch, char
     unlink_db_files(tmp);
     /* A self-contained rollback-journal file: nothing beside it to ship. */
     if (open_conn(&c, tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen, "db_export") != 0) goto out;
-    if (sqlite3_exec(c, SCHEMA_V2, NULL, NULL, NULL) != SQLITE_OK) {
+    if (sqlite3_exec(c, SCHEMA_CURRENT, NULL, NULL, NULL) != SQLITE_OK) {
         sql_fail(err, errlen, c, "db_export: create schema");
         goto out;
     }
@@ -1096,6 +1166,10 @@ int db_export(db *d, const char *dest, const char *const *archs, int narch, char
     }
     sqlite3_finalize(s);
     s = NULL;
+    if (copy_thresholds(d->w, "main", DB_SCHEMA_VERSION, d->w, "sale_export", 0, err, errlen) != 0) {
+        rollback(d->w);
+        goto out;
+    }
     if (commit(d->w, err, errlen, "db_export") != 0) goto out;
     if (sqlite3_exec(d->w, "DETACH DATABASE sale_export", NULL, NULL, NULL) != SQLITE_OK) {
         sql_fail(err, errlen, d->w, "db_export: detach");
@@ -1178,6 +1252,10 @@ int db_import(db *d, const char *src, char *err, size_t errlen) {
     }
     if (rc != SQLITE_DONE) {
         sql_fail(err, errlen, c, "db_import: read source");
+        rollback(d->w);
+        goto out;
+    }
+    if (uv >= 2 && copy_thresholds(c, "main", uv, d->w, "main", 1, err, errlen) != 0) {
         rollback(d->w);
         goto out;
     }
@@ -1308,38 +1386,95 @@ out:
 
 /* ------------------------------------------------------------ thresholds */
 
-int db_threshold_put(db *d, const char *model, int layer, int head, double tau, char *err, size_t errlen) {
-    if (!d || !model) return set_err(err, errlen, "db_threshold_put: missing argument"), -1;
+static void read_threshold(sqlite3_stmt *s, db_threshold_row *r, int fleet) {
+    memset(r, 0, sizeof *r);
+    copy_text(r->model, sizeof r->model, s, 0);
+    r->layer = sqlite3_column_int(s, 1);
+    r->head = sqlite3_column_int(s, 2);
+    r->tau = sqlite3_column_double(s, 3);
+    r->budget = sqlite3_column_double(s, 4);
+    r->budget_abs = sqlite3_column_int(s, 5);
+    r->samples = sqlite3_column_int(s, 6);
+    r->created = sqlite3_column_int64(s, 7);
+    r->density = sqlite3_column_double(s, 8);
+    r->error = sqlite3_column_double(s, 9);
+    r->from_fleet = fleet;
+}
+
+static int bind_threshold(sqlite3_stmt *s, const db_threshold_row *r, int64_t created) {
+    int rc = sqlite3_bind_text(s, 1, r->model, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 2, r->layer);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 3, r->head);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_double(s, 4, r->tau);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_double(s, 5, r->budget);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 6, r->budget_abs);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 7, r->samples);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 8, created);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_double(s, 9, r->density);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_double(s, 10, r->error);
+    return rc;
+}
+
+int db_thresholds_put(db *d, const db_threshold_row *rows, int n, char *err, size_t errlen) {
+    if (!d || n < 0 || (n > 0 && !rows)) return set_err(err, errlen, "db_thresholds_put: missing argument"), -1;
+    for (int i = 0; i < n; i++) {
+        if (!terminated(rows[i].model, sizeof rows[i].model) || !rows[i].model[0])
+            return set_err(err, errlen, "db_thresholds_put: row %d: model must be a non-empty string", i), -1;
+        if (!(rows[i].tau >= 0 && rows[i].tau < 1))
+            return set_err(err, errlen, "db_thresholds_put: row %d: tau must be in [0, 1), got %g", i, rows[i].tau),
+                   -1;
+    }
     sqlite3_stmt *s = NULL;
     int ret = -1;
+    int64_t t = now_s();
     lock(d);
-    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO thresholds(model, layer, head, tau) VALUES (?1,?2,?3,?4)", -1,
-                           &s, NULL) != SQLITE_OK) {
-        sql_fail(err, errlen, d->w, "db_threshold_put: prepare");
+    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO thresholds(" THCOLS_V3 ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                           -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_thresholds_put: prepare");
         goto out;
     }
-    sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, layer);
-    sqlite3_bind_int(s, 3, head);
-    sqlite3_bind_double(s, 4, tau);
-    ret = step_in_transaction(d, s, "db_threshold_put", err, errlen);
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_thresholds_put: begin");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        sqlite3_reset(s);
+        if (bind_threshold(s, &rows[i], rows[i].created > 0 ? rows[i].created : t) != SQLITE_OK ||
+            sqlite3_step(s) != SQLITE_DONE) {
+            sql_fail(err, errlen, d->w, "db_thresholds_put: insert");
+            rollback(d->w);
+            goto out;
+        }
+    }
+    ret = commit(d->w, err, errlen, "db_thresholds_put");
 out:
     sqlite3_finalize(s);
     unlock(d);
     return ret;
 }
 
-static int threshold_get_from(sqlite3 *c, const char *model, int layer, int head, double *tau, char *err, size_t n) {
+int db_threshold_put(db *d, const char *model, int layer, int head, double tau, char *err, size_t errlen) {
+    if (!d || !model) return set_err(err, errlen, "db_threshold_put: missing argument"), -1;
+    db_threshold_row r;
+    memset(&r, 0, sizeof r);
+    if (snprintf(r.model, sizeof r.model, "%s", model) >= (int)sizeof r.model)
+        return set_err(err, errlen, "db_threshold_put: model name longer than %zu bytes", sizeof r.model - 1), -1;
+    r.layer = layer, r.head = head, r.tau = tau, r.density = -1, r.error = -1;
+    return db_thresholds_put(d, &r, 1, err, errlen);
+}
+
+static int threshold_get_from(sqlite3 *c, int uv, int fleet, const char *model, int layer, int head,
+                              db_threshold_row *row, char *err, size_t n) {
     sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(c, "SELECT tau FROM thresholds WHERE model=?1 AND layer=?2 AND head=?3", -1, &s, NULL) !=
-        SQLITE_OK)
-        return sql_fail(err, n, c, "db_threshold_get: prepare");
+    const char *sql = uv >= 3 ? "SELECT " THCOLS_V3 " FROM thresholds WHERE model=?1 AND layer=?2 AND head=?3"
+                              : "SELECT " THCOLS_V2 " FROM thresholds WHERE model=?1 AND layer=?2 AND head=?3";
+    if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_threshold_get: prepare");
     sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, layer);
     sqlite3_bind_int(s, 3, head);
     int rc = sqlite3_step(s), ret;
     if (rc == SQLITE_ROW) {
-        if (tau) *tau = sqlite3_column_double(s, 0);
+        if (row) read_threshold(s, row, fleet);
         ret = 1;
     } else if (rc == SQLITE_DONE) {
         ret = 0;
@@ -1350,11 +1485,52 @@ static int threshold_get_from(sqlite3 *c, const char *model, int layer, int head
     return ret;
 }
 
-int db_threshold_get(db *d, const char *model, int layer, int head, double *tau, char *err, size_t errlen) {
+int db_threshold_get_row(db *d, const char *model, int layer, int head, db_threshold_row *row, char *err,
+                         size_t errlen) {
     if (!d || !model) return set_err(err, errlen, "db_threshold_get: missing argument"), -1;
     lock(d);
-    int r = threshold_get_from(d->w, model, layer, head, tau, err, errlen);
-    if (r == 0 && d->f && d->fleet_uv >= 2) r = threshold_get_from(d->f, model, layer, head, tau, err, errlen);
+    int r = threshold_get_from(d->w, DB_SCHEMA_VERSION, 0, model, layer, head, row, err, errlen);
+    if (r == 0 && d->f && d->fleet_uv >= 2)
+        r = threshold_get_from(d->f, d->fleet_uv, 1, model, layer, head, row, err, errlen);
+    unlock(d);
+    return r;
+}
+
+int db_threshold_get(db *d, const char *model, int layer, int head, double *tau, char *err, size_t errlen) {
+    db_threshold_row r;
+    int ret = db_threshold_get_row(d, model, layer, head, &r, err, errlen);
+    if (ret == 1 && tau) *tau = r.tau;
+    return ret;
+}
+
+static int threshold_list_from(sqlite3 *c, int uv, int fleet, db_threshold_cb cb, void *user, int *stop, char *err,
+                               size_t n) {
+    sqlite3_stmt *s = NULL;
+    const char *sql = uv >= 3 ? "SELECT " THCOLS_V3 " FROM thresholds ORDER BY model, layer, head"
+                              : "SELECT " THCOLS_V2 " FROM thresholds ORDER BY model, layer, head";
+    if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_threshold_list: prepare");
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_threshold_row r;
+        read_threshold(s, &r, fleet);
+        if (cb(user, &r)) {
+            *stop = 1;
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    int ret = rc == SQLITE_DONE ? 0 : sql_fail(err, n, c, "db_threshold_list: select");
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int db_threshold_list(db *d, int include_fleet, db_threshold_cb cb, void *user, char *err, size_t errlen) {
+    if (!d || !cb) return set_err(err, errlen, "db_threshold_list: missing argument"), -1;
+    int stop = 0;
+    lock(d);
+    int r = threshold_list_from(d->w, DB_SCHEMA_VERSION, 0, cb, user, &stop, err, errlen);
+    if (r == 0 && !stop && include_fleet && d->f && d->fleet_uv >= 2)
+        r = threshold_list_from(d->f, d->fleet_uv, 1, cb, user, &stop, err, errlen);
     unlock(d);
     return r;
 }

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 
 typedef struct db db;
 
@@ -112,6 +112,32 @@ typedef int (*db_tuned_cb)(void *user, const db_tuned_row *row);
 int db_tuned_list(db *d, db_tuned_cb cb, void *user, char *err, size_t errlen);
 
 /* --------------------------------------------------------- thresholds */
+/* Per-head thresholds per (model, layer, head) with how they were chosen
+ * (sale calibrate). Rows of a v2 fleet file read with budget 0, samples 0,
+ * created 0, density and error -1. Export copies every row; import keeps
+ * rows that already exist. */
+typedef struct db_threshold_row {
+    char model[128];
+    int layer, head;
+    double tau;
+    double budget;
+    int budget_abs;   /* 0: relative L1 per head; 1: mean per-row L1 */
+    int samples;
+    int64_t created;  /* unix seconds; 0 in a put: now */
+    double density;   /* -1: unknown */
+    double error;     /* -1: unknown */
+    int from_fleet;   /* set by readers */
+} db_threshold_row;
+
+/* Insert or replace n rows in one transaction (all or none). 0 ok, -1 error. */
+int db_thresholds_put(db *d, const db_threshold_row *rows, int n, char *err, size_t errlen);
+/* Writable file first, then the fleet file: 1 found, 0 not, -1 error. */
+int db_threshold_get_row(db *d, const char *model, int layer, int head, db_threshold_row *row, char *err,
+                         size_t errlen);
+/* Every row ordered by model, layer, head (the fleet's after, when include_fleet). */
+typedef int (*db_threshold_cb)(void *user, const db_threshold_row *row);
+int db_threshold_list(db *d, int include_fleet, db_threshold_cb cb, void *user, char *err, size_t errlen);
+/* Shorthands: tau only (put: budget etc. unknown). */
 int db_threshold_put(db *d, const char *model, int layer, int head, double tau, char *err, size_t errlen);
 /* 1 found, 0 not, -1 error */
 int db_threshold_get(db *d, const char *model, int layer, int head, double *tau, char *err, size_t errlen);

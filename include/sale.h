@@ -308,6 +308,89 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
 sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, float *tau, int heads,
                                 sale_threshold_meta *meta);
 
+/* ----------------------------------------------------------- calibration */
+/* Choose per-head thresholds for a model to an error budget (the paper's
+ * offline calibration) and store them per (model, layer, head).
+ *
+ * Input: a directory of captured attention inputs, one file per layer,
+ * `layer_{L:03d}.safetensors` (layer_000.safetensors, layer_001..., more
+ * digits past 999), each holding tensors `q` [S, Hq, N, D] and `k`, `v`
+ * [S, Hkv, N, D] (S samples, GQA allowed: Hq % Hkv == 0; dtype F32, F16 or
+ * BF16, the same for q, k and v; every layer the same Hq). Or, with
+ * input_dir NULL, the built-in generator (sale_generate_qkv, structured):
+ * layer L uses seed + L, and its samples are the batch entries.
+ *
+ * For each (layer, head), tau starts at 0.008 and halves while the head's
+ * error against dense attention exceeds the budget on any sample; a tau
+ * that would fall to 1e-4 or below becomes 0 (the head runs dense). Every
+ * head of a layer is evaluated at once per round, each at its own
+ * candidate; one dense reference per layer. Error: relative L1 per head
+ * sum|o - o_ref| / sum|o_ref| (budget_abs 0), or the authors' mean per-row
+ * L1 (budget_abs 1): the L1 distance over a row's D elements, averaged over
+ * rows. Every input file is validated (shapes, tensors, NaN/Inf) before any
+ * work; the thresholds of all layers are stored at the end in one
+ * transaction, so a failure leaves the stored thresholds as they were. */
+typedef enum sale_calibrate_device {
+    SALE_CALIBRATE_AUTO = 0, /* the GPU when there is one, else the CPU reference */
+    SALE_CALIBRATE_CPU,      /* sale_reference_attention (host, fp32 math) */
+    SALE_CALIBRATE_GPU       /* sale_attention (f16/bf16; F32 inputs run as bf16) */
+} sale_calibrate_device;
+
+typedef struct sale_calibrate_progress {
+    int layer;              /* the layer just calibrated */
+    int index, count;       /* it is layer `index` (0-based) of `count` */
+    int heads;              /* Hq */
+    const float *tau;       /* [heads] chosen */
+    const double *density;  /* [heads] worst (densest) sample at tau */
+    const double *error;    /* [heads] worst sample at tau */
+    int rounds;             /* sparse evaluations this layer took */
+    double seconds;         /* wall time of the layer */
+} sale_calibrate_progress;
+
+typedef void (*sale_calibrate_progress_fn)(void *user, const sale_calibrate_progress *p);
+
+typedef struct sale_calibrate_options {
+    const char *model;       /* required: the name the thresholds are stored under */
+    const char *input_dir;   /* captured layer files (see above); NULL: the generator */
+    struct {                 /* the generator, when input_dir is NULL (0: default) */
+        int layers;          /* 2 */
+        int heads_q;         /* 4 */
+        int heads_kv;        /* heads_q */
+        int seq_len;         /* 2048 */
+        int head_dim;        /* 128 */
+        int samples;         /* 2 */
+        uint64_t seed;       /* 0 is a seed like any other */
+        sale_dtype dtype;    /* F16 (0) or BF16 */
+    } gen;
+    double budget;           /* 0: 0.02 */
+    int budget_abs;          /* 0: relative L1 per head; 1: mean per-row L1 */
+    sale_mode mode;          /* FUSED or TWO_PASS */
+    int block_q, block_k, block_seg, local_window, est_bits; /* 0: defaults (as in sale_attention_args) */
+    sale_calibrate_device device;
+    int dry_run;             /* 1: choose, report, store nothing */
+    sale_calibrate_progress_fn progress; /* called after each layer; may be NULL */
+    void *progress_user;
+} sale_calibrate_options;
+
+typedef struct sale_calibrate_result {
+    int layers, heads, samples, seq_len;
+    int on_gpu;              /* 1: evaluated with sale_attention */
+    int *layer_ids;          /* [layers] */
+    float *tau;              /* [layers * heads] */
+    double *density;         /* [layers * heads] worst sample */
+    double *error;           /* [layers * heads] worst sample */
+    int64_t created;         /* unix seconds stored with the rows */
+    double seconds;
+} sale_calibrate_result;
+
+/* Defaults: budget 0.02 relative, fused, AUTO device, generator as above. */
+void sale_calibrate_options_init(sale_calibrate_options *o);
+/* Run the calibration; result (may be NULL) gets arrays the caller frees
+ * with sale_calibrate_result_free. SALE_ERR_IO / SALE_ERR_INVALID name the
+ * file and tensor at fault; SALE_ERR_NO_DEVICE for device GPU without one. */
+sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_calibrate_result *result);
+void sale_calibrate_result_free(sale_calibrate_result *r);
+
 /* ---------------------------------------------------------------- device */
 
 typedef struct sale_device_info {

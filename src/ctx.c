@@ -241,6 +241,7 @@ void sale_destroy(sale_ctx *ctx)
         db_close(ctx->db);
     pthread_mutex_destroy(&ctx->lock);
     pthread_mutex_destroy(&ctx->ws_lock);
+    free(ctx->cfg_thresholds);
     err_slot *e = err_slot_of(ctx, 0);
     if (e) {
         free(e->msg);

@@ -43,6 +43,8 @@ struct sale_ctx {
     int dense_below[CTX_MAX_DEVICES]; /* per device ordinal: 0 unknown, else the stored or default value */
     pthread_mutex_t ws_lock; /* guards ws */
     ws_slot *ws;          /* sale_attention's device workspaces, one in use per stream at a time */
+    struct cfg_threshold *cfg_thresholds; /* the config's `thresholds` section (copy), or NULL */
+    int n_cfg_thresholds;
 };
 
 /* Set the calling thread's error message for ctx; ctx may be NULL. */
@@ -85,6 +87,16 @@ void win_memo_free(sale_ctx *ctx);
 
 /* attention workspaces (attention.c) */
 void ws_free_all(sale_ctx *ctx);
+
+/* thresholds (thresholds.c) */
+struct cfg_threshold;
+/* The per-head taus of one attention call into tau_out[heads_q]: a->tau, else
+ * the thresholds stored for (a->model, a->layer) (needs ctx), else
+ * a->tau_default (0: 0.004). SALE_ERR_NOT_FOUND names the missing head. */
+sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out);
+/* Give the context a copy of the config's thresholds, the last fallback of
+ * sale_thresholds_get (the CLI does this for its config file). */
+sale_status thresholds_attach_config(sale_ctx *ctx, const struct cfg_threshold *th, int n);
 
 /* keys (key.c) */
 int key_family_uses(sale_family f, const char *field); /* does this field change the family's code? */

@@ -1262,6 +1262,55 @@ static int l_csv(lua_State *L)
     return 0;
 }
 
+/* sale.thresholds(model, layer) -> {tau_head0, ...}, {{budget=, budget_abs=,
+ * samples=, created=, density=, error=}, ...}; or nil, reason when head 0 has
+ * none (cache file, fleet file, then the config). */
+static int l_thresholds(lua_State *L)
+{
+    lstate *S = get_state(L);
+    const char *model = luaL_checkstring(L, 1);
+    int layer = (int)luaL_checkinteger(L, 2);
+    lua_newtable(L);
+    int taus = lua_gettop(L);
+    lua_newtable(L);
+    int metas = taus + 1;
+    int h = 0;
+    for (;; h++) {
+        /* heads are 0..n-1: read one more head each time until one is missing */
+        float tau[1];
+        sale_threshold_meta m[1];
+        float *all = malloc((size_t)(h + 1) * sizeof(float));
+        sale_threshold_meta *mall = malloc((size_t)(h + 1) * sizeof *mall);
+        if (!all || !mall) {
+            free(all), free(mall);
+            return luaL_error(L, "thresholds: out of memory");
+        }
+        sale_status st = sale_thresholds_get(S->ctx, model, layer, all, h + 1, mall);
+        tau[0] = all[h], m[0] = mall[h];
+        free(all), free(mall);
+        if (st == SALE_ERR_NOT_FOUND)
+            break;
+        if (st)
+            return fail(L, S, st, "thresholds");
+        lua_pushnumber(L, tau[0]);
+        lua_rawseti(L, taus, h + 1);
+        lua_createtable(L, 0, 6);
+        lua_pushnumber(L, m[0].budget), lua_setfield(L, -2, "budget");
+        lua_pushboolean(L, m[0].budget_abs), lua_setfield(L, -2, "budget_abs");
+        lua_pushinteger(L, m[0].samples), lua_setfield(L, -2, "samples");
+        lua_pushinteger(L, (lua_Integer)m[0].created), lua_setfield(L, -2, "created");
+        lua_pushnumber(L, m[0].density), lua_setfield(L, -2, "density");
+        lua_pushnumber(L, m[0].error), lua_setfield(L, -2, "error");
+        lua_rawseti(L, metas, h + 1);
+    }
+    if (h == 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, sale_last_error(S->ctx));
+        return 2;
+    }
+    return 2;
+}
+
 /* -------------------------------------------------------------- module */
 
 static const luaL_Reg tensor_methods[] = {
@@ -1286,6 +1335,7 @@ static const luaL_Reg sale_funcs[] = {
     {"format_table", l_format_table},
     {"table", l_table},
     {"csv", l_csv},
+    {"thresholds", l_thresholds},
     {NULL, NULL},
 };
 

@@ -80,6 +80,8 @@ static sale_ctx *open_ctx(const gopts *g)
     o.log = log_cb;
     sale_ctx *ctx = NULL;
     sale_status s = sale_create(&ctx, &o);
+    if (!s)
+        s = thresholds_attach_config(ctx, g_cfg.thresholds, g_cfg.n_thresholds);
     if (s) {
         fprintf(stderr, "sale: %s\n", ctx ? sale_last_error(ctx) : "out of memory");
         sale_destroy(ctx);
@@ -392,9 +394,11 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
 
 /* -------------------------------------------------------------------- ls */
 
-static const char *ls_help = "usage: sale ls [--arch ARCH] [--tuned]\n"
+static const char *ls_help = "usage: sale ls [--arch ARCH] [--tuned | --thresholds]\n"
                              "List cached kernels (key, arch, registers, shared memory, spills, cubin bytes,\n"
-                             "compile time, hits), or with --tuned the autotuner's winners.\n";
+                             "compile time, hits), or with --tuned the autotuner's winners, or with\n"
+                             "--thresholds the calibrated per-head thresholds (model, layer, head, tau,\n"
+                             "budget, samples, date, density, error; the fleet file's marked 'fleet').\n";
 
 typedef struct ls_state {
     const char *arch;
@@ -424,11 +428,34 @@ static int tuned_row(void *user, const db_tuned_row *r)
     return 0;
 }
 
+static int threshold_row(void *user, const db_threshold_row *r)
+{
+    ls_state *s = user;
+    char date[32] = "-";
+    if (r->created > 0) {
+        time_t t = (time_t)r->created;
+        struct tm tm;
+        strftime(date, sizeof date, "%Y-%m-%d %H:%M", localtime_r(&t, &tm));
+    }
+    char budget[32] = "-", dens[16] = "-", err[16] = "-";
+    if (r->budget > 0)
+        snprintf(budget, sizeof budget, "%.4g %s", r->budget, r->budget_abs ? "abs" : "rel");
+    if (r->density >= 0)
+        snprintf(dens, sizeof dens, "%.4f", r->density);
+    if (r->error >= 0)
+        snprintf(err, sizeof err, "%.6f", r->error);
+    printf("%-24s %5d %4d %10.6g %-11s %7d %-16s %8s %9s%s\n", r->model, r->layer, r->head, r->tau, budget, r->samples,
+           date, dens, err, r->from_fleet ? " fleet" : "");
+    s->rows++;
+    return 0;
+}
+
 static int cmd_ls(const gopts *g, int argc, char **argv)
 {
-    static const struct option lo[] = {{"arch", 1, 0, 'a'}, {"tuned", 0, 0, 't'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"arch", 1, 0, 'a'}, {"tuned", 0, 0, 't'}, {"thresholds", 0, 0, 'T'},
+                                       {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     ls_state s = {0};
-    int tuned = 0, c;
+    int tuned = 0, thresholds = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
@@ -438,6 +465,7 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
             s.arch = sale_arch_name(sale_arch_parse(optarg));
             break;
         case 't': tuned = 1; break;
+        case 'T': thresholds = 1; break;
         case 'h': fputs(ls_help, stdout); return 0;
         default: die_usage("ls: bad option");
         }
@@ -447,7 +475,11 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     sale_ctx *ctx = open_ctx(g);
     char err[512] = "";
     int rc;
-    if (tuned) {
+    if (thresholds) {
+        printf("%-24s %5s %4s %10s %-11s %7s %-16s %8s %9s\n", "model", "layer", "head", "tau", "budget", "samples",
+               "date", "density", "error");
+        rc = db_threshold_list(ctx->db, 1, threshold_row, &s, err, sizeof err);
+    } else if (tuned) {
         printf("%-24s %-7s %4s %6s %-10s %-60s %9s %7s %5s\n", "device", "arch", "SMs", "driver", "bucket", "key",
                "ms", "spread", "tried");
         rc = win_list(ctx, tuned_row, &s) ? -1 : 0; /* through the library, not ctx->db */
@@ -463,7 +495,7 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
         sale_destroy(ctx);
         return 1;
     }
-    printf("%d %s\n", s.rows, tuned ? "tuned entries" : "kernels");
+    printf("%d %s\n", s.rows, thresholds ? "thresholds" : tuned ? "tuned entries" : "kernels");
     sale_destroy(ctx);
     return 0;
 }
@@ -630,6 +662,169 @@ static int cmd_tune(const gopts *g, int argc, char **argv)
     return rc;
 }
 
+/* ------------------------------------------------------------- calibrate */
+
+static const char *calibrate_help =
+    "usage: sale calibrate --model NAME (--input DIR | --generate SPEC) [options]\n"
+    "Choose per-head thresholds to an error budget and store them in the cache per\n"
+    "(model, layer, head). For each head, tau starts at 0.008 and halves while the\n"
+    "head's output error against dense attention exceeds the budget on any sample;\n"
+    "below 1e-4 the head runs dense (tau 0). Every input file is checked first; the\n"
+    "thresholds of all layers are stored at the end in one transaction.\n"
+    "  --model NAME        name to store under (required); attention calls name it\n"
+    "  --input DIR         captured inputs: DIR/layer_{L:03d}.safetensors, each with\n"
+    "                      q [S,Hq,N,D], k and v [S,Hkv,N,D] (S samples; F32/F16/BF16)\n"
+    "  --generate SPEC     the built-in generator instead, e.g.\n"
+    "                      layers=2,heads=4,kv_heads=4,seq=2048,dim=128,samples=2,seed=1,dtype=f16\n"
+    "  --budget X          relative L1 per head, sum|o-o_ref|/sum|o_ref| (default 0.02)\n"
+    "  --budget-abs X      the authors' budget instead: L1 over a row's elements,\n"
+    "                      averaged over rows\n"
+    "  --mode fused|two_pass   (default fused)\n"
+    "  --device cpu|gpu|auto   (default auto: the GPU if there is one, else the CPU reference)\n"
+    "  --block-q N --block-k N --block-seg N --window N --est-bits N   (default: the library's)\n"
+    "  --dry-run           choose and print, store nothing\n"
+    "  -q, --quiet         no progress lines\n"
+    "Capture from PyTorch with a forward hook on each attention module that saves\n"
+    "its q, k, v (after rotary, before attention) as [S,H,N,D] with\n"
+    "safetensors.torch.save_file({'q': q, 'k': k, 'v': v}, f'layer_{L:03d}.safetensors').\n";
+
+static int gen_spec(sale_calibrate_options *o, const char *spec)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (!eq)
+            die_usage("--generate: expected key=value, got '%s'", t);
+        *eq = 0;
+        const char *k = t, *v = eq + 1;
+        if (!strcmp(k, "dtype")) {
+            int d = dtype_of(v);
+            if (d < 0)
+                die_usage("--generate: dtype: f16 or bf16, got '%s'", v);
+            o->gen.dtype = (sale_dtype)d;
+            continue;
+        }
+        if (!strcmp(k, "seed")) {
+            char *e;
+            o->gen.seed = strtoull(v, &e, 10);
+            if (e == v || *e)
+                die_usage("--generate: seed: expected a number, got '%s'", v);
+            continue;
+        }
+        int n = int_of(v);
+        if (n < 1)
+            die_usage("--generate: %s: expected a positive number, got '%s'", k, v);
+        if (!strcmp(k, "layers")) o->gen.layers = n;
+        else if (!strcmp(k, "heads")) o->gen.heads_q = n;
+        else if (!strcmp(k, "kv_heads")) o->gen.heads_kv = n;
+        else if (!strcmp(k, "seq")) o->gen.seq_len = n;
+        else if (!strcmp(k, "dim")) o->gen.head_dim = n;
+        else if (!strcmp(k, "samples")) o->gen.samples = n;
+        else die_usage("--generate: unknown key '%s' (layers, heads, kv_heads, seq, dim, samples, seed, dtype)", k);
+    }
+    return 0;
+}
+
+static void calibrate_progress(void *user, const sale_calibrate_progress *p)
+{
+    (void)user;
+    if (g_quiet)
+        return;
+    double dmean = 0, emax = 0;
+    int dense = 0;
+    for (int h = 0; h < p->heads; h++) {
+        dmean += p->density[h] / p->heads;
+        emax = p->error[h] > emax ? p->error[h] : emax;
+        dense += p->tau[h] == 0;
+    }
+    fprintf(stderr, "sale: calibrate: layer %d (%d/%d): %d heads, %d rounds, mean density %.3f, worst error %.5f, "
+            "%d dense, %.1f s\n", p->layer, p->index + 1, p->count, p->heads, p->rounds, dmean, emax, dense, p->seconds);
+}
+
+static double budget_of(const char *t, const char *what)
+{
+    char *e;
+    double b = strtod(t, &e);
+    if (e == t || *e || !(b > 0) || b > 1e6)
+        die_usage("%s: expected a positive number, got '%s'", what, t);
+    return b;
+}
+
+static int cmd_calibrate(const gopts *g, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"model", 1, 0, 'm'},     {"input", 1, 0, 'i'},   {"generate", 1, 0, 'g'}, {"budget", 1, 0, 'b'},
+        {"budget-abs", 1, 0, 'B'}, {"mode", 1, 0, 'M'},   {"device", 1, 0, 'D'},   {"block-q", 1, 0, 'Q'},
+        {"block-k", 1, 0, 'K'},   {"block-seg", 1, 0, 'S'}, {"window", 1, 0, 'W'}, {"est-bits", 1, 0, 'E'},
+        {"dry-run", 0, 0, 'n'},   {"quiet", 0, 0, 'q'},   {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    sale_calibrate_options o;
+    sale_calibrate_options_init(&o);
+    int c, gen = 0, nbudget = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model = optarg; break;
+        case 'i': o.input_dir = optarg; break;
+        case 'g': gen_spec(&o, optarg); gen = 1; break;
+        case 'b': o.budget = budget_of(optarg, "--budget"); o.budget_abs = 0; nbudget++; break;
+        case 'B': o.budget = budget_of(optarg, "--budget-abs"); o.budget_abs = 1; nbudget++; break;
+        case 'M':
+            if (!strcmp(optarg, "fused")) o.mode = SALE_MODE_FUSED;
+            else if (!strcmp(optarg, "two_pass") || !strcmp(optarg, "two-pass")) o.mode = SALE_MODE_TWO_PASS;
+            else die_usage("--mode: fused or two_pass, got '%s'", optarg);
+            break;
+        case 'D':
+            if (!strcmp(optarg, "cpu")) o.device = SALE_CALIBRATE_CPU;
+            else if (!strcmp(optarg, "gpu")) o.device = SALE_CALIBRATE_GPU;
+            else if (!strcmp(optarg, "auto")) o.device = SALE_CALIBRATE_AUTO;
+            else die_usage("--device: cpu, gpu or auto, got '%s'", optarg);
+            break;
+        case 'Q': o.block_q = int_of(optarg); if (o.block_q < 1) die_usage("--block-q: bad value"); break;
+        case 'K': o.block_k = int_of(optarg); if (o.block_k < 1) die_usage("--block-k: bad value"); break;
+        case 'S': o.block_seg = int_of(optarg); if (o.block_seg < 1) die_usage("--block-seg: bad value"); break;
+        case 'W': o.local_window = int_of(optarg); if (o.local_window < 1) die_usage("--window: bad value"); break;
+        case 'E': o.est_bits = int_of(optarg); if (o.est_bits < 1) die_usage("--est-bits: bad value"); break;
+        case 'n': o.dry_run = 1; break;
+        case 'q': g_quiet = 1; break;
+        case 'h': fputs(calibrate_help, stdout); return 0;
+        default: die_usage("calibrate: bad option");
+        }
+    }
+    if (optind < argc)
+        die_usage("calibrate: unexpected argument '%s'", argv[optind]);
+    if (!o.model)
+        die_usage("calibrate: --model NAME is required");
+    if (!!o.input_dir + gen != 1)
+        die_usage("calibrate: give one of --input DIR or --generate SPEC");
+    if (nbudget > 1)
+        die_usage("calibrate: give one of --budget or --budget-abs");
+    sale_ctx *ctx = open_ctx(g);
+    o.progress = calibrate_progress;
+    sale_calibrate_result r;
+    sale_status st = sale_calibrate(ctx, &o, &r);
+    if (st) {
+        fprintf(stderr, "sale: %s\n", sale_last_error(ctx));
+        fprintf(stderr, "sale: calibrate: nothing stored\n");
+        sale_destroy(ctx);
+        return 1;
+    }
+    printf("%5s %4s %10s %8s %10s\n", "layer", "head", "tau", "density", "error");
+    for (int l = 0; l < r.layers; l++)
+        for (int h = 0; h < r.heads; h++) {
+            size_t x = (size_t)l * (size_t)r.heads + (size_t)h;
+            printf("%5d %4d %10.6g %8.4f %10.6f\n", r.layer_ids[l], h, (double)r.tau[x], r.density[x], r.error[x]);
+        }
+    printf("%s %d layers x %d heads of '%s' (%d samples of %d tokens, %s budget %g) on the %s in %.1f s%s%s\n",
+           o.dry_run ? "chose" : "calibrated", r.layers, r.heads, o.model, r.samples, r.seq_len,
+           o.budget_abs ? "mean per-row L1" : "relative L1", o.budget, r.on_gpu ? "GPU" : "CPU reference",
+           r.seconds, o.dry_run ? "; dry run, nothing stored" : "; stored in ", o.dry_run ? "" : sale_cache_path(ctx));
+    sale_calibrate_result_free(&r);
+    sale_destroy(ctx);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static const char *main_help =
@@ -645,6 +840,7 @@ static const char *main_help =
     "  clear      remove every cached kernel\n"
     "  key        parse, validate and resolve a kernel key\n"
     "  tune       time tile choices on the GPU and keep the winners\n"
+    "  calibrate  choose per-head thresholds to an error budget and store them\n"
     "  run        run a Lua script (sale run script.lua args...)\n\n"
     "global options:\n"
     "  --cache FILE   writable cache (default $SALE_CACHE_DIR/kernels.db, else\n"
@@ -686,7 +882,7 @@ int main(int argc, char **argv)
         int (*fn)(const gopts *, int, char **);
     } cmds[] = {{"info", cmd_info},     {"prewarm", cmd_prewarm}, {"ls", cmd_ls},     {"verify", cmd_verify},
                 {"export", cmd_export}, {"import", cmd_import},   {"clear", cmd_clear}, {"key", cmd_key},
-                {"run", cmd_run},       {"tune", cmd_tune}};
+                {"run", cmd_run},       {"tune", cmd_tune},       {"calibrate", cmd_calibrate}};
     for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++)
         if (!strcmp(cmd, cmds[c].name)) {
             int help = sub_argc > 1 && (!strcmp(sub_argv[1], "--help") || !strcmp(sub_argv[1], "-h"));

@@ -573,9 +573,9 @@ sale_status sale_reference_attention(sale_ctx *ctx, const sale_attention_args *a
         sale_set_error(ctx, "reference: out of memory");
         goto out;
     }
-    float td = a->tau_default > 0.0f ? a->tau_default : 0.004f;
-    for (int h = 0; h < p.Hq; h++)
-        p.tau[h] = a->tau ? a->tau[h] : td;
+    st = thresholds_resolve(ctx, a, p.tau); /* a->tau, else (model, layer), else tau_default */
+    if (st != SALE_OK)
+        goto out;
     atomic_init(&p.next, 0);
     atomic_init(&p.failed, 0);
 

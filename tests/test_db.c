@@ -853,6 +853,12 @@ Test(db, tuned_rows_round_trip_and_replace) {
     db_close(d);
 }
 
+static int count_thresholds(void *user, const db_threshold_row *r) {
+    (void)r;
+    ++*(int *)user;
+    return 0;
+}
+
 Test(db, thresholds_round_trip_and_replace) {
     db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
     double tau = -1;
@@ -866,6 +872,124 @@ Test(db, thresholds_round_trip_and_replace) {
     cr_assert_float_eq(tau, 0.25, 1e-15);
     cr_assert_eq(db_threshold_get(d, "llama-3-8b", 4, 7, &tau, g_err, sizeof g_err), 0);
     db_close(d);
+}
+
+/* Schema version 2, written by hand as that release created it, with one
+ * kernel (through the v1 layout migrated) and one threshold row. */
+static void make_v2(const char *p) {
+    make_v1(p);
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "ALTER TABLE kernels ADD COLUMN smem_dynamic INTEGER NOT NULL DEFAULT 0;"
+                "ALTER TABLE kernels ADD COLUMN stack INTEGER NOT NULL DEFAULT 0;"
+                "ALTER TABLE kernels ADD COLUMN threads INTEGER NOT NULL DEFAULT 0;"
+                "CREATE TABLE tuned(device TEXT NOT NULL, arch TEXT NOT NULL, sm_count INTEGER NOT NULL,"
+                " driver_version INTEGER NOT NULL, key TEXT NOT NULL, bucket TEXT NOT NULL, winner TEXT NOT NULL,"
+                " time_ms REAL, spread_pct REAL, tried INTEGER, created INTEGER,"
+                " PRIMARY KEY(device, arch, sm_count, driver_version, key, bucket));"
+                "CREATE TABLE thresholds(model TEXT NOT NULL, layer INTEGER NOT NULL, head INTEGER NOT NULL,"
+                " tau REAL NOT NULL, PRIMARY KEY(model, layer, head));"
+                "CREATE TABLE claims(key TEXT NOT NULL, arch TEXT NOT NULL, src_hash INTEGER NOT NULL,"
+                " pid INTEGER NOT NULL, host TEXT NOT NULL, claimed_at INTEGER NOT NULL,"
+                " PRIMARY KEY(key, arch, src_hash));"
+                "INSERT INTO thresholds VALUES ('old-model', 2, 5, 0.003);"
+                "PRAGMA user_version = 2;");
+    sqlite3_close(c);
+}
+
+Test(db, old_schema_v2_is_migrated_and_thresholds_keep_their_tau) {
+    const char *p = in_dir("kernels.db");
+    make_v2(p);
+    logcap l = {0};
+    db *d = open_ok(p, NULL, &l);
+    cr_assert_eq(l.warnings, 0, "migration is not a warning: %s", l.text);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), 3);
+    cr_assert_eq(list_count(d, 0), 1, "the kernel row survives");
+    db_threshold_row r;
+    cr_assert_eq(db_threshold_get_row(d, "old-model", 2, 5, &r, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_float_eq(r.tau, 0.003, 1e-12);
+    cr_assert_eq(r.samples, 0);
+    cr_assert_float_eq(r.density, -1.0, 0);
+    cr_assert_float_eq(r.error, -1.0, 0);
+    db_threshold_row w = {.model = "new-model", .layer = 1, .head = 3, .tau = 0.002, .budget = 0.02,
+                          .budget_abs = 1, .samples = 5, .created = 1700000000, .density = 0.25, .error = 0.015};
+    cr_assert_eq(db_thresholds_put(d, &w, 1, g_err, sizeof g_err), 0, "%s", g_err);
+    db_close(d);
+    d = open_ok(p, NULL, &l); /* reopening a migrated file is a no-op */
+    cr_assert_eq(db_threshold_get_row(d, "new-model", 1, 3, &r, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_float_eq(r.tau, 0.002, 1e-12);
+    cr_assert_float_eq(r.budget, 0.02, 1e-12);
+    cr_assert_eq(r.budget_abs, 1);
+    cr_assert_eq(r.samples, 5);
+    cr_assert_eq(r.created, 1700000000);
+    cr_assert_float_eq(r.density, 0.25, 1e-12);
+    cr_assert_float_eq(r.error, 0.015, 1e-12);
+    cr_assert_eq(r.from_fleet, 0);
+    db_close(d);
+}
+
+Test(db, v1_file_is_migrated_through_v2_to_the_thresholds_columns) {
+    const char *p = in_dir("kernels.db");
+    make_v1(p);
+    db *d = open_ok(p, NULL, NULL);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM pragma_table_info('thresholds') WHERE name='density'"), 1);
+    db_close(d);
+}
+
+Test(db, thresholds_put_is_all_or_nothing) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    db_threshold_row rows[3] = {{.model = "m", .layer = 0, .head = 0, .tau = 0.004},
+                                {.model = "m", .layer = 0, .head = 1, .tau = 0.002},
+                                {.model = "m", .layer = 0, .head = 2, .tau = 1.5}};
+    cr_assert_eq(db_thresholds_put(d, rows, 3, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "tau must be in [0, 1)") != NULL, "%s", g_err);
+    cr_assert_eq(db_threshold_get(d, "m", 0, 0, NULL, g_err, sizeof g_err), 0, "nothing stored");
+    rows[2].tau = 0;
+    cr_assert_eq(db_thresholds_put(d, rows, 3, g_err, sizeof g_err), 0, "%s", g_err);
+    int n = 0;
+    cr_assert_eq(db_threshold_list(d, 1, count_thresholds, &n, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(n, 3);
+    db_close(d);
+}
+
+Test(db, thresholds_travel_with_export_import_and_the_fleet_file) {
+    const char *src = in_dir("kernels.db"), *ship = in_dir("fleet.db"), *other = in_dir("other.db");
+    db *d = open_ok(src, NULL, NULL);
+    put_n_ok(d, "a", "sm_80", 1, 100, 1);
+    db_threshold_row w = {.model = "m", .layer = 4, .head = 1, .tau = 0.001, .budget = 0.05, .samples = 2,
+                          .density = 0.5, .error = 0.04};
+    cr_assert_eq(db_thresholds_put(d, &w, 1, g_err, sizeof g_err), 0, "%s", g_err);
+    const char *archs[] = {"sm_90"}; /* no kernel of that arch: thresholds travel anyway */
+    cr_assert_eq(db_export(d, ship, archs, 1, g_err, sizeof g_err), 0, "%s", g_err);
+    db_close(d);
+    cr_assert_eq(raw_int(ship, "SELECT count(*) FROM thresholds"), 1);
+
+    /* as the fleet file under an empty writable one */
+    db *f = open_ok(other, ship, NULL);
+    db_threshold_row r;
+    cr_assert_eq(db_threshold_get_row(f, "m", 4, 1, &r, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(r.from_fleet, 1);
+    cr_assert_float_eq(r.error, 0.04, 1e-12);
+    /* the writable file wins over the fleet */
+    cr_assert_eq(db_threshold_put(f, "m", 4, 1, 0.008, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_threshold_get_row(f, "m", 4, 1, &r, g_err, sizeof g_err), 1);
+    cr_assert_float_eq(r.tau, 0.008, 1e-12);
+    cr_assert_eq(r.from_fleet, 0);
+    db_close(f);
+
+    /* import keeps existing rows and adds the others */
+    db *o = open_ok(in_dir("third.db"), NULL, NULL);
+    cr_assert_eq(db_threshold_put(o, "m", 4, 1, 0.004, g_err, sizeof g_err), 0, "%s", g_err);
+    d = open_ok(src, NULL, NULL);
+    cr_assert_eq(db_threshold_put(d, "m", 4, 2, 0.002, g_err, sizeof g_err), 0, "%s", g_err);
+    db_close(d);
+    cr_assert_eq(db_import(o, src, g_err, sizeof g_err), 1, "%s", g_err);
+    double tau = 0;
+    cr_assert_eq(db_threshold_get(o, "m", 4, 1, &tau, g_err, sizeof g_err), 1);
+    cr_assert_float_eq(tau, 0.004, 1e-12);
+    cr_assert_eq(db_threshold_get(o, "m", 4, 2, &tau, g_err, sizeof g_err), 1);
+    cr_assert_float_eq(tau, 0.002, 1e-12);
+    db_close(o);
 }
 
 Test(db, errors_name_the_operation_and_sqlite_reason) {

@@ -1,0 +1,163 @@
+/* thresholds.c — per-head thresholds per (model, layer): stored by sale
+ * calibrate in the cache file, read back from the cache, then the fleet
+ * file, then the config's `thresholds` section; and the one place where an
+ * attention call's per-head taus are decided (thresholds_resolve). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "internal.h"
+
+#define TH_DEFAULT_TAU 0.004f
+
+static int model_ok(sale_ctx *ctx, const char *model, const char *what)
+{
+    if (!model || !*model) {
+        sale_set_error(ctx, "%s: model: must be a non-empty name", what);
+        return 0;
+    }
+    if (strlen(model) >= sizeof((db_threshold_row *)0)->model) {
+        sale_set_error(ctx, "%s: model: name longer than %zu bytes", what,
+                       sizeof((db_threshold_row *)0)->model - 1);
+        return 0;
+    }
+    return 1;
+}
+
+sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, const float *tau, int heads,
+                                const sale_threshold_meta *meta)
+{
+    if (!ctx)
+        return SALE_ERR_INVALID;
+    if (!model_ok(ctx, model, "sale_thresholds_put"))
+        return SALE_ERR_INVALID;
+    if (!tau || heads <= 0 || layer < 0) {
+        sale_set_error(ctx, "sale_thresholds_put: need tau[heads] with heads > 0 and layer >= 0 (heads %d, layer %d)",
+                       heads, layer);
+        return SALE_ERR_INVALID;
+    }
+    if (!ctx->db) {
+        sale_set_error(ctx, "sale_thresholds_put: the context has no cache file");
+        return SALE_ERR_CACHE;
+    }
+    db_threshold_row *rows = calloc((size_t)heads, sizeof *rows);
+    if (!rows) {
+        sale_set_error(ctx, "sale_thresholds_put: out of memory");
+        return SALE_ERR_NOMEM;
+    }
+    for (int h = 0; h < heads; h++) {
+        if (!(tau[h] >= 0.0f && tau[h] < 1.0f)) {
+            free(rows);
+            sale_set_error(ctx, "sale_thresholds_put: tau[%d]: must be in [0, 1), got %g", h, (double)tau[h]);
+            return SALE_ERR_INVALID;
+        }
+        db_threshold_row *r = &rows[h];
+        strcpy(r->model, model);
+        r->layer = layer;
+        r->head = h;
+        r->tau = tau[h];
+        r->density = r->error = -1;
+        if (meta) {
+            r->budget = meta->budget;
+            r->budget_abs = meta->budget_abs;
+            r->samples = meta->samples;
+            r->created = meta->created;
+            r->density = meta->density;
+            r->error = meta->error;
+        }
+    }
+    char err[1024] = "";
+    int rc = db_thresholds_put(ctx->db, rows, heads, err, sizeof err);
+    free(rows);
+    if (rc != 0) {
+        sale_set_error(ctx, "sale_thresholds_put: %s", err);
+        return SALE_ERR_CACHE;
+    }
+    return SALE_OK;
+}
+
+static const cfg_threshold *config_find(const sale_ctx *ctx, const char *model, int layer, int head)
+{
+    for (int i = 0; i < ctx->n_cfg_thresholds; i++) {
+        const cfg_threshold *t = &ctx->cfg_thresholds[i];
+        if (t->layer == layer && t->head == head && !strcmp(t->model, model))
+            return t;
+    }
+    return NULL;
+}
+
+sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, float *tau, int heads,
+                                sale_threshold_meta *meta)
+{
+    if (!ctx)
+        return SALE_ERR_INVALID;
+    if (!model_ok(ctx, model, "sale_thresholds_get"))
+        return SALE_ERR_INVALID;
+    if (!tau || heads <= 0) {
+        sale_set_error(ctx, "sale_thresholds_get: need tau[heads] with heads > 0, got %d", heads);
+        return SALE_ERR_INVALID;
+    }
+    for (int h = 0; h < heads; h++) {
+        db_threshold_row r;
+        int found = 0;
+        if (ctx->db) {
+            char err[1024] = "";
+            found = db_threshold_get_row(ctx->db, model, layer, h, &r, err, sizeof err);
+            if (found < 0) {
+                sale_set_error(ctx, "sale_thresholds_get: %s", err);
+                return SALE_ERR_CACHE;
+            }
+        }
+        if (found) {
+            tau[h] = (float)r.tau;
+            if (meta)
+                meta[h] = (sale_threshold_meta){r.budget, r.budget_abs, r.samples, r.created, r.density, r.error};
+            continue;
+        }
+        const cfg_threshold *t = config_find(ctx, model, layer, h);
+        if (!t) {
+            sale_set_error(ctx,
+                           "thresholds: none for model '%s' layer %d head %d (looked in %s%s%s%s); "
+                           "run `sale calibrate --model %s` or pass tau",
+                           model, layer, h, ctx->cache_path, ctx->fleet_path[0] ? ", the fleet file " : "",
+                           ctx->fleet_path, ctx->n_cfg_thresholds ? " and the config's thresholds" : "", model);
+            return SALE_ERR_NOT_FOUND;
+        }
+        tau[h] = t->tau;
+        if (meta)
+            meta[h] = (sale_threshold_meta){0, 0, 0, 0, -1, -1};
+    }
+    return SALE_OK;
+}
+
+sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out)
+{
+    if (!a->tau && a->model) {
+        if (!ctx)
+            return SALE_ERR_NOT_FOUND; /* no context: no cache to read, nowhere to say so */
+        return sale_thresholds_get(ctx, a->model, a->layer, tau_out, a->heads_q, NULL);
+    }
+    float td = a->tau_default > 0.0f ? a->tau_default : TH_DEFAULT_TAU;
+    for (int h = 0; h < a->heads_q; h++)
+        tau_out[h] = a->tau ? a->tau[h] : td;
+    return SALE_OK;
+}
+
+sale_status thresholds_attach_config(sale_ctx *ctx, const cfg_threshold *th, int n)
+{
+    if (!ctx || n < 0 || (n > 0 && !th))
+        return SALE_ERR_INVALID;
+    cfg_threshold *copy = NULL;
+    if (n > 0) {
+        copy = malloc((size_t)n * sizeof *copy);
+        if (!copy) {
+            sale_set_error(ctx, "thresholds: out of memory");
+            return SALE_ERR_NOMEM;
+        }
+        memcpy(copy, th, (size_t)n * sizeof *copy);
+    }
+    free(ctx->cfg_thresholds);
+    ctx->cfg_thresholds = copy;
+    ctx->n_cfg_thresholds = n;
+    return SALE_OK;
+}
