@@ -6,7 +6,10 @@ import tempfile
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the checkout's python/ unless installed
+try:  # an installed sale (the wheel) wins; else the checkout's python/
+    import sale  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("SALE_CACHE_DIR", tempfile.mkdtemp(prefix="sale-pytest-"))
 
 
