@@ -9,3 +9,10 @@ if ! ./build/sale info 2>/dev/null | grep -q '^device 0'; then
   ./build/test_gpu --jobs 1 2>&1 | grep SKIPPED || true
 fi
 ctest --test-dir build --output-on-failure -j1 "$@"
+# The Python package (python/tests), where torch is importable (scripts/setup-python.sh)
+PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
+if "$PY" -c "import torch, pytest" 2>/dev/null; then
+  "$PY" -m pytest -q -rs -p no:cacheprovider python/tests
+else
+  echo "test.sh: no torch/pytest for $PY: the Python tests did not run (scripts/setup-python.sh installs them)"
+fi

@@ -1,0 +1,219 @@
+# calib.py — capture a model's post-RoPE Q/K/V into the files `sale calibrate`
+# reads (one safetensors file per layer: q [S, Hq, N, D], k, v [S, Hkv, N, D]),
+# and run the calibration that turns them into stored per-head thresholds.
+import json
+import os
+import shutil
+import struct
+import subprocess
+import threading
+
+from . import _core, _lib
+
+_ST_DTYPES = {"torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float32": "F32"}
+
+
+def write_safetensors(path, tensors):
+    """A minimal safetensors writer (8-byte LE header length, JSON header, data):
+    tensors is {name: CPU torch tensor}. Used where the safetensors package is not
+    installed; files are identical in layout."""
+    header, off, parts = {}, 0, []
+    for name, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        raw = t.view(-1).view(_core._t().uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _ST_DTYPES[str(t.dtype)], "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+        parts.append(raw)
+    _write(path, header, parts)
+
+
+def _write(path, header, parts):
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for p in parts:
+            if isinstance(p, str):  # a spool file: copy it in chunks
+                with open(p, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 24)
+            else:
+                f.write(p)
+    os.replace(tmp, path)
+
+
+def read_safetensors(path):
+    """Read a safetensors file into {name: torch tensor} (for tests and checks)."""
+    torch = _core._t()
+    rev = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, m in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = m["data_offsets"]
+        buf = bytearray(data[a:b])
+        t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
+        out[name] = t.view(rev[m["dtype"]]).reshape(m["shape"])
+    return out
+
+
+# ------------------------------------------------------------------ capture
+
+_active = {}  # id(config) -> Capture
+_lock = threading.Lock()
+CAPTURE_NAME = "sale_capture"
+
+
+class Capture:
+    """`with sale.capture(model, "calib/"):` — every prefill forward run inside the
+    block records each attention layer's q, k, v as the attention function sees
+    them (after RoPE, kv heads not repeated). Each batch row is one sample; all
+    samples must have the same length N. On exit, writes calib/layer_{L:03d}.safetensors.
+    Decode steps (query shorter than the keys) are not recorded."""
+
+    def __init__(self, model, directory, layers=None):
+        self.model = model
+        self.dir = directory
+        self.layers = set(layers) if layers is not None else None
+        self.spool = os.path.join(directory, ".spool")
+        self.meta = {}  # layer -> {"n": samples, "q": (H, N, D), "k": ..., "dtype": ...}
+        self.orig = None
+
+    def _record(self, module, query, key, value):
+        layer = getattr(module, "layer_idx", None)
+        if layer is None or query.shape[2] != key.shape[2]:
+            return
+        if self.layers is not None and layer not in self.layers:
+            return
+        m = self.meta.get(layer)
+        shp = {"q": tuple(query.shape[1:]), "k": tuple(key.shape[1:]), "v": tuple(value.shape[1:])}
+        if m is None:
+            m = self.meta[layer] = {"n": 0, "dtype": str(query.dtype), **shp}
+        elif any(m[t] != shp[t] for t in shp):
+            raise _core.InvalidArgument(
+                "sale.capture: layer %d got q %s, earlier samples had %s: every captured prompt must have the "
+                "same number of tokens (pad or truncate the prompts to one length)" % (layer, shp["q"], m["q"]))
+        for name, t in (("q", query), ("k", key), ("v", value)):
+            raw = t.detach().to("cpu").contiguous()
+            with open(os.path.join(self.spool, "layer_%03d_%s.bin" % (layer, name)), "ab") as f:
+                f.write(raw.view(-1).view(_core._t().uint8).numpy().tobytes())
+        m["n"] += query.shape[0]
+
+    def __enter__(self):
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+        os.makedirs(self.spool, exist_ok=True)
+        for f in os.listdir(self.spool):
+            os.remove(os.path.join(self.spool, f))
+        cfg = self.model.config
+        self.orig = cfg._attn_implementation or "sdpa"
+        AttentionInterface.register(CAPTURE_NAME, _capture_forward)
+        AttentionMaskInterface.register(CAPTURE_NAME, _capture_mask)
+        with _lock:
+            _active[id(cfg)] = self
+        self._mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[self.orig] if self.orig in ALL_MASK_ATTENTION_FUNCTIONS \
+            else sdpa_mask
+        self.model.set_attn_implementation(CAPTURE_NAME)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.model.set_attn_implementation(self.orig)
+        finally:
+            with _lock:
+                _active.pop(id(self.model.config), None)
+        if exc_type is None:
+            self._write()
+        shutil.rmtree(self.spool, ignore_errors=True)
+        return False
+
+    def _write(self):
+        torch = _core._t()
+        for layer, m in sorted(self.meta.items()):
+            header, off, parts = {}, 0, []
+            esz = torch.empty(0, dtype=getattr(torch, m["dtype"].split(".")[1])).element_size()
+            for name in ("q", "k", "v"):
+                shape = [m["n"], *m[name]]
+                nbytes = esz
+                for s in shape:
+                    nbytes *= s
+                header[name] = {"dtype": _ST_DTYPES[m["dtype"]], "shape": shape, "data_offsets": [off, off + nbytes]}
+                off += nbytes
+                parts.append(os.path.join(self.spool, "layer_%03d_%s.bin" % (layer, name)))
+            _write(os.path.join(self.dir, "layer_%03d.safetensors" % layer), header, parts)
+
+    @property
+    def files(self):
+        return [os.path.join(self.dir, "layer_%03d.safetensors" % L) for L in sorted(self.meta)]
+
+
+def _owner(module):
+    return _active.get(id(getattr(module, "config", None)))
+
+
+def _capture_forward(module, query, key, value, attention_mask, **kwargs):
+    cap = _owner(module)
+    if cap is None:  # a module whose config is not the captured model's: look further
+        cap = next(iter(_active.values()), None)
+    if cap is None:
+        raise RuntimeError("sale.capture: attention called outside a capture block")
+    cap._record(module, query, key, value)
+    from transformers import AttentionInterface  # noqa: F401
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    if cap.orig == "eager":
+        mod = __import__(type(module).__module__, fromlist=["eager_attention_forward"])
+        fn = getattr(mod, "eager_attention_forward")
+    else:
+        fn = ALL_ATTENTION_FUNCTIONS[cap.orig]
+    return fn(module, query, key, value, attention_mask, **kwargs)
+
+
+def _capture_mask(*args, **kwargs):
+    cap = next(iter(_active.values()), None)
+    from transformers.masking_utils import sdpa_mask
+    fn = cap._mask_fn if cap is not None else sdpa_mask
+    return fn(*args, **kwargs)
+
+
+def capture(model, directory, layers=None):
+    return Capture(model, directory, layers)
+
+
+# ---------------------------------------------------------------- calibrate
+
+def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", context=None, extra_args=(),
+              check=True):
+    """Choose per-head thresholds for every layer file in `directory` to an error
+    budget and store them in the cache under `model` (then sale.attention(...,
+    tau=(model, layer)) and attn_implementation="sale" use them). Runs the `sale
+    calibrate` command shipped with the package on the context's cache file.
+    Returns the command's output (its summary table)."""
+    cli = _lib.cli_path()
+    if cli is None:
+        raise _core.NotFound("sale.calibrate: the `sale` command was not found (sale/bin/sale in the wheel, "
+                             "build/sale in a checkout, or $SALE_CLI)", _lib.ERR_NOT_FOUND)
+    ctx = _core._ctx(context)
+    cmd = [cli, "--cache", ctx.cache_path, "calibrate", "--model", model, "--input", os.fspath(directory),
+           "--device", device]
+    if budget_abs is not None:
+        cmd += ["--budget-abs", str(budget_abs)]
+    elif budget is not None:
+        cmd += ["--budget", str(budget)]
+    cmd += list(extra_args)
+    env = dict(os.environ)
+    nv = _lib.nvrtc_path()
+    if os.sep in nv:  # the command links NVRTC too: show it the one the package found
+        env["LD_LIBRARY_PATH"] = os.path.dirname(nv) + (":" + env["LD_LIBRARY_PATH"]
+                                                         if env.get("LD_LIBRARY_PATH") else "")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip()
+        cls = _core.NotFound if ("unknown command" in msg or "calibrate" in msg and "usage" in msg) else _core.SaleError
+        raise cls("sale calibrate failed (exit %d): %s\n  command: %s" % (r.returncode, msg, " ".join(cmd)),
+                  _lib.ERR_NOT_FOUND if cls is _core.NotFound else _lib.ERR_INVALID)
+    return r.stdout

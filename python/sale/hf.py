@@ -1,0 +1,114 @@
+# hf.py — Hugging Face transformers integration: attn_implementation="sale"
+# runs causal prefill through sale.attention; decode steps, padded batches,
+# CPU tensors and anything sale does not cover go to transformers' own SDPA.
+import sys
+import threading
+
+from . import _core
+
+NAME = "sale"
+_settings = {"model": None, "tau": 0.004, "mode": "fused", "min_len": 1024, "cpu": "sdpa", "dense_below": None}
+_registered = False
+_reg_lock = threading.Lock()
+
+
+def configure(**kw):
+    """Settings of attn_implementation="sale": model (thresholds stored for this model
+    name are used per layer; None: the config attribute `sale_model`, else tau),
+    tau (one float for every head), mode, min_len (shorter prefills use SDPA),
+    cpu ("sdpa": CPU tensors use SDPA; "reference": the C reference, for checks),
+    dense_below (passed to sale). Returns the settings."""
+    for k, v in kw.items():
+        if k not in _settings:
+            raise _core.InvalidArgument("sale.hf.configure: unknown setting %r (known: %s)" %
+                                        (k, ", ".join(sorted(_settings))))
+        _settings[k] = v
+    return dict(_settings)
+
+
+def use_thresholds(model_name):
+    """Use the thresholds stored by sale.calibrate for `model_name` in every layer."""
+    configure(model=model_name)
+
+
+def _sdpa(module, query, key, value, attention_mask, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """An AttentionInterface function: query [B, Hq, Nq, D], key/value [B, Hkv, Nk, D]
+    after RoPE; returns ([B, Nq, Hq, D], None) like transformers' sdpa."""
+    B, Hq, Nq, D = query.shape
+    Nk = key.shape[2]
+    s = _settings
+    on_cpu = query.device.type == "cpu"
+    if (attention_mask is not None or Nq != Nk or Nq < s["min_len"] or dropout or kwargs.get("softcap")
+            or getattr(module, "sliding_window", None) or not getattr(module, "is_causal", True)
+            or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None
+            or D not in (64, 128) or (on_cpu and s["cpu"] != "reference")
+            or (not on_cpu and query.dtype not in (_core._t().float16, _core._t().bfloat16))):
+        return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    model = s["model"] or getattr(getattr(module, "config", None), "sale_model", None)
+    layer = getattr(module, "layer_idx", None)
+    tau = (model, layer) if model and layer is not None else s["tau"]
+    torch = _core._t()
+    out = torch.empty((B, Nq, Hq, D), dtype=query.dtype, device=query.device)
+    ot = out.transpose(1, 2)  # [B, Hq, N, D] view of the [B, N, Hq, D] buffer transformers wants
+    fn = _core.reference_attention if on_cpu else _core.attention
+    fn(query, key, value, tau=tau, mode=s["mode"], scale=scaling, out=ot, dense_below=s["dense_below"])
+    return out, None
+
+
+def _sdpa_mask(*args, **kwargs):
+    from transformers.masking_utils import sdpa_mask
+    return sdpa_mask(*args, **kwargs)
+
+
+def register():
+    """Register "sale" with transformers' AttentionInterface (and its mask function:
+    SDPA's, which gives None for plain causal prefill). Idempotent."""
+    global _registered
+    with _reg_lock:
+        if _registered:
+            return
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+        AttentionInterface.register(NAME, sale_attention_forward)
+        AttentionMaskInterface.register(NAME, sdpa_mask)
+        _registered = True
+
+
+class _Hook:
+    """Registers "sale" right after transformers.modeling_utils is imported, so that
+    `import sale` before or after transformers both make attn_implementation="sale" work."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "transformers.modeling_utils":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        orig = spec.loader.exec_module
+
+        def exec_module(module):
+            orig(module)
+            try:
+                register()
+            except Exception:  # a transformers too old for the registry: sale.hf.register() will say why
+                pass
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def install_hook():
+    if "transformers.modeling_utils" in sys.modules:
+        try:
+            register()
+        except Exception:
+            pass
+    elif not any(isinstance(h, _Hook) for h in sys.meta_path):
+        sys.meta_path.insert(0, _Hook())

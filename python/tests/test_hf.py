@@ -1,0 +1,80 @@
+# attn_implementation="sale" in transformers: registered on import, falls back
+# to SDPA where sale does not apply, and (with cpu="reference") runs the whole
+# model through the C reference on the CPU with the logits of SDPA.
+import pytest
+import torch
+
+import sale
+from sale import hf
+
+transformers = pytest.importorskip("transformers")
+from tinyllama import tiny_llama  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def settings():
+    saved = hf.configure()
+    yield
+    hf.configure(**saved)
+
+
+def ids(n, b=1, seed=1):
+    return torch.randint(0, 1000, (b, n), generator=torch.Generator().manual_seed(seed))
+
+
+def test_sale_is_registered():
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+    assert AttentionInterface._global_mapping["sale"] is hf.sale_attention_forward
+    assert "sale" in AttentionMaskInterface._global_mapping
+
+
+def test_cpu_falls_back_to_sdpa_exactly():
+    x = ids(64)
+    with torch.no_grad():
+        a = tiny_llama("sdpa")(x).logits
+        b = tiny_llama("sale")(x).logits
+    assert torch.equal(a, b)
+
+
+def test_reference_path_matches_sdpa_logits(monkeypatch):
+    calls = []
+    real = sale._core.reference_attention
+
+    def spy(q, k, v, **kw):
+        calls.append((tuple(q.shape), kw["tau"]))
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(sale._core, "reference_attention", spy)
+    hf.configure(cpu="reference", min_len=0, tau=1e-6, dense_below=-1)
+    x = ids(200)
+    with torch.no_grad():
+        a = tiny_llama("sdpa")(x).logits
+        b = tiny_llama("sale")(x).logits
+    assert len(calls) == 2 and calls[0][0] == (1, 4, 200, 64)
+    assert (a - b).abs().max().item() < 1e-4
+
+
+def test_thresholds_by_layer_and_decode_falls_back(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sale._core, "reference_attention",
+                        lambda q, k, v, **kw: (seen.append(kw["tau"]), torch.zeros_like(q))[1])
+    hf.configure(cpu="reference", min_len=0)
+    sale.use_thresholds("tiny-llama")
+    m = tiny_llama("sale")
+    with torch.no_grad():
+        out = m.generate(ids(16), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 19)
+    assert seen == [("tiny-llama", 0), ("tiny-llama", 1)]  # the prefill only; decode steps went to SDPA
+
+
+def test_padding_mask_falls_back(monkeypatch):
+    monkeypatch.setattr(sale._core, "reference_attention", lambda *a, **k: pytest.fail("sale called with padding"))
+    hf.configure(cpu="reference", min_len=0)
+    x = ids(32, b=2)
+    mask = torch.ones_like(x)
+    mask[1, :5] = 0
+    with torch.no_grad():
+        a = tiny_llama("sdpa")(x, attention_mask=mask).logits
+        b = tiny_llama("sale")(x, attention_mask=mask).logits
+    assert torch.equal(a, b)
