@@ -14,7 +14,7 @@
 
 #include "sale.h"
 
-static const char *headmix_kind(int kvh)
+static inline const char *headmix_kind(int kvh)
 {
     static const char *const k[8] = {"local", "local", "local", "retrieval", "retrieval", "retrieval", "diffuse",
                                       "noise"};

@@ -207,7 +207,7 @@ typedef struct engine {
     int gpu;
     const sale_calibrate_options *o;
     void *dq, *dk, *dv, *dout;
-    size_t cap_q, cap_kv;
+    size_t cap_q, cap_k, cap_v, cap_out; /* one capacity per buffer */
 } engine;
 
 static void engine_free(engine *e)
@@ -219,7 +219,7 @@ static void engine_free(engine *e)
         if (p[i])
             sale_dev_free(e->ctx, p[i]);
     e->dq = e->dk = e->dv = e->dout = NULL;
-    e->cap_q = e->cap_kv = 0;
+    e->cap_q = e->cap_k = e->cap_v = e->cap_out = 0;
 }
 
 static sale_status grow(engine *e, void **p, size_t *cap, size_t bytes)
@@ -270,11 +270,8 @@ static sale_status attend(engine *e, const shape *sh, int heads_q, int heads_kv,
         return sale_reference_attention(e->ctx, &a);
     }
     sale_status st;
-    if ((st = grow(e, &e->dq, &e->cap_q, bq)) || (st = grow(e, &e->dout, &e->cap_q, bq)) ||
-        (st = grow(e, &e->dk, &e->cap_kv, bkv)))
-        return st;
-    e->cap_kv = 0; /* dv follows dk's size */
-    if ((st = grow(e, &e->dv, &e->cap_kv, bkv)))
+    if ((st = grow(e, &e->dq, &e->cap_q, bq)) || (st = grow(e, &e->dout, &e->cap_out, bq)) ||
+        (st = grow(e, &e->dk, &e->cap_k, bkv)) || (st = grow(e, &e->dv, &e->cap_v, bkv)))
         return st;
     if ((st = sale_dev_upload(e->ctx, e->dq, q, bq)) || (st = sale_dev_upload(e->ctx, e->dk, k, bkv)) ||
         (st = sale_dev_upload(e->ctx, e->dv, v, bkv)))
