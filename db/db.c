@@ -1048,11 +1048,14 @@ int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int st
         int same_host = strcmp(owner_host, host) == 0;
         if (same_host && pid == me)
             take = 1; /* already ours: refresh */
-        else if (t - at > stale_s)
-            take = 1, dlog(d, 1, "sale cache: taking over a stale claim on %s (%s) from pid %d@%s", key, arch, pid,
-                           owner_host);
+        else if (t - at > stale_s || at > t + 5)
+            take = 1, dlog(d, 1, "sale cache: taking over a %s claim on %s (%s) from pid %d@%s",
+                           at > t + 5 ? "future-dated" : "stale", key, arch, pid, owner_host);
         else if (same_host && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
             take = 1, dlog(d, 1, "sale cache: taking over the claim on %s (%s) of dead pid %d", key, arch, pid);
+        if (!take)
+            dlog(d, 1, "sale cache: %s (%s) is claimed by pid %d@%s since %lld s; waiting for its row", key, arch, pid,
+                 owner_host, (long long)(t - at));
     } else {
         sql_fail(err, errlen, d->w, "db_claim: select");
         goto fail;
