@@ -368,6 +368,7 @@ static int open_conn(sqlite3 **out, const char *name, int flags, char *err, size
 }
 
 static char *fleet_uri(const char *path);
+static int is_sale_file(const char *path);
 
 enum { PF_ERR = -1, PF_OK = 0, PF_CORRUPT = 1, PF_NEWER = 2 };
 
@@ -563,6 +564,9 @@ static int is_sale_file(const char *path) {
  * aside (the second would move the first one's fresh cache), look again,
  * then move it aside and start fresh. */
 static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
+    if (!d->readonly && !(d->flags & DB_OPEN_DEFAULT_PATH) && !is_sale_file(d->path))
+        return set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache "
+                       "(cache_path) at a sale cache or a new file", d->path, why), -1;
     char *lockpath = str_cat(d->path, ".lock");
     if (!lockpath) return set_err(err, n, "db_open: out of memory"), -1;
     int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

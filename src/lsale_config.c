@@ -1499,6 +1499,43 @@ static int cfg_main(lua_State *L)
     return 0;
 }
 
+static int dedup_ints(int *v, int n)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < m && !seen; j++)
+            seen = v[j] == v[i];
+        if (!seen)
+            v[m++] = v[i];
+    }
+    return m;
+}
+
+int cfg_fleet_normalize(cfg_fleet *f, char *err, size_t errlen)
+{
+    f->n_archs = dedup_ints(f->archs, f->n_archs);
+    f->n_head_dims = dedup_ints(f->head_dims, f->n_head_dims);
+    f->n_families = dedup_ints((int *)f->families, f->n_families);
+    f->n_dtypes = dedup_ints((int *)f->dtypes, f->n_dtypes);
+    f->n_block_qs = dedup_ints(f->block_qs, f->n_block_qs);
+    f->n_block_ks = dedup_ints(f->block_ks, f->n_block_ks);
+    f->n_block_segs = dedup_ints(f->block_segs, f->n_block_segs);
+    f->n_local_windows = dedup_ints(f->local_windows, f->n_local_windows);
+    double combos = (double)f->n_archs * f->n_head_dims * f->n_families * f->n_dtypes * f->n_block_qs *
+                    f->n_block_ks * f->n_block_segs * f->n_local_windows;
+    if (combos > CFG_MAX_COMBINATIONS) {
+        if (err && errlen)
+            snprintf(err, errlen,
+                     "fleet: %.0f combinations (%d archs x %d head_dims x %d families x %d dtypes x %d block_q x "
+                     "%d block_k x %d block_seg x %d local_window) is more than %d; narrow the lists",
+                     combos, f->n_archs, f->n_head_dims, f->n_families, f->n_dtypes, f->n_block_qs, f->n_block_ks,
+                     f->n_block_segs, f->n_local_windows, CFG_MAX_COMBINATIONS);
+        return -1;
+    }
+    return 0;
+}
+
 sale_status cfg_load_string(const char *chunkname, const char *text, sale_config *cfg, char *err, size_t errlen)
 {
     char dummy[8];
@@ -1553,6 +1590,14 @@ sale_status cfg_load_string(const char *chunkname, const char *text, sale_config
         }
         st = SALE_ERR_LUA;
     } else if (job.invalid) {
+        st = SALE_ERR_INVALID;
+    } else if (cfg_fleet_normalize(&tmp.fleet, err, errlen) != 0) {
+        size_t ml = strlen(err);
+        if (ml + strlen(display) + 3 < errlen) {
+            memmove(err + strlen(display) + 2, err, ml + 1);
+            memcpy(err, display, strlen(display));
+            memcpy(err + strlen(display), ": ", 2);
+        }
         st = SALE_ERR_INVALID;
     }
     lua_close(L);
