@@ -869,8 +869,12 @@ static void count_hit(db *d, int64_t rowid, int64_t t) {
  * another key's row (nothing served, err says so). */
 static int get_once(db *d, sqlite3 *c, int uv, int fleet, const char *key, const char *arch, uint64_t h,
                     db_kernel_row *row, char *err, size_t n) {
-    const char *sql = uv >= 2 ? "SELECT " KCOLS_V2 ", cubin, rowid FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3"
-                              : "SELECT " KCOLS_V1 ", cubin, rowid FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3";
+    /* The index finds the rowid; every column is then read from the table
+     * row itself (a covering index would hand back the key columns from the
+     * index, hiding a damaged entry that points at another key's row). */
+#define KSUB " FROM kernels WHERE rowid = (SELECT rowid FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3)"
+    const char *sql = uv >= 2 ? "SELECT " KCOLS_V2 ", cubin, rowid" KSUB : "SELECT " KCOLS_V1 ", cubin, rowid" KSUB;
+#undef KSUB
     const char *file = fleet ? d->fleet_path : d->path;
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_kernel_get: prepare");

@@ -74,7 +74,7 @@ void cfg_free(sale_config *cfg);
 /* Drop duplicate values from every fleet list (order kept) and refuse a
  * fleet whose lists multiply to more than CFG_MAX_COMBINATIONS kernels:
  * 0, or -1 with err saying how many and why. */
-#define CFG_MAX_COMBINATIONS 65536
+#define CFG_MAX_COMBINATIONS 16384
 int cfg_fleet_normalize(cfg_fleet *f, char *err, size_t errlen);
 
 /* Run a user script with the full standard library and the `sale` module
