@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -29,6 +30,8 @@ struct db {
     sqlite3 *f;    /* read-only fleet file, or NULL */
     int fleet_uv;  /* schema version of the fleet file */
     int memory;    /* path is ":memory:" */
+    int flags;     /* DB_OPEN_* */
+    int readonly;  /* the file or its directory is not writable: opened read-only */
     char *path;
     char *fleet_path;
     db_log_fn log;
@@ -295,6 +298,75 @@ static char *str_cat(const char *a, const char *b) {
     return s;
 }
 
+#define DB_KEEP_ASIDE 3 /* moved-aside copies kept per tag; older ones are deleted */
+
+static int cmp_mtime_desc(const void *a, const void *b) {
+    const struct {
+        char *p;
+        time_t t;
+    } *x = a, *y = b;
+    return x->t < y->t ? 1 : x->t > y->t ? -1 : strcmp(y->p, x->p);
+}
+
+/* Keep the DB_KEEP_ASIDE newest "<path>.<tag>-*" files (and their -wal/-shm/
+ * -journal); delete older ones so they do not pile up forever. */
+static void prune_aside(db *d, const char *path, const char *tag) {
+    char *dir = strdup(path), *base = NULL;
+    if (!dir) return;
+    char *sl = strrchr(dir, '/');
+    if (sl) {
+        *sl = '\0';
+        base = sl + 1;
+    } else {
+        base = dir;
+    }
+    const char *dname = sl ? (dir[0] ? dir : "/") : ".";
+    char prefix[1024];
+    snprintf(prefix, sizeof prefix, "%s.%s-", base, tag);
+    DIR *dh = opendir(dname);
+    struct {
+        char *p;
+        time_t t;
+    } *v = NULL;
+    size_t nv = 0, cap = 0;
+    struct dirent *e;
+    while (dh && (e = readdir(dh))) {
+        size_t lp = strlen(prefix);
+        if (strncmp(e->d_name, prefix, lp) != 0) continue;
+        if (strstr(e->d_name + lp, "-wal") || strstr(e->d_name + lp, "-shm") || strstr(e->d_name + lp, "-journal"))
+            continue;
+        char full[4200];
+        snprintf(full, sizeof full, "%s/%s", dname, e->d_name);
+        struct stat st;
+        if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (nv == cap) {
+            cap = cap ? 2 * cap : 8;
+            void *t = realloc(v, cap * sizeof *v);
+            if (!t) break;
+            v = t;
+        }
+        v[nv].p = strdup(full);
+        v[nv].t = st.st_mtime;
+        if (v[nv].p) nv++;
+    }
+    if (dh) closedir(dh);
+    if (nv > DB_KEEP_ASIDE) qsort(v, nv, sizeof *v, cmp_mtime_desc);
+    for (size_t i = 0; i < nv; i++) {
+        if (i >= DB_KEEP_ASIDE) {
+            static const char *sfx[] = {"", "-wal", "-shm", "-journal"};
+            for (int k = 0; k < 4; k++) {
+                char q[4300];
+                snprintf(q, sizeof q, "%s%s", v[i].p, sfx[k]);
+                unlink(q);
+            }
+            dlog(d, 1, "sale cache: deleted the old copy %s (keeping the %d newest)", v[i].p, DB_KEEP_ASIDE);
+        }
+        free(v[i].p);
+    }
+    free(v);
+    free(dir);
+}
+
 /* Rename path (and its -wal/-shm) to "<path>.<tag>-<unix time>"; dest gets the new name. */
 static int move_aside(const char *path, const char *tag, char *dest, size_t destn, char *err, size_t n) {
     long long t = (long long)now_s();
@@ -327,6 +399,9 @@ static int open_conn(sqlite3 **out, const char *name, int flags, char *err, size
     *out = c;
     return 0;
 }
+
+static char *fleet_uri(const char *path);
+static int is_sale_file(const char *path);
 
 enum { PF_ERR = -1, PF_OK = 0, PF_CORRUPT = 1, PF_NEWER = 2 };
 
@@ -425,7 +500,54 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
     return PF_OK;
 }
 
+/* A read-only file (or directory, or file system) is opened read-only:
+ * lookups work, nothing is migrated, moved or written. */
+static int prepare_readonly(sqlite3 *c, char *why, size_t whyn, char *err, size_t n) {
+    int uv = 0, ok = 0, trc;
+    int rc = get_int(c, "PRAGMA user_version", &uv);
+    if (is_corrupt_rc(rc)) return set_err(why, whyn, "%s", sqlite3_errmsg(c)), PF_CORRUPT;
+    if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: read schema version (read-only)"), PF_ERR;
+    if (uv != DB_SCHEMA_VERSION) {
+        set_err(err, n, "db_open: the cache is read-only and has schema version %d, not %d: it cannot be %s", uv,
+                DB_SCHEMA_VERSION, uv == 0 ? "created" : "migrated");
+        return PF_ERR;
+    }
+    rc = quick_check(c, &ok, why, whyn);
+    if (is_corrupt_rc(rc)) return set_err(why, whyn, "%s", sqlite3_errmsg(c)), PF_CORRUPT;
+    if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: quick_check"), PF_ERR;
+    if (!ok) return PF_CORRUPT;
+    if (!has_tables(c, uv, &trc)) {
+        if (trc != SQLITE_OK && !is_corrupt_rc(trc)) return sql_fail(err, n, c, "db_open: check tables"), PF_ERR;
+        set_err(why, whyn, "schema version %d but the expected tables are missing", uv);
+        return PF_CORRUPT;
+    }
+    return PF_OK;
+}
+
 static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
+    if (d->readonly) {
+        /* WAL needs its -shm beside the file: a read-only directory may lack
+         * it, so fall back to an immutable read when the plain open cannot. */
+        if (open_conn(&d->w, d->path, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, err, n, "db_open") != 0)
+            return PF_ERR;
+        int pf = prepare_readonly(d->w, why, whyn, err, n);
+        if (pf == PF_ERR) {
+            sqlite3_close(d->w);
+            d->w = NULL;
+            char *uri = fleet_uri(d->path);
+            if (!uri) return set_err(err, n, "db_open: out of memory"), PF_ERR;
+            int r = open_conn(&d->w, uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI, err, n,
+                              "db_open");
+            free(uri);
+            if (r != 0) return PF_ERR;
+            pf = prepare_readonly(d->w, why, whyn, err, n);
+        }
+        if (pf != PF_OK) {
+            sqlite3_close(d->w);
+            d->w = NULL;
+        }
+        return pf;
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
     if (open_conn(&d->w, d->path, flags, err, n, "db_open") != 0) return PF_ERR;
     int pf = prepare_file(d->w, d->memory, why, whyn, err, n);
@@ -436,10 +558,51 @@ static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
     return pf;
 }
 
+/* 1 when path is recognisably a sale cache (a SQLite file with a kernels
+ * table, even a damaged one): only such a file is ever moved aside, unless
+ * it sits at the default location. */
+static int is_sale_file(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char hdr[16];
+    int sqlite_hdr = read(fd, hdr, sizeof hdr) == (ssize_t)sizeof hdr && memcmp(hdr, "SQLite format 3", 16) == 0;
+    if (!sqlite_hdr) {
+        close(fd);
+        return 0;
+    }
+    sqlite3 *c = NULL;
+    int found = -1;
+    if (sqlite3_open_v2(path, &c, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *s = NULL;
+        if (sqlite3_prepare_v2(c, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='kernels'", -1, &s,
+                               NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+            found = sqlite3_column_int(s, 0) > 0;
+        sqlite3_finalize(s);
+    }
+    sqlite3_close(c);
+    if (found < 0) {
+        /* the schema cannot be read: look for our table's text in the first pages */
+        static char buf[1 << 16];
+        ssize_t got = pread(fd, buf, sizeof buf - 1, 0);
+        found = 0;
+        if (got > 0) {
+            buf[got] = '\0';
+            for (ssize_t i = 0; i + 8 < got && !found; i++)
+                if (memcmp(buf + i, "kernels(", 8) == 0) found = memmem(buf, (size_t)got, "cubin", 5) != NULL;
+        }
+    }
+    close(fd);
+    return found;
+}
+
 /* A bad file: take an advisory lock so two processes never both move files
  * aside (the second would move the first one's fresh cache), look again,
  * then move it aside and start fresh. */
 static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
+    if (!d->readonly && !(d->flags & DB_OPEN_DEFAULT_PATH) && !is_sale_file(d->path))
+        return set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache "
+                       "(cache_path) at a sale cache or a new file", d->path, why), -1;
     char *lockpath = str_cat(d->path, ".lock");
     if (!lockpath) return set_err(err, n, "db_open: out of memory"), -1;
     int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -449,10 +612,17 @@ static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
     pf = open_writable(d, why, whyn, err, n);
     if (pf == PF_OK) {
         ret = 0;
+    } else if (pf != PF_ERR && d->readonly) {
+        set_err(err, n, "db_open: %s is read-only and %s (%s); left as it is", d->path,
+                pf == PF_NEWER ? "has a newer schema" : "is corrupt", why);
+    } else if (pf != PF_ERR && !(d->flags & DB_OPEN_DEFAULT_PATH) && !is_sale_file(d->path)) {
+        set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache (cache_path) at "
+                "a sale cache or a new file", d->path, why);
     } else if (pf != PF_ERR) {
         char dest[4200];
         const char *tag = pf == PF_NEWER ? "newer" : "corrupt";
         if (move_aside(d->path, tag, dest, sizeof dest, err, n) == 0) {
+            prune_aside(d, d->path, tag);
             dlog(d, 2, "sale cache %s %s (%s); moved aside to %s and rebuilt", d->path,
                  pf == PF_NEWER ? "has a newer schema" : "is corrupt", why, dest);
             pf = open_writable(d, why, whyn, err, n);
@@ -533,6 +703,11 @@ fail:
 
 int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, void *log_user, char *err,
             size_t errlen) {
+    return db_open_ex(out, path, fleet_path, 0, log, log_user, err, errlen);
+}
+
+int db_open_ex(db **out, const char *path, const char *fleet_path, int flags, db_log_fn log, void *log_user,
+               char *err, size_t errlen) {
     if (!out || !path || !*path) return set_err(err, errlen, "db_open: no path given"), -1;
     *out = NULL;
     db *d = calloc(1, sizeof *d);
@@ -545,13 +720,39 @@ int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, v
     d->log = log;
     d->log_user = log_user;
     d->memory = strcmp(path, ":memory:") == 0;
+    d->flags = flags;
     d->path = strdup(path);
     d->fleet_path = fleet_path ? strdup(fleet_path) : NULL;
     if (!d->path || (fleet_path && !d->fleet_path)) {
         set_err(err, errlen, "db_open: out of memory");
         goto fail;
     }
-    if (!d->memory && mkdir_p_parent(path, err, errlen) != 0) goto fail;
+    if (!d->memory) {
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            /* a device node, a directory, a FIFO: never a cache, never replaced */
+            if (!S_ISREG(st.st_mode)) {
+                set_err(err, errlen, "db_open: %s is not a regular file; refusing to use it as a cache", path);
+                goto fail;
+            }
+            char *dir = strdup(path);
+            if (!dir) {
+                set_err(err, errlen, "db_open: out of memory");
+                goto fail;
+            }
+            char *sl = strrchr(dir, '/');
+            const char *dn = sl ? (sl == dir ? "/" : (*sl = '\0', dir)) : ".";
+            d->readonly = access(path, W_OK) != 0 || access(dn, W_OK) != 0;
+            free(dir);
+            if (d->readonly)
+                dlog(d, 1, "sale cache %s is not writable: opened read-only (lookups only; nothing is stored)", path);
+        } else if (flags & DB_OPEN_NO_CREATE) {
+            set_err(err, errlen, "db_open: %s: %s", path, strerror(errno));
+            goto fail;
+        } else if (mkdir_p_parent(path, err, errlen) != 0) {
+            goto fail;
+        }
+    }
 
     char why[512] = "";
     int pf = open_writable(d, why, sizeof why, err, errlen);
@@ -591,6 +792,7 @@ unsigned long db_op_count(db *d) {
     pthread_mutex_unlock(&d->mu);
     return n;
 }
+int db_readonly(const db *d) { return d ? d->readonly : 0; }
 
 uint64_t db_fnv1a64(const void *data, size_t n, uint64_t seed) {
     const unsigned char *p = data;
@@ -633,20 +835,52 @@ static void read_kernel(sqlite3_stmt *s, db_kernel_row *r) {
     r->cubin = NULL;
 }
 
-/* 1 when the blob in column col matches the declared length and hash. */
-static int cubin_ok(sqlite3_stmt *s, int col, size_t bytes, uint64_t hash) {
-    const void *b = sqlite3_column_blob(s, col);
-    size_t n = (size_t)sqlite3_column_bytes(s, col);
-    return b && n > 0 && n == bytes && db_fnv1a64(b, n, DB_FNV_SEED) == hash;
+static uint64_t fnv_str(uint64_t h, const char *t) { return db_fnv1a64(t, strlen(t) + 1, h); }
+static uint64_t fnv_i64(uint64_t h, int64_t v) { return db_fnv1a64(&v, sizeof v, h); }
+
+/* The hash stored in the cubin_hash column: it covers the key, arch and
+ * source hash, every metadata column a launch trusts and the cubin bytes, so
+ * a row served for the wrong key (a damaged index) or with a flipped
+ * metadata bit never passes. Rows written before it (schema 1, older
+ * builds) carry the plain cubin hash; they are still read, since the key
+ * columns are compared with the request on every load anyway. */
+uint64_t db_row_hash(const db_kernel_row *r, uint64_t cubin_hash) {
+    uint64_t h = DB_FNV_SEED ^ 0x73616c65726f7721ULL; /* never equal to a plain cubin hash by construction */
+    h = fnv_str(h, r->key);
+    h = fnv_str(h, r->arch);
+    h = fnv_i64(h, (int64_t)r->src_hash);
+    h = fnv_str(h, r->entry);
+    int64_t m[] = {r->registers, r->smem_static, r->smem_dynamic, r->spill_stores, r->spill_loads,
+                   r->stack,     r->threads,     (int64_t)r->cubin_bytes};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) h = fnv_i64(h, m[i]);
+    double ms = r->compile_ms;
+    h = db_fnv1a64(&ms, sizeof ms, h);
+    return fnv_i64(h, (int64_t)cubin_hash);
 }
 
-static int delete_kernel(sqlite3 *c, const char *key, const char *arch, uint64_t h) {
+/* Check the row read into r (stored hash in r->cubin_hash) with the blob in
+ * column col: 1 good (r->cubin_hash then holds the plain cubin hash), 0 bad. */
+static int row_ok(sqlite3_stmt *s, int col, db_kernel_row *r) {
+    const void *b = sqlite3_column_blob(s, col);
+    size_t n = (size_t)sqlite3_column_bytes(s, col);
+    if (!b || n == 0 || n != r->cubin_bytes) return 0;
+    uint64_t ch = db_fnv1a64(b, n, DB_FNV_SEED);
+    if (r->cubin_hash != db_row_hash(r, ch) && r->cubin_hash != ch) return 0;
+    r->cubin_hash = ch;
+    return 1;
+}
+
+/* 1 when the row read back is the one asked for (a damaged index can point
+ * the lookup of one key at another key's row). */
+static int row_is(const db_kernel_row *r, const char *key, const char *arch, uint64_t h) {
+    return strcmp(r->key, key) == 0 && strcmp(r->arch, arch) == 0 && r->src_hash == h;
+}
+
+static int delete_rowid(sqlite3 *c, int64_t rowid) {
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(c, "DELETE FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3", -1, &s, NULL);
+    int rc = sqlite3_prepare_v2(c, "DELETE FROM kernels WHERE rowid=?1", -1, &s, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, (sqlite3_int64)h);
+        sqlite3_bind_int64(s, 1, rowid);
         rc = sqlite3_step(s);
         if (rc == SQLITE_DONE) rc = SQLITE_OK;
     }
@@ -656,17 +890,15 @@ static int delete_kernel(sqlite3 *c, const char *key, const char *arch, uint64_t
 
 /* Best effort: a read-only directory, a full disk or a long writer must not
  * turn a found kernel into an error. */
-static void count_hit(db *d, const char *key, const char *arch, uint64_t h, int64_t t) {
+static void count_hit(db *d, int64_t rowid, int64_t t) {
     sqlite3_stmt *s = NULL;
+    if (d->readonly) return;
     sqlite3_busy_timeout(d->w, DB_HIT_BUSY_MS);
-    int rc = sqlite3_prepare_v2(
-        d->w, "UPDATE kernels SET hits = hits + 1, last_used = ?4 WHERE key=?1 AND arch=?2 AND src_hash=?3", -1, &s,
-        NULL);
+    int rc = sqlite3_prepare_v2(d->w, "UPDATE kernels SET hits = hits + 1, last_used = ?2 WHERE rowid=?1", -1, &s,
+                                NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, arch, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, (sqlite3_int64)h);
-        sqlite3_bind_int64(s, 4, t);
+        sqlite3_bind_int64(s, 1, rowid);
+        sqlite3_bind_int64(s, 2, t);
         rc = sqlite3_step(s);
     }
     if (rc != SQLITE_DONE) dlog(d, 0, "sale cache %s: hit count not updated: %s", d->path, sqlite3_errmsg(d->w));
@@ -674,10 +906,19 @@ static void count_hit(db *d, const char *key, const char *arch, uint64_t h, int6
     sqlite3_busy_timeout(d->w, DB_BUSY_MS);
 }
 
-static int get_from(db *d, sqlite3 *c, int uv, int fleet, const char *key, const char *arch, uint64_t h,
+#define KCOL_ROWID 18 /* rowid, selected after the cubin */
+
+/* 1 found (row filled), 0 not found, -1 error; 2 when the index gave back
+ * another key's row (nothing served, err says so). */
+static int get_once(db *d, sqlite3 *c, int uv, int fleet, const char *key, const char *arch, uint64_t h,
                     db_kernel_row *row, char *err, size_t n) {
-    const char *sql = uv >= 2 ? "SELECT " KCOLS_V2 ", cubin FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3"
-                              : "SELECT " KCOLS_V1 ", cubin FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3";
+    /* The index finds the rowid; every column is then read from the table
+     * row itself (a covering index would hand back the key columns from the
+     * index, hiding a damaged entry that points at another key's row). */
+#define KSUB " FROM kernels WHERE rowid = (SELECT rowid FROM kernels WHERE key=?1 AND arch=?2 AND src_hash=?3)"
+    const char *sql = uv >= 2 ? "SELECT " KCOLS_V2 ", cubin, rowid" KSUB : "SELECT " KCOLS_V1 ", cubin, rowid" KSUB;
+#undef KSUB
+    const char *file = fleet ? d->fleet_path : d->path;
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_kernel_get: prepare");
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
@@ -696,15 +937,22 @@ static int get_from(db *d, sqlite3 *c, int uv, int fleet, const char *key, const
     db_kernel_row r;
     memset(&r, 0, sizeof r);
     read_kernel(s, &r);
-    if (!cubin_ok(s, KCOL_CUBIN, r.cubin_bytes, r.cubin_hash)) {
+    int64_t rowid = sqlite3_column_int64(s, KCOL_ROWID);
+    if (!row_is(&r, key, arch, h)) {
+        sqlite3_finalize(s);
+        set_err(err, n, "db_kernel_get: sale cache %s is corrupt: the lookup of %s (%s) returned the row of %s (%s); "
+                "nothing served (run `sale verify`)", file, key, arch, r.key, r.arch);
+        dlog(d, 3, "%s", err);
+        return 2;
+    }
+    if (!row_ok(s, KCOL_CUBIN, &r)) {
         sqlite3_finalize(s);
         if (fleet) {
-            dlog(d, 2, "sale fleet cache %s: cubin of %s (%s) fails its length/hash check; ignored", d->fleet_path,
-                 key, arch);
+            dlog(d, 2, "sale fleet cache %s: row of %s (%s) fails its hash check; ignored", file, key, arch);
             return 0;
         }
-        rc = delete_kernel(c, key, arch, h);
-        dlog(d, 2, "sale cache %s: cubin of %s (%s) fails its length/hash check; row %s", d->path, key, arch,
+        rc = d->readonly ? SQLITE_READONLY : delete_rowid(c, rowid);
+        dlog(d, 2, "sale cache %s: row of %s (%s) fails its length/hash check; row %s", file, key, arch,
              rc == SQLITE_OK ? "deleted" : "could not be deleted");
         return 0;
     }
@@ -716,14 +964,32 @@ static int get_from(db *d, sqlite3 *c, int uv, int fleet, const char *key, const
     memcpy(r.cubin, sqlite3_column_blob(s, KCOL_CUBIN), r.cubin_bytes);
     sqlite3_finalize(s);
     r.from_fleet = fleet;
-    if (!fleet) {
+    if (!fleet && !d->readonly) {
         int64_t t = now_s();
-        count_hit(d, key, arch, h, t);
+        count_hit(d, rowid, t);
         r.hits++;
         r.last_used = t;
     }
     *row = r;
     return 1;
+}
+
+/* A lookup that lands on another key's row means the key index is damaged:
+ * rebuild it from the table (REINDEX) once and look again; a second mismatch
+ * is an error, never a served row. */
+static int get_from(db *d, sqlite3 *c, int uv, int fleet, const char *key, const char *arch, uint64_t h,
+                    db_kernel_row *row, char *err, size_t n) {
+    int r = get_once(d, c, uv, fleet, key, arch, h, row, err, n);
+    if (r != 2) return r;
+    if (fleet || d->readonly) return -1;
+    int rc = sqlite3_exec(c, "REINDEX kernels", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        dlog(d, 3, "sale cache %s: REINDEX after a damaged index: %s", d->path, sqlite3_errmsg(c));
+        return -1;
+    }
+    dlog(d, 2, "sale cache %s: the kernel index was damaged and has been rebuilt (REINDEX)", d->path);
+    r = get_once(d, c, uv, fleet, key, arch, h, row, err, n);
+    return r == 2 ? -1 : r;
 }
 
 int db_kernel_get(db *d, const char *key, const char *arch, uint64_t src_hash, db_kernel_row *row, char *err,
@@ -754,7 +1020,7 @@ static int insert_kernel(sqlite3 *c, const db_kernel_row *r, uint64_t hash, int6
     sqlite3_bind_int(s, 8, r->spill_loads);
     sqlite3_bind_double(s, 9, r->compile_ms);
     sqlite3_bind_int64(s, 10, (sqlite3_int64)r->cubin_bytes);
-    sqlite3_bind_int64(s, 11, (sqlite3_int64)hash);
+    sqlite3_bind_int64(s, 11, (sqlite3_int64)db_row_hash(r, hash));
     sqlite3_bind_int64(s, 12, created);
     sqlite3_bind_int64(s, 13, last_used);
     sqlite3_bind_int64(s, 14, hits);
@@ -833,11 +1099,14 @@ int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int st
         int same_host = strcmp(owner_host, host) == 0;
         if (same_host && pid == me)
             take = 1; /* already ours: refresh */
-        else if (t - at > stale_s)
-            take = 1, dlog(d, 1, "sale cache: taking over a stale claim on %s (%s) from pid %d@%s", key, arch, pid,
-                           owner_host);
+        else if (t - at > stale_s || at > t + 5)
+            take = 1, dlog(d, 1, "sale cache: taking over a %s claim on %s (%s) from pid %d@%s",
+                           at > t + 5 ? "future-dated" : "stale", key, arch, pid, owner_host);
         else if (same_host && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
             take = 1, dlog(d, 1, "sale cache: taking over the claim on %s (%s) of dead pid %d", key, arch, pid);
+        if (!take)
+            dlog(d, 1, "sale cache: %s (%s) is claimed by pid %d@%s since %lld s; waiting for its row", key, arch, pid,
+                 owner_host, (long long)(t - at));
     } else {
         sql_fail(err, errlen, d->w, "db_claim: select");
         goto fail;
@@ -934,6 +1203,28 @@ int db_kernel_list(db *d, int include_fleet, db_kernel_cb cb, void *user, char *
     return r;
 }
 
+/* `PRAGMA integrity_check` of c: the number of problems it reports (each
+ * logged), 0 when "ok", -1 on error (err filled). */
+static int integrity(db *d, sqlite3 *c, const char *file, char *err, size_t n) {
+    sqlite3_stmt *s = NULL;
+    int rc, bad = 0;
+    if (sqlite3_prepare_v2(c, "PRAGMA integrity_check(100)", -1, &s, NULL) != SQLITE_OK)
+        return sql_fail(err, n, c, "db_verify: integrity_check");
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        if (t && strcmp((const char *)t, "ok") == 0) continue;
+        bad++;
+        dlog(d, 2, "sale cache %s: integrity_check: %s", file, t ? (const char *)t : "(null)");
+    }
+    if (rc != SQLITE_DONE && !is_corrupt_rc(rc)) {
+        sqlite3_finalize(s);
+        return sql_fail(err, n, c, "db_verify: integrity_check");
+    }
+    if (rc != SQLITE_DONE) bad++, dlog(d, 2, "sale cache %s: integrity_check: %s", file, sqlite3_errmsg(c));
+    sqlite3_finalize(s);
+    return bad;
+}
+
 int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen) {
     if (!d) return set_err(err, errlen, "db_verify: missing argument"), -1;
     int nc = 0, nb = 0, ret = -1, rc;
@@ -941,16 +1232,31 @@ int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen) {
     size_t nids = 0, cap = 0;
     sqlite3_stmt *s = NULL;
     lock(d);
-    if (sqlite3_prepare_v2(d->w, "SELECT rowid, cubin_bytes, cubin_hash, cubin, key, arch FROM kernels", -1, &s,
-                           NULL) != SQLITE_OK) {
+    /* The b-tree first: a damaged index serves one key's row for another. */
+    int ib = integrity(d, d->w, d->path, err, errlen);
+    if (ib < 0) goto out;
+    if (ib > 0 && !d->readonly) {
+        if (sqlite3_exec(d->w, "REINDEX", NULL, NULL, NULL) != SQLITE_OK) {
+            sql_fail(err, errlen, d->w, "db_verify: REINDEX");
+            goto out;
+        }
+        int again = integrity(d, d->w, d->path, err, errlen);
+        if (again < 0) goto out;
+        dlog(d, 2, "sale cache %s: %d integrity problem(s) found; indexes rebuilt, %d remain%s", d->path, ib, again,
+             again ? ": move the file aside and rebuild it" : "");
+    }
+    nb += ib;
+    if (sqlite3_prepare_v2(d->w, "SELECT " KCOLS_V2 ", cubin, rowid FROM kernels", -1, &s, NULL) != SQLITE_OK) {
         sql_fail(err, errlen, d->w, "db_verify: prepare");
         goto out;
     }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         nc++;
-        if (cubin_ok(s, 3, (size_t)sqlite3_column_int64(s, 1), (uint64_t)sqlite3_column_int64(s, 2))) continue;
-        dlog(d, 2, "sale cache %s: cubin of %s (%s) fails its length/hash check; deleting", d->path,
-             (const char *)sqlite3_column_text(s, 4), (const char *)sqlite3_column_text(s, 5));
+        db_kernel_row r;
+        memset(&r, 0, sizeof r);
+        read_kernel(s, &r);
+        if (row_ok(s, KCOL_CUBIN, &r)) continue;
+        dlog(d, 2, "sale cache %s: row of %s (%s) fails its length/hash check; deleting", d->path, r.key, r.arch);
         if (nids == cap) {
             cap = cap ? 2 * cap : 16;
             int64_t *t = realloc(ids, cap * sizeof *ids);
@@ -960,7 +1266,7 @@ int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen) {
             }
             ids = t;
         }
-        ids[nids++] = sqlite3_column_int64(s, 0);
+        ids[nids++] = sqlite3_column_int64(s, KCOL_ROWID);
     }
     if (rc != SQLITE_DONE) {
         sql_fail(err, errlen, d->w, "db_verify: select");
@@ -968,7 +1274,10 @@ int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen) {
     }
     sqlite3_finalize(s);
     s = NULL;
-    if (nids) {
+    if (nids && d->readonly) {
+        nb += (int)nids;
+        dlog(d, 2, "sale cache %s is read-only: %zu bad row(s) left in place", d->path, nids);
+    } else if (nids) {
         if (begin_immediate(d->w) != SQLITE_OK) {
             sql_fail(err, errlen, d->w, "db_verify: begin");
             goto out;
@@ -994,17 +1303,22 @@ int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen) {
     }
     /* The fleet file is not ours to repair: count and report its bad rows. */
     if (d->f) {
-        if (sqlite3_prepare_v2(d->f, "SELECT cubin_bytes, cubin_hash, cubin, key, arch FROM kernels", -1, &s, NULL) !=
-            SQLITE_OK) {
+        int fb = integrity(d, d->f, d->fleet_path, err, errlen);
+        if (fb < 0) goto out;
+        nb += fb;
+        const char *sql = d->fleet_uv >= 2 ? "SELECT " KCOLS_V2 ", cubin FROM kernels" : "SELECT " KCOLS_V1 ", cubin FROM kernels";
+        if (sqlite3_prepare_v2(d->f, sql, -1, &s, NULL) != SQLITE_OK) {
             sql_fail(err, errlen, d->f, "db_verify: fleet prepare");
             goto out;
         }
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             nc++;
-            if (cubin_ok(s, 2, (size_t)sqlite3_column_int64(s, 0), (uint64_t)sqlite3_column_int64(s, 1))) continue;
+            db_kernel_row r;
+            memset(&r, 0, sizeof r);
+            read_kernel(s, &r);
+            if (row_ok(s, KCOL_CUBIN, &r)) continue;
             nb++;
-            dlog(d, 2, "sale fleet cache %s: cubin of %s (%s) fails its length/hash check", d->fleet_path,
-                 (const char *)sqlite3_column_text(s, 3), (const char *)sqlite3_column_text(s, 4));
+            dlog(d, 2, "sale fleet cache %s: row of %s (%s) fails its length/hash check", d->fleet_path, r.key, r.arch);
         }
         if (rc != SQLITE_DONE) {
             sql_fail(err, errlen, d->f, "db_verify: fleet select");
@@ -1107,16 +1421,41 @@ out:
 }
 
 int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen) {
+    return db_export_ex(d, dest, archs, narch, 0, err, errlen);
+}
+
+int db_export_ex(db *d, const char *dest, const char *const *archs, int narch, int flags, char *err, size_t errlen) {
     if (!d || !dest || !*dest || narch < 0 || (narch > 0 && !archs))
         return set_err(err, errlen, "db_export: missing argument"), -1;
-    char *tmp = str_cat(dest, ".tmp");
+    struct stat st;
+    int replacing = 0;
+    if (lstat(dest, &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            return set_err(err, errlen, "db_export: %s exists and is not a regular file; refusing to replace it", dest),
+                   -1;
+        replacing = is_sale_file(dest);
+        if (!replacing && st.st_size > 0 && !(flags & DB_EXPORT_FORCE))
+            return set_err(err, errlen, "db_export: %s exists and is not a sale cache; refusing to replace it "
+                           "(--force to overwrite)", dest), -1;
+    }
+    char *tmp = malloc(strlen(dest) + 64);
     if (!tmp) return set_err(err, errlen, "db_export: out of memory"), -1;
     sqlite3 *c = NULL;
     sqlite3_stmt *s = NULL;
-    int ret = -1, attached = 0, total = 0;
+    int ret = -1, attached = 0, total = 0, made_tmp = 0;
     lock(d);
     if (mkdir_p_parent(dest, err, errlen) != 0) goto out;
-    unlink_db_files(tmp);
+    /* a fresh name of our own (O_EXCL): never someone else's dest.tmp */
+    for (int i = 0; i < 100 && !made_tmp; i++) {
+        sprintf(tmp, "%s.tmp-%d-%d", dest, (int)getpid(), i);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0) close(fd), made_tmp = 1;
+        else if (errno != EEXIST) break;
+    }
+    if (!made_tmp) {
+        set_err(err, errlen, "db_export: create %s: %s", tmp, strerror(errno));
+        goto out;
+    }
     /* A self-contained rollback-journal file: nothing beside it to ship. */
     if (open_conn(&c, tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen, "db_export") != 0) goto out;
     if (sqlite3_exec(c, SCHEMA_CURRENT, NULL, NULL, NULL) != SQLITE_OK) {
@@ -1180,8 +1519,9 @@ int db_export(db *d, const char *dest, const char *const *archs, int narch, char
         set_err(err, errlen, "db_export: fsync %s: %s", tmp, strerror(errno));
         goto out;
     }
-    /* A stale -wal beside the old dest would be replayed onto the new file. */
-    {
+    /* A stale -wal beside an old sale cache at dest would be replayed onto
+     * the new file; beside anything else, they are not ours to delete. */
+    if (replacing) {
         char p[4200];
         snprintf(p, sizeof p, "%s-wal", dest);
         unlink(p);
@@ -1208,7 +1548,7 @@ out:
     sqlite3_finalize(s);
     if (attached) sqlite3_exec(d->w, "DETACH DATABASE sale_export", NULL, NULL, NULL);
     if (c) sqlite3_close(c);
-    if (ret < 0) unlink_db_files(tmp);
+    if (ret < 0 && made_tmp) unlink_db_files(tmp);
     free(tmp);
     unlock(d);
     return ret;
@@ -1236,7 +1576,7 @@ int db_import(db *d, const char *src, char *err, size_t errlen) {
         db_kernel_row r;
         memset(&r, 0, sizeof r);
         read_kernel(s, &r);
-        if (!cubin_ok(s, KCOL_CUBIN, r.cubin_bytes, r.cubin_hash)) {
+        if (!row_ok(s, KCOL_CUBIN, &r)) {
             skipped++;
             dlog(d, 2, "sale cache import from %s: cubin of %s (%s) fails its length/hash check; skipped", src, r.key,
                  r.arch);

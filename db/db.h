@@ -39,6 +39,18 @@ typedef struct db_kernel_row {
  * read-only (immutable) and only read. Returns 0, or -1 with err filled. */
 int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, void *log_user, char *err,
             size_t errlen);
+/* db_open with flags: DB_OPEN_DEFAULT_PATH says path is the default cache
+ * location, where any unusable file may be moved aside (elsewhere only a
+ * recognisable sale cache is; anything else is refused and left untouched);
+ * DB_OPEN_NO_CREATE refuses a path that does not exist (no file, no
+ * directories made). A path that exists but is not a regular file is always
+ * refused. A file (or directory) that is not writable is opened read-only:
+ * lookups work, writes fail with SQLite's reason (see db_readonly). */
+#define DB_OPEN_DEFAULT_PATH 1
+#define DB_OPEN_NO_CREATE 2
+int db_open_ex(db **out, const char *path, const char *fleet_path, int flags, db_log_fn log, void *log_user,
+               char *err, size_t errlen);
+int db_readonly(const db *d);
 void db_close(db *d);
 const char *db_path(const db *d);
 /* Calls that reached SQLite on this handle since db_open (every db_ call that
@@ -59,9 +71,18 @@ int db_kernel_put(db *d, const db_kernel_row *row, char *err, size_t errlen);
 
 void db_row_free(db_kernel_row *row);
 
+/* The integrity hash stored for a row (in the cubin_hash column): key, arch,
+ * src_hash, entry, resources, compile_ms, cubin_bytes and the cubin's own
+ * hash together. db_kernel_get checks it and returns the plain cubin hash
+ * in row->cubin_hash. */
+uint64_t db_row_hash(const db_kernel_row *r, uint64_t cubin_hash);
+
 /* Compile claim for the thundering herd: returns 1 if this process now owns
  * the claim for (key, arch, src_hash), 0 if another live owner holds it (a
- * claim older than stale_s seconds is taken over), -1 on error. */
+ * claim older than stale_s seconds, or dated in the future, is taken over),
+ * -1 on error. */
+/* A claim older than this is stale; a waiter gives up waiting after as long. */
+#define DB_CLAIM_STALE_S 120
 int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int stale_s, char *err, size_t errlen);
 int db_unclaim(db *d, const char *key, const char *arch, uint64_t src_hash);
 
@@ -79,6 +100,12 @@ int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen);
  * file at dest (overwritten atomically: written to dest.tmp then renamed).
  * Returns the number of rows written, or -1. */
 int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen);
+/* db_export refuses a dest that exists and is not a regular file, or is a
+ * non-empty file that is not a sale cache (unless flags has
+ * DB_EXPORT_FORCE); it deletes only files it created. */
+#define DB_EXPORT_FORCE 1
+int db_export_ex(db *d, const char *dest, const char *const *archs, int narch, int flags, char *err,
+                 size_t errlen);
 
 /* Merge every kernel row of another cache file into this one (existing rows
  * kept). Returns the number of rows added, or -1. Rejects files that are not

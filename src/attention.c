@@ -5,7 +5,9 @@
  * launch plan (templates/sale_layout.h). It never waits for the GPU unless
  * the caller asked for host-side results (stats, phase_ms), and can be
  * captured into a CUDA graph. */
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +70,8 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     memset(s, 0, sizeof *s);
     size_t B = (size_t)a->batch, Hq = (size_t)a->heads_q, Hkv = (size_t)a->heads_kv, N = (size_t)a->seq_len,
            D = (size_t)a->head_dim;
-    s->nqb = (a->seq_len + a->block_q - 1) / a->block_q;
-    s->nkb = (a->seq_len + a->block_k - 1) / a->block_k;
+    s->nqb = (int)(((int64_t)a->seq_len + a->block_q - 1) / a->block_q);
+    s->nkb = (int)(((int64_t)a->seq_len + a->block_k - 1) / a->block_k);
     s->nkw = (s->nkb + 31) / 32;
     size_t cb = a->est_bits == 4 ? 2 : 1; /* codes per byte */
     s->qcode = up(B * Hq * N * D / cb + 16);
@@ -119,6 +121,13 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
             a->heads_kv, a->seq_len);
     if (a->heads_q % a->heads_kv)
         BAD("heads_q: must be a multiple of heads_kv (GQA), got %d and %d", a->heads_q, a->heads_kv);
+    /* every workspace size must fit size_t and every grid an int: refuse what would wrap */
+    if ((double)a->batch * a->heads_q * ((double)a->seq_len + 128) * 256 * 8 > (double)(SIZE_MAX / 4) ||
+        (int64_t)a->batch * a->heads_q > INT_MAX)
+        BAD("shape: batch %d * heads_q %d * seq_len %d is too large (sizes would overflow)", a->batch, a->heads_q,
+            a->seq_len);
+    if (a->block_q < 0 || a->block_k < 0 || a->block_seg < 0 || a->local_window < 0)
+        BAD("block sizes: must be >= 0 (0 for the default)");
     if (a->head_dim == 256)
         BAD("head_dim: 256 is not supported by these kernels (shared memory); use 64 or 128");
     if (a->head_dim != 64 && a->head_dim != 128)
@@ -154,6 +163,10 @@ static void fill_strides(sale_i64 *sb, sale_i64 *sh, sale_i64 *sn, const int64_t
 
 sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_args *args, size_t *bytes)
 {
+    if (!bytes) {
+        sale_set_error(ctx, "sale_attention_workspace_size: bytes is NULL");
+        return SALE_ERR_INVALID;
+    }
     *bytes = 0;
     sale_status st = check_args(ctx, args, 0);
     if (st)
@@ -465,6 +478,18 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     if (st)
         return st;
     CUstream stream = (CUstream)stream_;
+    {
+        /* keys are validated before a device is looked for: a bad block size is INVALID, not NO_DEVICE */
+        sale_attention_args a0 = *args;
+        apply_defaults(&a0, 90, 1024);
+        sale_key k0 = make_key(&a0, is_dense_run(&a0) ? SALE_FAMILY_DENSE : SALE_FAMILY_FUSED, SALE_ARCH_CURRENT);
+        sale_key q0 = make_key(&a0, SALE_FAMILY_QUANTIZE, SALE_ARCH_CURRENT);
+        char e0[512];
+        if (sale_key_validate(&k0, e0, sizeof e0) || sale_key_validate(&q0, e0, sizeof e0)) {
+            sale_set_error(ctx, "%s", e0);
+            return SALE_ERR_INVALID;
+        }
+    }
     CUcontext cu;
     CUdevice dev;
     if (drv_ensure_context(ctx, &cu, &dev))

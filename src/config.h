@@ -71,6 +71,12 @@ sale_status cfg_load_string(const char *chunkname, const char *text, sale_config
 
 void cfg_free(sale_config *cfg);
 
+/* Drop duplicate values from every fleet list (order kept) and refuse a
+ * fleet whose lists multiply to more than CFG_MAX_COMBINATIONS kernels:
+ * 0, or -1 with err saying how many and why. */
+#define CFG_MAX_COMBINATIONS 16384
+int cfg_fleet_normalize(cfg_fleet *f, char *err, size_t errlen);
+
 /* Run a user script with the full standard library and the `sale` module
  * (sale run script.lua args...). Errors carry the traceback. */
 sale_status lsale_run_script(sale_ctx *ctx, const char *path, int argc, char **argv, char *err, size_t errlen);

@@ -186,6 +186,8 @@ static int default_cache_path(char *buf, size_t len)
 
 sale_status sale_create(sale_ctx **out, const sale_options *opts)
 {
+    if (!out)
+        return SALE_ERR_INVALID;
     *out = NULL;
     sale_ctx *c = calloc(1, sizeof *c);
     if (!c)
@@ -211,7 +213,8 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     c->opts.cache_path = c->cache_path;
     c->opts.fleet_path = c->fleet_path[0] ? c->fleet_path : NULL;
     char err[1024] = "";
-    if (db_open(&c->db, c->cache_path, c->opts.fleet_path, db_log_bridge, c, err, sizeof err)) {
+    int dflags = opts && opts->cache_path ? 0 : DB_OPEN_DEFAULT_PATH; /* only there is any bad file moved aside */
+    if (db_open_ex(&c->db, c->cache_path, c->opts.fleet_path, dflags, db_log_bridge, c, err, sizeof err)) {
         sale_set_error(c, "cannot open the kernel cache %s: %s", c->cache_path, err);
         c->db = NULL;
         return SALE_ERR_CACHE;
@@ -296,7 +299,7 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
         pthread_mutex_lock(&ctx->lock);
         int got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
         if (got == 0 && !claimed) {
-            claimed = db_claim(ctx->db, keytext, arch, h, 300, err, sizeof err);
+            claimed = db_claim(ctx->db, keytext, arch, h, DB_CLAIM_STALE_S, err, sizeof err);
             /* the previous owner may have stored the row and let go between
              * our miss and our claim: look once more before compiling */
             if (claimed == 1 && (got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err)) != 0) {
@@ -312,8 +315,11 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
         }
         if (got == 1)
             goto out;
-        if (claimed == 1 || attempt >= 600)
+        if (claimed == 1 || attempt >= DB_CLAIM_STALE_S * 10)
             break;
+        if (attempt == 0)
+            sale_logf(ctx, SALE_LOG_INFO, "waiting (up to %d s) for another process that claimed %s for %s in %s",
+                      DB_CLAIM_STALE_S, keytext, arch, ctx->cache_path);
         /* another process is compiling this kernel: wait for its row */
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);

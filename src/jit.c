@@ -20,6 +20,8 @@ int jit_nvrtc_version(void)
 
 sale_status sale_nvrtc_version(int *version)
 {
+    if (!version)
+        return SALE_ERR_INVALID;
     *version = jit_nvrtc_version();
     return *version ? SALE_OK : SALE_ERR_COMPILE;
 }

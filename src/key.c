@@ -315,12 +315,24 @@ sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t er
         ERR("family: unknown family '%s' (quantize, fused, select, attend, dense)", fam);
     sale_key k = sale_key_default((sale_family)fi);
     char *save = NULL;
+    /* each field once: "d=64,d=128" is a mistake, not "the last one wins" */
+    static const char *const fields[][2] = {{"d", "head_dim"}, {"bq", "block_q"}, {"bk", "block_k"},
+                                            {"seg", "block_seg"}, {"win", "local_window"}, {"est", "est_bits"},
+                                            {"warps", "warps"}, {"stages", "stages"}, {"dt", "dtype"},
+                                            {"causal", "causal"}, {"arch", "arch"}, {"qg", "qg"}};
+    unsigned seen = 0;
     for (char *tok = colon ? strtok_r(colon + 1, ", ", &save) : NULL; tok; tok = strtok_r(NULL, ", ", &save)) {
         char *eq = strchr(tok, '=');
         if (!eq)
             ERR("%s: expected field=value", tok);
         *eq = 0;
         const char *name = tok, *v = eq + 1;
+        for (unsigned f = 0; f < sizeof fields / sizeof fields[0]; f++)
+            if (!strcmp(name, fields[f][0]) || !strcmp(name, fields[f][1])) {
+                if (seen & (1u << f))
+                    ERR("%s: given twice in the key", fields[f][1]);
+                seen |= 1u << f;
+            }
         int *ip = NULL;
         if (!strcmp(name, "d") || !strcmp(name, "head_dim")) ip = &k.head_dim;
         else if (!strcmp(name, "bq") || !strcmp(name, "block_q")) ip = &k.block_q;
@@ -333,6 +345,8 @@ sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t er
         if (ip) {
             if (parse_int(v, ip))
                 ERR("%s: expected a non-negative integer or *, got '%s'", name, v);
+            if (*ip == 0 && strcmp(v, "*"))
+                ERR("%s: 0 is not a value; leave the field open with * (or omit it)", name);
         } else if (!strcmp(name, "dt") || !strcmp(name, "dtype")) {
             if (!strcmp(v, "*")) k.dtype = (sale_dtype)-1;
             else if (!strcmp(v, "f16") || !strcmp(v, "fp16")) k.dtype = SALE_DTYPE_F16;

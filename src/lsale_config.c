@@ -181,7 +181,11 @@ static void sbx_hook(lua_State *L, lua_Debug *ar)
     sbx *s = ud;
     s->instr += SBX_HOOK_EVERY;
     int over_instr = s->instr > SBX_INSTR_LIMIT;
-    if (over_instr || elapsed_s(&s->t0) > SBX_WALL_LIMIT_S) {
+    if (s->time_hit || over_instr || elapsed_s(&s->t0) > SBX_WALL_LIMIT_S) {
+        /* Once over, stay over: the hook now fires on every instruction and
+         * raises again, so a pcall that caught the error cannot go on. */
+        if (!s->time_hit)
+            lua_sethook(L, sbx_hook, LUA_MASKCOUNT, 1);
         s->time_hit = 1;
         luaL_Buffer b;
         luaL_buffinit(L, &b);
@@ -250,6 +254,86 @@ static int lib_refuse(lua_State *L)
     return 1;
 }
 
+/* 1 when the sandbox's time limit has fired (see sbx_hook). */
+static int sbx_over(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ((sbx *)ud)->time_hit;
+}
+
+/* pcall / xpcall that never swallow the limit: upvalue 1 the real one. */
+static int sbx_pcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    if (sbx_over(L))
+        return luaL_error(L, "time limit exceeded in the config sandbox (it cannot be caught)");
+    return lua_gettop(L);
+}
+
+/* Lua patterns backtrack: ".-.-.-.-b" over 3000 bytes runs for hours inside
+ * one C call where no hook fires. Before calling the real function, bound
+ * the worst case, (subject length + 1) ^ (quantifiers + 1 unless anchored),
+ * and refuse patterns beyond it. Upvalues: real function, its name, the
+ * index of its "plain" argument (0: none). */
+#define SBX_PATTERN_COST 1e9
+static int sbx_strfn(lua_State *L)
+{
+    size_t n = 0, pl = 0;
+    const char *subj = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER ? lua_tolstring(L, 1, &n) : NULL;
+    const char *pat = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &pl) : NULL;
+    int plain_arg = (int)lua_tointeger(L, lua_upvalueindex(3));
+    if (subj && pat && !(plain_arg && lua_toboolean(L, plain_arg))) {
+        int k = pl && pat[0] == '^' ? 0 : 1, inset = 0;
+        for (size_t i = 0; i < pl; i++) {
+            char c = pat[i];
+            if (c == '%') {
+                if (i + 1 < pl && (pat[i + 1] == 'b' || pat[i + 1] == 'f'))
+                    k++; /* %b and %f scan too */
+                i++;
+            } else if (inset) {
+                if (c == ']') inset = 0;
+            } else if (c == '[') {
+                inset = 1;
+                if (i + 1 < pl && pat[i + 1] == '^') i++;
+                if (i + 1 < pl && pat[i + 1] == ']') i++;
+            } else if (i > 0 && (c == '*' || c == '+' || c == '-')) {
+                k++;
+            }
+        }
+        double cost = 1;
+        for (int j = 0; j < k && cost <= SBX_PATTERN_COST; j++)
+            cost *= (double)n + 1;
+        if (cost > SBX_PATTERN_COST)
+            return luaL_error(L, "limit exceeded: string.%s with pattern '%s' over %d bytes could run for hours "
+                                 "(%d backtracking repetitions); simplify the pattern or use plain find",
+                              lua_tostring(L, lua_upvalueindex(2)), pl > 40 ? "(long)" : pat, (int)n, k);
+    }
+    int top = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, top, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* rawset that refuses the config environment: a global set behind
+ * __newindex would bypass the settings and the unknown-global check.
+ * Upvalues: real rawset, proxy env. */
+static int sbx_rawset(lua_State *L)
+{
+    if (lua_rawequal(L, 1, lua_upvalueindex(2)))
+        return luaL_error(L, "rawset on the config environment (_G) is not allowed in the config sandbox; assign the "
+                             "global instead");
+    int top = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, top, 1);
+    return 1;
+}
+
 /* Text-only load whose chunks see the sandbox environment. Upvalues: real
  * load, proxy env. */
 static int sbx_load(lua_State *L)
@@ -294,6 +378,17 @@ static void sbx_setup(lua_State *L)
     lua_pushcclosure(L, lib_refuse, 1);
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, str);
+    static const struct {
+        const char *name;
+        int plain_arg;
+    } pfn[] = {{"find", 4}, {"match", 0}, {"gmatch", 0}, {"gsub", 0}};
+    for (int i = 0; i < 4; i++) {
+        lua_getfield(L, str, pfn[i].name);
+        lua_pushstring(L, pfn[i].name);
+        lua_pushinteger(L, pfn[i].plain_arg);
+        lua_pushcclosure(L, sbx_strfn, 3);
+        lua_setfield(L, str, pfn[i].name);
+    }
 
     lua_newtable(L); /* allowed */
     int allowed = lua_gettop(L);
@@ -341,6 +436,15 @@ static void sbx_setup(lua_State *L)
     lua_setfield(L, allowed, "load");
     lua_pushvalue(L, env);
     lua_setfield(L, allowed, "_G");
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, allowed, i ? "xpcall" : "pcall");
+        lua_pushcclosure(L, sbx_pcall, 1);
+        lua_setfield(L, allowed, i ? "xpcall" : "pcall");
+    }
+    lua_getfield(L, allowed, "rawset");
+    lua_pushvalue(L, env);
+    lua_pushcclosure(L, sbx_rawset, 2);
+    lua_setfield(L, allowed, "rawset");
 
     lua_newtable(L); /* metatable of env */
     lua_pushvalue(L, data);
@@ -351,6 +455,8 @@ static void sbx_setup(lua_State *L)
     lua_pushvalue(L, lines);
     lua_pushcclosure(L, env_newindex, 2);
     lua_setfield(L, -2, "__newindex");
+    lua_pushstring(L, "the config environment's metatable is locked");
+    lua_setfield(L, -2, "__metatable"); /* setmetatable(_G, ...) is refused */
     lua_setmetatable(L, env);
 
     /* keep env, data, lines; drop the rest */
@@ -1359,13 +1465,74 @@ static int cfg_main(lua_State *L)
     clock_gettime(CLOCK_MONOTONIC, &s->t0);
     s->instr = 0;
     lua_sethook(L, sbx_hook, LUA_MASKCOUNT, SBX_HOOK_EVERY);
-    lua_call(L, 0, 0);
+    int base = lua_gettop(L) - 1;
+    lua_call(L, 0, LUA_MULTRET);
     lua_sethook(L, NULL, 0, 0);
+    /* `return { fleet = ..., cache = ... }` is the same as setting those globals */
+    if (lua_gettop(L) > base) {
+        if (lua_type(L, base + 1) == LUA_TTABLE) {
+            lua_pushnil(L);
+            while (lua_next(L, base + 1)) {
+                if (lua_type(L, -2) != LUA_TSTRING)
+                    return luaL_error(L, "%s: the returned table has a non-string key (%s)", job->display,
+                                      luaL_typename(L, -2));
+                lua_pushvalue(L, -2);
+                if (lua_rawget(L, 2) != LUA_TNIL)
+                    return luaL_error(L, "%s: %s is both set as a global and in the returned table", job->display,
+                                      lua_tostring(L, -3));
+                lua_pop(L, 1);
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, 2);
+            }
+        } else if (!lua_isnil(L, base + 1)) {
+            return luaL_error(L, "%s: a config returns a table of settings or nothing, not a %s", job->display,
+                              luaL_typename(L, base + 1));
+        }
+        lua_settop(L, base);
+    }
 
     vctx v = {.L = L, .name = job->display, .src = job->text, .srclen = job->len, .data_idx = 2, .lines_idx = 3,
               .err = job->err, .errlen = job->errlen};
     validate(&v, job->cfg);
     job->invalid = v.failed;
+    return 0;
+}
+
+static int dedup_ints(int *v, int n)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < m && !seen; j++)
+            seen = v[j] == v[i];
+        if (!seen)
+            v[m++] = v[i];
+    }
+    return m;
+}
+
+int cfg_fleet_normalize(cfg_fleet *f, char *err, size_t errlen)
+{
+    f->n_archs = dedup_ints(f->archs, f->n_archs);
+    f->n_head_dims = dedup_ints(f->head_dims, f->n_head_dims);
+    f->n_families = dedup_ints((int *)f->families, f->n_families);
+    f->n_dtypes = dedup_ints((int *)f->dtypes, f->n_dtypes);
+    f->n_block_qs = dedup_ints(f->block_qs, f->n_block_qs);
+    f->n_block_ks = dedup_ints(f->block_ks, f->n_block_ks);
+    f->n_block_segs = dedup_ints(f->block_segs, f->n_block_segs);
+    f->n_local_windows = dedup_ints(f->local_windows, f->n_local_windows);
+    double combos = (double)f->n_archs * f->n_head_dims * f->n_families * f->n_dtypes * f->n_block_qs *
+                    f->n_block_ks * f->n_block_segs * f->n_local_windows;
+    if (combos > CFG_MAX_COMBINATIONS) {
+        if (err && errlen)
+            snprintf(err, errlen,
+                     "fleet: %.0f combinations (%d archs x %d head_dims x %d families x %d dtypes x %d block_q x "
+                     "%d block_k x %d block_seg x %d local_window) is more than %d; narrow the lists",
+                     combos, f->n_archs, f->n_head_dims, f->n_families, f->n_dtypes, f->n_block_qs, f->n_block_ks,
+                     f->n_block_segs, f->n_local_windows, CFG_MAX_COMBINATIONS);
+        return -1;
+    }
     return 0;
 }
 
@@ -1416,10 +1583,21 @@ sale_status cfg_load_string(const char *chunkname, const char *text, sale_config
                      (unsigned)(SBX_MEM_LIMIT >> 20));
         else {
             const char *m = lua_tostring(L, -1);
-            snprintf(err, errlen, "%s", m ? m : "(error object is not a string)");
+            if (s.time_hit && (!m || !strstr(m, "limit exceeded")))
+                snprintf(err, errlen, "%s: time limit exceeded in the config sandbox", display);
+            else
+                snprintf(err, errlen, "%s", m ? m : "(error object is not a string)");
         }
         st = SALE_ERR_LUA;
     } else if (job.invalid) {
+        st = SALE_ERR_INVALID;
+    } else if (cfg_fleet_normalize(&tmp.fleet, err, errlen) != 0) {
+        size_t ml = strlen(err);
+        if (ml + strlen(display) + 3 < errlen) {
+            memmove(err + strlen(display) + 2, err, ml + 1);
+            memcpy(err, display, strlen(display));
+            memcpy(err + strlen(display), ": ", 2);
+        }
         st = SALE_ERR_INVALID;
     }
     lua_close(L);

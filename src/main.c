@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <errno.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -71,11 +72,17 @@ static void load_config(const gopts *g)
     }
 }
 
+static int g_no_create; /* a listing command: a named cache that does not exist is an error, not created */
+
 static sale_ctx *open_ctx(const gopts *g)
 {
     sale_options o;
     memset(&o, 0, sizeof o);
     o.cache_path = g->cache ? g->cache : g_cfg.cache_path[0] ? g_cfg.cache_path : NULL;
+    if (g_no_create && o.cache_path && access(o.cache_path, F_OK) != 0) {
+        fprintf(stderr, "sale: no cache at %s: %s (nothing created)\n", o.cache_path, strerror(errno));
+        exit(1);
+    }
     o.fleet_path = g->fleet ? g->fleet : g_cfg.fleet_cache[0] ? g_cfg.fleet_cache : NULL;
     o.log = log_cb;
     sale_ctx *ctx = NULL;
@@ -103,7 +110,11 @@ static int parse_list(const char *text, int *out, int max, int (*fn)(const char 
         int v = fn(t);
         if (v < 0)
             die_usage("%s: bad value '%s'", what, t);
-        out[n++] = v;
+        int dup = 0;
+        for (int i = 0; i < n && !dup; i++)
+            dup = out[i] == v;
+        if (!dup)
+            out[n++] = v;
     }
     if (!n)
         die_usage("%s: empty list", what);
@@ -286,6 +297,11 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
     }
     if (optind < argc)
         die_usage("prewarm: unexpected argument '%s'", argv[optind]);
+    char ferr[512];
+    if (cfg_fleet_normalize(&f, ferr, sizeof ferr) != 0) {
+        fprintf(stderr, "sale: prewarm: %s\n", ferr);
+        return 1;
+    }
 
     /* The set, deduplicated by canonical text (families ignore fields they do not use). */
     int cap = 1024, n = 0;
@@ -472,6 +488,7 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     }
     if (optind < argc)
         die_usage("ls: unexpected argument '%s'", argv[optind]);
+    g_no_create = 1;
     sale_ctx *ctx = open_ctx(g);
     char err[512] = "";
     int rc;
@@ -510,6 +527,7 @@ static int cmd_verify(const gopts *g, int argc, char **argv)
     }
     if (argc > 1)
         die_usage("verify: unexpected argument '%s'", argv[1]);
+    g_no_create = 1;
     sale_ctx *ctx = open_ctx(g);
     int checked = 0, bad = 0;
     char err[512] = "";
@@ -525,14 +543,15 @@ static int cmd_verify(const gopts *g, int argc, char **argv)
 
 static int cmd_export(const gopts *g, int argc, char **argv)
 {
-    static const struct option lo[] = {{"arch", 1, 0, 'a'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    int archs[CFG_MAX_LIST], na = 0, c;
+    static const struct option lo[] = {{"arch", 1, 0, 'a'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int archs[CFG_MAX_LIST], na = 0, c, force = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
         case 'a': na = parse_list(optarg, archs, CFG_MAX_LIST, arch_of, "--arch"); break;
+        case 'F': force = 1; break;
         case 'h':
-            puts("usage: sale export FILE [--arch LIST]\nWrite the cached kernels (of the given archs) into a new "
+            puts("usage: sale export FILE [--arch LIST] [--force]\nWrite the cached kernels (of the given archs) into a new "
                  "cache file to ship to a fleet\n(use it there as the fleet file: --fleet FILE or cache.fleet in "
                  "sale.lua).");
             return 0;
@@ -541,12 +560,13 @@ static int cmd_export(const gopts *g, int argc, char **argv)
     }
     if (optind != argc - 1)
         die_usage("export: expected one FILE");
+    g_no_create = 1;
     sale_ctx *ctx = open_ctx(g);
     const char *names[CFG_MAX_LIST];
     for (int i = 0; i < na; i++)
         names[i] = sale_arch_name(archs[i]);
     char err[512] = "";
-    int n = db_export(ctx->db, argv[optind], names, na, err, sizeof err);
+    int n = db_export_ex(ctx->db, argv[optind], names, na, force ? DB_EXPORT_FORCE : 0, err, sizeof err);
     if (n < 0) {
         fprintf(stderr, "sale: export: %s\n", err);
         sale_destroy(ctx);

@@ -4,6 +4,7 @@
  * so the arithmetic orders that kernels must match are spelled out below.
  * fp32 math, fp64 for means and softmax denominators; threads over (b, head),
  * each task writes only its own rows, so results do not depend on threads. */
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -38,7 +39,7 @@ int sale_num_qblocks(const sale_attention_args *a)
     int bq = def_int(a->block_q, 64);
     if (bq <= 0)
         return 0;
-    return (a->seq_len + bq - 1) / bq;
+    return (int)(((int64_t)a->seq_len + bq - 1) / bq); /* no int overflow at seq_len near INT_MAX */
 }
 
 int sale_num_kblocks(const sale_attention_args *a)
@@ -48,7 +49,7 @@ int sale_num_kblocks(const sale_attention_args *a)
     int bk = def_int(a->block_k, 32);
     if (bk <= 0)
         return 0;
-    return (a->seq_len + bk - 1) / bk;
+    return (int)(((int64_t)a->seq_len + bk - 1) / bk);
 }
 
 /* ----------------------------------------------------------------- plan */
@@ -110,6 +111,15 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
         return fail(ctx, "dtype: unknown value %d", (int)a->dtype);
     if (a->mode != SALE_MODE_FUSED && a->mode != SALE_MODE_TWO_PASS && a->mode != SALE_MODE_DENSE)
         return fail(ctx, "mode: unknown value %d", (int)a->mode);
+    /* batch * heads_q counts the tasks in an int; the tensors' element counts must fit int64 */
+    if ((int64_t)a->batch * a->heads_q > INT_MAX) {
+        sale_set_error(ctx, "batch * heads_q: %d * %d overflows (at most %d)", a->batch, a->heads_q, INT_MAX);
+        return SALE_ERR_INVALID;
+    }
+    if ((double)a->batch * a->heads_q * a->seq_len * a->head_dim > 9e18) {
+        sale_set_error(ctx, "shape: batch * heads_q * seq_len * head_dim is too large");
+        return SALE_ERR_INVALID;
+    }
     if (!a->q || !a->k || !a->v || !a->out) {
         sale_set_error(ctx, "%s: NULL pointer", !a->q ? "q" : !a->k ? "k" : !a->v ? "v" : "out");
         return SALE_ERR_INVALID;
@@ -144,14 +154,15 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
         return SALE_ERR_INVALID;
     }
     p->scale = a->scale > 0.0f ? a->scale : 1.0f / sqrtf((float)p->D);
-    if (!(a->tau_default >= 0.0f) || isinf(a->tau_default)) {
-        sale_set_error(ctx, "tau_default: must be finite and >= 0");
+    /* the same range sale_attention takes */
+    if (!(a->tau_default >= 0.0f && a->tau_default < 1.0f)) {
+        sale_set_error(ctx, "tau_default: must be in [0, 1), got %g", (double)a->tau_default);
         return SALE_ERR_INVALID;
     }
     if (a->tau)
         for (int h = 0; h < p->Hq; h++)
-            if (!(a->tau[h] >= 0.0f) || isinf(a->tau[h]))
-                return fail(ctx, "tau: entry %d must be finite and >= 0", h);
+            if (!(a->tau[h] >= 0.0f && a->tau[h] < 1.0f))
+                return fail(ctx, "tau: entry %d must be in [0, 1)", h);
 
     static const char *const level[3] = {"batch", "head", "row"};
     const int64_t *in[4] = {a->q_stride, a->k_stride, a->v_stride, a->o_stride};

@@ -83,9 +83,11 @@ static db_kernel_row make_row(const char *key, const char *arch, uint64_t src_ha
     return r;
 }
 
+static int g_open_flags; /* flags open_ok passes to db_open_ex */
+
 static db *open_ok(const char *path, const char *fleet, logcap *l) {
     db *d = NULL;
-    int r = db_open(&d, path, fleet, l ? capture : NULL, l, g_err, sizeof g_err);
+    int r = db_open_ex(&d, path, fleet, g_open_flags, l ? capture : NULL, l, g_err, sizeof g_err);
     cr_assert_eq(r, 0, "db_open(%s): %s", path, g_err);
     cr_assert_not_null(d);
     return d;
@@ -378,7 +380,24 @@ Test(db, cache_survives_corrupt_file) {
     for (size_t i = 0; i < sizeof junk; i++) junk[i] = (char)(i * 7 + 3);
     write_file(p, junk, sizeof junk);
     logcap l = {0};
+    g_open_flags = DB_OPEN_DEFAULT_PATH; /* junk is moved aside only at the default location */
     assert_moved_aside_and_usable(p, &l, ".corrupt-");
+}
+
+Test(db, junk_file_away_from_the_default_location_is_refused_and_untouched) {
+    const char *p = in_dir("README.md");
+    write_file(p, "# readme\n", 9);
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a sale cache") != NULL, "%s", g_err);
+    cr_assert(!dir_has(".corrupt-"), "nothing moved aside");
+    cr_assert(!dir_has("-journal") && !dir_has("-wal"), "nothing created beside it");
+    FILE *f = fopen(p, "r");
+    char buf[32] = "";
+    cr_assert_not_null(f);
+    cr_assert_not_null(fgets(buf, sizeof buf, f));
+    fclose(f);
+    cr_assert_str_eq(buf, "# readme\n");
 }
 
 Test(db, cache_survives_truncated_file) {
@@ -418,12 +437,26 @@ Test(db, cache_survives_damaged_page_with_intact_header) {
     assert_moved_aside_and_usable(p, &l, ".corrupt-");
 }
 
-Test(db, sqlite_file_of_another_program_is_moved_aside) {
+Test(db, sqlite_file_of_another_program_is_refused_and_untouched) {
+    const char *p = in_dir("photos.db");
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "CREATE TABLE photos(id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;"
+                "INSERT INTO photos(name) VALUES ('cat');");
+    sqlite3_close(c);
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a sale cache") != NULL, "%s", g_err);
+    cr_assert(!dir_has(".corrupt-"));
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM photos"), 1, "the other program's data is intact");
+}
+
+Test(db, sqlite_file_of_another_program_at_the_default_location_is_moved_aside) {
     const char *p = in_dir("kernels.db");
     sqlite3 *c = raw_open(p);
     raw_exec(c, "CREATE TABLE photos(id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;");
     sqlite3_close(c);
     logcap l = {0};
+    g_open_flags = DB_OPEN_DEFAULT_PATH;
     assert_moved_aside_and_usable(p, &l, ".corrupt-");
 }
 
@@ -780,7 +813,7 @@ Test(db, processes_inserting_different_keys_all_succeed) {
             char b;
             if (read(gate[0], &b, 1) < 0) _exit(10);
             db *d = NULL;
-            if (db_open(&d, p, NULL, NULL, NULL, NULL, 0) != 0) _exit(11);
+            if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, NULL, 0) != 0) _exit(11);
             for (int k = 0; k < 5; k++) {
                 char key[32];
                 snprintf(key, sizeof key, "p%d-k%d", i, k);
@@ -1021,7 +1054,7 @@ Test(db, processes_opening_a_corrupt_file_at_once_move_it_aside_once) {
             char b;
             if (read(gate[0], &b, 1) < 0) _exit(10);
             db *d = NULL;
-            if (db_open(&d, p, NULL, NULL, NULL, NULL, 0) != 0) _exit(11);
+            if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, NULL, 0) != 0) _exit(11);
             char key[32];
             snprintf(key, sizeof key, "p%d", i);
             db_kernel_row r = make_row(key, "sm_80", 3, 1000, (unsigned)i);

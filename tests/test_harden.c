@@ -1,0 +1,490 @@
+/* test_harden.c — issue 12: wrong data never served silently, the user's
+ * files never harmed, sandbox limits that cannot be escaped, and the small
+ * argument checks. Each test failed on the code before the fix. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "db.h"
+#include "sale.h"
+
+static char g_dir[256];
+static char g_err[1024];
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+static void setup_dir(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/sale_test_harden_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+static void teardown_dir(void) { nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+TestSuite(harden, .init = setup_dir, .fini = teardown_dir, .timeout = 240);
+
+static const char *in_dir(const char *name) {
+    static char buf[8][512];
+    static int i;
+    char *b = buf[i++ % 8];
+    snprintf(b, 512, "%s/%s", g_dir, name);
+    return b;
+}
+
+static db_kernel_row mkrow(const char *key, uint64_t h, size_t bytes, unsigned seed) {
+    db_kernel_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.key, sizeof r.key, "%s", key);
+    snprintf(r.arch, sizeof r.arch, "sm_80");
+    snprintf(r.entry, sizeof r.entry, "e");
+    r.src_hash = h;
+    r.registers = 32;
+    r.threads = 128;
+    r.cubin = malloc(bytes);
+    r.cubin_bytes = bytes;
+    for (size_t i = 0; i < bytes; i++) r.cubin[i] = (unsigned char)(seed * 31 + i * 7);
+    return r;
+}
+
+static void put(db *d, const char *key, uint64_t h, size_t bytes, unsigned seed) {
+    db_kernel_row r = mkrow(key, h, bytes, seed);
+    cr_assert_eq(db_kernel_put(d, &r, g_err, sizeof g_err), 0, "%s", g_err);
+    db_row_free(&r);
+}
+
+static unsigned char *slurp(const char *p, size_t *n) {
+    FILE *f = fopen(p, "rb");
+    cr_assert_not_null(f, "%s", p);
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)sz);
+    cr_assert_eq(fread(b, 1, (size_t)sz, f), (size_t)sz);
+    fclose(f);
+    *n = (size_t)sz;
+    return b;
+}
+
+static void spit(const char *p, const void *b, size_t n) {
+    FILE *f = fopen(p, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+static int logged;
+static void count_log(void *u, int level, const char *msg) {
+    (void)u;
+    if (level >= 2) logged++, fprintf(stderr, "log: %s\n", msg);
+}
+
+/* ------------------------------------------------ 1. wrong row served */
+
+/* The index entry of keyAAAA is made to point at keyBBBB's rowid. */
+Test(harden, damaged_key_index_never_serves_another_keys_row) {
+    const char *p = in_dir("k.db");
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+    put(d, "dummy", 5, 300, 1);   /* rowid 1 */
+    put(d, "keyAAAA", 5, 300, 2); /* rowid 2 */
+    put(d, "keyBBBB", 5, 300, 3); /* rowid 3 */
+    db_close(d);
+    size_t n;
+    unsigned char *img = slurp(p, &n);
+    /* index record: key text, arch text, src_hash (1 byte), rowid (1 byte) */
+    static const char pat[] = "keyAAAAsm_80\x05\x02";
+    int planted = 0;
+    for (size_t i = 0; i + sizeof pat - 1 <= n; i++)
+        if (memcmp(img + i, pat, sizeof pat - 1) == 0) {
+            img[i + sizeof pat - 2] = 3;
+            planted++;
+        }
+    cr_assert_eq(planted, 1, "the index entry of keyAAAA was found once");
+    spit(p, img, n);
+    free(img);
+    logged = 0;
+    cr_assert_eq(db_open(&d, p, NULL, count_log, NULL, g_err, sizeof g_err), 0, "quick_check passes: %s", g_err);
+    db_kernel_row out;
+    memset(&out, 0, sizeof out);
+    int r = db_kernel_get(d, "keyAAAA", "sm_80", 5, &out, g_err, sizeof g_err);
+    if (r == 1) {
+        cr_assert_str_eq(out.key, "keyAAAA", "the wrong kernel was served");
+        db_kernel_row want = mkrow("keyAAAA", 5, 300, 2);
+        cr_assert_eq(memcmp(out.cubin, want.cubin, 300), 0, "the cubin of another key was served");
+        db_row_free(&want);
+        db_row_free(&out);
+    }
+    cr_assert_geq(logged, 1, "the damage is reported through the log");
+    int rb = db_kernel_get(d, "keyBBBB", "sm_80", 5, &out, g_err, sizeof g_err);
+    cr_assert_eq(rb, 1, "r=%d rb=%d %s", r, rb, g_err);
+    cr_assert_str_eq(out.key, "keyBBBB");
+    db_row_free(&out);
+    db_close(d);
+}
+
+Test(harden, verify_runs_integrity_check_and_finds_a_damaged_index) {
+    const char *p = in_dir("k.db");
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), 0);
+    put(d, "dummy", 5, 300, 1);
+    put(d, "keyAAAA", 5, 300, 2);
+    put(d, "keyBBBB", 5, 300, 3);
+    db_close(d);
+    size_t n;
+    unsigned char *img = slurp(p, &n);
+    static const char pat[] = "keyAAAAsm_80\x05\x02";
+    for (size_t i = 0; i + sizeof pat - 1 <= n; i++)
+        if (memcmp(img + i, pat, sizeof pat - 1) == 0) img[i + sizeof pat - 2] = 3;
+    spit(p, img, n);
+    free(img);
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), 0);
+    int checked = 0, bad = 0;
+    cr_assert_eq(db_verify(d, &checked, &bad, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_gt(bad, 0, "verify says %d bad of %d", bad, checked);
+    cr_assert_eq(db_verify(d, &checked, &bad, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(bad, 0, "the index was rebuilt");
+    db_close(d);
+}
+
+/* A flipped metadata bit (threads) is caught by the row hash. */
+Test(harden, flipped_metadata_is_never_served) {
+    const char *p = in_dir("k.db");
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), 0);
+    put(d, "k", 5, 300, 2);
+    sqlite3 *c;
+    cr_assert_eq(sqlite3_open(p, &c), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(c, "UPDATE kernels SET threads = 129", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(c);
+    db_kernel_row out;
+    memset(&out, 0, sizeof out);
+    cr_assert_eq(db_kernel_get(d, "k", "sm_80", 5, &out, g_err, sizeof g_err), 0);
+    db_close(d);
+}
+
+/* Every bit of the index page and of a table page, flipped in turn: no
+ * lookup ever returns a row whose key (or bytes) differ from the request. */
+Test(harden, every_bit_flip_of_a_page_never_serves_a_wrong_kernel, .timeout = 600) {
+    char p[600];
+    snprintf(p, sizeof p, "%s", in_dir("k.db"));
+    sqlite3 *c;
+    cr_assert_eq(sqlite3_open(p, &c), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(c, "PRAGMA page_size=512; VACUUM;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(c);
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+    const char *keys[] = {"kA", "kB", "kC"};
+    for (int i = 0; i < 3; i++) put(d, keys[i], 5, 40, (unsigned)i + 1);
+    db_close(d);
+    cr_assert_eq(sqlite3_open(p, &c), SQLITE_OK);
+    int pages[2] = {0, 0};
+    sqlite3_stmt *s;
+    cr_assert_eq(sqlite3_prepare_v2(c, "SELECT rootpage FROM sqlite_master WHERE name IN "
+                                       "('sqlite_autoindex_kernels_1', 'kernels') ORDER BY name",
+                                    -1, &s, NULL),
+                 SQLITE_OK);
+    for (int i = 0; i < 2 && sqlite3_step(s) == SQLITE_ROW; i++) pages[i] = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(c);
+    size_t n;
+    unsigned char *img = slurp(p, &n);
+    long flips = 0, served = 0, misses = 0, errors = 0, refused = 0, wrong = 0;
+    for (int pg = 0; pg < 2; pg++) {
+        cr_assert_gt(pages[pg], 1);
+        size_t off = (size_t)(pages[pg] - 1) * 512;
+        cr_assert_leq(off + 512, n);
+        for (size_t bit = 0; bit < 512 * 8; bit++) {
+            img[off + bit / 8] ^= (unsigned char)(1u << (bit % 8));
+            spit(p, img, n);
+            img[off + bit / 8] ^= (unsigned char)(1u << (bit % 8));
+            flips++;
+            if (db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err) != 0) {
+                if (refused++ < 3) printf("refused: %s\n", g_err);
+                continue;
+            }
+            for (int k = 0; k < 3; k++) {
+                db_kernel_row out;
+                memset(&out, 0, sizeof out);
+                int r = db_kernel_get(d, keys[k], "sm_80", 5, &out, g_err, sizeof g_err);
+                if (r == 1) {
+                    served++;
+                    db_kernel_row want = mkrow(keys[k], 5, 40, (unsigned)k + 1);
+                    if (strcmp(out.key, keys[k]) || out.cubin_bytes != 40 || memcmp(out.cubin, want.cubin, 40) ||
+                        out.threads != 128 || out.registers != 32 || strcmp(out.entry, "e"))
+                        wrong++;
+                    db_row_free(&want);
+                    db_row_free(&out);
+                } else if (r == 0) {
+                    misses++;
+                } else {
+                    errors++;
+                }
+            }
+            db_close(d);
+            /* anything moved aside or rebuilt goes before the next flip */
+            DIR *dh = opendir(g_dir);
+            struct dirent *e;
+            while (dh && (e = readdir(dh)))
+                if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "k.db"))
+                    unlink(in_dir(e->d_name));
+            if (dh) closedir(dh);
+        }
+    }
+    free(img);
+    printf("bit flips: %ld tried (index page %d, table page %d of 512 B); opens refused %ld; lookups: %ld served "
+           "(all checked), %ld missed, %ld errors; wrong kernels served: %ld\n",
+           flips, pages[0], pages[1], refused, served, misses, errors, wrong);
+    fflush(stdout);
+    cr_assert_eq(wrong, 0, "%ld wrong kernels served", wrong);
+    cr_assert_eq(flips, 2 * 512 * 8);
+}
+
+/* ------------------------------------------------ 2. overflow */
+
+static sale_ctx *mem_ctx(void) {
+    sale_options o;
+    memset(&o, 0, sizeof o);
+    o.cache_path = ":memory:";
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK);
+    return ctx;
+}
+
+Test(harden, reference_refuses_shapes_whose_task_count_overflows) {
+    sale_ctx *ctx = mem_ctx();
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    static float dummy[16];
+    a.batch = 65536, a.heads_q = 65537, a.heads_kv = 1, a.seq_len = 16, a.head_dim = 64;
+    a.dtype = SALE_DTYPE_F32;
+    a.q = a.k = a.v = a.out = dummy;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "overflow") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
+
+Test(harden, block_counts_and_workspace_size_do_not_wrap) {
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.seq_len = INT_MAX;
+    cr_assert_gt(sale_num_qblocks(&a), 0);
+    cr_assert_gt(sale_num_kblocks(&a), 0);
+    sale_ctx *ctx = mem_ctx();
+    a.batch = 1 << 20, a.heads_q = 1 << 10, a.heads_kv = 1, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    size_t bytes = 1;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_ERR_INVALID);
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, NULL), SALE_ERR_INVALID);
+    sale_destroy(ctx);
+}
+
+/* ------------------------------------------------ 3, 4. the user's files */
+
+Test(harden, export_refuses_a_device_or_a_foreign_file_and_deletes_nothing_beside_it) {
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, in_dir("k.db"), NULL, NULL, NULL, g_err, sizeof g_err), 0);
+    put(d, "k", 5, 100, 1);
+    cr_assert_eq(db_export(d, "/dev/null", NULL, 0, g_err, sizeof g_err), -1);
+    struct stat st;
+    cr_assert_eq(stat("/dev/null", &st), 0);
+    cr_assert(S_ISCHR(st.st_mode), "/dev/null is still a device");
+    const char *notes = in_dir("notes.txt");
+    spit(notes, "mine\n", 5);
+    spit(in_dir("notes.txt-wal"), "also mine\n", 10);
+    spit(in_dir("notes.txt.tmp"), "mine too\n", 9);
+    cr_assert_eq(db_export(d, notes, NULL, 0, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a sale cache") != NULL, "%s", g_err);
+    cr_assert_eq(access(in_dir("notes.txt-wal"), F_OK), 0);
+    cr_assert_eq(access(in_dir("notes.txt.tmp"), F_OK), 0);
+    size_t n;
+    unsigned char *b = slurp(notes, &n);
+    cr_assert_eq(n, 5);
+    free(b);
+    cr_assert_eq(db_export_ex(d, notes, NULL, 0, DB_EXPORT_FORCE, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(access(in_dir("notes.txt.tmp"), F_OK), 0, "a dest.tmp we did not create is left alone");
+    cr_assert_eq(db_export(d, in_dir("fleet.db"), NULL, 0, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(db_export(d, in_dir("fleet.db"), NULL, 0, g_err, sizeof g_err), 1, "a sale cache is replaced: %s",
+                 g_err);
+    db_close(d);
+}
+
+Test(harden, open_refuses_a_device_node_and_creates_nothing) {
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, "/dev/null", NULL, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert_neq(access("/dev/null-journal", F_OK), 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/deep/dir/k.db", g_dir);
+    cr_assert_eq(db_open_ex(&d, p, NULL, DB_OPEN_NO_CREATE, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert_neq(access(in_dir("deep"), F_OK), 0, "no directory made");
+}
+
+Test(harden, moved_aside_copies_are_pruned_to_the_three_newest) {
+    const char *p = in_dir("kernels.db");
+    for (int i = 0; i < 5; i++) {
+        char q[600];
+        snprintf(q, sizeof q, "%s.corrupt-%d", p, 1000 + i);
+        spit(q, "old", 3);
+        struct timespec ts[2] = {{1000 + i, 0}, {1000 + i, 0}};
+        utimensat(AT_FDCWD, q, ts, 0);
+    }
+    spit(p, "junk junk junk junk", 19);
+    db *d = NULL;
+    cr_assert_eq(db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+    db_close(d);
+    int n = 0;
+    DIR *dh = opendir(g_dir);
+    struct dirent *e;
+    while ((e = readdir(dh))) n += strstr(e->d_name, ".corrupt-") && !strstr(e->d_name, "-wal") && !strstr(e->d_name, "-shm");
+    closedir(dh);
+    cr_assert_eq(n, 3, "%d copies kept", n);
+    char q[600];
+    snprintf(q, sizeof q, "%s.corrupt-1000", p);
+    cr_assert_neq(access(q, F_OK), 0, "the oldest copies go");
+    snprintf(q, sizeof q, "%s.corrupt-1004", p);
+    cr_assert_eq(access(q, F_OK), 0, "the newest old copy stays");
+}
+
+/* ------------------------------------------------ 5, 6. Lua sandbox */
+
+static sale_status load_cfg(const char *text, double *secs) {
+    sale_config cfg;
+    cfg_defaults_init(&cfg);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sale_status st = cfg_load_string("t.lua", text, &cfg, g_err, sizeof g_err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (secs) *secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    cfg_free(&cfg);
+    return st;
+}
+
+Test(harden, pcall_cannot_catch_the_time_limit, .timeout = 60) {
+    double t;
+    sale_status st = load_cfg("for i=1,1e12 do pcall(function() while true do end end) end", &t);
+    cr_assert_neq(st, SALE_OK);
+    cr_assert(strstr(g_err, "limit exceeded") != NULL, "%s", g_err);
+    st = load_cfg("for i=1,1e12 do xpcall(function() while true do end end, function(e) return e end) end", &t);
+    cr_assert_neq(st, SALE_OK);
+    cr_assert(strstr(g_err, "limit exceeded") != NULL, "%s", g_err);
+    cr_assert_lt(t, 30);
+}
+
+Test(harden, pathological_patterns_are_refused, .timeout = 60) {
+    double t;
+    sale_status st = load_cfg("local x = string.rep('a', 3000):find('.-.-.-.-b')", &t);
+    cr_assert_neq(st, SALE_OK);
+    cr_assert(strstr(g_err, "limit exceeded") != NULL, "%s", g_err);
+    st = load_cfg("local x = ('a'):rep(3000):match('.-.-.-.-b')", &t);
+    cr_assert_neq(st, SALE_OK);
+    cr_assert_lt(t, 10);
+    /* ordinary use still works */
+    cr_assert_eq(load_cfg("local s = ('  x  '):match('^%s*(.-)%s*$'); assert(s == 'x')\n"
+                          "assert(('a.b'):find('.', 1, true) == 2)",
+                          NULL),
+                 SALE_OK, "%s", g_err);
+}
+
+Test(harden, returned_table_is_read_as_the_settings) {
+    sale_config cfg;
+    cfg_defaults_init(&cfg);
+    cr_assert_eq(cfg_load_string("t.lua", "return { defaults = { block_q = 128 } }", &cfg, g_err, sizeof g_err),
+                 SALE_OK, "%s", g_err);
+    cr_assert_eq(cfg.defaults.block_q, 128);
+    cfg_free(&cfg);
+    cfg_defaults_init(&cfg);
+    cr_assert_neq(cfg_load_string("t.lua", "return { bogus = 1 }", &cfg, g_err, sizeof g_err), SALE_OK);
+    cr_assert_neq(cfg_load_string("t.lua", "return 42", &cfg, g_err, sizeof g_err), SALE_OK);
+    cfg_free(&cfg);
+}
+
+Test(harden, environment_metatable_and_rawset_cannot_bypass_the_checks) {
+    cr_assert_neq(load_cfg("setmetatable(_G, {})", NULL), SALE_OK);
+    cr_assert_neq(load_cfg("rawset(_G, 'fleet', { archs = { 'sm_90' } })", NULL), SALE_OK);
+    cr_assert(strstr(g_err, "rawset") != NULL, "%s", g_err);
+    cr_assert_neq(load_cfg("rawset(_G, 'bogus', 1)", NULL), SALE_OK);
+    cr_assert_eq(load_cfg("local t = {}; rawset(t, 'a', 1)", NULL), SALE_OK, "%s", g_err);
+}
+
+/* ------------------------------------------------ 7. duplicates */
+
+Test(harden, fleet_lists_are_deduplicated_and_bounded) {
+    cfg_fleet f;
+    memset(&f, 0, sizeof f);
+    for (int i = 0; i < 16; i++) f.archs[i] = 90, f.head_dims[i] = 128;
+    f.n_archs = f.n_head_dims = 16;
+    f.families[0] = SALE_FAMILY_FUSED, f.n_families = 1;
+    f.dtypes[0] = SALE_DTYPE_BF16, f.n_dtypes = 1;
+    f.block_qs[0] = 64, f.n_block_qs = 1;
+    f.block_ks[0] = 32, f.n_block_ks = 1;
+    f.block_segs[0] = 128, f.n_block_segs = 1;
+    f.local_windows[0] = 128, f.n_local_windows = 1;
+    cr_assert_eq(cfg_fleet_normalize(&f, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(f.n_archs, 1);
+    cr_assert_eq(f.n_head_dims, 1);
+    for (int i = 0; i < 16; i++) f.block_qs[i] = 16 * (i + 1), f.block_ks[i] = 16 * (i + 1),
+                                 f.block_segs[i] = 16 * (i + 1), f.local_windows[i] = 16 * (i + 1);
+    f.n_block_qs = f.n_block_ks = f.n_block_segs = f.n_local_windows = 16;
+    cr_assert_eq(cfg_fleet_normalize(&f, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "combinations") != NULL, "%s", g_err);
+}
+
+/* ------------------------------------------------ 9. claims */
+
+Test(harden, future_dated_claim_is_stale) {
+    const char *p = in_dir("k.db");
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, p, NULL, NULL, NULL, g_err, sizeof g_err), 0);
+    sqlite3 *c;
+    cr_assert_eq(sqlite3_open(p, &c), SQLITE_OK);
+    char sql[256];
+    snprintf(sql, sizeof sql, "INSERT INTO claims VALUES ('k', 'sm_80', 5, 1, 'another-host', %lld)",
+             (long long)time(NULL) + 100000);
+    cr_assert_eq(sqlite3_exec(c, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(c);
+    cr_assert_eq(db_claim(d, "k", "sm_80", 5, DB_CLAIM_STALE_S, g_err, sizeof g_err), 1, "%s", g_err);
+    db_close(d);
+}
+
+/* ------------------------------------------------ 10. arguments */
+
+Test(harden, null_out_pointers_return_a_status) {
+    cr_assert_eq(sale_create(NULL, NULL), SALE_ERR_INVALID);
+    cr_assert_eq(sale_nvrtc_version(NULL), SALE_ERR_INVALID);
+}
+
+Test(harden, keys_refuse_duplicate_fields_and_zero) {
+    sale_key k;
+    char e[256];
+    cr_assert_eq(sale_key_parse("fused:d=64,d=128", &k, e, sizeof e), SALE_ERR_INVALID);
+    cr_assert(strstr(e, "twice") != NULL, "%s", e);
+    cr_assert_eq(sale_key_parse("fused:d=64,head_dim=128", &k, e, sizeof e), SALE_ERR_INVALID);
+    cr_assert_eq(sale_key_parse("fused:d=0", &k, e, sizeof e), SALE_ERR_INVALID);
+    cr_assert_eq(sale_key_parse("fused:d=*", &k, e, sizeof e), SALE_OK, "%s", e);
+    cr_assert_eq(sale_key_parse("fused:d=128,bq=64", &k, e, sizeof e), SALE_OK, "%s", e);
+}
+
+Test(harden, reference_and_gpu_path_agree_on_tau_and_validate_before_the_device) {
+    sale_ctx *ctx = mem_ctx();
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    static float q[64 * 64], o[64 * 64];
+    a.batch = 1, a.heads_q = 1, a.heads_kv = 1, a.seq_len = 64, a.head_dim = 64, a.dtype = SALE_DTYPE_F32;
+    a.q = a.k = a.v = q;
+    a.out = o;
+    a.tau_default = 5;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    a.tau_default = 0.004f;
+    a.dtype = SALE_DTYPE_BF16;
+    a.block_q = 24; /* not a multiple of 16 */
+    a.seq_len = 4096;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
