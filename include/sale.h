@@ -228,7 +228,8 @@ typedef struct sale_attention_args {
     int block_q, block_k, block_seg, local_window, est_bits; /* 0: defaults */
     sale_mode mode;
     int dense_below;   /* 0: the value `sale tune --dense-below` stored for this device, else the
-                          arch's default (1024 on sm_80..sm_90); negative: never fall back */
+                          arch's default (4096 on sm_90, measured; 1024 on sm_80/86/89);
+                          negative: never fall back */
     float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
     uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
     sale_stats *stats; /* optional (host); on GPU this synchronizes the stream (not while capturing) */
