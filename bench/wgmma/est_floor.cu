@@ -135,8 +135,8 @@ static void release(Case &C) {
     cudaFree(C.mask); cudaFree(C.dbg);
 }
 
-enum { K_WG = 0, K_WGPIPE, K_WGSA, K_WGDBG, K_MMA, K_BOUND, NK };
-static const char *kname[NK] = {"wgmma", "wgmma_pipe", "wgmma_sA", "wgmma_dbg", "mma.sync", "bound(c)"};
+enum { K_WG = 0, K_WGPIPE, K_WGSA, K_WGDBG, K_MMA, K_BOUND, K_WGB, K_WGBSA, K_WGONLY, NK };
+static const char *kname[NK] = {"wgmma", "wgmma_pipe", "wgmma_sA", "wgmma_dbg", "mma.sync", "bound(c)", "wgmma_b", "wgmma_b_sA", "wgmma_noepi"};
 
 static void launch(Case &C, int k) {
     switch (k) {
@@ -144,6 +144,9 @@ static void launch(Case &C, int k) {
     case K_WGPIPE: est_wgmma_pipe_kernel<<<C.grid, EST_WG_THREADS, EST_WG_SMEM>>>(C.p, C.tmK, C.tmQ); break;
     case K_WGSA: est_wgmma_sa_kernel<<<C.grid, EST_WG_THREADS, EST_WG_SMEM>>>(C.p, C.tmK, C.tmQ); break;
     case K_WGDBG: est_wgmma_dbg_kernel<<<C.grid, EST_WG_THREADS, EST_WG_SMEM>>>(C.p, C.tmK, C.tmQ); break;
+    case K_WGB: est_wgmma_b_kernel<<<C.grid, EST_WG_THREADS, EST_WG_SMEM>>>(C.p, C.tmK, C.tmQ); break;
+    case K_WGBSA: est_wgmma_b_sa_kernel<<<C.grid, EST_WG_THREADS, EST_WG_SMEM>>>(C.p, C.tmK, C.tmQ); break;
+    case K_WGONLY: est_wgmma_only_kernel<<<C.grid, EST_WG_THREADS, EST_WG_SMEM>>>(C.p, C.tmK, C.tmQ); break;
     case K_MMA: est_mma_kernel<<<C.grid, EST_MMA_THREADS, EST_MMA_SMEM>>>(C.p); break;
     case K_BOUND: {
         long long nb = (long long)C.B * C.Hq * C.p.nkb;
@@ -305,7 +308,7 @@ static float time_kernel(Case &C, int k, void *flush, size_t flush_bytes, int re
 
 int main(int argc, char **argv) {
     /* est_floor v | t N... | all (default: v, then t 65536 131072); env EST_KMASK: bit k runs kernel k
-     * (0 wgmma, 1 wgmma_pipe, 2 wgmma_sA, 4 mma.sync) */
+     * (0 wgmma, 1 wgmma_pipe, 2 wgmma_sA, 4 mma.sync, 6 wgmma_b, 7 wgmma_b_sA, 8 wgmma_noepi) */
     std::vector<int> Ns;
     int do_verify = 1, do_time = 1;
     if (argc > 1 && !strcmp(argv[1], "v")) do_time = 0;
@@ -322,8 +325,11 @@ int main(int argc, char **argv) {
     CK(cudaFuncSetAttribute(est_wgmma_pipe_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, EST_WG_SMEM));
     CK(cudaFuncSetAttribute(est_wgmma_sa_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, EST_WG_SMEM));
     CK(cudaFuncSetAttribute(est_wgmma_dbg_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, EST_WG_SMEM));
+    CK(cudaFuncSetAttribute(est_wgmma_b_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, EST_WG_SMEM));
+    CK(cudaFuncSetAttribute(est_wgmma_b_sa_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, EST_WG_SMEM));
+    CK(cudaFuncSetAttribute(est_wgmma_only_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, EST_WG_SMEM));
     CK(cudaFuncSetAttribute(est_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, EST_MMA_SMEM));
-    const int vk[] = {K_WG, K_WGPIPE, K_WGSA, K_MMA};
+    const int vk[] = {K_WG, K_WGPIPE, K_WGSA, K_WGB, K_WGBSA, K_MMA};
     const char *verdict[NK];
     for (int k = 0; k < NK; k++) verdict[k] = "-";
     int all_ok = 1;
@@ -379,10 +385,10 @@ int main(int argc, char **argv) {
         double dens = (double)kept / causal;
         double scores = 32.0 * ((double)N * (N + 1) / 2.0);
         double ops = 2.0 * 128.0 * scores;
-        for (int k : {K_WG, K_WGPIPE, K_WGSA, K_MMA, K_BOUND}) {
+        for (int k : {K_WG, K_WGB, K_WGBSA, K_WGONLY, K_WGPIPE, K_WGSA, K_MMA, K_BOUND}) {
             if (k != K_BOUND && !(kmask >> k & 1u)) continue;
             long long diff = 0;
-            if (k != K_BOUND) {
+            if (k != K_BOUND && k != K_WGONLY) {
                 std::vector<est_u32> m = run_mask(C, k);
                 diff = compare(C, m, ref, 2);
                 long long kk, cc;
@@ -401,8 +407,9 @@ int main(int argc, char **argv) {
         if (nc) { printf("N=%d: mma.sync mask has non-causal bits\n", N); all_ok = 0; }
         release(C);
     }
-    printf("\nverification (CPU reference, 4 shapes, bit for bit): wgmma %s, wgmma_pipe %s, wgmma_sA %s, mma.sync %s\n", verdict[K_WG],
-           verdict[K_WGPIPE], verdict[K_WGSA], verdict[K_MMA]);
+    printf("\nverification (CPU reference, 4 shapes, bit for bit):");
+    for (int k : vk) printf(" %s %s;", kname[k], verdict[k]);
+    printf("\n");
     printf("\n| N | kernel | ms (median of 7, two runs) | eff. int8 TOP/s | mask density | mask words != mma.sync |\n|---|---|---|---|---|---|\n");
     for (auto &r : rows)
         printf("| %d | %s | %.3f / %.3f | %s%.0f | %.2f%% | %lld |\n", r.N, kname[r.k], r.ms[0], r.ms[1], r.k == K_BOUND ? "(n/a) " : "",

@@ -229,8 +229,12 @@ extern "C" __global__ void est_bound_kernel(const est_params p) {
 /* AMODE 0: Q (A operand) from registers, loaded once per CTA from global;
  * AMODE 1: Q tiles by TMA into shared memory (descriptor A).
  * PIPE: per consumer warpgroup, the epilogue of one m64 tile overlaps the
- * wgmma of the other (and the next key tile's first wgmma group). */
-template <int AMODE, bool PIPE, bool DBG>
+ * wgmma of the other (and the next key tile's first wgmma group).
+ * EPI 0: the test block by block (a vote and a branch per 32-key block);
+ * EPI 1: batched: the bounds of all 4 blocks of an m64 tile first (independent
+ *        chains), one __reduce_or_sync for the tile, the exact test only for
+ *        undecided blocks; EPI 2: no test (timing: the TMA + wgmma stream alone). */
+template <int AMODE, bool PIPE, bool DBG, int EPI>
 __device__ __forceinline__ void est_wgmma_body(const est_params &p, const est_tmap &tmK, const est_tmap &tmQ) {
     extern __shared__ unsigned char est_dsmem[];
     const est_u32 raw = est_smem_u32(est_dsmem);
@@ -345,6 +349,53 @@ __device__ __forceinline__ void est_wgmma_body(const est_params &p, const est_tm
         }                                                                                                 \
     } while (0)
 
+#define EST_EPI_B(m, kt, skq, cbq, crow)                                                                  \
+    do {                                                                                                  \
+        if (EPI == 2) {                                                                                   \
+            int x_ = 0;                                                                                   \
+            _Pragma("unroll") for (int i_ = 0; i_ < 64; i_++) x_ ^= acc[m][i_];                           \
+            if (x_ == 0x7fffffff) msk[0] = 1u;                                                            \
+        } else if (EPI == 0 || (kt) * EST_KT + EST_KT - 1 > qb[m] * EST_BQ) {                             \
+            EST_EPI(m, kt, skq, cbq, crow);                                                               \
+        } else {                                                                                          \
+            const float skj_[4] = {skq.x, skq.y, skq.z, skq.w};                                           \
+            const float cmin_[4] = {cbq[m][0].x, cbq[m][0].z, cbq[m][1].x, cbq[m][1].z};                  \
+            const float cmax_[4] = {cbq[m][0].y, cbq[m][0].w, cbq[m][1].y, cbq[m][1].w};                  \
+            est_u32 bits_ = 0;                                                                            \
+            _Pragma("unroll") for (int J = 0; J < 4; J++) {                                               \
+                const float pr0_ = __fmul_rn(sq[m][0], skj_[J]), pr1_ = __fmul_rn(sq[m][1], skj_[J]);     \
+                int d0_ = max(acc[m][16 * J + 0], acc[m][16 * J + 1]), d1_ = max(acc[m][16 * J + 2], acc[m][16 * J + 3]); \
+                _Pragma("unroll") for (int nt = 1; nt < 4; nt++) {                                        \
+                    d0_ = max(d0_, max(acc[m][16 * J + 4 * nt + 0], acc[m][16 * J + 4 * nt + 1]));        \
+                    d1_ = max(d1_, max(acc[m][16 * J + 4 * nt + 2], acc[m][16 * J + 4 * nt + 3]));        \
+                }                                                                                         \
+                const float x0_ = __fmul_rn(pr0_, est_i2f(d0_)), x1_ = __fmul_rn(pr1_, est_i2f(d1_));     \
+                bits_ |= (est_u32)((__fadd_rn(x0_, cmin_[J]) > tt[m][0]) | (__fadd_rn(x1_, cmin_[J]) > tt[m][1])) << J; \
+                bits_ |= (est_u32)((__fadd_rn(x0_, cmax_[J]) > tt[m][0]) | (__fadd_rn(x1_, cmax_[J]) > tt[m][1])) << (4 + J); \
+            }                                                                                             \
+            bits_ = __reduce_or_sync(0xffffffffu, bits_);                                                 \
+            est_u32 kept_ = bits_ & 15u;                                                                  \
+            const est_u32 und_ = (bits_ >> 4) & ~bits_ & 15u;                                             \
+            if (und_) {                                                                                   \
+                _Pragma("unroll") for (int J = 0; J < 4; J++) if (und_ >> J & 1u) {                       \
+                    const float pr0_ = __fmul_rn(sq[m][0], skj_[J]), pr1_ = __fmul_rn(sq[m][1], skj_[J]); \
+                    const float *cr_ = crow + (kt) * EST_KT + J * EST_BK;                                 \
+                    bool hit_ = false;                                                                    \
+                    _Pragma("unroll") for (int nt = 0; nt < 4; nt++) {                                    \
+                        const float2 c_ = *(const float2 *)(cr_ + nt * 8 + 2 * c4);                       \
+                        hit_ |= (est_shat(pr0_, acc[m][16 * J + 4 * nt + 0], c_.x) > tt[m][0]) |          \
+                                (est_shat(pr0_, acc[m][16 * J + 4 * nt + 1], c_.y) > tt[m][0]) |          \
+                                (est_shat(pr1_, acc[m][16 * J + 4 * nt + 2], c_.x) > tt[m][1]) |          \
+                                (est_shat(pr1_, acc[m][16 * J + 4 * nt + 3], c_.y) > tt[m][1]);           \
+                    }                                                                                     \
+                    if (__any_sync(0xffffffffu, hit_)) kept_ |= 1u << J;                                  \
+                }                                                                                         \
+            }                                                                                             \
+            const int blk0_ = (kt) * (EST_KT / EST_BK);                                                   \
+            if (kept_ && lane == 0) atomicOr(&msk[(2 * cw + (m)) * EST_NKW_MAX + (blk0_ >> 5)], kept_ << (blk0_ & 31)); \
+        }                                                                                                 \
+    } while (0)
+
     if (!PIPE) {
         for (int kt = 0; kt < kt_end; kt++) {
             const int s = kt % EST_STAGES;
@@ -367,8 +418,8 @@ __device__ __forceinline__ void est_wgmma_body(const est_params &p, const est_tm
 #pragma unroll
                     for (int i = 0; i < 64; i++) p.dbg[((2 * cw + m) * 128 + wtid) * 64 + i] = acc[m][i];
             }
-            EST_EPI(0, kt, skc, cbc, cr0);
-            EST_EPI(1, kt, skc, cbc, cr1);
+            EST_EPI_B(0, kt, skc, cbc, cr0);
+            EST_EPI_B(1, kt, skc, cbc, cr1);
         }
     } else {
         est_mbar_wait(FULL, 0);
@@ -388,7 +439,7 @@ __device__ __forceinline__ void est_wgmma_body(const est_params &p, const est_tm
             const float4 cbc[2][2] = {{cb0[2 * kt], cb0[2 * kt + 1]}, {cb1[2 * kt], cb1[2 * kt + 1]}};
             est_wg_wait<1>();
             wg_fence_acc(acc[0]);
-            EST_EPI(0, kt, skc, cbc, cr0);
+            EST_EPI_B(0, kt, skc, cbc, cr0);
             est_wg_wait<0>();
             wg_fence_acc(acc[1]);
             __syncwarp();
@@ -397,7 +448,7 @@ __device__ __forceinline__ void est_wgmma_body(const est_params &p, const est_tm
             est_wg_fence();
             EST_ISSUE(0, s1);
             est_wg_commit();
-            EST_EPI(1, kt, skc, cbc, cr1);
+            EST_EPI_B(1, kt, skc, cbc, cr1);
             est_wg_fence();
             EST_ISSUE(1, s1);
             est_wg_commit();
@@ -408,16 +459,17 @@ __device__ __forceinline__ void est_wgmma_body(const est_params &p, const est_tm
             const float4 cbc[2][2] = {{cb0[2 * kt], cb0[2 * kt + 1]}, {cb1[2 * kt], cb1[2 * kt + 1]}};
             est_wg_wait<1>();
             wg_fence_acc(acc[0]);
-            EST_EPI(0, kt, skc, cbc, cr0);
+            EST_EPI_B(0, kt, skc, cbc, cr0);
             est_wg_wait<0>();
             wg_fence_acc(acc[1]);
             __syncwarp();
             if (lane == 0) est_mbar_arrive(EMPTY + 8 * s);
-            EST_EPI(1, kt, skc, cbc, cr1);
+            EST_EPI_B(1, kt, skc, cbc, cr1);
         }
     }
 #undef EST_ISSUE
 #undef EST_EPI
+#undef EST_EPI_B
     /* this warpgroup's two mask rows: every word, zeros included */
     est_bar_sync(1 + cw, 128);
 #pragma unroll
@@ -429,19 +481,31 @@ __device__ __forceinline__ void est_wgmma_body(const est_params &p, const est_tm
 
 extern "C" __global__ void __launch_bounds__(EST_WG_THREADS, 1)
     est_wgmma_kernel(const __grid_constant__ est_params p, const __grid_constant__ est_tmap tmK, const __grid_constant__ est_tmap tmQ) {
-    est_wgmma_body<0, false, false>(p, tmK, tmQ);
+    est_wgmma_body<0, false, false, 0>(p, tmK, tmQ);
 }
 extern "C" __global__ void __launch_bounds__(EST_WG_THREADS, 1)
     est_wgmma_pipe_kernel(const __grid_constant__ est_params p, const __grid_constant__ est_tmap tmK, const __grid_constant__ est_tmap tmQ) {
-    est_wgmma_body<0, true, false>(p, tmK, tmQ);
+    est_wgmma_body<0, true, false, 0>(p, tmK, tmQ);
 }
 extern "C" __global__ void __launch_bounds__(EST_WG_THREADS, 1)
     est_wgmma_sa_kernel(const __grid_constant__ est_params p, const __grid_constant__ est_tmap tmK, const __grid_constant__ est_tmap tmQ) {
-    est_wgmma_body<1, false, false>(p, tmK, tmQ);
+    est_wgmma_body<1, false, false, 0>(p, tmK, tmQ);
 }
 extern "C" __global__ void __launch_bounds__(EST_WG_THREADS, 1)
     est_wgmma_dbg_kernel(const __grid_constant__ est_params p, const __grid_constant__ est_tmap tmK, const __grid_constant__ est_tmap tmQ) {
-    est_wgmma_body<0, false, true>(p, tmK, tmQ);
+    est_wgmma_body<0, false, true, 0>(p, tmK, tmQ);
+}
+extern "C" __global__ void __launch_bounds__(EST_WG_THREADS, 1)
+    est_wgmma_b_kernel(const __grid_constant__ est_params p, const __grid_constant__ est_tmap tmK, const __grid_constant__ est_tmap tmQ) {
+    est_wgmma_body<0, false, false, 1>(p, tmK, tmQ);
+}
+extern "C" __global__ void __launch_bounds__(EST_WG_THREADS, 1)
+    est_wgmma_b_sa_kernel(const __grid_constant__ est_params p, const __grid_constant__ est_tmap tmK, const __grid_constant__ est_tmap tmQ) {
+    est_wgmma_body<1, false, false, 1>(p, tmK, tmQ);
+}
+extern "C" __global__ void __launch_bounds__(EST_WG_THREADS, 1)
+    est_wgmma_only_kernel(const __grid_constant__ est_params p, const __grid_constant__ est_tmap tmK, const __grid_constant__ est_tmap tmQ) {
+    est_wgmma_body<0, false, false, 2>(p, tmK, tmQ);
 }
 
 /* ---------------------------------------------- mma.sync reference kernel */
