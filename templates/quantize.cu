@@ -1,8 +1,11 @@
 /* quantize.cu — sale family "quantize": smoothing means, low-bit codes and
  * scales of Q (per row) and K (per key block), c_j = qmean(h) . K'_j, and the
  * centred keys K' in the input dtype that the exact pass scores against.
- * Launch order (see sale_layout_plan): mean partials, mean reduce, Q codes
- * (the main entry), K codes + c_j.  Deterministic: fixed-order fp64 sums. */
+ * Two launches (see sale_layout_plan): mean partials over a few chunks of
+ * rows, then the codes (the main entry: Q rows for blockIdx.y < Hq, K blocks
+ * + c_j + K' above), each block summing the chunk partials it needs in a
+ * fixed order, so every block finds the same means. Deterministic: fixed-
+ * order fp64 sums. Few launches keep the host cost of sale_attention low. */
 #ifndef SALE_FAMILY
 #define SALE_FAMILY 0
 #endif
@@ -18,9 +21,13 @@
 #define QZ_RBC (QZ_D * SALE_EST_BITS / 8)
 
 /* (a) partial sums over a chunk of rows: scratch[b][y][chunk][D] (double),
- * y < Hq: q head y, else kv head y - Hq. */
+ * y < Hq: q head y, else kv head y - Hq. 16-byte loads (8 elements), D/8
+ * threads a row; each thread keeps 8 fp64 sums, then the row groups are
+ * added in order through shared memory. */
+#define QZ_TPR (QZ_D / 8)                    /* threads per row */
+#define QZ_RPI (SALE_QZ_THREADS / QZ_TPR)    /* rows per iteration */
 extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_mean_kernel(const sale_params p) {
-    __shared__ double part[SALE_QZ_THREADS];
+    __shared__ double part[QZ_RPI][QZ_D];
     const int c = blockIdx.x, y = blockIdx.y, b = blockIdx.z;
     const int N = p.N;
     const int nch = sale_layout_mean_chunks(N), cr = sale_layout_mean_chunk_rows(N);
@@ -33,32 +40,40 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_mean
         base = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)(y - p.Hq) * p.k_sh;
         sn = p.k_sn;
     }
-    const int d = threadIdx.x % QZ_D, rg = threadIdx.x / QZ_D, ng = SALE_QZ_THREADS / QZ_D;
-    int r0 = c * cr, r1 = r0 + cr < N ? r0 + cr : N;
-    double acc = 0.0;
-    for (int r = r0 + rg; r < r1; r += ng) acc += (double)sale_to_f32(base[(long long)r * sn + d]);
-    part[threadIdx.x] = acc;
+    const int cg = threadIdx.x % QZ_TPR, rg = threadIdx.x / QZ_TPR;
+    const int r0 = c * cr, r1 = r0 + cr < N ? r0 + cr : N;
+    double acc[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) acc[e] = 0.0;
+#pragma unroll 4
+    for (int r = r0 + rg; r < r1; r += QZ_RPI) {
+        uint4 u = *(const uint4 *)(base + (long long)r * sn + cg * 8);
+        const sale_u32 w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            acc[2 * e] += (double)sale_to_f32((sale_u16)(w[e] & 0xffff));
+            acc[2 * e + 1] += (double)sale_to_f32((sale_u16)(w[e] >> 16));
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) part[rg][cg * 8 + e] = acc[e];
     __syncthreads();
     if (threadIdx.x < QZ_D) {
         double s = 0.0;
-        for (int g = 0; g < ng; g++) s += part[g * QZ_D + threadIdx.x];
+        for (int g = 0; g < QZ_RPI; g++) s += part[g][threadIdx.x];
         double *scr = (double *)p.scratch;
         scr[(((long long)b * (p.Hq + p.Hkv) + y) * nch + c) * QZ_D + threadIdx.x] = s;
     }
 }
 
-/* (a') reduce the chunks in order, divide by N: qmean / kmean (f32) */
-extern "C" __global__ void __launch_bounds__(QZ_D) sale_quantize_reduce_kernel(const sale_params p) {
-    const int y = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+/* (a') the mean of column d of head y (y < Hq: q head, else kv head y - Hq):
+ * the chunk partials added in order, divided by N, as fp32 */
+__device__ __forceinline__ float qz_mean(const sale_params &p, int b, int y, int d) {
     const int nch = sale_layout_mean_chunks(p.N);
     const double *scr = (const double *)p.scratch + (((long long)b * (p.Hq + p.Hkv) + y) * nch) * QZ_D;
     double s = 0.0;
     for (int c = 0; c < nch; c++) s += scr[c * QZ_D + d];
-    float mean = (float)(s / (double)p.N);
-    if (y < p.Hq)
-        ((float *)p.qmean)[((long long)b * p.Hq + y) * QZ_D + d] = mean;
-    else
-        ((float *)p.kmean)[((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d] = mean;
+    return (float)(s / (double)p.N);
 }
 
 __device__ __forceinline__ int qz_code(float x, float s) {
@@ -110,20 +125,25 @@ __device__ __forceinline__ float qz_warp_max(float v) {
 }
 
 /* (b) query codes and scales: one warp per row, QZ_QROWS rows per CTA */
-extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kernel(const sale_params p) {
-    const int h = blockIdx.y, b = blockIdx.z;
+__device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h, int b) {
+    __shared__ float smean[QZ_D];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int N = p.N;
     const long long bh = (long long)b * p.Hq + h;
     const sale_u16 *qg = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)h * p.q_sh;
-    const float *mean = (const float *)p.qmean + bh * QZ_D;
+    if (threadIdx.x < QZ_D) {
+        float m = qz_mean(p, b, h, threadIdx.x);
+        smean[threadIdx.x] = m;
+        if (tile == 0) ((float *)p.qmean)[bh * QZ_D + threadIdx.x] = m;
+    }
+    __syncthreads();
     float mu[QZ_EPL];
 #pragma unroll
-    for (int e = 0; e < QZ_EPL; e++) mu[e] = mean[lane * QZ_EPL + e];
+    for (int e = 0; e < QZ_EPL; e++) mu[e] = smean[lane * QZ_EPL + e];
     unsigned char *codes = (unsigned char *)p.qcode + bh * N * QZ_RBC;
     float *qs = (float *)p.qscale + bh * N;
     for (int rr = warp; rr < SALE_QZ_QROWS; rr += SALE_QZ_THREADS / 32) {
-        int row = blockIdx.x * SALE_QZ_QROWS + rr;
+        int row = tile * SALE_QZ_QROWS + rr;
         if (row >= N) break;
         float x[QZ_EPL];
         qz_load(qg + (long long)row * p.q_sn + lane * QZ_EPL, x);
@@ -143,19 +163,24 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kern
     }
 }
 
-/* (c) key codes and scales per key block, and c_j for every q head of the group */
+/* (c) key codes and scales per key block, K', and c_j for every q head of the group */
 #define QZ_KR (SALE_BLOCK_K / 8) /* rows per warp */
-extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_kernel(const sale_params p) {
+__device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh, int b) {
     __shared__ float wmax[SALE_QZ_THREADS / 32];
-    const int kb = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+    __shared__ float smean[QZ_D];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int N = p.N;
     const long long bk = (long long)b * p.Hkv + kvh;
     const sale_u16 *kg = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)kvh * p.k_sh;
-    const float *mean = (const float *)p.kmean + bk * QZ_D;
+    if (threadIdx.x < QZ_D) {
+        float m = qz_mean(p, b, p.Hq + kvh, threadIdx.x);
+        smean[threadIdx.x] = m;
+        if (kb == 0) ((float *)p.kmean)[bk * QZ_D + threadIdx.x] = m;
+    }
+    __syncthreads();
     float mu[QZ_EPL];
 #pragma unroll
-    for (int e = 0; e < QZ_EPL; e++) mu[e] = mean[lane * QZ_EPL + e];
+    for (int e = 0; e < QZ_EPL; e++) mu[e] = smean[lane * QZ_EPL + e];
     float x[QZ_KR][QZ_EPL];
     float am = 0.f;
 #pragma unroll
@@ -212,10 +237,12 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_ke
     /* c_j = fp32 of the fp64 dot qmean(hq) . K'_j (as the CPU reference) */
     for (int gq = 0; gq < p.group; gq++) {
         const int hq = kvh * p.group + gq;
-        const float *qm = (const float *)p.qmean + ((long long)b * p.Hq + hq) * QZ_D;
+        __syncthreads(); /* every warp is done with smean */
+        if (threadIdx.x < QZ_D) smean[threadIdx.x] = qz_mean(p, b, hq, threadIdx.x);
+        __syncthreads();
         float qv[QZ_EPL];
 #pragma unroll
-        for (int e = 0; e < QZ_EPL; e++) qv[e] = qm[lane * QZ_EPL + e];
+        for (int e = 0; e < QZ_EPL; e++) qv[e] = smean[lane * QZ_EPL + e];
 #pragma unroll
         for (int i = 0; i < QZ_KR; i++) {
             int row = kb * SALE_BLOCK_K + warp + 8 * i;
@@ -226,6 +253,17 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_k_ke
             for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
             if (row < N && lane == 0) ((float *)p.cterm)[((long long)b * p.Hq + hq) * N + row] = (float)a;
         }
+    }
+}
+
+/* (b+c) the main entry: grid (max(Q tiles, key blocks), Hq + Hkv, B); the
+ * branch is uniform per block, and blocks past their range return */
+extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kernel(const sale_params p) {
+    const int x = blockIdx.x, y = blockIdx.y, b = blockIdx.z;
+    if (y < p.Hq) {
+        if (x * SALE_QZ_QROWS < p.N) qz_q_rows(p, x, y, b);
+    } else {
+        if (x < p.nkb) qz_k_block(p, x, y - p.Hq, b);
     }
 }
 

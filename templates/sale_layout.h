@@ -19,10 +19,10 @@
 #define SALE_LF_DENSE 4
 
 /* fixed geometry of the quantize family */
-#define SALE_QZ_THREADS 256      /* every quantize entry except the reduce (head_dim threads) */
+#define SALE_QZ_THREADS 256      /* every quantize entry */
 #define SALE_QZ_QROWS 64         /* query rows per CTA of the code kernel */
 #define SALE_QZ_CHUNK_ROWS 256   /* rows per partial-sum chunk of the means (before capping) */
-#define SALE_QZ_MAX_CHUNKS 64
+#define SALE_QZ_MAX_CHUNKS 8      /* every code block adds the chunks of its means */
 /* attention families */
 #define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
 #define SALE_EST_CHUNK 128       /* keys per estimation chunk (code tile) */
@@ -204,16 +204,11 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         out[0].entry = "sale_quantize_mean_kernel";
         out[0].grid[0] = (unsigned)sale_layout_mean_chunks(N); out[0].grid[1] = (unsigned)(Hq + Hkv); out[0].grid[2] = (unsigned)B;
         out[0].block = SALE_QZ_THREADS; out[0].smem = 0;
-        out[1].entry = "sale_quantize_reduce_kernel";
-        out[1].grid[0] = (unsigned)(Hq + Hkv); out[1].grid[1] = (unsigned)B; out[1].grid[2] = 1;
-        out[1].block = (unsigned)c->head_dim; out[1].smem = 0;
-        out[2].entry = "sale_quantize_kernel";
-        out[2].grid[0] = (unsigned)((N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS); out[2].grid[1] = (unsigned)Hq; out[2].grid[2] = (unsigned)B;
-        out[2].block = SALE_QZ_THREADS; out[2].smem = 0;
-        out[3].entry = "sale_quantize_k_kernel";
-        out[3].grid[0] = nkb; out[3].grid[1] = (unsigned)Hkv; out[3].grid[2] = (unsigned)B;
-        out[3].block = SALE_QZ_THREADS; out[3].smem = 0;
-        return 4;
+        unsigned qt = (unsigned)((N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS);
+        out[1].entry = "sale_quantize_kernel";
+        out[1].grid[0] = qt > nkb ? qt : nkb; out[1].grid[1] = (unsigned)(Hq + Hkv); out[1].grid[2] = (unsigned)B;
+        out[1].block = SALE_QZ_THREADS; out[1].smem = 0;
+        return 2;
     }
     if (c->family < 1 || c->family > 4) return -1;
     out[0].entry = sale_layout_main_entry(c->family);
