@@ -83,7 +83,7 @@ static int parse_list(char *s, double *out, int max)
 int main(int argc, char **argv)
 {
     double lens_d[MAXL] = {32768, 65536, 131072}, budgets[4] = {0.01, 0.02, 0.05}, taus[4] = {0.004, 0.001};
-    int nl = 3, nb = 3, nt = 2, nseeds = 2, reps = 3;
+    int nl = 3, nb = 3, nt = 2, nseeds = 2, reps = 3, csamples = 1;
     const char *anchors = NULL, *dir = "calib_bench";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc)
@@ -98,16 +98,19 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--anchors") && i + 1 < argc)
             anchors = argv[++i];
+        else if (!strcmp(argv[i], "--calib-samples") && i + 1 < argc)
+            csamples = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
         else {
             fprintf(stderr, "usage: bench_calibrated [--lens 32768,65536,131072] [--budgets 0.01,0.02,0.05] "
-                            "[--taus 0.004,0.001] [--seeds 2] [--reps 3] [--anchors FILE] [--dir DIR]\n");
+                            "[--taus 0.004,0.001] [--seeds 2] [--reps 3] [--anchors FILE] [--dir DIR] "
+                            "[--calib-samples S]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
-    if (nseeds < 1 || nseeds > 8 || reps < 1) {
-        fprintf(stderr, "bench_calibrated: --seeds 1..8 and --reps >= 1\n");
+    if (nseeds < 1 || nseeds > 8 || reps < 1 || csamples < 1 || csamples > 8) {
+        fprintf(stderr, "bench_calibrated: --seeds 1..8, --calib-samples 1..8 and --reps >= 1\n");
         return 2;
     }
     sale_options o = {0};
@@ -149,17 +152,28 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_calibrated: out of host memory at N=%d\n", N);
             return 1;
         }
-        /* 1. calibrate on seed 1, one model name per budget */
+        /* 1. calibrate on seed 1 (csamples prompts of it: the batch entries),
+         * one model name per budget */
         int nn = 0;
-        CHECK(headmix_generate(&a, 1, q, k, v, nd, MAXNEEDLES, &nn));
-        char path[1024], err[512];
-        snprintf(path, sizeof path, "%s/layer_000.safetensors", dir);
-        st_out t[3] = {{"q", SALE_DTYPE_BF16, 4, {1, HQ, N, D}, q},
-                       {"k", SALE_DTYPE_BF16, 4, {1, HKV, N, D}, k},
-                       {"v", SALE_DTYPE_BF16, 4, {1, HKV, N, D}, v}};
-        if (st_write(path, t, 3, err, sizeof err)) {
-            fprintf(stderr, "bench_calibrated: %s\n", err);
-            return 1;
+        {
+            sale_attention_args ca = a;
+            ca.batch = csamples;
+            uint16_t *cq = malloc(nq * 2 * csamples), *ck = malloc(nk * 2 * csamples), *cv = malloc(nk * 2 * csamples);
+            if (!cq || !ck || !cv) {
+                fprintf(stderr, "bench_calibrated: out of host memory for %d calibration samples\n", csamples);
+                return 1;
+            }
+            CHECK(headmix_generate(&ca, 1, cq, ck, cv, nd, MAXNEEDLES, &nn));
+            char path[1024], err[512];
+            snprintf(path, sizeof path, "%s/layer_000.safetensors", dir);
+            st_out t[3] = {{"q", SALE_DTYPE_BF16, 4, {csamples, HQ, N, D}, cq},
+                           {"k", SALE_DTYPE_BF16, 4, {csamples, HKV, N, D}, ck},
+                           {"v", SALE_DTYPE_BF16, 4, {csamples, HKV, N, D}, cv}};
+            if (st_write(path, t, 3, err, sizeof err)) {
+                fprintf(stderr, "bench_calibrated: %s\n", err);
+                return 1;
+            }
+            free(cq), free(ck), free(cv);
         }
         char models[4][64];
         for (int bi = 0; bi < nb; bi++) {
