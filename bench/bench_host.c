@@ -10,7 +10,13 @@
 #include <string.h>
 #include <time.h>
 
-#define BURST 16 /* calls timed between two synchronizations */
+static int BURST = 16; /* calls timed between two synchronizations (--burst) */
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
 #include "internal.h"
 #include "tune.h"
@@ -74,8 +80,12 @@ int main(int argc, char **argv)
             dense_below = 1;
         } else if (!strcmp(argv[i], "--anchors") && i + 1 < argc) {
             anchors = argv[++i];
+        } else if (!strcmp(argv[i], "--burst") && i + 1 < argc) {
+            BURST = atoi(argv[++i]);
+            if (BURST < 1)
+                BURST = 1;
         } else {
-            fprintf(stderr, "usage: bench_host [--lens 2048,16384] [--iters N] [--dense-below] [--anchors FILE]\n");
+            fprintf(stderr, "usage: bench_host [--lens 2048,16384] [--iters N] [--burst N] [--dense-below] [--anchors FILE]\n");
             return 2;
         }
     }
@@ -114,7 +124,7 @@ int main(int argc, char **argv)
 
     printf("## host overhead on %s (sm_%d, driver %d), B=1 Hq=32 Hkv=8 D=128 bf16, %d calls each\n\n", di.name,
            di.arch, di.driver_version, iters);
-    printf("| what | N | host us/call | GPU us/call | SQLite calls |\n|---|---|---|---|---|\n");
+    printf("| what | N | host us/call (mean; median, p90 of single calls) | GPU us/call | SQLite calls |\n|---|---|---|---|---|\n");
 
     /* warm sale_get_kernel */
     sale_key k = sale_key_default(SALE_FAMILY_FUSED);
@@ -175,17 +185,23 @@ int main(int argc, char **argv)
              * back to back, a few hundred calls fill the driver's launch
              * queue and every further launch waits for the GPU, which is
              * GPU time, not the cost of the call */
+            int ncall = ((iters + BURST - 1) / BURST) * BURST, nc = 0;
+            double *one = malloc(sizeof(double) * (size_t)ncall);
             for (int i = 0; i < iters; i += BURST) {
                 CU(d->StreamSynchronize(s));
                 for (int j = 0; j < BURST; j++) {
                     double h0 = now_us();
                     CK(sale_attention(ctx, &a, s));
-                    host += now_us() - h0;
+                    one[nc] = now_us() - h0;
+                    host += one[nc++];
                 }
             }
-            host = host * iters / (double)(((iters + BURST - 1) / BURST) * BURST);
+            host = host * iters / (double)ncall;
+            qsort(one, (size_t)nc, sizeof one[0], cmp_d);
+            double med = one[nc / 2], p90 = one[nc * 9 / 10];
+            free(one);
             CU(d->StreamSynchronize(s));
-            printf("| sale_attention %s eager | %d | %.2f | %.1f | %lu |\n", names[m], N, host / iters,
+            printf("| sale_attention %s eager | %d | %.2f; %.2f, %.2f | %.1f | %lu |\n", names[m], N, host / iters, med, p90,
                    1000.0 * gms / iters, db_op_count(ctx->db) - q0);
             /* graph: capture one call, replay it */
             CUgraph gr;
