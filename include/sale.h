@@ -132,8 +132,8 @@ void sale_destroy(sale_ctx *ctx);
  *
  * Thread safety: one context may be shared by any number of threads.
  * sale_compile, sale_get_kernel, sale_kernel_* , sale_attention,
- * sale_attention_workspace_size, sale_thresholds_*, sale_device_* and
- * sale_dev_* / sale_event_* may be called concurrently (the cache, the
+ * sale_attention_workspace_size, sale_thresholds_*, sale_cache_*, sale_device_*
+ * and sale_dev_* / sale_event_* may be called concurrently (the cache, the
  * loaded-kernel table and the workspaces are guarded inside). Concurrent
  * sale_attention calls must use different streams, or the same stream (then
  * they run in order); a caller-provided args.workspace must not be used by
@@ -143,6 +143,8 @@ const char *sale_last_error(const sale_ctx *ctx);
 
 /* Path of the writable cache file this context uses. */
 const char *sale_cache_path(const sale_ctx *ctx);
+/* Path of the read-only fleet file under it ("" when there is none). */
+const char *sale_fleet_path(const sale_ctx *ctx);
 
 /* --------------------------------------------------------------- kernels */
 
@@ -194,6 +196,10 @@ sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, cons
 sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned grid_x,
                                unsigned grid_y, unsigned grid_z, unsigned block, unsigned smem, const void *params,
                                size_t params_size, void *stream);
+
+/* Name of the index-th kernel template embedded in the library ("fused.cu"),
+ * for index 0, 1, ...; NULL past the last. */
+const char *sale_template_name(int index);
 
 /* ------------------------------------------------------------- attention */
 
@@ -308,6 +314,90 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
  * [heads]. */
 sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, float *tau, int heads,
                                 sale_threshold_meta *meta);
+
+/* One stored threshold, as listed. */
+typedef struct sale_threshold_entry {
+    char model[128];
+    int layer, head;
+    double tau;
+    sale_threshold_meta meta; /* budget 0 / created 0 / density, error -1: unknown */
+    int from_fleet;           /* 1: a row of the read-only fleet file */
+} sale_threshold_entry;
+/* A listing callback: return non-zero to stop the listing (not an error). */
+typedef int (*sale_threshold_fn)(void *user, const sale_threshold_entry *e);
+/* Call fn for every stored threshold, ordered by model, layer, head (the
+ * fleet file's after, when include_fleet). The rows are read first, so fn
+ * may call into the context. Config-file thresholds are not listed. */
+sale_status sale_thresholds_list(sale_ctx *ctx, int include_fleet, sale_threshold_fn fn, void *user);
+
+/* ------------------------------------------------------------ cache file */
+/* Reading and changing the cache file (and its fleet file) as a whole: what
+ * `sale ls | verify | export | import | clear` do. Database failures are
+ * SALE_ERR_CACHE with SQLite's reason; a NULL out-parameter is
+ * SALE_ERR_INVALID. */
+
+/* One compiled kernel of the cache, as listed (the cubin itself is not read). */
+typedef struct sale_cache_kernel {
+    char key[256];       /* canonical resolved key text */
+    char arch[16];       /* "sm_90" */
+    char entry[64];      /* main entry point name */
+    uint64_t src_hash;   /* as in sale_kernel_info */
+    int registers, smem_static, smem_dynamic, spill_stores, spill_loads, stack, threads;
+    double compile_ms;
+    size_t cubin_bytes;
+    int64_t created, last_used; /* unix seconds */
+    int64_t hits;        /* requests served from this row */
+    int from_fleet;      /* 1: a row of the read-only fleet file */
+} sale_cache_kernel;
+typedef int (*sale_cache_kernel_fn)(void *user, const sale_cache_kernel *k);
+/* Call fn for every kernel of the cache file, ordered by arch and key (then
+ * the fleet file's, when include_fleet). The rows are read first, so fn may
+ * call into the context; fn returning non-zero stops the listing. */
+sale_status sale_cache_list_kernels(sale_ctx *ctx, int include_fleet, sale_cache_kernel_fn fn, void *user);
+
+/* One autotuner winner stored for a device (`sale tune`). */
+typedef struct sale_tuned_entry {
+    char device[128];    /* device name */
+    char arch[16];       /* "sm_90" */
+    int sm_count;
+    int driver_version;
+    char key[256];       /* canonical key with tile fields open ("*"); "dense_below" for that value */
+    char bucket[32];     /* problem-size bucket, e.g. "n=65536" */
+    char winner[256];    /* canonical resolved key of the winner (the value, for dense_below) */
+    double time_ms, spread_pct;
+    int tried;           /* candidates timed */
+    int64_t created;     /* unix seconds */
+} sale_tuned_entry;
+typedef int (*sale_tuned_fn)(void *user, const sale_tuned_entry *e);
+/* Call fn for every tuned winner of the cache file (read first, as above;
+ * non-zero from fn stops the listing). */
+sale_status sale_cache_list_tuned(sale_ctx *ctx, sale_tuned_fn fn, void *user);
+
+/* Check every stored cubin (cache file and fleet file) against its length
+ * and hash, after SQLite's integrity check. Bad rows of the cache file are
+ * deleted (they recompile on next use); the fleet file's are only counted.
+ * *checked and *bad receive the counts; bad rows are not an error. */
+sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad);
+
+/* Write the kernels of the given archs (80, 86, 89, 90, 901; all when narch
+ * is 0) and every threshold into a new cache file at dest, to ship as a
+ * fleet file; dest is replaced atomically. A dest that is not a regular file,
+ * or a non-empty file that is not a sale cache, is refused unless force.
+ * *rows receives the number of kernels written. */
+sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs, int narch, int force, int *rows);
+
+/* Merge the kernels and thresholds of another sale cache file into this one
+ * (rows that exist are kept; damaged cubins skipped). *rows receives the
+ * number of kernels added. */
+sale_status sale_cache_import(sale_ctx *ctx, const char *src, int *rows);
+
+/* Remove every kernel of the cache file (winners and thresholds stay);
+ * *rows receives how many. Kernels already loaded stay usable. */
+sale_status sale_cache_clear(sale_ctx *ctx, int *rows);
+
+/* Bytes the cache file takes on disk, its write-ahead log included (0 for
+ * ":memory:"). */
+sale_status sale_cache_file_bytes(sale_ctx *ctx, int64_t *bytes);
 
 /* ----------------------------------------------------------- calibration */
 /* Choose per-head thresholds for a model to an error budget (the paper's

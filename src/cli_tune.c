@@ -1,13 +1,13 @@
 /* cli_tune.c — `sale tune`: the command line over the tuner (tuner/, the
- * search) and the stored winners (src/winners.c). Part of the `sale`
- * command, not of the library: it prints. */
+ * search, and the winners it stores through src/winners.c). Part of the
+ * `sale` command, not of the library: it prints. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli_tune.h"
 #include "config.h"
-#include "internal.h"
+#include "sale.h"
 #include "tune.h"
 
 
@@ -121,13 +121,13 @@ static int dense_below_cmd(sale_ctx *ctx, const sale_device_info *dev, int batch
                best < ms[i][2] ? "yes" : "no");
     }
     int db = tune_pick_dense_below(lens, nlens, ms);
-    if (win_dense_below_save(ctx, dev, db, 0)) {
+    if (tune_save_dense_below(ctx, dev, db, 0)) {
         fprintf(stderr, "sale tune: dense_below: %s\n", sale_last_error(ctx));
         return 1;
     }
     printf("dense_below %d stored for %s (%d SMs, driver %d); the built-in default for sm_%d is %d\n", db,
            dev->name, dev->sm_count, dev->driver_version, dev->arch,
-           win_dense_below_default(tune_code_arch(dev->arch)));
+           tune_dense_below_default(tune_code_arch(dev->arch)));
     return 0;
 }
 
@@ -276,7 +276,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
             tune_candidate c[TUNE_MAX_CANDIDATES];
             int illegal = 0, pruned = 0;
             char err[512] = "", label[64], bucket[32];
-            win_bucket(seqs[si], bucket, sizeof bucket);
+            tune_bucket(seqs[si], bucket, sizeof bucket);
             snprintf(label, sizeof label, "%s %s", sale_family_name(fams[fi]), bucket);
             int n = tune_space_key(&base, cw, ncw, cs, ncs, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
             if (n < 0) {
@@ -377,7 +377,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
             else
                 printf("winner warps=%d stages=%d %.4f ms; the default tiles were not measured\n", c[w].warps,
                        c[w].stages, c[w].ms);
-            if (win_save(ctx, &dev, &base, seqs[si], &c[w].key, c[w].ms, 100 * c[w].spread, res.tried)) {
+            if (tune_save_winner(ctx, &dev, &base, seqs[si], &c[w].key, c[w].ms, 100 * c[w].spread, res.tried)) {
                 fprintf(stderr, "sale tune: %s: %s\n", label, sale_last_error(ctx));
                 rc = 1;
             } else {

@@ -77,6 +77,11 @@ void cfg_free(sale_config *cfg);
 #define CFG_MAX_COMBINATIONS 16384
 int cfg_fleet_normalize(cfg_fleet *f, char *err, size_t errlen);
 
+/* Give the context a copy of the config's thresholds, the last fallback of
+ * sale_thresholds_get (the CLI does this for its config file); defined in
+ * src/thresholds.c. */
+sale_status thresholds_attach_config(sale_ctx *ctx, const cfg_threshold *th, int n);
+
 /* Run a user script with the full standard library and the `sale` module
  * (sale run script.lua args...). Errors carry the traceback. */
 sale_status lsale_run_script(sale_ctx *ctx, const char *path, int argc, char **argv, char *err, size_t errlen);

@@ -165,6 +165,11 @@ const char *sale_cache_path(const sale_ctx *ctx)
     return ctx ? ctx->cache_path : "";
 }
 
+const char *sale_fleet_path(const sale_ctx *ctx)
+{
+    return ctx ? ctx->fleet_path : "";
+}
+
 static void db_log_bridge(void *user, int level, const char *msg)
 {
     sale_logf((sale_ctx *)user, (sale_log_level)level, "%s", msg);

@@ -82,21 +82,18 @@ int win_lookup(sale_ctx *ctx, const sale_device_info *dev, const sale_key *key, 
 int win_dense_below_default(int code_arch);
 sale_status win_dense_below_save(sale_ctx *ctx, const sale_device_info *dev, int dense_below, double ms);
 int win_dense_below(sale_ctx *ctx, int ordinal);
-sale_status win_list(sale_ctx *ctx, db_tuned_cb cb, void *user);
 void win_memo_free(sale_ctx *ctx);
 
 /* attention workspaces (attention.c) */
 void ws_free_all(sale_ctx *ctx);
 
 /* thresholds (thresholds.c) */
-struct cfg_threshold;
 /* The per-head taus of one attention call into tau_out[heads_q]: a->tau, else
  * the thresholds stored for (a->model, a->layer) (needs ctx), else
  * a->tau_default (0: 0.004). SALE_ERR_NOT_FOUND names the missing head. */
 sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out);
-/* Give the context a copy of the config's thresholds, the last fallback of
- * sale_thresholds_get (the CLI does this for its config file). */
-sale_status thresholds_attach_config(sale_ctx *ctx, const struct cfg_threshold *th, int n);
+/* thresholds_attach_config (the config's thresholds into a context) is
+ * declared in config.h, beside the config it comes from. */
 
 /* keys (key.c) */
 int key_family_uses(sale_family f, const char *field); /* does this field change the family's code? */

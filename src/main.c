@@ -1,6 +1,6 @@
 /* main.c — the `sale` command: info, prewarm, ls, verify, export, import,
- * key, run, tune, clear. It sits on the library (and the internal db layer
- * for listing); it is the only part of sale that prints. */
+ * key, run, tune, clear. It sits on the library's public API (sale.h) and
+ * the config file (config.h); it is the only part of sale that prints. */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -13,8 +13,6 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "db.h"
-#include "internal.h"
 #include "sale.h"
 #include "cli_tune.h"
 
@@ -151,6 +149,13 @@ static int dtype_of(const char *t)
     return -1;
 }
 
+/* The cache file's size for a summary line (0 if it cannot be had). */
+static double cache_bytes(sale_ctx *ctx)
+{
+    int64_t b = 0;
+    return sale_cache_file_bytes(ctx, &b) == SALE_OK ? (double)b : 0;
+}
+
 static void human_bytes(double b, char *buf, size_t len)
 {
     const char *u[] = {"B", "KB", "MB", "GB"};
@@ -197,14 +202,14 @@ static int cmd_info(const gopts *g, int argc, char **argv)
             printf("devices    none\n");
     }
     char sz[32];
-    human_bytes((double)db_file_bytes(ctx->db), sz, sizeof sz);
+    human_bytes(cache_bytes(ctx), sz, sizeof sz);
     printf("cache      %s (%s)\n", sale_cache_path(ctx), sz);
-    if (ctx->opts.fleet_path)
-        printf("fleet      %s (read-only)\n", ctx->opts.fleet_path);
+    if (sale_fleet_path(ctx)[0])
+        printf("fleet      %s (read-only)\n", sale_fleet_path(ctx));
     printf("config     %s\n", g_cfg.path[0] ? g_cfg.path : "(built-in defaults)");
     printf("templates ");
-    for (int i = 0; i < tpl_count(); i++)
-        printf(" %s", tpl_at(i)->name);
+    for (int i = 0; sale_template_name(i); i++)
+        printf(" %s", sale_template_name(i));
     printf("\n");
     sale_destroy(ctx);
     return 0;
@@ -394,7 +399,7 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
         compiled += nc;
     }
     char sz[32];
-    human_bytes((double)db_file_bytes(ctx->db), sz, sizeof sz);
+    human_bytes(cache_bytes(ctx), sz, sizeof sz);
     printf("%d kernels (%d compiled, %d from cache, %d failed) in %.1f s; cache %s is %s\n", n, compiled,
            n - compiled - failed, failed, total, sale_cache_path(ctx), sz);
     for (int i = 0; i < n; i++)
@@ -421,7 +426,7 @@ typedef struct ls_state {
     int rows;
 } ls_state;
 
-static int ls_row(void *user, const db_kernel_row *r)
+static int ls_row(void *user, const sale_cache_kernel *r)
 {
     ls_state *s = user;
     if (s->arch && strcmp(s->arch, r->arch))
@@ -433,7 +438,7 @@ static int ls_row(void *user, const db_kernel_row *r)
     return 0;
 }
 
-static int tuned_row(void *user, const db_tuned_row *r)
+static int tuned_row(void *user, const sale_tuned_entry *r)
 {
     ls_state *s = user;
     if (s->arch && strcmp(s->arch, r->arch))
@@ -444,9 +449,10 @@ static int tuned_row(void *user, const db_tuned_row *r)
     return 0;
 }
 
-static int threshold_row(void *user, const db_threshold_row *r)
+static int threshold_row(void *user, const sale_threshold_entry *e)
 {
     ls_state *s = user;
+    const sale_threshold_meta *r = &e->meta;
     char date[32] = "-";
     if (r->created > 0) {
         time_t t = (time_t)r->created;
@@ -460,8 +466,8 @@ static int threshold_row(void *user, const db_threshold_row *r)
         snprintf(dens, sizeof dens, "%.4f", r->density);
     if (r->error >= 0)
         snprintf(err, sizeof err, "%.6f", r->error);
-    printf("%-24s %5d %4d %10.6g %-11s %7d %-16s %8s %9s%s\n", r->model, r->layer, r->head, r->tau, budget, r->samples,
-           date, dens, err, r->from_fleet ? " fleet" : "");
+    printf("%-24s %5d %4d %10.6g %-11s %7d %-16s %8s %9s%s\n", e->model, e->layer, e->head, e->tau, budget, r->samples,
+           date, dens, err, e->from_fleet ? " fleet" : "");
     s->rows++;
     return 0;
 }
@@ -490,25 +496,22 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
         die_usage("ls: unexpected argument '%s'", argv[optind]);
     g_no_create = 1;
     sale_ctx *ctx = open_ctx(g);
-    char err[512] = "";
-    int rc;
+    sale_status rc;
     if (thresholds) {
         printf("%-24s %5s %4s %10s %-11s %7s %-16s %8s %9s\n", "model", "layer", "head", "tau", "budget", "samples",
                "date", "density", "error");
-        rc = db_threshold_list(ctx->db, 1, threshold_row, &s, err, sizeof err);
+        rc = sale_thresholds_list(ctx, 1, threshold_row, &s);
     } else if (tuned) {
         printf("%-24s %-7s %4s %6s %-10s %-60s %9s %7s %5s\n", "device", "arch", "SMs", "driver", "bucket", "key",
                "ms", "spread", "tried");
-        rc = win_list(ctx, tuned_row, &s) ? -1 : 0; /* through the library, not ctx->db */
-        if (rc)
-            snprintf(err, sizeof err, "%s", sale_last_error(ctx));
+        rc = sale_cache_list_tuned(ctx, tuned_row, &s);
     } else {
         printf("%-78s %-7s %5s %7s %7s %7s %9s %9s %6s\n", "key", "arch", "regs", "smem", "spill.s", "spill.l",
                "cubin", "compile", "hits");
-        rc = db_kernel_list(ctx->db, 1, ls_row, &s, err, sizeof err);
+        rc = sale_cache_list_kernels(ctx, 1, ls_row, &s);
     }
-    if (rc < 0) {
-        fprintf(stderr, "sale: ls: %s\n", err);
+    if (rc) {
+        fprintf(stderr, "sale: ls: %s\n", sale_last_error(ctx));
         sale_destroy(ctx);
         return 1;
     }
@@ -530,9 +533,8 @@ static int cmd_verify(const gopts *g, int argc, char **argv)
     g_no_create = 1;
     sale_ctx *ctx = open_ctx(g);
     int checked = 0, bad = 0;
-    char err[512] = "";
-    if (db_verify(ctx->db, &checked, &bad, err, sizeof err) < 0) {
-        fprintf(stderr, "sale: verify: %s\n", err);
+    if (sale_cache_verify(ctx, &checked, &bad)) {
+        fprintf(stderr, "sale: verify: %s\n", sale_last_error(ctx));
         sale_destroy(ctx);
         return 1;
     }
@@ -562,13 +564,9 @@ static int cmd_export(const gopts *g, int argc, char **argv)
         die_usage("export: expected one FILE");
     g_no_create = 1;
     sale_ctx *ctx = open_ctx(g);
-    const char *names[CFG_MAX_LIST];
-    for (int i = 0; i < na; i++)
-        names[i] = sale_arch_name(archs[i]);
-    char err[512] = "";
-    int n = db_export_ex(ctx->db, argv[optind], names, na, force ? DB_EXPORT_FORCE : 0, err, sizeof err);
-    if (n < 0) {
-        fprintf(stderr, "sale: export: %s\n", err);
+    int n = 0;
+    if (sale_cache_export(ctx, argv[optind], archs, na, force, &n)) {
+        fprintf(stderr, "sale: export: %s\n", sale_last_error(ctx));
         sale_destroy(ctx);
         return 1;
     }
@@ -586,10 +584,9 @@ static int cmd_import(const gopts *g, int argc, char **argv)
     if (argc != 2)
         die_usage("import: expected one FILE");
     sale_ctx *ctx = open_ctx(g);
-    char err[512] = "";
-    int n = db_import(ctx->db, argv[1], err, sizeof err);
-    if (n < 0) {
-        fprintf(stderr, "sale: import: %s\n", err);
+    int n = 0;
+    if (sale_cache_import(ctx, argv[1], &n)) {
+        fprintf(stderr, "sale: import: %s\n", sale_last_error(ctx));
         sale_destroy(ctx);
         return 1;
     }
@@ -607,10 +604,9 @@ static int cmd_clear(const gopts *g, int argc, char **argv)
     if (argc > 1)
         die_usage("clear: unexpected argument '%s'", argv[1]);
     sale_ctx *ctx = open_ctx(g);
-    char err[512] = "";
-    int n = db_clear(ctx->db, err, sizeof err);
-    if (n < 0) {
-        fprintf(stderr, "sale: clear: %s\n", err);
+    int n = 0;
+    if (sale_cache_clear(ctx, &n)) {
+        fprintf(stderr, "sale: clear: %s\n", sale_last_error(ctx));
         sale_destroy(ctx);
         return 1;
     }

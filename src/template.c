@@ -25,6 +25,12 @@ int tpl_count(void)
     return sale_embedded_count;
 }
 
+const char *sale_template_name(int index)
+{
+    const tpl_file *t = tpl_at(index);
+    return t ? t->name : NULL;
+}
+
 const tpl_file *tpl_find(const char *name)
 {
     for (int i = 0; i < sale_embedded_count; i++)

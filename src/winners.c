@@ -333,16 +333,3 @@ int win_dense_below(sale_ctx *ctx, int ordinal)
     pthread_mutex_unlock(&ctx->lock);
     return v;
 }
-
-sale_status win_list(sale_ctx *ctx, db_tuned_cb cb, void *user)
-{
-    char err[512] = "";
-    pthread_mutex_lock(&ctx->lock);
-    int rc = db_tuned_list(ctx->db, cb, user, err, sizeof err);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rc < 0) {
-        sale_set_error(ctx, "kernel cache %s: %s", ctx->cache_path, err);
-        return SALE_ERR_CACHE;
-    }
-    return SALE_OK;
-}

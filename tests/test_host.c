@@ -327,3 +327,32 @@ Test(host, library_folders_never_include_the_tuner)
     no_tuner_includes_in("src");
     no_tuner_includes_in("db");
 }
+
+/* The CLI (src/main.c, src/cli_*.c) reads and changes the cache through the
+ * public API (src/cache.c), never through the context's db handle. */
+Test(host, cli_reaches_the_cache_only_through_the_library)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/src", SALE_SOURCE_DIR);
+    DIR *dp = opendir(path);
+    cr_assert_not_null(dp, "%s", path);
+    struct dirent *e;
+    int files = 0;
+    while ((e = readdir(dp))) {
+        size_t n = strlen(e->d_name);
+        if (n < 3 || strcmp(e->d_name + n - 2, ".c"))
+            continue;
+        if (strcmp(e->d_name, "main.c") && strncmp(e->d_name, "cli_", 4))
+            continue;
+        char rel[512];
+        snprintf(rel, sizeof rel, "src/%s", e->d_name);
+        char *s = slurp(rel);
+        files++;
+        cr_expect_eq(strstr(s, "ctx->db"), NULL, "%s reaches into ctx->db: use the sale_cache_* functions", rel);
+        cr_expect_eq(strstr(s, "#include \"db.h\""), NULL, "%s includes db/db.h: the CLI sits on the library", rel);
+        cr_expect_eq(strstr(s, "#include \"internal.h\""), NULL, "%s includes src/internal.h", rel);
+        free(s);
+    }
+    closedir(dp);
+    cr_expect_geq(files, 2, "main.c and cli_tune.c at least");
+}

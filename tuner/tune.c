@@ -130,6 +130,27 @@ int tune_code_arch(int dev_arch)
     return key_code_arch(dev_arch);
 }
 
+sale_status tune_save_winner(sale_ctx *ctx, const sale_device_info *dev, const sale_key *open_key, int seq_len,
+                             const sale_key *winner, double ms, double spread_pct, int tried)
+{
+    return win_save(ctx, dev, open_key, seq_len, winner, ms, spread_pct, tried);
+}
+
+sale_status tune_save_dense_below(sale_ctx *ctx, const sale_device_info *dev, int dense_below, double ms)
+{
+    return win_dense_below_save(ctx, dev, dense_below, ms);
+}
+
+int tune_dense_below_default(int code_arch)
+{
+    return win_dense_below_default(code_arch);
+}
+
+int tune_bucket(int seq_len, char *buf, size_t len)
+{
+    return win_bucket(seq_len, buf, len);
+}
+
 int tune_prune(sale_ctx *ctx, tune_candidate *cands, int n, const sale_device_info *dev, int *pruned)
 {
     if (pruned)

@@ -141,7 +141,16 @@ int tune_gpu_cost(void *user, const tune_candidate *c, int reps, double *ms, dou
 size_t tune_gpu_flush_bytes(const tune_gpu *g);
 
 /* Persistence (storing and serving winners) is src/winners.c (win_save,
- * win_lookup), below the context; the `sale tune` command is src/cli_tune.c. */
+ * win_lookup), below the context; the `sale tune` command is src/cli_tune.c,
+ * which stores through these four (it includes no library internals). */
+/* Store the winner of open_key (tiles open) at seq_len's bucket for dev. */
+sale_status tune_save_winner(sale_ctx *ctx, const sale_device_info *dev, const sale_key *open_key, int seq_len,
+                             const sale_key *winner, double ms, double spread_pct, int tried);
+/* Store the dense_below measured on dev; the built-in one of a code arch. */
+sale_status tune_save_dense_below(sale_ctx *ctx, const sale_device_info *dev, int dense_below, double ms);
+int tune_dense_below_default(int code_arch);
+/* The length bucket seq_len is stored under ("n=65536"): 0, or -1. */
+int tune_bucket(int seq_len, char *buf, size_t len);
 
 /* by (failed, ms): idx[0..n) reordered, fastest correct first */
 void tune_sort_indices(const tune_candidate *c, int *idx, int n);

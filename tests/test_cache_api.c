@@ -1,0 +1,428 @@
+/* test_cache_api.c — the cache file through the public API (src/cache.c):
+ * listing kernels, winners and thresholds, verify, export, import, clear,
+ * on real SQLite files in a temporary directory; what `sale ls | verify |
+ * export | import | clear` are built on. */
+#include <criterion/criterion.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h" /* win_save: the only writer of tuned rows without a GPU */
+#include "sale.h"
+
+static char dir[256];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/sale_cache_api_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(cache_api, .init = setup, .fini = teardown, .timeout = 600);
+
+static void path_of(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/%s", dir, name);
+}
+
+static sale_ctx *open_at(const char *name, const char *fleet)
+{
+    char p[512], f[512];
+    path_of(p, sizeof p, name);
+    if (fleet)
+        path_of(f, sizeof f, fleet);
+    sale_options o = {0};
+    o.cache_path = p;
+    o.fleet_path = fleet ? f : NULL;
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK, "%s", sale_last_error(ctx));
+    return ctx;
+}
+
+/* A small real kernel for arch (an NVRTC compile, no GPU). */
+static void compile_quantize(sale_ctx *ctx, int arch)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_QUANTIZE);
+    k.head_dim = 64;
+    k.dtype = SALE_DTYPE_BF16;
+    k.arch = arch;
+    char err[256];
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    sale_kernel_info info;
+    cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s", sale_last_error(ctx));
+}
+
+static void put_thresholds(sale_ctx *ctx, const char *model)
+{
+    const float tau[2] = {0.004f, 0.002f};
+    sale_threshold_meta meta[1] = {{.budget = 0.02, .samples = 3, .created = 1700000000, .density = 0.25,
+                                    .error = 0.01}};
+    cr_assert_eq(sale_thresholds_put(ctx, model, 0, tau, 2, meta), SALE_OK, "%s", sale_last_error(ctx));
+}
+
+/* ------------------------------------------------------------ listings */
+
+typedef struct seen {
+    int n, fleet, stop_after;
+    char arch[8][16];
+    sale_ctx *ctx; /* when set, the callback calls back into the context */
+    int inner_ok;
+} seen;
+
+static int on_kernel(void *user, const sale_cache_kernel *k)
+{
+    seen *s = user;
+    if (s->n < 8)
+        snprintf(s->arch[s->n], sizeof s->arch[0], "%s", k->arch);
+    s->n++;
+    s->fleet += k->from_fleet;
+    cr_expect_gt(k->cubin_bytes, 0);
+    cr_expect_gt(k->registers, 0);
+    cr_expect_gt(k->threads, 0);
+    cr_expect(strstr(k->key, "quantize:") == k->key, "%s", k->key);
+    if (s->ctx) { /* rows are delivered outside the locks: these must not deadlock */
+        int64_t b = 0;
+        seen inner = {0};
+        s->inner_ok += sale_cache_file_bytes(s->ctx, &b) == SALE_OK &&
+                       sale_cache_list_kernels(s->ctx, 0, on_kernel, &inner) == SALE_OK;
+    }
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+Test(cache_api, listing_gives_every_kernel_ordered_by_arch_and_can_stop)
+{
+    sale_ctx *ctx = open_at("a.db", NULL);
+    compile_quantize(ctx, 90);
+    compile_quantize(ctx, 80);
+    seen s = {0};
+    cr_assert_eq(sale_cache_list_kernels(ctx, 1, on_kernel, &s), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(s.n, 2);
+    cr_expect_str_eq(s.arch[0], "sm_80");
+    cr_expect_str_eq(s.arch[1], "sm_90");
+    cr_expect_eq(s.fleet, 0);
+    seen one = {.stop_after = 1};
+    cr_assert_eq(sale_cache_list_kernels(ctx, 1, on_kernel, &one), SALE_OK);
+    cr_expect_eq(one.n, 1, "a callback returning non-zero stops the listing");
+    seen re = {.ctx = ctx};
+    cr_assert_eq(sale_cache_list_kernels(ctx, 1, on_kernel, &re), SALE_OK);
+    cr_expect_eq(re.inner_ok, 2, "the callback may call into the context");
+    sale_destroy(ctx);
+}
+
+typedef struct th_seen {
+    int n, fleet;
+    sale_threshold_entry first;
+} th_seen;
+
+static int on_threshold(void *user, const sale_threshold_entry *e)
+{
+    th_seen *s = user;
+    if (!s->n)
+        s->first = *e;
+    s->n++;
+    s->fleet += e->from_fleet;
+    return 0;
+}
+
+Test(cache_api, thresholds_list_carries_how_each_was_chosen)
+{
+    sale_ctx *ctx = open_at("t.db", NULL);
+    put_thresholds(ctx, "llama");
+    th_seen s = {0};
+    cr_assert_eq(sale_thresholds_list(ctx, 1, on_threshold, &s), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(s.n, 2);
+    cr_expect_str_eq(s.first.model, "llama");
+    cr_expect_eq(s.first.layer, 0);
+    cr_expect_eq(s.first.head, 0);
+    cr_expect_float_eq(s.first.tau, 0.004, 1e-7);
+    cr_expect_float_eq(s.first.meta.budget, 0.02, 1e-12);
+    cr_expect_eq(s.first.meta.samples, 3);
+    cr_expect_eq(s.first.meta.created, 1700000000);
+    cr_expect_float_eq(s.first.meta.density, 0.25, 1e-12);
+    cr_expect_eq(s.fleet, 0);
+    sale_destroy(ctx);
+}
+
+typedef struct tu_seen {
+    int n;
+    sale_tuned_entry e;
+    sale_ctx *ctx;
+    int inner_ok;
+} tu_seen;
+
+static int on_tuned(void *user, const sale_tuned_entry *e)
+{
+    tu_seen *s = user;
+    s->e = *e;
+    s->n++;
+    if (s->ctx) {
+        th_seen t = {0};
+        s->inner_ok += sale_thresholds_list(s->ctx, 1, on_threshold, &t) == SALE_OK;
+    }
+    return 0;
+}
+
+Test(cache_api, tuned_winners_are_listed_per_device)
+{
+    sale_ctx *ctx = open_at("w.db", NULL);
+    sale_device_info d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "NVIDIA H100 80GB HBM3");
+    d.arch = 90;
+    d.sm_count = 132;
+    d.driver_version = 13000;
+    sale_key open = sale_key_default(SALE_FAMILY_FUSED), win = open;
+    open.arch = win.arch = 90;
+    char err[256];
+    cr_assert_eq(sale_key_resolve(&win, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(win_save(ctx, &d, &open, 16384, &win, 0.5, 1.5, 6), SALE_OK, "%s", sale_last_error(ctx));
+    tu_seen s = {.ctx = ctx};
+    cr_assert_eq(sale_cache_list_tuned(ctx, on_tuned, &s), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(s.n, 1);
+    cr_expect_eq(s.inner_ok, 1);
+    cr_expect_str_eq(s.e.device, "NVIDIA H100 80GB HBM3");
+    cr_expect_str_eq(s.e.arch, "sm_90");
+    cr_expect_eq(s.e.sm_count, 132);
+    cr_expect_eq(s.e.driver_version, 13000);
+    cr_expect_str_eq(s.e.bucket, "n=16384");
+    cr_expect(strstr(s.e.key, "warps=*") != NULL, "%s", s.e.key);
+    cr_expect(strstr(s.e.winner, "warps=*") == NULL, "%s", s.e.winner);
+    cr_expect_float_eq(s.e.time_ms, 0.5, 1e-12);
+    cr_expect_eq(s.e.tried, 6);
+    sale_destroy(ctx);
+}
+
+/* ---------------------------------------- export, import, verify, clear */
+
+Test(cache_api, export_import_verify_clear_round_trip)
+{
+    sale_ctx *a = open_at("a.db", NULL);
+    compile_quantize(a, 80);
+    compile_quantize(a, 90);
+    put_thresholds(a, "m");
+    int64_t bytes = 0;
+    cr_assert_eq(sale_cache_file_bytes(a, &bytes), SALE_OK);
+    cr_expect_gt(bytes, 0);
+
+    char e90[512], eall[512];
+    path_of(e90, sizeof e90, "ship90.db");
+    path_of(eall, sizeof eall, "ship.db");
+    const int only90[] = {90};
+    int rows = -1;
+    cr_assert_eq(sale_cache_export(a, e90, only90, 1, 0, &rows), SALE_OK, "%s", sale_last_error(a));
+    cr_expect_eq(rows, 1);
+    cr_assert_eq(sale_cache_export(a, eall, NULL, 0, 0, &rows), SALE_OK, "%s", sale_last_error(a));
+    cr_expect_eq(rows, 2);
+    cr_assert_eq(sale_cache_export(a, eall, NULL, 0, 0, &rows), SALE_OK, "an old export is a sale cache: replaced");
+    cr_expect_eq(rows, 2);
+
+    sale_ctx *b = open_at("b.db", NULL);
+    cr_assert_eq(sale_cache_import(b, e90, &rows), SALE_OK, "%s", sale_last_error(b));
+    cr_expect_eq(rows, 1);
+    cr_assert_eq(sale_cache_import(b, eall, &rows), SALE_OK, "%s", sale_last_error(b));
+    cr_expect_eq(rows, 1, "the sm_90 kernel is kept, only sm_80 is new");
+    cr_assert_eq(sale_cache_import(b, eall, &rows), SALE_OK);
+    cr_expect_eq(rows, 0);
+    seen s = {0};
+    cr_assert_eq(sale_cache_list_kernels(b, 0, on_kernel, &s), SALE_OK);
+    cr_expect_eq(s.n, 2);
+    th_seen t = {0};
+    cr_assert_eq(sale_thresholds_list(b, 0, on_threshold, &t), SALE_OK);
+    cr_expect_eq(t.n, 2, "thresholds travel with the kernels");
+    int checked = -1, bad = -1;
+    cr_assert_eq(sale_cache_verify(b, &checked, &bad), SALE_OK, "%s", sale_last_error(b));
+    cr_expect_eq(checked, 2);
+    cr_expect_eq(bad, 0);
+
+    cr_assert_eq(sale_cache_clear(b, &rows), SALE_OK, "%s", sale_last_error(b));
+    cr_expect_eq(rows, 2);
+    s = (seen){0};
+    cr_assert_eq(sale_cache_list_kernels(b, 1, on_kernel, &s), SALE_OK);
+    cr_expect_eq(s.n, 0);
+    t = (th_seen){0};
+    cr_assert_eq(sale_thresholds_list(b, 1, on_threshold, &t), SALE_OK);
+    cr_expect_eq(t.n, 2, "clear removes kernels only");
+    cr_assert_eq(sale_cache_clear(b, &rows), SALE_OK);
+    cr_expect_eq(rows, 0);
+    sale_destroy(b);
+    sale_destroy(a);
+
+    /* the export as the fleet file under an empty cache */
+    sale_ctx *c = open_at("c.db", "ship.db");
+    cr_expect(strstr(sale_fleet_path(c), "ship.db") != NULL, "%s", sale_fleet_path(c));
+    s = (seen){0};
+    cr_assert_eq(sale_cache_list_kernels(c, 1, on_kernel, &s), SALE_OK, "%s", sale_last_error(c));
+    cr_expect_eq(s.n, 2);
+    cr_expect_eq(s.fleet, 2);
+    s = (seen){0};
+    cr_assert_eq(sale_cache_list_kernels(c, 0, on_kernel, &s), SALE_OK);
+    cr_expect_eq(s.n, 0, "include_fleet 0: the writable file only");
+    t = (th_seen){0};
+    cr_assert_eq(sale_thresholds_list(c, 1, on_threshold, &t), SALE_OK);
+    cr_expect_eq(t.fleet, 2);
+    cr_assert_eq(sale_cache_verify(c, &checked, &bad), SALE_OK, "%s", sale_last_error(c));
+    cr_expect_eq(checked, 2);
+    cr_expect_eq(bad, 0);
+    sale_destroy(c);
+}
+
+Test(cache_api, verify_removes_a_damaged_cubin)
+{
+    char p[512];
+    path_of(p, sizeof p, "v.db");
+    sale_ctx *ctx = open_at("v.db", NULL);
+    compile_quantize(ctx, 80);
+    compile_quantize(ctx, 90);
+    sale_destroy(ctx);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(p, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "UPDATE kernels SET cubin = zeroblob(length(cubin)) "
+                              "WHERE rowid = (SELECT min(rowid) FROM kernels)",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    ctx = open_at("v.db", NULL);
+    int checked = -1, bad = -1;
+    cr_assert_eq(sale_cache_verify(ctx, &checked, &bad), SALE_OK, "%s", sale_last_error(ctx));
+    cr_expect_eq(checked, 2);
+    cr_expect_eq(bad, 1, "bad rows are counted, not an error");
+    cr_assert_eq(sale_cache_verify(ctx, &checked, &bad), SALE_OK);
+    cr_expect_eq(checked, 1, "the bad row was deleted");
+    cr_expect_eq(bad, 0);
+    sale_destroy(ctx);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    static char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+Test(cache_api, export_refuses_a_file_that_is_not_a_cache_unless_forced)
+{
+    sale_ctx *ctx = open_at("a.db", NULL);
+    compile_quantize(ctx, 80);
+    char dest[512];
+    path_of(dest, sizeof dest, "notes.txt");
+    FILE *f = fopen(dest, "w");
+    cr_assert_not_null(f);
+    fputs("not a cache\n", f);
+    fclose(f);
+    int rows = -1;
+    cr_assert_eq(sale_cache_export(ctx, dest, NULL, 0, 0, &rows), SALE_ERR_CACHE);
+    cr_expect(strstr(sale_last_error(ctx), "not a sale cache") != NULL, "%s", sale_last_error(ctx));
+    cr_expect_eq(rows, 0);
+    cr_expect_str_eq(slurp(dest), "not a cache\n", "the file is left untouched");
+    cr_assert_eq(sale_cache_export(ctx, dest, NULL, 0, 1, &rows), SALE_OK, "%s", sale_last_error(ctx));
+    cr_expect_eq(rows, 1);
+    sale_ctx *b = open_at("b.db", NULL);
+    cr_assert_eq(sale_cache_import(b, dest, &rows), SALE_OK, "%s", sale_last_error(b));
+    cr_expect_eq(rows, 1, "forced: now a sale cache");
+    sale_destroy(b);
+
+    /* a directory is never replaced, force or not */
+    char sub[512];
+    path_of(sub, sizeof sub, "adir");
+    cr_assert_eq(mkdir(sub, 0755), 0);
+    cr_assert_eq(sale_cache_export(ctx, sub, NULL, 0, 1, &rows), SALE_ERR_CACHE);
+    cr_expect(strstr(sale_last_error(ctx), "not a regular file") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
+
+Test(cache_api, import_refuses_what_is_not_a_sale_cache)
+{
+    sale_ctx *ctx = open_at("a.db", NULL);
+    char src[512];
+    path_of(src, sizeof src, "missing.db");
+    int rows = -1;
+    cr_assert_eq(sale_cache_import(ctx, src, &rows), SALE_ERR_CACHE);
+    cr_expect(strstr(sale_last_error(ctx), "missing.db") != NULL, "%s", sale_last_error(ctx));
+    path_of(src, sizeof src, "plain.txt");
+    FILE *f = fopen(src, "w");
+    cr_assert_not_null(f);
+    fputs("hello\n", f);
+    fclose(f);
+    cr_assert_eq(sale_cache_import(ctx, src, &rows), SALE_ERR_CACHE);
+    cr_expect_neq(sale_last_error(ctx)[0], 0);
+    sale_destroy(ctx);
+}
+
+/* ----------------------------------------------------------- arguments */
+
+Test(cache_api, null_out_params_and_bad_arguments_are_invalid)
+{
+    sale_ctx *ctx = open_at("a.db", NULL);
+    char dest[512];
+    path_of(dest, sizeof dest, "out.db");
+    int n = 0, checked = 0;
+    int64_t b = 0;
+    cr_expect_eq(sale_cache_verify(ctx, NULL, &n), SALE_ERR_INVALID);
+    cr_expect(strstr(sale_last_error(ctx), "checked") != NULL, "%s", sale_last_error(ctx));
+    cr_expect_eq(sale_cache_verify(ctx, &checked, NULL), SALE_ERR_INVALID);
+    cr_expect(strstr(sale_last_error(ctx), "bad") != NULL, "%s", sale_last_error(ctx));
+    cr_expect_eq(sale_cache_export(ctx, dest, NULL, 0, 0, NULL), SALE_ERR_INVALID);
+    cr_expect_eq(access(dest, F_OK), -1, "nothing written");
+    cr_expect_eq(sale_cache_import(ctx, dest, NULL), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_clear(ctx, NULL), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_file_bytes(ctx, NULL), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_list_kernels(ctx, 1, NULL, NULL), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_list_tuned(ctx, NULL, NULL), SALE_ERR_INVALID);
+    cr_expect_eq(sale_thresholds_list(ctx, 1, NULL, NULL), SALE_ERR_INVALID);
+    cr_expect(strstr(sale_last_error(ctx), "sale_thresholds_list") != NULL, "%s", sale_last_error(ctx));
+
+    cr_expect_eq(sale_cache_export(ctx, NULL, NULL, 0, 0, &n), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_export(ctx, "", NULL, 0, 0, &n), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_export(ctx, dest, NULL, 2, 0, &n), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_export(ctx, dest, NULL, -1, 0, &n), SALE_ERR_INVALID);
+    const int bad_arch[] = {90, 75}, current[] = {SALE_ARCH_CURRENT};
+    cr_expect_eq(sale_cache_export(ctx, dest, bad_arch, 2, 0, &n), SALE_ERR_INVALID);
+    cr_expect(strstr(sale_last_error(ctx), "archs[1]") != NULL, "%s", sale_last_error(ctx));
+    cr_expect_eq(sale_cache_export(ctx, dest, current, 1, 0, &n), SALE_ERR_INVALID);
+    cr_expect_eq(access(dest, F_OK), -1, "nothing written");
+    cr_expect_eq(sale_cache_import(ctx, NULL, &n), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_import(ctx, "", &n), SALE_ERR_INVALID);
+
+    /* no context at all */
+    cr_expect_eq(sale_cache_verify(NULL, &checked, &n), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_clear(NULL, &n), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_file_bytes(NULL, &b), SALE_ERR_INVALID);
+    cr_expect_eq(sale_cache_list_kernels(NULL, 1, on_kernel, NULL), SALE_ERR_INVALID);
+    cr_expect_str_eq(sale_fleet_path(NULL), "");
+    cr_expect_str_eq(sale_fleet_path(ctx), "", "no fleet file");
+    sale_destroy(ctx);
+}
+
+Test(cache_api, file_bytes_of_memory_cache_is_zero_and_templates_are_named)
+{
+    sale_options o = {0};
+    o.cache_path = ":memory:";
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK, "%s", sale_last_error(ctx));
+    int64_t b = -1;
+    cr_assert_eq(sale_cache_file_bytes(ctx, &b), SALE_OK);
+    cr_expect_eq(b, 0);
+    sale_destroy(ctx);
+    int n = 0, fused = 0;
+    for (; sale_template_name(n); n++)
+        fused += !strcmp(sale_template_name(n), "fused.cu");
+    cr_expect_gt(n, 4);
+    cr_expect_eq(fused, 1);
+    cr_expect_null(sale_template_name(n));
+    cr_expect_null(sale_template_name(-1));
+}
