@@ -706,8 +706,8 @@ int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, v
     return db_open_ex(out, path, fleet_path, 0, log, log_user, err, errlen);
 }
 
-int db_open_ex(db **out, const char *path, const char *fleet_path, int flags, db_log_fn log, void *log_user,
-               char *err, size_t errlen) {
+static int db_open_once(db **out, const char *path, const char *fleet_path, int flags, db_log_fn log,
+                        void *log_user, char *err, size_t errlen) {
     if (!out || !path || !*path) return set_err(err, errlen, "db_open: no path given"), -1;
     *out = NULL;
     db *d = calloc(1, sizeof *d);
@@ -771,6 +771,24 @@ int db_open_ex(db **out, const char *path, const char *fleet_path, int flags, db
 fail:
     db_close(d);
     return -1;
+}
+
+/* Another process may be moving a damaged file aside and rebuilding it at
+ * the moment we open it: when an open fails and the file changed under us
+ * (another inode, size or time), open again after a short wait. */
+int db_open_ex(db **out, const char *path, const char *fleet_path, int flags, db_log_fn log, void *log_user,
+               char *err, size_t errlen) {
+    for (int attempt = 0;; attempt++) {
+        struct stat a, b;
+        int had_a = path && strcmp(path, ":memory:") && stat(path, &a) == 0;
+        int rc = db_open_once(out, path, fleet_path, flags, log, log_user, err, errlen);
+        if (rc == 0 || attempt >= 4 || !path || !strcmp(path, ":memory:")) return rc;
+        int had_b = stat(path, &b) == 0;
+        int same = had_a == had_b && (!had_a || (a.st_ino == b.st_ino && a.st_size == b.st_size &&
+                                                 a.st_mtime == b.st_mtime && a.st_ctime == b.st_ctime));
+        if (same) return rc;
+        usleep(20000u * (unsigned)(attempt + 1));
+    }
 }
 
 void db_close(db *d) {
