@@ -849,7 +849,7 @@ static const char *main_help =
     "commands:\n"
     "  info       library, NVRTC, driver and devices, cache path and size\n"
     "  prewarm    compile every kernel of a fleet into the cache (no GPU needed)\n"
-    "  ls         list cached kernels (--tuned: the autotuner's winners)\n"
+    "  ls         list cached kernels (--tuned: tuning winners, --thresholds: per-head taus)\n"
     "  verify     check every cached cubin's length and hash\n"
     "  export     write cached kernels into a file to ship to a fleet\n"
     "  import     merge another cache file into this one\n"
