@@ -416,6 +416,19 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
         set_err(why, whyn, "schema version %d is newer than this library's %d", uv, DB_SCHEMA_VERSION);
         return PF_NEWER;
     }
+    /* Another application's database is recognised before anything is
+     * written to it (journal_mode=WAL rewrites the header and leaves -wal
+     * and -shm beside it). */
+    if (uv == 0) {
+        int nobj = 0;
+        rc = get_int(c, "SELECT count(*) FROM sqlite_master", &nobj);
+        if (is_corrupt_rc(rc)) return set_err(why, whyn, "%s", sqlite3_errmsg(c)), PF_CORRUPT;
+        if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: read schema"), PF_ERR;
+        if (nobj > 0) {
+            set_err(why, whyn, "a database with %d objects but no sale schema version", nobj);
+            return PF_CORRUPT;
+        }
+    }
     if (!memory) {
         for (int i = 0; i < 20; i++) {
             rc = sqlite3_exec(c, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
@@ -439,15 +452,6 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
             return PF_CORRUPT;
         }
         if (uv == DB_SCHEMA_VERSION) return PF_OK;
-    }
-    if (uv == 0) {
-        int nobj = 0;
-        rc = get_int(c, "SELECT count(*) FROM sqlite_master", &nobj);
-        if (rc != SQLITE_OK) return sql_fail(err, n, c, "db_open: read schema"), PF_ERR;
-        if (nobj > 0) {
-            set_err(why, whyn, "a database with %d objects but no sale schema version", nobj);
-            return PF_CORRUPT;
-        }
     }
 
     /* Create or migrate; re-read the version under the write lock because
@@ -1087,6 +1091,13 @@ static void host_name(char *h, size_t n) {
     h[n - 1] = '\0';
 }
 
+int db_claim_stale_s(void) {
+    const char *e = getenv("SALE_CLAIM_STALE_S");
+    char *end;
+    long v = e && *e ? strtol(e, &end, 10) : 0;
+    return v >= 1 && v <= 86400 && *end == '\0' ? (int)v : DB_CLAIM_STALE_S;
+}
+
 int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int stale_s, char *err, size_t errlen) {
     if (!d || !key || !arch) return set_err(err, errlen, "db_claim: missing argument"), -1;
     char host[256], owner_host[256];
@@ -1117,14 +1128,13 @@ int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int st
         int same_host = strcmp(owner_host, host) == 0;
         if (same_host && pid == me)
             take = 1; /* already ours: refresh */
-        else if (t - at > stale_s || at > t + 5)
+        else if (t - at >= stale_s || at > t + 5)
             take = 1, dlog(d, 1, "sale cache: taking over a %s claim on %s (%s) from pid %d@%s",
                            at > t + 5 ? "future-dated" : "stale", key, arch, pid, owner_host);
         else if (same_host && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
             take = 1, dlog(d, 1, "sale cache: taking over the claim on %s (%s) of dead pid %d", key, arch, pid);
-        if (!take)
-            dlog(d, 1, "sale cache: %s (%s) is claimed by pid %d@%s since %lld s; waiting for its row", key, arch, pid,
-                 owner_host, (long long)(t - at));
+        if (!take) /* the caller says that it waits, once */
+            set_err(err, errlen, "pid %d@%s, claimed %lld s ago", pid, owner_host, (long long)(t - at));
     } else {
         sql_fail(err, errlen, d->w, "db_claim: select");
         goto fail;

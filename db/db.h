@@ -79,10 +79,14 @@ uint64_t db_row_hash(const db_kernel_row *r, uint64_t cubin_hash);
 
 /* Compile claim for the thundering herd: returns 1 if this process now owns
  * the claim for (key, arch, src_hash), 0 if another live owner holds it (a
- * claim older than stale_s seconds, or dated in the future, is taken over),
- * -1 on error. */
-/* A claim older than this is stale; a waiter gives up waiting after as long. */
+ * claim older than stale_s seconds, or dated in the future, is taken over;
+ * err then names the holder: "pid 42@host, claimed 3 s ago"), -1 on error. */
+/* A claim older than this is stale; a waiter gives up waiting after as long
+ * (both read db_claim_stale_s()). */
 #define DB_CLAIM_STALE_S 120
+/* DB_CLAIM_STALE_S, or $SALE_CLAIM_STALE_S when it holds 1..86400 (tests,
+ * or a fleet whose compiles take longer). */
+int db_claim_stale_s(void);
 int db_claim(db *d, const char *key, const char *arch, uint64_t src_hash, int stale_s, char *err, size_t errlen);
 int db_unclaim(db *d, const char *key, const char *arch, uint64_t src_hash);
 

@@ -14,7 +14,8 @@
 -- Sandbox: base functions (no print, dofile, loadfile, collectgarbage; load takes
 -- text only), string (no dump), table, math, utf8, coroutine, and from os only
 -- getenv, time, clock, date, difftime. io, require, package, debug are refused.
--- Runs are bounded (20M instructions, 5 s, 64 MB).
+-- Runs are bounded (20M instructions, 5 s of wall clock with C calls included, 64 MB);
+-- __gc metamethods and table functions over more than 4M slots are refused.
 
 local home = os.getenv("HOME") or "/root"
 

@@ -298,13 +298,15 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     }
     uint64_t h = jit_source_hash(k, src);
     sale_status st = SALE_OK;
-    int claimed = 0;
+    int claimed = 0, stale_s = db_claim_stale_s();
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     *from_cache = 1;
     for (int attempt = 0;; attempt++) {
         pthread_mutex_lock(&ctx->lock);
         int got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
         if (got == 0 && !claimed) {
-            claimed = db_claim(ctx->db, keytext, arch, h, DB_CLAIM_STALE_S, err, sizeof err);
+            claimed = db_claim(ctx->db, keytext, arch, h, stale_s, err, sizeof err);
             /* the previous owner may have stored the row and let go between
              * our miss and our claim: look once more before compiling */
             if (claimed == 1 && (got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err)) != 0) {
@@ -320,11 +322,21 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
         }
         if (got == 1)
             goto out;
-        if (claimed == 1 || attempt >= DB_CLAIM_STALE_S * 10)
+        if (claimed == 1)
             break;
+        /* the claim turns stale stale_s after it was made (whole seconds)
+         * and db_claim then takes it over; past that, with a second's
+         * margin for the rounding, a holder whose clock or pid we cannot
+         * judge is not waited for any longer */
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > stale_s) {
+            sale_logf(ctx, SALE_LOG_WARN, "waited %d s for %s (%s), still claimed by %s: compiling it here", stale_s,
+                      keytext, arch, err);
+            break;
+        }
         if (attempt == 0)
-            sale_logf(ctx, SALE_LOG_INFO, "waiting (up to %d s) for another process that claimed %s for %s in %s",
-                      DB_CLAIM_STALE_S, keytext, arch, ctx->cache_path);
+            sale_logf(ctx, SALE_LOG_INFO, "waiting (up to %d s) for %s (%s), claimed by %s in %s", stale_s, keytext,
+                      arch, err, ctx->cache_path);
         /* another process is compiling this kernel: wait for its row */
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -9,7 +9,8 @@
  * only), string (no dump), table, math, utf8, coroutine, and os.getenv /
  * os.time / os.clock / os.date only; no io, require, package or debug. Each
  * refused name raises "<name> is not available in the config sandbox". Runs
- * are bounded by an instruction count, a wall clock and a memory cap.
+ * are bounded by an instruction count, a wall clock and a memory cap; the
+ * wall clock also covers C calls (see "Limits" below).
  *
  * Lines: globals are assigned through a proxy environment whose __newindex
  * records the line of the assignment; nested fields are located by scanning
@@ -33,7 +34,7 @@
 #define SBX_MEM_LIMIT (64u << 20)
 #define SBX_INSTR_LIMIT 20000000LL
 #define SBX_HOOK_EVERY 1000
-#define SBX_WALL_LIMIT_S 5.0
+#define SBX_WALL_LIMIT_S 5
 
 /* #pragma weak: config loading must not drag the whole key module into
  * builds that lack it; where it is linked, every fleet combination is
@@ -124,12 +125,38 @@ int cfg_find(const char *explicit_path, char *out, size_t outlen, char *err, siz
 
 /* ------------------------------------------------------------- sandbox */
 
+/* Limits. A hook cannot interrupt a C function, so the wall clock is
+ * checked wherever control passes through the sandbox: every SBX_HOOK_EVERY
+ * instructions, on every call (a C function calling C functions through
+ * metamethods, e.g. table.concat with __index = table.concat, passes here),
+ * and on every allocation that grows. What is left are the standard
+ * library's loops that neither allocate nor call: those are bounded before
+ * they start (sbx_rep, sbx_tabfn), and finalizers, which Lua runs with hooks
+ * off, are refused (sbx_setmetatable). No watchdog thread: it could only set
+ * a flag that these same places would have to poll. */
 typedef struct sbx {
     size_t used, limit;
     long long instr;
-    struct timespec t0;
-    int mem_hit, time_hit;
+    struct timespec deadline; /* armed: wall clock checked from here on */
+    int armed;
+    int mem_hit, time_hit, wall_hit;
+    int wall_line; /* line the wall clock stopped, 0 if not known */
 } sbx;
+
+/* 1 once the armed deadline has passed (and from then on). */
+static int sbx_past_deadline(sbx *s)
+{
+    if (s->wall_hit)
+        return 1;
+    if (!s->armed)
+        return 0;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    if (t.tv_sec < s->deadline.tv_sec || (t.tv_sec == s->deadline.tv_sec && t.tv_nsec < s->deadline.tv_nsec))
+        return 0;
+    s->wall_hit = s->time_hit = 1;
+    return 1;
+}
 
 static void *sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -145,18 +172,13 @@ static void *sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         s->mem_hit = 1;
         return NULL;
     }
+    if (nsize > osize && sbx_past_deadline(s))
+        return NULL; /* Lua raises "not enough memory"; the flags say why */
     void *p = realloc(ptr, nsize);
     if (!p)
         return NULL;
     s->used = s->used - osize + nsize;
     return p;
-}
-
-static double elapsed_s(const struct timespec *t0)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
 }
 
 /* Position prefix of the innermost Lua function ("sale.lua:7: "). */
@@ -175,26 +197,30 @@ static void lua_pos(lua_State *L, luaL_Buffer *b)
 
 static void sbx_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     void *ud;
     lua_getallocf(L, &ud);
     sbx *s = ud;
-    s->instr += SBX_HOOK_EVERY;
+    if (ar->event == LUA_HOOKCOUNT)
+        s->instr += SBX_HOOK_EVERY;
     int over_instr = s->instr > SBX_INSTR_LIMIT;
-    if (s->time_hit || over_instr || elapsed_s(&s->t0) > SBX_WALL_LIMIT_S) {
+    if (s->time_hit || over_instr || sbx_past_deadline(s)) {
         /* Once over, stay over: the hook now fires on every instruction and
          * raises again, so a pcall that caught the error cannot go on. */
         if (!s->time_hit)
-            lua_sethook(L, sbx_hook, LUA_MASKCOUNT, 1);
+            lua_sethook(L, sbx_hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
         s->time_hit = 1;
+        lua_Debug fr;
+        for (int lvl = 0; s->wall_hit && !s->wall_line && lua_getstack(L, lvl, &fr); lvl++)
+            if (lua_getinfo(L, "l", &fr) && fr.currentline > 0)
+                s->wall_line = fr.currentline;
         luaL_Buffer b;
         luaL_buffinit(L, &b);
         lua_pos(L, &b);
-        if (over_instr)
+        if (s->wall_hit)
+            lua_pushfstring(L, "limit exceeded: wall-clock %d s in the config sandbox", (int)SBX_WALL_LIMIT_S);
+        else
             lua_pushfstring(L, "time limit exceeded (%d million instructions) in the config sandbox",
                             (int)(SBX_INSTR_LIMIT / 1000000));
-        else
-            lua_pushfstring(L, "time limit exceeded (%d s) in the config sandbox", (int)SBX_WALL_LIMIT_S);
         luaL_addvalue(&b);
         luaL_pushresult(&b);
         lua_error(L);
@@ -277,9 +303,10 @@ static int sbx_pcall(lua_State *L)
 /* Lua patterns backtrack: ".-.-.-.-b" over 3000 bytes runs for hours inside
  * one C call where no hook fires. Before calling the real function, bound
  * the worst case, (subject length + 1) ^ (quantifiers + 1 unless anchored),
- * and refuse patterns beyond it. Upvalues: real function, its name, the
+ * and refuse patterns beyond it. 1e8 steps is under a second: a call let
+ * through ends soon after the wall clock. Upvalues: real function, its name, the
  * index of its "plain" argument (0: none). */
-#define SBX_PATTERN_COST 1e9
+#define SBX_PATTERN_COST 1e8
 static int sbx_strfn(lua_State *L)
 {
     size_t n = 0, pl = 0;
@@ -317,6 +344,91 @@ static int sbx_strfn(lua_State *L)
     lua_insert(L, 1);
     lua_call(L, top, LUA_MULTRET);
     return lua_gettop(L);
+}
+
+/* string.rep of an empty string with an empty separator allocates nothing
+ * and loops n times: ("").rep(2^60) would run for years inside one C call.
+ * Its result is "" whatever n is. Upvalue: the real function. */
+static int sbx_rep(lua_State *L)
+{
+    size_t l = 0, lsep = 0;
+    luaL_checklstring(L, 1, &l);
+    luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (l + lsep == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    int top = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, top, 1);
+    return 1;
+}
+
+/* The table functions loop over index ranges with raw reads and writes that
+ * neither allocate nor call when the slots are nil: table.move({}, 1, 2^40,
+ * 1) or table.insert on a table whose border is 2^40 (t[1], t[2], t[4], ...
+ * set) run for hours in one C call. Bound the range by what the sandbox's
+ * memory could hold, before the call. A __len metamethod is refused: the
+ * real function would call it again and could be told another length.
+ * Upvalues: real function, its name. */
+#define SBX_MAX_RANGE ((lua_Integer)(SBX_MEM_LIMIT / 16))
+static int sbx_tabfn(lua_State *L)
+{
+    const char *name = lua_tostring(L, lua_upvalueindex(2));
+    int top = lua_gettop(L);
+    lua_Integer lo = 1, hi = 0;
+    if (strcmp(name, "move") == 0) {
+        lo = luaL_checkinteger(L, 2);
+        hi = luaL_checkinteger(L, 3);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        if (luaL_getmetafield(L, 1, "__len") != LUA_TNIL)
+            return luaL_error(L, "table.%s of a table with a __len metamethod is not available in the config sandbox",
+                              name);
+        hi = (lua_Integer)lua_rawlen(L, 1);
+        if (strcmp(name, "concat") == 0) {
+            lo = luaL_optinteger(L, 3, 1);
+            hi = luaL_optinteger(L, 4, hi);
+        } else if (strcmp(name, "insert") == 0 && top >= 3) {
+            lo = luaL_checkinteger(L, 2);
+        } else if (strcmp(name, "remove") == 0 && top >= 2) {
+            lo = luaL_optinteger(L, 2, hi);
+        }
+    }
+    /* hi - lo, exact in unsigned arithmetic when hi >= lo */
+    unsigned long long span = (unsigned long long)hi - (unsigned long long)lo;
+    if (hi >= lo && span >= (unsigned long long)SBX_MAX_RANGE) {
+        char n[32];
+        snprintf(n, sizeof n, "%llu", span + 1 ? span + 1 : span);
+        return luaL_error(L, "limit exceeded: table.%s over %s elements in the config sandbox (at most %d)", name, n,
+                          (int)SBX_MAX_RANGE);
+    }
+    lua_settop(L, top);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, top, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* setmetatable that refuses __gc: Lua runs finalizers with hooks off, so a
+ * finalizer that loops would escape every limit (and hang lua_close).
+ * Upvalue: the real function. */
+static int sbx_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        int t = lua_rawget(L, 2);
+        lua_pop(L, 1);
+        if (t != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not available in the config sandbox");
+    }
+    int top = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, top, 1);
+    return 1;
 }
 
 /* rawset that refuses the config environment: a global set behind
@@ -389,6 +501,16 @@ static void sbx_setup(lua_State *L)
         lua_pushcclosure(L, sbx_strfn, 3);
         lua_setfield(L, str, pfn[i].name);
     }
+    lua_getfield(L, str, "rep");
+    lua_pushcclosure(L, sbx_rep, 1);
+    lua_setfield(L, str, "rep");
+    static const char *const tfn[] = {"concat", "insert", "remove", "move", "sort", NULL};
+    for (int i = 0; tfn[i]; i++) {
+        lua_getfield(L, g + 2, tfn[i]);
+        lua_pushstring(L, tfn[i]);
+        lua_pushcclosure(L, sbx_tabfn, 2);
+        lua_setfield(L, g + 2, tfn[i]);
+    }
 
     lua_newtable(L); /* allowed */
     int allowed = lua_gettop(L);
@@ -445,6 +567,9 @@ static void sbx_setup(lua_State *L)
     lua_pushvalue(L, env);
     lua_pushcclosure(L, sbx_rawset, 2);
     lua_setfield(L, allowed, "rawset");
+    lua_getfield(L, allowed, "setmetatable");
+    lua_pushcclosure(L, sbx_setmetatable, 1);
+    lua_setfield(L, allowed, "setmetatable");
 
     lua_newtable(L); /* metatable of env */
     lua_pushvalue(L, data);
@@ -1400,10 +1525,17 @@ static void validate(vctx *v, sale_config *c)
     }
     lua_pop(L, 1);
 
-    /* the library's own rules over every fleet combination, where linked */
+    /* the library's own rules over every fleet combination, where linked;
+     * duplicates dropped and the count bounded first (16 copies in each of
+     * 8 lists would be 4.3e9 combinations to check) */
     if (!v->failed && sale_key_validate) {
         const cfg_fleet *f = &c->fleet;
         vpath fp = vpath_of(NULL, "fleet");
+        char nerr[512];
+        if (cfg_fleet_normalize(&c->fleet, nerr, sizeof nerr) != 0) {
+            FAIL(v, &fp, "%s", nerr);
+            return;
+        }
         for (int a = 0; a < f->n_archs; a++)
             for (int h = 0; h < f->n_head_dims; h++)
                 for (int fa = 0; fa < f->n_families; fa++)
@@ -1462,12 +1594,16 @@ static int cfg_main(lua_State *L)
     void *ud;
     lua_getallocf(L, &ud);
     sbx *s = ud;
-    clock_gettime(CLOCK_MONOTONIC, &s->t0);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &s->deadline);
+    s->deadline.tv_sec += (time_t)SBX_WALL_LIMIT_S;
+    s->armed = 1;
     s->instr = 0;
-    lua_sethook(L, sbx_hook, LUA_MASKCOUNT, SBX_HOOK_EVERY);
+    /* coroutines created by the chunk inherit this hook */
+    lua_sethook(L, sbx_hook, LUA_MASKCOUNT | LUA_MASKCALL, SBX_HOOK_EVERY);
     int base = lua_gettop(L) - 1;
     lua_call(L, 0, LUA_MULTRET);
     lua_sethook(L, NULL, 0, 0);
+    s->armed = 0; /* what follows is ours: validation */
     /* `return { fleet = ..., cache = ... }` is the same as setting those globals */
     if (lua_gettop(L) > base) {
         if (lua_type(L, base + 1) == LUA_TTABLE) {
@@ -1578,7 +1714,13 @@ sale_status cfg_load_string(const char *chunkname, const char *text, sale_config
     lua_pushlightuserdata(L, &job);
     int rc = lua_pcall(L, 1, 0, 0);
     if (rc != LUA_OK) {
-        if (rc == LUA_ERRMEM || s.mem_hit)
+        if (s.wall_hit && s.wall_line > 0)
+            snprintf(err, errlen, "%s:%d: limit exceeded: wall-clock %d s in the config sandbox", display,
+                     s.wall_line, (int)SBX_WALL_LIMIT_S);
+        else if (s.wall_hit)
+            snprintf(err, errlen, "%s: limit exceeded: wall-clock %d s in the config sandbox", display,
+                     (int)SBX_WALL_LIMIT_S);
+        else if (rc == LUA_ERRMEM || s.mem_hit)
             snprintf(err, errlen, "%s: memory limit exceeded (%u MB) in the config sandbox", display,
                      (unsigned)(SBX_MEM_LIMIT >> 20));
         else {

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "internal.h"
 #include "sale.h"
 
 static char g_dir[256];
@@ -392,6 +393,86 @@ Test(harden, pathological_patterns_are_refused, .timeout = 60) {
                  SALE_OK, "%s", g_err);
 }
 
+/* C calls that would never return: no hook fires inside them, so each is
+ * bounded before it starts or refused (before: each ran for hours). */
+Test(harden, c_calls_that_would_never_return_end_at_once, .timeout = 120) {
+    static const char *const shapes[] = {
+        "local t = setmetatable({}, {__index = table.concat}); local s = table.concat(t, '', 1, 2^40)",
+        "table.move({}, 1, 2^40, 1, {})",
+        "local t = setmetatable({}, {__len = function() return 2^40 end}); table.insert(t, 1, 0)",
+        "local t = setmetatable({}, {__len = function() return 2^40 end}); table.remove(t, 1)",
+        "table.sort(setmetatable({}, {__len = function() return 2^31 - 2 end, __index = rawlen, __newindex = rawequal}))",
+        "setmetatable({}, {__gc = function() while true do end end})", /* finalizers run with hooks off */
+        "local co = coroutine.wrap(function() return table.move({}, 1, 2^50, 1) end); co()",
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        double t;
+        cr_assert_neq(load_cfg(shapes[i], &t), SALE_OK, "%s", shapes[i]);
+        cr_assert(strstr(g_err, "limit exceeded") || strstr(g_err, "not available in the config sandbox"), "%s: %s",
+                  shapes[i], g_err);
+        cr_assert_lt(t, 3, "%s: %.1f s", shapes[i], t);
+    }
+    /* ("").rep(2^60) is "", at once */
+    double t;
+    cr_assert_eq(load_cfg("assert(string.rep('', 2^60) == '' and (''):rep(2^60, '') == '')", &t), SALE_OK, "%s", g_err);
+    cr_assert_lt(t, 3);
+    /* the wrapped functions still do their work */
+    cr_assert_eq(load_cfg("local t = {3, 1, 2}; table.sort(t); table.insert(t, 4); table.insert(t, 1, 0)\n"
+                          "assert(table.remove(t) == 4 and table.remove(t, 1) == 0)\n"
+                          "assert(table.concat(t, ',') == '1,2,3' and table.concat(t, ',', 2, 3) == '2,3')\n"
+                          "assert(table.move(t, 1, 3, 2, {})[4] == 3 and table.move(t, 1, 3, 1, {})[3] == 3)\n"
+                          "assert(('ab'):rep(3, '-') == 'ab-ab-ab')",
+                          NULL),
+                 SALE_OK, "%s", g_err);
+}
+
+/* Memory-heavy C calls stop at the allocator's cap. */
+Test(harden, memory_heavy_c_calls_hit_the_memory_limit, .timeout = 60) {
+    static const char *const shapes[] = {
+        "local s = string.rep('x', 2^30)",
+        "local s = ('x'):rep(1e9)",
+        "local t = {} for i = 1, 3e6 do t[i] = 'x' end local s = table.concat(t)",
+        "local s = string.format('%s', ('x'):rep(1e9))",
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        double t;
+        cr_assert_neq(load_cfg(shapes[i], &t), SALE_OK, "%s", shapes[i]);
+        cr_assert(strstr(g_err, "memory limit exceeded") != NULL, "%s: %s", shapes[i], g_err);
+        cr_assert_lt(t, 5, "%s: %.1f s", shapes[i], t);
+    }
+}
+
+/* Time burnt inside C calls that do return (through C metamethods, C
+ * comparators, big string work, long pattern scans, inside a coroutine):
+ * the wall clock stops each at about 5 s. Before: the clock was read only
+ * every 1000 VM instructions, minutes or hours apart here. */
+static void expect_wall_clock(const char *text) {
+    double t;
+    cr_assert_neq(load_cfg(text, &t), SALE_OK, "%s", text);
+    cr_assert(strstr(g_err, "t.lua") == g_err && strstr(g_err, "limit exceeded: wall-clock 5 s") != NULL, "%s: %s",
+              text, g_err);
+    cr_assert_lt(t, 9, "%s: %.1f s", text, t);
+    cr_assert_gt(t, 4.5, "%s: %.1f s", text, t);
+}
+Test(harden, wall_clock_covers_c_metamethod_calls, .timeout = 60) {
+    expect_wall_clock("local t = setmetatable({}, {__index = table.concat})\n"
+                      "for i = 1, 1e9 do table.concat(t, '', 1, 4e6) end");
+}
+Test(harden, wall_clock_covers_c_comparators, .timeout = 60) {
+    expect_wall_clock("local t = {} for i = 1, 1e6 do t[i] = (i * 7919) % 1000003 end\n"
+                      "for k = 1, 1e9 do table.sort(t, math.ult) end");
+}
+Test(harden, wall_clock_covers_big_string_work, .timeout = 60) {
+    expect_wall_clock("for i = 1, 1e9 do local s = ('x'):rep(2e7):upper() end");
+}
+Test(harden, wall_clock_covers_long_pattern_scans, .timeout = 60) {
+    expect_wall_clock("local s = ('x'):rep(6000)\nfor i = 1, 1e9 do local a = s:find('.-y') end");
+}
+Test(harden, wall_clock_covers_coroutines_and_pcall, .timeout = 60) {
+    expect_wall_clock("local t = setmetatable({}, {__index = table.concat})\n"
+                      "for i = 1, 1e9 do pcall(coroutine.wrap(function() table.concat(t, '', 1, 4e6) end)) end");
+}
+
 Test(harden, returned_table_is_read_as_the_settings) {
     sale_config cfg;
     cfg_defaults_init(&cfg);
@@ -451,6 +532,60 @@ Test(harden, future_dated_claim_is_stale) {
     sqlite3_close(c);
     cr_assert_eq(db_claim(d, "k", "sm_80", 5, DB_CLAIM_STALE_S, g_err, sizeof g_err), 1, "%s", g_err);
     db_close(d);
+}
+
+/* A live-looking claim held elsewhere: the waiter says what it waits for
+ * and whom, and waits as long as a claim takes to turn stale (one number,
+ * $SALE_CLAIM_STALE_S here), then takes it over and compiles. Before: 60 s
+ * of silence against a 300 s staleness. */
+static char g_log[8192];
+static void collect_log(void *user, sale_log_level level, const char *msg) {
+    (void)user, (void)level;
+    size_t n = strlen(g_log);
+    snprintf(g_log + n, sizeof g_log - n, "%s\n", msg);
+}
+Test(harden, claim_wait_is_logged_and_ends_when_the_claim_turns_stale, .timeout = 120) {
+    setenv("SALE_CLAIM_STALE_S", "2", 1);
+    cr_assert_eq(db_claim_stale_s(), 2);
+    const char *p = in_dir("claims.db");
+    sale_options o = {.cache_path = p, .log = collect_log};
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK, "%s", ctx ? sale_last_error(ctx) : "");
+    sale_key k;
+    char e[256], text[256];
+    cr_assert_eq(sale_key_parse("quantize:d=64,dt=bf16,arch=sm_90", &k, e, sizeof e), SALE_OK, "%s", e);
+    sale_key r = k;
+    cr_assert_eq(sale_key_resolve(&r, e, sizeof e), SALE_OK, "%s", e);
+    sale_key_format(&r, text, sizeof text);
+    char *src = jit_build_source(&r);
+    cr_assert_not_null(src);
+    uint64_t h = jit_source_hash(&r, src);
+    free(src);
+    sqlite3 *c;
+    cr_assert_eq(sqlite3_open(p, &c), SQLITE_OK);
+    char sql[512];
+    snprintf(sql, sizeof sql, "INSERT INTO claims VALUES ('%s', 'sm_90', %lld, 4242, 'another-host', %lld)", text,
+             (long long)h, (long long)time(NULL));
+    cr_assert_eq(sqlite3_exec(c, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(c));
+    sqlite3_close(c);
+    g_log[0] = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sale_kernel_info info;
+    cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s", sale_last_error(ctx));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double t = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    cr_assert_eq(info.from_cache, 0);
+    cr_assert(strstr(g_log, "waiting (up to 2 s)") && strstr(g_log, text) && strstr(g_log, "pid 4242@another-host"),
+              "%s", g_log);
+    cr_assert(strstr(g_log, "taking over a stale claim") != NULL, "%s", g_log);
+    cr_assert_gt(t, 1.5, "%.1f s", t);
+    cr_assert_lt(t, 30, "%.1f s", t);
+    /* the waiting line is said once, not every poll */
+    cr_assert_eq(strstr(strstr(g_log, "waiting (up to") + 1, "waiting (up to"), NULL, "%s", g_log);
+    sale_destroy(ctx);
+    unsetenv("SALE_CLAIM_STALE_S");
+    cr_assert_eq(db_claim_stale_s(), DB_CLAIM_STALE_S);
 }
 
 /* ------------------------------------------------ 10. arguments */

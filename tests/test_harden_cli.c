@@ -1,0 +1,284 @@
+/* test_harden_cli.c — issue 12 through the `sale` command as a user meets it:
+ * foreign files given as the cache or as an export destination stay byte
+ * for byte as they were (3, 4), a listing creates nothing (4), duplicated
+ * fleet lists cost nothing and count right (7), a read-only cache lists (8). */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <grp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[200];
+static char out[1 << 16];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/sale_harden_cli_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    setenv("SALE_CACHE_DIR", dir, 1);
+    setenv("XDG_CONFIG_HOME", dir, 1); /* no user config leaks in */
+    unsetenv("SALE_CONFIG");
+}
+
+static void teardown(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "chmod -R u+rwx %s; rm -rf %s", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(harden_cli, .init = setup, .fini = teardown, .timeout = 300);
+
+static const char *in_dir(const char *name)
+{
+    static char buf[8][512];
+    static int i;
+    char *b = buf[i++ % 8];
+    snprintf(b, 512, "%s/%s", dir, name);
+    return b;
+}
+
+/* Run "sale ARGS", capture stdout+stderr into out, return the exit code. */
+static int run(double *secs, const char *fmt, ...)
+{
+    char args[1024], cmd[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", SALE_CLI, args);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (secs)
+        *secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+/* Entries of dir other than . and .. and the config folder. */
+static int entries(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* The file is byte-identical to before and nothing appeared beside it
+ * (no .corrupt-*, -journal, -wal, -shm). */
+static void assert_untouched(const char *path, const char *before, size_t blen)
+{
+    size_t alen;
+    char *after = slurp(path, &alen);
+    cr_assert(alen == blen && memcmp(before, after, blen) == 0, "%s changed", path);
+    free(after);
+    cr_assert_eq(entries(), 1, "something was created beside %s", path);
+}
+
+static const char text[] = "# README\n\nThis is not a kernel cache.\n";
+
+static void write_file(const char *path, const char *s)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    fputs(s, f);
+    fclose(f);
+}
+
+/* 3. */
+Test(harden_cli, a_text_file_as_cache_is_refused_and_left_as_it_was)
+{
+    const char *p = in_dir("README.md");
+    write_file(p, text);
+    cr_assert_neq(run(NULL, "--cache %s ls", p), 0, "%s", out);
+    cr_assert(strstr(out, "not a sale cache") && strstr(out, "refusing to touch it"), "%s", out);
+    assert_untouched(p, text, strlen(text));
+}
+
+Test(harden_cli, another_applications_sqlite_file_is_refused_and_left_as_it_was)
+{
+    const char *p = in_dir("app.db");
+    sqlite3 *c;
+    cr_assert_eq(sqlite3_open(p, &c), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(c, "CREATE TABLE notes(t TEXT); INSERT INTO notes VALUES ('mine');", 0, 0, 0), SQLITE_OK);
+    sqlite3_close(c);
+    size_t n;
+    char *before = slurp(p, &n);
+    cr_assert_neq(run(NULL, "--cache %s ls", p), 0, "%s", out);
+    cr_assert(strstr(out, "not a sale cache") != NULL, "%s", out);
+    assert_untouched(p, before, n);
+    cr_assert_neq(run(NULL, "--cache %s verify", p), 0, "%s", out);
+    assert_untouched(p, before, n);
+    free(before);
+}
+
+/* 4. */
+Test(harden_cli, export_over_a_foreign_file_needs_force)
+{
+    cr_assert_eq(run(NULL, "prewarm -q --arch sm_90 --family quantize --head-dim 64 --dtype bf16"), 0, "%s", out);
+    const char *p = in_dir("notes.txt");
+    write_file(p, text);
+    cr_assert_neq(run(NULL, "export %s", p), 0, "%s", out);
+    cr_assert(strstr(out, "--force") != NULL, "%s", out);
+    size_t n;
+    char *after = slurp(p, &n);
+    cr_assert(n == strlen(text) && memcmp(after, text, n) == 0, "the file was changed");
+    free(after);
+    /* nothing but the file (and the cache the export opened) */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        cr_assert(!strstr(e->d_name, "notes.txt") || strcmp(e->d_name, "notes.txt") == 0, "%s left beside it",
+                  e->d_name);
+    closedir(d);
+}
+
+Test(harden_cli, export_to_a_device_node_leaves_it_a_device)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root: only root could replace /dev/null");
+    struct stat st;
+    cr_assert_eq(stat("/dev/null", &st), 0);
+    cr_assert(S_ISCHR(st.st_mode));
+    cr_assert_eq(run(NULL, "prewarm -q --arch sm_90 --family quantize --head-dim 64 --dtype bf16"), 0, "%s", out);
+    cr_assert_neq(run(NULL, "export /dev/null"), 0, "%s", out);
+    cr_assert_eq(stat("/dev/null", &st), 0);
+    cr_assert(S_ISCHR(st.st_mode), "/dev/null is no longer a character device");
+    run(NULL, "--cache /dev/null ls");
+    cr_assert_neq(access("/dev/null-journal", F_OK), 0, "/dev/null-journal created");
+    cr_assert_neq(access("/dev/null-wal", F_OK), 0, "/dev/null-wal created");
+    cr_assert_eq(stat("/dev/null", &st), 0);
+    cr_assert(S_ISCHR(st.st_mode), "/dev/null is no longer a character device");
+}
+
+Test(harden_cli, listing_a_missing_cache_creates_no_directory)
+{
+    cr_assert_neq(access("/nonexistent", F_OK), 0, "/nonexistent exists on this machine");
+    run(NULL, "--cache /nonexistent/deep/dir/k.db ls");
+    cr_assert_neq(access("/nonexistent", F_OK), 0, "ls created /nonexistent: %s", out);
+    run(NULL, "--cache %s/deep/dir/k.db ls", dir);
+    cr_assert_neq(access(in_dir("deep"), F_OK), 0, "ls created %s/deep: %s", dir, out);
+}
+
+/* 7. "N kernels (A compiled, B from cache, C failed)": all >= 0, A+B+C = N. */
+static void assert_summary(int want_n)
+{
+    const char *s = strstr(out, " kernels (");
+    cr_assert_not_null(s, "no summary: %s", out);
+    while (s > out && s[-1] >= '0' && s[-1] <= '9')
+        s--;
+    int n, a, b, c;
+    cr_assert_eq(sscanf(s, "%d kernels (%d compiled, %d from cache, %d failed)", &n, &a, &b, &c), 4, "%s", out);
+    cr_assert(n >= 0 && a >= 0 && b >= 0 && c >= 0 && a + b + c == n, "%s", out);
+    cr_assert_eq(n, want_n, "%s", out);
+}
+
+Test(harden_cli, duplicated_fleet_lists_cost_nothing_and_count_right)
+{
+    char cfg[4096] = "fleet = {\n";
+    static const char *const lists[][2] = {
+        {"archs", "'sm_90'"},   {"head_dims", "64"},  {"families", "'quantize'"}, {"dtypes", "'bf16'"},
+        {"block_q", "64"},      {"block_k", "32"},    {"block_seg", "128"},       {"local_window", "128"},
+    };
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        strcat(cfg, "  ");
+        strcat(cfg, lists[i][0]);
+        strcat(cfg, " = {");
+        for (int k = 0; k < 16; k++) {
+            strcat(cfg, lists[i][1]);
+            strcat(cfg, k < 15 ? ", " : "},\n");
+        }
+    }
+    strcat(cfg, "}\n");
+    const char *p = in_dir("dup.lua");
+    write_file(p, cfg);
+    double t;
+    cr_assert_eq(run(&t, "--config %s info", p), 0, "%s", out);
+    cr_assert_lt(t, 5, "sale info took %.1f s", t);
+    cr_assert_eq(run(&t, "--config %s prewarm --arch sm_90,sm_90,sm_90 --family quantize --head-dim 64", p), 0, "%s",
+                 out);
+    assert_summary(1);
+    cr_assert_eq(run(&t, "--config %s prewarm --arch sm_90,sm_90,sm_90 --family quantize --head-dim 64", p), 0, "%s",
+                 out);
+    assert_summary(1);
+    cr_assert(strstr(out, "(0 compiled, 1 from cache, 0 failed)") != NULL, "%s", out);
+}
+
+/* 8. A cache whose directory is not writable still lists. Root can write
+ * anywhere, so as root the listing runs as nobody. */
+Test(harden_cli, a_read_only_cache_lists_and_says_so)
+{
+    cr_assert_eq(run(NULL, "prewarm -q --arch sm_90 --family quantize --head-dim 64 --dtype bf16"), 0, "%s", out);
+    char ro[600], db[700];
+    snprintf(ro, sizeof ro, "%s/ro", dir);
+    cr_assert_eq(mkdir(ro, 0755), 0);
+    snprintf(db, sizeof db, "%s/k.db", ro);
+    cr_assert_eq(run(NULL, "export %s", db), 0, "%s", out);
+    cr_assert_eq(chmod(dir, 0755), 0);
+    cr_assert_eq(chmod(db, 0444), 0);
+    cr_assert_eq(chmod(ro, 0555), 0);
+    int fd[2];
+    cr_assert_eq(pipe(fd), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(97);
+        setenv("XDG_CONFIG_HOME", ro, 1);
+        setenv("HOME", ro, 1);
+        execl(SALE_CLI, "sale", "--cache", db, "ls", (char *)NULL);
+        _exit(98);
+    }
+    close(fd[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof out - 1 && (r = read(fd[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)r;
+    out[n] = 0;
+    close(fd[0]);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %d: %s", WEXITSTATUS(st), out);
+    cr_assert(strstr(out, "quantize:d=64") && strstr(out, "1 kernels"), "%s", out);
+    cr_assert(strstr(out, "read-only") != NULL, "%s", out);
+    /* nothing was written: no -wal/-shm/-journal beside it */
+    DIR *d = opendir(ro);
+    struct dirent *e;
+    int k = 0;
+    while ((e = readdir(d)))
+        k += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    cr_assert_eq(k, 1, "files appeared beside the read-only cache");
+}
