@@ -246,7 +246,9 @@ typedef struct sale_attention_args {
     int tile_warps, tile_stages; /* tiles of the attention kernels (fused, select, attend,
                           dense); 0: the tuned winner for this device, else the default */
     const char *model; /* with tau NULL: per-head thresholds calibrated for (model, layer) and
-                          stored in the cache (sale calibrate); SALE_ERR_NOT_FOUND if absent */
+                          stored in the cache (sale calibrate); SALE_ERR_NOT_FOUND if absent.
+                          Read once per context (no SQLite on later calls); a store or import
+                          through the context is seen at once, another process's by a new context */
     int layer;
 } sale_attention_args;
 

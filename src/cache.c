@@ -266,6 +266,7 @@ sale_status sale_cache_import(sale_ctx *ctx, const char *src, int *rows)
     pthread_mutex_lock(&ctx->lock);
     int n = db_import(ctx->db, src, err, sizeof err);
     pthread_mutex_unlock(&ctx->lock);
+    thresholds_changed(ctx); /* an import may bring thresholds */
     if (n < 0) {
         sale_set_error(ctx, "%s", err);
         return SALE_ERR_CACHE;

@@ -572,7 +572,9 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
                 w->error = r.error[x];
             }
         char err[1024] = "";
-        if (db_thresholds_put(ctx->db, rows, (int)nrows, err, sizeof err)) {
+        int put = db_thresholds_put(ctx->db, rows, (int)nrows, err, sizeof err);
+        thresholds_changed(ctx);
+        if (put) {
             sale_set_error(ctx, "calibrate: storing thresholds: %s", err);
             st = SALE_ERR_CACHE;
             goto out;

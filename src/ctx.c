@@ -250,6 +250,7 @@ void sale_destroy(sale_ctx *ctx)
     pthread_mutex_destroy(&ctx->lock);
     pthread_mutex_destroy(&ctx->ws_lock);
     free(ctx->cfg_thresholds);
+    thresholds_memo_free(ctx);
     err_slot *e = err_slot_of(ctx, 0);
     if (e) {
         free(e->msg);

@@ -45,6 +45,9 @@ struct sale_ctx {
     ws_slot *ws;          /* sale_attention's device workspaces, one in use per stream at a time */
     struct cfg_threshold *cfg_thresholds; /* the config's `thresholds` section (copy), or NULL */
     int n_cfg_thresholds;
+    struct th_memo *thm;  /* per-head taus of (model, layer) already read for attention calls */
+    int thm_n, thm_next;
+    unsigned th_gen;      /* bumped whenever this context stores or imports thresholds */
 };
 
 /* Set the calling thread's error message for ctx; ctx may be NULL. */
@@ -92,6 +95,10 @@ void ws_free_all(sale_ctx *ctx);
  * the thresholds stored for (a->model, a->layer) (needs ctx), else
  * a->tau_default (0: 0.004). SALE_ERR_NOT_FOUND names the missing head. */
 sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out);
+/* Thresholds were stored or imported through this context: forget the memo
+ * of thresholds_resolve (which reads each (model, layer) once per context). */
+void thresholds_changed(sale_ctx *ctx);
+void thresholds_memo_free(sale_ctx *ctx);
 /* thresholds_attach_config (the config's thresholds into a context) is
  * declared in config.h, beside the config it comes from. */
 

@@ -2,6 +2,7 @@
  * calibrate in the cache file, read back from the cache, then the fleet
  * file, then the config's `thresholds` section; and the one place where an
  * attention call's per-head taus are decided (thresholds_resolve). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,7 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
     char err[1024] = "";
     int rc = db_thresholds_put(ctx->db, rows, heads, err, sizeof err);
     free(rows);
+    thresholds_changed(ctx);
     if (rc != 0) {
         sale_set_error(ctx, "sale_thresholds_put: %s", err);
         return SALE_ERR_CACHE;
@@ -130,12 +132,96 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
     return SALE_OK;
 }
 
+/* An attention call that names (model, layer) reads its thresholds once per
+ * context: later calls copy them from this memo, with no SQLite query (the
+ * host path of a serving engine). Storing or importing thresholds through
+ * the context forgets it; another process's changes are seen by a new
+ * context (as new kernels are). */
+#define TH_MEMO_MAX 512
+typedef struct th_memo {
+    char model[sizeof((db_threshold_row *)0)->model];
+    int layer, heads;
+    unsigned gen;
+    float *tau;
+} th_memo;
+
+void thresholds_memo_free(sale_ctx *ctx)
+{
+    if (!ctx || !ctx->thm)
+        return;
+    for (int i = 0; i < ctx->thm_n; i++)
+        free(ctx->thm[i].tau);
+    free(ctx->thm);
+    ctx->thm = NULL;
+    ctx->thm_n = ctx->thm_next = 0;
+}
+
+void thresholds_changed(sale_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    pthread_mutex_lock(&ctx->lock);
+    ctx->th_gen++;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+static int memo_get(sale_ctx *ctx, const char *model, int layer, int heads, float *tau)
+{
+    int hit = 0;
+    pthread_mutex_lock(&ctx->lock);
+    for (int i = 0; i < ctx->thm_n && !hit; i++) {
+        th_memo *m = &ctx->thm[i];
+        if (m->gen == ctx->th_gen && m->layer == layer && m->heads == heads && !strcmp(m->model, model)) {
+            memcpy(tau, m->tau, sizeof(float) * (size_t)heads);
+            hit = 1;
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return hit;
+}
+
+static void memo_put(sale_ctx *ctx, const char *model, int layer, int heads, const float *tau, unsigned gen)
+{
+    float *copy = malloc(sizeof(float) * (size_t)heads);
+    if (!copy)
+        return; /* only a memo: the next call reads the cache again */
+    memcpy(copy, tau, sizeof(float) * (size_t)heads);
+    pthread_mutex_lock(&ctx->lock);
+    if (!ctx->thm && !(ctx->thm = calloc(TH_MEMO_MAX, sizeof *ctx->thm))) {
+        pthread_mutex_unlock(&ctx->lock);
+        free(copy);
+        return;
+    }
+    th_memo *m;
+    if (ctx->thm_n < TH_MEMO_MAX) {
+        m = &ctx->thm[ctx->thm_n++];
+    } else { /* full: replace entries in turn */
+        m = &ctx->thm[ctx->thm_next];
+        ctx->thm_next = (ctx->thm_next + 1) % TH_MEMO_MAX;
+        free(m->tau);
+    }
+    snprintf(m->model, sizeof m->model, "%s", model);
+    m->layer = layer;
+    m->heads = heads;
+    m->gen = gen;
+    m->tau = copy;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
 sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out)
 {
     if (!a->tau && a->model) {
         if (!ctx)
             return SALE_ERR_NOT_FOUND; /* no context: no cache to read, nowhere to say so */
-        return sale_thresholds_get(ctx, a->model, a->layer, tau_out, a->heads_q, NULL);
+        if (memo_get(ctx, a->model, a->layer, a->heads_q, tau_out))
+            return SALE_OK;
+        pthread_mutex_lock(&ctx->lock);
+        unsigned gen = ctx->th_gen; /* a store racing with the read below makes this entry stale */
+        pthread_mutex_unlock(&ctx->lock);
+        sale_status st = sale_thresholds_get(ctx, a->model, a->layer, tau_out, a->heads_q, NULL);
+        if (st == SALE_OK)
+            memo_put(ctx, a->model, a->layer, a->heads_q, tau_out, gen);
+        return st;
     }
     float td = a->tau_default > 0.0f ? a->tau_default : TH_DEFAULT_TAU;
     for (int h = 0; h < a->heads_q; h++)
@@ -159,5 +245,6 @@ sale_status thresholds_attach_config(sale_ctx *ctx, const cfg_threshold *th, int
     free(ctx->cfg_thresholds);
     ctx->cfg_thresholds = copy;
     ctx->n_cfg_thresholds = n;
+    thresholds_changed(ctx);
     return SALE_OK;
 }

@@ -356,3 +356,29 @@ Test(host, cli_reaches_the_cache_only_through_the_library)
     closedir(dp);
     cr_expect_geq(files, 2, "main.c and cli_tune.c at least");
 }
+
+/* An attention call naming (model, layer) reads the stored thresholds once per
+ * context; storing new ones through the context is seen by the next call. */
+Test(host, named_thresholds_are_read_once_and_follow_a_store)
+{
+    float put[4] = {0.001f, 0.002f, 0.0f, 0.008f}, got[4];
+    cr_assert_eq(sale_thresholds_put(ctx, "memo-model", 3, put, 4, NULL), SALE_OK, "%s", sale_last_error(ctx));
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.heads_q = 4;
+    a.model = "memo-model";
+    a.layer = 3;
+    cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert(memcmp(got, put, sizeof put) == 0);
+    unsigned long n0 = db_op_count(ctx->db);
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_OK);
+    cr_assert_eq(db_op_count(ctx->db), n0, "a warm (model, layer) lookup makes no SQLite call");
+    cr_assert(memcmp(got, put, sizeof put) == 0);
+    put[1] = 0.004f;
+    cr_assert_eq(sale_thresholds_put(ctx, "memo-model", 3, put, 4, NULL), SALE_OK);
+    cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_OK);
+    cr_assert_float_eq(got[1], 0.004f, 0, "a store through the context is seen at once");
+    a.layer = 4;
+    cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_ERR_NOT_FOUND, "a missing layer is still an error");
+}
