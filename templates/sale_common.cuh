@@ -248,6 +248,12 @@ template <int MODE> struct SaleAttn {
     static constexpr int OFF_MB = OFF_SK + NBUF * 8 * 4;
     static constexpr int OFF_FL = OFF_MB + NBUF * 8;
     static constexpr int OFF_RM = OFF_FL + 2 * 16 * 4; /* per (row, block) estimated maxima, 2 segments */
+    static constexpr int SMEM_END = EST ? OFF_RM + 2 * BQ * SB * 4 : OFF_C;
+    /* the layout above and the host's sale_layout_smem() (the dynamic shared
+     * memory every launch asks for) are written twice: they must agree */
+    static constexpr sale_layout_cfg LCFG = {MODE, D, BQ, BK, SEG, SALE_LOCAL_WINDOW, SALE_DTYPE, EB, NW, ST, SALE_ARCH};
+    static_assert(sale_layout_smem(&LCFG) == (unsigned)SMEM_END,
+                  "shared-memory layout of the kernel and sale_layout_smem() disagree");
     static constexpr int DT = HASV ? D / 8 : 1;
 
     static_assert(MODE == 0 || (BQ % (16 * NW) == 0 && MT >= 1 && MT <= 2), "block_q / warps");

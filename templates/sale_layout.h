@@ -10,6 +10,13 @@
 #else
 #define SALE_HD
 #endif
+/* constexpr where the language has it, so the kernels can check their own
+ * shared-memory layout against sale_layout_smem() at compile time */
+#ifdef __cplusplus
+#define SALE_CX constexpr
+#else
+#define SALE_CX
+#endif
 
 /* family codes (= sale_family) */
 #define SALE_LF_QUANTIZE 0
@@ -54,11 +61,11 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
 }
 
 /* keys per tile of the attention loop */
-static SALE_HD inline int sale_layout_kt(const sale_layout_cfg *c) {
+static SALE_HD SALE_CX inline int sale_layout_kt(const sale_layout_cfg *c) {
     return c->family == SALE_LF_DENSE ? SALE_DENSE_KT : c->block_k;
 }
 /* keys per estimation chunk */
-static SALE_HD inline int sale_layout_est_chunk(const sale_layout_cfg *c) {
+static SALE_HD SALE_CX inline int sale_layout_est_chunk(const sale_layout_cfg *c) {
     return c->block_seg < SALE_EST_CHUNK ? c->block_seg : SALE_EST_CHUNK;
 }
 
@@ -79,8 +86,8 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 }
 
 /* dynamic shared memory of the main entry (quantize: 0) */
-static SALE_HD inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
-    unsigned rb, kt, s;
+static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
+    unsigned rb = 0, kt = 0, s = 0;
     if (c->family == SALE_LF_QUANTIZE) return 0;
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
