@@ -5,6 +5,8 @@
  * safetensors reader/writer and the config fallback. No hard-coded taus: the
  * reference's selection may change; the properties must hold whatever it is. */
 #include <criterion/criterion.h>
+
+#include "cli_helpers.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,36 +25,23 @@ static char out[1 << 16];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/sale_cal_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    setenv("SALE_CACHE_DIR", dir, 1);
-    setenv("XDG_CONFIG_HOME", dir, 1);
-    unsetenv("SALE_CONFIG");
+    cli_tmp_setup(dir, sizeof dir, "/tmp/sale_cal_XXXXXX");
 }
 
 static void teardown(void)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    cli_tmp_teardown(dir);
 }
 
 TestSuite(calibrate, .init = setup, .fini = teardown, .timeout = 900);
 
 static int run(const char *fmt, ...)
 {
-    char args[2048], cmd[2600];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    int rc = cli_vrun(out, sizeof out, NULL, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", SALE_CLI, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 static const char *in_dir(const char *name)

@@ -2,6 +2,8 @@
  * every command, a real prewarm (twice: the second compiles nothing), ls,
  * export/import, verify, key. */
 #include <criterion/criterion.h>
+
+#include "cli_helpers.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,18 +14,12 @@ static char dir[256];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/sale_cli_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    setenv("SALE_CACHE_DIR", dir, 1);
-    setenv("XDG_CONFIG_HOME", dir, 1); /* no user config leaks in */
-    unsetenv("SALE_CONFIG");
+    cli_tmp_setup(dir, sizeof dir, "/tmp/sale_cli_XXXXXX");
 }
 
 static void teardown(void)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    cli_tmp_teardown(dir);
 }
 
 TestSuite(cli, .init = setup, .fini = teardown, .timeout = 600);
@@ -31,18 +27,11 @@ TestSuite(cli, .init = setup, .fini = teardown, .timeout = 600);
 /* Run "sale ARGS", capture stdout+stderr, return the exit code. */
 static int run(char *out, size_t outlen, const char *fmt, ...)
 {
-    char args[1024], cmd[1400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    int rc = cli_vrun(out, outlen, NULL, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", SALE_CLI, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, outlen - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 static char out[1 << 16];

@@ -3,6 +3,8 @@
  * for byte as they were (3, 4), a listing creates nothing (4), duplicated
  * fleet lists cost nothing and count right (7), a read-only cache lists (8). */
 #include <criterion/criterion.h>
+
+#include "cli_helpers.h"
 #include <dirent.h>
 #include <grp.h>
 #include <sqlite3.h>
@@ -20,18 +22,12 @@ static char out[1 << 16];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/sale_harden_cli_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    setenv("SALE_CACHE_DIR", dir, 1);
-    setenv("XDG_CONFIG_HOME", dir, 1); /* no user config leaks in */
-    unsetenv("SALE_CONFIG");
+    cli_tmp_setup(dir, sizeof dir, "/tmp/sale_harden_cli_XXXXXX");
 }
 
 static void teardown(void)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "chmod -R u+rwx %s; rm -rf %s", dir, dir);
-    cr_assert_eq(system(cmd), 0);
+    cli_tmp_teardown(dir);
 }
 
 TestSuite(harden_cli, .init = setup, .fini = teardown, .timeout = 300);
@@ -48,23 +44,11 @@ static const char *in_dir(const char *name)
 /* Run "sale ARGS", capture stdout+stderr into out, return the exit code. */
 static int run(double *secs, const char *fmt, ...)
 {
-    char args[1024], cmd[1400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    int rc = cli_vrun(out, sizeof out, secs, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", SALE_CLI, args);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (secs)
-        *secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 static char *slurp(const char *path, size_t *len)
