@@ -383,48 +383,35 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
 static sale_status put_taus(sale_ctx *ctx, const sale_attention_args *a, sale_params *p, CUdeviceptr ws_tau,
                             CUstream stream)
 {
-    /* where per-head taus come from: args.tau, else the thresholds stored
-     * for (args.model, args.layer), else tau_default for every head */
-    const float *tau = a->tau;
-    float local[SALE_TAU_INLINE], *heap = NULL;
-    if (!tau && a->model) {
-        float *buf = a->heads_q <= SALE_TAU_INLINE ? local : (heap = malloc(sizeof(float) * (size_t)a->heads_q));
-        if (!buf) {
-            sale_set_error(ctx, "thresholds: out of host memory");
-            return SALE_ERR_NOMEM;
-        }
-        sale_status ts = thresholds_resolve(ctx, a, buf);
-        if (ts != SALE_OK) {
-            free(heap);
-            return ts;
-        }
-        tau = buf;
-    }
+    /* where per-head taus come from (args.tau, else the thresholds stored
+     * for (args.model, args.layer), else tau_default) is thresholds_resolve's */
     if (a->heads_q <= SALE_TAU_INLINE) {
-        for (int h = 0; h < a->heads_q; h++)
-            p->tau_inline[h] = tau ? tau[h] : a->tau_default;
         p->tau = 0;
-        return SALE_OK;
+        return thresholds_resolve(ctx, a, p->tau_inline);
     }
+    float *tau = malloc(sizeof(float) * (size_t)a->heads_q);
+    if (!tau) {
+        sale_set_error(ctx, "thresholds: out of host memory");
+        return SALE_ERR_NOMEM;
+    }
+    sale_status st = thresholds_resolve(ctx, a, tau);
     const drv_api *d = drv_get(NULL);
     p->tau = (sale_u64)ws_tau;
-    for (int h = 0; h < a->heads_q;) {
-        float v = tau ? tau[h] : a->tau_default;
+    for (int h = 0; st == SALE_OK && h < a->heads_q;) {
         int e = h + 1;
-        while (e < a->heads_q && (tau ? tau[e] : a->tau_default) == v)
+        while (e < a->heads_q && tau[e] == tau[h])
             e++;
         unsigned bits;
-        memcpy(&bits, &v, sizeof bits);
+        memcpy(&bits, &tau[h], sizeof bits);
         CUresult r = d->MemsetD32Async(ws_tau + (CUdeviceptr)h * 4, bits, (size_t)(e - h), stream);
         if (r != CUDA_SUCCESS) {
             sale_set_error(ctx, "writing the thresholds of heads %d..%d: %s", h, e - 1, drv_errstr(r));
-            free(heap);
-            return SALE_ERR_CUDA;
+            st = SALE_ERR_CUDA;
         }
         h = e;
     }
-    free(heap);
-    return SALE_OK;
+    free(tau);
+    return st;
 }
 
 /* The host-side results the caller asked for; the only place that waits. */

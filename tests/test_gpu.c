@@ -967,3 +967,41 @@ Test(gpu, threads_on_their_own_streams_equal_one_thread)
     sale_dev_free(ctx, out);
     hp_free(&P);
 }
+
+/* More heads than the parameter block holds thresholds for (SALE_TAU_INLINE):
+ * the per-head taus go through the workspace (runs of equal values, one
+ * memset each); masks equal the CPU reference's with the same taus. */
+Test(gpu, per_head_thresholds_past_the_parameter_block)
+{
+    NEED_GPU();
+    const int B = 1, Hq = SALE_TAU_INLINE + 8, Hkv = 8, N = 1100, D = 64;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1;
+    float tau[SALE_TAU_INLINE + 8];
+    for (int h = 0; h < Hq; h++)
+        tau[h] = h % 7 == 0 ? 0.0f : (h / 3) % 2 ? 0.004f : 0.02f; /* runs, and dense heads */
+    a.tau = tau;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2), *oref = malloc(nq * 2);
+    sale_gen_options g = {.seed = seed_base + 77, .structured = 1};
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK);
+    int nkw = (sale_num_kblocks(&a) + 31) / 32;
+    size_t nmask = (size_t)B * Hq * sale_num_qblocks(&a) * nkw;
+    uint32_t *mg = calloc(nmask, 4), *mr = calloc(nmask, 4);
+    sale_stats sg = {0}, sr = {0};
+    gpu_run_once(a, q, k, v, o, mg, nmask, &sg);
+    sale_attention_args r = a;
+    r.q = q, r.k = k, r.v = v, r.out = oref, r.mask = mr, r.stats = &sr;
+    cr_assert_eq(sale_reference_attention(ctx, &r), SALE_OK, "%s", sale_last_error(ctx));
+    long long diff = 0;
+    for (size_t i = 0; i < nmask; i++)
+        diff += __builtin_popcount(mg[i] ^ mr[i]);
+    fprintf(stderr, "gpu %d heads, per-head tau through the workspace: density gpu %.4f ref %.4f, mask_diff=%lld\n", Hq,
+            sg.density, sr.density, diff);
+    cr_assert(sr.density < 1.0 && sr.density > 0.0);
+    cr_assert_eq(diff, 0, "masks differ in %lld blocks", diff);
+    free(q), free(k), free(v), free(o), free(oref), free(mg), free(mr);
+}
