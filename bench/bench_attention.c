@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "sale.h"
 
 #define CHECK(x)                                                                                                      \
@@ -27,12 +28,6 @@ typedef struct anchor {
     int n;
     double flash, cudnn;
 } anchor;
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Median GPU time of one sale_attention call over reps (after warm-up). */
 static float time_attention(sale_attention_args *a, int warmup, int reps, float phases[3])
@@ -55,7 +50,7 @@ static float time_attention(sale_attention_args *a, int warmup, int reps, float 
         CHECK(sale_event_record(ctx, e1, NULL));
         CHECK(sale_event_elapsed(ctx, e0, e1, &t[i]));
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_float);
+    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_float);
     /* one more run that collects stats and per-phase times */
     a->stats = keep_stats;
     a->phase_ms = phases ? phases : keep_phase;
@@ -65,17 +60,6 @@ static float time_attention(sale_attention_args *a, int warmup, int reps, float 
     sale_event_destroy(ctx, e0);
     sale_event_destroy(ctx, e1);
     return t[reps / 2];
-}
-
-static double rel_l1(const uint16_t *x, const uint16_t *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        float a = sale_bf16_to_f32(x[i]), b = sale_bf16_to_f32(ref[i]);
-        num += fabs((double)a - b);
-        den += fabs((double)b);
-    }
-    return den > 0 ? num / den : 0;
 }
 
 static void write_file(const char *dir, const char *name, const void *p, size_t n)
@@ -195,7 +179,7 @@ int main(int argc, char **argv)
         CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
         float t_fused = time_attention(&a, 1, reps, ph_f);
         CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
-        double err_fused = rel_l1(o_sale, o_dense, nq);
+        double err_fused = bench_rel_l1_bf16(o_sale, o_dense, nq);
         CHECK(sale_dev_download(ctx, mask, dmask, mask_words * 4));
         int kept_needles = 0;
         for (int i = 0; i < nn; i++) {
@@ -210,7 +194,7 @@ int main(int argc, char **argv)
         CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
         float t_two = time_attention(&a, 1, reps, ph_t);
         CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
-        double err_two = rel_l1(o_sale, o_dense, nq);
+        double err_two = bench_rel_l1_bf16(o_sale, o_dense, nq);
         double flops = 4.0 * (double)N * N / 2 * D * Hq;
         double sel = ph_t[0] + ph_t[1]; /* quantize + select (estimate + exact m, l of kept blocks) */
         char fl[32] = "-", cu[32] = "-", spf[32] = "-", spc[32] = "-", ovh[32] = "-";
@@ -246,7 +230,7 @@ int main(int argc, char **argv)
             CHECK(sale_dev_sync(ctx));
             CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
             write_file(dump, "o_fused_tau0.bin", o_sale, nq * 2);
-            fprintf(stderr, "bench: tau=0 fused vs our dense rel L1 = %.2e\n", rel_l1(o_sale, o_dense, nq));
+            fprintf(stderr, "bench: tau=0 fused vs our dense rel L1 = %.2e\n", bench_rel_l1_bf16(o_sale, o_dense, nq));
             char shape[64];
             int sl = snprintf(shape, sizeof shape, "%d %d %d %d\n", Hq, Hkv, N, D);
             write_file(dump, "shape.txt", shape, (size_t)sl);

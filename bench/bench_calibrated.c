@@ -20,6 +20,7 @@
 
 #include "headmix.h"
 #include "safetensors.h"
+#include "bench_util.h"
 #include "sale.h"
 
 #define CHECK(x)                                                                                                      \
@@ -34,12 +35,6 @@
 enum { HQ = 32, HKV = 8, D = 128, MAXL = 8, MAXROWS = 12, MAXNEEDLES = 1024 };
 
 static sale_ctx *ctx;
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
-}
 
 static float time_ms(sale_attention_args *a, int reps)
 {
@@ -56,7 +51,7 @@ static float time_ms(sale_attention_args *a, int reps)
         CHECK(sale_event_record(ctx, e1, NULL));
         CHECK(sale_event_elapsed(ctx, e0, e1, &t[i]));
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_float);
+    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_float);
     sale_event_destroy(ctx, e0);
     sale_event_destroy(ctx, e1);
     return t[reps / 2];

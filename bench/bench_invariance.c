@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "sale.h"
 
 #define CHECK(x)                                                                                                      \
@@ -25,17 +26,6 @@
     } while (0)
 
 static sale_ctx *ctx;
-
-static double rel_l1(const uint16_t *x, const uint16_t *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double a = sale_bf16_to_f32(x[i]), b = sale_bf16_to_f32(ref[i]);
-        num += fabs(a - b);
-        den += fabs(b);
-    }
-    return den > 0 ? num / den : 0;
-}
 
 /* out = attention over (q, k, v) in the given mode; returns the density */
 static double run(sale_attention_args a, void *dk, const uint16_t *k, size_t nk, void *dout, uint16_t *out, size_t nq)
@@ -136,7 +126,7 @@ int main(int argc, char **argv)
             run(d, dk, keys[t], nk, dout, od, nq);
             a.mode = mode;
             dens[t] = run(a, dk, keys[t], nk, dout, os, nq);
-            err[t] = rel_l1(os, od, nq);
+            err[t] = bench_rel_l1_bf16(os, od, nq);
         }
         printf("| %dK | %.3f / %.3f | %.3f / %.3f |\n", N / 1024, dens[0], err[0], dens[1], err[1]);
         fflush(stdout);
