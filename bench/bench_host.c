@@ -19,6 +19,7 @@ static int cmp_d(const void *a, const void *b)
 }
 
 #include "internal.h"
+#include "sale_abi.h"
 #include "tune.h"
 
 static double now_us(void)
@@ -163,6 +164,40 @@ int main(int argc, char **argv)
         CK(sale_dev_upload(ctx, dv, hv, nk * 2));
         free(hq), free(hk), free(hv);
         a.q = dq, a.k = dk, a.v = dv, a.out = dout;
+        if (li == 0) {
+            /* the floor under every sale_attention: one launch of a one-block
+             * kernel (quantize's lse entry on one row) with the full parameter
+             * block, timed like the calls below */
+            sale_key kq = sale_key_default(SALE_FAMILY_QUANTIZE);
+            sale_kernel *kqn;
+            CK(sale_get_kernel(ctx, &kq, &kqn));
+            void *dm, *dl;
+            CK(sale_dev_alloc(ctx, 128 * 4, &dm));
+            CK(sale_dev_alloc(ctx, 64 * 4, &dl));
+            CK(sale_dev_fill8(ctx, dm, 0, 128 * 4));
+            sale_params lp;
+            memset(&lp, 0, sizeof lp);
+            lp.q = (uintptr_t)dq, lp.kmean = (uintptr_t)dm, lp.lse = (uintptr_t)dl;
+            lp.q_sn = 128, lp.q_sh = (int64_t)N * 128, lp.q_sb = (int64_t)32 * N * 128;
+            lp.B = 1, lp.Hq = 1, lp.Hkv = 1, lp.N = 1, lp.group = 1, lp.scale = 0.088f;
+            double lh = 0, *one = malloc(sizeof(double) * (size_t)iters);
+            for (int i = 0; i < iters; i++) {
+                if (i % BURST == 0)
+                    CU(d->StreamSynchronize(s));
+                double h0 = now_us();
+                CK(sale_kernel_launch(ctx, kqn, "sale_quantize_lse_kernel", 1, 1, 1, 256, 0, &lp, sizeof lp, s));
+                one[i] = now_us() - h0;
+                lh += one[i];
+            }
+            CU(d->StreamSynchronize(s));
+            qsort(one, (size_t)iters, sizeof one[0], cmp_d);
+            printf("| one kernel launch (1 block, %zu-byte parameter block) | - | %.2f; %.2f, %.2f | - | - |\n",
+                   sizeof lp, lh / iters, one[iters / 2], one[iters * 9 / 10]);
+            fflush(stdout);
+            free(one);
+            sale_dev_free(ctx, dm);
+            sale_dev_free(ctx, dl);
+        }
         static const sale_mode modes[3] = {SALE_MODE_FUSED, SALE_MODE_TWO_PASS, SALE_MODE_DENSE};
         static const char *names[3] = {"fused", "two-pass", "dense"};
         for (int m = 0; m < 3; m++) {

@@ -239,7 +239,8 @@ typedef struct sale_attention_args {
     float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
     uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
     sale_stats *stats; /* optional (host); on GPU this synchronizes the stream (not while capturing) */
-    void *workspace;   /* optional device workspace (size: sale_attention_workspace_size) */
+    void *workspace;   /* optional device workspace (size: sale_attention_workspace_size); its
+                          first 16 bytes are counters that each call zeroes (one memset queued) */
     size_t workspace_bytes;
     float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense, attend
                           (timed with CUDA events; synchronizes the stream) */
@@ -271,7 +272,8 @@ sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_ar
  * callback). Thresholds travel in the kernels' parameter block (up to 128
  * query heads; more are written by memsets queued on the stream), the dense
  * mode's mask is written by the kernel; nothing is copied from host memory
- * and nothing is allocated per call.
+ * and nothing is allocated per call. Launches: fused 2 (quantize, fused),
+ * two-pass 3 (quantize, select, attend), dense 1; +1 when lse is asked for.
  *
  * Workspaces: without args.workspace the context keeps device workspaces,
  * one in use per stream at a time: a call takes the one last used on its

@@ -25,7 +25,7 @@ static size_t up(size_t n)
 
 typedef struct plan_sizes {
     int nqb, nkb, nkw, bq, bk, seg, win, est;
-    size_t qcode, kcode, qscale, kscale, qmean, kmean, cterm, tau, mask, kept, scratch, kcent, total;
+    size_t sync, qcode, kcode, qscale, kscale, qmean, kmean, cterm, tau, mask, kept, scratch, kcent, total;
 } plan_sizes;
 
 /* Defaults applied to a copy of the user's args. */
@@ -74,6 +74,7 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     s->nkb = (int)(((int64_t)a->seq_len + a->block_k - 1) / a->block_k);
     s->nkw = (s->nkb + 31) / 32;
     size_t cb = a->est_bits == 4 ? 2 : 1; /* codes per byte */
+    s->sync = up(16); /* first, at a fixed offset whatever the shape: the quantize counters */
     s->qcode = up(B * Hq * N * D / cb + 16);
     s->kcode = up(B * Hkv * N * D / cb + 16);
     s->qscale = up(B * Hq * N * 4);
@@ -89,7 +90,7 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
                           qk->arch};
     s->scratch = up((size_t)sale_layout_scratch_bytes(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len));
     s->kcent = up(B * Hkv * N * D * 2);
-    s->total = s->qcode + s->kcode + s->qscale + s->kscale + s->qmean + s->kmean + s->cterm + s->tau + s->mask +
+    s->total = s->sync + s->qcode + s->kcode + s->qscale + s->kscale + s->qmean + s->kmean + s->cterm + s->tau + s->mask +
                s->kept + s->scratch + s->kcent;
 }
 
@@ -191,6 +192,7 @@ struct ws_slot {
     int in_use;      /* between ws_acquire and ws_release */
     int used;        /* done has been recorded */
     int captured;    /* owned by graphs of capture sequence `capture`: never reused eagerly */
+    int zeroed;      /* its quantize counters (offset 0) are known to be zero */
     unsigned long long capture;
     struct ws_slot *next;
 };
@@ -289,6 +291,7 @@ static sale_status ws_acquire(sale_ctx *ctx, CUcontext cu, CUstream stream, size
             return SALE_ERR_CUDA;
         }
         w->bytes = need;
+        w->zeroed = 0;
         *out = w;
         return SALE_OK;
     }
@@ -568,6 +571,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         p.field = (sale_u64)(uintptr_t)(ws + off);                                                                    \
         off += (n);                                                                                                   \
     } while (0)
+    CARVE(sync, s.sync);
     CARVE(qcode, s.qcode);
     CARVE(kcode, s.kcode);
     CARVE(qscale, s.qscale);
@@ -599,6 +603,18 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     p.dense_heads_only = dense;
     if ((st = put_taus(ctx, &a, &p, (CUdeviceptr)p.tau, stream)))
         goto release;
+    /* quantize's counters: zeroed once per workspace of ours (every launch
+     * leaves them zero again); a caller's workspace, every call */
+    if (kern_q && (!slot || !slot->zeroed)) {
+        CUresult rz = d->MemsetD32Async((CUdeviceptr)p.sync, 0, 4, stream);
+        if (rz != CUDA_SUCCESS) {
+            sale_set_error(ctx, "cuMemsetD32Async (workspace counters): %s", drv_errstr(rz));
+            st = SALE_ERR_CUDA;
+            goto release;
+        }
+        if (slot)
+            slot->zeroed = 1;
+    }
 
     CUevent ev[4] = {0};
     CUresult r = CUDA_SUCCESS;

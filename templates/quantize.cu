@@ -1,11 +1,10 @@
 /* quantize.cu — sale family "quantize": smoothing means, low-bit codes and
  * scales of Q (per row) and K (per key block), c_j = qmean(h) . K'_j, and the
  * centred keys K' in the input dtype that the exact pass scores against.
- * Two launches (see sale_layout_plan): mean partials over a few chunks of
- * rows, then the codes (the main entry: Q rows for blockIdx.y < Hq, K blocks
- * + c_j + K' above), each block summing the chunk partials it needs in a
- * fixed order, so every block finds the same means. Deterministic: fixed-
- * order fp64 sums. Few launches keep the host cost of sale_attention low. */
+ * One launch (see sale_quantize_kernel): mean partials over a few chunks of
+ * rows, then the codes (Q rows; K blocks + c_j + K'), each code block summing
+ * the chunk partials it needs in a fixed order, so every block finds the
+ * same means. Deterministic: fixed-order fp64 sums. */
 #ifndef SALE_FAMILY
 #define SALE_FAMILY 0
 #endif
@@ -26,9 +25,8 @@
  * added in order through shared memory. */
 #define QZ_TPR (QZ_D / 8)                    /* threads per row */
 #define QZ_RPI (SALE_QZ_THREADS / QZ_TPR)    /* rows per iteration */
-extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_mean_kernel(const sale_params p) {
+__device__ __forceinline__ void qz_mean_chunk(const sale_params &p, int c, int y, int b) {
     __shared__ double part[QZ_RPI][QZ_D];
-    const int c = blockIdx.x, y = blockIdx.y, b = blockIdx.z;
     const int N = p.N;
     const int nch = sale_layout_mean_chunks(N), cr = sale_layout_mean_chunk_rows(N);
     const sale_u16 *base;
@@ -63,6 +61,7 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_mean
         for (int g = 0; g < QZ_RPI; g++) s += part[g][threadIdx.x];
         double *scr = (double *)p.scratch;
         scr[(((long long)b * (p.Hq + p.Hkv) + y) * nch + c) * QZ_D + threadIdx.x] = s;
+        __threadfence(); /* the partial is visible device-wide before the block counts itself done */
     }
 }
 
@@ -72,7 +71,7 @@ __device__ __forceinline__ float qz_mean(const sale_params &p, int b, int y, int
     const int nch = sale_layout_mean_chunks(p.N);
     const double *scr = (const double *)p.scratch + (((long long)b * (p.Hq + p.Hkv) + y) * nch) * QZ_D;
     double s = 0.0;
-    for (int c = 0; c < nch; c++) s += scr[c * QZ_D + d];
+    for (int c = 0; c < nch; c++) s += __ldcg(scr + c * QZ_D + d); /* L2: written by other blocks of this launch */
     return (float)(s / (double)p.N);
 }
 
@@ -256,14 +255,53 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
     }
 }
 
-/* (b+c) the main entry: grid (max(Q tiles, key blocks), Hq + Hkv, B); the
- * branch is uniform per block, and blocks past their range return */
+/* (a+b+c) the one launch: grid M + W blocks, M = chunks * (Hq + Hkv) * B.
+ * Every block first takes a ticket (an atomic counter): the first M tickets
+ * sum mean partials; the other W blocks walk the code items (Q row tiles,
+ * then K blocks, per batch entry) with a stride of W, after waiting until
+ * all M partials are in. Tickets are handed out in the order blocks start,
+ * so every block a waiter waits for already runs: no deadlock, whatever the
+ * scheduler does. The last block to finish puts the counters back to zero
+ * for the next launch (the host zeroes them once: sale_params.sync).
+ * One launch instead of two keeps sale_attention's host time down; W is
+ * capped (SALE_QZ_WORK_BLOCKS) so that the counters see few atomics. */
 extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kernel(const sale_params p) {
-    const int x = blockIdx.x, y = blockIdx.y, b = blockIdx.z;
-    if (y < p.Hq) {
-        if (x * SALE_QZ_QROWS < p.N) qz_q_rows(p, x, y, b);
+    __shared__ unsigned int ticket_s;
+    unsigned int *ctr = (unsigned int *)p.sync; /* [0] tickets, [1] partials done, [2] blocks finished */
+    const int Y = p.Hq + p.Hkv, nch = sale_layout_mean_chunks(p.N);
+    const unsigned int M = (unsigned int)(nch * Y * p.B);
+    if (threadIdx.x == 0) ticket_s = atomicAdd(ctr, 1u);
+    __syncthreads();
+    const unsigned int t = ticket_s;
+    if (t < M) {
+        qz_mean_chunk(p, (int)(t % nch), (int)((t / nch) % Y), (int)(t / (nch * Y)));
+        __syncthreads();
+        if (threadIdx.x == 0) atomicAdd(ctr + 1, 1u);
     } else {
-        if (x < p.nkb) qz_k_block(p, x, y - p.Hq, b);
+        const long long qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS;
+        const long long nq = (long long)p.Hq * qt, per_b = nq + (long long)p.Hkv * p.nkb;
+        const long long items = per_b * p.B;
+        if (threadIdx.x == 0) {
+            while (*(volatile unsigned int *)(ctr + 1) < M) __nanosleep(64);
+            __threadfence();
+        }
+        __syncthreads();
+        for (long long w = t - M; w < items; w += gridDim.x - M) {
+            const int b = (int)(w / per_b);
+            const long long r = w % per_b;
+            if (r < nq) qz_q_rows(p, (int)(r % qt), (int)(r / qt), b);
+            else qz_k_block(p, (int)((r - nq) % p.nkb), (int)((r - nq) / p.nkb), b);
+            __syncthreads(); /* the next item rewrites the shared means */
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(ctr + 2, 1u) == gridDim.x - 1) { /* last one out: every ticket is taken, nobody waits */
+            atomicExch(ctr, 0u);
+            atomicExch(ctr + 1, 0u);
+            atomicExch(ctr + 2, 0u);
+        }
     }
 }
 

@@ -42,6 +42,8 @@ typedef struct sale_params {
     sale_u64 kcent;           /* K' = K - kmean in the input dtype [B, Hkv, N, D] contiguous,
                                  written by quantize; the exact scores of fused/select/attend
                                  read it through k (see "Units" in sale-algorithm.md) */
+    sale_u64 sync;            /* quantize: 3 u32 counters, zero before the first launch;
+                                 each launch leaves them zero (sale_quantize_kernel) */
     int B, Hq, Hkv, N;
     int nqb, nkb, nkw, group; /* group = Hq / Hkv */
     float scale;              /* softmax scale (1/sqrt(D) by default) */

@@ -30,6 +30,7 @@
 #define SALE_QZ_QROWS 64         /* query rows per CTA of the code kernel */
 #define SALE_QZ_CHUNK_ROWS 256   /* rows per partial-sum chunk of the means (before capping) */
 #define SALE_QZ_MAX_CHUNKS 8      /* every code block adds the chunks of its means */
+#define SALE_QZ_WORK_BLOCKS 1024  /* code blocks of the quantize launch (each walks items) */
 /* attention families */
 #define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
 #define SALE_EST_CHUNK 128       /* keys per estimation chunk (code tile) */
@@ -207,15 +208,17 @@ static SALE_HD inline unsigned long long sale_layout_scratch_bytes(const sale_la
 static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int Hq, int Hkv, int N, sale_launch *out) {
     if (B <= 0 || Hq <= 0 || Hkv <= 0 || N <= 0 || Hq % Hkv != 0) return -1;
     if (c->family == SALE_LF_QUANTIZE) {
-        unsigned nkb = (unsigned)((N + c->block_k - 1) / c->block_k);
-        out[0].entry = "sale_quantize_mean_kernel";
-        out[0].grid[0] = (unsigned)sale_layout_mean_chunks(N); out[0].grid[1] = (unsigned)(Hq + Hkv); out[0].grid[2] = (unsigned)B;
+        /* one launch: the mean partials, then the codes (sale_quantize_kernel) */
+        unsigned long long nkb = (unsigned long long)((N + c->block_k - 1) / c->block_k);
+        unsigned long long qt = (unsigned long long)((N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS);
+        unsigned long long items = ((unsigned long long)Hq * qt + (unsigned long long)Hkv * nkb) * (unsigned long long)B;
+        unsigned long long n = (unsigned long long)sale_layout_mean_chunks(N) * (unsigned long long)(Hq + Hkv) * (unsigned long long)B +
+                               (items < SALE_QZ_WORK_BLOCKS ? items : SALE_QZ_WORK_BLOCKS);
+        if (n > 0x7fffffffull) return -1;
+        out[0].entry = "sale_quantize_kernel";
+        out[0].grid[0] = (unsigned)n; out[0].grid[1] = 1; out[0].grid[2] = 1;
         out[0].block = SALE_QZ_THREADS; out[0].smem = 0;
-        unsigned qt = (unsigned)((N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS);
-        out[1].entry = "sale_quantize_kernel";
-        out[1].grid[0] = qt > nkb ? qt : nkb; out[1].grid[1] = (unsigned)(Hq + Hkv); out[1].grid[2] = (unsigned)B;
-        out[1].block = SALE_QZ_THREADS; out[1].smem = 0;
-        return 2;
+        return 1;
     }
     if (c->family < 1 || c->family > 4) return -1;
     out[0].entry = sale_layout_main_entry(c->family);

@@ -322,6 +322,9 @@ Test(gpu, quantize_kernel_matches_cpu)
     sale_dev_alloc(ctx, scratch_n + 16, &scr);
     sale_dev_alloc(ctx, nk * 2, &kcent);
     sale_dev_fill8(ctx, kcent, 0xFF, nk * 2);
+    void *sy; /* quantize's counters: zero before the first launch, zero after every launch */
+    cr_assert_eq(sale_dev_alloc(ctx, 16, &sy), SALE_OK);
+    sale_dev_fill8(ctx, sy, 0, 16);
     sale_dev_upload(ctx, dq, q, nq * 2);
     sale_dev_upload(ctx, dk, k, nk * 2);
     sale_dev_fill8(ctx, qc, 0x7F, nq);
@@ -337,6 +340,7 @@ Test(gpu, quantize_kernel_matches_cpu)
     p.qcode = (uintptr_t)qc, p.kcode = (uintptr_t)kc, p.qscale = (uintptr_t)qs, p.kscale = (uintptr_t)ks;
     p.qmean = (uintptr_t)qm, p.kmean = (uintptr_t)km, p.cterm = (uintptr_t)ct, p.scratch = (uintptr_t)scr;
     p.kcent = (uintptr_t)kcent;
+    p.sync = (uintptr_t)sy;
     p.B = B, p.Hq = Hq, p.Hkv = Hkv, p.N = N, p.nkb = nkb, p.group = Hq / Hkv;
     p.nqb = (N + 63) / 64, p.nkw = (nkb + 31) / 32, p.scale = 1.0f / sqrtf((float)D);
     sale_launch L[4];
@@ -347,6 +351,10 @@ Test(gpu, quantize_kernel_matches_cpu)
                                         L[i].smem, &p, sizeof p, NULL),
                      SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+    uint32_t ctr[4] = {1, 1, 1, 1};
+    sale_dev_download(ctx, ctr, sy, 16);
+    cr_assert(ctr[0] == 0 && ctr[1] == 0 && ctr[2] == 0, "quantize left its counters at %u %u %u, not zero", ctr[0],
+              ctr[1], ctr[2]);
     int8_t *gqc = malloc(nq), *gkc = malloc(nk);
     float *gqs = malloc((size_t)B * Hq * N * 4), *gks = malloc((size_t)B * Hkv * nkb * 4),
           *gct = malloc((size_t)B * Hq * N * 4), *gqm = malloc((size_t)Hq * D * 4), *gkm = malloc((size_t)Hkv * D * 4);
@@ -436,8 +444,8 @@ Test(gpu, quantize_kernel_matches_cpu)
     cr_assert_eq(code_off, 0);
     free(q), free(k), free(v), free(gqc), free(gkc), free(gqs), free(gks), free(gct), free(gqm), free(gkm), free(kmean),
         free(qmean);
-    void *bufs[] = {dq, dk, qc, kc, qs, ks, qm, km, ct, scr, kcent};
-    for (int i = 0; i < 11; i++)
+    void *bufs[] = {dq, dk, qc, kc, qs, ks, qm, km, ct, scr, kcent, sy};
+    for (int i = 0; i < 12; i++)
         sale_dev_free(ctx, bufs[i]);
 }
 
