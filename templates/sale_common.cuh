@@ -204,14 +204,123 @@ SALE_DEV float sale_quad_sum(float x) {
 /* ====================================================== attention engine
  * MODE: 1 fused, 2 select, 3 attend, 4 dense (= sale_family).
  * One CTA: one query block (BQ rows) of one q head of one batch entry;
- * warp w owns rows [w*16*MT, (w+1)*16*MT). */
+ * warp w owns rows [w*16*MT, (w+1)*16*MT).
+ * sale_attention_body (at the end) runs the stages of SaleAttn in order:
+ *   setup          indices, softmax state, Q tile, segment plan, first code
+ *                  chunks in flight, Q fragments, mask row (local region + sink)
+ *   attend_mask    attend: the mask row's kept blocks, exactly
+ *   attend_dense   dense: every causal tile, exactly
+ *   fused and select:
+ *   load_query_codes  query codes and scales into registers
+ *   local_region   the exact local region and the sink, computed by
+ *                  attend_tiles while segment 0 is estimated (estimate)
+ *   per segment:   select (threshold from the state, bounds, exact re-check,
+ *                  kept bits, mask words), then attend_tiles on the kept
+ *                  blocks while the next segment is estimated
+ *   store          output, log-sum-exp, kept count */
 #if SALE_FAMILY != 0
 #define SALE_MODE_FUSED 1
 #define SALE_MODE_SELECT 2
 #define SALE_MODE_ATTEND 3
 #define SALE_MODE_DENSE 4
 
+/* dynamic shared memory of every attention kernel; its layout: SaleAttn::OFF_* */
+extern __shared__ __align__(128) unsigned char sale_smem[];
+
+/* generators of tile indices for SaleAttn::list_begin / list_body */
+struct SaleGenDown { /* hi, hi-1, ..., lo, then optionally extra (>=0) */
+    int cur, lo, extra;
+    SALE_DEV bool next(int &kb) {
+        if (cur >= lo) {
+            kb = cur--;
+            return true;
+        }
+        if (extra >= 0) {
+            kb = extra;
+            extra = -1;
+            return true;
+        }
+        return false;
+    }
+};
+struct SaleGenBits { /* set bits of a 32-bit word, ascending, offset by base */
+    sale_u32 bits;
+    int base;
+    SALE_DEV bool next(int &kb) {
+        if (!bits)
+            return false;
+        int k = __ffs(bits) - 1;
+        bits &= bits - 1;
+        kb = base + k;
+        return true;
+    }
+};
+struct SaleGenMask { /* set bits of a mask row, descending, only blocks <= hi */
+    const sale_u32 *words;
+    int w;
+    sale_u32 bits;
+    SALE_DEV bool next(int &kb) {
+        while (!bits) {
+            if (w <= 0)
+                return false;
+            w--;
+            bits = words[w];
+        }
+        int k = 31 - __clz(bits);
+        bits &= ~(1u << k);
+        kb = w * 32 + k;
+        return true;
+    }
+};
+
 template <int MODE> struct SaleAttn {
+    /* Legend. Sizes in elements unless marked [B] (bytes); a "group" is 16 keys
+     * (the n of two m16n8 mma tiles), a "block" BK keys (kept or skipped as one).
+     * Tiles and warps:
+     *  D      head dimension
+     *  BQ     query rows per CTA (block_q)
+     *  BK     keys per block (block_k): the granularity of selection
+     *  NW     warps per CTA; NT threads per CTA (NW*32)
+     *  MT     16-row mma tiles per warp (1 or 2): warp w owns rows w*16*MT..
+     *  ST     K/V tile buffers of the cp.async pipeline (loads run ST-1 tiles ahead)
+     *  KT     keys per exact tile: BK, except dense (nothing to select), which
+     *         uses the wider SALE_DENSE_KT
+     *  RB     [B] of one Q/K/V row (D fp16/bf16); CPR its 16-byte chunks
+     *  PQ     [B] shared pitch of a Q/K/V row (= RB, no padding: XOR swizzle)
+     *  DT     8-column mma tiles of O per row (D/8); 1 without V (no O kept)
+     *  HASV   the mode reads V and keeps O (all but select, which needs m, l only)
+     *  EST    the mode estimates segments (fused, select)
+     *  QREG   Q A-fragments live in registers (qf); only with MT == 1, and not
+     *         in fused, whose registers go to the estimation (Q from shared)
+     *  QALIAS select with QREG: the Q tile is dead once qf is loaded, so it
+     *         shares its shared memory with the K stages (4 CTAs/SM)
+     * Estimation (EST modes):
+     *  EB     bits of a code (4 or 8: SALE_EST_BITS)
+     *  RBC    [B] of one row of codes (D*EB/8); CPRC its 16-byte chunks
+     *  KSC    k-steps of the estimation mma per row (32 bytes of k each)
+     *  SEG    keys per segment (block_seg); SB blocks per segment (<= 32: one
+     *         bit each in a 32-bit word)
+     *  EK     keys per code chunk (shared tile): min(SEG, SALE_EST_CHUNK)
+     *  NCH    code chunks per segment
+     *  PC     [B] shared pitch of a code row: RBC + 16 padding, conflict-free
+     *         ldmatrix without a swizzle, so addresses are base + immediate
+     *  NBUF   code chunk buffers (chunks are prefetched NBUF-1 ahead)
+     *  BOUND  one chunk per segment: estimation stores upper bounds and the
+     *         selection re-checks candidate blocks exactly from the chunk,
+     *         which is still resident then
+     *  EGMAX  16-key groups whose int accumulators are in flight at once
+     *         (register budget: fused also holds O)
+     *  EG     the same, dividing the chunk's EK/16 groups: EGMAX, 2 or 1
+     * Shared memory, byte offsets from sale_smem (one place: the layout is
+     * checked against the host's sale_layout_smem() below):
+     *  Q tile at 0 [BQ rows x PQ]; QKR the aliased Q/K region (QALIAS)
+     *  OFF_K  K tiles [ST x KT rows x PQ];   OFF_V  V tiles (HASV) [ST x KT x PQ]
+     *  OFF_C  code chunks [NBUF x EK x PC]; OFF_CT c_j of the chunk keys [NBUF x EK floats]
+     *  OFF_SK key-block scales of a chunk [NBUF x 8 floats]
+     *  OFF_MB one mbarrier per chunk buffer [NBUF x 8 B]
+     *  OFF_FL per-warp kept bits, two segments [2 x 16 words]
+     *  OFF_RM per (row, block) estimated maxima or bounds, two segments
+     *         [2 x BQ x SB floats]; SMEM_END the total */
     static constexpr int D = SALE_HEAD_DIM, BQ = SALE_BLOCK_Q, BK = SALE_BLOCK_K, NW = SALE_WARPS, NT = NW * 32;
     static constexpr int MT = BQ / (16 * NW);
     static constexpr int ST = SALE_STAGES;
@@ -219,35 +328,27 @@ template <int MODE> struct SaleAttn {
     static constexpr int RB = D * 2, CPR = RB / 16;
     static constexpr bool HASV = MODE != SALE_MODE_SELECT;
     static constexpr bool EST = MODE == SALE_MODE_FUSED || MODE == SALE_MODE_SELECT;
-    static constexpr bool QREG =
-        MT == 1 && MODE != SALE_MODE_FUSED; /* fused: Q fragments from shared (registers go to the estimation) */
+    static constexpr bool QREG = MT == 1 && MODE != SALE_MODE_FUSED;
     static constexpr int EB = SALE_EST_BITS, RBC = D * EB / 8, CPRC = RBC / 16, KSC = RBC / 32;
     static constexpr int SEG = SALE_BLOCK_SEG, SB = SEG / BK;
     static constexpr int EK = SEG < SALE_EST_CHUNK ? SEG : SALE_EST_CHUNK, NCH = (SEG + EK - 1) / EK;
-    static constexpr int PQ = RB;       /* Q/K/V smem row pitch (XOR swizzled) */
-    static constexpr int PC = RBC + 16; /* code tiles: padded pitch, so fragment addresses are base + immediate */
-    /* select with Q fragments in registers: the Q tile is dead once qf is
-     * loaded, so it shares its shared memory with the K stages (c1: 4 CTAs/SM) */
+    static constexpr int PQ = RB;
+    static constexpr int PC = RBC + 16;
     static constexpr bool QALIAS = MODE == SALE_MODE_SELECT && QREG;
-    static constexpr int QKR = (BQ > ST * KT ? BQ : ST * KT) * PQ; /* aliased Q/K region */
+    static constexpr int QKR = (BQ > ST * KT ? BQ : ST * KT) * PQ;
     static constexpr int OFF_K = QALIAS ? 0 : BQ * PQ;
     static constexpr int OFF_V = OFF_K + ST * KT * PQ;
-    static constexpr int NBUF = SALE_LAYOUT_EST_NBUF(MODE, BQ); /* code chunk buffers (prefetch distance NBUF-1) */
+    static constexpr int NBUF = SALE_LAYOUT_EST_NBUF(MODE, BQ);
     static constexpr bool BOUND = NCH == 1;
     static_assert(NT % CPRC == 0, "code tile rows per pass");
-    static constexpr int EGMAX = MODE == SALE_MODE_FUSED ? 2 : 4; /* estimation groups in flight (registers) */
-    static constexpr int EG =
-        (EK / 16) % EGMAX == 0
-            ? EGMAX
-            : ((EK / 16) % 2 == 0
-                   ? 2
-                   : 1); /* bound + exact re-check (the segment's chunk is still resident at selection) */
+    static constexpr int EGMAX = MODE == SALE_MODE_FUSED ? 2 : 4;
+    static constexpr int EG = (EK / 16) % EGMAX == 0 ? EGMAX : ((EK / 16) % 2 == 0 ? 2 : 1);
     static constexpr int OFF_C = QALIAS ? QKR : OFF_V + (HASV ? ST * KT * PQ : 0);
     static constexpr int OFF_CT = OFF_C + NBUF * EK * PC;
     static constexpr int OFF_SK = OFF_CT + NBUF * EK * 4;
     static constexpr int OFF_MB = OFF_SK + NBUF * 8 * 4;
     static constexpr int OFF_FL = OFF_MB + NBUF * 8;
-    static constexpr int OFF_RM = OFF_FL + 2 * 16 * 4; /* per (row, block) estimated maxima, 2 segments */
+    static constexpr int OFF_RM = OFF_FL + 2 * 16 * 4;
     static constexpr int SMEM_END = EST ? OFF_RM + 2 * BQ * SB * 4 : OFF_C;
     /* the layout above and the host's sale_layout_smem() (the dynamic shared
      * memory every launch asks for) are written twice: they must agree */
@@ -259,7 +360,7 @@ template <int MODE> struct SaleAttn {
     static_assert(MODE == 0 || (BQ % (16 * NW) == 0 && MT >= 1 && MT <= 2), "block_q / warps");
     static_assert(MODE == 0 || (SEG % BK == 0 && SB >= 1 && SB <= 32), "block_seg");
 
-    /* state */
+    /* flash-attention state of this thread's rows */
     float o[MT][DT][4];
     float m[MT][2], l[MT][2];
     sale_u32 qf[QREG ? D / 16 : 1][4];
@@ -270,6 +371,28 @@ template <int MODE> struct SaleAttn {
     sale_u32 sbase;
     const sale_u16 *kg, *vg;
     long long k_sn, v_sn;
+
+    /* the CTA's place (setup) */
+    int qb, h, b, bhq;
+    int iend;  /* last row of the query block (< N) */
+    int kb_hi; /* last key block the query block sees */
+    /* segment plan: blocks [1, local_lo) are nseg segments of SB blocks;
+     * [local_lo, kb_hi] and block 0 are computed exactly */
+    int local_lo, nseg, total_chunks;
+    float tau;
+    sale_u32 *mask_row; /* this query block's mask row (0: none written) */
+    int kept;           /* blocks computed so far */
+
+    /* estimation: global sources, this thread's fixed copy slot, query codes
+     * (A fragments) and scales per row, thresholds of the current segment */
+    const float *kscale_g;
+    const unsigned char *kcode_g; /* at this thread's copy slot (ld_r0, ld_c0) */
+    const float *cterm_g;
+    int ld_r0, ld_c0;
+    sale_u32 qa[MT][KSC][4];
+    float sq[MT][2];
+    float tcache[MT][2];
+    sale_u32 prev_bits; /* kept bits of the previous segment (0: thresholds unchanged) */
 
     /* ----------------------------------------------------------- loads */
     SALE_DEV void load_kv(int kb, int slot) {
@@ -286,7 +409,7 @@ template <int MODE> struct SaleAttn {
                 long long kk = v ? key : 0;
                 int off = sale_swz(r, ch, CPR);
                 sale_cp16(sk + off, kg + kk * k_sn + ch * 8, v);
-                if (HASV)
+                if constexpr (HASV)
                     sale_cp16(sv + off, vg + kk * v_sn + ch * 8, v);
             }
         }
@@ -313,10 +436,10 @@ template <int MODE> struct SaleAttn {
             sale_u32 a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                if (QREG) {
+                if constexpr (QREG) {
 #pragma unroll
                     for (int e = 0; e < 4; e++)
-                        a[mt][e] = qf[QREG ? ks : 0][e];
+                        a[mt][e] = qf[ks][e];
                 } else {
                     int r = warp * 16 * MT + mt * 16 + (lane & 15);
                     sale_ldsm4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], sq + sale_swz(r, ks * 2 + (lane >> 4), CPR));
@@ -352,36 +475,36 @@ template <int MODE> struct SaleAttn {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
+            for (int hh = 0; hh < 2; hh++) {
                 float mx = SALE_NEG_INF;
 #pragma unroll
                 for (int nt = 0; nt < KT / 8; nt++)
-                    mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+                    mx = fmaxf(mx, fmaxf(s[mt][nt][2 * hh], s[mt][nt][2 * hh + 1]));
                 mx = sale_quad_max(mx);
-                float mnew = fmaxf(m[mt][h], mx);
+                float mnew = fmaxf(m[mt][hh], mx);
                 float muse = mnew == SALE_NEG_INF ? 0.f : mnew;
                 float ms = __fmul_rn(muse, sl2);
-                float alpha = sale_ex2(__fsub_rn(__fmul_rn(m[mt][h], sl2), ms));
-                m[mt][h] = mnew;
+                float alpha = sale_ex2(__fsub_rn(__fmul_rn(m[mt][hh], sl2), ms));
+                m[mt][hh] = mnew;
                 float rs = 0.f;
 #pragma unroll
                 for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float pv = sale_ex2(__fmaf_rn(s[mt][nt][2 * h + e], sl2, -ms));
-                        s[mt][nt][2 * h + e] = pv;
+                        float pv = sale_ex2(__fmaf_rn(s[mt][nt][2 * hh + e], sl2, -ms));
+                        s[mt][nt][2 * hh + e] = pv;
                         rs = __fadd_rn(rs, pv);
                     }
-                l[mt][h] = __fmaf_rn(l[mt][h], alpha, rs);
-                if (HASV) {
+                l[mt][hh] = __fmaf_rn(l[mt][hh], alpha, rs);
+                if constexpr (HASV) {
 #pragma unroll
                     for (int dt = 0; dt < DT; dt++) {
-                        o[mt][dt][2 * h] *= alpha;
-                        o[mt][dt][2 * h + 1] *= alpha;
+                        o[mt][dt][2 * hh] *= alpha;
+                        o[mt][dt][2 * hh + 1] *= alpha;
                     }
                 }
             }
-        if (HASV) {
+        if constexpr (HASV) {
             const sale_u32 sv = sbase + OFF_V + slot * KT * PQ;
 #pragma unroll
             for (int kk = 0; kk < KT / 16; kk++) {
@@ -400,10 +523,8 @@ template <int MODE> struct SaleAttn {
                     sale_ldsm4t(b0, b1, b2, b3, sv + sale_swz(r, dp * 2 + (lane >> 4), CPR));
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-                        if (HASV) {
-                            sale_mma_f16(o[mt][HASV ? 2 * dp : 0], a[mt], b0, b1);
-                            sale_mma_f16(o[mt][HASV ? 2 * dp + 1 : 0], a[mt], b2, b3);
-                        }
+                        sale_mma_f16(o[mt][2 * dp], a[mt], b0, b1);
+                        sale_mma_f16(o[mt][2 * dp + 1], a[mt], b2, b3);
                     }
                 }
             }
@@ -455,208 +576,154 @@ template <int MODE> struct SaleAttn {
         list_begin(gen);
         list_body(gen);
     }
-};
 
-/* generators of tile indices */
-struct SaleGenDown { /* hi, hi-1, ..., lo, then optionally extra (>=0) */
-    int cur, lo, extra;
-    SALE_DEV bool next(int &kb) {
-        if (cur >= lo) {
-            kb = cur--;
-            return true;
-        }
-        if (extra >= 0) {
-            kb = extra;
-            extra = -1;
-            return true;
-        }
-        return false;
-    }
-};
-struct SaleGenBits { /* set bits of a 32-bit word, ascending, offset by base */
-    sale_u32 bits;
-    int base;
-    SALE_DEV bool next(int &kb) {
-        if (!bits)
-            return false;
-        int k = __ffs(bits) - 1;
-        bits &= bits - 1;
-        kb = base + k;
-        return true;
-    }
-};
-struct SaleGenMask { /* set bits of a mask row, descending, only blocks <= hi */
-    const sale_u32 *words;
-    int w;
-    sale_u32 bits;
-    SALE_DEV bool next(int &kb) {
-        while (!bits) {
-            if (w <= 0)
-                return false;
-            w--;
-            bits = words[w];
-        }
-        int k = 31 - __clz(bits);
-        bits &= ~(1u << k);
-        kb = w * 32 + k;
-        return true;
-    }
-};
+    /* ============================================================ setup */
+    SALE_DEV void setup(const sale_params &p) {
+        N = p.N;
+        qb = p.nqb - 1 - (int)blockIdx.x; /* heaviest query blocks first */
+        h = blockIdx.y;
+        b = blockIdx.z;
+        const int kvh = h / p.group;
+        tid = threadIdx.x;
+        lane = tid & 31;
+        warp = tid >> 5;
+        g4 = lane >> 2;
+        c4 = lane & 3;
+        i0 = qb * BQ;
+        wrow0 = i0 + warp * 16 * MT;
+        sl2 = p.scale_log2;
+        sbase = sale_smem_addr(sale_smem);
+        kg = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)kvh * p.k_sh;
+        vg = (const sale_u16 *)p.v + (long long)b * p.v_sb + (long long)kvh * p.v_sh;
+        k_sn = p.k_sn;
+        v_sn = p.v_sn;
+        iend = (i0 + BQ < N ? i0 + BQ : N) - 1;
+        bhq = b * p.Hq + h;
 
-/* the kernel body of the attention families */
-template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
-    typedef SaleAttn<MODE> A;
-    extern __shared__ __align__(128) unsigned char sale_smem[];
-    A st;
-    const int N = p.N;
-    const int qb = p.nqb - 1 - (int)blockIdx.x; /* heaviest query blocks first */
-    const int h = blockIdx.y, b = blockIdx.z;
-    const int kvh = h / p.group;
-    st.tid = threadIdx.x;
-    st.lane = st.tid & 31;
-    st.warp = st.tid >> 5;
-    st.g4 = st.lane >> 2;
-    st.c4 = st.lane & 3;
-    st.N = N;
-    st.i0 = qb * A::BQ;
-    st.wrow0 = st.i0 + st.warp * 16 * A::MT;
-    st.sl2 = p.scale_log2;
-    st.sbase = sale_smem_addr(sale_smem);
-    st.kg = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)kvh * p.k_sh;
-    st.vg = (const sale_u16 *)p.v + (long long)b * p.v_sb + (long long)kvh * p.v_sh;
-    st.k_sn = p.k_sn;
-    st.v_sn = p.v_sn;
-    const int i0 = st.i0;
-    const int iend = (i0 + A::BQ < N ? i0 + A::BQ : N) - 1;
-    const int bhq = b * p.Hq + h;
+        init_state();
+        load_q_tile(p);
+        plan_segments(p);
+        start_estimation(p, kvh);
+        sale_cp_wait<0>();
+        __syncthreads();
+        load_q_fragments();
+        init_mask_row(p);
+        kept = EST ? (kb_hi - local_lo + 1) + (local_lo > 0 ? 1 : 0) : 0;
+    }
 
+    SALE_DEV void init_state() {
 #pragma unroll
-    for (int mt = 0; mt < A::MT; mt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            st.m[mt][hh] = SALE_NEG_INF;
-            st.l[mt][hh] = 0.f;
+            for (int hh = 0; hh < 2; hh++) {
+                m[mt][hh] = SALE_NEG_INF;
+                l[mt][hh] = 0.f;
 #pragma unroll
-            for (int dt = 0; dt < A::DT; dt++) {
-                st.o[mt][dt][2 * hh] = 0.f;
-                st.o[mt][dt][2 * hh + 1] = 0.f;
+                for (int dt = 0; dt < DT; dt++) {
+                    o[mt][dt][2 * hh] = 0.f;
+                    o[mt][dt][2 * hh + 1] = 0.f;
+                }
             }
-        }
+    }
 
-    /* Q tile -> shared (rows >= N zero-filled) */
-    {
+    /* Q tile -> shared (rows >= N zero-filled), one commit group */
+    SALE_DEV void load_q_tile(const sale_params &p) {
         const sale_u16 *qg = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)h * p.q_sh;
-        for (int idx = st.tid; idx < A::BQ * A::CPR; idx += A::NT) {
-            int r = idx / A::CPR, ch = idx % A::CPR;
+        for (int idx = tid; idx < BQ * CPR; idx += NT) {
+            int r = idx / CPR, ch = idx % CPR;
             int row = i0 + r;
             bool v = row < N;
             long long rr = v ? row : 0;
-            sale_cp16(st.sbase + sale_swz(r, ch, A::CPR), qg + rr * p.q_sn + ch * 8, v);
+            sale_cp16(sbase + sale_swz(r, ch, CPR), qg + rr * p.q_sn + ch * 8, v);
         }
         sale_cp_commit();
     }
 
-    /* selection geometry */
-    const int kb_hi = iend / A::BK;
-    int local_lo, nseg = 0;
-    bool dense_head = true;
-    float tau = 0.f;
-    if (A::EST) {
-        if (!p.dense_heads_only) {
-            /* thresholds travel in the parameter block (no copy, no sync);
-             * more heads than it holds: a device array */
-            tau = p.tau ? ((const float *)p.tau)[h] : (h < SALE_TAU_INLINE ? p.tau_inline[h] : 0.f);
-            dense_head = !(tau > 1e-5f);
-        }
-        int lf = (i0 - SALE_LOCAL_WINDOW > 0 ? i0 - SALE_LOCAL_WINDOW : 0) / A::BK;
-        if (dense_head) {
-            local_lo = 0;
-        } else if (lf <= 1) {
-            local_lo = lf;
-        } else {
-            nseg = (lf - 1) / A::SB;
-            local_lo = 1 + nseg * A::SB;
-        }
-    } else {
-        local_lo = 0;
-    }
-    const int total_chunks = nseg * A::NCH;
-
-    const float *kscale_g = (const float *)p.kscale + (long long)(b * p.Hkv + kvh) * p.nkb;
-    const unsigned char *kcode_g = 0;
-    const float *cterm_g = 0;
-    if (A::EST) {
-        kcode_g = (const unsigned char *)p.kcode + (long long)(b * p.Hkv + kvh) * N * A::RBC;
-        cterm_g = (const float *)p.cterm + (long long)bhq * N;
-    }
-    /* chunk qi of the estimation -> buffer qi % NBUF; completion on that buffer's mbarrier */
-    const int ld_r0 = st.tid / A::CPRC, ld_c0 = st.tid % A::CPRC;
-    auto load_chunk = [&](int qi) {
-        const int buf = qi % A::NBUF;
-        int s = qi / A::NCH, c = qi % A::NCH;
-        int key0 = (1 + s * A::SB) * A::BK + c * A::EK;
-        int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
-        /* each thread copies fixed (row, chunk) slots: row ld_r0 + it*RSTEP,
-         * chunk ld_c0, so the addresses are one base plus immediates */
-        constexpr int RSTEP = A::NT / A::CPRC;
-        const sale_u32 sdst = st.sbase + A::OFF_C + buf * A::EK * A::PC + ld_r0 * A::PC + ld_c0 * 16;
-        const unsigned char *gsrc = kcode_g + (long long)(key0 + ld_r0) * A::RBC + ld_c0 * 16;
-#pragma unroll
-        for (int it = 0; it < (A::EK + RSTEP - 1) / RSTEP; it++)
-            if (ld_r0 + it * RSTEP < nk)
-                sale_cp16(sdst + it * RSTEP * A::PC, gsrc + it * RSTEP * A::RBC, true);
-        const sale_u32 sct = st.sbase + A::OFF_CT + buf * A::EK * 4 + st.tid * 4;
-#pragma unroll
-        for (int it = 0; it < (A::EK + A::NT - 1) / A::NT; it++)
-            if (st.tid + it * A::NT < nk)
-                sale_cp4(sct + it * A::NT * 4, cterm_g + key0 + st.tid + it * A::NT);
-        if (st.tid < nk / A::BK)
-            sale_cp4(st.sbase + A::OFF_SK + (buf * 8 + st.tid) * 4, kscale_g + key0 / A::BK + st.tid);
-        sale_cp_mbar_arrive(st.sbase + A::OFF_MB + buf * 8);
-        sale_cp_commit();
-    };
-    if (A::EST && total_chunks > 0) {
-        if (st.tid < A::NBUF)
-            sale_mbar_init(st.sbase + A::OFF_MB + st.tid * 8, A::NT);
-        __syncthreads();
-        for (int qi = 0; qi < A::NBUF - 1 && qi < total_chunks; qi++)
-            load_chunk(qi);
-    }
-    sale_cp_wait<0>();
-    __syncthreads();
-
-    if (A::QREG) {
-#pragma unroll
-        for (int ks = 0; ks < (A::QREG ? A::D / 16 : 1); ks++) {
-            int r = st.warp * 16 + (st.lane & 15);
-            sale_ldsm4(st.qf[ks][0], st.qf[ks][1], st.qf[ks][2], st.qf[ks][3],
-                       st.sbase + sale_swz(r, ks * 2 + (st.lane >> 4), A::CPR));
-        }
-        if (A::QALIAS)
-            __syncthreads(); /* every warp has its Q fragments before K tiles overwrite the Q tile */
-    }
-
-    /* mask row init: local region + sink */
-    sale_u32 *mask_row = 0;
-    if ((A::EST || MODE == SALE_MODE_DENSE) && p.mask) { /* dense: every causal block */
-        mask_row = (sale_u32 *)p.mask + ((long long)bhq * p.nqb + qb) * p.nkw;
-        for (int w = st.tid; w < p.nkw; w += A::NT) {
-            int lo = w * 32, hi = w * 32 + 31;
-            int a = local_lo > lo ? local_lo : lo, z = kb_hi < hi ? kb_hi : hi;
-            sale_u32 bits = 0;
-            if (a <= z) {
-                int n = z - a + 1;
-                bits = (n == 32 ? 0xffffffffu : ((1u << n) - 1u)) << (a - lo);
+    /* selection geometry: tau, the local region's first block, the segments */
+    SALE_DEV void plan_segments(const sale_params &p) {
+        kb_hi = iend / BK;
+        nseg = 0;
+        tau = 0.f;
+        prev_bits = 1u; /* the first segment computes its thresholds */
+        if constexpr (EST) {
+            bool dense_head = true;
+            if (!p.dense_heads_only) {
+                /* thresholds travel in the parameter block (no copy, no sync);
+                 * more heads than it holds: a device array */
+                tau = p.tau ? ((const float *)p.tau)[h] : (h < SALE_TAU_INLINE ? p.tau_inline[h] : 0.f);
+                dense_head = !(tau > 1e-5f);
             }
-            if (w == 0)
-                bits |= 1u;
-            mask_row[w] = bits;
+            int lf = (i0 - SALE_LOCAL_WINDOW > 0 ? i0 - SALE_LOCAL_WINDOW : 0) / BK;
+            if (dense_head) {
+                local_lo = 0;
+            } else if (lf <= 1) {
+                local_lo = lf;
+            } else {
+                nseg = (lf - 1) / SB;
+                local_lo = 1 + nseg * SB;
+            }
+        } else {
+            local_lo = 0;
+        }
+        total_chunks = nseg * NCH;
+    }
+
+    /* estimation sources, and the first NBUF-1 code chunks in flight */
+    SALE_DEV void start_estimation(const sale_params &p, int kvh) {
+        if constexpr (EST) {
+            kscale_g = (const float *)p.kscale + (long long)(b * p.Hkv + kvh) * p.nkb;
+            ld_r0 = tid / CPRC;
+            ld_c0 = tid % CPRC;
+            kcode_g = (const unsigned char *)p.kcode + (long long)(b * p.Hkv + kvh) * N * RBC + ld_r0 * RBC + ld_c0 * 16;
+            cterm_g = (const float *)p.cterm + (long long)bhq * N;
+            if (total_chunks > 0) {
+                if (tid < NBUF)
+                    sale_mbar_init(sbase + OFF_MB + tid * 8, NT);
+                __syncthreads();
+                for (int qi = 0; qi < NBUF - 1 && qi < total_chunks; qi++)
+                    load_chunk(qi);
+            }
         }
     }
-    int kept = A::EST ? (kb_hi - local_lo + 1) + (local_lo > 0 ? 1 : 0) : 0;
 
-    /* ---------------- exact part: local region (+ sink), or everything ---- */
-    if (MODE == SALE_MODE_ATTEND) {
+    /* Q A-fragments into registers (QREG), once the Q tile has landed */
+    SALE_DEV void load_q_fragments() {
+        if constexpr (QREG) {
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ks++) {
+                int r = warp * 16 + (lane & 15);
+                sale_ldsm4(qf[ks][0], qf[ks][1], qf[ks][2], qf[ks][3], sbase + sale_swz(r, ks * 2 + (lane >> 4), CPR));
+            }
+            if constexpr (QALIAS)
+                __syncthreads(); /* every warp has its Q fragments before K tiles overwrite the Q tile */
+        }
+    }
+
+    /* mask row init: local region + sink (dense: every causal block) */
+    SALE_DEV void init_mask_row(const sale_params &p) {
+        mask_row = 0;
+        if constexpr (EST || MODE == SALE_MODE_DENSE) {
+            if (p.mask) {
+                mask_row = (sale_u32 *)p.mask + ((long long)bhq * p.nqb + qb) * p.nkw;
+                for (int w = tid; w < p.nkw; w += NT) {
+                    int lo = w * 32, hi = w * 32 + 31;
+                    int a = local_lo > lo ? local_lo : lo, z = kb_hi < hi ? kb_hi : hi;
+                    sale_u32 bits = 0;
+                    if (a <= z) {
+                        int n = z - a + 1;
+                        bits = (n == 32 ? 0xffffffffu : ((1u << n) - 1u)) << (a - lo);
+                    }
+                    if (w == 0)
+                        bits |= 1u;
+                    mask_row[w] = bits;
+                }
+            }
+        }
+    }
+
+    /* ============================================ attend, dense: exact */
+    /* attend: the kept blocks of the mask row, from the diagonal down */
+    SALE_DEV void attend_mask(const sale_params &p) {
         const sale_u32 *words = (const sale_u32 *)p.mask + ((long long)bhq * p.nqb + qb) * p.nkw;
         SaleGenMask gm;
         gm.words = words;
@@ -665,315 +732,375 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
         sale_u32 first = words[wh];
         int sh = kb_hi % 32;
         gm.bits = sh == 31 ? first : (first & ((2u << sh) - 1u));
-        st.run_list(gm);
-    } else if (MODE == SALE_MODE_DENSE) {
+        run_list(gm);
+    }
+    /* dense: every tile up to the diagonal, from the diagonal down */
+    SALE_DEV void attend_dense() {
         SaleGenDown gd;
-        gd.cur = iend / A::KT;
+        gd.cur = iend / KT;
         gd.lo = 0;
         gd.extra = -1;
-        st.run_list(gd);
-    } else {
-        /* query codes (A fragments) in registers, scales per row */
-        sale_u32 qa[A::MT][A::KSC][4];
-        float sq[A::MT][2];
+        run_list(gd);
+    }
+
+    /* ============================================ fused, select: estimation */
+    /* query codes (A fragments) and scales of this thread's rows */
+    SALE_DEV void load_query_codes(const sale_params &p) {
         if (nseg > 0) {
-            const unsigned char *qcode_g = (const unsigned char *)p.qcode + (long long)bhq * N * A::RBC;
+            const unsigned char *qcode_g = (const unsigned char *)p.qcode + (long long)bhq * N * RBC;
             const float *qscale_g = (const float *)p.qscale + (long long)bhq * N;
 #pragma unroll
-            for (int mt = 0; mt < A::MT; mt++) {
+            for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
-                    int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
+                    int row = wrow0 + mt * 16 + g4 + hh * 8;
                     bool v = row < N;
                     sq[mt][hh] = v ? qscale_g[row] : 0.f;
 #pragma unroll
-                    for (int ks = 0; ks < A::KSC; ks++) {
-                        const unsigned char *rp = qcode_g + (long long)(v ? row : 0) * A::RBC + ks * 32 + 4 * st.c4;
+                    for (int ks = 0; ks < KSC; ks++) {
+                        const unsigned char *rp = qcode_g + (long long)(v ? row : 0) * RBC + ks * 32 + 4 * c4;
                         qa[mt][ks][hh] = v ? *(const sale_u32 *)rp : 0u;
                         qa[mt][ks][2 + hh] = v ? *(const sale_u32 *)(rp + 16) : 0u;
                     }
                 }
             }
         }
-        /* estimation of segment s: per (row, block) maximum of the estimated
-         * score s^_ij = (sq_i*sk_J)*dot + c_j into shared memory. It needs no
-         * softmax state, so it runs while the K/V tiles of the previous
-         * segment's kept blocks are in flight. Kept iff max_j s^_ij > t_i. */
-        /* exact estimated score s^_ij = (sq_i*sk_J)*dot + c_j, in this order, no FMA.
-         * int -> float via the exponent trick (exact for |dot| < 2^22, no slow I2F) */
-        auto shat = [&](float pr, int dot, float cj) -> float {
-            float dotf = __fsub_rn(__int_as_float(dot + 0x4B400000), 12582912.f);
-            return __fadd_rn(__fmul_rn(pr, dotf), cj);
-        };
-        /* estimation of segment s into shared memory, per (row, block):
-         *  BOUND (one chunk per segment): an upper bound of max_j s^_ij,
-         *    fl(fl(pr*max d) + max c) over each thread's keys (exact: fl is
-         *    monotone); blocks whose bound passes are re-checked exactly
-         *    from the still-resident chunk at selection time;
-         *  else: the exact max_j s^_ij.
-         * It needs no softmax state, so it runs while the K/V tiles of the
-         * previous segment's kept blocks are in flight. */
-        auto est = [&](int s) {
-            const int sf = 1 + s * A::SB;
-            float *rm = (float *)(sale_smem + A::OFF_RM) + (s & 1) * A::BQ * A::SB;
-            for (int c = 0; c < A::NCH; c++) {
-                const int qi = s * A::NCH + c;
-                const int buf = qi % A::NBUF;
-                sale_mbar_wait(st.sbase + A::OFF_MB + buf * 8, (sale_u32)(qi / A::NBUF) & 1u);
-                __syncthreads(); /* also: every thread is done with chunk qi-1, whose buffer is refilled next */
-                if (qi + A::NBUF - 1 < total_chunks)
-                    load_chunk(qi + A::NBUF - 1);
-                const int ck0 = sf * A::BK + c * A::EK;
-                const int nk = A::SEG - c * A::EK < A::EK ? A::SEG - c * A::EK : A::EK;
-                const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
-                const float *sct = (const float *)(sale_smem + A::OFF_CT) + buf * A::EK;
-                const float *skc = (const float *)(sale_smem + A::OFF_SK) + buf * 8;
-                float bm[A::MT][2];
-                int dm[A::MT][2];
-                float cm = SALE_NEG_INF;
-#pragma unroll
-                /* G groups of 16 keys at a time, k-steps outer: G*2 independent
-                 * IMMA accumulators in flight (the IMMA latency is not hidden
-                 * by the few warps per SM otherwise) */
-#pragma unroll
-                for (int pg = 0; pg < A::EK / 16; pg += A::EG) {
-                    if (pg * 16 < nk) {
-                        int accg[A::EG][A::MT][2][4];
-#pragma unroll
-                        for (int g = 0; g < A::EG; g++)
-#pragma unroll
-                            for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                for (int e = 0; e < 4; e++)
-                                    accg[g][mt][0][e] = accg[g][mt][1][e] = 0;
-#pragma unroll
-                        for (int ks = 0; ks < A::KSC; ks++) {
-#pragma unroll
-                            for (int g = 0; g < A::EG; g++) {
-                                if ((pg + g) * 16 < nk) {
-                                    sale_u32 b0, b1, b2, b3;
-                                    int r = (pg + g) * 16 + (st.lane & 7) + ((st.lane >> 4) << 3);
-                                    sale_ldsm4(b0, b1, b2, b3, sc + r * A::PC + (ks * 2 + ((st.lane >> 3) & 1)) * 16);
-#pragma unroll
-                                    for (int mt = 0; mt < A::MT; mt++) {
-                                        sale_mma_est(accg[g][mt][0], qa[mt][ks], b0, b1);
-                                        sale_mma_est(accg[g][mt][1], qa[mt][ks], b2, b3);
-                                    }
-                                }
-                            }
-                        }
-#pragma unroll
-                        for (int g = 0; g < A::EG; g++) {
-                            const int pp = pg + g;
-                            if (pp * 16 < nk) {
-                                const int jb = (pp * 16) / A::BK;
-                                if ((pp * 16) % A::BK == 0) {
-#pragma unroll
-                                    for (int mt = 0; mt < A::MT; mt++) {
-                                        bm[mt][0] = bm[mt][1] = SALE_NEG_INF;
-                                        dm[mt][0] = dm[mt][1] = -2147483647;
-                                    }
-                                    cm = SALE_NEG_INF;
-                                }
-                                if (A::BOUND) {
-#pragma unroll
-                                    for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                                        for (int e = 0; e < 2; e++) {
-                                            cm = fmaxf(cm, sct[pp * 16 + nt * 8 + 2 * st.c4 + e]);
-#pragma unroll
-                                            for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                                for (int hh = 0; hh < 2; hh++)
-                                                    dm[mt][hh] = max(dm[mt][hh], accg[g][mt][nt][2 * hh + e]);
-                                        }
-                                } else {
-#pragma unroll
-                                    for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                                        for (int e = 0; e < 2; e++) {
-                                            const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
-#pragma unroll
-                                            for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                                for (int hh = 0; hh < 2; hh++)
-                                                    bm[mt][hh] =
-                                                        fmaxf(bm[mt][hh], shat(__fmul_rn(sq[mt][hh], skc[jb]),
-                                                                               accg[g][mt][nt][2 * hh + e], cj));
-                                        }
-                                }
-                                if (((pp + 1) * 16) % A::BK == 0 || (pp + 1) * 16 >= nk) {
-#pragma unroll
-                                    for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                        for (int hh = 0; hh < 2; hh++) {
-                                            float x = A::BOUND ? shat(__fmul_rn(sq[mt][hh], skc[jb]), dm[mt][hh], cm)
-                                                               : bm[mt][hh];
-                                            x = sale_quad_max(x);
-                                            int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
-                                            if (st.c4 == 0)
-                                                rm[rl * A::SB + (ck0 - sf * A::BK) / A::BK + jb] = x;
-                                        }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        /* exact re-check of block jl of segment s (BOUND mode; its chunk is still resident):
-         * does any of this warp's rows have s^_ij > t_i ? */
-        auto recheck = [&](int s, int jl, const float(&t)[A::MT][2]) -> bool {
-            const int buf = s % A::NBUF;
-            const sale_u32 sc = st.sbase + A::OFF_C + buf * A::EK * A::PC;
-            const float *sct = (const float *)(sale_smem + A::OFF_CT) + buf * A::EK;
-            const float sk = ((const float *)(sale_smem + A::OFF_SK))[buf * 8 + jl];
-            bool hit = false;
-            constexpr int RG = A::BK / 16 < 2 ? A::BK / 16 : 2; /* 16-key groups in flight (registers) */
-#pragma unroll
-            for (int q0 = 0; q0 < A::BK / 16; q0 += RG) {
-                int accq[RG][A::MT][2][4];
-#pragma unroll
-                for (int q = 0; q < RG; q++)
-#pragma unroll
-                    for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                        for (int e = 0; e < 4; e++)
-                            accq[q][mt][0][e] = accq[q][mt][1][e] = 0;
-#pragma unroll
-                for (int ks = 0; ks < A::KSC; ks++) {
-#pragma unroll
-                    for (int q = 0; q < RG; q++) {
-                        sale_u32 b0, b1, b2, b3;
-                        int r = (jl * (A::BK / 16) + q0 + q) * 16 + (st.lane & 7) + ((st.lane >> 4) << 3);
-                        sale_ldsm4(b0, b1, b2, b3, sc + r * A::PC + (ks * 2 + ((st.lane >> 3) & 1)) * 16);
-#pragma unroll
-                        for (int mt = 0; mt < A::MT; mt++) {
-                            sale_mma_est(accq[q][mt][0], qa[mt][ks], b0, b1);
-                            sale_mma_est(accq[q][mt][1], qa[mt][ks], b2, b3);
-                        }
-                    }
-                }
-#pragma unroll
-                for (int q = 0; q < RG; q++) {
-                    const int pp = jl * (A::BK / 16) + q0 + q;
-#pragma unroll
-                    for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            const float cj = sct[pp * 16 + nt * 8 + 2 * st.c4 + e];
-#pragma unroll
-                            for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-                                for (int hh = 0; hh < 2; hh++)
-                                    hit |= shat(__fmul_rn(sq[mt][hh], sk), accq[q][mt][nt][2 * hh + e], cj) > t[mt][hh];
-                        }
-                }
-            }
-            return __any_sync(0xffffffffu, hit);
-        };
+    }
 
+    /* chunk qi of the estimation (chunk qi % NCH of segment qi / NCH) -> buffer
+     * qi % NBUF; completion on that buffer's mbarrier */
+    SALE_DEV void load_chunk(int qi) {
+        const int buf = qi % NBUF;
+        int s = qi / NCH, c = qi % NCH;
+        int key0 = (1 + s * SB) * BK + c * EK;
+        int nk = SEG - c * EK < EK ? SEG - c * EK : EK;
+        /* each thread copies fixed (row, chunk) slots: row ld_r0 + it*RSTEP,
+         * chunk ld_c0, so the addresses are one base plus immediates */
+        constexpr int RSTEP = NT / CPRC;
+        const sale_u32 sdst = sbase + OFF_C + buf * EK * PC + ld_r0 * PC + ld_c0 * 16;
+        const unsigned char *gsrc = kcode_g + (long long)key0 * RBC;
+#pragma unroll
+        for (int it = 0; it < (EK + RSTEP - 1) / RSTEP; it++)
+            if (ld_r0 + it * RSTEP < nk)
+                sale_cp16(sdst + it * RSTEP * PC, gsrc + it * RSTEP * RBC, true);
+        const sale_u32 sct = sbase + OFF_CT + buf * EK * 4 + tid * 4;
+#pragma unroll
+        for (int it = 0; it < (EK + NT - 1) / NT; it++)
+            if (tid + it * NT < nk)
+                sale_cp4(sct + it * NT * 4, cterm_g + key0 + tid + it * NT);
+        if (tid < nk / BK)
+            sale_cp4(sbase + OFF_SK + (buf * 8 + tid) * 4, kscale_g + key0 / BK + tid);
+        sale_cp_mbar_arrive(sbase + OFF_MB + buf * 8);
+        sale_cp_commit();
+    }
+
+    /* exact estimated score s^_ij = (sq_i*sk_J)*dot + c_j, in this order, no FMA.
+     * int -> float via the exponent trick (exact for |dot| < 2^22, no slow I2F) */
+    static SALE_DEV float est_score(float pr, int dot, float cj) {
+        float dotf = __fsub_rn(__int_as_float(dot + 0x4B400000), 12582912.f);
+        return __fadd_rn(__fmul_rn(pr, dotf), cj);
+    }
+
+    /* The estimation MMAs: int dot products of this warp's query codes with
+     * the G 16-key groups grp0 .. grp0+G-1 of the resident code chunk at
+     * shared address sc. acc[g][mt][nt] is the m16n8 accumulator of group
+     * grp0+g, keys nt*8.. of it. k-steps outer, groups inner: G*2*MT
+     * independent IMMA accumulators in flight (the IMMA latency is not hidden
+     * by the few warps per SM otherwise). GUARD: groups at or past nk keys
+     * are skipped (their accumulators stay 0). */
+    template <int G, bool GUARD>
+    SALE_DEV void est_groups(int (&acc)[G][MT][2][4], sale_u32 sc, int grp0, int nk) {
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    acc[g][mt][0][e] = acc[g][mt][1][e] = 0;
+#pragma unroll
+        for (int ks = 0; ks < KSC; ks++) {
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                if (!GUARD || (grp0 + g) * 16 < nk) {
+                    sale_u32 b0, b1, b2, b3;
+                    int r = (grp0 + g) * 16 + (lane & 7) + ((lane >> 4) << 3);
+                    sale_ldsm4(b0, b1, b2, b3, sc + r * PC + (ks * 2 + ((lane >> 3) & 1)) * 16);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        sale_mma_est(acc[g][mt][0], qa[mt][ks], b0, b1);
+                        sale_mma_est(acc[g][mt][1], qa[mt][ks], b2, b3);
+                    }
+                }
+            }
+        }
+    }
+
+    /* estimation of segment s into shared memory (OFF_RM, per (row, block)):
+     *  BOUND (one chunk per segment): an upper bound of max_j s^_ij,
+     *    fl(fl(pr*max d) + max c) over each thread's keys (exact: fl is
+     *    monotone); blocks whose bound passes are re-checked exactly
+     *    from the still-resident chunk at selection time;
+     *  else: the exact max_j s^_ij.
+     * It needs no softmax state, so it runs while the K/V tiles of the
+     * previous segment's kept blocks are in flight. */
+    SALE_DEV void estimate(int s) {
+        float *rm = (float *)(sale_smem + OFF_RM) + (s & 1) * BQ * SB;
+        for (int c = 0; c < NCH; c++) {
+            const int qi = s * NCH + c;
+            const int buf = qi % NBUF;
+            sale_mbar_wait(sbase + OFF_MB + buf * 8, (sale_u32)(qi / NBUF) & 1u);
+            __syncthreads(); /* also: every thread is done with chunk qi-1, whose buffer is refilled next */
+            if (qi + NBUF - 1 < total_chunks)
+                load_chunk(qi + NBUF - 1);
+            estimate_chunk(rm, c, buf);
+        }
+    }
+
+    /* chunk c of a segment (in buffer buf): EG groups at a time, each folded
+     * into its block's maximum; a block's value goes to rm once complete */
+    SALE_DEV void estimate_chunk(float *rm, int c, int buf) {
+        const int nk = SEG - c * EK < EK ? SEG - c * EK : EK;
+        const sale_u32 sc = sbase + OFF_C + buf * EK * PC;
+        const float *sct = (const float *)(sale_smem + OFF_CT) + buf * EK;
+        const float *skc = (const float *)(sale_smem + OFF_SK) + buf * 8;
+        float bm[MT][2]; /* exact: running max of s^ over the block's keys */
+        int dm[MT][2];   /* BOUND: running max of the dot products ... */
+        float cm = SALE_NEG_INF; /* ... and of c_j */
+#pragma unroll
+        for (int pg = 0; pg < EK / 16; pg += EG) {
+            if (pg * 16 < nk) {
+                int acc[EG][MT][2][4];
+                est_groups<EG, true>(acc, sc, pg, nk);
+#pragma unroll
+                for (int g = 0; g < EG; g++) {
+                    const int pp = pg + g;
+                    if (pp * 16 < nk)
+                        fold_group(rm, (c * EK) / BK, pp, nk, acc[g], sct, skc, bm, dm, cm);
+                }
+            }
+        }
+    }
+
+    /* fold group pp (chunk-relative) of a chunk whose first block is block cb
+     * of the segment into the running maxima of its block (reset at the
+     * block's first group); at its last group, the block's value per row */
+    SALE_DEV void fold_group(float *rm, int cb, int pp, int nk, const int (&acc)[MT][2][4], const float *sct,
+                             const float *skc, float (&bm)[MT][2], int (&dm)[MT][2], float &cm) {
+        const int jb = (pp * 16) / BK;
+        if ((pp * 16) % BK == 0) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                bm[mt][0] = bm[mt][1] = SALE_NEG_INF;
+                dm[mt][0] = dm[mt][1] = -2147483647;
+            }
+            cm = SALE_NEG_INF;
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float cj = sct[pp * 16 + nt * 8 + 2 * c4 + e];
+                if constexpr (BOUND)
+                    cm = fmaxf(cm, cj);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int hh = 0; hh < 2; hh++) {
+                        if constexpr (BOUND)
+                            dm[mt][hh] = max(dm[mt][hh], acc[mt][nt][2 * hh + e]);
+                        else
+                            bm[mt][hh] = fmaxf(bm[mt][hh], est_score(__fmul_rn(sq[mt][hh], skc[jb]), acc[mt][nt][2 * hh + e], cj));
+                    }
+            }
+        if (((pp + 1) * 16) % BK == 0 || (pp + 1) * 16 >= nk) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    float x;
+                    if constexpr (BOUND)
+                        x = est_score(__fmul_rn(sq[mt][hh], skc[jb]), dm[mt][hh], cm);
+                    else
+                        x = bm[mt][hh];
+                    x = sale_quad_max(x);
+                    int rl = warp * 16 * MT + mt * 16 + g4 + hh * 8;
+                    if (c4 == 0)
+                        rm[rl * SB + cb + jb] = x;
+                }
+        }
+    }
+
+    /* ============================================ fused, select: selection */
+    /* the threshold of row (mt, hh) in raw-score units, from the state at the
+     * segment start (unchanged when the previous segment kept nothing) */
+    SALE_DEV float row_threshold(const sale_params &p, int mt, int hh) {
+        if (prev_bits) {
+            float lt = sale_quad_sum(l[mt][hh]);
+            int row = wrow0 + mt * 16 + g4 + hh * 8;
+            float tv = __fadd_rn(m[mt][hh], __fdiv_rn(logf(__fmul_rn(tau, lt)), p.scale));
+            tcache[mt][hh] = row < N ? tv : SALE_POS_INF;
+        }
+        return tcache[mt][hh];
+    }
+
+    /* exact re-check of block jl of segment s (BOUND mode; its chunk is still resident):
+     * does any of this warp's rows have s^_ij > t_i ? */
+    SALE_DEV bool recheck(int s, int jl) {
+        const int buf = s % NBUF;
+        const sale_u32 sc = sbase + OFF_C + buf * EK * PC;
+        const float *sct = (const float *)(sale_smem + OFF_CT) + buf * EK;
+        const float sk = ((const float *)(sale_smem + OFF_SK))[buf * 8 + jl];
+        bool hit = false;
+        constexpr int RG = BK / 16 < 2 ? BK / 16 : 2; /* 16-key groups in flight (registers) */
+#pragma unroll
+        for (int q0 = 0; q0 < BK / 16; q0 += RG) {
+            int acc[RG][MT][2][4];
+            est_groups<RG, false>(acc, sc, jl * (BK / 16) + q0, 0);
+#pragma unroll
+            for (int q = 0; q < RG; q++) {
+                const int pp = jl * (BK / 16) + q0 + q;
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const float cj = sct[pp * 16 + nt * 8 + 2 * c4 + e];
+#pragma unroll
+                        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                            for (int hh = 0; hh < 2; hh++)
+                                hit |= est_score(__fmul_rn(sq[mt][hh], sk), acc[q][mt][nt][2 * hh + e], cj) >
+                                       tcache[mt][hh];
+                    }
+            }
+        }
+        return __any_sync(0xffffffffu, hit);
+    }
+
+    /* this warp's candidate blocks of segment s: some row's estimate (or
+     * bound) above its threshold; refreshes tcache */
+    SALE_DEV sale_u32 warp_candidates(const sale_params &p, int s) {
+        const float *rm = (const float *)(sale_smem + OFF_RM) + (s & 1) * BQ * SB;
+        __syncwarp();
+        sale_u32 flags = 0;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const float tv = row_threshold(p, mt, hh);
+                int rl = warp * 16 * MT + mt * 16 + g4 + hh * 8;
+#pragma unroll
+                for (int j = 0; j < SB; j++)
+                    if (rm[rl * SB + j] > tv)
+                        flags |= 1u << j;
+            }
+        return __reduce_or_sync(0xffffffffu, flags);
+    }
+
+    /* the kept blocks of segment s: the union of every warp's, then counted,
+     * remembered for the next threshold and written to the mask row */
+    SALE_DEV SaleGenBits select(const sale_params &p, int s) {
+        const int sf = 1 + s * SB; /* first block of the segment */
+        sale_u32 flags = warp_candidates(p, s);
+        if constexpr (BOUND) { /* candidates from the bounds: confirm exactly */
+            sale_u32 cand = flags;
+            flags = 0;
+            while (cand) {
+                int j = __ffs(cand) - 1;
+                cand &= cand - 1;
+                if (recheck(s, j))
+                    flags |= 1u << j;
+            }
+        }
+        sale_u32 *sflag = (sale_u32 *)(sale_smem + OFF_FL) + (s & 1) * 16;
+        if (lane == 0)
+            sflag[warp] = flags;
+        __syncthreads();
+        sale_u32 bits = 0;
+#pragma unroll
+        for (int w = 0; w < NW; w++)
+            bits |= sflag[w];
+        kept += __popc(bits);
+        prev_bits = bits;
+        if (mask_row && tid == 0 && bits) {
+            int w0 = sf >> 5, sh = sf & 31;
+            atomicOr(mask_row + w0, bits << sh);
+            if (sh && (bits >> (32 - sh)))
+                atomicOr(mask_row + w0 + 1, bits >> (32 - sh));
+        }
+        SaleGenBits gb;
+        gb.bits = bits;
+        gb.base = sf;
+        return gb;
+    }
+
+    /* ============================================ fused, select: computation */
+    /* the exact local region (diagonal down to local_lo), then the sink */
+    SALE_DEV SaleGenDown local_region() {
         SaleGenDown gd;
         gd.cur = kb_hi;
         gd.lo = local_lo;
         gd.extra = local_lo > 0 ? 0 : -1;
-        st.list_begin(gd);
-        if (nseg > 0)
-            est(0);
-        st.list_body(gd);
+        return gd;
+    }
 
-        /* ---------------- segments: select, then compute ------------------ */
-        const float scale = p.scale;
-        float tcache[A::MT][2];
-        sale_u32 prev_bits = 1u;
-        for (int s = 0; s < nseg; s++) {
-            const int sf = 1 + s * A::SB;
-            const float *rm = (const float *)(sale_smem + A::OFF_RM) + (s & 1) * A::BQ * A::SB;
-            sale_u32 *sflag = (sale_u32 *)(sale_smem + A::OFF_FL) + (s & 1) * 16;
-            __syncwarp();
-            sale_u32 flags = 0;
+    /* the tiles of gen, exactly, with segment s_next (if any) estimated while
+     * the first tiles load */
+    template <class Gen> SALE_DEV void attend_tiles(Gen &gen, int s_next) {
+        list_begin(gen);
+        if (s_next < nseg)
+            estimate(s_next);
+        list_body(gen);
+    }
+
+    /* ============================================================ store */
+    SALE_DEV void store(const sale_params &p) {
+        if constexpr (EST) {
+            if (p.kept && tid == 0)
+                ((int *)p.kept)[(long long)bhq * p.nqb + qb] = kept;
+        }
+        if constexpr (HASV) {
+            sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh;
+            float *lse = p.lse ? (float *)p.lse + (long long)bhq * N : 0;
 #pragma unroll
-            for (int mt = 0; mt < A::MT; mt++)
+            for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
-                    /* threshold from the state at the segment start (unchanged
-                     * when the previous segment kept nothing) */
-                    if (prev_bits) {
-                        float lt = sale_quad_sum(st.l[mt][hh]);
-                        int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
-                        float tv = __fadd_rn(st.m[mt][hh], __fdiv_rn(logf(__fmul_rn(tau, lt)), scale));
-                        tcache[mt][hh] = row < N ? tv : SALE_POS_INF;
+                    float lt = sale_quad_sum(l[mt][hh]);
+                    int row = wrow0 + mt * 16 + g4 + hh * 8;
+                    if (row < N) {
+                        float inv = lt > 0.f ? 1.f / lt : 0.f;
+                        sale_u16 *orow = og + (long long)row * p.o_sn + 2 * c4;
+#pragma unroll
+                        for (int dt = 0; dt < DT; dt++)
+                            *(sale_u32 *)(orow + dt * 8) = sale_pack2(o[mt][dt][2 * hh] * inv, o[mt][dt][2 * hh + 1] * inv);
+                        if (lse && c4 == 0) {
+                            float mu = m[mt][hh] == SALE_NEG_INF ? 0.f : m[mt][hh];
+                            lse[row] = mu * p.scale + logf(lt);
+                        }
                     }
-                    const float tv = tcache[mt][hh];
-                    int rl = st.warp * 16 * A::MT + mt * 16 + st.g4 + hh * 8;
-#pragma unroll
-                    for (int j = 0; j < A::SB; j++)
-                        if (rm[rl * A::SB + j] > tv)
-                            flags |= 1u << j;
                 }
-            flags = __reduce_or_sync(0xffffffffu, flags);
-            if (A::BOUND) { /* candidates from the bounds: confirm exactly */
-                sale_u32 cand = flags;
-                flags = 0;
-                while (cand) {
-                    int j = __ffs(cand) - 1;
-                    cand &= cand - 1;
-                    if (recheck(s, j, tcache))
-                        flags |= 1u << j;
-                }
-            }
-            if (st.lane == 0)
-                sflag[st.warp] = flags;
-            __syncthreads();
-            sale_u32 bits = 0;
-#pragma unroll
-            for (int w = 0; w < A::NW; w++)
-                bits |= sflag[w];
-            kept += __popc(bits);
-            prev_bits = bits;
-            if (mask_row && st.tid == 0 && bits) {
-                int w0 = sf >> 5, sh = sf & 31;
-                atomicOr(mask_row + w0, bits << sh);
-                if (sh && (bits >> (32 - sh)))
-                    atomicOr(mask_row + w0 + 1, bits >> (32 - sh));
-            }
-            SaleGenBits gb;
-            gb.bits = bits;
-            gb.base = sf;
-            st.list_begin(gb);
-            if (s + 1 < nseg)
-                est(s + 1);
-            st.list_body(gb);
         }
     }
+};
 
-    if (A::EST && p.kept && st.tid == 0)
-        ((int *)p.kept)[(long long)bhq * p.nqb + qb] = kept;
-
-    /* ---------------- output ------------------------------------------- */
-    if (A::HASV) {
-        sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh;
-        float *lse = p.lse ? (float *)p.lse + (long long)bhq * N : 0;
-#pragma unroll
-        for (int mt = 0; mt < A::MT; mt++)
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                float lt = sale_quad_sum(st.l[mt][hh]);
-                int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
-                if (row < N) {
-                    float inv = lt > 0.f ? 1.f / lt : 0.f;
-                    sale_u16 *orow = og + (long long)row * p.o_sn + 2 * st.c4;
-#pragma unroll
-                    for (int dt = 0; dt < A::DT; dt++)
-                        *(sale_u32 *)(orow + dt * 8) =
-                            sale_pack2(st.o[mt][dt][2 * hh] * inv, st.o[mt][dt][2 * hh + 1] * inv);
-                    if (lse && st.c4 == 0) {
-                        float mu = st.m[mt][hh] == SALE_NEG_INF ? 0.f : st.m[mt][hh];
-                        lse[row] = mu * p.scale + logf(lt);
-                    }
-                }
-            }
+/* the kernel body of the attention families: the stages of SaleAttn */
+template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
+    SaleAttn<MODE> st;
+    st.setup(p);
+    if constexpr (MODE == SALE_MODE_ATTEND) {
+        st.attend_mask(p);
+    } else if constexpr (MODE == SALE_MODE_DENSE) {
+        st.attend_dense();
+    } else {
+        st.load_query_codes(p);
+        SaleGenDown local = st.local_region();
+        st.attend_tiles(local, 0); /* estimates segment 0 meanwhile */
+        for (int s = 0; s < st.nseg; s++) {
+            SaleGenBits kept_blocks = st.select(p, s);
+            st.attend_tiles(kept_blocks, s + 1); /* estimates segment s+1 meanwhile */
+        }
     }
+    st.store(p);
 }
 #endif /* SALE_FAMILY != 0 */
 
