@@ -2,9 +2,8 @@
  * scales of Q (per row) and K (per key block), c_j = qmean(h) . K'_j, and the
  * centred keys K' in the input dtype that the exact pass scores against.
  * One launch (see sale_quantize_kernel): mean partials over a few chunks of
- * rows, then the codes (Q rows; K blocks + c_j + K'), each code block summing
- * the chunk partials it needs in a fixed order, so every block finds the
- * same means. Deterministic: fixed-order fp64 sums. */
+ * rows, the means from them once (fixed-order fp64 sums: deterministic),
+ * then the codes (Q rows; K blocks + c_j + K'). */
 #ifndef SALE_FAMILY
 #define SALE_FAMILY 0
 #endif
@@ -65,14 +64,28 @@ __device__ __forceinline__ void qz_mean_chunk(const sale_params &p, int c, int y
     }
 }
 
-/* (a') the mean of column d of head y (y < Hq: q head, else kv head y - Hq):
- * the chunk partials added in order, divided by N, as fp32 */
+/* (a') the means, once: the block that brings in the last partial adds the
+ * chunk partials of every (batch, head, column) in order, divides by N and
+ * writes qmean / kmean as fp32 */
+__device__ __forceinline__ void qz_finish_means(const sale_params &p) {
+    const int nch = sale_layout_mean_chunks(p.N), Y = p.Hq + p.Hkv;
+    const double *scr = (const double *)p.scratch;
+    for (long long i = threadIdx.x; i < (long long)p.B * Y * QZ_D; i += SALE_QZ_THREADS) {
+        const long long by = i / QZ_D; /* b * Y + y */
+        const int d = (int)(i % QZ_D), y = (int)(by % Y), b = (int)(by / Y);
+        double s = 0.0;
+        for (int c = 0; c < nch; c++) s += __ldcg(scr + (by * nch + c) * QZ_D + d); /* other blocks wrote them */
+        const float m = (float)(s / (double)p.N);
+        if (y < p.Hq) ((float *)p.qmean)[((long long)b * p.Hq + y) * QZ_D + d] = m;
+        else ((float *)p.kmean)[((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d] = m;
+    }
+}
+
+/* the mean of column d of head y (y < Hq: q head, else kv head y - Hq), as
+ * qz_finish_means wrote it in this launch (read from L2) */
 __device__ __forceinline__ float qz_mean(const sale_params &p, int b, int y, int d) {
-    const int nch = sale_layout_mean_chunks(p.N);
-    const double *scr = (const double *)p.scratch + (((long long)b * (p.Hq + p.Hkv) + y) * nch) * QZ_D;
-    double s = 0.0;
-    for (int c = 0; c < nch; c++) s += __ldcg(scr + c * QZ_D + d); /* L2: written by other blocks of this launch */
-    return (float)(s / (double)p.N);
+    if (y < p.Hq) return __ldcg((const float *)p.qmean + ((long long)b * p.Hq + y) * QZ_D + d);
+    return __ldcg((const float *)p.kmean + ((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d);
 }
 
 __device__ __forceinline__ int qz_code(float x, float s) {
@@ -131,9 +144,7 @@ __device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h,
     const long long bh = (long long)b * p.Hq + h;
     const sale_u16 *qg = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)h * p.q_sh;
     if (threadIdx.x < QZ_D) {
-        float m = qz_mean(p, b, h, threadIdx.x);
-        smean[threadIdx.x] = m;
-        if (tile == 0) ((float *)p.qmean)[bh * QZ_D + threadIdx.x] = m;
+        smean[threadIdx.x] = qz_mean(p, b, h, threadIdx.x);
     }
     __syncthreads();
     float mu[QZ_EPL];
@@ -172,9 +183,7 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
     const long long bk = (long long)b * p.Hkv + kvh;
     const sale_u16 *kg = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)kvh * p.k_sh;
     if (threadIdx.x < QZ_D) {
-        float m = qz_mean(p, b, p.Hq + kvh, threadIdx.x);
-        smean[threadIdx.x] = m;
-        if (kb == 0) ((float *)p.kmean)[bk * QZ_D + threadIdx.x] = m;
+        smean[threadIdx.x] = qz_mean(p, b, p.Hq + kvh, threadIdx.x);
     }
     __syncthreads();
     float mu[QZ_EPL];
@@ -257,9 +266,9 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
 
 /* (a+b+c) the one launch: grid M + W blocks, M = chunks * (Hq + Hkv) * B.
  * Every block first takes a ticket (an atomic counter): the first M tickets
- * sum mean partials; the other W blocks walk the code items (Q row tiles,
- * then K blocks, per batch entry) with a stride of W, after waiting until
- * all M partials are in. Tickets are handed out in the order blocks start,
+ * sum mean partials, and the one that adds the last of them writes the means;
+ * the other W blocks walk the code items (Q row tiles, then K blocks, per
+ * batch entry) with a stride of W, after waiting for the means. Tickets are handed out in the order blocks start,
  * so every block a waiter waits for already runs: no deadlock, whatever the
  * scheduler does. The last block to finish puts the counters back to zero
  * for the next launch (the host zeroes them once: sale_params.sync).
@@ -276,13 +285,21 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kern
     if (t < M) {
         qz_mean_chunk(p, (int)(t % nch), (int)((t / nch) % Y), (int)(t / (nch * Y)));
         __syncthreads();
-        if (threadIdx.x == 0) atomicAdd(ctr + 1, 1u);
+        if (threadIdx.x == 0) ticket_s = atomicAdd(ctr + 1, 1u);
+        __syncthreads();
+        if (ticket_s == M - 1) { /* the last partial: every other is in */
+            __threadfence();
+            qz_finish_means(p);
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) atomicAdd(ctr + 1, 1u); /* M + 1: the means are ready */
+        }
     } else {
         const long long qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS;
         const long long nq = (long long)p.Hq * qt, per_b = nq + (long long)p.Hkv * p.nkb;
         const long long items = per_b * p.B;
         if (threadIdx.x == 0) {
-            while (*(volatile unsigned int *)(ctr + 1) < M) __nanosleep(64);
+            while (*(volatile unsigned int *)(ctr + 1) < M + 1) __nanosleep(64);
             __threadfence();
         }
         __syncthreads();
