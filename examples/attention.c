@@ -1,10 +1,13 @@
 /* attention.c — the README's tour in one program: get a ready-to-launch
  * kernel for the current GPU, then run the whole SALE pipeline on device
  * pointers and check it against the CPU reference.
- * usage: example_attention [N] (default 4096) */
+ * usage: example_attention [N [fused|two-pass|dense]]
+ *   N defaults to 4096; naming a mode runs it at any N (no dense fallback
+ *   for short inputs), e.g. under compute-sanitizer on a small shape. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "sale.h"
@@ -50,6 +53,18 @@ int main(int argc, char **argv)
     sale_attention_args a;
     sale_attention_args_init(&a);
     a.batch = 1, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    if (argc > 2) {
+        static const char *const modes[] = {"fused", "two-pass", "dense"};
+        int m = 0;
+        while (m < 3 && strcmp(argv[2], modes[m]))
+            m++;
+        if (m == 3) {
+            fprintf(stderr, "mode: '%s' is not fused, two-pass or dense\n", argv[2]);
+            return 2;
+        }
+        a.mode = (sale_mode)m;
+        a.dense_below = -1;
+    }
     size_t nq = (size_t)Hq * N * D, nk = (size_t)Hkv * N * D;
     uint16_t *q = malloc(nq * 2), *kk = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2), *r = malloc(nq * 2);
     sale_gen_options g = {.seed = 42, .structured = 1, .needles = 1};
@@ -78,7 +93,8 @@ int main(int argc, char **argv)
         num += fabs(sale_bf16_to_f32(o[i]) - sale_bf16_to_f32(r[i]));
         den += fabs(sale_bf16_to_f32(r[i]));
     }
-    printf("SALE N=%d Hq=%d Hkv=%d: density %.3f, relative L1 vs CPU reference %.2e\n", N, Hq, Hkv, st.density,
+    printf("SALE %s N=%d Hq=%d Hkv=%d: density %.3f, relative L1 vs CPU reference %.2e\n",
+           argc > 2 ? argv[2] : "(default mode)", N, Hq, Hkv, st.density,
            num / den);
     sale_dev_free(ctx, dq), sale_dev_free(ctx, dk), sale_dev_free(ctx, dv), sale_dev_free(ctx, dout);
     free(q), free(kk), free(v), free(o), free(r);
