@@ -61,6 +61,11 @@ typedef struct drv_api {
                                         const CUgraphNode **, const CUgraphEdgeData **, size_t *);
     CUresult (*StreamGetCaptureInfo_v2)(CUstream, CUstreamCaptureStatus *, cuuint64_t *, CUgraph *,
                                         const CUgraphNode **, size_t *);
+    /* optional (CUDA 12+ drivers): TMA maps of the sm_90a dense kernel; without
+     * it sale_attention keeps the sm_90 dense kernel */
+    CUresult (*TensorMapEncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                     const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                     CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 } drv_api;
 
 /* Open the driver once (thread-safe). Returns the table, or NULL with why

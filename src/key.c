@@ -208,7 +208,7 @@ sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
                              (int)k->dtype, k->est_bits, k->warps, k->stages, k->arch};
         if (!sale_layout_legal(&c, NULL, 0)) {
             int ws[16], ss[16], nw = 0, ns = 0;
-            sale_layout_space((int)k->family, ws, &nw, ss, &ns);
+            sale_layout_space((int)k->family, k->head_dim, k->arch, ws, &nw, ss, &ns);
             for (int i = nw - 1; i >= 0; i--)
                 for (int j = 0; j < ns; j++) {
                     c.warps = open_w ? ws[i] : k->warps;

@@ -221,7 +221,9 @@ static const char *prewarm_help =
     "usage: sale prewarm [options]\n"
     "Compile every kernel a fleet needs into the cache (no GPU needed). The set is\n"
     "archs x head dims x families x dtypes x block sizes, from the config file\n"
-    "(fleet = {...}) or these flags; a second run compiles nothing.\n"
+    "(fleet = {...}) or these flags; a second run compiles nothing. On sm_90 the\n"
+    "dense kernels at head dim 128 are built for sm_90a (the wgmma kernel that\n"
+    "sale_attention runs on Hopper).\n"
     "  --arch LIST        sm_80,sm_86,sm_89,sm_90 (default: the config's fleet)\n"
     "  --head-dim LIST    64,128\n"
     "  --family LIST      quantize,fused,select,attend,dense\n"
@@ -325,6 +327,10 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                     sale_key k = sale_key_default(f.families[ifm]);
                                     k.arch = f.archs[ia];
                                     k.head_dim = f.head_dims[id];
+                                    /* what sale_attention runs on an sm_90 device: dense at
+                                     * head_dim 128 is the wgmma kernel, an sm_90a cubin */
+                                    if (k.arch == 90 && k.family == SALE_FAMILY_DENSE && k.head_dim == 128)
+                                        k.arch = SALE_ARCH_SM90A;
                                     k.dtype = f.dtypes[it];
                                     k.block_q = f.block_qs[iq];
                                     k.block_k = f.block_ks[ik];
@@ -375,11 +381,20 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
     /* summary per arch */
     printf("%-8s %8s %8s %8s %8s %10s %12s\n", "arch", "kernels", "compiled", "cached", "failed", "cubin", "compile s");
     int failed = 0, compiled = 0;
-    for (int ia = 0; ia < f.n_archs; ia++) {
+    /* the archs of the set, in order (sm_90 brings sm_90a: its dense kernels) */
+    int archs[16], na = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int x = 0; x < na && !seen; x++)
+            seen = archs[x] == jobs[i].key.arch;
+        if (!seen && na < 16)
+            archs[na++] = jobs[i].key.arch;
+    }
+    for (int ia = 0; ia < na; ia++) {
         int nk = 0, nc = 0, nh = 0, nf = 0;
         double bytes = 0, cms = 0;
         for (int i = 0; i < n; i++) {
-            if (jobs[i].key.arch != f.archs[ia])
+            if (jobs[i].key.arch != archs[ia])
                 continue;
             nk++;
             if (jobs[i].st)
@@ -394,7 +409,7 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
         }
         char b[32];
         human_bytes(bytes, b, sizeof b);
-        printf("%-8s %8d %8d %8d %8d %10s %12.1f\n", sale_arch_name(f.archs[ia]), nk, nc, nh, nf, b, cms / 1e3);
+        printf("%-8s %8d %8d %8d %8d %10s %12.1f\n", sale_arch_name(archs[ia]), nk, nc, nh, nf, b, cms / 1e3);
         failed += nf;
         compiled += nc;
     }

@@ -53,4 +53,24 @@ typedef struct sale_params {
     float tau_inline[SALE_TAU_INLINE]; /* per-head tau when tau == 0 */
 } sale_params;
 
+/* A TMA tensor map (CUtensorMap: 128 opaque bytes, 64-byte aligned), encoded
+ * on the host with cuTensorMapEncodeTiled. Kernels that load by TMA (the
+ * sm_90a wgmma dense kernel: sale_layout_wgmma_dense) take the parameter
+ * block and their maps together, as one __grid_constant__ argument, so the
+ * maps sit in parameter space where cp.async.bulk.tensor may read them:
+ * q, k, v as rank-4 maps (d, row, head, batch), boxes of 64 columns x 128 rows,
+ * 128-byte swizzle. */
+#ifdef __cplusplus
+#define SALE_ALIGN64 alignas(64)
+#else
+#define SALE_ALIGN64 _Alignas(64)
+#endif
+typedef struct sale_tmap {
+    SALE_ALIGN64 sale_u64 v[16];
+} sale_tmap;
+typedef struct sale_tma_params {
+    sale_params p;
+    sale_tmap tq, tk, tv;
+} sale_tma_params;
+
 #endif

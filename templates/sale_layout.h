@@ -61,6 +61,15 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
     return (N + n - 1) / n;
 }
 
+/* the dense family on sm_90a at head_dim 128 is the wgmma + TMA kernel
+ * (dense_wgmma.cuh): 3 warpgroups, 128 query rows and 128 keys per tile,
+ * 2 or 3 ring stages, a 1-D grid, and TMA maps beside the parameter block */
+#define SALE_WG_WARPS 12
+#define SALE_WG_TILE 128
+static SALE_HD SALE_CX inline int sale_layout_wgmma_dense(const sale_layout_cfg *c) {
+    return c->family == SALE_LF_DENSE && c->arch == 901 && c->head_dim == 128;
+}
+
 /* keys per tile of the attention loop */
 static SALE_HD SALE_CX inline int sale_layout_kt(const sale_layout_cfg *c) {
     return c->family == SALE_LF_DENSE ? SALE_DENSE_KT : c->block_k;
@@ -90,6 +99,8 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb = 0, kt = 0, s = 0;
     if (c->family == SALE_LF_QUANTIZE) return 0;
+    if (sale_layout_wgmma_dense(c)) /* 1 KB alignment slack, Q + stages x (K, V) tiles of 32 KB, barriers */
+        return 1024u + (1u + 2u * (unsigned)c->stages) * 32768u + 256u;
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
     if (c->family == SALE_LF_SELECT && c->block_q == 16 * c->warps) {
@@ -124,9 +135,9 @@ static SALE_HD inline unsigned sale_layout_smem_limit(int arch) {
 }
 
 static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, int arch, int *warps, int *stages) {
-    (void)head_dim; (void)arch;
     if (family < 0 || family > 4) return -1;
     if (family == SALE_LF_QUANTIZE) { *warps = SALE_QZ_THREADS / 32; *stages = 1; return 0; }
+    if (family == SALE_LF_DENSE && arch == 901 && head_dim == 128) { *warps = SALE_WG_WARPS; *stages = 3; return 0; }
     *warps = 4;
     *stages = 2;
     return 0;
@@ -135,12 +146,20 @@ static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, in
 /* the same, knowing block_q: 16 query rows per warp (warps = block_q/16) */
 static SALE_HD inline int sale_layout_default_tiles_q(int family, int head_dim, int block_q, int arch, int *warps, int *stages) {
     int r = sale_layout_default_tiles(family, head_dim, arch, warps, stages);
-    if (r == 0 && family != SALE_LF_QUANTIZE && (block_q == 64 || block_q == 128)) *warps = block_q / 16;
+    if (r == 0 && family != SALE_LF_QUANTIZE && *warps != SALE_WG_WARPS && (block_q == 64 || block_q == 128))
+        *warps = block_q / 16;
     return r;
 }
 
-static SALE_HD inline int sale_layout_space(int family, int *warps, int *nwarps, int *stages, int *nstages) {
+/* the tile choices of a family on an architecture (what the tuner times) */
+static SALE_HD inline int sale_layout_space(int family, int head_dim, int arch, int *warps, int *nwarps, int *stages,
+                                            int *nstages) {
     if (family < 0 || family > 4) return -1;
+    if (family == SALE_LF_DENSE && arch == 901 && head_dim == 128) {
+        warps[0] = SALE_WG_WARPS; *nwarps = 1;
+        stages[0] = 2; stages[1] = 3; *nstages = 2;
+        return 0;
+    }
     if (family == SALE_LF_QUANTIZE) {
         warps[0] = SALE_QZ_THREADS / 32; *nwarps = 1;
         stages[0] = 1; *nstages = 1;
@@ -175,6 +194,12 @@ static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why,
     if (c->family == SALE_LF_QUANTIZE) {
         if (c->warps != SALE_QZ_THREADS / 32) return sale_layout_why_(why, whylen, "warps: quantize uses 8 warps");
         if (c->stages != 1) return sale_layout_why_(why, whylen, "stages: quantize uses 1 stage");
+        return 1;
+    }
+    if (sale_layout_wgmma_dense(c)) {
+        if (c->warps != SALE_WG_WARPS)
+            return sale_layout_why_(why, whylen, "warps: the sm_90a dense kernel (wgmma) is 12 warps, 3 warpgroups");
+        if (c->stages != 2 && c->stages != 3) return sale_layout_why_(why, whylen, "stages: the sm_90a dense kernel takes 2 or 3");
         return 1;
     }
     if (c->block_q != 64 && c->block_q != 128) return sale_layout_why_(why, whylen, "block_q: must be 64 or 128");
@@ -221,6 +246,15 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         return 1;
     }
     if (c->family < 1 || c->family > 4) return -1;
+    if (sale_layout_wgmma_dense(c)) { /* 1-D: (query tile, batch, head), heaviest tiles first */
+        unsigned long long n = (unsigned long long)((N + SALE_WG_TILE - 1) / SALE_WG_TILE) * (unsigned long long)Hq * (unsigned long long)B;
+        if (n > 0x7fffffffull) return -1;
+        out[0].entry = "sale_dense_kernel";
+        out[0].grid[0] = (unsigned)n; out[0].grid[1] = 1; out[0].grid[2] = 1;
+        out[0].block = SALE_WG_WARPS * 32;
+        out[0].smem = sale_layout_smem(c);
+        return 1;
+    }
     out[0].entry = sale_layout_main_entry(c->family);
     out[0].grid[0] = (unsigned)((N + c->block_q - 1) / c->block_q);
     out[0].grid[1] = (unsigned)Hq;

@@ -97,6 +97,37 @@ Test(jit, fp16_head_dim_64_and_4bit_variants_compile)
     }
 }
 
+/* On sm_90a the dense family at head_dim 128 is the wgmma + TMA kernel: 12
+ * warps, 2 or 3 stages, 168 registers (the launch bound; setmaxnreg moves them
+ * to the consumers), no spills (a spill in the wgmma loop serialises it). */
+Test(jit, sm90a_dense_is_the_wgmma_kernel_without_spills)
+{
+    const char *keys[] = {"dense:d=128,dt=bf16,arch=sm_90a", "dense:d=128,dt=f16,arch=sm_90a",
+                          "dense:d=128,dt=bf16,stages=2,arch=sm_90a"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        sale_key k;
+        char err[256];
+        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s", err);
+        sale_kernel_info info;
+        cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s: %s", keys[i], sale_last_error(ctx));
+        cr_assert_eq(info.threads, 384, "%s: %d threads", info.key, info.threads);
+        cr_assert(strstr(info.key, "warps=12") != NULL, "%s", info.key);
+        cr_assert_eq(info.spill_stores + info.spill_loads, 0, "%s spills %d/%d bytes", info.key, info.spill_stores,
+                     info.spill_loads);
+        cr_assert_gt(info.smem_dynamic, 160 * 1024, "%s: %d bytes of shared memory", info.key, info.smem_dynamic);
+    }
+    /* any other tiles are refused with the reason */
+    sale_key k;
+    char err[256];
+    cr_assert_eq(sale_key_parse("dense:d=128,warps=4,stages=2,arch=sm_90a", &k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_ERR_INVALID);
+    cr_assert(strstr(err, "wgmma") != NULL, "%s", err);
+    /* head_dim 64 keeps the mma.sync kernel */
+    cr_assert_eq(sale_key_parse("dense:d=64,arch=sm_90a", &k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(k.warps, 4);
+}
+
 Test(jit, second_request_is_served_from_the_cache)
 {
     sale_key k = sale_key_default(SALE_FAMILY_QUANTIZE);

@@ -61,7 +61,7 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
         return -1;
     }
     int sw[16], ss[16], nsw = 0, nss = 0;
-    if (sale_layout_space((int)base->family, sw, &nsw, ss, &nss)) {
+    if (sale_layout_space((int)base->family, base->head_dim, base->arch, sw, &nsw, ss, &nss)) {
         set_err(err, errlen, "family: no tile space for %s", sale_family_name(base->family));
         return -1;
     }
