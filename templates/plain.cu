@@ -9,7 +9,13 @@
  * one thread: one query row. Arithmetic follows src/reference.c operation by
  * operation (comments marked "as the reference" say where an order or a
  * rounding is there only to match it), so that its block masks equal the
- * reference's bit for bit. Includes nothing but the ABI and the layout. */
+ * reference's bit for bit: the exact scores and the estimates are the same
+ * fp32 operations in the same order (multiplies and adds written out with _rn
+ * intrinsics so that nothing is fused into an FMA, as an x86-64 build of the
+ * reference computes them), l is summed in fp64 as there; only expf/logf may
+ * differ in the last bits, which moves a decision only for an estimate
+ * within rounding of its threshold.
+ * Includes nothing but the ABI and the layout. */
 #include "sale_abi.h"
 #include "sale_layout.h"
 
@@ -128,7 +134,7 @@ __device__ void plain_attend_block(PlainRow &r, const sale_params &p, const plai
     for (int j = j0; j < j1; j++) {
         const plain_u16 *kr = kg + (long long)j * p.k_sn;
         float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-        #pragma unroll 1
+#pragma unroll 1
         for (int d = 0; d < D; d += 8)
 #pragma unroll
             for (int e = 0; e < 8; e++) acc[e] = __fadd_rn(acc[e], __fmul_rn(r.q[d + e], plain_load(kr, d + e)));
@@ -141,7 +147,7 @@ __device__ void plain_attend_block(PlainRow &r, const sale_params &p, const plai
     /* online softmax: new max, rescale what was there, add this block */
     const float m_new = fmaxf(r.m, mb);
     const float alpha = r.m == PLAIN_NEG_INF ? 0.f : expf(__fmul_rn(p.scale, __fsub_rn(r.m, m_new)));
-    #pragma unroll 1
+#pragma unroll 1
     for (int d = 0; d < D; d++) r.o[d] = __fmul_rn(r.o[d], alpha);
     double psum = 0.0;
     for (int j = j0; j < j1; j++) {
@@ -149,7 +155,7 @@ __device__ void plain_attend_block(PlainRow &r, const sale_params &p, const plai
         psum += pj;                           /* l keeps the unrounded p */
         const float pr = plain_round_dtype(pj); /* P·V takes p in the input dtype */
         const plain_u16 *vr = vg + (long long)j * p.v_sn;
-        #pragma unroll 1
+#pragma unroll 1
         for (int d = 0; d < D; d++) r.o[d] = __fadd_rn(r.o[d], __fmul_rn(pr, plain_load(vr, d)));
     }
     r.l = r.l * (double)alpha + psum;
@@ -173,7 +179,7 @@ __device__ bool plain_estimate_passes(const PlainRow &r, const sale_params &p, l
     for (int j = J * BK; j < j1 && j <= r.i; j++) {
         const unsigned char *kc = (const unsigned char *)p.kcode + (bkv * p.N + j) * CODE_BYTES;
         int dot = 0; /* the integer dot product the tensor cores compute: exact */
-        #pragma unroll 1
+#pragma unroll 1
         for (int d = 0; d < D; d++) dot += plain_code(qc, d) * plain_code(kc, d);
         const float est = __fadd_rn(__fmul_rn(ss, (float)dot), cterm[j]);
         if (est > t) return true;
@@ -196,7 +202,7 @@ extern "C" __global__ void __launch_bounds__(BQ) sale_plain_kernel(const sale_pa
     r.i = qb * BQ + (int)threadIdx.x;
     r.m = PLAIN_NEG_INF;
     r.l = 0.0;
-    #pragma unroll 1
+#pragma unroll 1
     for (int d = 0; d < D; d++) {
         r.q[d] = r.i < N ? plain_load(qg, (long long)r.i * p.q_sn + d) : 0.f;
         r.o[d] = 0.f;
@@ -270,7 +276,7 @@ extern "C" __global__ void __launch_bounds__(BQ) sale_plain_kernel(const sale_pa
      * scale * q_i . kmean back, as for the other families) */
     if (r.i >= N) return;
     plain_u16 *og = (plain_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh + (long long)r.i * p.o_sn;
-    #pragma unroll 1
+#pragma unroll 1
     for (int d = 0; d < D; d++) og[d] = plain_to_dtype((float)((double)r.o[d] / r.l));
     if (p.lse) ((float *)p.lse)[bhq * N + r.i] = (float)((double)r.m * (double)p.scale + log(r.l));
 }
