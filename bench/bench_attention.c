@@ -4,7 +4,9 @@
  * SDPA (FLASH and cuDNN backends, measured by bench/sdpa.py in the same
  * device call and passed with --anchors), our dense, fused and two-pass SALE:
  * time, speedup, density, relative L1 error against our dense output, needle
- * recall, selection overhead. */
+ * recall, selection overhead; and, at short lengths only (--plain-max), the
+ * version 0 kernel (SALE_MODE_PLAIN, templates/plain.cu): its time and how
+ * many mask bits differ from fused's. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +82,7 @@ int main(int argc, char **argv)
     float taus[8] = {0.004f};
     int ntaus = 1;
     const char *anchors_path = NULL, *dump = NULL;
+    int plain_max = 8192; /* v0 (plain) is slow: timed only at N <= this (0: never) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc) {
             nlens = 0;
@@ -95,12 +98,15 @@ int main(int argc, char **argv)
             anchors_path = argv[++i];
         } else if (!strcmp(argv[i], "--dump") && i + 1 < argc) {
             dump = argv[++i];
+        } else if (!strcmp(argv[i], "--plain-max") && i + 1 < argc) {
+            plain_max = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--heads") && i + 2 < argc) {
             Hq = atoi(argv[++i]);
             Hkv = atoi(argv[++i]);
         } else {
             printf("usage: bench_attention [--lens 16384,32768,...] [--reps N] [--tau T1,T2,..] [--heads HQ HKV]\n"
-                   "                       [--anchors FILE (lines: flash|cudnn N ms)] [--dump DIR]\n");
+                   "                       [--anchors FILE (lines: flash|cudnn N ms)] [--dump DIR]\n"
+                   "                       [--plain-max N (time v0 plain only at lengths <= N; default 8192, 0 never)]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -195,6 +201,32 @@ int main(int argc, char **argv)
         float t_two = time_attention(&a, 1, reps, ph_t);
         CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
         double err_two = bench_rel_l1_bf16(o_sale, o_dense, nq);
+
+        /* v0 (plain): the algorithm in one plain kernel; slow, so only at short
+         * lengths and with at most 3 repetitions. Same mask as fused expected. */
+        char v0[48] = "-";
+        if (N <= plain_max) {
+            uint32_t *mask_plain = malloc(mask_words * 4);
+            if (!mask_plain) {
+                fprintf(stderr, "bench: out of host memory\n");
+                return 1;
+            }
+            a.mode = SALE_MODE_PLAIN;
+            a.stats = NULL;
+            CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
+            float t_plain = time_attention(&a, 1, reps < 3 ? reps : 3, NULL);
+            CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
+            CHECK(sale_dev_download(ctx, mask_plain, dmask, mask_words * 4));
+            long long mdiff = 0;
+            for (size_t w = 0; w < mask_words; w++)
+                mdiff += __builtin_popcount(mask[w] ^ mask_plain[w]);
+            double err_plain = bench_rel_l1_bf16(o_sale, o_dense, nq);
+            snprintf(v0, sizeof v0, "%.1f (%lld)", t_plain, mdiff);
+            fprintf(stderr, "bench: N=%d tau=%g v0 plain %.1f ms, rel L1 %.4f, %lld mask bits differ from fused\n", N,
+                    (double)tau, t_plain, err_plain, mdiff);
+            free(mask_plain);
+            a.stats = &st;
+        }
         double flops = 4.0 * (double)N * N / 2 * D * Hq;
         double sel = ph_t[0] + ph_t[1]; /* quantize + select (estimate + exact m, l of kept blocks) */
         char fl[32] = "-", cu[32] = "-", spf[32] = "-", spc[32] = "-", ovh[32] = "-";
@@ -208,9 +240,9 @@ int main(int argc, char **argv)
             snprintf(spc, sizeof spc, "%.2fx", an[li].cudnn / t_fused);
         }
         snprintf(table[nrows++], sizeof table[0],
-                 "| %6dK | %6g | %8s | %8s | %7.1f (%3.0f TF/s) | %7.1f | %7.1f | %6s | %6s | %5.2fx | %6.3f | %.4f / %.4f | "
-                 "%d/%d | %5.1f + %5.1f | %5s |",
-                 N / 1024, (double)tau, fl, cu, t_dense, flops / t_dense / 1e9, t_fused, t_two, spf, spc,
+                 "| %6dK | %6g | %8s | %8s | %7.1f (%3.0f TF/s) | %7.1f | %7.1f | %14s | %6s | %6s | %5.2fx | %6.3f | "
+                 "%.4f / %.4f | %d/%d | %5.1f + %5.1f | %5s |",
+                 N / 1024, (double)tau, fl, cu, t_dense, flops / t_dense / 1e9, t_fused, t_two, v0, spf, spc,
                  t_dense / t_fused, density, err_fused, err_two, kept_needles, nn, ph_t[0], ph_t[1], ovh);
         fprintf(stderr, "bench: N=%d tau=%g done: dense %.1f ms, fused %.1f ms, two-pass %.1f ms (quantize %.2f, select "
                         "%.2f, attend %.2f), density %.3f, rel L1 %.4f\n",
@@ -242,10 +274,10 @@ int main(int argc, char **argv)
     }
     printf("\n%s, B=1 Hq=%d Hkv=%d D=%d bf16 causal, structured inputs (times in ms, median of %d)\n\n", di.name,
            Hq, Hkv, D, reps);
-    printf("| N | tau | SDPA flash | SDPA cuDNN | our dense | fused | two-pass | fused vs flash | fused vs cuDNN | fused vs "
-           "our dense | density | rel L1 fused / two-pass | needles kept | quantize + select | select overhead vs "
-           "flash |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| N | tau | SDPA flash | SDPA cuDNN | our dense | fused | two-pass | v0 plain (mask bits != fused) | fused "
+           "vs flash | fused vs cuDNN | fused vs our dense | density | rel L1 fused / two-pass | needles kept | quantize "
+           "+ select | select overhead vs flash |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int r = 0; r < nrows; r++)
         printf("%s\n", table[r]);
     sale_destroy(ctx);

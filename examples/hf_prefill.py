@@ -44,7 +44,7 @@ def main():
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=32768)
     ap.add_argument("--tau", type=float, default=0.004)
-    ap.add_argument("--mode", default="fused", choices=["fused", "two_pass", "dense"])
+    ap.add_argument("--mode", default="fused", choices=["fused", "two_pass", "dense", "plain"])
     ap.add_argument("--thresholds", help="model name whose calibrated thresholds to use")
     ap.add_argument("--calibrate", metavar="DIR", help="capture Q/K/V into DIR and calibrate first")
     ap.add_argument("--budget", type=float, default=0.02)

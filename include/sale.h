@@ -43,6 +43,9 @@ typedef enum sale_family {
     SALE_FAMILY_SELECT,       /* two-pass, first pass: kept-block bitmask      */
     SALE_FAMILY_ATTEND,       /* two-pass, second pass: block-sparse attention */
     SALE_FAMILY_DENSE,        /* flash attention over every causal block       */
+    SALE_FAMILY_PLAIN,        /* version 0: estimate + select + attend as the
+                                 algorithm page writes it, one thread per query
+                                 row, no tensor cores; slow; never tuned      */
     SALE_FAMILY_COUNT
 } sale_family;
 
@@ -206,7 +209,11 @@ const char *sale_template_name(int index);
 typedef enum sale_mode {
     SALE_MODE_FUSED = 0, /* one-pass SALE (default) */
     SALE_MODE_TWO_PASS,  /* select (mask) then attend */
-    SALE_MODE_DENSE      /* our dense flash attention */
+    SALE_MODE_DENSE,     /* our dense flash attention */
+    SALE_MODE_PLAIN      /* version 0: the algorithm as the algorithm page writes it, in one
+                            plain kernel (quantize, then templates/plain.cu); slow; for
+                            reading and for checking the fast kernels (same masks as the
+                            CPU reference). Short inputs fall back to dense as in FUSED. */
 } sale_mode;
 
 typedef struct sale_stats {
@@ -242,10 +249,11 @@ typedef struct sale_attention_args {
     void *workspace;   /* optional device workspace (size: sale_attention_workspace_size); its
                           first 16 bytes are counters that each call zeroes (one memset queued) */
     size_t workspace_bytes;
-    float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense, attend
+    float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense|plain, attend
                           (timed with CUDA events; synchronizes the stream) */
     int tile_warps, tile_stages; /* tiles of the attention kernels (fused, select, attend,
-                          dense); 0: the tuned winner for this device, else the default */
+                          dense); 0: the tuned winner for this device, else the default.
+                          Ignored by PLAIN (fixed: one thread per query row) */
     const char *model; /* with tau NULL: per-head thresholds calibrated for (model, layer) and
                           stored in the cache (sale calibrate); SALE_ERR_NOT_FOUND if absent.
                           Read once per context (no SQLite on later calls); a store or import
@@ -293,7 +301,8 @@ sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_ar
 sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *a, void *stream);
 
 /* The plain C reference of the same algorithm on host pointers (fp32 math,
- * fp64 sums). mode DENSE gives exact dense attention. ctx may be NULL (then
+ * fp64 sums). mode DENSE gives exact dense attention; FUSED, TWO_PASS and
+ * PLAIN all give the one SALE result (the modes differ only on the GPU). ctx may be NULL (then
  * errors carry no message). */
 sale_status sale_reference_attention(sale_ctx *ctx, const sale_attention_args *a);
 

@@ -1,8 +1,8 @@
 /* attention.c — sale_attention(): argument checks, the workspaces (one in
  * use per stream at a time, reused once the event after their last use has
  * passed), and the pipeline of kernels (quantize, then fused | select+attend
- * | dense) queued on device pointers and a stream, following each family's
- * launch plan (templates/sale_layout.h). It never waits for the GPU unless
+ * | plain; or dense alone) queued on device pointers and a stream, following
+ * each family's launch plan (templates/sale_layout.h). It never waits for the GPU unless
  * the caller asked for host-side results (stats, phase_ms), and can be
  * captured into a CUDA graph. */
 #include <limits.h>
@@ -46,6 +46,17 @@ static int is_dense_run(const sale_attention_args *a)
     return a->mode == SALE_MODE_DENSE || (a->dense_below > 0 && a->seq_len < a->dense_below);
 }
 
+/* The attention family of a run: dense (mode or short-input fallback), else
+ * the mode's own (plain: version 0, templates/plain.cu). */
+static sale_family main_family(const sale_attention_args *a)
+{
+    if (is_dense_run(a))
+        return SALE_FAMILY_DENSE;
+    return a->mode == SALE_MODE_TWO_PASS ? SALE_FAMILY_SELECT
+           : a->mode == SALE_MODE_PLAIN  ? SALE_FAMILY_PLAIN
+                                         : SALE_FAMILY_FUSED;
+}
+
 static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
 {
     sale_key k = sale_key_default(f);
@@ -58,7 +69,7 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     k.est_bits = a->est_bits;
     k.causal = 1;
     k.arch = arch;
-    if (f != SALE_FAMILY_QUANTIZE) {
+    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN) { /* plain's tiles are fixed */
         k.warps = a->tile_warps;
         k.stages = a->tile_stages;
     }
@@ -135,7 +146,7 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
         BAD("head_dim: must be 64 or 128, got %d", a->head_dim);
     if (a->dtype != SALE_DTYPE_F16 && a->dtype != SALE_DTYPE_BF16)
         BAD("dtype: sale_attention takes f16 or bf16");
-    if ((unsigned)a->mode > SALE_MODE_DENSE)
+    if ((unsigned)a->mode > SALE_MODE_PLAIN)
         BAD("mode: unknown mode %d", (int)a->mode);
     if (!stride_ok(a->q_stride, a->head_dim, need_ptrs ? a->q : NULL) ||
         !stride_ok(a->k_stride, a->head_dim, need_ptrs ? a->k : NULL) ||
@@ -512,7 +523,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         /* keys are validated before a device is looked for: a bad block size is INVALID, not NO_DEVICE */
         sale_attention_args a0 = *args;
         apply_defaults(&a0, 90, 1024);
-        sale_key k0 = make_key(&a0, is_dense_run(&a0) ? SALE_FAMILY_DENSE : SALE_FAMILY_FUSED, SALE_ARCH_CURRENT);
+        sale_key k0 = make_key(&a0, main_family(&a0), SALE_ARCH_CURRENT);
         sale_key q0 = make_key(&a0, SALE_FAMILY_QUANTIZE, SALE_ARCH_CURRENT);
         char e0[512];
         if (sale_key_validate(&k0, e0, sizeof e0) || sale_key_validate(&q0, e0, sizeof e0)) {
@@ -547,9 +558,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
 
     /* keys (validated here: a bad block size is refused before any launch) */
     sale_key kq = make_key(&a, SALE_FAMILY_QUANTIZE, SALE_ARCH_CURRENT);
-    sale_key kf = make_key(&a, dense ? SALE_FAMILY_DENSE
-                               : a.mode == SALE_MODE_TWO_PASS ? SALE_FAMILY_SELECT : SALE_FAMILY_FUSED,
-                           SALE_ARCH_CURRENT);
+    sale_key kf = make_key(&a, main_family(&a), SALE_ARCH_CURRENT);
     char err[512];
     if (sale_key_validate(&kf, err, sizeof err) || sale_key_validate(&kq, err, sizeof err)) {
         sale_set_error(ctx, "%s", err);
@@ -682,7 +691,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         goto events;
     MARK(1);
     /* Units (sale-algorithm.md): the estimate approximates q_i . (k_j - kmean),
-     * so after quantize the exact pass of fused/select/attend scores against
+     * so after quantize the exact pass of fused/select/attend/plain scores against
      * the centred keys K' that quantize wrote, and m_i, l_i and the threshold
      * t_i are in the estimate's units. Softmax is unchanged (q_i . kmean is
      * the same for every key of row i). Dense runs keep K. */

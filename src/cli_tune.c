@@ -20,7 +20,8 @@ static const char tune_help[] =
     "GPU 0 and stores the fastest correct one for this device, driver and problem\n"
     "size; sale_get_kernel() and sale_attention() then serve it for open tiles.\n"
     "Algorithm parameters (block sizes, window, tau) are never changed.\n\n"
-    "  --family LIST     fused,select,attend,dense (default: fused,dense)\n"
+    "  --family LIST     fused,select,attend,dense (default: fused,dense; plain,\n"
+    "                    version 0, has fixed tiles and is never tuned)\n"
     "  --seq-len LIST    problem sizes, each stored in its power-of-two bucket (default 16384)\n"
     "  --batch B         default 1\n"
     "  --heads HQ HKV    query and key/value heads (default 32 8; also HQ,HKV)\n"
@@ -64,7 +65,7 @@ static int parse_families(const char *s, sale_family *out, int max)
     char *save = NULL;
     for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
         int f = -1;
-        for (int i = SALE_FAMILY_FUSED; i < SALE_FAMILY_COUNT; i++)
+        for (int i = SALE_FAMILY_FUSED; i <= SALE_FAMILY_DENSE; i++) /* plain (version 0) has no tiles to tune */
             if (!strcmp(t, sale_family_name((sale_family)i)))
                 f = i;
         if (f < 0 || n >= max)
@@ -176,7 +177,8 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
         i++;
         if (!strcmp(o, "--family")) {
             if ((nf = parse_families(v, fams, 8)) <= 0)
-                return usage("--family: expected a list of fused, select, attend, dense, got '%s'", v);
+                return usage("--family: expected a list of fused, select, attend, dense (plain, version 0, is "
+                             "never tuned), got '%s'", v);
         } else if (!strcmp(o, "--seq-len")) {
             if ((nseq = parse_list(v, seqs, 16)) <= 0)
                 return usage("--seq-len: expected a list of positive integers, got '%s'", v);

@@ -8,7 +8,8 @@
 #include "internal.h"
 #include "sale_layout.h"
 
-static const char *const family_names[SALE_FAMILY_COUNT] = {"quantize", "fused", "select", "attend", "dense"};
+static const char *const family_names[SALE_FAMILY_COUNT] = {"quantize", "fused", "select", "attend", "dense",
+                                                                    "plain"};
 
 const char *sale_family_name(sale_family f)
 {
@@ -60,7 +61,10 @@ int key_default_est_bits(int arch)
 }
 
 /* Which fields change a family's code: the others are not part of its
- * canonical form, so prewarming over them does not multiply cubins. */
+ * canonical form, so prewarming over them does not multiply cubins. Plain
+ * (version 0) reads every algorithm field: the block geometry (bq, bk, seg,
+ * win) and the code format (est); its tiles are fixed (warps = bq/32,
+ * stages = 1). */
 int key_family_uses(sale_family f, const char *field)
 {
     if (!strcmp(field, "bq"))
@@ -68,9 +72,10 @@ int key_family_uses(sale_family f, const char *field)
     if (!strcmp(field, "bk"))
         return f != SALE_FAMILY_DENSE;
     if (!strcmp(field, "seg") || !strcmp(field, "win"))
-        return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT;
+        return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_PLAIN;
     if (!strcmp(field, "est"))
-        return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_QUANTIZE;
+        return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_QUANTIZE ||
+               f == SALE_FAMILY_PLAIN;
     return 1;
 }
 
@@ -96,7 +101,7 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
     if (!k)
         ERR("key: NULL");
     if ((unsigned)k->family >= SALE_FAMILY_COUNT)
-        ERR("family: unknown family %d (quantize, fused, select, attend, dense)", (int)k->family);
+        ERR("family: unknown family %d (quantize, fused, select, attend, dense, plain)", (int)k->family);
     if (k->head_dim == 256)
         ERR("head_dim: 256 is refused: its K/V tiles do not fit the shared memory of one SM with these kernels "
             "(supported: 64, 128)");
@@ -312,7 +317,7 @@ sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t er
         if (!strcmp(fam, family_names[i]))
             fi = i;
     if (fi < 0)
-        ERR("family: unknown family '%s' (quantize, fused, select, attend, dense)", fam);
+        ERR("family: unknown family '%s' (quantize, fused, select, attend, dense, plain)", fam);
     sale_key k = sale_key_default((sale_family)fi);
     char *save = NULL;
     /* each field once: "d=64,d=128" is a mistake, not "the last one wins" */

@@ -54,7 +54,9 @@ void cfg_defaults_init(sale_config *cfg)
         f->archs[f->n_archs++] = archs[i];
     f->head_dims[f->n_head_dims++] = 64;
     f->head_dims[f->n_head_dims++] = 128;
-    for (int i = 0; i < SALE_FAMILY_COUNT; i++)
+    /* every family a fleet runs; plain (version 0: for reading and checking,
+     * slow) is compiled on first use, or by naming it in fleet.families */
+    for (int i = 0; i <= SALE_FAMILY_DENSE; i++)
         f->families[f->n_families++] = (sale_family)i;
     f->dtypes[f->n_dtypes++] = SALE_DTYPE_BF16;
     f->dtypes[f->n_dtypes++] = SALE_DTYPE_F16;
@@ -884,7 +886,7 @@ static const char *arch_to_name(int code)
     }
 }
 
-static const char *const family_names[] = {"quantize", "fused", "select", "attend", "dense", NULL};
+static const char *const family_names[] = {"quantize", "fused", "select", "attend", "dense", "plain", NULL};
 
 static int is_hopper(int arch) { return arch == 90 || arch == SALE_ARCH_SM90A; }
 

@@ -1,7 +1,8 @@
 /* reference.c — the plain C reference of SALE (docs/sale-algorithm.md) on host
  * pointers: smoothing, low-bit estimation, Relative-Attention-Score selection
  * and exact online-softmax attention. Every GPU kernel is checked against it,
- * so the arithmetic orders that kernels must match are spelled out below.
+ * so the arithmetic orders that kernels must match are spelled out below
+ * (templates/plain.cu, version 0, follows them operation by operation).
  * fp32 math, fp64 for means and softmax denominators; threads over (b, head),
  * each task writes only its own rows, so results do not depend on threads. */
 #include <limits.h>
@@ -109,7 +110,9 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
         return fail(ctx, "head_dim: must be 64, 128 or 256, got %d", a->head_dim);
     if (a->dtype != SALE_DTYPE_F16 && a->dtype != SALE_DTYPE_BF16 && a->dtype != SALE_DTYPE_F32)
         return fail(ctx, "dtype: unknown value %d", (int)a->dtype);
-    if (a->mode != SALE_MODE_FUSED && a->mode != SALE_MODE_TWO_PASS && a->mode != SALE_MODE_DENSE)
+    /* FUSED, TWO_PASS and PLAIN are one algorithm: the same result here */
+    if (a->mode != SALE_MODE_FUSED && a->mode != SALE_MODE_TWO_PASS && a->mode != SALE_MODE_PLAIN &&
+        a->mode != SALE_MODE_DENSE)
         return fail(ctx, "mode: unknown value %d", (int)a->mode);
     /* batch * heads_q counts the tasks in an int; the tensors' element counts must fit int64 */
     if ((int64_t)a->batch * a->heads_q > INT_MAX) {

@@ -42,7 +42,7 @@ const tpl_file *tpl_find(const char *name)
 const char *tpl_family_file(sale_family f)
 {
     static const char *const files[SALE_FAMILY_COUNT] = {"quantize.cu", "fused.cu", "select.cu", "attend.cu",
-                                                         "dense.cu"};
+                                                         "dense.cu",    "plain.cu"};
     return (unsigned)f < SALE_FAMILY_COUNT ? files[f] : NULL;
 }
 

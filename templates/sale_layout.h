@@ -24,6 +24,7 @@
 #define SALE_LF_SELECT 2
 #define SALE_LF_ATTEND 3
 #define SALE_LF_DENSE 4
+#define SALE_LF_PLAIN 5 /* version 0: the algorithm in one plain kernel (templates/plain.cu) */
 
 /* fixed geometry of the quantize family */
 #define SALE_QZ_THREADS 256      /* every quantize entry */
@@ -40,7 +41,7 @@
 
 typedef struct sale_layout_cfg {
     int family, head_dim, block_q, block_k, block_seg, local_window, dtype, est_bits, warps, stages, arch;
-} sale_layout_cfg; /* family: 0 quantize,1 fused,2 select,3 attend,4 dense; dtype 0 f16 1 bf16; arch 80/86/89/90/901 */
+} sale_layout_cfg; /* family: 0 quantize,1 fused,2 select,3 attend,4 dense,5 plain; dtype 0 f16 1 bf16; arch 80/86/89/90/901 */
 
 typedef struct sale_launch {
     const char *entry;
@@ -86,6 +87,7 @@ static SALE_HD inline const char *sale_layout_main_entry(int family) {
     case SALE_LF_SELECT: return "sale_select_kernel";
     case SALE_LF_ATTEND: return "sale_attend_kernel";
     case SALE_LF_DENSE: return "sale_dense_kernel";
+    case SALE_LF_PLAIN: return "sale_plain_kernel";
     default: return 0;
     }
 }
@@ -98,7 +100,7 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 /* dynamic shared memory of the main entry (quantize: 0) */
 static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb = 0, kt = 0, s = 0;
-    if (c->family == SALE_LF_QUANTIZE) return 0;
+    if (c->family == SALE_LF_QUANTIZE || c->family == SALE_LF_PLAIN) return 0; /* plain: registers and local memory only */
     if (sale_layout_wgmma_dense(c)) /* 1 KB alignment slack, Q + stages x (K, V) tiles of 32 KB, barriers */
         return 1024u + (1u + 2u * (unsigned)c->stages) * 32768u + 256u;
     rb = (unsigned)c->head_dim * 2u;
@@ -135,9 +137,11 @@ static SALE_HD inline unsigned sale_layout_smem_limit(int arch) {
 }
 
 static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, int arch, int *warps, int *stages) {
-    if (family < 0 || family > 4) return -1;
+    if (family < 0 || family > 5) return -1;
     if (family == SALE_LF_QUANTIZE) { *warps = SALE_QZ_THREADS / 32; *stages = 1; return 0; }
     if (family == SALE_LF_DENSE && arch == 901 && head_dim == 128) { *warps = SALE_WG_WARPS; *stages = 3; return 0; }
+    /* plain: one thread per query row (warps = block_q/32: 2 for block_q 64), no pipeline */
+    if (family == SALE_LF_PLAIN) { *warps = 2; *stages = 1; return 0; }
     *warps = 4;
     *stages = 2;
     return 0;
@@ -146,18 +150,27 @@ static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, in
 /* the same, knowing block_q: 16 query rows per warp (warps = block_q/16) */
 static SALE_HD inline int sale_layout_default_tiles_q(int family, int head_dim, int block_q, int arch, int *warps, int *stages) {
     int r = sale_layout_default_tiles(family, head_dim, arch, warps, stages);
-    if (r == 0 && family != SALE_LF_QUANTIZE && *warps != SALE_WG_WARPS && (block_q == 64 || block_q == 128))
+    if (r == 0 && family == SALE_LF_PLAIN && (block_q == 64 || block_q == 128)) *warps = block_q / 32;
+    else if (r == 0 && family != SALE_LF_QUANTIZE && *warps != SALE_WG_WARPS && (block_q == 64 || block_q == 128))
         *warps = block_q / 16;
     return r;
 }
 
-/* the tile choices of a family on an architecture (what the tuner times) */
+/* the tile choices of a family on an architecture (what the tuner times).
+ * plain's space holds only its fixed tiles (one per block_q): it is not
+ * tuned (the tuner refuses it), the space only lets sale_key_resolve pick
+ * warps = block_q/32 */
 static SALE_HD inline int sale_layout_space(int family, int head_dim, int arch, int *warps, int *nwarps, int *stages,
                                             int *nstages) {
-    if (family < 0 || family > 4) return -1;
+    if (family < 0 || family > 5) return -1;
     if (family == SALE_LF_DENSE && arch == 901 && head_dim == 128) {
         warps[0] = SALE_WG_WARPS; *nwarps = 1;
         stages[0] = 2; stages[1] = 3; *nstages = 2;
+        return 0;
+    }
+    if (family == SALE_LF_PLAIN) {
+        warps[0] = 2; warps[1] = 4; *nwarps = 2;
+        stages[0] = 1; *nstages = 1;
         return 0;
     }
     if (family == SALE_LF_QUANTIZE) {
@@ -181,7 +194,7 @@ static SALE_HD inline int sale_layout_why_(char *why, int whylen, const char *ms
 
 static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why, int whylen) {
     int mt;
-    if (c->family < 0 || c->family > 4) return sale_layout_why_(why, whylen, "family: unknown");
+    if (c->family < 0 || c->family > 5) return sale_layout_why_(why, whylen, "family: unknown");
     if (c->head_dim == 256)
         return sale_layout_why_(why, whylen, "head_dim: 256 does not fit in shared memory with these kernels (64 or 128)");
     if (c->head_dim != 64 && c->head_dim != 128) return sale_layout_why_(why, whylen, "head_dim: must be 64 or 128");
@@ -207,6 +220,12 @@ static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why,
         return sale_layout_why_(why, whylen, "block_seg: must be a multiple of block_k, at most 32 blocks");
     if (c->local_window < 0 || c->local_window % c->block_k != 0)
         return sale_layout_why_(why, whylen, "local_window: must be a non-negative multiple of block_k");
+    if (c->family == SALE_LF_PLAIN) {
+        if (c->warps * 32 != c->block_q)
+            return sale_layout_why_(why, whylen, "warps: plain runs one thread per query row (warps = block_q/32)");
+        if (c->stages != 1) return sale_layout_why_(why, whylen, "stages: plain has no pipeline (stages = 1)");
+        return 1;
+    }
     if (c->warps != 2 && c->warps != 4 && c->warps != 8) return sale_layout_why_(why, whylen, "warps: must be 2, 4 or 8");
     if (c->block_q % (16 * c->warps) != 0) return sale_layout_why_(why, whylen, "warps: block_q must be a multiple of 16*warps");
     mt = c->block_q / (16 * c->warps);
@@ -245,7 +264,7 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         out[0].block = SALE_QZ_THREADS; out[0].smem = 0;
         return 1;
     }
-    if (c->family < 1 || c->family > 4) return -1;
+    if (c->family < 1 || c->family > 5) return -1;
     if (sale_layout_wgmma_dense(c)) { /* 1-D: (query tile, batch, head), heaviest tiles first */
         unsigned long long n = (unsigned long long)((N + SALE_WG_TILE - 1) / SALE_WG_TILE) * (unsigned long long)Hq * (unsigned long long)B;
         if (n > 0x7fffffffull) return -1;

@@ -94,3 +94,31 @@ Test(attention, valid_call_without_a_gpu_says_no_device)
     cr_assert(strstr(sale_last_error(ctx), "libcuda") != NULL || strstr(sale_last_error(ctx), "device") != NULL,
               "%s", sale_last_error(ctx));
 }
+
+/* Version 0 (SALE_MODE_PLAIN) takes the same arguments and workspace as
+ * fused; a mode past it is refused by name. */
+Test(attention, plain_mode_is_checked_like_fused)
+{
+    sale_attention_args a = shape(4096);
+    size_t sf = 0, sp = 0;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &sf), SALE_OK, "%s", sale_last_error(ctx));
+    a.mode = SALE_MODE_PLAIN;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &sp), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(sp, sf, "plain uses the quantize outputs, mask and counts of fused");
+    a.mode = (sale_mode)(SALE_MODE_PLAIN + 1);
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &sp), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "mode") != NULL, "%s", sale_last_error(ctx));
+
+    char buf[64] __attribute__((aligned(16)));
+    a = shape(4096);
+    a.q = a.k = a.v = a.out = buf;
+    a.mode = SALE_MODE_PLAIN;
+    a.block_seg = 100; /* refused by the plain key before any device is looked for */
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "block_seg") != NULL, "%s", sale_last_error(ctx));
+    int n = 0;
+    if (sale_device_count(ctx, &n) == SALE_OK && n > 0)
+        return;
+    a.block_seg = 0;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "%s", sale_last_error(ctx));
+}

@@ -71,6 +71,10 @@ typedef struct run_result {
     double density_gpu, density_ref;
 } run_result;
 
+/* Block geometry of the next compare() calls (0: the defaults); the plain
+ * (version 0) tests vary it. */
+static int g_bq, g_bk, g_seg, g_win;
+
 /* One comparison: GPU sale_attention (mode) against the CPU reference. */
 static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured,
                           int needles, uint64_t seed)
@@ -87,6 +91,8 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     a.mode = mode;
     a.tau_default = tau;
     a.dense_below = -1;
+    a.block_q = g_bq, a.block_k = g_bk, a.block_seg = g_seg, a.local_window = g_win;
+    const int bq = g_bq ? g_bq : 64, bk = g_bk ? g_bk : 32;
     size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2),
              *oref = malloc(nq * 2);
@@ -169,8 +175,8 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
         rr.mask_total = sref.causal_blocks;
         /* every planted needle's key block is kept, on the GPU as in the reference */
         for (int i = 0; i < nn; i++) {
-            size_t row = (((size_t)nd[i].batch * Hq + nd[i].head_q) * nqb + nd[i].query / 64) * nkw;
-            int J = nd[i].key / 32;
+            size_t row = (((size_t)nd[i].batch * Hq + nd[i].head_q) * nqb + nd[i].query / bq) * nkw;
+            int J = nd[i].key / bk;
             rr.needles_missed += !((mgpu[row + J / 32] >> (J % 32)) & 1);
             rr.needles++;
         }
@@ -189,7 +195,7 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
 
 static const char *mode_name(sale_mode m)
 {
-    return m == SALE_MODE_FUSED ? "fused" : m == SALE_MODE_TWO_PASS ? "two-pass" : "dense";
+    return m == SALE_MODE_FUSED ? "fused" : m == SALE_MODE_TWO_PASS ? "two-pass" : m == SALE_MODE_PLAIN ? "plain" : "dense";
 }
 
 static void check_case(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured)
@@ -624,7 +630,7 @@ Test(gpu, shifting_every_key_changes_no_decision_in_any_family)
     int nkw = (sale_num_kblocks(&a) + 31) / 32;
     size_t nmask = (size_t)B * Hq * sale_num_qblocks(&a) * nkw;
     uint32_t *m1 = calloc(nmask, 4), *m2 = calloc(nmask, 4);
-    for (int mode = SALE_MODE_FUSED; mode <= SALE_MODE_DENSE; mode++) {
+    for (int mode = SALE_MODE_FUSED; mode <= SALE_MODE_PLAIN; mode++) {
         sale_stats s1 = {0}, s2 = {0};
         a.mode = (sale_mode)mode;
         a.tau_default = 0.004f;
@@ -1012,4 +1018,133 @@ Test(gpu, per_head_thresholds_past_the_parameter_block)
     cr_assert(sr.density < 1.0 && sr.density > 0.0);
     cr_assert_eq(diff, 0, "masks differ in %lld blocks", diff);
     free(q), free(k), free(v), free(o), free(oref), free(mg), free(mr);
+}
+
+/* ------------------------------------------------- version 0 (plain) */
+/* SALE_MODE_PLAIN runs templates/plain.cu, which follows src/reference.c
+ * operation by operation: its masks must equal the reference's bit for bit
+ * (not "within 0.5%" as the tensor-core kernels), its kept counts exactly,
+ * its outputs within the tolerance the other families use. */
+
+static void check_plain(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, float tau, int structured)
+{
+    uint64_t seed = seed_base ^ ((uint64_t)N * 2246822519u + (uint64_t)Hq * 3266489917u + (uint64_t)D * 31 +
+                                 (uint64_t)dt * 7 + (uint64_t)structured * 13 + (uint64_t)g_bq + (uint64_t)g_bk * 5 +
+                                 (uint64_t)g_seg * 11);
+    int needles = structured ? 2 : 0;
+    run_result r = compare(B, Hq, Hkv, N, D, dt, SALE_MODE_PLAIN, tau, structured, needles, seed);
+    double tol = dt == SALE_DTYPE_BF16 ? 1.5e-2 : 4e-3;
+    fprintf(stderr,
+            "gpu plain    B=%d Hq=%-2d Hkv=%d N=%-5d D=%-3d %-4s tau=%-6g bq=%d bk=%d seg=%d win=%d %-10s rel_l1=%.2e "
+            "max_abs=%.2e mask_diff=%lld/%lld density gpu=%.4f ref=%.4f unwritten=%lld lse_bad=%lld missed=%lld/%lld "
+            "(seed %llu)\n",
+            B, Hq, Hkv, N, D, sale_dtype_name(dt), (double)tau, g_bq ? g_bq : 64, g_bk ? g_bk : 32, g_seg ? g_seg : 128,
+            g_win ? g_win : 128, structured ? "structured" : "random", r.rel_l1, r.max_abs, r.mask_diff, r.mask_total,
+            r.density_gpu, r.density_ref, r.unwritten, r.lse_bad, r.needles_missed, r.needles,
+            (unsigned long long)seed);
+    cr_assert_eq(r.unwritten, 0, "%lld output elements not written (still poison)", r.unwritten);
+    cr_assert_eq(r.mask_diff, 0, "plain's mask differs from the reference's in %lld of %lld blocks", r.mask_diff,
+                 r.mask_total);
+    cr_assert(r.density_gpu == r.density_ref, "kept counts: density gpu %.6f ref %.6f", r.density_gpu, r.density_ref);
+    cr_assert_eq(r.lse_bad, 0, "%lld log-sum-exp values off", r.lse_bad);
+    cr_assert_eq(r.needles_missed, 0, "%lld of %lld planted needles dropped", r.needles_missed, r.needles);
+    cr_assert(r.rel_l1 <= tol, "relative L1 %.3e over %.1e", r.rel_l1, tol);
+}
+
+Test(gpu, plain_matches_reference_on_odd_lengths)
+{
+    NEED_GPU();
+    const int Ns[] = {1, 63, 64, 65, 1000, 1023, 4097};
+    for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+        check_plain(1, 4, 1, Ns[i], 128, SALE_DTYPE_BF16, 0.004f, 1);
+    check_plain(1, 4, 1, 3001, 128, SALE_DTYPE_BF16, 0.004f, 0); /* random inputs */
+}
+
+Test(gpu, plain_every_dtype_gqa_and_head_dim)
+{
+    NEED_GPU();
+    const sale_dtype dts[] = {SALE_DTYPE_F16, SALE_DTYPE_BF16};
+    const int groups[] = {1, 4, 8};
+    const int Ds[] = {64, 128};
+    for (size_t t = 0; t < 2; t++)
+        for (size_t gi = 0; gi < 3; gi++)
+            for (size_t d = 0; d < 2; d++)
+                check_plain(1, 8, 8 / groups[gi], 1500, Ds[d], dts[t], 0.004f, 1);
+    check_plain(2, 4, 2, 2049, 128, SALE_DTYPE_BF16, 0.004f, 0); /* batch > 1, random */
+    check_plain(3, 2, 1, 777, 64, SALE_DTYPE_F16, 0.01f, 1);
+}
+
+/* Other block geometry (block_q 128, block_k 16 and 64, longer segments,
+ * other windows), a dense head (tau 0 keeps every block) and a large tau. */
+Test(gpu, plain_block_geometry_and_tau)
+{
+    NEED_GPU();
+    const int geo[][4] = {{128, 32, 128, 128}, {64, 16, 64, 64}, {64, 64, 256, 256}, {128, 16, 512, 32}};
+    for (size_t i = 0; i < sizeof geo / sizeof geo[0]; i++) {
+        g_bq = geo[i][0], g_bk = geo[i][1], g_seg = geo[i][2], g_win = geo[i][3];
+        check_plain(1, 4, 2, 2500, 128, SALE_DTYPE_BF16, 0.004f, 1);
+        check_plain(1, 2, 1, 1999, 64, SALE_DTYPE_F16, 0.004f, 0);
+    }
+    g_bq = g_bk = g_seg = g_win = 0;
+    check_plain(1, 4, 2, 3000, 128, SALE_DTYPE_BF16, 1e-7f, 1); /* tau -> 0: a dense head, every causal block */
+    check_plain(1, 4, 2, 3000, 128, SALE_DTYPE_BF16, 0.05f, 1); /* sparse */
+}
+
+/* The fast kernels against version 0 on the GPU: the same inputs through
+ * plain, fused and two-pass give the same masks, bit for bit, and outputs
+ * within rounding. (Fused and two-pass take m and l from the tensor cores:
+ * only an estimate within rounding of its threshold could flip; the runs on
+ * record have had none against the reference.) */
+Test(gpu, plain_masks_equal_fused_and_two_pass)
+{
+    NEED_GPU();
+    const int B = 1, Hq = 8, Hkv = 2, N = 4096, D = 128;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1;
+    a.tau_default = 0.004f;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
+    uint16_t *o[3] = {malloc(nq * 2), malloc(nq * 2), malloc(nq * 2)};
+    sale_gen_options g = {.seed = seed_base + 7001, .structured = 1, .needles = 4};
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK);
+    int nkw = (sale_num_kblocks(&a) + 31) / 32;
+    size_t nmask = (size_t)B * Hq * sale_num_qblocks(&a) * nkw;
+    uint32_t *m[3] = {calloc(nmask, 4), calloc(nmask, 4), calloc(nmask, 4)};
+    const sale_mode modes[3] = {SALE_MODE_PLAIN, SALE_MODE_FUSED, SALE_MODE_TWO_PASS};
+    sale_stats st[3];
+    memset(st, 0, sizeof st);
+    for (int i = 0; i < 3; i++) {
+        a.mode = modes[i];
+        gpu_run_once(a, q, k, v, o[i], m[i], nmask, &st[i]);
+    }
+    for (int i = 1; i < 3; i++) {
+        long long diff = 0, unwritten = 0;
+        for (size_t w = 0; w < nmask; w++)
+            diff += __builtin_popcount(m[0][w] ^ m[i][w]);
+        double num = 0, den = 0;
+        for (size_t e = 0; e < nq; e++) {
+            double x = sale_bf16_to_f32(o[i][e]), y = sale_bf16_to_f32(o[0][e]);
+            if (!isfinite(x) || !isfinite(y)) {
+                unwritten++;
+                continue;
+            }
+            num += fabs(x - y);
+            den += fabs(y);
+        }
+        fprintf(stderr, "gpu plain vs %-8s: density %.4f / %.4f, %lld mask bits differ of %lld causal blocks, output "
+                        "rel L1 %.2e\n",
+                mode_name(modes[i]), st[0].density, st[i].density, diff, (long long)st[0].causal_blocks, num / den);
+        cr_assert_eq(unwritten, 0);
+        cr_assert_eq(diff, 0, "plain vs %s: %lld mask bits differ", mode_name(modes[i]), diff);
+        cr_assert_eq(st[i].kept_blocks, st[0].kept_blocks, "plain vs %s: kept blocks", mode_name(modes[i]));
+        cr_assert(num / den < 1.5e-2, "plain vs %s: output rel L1 %.2e", mode_name(modes[i]), num / den);
+        cr_assert(st[0].density > 0.05 && st[0].density < 0.95, "plain density %.3f: nothing was selected",
+                  st[0].density);
+    }
+    free(q), free(k), free(v);
+    for (int i = 0; i < 3; i++)
+        free(o[i]), free(m[i]);
 }

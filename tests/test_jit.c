@@ -312,3 +312,37 @@ Test(jit, cubin_resources_agree_with_the_ptxas_log)
     cr_assert_eq(jit_parse_cubin(junk, sizeof junk, &e), -1);
     cr_assert_eq(jit_parse_cubin(junk, 3, &e), -1);
 }
+
+/* Version 0 (plain): NVRTC compiles it for sm_80, sm_89 and sm_90 in its
+ * variants (both code widths, both dtypes, both head dims, block_q 128, other
+ * block geometry); one thread per query row, no dynamic shared memory. And it
+ * stays plain: no tensor-core, ldmatrix or cp.async instruction in the text. */
+Test(jit, plain_template_compiles_for_sm80_sm89_sm90)
+{
+    const char *keys[] = {"plain:d=128,dt=bf16,est=4,arch=sm_80",
+                          "plain:d=64,dt=f16,est=8,arch=sm_80",
+                          "plain:d=128,dt=f16,est=4,bq=128,arch=sm_89",
+                          "plain:d=64,dt=bf16,est=4,bk=16,seg=64,win=64,arch=sm_89",
+                          "plain:d=128,dt=bf16,est=8,arch=sm_90",
+                          "plain:d=128,dt=f16,est=8,bq=128,bk=64,seg=256,win=256,arch=sm_90"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        sale_key k;
+        char err[256];
+        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s", err);
+        sale_kernel_info info;
+        cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s: %s", keys[i], sale_last_error(ctx));
+        cr_assert_gt(info.cubin_bytes, 1000);
+        cr_assert_gt(info.registers, 0, "ptxas resources not parsed for %s", info.key);
+        cr_assert_str_eq(info.entry, "sale_plain_kernel");
+        cr_assert_eq(info.threads, k.block_q ? k.block_q : 64, "%s: one thread per query row", info.key);
+        cr_assert_eq(info.smem_dynamic, 0);
+        cr_assert(strncmp(info.key, "plain:", 6) == 0, "%s", info.key);
+    }
+    const tpl_file *t = tpl_find("plain.cu");
+    cr_assert_not_null(t);
+    cr_assert_str_eq(tpl_family_file(SALE_FAMILY_PLAIN), "plain.cu");
+    const char *tricks[] = {"mma.sync", "wgmma", "ldmatrix", "cp.async", "sale_common.cuh"};
+    for (size_t i = 0; i < sizeof tricks / sizeof tricks[0]; i++)
+        cr_assert(strstr(t->text, tricks[i]) == NULL, "plain.cu mentions %s: version 0 has no tricks", tricks[i]);
+}
+

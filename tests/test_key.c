@@ -156,3 +156,44 @@ Test(key, small_buffer_is_refused_not_overrun)
     cr_assert_eq(sale_key_format(&k, buf, 10), SALE_ERR_INVALID);
     cr_assert_eq(buf[10], 'x', "wrote past the given length");
 }
+
+/* Version 0 (plain) reads every algorithm field and has fixed tiles: one
+ * thread per query row (warps = block_q/32), no pipeline (stages = 1). */
+Test(key, plain_key_round_trips_and_has_fixed_tiles)
+{
+    const char *text = "plain:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,qg=row.blk,causal=1,warps=2,stages=1,"
+                       "arch=sm_90";
+    sale_key k;
+    char err[256], t[256];
+    cr_assert_eq(parse(text, &k, err), SALE_OK, "%s", err);
+    cr_assert_eq(k.family, SALE_FAMILY_PLAIN);
+    cr_assert_str_eq(sale_family_name(SALE_FAMILY_PLAIN), "plain");
+    cr_assert_eq(sale_key_format(&k, t, sizeof t), SALE_OK);
+    cr_assert_str_eq(t, text);
+
+    /* open tiles resolve to warps = block_q/32, stages = 1 */
+    cr_assert_eq(parse("plain:bq=128,arch=sm_89", &k, err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(k.warps, 4);
+    cr_assert_eq(k.stages, 1);
+    cr_assert_eq(k.est_bits, 4, "sm_89 codes are 4-bit: plain decodes what quantize wrote");
+    cr_assert_eq(parse("plain:arch=sm_80", &k, err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(k.warps, 2);
+    cr_assert_eq(k.stages, 1);
+
+    /* seg, win and est change its code: they are in its key */
+    sale_key a, b;
+    cr_assert_eq(parse("plain:seg=64,arch=sm_90", &a, err), SALE_OK, "%s", err);
+    cr_assert_eq(parse("plain:seg=256,arch=sm_90", &b, err), SALE_OK, "%s", err);
+    sale_key_resolve(&a, err, sizeof err);
+    sale_key_resolve(&b, err, sizeof err);
+    cr_assert_neq(sale_key_hash(&a), sale_key_hash(&b), "plain depends on block_seg");
+    sale_key_format(&a, t, sizeof t);
+    cr_assert(strstr(t, "win=") && strstr(t, "est=") && strstr(t, "seg=64"), "%s", t);
+
+    expect_invalid("plain:bq=64,warps=4,stages=1,d=128,bk=32,seg=128", "tiles", "one thread per query row");
+    expect_invalid("plain:bq=64,warps=2,stages=2,d=128,bk=32,seg=128", "tiles", "stages = 1");
+    expect_invalid("plain:est=4,arch=sm_90", "est_bits", "emulated");
+    expect_invalid("plain:seg=100,bk=32", "block_seg", "multiple of block_k");
+}

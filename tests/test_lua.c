@@ -160,7 +160,7 @@ Test(config, defaults_without_a_file)
     cfg_defaults_init(&c);
     cr_expect_eq(c.fleet.n_archs, 4);
     cr_expect_eq(c.fleet.n_head_dims, 2);
-    cr_expect_eq(c.fleet.n_families, SALE_FAMILY_COUNT);
+    cr_expect_eq(c.fleet.n_families, SALE_FAMILY_PLAIN, "every family but plain (version 0) by default");
     cr_expect_eq(c.fleet.n_dtypes, 2);
     cr_expect_eq(c.defaults.block_q, 64);
     cr_expect_eq(c.defaults.block_k, 32);

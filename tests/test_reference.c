@@ -394,6 +394,10 @@ Test(reference, two_pass_and_fused_agree)
     t.a.mode = SALE_MODE_TWO_PASS;
     cr_assert_eq(sale_reference_attention(NULL, &t.a), SALE_OK);
     cr_assert(memcmp(o1, t.o, (size_t)2 * 1200 * 64 * 2) == 0);
+    /* version 0 (plain) is the same algorithm: the same reference result */
+    t.a.mode = SALE_MODE_PLAIN;
+    cr_assert_eq(sale_reference_attention(NULL, &t.a), SALE_OK);
+    cr_assert(memcmp(o1, t.o, (size_t)2 * 1200 * 64 * 2) == 0);
     free(o1);
     tc_free(&t);
 }

@@ -470,3 +470,18 @@ Test(tune, without_a_gpu_says_so)
     cr_assert_eq(cli_capture(5, argv, buf, sizeof buf), 1);
     cr_assert(strstr(buf, "sale tune: no GPU: ") != NULL, "%s", buf);
 }
+
+/* The tuner never tunes version 0: its tile space is refused by name. */
+Test(tune, plain_is_never_tuned)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_PLAIN);
+    k.arch = 90;
+    char err[256] = "";
+    tune_candidate c[16];
+    cr_assert_eq(tune_space_key(&k, NULL, 0, NULL, 0, c, 16, NULL, err, sizeof err), -1);
+    cr_assert(strstr(err, "not tuned") != NULL, "%s", err);
+    char buf[4096];
+    char *argv[] = {"tune", "--family", "plain", NULL};
+    cr_assert_eq(cli_capture(3, argv, buf, sizeof buf), 2);
+    cr_assert(strstr(buf, "never tuned") != NULL, "%s", buf);
+}

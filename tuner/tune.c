@@ -60,6 +60,10 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
         set_err(err, errlen, "family: unknown family %d", (int)base->family);
         return -1;
     }
+    if (base->family == SALE_FAMILY_PLAIN) {
+        set_err(err, errlen, "family: plain (version 0) is not tuned: its tiles are fixed (one thread per query row)");
+        return -1;
+    }
     int sw[16], ss[16], nsw = 0, nss = 0;
     if (sale_layout_space((int)base->family, base->head_dim, base->arch, sw, &nsw, ss, &nss)) {
         set_err(err, errlen, "family: no tile space for %s", sale_family_name(base->family));

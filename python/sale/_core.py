@@ -163,7 +163,8 @@ def _ctx(context):
 
 # --------------------------------------------------------------- tensors
 
-_MODES = {"fused": _lib.MODE_FUSED, "two_pass": _lib.MODE_TWO_PASS, "dense": _lib.MODE_DENSE}
+_MODES = {"fused": _lib.MODE_FUSED, "two_pass": _lib.MODE_TWO_PASS, "dense": _lib.MODE_DENSE,
+          "plain": _lib.MODE_PLAIN}
 _torch = None
 _DTYPES = None
 
@@ -309,7 +310,7 @@ def _prepare(q, k, v, tau, mode, layout, scale, out, device_kind, opts, keep):
     a.tau_default = 0.004
     m = _MODES.get(mode)
     if m is None:
-        _bad("mode: 'fused', 'two_pass' or 'dense', got %r" % (mode,))
+        _bad("mode: 'fused', 'two_pass', 'dense' or 'plain', got %r" % (mode,))
     a.mode = m
     if scale is not None:
         if not (scale > 0 and math.isfinite(scale)):
@@ -419,7 +420,9 @@ def attention(q, k, v, *, tau=0.004, mode="fused", layout="bhnd", scale=None, ou
     ([B, N, H, D] in "bnhd"), fp16 or bf16, any strides with a contiguous last
     dimension. tau: one float for every head, a per-head list / CPU tensor of Hq
     values, or (model, layer) for thresholds stored by sale.calibrate; a head with
-    tau <= 1e-5 runs dense. Returns out (the layout of q), or (out, [mask], [lse],
+    tau <= 1e-5 runs dense. mode: "fused" (default), "two_pass", "dense", or
+    "plain" (version 0: the algorithm in one slow, plain kernel, for reading and
+    for checking the fast ones; same masks as the CPU reference). Returns out (the layout of q), or (out, [mask], [lse],
     [stats]) with what return_* asked for: mask int32 [B, Hq, nqb, ceil(nkb/32)]
     kept-block bits, lse float32 [B, Hq, N], stats a dict (synchronizes)."""
     torch = _torch or _t()

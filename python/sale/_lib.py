@@ -19,8 +19,8 @@ STATUS_NAMES = ["SALE_OK", "SALE_ERR_INVALID", "SALE_ERR_UNSUPPORTED", "SALE_ERR
                 "SALE_ERR_NO_DEVICE", "SALE_ERR_CUDA", "SALE_ERR_NOMEM", "SALE_ERR_IO", "SALE_ERR_NOT_FOUND",
                 "SALE_ERR_LUA"]
 DTYPE_F16, DTYPE_BF16, DTYPE_F32 = 0, 1, 2
-MODE_FUSED, MODE_TWO_PASS, MODE_DENSE = 0, 1, 2
-FAMILIES = ["quantize", "fused", "select", "attend", "dense"]
+MODE_FUSED, MODE_TWO_PASS, MODE_DENSE, MODE_PLAIN = 0, 1, 2, 3
+FAMILIES = ["quantize", "fused", "select", "attend", "dense", "plain"]
 
 
 class Key(ctypes.Structure):  # sale_key

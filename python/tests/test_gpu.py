@@ -51,7 +51,7 @@ def test_dense_heads_match_sdpa():
         for dtype in (torch.float16, torch.bfloat16):
             q, k, v = qkv(D=D, dtype=dtype)
             ref = sdpa(q, k, v).float()
-            for mode in ("fused", "two_pass", "dense"):
+            for mode in ("fused", "two_pass", "dense", "plain"):
                 out = sale.attention(q, k, v, tau=1e-6, mode=mode)
                 err = (out.float() - ref).abs().max().item()
                 assert err < 3e-2, "D=%d %s %s: max |err| %.3g against SDPA" % (D, dtype, mode, err)
@@ -60,7 +60,7 @@ def test_dense_heads_match_sdpa():
 @gpu
 def test_sparse_matches_the_reference():
     q, k, v = qkv(N=2048, Hq=4, Hkv=1, seed=3)
-    for mode in ("fused", "two_pass"):
+    for mode in ("fused", "two_pass", "plain"):
         out, stats = sale.attention(q, k, v, tau=0.004, mode=mode, return_stats=True)
         ref, rstats = sale.reference_attention(q.cpu(), k.cpu(), v.cpu(), tau=0.004, mode=mode,
                                                return_stats=True)

@@ -32,7 +32,7 @@ def test_dense_mode_equals_sdpa(dtype, tol):
     assert (out.float() - sdpa(q, k, v)).abs().max().item() < tol
 
 
-@pytest.mark.parametrize("mode", ["fused", "two_pass"])
+@pytest.mark.parametrize("mode", ["fused", "two_pass", "plain"])
 def test_tau_to_zero_equals_dense(mode):
     q, k, v = qkv(N=1100, D=128, Hq=4, Hkv=1)
     out = sale.reference_attention(q, k, v, tau=1e-6, mode=mode, dense_below=-1)
@@ -45,6 +45,14 @@ def test_sparse_run_reports_stats():
     assert 0 < stats["density"] <= 1 and not stats["dense_fallback"]
     assert len(stats["density_per_head"]) == 2
     assert torch.isfinite(out).all()  # (accuracy on i.i.d. inputs is the C suites' business)
+
+
+def test_plain_mode_is_the_same_algorithm():
+    # version 0 ("plain") differs from fused only on the GPU: the reference gives one result
+    q, k, v = qkv(N=2048, D=64, Hq=2, Hkv=1, seed=5)
+    a = sale.reference_attention(q, k, v, tau=0.05, mode="fused", dense_below=-1)
+    b = sale.reference_attention(q, k, v, tau=0.05, mode="plain", dense_below=-1)
+    assert torch.equal(a, b)
 
 
 def test_bnhd_layout_and_strided_views_match_bhnd():
