@@ -406,7 +406,7 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
         sale_set_error(ctx, "no launch plan for %s", kt);
         return SALE_ERR_UNSUPPORTED;
     }
-    if (sale_layout_wgmma_dense(&lc)) { /* the parameter block and the TMA maps of q, k, v */
+    if (sale_layout_wgmma(&lc)) { /* the parameter block and the TMA maps of q, k, v */
         sale_tma_params tp;
         memset(&tp, 0, sizeof tp);
         tp.p = *p;
@@ -565,11 +565,13 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         return SALE_ERR_INVALID;
     }
     kq.arch = kf.arch = arch;
-    /* on an sm_90 device, dense attention at head_dim 128 runs the wgmma + TMA
-     * kernel, an sm_90a cubin (needs the driver's cuTensorMapEncodeTiled) */
-    if (dense && arch == 90 && a.head_dim == 128 && d->TensorMapEncodeTiled)
+    /* on an sm_90 device at head_dim 128, dense and attend run sm_90a cubins:
+     * the wgmma + TMA kernels (sale_layout_wgmma; the driver must have
+     * cuTensorMapEncodeTiled); attend's needs masks of 64 x 32 blocks */
+    const int hopper = arch == 90 && a.head_dim == 128 && d->TensorMapEncodeTiled;
+    if (dense && hopper)
         kf.arch = SALE_ARCH_SM90A;
-    sale_key ka = make_key(&a, SALE_FAMILY_ATTEND, arch);
+    sale_key ka = make_key(&a, SALE_FAMILY_ATTEND, hopper && a.block_q == 64 && a.block_k == 32 ? SALE_ARCH_SM90A : arch);
 
     /* kernels first (a compile or cache error stops us before any launch);
      * warm, each is one lookup in the loaded-kernel table. Open tiles take

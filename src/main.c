@@ -222,8 +222,8 @@ static const char *prewarm_help =
     "Compile every kernel a fleet needs into the cache (no GPU needed). The set is\n"
     "archs x head dims x families x dtypes x block sizes, from the config file\n"
     "(fleet = {...}) or these flags; a second run compiles nothing. On sm_90 the\n"
-    "dense kernels at head dim 128 are built for sm_90a (the wgmma kernel that\n"
-    "sale_attention runs on Hopper).\n"
+    "dense and attend kernels at head dim 128 are built for sm_90a (the wgmma\n"
+    "kernels that sale_attention runs on Hopper).\n"
     "  --arch LIST        sm_80,sm_86,sm_89,sm_90 (default: the config's fleet)\n"
     "  --head-dim LIST    64,128\n"
     "  --family LIST      quantize,fused,select,attend,dense (default: the config's\n"
@@ -329,9 +329,11 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                     sale_key k = sale_key_default(f.families[ifm]);
                                     k.arch = f.archs[ia];
                                     k.head_dim = f.head_dims[id];
-                                    /* what sale_attention runs on an sm_90 device: dense at
-                                     * head_dim 128 is the wgmma kernel, an sm_90a cubin */
-                                    if (k.arch == 90 && k.family == SALE_FAMILY_DENSE && k.head_dim == 128)
+                                    /* what sale_attention runs on an sm_90 device: dense and
+                                     * attend at head_dim 128 are the wgmma kernels, sm_90a */
+                                    if (k.arch == 90 && k.head_dim == 128 &&
+                                        (k.family == SALE_FAMILY_DENSE ||
+                                         (k.family == SALE_FAMILY_ATTEND && f.block_qs[iq] == 64 && f.block_ks[ik] == 32)))
                                         k.arch = SALE_ARCH_SM90A;
                                     k.dtype = f.dtypes[it];
                                     k.block_q = f.block_qs[iq];

@@ -55,7 +55,7 @@ typedef struct sale_params {
 
 /* A TMA tensor map (CUtensorMap: 128 opaque bytes, 64-byte aligned), encoded
  * on the host with cuTensorMapEncodeTiled. Kernels that load by TMA (the
- * sm_90a wgmma dense kernel: sale_layout_wgmma_dense) take the parameter
+ * sm_90a wgmma kernels of dense and attend: sale_layout_wgmma) take the parameter
  * block and their maps together, as one __grid_constant__ argument, so the
  * maps sit in parameter space where cp.async.bulk.tensor may read them:
  * q, k, v as rank-4 maps (d, row, head, batch), boxes of 64 columns x 128 rows,

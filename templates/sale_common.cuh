@@ -218,7 +218,7 @@ SALE_DEV float sale_quad_sum(float x) {
  *                  kept bits, mask words), then attend_tiles on the kept
  *                  blocks while the next segment is estimated
  *   store          output, log-sum-exp, kept count */
-#if SALE_FAMILY != 0 && !defined(SALE_WGMMA_DENSE) /* dense.cu on sm_90a has its own kernel */
+#if SALE_FAMILY != 0 && !defined(SALE_WGMMA_ATTN) /* dense/attend on sm_90a: wgmma_attn.cuh */
 #define SALE_MODE_FUSED 1
 #define SALE_MODE_SELECT 2
 #define SALE_MODE_ATTEND 3
@@ -1102,6 +1102,6 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
     }
     st.store(p);
 }
-#endif /* SALE_FAMILY != 0 && !SALE_WGMMA_DENSE */
+#endif /* SALE_FAMILY != 0 && !SALE_WGMMA_ATTN */
 
 #endif

@@ -62,13 +62,19 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
     return (N + n - 1) / n;
 }
 
-/* the dense family on sm_90a at head_dim 128 is the wgmma + TMA kernel
- * (dense_wgmma.cuh): 3 warpgroups, 128 query rows and 128 keys per tile,
- * 2 or 3 ring stages, a 1-D grid, and TMA maps beside the parameter block */
+/* On sm_90a at head_dim 128, dense and attend have a wgmma + TMA kernel
+ * (wgmma_attn.cuh): 3 warpgroups (warps = 12 picks it), 128 query rows and
+ * 128 keys per tile, 2 or 3 ring stages, a 1-D grid, and TMA maps beside the
+ * parameter block. Dense is only that kernel there; attend keeps the mma.sync
+ * kernel as a tile choice (warps 2/4/8), and its wgmma kernel reads masks of
+ * block_q 64 and block_k 32 (4 mask blocks per key tile). */
 #define SALE_WG_WARPS 12
 #define SALE_WG_TILE 128
-static SALE_HD SALE_CX inline int sale_layout_wgmma_dense(const sale_layout_cfg *c) {
-    return c->family == SALE_LF_DENSE && c->arch == 901 && c->head_dim == 128;
+static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *c) {
+    return c->arch == 901 && c->head_dim == 128 && (c->family == SALE_LF_DENSE || c->family == SALE_LF_ATTEND);
+}
+static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
+    return sale_layout_wgmma_arch(c) && (c->family == SALE_LF_DENSE || c->warps == SALE_WG_WARPS);
 }
 
 /* keys per tile of the attention loop */
@@ -101,7 +107,7 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb = 0, kt = 0, s = 0;
     if (c->family == SALE_LF_QUANTIZE || c->family == SALE_LF_PLAIN) return 0; /* plain: registers and local memory only */
-    if (sale_layout_wgmma_dense(c)) /* 1 KB alignment slack, Q + stages x (K, V) tiles of 32 KB, barriers */
+    if (sale_layout_wgmma(c)) /* 1 KB alignment slack, Q + stages x (K, V) tiles of 32 KB, barriers */
         return 1024u + (1u + 2u * (unsigned)c->stages) * 32768u + 256u;
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
@@ -139,7 +145,9 @@ static SALE_HD inline unsigned sale_layout_smem_limit(int arch) {
 static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, int arch, int *warps, int *stages) {
     if (family < 0 || family > 5) return -1;
     if (family == SALE_LF_QUANTIZE) { *warps = SALE_QZ_THREADS / 32; *stages = 1; return 0; }
-    if (family == SALE_LF_DENSE && arch == 901 && head_dim == 128) { *warps = SALE_WG_WARPS; *stages = 3; return 0; }
+    if ((family == SALE_LF_DENSE || family == SALE_LF_ATTEND) && arch == 901 && head_dim == 128) {
+        *warps = SALE_WG_WARPS; *stages = 3; return 0;
+    }
     /* plain: one thread per query row (warps = block_q/32: 2 for block_q 64), no pipeline */
     if (family == SALE_LF_PLAIN) { *warps = 2; *stages = 1; return 0; }
     *warps = 4;
@@ -165,6 +173,11 @@ static SALE_HD inline int sale_layout_space(int family, int head_dim, int arch, 
     if (family < 0 || family > 5) return -1;
     if (family == SALE_LF_DENSE && arch == 901 && head_dim == 128) {
         warps[0] = SALE_WG_WARPS; *nwarps = 1;
+        stages[0] = 2; stages[1] = 3; *nstages = 2;
+        return 0;
+    }
+    if (family == SALE_LF_ATTEND && arch == 901 && head_dim == 128) { /* wgmma first, then the mma.sync tiles */
+        warps[0] = 2; warps[1] = 4; warps[2] = 8; warps[3] = SALE_WG_WARPS; *nwarps = 4;
         stages[0] = 2; stages[1] = 3; *nstages = 2;
         return 0;
     }
@@ -209,10 +222,12 @@ static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why,
         if (c->stages != 1) return sale_layout_why_(why, whylen, "stages: quantize uses 1 stage");
         return 1;
     }
-    if (sale_layout_wgmma_dense(c)) {
-        if (c->warps != SALE_WG_WARPS)
-            return sale_layout_why_(why, whylen, "warps: the sm_90a dense kernel (wgmma) is 12 warps, 3 warpgroups");
-        if (c->stages != 2 && c->stages != 3) return sale_layout_why_(why, whylen, "stages: the sm_90a dense kernel takes 2 or 3");
+    if (c->family == SALE_LF_DENSE && sale_layout_wgmma_arch(c) && c->warps != SALE_WG_WARPS)
+        return sale_layout_why_(why, whylen, "warps: the sm_90a dense kernel (wgmma) is 12 warps, 3 warpgroups");
+    if (sale_layout_wgmma(c)) {
+        if (c->stages != 2 && c->stages != 3) return sale_layout_why_(why, whylen, "stages: the sm_90a wgmma kernels take 2 or 3");
+        if (c->family == SALE_LF_ATTEND && (c->block_q != 64 || c->block_k != 32))
+            return sale_layout_why_(why, whylen, "warps: the sm_90a attend kernel (wgmma, warps 12) reads masks of block_q 64 and block_k 32");
         return 1;
     }
     if (c->block_q != 64 && c->block_q != 128) return sale_layout_why_(why, whylen, "block_q: must be 64 or 128");
@@ -265,10 +280,10 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         return 1;
     }
     if (c->family < 1 || c->family > 5) return -1;
-    if (sale_layout_wgmma_dense(c)) { /* 1-D: (query tile, batch, head), heaviest tiles first */
+    if (sale_layout_wgmma(c)) { /* 1-D: (query tile, batch, head), heaviest tiles first */
         unsigned long long n = (unsigned long long)((N + SALE_WG_TILE - 1) / SALE_WG_TILE) * (unsigned long long)Hq * (unsigned long long)B;
         if (n > 0x7fffffffull) return -1;
-        out[0].entry = "sale_dense_kernel";
+        out[0].entry = sale_layout_main_entry(c->family);
         out[0].grid[0] = (unsigned)n; out[0].grid[1] = 1; out[0].grid[2] = 1;
         out[0].block = SALE_WG_WARPS * 32;
         out[0].smem = sale_layout_smem(c);

@@ -100,7 +100,7 @@ Test(jit, fp16_head_dim_64_and_4bit_variants_compile)
 /* On sm_90a the dense family at head_dim 128 is the wgmma + TMA kernel: 12
  * warps, 2 or 3 stages, 168 registers (the launch bound; setmaxnreg moves them
  * to the consumers), no spills (a spill in the wgmma loop serialises it). */
-Test(jit, sm90a_dense_is_the_wgmma_kernel_without_spills)
+Test(jit, sm90a_dense_and_attend_are_the_wgmma_kernels_without_spills)
 {
     const char *keys[] = {"dense:d=128,dt=bf16,arch=sm_90a", "dense:d=128,dt=f16,arch=sm_90a",
                           "dense:d=128,dt=bf16,stages=2,arch=sm_90a"};
@@ -122,6 +122,22 @@ Test(jit, sm90a_dense_is_the_wgmma_kernel_without_spills)
     cr_assert_eq(sale_key_parse("dense:d=128,warps=4,stages=2,arch=sm_90a", &k, err, sizeof err), SALE_OK, "%s", err);
     cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_ERR_INVALID);
     cr_assert(strstr(err, "wgmma") != NULL, "%s", err);
+    /* attend on sm_90a: the wgmma kernel by default, the mma.sync one as a tile
+     * choice, and only mma.sync for masks of other block sizes */
+    cr_assert_eq(sale_key_parse("attend:d=128,arch=sm_90a", &k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(k.warps, 12);
+    sale_kernel_info ai;
+    cr_assert_eq(sale_compile(ctx, &k, &ai), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(ai.threads, 384);
+    cr_assert_eq(ai.spill_stores + ai.spill_loads, 0, "%s spills", ai.key);
+    cr_assert_eq(sale_key_parse("attend:d=128,warps=4,arch=sm_90a", &k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_compile(ctx, &k, &ai), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(ai.threads, 128);
+    cr_assert_eq(sale_key_parse("attend:d=128,bq=128,arch=sm_90a", &k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_neq(k.warps, 12, "block_q 128 masks cannot take the wgmma attend kernel");
     /* head_dim 64 keeps the mma.sync kernel */
     cr_assert_eq(sale_key_parse("dense:d=64,arch=sm_90a", &k, err, sizeof err), SALE_OK, "%s", err);
     cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);

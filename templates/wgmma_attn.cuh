@@ -1,10 +1,13 @@
-/* dense_wgmma.cuh — the dense family on Hopper (sm_90a, head_dim 128): causal
- * flash attention on wgmma + TMA, FA3-style. The plain sm_90 / sm_80 dense
- * kernel is SaleAttn<SALE_MODE_DENSE> in sale_common.cuh; this one is chosen
- * by dense.cu when SALE_ARCH == 901 and SALE_HEAD_DIM == 128 (the host's
- * sale_layout_wgmma_dense() says the same), and it is the version measured as
- * "wg_intra_st3" in bench/wgmma/NOTES.md (the attention floor, ~600 TF/s at
- * 64K on an H200, cuDNN's rate).
+/* wgmma_attn.cuh — dense and attend on Hopper (sm_90a, head_dim 128): causal
+ * flash attention on wgmma + TMA, FA3-style. The mma.sync kernels of these
+ * families are SaleAttn<MODE> in sale_common.cuh; this one is chosen by
+ * dense.cu / attend.cu when SALE_ARCH == 901, SALE_HEAD_DIM == 128 and
+ * SALE_WARPS == 12 (the host's sale_layout_wgmma() says the same). Dense is
+ * the version measured as "wg_intra_st3" in bench/wgmma/NOTES.md (the
+ * attention floor, ~600 TF/s at 64K on an H200, cuDNN's rate). Attend
+ * (two-pass, second pass) is the same loop over the key tiles that hold a
+ * kept block of either of the CTA's two 64-row query blocks; each consumer
+ * warpgroup masks the 32-key blocks its own mask row did not keep.
  *
  * CTA: 128 query rows of one (batch, q head), heaviest query blocks first;
  * SALE_WARPS = 12 warps = three warpgroups:
@@ -26,8 +29,10 @@
  * on TMA's zero fill and never stored. Outputs: o (any strides with a
  * contiguous last dimension), lse when asked, and the dense mask (every causal
  * block) when asked, in the caller's block_q rows (p.nqb). */
-#ifndef SALE_DENSE_WGMMA_CUH
-#define SALE_DENSE_WGMMA_CUH
+#ifndef SALE_WGMMA_ATTN_CUH
+#define SALE_WGMMA_ATTN_CUH
+
+#define DW_ATTEND (SALE_FAMILY == 3) /* else dense */
 
 #define DW_BM 128   /* query rows per CTA */
 #define DW_BN 128   /* keys per tile */
@@ -38,9 +43,10 @@ static_assert(SALE_WARPS == 12, "the wgmma dense kernel is three warpgroups");
 static_assert(SALE_STAGES == 2 || SALE_STAGES == 3, "the wgmma dense ring has 2 or 3 stages");
 /* the same sum as sale_layout_smem() for this configuration: 1 KB of slack to
  * align the tiles to the 1 KB swizzle atom, Q + ST x (K, V), 256 B of barriers */
-static constexpr sale_layout_cfg DW_LCFG = {SALE_LF_DENSE, 128, SALE_BLOCK_Q, SALE_BLOCK_K, SALE_BLOCK_SEG,
+static constexpr sale_layout_cfg DW_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE_BLOCK_K, SALE_BLOCK_SEG,
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
+static_assert(sale_layout_wgmma(&DW_LCFG), "the host would not launch this kernel for this key");
 static_assert(sale_layout_smem(&DW_LCFG) == 1024u + (1u + 2u * SALE_STAGES) * DW_TILE + 256u,
               "shared-memory layout of the wgmma dense kernel and sale_layout_smem() disagree");
 
@@ -125,6 +131,63 @@ SALE_DEV void dw_mma_rs(float (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc) 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(bdesc), "n"(1));
 }
 
+/* ------------------------------------------------------------------ tiles */
+/* The key tiles a CTA visits, ascending: every tile 0..last (dense), or
+ * (attend) those holding a kept 32-key block of either mask row. A mask word
+ * covers 8 tiles of 4 blocks; squeezing each nibble to its low bit gives one
+ * bit per tile. Producer and consumers walk the same list. */
+struct DwTiles {
+    const sale_u32 *m0, *m1; /* attend: the two mask rows (m1 may be null) */
+    int w, last;             /* next word; last tile */
+    sale_u32 bits;           /* tiles of word w-1 not yet taken, one bit each at 4*tile */
+    int cur;                 /* dense: next tile */
+    SALE_DEV static sale_u32 squeeze(sale_u32 x) {
+        x |= x >> 1;
+        x |= x >> 2;
+        return x & 0x11111111u;
+    }
+    SALE_DEV void begin(const sale_u32 *r0, const sale_u32 *r1, int last_tile) {
+        m0 = r0;
+        m1 = r1;
+        last = last_tile;
+        w = 0;
+        bits = 0;
+        cur = 0;
+    }
+    /* the next tile, or -1 */
+    SALE_DEV int next() {
+#if DW_ATTEND
+        while (!bits) {
+            if (w * 8 > last) return -1;
+            sale_u32 u = m0[w] | (m1 ? m1[w] : 0u);
+            bits = squeeze(u);
+            w++;
+        }
+        const int k = (__ffs(bits) - 1) >> 2;
+        bits &= bits - 1;
+        const int kt = (w - 1) * 8 + k;
+        return kt <= last ? kt : -1;
+#else
+        return cur <= last ? cur++ : -1;
+#endif
+    }
+    /* how many */
+    SALE_DEV int count() const {
+#if DW_ATTEND
+        int n = 0;
+        for (int x = 0; x * 8 <= last; x++) {
+            sale_u32 t = squeeze(m0[x] | (m1 ? m1[x] : 0u));
+            const int over = x * 8 + 7 - last; /* tiles of this word past the last one */
+            if (over > 0) t &= over >= 8 ? 0u : (0xffffffffu >> (4 * over));
+            n += __popc(t);
+        }
+        return n;
+#else
+        return last + 1;
+#endif
+    }
+};
+
 /* ------------------------------------------------------------------ stages */
 struct DenseWg {
     static constexpr int ST = SALE_STAGES;
@@ -133,15 +196,18 @@ struct DenseWg {
 
     sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY;
     int qb, b, h, kvh, nkt;
+    const sale_u32 *mrow0, *mrow1; /* attend: the mask rows of the query blocks 2qb, 2qb+1 (or null) */
 
     /* the producer: Q once, then K and V of key tiles 0..qb into the ring */
     SALE_DEV void produce(const sale_tma_params &tp) {
         dw_mbar_expect_tx(QFULL, DW_TILE);
         dw_tma_4d(sQ, &tp.tq, 0, qb * DW_BM, h, b, QFULL);
         dw_tma_4d(sQ + DW_HALF, &tp.tq, 64, qb * DW_BM, h, b, QFULL);
-        for (int kt = 0; kt < nkt; kt++) {
-            const int s = kt % ST;
-            dw_mbar_wait(EMPTY + 8 * s, ((kt / ST) & 1) ^ 1);
+        DwTiles tl;
+        tl.begin(mrow0, mrow1, qb);
+        for (int i = 0, kt; (kt = tl.next()) >= 0; i++) {
+            const int s = i % ST;
+            dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
             dw_mbar_expect_tx(KFULL + 8 * s, DW_TILE);
             dw_tma_4d(sK + s * DW_TILE, &tp.tk, 0, kt * DW_BN, kvh, b, KFULL + 8 * s);
             dw_tma_4d(sK + s * DW_TILE + DW_HALF, &tp.tk, 64, kt * DW_BN, kvh, b, KFULL + 8 * s);
@@ -156,6 +222,7 @@ struct DenseWg {
     sale_u32 P[8][4];
     float m0, m1, l0, l1;
     int lane, row0, c4; /* row0: this thread's first row (and row0 + 8) */
+    const sale_u32 *mine;   /* attend: this warpgroup's mask row (null: rows past N) */
     float sl2;
     sale_u64 qdesc, kdesc, vdesc;
 
@@ -181,7 +248,21 @@ struct DenseWg {
             if (key + 1 > row0 + 8) S[nt * 4 + 3] = SALE_NEG_INF;
         }
     }
-    /* online softmax of S in place; a0, a1: the factors O must be rescaled by */
+    /* attend: the 32-key blocks of tile kt this warpgroup's mask row did not keep */
+    SALE_DEV void mask_blocks(int kt) {
+#if DW_ATTEND
+        const sale_u32 nib = mine ? (mine[kt >> 3] >> ((kt & 7) * 4)) & 15u : 0u;
+        if (nib == 15u) return;
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++)
+            if (!((nib >> (nt >> 2)) & 1u)) S[nt * 4 + 0] = S[nt * 4 + 1] = S[nt * 4 + 2] = S[nt * 4 + 3] = SALE_NEG_INF;
+#else
+        (void)kt;
+#endif
+    }
+    /* online softmax of S in place; a0, a1: the factors O must be rescaled by.
+     * A row that has seen only masked scores keeps m = -inf and l = 0 (its
+     * exponents use 0 for the max: no inf - inf). */
     SALE_DEV void softmax(float &a0, float &a1) {
         float x0 = m0, x1 = m1;
 #pragma unroll
@@ -191,11 +272,12 @@ struct DenseWg {
         }
         x0 = sale_quad_max(x0);
         x1 = sale_quad_max(x1);
-        a0 = sale_ex2((m0 - x0) * sl2);
-        a1 = sale_ex2((m1 - x1) * sl2);
+        const float u0 = x0 == SALE_NEG_INF ? 0.f : x0, u1 = x1 == SALE_NEG_INF ? 0.f : x1;
+        a0 = sale_ex2((m0 - u0) * sl2);
+        a1 = sale_ex2((m1 - u1) * sl2);
         m0 = x0;
         m1 = x1;
-        const float n0 = -x0 * sl2, n1 = -x1 * sl2;
+        const float n0 = -u0 * sl2, n1 = -u1 * sl2;
         float s0 = 0.f, s1 = 0.f;
 #pragma unroll
         for (int nt = 0; nt < 16; nt++) {
@@ -234,8 +316,12 @@ struct DenseWg {
         if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
     }
 
-    /* the key tiles, S(j) and P V(j-1) in flight together */
+    /* the key tiles, S(j) and P V(j-1) in flight together (j: position in
+     * the list, kt: the tile) */
     SALE_DEV void consume() {
+        DwTiles tl;
+        tl.begin(mrow0, mrow1, qb);
+        int kt = tl.next(); /* tile 0 holds the sink, kept by every mask row */
         dw_mbar_wait(QFULL, 0);
         float a0, a1;
         dw_mbar_wait(KFULL, 0);
@@ -244,9 +330,11 @@ struct DenseWg {
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(S);
-        if (nkt == 1) mask_diagonal(0);
+        mask_blocks(kt);
+        if (kt == qb) mask_diagonal(kt);
         softmax(a0, a1);
         for (int j = 1; j < nkt; j++) {
+            kt = tl.next();
             const int sj = j % ST, sp = (j - 1) % ST;
             convert_p();
             dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
@@ -258,7 +346,8 @@ struct DenseWg {
             dw_commit();
             dw_wait<1>(); /* S(j) is in; P V(j-1) may still run */
             dw_fence_acc(S);
-            if (j == nkt - 1) mask_diagonal(j);
+            mask_blocks(kt);
+            if (kt == qb) mask_diagonal(kt);
             softmax(a0, a1);
             dw_wait<0>();
             dw_fence_acc(O);
@@ -279,7 +368,7 @@ struct DenseWg {
     /* O / l in the dtype (rows < N), lse when asked */
     SALE_DEV void store(const sale_params &p) {
         float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
-        const float i0 = 1.f / lt0, i1 = 1.f / lt1;
+        const float i0 = lt0 > 0.f ? 1.f / lt0 : 0.f, i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
         sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh + 2 * c4;
         const bool w0 = row0 < p.N, w1 = row0 + 8 < p.N;
         sale_u16 *o0 = og + (long long)row0 * p.o_sn, *o1 = og + (long long)(row0 + 8) * p.o_sn;
@@ -296,6 +385,7 @@ struct DenseWg {
     }
 };
 
+#if !DW_ATTEND
 /* the dense mask, when asked: every causal block of the query blocks whose
  * first row lies in this CTA's rows (block_q = ceil(N / nqb) rounded as the
  * host does: the caller's block_q), written by the 256 consumer threads */
@@ -317,8 +407,14 @@ SALE_DEV void dw_dense_mask(const sale_params &p, int b, int h, int r0, int ctid
     }
 }
 
-extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1)
-    sale_dense_kernel(const __grid_constant__ sale_tma_params tp) {
+#endif
+
+#if DW_ATTEND
+#define DW_ENTRY sale_attend_kernel
+#else
+#define DW_ENTRY sale_dense_kernel
+#endif
+extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
     extern __shared__ __align__(1024) unsigned char dw_smem[];
     const sale_u32 base = (sale_smem_addr(dw_smem) + 1023u) & ~1023u;
@@ -340,7 +436,21 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1)
     st.b = bh / p.Hq;
     st.h = bh % p.Hq;
     st.kvh = st.h / p.group;
-    st.nkt = st.qb + 1; /* key tiles 0..qb (DW_BM == DW_BN) */
+    /* key tiles 0..qb (DW_BM == DW_BN); attend: those with a kept block */
+    st.mrow0 = st.mrow1 = 0;
+#if DW_ATTEND
+    {
+        const sale_u32 *mb = (const sale_u32 *)p.mask + ((long long)st.b * p.Hq + st.h) * p.nqb * p.nkw;
+        const int q0 = 2 * st.qb; /* mask rows are 64 query rows (sale_layout_wgmma) */
+        st.mrow0 = mb + (long long)q0 * p.nkw;
+        st.mrow1 = q0 + 1 < p.nqb ? mb + (long long)(q0 + 1) * p.nkw : 0;
+    }
+    DwTiles tl;
+    tl.begin(st.mrow0, st.mrow1, st.qb);
+    st.nkt = tl.count();
+#else
+    st.nkt = st.qb + 1;
+#endif
 
     if (tid == 0) {
         dw_mbar_init(st.QFULL, 1);
@@ -363,6 +473,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1)
         st.c4 = st.lane & 3;
         st.row0 = st.qb * DW_BM + cw * 64 + warp * 16 + (st.lane >> 2);
         st.sl2 = p.scale_log2;
+        st.mine = cw == 0 ? st.mrow0 : st.mrow1;
         st.qdesc = dw_desc(st.sQ + cw * 8192, 16, 1024);
         st.kdesc = dw_desc(st.sK, 16, 1024);
         st.vdesc = dw_desc(st.sV, DW_HALF, 1024);
@@ -372,7 +483,9 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1)
         for (int i = 0; i < 64; i++) st.O[i] = 0.f;
         st.consume();
         st.store(p);
+#if !DW_ATTEND
         if (p.mask) dw_dense_mask(p, st.b, st.h, st.qb * DW_BM, tid - 128);
+#endif
     }
 }
 
