@@ -1,7 +1,7 @@
 /* attention.c — the README's tour in one program: get a ready-to-launch
  * kernel for the current GPU, then run the whole SALE pipeline on device
  * pointers and check it against the CPU reference.
- * usage: example_attention [N [fused|two-pass|dense]]
+ * usage: example_attention [N [fused|two-pass|dense|plain]]
  *   N defaults to 4096; naming a mode runs it at any N (no dense fallback
  *   for short inputs), e.g. under compute-sanitizer on a small shape. */
 #include <math.h>
@@ -54,12 +54,12 @@ int main(int argc, char **argv)
     sale_attention_args_init(&a);
     a.batch = 1, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
     if (argc > 2) {
-        static const char *const modes[] = {"fused", "two-pass", "dense"};
+        static const char *const modes[] = {"fused", "two-pass", "dense", "plain"}; /* = sale_mode */
         int m = 0;
-        while (m < 3 && strcmp(argv[2], modes[m]))
+        while (m < 4 && strcmp(argv[2], modes[m]))
             m++;
-        if (m == 3) {
-            fprintf(stderr, "mode: '%s' is not fused, two-pass or dense\n", argv[2]);
+        if (m == 4) {
+            fprintf(stderr, "mode: '%s' is not fused, two-pass, dense or plain\n", argv[2]);
             return 2;
         }
         a.mode = (sale_mode)m;

@@ -105,6 +105,11 @@ const char *sale_dtype_name(sale_dtype d);
 const char *sale_arch_name(int arch);
 /* Parse "sm_90a" / "90a" / "sm_86" / "current"; returns -1 if unknown. */
 int sale_arch_parse(const char *text);
+/* The architecture of the cubin sale_attention runs for `family` on a device
+ * whose kernels are `arch` (80, 86, 89, 90): on sm_90, dense and attend at
+ * head_dim 128 (attend with block_q 64, block_k 32) are the wgmma kernels,
+ * SALE_ARCH_SM90A; everything else, arch. What `sale prewarm` builds for a fleet. */
+int sale_attention_arch(sale_family family, int head_dim, int block_q, int block_k, int arch);
 
 /* -------------------------------------------------------------- context */
 

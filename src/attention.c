@@ -566,12 +566,13 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     }
     kq.arch = kf.arch = arch;
     /* on an sm_90 device at head_dim 128, dense and attend run sm_90a cubins:
-     * the wgmma + TMA kernels (sale_layout_wgmma; the driver must have
-     * cuTensorMapEncodeTiled); attend's needs masks of 64 x 32 blocks */
-    const int hopper = arch == 90 && a.head_dim == 128 && d->TensorMapEncodeTiled;
-    if (dense && hopper)
-        kf.arch = SALE_ARCH_SM90A;
-    sale_key ka = make_key(&a, SALE_FAMILY_ATTEND, hopper && a.block_q == 64 && a.block_k == 32 ? SALE_ARCH_SM90A : arch);
+     * the wgmma + TMA kernels (key_run_arch, sale_layout_wgmma; the driver
+     * must have cuTensorMapEncodeTiled) */
+    const int tma = d->TensorMapEncodeTiled != NULL;
+    if (dense && tma)
+        kf.arch = sale_attention_arch(SALE_FAMILY_DENSE, a.head_dim, a.block_q, a.block_k, arch);
+    sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
+                           tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
 
     /* kernels first (a compile or cache error stops us before any launch);
      * warm, each is one lookup in the loaded-kernel table. Open tiles take

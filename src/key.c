@@ -154,6 +154,14 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
     return SALE_OK;
 }
 
+int sale_attention_arch(sale_family f, int head_dim, int block_q, int block_k, int arch)
+{
+    if (arch == 90 && head_dim == 128 &&
+        (f == SALE_FAMILY_DENSE || (f == SALE_FAMILY_ATTEND && block_q == 64 && block_k == 32)))
+        return SALE_ARCH_SM90A;
+    return arch;
+}
+
 int key_code_arch(int dev_arch)
 {
     if (dev_arch == SALE_ARCH_SM90A)

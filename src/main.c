@@ -329,12 +329,10 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                     sale_key k = sale_key_default(f.families[ifm]);
                                     k.arch = f.archs[ia];
                                     k.head_dim = f.head_dims[id];
-                                    /* what sale_attention runs on an sm_90 device: dense and
-                                     * attend at head_dim 128 are the wgmma kernels, sm_90a */
-                                    if (k.arch == 90 && k.head_dim == 128 &&
-                                        (k.family == SALE_FAMILY_DENSE ||
-                                         (k.family == SALE_FAMILY_ATTEND && f.block_qs[iq] == 64 && f.block_ks[ik] == 32)))
-                                        k.arch = SALE_ARCH_SM90A;
+                                    /* what sale_attention runs on an sm_90 device (the wgmma
+                                     * kernels of dense and attend are sm_90a cubins) */
+                                    k.arch = sale_attention_arch(k.family, k.head_dim, f.block_qs[iq], f.block_ks[ik],
+                                                          k.arch);
                                     k.dtype = f.dtypes[it];
                                     k.block_q = f.block_qs[iq];
                                     k.block_k = f.block_ks[ik];

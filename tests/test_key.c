@@ -197,3 +197,20 @@ Test(key, plain_key_round_trips_and_has_fixed_tiles)
     expect_invalid("plain:est=4,arch=sm_90", "est_bits", "emulated");
     expect_invalid("plain:seg=100,bk=32", "block_seg", "multiple of block_k");
 }
+
+/* The cubin sale_attention runs on a device: sm_90 takes the sm_90a wgmma
+ * kernels for dense and attend at head_dim 128 (attend only with 64 x 32
+ * masks); nothing else moves. */
+Test(key, attention_arch_picks_the_wgmma_kernels_on_sm90_only)
+{
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 128, 64, 32, 90), SALE_ARCH_SM90A);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_ATTEND, 128, 64, 32, 90), SALE_ARCH_SM90A);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_ATTEND, 128, 128, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_ATTEND, 128, 64, 16, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 64, 64, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_FUSED, 128, 64, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_SELECT, 128, 64, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_QUANTIZE, 128, 64, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 128, 64, 32, 89), 89);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 128, 64, 32, 80), 80);
+}
