@@ -485,3 +485,32 @@ Test(tune, plain_is_never_tuned)
     cr_assert_eq(cli_capture(3, argv, buf, sizeof buf), 2);
     cr_assert(strstr(buf, "never tuned") != NULL, "%s", buf);
 }
+
+/* On sm_90a the attend space holds the wgmma kernel (warps 12, the default)
+ * and the mma.sync tiles; a warps list from the config narrows the latter
+ * only. Dense there is the wgmma kernel alone. */
+Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
+{
+    sale_key base = sale_key_default(SALE_FAMILY_ATTEND);
+    base.arch = SALE_ARCH_SM90A;
+    tune_candidate c[TUNE_MAX_CANDIDATES];
+    char err[256];
+    const int warps[] = {4};
+    int n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    cr_assert_gt(n, 0, "%s", err);
+    int wg = 0, ms = 0, dflt = 0;
+    for (int i = 0; i < n; i++) {
+        wg += c[i].warps == 12;
+        ms += c[i].warps == 4;
+        dflt += c[i].is_default && c[i].warps == 12;
+    }
+    cr_assert_eq(wg, 2, "warps 12 with stages 2 and 3");
+    cr_assert_eq(ms, 2);
+    cr_assert_eq(dflt, 1, "the default is the wgmma kernel");
+    base = sale_key_default(SALE_FAMILY_DENSE);
+    base.arch = SALE_ARCH_SM90A;
+    n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    cr_assert_eq(n, 2, "%s", err);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(c[i].warps, 12);
+}

@@ -64,22 +64,32 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
         set_err(err, errlen, "family: plain (version 0) is not tuned: its tiles are fixed (one thread per query row)");
         return -1;
     }
+    sale_key k = *base;
+    k.warps = k.stages = 0;
+    fill_algorithm(&k); /* head_dim and block sizes as they will run */
     int sw[16], ss[16], nsw = 0, nss = 0;
-    if (sale_layout_space((int)base->family, base->head_dim, base->arch, sw, &nsw, ss, &nss)) {
+    if (sale_layout_space((int)k.family, k.head_dim, k.arch, sw, &nsw, ss, &nss)) {
         set_err(err, errlen, "family: no tile space for %s", sale_family_name(base->family));
         return -1;
     }
     if (nwarps > 0 && warps) {
-        nsw = nwarps > 16 ? 16 : nwarps;
+        /* a list of warps (the config's tuning table, or --warps) narrows the
+         * mma.sync tiles; the family's wgmma kernel (warps 12 on sm_90a) stays
+         * a choice, as it is the default there */
+        int wg = 0;
+        for (int i = 0; i < nsw; i++)
+            wg |= sw[i] == SALE_WG_WARPS;
+        nsw = nwarps > 15 ? 15 : nwarps;
         memcpy(sw, warps, sizeof(int) * (size_t)nsw);
+        for (int i = 0; i < nsw && wg; i++)
+            wg = sw[i] != SALE_WG_WARPS;
+        if (wg)
+            sw[nsw++] = SALE_WG_WARPS;
     }
     if (nstages > 0 && stages) {
         nss = nstages > 16 ? 16 : nstages;
         memcpy(ss, stages, sizeof(int) * (size_t)nss);
     }
-    sale_key k = *base;
-    k.warps = k.stages = 0;
-    fill_algorithm(&k);
     /* the tiles sale_key_resolve picks when nothing is tuned */
     sale_key dk = k;
     int dw = 0, ds = 0;
