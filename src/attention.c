@@ -368,17 +368,17 @@ static sale_status ws_release(sale_ctx *ctx, ws_slot *w, CUstream stream, int ca
 /* ------------------------------------------------------------- the pipeline */
 
 /* One TMA map of a [B, H, N, D] operand with element strides (sb, sh, sn):
- * rank 4 (d, row, head, batch), boxes of 64 columns x 128 rows, 128-byte
+ * rank 4 (d, row, head, batch), boxes of 64 columns x `rows` rows, 128-byte
  * swizzle, rows past N read as zeros. */
 static sale_status tma_map(sale_ctx *ctx, sale_tmap *m, const char *what, sale_u64 ptr, int dtype, int B, int H, int N,
-                           int D, int64_t sb, int64_t sh, int64_t sn)
+                           int D, int64_t sb, int64_t sh, int64_t sn, int rows)
 {
     const drv_api *d = drv_get(NULL);
     cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)N, (cuuint64_t)H, (cuuint64_t)B};
     /* strides of dims 1..3 in bytes; a dimension of extent 1 may carry any stride, 16-byte aligned */
     cuuint64_t strides[3] = {(cuuint64_t)sn * 2, (cuuint64_t)(H > 1 ? sh : sn * N) * 2,
                              (cuuint64_t)(B > 1 ? sb : sn * N * H) * 2};
-    cuuint32_t box[4] = {64, SALE_WG_TILE, 1, 1}, es[4] = {1, 1, 1, 1};
+    cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, es[4] = {1, 1, 1, 1};
     CUresult r = d->TensorMapEncodeTiled((CUtensorMap *)m, dtype == SALE_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                                                                     : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
                                          4, (void *)(uintptr_t)ptr, dims, strides, box, es,
@@ -411,12 +411,13 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
         memset(&tp, 0, sizeof tp);
         tp.p = *p;
         sale_status s;
+        const int bn = sale_layout_wgmma_bn(&lc); /* keys per K/V tile */
         if ((s = tma_map(ctx, &tp.tq, "q", p->q, (int)key->dtype, p->B, p->Hq, p->N, key->head_dim, p->q_sb, p->q_sh,
-                         p->q_sn)) ||
+                         p->q_sn, SALE_WG_TILE)) ||
             (s = tma_map(ctx, &tp.tk, "k", p->k, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->k_sb, p->k_sh,
-                         p->k_sn)) ||
+                         p->k_sn, bn)) ||
             (s = tma_map(ctx, &tp.tv, "v", p->v, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->v_sb, p->v_sh,
-                         p->v_sn)))
+                         p->v_sn, bn)))
             return s;
         return sale_kernel_launch(ctx, (const sale_kernel *)k, L[0].entry, L[0].grid[0], L[0].grid[1], L[0].grid[2],
                                   L[0].block, L[0].smem, &tp, sizeof tp, stream);

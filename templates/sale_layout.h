@@ -64,7 +64,7 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
 
 /* On sm_90a at head_dim 128, dense and attend have a wgmma + TMA kernel
  * (wgmma_attn.cuh): 3 warpgroups (warps = 12 picks it), 128 query rows and
- * 128 keys per tile, 2 or 3 ring stages, a 1-D grid, and TMA maps beside the
+ * 128 (dense) or 64 (attend) keys per tile, 2 or 3 ring stages, a 1-D grid, and TMA maps beside the
  * parameter block. Dense is only that kernel there; attend keeps the mma.sync
  * kernel as a tile choice (warps 2/4/8), and its wgmma kernel reads masks of
  * block_q 64 and block_k 32 (4 mask blocks per key tile). */
@@ -75,6 +75,10 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
 }
 static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
     return sale_layout_wgmma_arch(c) && (c->family == SALE_LF_DENSE || c->warps == SALE_WG_WARPS);
+}
+/* keys per K/V tile of the wgmma kernel: 128 (dense), 64 (attend: 2 mask blocks) */
+static SALE_HD SALE_CX inline int sale_layout_wgmma_bn(const sale_layout_cfg *c) {
+    return c->family == SALE_LF_ATTEND ? 64 : 128;
 }
 
 /* keys per tile of the attention loop */
@@ -107,8 +111,8 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb = 0, kt = 0, s = 0;
     if (c->family == SALE_LF_QUANTIZE || c->family == SALE_LF_PLAIN) return 0; /* plain: registers and local memory only */
-    if (sale_layout_wgmma(c)) /* 1 KB alignment slack, Q + stages x (K, V) tiles of 32 KB, barriers */
-        return 1024u + (1u + 2u * (unsigned)c->stages) * 32768u + 256u;
+    if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles, barriers */
+        return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)sale_layout_wgmma_bn(c) * 256u + 256u;
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
     if (c->family == SALE_LF_SELECT && c->block_q == 16 * c->warps) {

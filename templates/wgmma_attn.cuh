@@ -12,16 +12,16 @@
  * CTA: 128 query rows of one (batch, q head), heaviest query blocks first;
  * SALE_WARPS = 12 warps = three warpgroups:
  *   warpgroup 0, the producer: one thread issues TMA loads (Q once, then the K
- *     and V tiles of 128 keys x 128 d = 32 KB each, as two 64-column boxes with
- *     the 128-byte swizzle) into a SALE_STAGES-deep ring guarded by mbarriers
+ *     and V tiles of DW_BN keys x 128 d, as two 64-column boxes with the
+ *     128-byte swizzle) into a SALE_STAGES-deep ring guarded by mbarriers
  *     (KFULL/VFULL: landed; EMPTY: every consumer warp is done with the stage);
  *   warpgroups 1, 2, the consumers, 64 query rows each:
- *     S = Q K^T : 8 x wgmma m64n128k16 (A = Q tile, B = K tile, both from
+ *     S = Q K^T : 8 x wgmma m64nDW_BNk16 (A = Q tile, B = K tile, both from
  *                 shared memory through 128B-swizzle descriptors, K-major);
  *     online softmax in registers (exp2 of score*scale*log2e - max*scale*log2e);
- *     O += P V  : 8 x wgmma m64n128k16 with P from registers (the accumulator
+ *     O += P V  : DW_BN/16 x wgmma m64n128k16 with P from registers (the accumulator
  *                 layout repacked to the dtype) and V from shared memory as an
- *                 MN-major operand (transpose bit; LBO 16 KB between the two
+ *                 MN-major operand (transpose bit; LBO between the two
  *                 64-column halves, SBO 1 KB per 8 keys);
  *     S(j) and P V(j-1) are issued together, so the softmax of tile j runs
  *     while P V(j-1) is on the tensor cores (intra-warpgroup overlap).
@@ -35,9 +35,16 @@
 #define DW_ATTEND (SALE_FAMILY == 3) /* else dense */
 
 #define DW_BM 128   /* query rows per CTA */
-#define DW_BN 128   /* keys per tile */
-#define DW_TILE 32768 /* one 128 x 128 tile of the dtype: two 16 KB halves (d 0..63, d 64..127) */
+/* keys per K/V tile: 128 for dense (the attention floor's shape); 64 for
+ * attend, so that a tile holds 2 mask blocks of 32 and sparse masks waste
+ * less work on blocks that were not kept */
+#define DW_BN (DW_ATTEND ? 64 : 128)
+#define DW_NT (DW_BN / 8)  /* n8 column groups of S: S holds DW_BN / 2 floats a thread */
+#define DW_BPT (DW_BN / 32) /* mask blocks per key tile */
+#define DW_TILE 32768 /* the Q tile, 128 x 128 of the dtype: two 16 KB halves (d 0..63, d 64..127) */
 #define DW_HALF 16384
+#define DW_KTILE (DW_BN * 256) /* a K or V tile: DW_BN x 128, two halves of DW_BN rows x 128 bytes */
+#define DW_KHALF (DW_BN * 128)
 
 static_assert(SALE_WARPS == 12, "the wgmma dense kernel is three warpgroups");
 static_assert(SALE_STAGES == 2 || SALE_STAGES == 3, "the wgmma dense ring has 2 or 3 stages");
@@ -47,7 +54,7 @@ static constexpr sale_layout_cfg DW_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
 static_assert(sale_layout_wgmma(&DW_LCFG), "the host would not launch this kernel for this key");
-static_assert(sale_layout_smem(&DW_LCFG) == 1024u + (1u + 2u * SALE_STAGES) * DW_TILE + 256u,
+static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * SALE_STAGES * DW_KTILE + 256u,
               "shared-memory layout of the wgmma dense kernel and sale_layout_smem() disagree");
 
 /* ------------------------------------------------------------ mbarrier, TMA */
@@ -90,9 +97,9 @@ SALE_DEV void dw_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memor
 SALE_DEV void dw_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> SALE_DEV void dw_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 /* keeps the compiler from moving reads of wgmma results above the wait */
-SALE_DEV void dw_fence_acc(float (&d)[64]) {
+template <int N> SALE_DEV void dw_fence_acc(float (&d)[N]) {
 #pragma unroll
-    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 #if SALE_DTYPE == 1
@@ -114,6 +121,23 @@ SALE_DEV void dw_fence_acc(float (&d)[64]) {
         "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),      \
         "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 
+#define DW_ACC32                                                                                                      \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+    "%24, %25, %26, %27, %28, %29, %30, %31}"
+#define DW_ACC_OPS32(d)                                                                                               \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),       \
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),       \
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),      \
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+
+/* D(64x64 f32) (+)= A(smem, K-major) * B(smem, K-major): S of a 64-key tile */
+SALE_DEV void dw_mma_ss(float (&d)[32], sale_u64 adesc, sale_u64 bdesc, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." DW_WGMMA_TYPE "." DW_WGMMA_TYPE " " DW_ACC32
+                 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : DW_ACC_OPS32(d)
+                 : "l"(adesc), "l"(bdesc), "r"(scale_d));
+}
 /* D(64x128 f32) (+)= A(smem, K-major) * B(smem, K-major); scale_d 0 starts from zero */
 SALE_DEV void dw_mma_ss(float (&d)[64], sale_u64 adesc, sale_u64 bdesc, int scale_d) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -141,10 +165,15 @@ struct DwTiles {
     int w, last;             /* next word; last tile */
     sale_u32 bits;           /* tiles of word w-1 not yet taken, one bit each at 4*tile */
     int cur;                 /* dense: next tile */
+    static constexpr int TPW = 32 / DW_BPT; /* tiles per mask word */
+    /* one bit per tile (at DW_BPT * tile): set if any of its blocks is */
     SALE_DEV static sale_u32 squeeze(sale_u32 x) {
         x |= x >> 1;
-        x |= x >> 2;
-        return x & 0x11111111u;
+        if (DW_BPT == 4) {
+            x |= x >> 2;
+            return x & 0x11111111u;
+        }
+        return x & 0x55555555u;
     }
     SALE_DEV void begin(const sale_u32 *r0, const sale_u32 *r1, int last_tile) {
         m0 = r0;
@@ -158,14 +187,14 @@ struct DwTiles {
     SALE_DEV int next() {
 #if DW_ATTEND
         while (!bits) {
-            if (w * 8 > last) return -1;
+            if (w * TPW > last) return -1;
             sale_u32 u = m0[w] | (m1 ? m1[w] : 0u);
             bits = squeeze(u);
             w++;
         }
-        const int k = (__ffs(bits) - 1) >> 2;
+        const int k = (__ffs(bits) - 1) / DW_BPT;
         bits &= bits - 1;
-        const int kt = (w - 1) * 8 + k;
+        const int kt = (w - 1) * TPW + k;
         return kt <= last ? kt : -1;
 #else
         return cur <= last ? cur++ : -1;
@@ -175,10 +204,10 @@ struct DwTiles {
     SALE_DEV int count() const {
 #if DW_ATTEND
         int n = 0;
-        for (int x = 0; x * 8 <= last; x++) {
+        for (int x = 0; x * TPW <= last; x++) {
             sale_u32 t = squeeze(m0[x] | (m1 ? m1[x] : 0u));
-            const int over = x * 8 + 7 - last; /* tiles of this word past the last one */
-            if (over > 0) t &= over >= 8 ? 0u : (0xffffffffu >> (4 * over));
+            const int over = x * TPW + TPW - 1 - last; /* tiles of this word past the last one */
+            if (over > 0) t &= 0xffffffffu >> (DW_BPT * over);
             n += __popc(t);
         }
         return n;
@@ -192,11 +221,15 @@ struct DwTiles {
 struct DenseWg {
     static constexpr int ST = SALE_STAGES;
     /* shared memory (offsets from the 1 KB-aligned base) */
-    static constexpr sale_u32 OFF_Q = 0, OFF_K = DW_TILE, OFF_V = (1 + ST) * DW_TILE, OFF_BAR = (1 + 2 * ST) * DW_TILE;
+    static constexpr sale_u32 OFF_Q = 0, OFF_K = DW_TILE, OFF_V = DW_TILE + ST * DW_KTILE,
+                              OFF_BAR = DW_TILE + 2 * ST * DW_KTILE;
 
     sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY;
     int qb, b, h, kvh, nkt;
     const sale_u32 *mrow0, *mrow1; /* attend: the mask rows of the query blocks 2qb, 2qb+1 (or null) */
+    /* the last key tile the CTA's rows see; a tile past the CTA's first row needs the causal mask */
+    SALE_DEV int last_tile() const { return ((qb + 1) * DW_BM) / DW_BN - 1; }
+    SALE_DEV bool diagonal(int kt) const { return (kt + 1) * DW_BN - 1 > qb * DW_BM; }
 
     /* the producer: Q once, then K and V of key tiles 0..qb into the ring */
     SALE_DEV void produce(const sale_tma_params &tp) {
@@ -204,22 +237,22 @@ struct DenseWg {
         dw_tma_4d(sQ, &tp.tq, 0, qb * DW_BM, h, b, QFULL);
         dw_tma_4d(sQ + DW_HALF, &tp.tq, 64, qb * DW_BM, h, b, QFULL);
         DwTiles tl;
-        tl.begin(mrow0, mrow1, qb);
+        tl.begin(mrow0, mrow1, last_tile());
         for (int i = 0, kt; (kt = tl.next()) >= 0; i++) {
             const int s = i % ST;
             dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
-            dw_mbar_expect_tx(KFULL + 8 * s, DW_TILE);
-            dw_tma_4d(sK + s * DW_TILE, &tp.tk, 0, kt * DW_BN, kvh, b, KFULL + 8 * s);
-            dw_tma_4d(sK + s * DW_TILE + DW_HALF, &tp.tk, 64, kt * DW_BN, kvh, b, KFULL + 8 * s);
-            dw_mbar_expect_tx(VFULL + 8 * s, DW_TILE);
-            dw_tma_4d(sV + s * DW_TILE, &tp.tv, 0, kt * DW_BN, kvh, b, VFULL + 8 * s);
-            dw_tma_4d(sV + s * DW_TILE + DW_HALF, &tp.tv, 64, kt * DW_BN, kvh, b, VFULL + 8 * s);
+            dw_mbar_expect_tx(KFULL + 8 * s, DW_KTILE);
+            dw_tma_4d(sK + s * DW_KTILE, &tp.tk, 0, kt * DW_BN, kvh, b, KFULL + 8 * s);
+            dw_tma_4d(sK + s * DW_KTILE + DW_KHALF, &tp.tk, 64, kt * DW_BN, kvh, b, KFULL + 8 * s);
+            dw_mbar_expect_tx(VFULL + 8 * s, DW_KTILE);
+            dw_tma_4d(sV + s * DW_KTILE, &tp.tv, 0, kt * DW_BN, kvh, b, VFULL + 8 * s);
+            dw_tma_4d(sV + s * DW_KTILE + DW_KHALF, &tp.tv, 64, kt * DW_BN, kvh, b, VFULL + 8 * s);
         }
     }
 
     /* a consumer warpgroup: 64 query rows (cw = 0, 1) */
-    float S[64], O[64];
-    sale_u32 P[8][4];
+    float S[DW_BN / 2], O[64];
+    sale_u32 P[DW_BN / 16][4];
     float m0, m1, l0, l1;
     int lane, row0, c4; /* row0: this thread's first row (and row0 + 8) */
     const sale_u32 *mine;   /* attend: this warpgroup's mask row (null: rows past N) */
@@ -228,19 +261,20 @@ struct DenseWg {
 
     SALE_DEV void issue_s(int s) {
 #pragma unroll
-        for (int ks = 0; ks < 8; ks++) {
-            const sale_u32 off = ((ks >> 2) * DW_HALF + (ks & 3) * 32) >> 4;
-            dw_mma_ss(S, qdesc + off, kdesc + ((s * DW_TILE) >> 4) + off, ks);
+        for (int ks = 0; ks < 8; ks++) { /* 16 columns of d a step: 4 per 128-byte swizzle row, then the next half */
+            const sale_u32 qoff = ((ks >> 2) * DW_HALF + (ks & 3) * 32) >> 4;
+            const sale_u32 koff = ((ks >> 2) * DW_KHALF + (ks & 3) * 32) >> 4;
+            dw_mma_ss(S, qdesc + qoff, kdesc + ((s * DW_KTILE) >> 4) + koff, ks);
         }
     }
     SALE_DEV void issue_pv(int s) {
 #pragma unroll
-        for (int kk = 0; kk < 8; kk++) dw_mma_rs(O, P[kk], vdesc + ((s * DW_TILE + kk * 2048) >> 4));
+        for (int kk = 0; kk < DW_BN / 16; kk++) dw_mma_rs(O, P[kk], vdesc + ((s * DW_KTILE + kk * 2048) >> 4));
     }
     /* the diagonal tile: key > row -> -inf (also every key >= N of a row < N) */
     SALE_DEV void mask_diagonal(int kt) {
 #pragma unroll
-        for (int nt = 0; nt < 16; nt++) {
+        for (int nt = 0; nt < DW_NT; nt++) {
             const int key = kt * DW_BN + nt * 8 + 2 * c4;
             if (key > row0) S[nt * 4 + 0] = SALE_NEG_INF;
             if (key + 1 > row0) S[nt * 4 + 1] = SALE_NEG_INF;
@@ -251,10 +285,12 @@ struct DenseWg {
     /* attend: the 32-key blocks of tile kt this warpgroup's mask row did not keep */
     SALE_DEV void mask_blocks(int kt) {
 #if DW_ATTEND
-        const sale_u32 nib = mine ? (mine[kt >> 3] >> ((kt & 7) * 4)) & 15u : 0u;
-        if (nib == 15u) return;
+        const int blk = kt * DW_BPT; /* first mask block of the tile */
+        const sale_u32 all = (1u << DW_BPT) - 1u;
+        const sale_u32 nib = mine ? (mine[blk >> 5] >> (blk & 31)) & all : 0u;
+        if (nib == all) return;
 #pragma unroll
-        for (int nt = 0; nt < 16; nt++)
+        for (int nt = 0; nt < DW_NT; nt++)
             if (!((nib >> (nt >> 2)) & 1u)) S[nt * 4 + 0] = S[nt * 4 + 1] = S[nt * 4 + 2] = S[nt * 4 + 3] = SALE_NEG_INF;
 #else
         (void)kt;
@@ -266,7 +302,7 @@ struct DenseWg {
     SALE_DEV void softmax(float &a0, float &a1) {
         float x0 = m0, x1 = m1;
 #pragma unroll
-        for (int nt = 0; nt < 16; nt++) {
+        for (int nt = 0; nt < DW_NT; nt++) {
             x0 = fmaxf(x0, fmaxf(S[nt * 4 + 0], S[nt * 4 + 1]));
             x1 = fmaxf(x1, fmaxf(S[nt * 4 + 2], S[nt * 4 + 3]));
         }
@@ -280,7 +316,7 @@ struct DenseWg {
         const float n0 = -u0 * sl2, n1 = -u1 * sl2;
         float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-        for (int nt = 0; nt < 16; nt++) {
+        for (int nt = 0; nt < DW_NT; nt++) {
             S[nt * 4 + 0] = sale_ex2(fmaf(S[nt * 4 + 0], sl2, n0));
             S[nt * 4 + 1] = sale_ex2(fmaf(S[nt * 4 + 1], sl2, n0));
             S[nt * 4 + 2] = sale_ex2(fmaf(S[nt * 4 + 2], sl2, n1));
@@ -303,7 +339,7 @@ struct DenseWg {
     /* P = S in the dtype, as wgmma's register A operand (the k16 slices of the accumulator) */
     SALE_DEV void convert_p() {
 #pragma unroll
-        for (int kk = 0; kk < 8; kk++) {
+        for (int kk = 0; kk < DW_BN / 16; kk++) {
             P[kk][0] = sale_pack2(S[8 * kk + 0], S[8 * kk + 1]);
             P[kk][1] = sale_pack2(S[8 * kk + 2], S[8 * kk + 3]);
             P[kk][2] = sale_pack2(S[8 * kk + 4], S[8 * kk + 5]);
@@ -320,7 +356,7 @@ struct DenseWg {
      * the list, kt: the tile) */
     SALE_DEV void consume() {
         DwTiles tl;
-        tl.begin(mrow0, mrow1, qb);
+        tl.begin(mrow0, mrow1, last_tile());
         int kt = tl.next(); /* tile 0 holds the sink, kept by every mask row */
         dw_mbar_wait(QFULL, 0);
         float a0, a1;
@@ -331,7 +367,7 @@ struct DenseWg {
         dw_wait<0>();
         dw_fence_acc(S);
         mask_blocks(kt);
-        if (kt == qb) mask_diagonal(kt);
+        if (diagonal(kt)) mask_diagonal(kt);
         softmax(a0, a1);
         for (int j = 1; j < nkt; j++) {
             kt = tl.next();
@@ -347,7 +383,7 @@ struct DenseWg {
             dw_wait<1>(); /* S(j) is in; P V(j-1) may still run */
             dw_fence_acc(S);
             mask_blocks(kt);
-            if (kt == qb) mask_diagonal(kt);
+            if (diagonal(kt)) mask_diagonal(kt);
             softmax(a0, a1);
             dw_wait<0>();
             dw_fence_acc(O);
@@ -446,7 +482,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         st.mrow1 = q0 + 1 < p.nqb ? mb + (long long)(q0 + 1) * p.nkw : 0;
     }
     DwTiles tl;
-    tl.begin(st.mrow0, st.mrow1, st.qb);
+    tl.begin(st.mrow0, st.mrow1, st.last_tile());
     st.nkt = tl.count();
 #else
     st.nkt = st.qb + 1;
@@ -476,7 +512,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         st.mine = cw == 0 ? st.mrow0 : st.mrow1;
         st.qdesc = dw_desc(st.sQ + cw * 8192, 16, 1024);
         st.kdesc = dw_desc(st.sK, 16, 1024);
-        st.vdesc = dw_desc(st.sV, DW_HALF, 1024);
+        st.vdesc = dw_desc(st.sV, DW_KHALF, 1024);
         st.m0 = st.m1 = SALE_NEG_INF;
         st.l0 = st.l1 = 0.f;
 #pragma unroll
