@@ -258,7 +258,9 @@ typedef struct sale_attention_args {
                           (timed with CUDA events; synchronizes the stream) */
     int tile_warps, tile_stages; /* tiles of the attention kernels (fused, select, attend,
                           dense); 0: the tuned winner for this device, else the default.
-                          Ignored by PLAIN (fixed: one thread per query row) */
+                          On sm_90 at head_dim 128, dense and attend default to the wgmma
+                          kernels (warps 12, sale_attention_arch); warps 2/4/8 pick the
+                          mma.sync ones. Ignored by PLAIN (fixed: one thread per query row) */
     const char *model; /* with tau NULL: per-head thresholds calibrated for (model, layer) and
                           stored in the cache (sale calibrate); SALE_ERR_NOT_FOUND if absent.
                           Read once per context (no SQLite on later calls); a store or import

@@ -570,7 +570,8 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
      * the wgmma + TMA kernels (key_run_arch, sale_layout_wgmma; the driver
      * must have cuTensorMapEncodeTiled) */
     const int tma = d->TensorMapEncodeTiled != NULL;
-    if (dense && tma)
+    /* tiles asked for that only the mma.sync dense kernel has (warps 2/4/8) keep it */
+    if (dense && tma && (!a.tile_warps || a.tile_warps == SALE_WG_WARPS))
         kf.arch = sale_attention_arch(SALE_FAMILY_DENSE, a.head_dim, a.block_q, a.block_k, arch);
     sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
                            tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
