@@ -212,13 +212,17 @@ const char *sale_template_name(int index);
 /* ------------------------------------------------------------- attention */
 
 typedef enum sale_mode {
-    SALE_MODE_FUSED = 0, /* one-pass SALE (default) */
+    SALE_MODE_FUSED = 0, /* one-pass SALE */
     SALE_MODE_TWO_PASS,  /* select (mask) then attend */
     SALE_MODE_DENSE,     /* our dense flash attention */
-    SALE_MODE_PLAIN      /* version 0: the algorithm as the algorithm page writes it, in one
+    SALE_MODE_PLAIN,     /* version 0: the algorithm as the algorithm page writes it, in one
                             plain kernel (quantize, then templates/plain.cu); slow; for
                             reading and for checking the fast kernels (same masks as the
                             CPU reference). Short inputs fall back to dense as in FUSED. */
+    SALE_MODE_AUTO       /* the default of sale_attention_args_init: the SALE mode measured
+                            fastest on the device's architecture: TWO_PASS on sm_90 (its
+                            attend and the dense fallback are the wgmma kernels; fused is
+                            slower than dense there), FUSED elsewhere (bench/RESULTS.md) */
 } sale_mode;
 
 typedef struct sale_stats {
@@ -246,7 +250,7 @@ typedef struct sale_attention_args {
     int block_q, block_k, block_seg, local_window, est_bits; /* 0: defaults */
     sale_mode mode;
     int dense_below;   /* 0: the value `sale tune --dense-below` stored for this device, else the
-                          arch's default (4096 on sm_90, measured; 1024 on sm_80/86/89);
+                          arch's default (32768 on sm_90, where the dense kernel is wgmma; 1024 on sm_80/86/89);
                           negative: never fall back */
     float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
     uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
@@ -268,7 +272,7 @@ typedef struct sale_attention_args {
     int layer;
 } sale_attention_args;
 
-/* Fill args with defaults (everything 0, mode FUSED, tau_default 0.004). */
+/* Fill args with defaults (everything 0, mode AUTO, tau_default 0.004). */
 void sale_attention_args_init(sale_attention_args *a);
 
 /* Number of query / key blocks for the given args (after defaults). */

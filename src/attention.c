@@ -31,6 +31,10 @@ typedef struct plan_sizes {
 /* Defaults applied to a copy of the user's args. */
 static void apply_defaults(sale_attention_args *a, int arch, int dense_below)
 {
+    /* AUTO: two-pass on sm_90 (bench/RESULTS.md, 2026-11-29: with the wgmma
+     * kernels fused is slower than dense there, two-pass faster from ~32K) */
+    if (a->mode == SALE_MODE_AUTO)
+        a->mode = arch == 90 || arch == SALE_ARCH_SM90A ? SALE_MODE_TWO_PASS : SALE_MODE_FUSED;
     if (!a->block_q) a->block_q = 64;
     if (!a->block_k) a->block_k = 32;
     if (!a->block_seg) a->block_seg = 128;
@@ -146,7 +150,7 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
         BAD("head_dim: must be 64 or 128, got %d", a->head_dim);
     if (a->dtype != SALE_DTYPE_F16 && a->dtype != SALE_DTYPE_BF16)
         BAD("dtype: sale_attention takes f16 or bf16");
-    if ((unsigned)a->mode > SALE_MODE_PLAIN)
+    if ((unsigned)a->mode > SALE_MODE_AUTO)
         BAD("mode: unknown mode %d", (int)a->mode);
     if (!stride_ok(a->q_stride, a->head_dim, need_ptrs ? a->q : NULL) ||
         !stride_ok(a->k_stride, a->head_dim, need_ptrs ? a->k : NULL) ||

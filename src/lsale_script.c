@@ -758,8 +758,10 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         a->mode = SALE_MODE_DENSE;
     else if (!strcmp(mode, "plain"))
         a->mode = SALE_MODE_PLAIN;
+    else if (!strcmp(mode, "auto"))
+        a->mode = SALE_MODE_AUTO;
     else
-        luaL_error(L, "mode: unknown mode '%s' (fused, two_pass, dense, plain)", mode);
+        luaL_error(L, "mode: unknown mode '%s' (fused, two_pass, dense, plain, auto)", mode);
     int ty = lua_getfield(L, 1, "tau");
     if (ty == LUA_TNUMBER)
         a->tau_default = (float)lua_tonumber(L, -1);

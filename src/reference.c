@@ -24,7 +24,7 @@ void sale_attention_args_init(sale_attention_args *a)
     if (!a)
         return;
     memset(a, 0, sizeof *a);
-    a->mode = SALE_MODE_FUSED;
+    a->mode = SALE_MODE_AUTO;
     a->tau_default = 0.004f;
 }
 
@@ -110,9 +110,9 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
         return fail(ctx, "head_dim: must be 64, 128 or 256, got %d", a->head_dim);
     if (a->dtype != SALE_DTYPE_F16 && a->dtype != SALE_DTYPE_BF16 && a->dtype != SALE_DTYPE_F32)
         return fail(ctx, "dtype: unknown value %d", (int)a->dtype);
-    /* FUSED, TWO_PASS and PLAIN are one algorithm: the same result here */
+    /* FUSED, TWO_PASS, PLAIN and AUTO are one algorithm: the same result here */
     if (a->mode != SALE_MODE_FUSED && a->mode != SALE_MODE_TWO_PASS && a->mode != SALE_MODE_PLAIN &&
-        a->mode != SALE_MODE_DENSE)
+        a->mode != SALE_MODE_DENSE && a->mode != SALE_MODE_AUTO)
         return fail(ctx, "mode: unknown value %d", (int)a->mode);
     /* batch * heads_q counts the tasks in an int; the tensors' element counts must fit int64 */
     if ((int64_t)a->batch * a->heads_q > INT_MAX) {

@@ -19,10 +19,13 @@ static const struct {
     int arch, dense_below;
 } g_dense_below[] = {
     {80, 1024}, {86, 1024}, {89, 1024}, /* not measured (no such GPU here) */
-    /* sm_90, measured on an H200 (bench/RESULTS.md, 2026-11-29): B=1, 32/8
-     * heads, D=128, bf16: at 2K dense 0.166 ms against fused 0.169, at 4K
-     * dense 0.553 against fused 0.422 and two-pass 0.435 */
-    {90, 4096},
+    /* sm_90, on an H200 (bench/RESULTS.md, 2026-11-29), B=1, 32/8 heads,
+     * D=128, bf16, tau 0.004: with the wgmma dense kernel, dense is faster
+     * than two-pass at 16K (3.2 ms against 3.6) and slower at 64K (56.8
+     * against 45.8); at 32K two-pass took 13.6-14.9 ms in earlier runs and
+     * the wgmma dense should take ~13.5 (interpolated, not yet measured):
+     * about even. (With the mma.sync dense it was 4096.) */
+    {90, 32768},
 };
 
 int win_dense_below_default(int code_arch)

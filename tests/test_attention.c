@@ -44,7 +44,7 @@ Test(attention, defaults_are_documented_values)
     sale_attention_args a;
     memset(&a, 0x5a, sizeof a);
     sale_attention_args_init(&a);
-    cr_assert_eq(a.mode, SALE_MODE_FUSED);
+    cr_assert_eq(a.mode, SALE_MODE_AUTO);
     cr_assert_float_eq(a.tau_default, 0.004f, 1e-9);
     cr_assert_null(a.q);
     cr_assert_eq(a.block_q, 0);
@@ -105,7 +105,7 @@ Test(attention, plain_mode_is_checked_like_fused)
     a.mode = SALE_MODE_PLAIN;
     cr_assert_eq(sale_attention_workspace_size(ctx, &a, &sp), SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_eq(sp, sf, "plain uses the quantize outputs, mask and counts of fused");
-    a.mode = (sale_mode)(SALE_MODE_PLAIN + 1);
+    a.mode = (sale_mode)(SALE_MODE_AUTO + 1);
     cr_assert_eq(sale_attention_workspace_size(ctx, &a, &sp), SALE_ERR_INVALID);
     cr_assert(strstr(sale_last_error(ctx), "mode") != NULL, "%s", sale_last_error(ctx));
 

@@ -690,7 +690,7 @@ Test(reference, block_counts)
 {
     sale_attention_args a;
     sale_attention_args_init(&a);
-    cr_assert_eq(a.mode, SALE_MODE_FUSED);
+    cr_assert_eq(a.mode, SALE_MODE_AUTO);
     cr_assert_float_eq(a.tau_default, 0.004f, 0);
     a.seq_len = 1000;
     cr_assert_eq(sale_num_qblocks(&a), 16);

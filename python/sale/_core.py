@@ -164,7 +164,7 @@ def _ctx(context):
 # --------------------------------------------------------------- tensors
 
 _MODES = {"fused": _lib.MODE_FUSED, "two_pass": _lib.MODE_TWO_PASS, "dense": _lib.MODE_DENSE,
-          "plain": _lib.MODE_PLAIN}
+          "plain": _lib.MODE_PLAIN, "auto": _lib.MODE_AUTO}
 _torch = None
 _DTYPES = None
 
@@ -310,7 +310,7 @@ def _prepare(q, k, v, tau, mode, layout, scale, out, device_kind, opts, keep):
     a.tau_default = 0.004
     m = _MODES.get(mode)
     if m is None:
-        _bad("mode: 'fused', 'two_pass', 'dense' or 'plain', got %r" % (mode,))
+        _bad("mode: 'auto', 'fused', 'two_pass', 'dense' or 'plain', got %r" % (mode,))
     a.mode = m
     if scale is not None:
         if not (scale > 0 and math.isfinite(scale)):
@@ -411,7 +411,7 @@ def _fill(p, q, k, v, out):
     return a, out
 
 
-def attention(q, k, v, *, tau=0.004, mode="fused", layout="bhnd", scale=None, out=None, return_mask=False,
+def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out=None, return_mask=False,
               return_lse=False, return_stats=False, context=None, block_q=None, block_k=None, block_seg=None,
               local_window=None, est_bits=None, dense_below=None, tile_warps=None, tile_stages=None):
     """SALE causal prefill attention on CUDA tensors, queued on the current CUDA
@@ -420,7 +420,8 @@ def attention(q, k, v, *, tau=0.004, mode="fused", layout="bhnd", scale=None, ou
     ([B, N, H, D] in "bnhd"), fp16 or bf16, any strides with a contiguous last
     dimension. tau: one float for every head, a per-head list / CPU tensor of Hq
     values, or (model, layer) for thresholds stored by sale.calibrate; a head with
-    tau <= 1e-5 runs dense. mode: "fused" (default), "two_pass", "dense", or
+    tau <= 1e-5 runs dense. mode: "auto" (default: the SALE mode measured fastest
+    on the GPU's architecture, two_pass on sm_90, fused elsewhere), "fused", "two_pass", "dense", or
     "plain" (version 0: the algorithm in one slow, plain kernel, for reading and
     for checking the fast ones; same masks as the CPU reference). Returns out (the layout of q), or (out, [mask], [lse],
     [stats]) with what return_* asked for: mask int32 [B, Hq, nqb, ceil(nkb/32)]
@@ -467,7 +468,7 @@ def attention(q, k, v, *, tau=0.004, mode="fused", layout="bhnd", scale=None, ou
     return _result(out, mask, lse, stats, return_mask, return_lse, return_stats, B, Hq)
 
 
-def reference_attention(q, k, v, *, tau=0.004, mode="fused", layout="bhnd", scale=None, out=None,
+def reference_attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out=None,
                         return_mask=False, return_lse=False, return_stats=False, context=None, block_q=None,
                         block_k=None, block_seg=None, local_window=None, est_bits=None, dense_below=None):
     """The plain C reference of the same algorithm (sale_reference_attention) on CPU

@@ -7,7 +7,7 @@ import threading
 from . import _core
 
 NAME = "sale"
-_settings = {"model": None, "tau": 0.004, "mode": "fused", "min_len": 1024, "cpu": "sdpa", "dense_below": None}
+_settings = {"model": None, "tau": 0.004, "mode": "auto", "min_len": 1024, "cpu": "sdpa", "dense_below": None}
 _registered = False
 _reg_lock = threading.Lock()
 

@@ -57,7 +57,7 @@ def test_wrong_tau_mode_scale():
     q, k, v = qkv()
     raises(r"tau: 3 per-head values given for 4 query heads", sale.reference_attention, q, k, v, tau=[0.1] * 3)
     raises(r"tau: must be in \[0, 1\)", sale.reference_attention, q, k, v, tau=2.0)
-    raises(r"mode: 'fused', 'two_pass', 'dense' or 'plain'", sale.reference_attention, q, k, v, mode="sparse")
+    raises(r"mode: 'auto', 'fused', 'two_pass', 'dense' or 'plain'", sale.reference_attention, q, k, v, mode="sparse")
     raises(r"scale: must be a finite number > 0", sale.reference_attention, q, k, v, scale=-1.0)
     raises(r"block_q: expected an int", sale.reference_attention, q, k, v, block_q="64")
 

@@ -32,7 +32,7 @@ def test_dense_mode_equals_sdpa(dtype, tol):
     assert (out.float() - sdpa(q, k, v)).abs().max().item() < tol
 
 
-@pytest.mark.parametrize("mode", ["fused", "two_pass", "plain"])
+@pytest.mark.parametrize("mode", ["fused", "two_pass", "plain", "auto"])
 def test_tau_to_zero_equals_dense(mode):
     q, k, v = qkv(N=1100, D=128, Hq=4, Hkv=1)
     out = sale.reference_attention(q, k, v, tau=1e-6, mode=mode, dense_below=-1)
@@ -53,6 +53,9 @@ def test_plain_mode_is_the_same_algorithm():
     a = sale.reference_attention(q, k, v, tau=0.05, mode="fused", dense_below=-1)
     b = sale.reference_attention(q, k, v, tau=0.05, mode="plain", dense_below=-1)
     assert torch.equal(a, b)
+    # "auto" (the default) picks fused or two-pass by the GPU's arch: the same algorithm
+    c = sale.reference_attention(q, k, v, tau=0.05, dense_below=-1)
+    assert torch.equal(a, c)
 
 
 def test_bnhd_layout_and_strided_views_match_bhnd():
