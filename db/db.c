@@ -600,9 +600,19 @@ static int is_sale_file(const char *path) {
     return found;
 }
 
+/* the same file, unchanged (inode, size, modification and change times) */
+static int same_state(const struct stat *a, const struct stat *b) {
+    return a->st_ino == b->st_ino && a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+           a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
 /* A bad file: take an advisory lock so two processes never both move files
  * aside (the second would move the first one's fresh cache), look again,
- * then move it aside and start fresh. */
+ * then move it aside and start fresh. A file that another process is
+ * creating at this moment (a new file is created without the lock) can look
+ * broken for an instant, so only a file that stays the same and stays broken
+ * across a short wait is moved. */
 static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
     if (!d->readonly && !(d->flags & DB_OPEN_DEFAULT_PATH) && !is_sale_file(d->path))
         return set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache "
@@ -614,6 +624,14 @@ static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
     if (fd >= 0) flock(fd, LOCK_EX);
     int ret = -1;
     pf = open_writable(d, why, whyn, err, n);
+    for (int i = 0; i < 4 && pf == PF_CORRUPT; i++) {
+        struct stat s0, s1;
+        int had0 = stat(d->path, &s0) == 0;
+        usleep(30000);
+        if (had0 && stat(d->path, &s1) == 0 && same_state(&s0, &s1))
+            break; /* unchanged: broken for good */
+        pf = open_writable(d, why, whyn, err, n); /* it moved under us: look again */
+    }
     if (pf == PF_OK) {
         ret = 0;
     } else if (pf != PF_ERR && d->readonly) {
