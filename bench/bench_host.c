@@ -101,24 +101,25 @@ int main(int argc, char **argv)
     const drv_api *d = drv_get(NULL);
 
     if (dense_below) {
-        static const int dl[] = {1024, 2048, 4096, 8192, 16384};
-        double ms[5][3];
+        static const int dl[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536};
+        enum { NDL = sizeof dl / sizeof dl[0] };
+        double ms[NDL][3];
         tune_shape sh = {1, 32, 8, 128, SALE_DTYPE_BF16};
-        if (tune_mode_times(ctx, &sh, dl, 5, 20, ms)) {
+        if (tune_mode_times(ctx, &sh, dl, NDL, 20, ms)) {
             fprintf(stderr, "bench_host: %s\n", sale_last_error(ctx));
             return 1;
         }
         printf("## where SALE stops paying on %s (sm_%d), B=1 Hq=32 Hkv=8 D=128 bf16, whole sale_attention, "
                "median of 20, L2 flushed\n\n| N | fused ms | two-pass ms | dense ms | SALE pays |\n|---|---|---|---|---|\n",
                di.name, di.arch);
-        for (int i = 0; i < 5; i++) {
+        for (int i = 0; i < NDL; i++) {
             double best = ms[i][0] < ms[i][1] ? ms[i][0] : ms[i][1];
             printf("| %d | %.4f | %.4f | %.4f | %s |\n", dl[i], ms[i][0], ms[i][1], ms[i][2],
                    best < ms[i][2] ? "yes" : "no");
         }
         printf("\ndense_below from this run: %d (built-in default for sm_%d: %d; store it for this device with "
                "`sale tune --dense-below`)\n",
-               tune_pick_dense_below(dl, 5, ms), di.arch, win_dense_below_default(key_code_arch(di.arch)));
+               tune_pick_dense_below(dl, NDL, ms), di.arch, win_dense_below_default(key_code_arch(di.arch)));
         sale_destroy(ctx);
         return 0;
     }

@@ -31,7 +31,7 @@ static const char tune_help[] =
     "  --budget SECONDS  wall-clock budget per (family, size); 0: none (default: config)\n"
     "  --reps N          timed repetitions of a full measurement (default 20)\n"
     "  --dense-below     instead: time fused, two-pass and dense at each length (default\n"
-    "                    1024,2048,4096,8192,16384) and store where SALE starts to pay as\n"
+    "                    1024 .. 65536) and store where SALE starts to pay as\n"
     "                    this device's dense_below (sale_attention's default from then on)\n\n"
     "Candidates over the device's shared memory or register file (from the ptxas\n"
     "resources stored with each cubin) are pruned without a launch. Each candidate's\n"
@@ -95,10 +95,11 @@ static void cli_progress_cb(void *user, const tune_candidate *c, int index, int 
 static int dense_below_cmd(sale_ctx *ctx, const sale_device_info *dev, int batch, int hq, int hkv, int hd,
                            sale_dtype dt, const int *lens_in, int nlens, int reps)
 {
-    static const int dflt[] = {1024, 2048, 4096, 8192, 16384};
+    /* up to 64K: on sm_90 the wgmma dense kernel moves the crossover to ~32K */
+    static const int dflt[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536};
     int lens[16];
     if (!lens_in)
-        nlens = 5;
+        nlens = 7;
     for (int i = 0; i < nlens; i++)
         lens[i] = lens_in ? lens_in[i] : dflt[i];
     for (int i = 1; i < nlens; i++) /* ascending */
