@@ -372,16 +372,18 @@ static int move_aside(const char *path, const char *tag, char *dest, size_t dest
     long long t = (long long)now_s();
     snprintf(dest, destn, "%s.%s-%lld", path, tag, t);
     if (access(dest, F_OK) == 0) snprintf(dest, destn, "%s.%s-%lld-%d", path, tag, t, (int)getpid());
-    if (rename(path, dest) != 0 && errno != ENOENT) {
-        set_err(err, n, "db_open: move %s aside to %s: %s", path, dest, strerror(errno));
-        return -1;
-    }
+    /* The siblings first: once path itself is gone, another process may
+     * create a fresh cache there, and its -journal/-wal/-shm are not ours. */
     static const char *sib[] = {"-wal", "-shm", "-journal"};
     for (int i = 0; i < 3; i++) {
         char a[4096], b[4200];
         snprintf(a, sizeof a, "%s%s", path, sib[i]);
         snprintf(b, sizeof b, "%s%s", dest, sib[i]);
         if (rename(a, b) != 0 && errno != ENOENT) unlink(a);
+    }
+    if (rename(path, dest) != 0 && errno != ENOENT) {
+        set_err(err, n, "db_open: move %s aside to %s: %s", path, dest, strerror(errno));
+        return -1;
     }
     return 0;
 }
