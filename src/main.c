@@ -15,6 +15,7 @@
 #include "config.h"
 #include "sale.h"
 #include "cli_tune.h"
+#include "tune.h"
 
 static int g_quiet;
 
@@ -197,7 +198,7 @@ static int cmd_info(const gopts *g, int argc, char **argv)
                 printf("device %d   %s, sm_%d, %d SMs, %.1f GB, %d KB smem/block\n", i, di.name, di.arch,
                        di.sm_count, di.total_mem / 1e9, di.smem_optin / 1024);
                 /* which cubins sale_attention runs there (sale_attention_arch) */
-                int ca = di.arch == 90 ? 90 : di.arch >= 89 ? 89 : di.arch >= 86 ? 86 : di.arch >= 80 ? 80 : 0;
+                int ca = tune_code_arch(di.arch);
                 int wa = ca ? sale_attention_arch(SALE_FAMILY_DENSE, 128, 64, 32, ca) : 0;
                 if (ca)
                     printf("           kernels: %s; dense and attend at head_dim 128: %s%s\n", sale_arch_name(ca),
