@@ -70,8 +70,12 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
  * block_q 64 and block_k 32 (4 mask blocks per key tile). */
 #define SALE_WG_WARPS 12
 #define SALE_WG_TILE 128
+/* the families, head dim and arch that have a wgmma kernel */
+static SALE_HD SALE_CX inline int sale_layout_wgmma_family(int family, int head_dim, int arch) {
+    return arch == 901 && head_dim == 128 && (family == SALE_LF_DENSE || family == SALE_LF_ATTEND);
+}
 static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *c) {
-    return c->arch == 901 && c->head_dim == 128 && (c->family == SALE_LF_DENSE || c->family == SALE_LF_ATTEND);
+    return sale_layout_wgmma_family(c->family, c->head_dim, c->arch);
 }
 static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
     return sale_layout_wgmma_arch(c) && (c->family == SALE_LF_DENSE || c->warps == SALE_WG_WARPS);
@@ -149,7 +153,7 @@ static SALE_HD inline unsigned sale_layout_smem_limit(int arch) {
 static SALE_HD inline int sale_layout_default_tiles(int family, int head_dim, int arch, int *warps, int *stages) {
     if (family < 0 || family > 5) return -1;
     if (family == SALE_LF_QUANTIZE) { *warps = SALE_QZ_THREADS / 32; *stages = 1; return 0; }
-    if ((family == SALE_LF_DENSE || family == SALE_LF_ATTEND) && arch == 901 && head_dim == 128) {
+    if (sale_layout_wgmma_family(family, head_dim, arch)) {
         *warps = SALE_WG_WARPS; *stages = 3; return 0;
     }
     /* plain: one thread per query row (warps = block_q/32: 2 for block_q 64), no pipeline */
@@ -175,12 +179,12 @@ static SALE_HD inline int sale_layout_default_tiles_q(int family, int head_dim, 
 static SALE_HD inline int sale_layout_space(int family, int head_dim, int arch, int *warps, int *nwarps, int *stages,
                                             int *nstages) {
     if (family < 0 || family > 5) return -1;
-    if (family == SALE_LF_DENSE && arch == 901 && head_dim == 128) {
+    if (sale_layout_wgmma_family(family, head_dim, arch) && family == SALE_LF_DENSE) {
         warps[0] = SALE_WG_WARPS; *nwarps = 1;
         stages[0] = 2; stages[1] = 3; *nstages = 2;
         return 0;
     }
-    if (family == SALE_LF_ATTEND && arch == 901 && head_dim == 128) { /* wgmma first, then the mma.sync tiles */
+    if (sale_layout_wgmma_family(family, head_dim, arch)) { /* attend: wgmma, then the mma.sync tiles */
         warps[0] = 2; warps[1] = 4; warps[2] = 8; warps[3] = SALE_WG_WARPS; *nwarps = 4;
         stages[0] = 2; stages[1] = 3; *nstages = 2;
         return 0;
