@@ -255,8 +255,9 @@ typedef struct sale_attention_args {
     float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
     uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
     sale_stats *stats; /* optional (host); on GPU this synchronizes the stream (not while capturing) */
-    void *workspace;   /* optional device workspace (size: sale_attention_workspace_size); its
-                          first 16 bytes are counters that each call zeroes (one memset queued) */
+    void *workspace;   /* optional device workspace (size: sale_attention_workspace_size); it
+                          begins with counters, 4 * (3 + batch * (heads_q + heads_kv)) bytes
+                          rounded up to 256, that each call zeroes (one memset queued) */
     size_t workspace_bytes;
     float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense|plain, attend
                           (timed with CUDA events; synchronizes the stream) */

@@ -89,7 +89,9 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     s->nkb = (int)(((int64_t)a->seq_len + a->block_k - 1) / a->block_k);
     s->nkw = (s->nkb + 31) / 32;
     size_t cb = a->est_bits == 4 ? 2 : 1; /* codes per byte */
-    s->sync = up(16); /* first, at a fixed offset whatever the shape: the quantize counters */
+    /* first, at offset 0: the quantize counters (their size depends on the
+     * shape, so what lies past them does too: see slot->zeroed) */
+    s->sync = up((size_t)sale_layout_sync_words(a->batch, a->heads_q, a->heads_kv) * 4);
     s->qcode = up(B * Hq * N * D / cb + 16);
     s->kcode = up(B * Hkv * N * D / cb + 16);
     s->qscale = up(B * Hq * N * 4);
@@ -207,7 +209,8 @@ struct ws_slot {
     int in_use;      /* between ws_acquire and ws_release */
     int used;        /* done has been recorded */
     int captured;    /* owned by graphs of capture sequence `capture`: never reused eagerly */
-    int zeroed;      /* its quantize counters (offset 0) are known to be zero */
+    size_t zeroed;   /* bytes from offset 0 known to be zero: at most the quantize counters of
+                        the last call (its launch leaves them zero; past them it wrote data) */
     unsigned long long capture;
     struct ws_slot *next;
 };
@@ -663,19 +666,25 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     p.scale = a.scale;
     p.scale_log2 = a.scale * 1.4426950408889634f;
     p.dense_heads_only = dense;
+    if (slot && slot->zeroed > s.sync)
+        slot->zeroed = s.sync; /* past its counters, this call writes (taus, codes, ...) */
     if ((st = put_taus(ctx, &a, &p, (CUdeviceptr)p.tau, stream)))
         goto release;
-    /* quantize's counters: zeroed once per workspace of ours (every launch
-     * leaves them zero again); a caller's workspace, every call */
-    if (kern_q && (!slot || !slot->zeroed)) {
-        CUresult rz = d->MemsetD32Async((CUdeviceptr)p.sync, 0, 4, stream);
+    /* quantize's counters (s.sync bytes at offset 0; every launch leaves them
+     * zero again): a caller's workspace, every call; one of ours, only when
+     * its known-zero bytes do not cover them (new, grown, or a call of a shape
+     * with fewer heads wrote other data there). Under capture, every call:
+     * the graphs of one capture sequence share the workspace and may be
+     * replayed in any order, after calls of any shape. */
+    if (kern_q && (!slot || capturing || slot->zeroed < s.sync)) {
+        CUresult rz = d->MemsetD32Async((CUdeviceptr)p.sync, 0, s.sync / 4, stream);
         if (rz != CUDA_SUCCESS) {
             sale_set_error(ctx, "cuMemsetD32Async (workspace counters): %s", drv_errstr(rz));
             st = SALE_ERR_CUDA;
             goto release;
         }
         if (slot)
-            slot->zeroed = 1;
+            slot->zeroed = s.sync;
     }
 
     CUevent ev[4] = {0};

@@ -2,8 +2,9 @@
  * scales of Q (per row) and K (per key block), c_j = qmean(h) . K'_j, and the
  * centred keys K' in the input dtype that the exact pass scores against.
  * One launch (see sale_quantize_kernel): mean partials over a few chunks of
- * rows, the means from them once (fixed-order fp64 sums: deterministic),
- * then the codes (Q rows; K blocks + c_j + K'). */
+ * rows, each head's means from its partials as soon as they are in
+ * (fixed-order fp64 sums: deterministic), then the codes (Q rows; K blocks +
+ * c_j + K'). */
 #ifndef SALE_FAMILY
 #define SALE_FAMILY 0
 #endif
@@ -64,25 +65,24 @@ __device__ __forceinline__ void qz_mean_chunk(const sale_params &p, int c, int y
     }
 }
 
-/* (a') the means, once: the block that brings in the last partial adds the
- * chunk partials of every (batch, head, column) in order, divides by N and
- * writes qmean / kmean as fp32 */
-__device__ __forceinline__ void qz_finish_means(const sale_params &p) {
-    const int nch = sale_layout_mean_chunks(p.N), Y = p.Hq + p.Hkv;
-    const double *scr = (const double *)p.scratch;
-    for (long long i = threadIdx.x; i < (long long)p.B * Y * QZ_D; i += SALE_QZ_THREADS) {
-        const long long by = i / QZ_D; /* b * Y + y */
-        const int d = (int)(i % QZ_D), y = (int)(by % Y), b = (int)(by / Y);
-        double s = 0.0;
-        for (int c = 0; c < nch; c++) s += __ldcg(scr + (by * nch + c) * QZ_D + d); /* other blocks wrote them */
-        const float m = (float)(s / (double)p.N);
-        if (y < p.Hq) ((float *)p.qmean)[((long long)b * p.Hq + y) * QZ_D + d] = m;
-        else ((float *)p.kmean)[((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d] = m;
-    }
+/* (a') the means of one (batch, head): the block that brings in the head's
+ * last partial adds its chunk partials per column in order (c = 0..nch-1),
+ * divides by N and writes qmean / kmean as fp32. The same sums in the same
+ * order whichever block does it: the means do not vary from run to run. */
+__device__ __forceinline__ void qz_finish_head(const sale_params &p, int y, int b) {
+    if (threadIdx.x >= QZ_D) return;
+    const int nch = sale_layout_mean_chunks(p.N), d = threadIdx.x;
+    const long long by = (long long)b * (p.Hq + p.Hkv) + y;
+    const double *scr = (const double *)p.scratch + by * nch * QZ_D + d;
+    double s = 0.0;
+    for (int c = 0; c < nch; c++) s += __ldcg(scr + (long long)c * QZ_D); /* other blocks wrote them */
+    const float m = (float)(s / (double)p.N);
+    if (y < p.Hq) ((float *)p.qmean)[((long long)b * p.Hq + y) * QZ_D + d] = m;
+    else ((float *)p.kmean)[((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d] = m;
 }
 
 /* the mean of column d of head y (y < Hq: q head, else kv head y - Hq), as
- * qz_finish_means wrote it in this launch (read from L2) */
+ * qz_finish_head wrote it in this launch (read from L2) */
 __device__ __forceinline__ float qz_mean(const sale_params &p, int b, int y, int d) {
     if (y < p.Hq) return __ldcg((const float *)p.qmean + ((long long)b * p.Hq + y) * QZ_D + d);
     return __ldcg((const float *)p.kmean + ((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d);
@@ -265,41 +265,57 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
 }
 
 /* (a+b+c) the one launch: grid M + W blocks, M = chunks * (Hq + Hkv) * B.
- * Every block first takes a ticket (an atomic counter): the first M tickets
- * sum mean partials, and the one that adds the last of them writes the means;
- * the other W blocks walk the code items (Q row tiles, then K blocks, per
- * batch entry) with a stride of W, after waiting for the means. Tickets are handed out in the order blocks start,
- * so every block a waiter waits for already runs: no deadlock, whatever the
- * scheduler does. The last block to finish puts the counters back to zero
- * for the next launch (the host zeroes them once: sale_params.sync).
+ * Every block first takes a ticket (an atomic counter). The first M tickets
+ * each sum the partial of one chunk of one (batch, head) and count it on the
+ * head's counter; the one that brings in the head's last chunk writes that
+ * head's means, then counts the head ready. So the means of different heads
+ * are finished in parallel, by as many blocks as there are heads. The other
+ * W blocks wait until every head is ready, then walk the code items (Q row
+ * tiles, then K blocks, per batch entry) with a stride of W (a K block needs
+ * the means of its kv head and of every q head of its group).
+ * No deadlock, whatever the scheduler does: tickets are handed out in the
+ * order blocks start, mean blocks (tickets < M) never wait, and only code
+ * blocks (tickets >= M) wait, on mean blocks, which therefore all already
+ * run. Every counter is back to zero when the launch ends, ready for the
+ * next (the host zeroes them once: sale_params.sync, sale_layout_sync_words):
+ * a head's by the block that finishes it (all nch chunks of the head have
+ * counted, nothing reads it again), the three global ones by the last block
+ * to finish. (Resetting the heads' counters there instead, in a loop, costs
+ * the code path registers: 76 on sm_80 against 64.)
  * One launch instead of two keeps sale_attention's host time down; W is
  * capped (SALE_QZ_WORK_BLOCKS) so that the counters see few atomics. */
 extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kernel(const sale_params p) {
     __shared__ unsigned int ticket_s;
-    unsigned int *ctr = (unsigned int *)p.sync; /* [0] tickets, [1] partials done, [2] blocks finished */
+    /* [0] tickets, [1] heads whose means are written, [2] blocks finished,
+     * [3 + b * Y + y] chunks of (batch b, head y) summed */
+    unsigned int *ctr = (unsigned int *)p.sync;
     const int Y = p.Hq + p.Hkv, nch = sale_layout_mean_chunks(p.N);
-    const unsigned int M = (unsigned int)(nch * Y * p.B);
+    const unsigned int M = (unsigned int)(nch * Y * p.B), heads = (unsigned int)(Y * p.B);
     if (threadIdx.x == 0) ticket_s = atomicAdd(ctr, 1u);
     __syncthreads();
     const unsigned int t = ticket_s;
     if (t < M) {
-        qz_mean_chunk(p, (int)(t % nch), (int)((t / nch) % Y), (int)(t / (nch * Y)));
+        const unsigned int by = t / nch; /* b * Y + y */
+        qz_mean_chunk(p, (int)(t % nch), (int)(by % Y), (int)(by / Y));
         __syncthreads();
-        if (threadIdx.x == 0) ticket_s = atomicAdd(ctr + 1, 1u);
+        if (threadIdx.x == 0) ticket_s = atomicAdd(ctr + 3 + by, 1u);
         __syncthreads();
-        if (ticket_s == M - 1) { /* the last partial: every other is in */
+        if (ticket_s == (unsigned int)nch - 1) { /* the head's last chunk: its other partials are in */
             __threadfence();
-            qz_finish_means(p);
+            qz_finish_head(p, (int)(by % Y), (int)(by / Y));
             __threadfence();
             __syncthreads();
-            if (threadIdx.x == 0) atomicAdd(ctr + 1, 1u); /* M + 1: the means are ready */
+            if (threadIdx.x == 0) {
+                atomicExch(ctr + 3 + by, 0u); /* its nch chunks are counted: free for the next launch */
+                atomicAdd(ctr + 1, 1u);       /* this head's means are ready */
+            }
         }
     } else {
         const long long qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS;
         const long long nq = (long long)p.Hq * qt, per_b = nq + (long long)p.Hkv * p.nkb;
         const long long items = per_b * p.B;
         if (threadIdx.x == 0) {
-            while (*(volatile unsigned int *)(ctr + 1) < M + 1) __nanosleep(64);
+            while (*(volatile unsigned int *)(ctr + 1) < heads) __nanosleep(64);
             __threadfence();
         }
         __syncthreads();

@@ -42,7 +42,8 @@ typedef struct sale_params {
     sale_u64 kcent;           /* K' = K - kmean in the input dtype [B, Hkv, N, D] contiguous,
                                  written by quantize; the exact scores of fused/select/attend
                                  read it through k (see "Units" in sale-algorithm.md) */
-    sale_u64 sync;            /* quantize: 3 u32 counters, zero before the first launch;
+    sale_u64 sync;            /* quantize: sale_layout_sync_words(B, Hq, Hkv) u32 counters
+                                 (3, then one per batch and head), zero before a launch;
                                  each launch leaves them zero (sale_quantize_kernel) */
     int B, Hq, Hkv, N;
     int nqb, nkb, nkw, group; /* group = Hq / Hkv */

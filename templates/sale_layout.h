@@ -30,7 +30,7 @@
 #define SALE_QZ_THREADS 256      /* every quantize entry */
 #define SALE_QZ_QROWS 64         /* query rows per CTA of the code kernel */
 #define SALE_QZ_CHUNK_ROWS 256   /* rows per partial-sum chunk of the means (before capping) */
-#define SALE_QZ_MAX_CHUNKS 8      /* every code block adds the chunks of its means */
+#define SALE_QZ_MAX_CHUNKS 8      /* partials a head's mean adds per column (fixed order) */
 #define SALE_QZ_WORK_BLOCKS 1024  /* code blocks of the quantize launch (each walks items) */
 /* attention families */
 #define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
@@ -269,6 +269,13 @@ static SALE_HD inline unsigned long long sale_layout_scratch_bytes(const sale_la
         return (unsigned long long)sale_layout_mean_chunks(N) * (unsigned long long)(Hq + Hkv) * (unsigned long long)B *
                (unsigned long long)c->head_dim * 8ull;
     return 0;
+}
+
+/* u32 counters of the quantize launch at p.sync (offset 0 of the workspace):
+ * 3 for the whole launch, then one per (batch, head), q heads then kv heads
+ * (sale_quantize_kernel). Zero before a launch; each launch leaves them zero. */
+static SALE_HD inline unsigned long long sale_layout_sync_words(int B, int Hq, int Hkv) {
+    return 3ull + (unsigned long long)B * (unsigned long long)(Hq + Hkv);
 }
 
 /* the launches of one family, in order. Returns the count (<= 4) or -1. */

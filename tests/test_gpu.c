@@ -264,6 +264,33 @@ Test(gpu, batch_greater_than_one_and_random_inputs)
     check_case(3, 2, 1, 777, 64, SALE_DTYPE_F16, SALE_MODE_TWO_PASS, 0.01f, 1);
 }
 
+/* One context workspace, calls whose quantize counters (3 + one per batch
+ * and head, at offset 0) differ in size: where the call with fewer heads
+ * wrote codes, the call with more heads keeps counters, which must be zero
+ * again before its launch (else its means never finish: a hang, or stale
+ * means). The first shape's workspace is the larger, so it is reused, not
+ * regrown. */
+Test(gpu, workspace_counters_follow_the_heads_of_each_call)
+{
+    NEED_GPU();
+    sale_attention_args few, many;
+    sale_attention_args_init(&few);
+    few.batch = 1, few.heads_q = 8, few.heads_kv = 2, few.seq_len = 3000, few.head_dim = 128;
+    few.dtype = SALE_DTYPE_BF16, few.dense_below = -1;
+    many = few;
+    many.batch = 2, many.heads_q = 32, many.heads_kv = 8, many.seq_len = 520, many.head_dim = 64;
+    many.dtype = SALE_DTYPE_F16;
+    size_t wf = 0, wm = 0;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &few, &wf), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_attention_workspace_size(ctx, &many, &wm), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_gt(wf, wm, "the first shape's workspace must be the larger (%zu, %zu)", wf, wm);
+    cr_assert_gt(sale_layout_sync_words(2, 32, 8) * 4, 256, "the counters of the second shape pass 256 bytes");
+    for (int i = 0; i < 2; i++) {
+        check_case(1, 8, 2, 3000, 128, SALE_DTYPE_BF16, SALE_MODE_FUSED, 0.004f, 1);
+        check_case(2, 32, 8, 520, 64, SALE_DTYPE_F16, SALE_MODE_TWO_PASS, 0.01f, 1);
+    }
+}
+
 Test(gpu, tau_zero_through_fused_equals_dense)
 {
     NEED_GPU();
@@ -328,9 +355,13 @@ Test(gpu, quantize_kernel_matches_cpu)
     sale_dev_alloc(ctx, scratch_n + 16, &scr);
     sale_dev_alloc(ctx, nk * 2, &kcent);
     sale_dev_fill8(ctx, kcent, 0xFF, nk * 2);
-    void *sy; /* quantize's counters: zero before the first launch, zero after every launch */
-    cr_assert_eq(sale_dev_alloc(ctx, 16, &sy), SALE_OK);
-    sale_dev_fill8(ctx, sy, 0, 16);
+    /* quantize's counters (3 global, one per batch and head): zero before the
+     * first launch, zero after every launch */
+    const size_t nsy = (size_t)sale_layout_sync_words(B, Hq, Hkv);
+    cr_assert_eq(nsy, 3 + (size_t)B * (Hq + Hkv));
+    void *sy;
+    cr_assert_eq(sale_dev_alloc(ctx, nsy * 4, &sy), SALE_OK);
+    sale_dev_fill8(ctx, sy, 0, nsy * 4);
     sale_dev_upload(ctx, dq, q, nq * 2);
     sale_dev_upload(ctx, dk, k, nk * 2);
     sale_dev_fill8(ctx, qc, 0x7F, nq);
@@ -357,10 +388,15 @@ Test(gpu, quantize_kernel_matches_cpu)
                                         L[i].smem, &p, sizeof p, NULL),
                      SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
-    uint32_t ctr[4] = {1, 1, 1, 1};
-    sale_dev_download(ctx, ctr, sy, 16);
+    uint32_t *ctr = malloc(nsy * 4);
+    memset(ctr, 0xA5, nsy * 4);
+    sale_dev_download(ctx, ctr, sy, nsy * 4);
     cr_assert(ctr[0] == 0 && ctr[1] == 0 && ctr[2] == 0, "quantize left its counters at %u %u %u, not zero", ctr[0],
               ctr[1], ctr[2]);
+    for (size_t i = 3; i < nsy; i++)
+        cr_assert_eq(ctr[i], 0, "quantize left the chunk counter of head %zu (batch * (Hq + Hkv) + y) at %u, not zero",
+                     i - 3, ctr[i]);
+    free(ctr);
     int8_t *gqc = malloc(nq), *gkc = malloc(nk);
     float *gqs = malloc((size_t)B * Hq * N * 4), *gks = malloc((size_t)B * Hkv * nkb * 4),
           *gct = malloc((size_t)B * Hq * N * 4), *gqm = malloc((size_t)Hq * D * 4), *gkm = malloc((size_t)Hkv * D * 4);
