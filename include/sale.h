@@ -59,7 +59,7 @@ typedef enum sale_dtype { SALE_DTYPE_F16 = 0, SALE_DTYPE_BF16 = 1, SALE_DTYPE_F3
 /* Everything that makes one kernel different. Fields left 0 are "open":
  * sale_key_resolve() fills algorithm fields with documented defaults
  * (head_dim 128, block_q 64, block_k 32, block_seg 128, local_window 128,
- * bf16, causal, est_bits 4 below sm_90 and 8 on sm_90) and tile fields with
+ * bf16, causal, est_bits 4 below sm_90 and 8 on sm_90, thr run) and tile fields with
  * the tuned winner or the family's default. */
 typedef struct sale_key {
     sale_family family;
@@ -74,19 +74,47 @@ typedef struct sale_key {
     int warps;        /* tile: warps per CTA (0 = open)                        */
     int stages;       /* tile: pipeline stages for K/V tiles (0 = open)        */
     int arch;         /* 80, 86, 89, 90, 901; SALE_ARCH_CURRENT = current device */
+    int thr;          /* threshold variant, SALE_THR_* (0 = open: resolves to run) */
 } sale_key;
+
+/* Threshold variants (algorithm page, step 3): when the per-row threshold
+ * t_i = m_i + ln(tau * l_i) / scale of a query block is taken.
+ *   SALE_THR_RUN   ("run", the default): from the running state at the start
+ *                  of every segment, so t_i rises as the row's mass grows.
+ *   SALE_THR_FIXED ("fixed", the authors' default kernel): once, from the
+ *                  state after the local region and the sink (the first
+ *                  segment's threshold), then kept for every segment.
+ * m_i + ln(l_i) / scale is the row's running log-sum-exp (in raw-score
+ * units), which never decreases as blocks are added; so the fixed threshold
+ * is never above the running one and, for the same tau, fixed keeps a
+ * superset of run's blocks (denser, closer to dense attention). Fixed needs
+ * no exact pass between segments to know the next threshold, which is what
+ * lets a selection estimate every segment at once (e.g. the sm_90a select on
+ * wgmma, in one stream). In a key, 0 is open; in sale_attention_args, 0 is
+ * the default (run). Families that do not select (quantize, attend, dense)
+ * ignore it. */
+#define SALE_THR_OPEN 0
+#define SALE_THR_RUN 1
+#define SALE_THR_FIXED 2
+/* "run" / "fixed" ("*" for open); NULL if unknown. */
+const char *sale_thr_name(int thr);
+/* Parse "run" / "fixed"; returns -1 if unknown. */
+int sale_thr_parse(const char *text);
 
 /* A key with every field open except the family. */
 sale_key sale_key_default(sale_family family);
 
 /* Canonical text form, e.g.
- *   "fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,causal=1,warps=4,stages=2,arch=sm_90"
- * Open fields are written as "*" (e.g. "warps=*"). Returns SALE_ERR_INVALID if
- * buf is too small. */
+ *   "fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,qg=row.blk,causal=1,warps=4,stages=2,arch=sm_90,thr=run"
+ * Open fields are written as "*" (e.g. "warps=*"). Fields a family does not
+ * use are left out (thr: only fused, select and plain). Returns
+ * SALE_ERR_INVALID if buf is too small. */
 sale_status sale_key_format(const sale_key *key, char *buf, size_t buflen);
 
 /* Parse the text form. Fields may come in any order and may be omitted (they
- * stay open). On error, err receives "field: reason". */
+ * stay open: text written before thr existed parses with thr open, which
+ * resolves to run, the only behaviour then). On error, err receives
+ * "field: reason". */
 sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t errlen);
 
 /* Check every rule; open fields are allowed. err names the field and the rule. */
@@ -271,6 +299,9 @@ typedef struct sale_attention_args {
                           Read once per context (no SQLite on later calls); a store or import
                           through the context is seen at once, another process's by a new context */
     int layer;
+    int thr;           /* threshold variant (SALE_THR_RUN, SALE_THR_FIXED; 0: run). Fixed keeps a
+                          superset of run's blocks at the same tau: thresholds calibrated with
+                          one variant are not those of the other. Ignored by DENSE */
 } sale_attention_args;
 
 /* Fill args with defaults (everything 0, mode AUTO, tau_default 0.004). */

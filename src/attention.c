@@ -39,6 +39,7 @@ static void apply_defaults(sale_attention_args *a, int arch, int dense_below)
     if (!a->block_k) a->block_k = 32;
     if (!a->block_seg) a->block_seg = 128;
     if (!a->local_window) a->local_window = 128;
+    if (!a->thr) a->thr = SALE_THR_RUN;
     if (!a->est_bits) a->est_bits = key_default_est_bits(arch);
     if (!a->tau_default) a->tau_default = 0.004f;
     if (!a->dense_below) a->dense_below = dense_below;
@@ -69,6 +70,7 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     k.block_k = a->block_k;
     k.block_seg = a->block_seg;
     k.local_window = a->local_window;
+    k.thr = a->thr; /* families that do not select take run (key_fill_algorithm) */
     k.dtype = a->dtype;
     k.est_bits = a->est_bits;
     k.causal = 1;
@@ -146,6 +148,8 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
             a->seq_len);
     if (a->block_q < 0 || a->block_k < 0 || a->block_seg < 0 || a->local_window < 0)
         BAD("block sizes: must be >= 0 (0 for the default)");
+    if (a->thr != 0 && a->thr != SALE_THR_RUN && a->thr != SALE_THR_FIXED)
+        BAD("thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: run)", a->thr);
     if (a->head_dim == 256)
         BAD("head_dim: 256 is not supported by these kernels (shared memory); use 64 or 128");
     if (a->head_dim != 64 && a->head_dim != 128)

@@ -441,7 +441,7 @@ static void load_error(sale_ctx *ctx, CUresult r, const sale_key *k, int dev_arc
 static uint64_t kt_hash(CUcontext cu, const sale_key *k, int bucket)
 {
     const int f[] = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
-                     (int)k->dtype, k->est_bits, k->causal, k->warps, k->stages, k->arch, bucket};
+                     (int)k->dtype, k->est_bits, k->causal, k->warps, k->stages, k->arch, k->thr, bucket};
     uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)cu;
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         h ^= (uint64_t)(unsigned)f[i];
@@ -456,7 +456,7 @@ static int key_same(const sale_key *a, const sale_key *b)
     return a->family == b->family && a->head_dim == b->head_dim && a->block_q == b->block_q &&
            a->block_k == b->block_k && a->block_seg == b->block_seg && a->local_window == b->local_window &&
            a->dtype == b->dtype && a->est_bits == b->est_bits && a->causal == b->causal && a->warps == b->warps &&
-           a->stages == b->stages && a->arch == b->arch;
+           a->stages == b->stages && a->arch == b->arch && a->thr == b->thr;
 }
 
 static kt_slot *kt_slot_of(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket)

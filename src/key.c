@@ -55,6 +55,27 @@ int sale_arch_parse(const char *t)
     return -1;
 }
 
+const char *sale_thr_name(int thr)
+{
+    switch (thr) {
+    case SALE_THR_OPEN: return "*";
+    case SALE_THR_RUN: return "run";
+    case SALE_THR_FIXED: return "fixed";
+    }
+    return NULL;
+}
+
+int sale_thr_parse(const char *t)
+{
+    if (!t)
+        return -1;
+    if (!strcmp(t, "run"))
+        return SALE_THR_RUN;
+    if (!strcmp(t, "fixed"))
+        return SALE_THR_FIXED;
+    return -1;
+}
+
 int key_default_est_bits(int arch)
 {
     return (arch == 90 || arch == SALE_ARCH_SM90A) ? 8 : 4;
@@ -63,15 +84,15 @@ int key_default_est_bits(int arch)
 /* Which fields change a family's code: the others are not part of its
  * canonical form, so prewarming over them does not multiply cubins. Plain
  * (version 0) reads every algorithm field: the block geometry (bq, bk, seg,
- * win) and the code format (est); its tiles are fixed (warps = bq/32,
- * stages = 1). */
+ * win), the code format (est) and the threshold variant (thr); its tiles are
+ * fixed (warps = bq/32, stages = 1). */
 int key_family_uses(sale_family f, const char *field)
 {
     if (!strcmp(field, "bq"))
         return f != SALE_FAMILY_QUANTIZE;
     if (!strcmp(field, "bk"))
         return f != SALE_FAMILY_DENSE;
-    if (!strcmp(field, "seg") || !strcmp(field, "win"))
+    if (!strcmp(field, "seg") || !strcmp(field, "win") || !strcmp(field, "thr"))
         return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_PLAIN;
     if (!strcmp(field, "est"))
         return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_QUANTIZE ||
@@ -142,6 +163,8 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         ERR("stages: must be between 1 and 4, got %d", k->stages);
     if (k->arch != SALE_ARCH_CURRENT && !sale_arch_name(k->arch))
         ERR("arch: unknown architecture %d (sm_80, sm_86, sm_89, sm_90, sm_90a)", k->arch);
+    if (k->thr != SALE_THR_OPEN && k->thr != SALE_THR_RUN && k->thr != SALE_THR_FIXED)
+        ERR("thr: unknown threshold variant %d (run, fixed)", k->thr);
     /* Tile rules that depend on the template's layout. */
     if (k->warps && k->stages && k->head_dim && k->block_q && k->block_k && k->block_seg) {
         sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
@@ -185,12 +208,14 @@ void key_fill_algorithm(sale_key *k)
     if ((int)k->dtype == -1) k->dtype = SALE_DTYPE_BF16;
     if (!k->est_bits) k->est_bits = key_default_est_bits(k->arch);
     if (k->causal == -1) k->causal = 1;
+    if (!k->thr) k->thr = SALE_THR_RUN;
     /* fields the family does not use take fixed values: one cubin per code */
     if (!key_family_uses(k->family, "bq")) k->block_q = 64;
     if (!key_family_uses(k->family, "bk")) k->block_k = 32;
     if (!key_family_uses(k->family, "seg")) k->block_seg = 128;
     if (!key_family_uses(k->family, "win")) k->local_window = 128;
     if (!key_family_uses(k->family, "est")) k->est_bits = 8;
+    if (!key_family_uses(k->family, "thr")) k->thr = SALE_THR_RUN;
 }
 
 void key_take_tiles(sale_key *k, const sale_key *tuned)
@@ -289,6 +314,9 @@ sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
     put_int(buf, len, &pos, "warps", k->warps, !k->warps);
     put_int(buf, len, &pos, "stages", k->stages, !k->stages);
     put(buf, len, &pos, ",arch=%s", sale_arch_name(k->arch) ? sale_arch_name(k->arch) : "?");
+    /* last, so that text written before it existed reads as a prefix */
+    if (key_family_uses(f, "thr"))
+        put(buf, len, &pos, ",thr=%s", sale_thr_name(k->thr) ? sale_thr_name(k->thr) : "?");
     return pos < len ? SALE_OK : SALE_ERR_INVALID;
 }
 
@@ -332,7 +360,8 @@ sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t er
     static const char *const fields[][2] = {{"d", "head_dim"}, {"bq", "block_q"}, {"bk", "block_k"},
                                             {"seg", "block_seg"}, {"win", "local_window"}, {"est", "est_bits"},
                                             {"warps", "warps"}, {"stages", "stages"}, {"dt", "dtype"},
-                                            {"causal", "causal"}, {"arch", "arch"}, {"qg", "qg"}};
+                                            {"causal", "causal"}, {"arch", "arch"}, {"qg", "qg"},
+                                            {"thr", "threshold"}};
     unsigned seen = 0;
     for (char *tok = colon ? strtok_r(colon + 1, ", ", &save) : NULL; tok; tok = strtok_r(NULL, ", ", &save)) {
         char *eq = strchr(tok, '=');
@@ -373,11 +402,20 @@ sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t er
             if (a < 0)
                 ERR("arch: unknown architecture '%s' (sm_80, sm_86, sm_89, sm_90, sm_90a, current)", v);
             k.arch = a;
+        } else if (!strcmp(name, "thr") || !strcmp(name, "threshold")) {
+            if (!strcmp(v, "*")) {
+                k.thr = SALE_THR_OPEN;
+            } else {
+                int t = sale_thr_parse(v);
+                if (t < 0)
+                    ERR("thr: unknown threshold variant '%s' (run, fixed, or * for open)", v);
+                k.thr = t;
+            }
         } else if (!strcmp(name, "qg")) {
             if (strcmp(v, "row.blk"))
                 ERR("qg: only quantization granularity row.blk is implemented, got '%s'", v);
         } else {
-            ERR("%s: unknown field (d, bq, bk, seg, win, dt, est, causal, warps, stages, arch)", name);
+            ERR("%s: unknown field (d, bq, bk, seg, win, dt, est, causal, warps, stages, arch, thr)", name);
         }
     }
     sale_status s = sale_key_validate(&k, err, errlen);

@@ -60,6 +60,7 @@ typedef struct ref_plan {
     const sale_attention_args *a;
     int B, Hq, Hkv, N, D, group;
     int bq, bk, bs, sb, W, qmax;
+    int thr_fixed;  /* SALE_THR_FIXED: t_i once, before the first segment */
     int nqb, nkb, nkw;
     int all_dense;  /* mode DENSE or the short-input fallback */
     float scale;
@@ -150,6 +151,9 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
     if (bits != 4 && bits != 8)
         return fail(ctx, "est_bits: must be 4 or 8, got %d", bits);
     p->qmax = bits == 4 ? 7 : 127;
+    if (a->thr != 0 && a->thr != SALE_THR_RUN && a->thr != SALE_THR_FIXED)
+        return fail(ctx, "thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: run)", a->thr);
+    p->thr_fixed = a->thr == SALE_THR_FIXED;
     p->sb = p->bs / p->bk;
 
     if (!(a->scale >= 0.0f) || isinf(a->scale)) {
@@ -444,7 +448,9 @@ static void set_bit(uint32_t *row, int J)
  *     the remainder joins the local region: local_first = 1 + nseg * (S/Bk).
  * Visit: local blocks kb_hi down to local_first (exact); then block 0 (sink)
  * if local_first > 0; then segments 0 .. nseg-1 ascending, each estimated
- * against the state at its start, then its kept blocks computed ascending.
+ * against the state at its start (thr run; thr fixed: against the state at
+ * the start of segment 0, for every segment), then its kept blocks computed
+ * ascending.
  * Example, Bq=Bk=16, S=32 (2 blocks a segment), W=16, qb=9 (i0=144):
  * kb_hi=9, local_first=8, middle 1..7 -> segments [1,2] [3,4] [5,6], block 7
  * joins the local region: visit 9,8,7, then 0, then [1,2], [3,4], [5,6]. */
@@ -509,9 +515,11 @@ static void run_task(ref_plan *p, ref_buf *b, int task)
             if (!dense) {
                 /* threshold in raw-score units from the state at the segment
                  * start, fp32: t_i = m_i + logf(tau * (float)l_i) / scale.
-                 * Every row has state: its own key lies in the local region. */
-                for (int r = 0; r < i1 - i0; r++)
-                    b->t[r] = b->m[r] + logf(tau * (float)b->l[r]) / p->scale;
+                 * Every row has state: its own key lies in the local region.
+                 * Fixed: the first segment's, kept for the others. */
+                if (s == 0 || !p->thr_fixed)
+                    for (int r = 0; r < i1 - i0; r++)
+                        b->t[r] = b->m[r] + logf(tau * (float)b->l[r]) / p->scale;
                 for (int k = 0; k < p->sb; k++)
                     b->keep[k] = (unsigned char)estimate_keeps(p, b, i0, i1, first + k);
             } else {

@@ -57,6 +57,7 @@ int tpl_prelude(const sale_key *k, char *buf, size_t len)
                      "#define SALE_BLOCK_K %d\n"
                      "#define SALE_BLOCK_SEG %d\n"
                      "#define SALE_LOCAL_WINDOW %d\n"
+                     "#define SALE_THR_FIXED %d\n"
                      "#define SALE_DTYPE %d\n"
                      "#define SALE_EST_BITS %d\n"
                      "#define SALE_CAUSAL %d\n"
@@ -65,6 +66,6 @@ int tpl_prelude(const sale_key *k, char *buf, size_t len)
                      "#define SALE_ARCH %d\n"
                      "#line 1 \"%s\"\n",
                      (int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
-                     (int)k->dtype, k->est_bits, k->causal, k->warps, k->stages, arch, tpl_family_file(k->family));
+                     k->thr == SALE_THR_FIXED, (int)k->dtype, k->est_bits, k->causal, k->warps, k->stages, arch, tpl_family_file(k->family));
     return (n < 0 || (size_t)n >= len) ? -1 : n;
 }

@@ -44,6 +44,9 @@
 #ifndef SALE_EST_BITS
 #define SALE_EST_BITS 8
 #endif
+#ifndef SALE_THR_FIXED /* 1: thr=fixed, t_i once before the first segment; 0: thr=run */
+#define SALE_THR_FIXED 0
+#endif
 
 #define D SALE_HEAD_DIM
 #define BQ SALE_BLOCK_Q
@@ -247,13 +250,15 @@ extern "C" __global__ void __launch_bounds__(BQ) sale_plain_kernel(const sale_pa
     }
 
     /* Step 3.2: segments in ascending order, each estimated against the state
-     * at its start, then its kept blocks computed exactly */
+     * at its start (thr=fixed: the state at the start of the first segment,
+     * for every segment), then its kept blocks computed exactly */
+    float t = 0.f;
     for (int s = 0; s < nseg; s++) {
         const int first = 1 + s * SEG_BLOCKS;
         /* t_i = m_i + ln(tau * l_i) / scale, in fp32 from the fp64 l
          * (as the reference: logf(tau * (float)l) / scale, then + m) */
-        float t = 0.f;
-        if (r.i < N) t = __fadd_rn(r.m, __fdiv_rn(logf(__fmul_rn(tau, (float)r.l)), p.scale));
+        if (r.i < N && (s == 0 || !SALE_THR_FIXED))
+            t = __fadd_rn(r.m, __fdiv_rn(logf(__fmul_rn(tau, (float)r.l)), p.scale));
         /* block J is kept iff some row of the query block passes in J */
         plain_u32 keep = 0;
         for (int k = 0; k < SEG_BLOCKS; k++) {

@@ -162,7 +162,7 @@ Test(key, small_buffer_is_refused_not_overrun)
 Test(key, plain_key_round_trips_and_has_fixed_tiles)
 {
     const char *text = "plain:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,qg=row.blk,causal=1,warps=2,stages=1,"
-                       "arch=sm_90";
+                       "arch=sm_90,thr=run";
     sale_key k;
     char err[256], t[256];
     cr_assert_eq(parse(text, &k, err), SALE_OK, "%s", err);
@@ -190,7 +190,7 @@ Test(key, plain_key_round_trips_and_has_fixed_tiles)
     sale_key_resolve(&b, err, sizeof err);
     cr_assert_neq(sale_key_hash(&a), sale_key_hash(&b), "plain depends on block_seg");
     sale_key_format(&a, t, sizeof t);
-    cr_assert(strstr(t, "win=") && strstr(t, "est=") && strstr(t, "seg=64"), "%s", t);
+    cr_assert(strstr(t, "win=") && strstr(t, "est=") && strstr(t, "seg=64") && strstr(t, "thr=run"), "%s", t);
 
     expect_invalid("plain:bq=64,warps=4,stages=1,d=128,bk=32,seg=128", "tiles", "one thread per query row");
     expect_invalid("plain:bq=64,warps=2,stages=2,d=128,bk=32,seg=128", "tiles", "stages = 1");
@@ -213,4 +213,103 @@ Test(key, attention_arch_picks_the_wgmma_kernels_on_sm90_only)
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_QUANTIZE, 128, 64, 32, 90), 90);
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 128, 64, 32, 89), 89);
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 128, 64, 32, 80), 80);
+}
+
+/* The threshold variant (thr, SALE_THR_*): part of the key of the families
+ * that select (fused, select, plain), written last. */
+Test(key, thr_round_trips_and_changes_the_key_of_selecting_families)
+{
+    const sale_family fam[] = {SALE_FAMILY_FUSED, SALE_FAMILY_SELECT, SALE_FAMILY_PLAIN};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        sale_key run = sale_key_default(fam[i]), fixed = run;
+        run.arch = fixed.arch = 89;
+        run.thr = SALE_THR_RUN;
+        fixed.thr = SALE_THR_FIXED;
+        char err[256], tr[256], tf[256], t2[256];
+        cr_assert_eq(sale_key_resolve(&run, err, sizeof err), SALE_OK, "%s", err);
+        cr_assert_eq(sale_key_resolve(&fixed, err, sizeof err), SALE_OK, "%s", err);
+        cr_assert_eq(fixed.thr, SALE_THR_FIXED, "resolve keeps a given variant");
+        sale_key_format(&run, tr, sizeof tr);
+        sale_key_format(&fixed, tf, sizeof tf);
+        size_t lr = strlen(tr), lf = strlen(tf);
+        cr_assert(lr > 8 && !strcmp(tr + lr - 8, ",thr=run"), "thr last: %s", tr);
+        cr_assert(lf > 10 && !strcmp(tf + lf - 10, ",thr=fixed"), "thr last: %s", tf);
+        cr_assert_neq(sale_key_hash(&run), sale_key_hash(&fixed), "%s: a variant offered is part of the key", tf);
+        sale_key k2;
+        cr_assert_eq(parse(tf, &k2, err), SALE_OK, "%s: %s", tf, err);
+        cr_assert_eq(k2.thr, SALE_THR_FIXED);
+        sale_key_format(&k2, t2, sizeof t2);
+        cr_assert_str_eq(t2, tf);
+        cr_assert_eq(parse("fused:threshold=run", &k2, err), SALE_OK, "%s", err);
+        cr_assert_eq(k2.thr, SALE_THR_RUN, "the long name parses too");
+    }
+    /* open prints as *, parses back open, resolves to run */
+    sale_key o = sale_key_default(SALE_FAMILY_FUSED), o2;
+    o.arch = 90;
+    char t[256], err[256];
+    sale_key_format(&o, t, sizeof t);
+    cr_assert(strstr(t, ",thr=*") != NULL, "%s", t);
+    cr_assert_eq(parse(t, &o2, err), SALE_OK, "%s", err);
+    cr_assert_eq(o2.thr, SALE_THR_OPEN);
+    cr_assert_eq(sale_key_resolve(&o2, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(o2.thr, SALE_THR_RUN, "open resolves to run, the default");
+    cr_assert_str_eq(sale_thr_name(SALE_THR_FIXED), "fixed");
+    cr_assert_eq(sale_thr_parse("fixed"), SALE_THR_FIXED);
+    cr_assert_eq(sale_thr_parse("fix"), -1);
+    cr_assert_eq(sale_thr_name(3), NULL);
+}
+
+/* Text written before thr existed (cache rows, tuned winners, scripts) still
+ * parses: thr stays open and resolves to run, the only behaviour then. Its
+ * canonical text gains ",thr=run", so such a cache row is simply a miss. */
+Test(key, text_without_thr_parses_open_and_resolves_to_run)
+{
+    const char *old = "fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,qg=row.blk,causal=1,warps=4,stages=2,"
+                      "arch=sm_90";
+    sale_key k;
+    char err[256], t[256];
+    cr_assert_eq(parse(old, &k, err), SALE_OK, "%s", err);
+    cr_assert_eq(k.thr, SALE_THR_OPEN);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(k.thr, SALE_THR_RUN);
+    sale_key_format(&k, t, sizeof t);
+    cr_assert(!strncmp(t, old, strlen(old)) && !strcmp(t + strlen(old), ",thr=run"), "%s", t);
+}
+
+Test(key, thr_bad_values_are_refused_naming_the_field)
+{
+    expect_invalid("fused:thr=sometimes", "thr", "unknown threshold variant");
+    expect_invalid("select:thr=1", "thr", "run, fixed");
+    expect_invalid("fused:thr=run,thr=fixed", "thr", "given twice");
+    expect_invalid("plain:threshold=", "thr", "unknown threshold variant");
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    k.thr = 7;
+    char err[256] = "";
+    cr_assert_eq(sale_key_validate(&k, err, sizeof err), SALE_ERR_INVALID);
+    cr_assert(!strncmp(err, "thr:", 4), "%s", err);
+    k.thr = -1;
+    cr_assert_eq(sale_key_validate(&k, err, sizeof err), SALE_ERR_INVALID);
+}
+
+/* Families that do not select ignore thr: it is not in their key and
+ * resolves to one value, so prewarming over both variants builds no extra
+ * cubin for them. */
+Test(key, thr_is_not_in_the_key_of_families_that_do_not_select)
+{
+    const sale_family fam[] = {SALE_FAMILY_QUANTIZE, SALE_FAMILY_ATTEND, SALE_FAMILY_DENSE};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        sale_key a = sale_key_default(fam[i]), b = a;
+        a.arch = b.arch = 90;
+        a.thr = SALE_THR_FIXED;
+        b.thr = SALE_THR_RUN;
+        char err[256], ta[256], tb[256];
+        cr_assert_eq(sale_key_resolve(&a, err, sizeof err), SALE_OK, "%s", err);
+        cr_assert_eq(sale_key_resolve(&b, err, sizeof err), SALE_OK, "%s", err);
+        cr_assert_eq(a.thr, b.thr);
+        sale_key_format(&a, ta, sizeof ta);
+        sale_key_format(&b, tb, sizeof tb);
+        cr_assert_str_eq(ta, tb);
+        cr_assert(strstr(ta, "thr=") == NULL, "%s", ta);
+        cr_assert_eq(sale_key_hash(&a), sale_key_hash(&b));
+    }
 }
