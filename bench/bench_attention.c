@@ -137,6 +137,8 @@ int main(int argc, char **argv)
 
     static char table[64][448];
     static char curve[64][256]; /* the cost against density, beside cuDNN and our dense */
+    static char fixed[64][256]; /* thr = fixed rows */
+    int nfixed = 0;
     int ncurve = 0;
     int nrows = 0;
     for (int li = 0; li < nlens; li++) {
@@ -213,6 +215,46 @@ int main(int argc, char **argv)
         a.tile_stages = 2;
         (void)time_attention(&a, 1, reps, ph_2);
         a.tile_stages = 0;
+
+        /* two-pass with thr = fixed (t_i once, after the local region): on
+         * sm_90a its select is the wgmma estimation (warps 12; warps 20: four
+         * consumer warpgroups). Its mask must hold run's (a superset). */
+        float ph_x[3] = {0}, ph_x20[3] = {0};
+        sale_stats stx = {0};
+        a.thr = SALE_THR_FIXED;
+        a.stats = &stx;
+        CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
+        float t_fix = time_attention(&a, 1, reps, ph_x);
+        CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
+        double err_fix = bench_rel_l1_bf16(o_sale, o_dense, nq);
+        long long not_super = 0;
+        {
+            uint32_t *mask_fix = malloc(mask_words * 4);
+            if (!mask_fix) {
+                fprintf(stderr, "bench: out of host memory\n");
+                return 1;
+            }
+            CHECK(sale_dev_download(ctx, mask_fix, dmask, mask_words * 4));
+            for (size_t w = 0; w < mask_words; w++)
+                not_super += __builtin_popcount(mask[w] & ~mask_fix[w]);
+            free(mask_fix);
+        }
+        a.tile_warps = 20;
+        float t_fix20 = time_attention(&a, 1, reps, ph_x20);
+        a.tile_warps = 0;
+        a.thr = SALE_THR_RUN;
+        a.stats = &st;
+        {
+            char vc[32] = "-", cx[32] = "-";
+            if (an[li].cudnn > 0) {
+                snprintf(vc, sizeof vc, "%.2fx", an[li].cudnn / t_fix);
+                snprintf(cx, sizeof cx, "%.1f", an[li].cudnn);
+            }
+            snprintf(fixed[nfixed++], sizeof fixed[0],
+                     "| %6dK | %6g | %6.3f | %6.3f | %8s | %7.1f | %5.1f + %6.1f + %6.1f | %.4f | %lld | %7.1f (select %6.1f) | %6s |",
+                     N / 1024, (double)tau, density, stx.density, cx, t_fix, ph_x[0], ph_x[1], ph_x[2], err_fix,
+                     not_super, t_fix20, ph_x20[1], vc);
+        }
 
         /* v0 (plain): the algorithm in one plain kernel; slow, so only at short
          * lengths and with at most 3 repetitions. Same mask as fused expected. */
@@ -309,6 +351,13 @@ int main(int argc, char **argv)
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int r = 0; r < ncurve; r++)
         printf("%s\n", curve[r]);
+    printf("\nthr = fixed (t_i once after the local region; two-pass; on sm_90a the select is the wgmma "
+           "estimation, warps 12; its mask must contain run's: bits of run missing from fixed)\n\n");
+    printf("| N | tau | density run | density fixed | SDPA cuDNN | two-pass fixed | quantize + select + attend | rel L1 | "
+           "run bits missing | warps 20: total (select) | cuDNN / fixed |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int r = 0; r < nfixed; r++)
+        printf("%s\n", fixed[r]);
     sale_destroy(ctx);
     return 0;
 }

@@ -1,7 +1,7 @@
 /* attention.c — the README's tour in one program: get a ready-to-launch
  * kernel for the current GPU, then run the whole SALE pipeline on device
  * pointers and check it against the CPU reference.
- * usage: example_attention [N [fused|two-pass|dense|plain]]
+ * usage: example_attention [N [fused|two-pass|dense|plain [run|fixed]]]
  *   N defaults to 4096; naming a mode runs it at any N (no dense fallback
  *   for short inputs), e.g. under compute-sanitizer on a small shape. */
 #include <math.h>
@@ -64,6 +64,13 @@ int main(int argc, char **argv)
         }
         a.mode = (sale_mode)m;
         a.dense_below = -1;
+    }
+    if (argc > 3) { /* the threshold variant (sale.h: SALE_THR_RUN, SALE_THR_FIXED) */
+        if (strcmp(argv[3], "run") && strcmp(argv[3], "fixed")) {
+            fprintf(stderr, "thr: '%s' is not run or fixed\n", argv[3]);
+            return 2;
+        }
+        a.thr = strcmp(argv[3], "fixed") ? SALE_THR_RUN : SALE_THR_FIXED;
     }
     size_t nq = (size_t)Hq * N * D, nk = (size_t)Hkv * N * D;
     uint16_t *q = malloc(nq * 2), *kk = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2), *r = malloc(nq * 2);

@@ -293,7 +293,11 @@ typedef struct sale_attention_args {
                           dense); 0: the tuned winner for this device, else the default.
                           On sm_90 at head_dim 128, dense and attend default to the wgmma
                           kernels (warps 12, sale_attention_arch); warps 2/4/8 pick the
-                          mma.sync ones. Ignored by PLAIN (fixed: one thread per query row) */
+                          mma.sync ones. There, two-pass with thr FIXED (head_dim 128, block_q
+                          64, block_k 32, block_seg 128, 8-bit codes) runs its select as the
+                          wgmma estimation (warps 12, or 20: four consumer warpgroups, a
+                          select-only tile that attend ignores; stages 2..4: the code-tile ring).
+                          Ignored by PLAIN (fixed: one thread per query row) */
     const char *model; /* with tau NULL: per-head thresholds calibrated for (model, layer) and
                           stored in the cache (sale calibrate); SALE_ERR_NOT_FOUND if absent.
                           Read once per context (no SQLite on later calls); a store or import

@@ -104,9 +104,9 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     s->tau = up(Hq * 4);
     s->mask = up(B * Hq * (size_t)s->nqb * (size_t)s->nkw * 4);
     s->kept = up(B * Hq * (size_t)s->nqb * 4);
-    sale_layout_cfg lc = {(int)qk->family, qk->head_dim, qk->block_q, qk->block_k, qk->block_seg, qk->local_window,
-                          (int)qk->dtype, qk->est_bits, qk->warps ? qk->warps : 4, qk->stages ? qk->stages : 2,
-                          qk->arch};
+    sale_layout_cfg lc = key_layout(qk);
+    lc.warps = qk->warps ? qk->warps : 4;
+    lc.stages = qk->stages ? qk->stages : 2;
     s->scratch = up((size_t)sale_layout_scratch_bytes(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len));
     s->kcent = up(B * Hkv * N * D * 2);
     s->total = s->sync + s->qcode + s->kcode + s->qscale + s->kscale + s->qmean + s->kmean + s->cterm + s->tau + s->mask +
@@ -403,12 +403,31 @@ static sale_status tma_map(sale_ctx *ctx, sale_tmap *m, const char *what, sale_u
     return SALE_OK;
 }
 
+/* The TMA map of the 8-bit key codes [slices = B * Hkv, N, 128 bytes]
+ * (contiguous, written by quantize): rank 3, boxes of 128 rows x 128 bytes,
+ * 128-byte swizzle (the wgmma estimation's B operand, wgmma_est.cuh). */
+static sale_status code_map(sale_ctx *ctx, sale_tmap *m, sale_u64 ptr, int slices, int N)
+{
+    const drv_api *d = drv_get(NULL);
+    cuuint64_t dims[3] = {128, (cuuint64_t)N, (cuuint64_t)slices};
+    cuuint64_t strides[2] = {128, (cuuint64_t)N * 128};
+    cuuint32_t box[3] = {128, SALE_SE_KT, 1}, es[3] = {1, 1, 1};
+    CUresult r = d->TensorMapEncodeTiled((CUtensorMap *)m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, (void *)(uintptr_t)ptr,
+                                         dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                         CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        sale_set_error(ctx, "cuTensorMapEncodeTiled (key codes, %d x %d rows): %s", slices, N, drv_errstr(r));
+        return SALE_ERR_CUDA;
+    }
+    return SALE_OK;
+}
+
 static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_args *a, const sale_params *p,
                             void *stream)
 {
     const sale_key *key = kmod_key(k); /* resolved at load: tiles and est_bits included */
-    sale_layout_cfg lc = {(int)key->family, key->head_dim, key->block_q,  key->block_k, key->block_seg,
-                          key->local_window, (int)key->dtype, key->est_bits, key->warps, key->stages, key->arch};
+    sale_layout_cfg lc = key_layout(key);
     sale_launch L[4];
     int n = sale_layout_plan(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len, L);
     if (n < 0) {
@@ -416,6 +435,19 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
         sale_key_format(key, kt, sizeof kt);
         sale_set_error(ctx, "no launch plan for %s", kt);
         return SALE_ERR_UNSUPPORTED;
+    }
+    if (sale_layout_wgmma_select(&lc)) { /* the local launch, then the estimation with the codes' TMA map */
+        sale_status s = sale_kernel_launch(ctx, (const sale_kernel *)k, L[0].entry, L[0].grid[0], L[0].grid[1],
+                                           L[0].grid[2], L[0].block, L[0].smem, p, sizeof *p, stream);
+        if (s)
+            return s;
+        sale_tma_params tp;
+        memset(&tp, 0, sizeof tp);
+        tp.p = *p;
+        if ((s = code_map(ctx, &tp.tk, p->kcode, p->B * p->Hkv, p->N)))
+            return s;
+        return sale_kernel_launch(ctx, (const sale_kernel *)k, L[1].entry, L[1].grid[0], L[1].grid[1], L[1].grid[2],
+                                  L[1].block, L[1].smem, &tp, sizeof tp, stream);
     }
     if (sale_layout_wgmma(&lc)) { /* the parameter block and the TMA maps of q, k, v */
         sale_tma_params tp;
@@ -584,8 +616,15 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     /* tiles asked for that only the mma.sync dense kernel has (warps 2/4/8) keep it */
     if (dense && tma && (!a.tile_warps || a.tile_warps == SALE_WG_WARPS))
         kf.arch = sale_attention_arch(SALE_FAMILY_DENSE, a.head_dim, a.block_q, a.block_k, arch);
+    /* two-pass with thr = fixed: the select is the wgmma estimation (key_run_arch) */
+    if (!dense && kf.family == SALE_FAMILY_SELECT && tma)
+        kf.arch = key_run_arch(&kf, arch);
     sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
                            tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
+    if (ka.warps == 20) { /* a select-only tile (sm_90a estimation): attend keeps its own */
+        ka.warps = 0;
+        ka.stages = 0;
+    }
 
     /* kernels first (a compile or cache error stops us before any launch);
      * warm, each is one lookup in the loaded-kernel table. Open tiles take

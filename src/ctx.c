@@ -278,12 +278,6 @@ static void fill_info(sale_kernel_info *info, const sale_key *k, const db_kernel
     info->src_hash = row->src_hash;
 }
 
-static sale_layout_cfg layout_of(const sale_key *k)
-{
-    sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q,     k->block_k, k->block_seg, k->local_window,
-                         (int)k->dtype,  k->est_bits, k->warps,       k->stages,  k->arch};
-    return c;
-}
 
 /* Look up, else compile and insert; on return row holds the stored bytes
  * (every process ends with the same ones: insert-or-ignore, then read). */
@@ -354,12 +348,12 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     sale_logf(ctx, SALE_LOG_DEBUG, "compiled %s for %s in %.0f ms: %d registers, %d B static smem, %d/%d B spilled\n%s",
               keytext, arch, jr.compile_ms, jr.registers, jr.smem_static, jr.spill_stores, jr.spill_loads,
               jr.log ? jr.log : "");
-    sale_layout_cfg lc = layout_of(k);
+    sale_layout_cfg lc = key_layout(k);
     db_kernel_row nr;
     memset(&nr, 0, sizeof nr);
     snprintf(nr.key, sizeof nr.key, "%s", keytext);
     snprintf(nr.arch, sizeof nr.arch, "%s", arch);
-    snprintf(nr.entry, sizeof nr.entry, "%s", sale_layout_main_entry((int)k->family));
+    snprintf(nr.entry, sizeof nr.entry, "%s", sale_layout_entry(&lc));
     nr.src_hash = h;
     nr.registers = jr.registers;
     nr.smem_static = jr.smem_static;
@@ -516,13 +510,15 @@ const sale_key *kmod_key(const kmod *m)
 /* Resolve the entries of the family's launch plan once, at load. */
 static CUresult resolve_entries(const drv_api *d, kmod *m)
 {
-    sale_layout_cfg lc = layout_of(&m->rk);
+    sale_layout_cfg lc = key_layout(&m->rk);
     sale_launch L[4];
     int n = sale_layout_plan(&lc, 1, 1, 1, 1, L);
     m->nfn = 0;
     for (int i = 0; i < n && m->nfn < KMOD_FNS; i++) {
         CUfunction f;
         CUresult r = d->ModuleGetFunction(&f, m->mod, L[i].entry);
+        if (r == CUDA_SUCCESS && L[i].smem > 48 * 1024) /* the plan's smem does not depend on the shape */
+            r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)L[i].smem);
         if (r != CUDA_SUCCESS)
             return r;
         m->fn_name[m->nfn] = L[i].entry;

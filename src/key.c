@@ -157,8 +157,8 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
             sale_arch_name(k->arch));
     if (k->causal != -1 && k->causal != 1)
         ERR("causal: only causal prefill is implemented (causal=1), got %d", k->causal);
-    if (k->warps && (k->warps < 1 || k->warps > 16))
-        ERR("warps: must be between 1 and 16, got %d", k->warps);
+    if (k->warps && (k->warps < 1 || k->warps > 20))
+        ERR("warps: must be between 1 and 20, got %d", k->warps);
     if (k->stages && (k->stages < 1 || k->stages > 4))
         ERR("stages: must be between 1 and 4, got %d", k->stages);
     if (k->arch != SALE_ARCH_CURRENT && !sale_arch_name(k->arch))
@@ -167,14 +167,40 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         ERR("thr: unknown threshold variant %d (run, fixed)", k->thr);
     /* Tile rules that depend on the template's layout. */
     if (k->warps && k->stages && k->head_dim && k->block_q && k->block_k && k->block_seg) {
-        sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
-                             (int)k->dtype == -1 ? 1 : (int)k->dtype, k->est_bits ? k->est_bits : 8, k->warps,
-                             k->stages, k->arch ? k->arch : 90};
+        sale_layout_cfg c = key_layout(k);
+        c.dtype = (int)k->dtype == -1 ? 1 : c.dtype;
+        c.est_bits = k->est_bits ? k->est_bits : 8;
+        c.arch = k->arch ? k->arch : 90;
+        c.thr = k->thr ? k->thr : SALE_THR_RUN;
         char why[256] = "";
         if (!sale_layout_legal(&c, why, sizeof why))
             ERR("tiles: %s", why);
     }
     return SALE_OK;
+}
+
+sale_layout_cfg key_layout(const sale_key *k)
+{
+    sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
+                         (int)k->dtype,  k->est_bits, k->warps,   k->stages,  k->arch,         k->thr};
+    return c;
+}
+
+/* select with thr = fixed at the wgmma estimation's block sizes (open fields
+ * take their defaults: 64, 32, 128, 8 bits on sm_90) */
+static int select_wgmma_shape(const sale_key *k)
+{
+    return k->family == SALE_FAMILY_SELECT && k->thr == SALE_THR_FIXED && (!k->head_dim || k->head_dim == 128) &&
+           (!k->block_q || k->block_q == 64) && (!k->block_k || k->block_k == 32) &&
+           (!k->block_seg || k->block_seg == 128) && (!k->est_bits || k->est_bits == 8);
+}
+
+int key_run_arch(const sale_key *k, int arch)
+{
+    if (arch == 90 && select_wgmma_shape(k) && (!k->warps || k->warps == 12 || k->warps == 20))
+        return SALE_ARCH_SM90A;
+    return sale_attention_arch(k->family, k->head_dim ? k->head_dim : 128, k->block_q ? k->block_q : 64,
+                               k->block_k ? k->block_k : 32, arch);
 }
 
 int sale_attention_arch(sale_family f, int head_dim, int block_q, int block_k, int arch)
@@ -237,13 +263,16 @@ sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
     if (!k->warps || !k->stages) {
         int w = 4, st = 2, open_w = !k->warps, open_s = !k->stages;
         sale_layout_default_tiles((int)k->family, k->head_dim, k->arch, &w, &st);
+        if (k->arch == SALE_ARCH_SM90A && select_wgmma_shape(k)) { /* the wgmma estimation (bench/RESULTS.md) */
+            w = 12;
+            st = 4;
+        }
         if (open_w) k->warps = w;
         if (open_s) k->stages = st;
         /* the family's default may not suit these block sizes (e.g. block_q
          * 128 needs 8 warps at head_dim 128): take the first legal choice of
          * the family's space for the fields left open */
-        sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
-                             (int)k->dtype, k->est_bits, k->warps, k->stages, k->arch};
+        sale_layout_cfg c = key_layout(k);
         if (!sale_layout_legal(&c, NULL, 0)) {
             int ws[16], ss[16], nw = 0, ns = 0;
             sale_layout_space((int)k->family, k->head_dim, k->arch, ws, &nw, ss, &ns);

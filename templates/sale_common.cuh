@@ -273,7 +273,37 @@ struct SaleGenMask { /* set bits of a mask row, descending, only blocks <= hi */
     }
 };
 
-template <int MODE> struct SaleAttn {
+/* the threshold tau of q head h: 0 (dense) when every head runs dense;
+ * thresholds travel in the parameter block (no copy, no sync), more heads
+ * than it holds in a device array */
+SALE_DEV float sale_head_tau(const sale_params &p, int h) {
+    if (p.dense_heads_only) return 0.f;
+    return p.tau ? ((const float *)p.tau)[h] : (h < SALE_TAU_INLINE ? p.tau_inline[h] : 0.f);
+}
+/* the segment plan of a query block starting at row i0 (sale-algorithm.md,
+ * step 3.1): blocks [1, local_lo) are nseg segments of sb blocks of bk keys,
+ * [local_lo, diagonal] and block 0 are the exact local region; a dense head
+ * is all local region */
+SALE_DEV void sale_segment_plan(int i0, int window, int bk, int sb, bool dense_head, int *local_lo, int *nseg) {
+    const int lf = (i0 - window > 0 ? i0 - window : 0) / bk;
+    *nseg = 0;
+    if (dense_head) {
+        *local_lo = 0;
+    } else if (lf <= 1) {
+        *local_lo = lf;
+    } else {
+        *nseg = (lf - 1) / sb;
+        *local_lo = 1 + *nseg * sb;
+    }
+}
+
+#ifndef SALE_THR_FIXED
+#define SALE_THR_FIXED 0 /* 1: thr=fixed, the threshold of the first segment for every segment */
+#endif
+
+/* LOCAL: select's first launch on sm_90a (sale_select_local_body): the
+ * local region only; the segments are estimated by the wgmma kernel */
+template <int MODE, bool LOCAL = false> struct SaleAttn {
     /* Legend. Sizes in elements unless marked [B] (bytes); a "group" is 16 keys
      * (the n of two m16n8 mma tiles), a "block" BK keys (kept or skipped as one).
      * Tiles and warps:
@@ -646,26 +676,12 @@ template <int MODE> struct SaleAttn {
         tau = 0.f;
         prev_bits = 1u; /* the first segment computes its thresholds */
         if constexpr (EST) {
-            bool dense_head = true;
-            if (!p.dense_heads_only) {
-                /* thresholds travel in the parameter block (no copy, no sync);
-                 * more heads than it holds: a device array */
-                tau = p.tau ? ((const float *)p.tau)[h] : (h < SALE_TAU_INLINE ? p.tau_inline[h] : 0.f);
-                dense_head = !(tau > 1e-5f);
-            }
-            int lf = (i0 - SALE_LOCAL_WINDOW > 0 ? i0 - SALE_LOCAL_WINDOW : 0) / BK;
-            if (dense_head) {
-                local_lo = 0;
-            } else if (lf <= 1) {
-                local_lo = lf;
-            } else {
-                nseg = (lf - 1) / SB;
-                local_lo = 1 + nseg * SB;
-            }
+            tau = sale_head_tau(p, h);
+            sale_segment_plan(i0, SALE_LOCAL_WINDOW, BK, SB, !(tau > 1e-5f), &local_lo, &nseg);
         } else {
             local_lo = 0;
         }
-        total_chunks = nseg * NCH;
+        total_chunks = LOCAL ? 0 : nseg * NCH; /* LOCAL: the segments are estimated elsewhere */
     }
 
     /* estimation sources, and the first NBUF-1 code chunks in flight */
@@ -1020,7 +1036,7 @@ template <int MODE> struct SaleAttn {
         for (int w = 0; w < NW; w++)
             bits |= sflag[w];
         kept += __popc(bits);
-        prev_bits = bits;
+        prev_bits = SALE_THR_FIXED ? 0u : bits; /* fixed: the first segment's thresholds stay */
         if (mask_row && tid == 0 && bits) {
             int w0 = sf >> 5, sh = sf & 31;
             atomicOr(mask_row + w0, bits << sh);
@@ -1082,6 +1098,50 @@ template <int MODE> struct SaleAttn {
         }
     }
 };
+
+/* select's first launch on sm_90a with thr = fixed (the second is the wgmma
+ * estimation, wgmma_est.cuh): the exact local region and the sink of this
+ * query block give every row its threshold t_i, which thr = fixed keeps for
+ * all segments; the CTA also writes the range of c_j of the key blocks
+ * under its rows (every key block belongs to one query block), the mask row
+ * (local region and sink; the estimation ORs in the rest) and the kept count
+ * so far. Scratch: t_i at 0, {min, max} c_j at sale_layout_se_cbound_off. */
+template <int MODE> SALE_DEV void sale_select_local_body(const sale_params &p) {
+    static_assert(MODE == SALE_MODE_SELECT, "select only");
+    SaleAttn<MODE, true> st;
+    st.setup(p);
+    if (st.nseg > 0) { /* thresholds are needed only where segments follow */
+        SaleGenDown local = st.local_region();
+        st.run_list(local);
+        float *thr = (float *)p.scratch + (long long)st.bhq * st.N;
+#pragma unroll
+        for (int mt = 0; mt < st.MT; mt++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const float tv = st.row_threshold(p, mt, hh); /* every lane: quad sums */
+                const int row = st.wrow0 + mt * 16 + st.g4 + hh * 8;
+                if (st.c4 == 0 && row < st.N) thr[row] = tv;
+            }
+    }
+    /* {min, max} of c_j over each key block of this query block's rows: warp w, block w */
+    static_assert(SALE_BLOCK_K == 32 && SALE_BLOCK_Q / SALE_BLOCK_K <= SALE_WARPS, "one warp per key block");
+    const int J = st.qb * (SALE_BLOCK_Q / SALE_BLOCK_K) + st.warp;
+    if (st.warp < SALE_BLOCK_Q / SALE_BLOCK_K && J < p.nkb) {
+        const int j = J * SALE_BLOCK_K + st.lane;
+        const float c = j < st.N ? ((const float *)p.cterm)[(long long)st.bhq * st.N + j] : 0.f;
+        float lo = j < st.N ? c : SALE_POS_INF, hi = j < st.N ? c : SALE_NEG_INF;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+            hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+        }
+        if (st.lane == 0) {
+            float2 *cb = (float2 *)((unsigned char *)p.scratch + sale_layout_se_cbound_off(p.B, p.Hq, p.N));
+            cb[(long long)st.bhq * p.nkb + J] = make_float2(lo, hi);
+        }
+    }
+    st.store(p);
+}
 
 /* the kernel body of the attention families: the stages of SaleAttn */
 template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {

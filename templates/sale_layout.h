@@ -41,7 +41,10 @@
 
 typedef struct sale_layout_cfg {
     int family, head_dim, block_q, block_k, block_seg, local_window, dtype, est_bits, warps, stages, arch;
+    int thr; /* threshold variant: 0 open, SALE_LT_RUN, SALE_LT_FIXED (= sale_key.thr) */
 } sale_layout_cfg; /* family: 0 quantize,1 fused,2 select,3 attend,4 dense,5 plain; dtype 0 f16 1 bf16; arch 80/86/89/90/901 */
+#define SALE_LT_RUN 1   /* t_i from the state at the start of every segment */
+#define SALE_LT_FIXED 2 /* t_i once, after the local region and the sink */
 
 typedef struct sale_launch {
     const char *entry;
@@ -80,6 +83,34 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
 static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
     return sale_layout_wgmma_arch(c) && (c->family == SALE_LF_DENSE || c->warps == SALE_WG_WARPS);
 }
+/* On sm_90a, select with thr = fixed at head_dim 128, block_q 64, block_k 32,
+ * block_seg 128 and 8-bit codes has a wgmma estimation (wgmma_est.cuh): two
+ * launches, (1) the exact local region and the sink of every query block on
+ * the mma.sync engine (4 warps, 2 stages: SALE_SE_LOCAL_*), which gives each
+ * row its fixed threshold t_i and each key block the range of its c_j, (2)
+ * every segment's estimate on int8 wgmma over TMA-loaded code tiles (one
+ * segment = one 128-key tile), kept bits ORed into the mask rows. warps 12:
+ * a producer and 2 consumer warpgroups (2 m64 tiles each); warps 20: 4
+ * consumer warpgroups (1 m64 tile each); stages: the code-tile ring, 2..4. */
+#define SALE_SE_LOCAL_WARPS 4
+#define SALE_SE_LOCAL_STAGES 2
+#define SALE_SE_KT 128
+static SALE_HD SALE_CX inline int sale_layout_wgmma_select(const sale_layout_cfg *c) {
+    return c->family == SALE_LF_SELECT && c->arch == 901 && (c->warps == 12 || c->warps == 20);
+}
+/* the local launch's configuration: the mma.sync select engine */
+static SALE_HD SALE_CX inline sale_layout_cfg sale_layout_se_local(const sale_layout_cfg *c) {
+    sale_layout_cfg l = *c;
+    l.warps = SALE_SE_LOCAL_WARPS;
+    l.stages = SALE_SE_LOCAL_STAGES;
+    return l;
+}
+/* scratch of the wgmma select: t_i [B, Hq, N] f32, then {min, max} of c_j per
+ * key block [B, Hq, nkb] f32x2 at this byte offset */
+static SALE_HD inline unsigned long long sale_layout_se_cbound_off(int B, int Hq, int N) {
+    return ((unsigned long long)B * (unsigned long long)Hq * (unsigned long long)N * 4ull + 255ull) & ~255ull;
+}
+
 /* keys per K/V tile of the wgmma kernel: 128 (dense), 64 (attend: 2 mask blocks) */
 static SALE_HD SALE_CX inline int sale_layout_wgmma_bn(const sale_layout_cfg *c) {
     return c->family == SALE_LF_ATTEND ? 64 : 128;
@@ -106,6 +137,12 @@ static SALE_HD inline const char *sale_layout_main_entry(int family) {
     }
 }
 
+/* the entry a configuration's cubin is known by (its kernel info, registers,
+ * threads, shared memory): the main entry, or the wgmma select's estimation */
+static SALE_HD inline const char *sale_layout_entry(const sale_layout_cfg *c) {
+    return sale_layout_wgmma_select(c) ? "sale_select_wgmma_kernel" : sale_layout_main_entry(c->family);
+}
+
 static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
     if (c->family == SALE_LF_QUANTIZE) return SALE_QZ_THREADS;
     return (unsigned)(c->warps * 32);
@@ -115,6 +152,8 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb = 0, kt = 0, s = 0;
     if (c->family == SALE_LF_QUANTIZE || c->family == SALE_LF_PLAIN) return 0; /* plain: registers and local memory only */
+    if (sale_layout_wgmma_select(c)) /* 1 KB slack, stages x code tiles, c_j rows (4 m64 tiles x 2 x 128), barriers */
+        return 1024u + (unsigned)c->stages * (unsigned)SALE_SE_KT * 128u + 4096u + 128u;
     if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles, barriers */
         return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)sale_layout_wgmma_bn(c) * 256u + 256u;
     rb = (unsigned)c->head_dim * 2u;
@@ -189,6 +228,12 @@ static SALE_HD inline int sale_layout_space(int family, int head_dim, int arch, 
         stages[0] = 2; stages[1] = 3; *nstages = 2;
         return 0;
     }
+    if (family == SALE_LF_SELECT && arch == 901 && head_dim == 128) {
+        /* the mma.sync tiles, then the wgmma estimation's (legal with thr=fixed only) */
+        warps[0] = 2; warps[1] = 4; warps[2] = 8; warps[3] = SALE_WG_WARPS; warps[4] = 20; *nwarps = 5;
+        stages[0] = 2; stages[1] = 3; stages[2] = 4; *nstages = 3;
+        return 0;
+    }
     if (family == SALE_LF_PLAIN) {
         warps[0] = 2; warps[1] = 4; *nwarps = 2;
         stages[0] = 1; *nstages = 1;
@@ -232,6 +277,17 @@ static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why,
     }
     if (c->family == SALE_LF_DENSE && sale_layout_wgmma_arch(c) && c->warps != SALE_WG_WARPS)
         return sale_layout_why_(why, whylen, "warps: the sm_90a dense kernel (wgmma) is 12 warps, 3 warpgroups");
+    if (sale_layout_wgmma_select(c)) {
+        if (c->thr != SALE_LT_FIXED)
+            return sale_layout_why_(why, whylen, "warps: the sm_90a select kernel (wgmma, warps 12 or 20) takes thr=fixed");
+        if (c->head_dim != 128 || c->block_q != 64 || c->block_k != 32 || c->block_seg != 128 || c->est_bits != 8)
+            return sale_layout_why_(why, whylen, "warps: the sm_90a select kernel (wgmma, warps 12 or 20) takes head_dim 128, "
+                                                  "block_q 64, block_k 32, block_seg 128 and est_bits 8");
+        if (c->local_window < 0 || c->local_window % c->block_k != 0)
+            return sale_layout_why_(why, whylen, "local_window: must be a non-negative multiple of block_k");
+        if (c->stages < 2 || c->stages > 4) return sale_layout_why_(why, whylen, "stages: the sm_90a select kernel takes 2..4");
+        return 1;
+    }
     if (sale_layout_wgmma(c)) {
         if (c->stages != 2 && c->stages != 3) return sale_layout_why_(why, whylen, "stages: the sm_90a wgmma kernels take 2 or 3");
         if (c->family == SALE_LF_ATTEND && (c->block_q != 64 || c->block_k != 32))
@@ -268,6 +324,9 @@ static SALE_HD inline unsigned long long sale_layout_scratch_bytes(const sale_la
     if (c->family == SALE_LF_QUANTIZE)
         return (unsigned long long)sale_layout_mean_chunks(N) * (unsigned long long)(Hq + Hkv) * (unsigned long long)B *
                (unsigned long long)c->head_dim * 8ull;
+    if (sale_layout_wgmma_select(c))
+        return sale_layout_se_cbound_off(B, Hq, N) +
+               (unsigned long long)B * (unsigned long long)Hq * (unsigned long long)((N + c->block_k - 1) / c->block_k) * 8ull;
     return 0;
 }
 
@@ -295,6 +354,28 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         return 1;
     }
     if (c->family < 1 || c->family > 5) return -1;
+    if (sale_layout_wgmma_select(c)) {
+        /* (1) the local region: one CTA per (query block, head, batch) */
+        sale_layout_cfg l = sale_layout_se_local(c);
+        out[0].entry = "sale_select_local_kernel";
+        out[0].grid[0] = (unsigned)((N + c->block_q - 1) / c->block_q);
+        out[0].grid[1] = (unsigned)Hq;
+        out[0].grid[2] = (unsigned)B;
+        out[0].block = SALE_SE_LOCAL_WARPS * 32;
+        out[0].smem = sale_layout_smem(&l);
+        /* (2) the estimation: one CTA per four m64 tiles of one GQA group (heads
+         * of the group first, then neighbouring query blocks) */
+        int group = Hq / Hkv, g4 = group % 4 == 0 ? 4 : (group % 2 == 0 ? 2 : 1), qpc = 4 / g4;
+        unsigned long long nqb = (unsigned long long)((N + c->block_q - 1) / c->block_q);
+        unsigned long long n = (nqb + (unsigned long long)qpc - 1) / (unsigned long long)qpc * (unsigned long long)B *
+                               (unsigned long long)Hkv * (unsigned long long)(group / g4);
+        if (n > 0x7fffffffull) return -1;
+        out[1].entry = "sale_select_wgmma_kernel";
+        out[1].grid[0] = (unsigned)n; out[1].grid[1] = 1; out[1].grid[2] = 1;
+        out[1].block = (unsigned)c->warps * 32u;
+        out[1].smem = sale_layout_smem(c);
+        return 2;
+    }
     if (sale_layout_wgmma(c)) { /* 1-D: (query tile, batch, head), heaviest tiles first */
         unsigned long long n = (unsigned long long)((N + SALE_WG_TILE - 1) / SALE_WG_TILE) * (unsigned long long)Hq * (unsigned long long)B;
         if (n > 0x7fffffffull) return -1;

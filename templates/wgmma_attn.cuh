@@ -57,60 +57,13 @@ static_assert(sale_layout_wgmma(&DW_LCFG), "the host would not launch this kerne
 static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * SALE_STAGES * DW_KTILE + 256u,
               "shared-memory layout of the wgmma dense kernel and sale_layout_smem() disagree");
 
-/* ------------------------------------------------------------ mbarrier, TMA */
-SALE_DEV void dw_mbar_init(sale_u32 a, sale_u32 n) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(n) : "memory");
-}
-SALE_DEV void dw_mbar_expect_tx(sale_u32 a, sale_u32 bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes) : "memory");
-}
-SALE_DEV void dw_mbar_arrive(sale_u32 a) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory");
-}
-SALE_DEV void dw_mbar_wait(sale_u32 a, sale_u32 parity) {
-    sale_u32 ok;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(ok)
-                     : "r"(a), "r"(parity)
-                     : "memory");
-    } while (!ok);
-}
-/* one box (64 columns x 128 rows) of a rank-4 tensor map (d, row, head, batch) */
-SALE_DEV void dw_tma_4d(sale_u32 dst, const sale_tmap *map, int d, int row, int h, int b, sale_u32 mbar) {
-    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
-                 "%5}], [%6];\n" ::"r"(dst),
-                 "l"((sale_u64)map), "r"(d), "r"(row), "r"(h), "r"(b), "r"(mbar)
-                 : "memory");
-}
-
-/* ------------------------------------------------------------------ wgmma */
-/* shared-memory matrix descriptor, 128-byte swizzle */
-SALE_DEV sale_u64 dw_desc(sale_u32 saddr, sale_u32 lbo, sale_u32 sbo) {
-    sale_u64 d = (sale_u64)((saddr & 0x3FFFFu) >> 4);
-    d |= (sale_u64)((lbo >> 4) & 0x3FFFu) << 16;
-    d |= (sale_u64)((sbo >> 4) & 0x3FFFu) << 32;
-    d |= (sale_u64)1 << 62;
-    return d;
-}
-SALE_DEV void dw_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-SALE_DEV void dw_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N> SALE_DEV void dw_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
-/* keeps the compiler from moving reads of wgmma results above the wait */
-template <int N> SALE_DEV void dw_fence_acc(float (&d)[N]) {
-#pragma unroll
-    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
-}
+#include "wgmma_common.cuh"
 
 #if SALE_DTYPE == 1
 #define DW_WGMMA_TYPE "bf16"
 #else
 #define DW_WGMMA_TYPE "f16"
 #endif
-#define DW_ACC64                                                                                                      \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
-    "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "   \
-    "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 #define DW_ACC_OPS(d)                                                                                                 \
     "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),       \
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),       \

@@ -340,7 +340,7 @@ Test(gpu, quantize_kernel_matches_cpu)
 
     int nkb = (N + BK - 1) / BK;
     size_t scratch_n = 0;
-    sale_layout_cfg lc = {0, D, 64, BK, 128, 128, 1, 8, 8, 1, 90};
+    sale_layout_cfg lc = {0, D, 64, BK, 128, 128, 1, 8, 8, 1, 90, 0};
     scratch_n = (size_t)sale_layout_scratch_bytes(&lc, B, Hq, Hkv, N);
     void *dq, *dk, *qc, *kc, *qs, *ks, *qm, *km, *ct, *scr, *kcent;
     cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);

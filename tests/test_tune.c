@@ -78,7 +78,7 @@ Test(tune, eight_warps_need_block_q_128)
         eight += c[i].warps == 8;
     cr_assert_eq(eight, 2, "warps=8 with block_q 128 is allowed (stages 2 and 3)");
     /* the same rule as sale_layout_legal states it */
-    sale_layout_cfg lc = {SALE_LF_ATTEND, 128, 64, 32, 128, 128, 1, 8, 8, 2, 90};
+    sale_layout_cfg lc = {SALE_LF_ATTEND, 128, 64, 32, 128, 128, 1, 8, 8, 2, 90, 0};
     cr_assert_eq(sale_layout_legal(&lc, NULL, 0), 0);
     lc.block_q = 128;
     cr_assert_eq(sale_layout_legal(&lc, NULL, 0), 1);
@@ -119,7 +119,7 @@ Test(tune, small_device_prunes_from_stored_resources)
     cr_assert_eq(n, 4);
     /* dynamic smem: a Q tile + stages K/V tiles (about 51 KB with 2 stages, 68 KB
      * with 3): a device whose limit sits between them keeps only 2 stages */
-    sale_layout_cfg l2 = {SALE_LF_ATTEND, 128, 64, 32, 128, 128, 1, 8, 4, 2, 90}, l3 = l2;
+    sale_layout_cfg l2 = {SALE_LF_ATTEND, 128, 64, 32, 128, 128, 1, 8, 4, 2, 90, 0}, l3 = l2;
     l3.stages = 3;
     int limit = (int)(sale_layout_smem(&l2) + sale_layout_smem(&l3)) / 2;
     sale_device_info small;

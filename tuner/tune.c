@@ -36,12 +36,6 @@ static void fill_algorithm(sale_key *k)
     key_fill_algorithm(k);
 }
 
-static sale_layout_cfg layout_of(const sale_key *k)
-{
-    sale_layout_cfg c = {(int)k->family, k->head_dim, k->block_q, k->block_k, k->block_seg, k->local_window,
-                         (int)k->dtype,  k->est_bits, k->warps,   k->stages,  k->arch};
-    return c;
-}
 
 int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int *stages, int nstages,
                    tune_candidate *out, int max, int *illegal, char *err, size_t errlen)
@@ -103,7 +97,7 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
             sale_key c = k;
             c.warps = sw[i];
             c.stages = ss[j];
-            sale_layout_cfg lc = layout_of(&c);
+            sale_layout_cfg lc = key_layout(&c);
             if (!sale_layout_legal(&lc, NULL, 0) || sale_key_validate(&c, NULL, 0) != SALE_OK) {
                 bad++;
                 continue;

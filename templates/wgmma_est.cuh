@@ -1,0 +1,307 @@
+/* wgmma_est.cuh — select's estimation on Hopper (sm_90a) for thr = fixed:
+ * every segment of every query block estimated on int8 wgmma, the
+ * Relative Attention Score test fused on the accumulators. select.cu
+ * compiles it when SALE_ARCH == 901 and warps is 12 or 20
+ * (sale_layout_wgmma_select); the first launch of the family,
+ * sale_select_local_kernel (sale_common.cuh), has already computed the exact
+ * local region of every query block, so that each row's threshold t_i is
+ * known (thr = fixed never raises it), written the mask rows (local region
+ * and sink) and the range {min, max} of c_j of every key block.
+ *
+ * The measured design of bench/wgmma (est_wgmma.cu, "wgmma_b"; NOTES.md):
+ * CTA = four m64 tiles (64 query rows each) of one GQA group that read the
+ * same K codes: the group's heads at one query block (group 4 and up), or 2
+ * heads x 2 query blocks (group 2), or 4 query blocks (group 1); heaviest
+ * query blocks first. SALE_SE_WARPS / 4 warpgroups:
+ *   warpgroup 0, the producer: one thread TMA-loads the code tiles (128 keys
+ *     x 128 int8 codes = one segment = 16 KB, 128-byte swizzle) of segments
+ *     0 .. the CTA's last into a SALE_SE_STAGES-deep ring (FULL: landed,
+ *     EMPTY: every consumer warp is done with it);
+ *   the consumer warpgroups (SE_NCW: 2 with warps 12, 4 with warps 20), SE_MPW
+ *     m64 tiles each: the tile's query codes live in registers (the wgmma A
+ *     fragment, loaded once); per segment, 4 x wgmma m64n128k32 s8.s8 -> s32
+ *     (B = the code tile by descriptor), then the test:
+ * The test of block J (32 keys) for rows i: kept iff some i, j in J have
+ *   fl(fl(fl(sq_i * sk_J) * dot_ij) + c_j) > t_i        (sale-algorithm.md, the reference's order)
+ * Per thread, row and block, d = max of its 8 dots; x = fl(pr * d) with
+ * pr = fl(sq_i * sk_J) >= 0; fl is monotone, so fl(x + cmin_J) > t ⇒ kept for
+ * sure and fl(x + cmax_J) <= t ⇒ not kept for sure; the blocks of a tile that
+ * neither decides (rare: c_j's range is narrow next to the dots') are tested
+ * element by element on the still-live accumulators, c_j from shared memory
+ * (each warpgroup stages the c_j row of its tiles one segment ahead). The
+ * decisions equal the element-wise test exactly: masks equal the reference
+ * bit for bit. Kept bits are ORed into the mask rows (global atomics, one
+ * per warp and segment with a kept block); at the end each m64 tile adds its
+ * new blocks to the kept count. */
+#ifndef SALE_WGMMA_EST_CUH
+#define SALE_WGMMA_EST_CUH
+#include "wgmma_common.cuh"
+
+#define SE_NCW (SALE_SE_WARPS / 4 - 1) /* consumer warpgroups */
+#define SE_MPW (4 / SE_NCW)            /* m64 tiles per consumer warpgroup */
+#define SE_KT SALE_SE_KT               /* keys per code tile = one segment */
+#define SE_ST SALE_SE_STAGES           /* code-tile ring */
+#define SE_TILE (SE_KT * 128)          /* bytes of a code tile */
+#define SE_BPT (SE_KT / 32)            /* mask blocks per tile */
+/* registers per consumer thread after setmaxnreg (the producer gives its own back) */
+#define SE_CREGS (SE_NCW == 2 ? 240 : 112)
+
+static_assert(SE_NCW == 2 || SE_NCW == 4, "warps 12 or 20");
+static_assert(SALE_HEAD_DIM == 128 && SALE_BLOCK_Q == 64 && SALE_BLOCK_K == 32 && SALE_BLOCK_SEG == SE_KT &&
+                  SALE_EST_BITS == 8,
+              "the wgmma estimation: head_dim 128, block_q 64, block_k 32, block_seg 128, 8-bit codes");
+static_assert(SALE_THR_FIXED, "the wgmma estimation keeps t_i fixed (thr=fixed)");
+static constexpr sale_layout_cfg SE_LCFG = {SALE_FAMILY, 128, 64, 32, 128, SALE_LOCAL_WINDOW, SALE_DTYPE, 8,
+                                            SALE_SE_WARPS, SALE_SE_STAGES, SALE_ARCH, SALE_LT_FIXED};
+static_assert(sale_layout_wgmma_select(&SE_LCFG), "the host would not launch this kernel for this key");
+/* the same sum as sale_layout_smem(): 1 KB of alignment slack, the ring, the
+ * c_j rows [4 tiles][2 segments][128 floats], 128 B of barriers */
+static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4096u + 128u,
+              "shared-memory layout of the wgmma estimation and sale_layout_smem() disagree");
+
+/* D(64x128 s32) (+)= A(64x32 int8, registers) * B(32x128 int8, shared, K-major) */
+SALE_DEV void se_mma(int (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 " DW_ACC64 ", {%64, %65, %66, %67}, %68, p;\n}\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+                   "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]),
+                   "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]),
+                   "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]),
+                   "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]),
+                   "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]),
+                   "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]),
+                   "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),
+                   "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(bdesc), "r"(scale_d));
+}
+
+/* int -> float, exact for |d| < 2^22 (|dot| <= 128 * 127 * 127 < 2^21), and
+ * the estimate in the reference's order (SaleAttn::est_score) */
+SALE_DEV float se_i2f(int d) { return __fsub_rn(__int_as_float(d + 0x4B400000), 12582912.f); }
+SALE_DEV float se_shat(float pr, int d, float c) { return __fadd_rn(__fmul_rn(pr, se_i2f(d)), c); }
+
+/* The CTA's four m64 tiles: tile t is q head hbase + t % g4 at query block
+ * qb0 + t / g4 (absent past the last query block). */
+struct SeCta {
+    int b, kvh, hbase, qb0, g4;
+    SALE_DEV void decode(const sale_params &p, int lin) {
+        g4 = p.group % 4 == 0 ? 4 : (p.group % 2 == 0 ? 2 : 1);
+        const int qpc = 4 / g4, hgn = p.group / g4;
+        const int per = p.B * p.Hkv * hgn, nqc = (p.nqb + qpc - 1) / qpc;
+        const int qc = nqc - 1 - lin / per; /* heaviest first */
+        int r = lin % per;
+        const int hg = r % hgn;
+        r /= hgn;
+        kvh = r % p.Hkv;
+        b = r / p.Hkv;
+        hbase = kvh * p.group + hg * g4;
+        qb0 = qc * qpc;
+    }
+    /* segments (= code tiles) of tile t: 0 if absent or a dense head */
+    SALE_DEV int segments(const sale_params &p, int t, int *qb, int *h) const {
+        *qb = qb0 + t / g4;
+        *h = hbase + t % g4;
+        if (*qb >= p.nqb) return 0;
+        int lo, ns;
+        sale_segment_plan(*qb * SALE_BLOCK_Q, SALE_LOCAL_WINDOW, SALE_BLOCK_K, SE_BPT,
+                          !(sale_head_tau(p, *h) > 1e-5f), &lo, &ns);
+        return ns;
+    }
+};
+
+extern __shared__ __align__(128) unsigned char sale_se_smem[];
+
+extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
+    sale_select_wgmma_kernel(const __grid_constant__ sale_tma_params tp) {
+    const sale_params &p = tp.p;
+    SeCta cta;
+    cta.decode(p, (int)blockIdx.x);
+    int kt_end = 0;
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        int qb, h;
+        const int ns = cta.segments(p, t, &qb, &h);
+        kt_end = ns > kt_end ? ns : kt_end;
+    }
+    if (kt_end == 0) return; /* nothing to estimate (the whole CTA: uniform) */
+
+    const sale_u32 raw = sale_smem_addr(sale_se_smem);
+    const sale_u32 sK = (raw + 1023u) & ~1023u; /* the ring, 1 KB aligned (the swizzle atom) */
+    const sale_u32 sC = sK + SE_ST * SE_TILE;   /* c_j rows */
+    const sale_u32 FULL = sC + 4096u, EMPTY = FULL + 8u * SE_ST;
+    float *crow_s = (float *)(sale_se_smem + (sC - raw));
+
+    const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, warp = wtid >> 5, lane = tid & 31;
+    if (tid == 0) {
+        for (int s = 0; s < SE_ST; s++) {
+            dw_mbar_init(FULL + 8 * s, 1);
+            dw_mbar_init(EMPTY + 8 * s, SE_NCW * 4); /* one arrival per consumer warp */
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) { /* ------------------------------------------ producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+        if (tid == 0) {
+            const int slice = cta.b * p.Hkv + cta.kvh;
+            for (int kt = 0; kt < kt_end; kt++) {
+                const int s = kt % SE_ST;
+                dw_mbar_wait(EMPTY + 8 * s, ((kt / SE_ST) & 1) ^ 1);
+                dw_mbar_expect_tx(FULL + 8 * s, SE_TILE);
+                /* segment kt: keys 32 + 128 kt .. (segments count from block 1) */
+                dw_tma_3d(sK + s * SE_TILE, &tp.tk, 0, SALE_BLOCK_K + kt * SE_KT, slice, FULL + 8 * s);
+            }
+        }
+        return;
+    }
+    /* ------------------------------------------------------------ consumers */
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(SE_CREGS));
+    const int cw = wg - 1, g = lane >> 2, c4 = lane & 3;
+    const int N = p.N;
+    int ns[SE_MPW], qb[SE_MPW];
+    long long bh[SE_MPW];
+    float sq[SE_MPW][2], tt[SE_MPW][2], cn[SE_MPW];
+    sale_u32 qa[SE_MPW][4][4];
+    const float *cterm = (const float *)p.cterm;
+    const float2 *cbound = (const float2 *)((const unsigned char *)p.scratch + sale_layout_se_cbound_off(p.B, p.Hq, N));
+#pragma unroll
+    for (int mm = 0; mm < SE_MPW; mm++) {
+        int h;
+        ns[mm] = cta.segments(p, cw * SE_MPW + mm, &qb[mm], &h);
+        bh[mm] = (long long)cta.b * p.Hq + h;
+        const int r0 = qb[mm] * SALE_BLOCK_Q + warp * 16 + g;
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int row = r0 + 8 * hh;
+            const bool v = ns[mm] > 0 && row < N;
+            sq[mm][hh] = v ? ((const float *)p.qscale)[bh[mm] * N + row] : 0.f;
+            tt[mm][hh] = v ? ((const float *)p.scratch)[bh[mm] * N + row] : SALE_POS_INF;
+        }
+        /* the A fragment of k-step ks: rows g, g+8; bytes 32 ks + 4 c4 (+16) */
+        const unsigned char *qr = (const unsigned char *)p.qcode + (bh[mm] * N + r0) * 128;
+        const bool v0 = ns[mm] > 0 && r0 < N, v1 = ns[mm] > 0 && r0 + 8 < N;
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            qa[mm][ks][0] = v0 ? *(const sale_u32 *)(qr + ks * 32 + 4 * c4) : 0u;
+            qa[mm][ks][1] = v1 ? *(const sale_u32 *)(qr + 8 * 128 + ks * 32 + 4 * c4) : 0u;
+            qa[mm][ks][2] = v0 ? *(const sale_u32 *)(qr + ks * 32 + 16 + 4 * c4) : 0u;
+            qa[mm][ks][3] = v1 ? *(const sale_u32 *)(qr + 8 * 128 + ks * 32 + 16 + 4 * c4) : 0u;
+        }
+        cn[mm] = ns[mm] > 0 ? cterm[bh[mm] * N + SALE_BLOCK_K + wtid] : 0.f; /* segment 0's c_j, one per thread */
+    }
+    const float *ksc = (const float *)p.kscale + ((long long)cta.b * p.Hkv + cta.kvh) * p.nkb;
+    sale_u32 *mask = (sale_u32 *)p.mask;
+    int acc[SE_MPW][64];
+
+    for (int kt = 0; kt < kt_end; kt++) {
+        const int s = kt % SE_ST, blk0 = 1 + kt * SE_BPT;
+        /* c_j of this segment into shared memory, the next one's load in flight */
+#pragma unroll
+        for (int mm = 0; mm < SE_MPW; mm++)
+            if (kt < ns[mm]) {
+                crow_s[((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_KT + wtid] = cn[mm];
+                if (kt + 1 < ns[mm]) cn[mm] = cterm[bh[mm] * N + SALE_BLOCK_K + (kt + 1) * SE_KT + wtid];
+            }
+        dw_bar_sync(1 + cw, 128); /* this warpgroup's rows are in (and last segment's reads done) */
+        /* the blocks' scales and c_j ranges: their latency hides behind the wgmma */
+        float sk[SE_BPT];
+        float2 cb[SE_MPW][SE_BPT];
+#pragma unroll
+        for (int J = 0; J < SE_BPT; J++) sk[J] = ksc[blk0 + J];
+#pragma unroll
+        for (int mm = 0; mm < SE_MPW; mm++)
+#pragma unroll
+            for (int J = 0; J < SE_BPT; J++)
+                cb[mm][J] = kt < ns[mm] ? cbound[bh[mm] * p.nkb + blk0 + J] : make_float2(0.f, 0.f);
+
+        dw_mbar_wait(FULL + 8 * s, (kt / SE_ST) & 1);
+        dw_fence();
+        /* issued for every tile, also one past its segments (results unused):
+         * a wgmma under a branch is serialised by ptxas (C7520) */
+#pragma unroll
+        for (int mm = 0; mm < SE_MPW; mm++)
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+                se_mma(acc[mm], qa[mm][ks], dw_desc(sK + s * SE_TILE + 32 * ks, 16, 1024), ks);
+        dw_commit();
+        dw_wait<0>();
+#pragma unroll
+        for (int mm = 0; mm < SE_MPW; mm++) dw_fence_acc(acc[mm]);
+        __syncwarp();
+        if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
+
+#pragma unroll
+        for (int mm = 0; mm < SE_MPW; mm++) {
+            if (kt >= ns[mm]) continue; /* warpgroup-uniform */
+            const int (&a)[64] = acc[mm];
+            /* the bounds of the 4 blocks (independent chains), one reduction */
+            sale_u32 bits = 0;
+#pragma unroll
+            for (int J = 0; J < SE_BPT; J++) {
+                const float pr0 = __fmul_rn(sq[mm][0], sk[J]), pr1 = __fmul_rn(sq[mm][1], sk[J]);
+                int d0 = max(a[16 * J + 0], a[16 * J + 1]), d1 = max(a[16 * J + 2], a[16 * J + 3]);
+#pragma unroll
+                for (int nt = 1; nt < 4; nt++) {
+                    d0 = max(d0, max(a[16 * J + 4 * nt + 0], a[16 * J + 4 * nt + 1]));
+                    d1 = max(d1, max(a[16 * J + 4 * nt + 2], a[16 * J + 4 * nt + 3]));
+                }
+                const float x0 = __fmul_rn(pr0, se_i2f(d0)), x1 = __fmul_rn(pr1, se_i2f(d1));
+                bits |= (sale_u32)((__fadd_rn(x0, cb[mm][J].x) > tt[mm][0]) | (__fadd_rn(x1, cb[mm][J].x) > tt[mm][1])) << J;
+                bits |= (sale_u32)((__fadd_rn(x0, cb[mm][J].y) > tt[mm][0]) | (__fadd_rn(x1, cb[mm][J].y) > tt[mm][1]))
+                        << (SE_BPT + J);
+            }
+            bits = __reduce_or_sync(0xffffffffu, bits);
+            sale_u32 kept = bits & 15u;
+            const sale_u32 und = (bits >> SE_BPT) & ~bits & 15u;
+            if (und) { /* the element-wise test for the blocks the bounds left open */
+                const float *cs = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_KT;
+#pragma unroll
+                for (int J = 0; J < SE_BPT; J++)
+                    if (und >> J & 1u) {
+                        const float pr0 = __fmul_rn(sq[mm][0], sk[J]), pr1 = __fmul_rn(sq[mm][1], sk[J]);
+                        bool hit = false;
+#pragma unroll
+                        for (int nt = 0; nt < 4; nt++) {
+                            const float2 c = *(const float2 *)(cs + J * 32 + nt * 8 + 2 * c4);
+                            hit |= (se_shat(pr0, a[16 * J + 4 * nt + 0], c.x) > tt[mm][0]) |
+                                   (se_shat(pr0, a[16 * J + 4 * nt + 1], c.y) > tt[mm][0]) |
+                                   (se_shat(pr1, a[16 * J + 4 * nt + 2], c.x) > tt[mm][1]) |
+                                   (se_shat(pr1, a[16 * J + 4 * nt + 3], c.y) > tt[mm][1]);
+                        }
+                        if (__any_sync(0xffffffffu, hit)) kept |= 1u << J;
+                    }
+            }
+            if (kept && lane == 0) {
+                sale_u32 *row = mask + (bh[mm] * p.nqb + qb[mm]) * p.nkw;
+                const int w = blk0 >> 5, sh = blk0 & 31;
+                atomicOr(row + w, kept << sh);
+                if (sh > 32 - SE_BPT && (kept >> (32 - sh))) atomicOr(row + w + 1, kept >> (32 - sh));
+            }
+        }
+    }
+
+    /* kept counts: the estimated blocks [1, 1 + 4 ns) of each tile's mask row, once
+     * every warp's bits are in (the local kernel counted the local region) */
+    dw_bar_sync(1 + cw, 128);
+    if (p.kept) {
+#pragma unroll
+        for (int mm = 0; mm < SE_MPW; mm++) {
+            if (ns[mm] == 0 || warp != 0) continue;
+            const sale_u32 *row = mask + (bh[mm] * p.nqb + qb[mm]) * p.nkw;
+            const int hi = 1 + ns[mm] * SE_BPT; /* first block past the segments */
+            int cnt = 0;
+            for (int w = lane; w * 32 < hi; w += 32) {
+                sale_u32 bits = __ldcg(row + w);
+                if (w == 0) bits &= ~1u; /* the sink is the local kernel's */
+                if (hi < w * 32 + 32) bits &= (1u << (hi - w * 32)) - 1u;
+                cnt += __popc(bits);
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
+            if (lane == 0) atomicAdd((int *)p.kept + bh[mm] * p.nqb + qb[mm], cnt);
+        }
+    }
+}
+
+#endif
