@@ -2,9 +2,10 @@
 --
 -- Format: the file SETS GLOBALS, one per section; nothing is returned.
 --   cache      = { path = "...", fleet = "..." }   writable cache, read-only fleet file ("~/" expands)
---   defaults   = { block_q, block_k, block_seg, local_window, est_bits, dense_below, tau }
+--   defaults   = { block_q, block_k, block_seg, local_window, est_bits, dense_below, tau, thr }
+--                thr: "run" (default) or "fixed", the threshold variant (sale.h, SALE_THR_*)
 --   arch       = { sm_90 = { <defaults fields> }, ... }   per-arch overrides (at most 4 archs)
---   fleet      = { archs, head_dims, families, dtypes, block_q, block_k, block_seg, local_window }
+--   fleet      = { archs, head_dims, families, dtypes, block_q, block_k, block_seg, local_window, thr }
 --                each a list (or one value); prewarm builds every combination, so every
 --                block_seg / local_window must suit every block_k
 --   tuning     = { warps = {...}, stages = {...}, budget_s = seconds, strategy = "exhaustive"|"halving"|"random" }
@@ -50,6 +51,7 @@ fleet = {
   block_k = { 32, 64 },
   block_seg = { 128, 256 },
   local_window = { 128 },
+  thr = { "run" },  -- add "fixed" to also build the authors' threshold variant
 }
 
 tuning = {

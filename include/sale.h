@@ -521,6 +521,8 @@ typedef struct sale_calibrate_options {
     int dry_run;             /* 1: choose, report, store nothing */
     sale_calibrate_progress_fn progress; /* called after each layer; may be NULL */
     void *progress_user;
+    int thr;                 /* threshold variant (SALE_THR_*; 0: run): calibrate with the one
+                                the attention calls will use (fixed keeps more blocks at a tau) */
 } sale_calibrate_options;
 
 typedef struct sale_calibrate_result {

@@ -254,6 +254,7 @@ static sale_status attend(engine *e, const shape *sh, int heads_q, int heads_kv,
     a.block_k = o->block_k;
     a.block_seg = o->block_seg;
     a.local_window = o->local_window;
+    a.thr = o->thr;
     a.est_bits = o->est_bits;
     a.mode = tau ? o->mode : SALE_MODE_DENSE;
     a.tau = tau;

@@ -14,7 +14,7 @@
 static const char tune_help[] =
     "usage: sale tune [--family LIST] [--seq-len LIST] [--batch B] [--heads HQ HKV]\n"
     "                 [--head-dim D] [--dtype bf16|f16] [--strategy exhaustive|halving|random]\n"
-    "                 [--budget SECONDS] [--reps N] [--seed S]\n"
+    "                 [--budget SECONDS] [--reps N] [--seed S] [--thr run|fixed]\n"
     "       sale tune --dense-below [--seq-len LIST] [--heads HQ HKV] [--head-dim D] [--reps N]\n"
     "Times the legal tile choices (warps per CTA, pipeline stages) of each family on\n"
     "GPU 0 and stores the fastest correct one for this device, driver and problem\n"
@@ -30,6 +30,8 @@ static const char tune_help[] =
     "  --strategy S      exhaustive (default), halving (successive halving) or random\n"
     "  --budget SECONDS  wall-clock budget per (family, size); 0: none (default: config)\n"
     "  --reps N          timed repetitions of a full measurement (default 20)\n"
+    "  --thr run|fixed   threshold variant of the fused and select kernels tuned\n"
+    "                    (default: the config's defaults.thr, else run); each is its own key\n"
     "  --dense-below     instead: time fused, two-pass and dense at each length (default\n"
     "                    1024 .. 65536) and store where SALE starts to pay as\n"
     "                    this device's dense_below (sale_attention's default from then on)\n\n"
@@ -147,7 +149,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
     sale_family fams[8] = {SALE_FAMILY_FUSED, SALE_FAMILY_DENSE};
     int nf = 2, seqs[16] = {16384}, nseq = 1, batch = 1, hq = 32, hkv = 8, hd = 128, reps = 20;
     unsigned seed = 1;
-    int dense_below = 0, seq_given = 0;
+    int dense_below = 0, seq_given = 0, thr = cfg ? cfg->defaults.thr : 0;
     sale_dtype dt = SALE_DTYPE_BF16;
     char strategy[32] = "exhaustive";
     double budget = 0;
@@ -218,6 +220,9 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
         } else if (!strcmp(o, "--reps")) {
             if (parse_list(v, &reps, 1) != 1)
                 return usage("--reps: expected a positive integer, got '%s'", v);
+        } else if (!strcmp(o, "--thr")) {
+            if ((thr = sale_thr_parse(v)) < 0)
+                return usage("--thr: run or fixed, got '%s'", v);
         } else if (!strcmp(o, "--seed")) {
             int s;
             if (parse_list(v, &s, 1) != 1)
@@ -267,6 +272,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
             base.block_seg = cfg->defaults.block_seg;
             base.local_window = cfg->defaults.local_window;
         }
+        base.thr = thr;
         tune_gpu *g = NULL;
         fprintf(stderr, "sale tune: generating inputs B=%d Hq=%d Hkv=%d N=%d D=%d\n", batch, hq, hkv, seqs[si], hd);
         if (tune_gpu_create(ctx, &base, batch, hq, hkv, seqs[si], seed, &g)) {

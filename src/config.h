@@ -18,11 +18,13 @@ typedef struct cfg_fleet {
     int block_ks[CFG_MAX_LIST];     int n_block_ks;
     int block_segs[CFG_MAX_LIST];   int n_block_segs;
     int local_windows[CFG_MAX_LIST]; int n_local_windows;
+    int thrs[CFG_MAX_LIST];         int n_thrs;         /* SALE_THR_RUN, SALE_THR_FIXED */
 } cfg_fleet;
 
 typedef struct cfg_defaults {   /* algorithm defaults; 0 = library default */
     int block_q, block_k, block_seg, local_window, est_bits, dense_below;
     float tau;
+    int thr;                    /* SALE_THR_RUN | SALE_THR_FIXED (0: run) */
 } cfg_defaults;
 
 typedef struct cfg_tuning {
@@ -50,7 +52,8 @@ typedef struct sale_config {
 } sale_config;
 
 /* The built-in defaults: fleet sm_80, sm_86, sm_89, sm_90; head dims 64 and
- * 128; every family; bf16 and f16; the algorithm's default block sizes. */
+ * 128; every family; bf16 and f16; the algorithm's default block sizes and
+ * threshold variant (run). */
 void cfg_defaults_init(sale_config *cfg);
 
 /* Find the config file: explicit path, else $SALE_CONFIG, else

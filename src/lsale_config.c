@@ -64,6 +64,7 @@ void cfg_defaults_init(sale_config *cfg)
     f->block_ks[f->n_block_ks++] = 32;
     f->block_segs[f->n_block_segs++] = 128;
     f->local_windows[f->n_local_windows++] = 128;
+    f->thrs[f->n_thrs++] = SALE_THR_RUN;
     cfg_tuning *t = &cfg->tuning;
     t->warps[t->n_warps++] = 4;
     t->warps[t->n_warps++] = 8;
@@ -960,12 +961,19 @@ static int rule_head_dim(vctx *v, const vpath *p, int d)
 
 /* ---- sections */
 
-static const char *const defaults_fields[] = {"block_q",  "block_k", "block_seg", "local_window",
-                                              "est_bits", "dense_below", "tau", NULL};
+static const char *const defaults_fields[] = {"block_q",  "block_k",     "block_seg", "local_window",
+                                              "est_bits", "dense_below", "tau",       "thr",
+                                              NULL};
+
+/* "run" / "fixed" (sale_thr_parse, not linked here: see #pragma weak above) */
+static int thr_of_name(const char *s)
+{
+    return !strcmp(s, "run") ? SALE_THR_RUN : !strcmp(s, "fixed") ? SALE_THR_FIXED : -1;
+}
 
 /* Reads the fields present in the table at idx into d (others untouched);
  * set[] marks which were present. arch: for est_bits (0 = any). */
-static void read_defaults(vctx *v, const vpath *p, int idx, cfg_defaults *d, int set[7], int arch)
+static void read_defaults(vctx *v, const vpath *p, int idx, cfg_defaults *d, int set[8], int arch)
 {
     lua_State *L = v->L;
     if (!check_table(v, p, idx) || !check_known(v, p, idx, defaults_fields, "field"))
@@ -1014,6 +1022,17 @@ static void read_defaults(vctx *v, const vpath *p, int idx, cfg_defaults *d, int
                     d->tau = (float)t;
             }
             break;
+        case 7: {
+            char s[16];
+            if (get_string(v, &fp, -1, s, sizeof s)) {
+                int th = thr_of_name(s);
+                if (th < 0)
+                    FAIL(v, &fp, "%s: unknown threshold variant '%s' (known: run, fixed)", fp.text, s);
+                else
+                    d->thr = th;
+            }
+            break;
+        }
         }
         lua_pop(L, 1);
     }
@@ -1021,7 +1040,7 @@ static void read_defaults(vctx *v, const vpath *p, int idx, cfg_defaults *d, int
 
 /* Cross-field rules of merged defaults; the message points at whichever
  * field was set in this table (seg/window), naming where block_k came from. */
-static void check_defaults(vctx *v, const vpath *p, const cfg_defaults *d, const int set[7], int bk_set_here)
+static void check_defaults(vctx *v, const vpath *p, const cfg_defaults *d, const int set[8], int bk_set_here)
 {
     const char *origin = bk_set_here ? "" : ", from defaults";
     if (set[2] || set[1]) {
@@ -1241,15 +1260,30 @@ static int el_stages(vctx *v, const vpath *p, int idx, void *out, int i)
     return 1;
 }
 
+static int el_thr(vctx *v, const vpath *p, int idx, void *out, int i)
+{
+    char s[16];
+    if (!get_string(v, p, idx, s, sizeof s))
+        return 0;
+    int th = thr_of_name(s);
+    if (th < 0) {
+        FAIL(v, p, "%s: unknown threshold variant '%s' (known: run, fixed)", p->text, s);
+        return 0;
+    }
+    ((int *)out)[i] = th;
+    return 1;
+}
+
 static void read_fleet(vctx *v, int idx, cfg_fleet *f)
 {
-    static const char *const known[] = {"archs",   "head_dims", "families",  "dtypes",
-                                        "block_q", "block_k",   "block_seg", "local_window", NULL};
+    static const char *const known[] = {"archs",   "head_dims", "families",  "dtypes",       "block_q",
+                                        "block_k", "block_seg", "local_window", "thr",         NULL};
     struct { elem_fn fn; void *out; int *n; } sl[] = {
         {el_arch, f->archs, &f->n_archs},          {el_head_dim, f->head_dims, &f->n_head_dims},
         {el_family, f->families, &f->n_families},  {el_dtype, f->dtypes, &f->n_dtypes},
         {el_block_q, f->block_qs, &f->n_block_qs}, {el_block_k, f->block_ks, &f->n_block_ks},
         {el_positive, f->block_segs, &f->n_block_segs}, {el_nonneg, f->local_windows, &f->n_local_windows},
+        {el_thr, f->thrs, &f->n_thrs},
     };
     vpath p = vpath_of(NULL, "fleet");
     if (!check_table(v, &p, idx) || !check_known(v, &p, idx, known, "field"))
@@ -1441,7 +1475,7 @@ static void validate(vctx *v, sale_config *c)
         }
     }
 
-    int dset[7] = {0};
+    int dset[8] = {0};
     lua_pushstring(L, "cache");
     if (lua_rawget(L, data) != LUA_TNIL)
         read_cache(v, lua_gettop(L), c);
@@ -1479,7 +1513,7 @@ static void validate(vctx *v, sale_config *c)
                         FAIL(v, &p, "arch: at most 4 architectures may have their own defaults");
                     } else {
                         cfg_defaults d = c->defaults;
-                        int set[7] = {0};
+                        int set[8] = {0};
                         read_defaults(v, &p, lua_gettop(L), &d, set, code);
                         if (!v->failed)
                             check_defaults(v, &p, &d, set, set[1]);
@@ -1660,15 +1694,18 @@ int cfg_fleet_normalize(cfg_fleet *f, char *err, size_t errlen)
     f->n_block_ks = dedup_ints(f->block_ks, f->n_block_ks);
     f->n_block_segs = dedup_ints(f->block_segs, f->n_block_segs);
     f->n_local_windows = dedup_ints(f->local_windows, f->n_local_windows);
+    if (f->n_thrs < 1) /* a fleet built by hand before thr existed: run */
+        f->thrs[f->n_thrs++] = SALE_THR_RUN;
+    f->n_thrs = dedup_ints(f->thrs, f->n_thrs);
     double combos = (double)f->n_archs * f->n_head_dims * f->n_families * f->n_dtypes * f->n_block_qs *
-                    f->n_block_ks * f->n_block_segs * f->n_local_windows;
+                    f->n_block_ks * f->n_block_segs * f->n_local_windows * f->n_thrs;
     if (combos > CFG_MAX_COMBINATIONS) {
         if (err && errlen)
             snprintf(err, errlen,
                      "fleet: %.0f combinations (%d archs x %d head_dims x %d families x %d dtypes x %d block_q x "
-                     "%d block_k x %d block_seg x %d local_window) is more than %d; narrow the lists",
+                     "%d block_k x %d block_seg x %d local_window x %d thr) is more than %d; narrow the lists",
                      combos, f->n_archs, f->n_head_dims, f->n_families, f->n_dtypes, f->n_block_qs, f->n_block_ks,
-                     f->n_block_segs, f->n_local_windows, CFG_MAX_COMBINATIONS);
+                     f->n_block_segs, f->n_local_windows, f->n_thrs, CFG_MAX_COMBINATIONS);
         return -1;
     }
     return 0;

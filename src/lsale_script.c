@@ -9,7 +9,7 @@
  *   sale.has_gpu() -> bool                 sale.device() -> info | nil
  *   sale.tensor_random{B,H,N,D,dtype,seed,device}   sale.tensor_zeros{...}
  *   sale.generate{B,Hq,Hkv,N,D,dtype,structured,needles,seed,device,...} -> q, k, v, needles
- *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,mode,dense_below,scale}
+ *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,thr,mode,dense_below,scale}
  *       -> out, stats, mask                (host tensors)
  *   sale.attention{same..., out=, stats=true, mask=false} -> out, stats, mask   (GPU tensors)
  *   sale.rel_l1(a, b)   sale.needle_recall(mask, needles) -> recall, hit, total
@@ -413,6 +413,9 @@ static void push_key(lua_State *L, const sale_key *k)
     const char *an = sale_arch_name(k->arch);
     lua_pushstring(L, an ? an : "?");
     lua_setfield(L, -2, "arch");
+    const char *tn = sale_thr_name(k->thr);
+    lua_pushstring(L, tn ? tn : "?");
+    lua_setfield(L, -2, "thr");
     if (sale_key_format(k, text, sizeof text) == SALE_OK) {
         lua_pushstring(L, text);
         lua_setfield(L, -2, "text");
@@ -457,6 +460,12 @@ static sale_key to_key(lua_State *L, int idx)
             k.arch = sale_arch_parse(arch);
             if (k.arch < 0)
                 luaL_error(L, "arch: unknown architecture '%s'", arch);
+        }
+        const char *thr = opt_str(L, idx, "thr", NULL);
+        if (thr && strcmp(thr, "*")) {
+            k.thr = sale_thr_parse(thr);
+            if (k.thr < 0)
+                luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
         }
     } else
         luaL_error(L, "a key is a text (\"fused:d=128,...\") or a table, got %s", luaL_typename(L, idx));
@@ -747,6 +756,9 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
     a->block_seg = opt_int(L, 1, "block_seg", 0);
     a->local_window = opt_int(L, 1, "local_window", 0);
     a->est_bits = opt_int(L, 1, "est_bits", 0);
+    const char *thr = opt_str(L, 1, "thr", NULL);
+    if (thr && (a->thr = sale_thr_parse(thr)) < 0)
+        luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
     a->dense_below = opt_int(L, 1, "dense_below", 0);
     a->scale = (float)opt_num(L, 1, "scale", 0);
     const char *mode = opt_str(L, 1, "mode", "fused");

@@ -238,6 +238,8 @@ static const char *prewarm_help =
     "                     kernel for reading and checking, only when named)\n"
     "  --dtype LIST       bf16,f16\n"
     "  --block-q LIST     --block-k LIST  --block-seg LIST  --window LIST\n"
+    "  --thr LIST         threshold variants: run,fixed (default: the config's fleet,\n"
+    "                     run); only fused, select and plain have one\n"
     "  --jobs N           compile threads (default: number of cores)\n"
     "  -q, --quiet        no progress line\n";
 
@@ -292,7 +294,8 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
     static const struct option lo[] = {{"arch", 1, 0, 'a'},     {"head-dim", 1, 0, 'd'}, {"family", 1, 0, 'f'},
                                        {"dtype", 1, 0, 't'},    {"block-q", 1, 0, 'Q'},  {"block-k", 1, 0, 'K'},
                                        {"block-seg", 1, 0, 'S'}, {"window", 1, 0, 'W'},  {"jobs", 1, 0, 'j'},
-                                       {"quiet", 0, 0, 'q'},    {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+                                       {"thr", 1, 0, 'T'},      {"quiet", 0, 0, 'q'},    {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "qhj:", lo, NULL)) != -1) {
@@ -305,6 +308,7 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
         case 'K': f.n_block_ks = parse_list(optarg, f.block_ks, CFG_MAX_LIST, int_of, "--block-k"); break;
         case 'S': f.n_block_segs = parse_list(optarg, f.block_segs, CFG_MAX_LIST, int_of, "--block-seg"); break;
         case 'W': f.n_local_windows = parse_list(optarg, f.local_windows, CFG_MAX_LIST, int_of, "--window"); break;
+        case 'T': f.n_thrs = parse_list(optarg, f.thrs, CFG_MAX_LIST, sale_thr_parse, "--thr"); break;
         case 'j': jobs_n = int_of(optarg); if (jobs_n < 1) die_usage("--jobs: expected a positive number"); break;
         case 'q': g_quiet = 1; break;
         case 'h': fputs(prewarm_help, stdout); return 0;
@@ -332,7 +336,8 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                     for (int iq = 0; iq < f.n_block_qs; iq++)
                         for (int ik = 0; ik < f.n_block_ks; ik++)
                             for (int is = 0; is < f.n_block_segs; is++)
-                                for (int iw = 0; iw < f.n_local_windows; iw++) {
+                                for (int iw = 0; iw < f.n_local_windows; iw++)
+                                for (int ih = 0; ih < f.n_thrs; ih++) {
                                     sale_key k = sale_key_default(f.families[ifm]);
                                     k.arch = f.archs[ia];
                                     k.head_dim = f.head_dims[id];
@@ -345,6 +350,7 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                     k.block_k = f.block_ks[ik];
                                     k.block_seg = f.block_segs[is];
                                     k.local_window = f.local_windows[iw];
+                                    k.thr = f.thrs[ih];
                                     if (g_cfg.defaults.est_bits)
                                         k.est_bits = g_cfg.defaults.est_bits;
                                     if (k.est_bits == 4 && (k.arch == 90 || k.arch == SALE_ARCH_SM90A))
@@ -722,6 +728,8 @@ static const char *calibrate_help =
     "  --mode fused|two_pass   (default fused)\n"
     "  --device cpu|gpu|auto   (default auto: the GPU if there is one, else the CPU reference)\n"
     "  --block-q N --block-k N --block-seg N --window N --est-bits N   (default: the library's)\n"
+    "  --thr run|fixed     threshold variant (default run): calibrate with the one the\n"
+    "                      attention calls use; fixed keeps more blocks at the same tau\n"
     "  --dry-run           choose and print, store nothing\n"
     "  -q, --quiet         no progress lines\n"
     "Capture from PyTorch with a forward hook on each attention module that saves\n"
@@ -798,7 +806,8 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         {"model", 1, 0, 'm'},     {"input", 1, 0, 'i'},   {"generate", 1, 0, 'g'}, {"budget", 1, 0, 'b'},
         {"budget-abs", 1, 0, 'B'}, {"mode", 1, 0, 'M'},   {"device", 1, 0, 'D'},   {"block-q", 1, 0, 'Q'},
         {"block-k", 1, 0, 'K'},   {"block-seg", 1, 0, 'S'}, {"window", 1, 0, 'W'}, {"est-bits", 1, 0, 'E'},
-        {"dry-run", 0, 0, 'n'},   {"quiet", 0, 0, 'q'},   {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+        {"thr", 1, 0, 'T'},       {"dry-run", 0, 0, 'n'}, {"quiet", 0, 0, 'q'},    {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     sale_calibrate_options o;
     sale_calibrate_options_init(&o);
     int c, gen = 0, nbudget = 0;
@@ -826,6 +835,7 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         case 'S': o.block_seg = int_of(optarg); if (o.block_seg < 1) die_usage("--block-seg: bad value"); break;
         case 'W': o.local_window = int_of(optarg); if (o.local_window < 1) die_usage("--window: bad value"); break;
         case 'E': o.est_bits = int_of(optarg); if (o.est_bits < 1) die_usage("--est-bits: bad value"); break;
+        case 'T': o.thr = sale_thr_parse(optarg); if (o.thr < 0) die_usage("--thr: run or fixed, got '%s'", optarg); break;
         case 'n': o.dry_run = 1; break;
         case 'q': g_quiet = 1; break;
         case 'h': fputs(calibrate_help, stdout); return 0;

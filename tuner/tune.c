@@ -486,6 +486,7 @@ sale_status tune_gpu_create(sale_ctx *ctx, const sale_key *base, int batch, int 
     a->block_k = k.block_k;
     a->block_seg = k.block_seg;
     a->local_window = k.local_window;
+    a->thr = k.thr;
     a->est_bits = base->est_bits; /* 0: the arch's choice, as at run time */
     a->dense_below = -1;          /* time the family asked for, never the fallback */
     size_t es = 2;

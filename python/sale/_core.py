@@ -403,6 +403,16 @@ def _plan(q, k, v, tau, mode, layout, scale, out, kind, opts):
     return p
 
 
+def _thr(thr):
+    """args.thr of the thr keyword: None (the library's default, run), "run" or "fixed"."""
+    if thr is None:
+        return None
+    t = _lib.THRS.get(thr) if isinstance(thr, str) else None
+    if t is None:
+        _bad("thr: 'run' or 'fixed' (None: run), got %r" % (thr,))
+    return t
+
+
 def _fill(p, q, k, v, out):
     a = AttentionArgs.from_buffer_copy(p[0])
     if out is None:
@@ -413,7 +423,7 @@ def _fill(p, q, k, v, out):
 
 def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out=None, return_mask=False,
               return_lse=False, return_stats=False, context=None, block_q=None, block_k=None, block_seg=None,
-              local_window=None, est_bits=None, dense_below=None, tile_warps=None, tile_stages=None):
+              local_window=None, est_bits=None, dense_below=None, tile_warps=None, tile_stages=None, thr=None):
     """SALE causal prefill attention on CUDA tensors, queued on the current CUDA
     stream of q's device (no copies; no syncs unless return_stats or thresholds
     that must be uploaded). q [B, Hq, N, D], k, v [B, Hkv, N, D] in layout "bhnd"
@@ -425,10 +435,15 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     "plain" (version 0: the algorithm in one slow, plain kernel, for reading and
     for checking the fast ones; same masks as the CPU reference). Returns out (the layout of q), or (out, [mask], [lse],
     [stats]) with what return_* asked for: mask int32 [B, Hq, nqb, ceil(nkb/32)]
-    kept-block bits, lse float32 [B, Hq, N], stats a dict (synchronizes)."""
+    kept-block bits, lse float32 [B, Hq, N], stats a dict (synchronizes).
+    thr: the threshold variant, "run" (None, the default: t_i from the state at
+    every segment's start) or "fixed" (t_i once, after the local region and the
+    sink, as the authors' default kernel; keeps a superset of run's blocks at the
+    same tau, so thresholds calibrated for one are not those of the other)."""
     torch = _torch or _t()
     opts = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
-            "est_bits": est_bits, "dense_below": dense_below, "tile_warps": tile_warps, "tile_stages": tile_stages}
+            "est_bits": est_bits, "dense_below": dense_below, "tile_warps": tile_warps, "tile_stages": tile_stages,
+            "thr": _thr(thr)}
     p = _plan(q, k, v, tau, mode, layout, scale, out, "cuda", opts)
     a, out = _fill(p, q, k, v, out)
     B, Hq, N = p[2], p[3], p[4]
@@ -470,13 +485,13 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
 
 def reference_attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out=None,
                         return_mask=False, return_lse=False, return_stats=False, context=None, block_q=None,
-                        block_k=None, block_seg=None, local_window=None, est_bits=None, dense_below=None):
+                        block_k=None, block_seg=None, local_window=None, est_bits=None, dense_below=None, thr=None):
     """The plain C reference of the same algorithm (sale_reference_attention) on CPU
     tensors (float32, float16 or bfloat16): the signature of sale.attention, so an
     integration can be checked without a GPU. mode "dense" is exact attention."""
     _t()
     opts = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
-            "est_bits": est_bits, "dense_below": dense_below}
+            "est_bits": est_bits, "dense_below": dense_below, "thr": _thr(thr)}
     p = _plan(q, k, v, tau, mode, layout, scale, out, "cpu", opts)
     a, out = _fill(p, q, k, v, out)
     B, Hq, N = p[2], p[3], p[4]

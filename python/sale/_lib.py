@@ -20,13 +20,15 @@ STATUS_NAMES = ["SALE_OK", "SALE_ERR_INVALID", "SALE_ERR_UNSUPPORTED", "SALE_ERR
                 "SALE_ERR_LUA"]
 DTYPE_F16, DTYPE_BF16, DTYPE_F32 = 0, 1, 2
 MODE_FUSED, MODE_TWO_PASS, MODE_DENSE, MODE_PLAIN, MODE_AUTO = 0, 1, 2, 3, 4
+THR_OPEN, THR_RUN, THR_FIXED = 0, 1, 2  # sale_key.thr / sale_attention_args.thr (SALE_THR_*)
+THRS = {"run": THR_RUN, "fixed": THR_FIXED}
 FAMILIES = ["quantize", "fused", "select", "attend", "dense", "plain"]
 
 
 class Key(ctypes.Structure):  # sale_key
     _fields_ = [("family", c_int), ("head_dim", c_int), ("block_q", c_int), ("block_k", c_int),
                 ("block_seg", c_int), ("local_window", c_int), ("dtype", c_int), ("est_bits", c_int),
-                ("causal", c_int), ("warps", c_int), ("stages", c_int), ("arch", c_int)]
+                ("causal", c_int), ("warps", c_int), ("stages", c_int), ("arch", c_int), ("thr", c_int)]
 
 
 LOG_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_char_p)
@@ -61,7 +63,7 @@ class AttentionArgs(ctypes.Structure):  # sale_attention_args
                 ("mode", c_int), ("dense_below", c_int), ("lse", c_void_p), ("mask", c_void_p),
                 ("stats", POINTER(Stats)), ("workspace", c_void_p), ("workspace_bytes", c_size_t),
                 ("phase_ms", POINTER(c_float)), ("tile_warps", c_int), ("tile_stages", c_int),
-                ("model", c_char_p), ("layer", c_int)]
+                ("model", c_char_p), ("layer", c_int), ("thr", c_int)]
 
 
 class ThresholdMeta(ctypes.Structure):  # sale_threshold_meta

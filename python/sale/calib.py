@@ -187,12 +187,13 @@ def capture(model, directory, layers=None):
 # ---------------------------------------------------------------- calibrate
 
 def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", context=None, extra_args=(),
-              check=True):
+              check=True, thr=None):
     """Choose per-head thresholds for every layer file in `directory` to an error
     budget and store them in the cache under `model` (then sale.attention(...,
     tau=(model, layer)) and attn_implementation="sale" use them). Runs the `sale
     calibrate` command shipped with the package on the context's cache file.
-    Returns the command's output (its summary table)."""
+    thr: "run" or "fixed", the threshold variant the attention calls will use
+    (None: run). Returns the command's output (its summary table)."""
     cli = _lib.cli_path()
     if cli is None:
         raise _core.NotFound("sale.calibrate: the `sale` command was not found (sale/bin/sale in the wheel, "
@@ -204,6 +205,10 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
         cmd += ["--budget-abs", str(budget_abs)]
     elif budget is not None:
         cmd += ["--budget", str(budget)]
+    if thr is not None:
+        if thr not in _lib.THRS:
+            raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: run), got %r" % (thr,), _lib.ERR_INVALID)
+        cmd += ["--thr", thr]
     cmd += list(extra_args)
     env = dict(os.environ)
     nv = _lib.nvrtc_path()
