@@ -138,6 +138,11 @@ int sale_arch_parse(const char *text);
  * head_dim 128 (attend with block_q 64, block_k 32) are the wgmma kernels,
  * SALE_ARCH_SM90A; everything else, arch. What `sale prewarm` builds for a fleet. */
 int sale_attention_arch(sale_family family, int head_dim, int block_q, int block_k, int arch);
+/* The same for a whole key (open fields take their defaults): also select
+ * with thr FIXED at head_dim 128, block_q 64, block_k 32, block_seg 128 and
+ * 8-bit codes (warps open, 12 or 20), the wgmma estimation, is SALE_ARCH_SM90A
+ * on sm_90. What sale_attention, `sale prewarm` and `sale tune` use. */
+int sale_key_run_arch(const sale_key *key, int arch);
 
 /* -------------------------------------------------------------- context */
 

@@ -610,15 +610,15 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     }
     kq.arch = kf.arch = arch;
     /* on an sm_90 device at head_dim 128, dense and attend run sm_90a cubins:
-     * the wgmma + TMA kernels (key_run_arch, sale_layout_wgmma; the driver
+     * the wgmma + TMA kernels (sale_key_run_arch, sale_layout_wgmma; the driver
      * must have cuTensorMapEncodeTiled) */
     const int tma = d->TensorMapEncodeTiled != NULL;
     /* tiles asked for that only the mma.sync dense kernel has (warps 2/4/8) keep it */
     if (dense && tma && (!a.tile_warps || a.tile_warps == SALE_WG_WARPS))
         kf.arch = sale_attention_arch(SALE_FAMILY_DENSE, a.head_dim, a.block_q, a.block_k, arch);
-    /* two-pass with thr = fixed: the select is the wgmma estimation (key_run_arch) */
+    /* two-pass with thr = fixed: the select is the wgmma estimation (sale_key_run_arch) */
     if (!dense && kf.family == SALE_FAMILY_SELECT && tma)
-        kf.arch = key_run_arch(&kf, arch);
+        kf.arch = sale_key_run_arch(&kf, arch);
     sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
                            tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
     if (ka.warps == 20) { /* a select-only tile (sm_90a estimation): attend keeps its own */

@@ -282,9 +282,10 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
         }
         for (int fi = 0; fi < nf; fi++) {
             base.family = fams[fi];
-            /* the kernel sale_attention runs here (sm_90: dense and attend are sm_90a) */
-            base.arch = sale_attention_arch(fams[fi], hd, base.block_q ? base.block_q : 64, base.block_k ? base.block_k : 32,
-                                     arch);
+            /* the kernel sale_attention runs here (sm_90: dense, attend and the thr=fixed
+             * select are sm_90a) */
+            base.arch = arch;
+            base.arch = sale_key_run_arch(&base, arch);
             tune_candidate c[TUNE_MAX_CANDIDATES];
             int illegal = 0, pruned = 0;
             char err[512] = "", label[64], bucket[32];

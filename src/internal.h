@@ -113,10 +113,7 @@ void key_fill_algorithm(sale_key *k);
 int key_code_arch(int dev_arch);
 /* the layout configuration of a key (templates/sale_layout.h), every field */
 sale_layout_cfg key_layout(const sale_key *k);
-/* the arch of the cubin sale_attention runs for key k on a device whose code
- * arch is `arch`: sale_attention_arch, and select with thr = fixed at the
- * wgmma estimation's block sizes (warps open, 12 or 20) on sm_90 -> sm_90a */
-int key_run_arch(const sale_key *k, int arch);
+
 
 /* Run worker(arg) on up to min(cores, max_threads, ntask) threads, the
  * caller's included, and wait for all (par.c). Workers take their tasks

@@ -195,7 +195,7 @@ static int select_wgmma_shape(const sale_key *k)
            (!k->block_seg || k->block_seg == 128) && (!k->est_bits || k->est_bits == 8);
 }
 
-int key_run_arch(const sale_key *k, int arch)
+int sale_key_run_arch(const sale_key *k, int arch)
 {
     if (arch == 90 && select_wgmma_shape(k) && (!k->warps || k->warps == 12 || k->warps == 20))
         return SALE_ARCH_SM90A;

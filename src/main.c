@@ -341,16 +341,16 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                     sale_key k = sale_key_default(f.families[ifm]);
                                     k.arch = f.archs[ia];
                                     k.head_dim = f.head_dims[id];
-                                    /* what sale_attention runs on an sm_90 device (the wgmma
-                                     * kernels of dense and attend are sm_90a cubins) */
-                                    k.arch = sale_attention_arch(k.family, k.head_dim, f.block_qs[iq], f.block_ks[ik],
-                                                          k.arch);
                                     k.dtype = f.dtypes[it];
                                     k.block_q = f.block_qs[iq];
                                     k.block_k = f.block_ks[ik];
                                     k.block_seg = f.block_segs[is];
                                     k.local_window = f.local_windows[iw];
                                     k.thr = f.thrs[ih];
+                                    /* what sale_attention runs on an sm_90 device (the wgmma
+                                     * kernels of dense, attend and the thr=fixed select are
+                                     * sm_90a cubins) */
+                                    k.arch = sale_key_run_arch(&k, k.arch);
                                     if (g_cfg.defaults.est_bits)
                                         k.est_bits = g_cfg.defaults.est_bits;
                                     if (k.est_bits == 4 && (k.arch == 90 || k.arch == SALE_ARCH_SM90A))

@@ -74,6 +74,8 @@ typedef struct run_result {
 /* Block geometry of the next compare() calls (0: the defaults); the plain
  * (version 0) tests vary it. */
 static int g_bq, g_bk, g_seg, g_win;
+/* threshold variant and tiles of the next compare() calls (0: defaults) */
+static int g_thr, g_tile_warps, g_tile_stages;
 
 /* One comparison: GPU sale_attention (mode) against the CPU reference. */
 static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured,
@@ -92,6 +94,8 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     a.tau_default = tau;
     a.dense_below = -1;
     a.block_q = g_bq, a.block_k = g_bk, a.block_seg = g_seg, a.local_window = g_win;
+    a.thr = g_thr;
+    a.tile_warps = g_tile_warps, a.tile_stages = g_tile_stages;
     const int bq = g_bq ? g_bq : 64, bk = g_bk ? g_bk : 32;
     size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2),
@@ -241,6 +245,87 @@ Test(gpu, two_pass_matches_reference_on_odd_lengths)
     const int Ns[] = {1, 65, 1000, 4097};
     for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
         check_case(1, 4, 1, Ns[i], 128, SALE_DTYPE_BF16, SALE_MODE_TWO_PASS, 0.004f, 1);
+}
+
+/* thr = fixed through two-pass: on an sm_90 device at these block sizes the
+ * select is the wgmma estimation (sale_select_local_kernel + the int8 wgmma
+ * kernel, wgmma_est.cuh); elsewhere the mma.sync select with the fixed
+ * threshold. Both tile choices of the wgmma kernel (warps 12: 2 consumer
+ * warpgroups; 20: 4) and rings of 2 and 4 stages; GQA groups 1, 2, 3, 4
+ * (the CTA's four m64 tiles are heads, or heads and query blocks, or a
+ * partial set at the last query block); lengths that end inside a block,
+ * a segment and a CTA's query blocks; random and structured inputs. */
+Test(gpu, thr_fixed_two_pass_matches_reference)
+{
+    NEED_GPU();
+    static const struct { int B, Hq, Hkv, N, structured; } sh[] = {
+        {1, 4, 1, 1000, 1}, {1, 4, 1, 4097, 1}, {1, 4, 1, 8192, 0}, {2, 4, 2, 3000, 1},
+        {1, 2, 2, 3001, 1}, {1, 6, 2, 2500, 0}, {1, 8, 2, 5000, 1}};
+    static const int tiles[][2] = {{0, 0}, {20, 0}, {12, 2}};
+    g_thr = SALE_THR_FIXED;
+    for (size_t t = 0; t < sizeof tiles / sizeof tiles[0]; t++) {
+        g_tile_warps = tiles[t][0], g_tile_stages = tiles[t][1];
+        fprintf(stderr, "gpu thr=fixed two-pass tiles warps=%d stages=%d (0: default)\n", g_tile_warps, g_tile_stages);
+        for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
+            check_case(sh[i].B, sh[i].Hq, sh[i].Hkv, sh[i].N, 128, SALE_DTYPE_BF16, SALE_MODE_TWO_PASS,
+                       t == 2 ? 0.02f : 0.004f, sh[i].structured);
+    }
+    /* f16, and a threshold that keeps about a third of the blocks */
+    g_tile_warps = g_tile_stages = 0;
+    check_case(1, 4, 1, 4000, 128, SALE_DTYPE_F16, SALE_MODE_TWO_PASS, 0.004f, 1);
+    check_case(1, 4, 1, 4000, 128, SALE_DTYPE_BF16, SALE_MODE_TWO_PASS, 2e-4f, 0);
+    g_thr = 0;
+}
+
+/* fixed keeps a superset of run's blocks on the GPU too (the running
+ * log-sum-exp never decreases), and more blocks on inputs with many segments */
+Test(gpu, thr_fixed_mask_contains_thr_run_mask)
+{
+    NEED_GPU();
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 8, a.heads_kv = 2, a.seq_len = 8192, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    a.mode = SALE_MODE_TWO_PASS;
+    a.dense_below = -1;
+    size_t nq = (size_t)8 * 8192 * 128, nk = (size_t)2 * 8192 * 128;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
+    cr_assert(q && k && v);
+    sale_gen_options g = {.seed = seed_base ^ 77, .structured = 1};
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK);
+    int nqb = sale_num_qblocks(&a), nkw = (sale_num_kblocks(&a) + 31) / 32;
+    size_t nmask = (size_t)8 * nqb * nkw;
+    uint32_t *mr = malloc(nmask * 4), *mf = malloc(nmask * 4);
+    void *dq, *dk, *dv, *dout, *dmask;
+    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dk), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dv), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dout), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, nmask * 4, &dmask), SALE_OK);
+    sale_dev_upload(ctx, dq, q, nq * 2);
+    sale_dev_upload(ctx, dk, k, nk * 2);
+    sale_dev_upload(ctx, dv, v, nk * 2);
+    a.q = dq, a.k = dk, a.v = dv, a.out = dout, a.mask = dmask;
+    long long kept[2] = {0, 0};
+    for (int f = 0; f < 2; f++) {
+        a.thr = f ? SALE_THR_FIXED : SALE_THR_RUN;
+        sale_dev_fill8(ctx, dmask, 0xA5, nmask * 4);
+        cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+        sale_dev_download(ctx, f ? mf : mr, dmask, nmask * 4);
+        for (size_t i = 0; i < nmask; i++)
+            kept[f] += __builtin_popcount((f ? mf : mr)[i]);
+    }
+    long long missing = 0;
+    for (size_t i = 0; i < nmask; i++)
+        missing += __builtin_popcount(mr[i] & ~mf[i]);
+    fprintf(stderr, "gpu thr fixed vs run N=8192: kept run %lld, fixed %lld, run blocks missing from fixed %lld\n",
+            kept[0], kept[1], missing);
+    cr_assert_eq(missing, 0, "%lld blocks kept by run are dropped by fixed", missing);
+    cr_assert_gt(kept[1], kept[0], "fixed keeps no more than run: the variant did not apply");
+    sale_dev_free(ctx, dq), sale_dev_free(ctx, dk), sale_dev_free(ctx, dv), sale_dev_free(ctx, dout),
+        sale_dev_free(ctx, dmask);
+    free(q), free(k), free(v), free(mr), free(mf);
 }
 
 Test(gpu, every_mode_dtype_gqa_and_head_dim)
