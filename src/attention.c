@@ -107,7 +107,17 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     sale_layout_cfg lc = key_layout(qk);
     lc.warps = qk->warps ? qk->warps : 4;
     lc.stages = qk->stages ? qk->stages : 2;
-    s->scratch = up((size_t)sale_layout_scratch_bytes(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len));
+    size_t scr = (size_t)sale_layout_scratch_bytes(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len);
+    if (a->mode == SALE_MODE_TWO_PASS && a->thr == SALE_THR_FIXED) {
+        /* the sm_90a select's t_i and c_j ranges (whatever the device: an upper bound) */
+        sale_layout_cfg sc = lc;
+        sc.family = SALE_LF_SELECT;
+        sc.head_dim = 128, sc.block_q = 64, sc.block_k = 32, sc.block_seg = 128, sc.est_bits = 8;
+        sc.warps = SALE_WG_WARPS, sc.stages = 4, sc.arch = 901, sc.thr = SALE_LT_FIXED;
+        size_t ss = (size_t)sale_layout_scratch_bytes(&sc, a->batch, a->heads_q, a->heads_kv, a->seq_len);
+        scr = ss > scr ? ss : scr;
+    }
+    s->scratch = up(scr);
     s->kcent = up(B * Hkv * N * D * 2);
     s->total = s->sync + s->qcode + s->kcode + s->qscale + s->kscale + s->qmean + s->kmean + s->cterm + s->tau + s->mask +
                s->kept + s->scratch + s->kcent;
