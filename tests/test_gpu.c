@@ -1269,3 +1269,98 @@ Test(gpu, plain_masks_equal_fused_and_two_pass)
     for (int i = 0; i < 3; i++)
         free(o[i]), free(m[i]);
 }
+
+/* ------------------------------------------ threshold variant thr=fixed */
+/* thr=fixed (t_i once, after the local region and the sink) through every
+ * selecting family: two-pass (select + attend), fused and plain against the
+ * CPU reference with the same variant: masks bit for bit, kept counts equal,
+ * outputs within the usual tolerance, nothing left unwritten. Inputs are the
+ * structured generator's with a fresh seed (uniformly random inputs keep
+ * every block at these taus); the reference's run-variant mask is checked to
+ * be a subset, and on the long case a strict one, so a kernel that ignored
+ * the variant would fail. */
+static void check_fixed_case(int B, int Hq, int Hkv, int N, float tau, const float *tau_heads, uint64_t seed)
+{
+    const int D = 128;
+    const sale_dtype dt = SALE_DTYPE_BF16;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = dt;
+    a.dense_below = -1;
+    a.tau_default = tau;
+    a.tau = tau_heads;
+    a.thr = SALE_THR_FIXED;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *oref = malloc(nq * 2),
+             *o = malloc(nq * 2);
+    cr_assert(q && k && v && oref && o);
+    sale_gen_options g = {.seed = seed, .structured = 1, .needles = 2};
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK, "%s", sale_last_error(ctx));
+    int nkw = (sale_num_kblocks(&a) + 31) / 32;
+    size_t nmask = (size_t)B * Hq * sale_num_qblocks(&a) * nkw;
+    uint32_t *mref = calloc(nmask, 4), *mrun = calloc(nmask, 4), *mgpu = calloc(nmask, 4);
+    sale_stats sref = {0}, srun = {0};
+    sale_attention_args ra = a;
+    ra.q = q, ra.k = k, ra.v = v, ra.out = oref, ra.mask = mref, ra.stats = &sref;
+    cr_assert_eq(sale_reference_attention(ctx, &ra), SALE_OK, "%s", sale_last_error(ctx));
+    ra.thr = SALE_THR_RUN, ra.out = o, ra.mask = mrun, ra.stats = &srun;
+    cr_assert_eq(sale_reference_attention(ctx, &ra), SALE_OK, "%s", sale_last_error(ctx));
+    long long lost = 0, more = 0;
+    for (size_t w = 0; w < nmask; w++) {
+        lost += __builtin_popcount(mrun[w] & ~mref[w]);
+        more += __builtin_popcount(mref[w] & ~mrun[w]);
+    }
+    cr_assert_eq(lost, 0, "reference: fixed dropped %lld blocks that run keeps", lost);
+    if (N >= 8192)
+        cr_assert(more > 0, "reference: many segments, yet fixed keeps nothing more than run");
+    const sale_mode modes[] = {SALE_MODE_TWO_PASS, SALE_MODE_FUSED, SALE_MODE_PLAIN};
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        sale_stats sg = {0};
+        a.mode = modes[m];
+        memset(mgpu, 0, nmask * 4);
+        gpu_run_once(a, q, k, v, o, mgpu, nmask, &sg); /* poisons out and mask first */
+        long long diff = 0, unwritten = 0;
+        for (size_t w = 0; w < nmask; w++)
+            diff += __builtin_popcount(mref[w] ^ mgpu[w]);
+        double num = 0, den = 0;
+        for (size_t e = 0; e < nq; e++) {
+            float x = ld(o, dt, e), y = ld(oref, dt, e);
+            if (!isfinite(x)) {
+                unwritten++;
+                continue;
+            }
+            num += fabs(x - y), den += fabs(y);
+        }
+        fprintf(stderr,
+                "gpu thr=fixed %-8s B=%d Hq=%d Hkv=%d N=%-5d tau=%-6g%s density gpu=%.4f ref=%.4f (run %.4f, %lld more "
+                "blocks) mask_diff=%lld rel_l1=%.2e unwritten=%lld (seed %llu)\n",
+                mode_name(modes[m]), B, Hq, Hkv, N, (double)tau, tau_heads ? " per-head" : "", sg.density, sref.density,
+                srun.density, more, diff, num / den, unwritten, (unsigned long long)seed);
+        cr_assert_eq(unwritten, 0, "%s: %lld output elements not written (still poison)", mode_name(modes[m]),
+                     unwritten);
+        cr_assert_eq(diff, 0, "%s thr=fixed: mask differs from the reference's in %lld blocks", mode_name(modes[m]),
+                     diff);
+        cr_assert_eq(sg.kept_blocks, sref.kept_blocks, "%s: kept blocks", mode_name(modes[m]));
+        cr_assert(num / den <= 1.5e-2, "%s thr=fixed: relative L1 %.3e", mode_name(modes[m]), num / den);
+    }
+    free(q), free(k), free(v), free(oref), free(o), free(mref), free(mrun), free(mgpu);
+}
+
+Test(gpu, fixed_threshold_matches_reference_in_every_selecting_family)
+{
+    NEED_GPU();
+    /* per shape: the paper's tau and one near 30% density on these inputs */
+    const struct {
+        int B, Hq, Hkv, N;
+        float tau30;
+    } sh[] = {{1, 4, 1, 2048, 0.001f}, {2, 4, 2, 1000, 0.004f}, {1, 2, 2, 3000, 0.001f}, {1, 8, 2, 8192, 0.0003f}};
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
+        uint64_t seed = seed_base ^ ((uint64_t)sh[i].N * 40503u + (uint64_t)sh[i].Hq * 977u + 17);
+        check_fixed_case(sh[i].B, sh[i].Hq, sh[i].Hkv, sh[i].N, 0.004f, NULL, seed);
+        check_fixed_case(sh[i].B, sh[i].Hq, sh[i].Hkv, sh[i].N, sh[i].tau30, NULL, seed + 1);
+    }
+    /* one dense head (tau 0) beside selecting ones */
+    const float tau_heads[4] = {0.004f, 0.0f, 0.001f, 0.004f};
+    check_fixed_case(1, 4, 1, 2048, 0.004f, tau_heads, seed_base + 9101);
+}

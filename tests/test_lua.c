@@ -371,10 +371,10 @@ Test(validation, unknown_nested_keys_are_named)
 {
     expect_invalid("fleet = {\n  archs = {'sm_90'},\n  blockk = {32},\n}\n",
                    "sale.lua:3: fleet: unknown field 'blockk' (known: archs, head_dims, families, dtypes, block_q, "
-                   "block_k, block_seg, local_window)");
+                   "block_k, block_seg, local_window, thr)");
     expect_invalid("defaults = { taus = 0.1 }",
                    "sale.lua:1: defaults: unknown field 'taus' (known: block_q, block_k, block_seg, local_window, "
-                   "est_bits, dense_below, tau)");
+                   "est_bits, dense_below, tau, thr)");
     expect_invalid("arch = { sm_91 = {} }",
                    "sale.lua:1: arch: unknown architecture 'sm_91' (known: sm_80, sm_86, sm_89, sm_90, sm_90a)");
     expect_invalid("tuning = { budget = 10 }",
@@ -668,5 +668,55 @@ Test(scripts, needles_reports_which_settings_keep_every_needle)
     cr_assert_not_null(c);
     cr_expect_eq(count_lines(c, "\n"), 31);
     free(c);
+    free(out);
+}
+
+/* The threshold variant: defaults.thr and fleet.thr in the config, thr= in
+ * keys and in sale.reference / sale.attention from scripts. */
+Test(config, thr_in_defaults_and_fleet)
+{
+    sale_config c;
+    cr_assert_eq(load_text("defaults = { thr = 'fixed' }\nfleet = { thr = { 'run', 'fixed', 'run' } }\n", &c), SALE_OK,
+                 "%s", g_err);
+    cr_expect_eq(c.defaults.thr, SALE_THR_FIXED);
+    cr_expect_eq(c.fleet.n_thrs, 2, "duplicates dropped");
+    cr_expect_eq(c.fleet.thrs[0], SALE_THR_RUN);
+    cr_expect_eq(c.fleet.thrs[1], SALE_THR_FIXED);
+    cfg_free(&c);
+    cfg_defaults_init(&c);
+    cr_expect_eq(c.defaults.thr, 0, "library default (run)");
+    cr_expect_eq(c.fleet.n_thrs, 1);
+    cr_expect_eq(c.fleet.thrs[0], SALE_THR_RUN);
+    cfg_free(&c);
+    expect_invalid("defaults = { thr = 'sometimes' }",
+                   "sale.lua:1: defaults.thr: unknown threshold variant 'sometimes' (known: run, fixed)");
+    expect_invalid("fleet = { thr = { 'run', 'late' } }",
+                   "sale.lua:1: fleet.thr[2]: unknown threshold variant 'late' (known: run, fixed)");
+}
+
+Test(scripts, thr_in_keys_and_reference_calls)
+{
+    char *out;
+    sale_status st = run_text(
+        "local k = sale.key{family='fused', thr='fixed', arch='sm_89'}\n"
+        "assert(k.thr == 'fixed' and k.text:find(',thr=fixed$'), k.text)\n"
+        "assert(sale.key('select:arch=sm_90').thr == '*')\n"
+        "assert(not pcall(sale.key, {family='fused', thr='late'}))\n"
+        "local q, k, v = sale.generate{B=1, Hq=2, Hkv=1, N=2048, D=64, seed=4}\n"
+        "local a = {q=q, k=k, v=v, tau=0.01, dense_below=-1, block_k=16, block_seg=32, local_window=32}\n"
+        "local _, sr, mr = sale.reference(a)\n"
+        "a.thr = 'fixed'\n"
+        "local _, sf, mf = sale.reference(a)\n"
+        "assert(sf.kept > sr.kept, 'fixed keeps more')\n"
+        "for qb = 0, mr.nqb - 1 do for kb = 0, mr.nkb - 1 do\n"
+        "  if mr:kept(0, 0, qb, kb) then assert(mf:kept(0, 0, qb, kb), 'superset') end\n"
+        "end end\n"
+        "a.thr = 'late'\n"
+        "local ok, e = pcall(sale.reference, a)\n"
+        "assert(not ok and e:find('thr'), e)\n"
+        "print(string.format('run %d fixed %d', sr.kept, sf.kept))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "run ") == out, "%s", out);
     free(out);
 }

@@ -3,7 +3,8 @@
  * changes nothing (sale-algorithm.md, "Units"), and a brute-force model of
  * the selection written here from the algorithm page (exact state recomputed
  * from scratch in fp64 for every segment) keeps the same blocks as the
- * reference. Inputs are dyadic (multiples of 1/8, N a power of two) so every
+ * reference; both for each threshold variant (thr run and fixed), and fixed
+ * keeps a superset of run's blocks. Inputs are dyadic (multiples of 1/8, N a power of two) so every
  * mean, centring and score is exact in fp32 and the comparisons can be exact. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -91,8 +92,8 @@ typedef struct outputs {
     size_t nmask;
 } outputs;
 
-static void run_ref(const inputs *in, const float *k, float tau, int bq, int bk, int seg, int win, int bits,
-                    sale_mode mode, outputs *out)
+static void run_ref_thr(const inputs *in, const float *k, float tau, int bq, int bk, int seg, int win, int bits,
+                        sale_mode mode, int thr, outputs *out)
 {
     sale_attention_args a;
     sale_attention_args_init(&a);
@@ -103,6 +104,7 @@ static void run_ref(const inputs *in, const float *k, float tau, int bq, int bk,
     a.block_q = bq, a.block_k = bk, a.block_seg = seg, a.local_window = win, a.est_bits = bits;
     a.dense_below = -1;
     a.mode = mode;
+    a.thr = thr;
     size_t no = (size_t)in->B * in->Hq * in->N * in->D;
     int nqb = sale_num_qblocks(&a), nkb = sale_num_kblocks(&a);
     out->nmask = (size_t)in->B * in->Hq * nqb * ((nkb + 31) / 32);
@@ -118,6 +120,12 @@ static void run_ref(const inputs *in, const float *k, float tau, int bq, int bk,
     cr_assert_eq(st, SALE_OK, "reference failed: %s", sale_status_name(st));
 }
 
+static void run_ref(const inputs *in, const float *k, float tau, int bq, int bk, int seg, int win, int bits,
+                    sale_mode mode, outputs *out)
+{
+    run_ref_thr(in, k, tau, bq, bk, seg, win, bits, mode, 0, out);
+}
+
 static void free_outputs(outputs *o)
 {
     free(o->o);
@@ -129,7 +137,7 @@ static void free_outputs(outputs *o)
 
 /* Shift every key of every kv head by one constant vector whose norm is
  * several times a typical key's: no decision and no output may change. */
-static void check_shift_invariance(int bits, float tau, uint64_t seed)
+static void check_shift_invariance(int bits, float tau, uint64_t seed, int thr)
 {
     inputs in;
     make_inputs(&in, 1, 4, 2, 512, 64, seed);
@@ -151,13 +159,14 @@ static void check_shift_invariance(int bits, float tau, uint64_t seed)
 
     for (int mode = SALE_MODE_FUSED; mode <= SALE_MODE_TWO_PASS; mode++) {
         outputs a, b;
-        run_ref(&in, in.k, tau, 64, 32, 128, 64, bits, (sale_mode)mode, &a);
-        run_ref(&in, ks, tau, 64, 32, 128, 64, bits, (sale_mode)mode, &b);
+        run_ref_thr(&in, in.k, tau, 64, 32, 128, 64, bits, (sale_mode)mode, thr, &a);
+        run_ref_thr(&in, ks, tau, 64, 32, 128, 64, bits, (sale_mode)mode, thr, &b);
         long long diff = 0;
         for (size_t i = 0; i < a.nmask; i++)
             diff += __builtin_popcount(a.mask[i] ^ b.mask[i]);
-        fprintf(stderr, "invariance bits=%d tau=%g mode=%d: density %.3f, %lld of %lld kept blocks differ\n", bits,
-                (double)tau, mode, a.st.density, diff, (long long)a.st.kept_blocks);
+        fprintf(stderr, "invariance bits=%d tau=%g mode=%d thr=%s: density %.3f, %lld of %lld kept blocks differ\n",
+                bits, (double)tau, mode, thr == SALE_THR_FIXED ? "fixed" : "run", a.st.density, diff,
+                (long long)a.st.kept_blocks);
         cr_assert(a.st.density < 0.9, "the inputs must make selection skip blocks (density %.3f)", a.st.density);
         cr_assert_eq(diff, 0, "shifting the keys changed %lld kept/skipped decisions", diff);
         size_t no = (size_t)in.B * in.Hq * in.N * in.D;
@@ -171,13 +180,22 @@ static void check_shift_invariance(int bits, float tau, uint64_t seed)
 
 Test(selection, shifting_every_key_changes_no_decision_8bit)
 {
-    check_shift_invariance(8, 0.004f, 11);
-    check_shift_invariance(8, 0.05f, 12);
+    check_shift_invariance(8, 0.004f, 11, 0);
+    check_shift_invariance(8, 0.05f, 12, 0);
 }
 
 Test(selection, shifting_every_key_changes_no_decision_4bit)
 {
-    check_shift_invariance(4, 0.004f, 13);
+    check_shift_invariance(4, 0.004f, 13, 0);
+}
+
+/* The same under thr=fixed: its one threshold per row is built from the
+ * same centred state, so shifting the keys moves nothing either. */
+Test(selection, shifting_every_key_changes_no_decision_fixed_threshold)
+{
+    check_shift_invariance(8, 0.004f, 14, SALE_THR_FIXED);
+    check_shift_invariance(8, 0.05f, 15, SALE_THR_FIXED);
+    check_shift_invariance(4, 0.004f, 16, SALE_THR_FIXED);
 }
 
 /* On non-dyadic inputs (the structured generator, bf16) shifting the keys
@@ -233,7 +251,8 @@ Test(selection, shifted_bf16_keys_move_only_rounding_ties)
 
 /* The selection of one (batch, q head) exactly as sale-algorithm.md states
  * it, in fp64, recomputing the exact softmax state over every block visited
- * so far at the start of each segment. Where the estimate's margin over the
+ * so far at the start of each segment (fixed: at the start of the first
+ * segment only, i.e. over the local region and the sink). Where the estimate's margin over the
  * threshold is within `tie` of zero (fp32 vs fp64 rounding), the model takes
  * the reference's decision (counted in *ties) so the two stay in step. */
 typedef struct model {
@@ -241,6 +260,7 @@ typedef struct model {
     float scale, tau;
     const float *Q, *K; /* [N][D] this head's rows */
     int nkb;
+    int fixed; /* thr=fixed: the first segment's threshold for every segment */
 } model;
 
 static double dot64(const float *a, const float *b, int D)
@@ -302,6 +322,7 @@ static void model_head(const model *m, const uint32_t *ref_mask, int nkw, uint32
     /* step 3, per query block */
     int nqb = (N + m->bq - 1) / m->bq, per_seg = m->bs / m->bk;
     unsigned char *kept = malloc((size_t)m->nkb);
+    double *t = malloc((size_t)m->bq * 8);
     for (int qb = 0; qb < nqb; qb++) {
         int i0 = qb * m->bq, i1 = i0 + m->bq < N ? i0 + m->bq : N;
         memset(kept, 0, (size_t)m->nkb);
@@ -319,9 +340,9 @@ static void model_head(const model *m, const uint32_t *ref_mask, int nkw, uint32
         for (int sg = 0; sg < nseg; sg++) {
             int first = 1 + sg * per_seg;
             /* per row, the threshold from the exact state over every block
-             * visited before this segment (fp64, from scratch) */
-            double *t = malloc((size_t)(i1 - i0) * 8);
-            for (int i = i0; i < i1; i++) {
+             * visited before this segment (fp64, from scratch); fixed: the
+             * first segment's, kept */
+            for (int i = i0; i < i1 && (sg == 0 || !m->fixed); i++) {
                     double mx = -INFINITY;
                     for (int K = 0; K < m->nkb; K++)
                         if (kept[K] && K * m->bk <= i)
@@ -358,22 +379,22 @@ static void model_head(const model *m, const uint32_t *ref_mask, int nkw, uint32
             for (int J = first; J < first + per_seg; J++)
                 if (kept[J] == 2)
                     kept[J] = 1;
-            free(t);
         }
         for (int J = 0; J < m->nkb; J++)
             if (kept[J])
                 out_mask[(size_t)qb * nkw + J / 32] |= 1u << (J % 32);
     }
     free(kept);
+    free(t);
     free(qm), free(km), free(Kc), free(Qc), free(qc), free(kc), free(sq), free(sk), free(c);
 }
 
-static void check_model(int bits, float tau, int bq, int bk, int seg, int win, uint64_t seed)
+static void check_model_thr(int bits, float tau, int bq, int bk, int seg, int win, uint64_t seed, int thr)
 {
     inputs in;
     make_inputs(&in, 1, 2, 1, 512, 64, seed);
     outputs r;
-    run_ref(&in, in.k, tau, bq, bk, seg, win, bits, SALE_MODE_FUSED, &r);
+    run_ref_thr(&in, in.k, tau, bq, bk, seg, win, bits, SALE_MODE_FUSED, thr, &r);
     sale_attention_args a;
     sale_attention_args_init(&a);
     a.seq_len = in.N, a.block_q = bq, a.block_k = bk;
@@ -381,7 +402,7 @@ static void check_model(int bits, float tau, int bq, int bk, int seg, int win, u
     long long ties = 0, decisions = 0, differ = 0;
     for (int h = 0; h < in.Hq; h++) {
         model m = {.N = in.N, .D = in.D, .bq = bq, .bk = bk, .bs = seg, .W = win, .qmax = bits == 4 ? 7 : 127,
-                   .scale = 1.0f / 8.0f, .tau = tau, .nkb = nkb};
+                   .scale = 1.0f / 8.0f, .tau = tau, .nkb = nkb, .fixed = thr == SALE_THR_FIXED};
         m.Q = in.q + (size_t)h * in.N * in.D;
         m.K = in.k + (size_t)(h / (in.Hq / in.Hkv)) * in.N * in.D;
         uint32_t *mm = calloc((size_t)nqb * nkw, 4);
@@ -394,14 +415,20 @@ static void check_model(int bits, float tau, int bq, int bk, int seg, int win, u
         }
         free(mm);
     }
-    fprintf(stderr, "model bits=%d tau=%g bq=%d bk=%d seg=%d win=%d: %lld segment decisions, %lld ties, %lld blocks differ, "
-            "density %.3f\n", bits, (double)tau, bq, bk, seg, win, decisions, ties, differ, r.st.density);
+    fprintf(stderr, "model bits=%d tau=%g bq=%d bk=%d seg=%d win=%d thr=%s: %lld segment decisions, %lld ties, "
+            "%lld blocks differ, density %.3f\n", bits, (double)tau, bq, bk, seg, win,
+            thr == SALE_THR_FIXED ? "fixed" : "run", decisions, ties, differ, r.st.density);
     cr_assert(decisions > 50, "too few estimated decisions (%lld) to test anything", decisions);
     cr_assert(r.st.density < 0.95 && r.st.density > 0.05, "density %.3f: selection must be non-trivial", r.st.density);
     cr_assert(ties * 100 <= decisions, "%lld of %lld decisions within rounding of the threshold", ties, decisions);
     cr_assert_eq(differ, 0, "the reference keeps %lld blocks differently from the model of the algorithm page", differ);
     free_outputs(&r);
     free_inputs(&in);
+}
+
+static void check_model(int bits, float tau, int bq, int bk, int seg, int win, uint64_t seed)
+{
+    check_model_thr(bits, tau, bq, bk, seg, win, seed, 0);
 }
 
 Test(selection, reference_equals_brute_force_model_8bit, .timeout = 300)
@@ -437,5 +464,191 @@ Test(selection, limits_of_tau)
      * sum; the density is well below tau -> 0's */
     cr_assert(r1.st.density < r0.st.density);
     free_outputs(&r0), free_outputs(&r1), free_outputs(&d);
+    free_inputs(&in);
+}
+
+/* ------------------------------------------------ threshold variant fixed */
+
+/* thr=fixed against the brute-force model: one threshold per row, from the
+ * exact state over the local region and the sink, for every segment. */
+Test(selection, fixed_threshold_reference_equals_brute_force_model, .timeout = 300)
+{
+    check_model_thr(8, 0.004f, 32, 16, 32, 32, 31, SALE_THR_FIXED);
+    check_model_thr(8, 0.02f, 64, 32, 64, 32, 32, SALE_THR_FIXED);
+    check_model_thr(4, 0.01f, 32, 16, 64, 32, 33, SALE_THR_FIXED);
+}
+
+static long long popcount_words(const uint32_t *m, size_t n)
+{
+    long long c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += __builtin_popcount(m[i]);
+    return c;
+}
+
+/* The running log-sum-exp m_i + ln(l_i)/scale never decreases as blocks are
+ * added, so the fixed threshold is never above the running one: at the same
+ * tau every block run keeps, fixed keeps too, bit for bit, over block sizes,
+ * windows, taus and both code widths; and with many segments per row fixed
+ * keeps strictly more somewhere (so the variant is really applied). */
+Test(selection, fixed_threshold_keeps_a_superset_of_run, .timeout = 300)
+{
+    static const struct {
+        int bits, bq, bk, seg, win;
+        float tau;
+    } cfg[] = {
+        {8, 64, 32, 128, 128, 0.004f}, {8, 32, 16, 32, 32, 0.02f},   {4, 64, 16, 64, 64, 0.01f},
+        {4, 128, 64, 256, 128, 0.004f}, {8, 64, 32, 64, 32, 0.05f},  {4, 32, 16, 16, 16, 0.002f},
+        {8, 128, 32, 256, 128, 0.01f},
+    };
+    long long more_total = 0;
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
+        for (int seed = 0; seed < 2; seed++) {
+            inputs in;
+            make_inputs(&in, 1, 4, 2, 1024, 64, 100 + 10 * c + 2 * (size_t)seed); /* make_inputs ORs in 1 */
+            outputs r, f;
+            run_ref_thr(&in, in.k, cfg[c].tau, cfg[c].bq, cfg[c].bk, cfg[c].seg, cfg[c].win, cfg[c].bits,
+                        SALE_MODE_FUSED, SALE_THR_RUN, &r);
+            run_ref_thr(&in, in.k, cfg[c].tau, cfg[c].bq, cfg[c].bk, cfg[c].seg, cfg[c].win, cfg[c].bits,
+                        SALE_MODE_FUSED, SALE_THR_FIXED, &f);
+            long long lost = 0, more = 0;
+            for (size_t i = 0; i < r.nmask; i++) {
+                lost += __builtin_popcount(r.mask[i] & ~f.mask[i]);
+                more += __builtin_popcount(f.mask[i] & ~r.mask[i]);
+            }
+            cr_assert_eq(popcount_words(r.mask, r.nmask), r.st.kept_blocks);
+            cr_assert_eq(popcount_words(f.mask, f.nmask), f.st.kept_blocks);
+            fprintf(stderr,
+                    "superset bits=%d bq=%d bk=%d seg=%d win=%d tau=%g seed=%d: density run %.3f fixed %.3f, "
+                    "%lld more in fixed, %lld of run's missing\n",
+                    cfg[c].bits, cfg[c].bq, cfg[c].bk, cfg[c].seg, cfg[c].win, (double)cfg[c].tau, seed,
+                    r.st.density, f.st.density, more, lost);
+            cr_assert_eq(lost, 0, "fixed dropped %lld blocks that run keeps", lost);
+            cr_assert(f.st.kept_blocks >= r.st.kept_blocks);
+            cr_assert(r.st.density < 0.95, "selection must skip blocks (run density %.3f)", r.st.density);
+            if (cfg[c].bk == 16 && cfg[c].seg <= 32)
+                cr_assert(more > 0, "many segments per row, yet fixed keeps nothing more than run: not applied?");
+            more_total += more;
+            free_outputs(&r), free_outputs(&f);
+            free_inputs(&in);
+        }
+    cr_assert(more_total > 0);
+
+    /* and on non-dyadic bf16 inputs (the structured generator), where every
+     * score and threshold rounds */
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 4, a.heads_kv = 2, a.seq_len = 2048, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1, a.block_k = 16, a.block_seg = 64, a.local_window = 64, a.est_bits = 4;
+    size_t nq = (size_t)4 * 2048 * 128, nk = (size_t)2 * 2048 * 128;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2);
+    sale_gen_options g = {.seed = 78, .structured = 1, .needles = 4};
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, NULL), SALE_OK);
+    size_t nmask = (size_t)4 * sale_num_qblocks(&a) * ((sale_num_kblocks(&a) + 31) / 32);
+    uint32_t *mr = calloc(nmask, 4), *mf = calloc(nmask, 4);
+    sale_stats sr = {0}, sf = {0};
+    a.q = q, a.k = k, a.v = v, a.out = o;
+    a.thr = SALE_THR_RUN, a.mask = mr, a.stats = &sr;
+    cr_assert_eq(sale_reference_attention(NULL, &a), SALE_OK);
+    a.thr = SALE_THR_FIXED, a.mask = mf, a.stats = &sf;
+    cr_assert_eq(sale_reference_attention(NULL, &a), SALE_OK);
+    long long lost = 0, more = 0;
+    for (size_t i = 0; i < nmask; i++) {
+        lost += __builtin_popcount(mr[i] & ~mf[i]);
+        more += __builtin_popcount(mf[i] & ~mr[i]);
+    }
+    fprintf(stderr, "superset bf16 generator: density run %.3f fixed %.3f, %lld more in fixed, %lld of run's missing\n",
+            sr.density, sf.density, more, lost);
+    cr_assert(sr.density < 0.9);
+    cr_assert_eq(lost, 0, "fixed dropped %lld blocks that run keeps (bf16)", lost);
+    cr_assert(more > 0);
+    free(q), free(k), free(v), free(o), free(mr), free(mf);
+}
+
+/* Where no query block has more than one segment, the fixed threshold is the
+ * running one: same masks, same output, bit for bit. */
+Test(selection, fixed_threshold_equals_run_with_at_most_one_segment)
+{
+    static const struct {
+        int bits, bq, bk, seg, win;
+        float tau;
+    } cfg[] = {
+        /* N 512: the last query block (i0 448) has local_first (448-W)/bk and
+         * (local_first-1)/(seg/bk) segments: 1 for each of these */
+        {8, 64, 32, 256, 128, 0.004f},
+        {4, 64, 16, 256, 64, 0.01f},
+        {8, 32, 16, 256, 32, 0.02f},
+    };
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        inputs in;
+        make_inputs(&in, 1, 2, 1, 512, 64, 200 + c);
+        sale_attention_args a;
+        sale_attention_args_init(&a);
+        a.seq_len = in.N, a.block_q = cfg[c].bq, a.block_k = cfg[c].bk;
+        int nqb = sale_num_qblocks(&a), max_seg = 0, some_seg = 0;
+        for (int qb = 0; qb < nqb; qb++) {
+            int i0 = qb * cfg[c].bq, lf = (i0 - cfg[c].win > 0 ? i0 - cfg[c].win : 0) / cfg[c].bk;
+            int ns = lf > 1 ? (lf - 1) / (cfg[c].seg / cfg[c].bk) : 0;
+            max_seg = ns > max_seg ? ns : max_seg;
+            some_seg += ns;
+        }
+        cr_assert_eq(max_seg, 1, "config %zu must give at most one segment (and some)", c);
+        outputs r, f;
+        run_ref_thr(&in, in.k, cfg[c].tau, cfg[c].bq, cfg[c].bk, cfg[c].seg, cfg[c].win, cfg[c].bits,
+                    SALE_MODE_FUSED, SALE_THR_RUN, &r);
+        run_ref_thr(&in, in.k, cfg[c].tau, cfg[c].bq, cfg[c].bk, cfg[c].seg, cfg[c].win, cfg[c].bits,
+                    SALE_MODE_TWO_PASS, SALE_THR_FIXED, &f);
+        fprintf(stderr, "one segment bits=%d bq=%d bk=%d seg=%d win=%d: %d segments in all, density %.3f\n", cfg[c].bits,
+                cfg[c].bq, cfg[c].bk, cfg[c].seg, cfg[c].win, some_seg, r.st.density);
+        cr_assert(r.st.density < 1.0, "some block must be skipped");
+        cr_assert(memcmp(r.mask, f.mask, r.nmask * 4) == 0, "masks differ with at most one segment");
+        cr_assert(memcmp(r.o, f.o, (size_t)in.Hq * in.N * in.D * 4) == 0, "outputs differ");
+        free_outputs(&r), free_outputs(&f);
+        free_inputs(&in);
+    }
+}
+
+/* tau -> 0 under fixed: every causal block is kept and the output is dense
+ * attention's within rounding. */
+Test(selection, fixed_threshold_tau_to_zero_is_dense)
+{
+    inputs in;
+    make_inputs(&in, 1, 2, 1, 1024, 64, 7);
+    outputs r0, d;
+    run_ref_thr(&in, in.k, 1e-7f, 64, 16, 32, 32, 8, SALE_MODE_FUSED, SALE_THR_FIXED, &r0);
+    run_ref_thr(&in, in.k, 0.004f, 64, 16, 32, 32, 8, SALE_MODE_DENSE, SALE_THR_FIXED, &d);
+    cr_assert_float_eq(r0.st.density, 1.0, 1e-12);
+    cr_assert_eq(r0.st.kept_blocks, r0.st.causal_blocks);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < (size_t)in.Hq * in.N * in.D; i++) {
+        num += fabs((double)r0.o[i] - d.o[i]);
+        den += fabs((double)d.o[i]);
+    }
+    cr_assert(num / den < 1e-5, "tau -> 0 under fixed differs from dense: rel L1 %.2e", num / den);
+    for (size_t i = 0; i < (size_t)in.Hq * in.N; i++)
+        cr_assert(fabsf(r0.lse[i] - d.lse[i]) < 1e-4f * fmaxf(1, fabsf(d.lse[i])), "lse %zu", i);
+    free_outputs(&r0), free_outputs(&d);
+    free_inputs(&in);
+}
+
+/* An unknown variant is refused, naming the field. */
+Test(selection, unknown_threshold_variant_is_refused)
+{
+    inputs in;
+    make_inputs(&in, 1, 1, 1, 256, 64, 9);
+    float *o = malloc((size_t)in.N * in.D * 4);
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 1, a.heads_kv = 1, a.seq_len = in.N, a.head_dim = in.D, a.dtype = SALE_DTYPE_F32;
+    a.q = in.q, a.k = in.k, a.v = in.v, a.out = o;
+    a.thr = 3;
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &(sale_options){.cache_path = ":memory:"}), SALE_OK);
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    cr_assert(!strncmp(sale_last_error(ctx), "thr:", 4), "%s", sale_last_error(ctx));
+    a.thr = SALE_THR_FIXED;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+    free(o);
     free_inputs(&in);
 }

@@ -128,3 +128,20 @@ def test_lse_is_the_logsumexp_of_scaled_causal_scores():
     s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     s = s.masked_fill(torch.triu(torch.ones(256, 256, dtype=torch.bool), 1), float("-inf"))
     assert (lse - torch.logsumexp(s, -1)).abs().max().item() < 1e-4
+
+
+def test_fixed_threshold_keeps_a_superset_of_run():
+    # thr="fixed": t_i once, after the local region and the sink; the running
+    # log-sum-exp never decreases, so fixed keeps every block run keeps
+    q, k, v = qkv(N=2048, D=64, Hq=2, Hkv=1, seed=7)
+    kw = dict(tau=0.05, dense_below=-1, block_k=16, block_seg=32, local_window=32, return_mask=True,
+              return_stats=True)
+    _, mr, sr = sale.reference_attention(q, k, v, **kw)
+    _, mf, sf = sale.reference_attention(q, k, v, thr="fixed", **kw)
+    _, mr2, _ = sale.reference_attention(q, k, v, thr="run", **kw)
+    assert torch.equal(mr, mr2), "run is the default"
+    assert torch.equal(mr & ~mf, torch.zeros_like(mr))
+    assert sf["kept_blocks"] >= sr["kept_blocks"] and sr["density"] < 1
+    with pytest.raises(sale.InvalidArgument, match="thr"):
+        sale.reference_attention(q, k, v, thr="late")
+    assert sale.format_key("fused:thr=fixed,arch=sm_89").endswith(",thr=fixed")
