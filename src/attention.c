@@ -614,10 +614,6 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     sale_key kq = make_key(&a, SALE_FAMILY_QUANTIZE, SALE_ARCH_CURRENT);
     sale_key kf = make_key(&a, main_family(&a), SALE_ARCH_CURRENT);
     char err[512];
-    if (sale_key_validate(&kf, err, sizeof err) || sale_key_validate(&kq, err, sizeof err)) {
-        sale_set_error(ctx, "%s", err);
-        return SALE_ERR_INVALID;
-    }
     kq.arch = kf.arch = arch;
     /* on an sm_90 device at head_dim 128, dense and attend run sm_90a cubins:
      * the wgmma + TMA kernels (sale_key_run_arch, sale_layout_wgmma; the driver
@@ -634,6 +630,12 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     if (ka.warps == 20) { /* a select-only tile (sm_90a estimation): attend keeps its own */
         ka.warps = 0;
         ka.stages = 0;
+    }
+    /* validated for the arch each runs on (tiles such as warps 12 exist only on sm_90a) */
+    if (sale_key_validate(&kf, err, sizeof err) || sale_key_validate(&kq, err, sizeof err) ||
+        (!dense && a.mode == SALE_MODE_TWO_PASS && sale_key_validate(&ka, err, sizeof err))) {
+        sale_set_error(ctx, "%s", err);
+        return SALE_ERR_INVALID;
     }
 
     /* kernels first (a compile or cache error stops us before any launch);
