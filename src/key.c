@@ -263,8 +263,10 @@ sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
     if (!k->warps || !k->stages) {
         int w = 4, st = 2, open_w = !k->warps, open_s = !k->stages;
         sale_layout_default_tiles((int)k->family, k->head_dim, k->arch, &w, &st);
-        if (k->arch == SALE_ARCH_SM90A && select_wgmma_shape(k)) { /* the wgmma estimation (bench/RESULTS.md) */
-            w = 12;
+        if (k->arch == SALE_ARCH_SM90A && select_wgmma_shape(k)) {
+            /* the wgmma estimation: 4 consumer warpgroups (bench/RESULTS.md, 2026-11-29 third
+             * session: 18.5 ms against 25.8 with 2 at 64K) */
+            w = 20;
             st = 4;
         }
         if (open_w) k->warps = w;

@@ -54,7 +54,7 @@ static constexpr sale_layout_cfg DW_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
 static_assert(sale_layout_wgmma(&DW_LCFG), "the host would not launch this kernel for this key");
-static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * SALE_STAGES * DW_KTILE + 256u,
+static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * (DW_ATTEND ? 2u : 1u) * SALE_STAGES * DW_KTILE + 256u,
               "shared-memory layout of the wgmma dense kernel and sale_layout_smem() disagree");
 
 #include "wgmma_common.cuh"
@@ -109,88 +109,92 @@ SALE_DEV void dw_mma_rs(float (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc) 
 }
 
 /* ------------------------------------------------------------------ tiles */
-/* The key tiles a CTA visits, ascending: every tile 0..last (dense), or
- * (attend) those holding a kept 32-key block of either mask row. A mask word
- * covers 8 tiles of 4 blocks; squeezing each nibble to its low bit gives one
- * bit per tile. Producer and consumers walk the same list. */
+#if !DW_ATTEND
+/* dense: the key tiles 0..last a CTA visits, ascending. Producer and
+ * consumers walk the same list. */
 struct DwTiles {
-    const sale_u32 *m0, *m1; /* attend: the two mask rows (m1 may be null) */
-    int w, last;             /* next word; last tile */
-    sale_u32 bits;           /* tiles of word w-1 not yet taken, one bit each at 4*tile */
-    int cur;                 /* dense: next tile */
-    static constexpr int TPW = 32 / DW_BPT; /* tiles per mask word */
-    /* one bit per tile (at DW_BPT * tile): set if any of its blocks is */
-    SALE_DEV static sale_u32 squeeze(sale_u32 x) {
-        x |= x >> 1;
-        if (DW_BPT == 4) {
-            x |= x >> 2;
-            return x & 0x11111111u;
-        }
-        return x & 0x55555555u;
-    }
-    SALE_DEV void begin(const sale_u32 *r0, const sale_u32 *r1, int last_tile) {
-        m0 = r0;
-        m1 = r1;
-        last = last_tile;
-        w = 0;
-        bits = 0;
+    int cur, last;
+    SALE_DEV void begin(int last_tile) {
         cur = 0;
+        last = last_tile;
     }
     /* the next tile, or -1 */
-    SALE_DEV int next() {
+    SALE_DEV int next() { return cur <= last ? cur++ : -1; }
+};
+#endif
+
 #if DW_ATTEND
+/* attend: the kept 32-key blocks of one mask row (blocks <= kb_hi),
+ * ascending, taken two at a time: a key tile is the pair (A, B), block A in
+ * its rows 0..31 and block B in rows 32..63 (loaded as two 32-row boxes), so
+ * a tile holds two kept blocks wherever they lie and no dropped block costs a
+ * tile. An odd last block is paired with itself (B = -1: its second half is
+ * masked). Producer and consumer walk the same list. */
+struct DwPairs {
+    const sale_u32 *row;
+    int w, kb_hi;
+    sale_u32 bits;
+    SALE_DEV void begin(const sale_u32 *r, int hi) {
+        row = r;
+        kb_hi = hi;
+        w = 0;
+        bits = 0;
+    }
+    SALE_DEV int next_block() {
         while (!bits) {
-            if (w * TPW > last) return -1;
-            sale_u32 u = m0[w] | (m1 ? m1[w] : 0u);
-            bits = squeeze(u);
+            if (!row || w * 32 > kb_hi) return -1;
+            bits = row[w];
+            if (w == kb_hi >> 5 && (kb_hi & 31) != 31) bits &= (2u << (kb_hi & 31)) - 1u;
             w++;
         }
-        const int k = (__ffs(bits) - 1) / DW_BPT;
+        const int k = __ffs(bits) - 1;
         bits &= bits - 1;
-        const int kt = (w - 1) * TPW + k;
-        return kt <= last ? kt : -1;
-#else
-        return cur <= last ? cur++ : -1;
-#endif
+        return (w - 1) * 32 + k;
     }
-    /* how many */
+    /* the next pair, false at the end */
+    SALE_DEV bool next(int &a, int &b) {
+        a = next_block();
+        if (a < 0) return false;
+        b = next_block();
+        return true;
+    }
+    /* how many pairs */
     SALE_DEV int count() const {
-#if DW_ATTEND
+        if (!row) return 0;
         int n = 0;
-        for (int x = 0; x * TPW <= last; x++) {
-            sale_u32 t = squeeze(m0[x] | (m1 ? m1[x] : 0u));
-            const int over = x * TPW + TPW - 1 - last; /* tiles of this word past the last one */
-            if (over > 0) t &= 0xffffffffu >> (DW_BPT * over);
+        for (int x = 0; x * 32 <= kb_hi; x++) {
+            sale_u32 t = row[x];
+            if (x == kb_hi >> 5 && (kb_hi & 31) != 31) t &= (2u << (kb_hi & 31)) - 1u;
             n += __popc(t);
         }
-        return n;
-#else
-        return last + 1;
-#endif
+        return (n + 1) / 2;
     }
 };
+#endif
 
 /* ------------------------------------------------------------------ stages */
 struct DenseWg {
     static constexpr int ST = SALE_STAGES;
     /* shared memory (offsets from the 1 KB-aligned base) */
-    static constexpr sale_u32 OFF_Q = 0, OFF_K = DW_TILE, OFF_V = DW_TILE + ST * DW_KTILE,
-                              OFF_BAR = DW_TILE + 2 * ST * DW_KTILE;
+    /* attend: a ring per consumer warpgroup (each walks its own mask row) */
+    static constexpr int RINGS = DW_ATTEND ? 2 : 1;
+    static constexpr sale_u32 OFF_Q = 0, OFF_K = DW_TILE, OFF_V = DW_TILE + RINGS * ST * DW_KTILE,
+                              OFF_BAR = DW_TILE + 2 * RINGS * ST * DW_KTILE;
 
     sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY;
     int qb, b, h, kvh, nkt;
-    const sale_u32 *mrow0, *mrow1; /* attend: the mask rows of the query blocks 2qb, 2qb+1 (or null) */
     /* the last key tile the CTA's rows see; a tile past the CTA's first row needs the causal mask */
     SALE_DEV int last_tile() const { return ((qb + 1) * DW_BM) / DW_BN - 1; }
     SALE_DEV bool diagonal(int kt) const { return (kt + 1) * DW_BN - 1 > qb * DW_BM; }
 
+#if !DW_ATTEND
     /* the producer: Q once, then K and V of key tiles 0..qb into the ring */
     SALE_DEV void produce(const sale_tma_params &tp) {
         dw_mbar_expect_tx(QFULL, DW_TILE);
         dw_tma_4d(sQ, &tp.tq, 0, qb * DW_BM, h, b, QFULL);
         dw_tma_4d(sQ + DW_HALF, &tp.tq, 64, qb * DW_BM, h, b, QFULL);
         DwTiles tl;
-        tl.begin(mrow0, mrow1, last_tile());
+        tl.begin(last_tile());
         for (int i = 0, kt; (kt = tl.next()) >= 0; i++) {
             const int s = i % ST;
             dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
@@ -202,6 +206,34 @@ struct DenseWg {
             dw_tma_4d(sV + s * DW_KTILE + DW_KHALF, &tp.tv, 64, kt * DW_BN, kvh, b, VFULL + 8 * s);
         }
     }
+#endif
+
+#if DW_ATTEND
+    /* attend's producer of one consumer warpgroup's ring: the block pairs of
+     * its mask row (mine, kb_hi), each block as two 32-row boxes of K and V */
+    int kb_hi;
+    SALE_DEV void produce_pairs(const sale_tma_params &tp) {
+        DwPairs pr;
+        pr.begin(mine, kb_hi);
+        int A, B;
+        for (int i = 0; pr.next(A, B); i++) {
+            const int s = i % ST;
+            const int B2 = B < 0 ? A : B; /* finite data under the masked half */
+            dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
+            const sale_u32 k0 = sK + s * DW_KTILE, v0 = sV + s * DW_KTILE;
+            dw_mbar_expect_tx(KFULL + 8 * s, DW_KTILE);
+            dw_tma_4d(k0, &tp.tk, 0, A * 32, kvh, b, KFULL + 8 * s);
+            dw_tma_4d(k0 + DW_KHALF, &tp.tk, 64, A * 32, kvh, b, KFULL + 8 * s);
+            dw_tma_4d(k0 + 4096, &tp.tk, 0, B2 * 32, kvh, b, KFULL + 8 * s);
+            dw_tma_4d(k0 + DW_KHALF + 4096, &tp.tk, 64, B2 * 32, kvh, b, KFULL + 8 * s);
+            dw_mbar_expect_tx(VFULL + 8 * s, DW_KTILE);
+            dw_tma_4d(v0, &tp.tv, 0, A * 32, kvh, b, VFULL + 8 * s);
+            dw_tma_4d(v0 + DW_KHALF, &tp.tv, 64, A * 32, kvh, b, VFULL + 8 * s);
+            dw_tma_4d(v0 + 4096, &tp.tv, 0, B2 * 32, kvh, b, VFULL + 8 * s);
+            dw_tma_4d(v0 + DW_KHALF + 4096, &tp.tv, 64, B2 * 32, kvh, b, VFULL + 8 * s);
+        }
+    }
+#endif
 
     /* a consumer warpgroup: 64 query rows (cw = 0, 1) */
     float S[DW_BN / 2], O[64];
@@ -235,20 +267,26 @@ struct DenseWg {
             if (key + 1 > row0 + 8) S[nt * 4 + 3] = SALE_NEG_INF;
         }
     }
-    /* attend: the 32-key blocks of tile kt this warpgroup's mask row did not keep */
-    SALE_DEV void mask_blocks(int kt) {
 #if DW_ATTEND
-        const int blk = kt * DW_BPT; /* first mask block of the tile */
-        const sale_u32 all = (1u << DW_BPT) - 1u;
-        const sale_u32 nib = mine ? (mine[blk >> 5] >> (blk & 31)) & all : 0u;
-        if (nib == all) return;
+    /* attend: the pair (A, B): a pad half (B < 0) and, where a block reaches
+     * the rows' diagonal, key > row -> -inf */
+    SALE_DEV void mask_pair(int A, int B, int first_row) {
+        const bool diag = (B > A ? B : A) * 32 + 31 > first_row;
 #pragma unroll
-        for (int nt = 0; nt < DW_NT; nt++)
-            if (!((nib >> (nt >> 2)) & 1u)) S[nt * 4 + 0] = S[nt * 4 + 1] = S[nt * 4 + 2] = S[nt * 4 + 3] = SALE_NEG_INF;
-#else
-        (void)kt;
-#endif
+        for (int nt = 0; nt < DW_NT; nt++) {
+            const int blk = nt < 4 ? A : B;
+            if (blk < 0) {
+                S[nt * 4 + 0] = S[nt * 4 + 1] = S[nt * 4 + 2] = S[nt * 4 + 3] = SALE_NEG_INF;
+            } else if (diag) {
+                const int key = blk * 32 + (nt & 3) * 8 + 2 * c4;
+                if (key > row0) S[nt * 4 + 0] = SALE_NEG_INF;
+                if (key + 1 > row0) S[nt * 4 + 1] = SALE_NEG_INF;
+                if (key > row0 + 8) S[nt * 4 + 2] = SALE_NEG_INF;
+                if (key + 1 > row0 + 8) S[nt * 4 + 3] = SALE_NEG_INF;
+            }
+        }
     }
+#endif
     /* online softmax of S in place; a0, a1: the factors O must be rescaled by.
      * A row that has seen only masked scores keeps m = -inf and l = 0 (its
      * exponents use 0 for the max: no inf - inf). */
@@ -307,10 +345,13 @@ struct DenseWg {
 
     /* the key tiles, S(j) and P V(j-1) in flight together (j: position in
      * the list, kt: the tile) */
-    SALE_DEV void consume() {
-        DwTiles tl;
-        tl.begin(mrow0, mrow1, last_tile());
-        int kt = tl.next(); /* tile 0 holds the sink, kept by every mask row */
+#if DW_ATTEND
+    /* attend: this warpgroup's block pairs (nkt >= 1), S(j) and P V(j-1) in flight together */
+    SALE_DEV void consume_pairs(int first_row) {
+        DwPairs pr;
+        pr.begin(mine, kb_hi);
+        int A, B;
+        pr.next(A, B);
         dw_mbar_wait(QFULL, 0);
         float a0, a1;
         dw_mbar_wait(KFULL, 0);
@@ -319,7 +360,52 @@ struct DenseWg {
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(S);
-        mask_blocks(kt);
+        mask_pair(A, B, first_row);
+        softmax(a0, a1);
+        for (int j = 1; j < nkt; j++) {
+            pr.next(A, B);
+            const int sj = j % ST, sp = (j - 1) % ST;
+            convert_p();
+            dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
+            dw_mbar_wait(VFULL + 8 * sp, ((j - 1) / ST) & 1);
+            dw_fence();
+            issue_s(sj);
+            dw_commit();
+            issue_pv(sp);
+            dw_commit();
+            dw_wait<1>();
+            dw_fence_acc(S);
+            mask_pair(A, B, first_row);
+            softmax(a0, a1);
+            dw_wait<0>();
+            dw_fence_acc(O);
+            rescale(a0, a1);
+            release(sp);
+        }
+        const int sl = (nkt - 1) % ST;
+        convert_p();
+        dw_mbar_wait(VFULL + 8 * sl, ((nkt - 1) / ST) & 1);
+        dw_fence();
+        issue_pv(sl);
+        dw_commit();
+        dw_wait<0>();
+        dw_fence_acc(O);
+        release(sl);
+    }
+#endif
+#if !DW_ATTEND
+    SALE_DEV void consume() {
+        DwTiles tl;
+        tl.begin(last_tile());
+        int kt = tl.next();
+        dw_mbar_wait(QFULL, 0);
+        float a0, a1;
+        dw_mbar_wait(KFULL, 0);
+        dw_fence();
+        issue_s(0);
+        dw_commit();
+        dw_wait<0>();
+        dw_fence_acc(S);
         if (diagonal(kt)) mask_diagonal(kt);
         softmax(a0, a1);
         for (int j = 1; j < nkt; j++) {
@@ -335,7 +421,6 @@ struct DenseWg {
             dw_commit();
             dw_wait<1>(); /* S(j) is in; P V(j-1) may still run */
             dw_fence_acc(S);
-            mask_blocks(kt);
             if (diagonal(kt)) mask_diagonal(kt);
             softmax(a0, a1);
             dw_wait<0>();
@@ -353,6 +438,7 @@ struct DenseWg {
         dw_fence_acc(O);
         release(sl);
     }
+#endif
 
     /* O / l in the dtype (rows < N), lse when asked */
     SALE_DEV void store(const sale_params &p) {
@@ -425,36 +511,55 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
     st.b = bh / p.Hq;
     st.h = bh % p.Hq;
     st.kvh = st.h / p.group;
-    /* key tiles 0..qb (DW_BM == DW_BN); attend: those with a kept block */
-    st.mrow0 = st.mrow1 = 0;
+    /* dense: key tiles 0..qb (DW_BM == DW_BN) */
 #if DW_ATTEND
+    /* each consumer warpgroup cw walks mask row 2 qb + cw (64 query rows,
+     * sale_layout_wgmma) through its own ring: its barriers and stages */
     {
         const sale_u32 *mb = (const sale_u32 *)p.mask + ((long long)st.b * p.Hq + st.h) * p.nqb * p.nkw;
-        const int q0 = 2 * st.qb; /* mask rows are 64 query rows (sale_layout_wgmma) */
-        st.mrow0 = mb + (long long)q0 * p.nkw;
-        st.mrow1 = q0 + 1 < p.nqb ? mb + (long long)(q0 + 1) * p.nkw : 0;
+        const int cw = wg == 0 ? (tid >> 5) : wg - 1; /* producer warps 0, 1 serve rings 0, 1 */
+        const int q = 2 * st.qb + cw;
+        st.mine = cw < 2 && q < p.nqb ? mb + (long long)q * p.nkw : 0;
+        st.kb_hi = ((q * 64 + 64 < p.N ? q * 64 + 64 : p.N) - 1) / 32;
+        st.sK = base + DenseWg::OFF_K + (sale_u32)(cw & 1) * DenseWg::ST * DW_KTILE;
+        st.sV = base + DenseWg::OFF_V + (sale_u32)(cw & 1) * DenseWg::ST * DW_KTILE;
+        const sale_u32 ring = bar + 8 + (sale_u32)(cw & 1) * 24 * DenseWg::ST;
+        st.KFULL = ring;
+        st.VFULL = ring + 8 * DenseWg::ST;
+        st.EMPTY = ring + 16 * DenseWg::ST;
+        DwPairs pr;
+        pr.begin(st.mine, st.kb_hi);
+        st.nkt = pr.count();
     }
-    DwTiles tl;
-    tl.begin(st.mrow0, st.mrow1, st.last_tile());
-    st.nkt = tl.count();
 #else
     st.nkt = st.qb + 1;
 #endif
 
     if (tid == 0) {
         dw_mbar_init(st.QFULL, 1);
-        for (int s = 0; s < DenseWg::ST; s++) {
-            dw_mbar_init(st.KFULL + 8 * s, 1);
-            dw_mbar_init(st.VFULL + 8 * s, 1);
-            dw_mbar_init(st.EMPTY + 8 * s, 8); /* one arrive per consumer warp */
-        }
+        for (int r = 0; r < DenseWg::RINGS; r++)
+            for (int s = 0; s < DenseWg::ST; s++) {
+                const sale_u32 ring = bar + 8 + (sale_u32)r * 24 * DenseWg::ST;
+                dw_mbar_init(ring + 8 * s, 1);                      /* KFULL */
+                dw_mbar_init(ring + 8 * DenseWg::ST + 8 * s, 1);    /* VFULL */
+                dw_mbar_init(ring + 16 * DenseWg::ST + 8 * s, 8 / DenseWg::RINGS); /* EMPTY: one arrive per consumer warp */
+            }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+#if DW_ATTEND
+        if (tid == 0) { /* Q once, for both consumer warpgroups */
+            dw_mbar_expect_tx(st.QFULL, DW_TILE);
+            dw_tma_4d(st.sQ, &tp.tq, 0, st.qb * DW_BM, st.h, st.b, st.QFULL);
+            dw_tma_4d(st.sQ + DW_HALF, &tp.tq, 64, st.qb * DW_BM, st.h, st.b, st.QFULL);
+        }
+        if ((tid & 31) == 0 && tid < 64) st.produce_pairs(tp);
+#else
         if (tid == 0) st.produce(tp);
+#endif
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
         const int cw = wg - 1, wtid = tid & 127, warp = wtid >> 5;
@@ -462,7 +567,6 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         st.c4 = st.lane & 3;
         st.row0 = st.qb * DW_BM + cw * 64 + warp * 16 + (st.lane >> 2);
         st.sl2 = p.scale_log2;
-        st.mine = cw == 0 ? st.mrow0 : st.mrow1;
         st.qdesc = dw_desc(st.sQ + cw * 8192, 16, 1024);
         st.kdesc = dw_desc(st.sK, 16, 1024);
         st.vdesc = dw_desc(st.sV, DW_KHALF, 1024);
@@ -470,7 +574,11 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         st.l0 = st.l1 = 0.f;
 #pragma unroll
         for (int i = 0; i < 64; i++) st.O[i] = 0.f;
+#if DW_ATTEND
+        if (st.nkt > 0) st.consume_pairs(st.qb * DW_BM + cw * 64);
+#else
         st.consume();
+#endif
         st.store(p);
 #if !DW_ATTEND
         if (p.mask) dw_dense_mask(p, st.b, st.h, st.qb * DW_BM, tid - 128);
