@@ -173,7 +173,11 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         c.arch = k->arch ? k->arch : 90;
         c.thr = k->thr ? k->thr : SALE_THR_RUN;
         char why[256] = "";
-        if (!sale_layout_legal(&c, why, sizeof why))
+        /* arch open (the current device, not known yet): legal on sm_90 or,
+         * for the wgmma tiles, on sm_90a; checked again once it is known */
+        sale_layout_cfg c9a = c;
+        c9a.arch = SALE_ARCH_SM90A;
+        if (!sale_layout_legal(&c, why, sizeof why) && !(k->arch == SALE_ARCH_CURRENT && sale_layout_legal(&c9a, NULL, 0)))
             ERR("tiles: %s", why);
     }
     return SALE_OK;
