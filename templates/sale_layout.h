@@ -70,7 +70,8 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
  * 128 (dense) or 64 (attend) keys per tile, 2 or 3 ring stages, a 1-D grid, and TMA maps beside the
  * parameter block. Dense is only that kernel there; attend keeps the mma.sync
  * kernel as a tile choice (warps 2/4/8), and its wgmma kernel reads masks of
- * block_q 64 and block_k 32 (4 mask blocks per key tile). */
+ * block_q 64 and block_k 32: a ring per consumer warpgroup (one mask row
+ * each), tiles of two kept 32-key blocks (shared memory: twice the rings). */
 #define SALE_WG_WARPS 12
 #define SALE_WG_TILE 128
 /* the families, head dim and arch that have a wgmma kernel */
