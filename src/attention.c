@@ -413,21 +413,22 @@ static sale_status tma_map(sale_ctx *ctx, sale_tmap *m, const char *what, sale_u
     return SALE_OK;
 }
 
-/* The TMA map of the 8-bit key codes [slices = B * Hkv, N, 128 bytes]
- * (contiguous, written by quantize): rank 3, boxes of 128 rows x 128 bytes,
- * 128-byte swizzle (the wgmma estimation's B operand, wgmma_est.cuh). */
-static sale_status code_map(sale_ctx *ctx, sale_tmap *m, sale_u64 ptr, int slices, int N)
+/* The TMA map of 8-bit codes [slices, N, 128 bytes] (contiguous, written by
+ * quantize): rank 3, boxes of `rows` rows x 128 bytes, 128-byte swizzle, rows
+ * past N read as zeros: the wgmma estimation's operands (wgmma_est.cuh), key
+ * codes (slices B * Hkv, 128-row boxes) and query codes (B * Hq, 64). */
+static sale_status code_map(sale_ctx *ctx, sale_tmap *m, const char *what, sale_u64 ptr, int slices, int N, int rows)
 {
     const drv_api *d = drv_get(NULL);
     cuuint64_t dims[3] = {128, (cuuint64_t)N, (cuuint64_t)slices};
     cuuint64_t strides[2] = {128, (cuuint64_t)N * 128};
-    cuuint32_t box[3] = {128, SALE_SE_KT, 1}, es[3] = {1, 1, 1};
+    cuuint32_t box[3] = {128, (cuuint32_t)rows, 1}, es[3] = {1, 1, 1};
     CUresult r = d->TensorMapEncodeTiled((CUtensorMap *)m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, (void *)(uintptr_t)ptr,
                                          dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) {
-        sale_set_error(ctx, "cuTensorMapEncodeTiled (key codes, %d x %d rows): %s", slices, N, drv_errstr(r));
+        sale_set_error(ctx, "cuTensorMapEncodeTiled (%s codes, %d x %d rows): %s", what, slices, N, drv_errstr(r));
         return SALE_ERR_CUDA;
     }
     return SALE_OK;
@@ -454,7 +455,8 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
         sale_tma_params tp;
         memset(&tp, 0, sizeof tp);
         tp.p = *p;
-        if ((s = code_map(ctx, &tp.tk, p->kcode, p->B * p->Hkv, p->N)))
+        if ((s = code_map(ctx, &tp.tk, "key", p->kcode, p->B * p->Hkv, p->N, SALE_SE_KT)) ||
+            (s = code_map(ctx, &tp.tq, "query", p->qcode, p->B * p->Hq, p->N, 64)))
             return s;
         return sale_kernel_launch(ctx, (const sale_kernel *)k, L[1].entry, L[1].grid[0], L[1].grid[1], L[1].grid[2],
                                   L[1].block, L[1].smem, &tp, sizeof tp, stream);

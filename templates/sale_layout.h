@@ -153,8 +153,8 @@ static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
 static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c) {
     unsigned rb = 0, kt = 0, s = 0;
     if (c->family == SALE_LF_QUANTIZE || c->family == SALE_LF_PLAIN) return 0; /* plain: registers and local memory only */
-    if (sale_layout_wgmma_select(c)) /* 1 KB slack, stages x code tiles, c_j rows (4 m64 tiles x 2 x 128), barriers */
-        return 1024u + (unsigned)c->stages * (unsigned)SALE_SE_KT * 128u + 4096u + 128u;
+    if (sale_layout_wgmma_select(c)) /* 1 KB slack, stages x code tiles, 4 query-code tiles, staged rows (4 m64 tiles x 2 x (128 + 16) floats), barriers */
+        return 1024u + (unsigned)c->stages * (unsigned)SALE_SE_KT * 128u + 4u * 64u * 128u + 4u * 2u * (SALE_SE_KT + 16u) * 4u + 128u;
     if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles, barriers */
         return 1024u + 32768u + 2u * (c->family == SALE_LF_ATTEND ? 2u : 1u) * (unsigned)c->stages *
                                     (unsigned)sale_layout_wgmma_bn(c) * 256u + 256u; /* attend: a ring per consumer warpgroup */

@@ -43,6 +43,11 @@
 #define SE_ST SALE_SE_STAGES           /* code-tile ring */
 #define SE_TILE (SE_KT * 128)          /* bytes of a code tile */
 #define SE_BPT (SE_KT / 32)            /* mask blocks per tile */
+#define SE_QTILE (SALE_BLOCK_Q * 128)  /* bytes of an m64 tile's query codes */
+/* floats per staged row of an m64 tile and segment: its 128 c_j, then the 4
+ * blocks' scales sk_J and {cmin_J, cmax_J} (one value per thread, loaded one
+ * segment ahead like the c_j: nothing the test reads comes from L2) */
+#define SE_ROW (SE_KT + 16)
 /* registers per consumer thread after setmaxnreg (the producer gives its own back) */
 #define SE_CREGS (SE_NCW == 2 ? 240 : 112)
 
@@ -55,14 +60,14 @@ static constexpr sale_layout_cfg SE_LCFG = {SALE_FAMILY, 128, 64, 32, 128, SALE_
                                             SALE_SE_WARPS, SALE_SE_STAGES, SALE_ARCH, SALE_LT_FIXED};
 static_assert(sale_layout_wgmma_select(&SE_LCFG), "the host would not launch this kernel for this key");
 /* the same sum as sale_layout_smem(): 1 KB of alignment slack, the ring, the
- * c_j rows [4 tiles][2 segments][128 floats], 128 B of barriers */
-static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4096u + 128u,
+ * staged rows [4 tiles][2 segments][SE_ROW floats], 128 B of barriers */
+static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4u * SE_QTILE + 4u * 2u * SE_ROW * 4u + 128u,
               "shared-memory layout of the wgmma estimation and sale_layout_smem() disagree");
 
-/* D(64x128 s32) (+)= A(64x32 int8, registers) * B(32x128 int8, shared, K-major) */
-SALE_DEV void se_mma(int (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc, int scale_d) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 " DW_ACC64 ", {%64, %65, %66, %67}, %68, p;\n}\n"
+/* D(64x128 s32) (+)= A(64x32 int8, shared, K-major) * B(32x128 int8, shared, K-major) */
+SALE_DEV void se_mma(int (&d)[64], sale_u64 adesc, sale_u64 bdesc, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 " DW_ACC64 ", %64, %65, p;\n}\n"
                  : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
                    "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]),
                    "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]),
@@ -72,7 +77,7 @@ SALE_DEV void se_mma(int (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc, int s
                    "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]),
                    "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),
                    "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(bdesc), "r"(scale_d));
+                 : "l"(adesc), "l"(bdesc), "r"(scale_d));
 }
 
 /* int -> float, exact for |d| < 2^22 (|dot| <= 128 * 127 * 127 < 2^21), and
@@ -127,8 +132,9 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
 
     const sale_u32 raw = sale_smem_addr(sale_se_smem);
     const sale_u32 sK = (raw + 1023u) & ~1023u; /* the ring, 1 KB aligned (the swizzle atom) */
-    const sale_u32 sC = sK + SE_ST * SE_TILE;   /* c_j rows */
-    const sale_u32 FULL = sC + 4096u, EMPTY = FULL + 8u * SE_ST;
+    const sale_u32 sQ = sK + SE_ST * SE_TILE;   /* the 4 tiles' query codes, 64 rows x 128 B each */
+    const sale_u32 sC = sQ + 4 * SE_QTILE;      /* staged rows */
+    const sale_u32 FULL = sC + 4u * 2u * SE_ROW * 4u, EMPTY = FULL + 8u * SE_ST, QFULL = EMPTY + 8u * SE_ST;
     float *crow_s = (float *)(sale_se_smem + (sC - raw));
 
     const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, warp = wtid >> 5, lane = tid & 31;
@@ -137,6 +143,7 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
             dw_mbar_init(FULL + 8 * s, 1);
             dw_mbar_init(EMPTY + 8 * s, SE_NCW * 4); /* one arrival per consumer warp */
         }
+        dw_mbar_init(QFULL, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -144,6 +151,18 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
     if (wg == 0) { /* ------------------------------------------ producer */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (tid == 0) {
+            /* the query codes of the tiles that estimate (rows past N: TMA's zero fill) */
+            int nq = 0;
+            for (int t = 0; t < 4; t++) {
+                int qb, h;
+                nq += cta.segments(p, t, &qb, &h) > 0;
+            }
+            dw_mbar_expect_tx(QFULL, nq * SE_QTILE);
+            for (int t = 0; t < 4; t++) {
+                int qb, h;
+                if (cta.segments(p, t, &qb, &h) > 0)
+                    dw_tma_3d(sQ + t * SE_QTILE, &tp.tq, 0, qb * SALE_BLOCK_Q, cta.b * p.Hq + h, QFULL);
+            }
             const int slice = cta.b * p.Hkv + cta.kvh;
             for (int kt = 0; kt < kt_end; kt++) {
                 const int s = kt % SE_ST;
@@ -160,11 +179,18 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
     const int cw = wg - 1, g = lane >> 2, c4 = lane & 3;
     const int N = p.N;
     int ns[SE_MPW], qb[SE_MPW];
-    long long bh[SE_MPW];
-    float sq[SE_MPW][2], tt[SE_MPW][2], cn[SE_MPW];
-    sale_u32 qa[SE_MPW][4][4];
+    long long bh[SE_MPW] = {};
+    float sq[SE_MPW][2], tt[SE_MPW][2], cn[SE_MPW], pn[SE_MPW];
     const float *cterm = (const float *)p.cterm;
-    const float2 *cbound = (const float2 *)((const unsigned char *)p.scratch + sale_layout_se_cbound_off(p.B, p.Hq, N));
+    const float *cbound = (const float *)((const unsigned char *)p.scratch + sale_layout_se_cbound_off(p.B, p.Hq, N));
+    const float *ksc = (const float *)p.kscale + ((long long)cta.b * p.Hkv + cta.kvh) * p.nkb;
+    /* thread wtid's block parameter of segment t for tile mm: sk_J (wtid < 4), then cmin_J, cmax_J */
+    auto param = [&](int t, int mm) -> float {
+        const int blk0 = 1 + t * SE_BPT;
+        if (wtid < SE_BPT) return ksc[blk0 + wtid];
+        if (wtid < 3 * SE_BPT) return cbound[(bh[mm] * p.nkb + blk0) * 2 + (wtid - SE_BPT)];
+        return 0.f;
+    };
 #pragma unroll
     for (int mm = 0; mm < SE_MPW; mm++) {
         int h;
@@ -178,42 +204,28 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
             sq[mm][hh] = v ? ((const float *)p.qscale)[bh[mm] * N + row] : 0.f;
             tt[mm][hh] = v ? ((const float *)p.scratch)[bh[mm] * N + row] : SALE_POS_INF;
         }
-        /* the A fragment of k-step ks: rows g, g+8; bytes 32 ks + 4 c4 (+16) */
-        const unsigned char *qr = (const unsigned char *)p.qcode + (bh[mm] * N + r0) * 128;
-        const bool v0 = ns[mm] > 0 && r0 < N, v1 = ns[mm] > 0 && r0 + 8 < N;
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            qa[mm][ks][0] = v0 ? *(const sale_u32 *)(qr + ks * 32 + 4 * c4) : 0u;
-            qa[mm][ks][1] = v1 ? *(const sale_u32 *)(qr + 8 * 128 + ks * 32 + 4 * c4) : 0u;
-            qa[mm][ks][2] = v0 ? *(const sale_u32 *)(qr + ks * 32 + 16 + 4 * c4) : 0u;
-            qa[mm][ks][3] = v1 ? *(const sale_u32 *)(qr + 8 * 128 + ks * 32 + 16 + 4 * c4) : 0u;
-        }
         cn[mm] = ns[mm] > 0 ? cterm[bh[mm] * N + SALE_BLOCK_K + wtid] : 0.f; /* segment 0's c_j, one per thread */
+        pn[mm] = ns[mm] > 0 ? param(0, mm) : 0.f;
     }
-    const float *ksc = (const float *)p.kscale + ((long long)cta.b * p.Hkv + cta.kvh) * p.nkb;
     sale_u32 *mask = (sale_u32 *)p.mask;
     int acc[SE_MPW][64];
+    dw_mbar_wait(QFULL, 0);
 
     for (int kt = 0; kt < kt_end; kt++) {
         const int s = kt % SE_ST, blk0 = 1 + kt * SE_BPT;
-        /* c_j of this segment into shared memory, the next one's load in flight */
+        /* this segment's c_j and block parameters into shared memory, the next one's loads in flight */
 #pragma unroll
         for (int mm = 0; mm < SE_MPW; mm++)
             if (kt < ns[mm]) {
-                crow_s[((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_KT + wtid] = cn[mm];
-                if (kt + 1 < ns[mm]) cn[mm] = cterm[bh[mm] * N + SALE_BLOCK_K + (kt + 1) * SE_KT + wtid];
+                float *row = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_ROW;
+                row[wtid] = cn[mm];
+                if (wtid < 3 * SE_BPT) row[SE_KT + wtid] = pn[mm];
+                if (kt + 1 < ns[mm]) {
+                    cn[mm] = cterm[bh[mm] * N + SALE_BLOCK_K + (kt + 1) * SE_KT + wtid];
+                    pn[mm] = param(kt + 1, mm);
+                }
             }
         dw_bar_sync(1 + cw, 128); /* this warpgroup's rows are in (and last segment's reads done) */
-        /* the blocks' scales and c_j ranges: their latency hides behind the wgmma */
-        float sk[SE_BPT];
-        float2 cb[SE_MPW][SE_BPT];
-#pragma unroll
-        for (int J = 0; J < SE_BPT; J++) sk[J] = ksc[blk0 + J];
-#pragma unroll
-        for (int mm = 0; mm < SE_MPW; mm++)
-#pragma unroll
-            for (int J = 0; J < SE_BPT; J++)
-                cb[mm][J] = kt < ns[mm] ? cbound[bh[mm] * p.nkb + blk0 + J] : make_float2(0.f, 0.f);
 
         dw_mbar_wait(FULL + 8 * s, (kt / SE_ST) & 1);
         dw_fence();
@@ -223,7 +235,8 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
         for (int mm = 0; mm < SE_MPW; mm++)
 #pragma unroll
             for (int ks = 0; ks < 4; ks++)
-                se_mma(acc[mm], qa[mm][ks], dw_desc(sK + s * SE_TILE + 32 * ks, 16, 1024), ks);
+                se_mma(acc[mm], dw_desc(sQ + (cw * SE_MPW + mm) * SE_QTILE + 32 * ks, 16, 1024),
+                       dw_desc(sK + s * SE_TILE + 32 * ks, 16, 1024), ks);
         dw_commit();
         dw_wait<0>();
 #pragma unroll
@@ -235,6 +248,8 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
         for (int mm = 0; mm < SE_MPW; mm++) {
             if (kt >= ns[mm]) continue; /* warpgroup-uniform */
             const int (&a)[64] = acc[mm];
+            const float *cs = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_ROW; /* c_j, then sk, {cmin, cmax} */
+            const float *sk = cs + SE_KT;
             /* the bounds of the 4 blocks (independent chains), one reduction */
             sale_u32 bits = 0;
 #pragma unroll
@@ -247,15 +262,14 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
                     d1 = max(d1, max(a[16 * J + 4 * nt + 2], a[16 * J + 4 * nt + 3]));
                 }
                 const float x0 = __fmul_rn(pr0, se_i2f(d0)), x1 = __fmul_rn(pr1, se_i2f(d1));
-                bits |= (sale_u32)((__fadd_rn(x0, cb[mm][J].x) > tt[mm][0]) | (__fadd_rn(x1, cb[mm][J].x) > tt[mm][1])) << J;
-                bits |= (sale_u32)((__fadd_rn(x0, cb[mm][J].y) > tt[mm][0]) | (__fadd_rn(x1, cb[mm][J].y) > tt[mm][1]))
-                        << (SE_BPT + J);
+                const float cmin = sk[SE_BPT + 2 * J], cmax = sk[SE_BPT + 2 * J + 1];
+                bits |= (sale_u32)((__fadd_rn(x0, cmin) > tt[mm][0]) | (__fadd_rn(x1, cmin) > tt[mm][1])) << J;
+                bits |= (sale_u32)((__fadd_rn(x0, cmax) > tt[mm][0]) | (__fadd_rn(x1, cmax) > tt[mm][1])) << (SE_BPT + J);
             }
             bits = __reduce_or_sync(0xffffffffu, bits);
             sale_u32 kept = bits & 15u;
             const sale_u32 und = (bits >> SE_BPT) & ~bits & 15u;
             if (und) { /* the element-wise test for the blocks the bounds left open */
-                const float *cs = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_KT;
 #pragma unroll
                 for (int J = 0; J < SE_BPT; J++)
                     if (und >> J & 1u) {
