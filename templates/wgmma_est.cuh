@@ -48,7 +48,6 @@
  * blocks' scales sk_J and {cmin_J, cmax_J} (one value per thread, loaded one
  * segment ahead like the c_j: nothing the test reads comes from L2) */
 #define SE_ROW (SE_KT + 16)
-#define SE_RBUF 2 /* staged rows per tile: segment kt's, and kt - 1's (read before the last barrier) */
 /* registers per consumer thread after setmaxnreg (the producer gives its own back) */
 #define SE_CREGS (SE_NCW == 2 ? 240 : 112)
 
@@ -62,7 +61,7 @@ static constexpr sale_layout_cfg SE_LCFG = {SALE_FAMILY, 128, 64, 32, 128, SALE_
 static_assert(sale_layout_wgmma_select(&SE_LCFG), "the host would not launch this kernel for this key");
 /* the same sum as sale_layout_smem(): 1 KB of alignment slack, the ring, the
  * staged rows [4 tiles][2 segments][SE_ROW floats], 128 B of barriers */
-static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4u * SE_QTILE + 4u * SE_RBUF * SE_ROW * 4u + 128u,
+static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4u * SE_QTILE + 4u * 2u * SE_ROW * 4u + 128u,
               "shared-memory layout of the wgmma estimation and sale_layout_smem() disagree");
 
 /* D(64x128 s32) (+)= A(64x32 int8, shared, K-major) * B(32x128 int8, shared, K-major) */
@@ -78,18 +77,6 @@ SALE_DEV void se_mma(int (&d)[64], sale_u64 adesc, sale_u64 bdesc, int scale_d) 
                    "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]),
                    "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),
                    "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
-                 : "l"(adesc), "l"(bdesc), "r"(scale_d));
-}
-
-/* D(64x64 s32) (+)= A(64x32 int8, shared) * B(32x64 int8, shared): half a code tile */
-SALE_DEV void se_mma64(int (&d)[32], sale_u64 adesc, sale_u64 bdesc, int scale_d) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 " DW_ACC32 ", %32, %33, p;\n}\n"
-                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-                   "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]),
-                   "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]),
-                   "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]),
-                   "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
                  : "l"(adesc), "l"(bdesc), "r"(scale_d));
 }
 
@@ -147,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
     const sale_u32 sK = (raw + 1023u) & ~1023u; /* the ring, 1 KB aligned (the swizzle atom) */
     const sale_u32 sQ = sK + SE_ST * SE_TILE;   /* the 4 tiles' query codes, 64 rows x 128 B each */
     const sale_u32 sC = sQ + 4 * SE_QTILE;      /* staged rows */
-    const sale_u32 FULL = sC + 4u * SE_RBUF * SE_ROW * 4u, EMPTY = FULL + 8u * SE_ST, QFULL = EMPTY + 8u * SE_ST;
+    const sale_u32 FULL = sC + 4u * 2u * SE_ROW * 4u, EMPTY = FULL + 8u * SE_ST, QFULL = EMPTY + 8u * SE_ST;
     float *crow_s = (float *)(sale_se_smem + (sC - raw));
 
     const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, warp = wtid >> 5, lane = tid & 31;
@@ -221,16 +208,16 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
         pn[mm] = ns[mm] > 0 ? param(0, mm) : 0.f;
     }
     sale_u32 *mask = (sale_u32 *)p.mask;
+    int acc[SE_MPW][64];
     dw_mbar_wait(QFULL, 0);
 
-    /* segment kt's c_j and block parameters into shared memory (2 buffers:
-     * the one written was last read two segments ago, before the previous
-     * barrier), the next segment's loads in flight */
-    auto stage = [&](int kt) {
+    for (int kt = 0; kt < kt_end; kt++) {
+        const int s = kt % SE_ST, blk0 = 1 + kt * SE_BPT;
+        /* this segment's c_j and block parameters into shared memory, the next one's loads in flight */
 #pragma unroll
         for (int mm = 0; mm < SE_MPW; mm++)
             if (kt < ns[mm]) {
-                float *row = crow_s + ((cw * SE_MPW + mm) * SE_RBUF + kt % SE_RBUF) * SE_ROW;
+                float *row = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_ROW;
                 row[wtid] = cn[mm];
                 if (wtid < 3 * SE_BPT) row[SE_KT + wtid] = pn[mm];
                 if (kt + 1 < ns[mm]) {
@@ -238,128 +225,75 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
                     pn[mm] = param(kt + 1, mm);
                 }
             }
-        dw_bar_sync(1 + cw, 128); /* this warpgroup's rows are in */
-    };
-    /* blocks jb0 .. jb0 + NB - 1 of the segment; a holds their accumulators */
-    auto test = [&](int kt, int mm, const int *a, int jb0, int nb) { /* nb: 2 or 4, a literal at each call */
-        if (kt >= ns[mm]) return; /* warpgroup-uniform */
-        const int blk0 = 1 + kt * SE_BPT + jb0;
-        const float *cs = crow_s + ((cw * SE_MPW + mm) * SE_RBUF + kt % SE_RBUF) * SE_ROW; /* c_j, then sk, {cmin, cmax} */
-        const float *sk = cs + SE_KT + jb0;          /* this call's block scales */
-        const float *cr = cs + SE_KT + SE_BPT + 2 * jb0; /* and {cmin, cmax} */
-        cs += jb0 * 32;                              /* and c_j */
-        /* the bounds of the 4 blocks (independent chains), one reduction */
-        sale_u32 bits = 0;
+        dw_bar_sync(1 + cw, 128); /* this warpgroup's rows are in (and last segment's reads done) */
+
+        dw_mbar_wait(FULL + 8 * s, (kt / SE_ST) & 1);
+        dw_fence();
+        /* issued for every tile, also one past its segments (results unused):
+         * a wgmma under a branch is serialised by ptxas (C7520) */
 #pragma unroll
-        for (int J = 0; J < 4; J++) {
-            if (J >= nb) break;
-            const float pr0 = __fmul_rn(sq[mm][0], sk[J]), pr1 = __fmul_rn(sq[mm][1], sk[J]);
-            int d0 = max(a[16 * J + 0], a[16 * J + 1]), d1 = max(a[16 * J + 2], a[16 * J + 3]);
+        for (int mm = 0; mm < SE_MPW; mm++)
 #pragma unroll
-            for (int nt = 1; nt < 4; nt++) {
-                d0 = max(d0, max(a[16 * J + 4 * nt + 0], a[16 * J + 4 * nt + 1]));
-                d1 = max(d1, max(a[16 * J + 4 * nt + 2], a[16 * J + 4 * nt + 3]));
-            }
-            const float x0 = __fmul_rn(pr0, se_i2f(d0)), x1 = __fmul_rn(pr1, se_i2f(d1));
-            const float cmin = cr[2 * J], cmax = cr[2 * J + 1];
-            bits |= (sale_u32)((__fadd_rn(x0, cmin) > tt[mm][0]) | (__fadd_rn(x1, cmin) > tt[mm][1])) << J;
-            bits |= (sale_u32)((__fadd_rn(x0, cmax) > tt[mm][0]) | (__fadd_rn(x1, cmax) > tt[mm][1])) << (nb + J);
-        }
-        bits = __reduce_or_sync(0xffffffffu, bits);
-        const sale_u32 ALL = (1u << nb) - 1u;
-        sale_u32 kept = bits & ALL;
-        const sale_u32 und = (bits >> nb) & ~bits & ALL;
-        if (und) { /* the element-wise test for the blocks the bounds left open */
+            for (int ks = 0; ks < 4; ks++)
+                se_mma(acc[mm], dw_desc(sQ + (cw * SE_MPW + mm) * SE_QTILE + 32 * ks, 16, 1024),
+                       dw_desc(sK + s * SE_TILE + 32 * ks, 16, 1024), ks);
+        dw_commit();
+        dw_wait<0>();
 #pragma unroll
-            for (int J = 0; J < 4; J++)
-                if (J < nb && (und >> J & 1u)) {
-                    const float pr0 = __fmul_rn(sq[mm][0], sk[J]), pr1 = __fmul_rn(sq[mm][1], sk[J]);
-                    bool hit = false;
-#pragma unroll
-                    for (int nt = 0; nt < 4; nt++) {
-                        const float2 c = *(const float2 *)(cs + J * 32 + nt * 8 + 2 * c4);
-                        hit |= (se_shat(pr0, a[16 * J + 4 * nt + 0], c.x) > tt[mm][0]) |
-                               (se_shat(pr0, a[16 * J + 4 * nt + 1], c.y) > tt[mm][0]) |
-                               (se_shat(pr1, a[16 * J + 4 * nt + 2], c.x) > tt[mm][1]) |
-                               (se_shat(pr1, a[16 * J + 4 * nt + 3], c.y) > tt[mm][1]);
-                    }
-                    if (__any_sync(0xffffffffu, hit)) kept |= 1u << J;
-                }
-        }
-        if (kept && lane == 0) {
-            sale_u32 *row = mask + (bh[mm] * p.nqb + qb[mm]) * p.nkw;
-            const int w = blk0 >> 5, sh = blk0 & 31;
-            atomicOr(row + w, kept << sh);
-            if (sh > 32 - nb && (kept >> (32 - sh))) atomicOr(row + w + 1, kept >> (32 - sh));
-        }
-    };
-    /* one arrive per consumer warp: the ring stage may be refilled */
-    auto release = [&](int s) {
+        for (int mm = 0; mm < SE_MPW; mm++) dw_fence_acc(acc[mm]);
         __syncwarp();
         if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
-    };
 
-    /* The test of one commit group runs while the next group's wgmma is on
-     * the tensor cores (as S and P V in the attention kernel). Both groups
-     * retire inside each segment: a pipeline that stays open across
-     * iterations is serialised by ptxas (C7514: accumulators read while a
-     * group whose order it cannot prove is in flight). */
-#if SE_MPW == 2
-    /* two tiles a warpgroup: group A = tile 0, group B = tile 1 */
-    /* the estimate of tile mm for segment kt (ring stage s): 4 wgmma k-steps;
-     * issued for every segment, also past the tile's last (results unused):
-     * a wgmma under a branch is serialised by ptxas (C7520) */
-    auto issue = [&](int s, int mm, int (&d)[64]) {
 #pragma unroll
-        for (int ks = 0; ks < 4; ks++)
-            se_mma(d, dw_desc(sQ + (cw * SE_MPW + mm) * SE_QTILE + 32 * ks, 16, 1024),
-                   dw_desc(sK + s * SE_TILE + 32 * ks, 16, 1024), ks);
-    };
-    int acc0[64], acc1[64];
-    for (int kt = 0; kt < kt_end; kt++) {
-        const int s = kt % SE_ST;
-        stage(kt);
-        dw_mbar_wait(FULL + 8 * s, (kt / SE_ST) & 1);
-        dw_fence();
-        issue(s, 0, acc0);
-        dw_commit();
-        issue(s, 1, acc1);
-        dw_commit();
-        dw_wait<1>(); /* A is in; B may run */
-        dw_fence_acc(acc0);
-        test(kt, 0, acc0, 0, 4);
-        dw_wait<0>();
-        dw_fence_acc(acc1);
-        release(s);
-        test(kt, 1, acc1, 0, 4);
+        for (int mm = 0; mm < SE_MPW; mm++) {
+            if (kt >= ns[mm]) continue; /* warpgroup-uniform */
+            const int (&a)[64] = acc[mm];
+            const float *cs = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_ROW; /* c_j, then sk, {cmin, cmax} */
+            const float *sk = cs + SE_KT;
+            /* the bounds of the 4 blocks (independent chains), one reduction */
+            sale_u32 bits = 0;
+#pragma unroll
+            for (int J = 0; J < SE_BPT; J++) {
+                const float pr0 = __fmul_rn(sq[mm][0], sk[J]), pr1 = __fmul_rn(sq[mm][1], sk[J]);
+                int d0 = max(a[16 * J + 0], a[16 * J + 1]), d1 = max(a[16 * J + 2], a[16 * J + 3]);
+#pragma unroll
+                for (int nt = 1; nt < 4; nt++) {
+                    d0 = max(d0, max(a[16 * J + 4 * nt + 0], a[16 * J + 4 * nt + 1]));
+                    d1 = max(d1, max(a[16 * J + 4 * nt + 2], a[16 * J + 4 * nt + 3]));
+                }
+                const float x0 = __fmul_rn(pr0, se_i2f(d0)), x1 = __fmul_rn(pr1, se_i2f(d1));
+                const float cmin = sk[SE_BPT + 2 * J], cmax = sk[SE_BPT + 2 * J + 1];
+                bits |= (sale_u32)((__fadd_rn(x0, cmin) > tt[mm][0]) | (__fadd_rn(x1, cmin) > tt[mm][1])) << J;
+                bits |= (sale_u32)((__fadd_rn(x0, cmax) > tt[mm][0]) | (__fadd_rn(x1, cmax) > tt[mm][1])) << (SE_BPT + J);
+            }
+            bits = __reduce_or_sync(0xffffffffu, bits);
+            sale_u32 kept = bits & 15u;
+            const sale_u32 und = (bits >> SE_BPT) & ~bits & 15u;
+            if (und) { /* the element-wise test for the blocks the bounds left open */
+#pragma unroll
+                for (int J = 0; J < SE_BPT; J++)
+                    if (und >> J & 1u) {
+                        const float pr0 = __fmul_rn(sq[mm][0], sk[J]), pr1 = __fmul_rn(sq[mm][1], sk[J]);
+                        bool hit = false;
+#pragma unroll
+                        for (int nt = 0; nt < 4; nt++) {
+                            const float2 c = *(const float2 *)(cs + J * 32 + nt * 8 + 2 * c4);
+                            hit |= (se_shat(pr0, a[16 * J + 4 * nt + 0], c.x) > tt[mm][0]) |
+                                   (se_shat(pr0, a[16 * J + 4 * nt + 1], c.y) > tt[mm][0]) |
+                                   (se_shat(pr1, a[16 * J + 4 * nt + 2], c.x) > tt[mm][1]) |
+                                   (se_shat(pr1, a[16 * J + 4 * nt + 3], c.y) > tt[mm][1]);
+                        }
+                        if (__any_sync(0xffffffffu, hit)) kept |= 1u << J;
+                    }
+            }
+            if (kept && lane == 0) {
+                sale_u32 *row = mask + (bh[mm] * p.nqb + qb[mm]) * p.nkw;
+                const int w = blk0 >> 5, sh = blk0 & 31;
+                atomicOr(row + w, kept << sh);
+                if (sh > 32 - SE_BPT && (kept >> (32 - sh))) atomicOr(row + w + 1, kept >> (32 - sh));
+            }
+        }
     }
-#else
-    /* one tile a warpgroup: group A = keys 0..63 of the code tile (blocks 0,
-     * 1), group B = keys 64..127 (blocks 2, 3), m64n64 each */
-    int lo[32], hi[32];
-    for (int kt = 0; kt < kt_end; kt++) {
-        const int s = kt % SE_ST;
-        stage(kt);
-        dw_mbar_wait(FULL + 8 * s, (kt / SE_ST) & 1);
-        dw_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++)
-            se_mma64(lo, dw_desc(sQ + cw * SE_QTILE + 32 * ks, 16, 1024), dw_desc(sK + s * SE_TILE + 32 * ks, 16, 1024), ks);
-        dw_commit();
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++)
-            se_mma64(hi, dw_desc(sQ + cw * SE_QTILE + 32 * ks, 16, 1024),
-                     dw_desc(sK + s * SE_TILE + 64 * 128 + 32 * ks, 16, 1024), ks);
-        dw_commit();
-        dw_wait<1>(); /* A is in; B may run */
-        dw_fence_acc(lo);
-        test(kt, 0, lo, 0, 2);
-        dw_wait<0>();
-        dw_fence_acc(hi);
-        release(s);
-        test(kt, 0, hi, 2, 2);
-    }
-#endif
 
     /* kept counts: the estimated blocks [1, 1 + 4 ns) of each tile's mask row, once
      * every warp's bits are in (the local kernel counted the local region) */
