@@ -218,6 +218,16 @@ SALE_DEV float sale_quad_sum(float x) {
  *                  kept bits, mask words), then attend_tiles on the kept
  *                  blocks while the next segment is estimated
  *   store          output, log-sum-exp, kept count */
+/* the bits of mask word w (blocks 32w .. 32w + 31) for the blocks a .. z */
+SALE_DEV sale_u32 sale_mask_word(int w, int a, int z) {
+    const int lo = w * 32, hi = lo + 31;
+    if (a < lo) a = lo;
+    if (z > hi) z = hi;
+    if (a > z) return 0u;
+    const int n = z - a + 1;
+    return (n == 32 ? 0xffffffffu : ((1u << n) - 1u)) << (a - lo);
+}
+
 #if SALE_FAMILY != 0 && !defined(SALE_WGMMA_ATTN) /* dense/attend on sm_90a: wgmma_attn.cuh */
 #define SALE_MODE_FUSED 1
 #define SALE_MODE_SELECT 2
@@ -721,18 +731,8 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
         if constexpr (EST || MODE == SALE_MODE_DENSE) {
             if (p.mask) {
                 mask_row = (sale_u32 *)p.mask + ((long long)bhq * p.nqb + qb) * p.nkw;
-                for (int w = tid; w < p.nkw; w += NT) {
-                    int lo = w * 32, hi = w * 32 + 31;
-                    int a = local_lo > lo ? local_lo : lo, z = kb_hi < hi ? kb_hi : hi;
-                    sale_u32 bits = 0;
-                    if (a <= z) {
-                        int n = z - a + 1;
-                        bits = (n == 32 ? 0xffffffffu : ((1u << n) - 1u)) << (a - lo);
-                    }
-                    if (w == 0)
-                        bits |= 1u;
-                    mask_row[w] = bits;
-                }
+                for (int w = tid; w < p.nkw; w += NT)
+                    mask_row[w] = sale_mask_word(w, local_lo, kb_hi) | (w == 0 ? 1u : 0u);
             }
         }
     }

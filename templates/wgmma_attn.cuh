@@ -433,15 +433,7 @@ SALE_DEV void dw_dense_mask(const sale_params &p, int b, int h, int r0, int ctid
         sale_u32 *row = (sale_u32 *)p.mask + (((long long)b * p.Hq + h) * p.nqb + qb) * p.nkw;
         const int iend = (qb * bq + bq < p.N ? qb * bq + bq : p.N) - 1;
         const int kb_hi = iend / SALE_BLOCK_K;
-        for (int w = ctid; w < p.nkw; w += 256) {
-            const int lo = w * 32;
-            sale_u32 bits = 0;
-            if (lo <= kb_hi) {
-                const int n = kb_hi - lo + 1;
-                bits = n >= 32 ? 0xffffffffu : ((1u << n) - 1u);
-            }
-            row[w] = bits;
-        }
+        for (int w = ctid; w < p.nkw; w += 256) row[w] = sale_mask_word(w, 0, kb_hi);
     }
 }
 
