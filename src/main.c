@@ -203,6 +203,8 @@ static int cmd_info(const gopts *g, int argc, char **argv)
                 if (ca)
                     printf("           kernels: %s; dense and attend at head_dim 128: %s%s\n", sale_arch_name(ca),
                            sale_arch_name(wa), wa == SALE_ARCH_SM90A ? " (wgmma + TMA)" : "");
+                if (wa == SALE_ARCH_SM90A)
+                    printf("           two-pass select with thr=fixed: sm_90a (wgmma estimation)\n");
             }
         }
         if (!n)
