@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "sale.h"
+#include "sale_layout.h"
 
 static sale_ctx *ctx;
 static void setup(void)
@@ -121,4 +122,31 @@ Test(attention, plain_mode_is_checked_like_fused)
         return;
     a.block_seg = 0;
     cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "%s", sale_last_error(ctx));
+}
+
+/* two-pass with thr=fixed may run the sm_90a select, whose scratch holds
+ * every row's threshold and every key block's c_j range: the workspace size
+ * (computed without a device) covers it, whatever the device will be */
+Test(attention, workspace_covers_the_thr_fixed_select_scratch)
+{
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 2, a.heads_q = 8, a.heads_kv = 2, a.seq_len = 5000, a.head_dim = 128;
+    a.mode = SALE_MODE_TWO_PASS;
+    size_t run = 0, fixed = 0;
+    a.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &run), SALE_OK, "%s", sale_last_error(ctx));
+    a.thr = SALE_THR_FIXED;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &fixed), SALE_OK, "%s", sale_last_error(ctx));
+    const size_t nkb = (5000 + 31) / 32;
+    const size_t need = (size_t)2 * 8 * 5000 * 4 + (size_t)2 * 8 * nkb * 8; /* t_i, {cmin, cmax} */
+    /* run's scratch is the quantize kernel's mean partials; fixed's must hold the select's too */
+    const size_t qpart = (size_t)sale_layout_mean_chunks(5000) * (8 + 2) * 2 * 128 * 8;
+    cr_assert_geq(fixed, run);
+    cr_assert_geq(fixed - run + qpart, need, "workspace %zu (run %zu) misses the select's scratch %zu", fixed, run, need);
+    /* fused never runs the wgmma select: no extra scratch */
+    a.mode = SALE_MODE_FUSED;
+    size_t fused_fixed = 0;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &fused_fixed), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_leq(fused_fixed, fixed);
 }

@@ -514,3 +514,58 @@ Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
     for (int i = 0; i < n; i++)
         cr_assert_eq(c[i].warps, 12);
 }
+
+/* On sm_90a the select's space with thr=fixed holds the wgmma estimation
+ * (warps 12 and 20, ring stages 2..4; the default 20 x 4) beside the
+ * mma.sync tiles; with thr=run those tiles are refused (the wgmma
+ * estimation needs the fixed threshold) and the default is mma.sync. */
+Test(tune, sm90a_select_space_has_the_wgmma_estimation_with_thr_fixed)
+{
+    sale_key base = sale_key_default(SALE_FAMILY_SELECT);
+    base.arch = SALE_ARCH_SM90A;
+    base.thr = SALE_THR_FIXED;
+    tune_candidate c[TUNE_MAX_CANDIDATES];
+    char err[256] = "";
+    int illegal = 0;
+    int n = tune_space_key(&base, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
+    cr_assert_gt(n, 0, "%s", err);
+    int w12 = 0, w20 = 0, dflt = 0;
+    for (int i = 0; i < n; i++) {
+        w12 += c[i].warps == 12;
+        w20 += c[i].warps == 20;
+        if (c[i].is_default) {
+            dflt++;
+            cr_assert_eq(c[i].warps, 20);
+            cr_assert_eq(c[i].stages, 4);
+        }
+        if (c[i].warps >= 12) {
+            sale_layout_cfg lc = key_layout(&c[i].key);
+            cr_assert(sale_layout_wgmma_select(&lc));
+            cr_assert_eq(c[i].threads, c[i].warps * 32);
+        }
+    }
+    cr_assert_eq(w12, 3, "warps 12 with stages 2, 3, 4");
+    cr_assert_eq(w20, 3, "warps 20 with stages 2, 3, 4");
+    cr_assert_eq(dflt, 1);
+    /* a config warps list narrows the mma.sync tiles only */
+    const int warps[] = {4};
+    n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    w12 = w20 = 0;
+    for (int i = 0; i < n; i++) {
+        w12 += c[i].warps == 12;
+        w20 += c[i].warps == 20;
+        cr_assert(c[i].warps == 4 || c[i].warps == 12 || c[i].warps == 20, "warps %d", c[i].warps);
+    }
+    cr_assert_eq(w12, 3);
+    cr_assert_eq(w20, 3);
+    /* thr=run: no wgmma estimation */
+    base.thr = SALE_THR_RUN;
+    n = tune_space_key(&base, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
+    cr_assert_gt(n, 0, "%s", err);
+    for (int i = 0; i < n; i++) {
+        cr_assert_lt(c[i].warps, 12, "thr=run select with warps %d", c[i].warps);
+        if (c[i].is_default)
+            cr_assert_eq(c[i].warps, 4);
+    }
+    cr_assert_geq(illegal, 6, "the 6 wgmma tiles are refused with thr=run");
+}

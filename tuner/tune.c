@@ -68,17 +68,21 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
     }
     if (nwarps > 0 && warps) {
         /* a list of warps (the config's tuning table, or --warps) narrows the
-         * mma.sync tiles; the family's wgmma kernel (warps 12 on sm_90a) stays
-         * a choice, as it is the default there */
-        int wg = 0;
+         * mma.sync tiles; the family's wgmma kernels (warps 12, and 20 for the
+         * select, on sm_90a) stay choices, as they are the defaults there */
+        int wgw[2], nwg = 0;
         for (int i = 0; i < nsw; i++)
-            wg |= sw[i] == SALE_WG_WARPS;
-        nsw = nwarps > 15 ? 15 : nwarps;
+            if (sw[i] == SALE_WG_WARPS || sw[i] == 20)
+                wgw[nwg++] = sw[i];
+        nsw = nwarps > 14 ? 14 : nwarps;
         memcpy(sw, warps, sizeof(int) * (size_t)nsw);
-        for (int i = 0; i < nsw && wg; i++)
-            wg = sw[i] != SALE_WG_WARPS;
-        if (wg)
-            sw[nsw++] = SALE_WG_WARPS;
+        for (int g = 0; g < nwg; g++) {
+            int have = 0;
+            for (int i = 0; i < nsw; i++)
+                have |= sw[i] == wgw[g];
+            if (!have)
+                sw[nsw++] = wgw[g];
+        }
     }
     if (nstages > 0 && stages) {
         nss = nstages > 16 ? 16 : nstages;
