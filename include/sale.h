@@ -141,7 +141,8 @@ int sale_attention_arch(sale_family family, int head_dim, int block_q, int block
 /* The same for a whole key (open fields take their defaults): also select
  * with thr FIXED at head_dim 128, block_q 64, block_k 32, block_seg 128 and
  * 8-bit codes (warps open, 12 or 20), the wgmma estimation, is SALE_ARCH_SM90A
- * on sm_90. What sale_attention, `sale prewarm` and `sale tune` use. */
+ * on sm_90. What sale_attention, `sale prewarm` and `sale tune` use.
+ * key NULL: arch. */
 int sale_key_run_arch(const sale_key *key, int arch);
 
 /* -------------------------------------------------------------- context */

@@ -201,6 +201,8 @@ static int select_wgmma_shape(const sale_key *k)
 
 int sale_key_run_arch(const sale_key *k, int arch)
 {
+    if (!k)
+        return arch;
     if (arch == 90 && select_wgmma_shape(k) && (!k->warps || k->warps == 12 || k->warps == 20))
         return SALE_ARCH_SM90A;
     return sale_attention_arch(k->family, k->head_dim ? k->head_dim : 128, k->block_q ? k->block_q : 64,

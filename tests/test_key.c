@@ -313,3 +313,35 @@ Test(key, thr_is_not_in_the_key_of_families_that_do_not_select)
         cr_assert_eq(sale_key_hash(&a), sale_key_hash(&b));
     }
 }
+
+/* which cubin sale_attention runs for a key on an sm_90 device: the thr=fixed
+ * select at the wgmma estimation's block sizes is sm_90a (open tiles, 12 or
+ * 20 warps), other tiles and thr=run stay sm_90; dense and attend as
+ * sale_attention_arch says; other archs unchanged; NULL is the arch */
+Test(key, run_arch_of_the_thr_fixed_select)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_SELECT);
+    k.thr = SALE_THR_FIXED;
+    cr_assert_eq(sale_key_run_arch(&k, 90), SALE_ARCH_SM90A);
+    cr_assert_eq(sale_key_run_arch(&k, 89), 89);
+    k.warps = 20;
+    cr_assert_eq(sale_key_run_arch(&k, 90), SALE_ARCH_SM90A);
+    k.warps = 4; /* an mma.sync tile asked for */
+    cr_assert_eq(sale_key_run_arch(&k, 90), 90);
+    k.warps = 0;
+    k.block_seg = 64; /* the wgmma estimation's segment is one 128-key tile */
+    cr_assert_eq(sale_key_run_arch(&k, 90), 90);
+    k.block_seg = 0;
+    k.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_key_run_arch(&k, 90), 90);
+    sale_key d = sale_key_default(SALE_FAMILY_DENSE);
+    cr_assert_eq(sale_key_run_arch(&d, 90), SALE_ARCH_SM90A);
+    cr_assert_eq(sale_key_run_arch(NULL, 86), 86);
+    /* the resolved sm_90a key is the 4-warpgroup estimation, legal */
+    k.thr = SALE_THR_FIXED;
+    k.arch = sale_key_run_arch(&k, 90);
+    char err[256] = "";
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(k.warps, 20);
+    cr_assert_eq(k.stages, 4);
+}
