@@ -31,37 +31,22 @@ typedef struct anchor {
     double flash, cudnn;
 } anchor;
 
-/* Median GPU time of one sale_attention call over reps (after warm-up). */
+/* Median GPU time of one sale_attention call over reps (after warm-up),
+ * then one more call that collects the stats and per-phase times. */
 static float time_attention(sale_attention_args *a, int warmup, int reps, float phases[3])
 {
-    sale_event *e0, *e1;
-    CHECK(sale_event_create(ctx, &e0));
-    CHECK(sale_event_create(ctx, &e1));
     sale_stats *keep_stats = a->stats;
     float *keep_phase = a->phase_ms;
     a->stats = NULL;
     a->phase_ms = NULL;
-    for (int i = 0; i < warmup; i++)
-        CHECK(sale_attention(ctx, a, NULL));
-    float t[32];
-    if (reps > 32)
-        reps = 32;
-    for (int i = 0; i < reps; i++) {
-        CHECK(sale_event_record(ctx, e0, NULL));
-        CHECK(sale_attention(ctx, a, NULL));
-        CHECK(sale_event_record(ctx, e1, NULL));
-        CHECK(sale_event_elapsed(ctx, e0, e1, &t[i]));
-    }
-    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_float);
-    /* one more run that collects stats and per-phase times */
+    float ms = 0;
+    CHECK(bench_median_ms(ctx, a, warmup, reps, &ms));
     a->stats = keep_stats;
     a->phase_ms = phases ? phases : keep_phase;
     CHECK(sale_attention(ctx, a, NULL));
     CHECK(sale_dev_sync(ctx));
     a->phase_ms = keep_phase;
-    sale_event_destroy(ctx, e0);
-    sale_event_destroy(ctx, e1);
-    return t[reps / 2];
+    return ms;
 }
 
 static void write_file(const char *dir, const char *name, const void *p, size_t n)

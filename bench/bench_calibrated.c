@@ -38,23 +38,9 @@ static sale_ctx *ctx;
 
 static float time_ms(sale_attention_args *a, int reps)
 {
-    sale_event *e0, *e1;
-    CHECK(sale_event_create(ctx, &e0));
-    CHECK(sale_event_create(ctx, &e1));
-    CHECK(sale_attention(ctx, a, NULL)); /* warm */
-    float t[16];
-    if (reps > 16)
-        reps = 16;
-    for (int i = 0; i < reps; i++) {
-        CHECK(sale_event_record(ctx, e0, NULL));
-        CHECK(sale_attention(ctx, a, NULL));
-        CHECK(sale_event_record(ctx, e1, NULL));
-        CHECK(sale_event_elapsed(ctx, e0, e1, &t[i]));
-    }
-    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_float);
-    sale_event_destroy(ctx, e0);
-    sale_event_destroy(ctx, e1);
-    return t[reps / 2];
+    float ms = 0;
+    CHECK(bench_median_ms(ctx, a, 1, reps > 16 ? 16 : reps, &ms));
+    return ms;
 }
 
 typedef struct row {
