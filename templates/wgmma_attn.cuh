@@ -117,18 +117,13 @@ SALE_DEV void dw_mma_rs(float (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc) 
 /* dense: the key tiles 0..last a CTA visits, ascending. Producer and
  * consumers walk the same list. */
 struct DwTiles {
-    int cur, last, kt; /* kt: the tile taken last (DenseWg::consume) */
+    int cur, last;
     SALE_DEV void begin(int last_tile) {
         cur = 0;
         last = last_tile;
     }
     /* the next tile, or -1 */
     SALE_DEV int next() { return cur <= last ? cur++ : -1; }
-    /* the consumer's step: take the next tile; mask its scores (the causal mask on the diagonal tile) */
-    SALE_DEV void step() { kt = next(); }
-    template <class W> SALE_DEV void mask(W &w) const {
-        if (w.diagonal(kt)) w.mask_diagonal(kt);
-    }
 };
 #endif
 
@@ -167,10 +162,6 @@ struct DwPairs {
         b = next_block();
         return true;
     }
-    /* the consumer's step: take the next pair; mask its scores (pad half, causal) */
-    int A, B, first_row;
-    SALE_DEV void step() { next(A, B); }
-    template <class W> SALE_DEV void mask(W &w) const { w.mask_pair(A, B, first_row); }
     /* how many pairs */
     SALE_DEV int count() const {
         if (!row) return 0;
@@ -358,10 +349,13 @@ struct DenseWg {
 
     /* the key tiles, S(j) and P V(j-1) in flight together (j: position in
      * the list, kt: the tile) */
-    /* the key tiles of tl (nkt >= 1: the dense tiles 0..last, or attend's
-     * block pairs), S(j) and P V(j-1) in flight together */
-    template <class Tiles> SALE_DEV void consume(Tiles &tl) {
-        tl.step();
+#if DW_ATTEND
+    /* attend: this warpgroup's block pairs (nkt >= 1), S(j) and P V(j-1) in flight together */
+    SALE_DEV void consume_pairs(int first_row) {
+        DwPairs pr;
+        pr.begin(mine, kb_hi);
+        int A, B;
+        pr.next(A, B);
         dw_mbar_wait(QFULL, 0);
         float a0, a1;
         dw_mbar_wait(KFULL, 0);
@@ -370,10 +364,10 @@ struct DenseWg {
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(S);
-        tl.mask(*this);
+        mask_pair(A, B, first_row);
         softmax(a0, a1);
         for (int j = 1; j < nkt; j++) {
-            tl.step();
+            pr.next(A, B);
             const int sj = j % ST, sp = (j - 1) % ST;
             convert_p();
             dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
@@ -383,9 +377,9 @@ struct DenseWg {
             dw_commit();
             issue_pv(sp);
             dw_commit();
-            dw_wait<1>(); /* S(j) is in; P V(j-1) may still run */
+            dw_wait<1>();
             dw_fence_acc(S);
-            tl.mask(*this);
+            mask_pair(A, B, first_row);
             softmax(a0, a1);
             dw_wait<0>();
             dw_fence_acc(O);
@@ -402,6 +396,53 @@ struct DenseWg {
         dw_fence_acc(O);
         release(sl);
     }
+#endif
+#if !DW_ATTEND
+    SALE_DEV void consume() {
+        DwTiles tl;
+        tl.begin(last_tile());
+        int kt = tl.next();
+        dw_mbar_wait(QFULL, 0);
+        float a0, a1;
+        dw_mbar_wait(KFULL, 0);
+        dw_fence();
+        issue_s(0);
+        dw_commit();
+        dw_wait<0>();
+        dw_fence_acc(S);
+        if (diagonal(kt)) mask_diagonal(kt);
+        softmax(a0, a1);
+        for (int j = 1; j < nkt; j++) {
+            kt = tl.next();
+            const int sj = j % ST, sp = (j - 1) % ST;
+            convert_p();
+            dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
+            dw_mbar_wait(VFULL + 8 * sp, ((j - 1) / ST) & 1);
+            dw_fence();
+            issue_s(sj);
+            dw_commit();
+            issue_pv(sp);
+            dw_commit();
+            dw_wait<1>(); /* S(j) is in; P V(j-1) may still run */
+            dw_fence_acc(S);
+            if (diagonal(kt)) mask_diagonal(kt);
+            softmax(a0, a1);
+            dw_wait<0>();
+            dw_fence_acc(O);
+            rescale(a0, a1);
+            release(sp);
+        }
+        const int sl = (nkt - 1) % ST;
+        convert_p();
+        dw_mbar_wait(VFULL + 8 * sl, ((nkt - 1) / ST) & 1);
+        dw_fence();
+        issue_pv(sl);
+        dw_commit();
+        dw_wait<0>();
+        dw_fence_acc(O);
+        release(sl);
+    }
+#endif
 
     /* O / l in the dtype (rows < N), lse when asked */
     SALE_DEV void store(const sale_params &p) {
@@ -433,7 +474,15 @@ SALE_DEV void dw_dense_mask(const sale_params &p, int b, int h, int r0, int ctid
         sale_u32 *row = (sale_u32 *)p.mask + (((long long)b * p.Hq + h) * p.nqb + qb) * p.nkw;
         const int iend = (qb * bq + bq < p.N ? qb * bq + bq : p.N) - 1;
         const int kb_hi = iend / SALE_BLOCK_K;
-        for (int w = ctid; w < p.nkw; w += 256) row[w] = sale_mask_word(w, 0, kb_hi);
+        for (int w = ctid; w < p.nkw; w += 256) {
+            const int lo = w * 32;
+            sale_u32 bits = 0;
+            if (lo <= kb_hi) {
+                const int n = kb_hi - lo + 1;
+                bits = n >= 32 ? 0xffffffffu : ((1u << n) - 1u);
+            }
+            row[w] = bits;
+        }
     }
 }
 
@@ -530,14 +579,9 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
 #pragma unroll
         for (int i = 0; i < 64; i++) st.O[i] = 0.f;
 #if DW_ATTEND
-        DwPairs tl;
-        tl.begin(st.mine, st.kb_hi);
-        tl.first_row = st.qb * DW_BM + cw * 64;
-        if (st.nkt > 0) st.consume(tl);
+        if (st.nkt > 0) st.consume_pairs(st.qb * DW_BM + cw * 64);
 #else
-        DwTiles tl;
-        tl.begin(st.last_tile());
-        st.consume(tl);
+        st.consume();
 #endif
         st.store(p);
 #if !DW_ATTEND
