@@ -190,31 +190,43 @@ sale_layout_cfg key_layout(const sale_key *k)
     return c;
 }
 
-/* select with thr = fixed at the wgmma estimation's block sizes (open fields
- * take their defaults: 64, 32, 128, 8 bits on sm_90) */
-static int select_wgmma_shape(const sale_key *k)
+/* Whether k's family has a wgmma kernel on sm_90a for k's algorithm fields
+ * (open ones take their defaults), with that kernel's default tiles: the
+ * layout rules decide (sale_layout_wgmma, sale_layout_wgmma_select,
+ * sale_layout_legal), not a second copy of them. */
+static int wgmma_legal(const sale_key *k)
 {
-    return k->family == SALE_FAMILY_SELECT && k->thr == SALE_THR_FIXED && (!k->head_dim || k->head_dim == 128) &&
-           (!k->block_q || k->block_q == 64) && (!k->block_k || k->block_k == 32) &&
-           (!k->block_seg || k->block_seg == 128) && (!k->est_bits || k->est_bits == 8);
+    sale_key f = *k;
+    f.arch = SALE_ARCH_SM90A;
+    key_fill_algorithm(&f);
+    sale_layout_cfg c = key_layout(&f);
+    sale_layout_default_tiles(c.family, c.head_dim, c.arch, &c.warps, &c.stages);
+    if (f.family == SALE_FAMILY_SELECT) {
+        c.warps = SALE_SE_DEFAULT_WARPS;
+        c.stages = SALE_SE_DEFAULT_STAGES;
+    }
+    return (sale_layout_wgmma(&c) || sale_layout_wgmma_select(&c)) && sale_layout_legal(&c, NULL, 0);
 }
 
 int sale_key_run_arch(const sale_key *k, int arch)
 {
-    if (!k)
+    if (!k || arch != 90)
         return arch;
-    if (arch == 90 && select_wgmma_shape(k) && (!k->warps || k->warps == 12 || k->warps == 20))
-        return SALE_ARCH_SM90A;
-    return sale_attention_arch(k->family, k->head_dim ? k->head_dim : 128, k->block_q ? k->block_q : 64,
-                               k->block_k ? k->block_k : 32, arch);
+    /* a select that asks for an mma.sync tile keeps it (dense and attend: sale_attention decides) */
+    if (k->family == SALE_FAMILY_SELECT && k->warps && k->warps != SALE_WG_WARPS && k->warps != SALE_SE_DEFAULT_WARPS)
+        return arch;
+    return wgmma_legal(k) ? SALE_ARCH_SM90A : arch;
 }
 
 int sale_attention_arch(sale_family f, int head_dim, int block_q, int block_k, int arch)
 {
-    if (arch == 90 && head_dim == 128 &&
-        (f == SALE_FAMILY_DENSE || (f == SALE_FAMILY_ATTEND && block_q == 64 && block_k == 32)))
-        return SALE_ARCH_SM90A;
-    return arch;
+    if (arch != 90 || (unsigned)f >= SALE_FAMILY_COUNT)
+        return arch;
+    sale_key k = sale_key_default(f);
+    k.head_dim = head_dim;
+    k.block_q = block_q;
+    k.block_k = block_k;
+    return wgmma_legal(&k) ? SALE_ARCH_SM90A : arch;
 }
 
 int key_code_arch(int dev_arch)
@@ -269,11 +281,11 @@ sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)
     if (!k->warps || !k->stages) {
         int w = 4, st = 2, open_w = !k->warps, open_s = !k->stages;
         sale_layout_default_tiles((int)k->family, k->head_dim, k->arch, &w, &st);
-        if (k->arch == SALE_ARCH_SM90A && select_wgmma_shape(k)) {
+        if (k->family == SALE_FAMILY_SELECT && k->arch == SALE_ARCH_SM90A && wgmma_legal(k)) {
             /* the wgmma estimation: 4 consumer warpgroups (bench/RESULTS.md, 2026-11-29 third
              * session: 18.5 ms against 25.8 with 2 at 64K) */
-            w = 20;
-            st = 4;
+            w = SALE_SE_DEFAULT_WARPS;
+            st = SALE_SE_DEFAULT_STAGES;
         }
         if (open_w) k->warps = w;
         if (open_s) k->stages = st;

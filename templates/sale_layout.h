@@ -93,6 +93,8 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
  * segment = one 128-key tile), kept bits ORed into the mask rows. warps 12:
  * a producer and 2 consumer warpgroups (2 m64 tiles each); warps 20: 4
  * consumer warpgroups (1 m64 tile each); stages: the code-tile ring, 2..4. */
+#define SALE_SE_DEFAULT_WARPS 20 /* the estimation's default tiles (the key's warps, stages) */
+#define SALE_SE_DEFAULT_STAGES 4
 #define SALE_SE_LOCAL_WARPS 4
 #define SALE_SE_LOCAL_STAGES 2
 #define SALE_SE_KT 128
