@@ -32,6 +32,16 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
+/* parse a key's text and compile it (NVRTC, into the test's cache); both must succeed */
+static sale_kernel_info compile_text(const char *text, sale_key *k)
+{
+    char err[256];
+    cr_assert_eq(sale_key_parse(text, k, err, sizeof err), SALE_OK, "%s: %s", text, err);
+    sale_kernel_info info;
+    cr_assert_eq(sale_compile(ctx, k, &info), SALE_OK, "%s: %s", text, sale_last_error(ctx));
+    return info;
+}
+
 TestSuite(jit, .init = setup, .fini = teardown, .timeout = 1200);
 
 Test(jit, every_family_template_is_embedded)
@@ -89,10 +99,7 @@ Test(jit, fp16_head_dim_64_and_4bit_variants_compile)
                           "dense:d=64,dt=f16,bq=128,arch=sm_90", "fused:d=128,bk=64,seg=256,win=256,arch=sm_90"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         sale_key k;
-        char err[256];
-        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s", err);
-        sale_kernel_info info;
-        cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s: %s", keys[i], sale_last_error(ctx));
+        sale_kernel_info info = compile_text(keys[i], &k);
         cr_assert_gt(info.cubin_bytes, 1000);
     }
 }
@@ -106,10 +113,7 @@ Test(jit, sm90a_dense_and_attend_are_the_wgmma_kernels_without_spills)
                           "dense:d=128,dt=bf16,stages=2,arch=sm_90a"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         sale_key k;
-        char err[256];
-        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s", err);
-        sale_kernel_info info;
-        cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s: %s", keys[i], sale_last_error(ctx));
+        sale_kernel_info info = compile_text(keys[i], &k);
         cr_assert_eq(info.threads, 384, "%s: %d threads", info.key, info.threads);
         cr_assert(strstr(info.key, "warps=12") != NULL, "%s", info.key);
         cr_assert_eq(info.spill_stores + info.spill_loads, 0, "%s spills %d/%d bytes", info.key, info.spill_stores,
@@ -343,10 +347,7 @@ Test(jit, plain_template_compiles_for_sm80_sm89_sm90)
                           "plain:d=128,dt=f16,est=8,bq=128,bk=64,seg=256,win=256,arch=sm_90"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         sale_key k;
-        char err[256];
-        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s", err);
-        sale_kernel_info info;
-        cr_assert_eq(sale_compile(ctx, &k, &info), SALE_OK, "%s: %s", keys[i], sale_last_error(ctx));
+        sale_kernel_info info = compile_text(keys[i], &k);
         cr_assert_gt(info.cubin_bytes, 1000);
         cr_assert_gt(info.registers, 0, "ptxas resources not parsed for %s", info.key);
         cr_assert_str_eq(info.entry, "sale_plain_kernel");
@@ -362,3 +363,27 @@ Test(jit, plain_template_compiles_for_sm80_sm89_sm90)
         cr_assert(strstr(t->text, tricks[i]) == NULL, "plain.cu mentions %s: version 0 has no tricks", tricks[i]);
 }
 
+
+/* On sm_90a the select with thr=fixed is the wgmma estimation (warps 20 by
+ * default, or 12; stages 2..4): two kernels in one cubin, the estimation its
+ * named entry with the key's threads, no spills (ptxas: a spill in the wgmma loop serialises it); with thr=run the
+ * same key is the mma.sync select. */
+Test(jit, sm90a_thr_fixed_select_is_the_wgmma_estimation_without_spills)
+{
+    const char *keys[] = {"select:d=128,dt=bf16,thr=fixed,arch=sm_90a", "select:d=128,dt=f16,thr=fixed,warps=12,arch=sm_90a",
+                          "select:d=128,dt=bf16,thr=fixed,warps=20,stages=2,arch=sm_90a"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        sale_key k;
+        sale_kernel_info info = compile_text(keys[i], &k);
+        cr_assert_str_eq(info.entry, "sale_select_wgmma_kernel");
+        const int warps = strstr(info.key, "warps=12") ? 12 : 20;
+        cr_assert(warps == 12 || strstr(info.key, "warps=20") != NULL, "%s", info.key);
+        cr_assert_eq(info.threads, warps * 32, "%s: %d threads", info.key, info.threads);
+        cr_assert_eq(info.spill_stores + info.spill_loads, 0, "%s spills %d/%d bytes", info.key, info.spill_stores,
+                     info.spill_loads);
+        cr_assert(strstr(info.key, "thr=fixed") != NULL, "%s", info.key);
+    }
+    sale_key k;
+    sale_kernel_info info = compile_text("select:d=128,dt=bf16,thr=run,arch=sm_90a", &k);
+    cr_assert_str_eq(info.entry, "sale_select_kernel", "thr=run keeps the mma.sync select");
+}
