@@ -108,14 +108,18 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     lc.warps = qk->warps ? qk->warps : 4;
     lc.stages = qk->stages ? qk->stages : 2;
     size_t scr = (size_t)sale_layout_scratch_bytes(&lc, a->batch, a->heads_q, a->heads_kv, a->seq_len);
-    if (a->mode == SALE_MODE_TWO_PASS && a->thr == SALE_THR_FIXED) {
-        /* the sm_90a select's t_i and c_j ranges (whatever the device: an upper bound) */
-        sale_layout_cfg sc = lc;
-        sc.family = SALE_LF_SELECT;
-        sc.head_dim = 128, sc.block_q = 64, sc.block_k = 32, sc.block_seg = 128, sc.est_bits = 8;
-        sc.warps = SALE_WG_WARPS, sc.stages = 4, sc.arch = 901, sc.thr = SALE_LT_FIXED;
-        size_t ss = (size_t)sale_layout_scratch_bytes(&sc, a->batch, a->heads_q, a->heads_kv, a->seq_len);
-        scr = ss > scr ? ss : scr;
+    if (a->mode == SALE_MODE_TWO_PASS) {
+        /* where this select can be the sm_90a wgmma estimation (thr fixed, its block sizes), its
+         * t_i and c_j ranges, whatever the device: an upper bound */
+        sale_key sk = make_key(a, SALE_FAMILY_SELECT, SALE_ARCH_SM90A);
+        key_fill_algorithm(&sk);
+        sale_layout_cfg sc = key_layout(&sk);
+        sc.warps = SALE_SE_DEFAULT_WARPS;
+        sc.stages = SALE_SE_DEFAULT_STAGES;
+        if (sale_layout_legal(&sc, NULL, 0)) {
+            size_t ss = (size_t)sale_layout_scratch_bytes(&sc, a->batch, a->heads_q, a->heads_kv, a->seq_len);
+            scr = ss > scr ? ss : scr;
+        }
     }
     s->scratch = up(scr);
     s->kcent = up(B * Hkv * N * D * 2);
@@ -630,7 +634,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         kf.arch = sale_key_run_arch(&kf, arch);
     sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
                            tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
-    if (ka.warps == 20) { /* a select-only tile (sm_90a estimation): attend keeps its own */
+    if (ka.warps == SALE_SE_DEFAULT_WARPS) { /* a select-only tile (sm_90a estimation): attend keeps its own */
         ka.warps = 0;
         ka.stages = 0;
     }
