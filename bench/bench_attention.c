@@ -222,6 +222,25 @@ int main(int argc, char **argv)
             CHECK(sale_dev_download(ctx, mask_fix, dmask, mask_words * 4));
             for (size_t w = 0; w < mask_words; w++)
                 not_super += __builtin_popcount(mask[w] & ~mask_fix[w]);
+            /* what sharing K/V tiles between two mask rows would cost: the
+             * union of adjacent query blocks (2c, 2c+1) of one head, and of
+             * one query block of two heads of a GQA group (h, h+1), against
+             * each row's own blocks (the packed attend's work) */
+            long long own = 0, uq = 0, uh = 0;
+            for (int h = 0; h < Hq; h++)
+                for (int q = 0; q < nqb; q++) {
+                    const uint32_t *r = mask_fix + ((size_t)h * nqb + q) * nkw;
+                    const uint32_t *rq = (q ^ 1) < nqb ? mask_fix + ((size_t)h * nqb + (q ^ 1)) * nkw : NULL;
+                    const uint32_t *rh = (Hq / Hkv > 1) ? mask_fix + ((size_t)(h ^ 1) * nqb + q) * nkw : NULL;
+                    for (int w = 0; w < nkw; w++) {
+                        own += __builtin_popcount(r[w]);
+                        uq += __builtin_popcount(r[w] | (rq ? rq[w] : 0));
+                        uh += __builtin_popcount(r[w] | (rh ? rh[w] : 0));
+                    }
+                }
+            fprintf(stderr, "bench: N=%d tau=%g fixed mask: own blocks %lld, shared with the next query block x%.3f, "
+                            "with the GQA neighbour head x%.3f\n",
+                    N, (double)tau, own, own ? (double)uq / own : 0.0, own ? (double)uh / own : 0.0);
             free(mask_fix);
         }
         a.tile_warps = 12; /* the wgmma estimation with 2 consumer warpgroups (default 4: warps 20) */

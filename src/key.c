@@ -159,8 +159,8 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         ERR("causal: only causal prefill is implemented (causal=1), got %d", k->causal);
     if (k->warps && (k->warps < 1 || k->warps > 20))
         ERR("warps: must be between 1 and 20, got %d", k->warps);
-    if (k->stages && (k->stages < 1 || k->stages > 4))
-        ERR("stages: must be between 1 and 4, got %d", k->stages);
+    if (k->stages && (k->stages < 1 || k->stages > 7))
+        ERR("stages: must be between 1 and 7, got %d", k->stages);
     if (k->arch != SALE_ARCH_CURRENT && !sale_arch_name(k->arch))
         ERR("arch: unknown architecture %d (sm_80, sm_86, sm_89, sm_90, sm_90a)", k->arch);
     if (k->thr != SALE_THR_OPEN && k->thr != SALE_THR_RUN && k->thr != SALE_THR_FIXED)

@@ -1252,8 +1252,8 @@ static int el_stages(vctx *v, const vpath *p, int idx, void *out, int i)
     int x;
     if (!get_int(v, p, idx, &x))
         return 0;
-    if (x < 1 || x > 4) {
-        FAIL(v, p, "%s must be between 1 and 4, got %d", p->text, x);
+    if (x < 1 || x > 7) {
+        FAIL(v, p, "%s must be between 1 and 7, got %d", p->text, x);
         return 0;
     }
     ((int *)out)[i] = x;

@@ -67,11 +67,12 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
 
 /* On sm_90a at head_dim 128, dense and attend have a wgmma + TMA kernel
  * (wgmma_attn.cuh): 3 warpgroups (warps = 12 picks it), 128 query rows and
- * 128 (dense) or 64 (attend) keys per tile, 2 or 3 ring stages, a 1-D grid, and TMA maps beside the
+ * 128 keys per tile, 2 or 3 ring stages, a 1-D grid, and TMA maps beside the
  * parameter block. Dense is only that kernel there; attend keeps the mma.sync
  * kernel as a tile choice (warps 2/4/8), and its wgmma kernel reads masks of
- * block_q 64 and block_k 32: a ring per consumer warpgroup (one mask row
- * each), tiles of two kept 32-key blocks (shared memory: twice the rings). */
+ * block_q 64 and block_k 32: two mask rows a CTA (one a consumer warpgroup:
+ * two heads of a GQA group, or two query blocks), tiles of four blocks of
+ * their union, shared by both warpgroups. */
 #define SALE_WG_WARPS 12
 #define SALE_WG_TILE 128
 /* the families, head dim and arch that have a wgmma kernel */
@@ -92,7 +93,9 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
  * every segment's estimate on int8 wgmma over TMA-loaded code tiles (one
  * segment = one 128-key tile), kept bits ORed into the mask rows. warps 12:
  * a producer and 2 consumer warpgroups (2 m64 tiles each); warps 20: 4
- * consumer warpgroups (1 m64 tile each); stages: the code-tile ring, 2..4. */
+ * consumer warpgroups (1 m64 tile each); stages: the code-tile ring, 2..7
+ * (128 B of barriers); 4 by default (6 measured the same: bench/RESULTS.md,
+ * fourth session; the tuner tries 2, 3, 4 and 6). */
 #define SALE_SE_DEFAULT_WARPS 20 /* the estimation's default tiles (the key's warps, stages) */
 #define SALE_SE_DEFAULT_STAGES 4
 #define SALE_SE_LOCAL_WARPS 4
@@ -114,9 +117,10 @@ static SALE_HD inline unsigned long long sale_layout_se_cbound_off(int B, int Hq
     return ((unsigned long long)B * (unsigned long long)Hq * (unsigned long long)N * 4ull + 255ull) & ~255ull;
 }
 
-/* keys per K/V tile of the wgmma kernel: 128 (dense), 64 (attend: 2 mask blocks) */
+/* keys per K/V tile of the wgmma kernel: 128 (attend: 4 mask blocks of 32) */
 static SALE_HD SALE_CX inline int sale_layout_wgmma_bn(const sale_layout_cfg *c) {
-    return c->family == SALE_LF_ATTEND ? 64 : 128;
+    (void)c;
+    return 128;
 }
 
 /* keys per tile of the attention loop */
@@ -158,8 +162,7 @@ static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c
     if (sale_layout_wgmma_select(c)) /* 1 KB slack, stages x code tiles, 4 query-code tiles, staged rows (4 m64 tiles x 2 x (128 + 16) floats), barriers */
         return 1024u + (unsigned)c->stages * (unsigned)SALE_SE_KT * 128u + 4u * 64u * 128u + 4u * 2u * (SALE_SE_KT + 16u) * 4u + 128u;
     if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles, barriers */
-        return 1024u + 32768u + 2u * (c->family == SALE_LF_ATTEND ? 2u : 1u) * (unsigned)c->stages *
-                                    (unsigned)sale_layout_wgmma_bn(c) * 256u + 256u; /* attend: a ring per consumer warpgroup */
+        return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)sale_layout_wgmma_bn(c) * 256u + 256u;
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
     if (c->family == SALE_LF_SELECT && c->block_q == 16 * c->warps) {
@@ -235,7 +238,7 @@ static SALE_HD inline int sale_layout_space(int family, int head_dim, int arch, 
     if (family == SALE_LF_SELECT && arch == 901 && head_dim == 128) {
         /* the mma.sync tiles, then the wgmma estimation's (legal with thr=fixed only) */
         warps[0] = 2; warps[1] = 4; warps[2] = 8; warps[3] = SALE_WG_WARPS; warps[4] = 20; *nwarps = 5;
-        stages[0] = 2; stages[1] = 3; stages[2] = 4; *nstages = 3;
+        stages[0] = 2; stages[1] = 3; stages[2] = 4; stages[3] = 6; *nstages = 4; /* 6: the wgmma estimation only */
         return 0;
     }
     if (family == SALE_LF_PLAIN) {
@@ -289,7 +292,7 @@ static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why,
                                                   "block_q 64, block_k 32, block_seg 128 and est_bits 8");
         if (c->local_window < 0 || c->local_window % c->block_k != 0)
             return sale_layout_why_(why, whylen, "local_window: must be a non-negative multiple of block_k");
-        if (c->stages < 2 || c->stages > 4) return sale_layout_why_(why, whylen, "stages: the sm_90a select kernel takes 2..4");
+        if (c->stages < 2 || c->stages > 7) return sale_layout_why_(why, whylen, "stages: the sm_90a select kernel takes 2..7");
         return 1;
     }
     if (sale_layout_wgmma(c)) {

@@ -18,8 +18,14 @@
 #define SALE_SE_STAGES 2
 #elif SALE_STAGES == 3
 #define SALE_SE_STAGES 3
-#else
+#elif SALE_STAGES == 4
 #define SALE_SE_STAGES 4
+#elif SALE_STAGES == 5
+#define SALE_SE_STAGES 5
+#elif SALE_STAGES == 6
+#define SALE_SE_STAGES 6
+#else
+#define SALE_SE_STAGES 7
 #endif
 #undef SALE_WARPS
 #undef SALE_STAGES

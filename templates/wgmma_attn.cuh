@@ -39,16 +39,27 @@
 #define DW_ATTEND (SALE_FAMILY == 3) /* else dense */
 
 #define DW_BM 128   /* query rows per CTA */
-/* keys per K/V tile: 128 for dense (the attention floor's shape); 64 for
- * attend, so that a tile holds 2 mask blocks of 32 and sparse masks waste
- * less work on blocks that were not kept */
-#define DW_BN (DW_ATTEND ? 64 : 128)
+/* keys per K/V tile: 128 (the attention floor's shape); attend's tile is
+ * four kept 32-key blocks wherever they lie (four 32-row TMA boxes) */
+#define DW_BN 128
 #define DW_NT (DW_BN / 8)  /* n8 column groups of S: S holds DW_BN / 2 floats a thread */
 #define DW_BPT (DW_BN / 32) /* mask blocks per key tile */
 #define DW_TILE 32768 /* the Q tile, 128 x 128 of the dtype: two 16 KB halves (d 0..63, d 64..127) */
 #define DW_HALF 16384
 #define DW_KTILE (DW_BN * 256) /* a K or V tile: DW_BN x 128, two halves of DW_BN rows x 128 bytes */
 #define DW_KHALF (DW_BN * 128)
+#define DW_HDR 32 /* attend: a stage's tile header (4 block indices, 2 own masks) */
+#define DW_QCHUNK 32
+/* registers after setmaxnreg: the launch gives every thread 168 (65536 /
+ * 384, rounded down to 8: 64512 in all); the consumers' increase must be
+ * covered by what the producer warpgroup frees, or setmaxnreg.inc waits
+ * forever: 128 (168 - P) >= 256 (C - 168). Dense: P 24, C 240. Attend's
+ * producer also scans two mask rows and writes tile headers (24 spill):
+ * P 32, C 232. */
+#define DW_PRODUCER_REGS (DW_ATTEND ? 32 : 24)
+#define DW_CONSUMER_REGS (DW_ATTEND ? 232 : 240)
+static_assert(128 * (168 - DW_PRODUCER_REGS) >= 256 * (DW_CONSUMER_REGS - 168), "setmaxnreg: the consumers' registers must be freed by the producer"); /* attend: query blocks a chunk of the CTA order */
+static_assert(8 + 24 * SALE_STAGES <= 120 && 128 + DW_HDR * SALE_STAGES <= 256, "barriers, tile count and headers in 256 B");
 
 static_assert(SALE_WARPS == 12, "the wgmma dense kernel is three warpgroups");
 static_assert(SALE_STAGES == 2 || SALE_STAGES == 3, "the wgmma dense ring has 2 or 3 stages");
@@ -58,7 +69,7 @@ static constexpr sale_layout_cfg DW_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
 static_assert(sale_layout_wgmma(&DW_LCFG), "the host would not launch this kernel for this key");
-static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * (DW_ATTEND ? 2u : 1u) * SALE_STAGES * DW_KTILE + 256u,
+static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * SALE_STAGES * DW_KTILE + 256u,
               "shared-memory layout of the wgmma dense kernel and sale_layout_smem() disagree");
 
 #include "wgmma_common.cuh"
@@ -117,61 +128,103 @@ SALE_DEV void dw_mma_rs(float (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc) 
 /* dense: the key tiles 0..last a CTA visits, ascending. Producer and
  * consumers walk the same list. */
 struct DwTiles {
-    int cur, last;
+    int cur, last, kt; /* kt: the tile taken last (DenseWg::consume) */
     SALE_DEV void begin(int last_tile) {
         cur = 0;
         last = last_tile;
     }
     /* the next tile, or -1 */
     SALE_DEV int next() { return cur <= last ? cur++ : -1; }
+    /* the consumer's step: take the next tile; mask its scores (the causal mask on the diagonal tile) */
+    SALE_DEV void step() { kt = next(); }
+    template <class W> SALE_DEV void mask(W &w, int) const {
+        if (w.diagonal(kt)) w.mask_diagonal(kt);
+    }
 };
 #endif
 
 #if DW_ATTEND
-/* attend: the kept 32-key blocks of one mask row (blocks <= kb_hi),
- * ascending, taken two at a time: a key tile is the pair (A, B), block A in
- * its rows 0..31 and block B in rows 32..63 (loaded as two 32-row boxes), so
- * a tile holds two kept blocks wherever they lie and no dropped block costs a
- * tile. An odd last block is paired with itself (B = -1: its second half is
- * masked). Producer and consumer walk the same list. */
-struct DwPairs {
-    const sale_u32 *row;
-    int w, kb_hi;
-    sale_u32 bits;
-    SALE_DEV void begin(const sale_u32 *r, int hi) {
-        row = r;
-        kb_hi = hi;
-        w = 0;
-        bits = 0;
+/* attend: the union of the CTA's two mask rows (one a consumer warpgroup;
+ * row r holds its blocks <= hi[r]), ascending, taken four at a time: a key
+ * tile is blocks blk[0..3] in its rows 0..31, 32..63, 64..95, 96..127 (four
+ * 32-row TMA boxes), shared by both warpgroups like a dense tile; each
+ * warpgroup keeps the scores of the blocks of its own row (own: a bit per
+ * slot) and sets the others to -inf. A short last tile repeats blk[0] in
+ * its empty slots (finite data under masked scores). Producer and
+ * consumers walk the same list. */
+struct DwUnion {
+    const sale_u32 *r0, *r1; /* the two rows (null: past N) */
+    int h0, h1;              /* their last blocks */
+    int w, nw;               /* the next mask word, the words to scan */
+    sale_u32 u, o0, o1;      /* the current word's union bits not yet taken, each row's bits */
+    SALE_DEV static sale_u32 word(const sale_u32 *r, int hi, int x) {
+        if (!r || x * 32 > hi) return 0u;
+        sale_u32 t = r[x];
+        if (x == hi >> 5 && (hi & 31) != 31) t &= (2u << (hi & 31)) - 1u;
+        return t;
     }
-    SALE_DEV int next_block() {
-        while (!bits) {
-            if (!row || w * 32 > kb_hi) return -1;
-            bits = row[w];
-            if (w == kb_hi >> 5 && (kb_hi & 31) != 31) bits &= (2u << (kb_hi & 31)) - 1u;
+    SALE_DEV void begin(const sale_u32 *a, int ha, const sale_u32 *b, int hb) {
+        r0 = a;
+        r1 = b;
+        h0 = a ? ha : -1;
+        h1 = b ? hb : -1;
+        w = 0;
+        nw = ((h0 > h1 ? h0 : h1) >> 5) + 1;
+        u = o0 = o1 = 0u;
+    }
+    /* the next block of the union (m: bit 0, row 0 holds it; bit 1, row 1), or -1 */
+    SALE_DEV int next_block(sale_u32 &m) {
+        while (!u) {
+            if (w >= nw) return -1;
+            o0 = word(r0, h0, w);
+            o1 = word(r1, h1, w);
+            u = o0 | o1;
             w++;
         }
-        const int k = __ffs(bits) - 1;
-        bits &= bits - 1;
+        const int k = __ffs(u) - 1;
+        u &= u - 1u;
+        m = (o0 >> k & 1u) | (o1 >> k & 1u) << 1;
         return (w - 1) * 32 + k;
     }
-    /* the next pair, false at the end */
-    SALE_DEV bool next(int &a, int &b) {
-        a = next_block();
-        if (a < 0) return false;
-        b = next_block();
+    /* the next tile, false at the end; own[r]: bit t, row r holds block b[t] */
+    SALE_DEV bool next(int (&b)[4], sale_u32 (&own)[2]) {
+        sale_u32 m0 = 0u, m1 = 0u, m2 = 0u, m3 = 0u; /* left 0 past the end */
+        b[0] = next_block(m0);
+        if (b[0] < 0) return false;
+        b[1] = next_block(m1);
+        b[2] = next_block(m2);
+        b[3] = next_block(m3);
+        own[0] = (m0 & 1u) | (m1 & 1u) << 1 | (m2 & 1u) << 2 | (m3 & 1u) << 3;
+        own[1] = (m0 >> 1) | (m1 >> 1) << 1 | (m2 >> 1) << 2 | (m3 >> 1) << 3;
         return true;
     }
-    /* how many pairs */
-    SALE_DEV int count() const {
-        if (!row) return 0;
+    /* how many tiles: warp-cooperative (every lane returns the count) */
+    SALE_DEV int count_warp(int lane) const {
         int n = 0;
-        for (int x = 0; x * 32 <= kb_hi; x++) {
-            sale_u32 t = row[x];
-            if (x == kb_hi >> 5 && (kb_hi & 31) != 31) t &= (2u << (kb_hi & 31)) - 1u;
-            n += __popc(t);
-        }
-        return (n + 1) / 2;
+        for (int x = lane; x < nw; x += 32) n += __popc(word(r0, h0, x) | word(r1, h1, x));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+        return (n + 3) / 4;
+    }
+};
+
+/* the consumer's view of attend's tiles: the producer wrote each tile's
+ * blocks and both warpgroups' own bits into the stage's header (shared
+ * memory, before the arrive on the stage's KFULL barrier that the consumer
+ * has waited on when it masks), so the consumers never read the mask rows */
+struct DwTileHeaders {
+    sale_u32 hdr;  /* shared address of stage 0's header (DW_HDR bytes a stage) */
+    int cw, first_row;
+    SALE_DEV void step() {}
+    template <class W> SALE_DEV void mask(W &w, int s) const {
+        const sale_u32 a = hdr + s * DW_HDR;
+        int blk[4];
+        sale_u32 own;
+        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(blk[0]), "=r"(blk[1]), "=r"(blk[2]), "=r"(blk[3])
+                     : "r"(a));
+        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(own) : "r"(a + 16 + 4 * cw));
+        w.mask_quad(blk, own, first_row);
     }
 };
 #endif
@@ -180,12 +233,10 @@ struct DwPairs {
 struct DenseWg {
     static constexpr int ST = SALE_STAGES;
     /* shared memory (offsets from the 1 KB-aligned base) */
-    /* attend: a ring per consumer warpgroup (each walks its own mask row) */
-    static constexpr int RINGS = DW_ATTEND ? 2 : 1;
-    static constexpr sale_u32 OFF_Q = 0, OFF_K = DW_TILE, OFF_V = DW_TILE + RINGS * ST * DW_KTILE,
-                              OFF_BAR = DW_TILE + 2 * RINGS * ST * DW_KTILE;
+    static constexpr sale_u32 OFF_Q = 0, OFF_K = DW_TILE, OFF_V = DW_TILE + ST * DW_KTILE,
+                              OFF_BAR = DW_TILE + 2 * ST * DW_KTILE;
 
-    sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY;
+    sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY, HDR;
     int qb, b, h, kvh, nkt;
     /* the last key tile the CTA's rows see; a tile past the CTA's first row needs the causal mask */
     SALE_DEV int last_tile() const { return ((qb + 1) * DW_BM) / DW_BN - 1; }
@@ -213,28 +264,47 @@ struct DenseWg {
 #endif
 
 #if DW_ATTEND
-    /* attend's producer of one consumer warpgroup's ring: the block pairs of
-     * its mask row (mine, kb_hi), each block as two 32-row boxes of K and V */
-    int kb_hi;
-    SALE_DEV void produce_pairs(const sale_tma_params &tp) {
-        DwPairs pr;
-        pr.begin(mine, kb_hi);
-        int A, B;
-        for (int i = 0; pr.next(A, B); i++) {
+    /* attend's producer: the two query tiles (64 rows each, warpgroup w's at
+     * sQ + w x 8 KB in each half), then the union's tiles of four blocks,
+     * each block as two 32-row boxes of K and of V */
+    const sale_u32 *rows[2];
+    int hw[2], qw[2], hiw[2]; /* per consumer warpgroup: head, 64-row query block, last block */
+    SALE_DEV void produce_union(const sale_tma_params &tp) {
+        if (nkt == 0) return; /* the consumers will not wait for Q either */
+        dw_mbar_expect_tx(QFULL, DW_TILE);
+#pragma unroll
+        for (int w = 0; w < 2; w++) {
+            dw_tma_4d(sQ + w * 8192, &tp.tq, 0, qw[w] * 64, hw[w], b, QFULL);
+            dw_tma_4d(sQ + DW_HALF + w * 8192, &tp.tq, 64, qw[w] * 64, hw[w], b, QFULL);
+        }
+        DwUnion pr;
+        pr.begin(rows[0], hiw[0], rows[1], hiw[1]);
+        int blk[4];
+        sale_u32 own[2];
+        for (int i = 0; pr.next(blk, own); i++) {
             const int s = i % ST;
-            const int B2 = B < 0 ? A : B; /* finite data under the masked half */
             dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
+            {
+                const sale_u32 a = HDR + s * DW_HDR;
+                asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(blk[0]), "r"(blk[1]), "r"(blk[2]),
+                             "r"(blk[3]) : "memory");
+                asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(a + 16), "r"(own[0]), "r"(own[1]) : "memory");
+            }
             const sale_u32 k0 = sK + s * DW_KTILE, v0 = sV + s * DW_KTILE;
             dw_mbar_expect_tx(KFULL + 8 * s, DW_KTILE);
-            dw_tma_4d(k0, &tp.tk, 0, A * 32, kvh, b, KFULL + 8 * s);
-            dw_tma_4d(k0 + DW_KHALF, &tp.tk, 64, A * 32, kvh, b, KFULL + 8 * s);
-            dw_tma_4d(k0 + 4096, &tp.tk, 0, B2 * 32, kvh, b, KFULL + 8 * s);
-            dw_tma_4d(k0 + DW_KHALF + 4096, &tp.tk, 64, B2 * 32, kvh, b, KFULL + 8 * s);
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                const int r = (blk[t] < 0 ? blk[0] : blk[t]) * 32;
+                dw_tma_4d(k0 + t * 4096, &tp.tk, 0, r, kvh, b, KFULL + 8 * s);
+                dw_tma_4d(k0 + DW_KHALF + t * 4096, &tp.tk, 64, r, kvh, b, KFULL + 8 * s);
+            }
             dw_mbar_expect_tx(VFULL + 8 * s, DW_KTILE);
-            dw_tma_4d(v0, &tp.tv, 0, A * 32, kvh, b, VFULL + 8 * s);
-            dw_tma_4d(v0 + DW_KHALF, &tp.tv, 64, A * 32, kvh, b, VFULL + 8 * s);
-            dw_tma_4d(v0 + 4096, &tp.tv, 0, B2 * 32, kvh, b, VFULL + 8 * s);
-            dw_tma_4d(v0 + DW_KHALF + 4096, &tp.tv, 64, B2 * 32, kvh, b, VFULL + 8 * s);
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                const int r = (blk[t] < 0 ? blk[0] : blk[t]) * 32;
+                dw_tma_4d(v0 + t * 4096, &tp.tv, 0, r, kvh, b, VFULL + 8 * s);
+                dw_tma_4d(v0 + DW_KHALF + t * 4096, &tp.tv, 64, r, kvh, b, VFULL + 8 * s);
+            }
         }
     }
 #endif
@@ -244,7 +314,6 @@ struct DenseWg {
     sale_u32 P[DW_BN / 16][4];
     float m0, m1, l0, l1;
     int lane, row0, c4; /* row0: this thread's first row (and row0 + 8) */
-    const sale_u32 *mine;   /* attend: this warpgroup's mask row (null: rows past N) */
     float sl2;
     sale_u64 qdesc, kdesc, vdesc;
 
@@ -272,22 +341,23 @@ struct DenseWg {
         }
     }
 #if DW_ATTEND
-    /* attend: the pair (A, B): a pad half (B < 0) and, where a block reaches
-     * the rows' diagonal, key > row -> -inf */
-    SALE_DEV void mask_pair(int A, int B, int first_row) {
-        const bool diag = (B > A ? B : A) * 32 + 31 > first_row;
+    /* attend: slot t holds block blk[t]; a slot that is not this warpgroup's
+     * (own bit clear: the other row's block, or a pad) -> -inf; where a block
+     * reaches the rows' diagonal, key > row -> -inf */
+    SALE_DEV void mask_quad(const int (&blk)[4], sale_u32 own, int first_row) {
+        const int top = blk[3] >= 0 ? blk[3] : blk[2] >= 0 ? blk[2] : blk[1] >= 0 ? blk[1] : blk[0];
+        const bool diag = top * 32 + 31 > first_row;
+        if (own == 15u && !diag) return; /* warpgroup-uniform: four own blocks below the diagonal */
+        const int lim0 = diag ? row0 : 0x7fffffff, lim1 = diag ? row0 + 8 : 0x7fffffff;
 #pragma unroll
-        for (int nt = 0; nt < DW_NT; nt++) {
-            const int blk = nt < 4 ? A : B;
-            if (blk < 0) {
-                S[nt * 4 + 0] = S[nt * 4 + 1] = S[nt * 4 + 2] = S[nt * 4 + 3] = SALE_NEG_INF;
-            } else if (diag) {
-                const int key = blk * 32 + (nt & 3) * 8 + 2 * c4;
-                if (key > row0) S[nt * 4 + 0] = SALE_NEG_INF;
-                if (key + 1 > row0) S[nt * 4 + 1] = SALE_NEG_INF;
-                if (key > row0 + 8) S[nt * 4 + 2] = SALE_NEG_INF;
-                if (key + 1 > row0 + 8) S[nt * 4 + 3] = SALE_NEG_INF;
-            }
+        for (int nt = 0; nt < DW_NT; nt++) { /* selects, no branches */
+            const int t = nt >> 2;
+            const bool keep = (own >> t) & 1u;
+            const int key = blk[t] * 32 + (nt & 3) * 8 + 2 * c4;
+            S[nt * 4 + 0] = keep && key <= lim0 ? S[nt * 4 + 0] : SALE_NEG_INF;
+            S[nt * 4 + 1] = keep && key + 1 <= lim0 ? S[nt * 4 + 1] : SALE_NEG_INF;
+            S[nt * 4 + 2] = keep && key <= lim1 ? S[nt * 4 + 2] : SALE_NEG_INF;
+            S[nt * 4 + 3] = keep && key + 1 <= lim1 ? S[nt * 4 + 3] : SALE_NEG_INF;
         }
     }
 #endif
@@ -349,13 +419,10 @@ struct DenseWg {
 
     /* the key tiles, S(j) and P V(j-1) in flight together (j: position in
      * the list, kt: the tile) */
-#if DW_ATTEND
-    /* attend: this warpgroup's block pairs (nkt >= 1), S(j) and P V(j-1) in flight together */
-    SALE_DEV void consume_pairs(int first_row) {
-        DwPairs pr;
-        pr.begin(mine, kb_hi);
-        int A, B;
-        pr.next(A, B);
+    /* the key tiles of tl (nkt >= 1: the dense tiles 0..last, or attend's
+     * block pairs), S(j) and P V(j-1) in flight together */
+    template <class Tiles> SALE_DEV void consume(Tiles &tl) {
+        tl.step();
         dw_mbar_wait(QFULL, 0);
         float a0, a1;
         dw_mbar_wait(KFULL, 0);
@@ -364,56 +431,10 @@ struct DenseWg {
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(S);
-        mask_pair(A, B, first_row);
+        tl.mask(*this, 0);
         softmax(a0, a1);
         for (int j = 1; j < nkt; j++) {
-            pr.next(A, B);
-            const int sj = j % ST, sp = (j - 1) % ST;
-            convert_p();
-            dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
-            dw_mbar_wait(VFULL + 8 * sp, ((j - 1) / ST) & 1);
-            dw_fence();
-            issue_s(sj);
-            dw_commit();
-            issue_pv(sp);
-            dw_commit();
-            dw_wait<1>();
-            dw_fence_acc(S);
-            mask_pair(A, B, first_row);
-            softmax(a0, a1);
-            dw_wait<0>();
-            dw_fence_acc(O);
-            rescale(a0, a1);
-            release(sp);
-        }
-        const int sl = (nkt - 1) % ST;
-        convert_p();
-        dw_mbar_wait(VFULL + 8 * sl, ((nkt - 1) / ST) & 1);
-        dw_fence();
-        issue_pv(sl);
-        dw_commit();
-        dw_wait<0>();
-        dw_fence_acc(O);
-        release(sl);
-    }
-#endif
-#if !DW_ATTEND
-    SALE_DEV void consume() {
-        DwTiles tl;
-        tl.begin(last_tile());
-        int kt = tl.next();
-        dw_mbar_wait(QFULL, 0);
-        float a0, a1;
-        dw_mbar_wait(KFULL, 0);
-        dw_fence();
-        issue_s(0);
-        dw_commit();
-        dw_wait<0>();
-        dw_fence_acc(S);
-        if (diagonal(kt)) mask_diagonal(kt);
-        softmax(a0, a1);
-        for (int j = 1; j < nkt; j++) {
-            kt = tl.next();
+            tl.step();
             const int sj = j % ST, sp = (j - 1) % ST;
             convert_p();
             dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
@@ -425,7 +446,7 @@ struct DenseWg {
             dw_commit();
             dw_wait<1>(); /* S(j) is in; P V(j-1) may still run */
             dw_fence_acc(S);
-            if (diagonal(kt)) mask_diagonal(kt);
+            tl.mask(*this, sj);
             softmax(a0, a1);
             dw_wait<0>();
             dw_fence_acc(O);
@@ -442,7 +463,6 @@ struct DenseWg {
         dw_fence_acc(O);
         release(sl);
     }
-#endif
 
     /* O / l in the dtype (rows < N), lse when asked */
     SALE_DEV void store(const sale_params &p) {
@@ -474,15 +494,7 @@ SALE_DEV void dw_dense_mask(const sale_params &p, int b, int h, int r0, int ctid
         sale_u32 *row = (sale_u32 *)p.mask + (((long long)b * p.Hq + h) * p.nqb + qb) * p.nkw;
         const int iend = (qb * bq + bq < p.N ? qb * bq + bq : p.N) - 1;
         const int kb_hi = iend / SALE_BLOCK_K;
-        for (int w = ctid; w < p.nkw; w += 256) {
-            const int lo = w * 32;
-            sale_u32 bits = 0;
-            if (lo <= kb_hi) {
-                const int n = kb_hi - lo + 1;
-                bits = n >= 32 ? 0xffffffffu : ((1u << n) - 1u);
-            }
-            row[w] = bits;
-        }
+        for (int w = ctid; w < p.nkw; w += 256) row[w] = sale_mask_word(w, 0, kb_hi);
     }
 }
 
@@ -510,66 +522,100 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
     const int tid = threadIdx.x, wg = tid >> 7;
     const int nbh = p.B * p.Hq;
     const int nqt = (p.N + DW_BM - 1) / DW_BM;
-    st.qb = nqt - 1 - (int)(blockIdx.x / nbh); /* heaviest query tiles first */
-    const int bh = (int)(blockIdx.x % nbh);
-    st.b = bh / p.Hq;
-    st.h = bh % p.Hq;
-    st.kvh = st.h / p.group;
-    /* dense: key tiles 0..qb (DW_BM == DW_BN) */
 #if DW_ATTEND
-    /* each consumer warpgroup cw walks mask row 2 qb + cw (64 query rows,
-     * sale_layout_wgmma) through its own ring: its barriers and stages */
+    /* the CTA's two 64-row mask rows, one a consumer warpgroup, sharing every
+     * K/V tile of their union (sale_layout_wgmma: block_q 64). Where a GQA
+     * group has an even number of heads: one query block of two heads of the
+     * group (their rows keep more blocks in common than neighbouring query
+     * blocks of one head do: bench_attention prints both); otherwise query
+     * blocks 2 qt and 2 qt + 1 of one head. Heaviest query blocks first; the
+     * grid is ceil(N / 128) x Hq x B either way (a CTA past N returns).
+     * Head pairs go in chunks of DW_QCHUNK query blocks, one KV head after
+     * another inside a chunk, so the CTAs resident at once read the K/V of a
+     * few KV heads (L2) rather than of all of them. */
     {
-        const sale_u32 *mb = (const sale_u32 *)p.mask + ((long long)st.b * p.Hq + st.h) * p.nqb * p.nkw;
-        const int cw = wg == 0 ? (tid >> 5) : wg - 1; /* producer warps 0, 1 serve rings 0, 1 */
-        const int q = 2 * st.qb + cw;
-        st.mine = cw < 2 && q < p.nqb ? mb + (long long)q * p.nkw : 0;
-        st.kb_hi = ((q * 64 + 64 < p.N ? q * 64 + 64 : p.N) - 1) / 32;
-        st.sK = base + DenseWg::OFF_K + (sale_u32)(cw & 1) * DenseWg::ST * DW_KTILE;
-        st.sV = base + DenseWg::OFF_V + (sale_u32)(cw & 1) * DenseWg::ST * DW_KTILE;
-        const sale_u32 ring = bar + 8 + (sale_u32)(cw & 1) * 24 * DenseWg::ST;
-        st.KFULL = ring;
-        st.VFULL = ring + 8 * DenseWg::ST;
-        st.EMPTY = ring + 16 * DenseWg::ST;
-        DwPairs pr;
-        pr.begin(st.mine, st.kb_hi);
-        st.nkt = pr.count();
+        const bool heads = p.group % 2 == 0;
+        int qx;
+        if (heads) {
+            const int Q2 = 2 * nqt, ppg = p.group / 2, per = DW_QCHUNK * nbh / 2; /* CTAs a full chunk */
+            const int x = (int)blockIdx.x, full = Q2 / DW_QCHUNK;
+            const int ci = x / per < full ? x / per : full;
+            const int csz = ci < full ? DW_QCHUNK : Q2 - full * DW_QCHUNK, rem = x - ci * per;
+            const int gi = rem / (csz * ppg), r2 = rem % (csz * ppg); /* (batch, KV head), then query block, pair */
+            qx = Q2 - 1 - (ci * DW_QCHUNK + r2 / ppg);
+            if (qx >= p.nqb) return; /* rows past N: the whole CTA, before any barrier */
+            st.b = gi / p.Hkv;
+            st.hw[0] = (gi % p.Hkv) * p.group + 2 * (r2 % ppg);
+            st.hw[1] = st.hw[0] + 1;
+            st.qw[0] = st.qw[1] = qx;
+        } else {
+            const int bh = (int)(blockIdx.x % nbh);
+            qx = nqt - 1 - (int)(blockIdx.x / nbh);
+            st.b = bh / p.Hq;
+            st.hw[0] = st.hw[1] = bh % p.Hq;
+            st.qw[0] = 2 * qx;
+            st.qw[1] = 2 * qx + 1;
+        }
+        st.kvh = st.hw[0] / p.group;
+#pragma unroll
+        for (int w = 0; w < 2; w++) {
+            const int q = st.qw[w];
+            st.rows[w] = q < p.nqb ? (const sale_u32 *)p.mask + (((long long)st.b * p.Hq + st.hw[w]) * p.nqb + q) * p.nkw : 0;
+            st.hiw[w] = ((q * 64 + 64 < p.N ? q * 64 + 64 : p.N) - 1) / 32;
+        }
+    }
+    st.HDR = bar + 128; /* after 1 + 3 ST <= 10 barriers; ST x DW_HDR <= 96 bytes */
+    if (tid < 32) { /* how many tiles, counted by warp 0, passed through shared memory */
+        DwUnion pr;
+        pr.begin(st.rows[0], st.hiw[0], st.rows[1], st.hiw[1]);
+        const int n = pr.count_warp(tid);
+        if (tid == 0) asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(bar + 120), "r"(n) : "memory");
     }
 #else
-    st.nkt = st.qb + 1;
+    st.qb = nqt - 1 - (int)(blockIdx.x / nbh); /* heaviest query tiles first */
+    {
+        const int bh = (int)(blockIdx.x % nbh);
+        st.b = bh / p.Hq;
+        st.h = bh % p.Hq;
+        st.kvh = st.h / p.group;
+    }
+    st.nkt = st.qb + 1; /* dense: key tiles 0..qb (DW_BM == DW_BN) */
 #endif
 
     if (tid == 0) {
         dw_mbar_init(st.QFULL, 1);
-        for (int r = 0; r < DenseWg::RINGS; r++)
-            for (int s = 0; s < DenseWg::ST; s++) {
-                const sale_u32 ring = bar + 8 + (sale_u32)r * 24 * DenseWg::ST;
-                dw_mbar_init(ring + 8 * s, 1);                      /* KFULL */
-                dw_mbar_init(ring + 8 * DenseWg::ST + 8 * s, 1);    /* VFULL */
-                dw_mbar_init(ring + 16 * DenseWg::ST + 8 * s, 8 / DenseWg::RINGS); /* EMPTY: one arrive per consumer warp */
-            }
+        for (int s = 0; s < DenseWg::ST; s++) {
+            dw_mbar_init(st.KFULL + 8 * s, 1);
+            dw_mbar_init(st.VFULL + 8 * s, 1);
+            dw_mbar_init(st.EMPTY + 8 * s, 8); /* one arrive per consumer warp */
+        }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
+#if DW_ATTEND
+    asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(st.nkt) : "r"(bar + 120));
+#endif
 
     if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(DW_PRODUCER_REGS));
 #if DW_ATTEND
-        if (tid == 0) { /* Q once, for both consumer warpgroups */
-            dw_mbar_expect_tx(st.QFULL, DW_TILE);
-            dw_tma_4d(st.sQ, &tp.tq, 0, st.qb * DW_BM, st.h, st.b, st.QFULL);
-            dw_tma_4d(st.sQ + DW_HALF, &tp.tq, 64, st.qb * DW_BM, st.h, st.b, st.QFULL);
-        }
-        if ((tid & 31) == 0 && tid < 64) st.produce_pairs(tp);
+        if (tid == 0) st.produce_union(tp);
 #else
         if (tid == 0) st.produce(tp);
 #endif
     } else {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(DW_CONSUMER_REGS));
         const int cw = wg - 1, wtid = tid & 127, warp = wtid >> 5;
         st.lane = tid & 31;
         st.c4 = st.lane & 3;
+#if DW_ATTEND
+        /* (selects, not st.hw[cw]: a runtime index would put st, S and O included, in local memory) */
+        st.h = cw ? st.hw[1] : st.hw[0];
+        const int myq = cw ? st.qw[1] : st.qw[0];
+        st.row0 = myq * 64 + warp * 16 + (st.lane >> 2);
+#else
         st.row0 = st.qb * DW_BM + cw * 64 + warp * 16 + (st.lane >> 2);
+#endif
         st.sl2 = p.scale_log2;
         st.qdesc = dw_desc(st.sQ + cw * 8192, 16, 1024);
         st.kdesc = dw_desc(st.sK, 16, 1024);
@@ -579,9 +625,15 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
 #pragma unroll
         for (int i = 0; i < 64; i++) st.O[i] = 0.f;
 #if DW_ATTEND
-        if (st.nkt > 0) st.consume_pairs(st.qb * DW_BM + cw * 64);
+        DwTileHeaders tl;
+        tl.hdr = st.HDR;
+        tl.cw = cw;
+        tl.first_row = myq * 64;
+        if (st.nkt > 0) st.consume(tl);
 #else
-        st.consume();
+        DwTiles tl;
+        tl.begin(st.last_tile());
+        st.consume(tl);
 #endif
         st.store(p);
 #if !DW_ATTEND

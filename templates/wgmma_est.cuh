@@ -61,6 +61,7 @@ static constexpr sale_layout_cfg SE_LCFG = {SALE_FAMILY, 128, 64, 32, 128, SALE_
 static_assert(sale_layout_wgmma_select(&SE_LCFG), "the host would not launch this kernel for this key");
 /* the same sum as sale_layout_smem(): 1 KB of alignment slack, the ring, the
  * staged rows [4 tiles][2 segments][SE_ROW floats], 128 B of barriers */
+static_assert(16 * SE_ST + 8 <= 128, "FULL and EMPTY of every stage and QFULL in 128 B");
 static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4u * SE_QTILE + 4u * 2u * SE_ROW * 4u + 128u,
               "shared-memory layout of the wgmma estimation and sale_layout_smem() disagree");
 

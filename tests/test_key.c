@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "sale.h"
+#include "sale_layout.h" /* SALE_SE_DEFAULT_STAGES */
 
 static sale_status parse(const char *t, sale_key *k, char *err)
 {
@@ -343,5 +344,5 @@ Test(key, run_arch_of_the_thr_fixed_select)
     char err[256] = "";
     cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
     cr_assert_eq(k.warps, 20);
-    cr_assert_eq(k.stages, 4);
+    cr_assert_eq(k.stages, SALE_SE_DEFAULT_STAGES);
 }
