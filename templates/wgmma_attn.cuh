@@ -5,20 +5,25 @@
  * SALE_WARPS == 12 (the host's sale_layout_wgmma() says the same). Dense is
  * the version measured as "wg_intra_st3" in bench/wgmma/NOTES.md (the
  * attention floor, ~600 TF/s at 64K on an H200, cuDNN's rate). Attend
- * (two-pass, second pass) runs the same loop per consumer warpgroup over its
- * own 64-row mask row: each warpgroup has its own ring (and producer thread),
- * and a key tile is a pair of kept 32-key blocks wherever they lie (DwPairs:
- * two 32-row TMA boxes; an odd last block is paired with itself and its
- * second half masked), so neither the other query block's blocks nor the
- * dropped half of an aligned tile cost work (bench/RESULTS.md, third session).
+ * (two-pass, second pass) runs the same loop over the kept blocks of two
+ * 64-row mask rows, one a consumer warpgroup: one query block of two heads
+ * of a GQA group (else two query blocks of one head). The producer walks
+ * the union of the two rows, four blocks a tile (DwUnion: four 32-row TMA
+ * boxes of K and of V, the dense tile's shape), and writes each tile's
+ * blocks and each row's own bits into a header beside the stage; both
+ * warpgroups consume every tile, each setting the scores of the other
+ * row's blocks (and of an empty last slot) to -inf (DwTileHeaders,
+ * mask_quad). The union costs x1.2-1.4 work on the structured inputs and
+ * halves the K/V bytes a row moves (bench/RESULTS.md, fourth session).
  *
- * CTA: 128 query rows of one (batch, q head), heaviest query blocks first;
+ * CTA: 128 query rows of one (batch, q head) (attend: two 64-row mask rows),
+ * heaviest query blocks first;
  * SALE_WARPS = 12 warps = three warpgroups:
  *   warpgroup 0, the producer: one thread issues TMA loads (Q once, then the K
  *     and V tiles of DW_BN keys x 128 d, as two 64-column boxes with the
  *     128-byte swizzle) into a SALE_STAGES-deep ring guarded by mbarriers
  *     (KFULL/VFULL: landed; EMPTY: every consumer warp is done with the stage);
- *     attend: two threads, one ring each (32-row boxes);
+ *     attend: Q as two 64-row boxes (one per row), K/V as 32-row boxes;
  *   warpgroups 1, 2, the consumers, 64 query rows each:
  *     S = Q K^T : 8 x wgmma m64nDW_BNk16 (A = Q tile, B = K tile, both from
  *                 shared memory through 128B-swizzle descriptors, K-major);
