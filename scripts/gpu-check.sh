@@ -12,10 +12,11 @@ CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 rc=0
 for mt in fused two-pass dense plain "two-pass fixed" "fused fixed"; do
   read -r m thr <<<"$mt"; thr="${thr:-run}"
-  ./example_attention "$N" "$m" "$thr" >/dev/null 2>&1 || true # compile / load outside the tools
+  timeout -k 5 120 ./example_attention "$N" "$m" "$thr" >/dev/null 2>&1 || true # compile / load outside the tools
   for tool in memcheck racecheck synccheck; do
     extra=""; [ "$tool" = synccheck ] && extra="--num-cuda-barriers 65536" # fused: an mbarrier ring per CTA
-    out=$("$CS" --tool "$tool" $extra --error-exitcode 9 ./example_attention "$N" "$m" "$thr" 2>&1); r=$?
+    # a hang is a failure (rc 124/137), not a lost device call
+    out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-300}" "$CS" --tool "$tool" $extra --error-exitcode 9 ./example_attention "$N" "$m" "$thr" 2>&1); r=$?
     echo "$tool $m thr=$thr N=$N: rc=$r $(echo "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|hazard' | tail -1)"
     [ $r = 0 ] || { rc=1; echo "$out" | tail -20; }
   done

@@ -13,7 +13,8 @@ out="${OUT:-$PWD/out}"; mkdir -p "$out"
 rc=0
 ./sale info
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  SALE_TEST_THREAD_CALLS="${SALE_TEST_THREAD_CALLS:-1000}" ./test_gpu --jobs 1 --verbose 2>&1 | tee "$out/test_gpu.log" | grep -E "^gpu |quantize|Synthesis|FAIL|fail|Assert|SKIP" ; rc=${PIPESTATUS[0]}
+  # a hung kernel must not hold the device call: SIGKILL after the limit
+  SALE_TEST_THREAD_CALLS="${SALE_TEST_THREAD_CALLS:-1000}" timeout -k 5 "${SALE_GPU_TEST_LIMIT:-900}" ./test_gpu --jobs 1 --verbose 2>&1 | tee "$out/test_gpu.log" | grep -E "^gpu |quantize|Synthesis|FAIL|fail|Assert|SKIP" ; rc=${PIPESTATUS[0]}
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   mkdir -p dump
