@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs ON the GPU host from the bundle folder (.gpu): one device call's worth
+# of checking and measuring a kernel change, every step under a time limit
+# (a hung kernel fails its step; it does not hold the call), at most 8 files
+# under $OUT:
+#   1. the GPU tests, one process per test (a hang costs one test's limit);
+#   2. compute-sanitizer memcheck, racecheck, synccheck on a small shape;
+#   3. the SDPA anchors and bench_attention, this build and, when
+#      gpu-bundle.sh --base REV put one in base/, REV's build in the same call;
+#   4. optionally ncu --set full of one kernel, with its SASS stall samples.
+# usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4]
+#                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
+#                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check]
+set -uo pipefail
+cd "$(dirname "$0")"
+export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
+export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
+O="${OUT:-$PWD/out}"; mkdir -p "$O"; L="$O/log.txt"
+lens=65536,131072; taus=0.004,0.0015,7e-4; tests=""; modes="two-pass:run two-pass:fixed"
+ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --lens) lens="$2"; shift 2 ;;
+    --tau) taus="$2"; shift 2 ;;
+    --tests) tests="$2"; shift 2 ;;
+    --check-modes) modes="$2"; shift 2 ;;
+    --ncu) ncu_k="$2"; shift 2 ;;
+    --ncu-tau) ncu_tau="$2"; shift 2 ;;
+    --skip-tests) skip_t=1; shift ;;
+    --skip-check) skip_c=1; shift ;;
+    -h|--help) sed -n '2,14p' "$(basename "$0")"; exit 0 ;;
+    *) echo "gpu-ab.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+rc=0
+say() { echo "$*" | tee -a "$L"; }
+if [ $skip_t = 0 ]; then
+  # the suite's tests: the last word of each list line but the header
+  [ -n "$tests" ] || tests=$(./test_gpu --list 2>/dev/null | grep -v ': [0-9]* tests' | awk '{print $NF}')
+  for t in $tests; do
+    SALE_TEST_THREAD_CALLS="${SALE_TEST_THREAD_CALLS:-200}" timeout -k 5 "${SALE_GPU_TEST_LIMIT:-180}" \
+      ./test_gpu --jobs 1 --verbose --filter "gpu/$t" > "$O/t.log" 2>&1; r=$?
+    grep -E "^gpu |FAIL|Assert" "$O/t.log" | grep -v '^\[----\]  *$' >> "$O/tests.txt"
+    say "test $t rc=$r"; [ $r = 0 ] || rc=1
+    [ $r -ge 124 ] && { say "test $t timed out: stopping the tests"; break; }
+  done
+  rm -f "$O/t.log"
+fi
+if [ $skip_c = 0 ]; then
+  CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for mt in $modes; do m="${mt%%:*}"; thr="${mt##*:}"
+    timeout -k 5 120 ./example_attention 1000 "$m" "$thr" >/dev/null 2>&1
+    for tool in memcheck racecheck synccheck; do
+      extra=""; [ "$tool" = synccheck ] && extra="--num-cuda-barriers 65536"
+      out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-300}" "$CS" --tool "$tool" $extra --print-limit 4 --error-exitcode 9 \
+            ./example_attention 1000 "$m" "$thr" 2>&1); r=$?
+      say "$tool $m thr=$thr rc=$r $(echo "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -1)"
+      [ $r = 0 ] || { rc=1; echo "$out" | grep -v '^=========     #' | head -40 >> "$O/check.txt"; }
+    done
+  done
+fi
+timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
+timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" --tau "$taus" --reps 3 --anchors anchors.txt \
+  > "$O/bench.md" 2> "$O/bench.err"; r=$?; say "bench rc=$r"; [ $r = 0 ] || rc=1
+if [ -x base/bench_attention ]; then
+  (cd base && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" --tau "$taus" --reps 3 \
+     --anchors ../anchors.txt > "$O/base.md" 2>&1); r=$?; say "base bench rc=$r"; [ $r = 0 ] || rc=1
+fi
+if [ -n "$ncu_k" ]; then
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  timeout -k 5 180 "$NCU" --kernel-name "regex:$ncu_k" --launch-count 1 --set full -o prof -f \
+    ./bench_attention --lens "${lens%%,*}" --tau "$ncu_tau" --reps 1 --plain-max 0 >/dev/null 2>&1; say "ncu rc=$?"
+  "$NCU" -i prof.ncu-rep --page details > "$O/ncu.txt" 2>&1
+  "$NCU" -i prof.ncu-rep --page source --csv --print-source sass > "$O/ncu_sass.csv" 2>&1
+fi
+exit $rc
