@@ -64,8 +64,8 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
 int main(int argc, char **argv)
 {
     int lens[8] = {16384, 32768, 65536, 131072}, nlens = 4, reps = 5, Hq = 32, Hkv = 8, D = 128;
-    float taus[8] = {0.004f};
-    int ntaus = 1;
+    float taus[8] = {0.004f}, dens[8];
+    int ntaus = 1, ndens = 0;
     const char *anchors_path = NULL, *dump = NULL;
     int plain_max = 8192; /* v0 (plain) is slow: timed only at N <= this (0: never) */
     for (int i = 1; i < argc; i++) {
@@ -79,6 +79,16 @@ int main(int argc, char **argv)
             ntaus = 0;
             for (char *t = strtok(argv[++i], ","); t && ntaus < 8; t = strtok(NULL, ","))
                 taus[ntaus++] = (float)atof(t);
+        } else if (!strcmp(argv[i], "--density") && i + 1 < argc) {
+            ndens = 0;
+            for (char *t = strtok(argv[++i], ","); t && ndens < 8; t = strtok(NULL, ",")) {
+                dens[ndens] = (float)atof(t);
+                if (!(dens[ndens] > 0.f && dens[ndens] < 1.f)) {
+                    fprintf(stderr, "bench: --density takes fractions in (0, 1), got '%s'\n", t);
+                    return 2;
+                }
+                ndens++;
+            }
         } else if (!strcmp(argv[i], "--anchors") && i + 1 < argc) {
             anchors_path = argv[++i];
         } else if (!strcmp(argv[i], "--dump") && i + 1 < argc) {
@@ -90,6 +100,8 @@ int main(int argc, char **argv)
             Hkv = atoi(argv[++i]);
         } else {
             printf("usage: bench_attention [--lens 16384,32768,...] [--reps N] [--tau T1,T2,..] [--heads HQ HKV]\n"
+                   "                       [--density D1,D2,.. (instead of --tau: per length, the tau whose thr=fixed\n"
+                   "                        two-pass mask has density D, found by bisection; e.g. 0.05,0.2)]\n"
                    "                       [--anchors FILE (lines: flash|cudnn N ms)] [--dump DIR]\n"
                    "                       [--plain-max N (time v0 plain only at lengths <= N; default 8192, 0 never)]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
@@ -161,9 +173,40 @@ int main(int argc, char **argv)
         float t_dense = time_attention(&a, 1, reps, NULL);
         CHECK(sale_dev_download(ctx, o_dense, dout, nq * 2));
 
+        /* --density: this length's taus, each bisected (in log tau: density
+         * falls as tau grows) until the thr=fixed two-pass mask is within 5%
+         * of the target, or 14 probes */
+        float taus_n[8];
+        int ntn = ndens ? ndens : ntaus;
+        for (int ti = 0; ti < ntn; ti++) taus_n[ti] = ndens ? 0.f : taus[ti];
+        for (int di = 0; di < ndens; di++) {
+            double lo = log(1e-7), hi = log(0.5), x = 0, got = 0;
+            sale_stats sp = {0};
+            int probes = 0;
+            a.mode = SALE_MODE_TWO_PASS;
+            a.thr = SALE_THR_FIXED;
+            a.mask = dmask;
+            a.stats = &sp;
+            for (probes = 1; probes <= 14; probes++) {
+                x = 0.5 * (lo + hi);
+                a.tau_default = (float)exp(x);
+                CHECK(sale_attention(ctx, &a, NULL));
+                CHECK(sale_dev_sync(ctx));
+                got = sp.density;
+                if (fabs(got - dens[di]) <= 0.05 * dens[di]) break;
+                if (got > dens[di]) lo = x; /* too dense: a larger tau */
+                else hi = x;
+            }
+            taus_n[di] = (float)exp(x);
+            a.thr = SALE_THR_RUN;
+            a.stats = NULL;
+            fprintf(stderr, "bench: N=%d density %.3f: tau %.3g gives thr=fixed density %.4f (%d probes)\n", N,
+                    (double)dens[di], (double)taus_n[di], got, probes > 14 ? 14 : probes);
+        }
+
         uint32_t *mask = malloc(mask_words * 4);
-        for (int ti = 0; ti < ntaus; ti++) {
-        float tau = taus[ti];
+        for (int ti = 0; ti < ntn; ti++) {
+        float tau = taus_n[ti];
         a.tau_default = tau;
         /* fused SALE */
         sale_stats st = {0};

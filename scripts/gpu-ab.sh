@@ -8,7 +8,7 @@
 #   3. the SDPA anchors and bench_attention, this build and, when
 #      gpu-bundle.sh --base REV put one in base/, REV's build in the same call;
 #   4. optionally ncu --set full of one kernel, with its SASS stall samples.
-# usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4]
+# usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (base: from d0c... on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
 #                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check]
 set -uo pipefail
@@ -17,11 +17,12 @@ export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
 export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
 O="${OUT:-$PWD/out}"; mkdir -p "$O"; L="$O/log.txt"
 lens=65536,131072; taus=0.004,0.0015,7e-4; tests=""; modes="two-pass:run two-pass:fixed"
-ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0
+ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"
 while [ $# -gt 0 ]; do
   case "$1" in
     --lens) lens="$2"; shift 2 ;;
-    --tau) taus="$2"; shift 2 ;;
+    --tau) taus="$2"; sel="--tau"; shift 2 ;;
+    --density) taus="$2"; sel="--density"; shift 2 ;;
     --tests) tests="$2"; shift 2 ;;
     --check-modes) modes="$2"; shift 2 ;;
     --ncu) ncu_k="$2"; shift 2 ;;
@@ -60,10 +61,10 @@ if [ $skip_c = 0 ]; then
   done
 fi
 timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
-timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" --tau "$taus" --reps 3 --anchors anchors.txt \
+timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 --anchors anchors.txt \
   > "$O/bench.md" 2> "$O/bench.err"; r=$?; say "bench rc=$r"; [ $r = 0 ] || rc=1
 if [ -x base/bench_attention ]; then
-  (cd base && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" --tau "$taus" --reps 3 \
+  (cd base && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 \
      --anchors ../anchors.txt > "$O/base.md" 2>&1); r=$?; say "base bench rc=$r"; [ $r = 0 ] || rc=1
 fi
 if [ -n "$ncu_k" ]; then
