@@ -8,7 +8,7 @@
 #   3. the SDPA anchors and bench_attention, this build and, when
 #      gpu-bundle.sh --base REV put one in base/, REV's build in the same call;
 #   4. optionally ncu --set full of one kernel, with its SASS stall samples.
-# usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (base: from d0c... on)]
+# usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
 #                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check]
 set -uo pipefail
