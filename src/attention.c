@@ -473,7 +473,7 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
         /* rows per box: dense, a 128-row tile of Q, K and V; attend, a 64-row
          * query block (the CTA's two mask rows may be two heads) and one
          * 32-key block of K and V (its tiles are four kept blocks) */
-        const int att = lc.family == SALE_LF_ATTEND, bn = att ? 32 : sale_layout_wgmma_bn(&lc);
+        const int att = lc.family == SALE_LF_ATTEND, bn = att ? 32 : SALE_WG_TILE;
         if ((s = tma_map(ctx, &tp.tq, "q", p->q, (int)key->dtype, p->B, p->Hq, p->N, key->head_dim, p->q_sb, p->q_sh,
                          p->q_sn, att ? 64 : SALE_WG_TILE)) ||
             (s = tma_map(ctx, &tp.tk, "k", p->k, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->k_sb, p->k_sh,

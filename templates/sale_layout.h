@@ -74,7 +74,7 @@ static SALE_HD inline int sale_layout_mean_chunk_rows(int N) {
  * two heads of a GQA group, or two query blocks), tiles of four blocks of
  * their union, shared by both warpgroups. */
 #define SALE_WG_WARPS 12
-#define SALE_WG_TILE 128
+#define SALE_WG_TILE 128 /* query rows a CTA and keys a K/V tile (attend: 4 mask blocks of 32) */
 /* the families, head dim and arch that have a wgmma kernel */
 static SALE_HD SALE_CX inline int sale_layout_wgmma_family(int family, int head_dim, int arch) {
     return arch == 901 && head_dim == 128 && (family == SALE_LF_DENSE || family == SALE_LF_ATTEND);
@@ -117,12 +117,6 @@ static SALE_HD inline unsigned long long sale_layout_se_cbound_off(int B, int Hq
     return ((unsigned long long)B * (unsigned long long)Hq * (unsigned long long)N * 4ull + 255ull) & ~255ull;
 }
 
-/* keys per K/V tile of the wgmma kernel: 128 (attend: 4 mask blocks of 32) */
-static SALE_HD SALE_CX inline int sale_layout_wgmma_bn(const sale_layout_cfg *c) {
-    (void)c;
-    return 128;
-}
-
 /* keys per tile of the attention loop */
 static SALE_HD SALE_CX inline int sale_layout_kt(const sale_layout_cfg *c) {
     return c->family == SALE_LF_DENSE ? SALE_DENSE_KT : c->block_k;
@@ -161,8 +155,8 @@ static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c
     if (c->family == SALE_LF_QUANTIZE || c->family == SALE_LF_PLAIN) return 0; /* plain: registers and local memory only */
     if (sale_layout_wgmma_select(c)) /* 1 KB slack, stages x code tiles, 4 query-code tiles, staged rows (4 m64 tiles x 2 x (128 + 16) floats), barriers */
         return 1024u + (unsigned)c->stages * (unsigned)SALE_SE_KT * 128u + 4u * 64u * 128u + 4u * 2u * (SALE_SE_KT + 16u) * 4u + 128u;
-    if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles, barriers */
-        return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)sale_layout_wgmma_bn(c) * 256u + 256u;
+    if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles of SALE_WG_TILE keys, barriers */
+        return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)SALE_WG_TILE * 256u + 256u;
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
     if (c->family == SALE_LF_SELECT && c->block_q == 16 * c->warps) {

@@ -14,19 +14,8 @@
 #else
 #define SALE_SE_WARPS 20
 #endif
-#if SALE_STAGES == 2
-#define SALE_SE_STAGES 2
-#elif SALE_STAGES == 3
-#define SALE_SE_STAGES 3
-#elif SALE_STAGES == 4
-#define SALE_SE_STAGES 4
-#elif SALE_STAGES == 5
-#define SALE_SE_STAGES 5
-#elif SALE_STAGES == 6
-#define SALE_SE_STAGES 6
-#else
-#define SALE_SE_STAGES 7
-#endif
+static constexpr int sale_se_stages = SALE_STAGES; /* legal keys: 2..7 (sale_layout_legal) */
+#define SALE_SE_STAGES sale_se_stages
 #undef SALE_WARPS
 #undef SALE_STAGES
 #define SALE_WARPS 4  /* SALE_SE_LOCAL_WARPS */

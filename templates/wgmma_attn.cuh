@@ -295,21 +295,19 @@ struct DenseWg {
                              "r"(blk[3]) : "memory");
                 asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(a + 16), "r"(own[0]), "r"(own[1]) : "memory");
             }
-            const sale_u32 k0 = sK + s * DW_KTILE, v0 = sV + s * DW_KTILE;
-            dw_mbar_expect_tx(KFULL + 8 * s, DW_KTILE);
+            load_quad(sK + s * DW_KTILE, &tp.tk, blk, KFULL + 8 * s);
+            load_quad(sV + s * DW_KTILE, &tp.tv, blk, VFULL + 8 * s);
+        }
+    }
+    /* one K or V stage of a tile: block blk[t] (an empty slot repeats blk[0])
+     * into rows 32t..32t+31 of both 64-column halves, on barrier bar */
+    SALE_DEV void load_quad(sale_u32 dst, const sale_tmap *map, const int (&blk)[4], sale_u32 bar) const {
+        dw_mbar_expect_tx(bar, DW_KTILE);
 #pragma unroll
-            for (int t = 0; t < 4; t++) {
-                const int r = (blk[t] < 0 ? blk[0] : blk[t]) * 32;
-                dw_tma_4d(k0 + t * 4096, &tp.tk, 0, r, kvh, b, KFULL + 8 * s);
-                dw_tma_4d(k0 + DW_KHALF + t * 4096, &tp.tk, 64, r, kvh, b, KFULL + 8 * s);
-            }
-            dw_mbar_expect_tx(VFULL + 8 * s, DW_KTILE);
-#pragma unroll
-            for (int t = 0; t < 4; t++) {
-                const int r = (blk[t] < 0 ? blk[0] : blk[t]) * 32;
-                dw_tma_4d(v0 + t * 4096, &tp.tv, 0, r, kvh, b, VFULL + 8 * s);
-                dw_tma_4d(v0 + DW_KHALF + t * 4096, &tp.tv, 64, r, kvh, b, VFULL + 8 * s);
-            }
+        for (int t = 0; t < 4; t++) {
+            const int r = (blk[t] < 0 ? blk[0] : blk[t]) * 32;
+            dw_tma_4d(dst + t * 4096, map, 0, r, kvh, b, bar);
+            dw_tma_4d(dst + DW_KHALF + t * 4096, map, 64, r, kvh, b, bar);
         }
     }
 #endif
