@@ -365,13 +365,14 @@ Test(jit, plain_template_compiles_for_sm80_sm89_sm90)
 
 
 /* On sm_90a the select with thr=fixed is the wgmma estimation (warps 20 by
- * default, or 12; stages 2..4): two kernels in one cubin, the estimation its
+ * default, or 12; stages 2..7, the ring's barriers in 128 B): two kernels in one cubin, the estimation its
  * named entry with the key's threads, no spills (ptxas: a spill in the wgmma loop serialises it); with thr=run the
  * same key is the mma.sync select. */
 Test(jit, sm90a_thr_fixed_select_is_the_wgmma_estimation_without_spills)
 {
     const char *keys[] = {"select:d=128,dt=bf16,thr=fixed,arch=sm_90a", "select:d=128,dt=f16,thr=fixed,warps=12,arch=sm_90a",
-                          "select:d=128,dt=bf16,thr=fixed,warps=20,stages=2,arch=sm_90a"};
+                          "select:d=128,dt=bf16,thr=fixed,warps=20,stages=2,arch=sm_90a",
+                          "select:d=128,dt=bf16,thr=fixed,warps=20,stages=7,arch=sm_90a"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         sale_key k;
         sale_kernel_info info = compile_text(keys[i], &k);

@@ -99,6 +99,7 @@ Test(key, invalid_combinations_name_the_field_and_the_rule)
     expect_invalid("fused:bk=16,seg=1024", "block_seg", "at most 32 blocks");
     expect_invalid("fused:bk=24", "block_k", "multiple of 16");
     expect_invalid("fused:d=96", "head_dim", "64 or 128");
+    expect_invalid("fused:stages=8", "stages", "between 1 and 7");
     expect_invalid("fused:d=256", "head_dim", "shared memory");
     expect_invalid("fused:est=4,arch=sm_90", "est_bits", "emulated");
     expect_invalid("fused:est=6", "est_bits", "4 or 8");
