@@ -68,6 +68,7 @@ int main(int argc, char **argv)
     int ntaus = 1, ndens = 0;
     const char *anchors_path = NULL, *dump = NULL;
     int plain_max = 8192; /* v0 (plain) is slow: timed only at N <= this (0: never) */
+    int fixed_only = 0;   /* --fixed-only: our dense and the thr=fixed two-pass, nothing else */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc) {
             nlens = 0;
@@ -93,6 +94,8 @@ int main(int argc, char **argv)
             anchors_path = argv[++i];
         } else if (!strcmp(argv[i], "--dump") && i + 1 < argc) {
             dump = argv[++i];
+        } else if (!strcmp(argv[i], "--fixed-only")) {
+            fixed_only = 1;
         } else if (!strcmp(argv[i], "--plain-max") && i + 1 < argc) {
             plain_max = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--heads") && i + 2 < argc) {
@@ -103,7 +106,9 @@ int main(int argc, char **argv)
                    "                       [--density D1,D2,.. (instead of --tau: per length, the tau whose thr=fixed\n"
                    "                        two-pass mask has density D, found by bisection; e.g. 0.05,0.2)]\n"
                    "                       [--anchors FILE (lines: flash|cudnn N ms)] [--dump DIR]\n"
-                   "                       [--plain-max N (time v0 plain only at lengths <= N; default 8192, 0 never)]\n");
+                   "                       [--plain-max N (time v0 plain only at lengths <= N; default 8192, 0 never)]\n"
+                   "                       [--fixed-only (time our dense and the thr=fixed two-pass only: the\n"
+                   "                        kernels of the density targets, one table)]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -135,6 +140,8 @@ int main(int argc, char **argv)
     static char table[64][448];
     static char curve[64][256]; /* the cost against density, beside cuDNN and our dense */
     static char fixed[64][256]; /* thr = fixed rows */
+    static char fonly[64][256]; /* --fixed-only rows */
+    int nfonly = 0;
     int nfixed = 0;
     int ncurve = 0;
     int nrows = 0;
@@ -208,6 +215,32 @@ int main(int argc, char **argv)
         for (int ti = 0; ti < ntn; ti++) {
         float tau = taus_n[ti];
         a.tau_default = tau;
+        if (fixed_only) {
+            sale_stats sx = {0};
+            float ph[3] = {0};
+            a.mode = SALE_MODE_TWO_PASS;
+            a.thr = SALE_THR_FIXED;
+            a.mask = dmask;
+            a.stats = &sx;
+            CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
+            float t = time_attention(&a, 1, reps, ph);
+            CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
+            double err = bench_rel_l1_bf16(o_sale, o_dense, nq), dd = sx.density * t_dense;
+            char vc[32] = "-", cx[32] = "-";
+            if (an[li].cudnn > 0) {
+                snprintf(vc, sizeof vc, "%.2fx", an[li].cudnn / t);
+                snprintf(cx, sizeof cx, "%.1f", an[li].cudnn);
+            }
+            snprintf(fonly[nfonly++], sizeof fonly[0],
+                     "| %6dK | %8.3g | %6.4f | %8s | %7.1f | %7.1f | %5.1f + %6.1f + %6.1f | %6.1f | %5.2fx | %.4f | %6s |",
+                     N / 1024, (double)tau, sx.density, cx, t_dense, t, ph[0], ph[1], ph[2], dd,
+                     dd > 0 ? ph[2] / dd : 0.0, err, vc);
+            fprintf(stderr, "bench: N=%d tau=%g fixed: %.1f ms (quantize %.2f, select %.2f, attend %.2f), density %.4f\n",
+                    N, (double)tau, t, ph[0], ph[1], ph[2], sx.density);
+            a.thr = SALE_THR_RUN;
+            a.stats = NULL;
+            continue;
+        }
         /* fused SALE */
         sale_stats st = {0};
         float ph_f[3] = {0}, ph_t[3] = {0};
@@ -385,6 +418,16 @@ int main(int argc, char **argv)
     }
     printf("\n%s, B=1 Hq=%d Hkv=%d D=%d bf16 causal, structured inputs (times in ms, median of %d)\n\n", di.name,
            Hq, Hkv, D, reps);
+    if (fixed_only) {
+        printf("two-pass, thr = fixed (on sm_90a: the wgmma select, warps 20, and the wgmma attend); attend is "
+               "owed d x our dense (issue 10: within 1.2x)\n\n"
+               "| N | tau | density | SDPA cuDNN | our dense | two-pass fixed | quantize + select + attend | d x dense | "
+               "attend / (d x dense) | rel L1 | cuDNN / fixed |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (int r = 0; r < nfonly; r++)
+            printf("%s\n", fonly[r]);
+        sale_destroy(ctx);
+        return 0;
+    }
     printf("| N | tau | SDPA flash | SDPA cuDNN | our dense | fused | two-pass | v0 plain (mask bits != fused) | fused "
            "vs flash | fused vs cuDNN | fused vs our dense | density | rel L1 fused / two-pass | needles kept | quantize "
            "+ select | select overhead vs flash |\n");

@@ -6,18 +6,20 @@
 #   1. the GPU tests, one process per test (a hang costs one test's limit);
 #   2. compute-sanitizer memcheck, racecheck, synccheck on a small shape;
 #   3. the SDPA anchors and bench_attention, this build and, when
-#      gpu-bundle.sh --base REV put one in base/, REV's build in the same call;
+#      gpu-bundle.sh --base REV put one in base/ (base2/, base3/ for more
+#      --base), each REV's build in the same call (--bench-args adds
+#      arguments, e.g. '--fixed-only');
 #   4. optionally ncu --set full of one kernel, with its SASS stall samples.
 # usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
-#                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check]
+#                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--bench-args 'ARGS']
 set -uo pipefail
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
 export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
 O="${OUT:-$PWD/out}"; mkdir -p "$O"; L="$O/log.txt"
 lens=65536,131072; taus=0.004,0.0015,7e-4; tests=""; modes="two-pass:run two-pass:fixed"
-ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"
+ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"; bargs=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lens) lens="$2"; shift 2 ;;
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
     --ncu-tau) ncu_tau="$2"; shift 2 ;;
     --skip-tests) skip_t=1; shift ;;
     --skip-check) skip_c=1; shift ;;
-    -h|--help) sed -n '2,14p' "$(basename "$0")"; exit 0 ;;
+    --bench-args) bargs="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$(basename "$0")"; exit 0 ;;
     *) echo "gpu-ab.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,11 +65,13 @@ if [ $skip_c = 0 ]; then
 fi
 timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
 timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 --anchors anchors.txt \
-  > "$O/bench.md" 2> "$O/bench.err"; r=$?; say "bench rc=$r"; [ $r = 0 ] || rc=1
-if [ -x base/bench_attention ]; then
-  (cd base && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 \
-     --anchors ../anchors.txt > "$O/base.md" 2>&1); r=$?; say "base bench rc=$r"; [ $r = 0 ] || rc=1
-fi
+  $bargs > "$O/bench.md" 2> "$O/bench.err"; r=$?; say "bench rc=$r"; [ $r = 0 ] || rc=1
+for bd in base base2 base3; do
+  [ -x "$bd/bench_attention" ] || continue
+  (cd "$bd" && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 \
+     --anchors ../anchors.txt $bargs > "$O/$bd.md" 2>&1); r=$?; say "$bd bench rc=$r ($(cat "$bd/REV" 2>/dev/null))"
+  [ $r = 0 ] || rc=1
+done
 if [ -n "$ncu_k" ]; then
   NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   timeout -k 5 180 "$NCU" --kernel-name "regex:$ncu_k" --launch-count 1 --set full -o prof -f \
