@@ -39,6 +39,15 @@ SALE_DEV void dw_tma_3d(sale_u32 dst, const sale_tmap *map, int c0, int c1, int 
                  "l"((sale_u64)map), "r"(c0), "r"(c1), "r"(c2), "r"(mbar)
                  : "memory");
 }
+/* a 4-byte asynchronous copy global -> shared (L2 only), and the arrival on an
+ * mbarrier once every cp.async this thread issued has landed (.noinc: the
+ * barrier's count includes it) */
+SALE_DEV void dw_cp4(sale_u32 dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
+}
+SALE_DEV void dw_cp_arrive(sale_u32 mbar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(mbar) : "memory");
+}
 /* a named barrier over n threads (a warpgroup: 128) */
 SALE_DEV void dw_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
@@ -49,6 +58,12 @@ SALE_DEV sale_u64 dw_desc(sale_u32 saddr, sale_u32 lbo, sale_u32 sbo) {
     d |= (sale_u64)((lbo >> 4) & 0x3FFFu) << 16;
     d |= (sale_u64)((sbo >> 4) & 0x3FFFu) << 32;
     d |= (sale_u64)1 << 62;
+    return d;
+}
+/* a descriptor from its two words */
+SALE_DEV sale_u64 dw_desc_pack(sale_u32 lo, sale_u32 hi) {
+    sale_u64 d;
+    asm("mov.b64 %0, {%1, %2};\n" : "=l"(d) : "r"(lo), "r"(hi));
     return d;
 }
 SALE_DEV void dw_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }

@@ -16,19 +16,25 @@
  *   warpgroup 0, the producer: one thread TMA-loads the code tiles (128 keys
  *     x 128 int8 codes = one segment = 16 KB, 128-byte swizzle) of segments
  *     0 .. the CTA's last into a SALE_SE_STAGES-deep ring (FULL: landed,
- *     EMPTY: every consumer warp is done with it);
+ *     EMPTY: every consumer thread is done with it); warp 1 (the staging
+ *     warp) copies each segment's c_j and block parameters of the 4 tiles
+ *     into a slot of a 2 x SALE_SE_STAGES ring by cp.async, counted on the
+ *     same FULL barrier, so the consumers' loop has no loads or named
+ *     barriers of its own;
  *   the consumer warpgroups (SE_NCW: 2 with warps 12, 4 with warps 20), SE_MPW
- *     m64 tiles each: the tile's query codes live in registers (the wgmma A
- *     fragment, loaded once); per segment, 4 x wgmma m64n128k32 s8.s8 -> s32
- *     (B = the code tile by descriptor), then the test:
+ *     m64 tiles each: the tiles' query codes in shared memory (A by
+ *     descriptor, loaded once by TMA); per segment, 4 x wgmma m64n128k32
+ *     s8.s8 -> s32 (B = the code tile by descriptor; both descriptors
+ *     computed once, the stage and k step added), then the test:
  * The test of block J (32 keys) for rows i: kept iff some i, j in J have
  *   fl(fl(fl(sq_i * sk_J) * dot_ij) + c_j) > t_i        (sale-algorithm.md, the reference's order)
- * Per thread, row and block, d = max of its 8 dots; x = fl(pr * d) with
+ * Per row and block, d = max of its 32 dots (8 in each thread of a quad, reduced
+ * in the thread, then scattered over the quad so thread c4 holds block c4's); x = fl(pr * d) with
  * pr = fl(sq_i * sk_J) >= 0; fl is monotone, so fl(x + cmin_J) > t ⇒ kept for
  * sure and fl(x + cmax_J) <= t ⇒ not kept for sure; the blocks of a tile that
  * neither decides (rare: c_j's range is narrow next to the dots') are tested
- * element by element on the still-live accumulators, c_j from shared memory
- * (each warpgroup stages the c_j row of its tiles one segment ahead). The
+ * element by element on the still-live accumulators, c_j from the staged
+ * slot. The
  * decisions equal the element-wise test exactly: masks equal the reference
  * bit for bit. Kept bits are ORed into the mask rows (global atomics, one
  * per warp and segment with a kept block); at the end each m64 tile adds its
@@ -45,13 +51,14 @@
 #define SE_BPT (SE_KT / 32)            /* mask blocks per tile */
 #define SE_QTILE (SALE_BLOCK_Q * 128)  /* bytes of an m64 tile's query codes */
 /* floats per staged row of an m64 tile and segment: its 128 c_j, then the 4
- * blocks' scales sk_J and {cmin_J, cmax_J} (one value per thread, loaded one
- * segment ahead like the c_j: nothing the test reads comes from L2) */
+ * blocks' scales sk_J and {cmin_J, cmax_J} (the producer's staging warp copies
+ * them in with the code tile: nothing the test reads comes from L2) */
 #define SE_ROW (SE_KT + 16)
 /* registers per consumer thread after setmaxnreg (the producer gives its own back) */
 #define SE_CREGS (SE_NCW == 2 ? 240 : 112)
 
 static_assert(SE_NCW == 2 || SE_NCW == 4, "warps 12 or 20");
+static_assert(SE_BPT == 4, "a quad's thread c4 tests block c4 of the tile");
 static_assert(SALE_HEAD_DIM == 128 && SALE_BLOCK_Q == 64 && SALE_BLOCK_K == 32 && SALE_BLOCK_SEG == SE_KT &&
                   SALE_EST_BITS == 8,
               "the wgmma estimation: head_dim 128, block_q 64, block_k 32, block_seg 128, 8-bit codes");
@@ -60,9 +67,9 @@ static constexpr sale_layout_cfg SE_LCFG = {SALE_FAMILY, 128, 64, 32, 128, SALE_
                                             SALE_SE_WARPS, SALE_SE_STAGES, SALE_ARCH, SALE_LT_FIXED};
 static_assert(sale_layout_wgmma_select(&SE_LCFG), "the host would not launch this kernel for this key");
 /* the same sum as sale_layout_smem(): 1 KB of alignment slack, the ring, the
- * staged rows [4 tiles][2 segments][SE_ROW floats], 128 B of barriers */
+ * staged rows [2 SE_ST slots][4 tiles][SE_ROW floats], 128 B of barriers */
 static_assert(16 * SE_ST + 8 <= 128, "FULL and EMPTY of every stage and QFULL in 128 B");
-static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4u * SE_QTILE + 4u * 2u * SE_ROW * 4u + 128u,
+static_assert(sale_layout_smem(&SE_LCFG) == 1024u + SE_ST * SE_TILE + 4u * SE_QTILE + 2u * SE_ST * 4u * SE_ROW * 4u + 128u,
               "shared-memory layout of the wgmma estimation and sale_layout_smem() disagree");
 
 /* D(64x128 s32) (+)= A(64x32 int8, shared, K-major) * B(32x128 int8, shared, K-major) */
@@ -134,15 +141,15 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
     const sale_u32 raw = sale_smem_addr(sale_se_smem);
     const sale_u32 sK = (raw + 1023u) & ~1023u; /* the ring, 1 KB aligned (the swizzle atom) */
     const sale_u32 sQ = sK + SE_ST * SE_TILE;   /* the 4 tiles' query codes, 64 rows x 128 B each */
-    const sale_u32 sC = sQ + 4 * SE_QTILE;      /* staged rows */
-    const sale_u32 FULL = sC + 4u * 2u * SE_ROW * 4u, EMPTY = FULL + 8u * SE_ST, QFULL = EMPTY + 8u * SE_ST;
-    float *crow_s = (float *)(sale_se_smem + (sC - raw));
+    const sale_u32 sC = sQ + 4 * SE_QTILE;      /* staged rows: [2 SE_ST slots][4 tiles][SE_ROW floats] */
+    const sale_u32 FULL = sC + 2u * SE_ST * 4u * SE_ROW * 4u, EMPTY = FULL + 8u * SE_ST, QFULL = EMPTY + 8u * SE_ST;
 
     const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, warp = wtid >> 5, lane = tid & 31;
     if (tid == 0) {
         for (int s = 0; s < SE_ST; s++) {
-            dw_mbar_init(FULL + 8 * s, 1);
-            dw_mbar_init(EMPTY + 8 * s, SE_NCW * 4); /* one arrival per consumer warp */
+            /* FULL: the TMA thread's expect_tx and the staging warp's 32 cp.async arrivals */
+            dw_mbar_init(FULL + 8 * s, 1 + 32);
+            dw_mbar_init(EMPTY + 8 * s, SE_NCW * 128); /* every consumer thread arrives */
         }
         dw_mbar_init(QFULL, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -172,6 +179,36 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
                 /* segment kt: keys 32 + 128 kt .. (segments count from block 1) */
                 dw_tma_3d(sK + s * SE_TILE, &tp.tk, 0, SALE_BLOCK_K + kt * SE_KT, slice, FULL + 8 * s);
             }
+        } else if (warp == 1) {
+            /* the staging warp: each segment's c_j and block parameters of the
+             * 4 tiles into slot kt % (2 SE_ST) by cp.async (4 B), one arrival a
+             * lane on FULL once its copies land. Lane = tile t (lane / 8) and
+             * j (lane % 8): c_j j + 8i of the segment (i < 16), {cmin, cmax}
+             * value j of the 4 blocks, and (j < 4) block j's scale sk_J. The
+             * slot was last read in segment kt - 2 SE_ST, before every consumer
+             * thread's arrival on EMPTY for kt - SE_ST, which this wait sees. */
+            const int t = lane >> 3, j = lane & 7;
+            int qb, h;
+            const int ns = cta.segments(p, t, &qb, &h);
+            const long long bh = (long long)cta.b * p.Hq + h;
+            const float *gc = (const float *)p.cterm + bh * p.N + SALE_BLOCK_K + j;
+            const float *gb = (const float *)((const unsigned char *)p.scratch +
+                                              sale_layout_se_cbound_off(p.B, p.Hq, p.N)) + (bh * p.nkb + 1) * 2 + j;
+            const float *gk = (const float *)p.kscale + ((long long)cta.b * p.Hkv + cta.kvh) * p.nkb + 1 + j;
+            const sale_u32 dst0 = sC + (t * SE_ROW + j) * 4u;
+            for (int kt = 0; kt < kt_end; kt++) {
+                const int s = kt % SE_ST;
+                dw_mbar_wait(EMPTY + 8 * s, ((kt / SE_ST) & 1) ^ 1);
+                if (kt < ns) {
+                    const sale_u32 dst = dst0 + (kt % (2 * SE_ST)) * (4u * SE_ROW * 4u);
+#pragma unroll
+                    for (int i = 0; i < SE_KT / 8; i++) dw_cp4(dst + 32u * i, gc + 8 * i);
+                    dw_cp4(dst + (SE_KT + SE_BPT) * 4u, gb);
+                    if (j < SE_BPT) dw_cp4(dst + SE_KT * 4u, gk);
+                }
+                dw_cp_arrive(FULL + 8 * s);
+                gc += SE_KT, gb += 2 * SE_BPT, gk += SE_BPT;
+            }
         }
         return;
     }
@@ -181,17 +218,10 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
     const int N = p.N;
     int ns[SE_MPW], qb[SE_MPW];
     long long bh[SE_MPW] = {};
-    float sq[SE_MPW][2], tt[SE_MPW][2], cn[SE_MPW], pn[SE_MPW];
-    const float *cterm = (const float *)p.cterm;
-    const float *cbound = (const float *)((const unsigned char *)p.scratch + sale_layout_se_cbound_off(p.B, p.Hq, N));
-    const float *ksc = (const float *)p.kscale + ((long long)cta.b * p.Hkv + cta.kvh) * p.nkb;
-    /* thread wtid's block parameter of segment t for tile mm: sk_J (wtid < 4), then cmin_J, cmax_J */
-    auto param = [&](int t, int mm) -> float {
-        const int blk0 = 1 + t * SE_BPT;
-        if (wtid < SE_BPT) return ksc[blk0 + wtid];
-        if (wtid < 3 * SE_BPT) return cbound[(bh[mm] * p.nkb + blk0) * 2 + (wtid - SE_BPT)];
-        return 0.f;
-    };
+    float sq[SE_MPW][2], tt[SE_MPW][2];
+    sale_u32 da[SE_MPW]; /* low words of the tiles' A descriptors (k step ks: + 2 ks, 32 bytes) */
+    sale_u32 *const mask = (sale_u32 *)p.mask;
+    sale_u32 *mrow[SE_MPW]; /* the tiles' mask rows */
 #pragma unroll
     for (int mm = 0; mm < SE_MPW; mm++) {
         int h;
@@ -205,29 +235,19 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
             sq[mm][hh] = v ? ((const float *)p.qscale)[bh[mm] * N + row] : 0.f;
             tt[mm][hh] = v ? ((const float *)p.scratch)[bh[mm] * N + row] : SALE_POS_INF;
         }
-        cn[mm] = ns[mm] > 0 ? cterm[bh[mm] * N + SALE_BLOCK_K + wtid] : 0.f; /* segment 0's c_j, one per thread */
-        pn[mm] = ns[mm] > 0 ? param(0, mm) : 0.f;
+        da[mm] = (sale_u32)dw_desc(sQ + (cw * SE_MPW + mm) * SE_QTILE, 16, 1024);
+        mrow[mm] = mask + (bh[mm] * p.nqb + qb[mm]) * p.nkw;
     }
-    sale_u32 *mask = (sale_u32 *)p.mask;
+    /* the descriptors' high words are one constant (stride 1024, 128-byte
+     * swizzle); the low word's address field (address / 16 < 2^14) takes the
+     * stage and k-step offsets without a carry into the leading-offset field */
+    const sale_u32 dhi = (sale_u32)(dw_desc(sK, 16, 1024) >> 32), db0 = (sale_u32)dw_desc(sK, 16, 1024);
+    const float *crow_s = (const float *)(sale_se_smem + (sC - raw));
     int acc[SE_MPW][64];
     dw_mbar_wait(QFULL, 0);
 
     for (int kt = 0; kt < kt_end; kt++) {
         const int s = kt % SE_ST, blk0 = 1 + kt * SE_BPT;
-        /* this segment's c_j and block parameters into shared memory, the next one's loads in flight */
-#pragma unroll
-        for (int mm = 0; mm < SE_MPW; mm++)
-            if (kt < ns[mm]) {
-                float *row = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_ROW;
-                row[wtid] = cn[mm];
-                if (wtid < 3 * SE_BPT) row[SE_KT + wtid] = pn[mm];
-                if (kt + 1 < ns[mm]) {
-                    cn[mm] = cterm[bh[mm] * N + SALE_BLOCK_K + (kt + 1) * SE_KT + wtid];
-                    pn[mm] = param(kt + 1, mm);
-                }
-            }
-        dw_bar_sync(1 + cw, 128); /* this warpgroup's rows are in (and last segment's reads done) */
-
         dw_mbar_wait(FULL + 8 * s, (kt / SE_ST) & 1);
         dw_fence();
         /* issued for every tile, also one past its segments (results unused):
@@ -236,36 +256,64 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
         for (int mm = 0; mm < SE_MPW; mm++)
 #pragma unroll
             for (int ks = 0; ks < 4; ks++)
-                se_mma(acc[mm], dw_desc(sQ + (cw * SE_MPW + mm) * SE_QTILE + 32 * ks, 16, 1024),
-                       dw_desc(sK + s * SE_TILE + 32 * ks, 16, 1024), ks);
+                se_mma(acc[mm], dw_desc_pack(da[mm] + 2 * ks, dhi),
+                       dw_desc_pack(db0 + (sale_u32)(s * (SE_TILE >> 4) + 2 * ks), dhi), ks);
         dw_commit();
         dw_wait<0>();
 #pragma unroll
         for (int mm = 0; mm < SE_MPW; mm++) dw_fence_acc(acc[mm]);
-        __syncwarp();
-        if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
+        dw_mbar_arrive(EMPTY + 8 * s); /* the code tile (the staged slot lives on, see the staging warp) */
 
 #pragma unroll
         for (int mm = 0; mm < SE_MPW; mm++) {
             if (kt >= ns[mm]) continue; /* warpgroup-uniform */
             const int (&a)[64] = acc[mm];
-            const float *cs = crow_s + ((cw * SE_MPW + mm) * 2 + (kt & 1)) * SE_ROW; /* c_j, then sk, {cmin, cmax} */
+            /* c_j, then sk, {cmin, cmax} */
+            const float *cs = crow_s + ((kt % (2 * SE_ST)) * 4 + cw * SE_MPW + mm) * SE_ROW;
             const float *sk = cs + SE_KT;
-            /* the bounds of the 4 blocks (independent chains), one reduction */
-            sale_u32 bits = 0;
+            /* the bounds: per row and block the max of the row's 32 dots. A
+             * thread holds 8 of them per (row, block), its quad (c4 = 0..3)
+             * the other 24: reduce in the thread, then reduce-scatter over
+             * the quad (two xor-shuffle rounds), so that thread c4 ends with
+             * the maxima of block c4 for its two rows and tests that one
+             * block (the quad's 4 threads no longer test all 4 blocks each).
+             * fl is monotone and pr >= 0: the test of the max decides as the
+             * OR of the tests of its parts did. */
+            int m[2][SE_BPT];
 #pragma unroll
-            for (int J = 0; J < SE_BPT; J++) {
-                const float pr0 = __fmul_rn(sq[mm][0], sk[J]), pr1 = __fmul_rn(sq[mm][1], sk[J]);
-                int d0 = max(a[16 * J + 0], a[16 * J + 1]), d1 = max(a[16 * J + 2], a[16 * J + 3]);
+            for (int J = 0; J < SE_BPT; J++)
 #pragma unroll
-                for (int nt = 1; nt < 4; nt++) {
-                    d0 = max(d0, max(a[16 * J + 4 * nt + 0], a[16 * J + 4 * nt + 1]));
-                    d1 = max(d1, max(a[16 * J + 4 * nt + 2], a[16 * J + 4 * nt + 3]));
+                for (int hh = 0; hh < 2; hh++) {
+                    int d = max(a[16 * J + 2 * hh], a[16 * J + 2 * hh + 1]);
+#pragma unroll
+                    for (int nt = 1; nt < 4; nt++)
+                        d = max(d, max(a[16 * J + 4 * nt + 2 * hh], a[16 * J + 4 * nt + 2 * hh + 1]));
+                    m[hh][J] = d;
                 }
-                const float x0 = __fmul_rn(pr0, se_i2f(d0)), x1 = __fmul_rn(pr1, se_i2f(d1));
-                const float cmin = sk[SE_BPT + 2 * J], cmax = sk[SE_BPT + 2 * J + 1];
-                bits |= (sale_u32)((__fadd_rn(x0, cmin) > tt[mm][0]) | (__fadd_rn(x1, cmin) > tt[mm][1])) << J;
-                bits |= (sale_u32)((__fadd_rn(x0, cmax) > tt[mm][0]) | (__fadd_rn(x1, cmax) > tt[mm][1])) << (SE_BPT + J);
+            const bool o1 = c4 & 1, o2 = c4 >> 1;
+            int r[2][2]; /* round 1 (lane ^ 1): block 2P + (c4 & 1) of each pair P */
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+                for (int P = 0; P < 2; P++) {
+                    const int keep = o1 ? m[hh][2 * P + 1] : m[hh][2 * P];
+                    const int send = o1 ? m[hh][2 * P] : m[hh][2 * P + 1];
+                    r[hh][P] = max(keep, __shfl_xor_sync(0xffffffffu, send, 1));
+                }
+            int dm[2]; /* round 2 (lane ^ 2): pair c4 >> 1, so block c4 */
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const int keep = o2 ? r[hh][1] : r[hh][0], send = o2 ? r[hh][0] : r[hh][1];
+                dm[hh] = max(keep, __shfl_xor_sync(0xffffffffu, send, 2));
+            }
+            sale_u32 bits;
+            {
+                const float skc = sk[c4], cmin = sk[SE_BPT + 2 * c4], cmax = sk[SE_BPT + 2 * c4 + 1];
+                const float x0 = __fmul_rn(__fmul_rn(sq[mm][0], skc), se_i2f(dm[0]));
+                const float x1 = __fmul_rn(__fmul_rn(sq[mm][1], skc), se_i2f(dm[1]));
+                bits = (sale_u32)((__fadd_rn(x0, cmin) > tt[mm][0]) | (__fadd_rn(x1, cmin) > tt[mm][1])) << c4;
+                bits |= (sale_u32)((__fadd_rn(x0, cmax) > tt[mm][0]) | (__fadd_rn(x1, cmax) > tt[mm][1]))
+                        << (SE_BPT + c4);
             }
             bits = __reduce_or_sync(0xffffffffu, bits);
             sale_u32 kept = bits & 15u;
@@ -288,7 +336,7 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
                     }
             }
             if (kept && lane == 0) {
-                sale_u32 *row = mask + (bh[mm] * p.nqb + qb[mm]) * p.nkw;
+                sale_u32 *row = mrow[mm];
                 const int w = blk0 >> 5, sh = blk0 & 31;
                 atomicOr(row + w, kept << sh);
                 if (sh > 32 - SE_BPT && (kept >> (32 - sh))) atomicOr(row + w + 1, kept >> (32 - sh));
@@ -303,7 +351,7 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
 #pragma unroll
         for (int mm = 0; mm < SE_MPW; mm++) {
             if (ns[mm] == 0 || warp != 0) continue;
-            const sale_u32 *row = mask + (bh[mm] * p.nqb + qb[mm]) * p.nkw;
+            const sale_u32 *row = mrow[mm];
             const int hi = 1 + ns[mm] * SE_BPT; /* first block past the segments */
             int cnt = 0;
             for (int w = lane; w * 32 < hi; w += 32) {
