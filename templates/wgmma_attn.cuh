@@ -222,13 +222,21 @@ struct DwTileHeaders {
     int cw, first_row;
     SALE_DEV void step() {}
     template <class W> SALE_DEV void mask(W &w, int s) const {
+        /* lane 0 reads (the lane that later arrives on the stage's EMPTY
+         * barrier: compute-sanitizer's racecheck sees the read ordered
+         * before the producer's next write) and hands the header round */
         const sale_u32 a = hdr + s * DW_HDR;
-        int blk[4];
-        sale_u32 own;
-        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(blk[0]), "=r"(blk[1]), "=r"(blk[2]), "=r"(blk[3])
-                     : "r"(a));
-        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(own) : "r"(a + 16 + 4 * cw));
+        int blk[4] = {0, 0, 0, 0};
+        sale_u32 own = 0u;
+        if (w.lane == 0) {
+            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(blk[0]), "=r"(blk[1]), "=r"(blk[2]), "=r"(blk[3])
+                         : "r"(a));
+            asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(own) : "r"(a + 16 + 4 * cw));
+        }
+#pragma unroll
+        for (int t = 0; t < 4; t++) blk[t] = __shfl_sync(0xffffffffu, blk[t], 0);
+        own = __shfl_sync(0xffffffffu, own, 0);
         w.mask_quad(blk, own, first_row);
     }
 };
