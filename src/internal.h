@@ -52,6 +52,10 @@ struct sale_ctx {
 };
 
 /* Set the calling thread's error message for ctx; ctx may be NULL. */
+/* sale_reference_attention, and (near: the mask's layout, may be NULL) the
+ * estimated blocks whose decision margin, max (ŝ_ij - t_i) / (1 + |t_i|), is
+ * within band of 0: where a GPU's own rounding of t_i may decide either way */
+sale_status sale_reference_attention_near(sale_ctx *ctx, const sale_attention_args *a, uint32_t *near, float band);
 void sale_set_error(sale_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -70,6 +70,8 @@ typedef struct ref_plan {
     int64_t *causal;
     atomic_int next;
     atomic_int failed; /* a worker could not allocate */
+    uint32_t *near;    /* optional: estimated blocks whose decision is within band of the threshold */
+    float band;
 } ref_plan;
 
 static int resolve_strides(const int64_t in[3], int H, int N, int D, int64_t out[3])
@@ -435,6 +437,28 @@ static int estimate_keeps(const ref_plan *p, const ref_buf *b, int i0, int i1, i
     return 0;
 }
 
+/* The decision's margin: max over the block's causal entries of
+ * (ŝ_ij - t_i) / (1 + |t_i|); kept iff it is > 0. A GPU computes t_i from
+ * exp2 and summation orders of its own (ulp-level differences), so a block
+ * whose margin is within a few ulps of 0 may be decided either way. */
+static float estimate_margin(const ref_plan *p, const ref_buf *b, int i0, int i1, int J)
+{
+    int D = p->D;
+    int j0 = J * p->bk, j1 = j0 + p->bk < p->N ? j0 + p->bk : p->N;
+    float best = -INFINITY;
+    for (int i = i0; i < i1; i++) {
+        float ss = b->sq[i] * b->sk[J];
+        float t = b->t[i - i0];
+        const int8_t *qc = b->qc + (size_t)i * D;
+        for (int j = j0; j < j1 && j <= i; j++) {
+            float est = ss * (float)dot_i8(qc, b->kc + (size_t)j * D, D) + b->c[j];
+            float m = (est - t) / (1.0f + fabsf(t));
+            best = m > best ? m : best;
+        }
+    }
+    return best;
+}
+
 static void set_bit(uint32_t *row, int J)
 {
     row[J / 32] |= 1u << (J % 32);
@@ -491,6 +515,9 @@ static void run_task(ref_plan *p, ref_buf *b, int task)
         uint32_t *mrow = a->mask ? a->mask + ((size_t)task * p->nqb + qb) * p->nkw : NULL;
         if (mrow)
             memset(mrow, 0, (size_t)p->nkw * sizeof(uint32_t));
+        uint32_t *nrow = p->near ? p->near + ((size_t)task * p->nqb + qb) * p->nkw : NULL;
+        if (nrow)
+            memset(nrow, 0, (size_t)p->nkw * sizeof(uint32_t));
 
         for (int r = 0; r < i1 - i0; r++) {
             b->m[r] = -INFINITY;
@@ -520,8 +547,11 @@ static void run_task(ref_plan *p, ref_buf *b, int task)
                 if (s == 0 || !p->thr_fixed)
                     for (int r = 0; r < i1 - i0; r++)
                         b->t[r] = b->m[r] + logf(tau * (float)b->l[r]) / p->scale;
-                for (int k = 0; k < p->sb; k++)
+                for (int k = 0; k < p->sb; k++) {
                     b->keep[k] = (unsigned char)estimate_keeps(p, b, i0, i1, first + k);
+                    if (nrow && fabsf(estimate_margin(p, b, i0, i1, first + k)) <= p->band)
+                        set_bit(nrow, first + k);
+                }
             } else {
                 memset(b->keep, 1, (size_t)p->sb);
             }
@@ -581,10 +611,17 @@ static void *worker(void *arg)
 
 sale_status sale_reference_attention(sale_ctx *ctx, const sale_attention_args *a)
 {
+    return sale_reference_attention_near(ctx, a, NULL, 0.f);
+}
+
+sale_status sale_reference_attention_near(sale_ctx *ctx, const sale_attention_args *a, uint32_t *near, float band)
+{
     ref_plan p;
     sale_status st = plan_make(ctx, a, &p);
     if (st != SALE_OK)
         return st;
+    p.near = near;
+    p.band = band;
 
     int ntask = p.B * p.Hq;
     p.tau = malloc((size_t)p.Hq * sizeof(float));

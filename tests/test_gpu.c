@@ -1273,6 +1273,12 @@ Test(gpu, plain_masks_equal_fused_and_two_pass)
 }
 
 /* ------------------------------------------ threshold variant thr=fixed */
+/* The GPU's t_i = m_i + log(tau l_i) / scale comes from exp2, log and sums in
+ * orders of its own, so it may differ from the reference's by a few ulps; an
+ * estimated block whose decision margin max (ŝ_ij - t_i) / (1 + |t_i|) lies
+ * within this band of 0 may then be decided either way. Every other block
+ * must be decided as the reference decides it. */
+#define FIXED_BAND 1e-5f
 /* thr=fixed (t_i once, after the local region and the sink) through every
  * selecting family: two-pass (select + attend), fused and plain against the
  * CPU reference with the same variant: masks bit for bit, kept counts equal,
@@ -1301,11 +1307,13 @@ static void check_fixed_case(int B, int Hq, int Hkv, int N, float tau, const flo
     cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn), SALE_OK, "%s", sale_last_error(ctx));
     int nkw = (sale_num_kblocks(&a) + 31) / 32;
     size_t nmask = (size_t)B * Hq * sale_num_qblocks(&a) * nkw;
-    uint32_t *mref = calloc(nmask, 4), *mrun = calloc(nmask, 4), *mgpu = calloc(nmask, 4);
+    uint32_t *mref = calloc(nmask, 4), *mrun = calloc(nmask, 4), *mgpu = calloc(nmask, 4), *near = calloc(nmask, 4);
     sale_stats sref = {0}, srun = {0};
     sale_attention_args ra = a;
     ra.q = q, ra.k = k, ra.v = v, ra.out = oref, ra.mask = mref, ra.stats = &sref;
-    cr_assert_eq(sale_reference_attention(ctx, &ra), SALE_OK, "%s", sale_last_error(ctx));
+    /* near: the estimated blocks whose decision margin is within FIXED_BAND of
+     * the threshold (see the mask comparison below) */
+    cr_assert_eq(sale_reference_attention_near(ctx, &ra, near, FIXED_BAND), SALE_OK, "%s", sale_last_error(ctx));
     ra.thr = SALE_THR_RUN, ra.out = o, ra.mask = mrun, ra.stats = &srun;
     cr_assert_eq(sale_reference_attention(ctx, &ra), SALE_OK, "%s", sale_last_error(ctx));
     long long lost = 0, more = 0;
@@ -1322,9 +1330,40 @@ static void check_fixed_case(int B, int Hq, int Hkv, int N, float tau, const flo
         a.mode = modes[m];
         memset(mgpu, 0, nmask * 4);
         gpu_run_once(a, q, k, v, o, mgpu, nmask, &sg); /* poisons out and mask first */
-        long long diff = 0, unwritten = 0;
-        for (size_t w = 0; w < nmask; w++)
-            diff += __builtin_popcount(mref[w] ^ mgpu[w]);
+        long long diff = 0, unwritten = 0, borderline = 0, gpu_more = 0;
+        for (size_t w = 0; w < nmask; w++) {
+            borderline += __builtin_popcount((mref[w] ^ mgpu[w]) & near[w]);
+            gpu_more += __builtin_popcount(mgpu[w] & ~mref[w] & near[w]) - __builtin_popcount(mref[w] & ~mgpu[w] & near[w]);
+            diff += __builtin_popcount((mref[w] ^ mgpu[w]) & ~near[w]);
+        }
+        if (borderline)
+            fprintf(stderr, "gpu thr=fixed %s: %lld block(s) decided otherwise than the reference within %g of the "
+                            "threshold (rounding of t_i)\n", mode_name(modes[m]), borderline, (double)FIXED_BAND);
+        if (diff) { /* where, which way, and whether the same inputs give the same mask again */
+            int shown = 0, nqb = sale_num_qblocks(&a);
+            for (size_t w = 0; w < nmask && shown < 4; w++)
+                for (uint32_t x = (mref[w] ^ mgpu[w]) & ~near[w]; x && shown < 4; x &= x - 1, shown++) {
+                    size_t row = w / nkw;
+                    int blk = (int)(w % nkw) * 32 + __builtin_ctz(x);
+                    fprintf(stderr, "gpu thr=fixed %s: b=%zu h=%zu qblock=%zu kblock %d: %s\n", mode_name(modes[m]),
+                            row / nqb / Hq, row / nqb % Hq, row % nqb, blk,
+                            (mgpu[w] >> (blk % 32)) & 1 ? "kept by the gpu only" : "kept by the reference only");
+                }
+            uint32_t *again = calloc(nmask, 4);
+            for (int r = 0; r < 3 && again; r++) {
+                sale_stats s2 = {0};
+                gpu_run_once(a, q, k, v, o, again, nmask, &s2);
+                long long d2 = 0, dg = 0;
+                for (size_t w = 0; w < nmask; w++) {
+                    d2 += __builtin_popcount(mref[w] ^ again[w]);
+                    dg += __builtin_popcount(mgpu[w] ^ again[w]);
+                }
+                fprintf(stderr, "gpu thr=fixed %s: run %d again: %lld bits differ from the reference, %lld from the "
+                                "first run\n", mode_name(modes[m]), r + 2, d2, dg);
+            }
+            free(again);
+            gpu_run_once(a, q, k, v, o, mgpu, nmask, &sg);
+        }
         double num = 0, den = 0;
         for (size_t e = 0; e < nq; e++) {
             float x = ld(o, dt, e), y = ld(oref, dt, e);
@@ -1343,10 +1382,10 @@ static void check_fixed_case(int B, int Hq, int Hkv, int N, float tau, const flo
                      unwritten);
         cr_assert_eq(diff, 0, "%s thr=fixed: mask differs from the reference's in %lld blocks", mode_name(modes[m]),
                      diff);
-        cr_assert_eq(sg.kept_blocks, sref.kept_blocks, "%s: kept blocks", mode_name(modes[m]));
+        cr_assert_eq(sg.kept_blocks, sref.kept_blocks + gpu_more, "%s: kept blocks", mode_name(modes[m]));
         cr_assert(num / den <= 1.5e-2, "%s thr=fixed: relative L1 %.3e", mode_name(modes[m]), num / den);
     }
-    free(q), free(k), free(v), free(oref), free(o), free(mref), free(mrun), free(mgpu);
+    free(q), free(k), free(v), free(oref), free(o), free(mref), free(mrun), free(mgpu), free(near);
 }
 
 Test(gpu, fixed_threshold_matches_reference_in_every_selecting_family)
