@@ -160,56 +160,85 @@ struct DwTiles {
 struct DwUnion {
     const sale_u32 *r0, *r1; /* the two rows (null: past N) */
     int h0, h1;              /* their last blocks */
-    int w, nw;               /* the next mask word, the words to scan */
-    sale_u32 u, o0, o1;      /* the current word's union bits not yet taken, each row's bits */
+    int nw;                  /* the words to scan */
+    /* per kind (0: both rows' blocks, 1: row 0's only, 2: row 1's only): the
+     * next word, and the taken word's blocks not yet handed out (scalars, not
+     * arrays: a runtime index would put them in local memory) */
+    int w0, w1, w2;
+    sale_u32 u0, u1, u2;
+    int kind; /* 0 until the shared blocks run out, then 1 and 2 take turns */
     SALE_DEV static sale_u32 word(const sale_u32 *r, int hi, int x) {
         if (!r || x * 32 > hi) return 0u;
         sale_u32 t = r[x];
         if (x == hi >> 5 && (hi & 31) != 31) t &= (2u << (hi & 31)) - 1u;
         return t;
     }
+    SALE_DEV sale_u32 bits(int k, int x) const {
+        const sale_u32 a = word(r0, h0, x), b = word(r1, h1, x);
+        return k == 0 ? a & b : k == 1 ? a & ~b : b & ~a;
+    }
     SALE_DEV void begin(const sale_u32 *a, int ha, const sale_u32 *b, int hb) {
         r0 = a;
         r1 = b;
         h0 = a ? ha : -1;
         h1 = b ? hb : -1;
-        w = 0;
         nw = ((h0 > h1 ? h0 : h1) >> 5) + 1;
-        u = o0 = o1 = 0u;
+        w0 = w1 = w2 = 0;
+        u0 = u1 = u2 = 0u;
+        kind = 0;
     }
-    /* the next block of the union (m: bit 0, row 0 holds it; bit 1, row 1), or -1 */
-    SALE_DEV int next_block(sale_u32 &m) {
+    SALE_DEV int take(int k, int &w, sale_u32 &u) const {
         while (!u) {
             if (w >= nw) return -1;
-            o0 = word(r0, h0, w);
-            o1 = word(r1, h1, w);
-            u = o0 | o1;
+            u = bits(k, w);
             w++;
         }
-        const int k = __ffs(u) - 1;
+        const int x = __ffs(u) - 1;
         u &= u - 1u;
-        m = (o0 >> k & 1u) | (o1 >> k & 1u) << 1;
-        return (w - 1) * 32 + k;
+        return (w - 1) * 32 + x;
     }
-    /* the next tile, false at the end; own[r]: bit t, row r holds block b[t] */
+    /* the next block of kind k, or -1 */
+    SALE_DEV int next_block(int k) { return k == 0 ? take(0, w0, u0) : k == 1 ? take(1, w1, u1) : take(2, w2, u2); }
+    /* the next tile, false at the end; own[r]: bit t, row r holds block b[t].
+     * A tile is four blocks of one kind (a short one ends in -1 slots): first
+     * the blocks both rows hold, then tiles of row 0's own and of row 1's own
+     * blocks by turns, so that a consumer skips the other row's tiles while
+     * the other consumer works on them (DenseWg::consume_runs). */
     SALE_DEV bool next(int (&b)[4], sale_u32 (&own)[2]) {
-        sale_u32 m0 = 0u, m1 = 0u, m2 = 0u, m3 = 0u; /* left 0 past the end */
-        b[0] = next_block(m0);
-        if (b[0] < 0) return false;
-        b[1] = next_block(m1);
-        b[2] = next_block(m2);
-        b[3] = next_block(m3);
-        own[0] = (m0 & 1u) | (m1 & 1u) << 1 | (m2 & 1u) << 2 | (m3 & 1u) << 3;
-        own[1] = (m0 >> 1) | (m1 >> 1) << 1 | (m2 >> 1) << 2 | (m3 >> 1) << 3;
-        return true;
+        for (int tries = 0; tries < 3; tries++) {
+            const int k = kind;
+            b[0] = next_block(k);
+            if (b[0] >= 0) {
+                b[1] = next_block(k);
+                b[2] = next_block(k);
+                b[3] = next_block(k);
+                const sale_u32 v = 1u | (b[1] >= 0) << 1 | (b[2] >= 0) << 2 | (b[3] >= 0) << 3;
+                own[0] = k == 2 ? 0u : v;
+                own[1] = k == 1 ? 0u : v;
+                if (k) kind = 3 - k; /* turns */
+                return true;
+            }
+            kind = k == 0 ? 1 : 3 - k; /* this kind is exhausted: the other */
+        }
+        return false;
     }
     /* how many tiles: warp-cooperative (every lane returns the count) */
     SALE_DEV int count_warp(int lane) const {
-        int n = 0;
-        for (int x = lane; x < nw; x += 32) n += __popc(word(r0, h0, x) | word(r1, h1, x));
+        int n[3] = {0, 0, 0};
+        for (int x = lane; x < nw; x += 32) {
+            const sale_u32 a = word(r0, h0, x), b = word(r1, h1, x);
+            n[0] += __popc(a & b);
+            n[1] += __popc(a & ~b);
+            n[2] += __popc(b & ~a);
+        }
+        int t = 0;
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
-        return (n + 3) / 4;
+        for (int k = 0; k < 3; k++) {
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) n[k] += __shfl_xor_sync(0xffffffffu, n[k], o);
+            t += (n[k] + 3) / 4;
+        }
+        return t;
     }
 };
 
@@ -220,25 +249,28 @@ struct DwUnion {
 struct DwTileHeaders {
     sale_u32 hdr;  /* shared address of stage 0's header (DW_HDR bytes a stage) */
     int cw, first_row;
-    SALE_DEV void step() {}
-    template <class W> SALE_DEV void mask(W &w, int s) const {
-        /* lane 0 reads (the lane that later arrives on the stage's EMPTY
-         * barrier: compute-sanitizer's racecheck sees the read ordered
-         * before the producer's next write) and hands the header round */
+    int blk[4];    /* the loaded tile's blocks and this warpgroup's own bits */
+    sale_u32 own;
+    /* the header of stage s (its KFULL barrier waited on): does the tile hold a
+     * block of this warpgroup's row? Lane 0 reads (the lane that later arrives
+     * on the stage's EMPTY barrier: compute-sanitizer's racecheck sees the
+     * read ordered before the producer's next write) and hands it round. */
+    template <class W> SALE_DEV bool load(W &w, int s) {
         const sale_u32 a = hdr + s * DW_HDR;
-        int blk[4] = {0, 0, 0, 0};
-        sale_u32 own = 0u;
+        int b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        sale_u32 o = 0u;
         if (w.lane == 0) {
-            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
-                         : "=r"(blk[0]), "=r"(blk[1]), "=r"(blk[2]), "=r"(blk[3])
-                         : "r"(a));
-            asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(own) : "r"(a + 16 + 4 * cw));
+            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n" : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(a));
+            asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(o) : "r"(a + 16 + 4 * cw));
         }
-#pragma unroll
-        for (int t = 0; t < 4; t++) blk[t] = __shfl_sync(0xffffffffu, blk[t], 0);
-        own = __shfl_sync(0xffffffffu, own, 0);
-        w.mask_quad(blk, own, first_row);
+        blk[0] = __shfl_sync(0xffffffffu, b0, 0);
+        blk[1] = __shfl_sync(0xffffffffu, b1, 0);
+        blk[2] = __shfl_sync(0xffffffffu, b2, 0);
+        blk[3] = __shfl_sync(0xffffffffu, b3, 0);
+        own = __shfl_sync(0xffffffffu, o, 0);
+        return own != 0u;
     }
+    template <class W> SALE_DEV void mask(W &w) const { w.mask_quad(blk, own, first_row); }
 };
 #endif
 
@@ -475,6 +507,70 @@ struct DenseWg {
         release(sl);
     }
 
+#if DW_ATTEND
+    /* attend: the tiles that hold blocks of this warpgroup's row, in runs of
+     * consecutive ones; within a run S(j) and P V(j-1) are in flight
+     * together, a run ends with its last P V, and the tiles between runs
+     * (the other row's own) are released unread: that consumer works on
+     * them meanwhile. Nothing stays held across a skip, so the producer is
+     * never waiting on this warpgroup for a stage it has skipped past. */
+    SALE_DEV void consume_runs(DwTileHeaders &tl) {
+        dw_mbar_wait(QFULL, 0);
+        float a0, a1;
+        int j = 0;
+        for (;;) {
+            for (; j < nkt; j++) { /* skip to the run's first tile */
+                const int s = j % ST;
+                dw_mbar_wait(KFULL + 8 * s, (j / ST) & 1);
+                if (tl.load(*this, s)) break;
+                release(s);
+            }
+            if (j >= nkt) break;
+            int sj = j % ST; /* the run's first tile: S alone */
+            dw_fence();
+            issue_s(sj);
+            dw_commit();
+            dw_wait<0>();
+            dw_fence_acc(S);
+            tl.mask(*this);
+            softmax(a0, a1);
+            rescale(a0, a1);
+            int jp = j++;
+            for (; j < nkt; j++) { /* the run: S(j) under P V(jp) */
+                sj = j % ST;
+                const int sp = jp % ST;
+                dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
+                if (!tl.load(*this, sj)) break;
+                convert_p();
+                dw_mbar_wait(VFULL + 8 * sp, (jp / ST) & 1);
+                dw_fence();
+                issue_s(sj);
+                dw_commit();
+                issue_pv(sp);
+                dw_commit();
+                dw_wait<1>();
+                dw_fence_acc(S);
+                tl.mask(*this);
+                softmax(a0, a1);
+                dw_wait<0>();
+                dw_fence_acc(O);
+                rescale(a0, a1);
+                release(sp);
+                jp = j;
+            }
+            const int sl = jp % ST; /* the run's last P V */
+            convert_p();
+            dw_mbar_wait(VFULL + 8 * sl, (jp / ST) & 1);
+            dw_fence();
+            issue_pv(sl);
+            dw_commit();
+            dw_wait<0>();
+            dw_fence_acc(O);
+            release(sl);
+        }
+    }
+#endif
+
     /* O / l in the dtype (rows < N), lse when asked */
     SALE_DEV void store(const sale_params &p) {
         float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
@@ -640,7 +736,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         tl.hdr = st.HDR;
         tl.cw = cw;
         tl.first_row = myq * 64;
-        if (st.nkt > 0) st.consume(tl);
+        if (st.nkt > 0) st.consume_runs(tl);
 #else
         DwTiles tl;
         tl.begin(st.last_tile());
