@@ -61,10 +61,11 @@
  * forever: 128 (168 - P) >= 256 (C - 168). Dense: P 24, C 240. Attend's
  * producer also scans two mask rows and writes tile headers (24 spill):
  * P 32, C 232. */
-#define DW_PRODUCER_REGS (DW_ATTEND ? 32 : 24)
+#define DW_PRODUCER_REGS (DW_ATTEND ? 40 : 24)
 #define DW_CONSUMER_REGS (DW_ATTEND ? 232 : 240)
 static_assert(128 * (168 - DW_PRODUCER_REGS) >= 256 * (DW_CONSUMER_REGS - 168), "setmaxnreg: the consumers' registers must be freed by the producer"); /* attend: query blocks a chunk of the CTA order */
-static_assert(8 + 24 * SALE_STAGES <= 120 && 128 + DW_HDR * SALE_STAGES <= 256, "barriers, tile count and headers in 256 B");
+static_assert(8 + 24 * SALE_STAGES <= (DW_ATTEND ? 96 : 120) && 128 + DW_HDR * SALE_STAGES <= 256,
+              "barriers, (attend) the block counts of each kind and the tile count at +96, headers from +128, in 256 B");
 
 static_assert(SALE_WARPS == 12, "the wgmma dense kernel is three warpgroups");
 static_assert(SALE_STAGES == 2 || SALE_STAGES == 3, "the wgmma dense ring has 2 or 3 stages");
@@ -166,7 +167,6 @@ struct DwUnion {
      * arrays: a runtime index would put them in local memory) */
     int w0, w1, w2;
     sale_u32 u0, u1, u2;
-    int kind; /* 0 until the shared blocks run out, then 1 and 2 take turns */
     SALE_DEV static sale_u32 word(const sale_u32 *r, int hi, int x) {
         if (!r || x * 32 > hi) return 0u;
         sale_u32 t = r[x];
@@ -185,7 +185,8 @@ struct DwUnion {
         nw = ((h0 > h1 ? h0 : h1) >> 5) + 1;
         w0 = w1 = w2 = 0;
         u0 = u1 = u2 = 0u;
-        kind = 0;
+        rem0 = rem1 = rem2 = 0;
+        turn = 1;
     }
     SALE_DEV int take(int k, int &w, sale_u32 &u) const {
         while (!u) {
@@ -199,46 +200,80 @@ struct DwUnion {
     }
     /* the next block of kind k, or -1 */
     SALE_DEV int next_block(int k) { return k == 0 ? take(0, w0, u0) : k == 1 ? take(1, w1, u1) : take(2, w2, u2); }
-    /* the next tile, false at the end; own[r]: bit t, row r holds block b[t].
-     * A tile is four blocks of one kind (a short one ends in -1 slots): first
-     * the blocks both rows hold, then tiles of row 0's own and of row 1's own
-     * blocks by turns, so that a consumer skips the other row's tiles while
-     * the other consumer works on them (DenseWg::consume_runs). */
-    SALE_DEV bool next(int (&b)[4], sale_u32 (&own)[2]) {
-        for (int tries = 0; tries < 3; tries++) {
-            const int k = kind;
-            b[0] = next_block(k);
-            if (b[0] >= 0) {
-                b[1] = next_block(k);
-                b[2] = next_block(k);
-                b[3] = next_block(k);
-                const sale_u32 v = 1u | (b[1] >= 0) << 1 | (b[2] >= 0) << 2 | (b[3] >= 0) << 3;
-                own[0] = k == 2 ? 0u : v;
-                own[1] = k == 1 ? 0u : v;
-                if (k) kind = 3 - k; /* turns */
-                return true;
-            }
-            kind = k == 0 ? 1 : 3 - k; /* this kind is exhausted: the other */
-        }
-        return false;
+    /* blocks of each kind not yet handed out (set by the producer from
+     * counts(): next() needs them), and whose turn it is among 1 and 2 */
+    int rem0, rem1, rem2, turn;
+    SALE_DEV int take_kind(int k, sale_u32 &m) {
+        m |= k == 0 ? 3u : (sale_u32)k;
+        if (k == 0) rem0--;
+        else if (k == 1) rem1--;
+        else rem2--;
+        return next_block(k);
     }
-    /* how many tiles: warp-cooperative (every lane returns the count) */
-    SALE_DEV int count_warp(int lane) const {
-        int n[3] = {0, 0, 0};
+    /* the next tile, false at the end; own[r]: bit t, row r holds block b[t].
+     * First the blocks both rows hold (the last such tile topped up with
+     * each row's own blocks by turns); then tiles of four of row 0's own or
+     * of row 1's own blocks by turns, which the other consumer skips while
+     * this one works on them (DenseWg::consume_runs); then one or two tiles
+     * of what is left of both (fewer than four of each). A tile's empty
+     * slots are -1. tiles() counts the same sequence. */
+    SALE_DEV bool next(int (&b)[4], sale_u32 (&own)[2]) {
+        if (rem0 + rem1 + rem2 == 0) return false;
+        sale_u32 m[4] = {0u, 0u, 0u, 0u};
+        if (rem0 > 0) {
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                int k = -1;
+                if (rem0 > 0) k = 0;
+                else if (rem1 > 0 && (turn == 1 || rem2 == 0)) k = 1;
+                else if (rem2 > 0) k = 2;
+                if (k > 0) turn = 3 - k;
+                b[t] = k < 0 ? -1 : take_kind(k, m[t]);
+            }
+        } else if (rem1 >= 4 || rem2 >= 4) {
+            const int k = (turn == 1 && rem1 >= 4) || rem2 < 4 ? 1 : 2;
+            turn = 3 - k;
+#pragma unroll
+            for (int t = 0; t < 4; t++) b[t] = take_kind(k, m[t]);
+        } else {
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                const int k = rem1 > 0 ? 1 : rem2 > 0 ? 2 : -1;
+                b[t] = k < 0 ? -1 : take_kind(k, m[t]);
+            }
+        }
+        own[0] = (m[0] & 1u) | (m[1] & 1u) << 1 | (m[2] & 1u) << 2 | (m[3] & 1u) << 3;
+        own[1] = (m[0] >> 1) | (m[1] >> 1) << 1 | (m[2] >> 1) << 2 | (m[3] >> 1) << 3;
+        return true;
+    }
+    /* the blocks of each kind: warp-cooperative (every lane gets them) */
+    SALE_DEV void counts(int lane, int &n0, int &n1, int &n2) const {
+        n0 = n1 = n2 = 0;
         for (int x = lane; x < nw; x += 32) {
             const sale_u32 a = word(r0, h0, x), b = word(r1, h1, x);
-            n[0] += __popc(a & b);
-            n[1] += __popc(a & ~b);
-            n[2] += __popc(b & ~a);
+            n0 += __popc(a & b);
+            n1 += __popc(a & ~b);
+            n2 += __popc(b & ~a);
         }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            n0 += __shfl_xor_sync(0xffffffffu, n0, o);
+            n1 += __shfl_xor_sync(0xffffffffu, n1, o);
+            n2 += __shfl_xor_sync(0xffffffffu, n2, o);
+        }
+    }
+    /* how many tiles next() hands out for these counts */
+    SALE_DEV static int tiles(int n0, int n1, int n2) {
         int t = 0;
-#pragma unroll
-        for (int k = 0; k < 3; k++) {
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) n[k] += __shfl_xor_sync(0xffffffffu, n[k], o);
-            t += (n[k] + 3) / 4;
+        if (n0 > 0) {
+            t = (n0 + 3) / 4;
+            int turn = 1;
+            for (int f = 4 * t - n0; f > 0; f--) { /* the top-up, by turns */
+                if (n1 > 0 && (turn == 1 || n2 == 0)) n1--, turn = 2;
+                else if (n2 > 0) n2--, turn = 1;
+            }
         }
-        return t;
+        return t + n1 / 4 + n2 / 4 + (n1 % 4 + n2 % 4 + 3) / 4;
     }
 };
 
@@ -324,6 +359,8 @@ struct DenseWg {
         }
         DwUnion pr;
         pr.begin(rows[0], hiw[0], rows[1], hiw[1]);
+        asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(pr.rem0), "=r"(pr.rem1) : "r"(HDR - 32));
+        asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(pr.rem2) : "r"(HDR - 24)); /* warp 0's counts */
         int blk[4];
         sale_u32 own[2];
         for (int i = 0; pr.next(blk, own); i++) {
@@ -675,8 +712,12 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
     if (tid < 32) { /* how many tiles, counted by warp 0, passed through shared memory */
         DwUnion pr;
         pr.begin(st.rows[0], st.hiw[0], st.rows[1], st.hiw[1]);
-        const int n = pr.count_warp(tid);
-        if (tid == 0) asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(bar + 120), "r"(n) : "memory");
+        int n0, n1, n2;
+        pr.counts(tid, n0, n1, n2);
+        if (tid == 0) {
+            asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(bar + 96), "r"(n0), "r"(n1), "r"(n2),
+                         "r"(DwUnion::tiles(n0, n1, n2)) : "memory");
+        }
     }
 #else
     st.qb = nqt - 1 - (int)(blockIdx.x / nbh); /* heaviest query tiles first */
@@ -700,7 +741,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
     }
     __syncthreads();
 #if DW_ATTEND
-    asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(st.nkt) : "r"(bar + 120));
+    asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(st.nkt) : "r"(bar + 108));
 #endif
 
     if (wg == 0) {
