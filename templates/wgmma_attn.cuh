@@ -425,7 +425,8 @@ struct DenseWg {
      * (own bit clear: the other row's block, or a pad) -> -inf; where a block
      * reaches the rows' diagonal, key > row -> -inf */
     SALE_DEV void mask_quad(const int (&blk)[4], sale_u32 own, int first_row) {
-        const int top = blk[3] >= 0 ? blk[3] : blk[2] >= 0 ? blk[2] : blk[1] >= 0 ? blk[1] : blk[0];
+        /* the highest block (a mixed tile is not ascending; empty slots are -1) */
+        const int top = max(max(blk[0], blk[1]), max(blk[2], blk[3]));
         const bool diag = top * 32 + 31 > first_row;
         if (own == 15u && !diag) return; /* warpgroup-uniform: four own blocks below the diagonal */
         const int lim0 = diag ? row0 : 0x7fffffff, lim1 = diag ? row0 + 8 : 0x7fffffff;
