@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in liblua5.4-dev libsqlite3-dev libcriterion-dev pkg-config cmake gcc make; do
+for p in liblua5.4-dev libsqlite3-dev libcriterion-dev pkg-config cmake gcc g++ make; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

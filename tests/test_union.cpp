@@ -1,0 +1,134 @@
+/* test_union.cpp — attend's walk over the union of two mask rows
+ * (templates/wgmma_union.cuh, DwUnion), compiled on the host: the kernel's
+ * own code, not a model of it. On random rows of every density, overlap and
+ * length, and on the edge cases (a row past N, empty rows, identical rows,
+ * disjoint rows, the last block in the last bit of a word):
+ *   - every block of either row is handed out exactly once, no other block;
+ *   - a tile's own bits are exactly "row r holds the block in slot t";
+ *   - empty slots (-1) only at a tile's end, and no tile is empty;
+ *   - the kernel's closed-form count (DwUnion::tiles, which the consumers
+ *     loop on) equals the number of tiles next() hands out (a mismatch
+ *     hangs or truncates the kernel);
+ *   - the point of the order: a row computes at most 2 tiles more than the
+ *     fewest that hold its blocks, ceil(own / 4), and the CTA loads at most 2
+ *     tiles more than the union needs. */
+#include <criterion/criterion.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+typedef unsigned int sale_u32;
+#define SALE_DEV
+#define SALE_HOST_TEST 1
+static inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+#include "wgmma_union.cuh"
+
+static uint64_t rng_state;
+static uint32_t rnd(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 33);
+}
+static double unif(void) { return rnd() / 2147483648.0; }
+
+/* does row r (words w, last block hi; null: none) hold block x? */
+static bool holds(const std::vector<sale_u32> *w, int hi, int x)
+{
+    return w && x >= 0 && x <= hi && ((*w)[x >> 5] >> (x & 31) & 1u);
+}
+
+/* one case: walk, check, return the number of tiles */
+static int check_case(const std::vector<sale_u32> *ra, int ha, const std::vector<sale_u32> *rb, int hb,
+                      const char *what)
+{
+    int nblk = (ha > hb ? ha : hb) + 1, n0 = 0, n1 = 0, n2 = 0;
+    for (int x = 0; x < nblk; x++) {
+        bool a = holds(ra, ha, x), b = holds(rb, hb, x);
+        n0 += a && b, n1 += a && !b, n2 += b && !a;
+    }
+    DwUnion u;
+    u.begin(ra ? ra->data() : nullptr, ha, rb ? rb->data() : nullptr, hb);
+    u.rem0 = n0, u.rem1 = n1, u.rem2 = n2;
+    std::vector<int> seen(nblk > 0 ? nblk : 1, 0);
+    int blk[4], tiles = 0, mine[2] = {0, 0};
+    sale_u32 own[2];
+    while (u.next(blk, own)) {
+        cr_assert_lt(tiles, 4 * nblk + 4, "%s: next() does not end", what);
+        tiles++;
+        cr_assert_geq(blk[0], 0, "%s: tile %d is empty", what, tiles);
+        bool ended = false;
+        for (int t = 0; t < 4; t++) {
+            if (blk[t] < 0) {
+                ended = true;
+                cr_assert_eq((own[0] | own[1]) >> t & 1u, 0u, "%s: an empty slot owned", what);
+                continue;
+            }
+            cr_assert(!ended, "%s: a block after an empty slot", what);
+            cr_assert_lt(blk[t], nblk, "%s: block %d past the rows", what, blk[t]);
+            seen[blk[t]]++;
+            cr_assert_eq(own[0] >> t & 1u, (sale_u32)holds(ra, ha, blk[t]), "%s: row 0's bit of block %d", what,
+                         blk[t]);
+            cr_assert_eq(own[1] >> t & 1u, (sale_u32)holds(rb, hb, blk[t]), "%s: row 1's bit of block %d", what,
+                         blk[t]);
+        }
+        mine[0] += own[0] != 0u;
+        mine[1] += own[1] != 0u;
+    }
+    for (int x = 0; x < nblk; x++)
+        cr_assert_eq(seen[x], (int)(holds(ra, ha, x) || holds(rb, hb, x)), "%s: block %d handed out %d times", what,
+                     x, seen[x]);
+    cr_assert_eq(tiles, DwUnion::tiles(n0, n1, n2), "%s: %d tiles, the closed form says %d (n %d %d %d)", what,
+                 tiles, DwUnion::tiles(n0, n1, n2), n0, n1, n2);
+    int own0 = n0 + n1, own1 = n0 + n2, uni = n0 + n1 + n2;
+    cr_assert_leq(mine[0], (own0 + 3) / 4 + 2, "%s: row 0 computes %d tiles for %d blocks", what, mine[0], own0);
+    cr_assert_leq(mine[1], (own1 + 3) / 4 + 2, "%s: row 1 computes %d tiles for %d blocks", what, mine[1], own1);
+    cr_assert_leq(tiles, (uni + 3) / 4 + 2, "%s: %d tiles for a union of %d blocks", what, tiles, uni);
+    return tiles;
+}
+
+static std::vector<sale_u32> row_of(int nw, double p, const std::vector<sale_u32> *like, double follow)
+{
+    std::vector<sale_u32> w(nw, 0u);
+    for (int x = 0; x < 32 * nw; x++) {
+        bool bit = like && unif() < follow ? ((*like)[x >> 5] >> (x & 31) & 1u) : unif() < p;
+        if (bit) w[x >> 5] |= 1u << (x & 31);
+    }
+    return w;
+}
+
+Test(union, random_rows_of_every_density_and_overlap)
+{
+    rng_state = 20261130;
+    const double dens[] = {0.0, 0.01, 0.05, 0.2, 0.5, 0.9, 1.0};
+    long long cases = 0, tiles = 0;
+    for (int it = 0; it < 20000; it++) {
+        int nw = 1 + (int)(rnd() % 70);
+        double pa = dens[rnd() % 7], pb = dens[rnd() % 7], follow = unif();
+        std::vector<sale_u32> a = row_of(nw, pa, nullptr, 0), b = row_of(nw, pb, &a, follow);
+        /* garbage past each row's last block: the walk must ignore it */
+        int ha = (int)(rnd() % (32 * nw)), hb = (int)(rnd() % (32 * nw));
+        if (rnd() % 4 == 0) hb = ha; /* two heads of one query block: the same last block */
+        tiles += check_case(&a, ha, &b, hb, "random");
+        cases++;
+    }
+    cr_log_info("union: %lld random cases, %lld tiles", cases, tiles);
+}
+
+Test(union, edge_rows)
+{
+    rng_state = 7;
+    std::vector<sale_u32> full(4, 0xffffffffu), none(4, 0u), evens(4, 0x55555555u), odds(4, 0xaaaaaaaau);
+    check_case(&full, 127, nullptr, -1, "row 1 past N");
+    check_case(nullptr, -1, &evens, 100, "row 0 past N");
+    check_case(&none, 127, &none, 127, "both empty");
+    check_case(&full, 127, &full, 127, "identical full");
+    check_case(&evens, 127, &odds, 127, "disjoint");
+    check_case(&full, 31, &full, 32, "last block in the last bit of a word, and the next word's first");
+    check_case(&evens, 0, &odds, 1, "one block each");
+    for (int h = 0; h < 128; h++) check_case(&full, h, &evens, 127 - h, "every last block");
+    /* a tile count of 0 for no blocks: the kernel skips the CTA's consumers */
+    cr_assert_eq(DwUnion::tiles(0, 0, 0), 0);
+}
