@@ -93,41 +93,7 @@ SALE_DEV void se_mma(int (&d)[64], sale_u64 adesc, sale_u64 bdesc, int scale_d) 
 SALE_DEV float se_i2f(int d) { return __fsub_rn(__int_as_float(d + 0x4B400000), 12582912.f); }
 SALE_DEV float se_shat(float pr, int d, float c) { return __fadd_rn(__fmul_rn(pr, se_i2f(d)), c); }
 
-#define SE_QCHUNK 32 /* query chunks a chunk of the CTA order */
-/* The CTA's four m64 tiles: tile t is q head hbase + t % g4 at query block
- * qb0 + t / g4 (absent past the last query block). */
-struct SeCta {
-    int b, kvh, hbase, qb0, g4;
-    /* CTAs in chunks of SE_QCHUNK query chunks (heaviest chunk first), one
-     * (batch, KV head) after another inside a chunk: the CTAs resident at
-     * once stream the codes of a few KV heads, in phase (L2) */
-    SALE_DEV void decode(const sale_params &p, int lin) {
-        g4 = p.group % 4 == 0 ? 4 : (p.group % 2 == 0 ? 2 : 1);
-        const int qpc = 4 / g4, hgn = p.group / g4;
-        const int per = p.B * p.Hkv * hgn, nqc = (p.nqb + qpc - 1) / qpc;
-        const int full = nqc / SE_QCHUNK, cper = SE_QCHUNK * per;
-        const int ci = lin / cper < full ? lin / cper : full;
-        const int csz = ci < full ? SE_QCHUNK : nqc - full * SE_QCHUNK, rem = lin - ci * cper;
-        const int qc = nqc - 1 - (ci * SE_QCHUNK + rem % csz); /* heaviest first */
-        int r = rem / csz;
-        const int hg = r % hgn;
-        r /= hgn;
-        kvh = r % p.Hkv;
-        b = r / p.Hkv;
-        hbase = kvh * p.group + hg * g4;
-        qb0 = qc * qpc;
-    }
-    /* segments (= code tiles) of tile t: 0 if absent or a dense head */
-    SALE_DEV int segments(const sale_params &p, int t, int *qb, int *h) const {
-        *qb = qb0 + t / g4;
-        *h = hbase + t % g4;
-        if (*qb >= p.nqb) return 0;
-        int lo, ns;
-        sale_segment_plan(*qb * SALE_BLOCK_Q, SALE_LOCAL_WINDOW, SALE_BLOCK_K, SE_BPT,
-                          !(sale_head_tau(p, *h) > 1e-5f), &lo, &ns);
-        return ns;
-    }
-};
+#include "wgmma_order.cuh" /* SeCta: which four m64 tiles a CTA estimates, in what order */
 
 extern __shared__ __align__(128) unsigned char sale_se_smem[];
 
