@@ -419,31 +419,15 @@ static void attend_block(const ref_plan *p, ref_buf *b, int i0, int i1, int J)
  *   ŝ_ij = (sq_i * sk_J) * (float)dot_ij + c_j
  * evaluated in fp32 in exactly this order (one multiply of the two scales,
  * one multiply by the exact int32 dot converted to float, one add); the GPU
- * kernels compute it the same way. Kept iff some row has ŝ_ij > t_i. */
-static int estimate_keeps(const ref_plan *p, const ref_buf *b, int i0, int i1, int J)
+ * kernels compute it the same way. Kept iff some row has ŝ_ij > t_i.
+ * margin (may be NULL): the decision's margin, max over the block's causal
+ * entries of (ŝ_ij - t_i) / (1 + |t_i|), which scans the whole block. A GPU
+ * computes t_i from exp2 and summation orders of its own (ulp-level
+ * differences), so a block whose margin is within a few ulps of 0 may be
+ * decided either way. */
+static int estimate_keeps(const ref_plan *p, const ref_buf *b, int i0, int i1, int J, float *margin)
 {
-    int D = p->D;
-    int j0 = J * p->bk, j1 = j0 + p->bk < p->N ? j0 + p->bk : p->N;
-    for (int i = i0; i < i1; i++) {
-        float ss = b->sq[i] * b->sk[J];
-        float t = b->t[i - i0];
-        const int8_t *qc = b->qc + (size_t)i * D;
-        for (int j = j0; j < j1 && j <= i; j++) {
-            float est = ss * (float)dot_i8(qc, b->kc + (size_t)j * D, D) + b->c[j];
-            if (est > t)
-                return 1;
-        }
-    }
-    return 0;
-}
-
-/* The decision's margin: max over the block's causal entries of
- * (ŝ_ij - t_i) / (1 + |t_i|); kept iff it is > 0. A GPU computes t_i from
- * exp2 and summation orders of its own (ulp-level differences), so a block
- * whose margin is within a few ulps of 0 may be decided either way. */
-static float estimate_margin(const ref_plan *p, const ref_buf *b, int i0, int i1, int J)
-{
-    int D = p->D;
+    int D = p->D, kept = 0;
     int j0 = J * p->bk, j1 = j0 + p->bk < p->N ? j0 + p->bk : p->N;
     float best = -INFINITY;
     for (int i = i0; i < i1; i++) {
@@ -452,11 +436,20 @@ static float estimate_margin(const ref_plan *p, const ref_buf *b, int i0, int i1
         const int8_t *qc = b->qc + (size_t)i * D;
         for (int j = j0; j < j1 && j <= i; j++) {
             float est = ss * (float)dot_i8(qc, b->kc + (size_t)j * D, D) + b->c[j];
-            float m = (est - t) / (1.0f + fabsf(t));
-            best = m > best ? m : best;
+            if (est > t) {
+                kept = 1;
+                if (!margin)
+                    return 1;
+            }
+            if (margin) {
+                float m = (est - t) / (1.0f + fabsf(t));
+                best = m > best ? m : best;
+            }
         }
     }
-    return best;
+    if (margin)
+        *margin = best;
+    return kept;
 }
 
 static void set_bit(uint32_t *row, int J)
@@ -548,8 +541,9 @@ static void run_task(ref_plan *p, ref_buf *b, int task)
                     for (int r = 0; r < i1 - i0; r++)
                         b->t[r] = b->m[r] + logf(tau * (float)b->l[r]) / p->scale;
                 for (int k = 0; k < p->sb; k++) {
-                    b->keep[k] = (unsigned char)estimate_keeps(p, b, i0, i1, first + k);
-                    if (nrow && fabsf(estimate_margin(p, b, i0, i1, first + k)) <= p->band)
+                    float margin = 0.f;
+                    b->keep[k] = (unsigned char)estimate_keeps(p, b, i0, i1, first + k, nrow ? &margin : NULL);
+                    if (nrow && fabsf(margin) <= p->band)
                         set_bit(nrow, first + k);
                 }
             } else {

@@ -373,10 +373,9 @@ struct DenseWg {
         if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
     }
 
-    /* the key tiles, S(j) and P V(j-1) in flight together (j: position in
-     * the list, kt: the tile) */
-    /* the key tiles of tl (nkt >= 1: the dense tiles 0..last, or attend's
-     * block pairs), S(j) and P V(j-1) in flight together */
+    /* dense: the key tiles of tl (nkt >= 1: tiles 0..last), S(j) and
+     * P V(j-1) in flight together (j: position in the list, kt: the tile);
+     * attend walks its tiles in runs instead (consume_runs) */
     template <class Tiles> SALE_DEV void consume(Tiles &tl) {
         tl.step();
         dw_mbar_wait(QFULL, 0);
