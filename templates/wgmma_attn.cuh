@@ -54,7 +54,7 @@
 #define DW_KTILE (DW_BN * 256) /* a K or V tile: DW_BN x 128, two halves of DW_BN rows x 128 bytes */
 #define DW_KHALF (DW_BN * 128)
 #define DW_HDR 32 /* attend: a stage's tile header (4 block indices, 2 own masks) */
-#define DW_QCHUNK 32
+#define DW_QCHUNK 128 /* 128, not 32: the ~132 resident CTAs then read the K/V of one KV head (sixth session: DRAM 203 -> 130 GB, attend -7% at 128K, d = 0.2) */
 /* registers after setmaxnreg: the launch gives every thread 168 (65536 /
  * 384, rounded down to 8: 64512 in all); the consumers' increase must be
  * covered by what the producer warpgroup frees, or setmaxnreg.inc waits

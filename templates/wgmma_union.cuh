@@ -18,6 +18,9 @@
  * to -inf. The producer walks this list and writes each tile's blocks and
  * own bits into the stage's header; warp 0 counts the blocks of each kind
  * first (counts(): the producer needs them, tiles(): the consumers' count). */
+#ifndef DW_UNION_RUN
+#define DW_UNION_RUN 2 /* pure tiles of one row in a row (consume_runs overlaps S and P V inside a run) */
+#endif
 struct DwUnion {
     const sale_u32 *r0, *r1; /* the two rows (null: past N) */
     int h0, h1;              /* their last blocks */
@@ -47,6 +50,8 @@ struct DwUnion {
         u0 = u1 = u2 = 0u;
         rem0 = rem1 = rem2 = 0;
         turn = 1;
+        last = 0;
+        streak = 0;
     }
     SALE_DEV int take(int k, int &w, sale_u32 &u) const {
         while (!u) {
@@ -63,6 +68,7 @@ struct DwUnion {
     /* blocks of each kind not yet handed out (set by the producer from
      * counts(): next() needs them), and whose turn it is among 1 and 2 */
     int rem0, rem1, rem2, turn;
+    int last, streak; /* the pure section: the kind of the last tile, and how many in a row */
     SALE_DEV int take_kind(int k, sale_u32 &m) {
         m |= k == 0 ? 3u : (sale_u32)k;
         if (k == 0) rem0--;
@@ -92,7 +98,9 @@ struct DwUnion {
             }
         } else if (rem1 >= 4 || rem2 >= 4) {
             const int k = (turn == 1 && rem1 >= 4) || rem2 < 4 ? 1 : 2;
-            turn = 3 - k;
+            streak = k == last ? streak + 1 : 1;
+            last = k;
+            turn = streak >= DW_UNION_RUN ? 3 - k : k; /* DW_UNION_RUN tiles a turn: runs the consumer overlaps */
 #pragma unroll
             for (int t = 0; t < 4; t++) b[t] = take_kind(k, m[t]);
         } else {
