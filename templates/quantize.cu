@@ -22,9 +22,21 @@
 /* (a) partial sums over a chunk of rows: scratch[b][y][chunk][D] (double),
  * y < Hq: q head y, else kv head y - Hq. 16-byte loads (8 elements), D/8
  * threads a row; each thread keeps 8 fp64 sums, then the row groups are
- * added in order through shared memory. */
+ * added in order through shared memory. A thread issues QZ_MB row loads
+ * before it adds the first (Little's law: 320 blocks at 64K have to keep
+ * several MB in flight), then adds them in ascending row order, as one row
+ * at a time would: the fp64 sums, and so the means, are the same bits. */
 #define QZ_TPR (QZ_D / 8)                    /* threads per row */
 #define QZ_RPI (SALE_QZ_THREADS / QZ_TPR)    /* rows per iteration */
+#define QZ_MB 8                              /* row loads in flight per thread */
+__device__ __forceinline__ void qz_mean_add(double (&acc)[8], const uint4 &u) {
+    const sale_u32 w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        acc[2 * e] += (double)sale_to_f32((sale_u16)(w[e] & 0xffff));
+        acc[2 * e + 1] += (double)sale_to_f32((sale_u16)(w[e] >> 16));
+    }
+}
 __device__ __forceinline__ void qz_mean_chunk(const sale_params &p, int c, int y, int b) {
     __shared__ double part[QZ_RPI][QZ_D];
     const int N = p.N;
@@ -43,16 +55,17 @@ __device__ __forceinline__ void qz_mean_chunk(const sale_params &p, int c, int y
     double acc[8];
 #pragma unroll
     for (int e = 0; e < 8; e++) acc[e] = 0.0;
-#pragma unroll 4
-    for (int r = r0 + rg; r < r1; r += QZ_RPI) {
-        uint4 u = *(const uint4 *)(base + (long long)r * sn + cg * 8);
-        const sale_u32 w[4] = {u.x, u.y, u.z, u.w};
+    int r = r0 + rg;
+    const sale_u16 *src = base + (long long)r * sn + cg * 8;
+    const long long step = (long long)QZ_RPI * sn;
+    for (; r + (QZ_MB - 1) * QZ_RPI < r1; r += QZ_MB * QZ_RPI, src += QZ_MB * step) {
+        uint4 u[QZ_MB];
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            acc[2 * e] += (double)sale_to_f32((sale_u16)(w[e] & 0xffff));
-            acc[2 * e + 1] += (double)sale_to_f32((sale_u16)(w[e] >> 16));
-        }
+        for (int j = 0; j < QZ_MB; j++) u[j] = *(const uint4 *)(src + j * step);
+#pragma unroll
+        for (int j = 0; j < QZ_MB; j++) qz_mean_add(acc, u[j]);
     }
+    for (; r < r1; r += QZ_RPI, src += step) qz_mean_add(acc, *(const uint4 *)src);
 #pragma unroll
     for (int e = 0; e < 8; e++) part[rg][cg * 8 + e] = acc[e];
     __syncthreads();
@@ -90,9 +103,13 @@ __device__ __forceinline__ float qz_mean(const sale_params &p, int b, int y, int
 
 __device__ __forceinline__ int qz_code(float x, float s) {
     if (s == 0.f) return 0;
-    float r = rintf(__fdiv_rn(x, s));
-    r = fminf(fmaxf(r, -QZ_QMAX), QZ_QMAX);
-    return (int)r;
+    /* = (int)clamp(rintf(x / s)): clamping first changes nothing (rintf is
+     * monotone, +-QMAX are integers, a NaN clamps to -QMAX either way), and
+     * adding 1.5 * 2^23 rounds r to an integer in the low mantissa bits, ties
+     * to even as rintf does. Checked for all 2^32 floats, QMAX 127 and 7. It
+     * saves FRND and F2I, which issue at a quarter of the FP32 rate. */
+    const float r = fminf(fmaxf(__fdiv_rn(x, s), -QZ_QMAX), QZ_QMAX);
+    return __float_as_int(__fadd_rn(r, 12582912.f)) - 0x4B400000;
 }
 
 /* store the codes of QZ_EPL consecutive elements starting at d = lane*QZ_EPL */
@@ -136,74 +153,156 @@ __device__ __forceinline__ float qz_warp_max(float v) {
     return v;
 }
 
-/* (b) query codes and scales: one warp per row, QZ_QROWS rows per CTA */
-__device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h, int b) {
-    __shared__ float smean[QZ_D];
+/* (b) query codes and scales, QZ_QROWS rows per CTA (a tile). A row is
+ * QZ_LPR lanes of 16-byte loads (8 elements a lane), so one warp load covers
+ * QZ_RPL rows and a warp's QZ_QRW rows are QZ_QL loads a lane. The work loop
+ * issues a tile's loads (qz_q_fetch) before it computes the tile before it
+ * (qz_q_rows): a block keeps one tile of Q in flight while it computes the
+ * other, instead of one 256-byte row a warp. Per element the arithmetic is
+ * the row kernel's as before (the max is exact, in whatever order). */
+#define QZ_LPR (QZ_D / 8)                                /* lanes per row */
+#define QZ_RPL (32 / QZ_LPR)                             /* rows per warp load */
+#define QZ_QRW (SALE_QZ_QROWS / (SALE_QZ_THREADS / 32))  /* rows per warp */
+#define QZ_QL (QZ_QRW / QZ_RPL)                          /* loads per lane */
+typedef struct qz_qtile {
+    uint4 u[QZ_QL]; /* the lane's 8 elements of its QZ_QL rows (zero past N) */
+    float m;        /* threads < D: the mean of column threadIdx.x */
+} qz_qtile;
+
+/* the row of this lane's load i of a tile (its columns: (lane % QZ_LPR) * 8 on) */
+__device__ __forceinline__ int qz_q_row(int tile, int i) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int N = p.N;
-    const long long bh = (long long)b * p.Hq + h;
-    const sale_u16 *qg = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)h * p.q_sh;
-    if (threadIdx.x < QZ_D) {
-        smean[threadIdx.x] = qz_mean(p, b, h, threadIdx.x);
-    }
-    __syncthreads();
-    float mu[QZ_EPL];
+    return tile * SALE_QZ_QROWS + warp * QZ_QRW + i * QZ_RPL + lane / QZ_LPR;
+}
+
+__device__ __forceinline__ void qz_q_fetch(const sale_params &p, int tile, int h, int b, qz_qtile &f) {
+    const sale_u16 *qg = (const sale_u16 *)p.q + (long long)b * p.q_sb + (long long)h * p.q_sh +
+                         ((threadIdx.x & 31) % QZ_LPR) * 8;
 #pragma unroll
-    for (int e = 0; e < QZ_EPL; e++) mu[e] = smean[lane * QZ_EPL + e];
-    unsigned char *codes = (unsigned char *)p.qcode + bh * N * QZ_RBC;
-    float *qs = (float *)p.qscale + bh * N;
-    for (int rr = warp; rr < SALE_QZ_QROWS; rr += SALE_QZ_THREADS / 32) {
-        int row = tile * SALE_QZ_QROWS + rr;
-        if (row >= N) break;
-        float x[QZ_EPL];
-        qz_load(qg + (long long)row * p.q_sn + lane * QZ_EPL, x);
+    for (int i = 0; i < QZ_QL; i++) {
+        const int row = qz_q_row(tile, i);
+        f.u[i] = row < p.N ? *(const uint4 *)(qg + (long long)row * p.q_sn) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    f.m = threadIdx.x < QZ_D ? qz_mean(p, b, h, threadIdx.x) : 0.f;
+}
+
+/* store the codes of 8 consecutive elements starting at column c0 */
+__device__ __forceinline__ void qz_store8(unsigned char *row, int c0, const int (&cd)[8]) {
+#if SALE_EST_BITS == 8
+    uint2 w;
+    w.x = (sale_u32)(cd[0] & 255) | ((sale_u32)(cd[1] & 255) << 8) | ((sale_u32)(cd[2] & 255) << 16) |
+          ((sale_u32)(cd[3] & 255) << 24);
+    w.y = (sale_u32)(cd[4] & 255) | ((sale_u32)(cd[5] & 255) << 8) | ((sale_u32)(cd[6] & 255) << 16) |
+          ((sale_u32)(cd[7] & 255) << 24);
+    *(uint2 *)(row + c0) = w;
+#else /* 4-bit, two per byte, low nibble = even element */
+    sale_u32 w = 0;
+#pragma unroll
+    for (int e = 0; e < 8; e++) w |= (sale_u32)(cd[e] & 15) << (4 * e);
+    *(sale_u32 *)(row + c0 / 2) = w;
+#endif
+}
+
+__device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h, int b, const qz_qtile &f) {
+    __shared__ float smean[QZ_D];
+    const int lane = threadIdx.x & 31, c0 = (lane % QZ_LPR) * 8;
+    const long long bh = (long long)b * p.Hq + h;
+    if (threadIdx.x < QZ_D) smean[threadIdx.x] = f.m;
+    __syncthreads();
+    float mu[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) mu[e] = smean[c0 + e];
+    unsigned char *codes = (unsigned char *)p.qcode + bh * p.N * QZ_RBC;
+    float *qs = (float *)p.qscale + bh * p.N;
+#pragma unroll
+    for (int i = 0; i < QZ_QL; i++) {
+        const int row = qz_q_row(tile, i);
+        const sale_u32 w[4] = {f.u[i].x, f.u[i].y, f.u[i].z, f.u[i].w};
+        float x[8];
         float am = 0.f;
 #pragma unroll
-        for (int e = 0; e < QZ_EPL; e++) {
-            x[e] = __fsub_rn(x[e], mu[e]);
+        for (int e = 0; e < 8; e++) {
+            x[e] = __fsub_rn(sale_to_f32((sale_u16)(e & 1 ? w[e / 2] >> 16 : w[e / 2] & 0xffff)), mu[e]);
             am = fmaxf(am, fabsf(x[e]));
         }
-        am = qz_warp_max(am);
-        float s = __fdiv_rn(am, QZ_QMAX);
-        int cd[QZ_EPL];
 #pragma unroll
-        for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code(x[e], s);
-        qz_store(codes + (long long)row * QZ_RBC, lane, cd);
-        if (lane == 0) qs[row] = s;
+        for (int o = QZ_LPR / 2; o > 0; o >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
+        const float s = __fdiv_rn(am, QZ_QMAX);
+        int cd[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) cd[e] = qz_code(x[e], s);
+        if (row < p.N) {
+            qz_store8(codes + (long long)row * QZ_RBC, c0, cd);
+            if (c0 == 0) qs[row] = s;
+        }
     }
 }
 
-/* (c) key codes and scales per key block, K', and c_j for every q head of the group */
+/* (c) key codes and scales per key block, K', and c_j for every q head of the
+ * group. The keys' loads go out first; the means (the kv head's and up to
+ * QZ_GMAX q heads') come from L2 meanwhile, all at once. */
 #define QZ_KR (SALE_BLOCK_K / 8) /* rows per warp */
+#define QZ_GMAX 8                /* q heads' means a block holds at once */
+#define QZ_MLD (((1 + QZ_GMAX) * QZ_D + SALE_QZ_THREADS - 1) / SALE_QZ_THREADS)
+
+/* smk = the means of kv head kvh (when g0 == 0), smq[g] = those of q head
+ * kvh * group + g0 + g for g < min(group - g0, QZ_GMAX) */
+__device__ __forceinline__ void qz_k_means(const sale_params &p, int b, int kvh, int g0, float *smk,
+                                           float (*smq)[QZ_D]) {
+    const int ng = p.group - g0 < QZ_GMAX ? p.group - g0 : QZ_GMAX;
+    const int t0 = g0 == 0 ? 0 : QZ_D, n = (1 + ng) * QZ_D; /* t = g * D + d, g = 0 the kv head */
+    const float *km = (const float *)p.kmean + ((long long)b * p.Hkv + kvh) * QZ_D;
+    const float *qm = (const float *)p.qmean + ((long long)b * p.Hq + kvh * p.group + g0 - 1) * QZ_D;
+    float v[QZ_MLD];
+#pragma unroll
+    for (int j = 0; j < QZ_MLD; j++) {
+        const int t = threadIdx.x + j * SALE_QZ_THREADS;
+        v[j] = t >= t0 && t < n ? __ldcg((t < QZ_D ? km : qm) + t) : 0.f; /* written in this launch: from L2 */
+    }
+#pragma unroll
+    for (int j = 0; j < QZ_MLD; j++) {
+        const int t = threadIdx.x + j * SALE_QZ_THREADS;
+        if (t >= t0 && t < n) {
+            if (t < QZ_D) smk[t] = v[j];
+            else smq[t / QZ_D - 1][t % QZ_D] = v[j];
+        }
+    }
+}
+
 __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh, int b) {
     __shared__ float wmax[SALE_QZ_THREADS / 32];
-    __shared__ float smean[QZ_D];
+    __shared__ float smk[QZ_D];
+    __shared__ float smq[QZ_GMAX][QZ_D];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int N = p.N;
     const long long bk = (long long)b * p.Hkv + kvh;
     const sale_u16 *kg = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)kvh * p.k_sh;
-    if (threadIdx.x < QZ_D) {
-        smean[threadIdx.x] = qz_mean(p, b, p.Hq + kvh, threadIdx.x);
-    }
-    __syncthreads();
-    float mu[QZ_EPL];
-#pragma unroll
-    for (int e = 0; e < QZ_EPL; e++) mu[e] = smean[lane * QZ_EPL + e];
     float x[QZ_KR][QZ_EPL];
-    float am = 0.f;
 #pragma unroll
     for (int i = 0; i < QZ_KR; i++) {
         int row = kb * SALE_BLOCK_K + warp + 8 * i;
         if (row < N) {
             qz_load(kg + (long long)row * p.k_sn + lane * QZ_EPL, x[i]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < QZ_EPL; e++) x[i][e] = 0.f;
+        }
+    }
+    qz_k_means(p, b, kvh, 0, smk, smq);
+    __syncthreads();
+    float mu[QZ_EPL];
+#pragma unroll
+    for (int e = 0; e < QZ_EPL; e++) mu[e] = smk[lane * QZ_EPL + e];
+    float am = 0.f;
+#pragma unroll
+    for (int i = 0; i < QZ_KR; i++) {
+        int row = kb * SALE_BLOCK_K + warp + 8 * i;
+        if (row < N) {
 #pragma unroll
             for (int e = 0; e < QZ_EPL; e++) {
                 x[i][e] = __fsub_rn(x[i][e], mu[e]);
                 am = fmaxf(am, fabsf(x[i][e]));
             }
-        } else {
-#pragma unroll
-            for (int e = 0; e < QZ_EPL; e++) x[i][e] = 0.f;
         }
     }
     am = qz_warp_max(am);
@@ -242,24 +341,35 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
             qz_store(codes + (long long)row * QZ_RBC, lane, cd);
         }
     }
-    /* c_j = fp32 of the fp64 dot qmean(hq) . K'_j (as the CPU reference) */
-    for (int gq = 0; gq < p.group; gq++) {
-        const int hq = kvh * p.group + gq;
-        __syncthreads(); /* every warp is done with smean */
-        if (threadIdx.x < QZ_D) smean[threadIdx.x] = qz_mean(p, b, hq, threadIdx.x);
-        __syncthreads();
-        float qv[QZ_EPL];
-#pragma unroll
-        for (int e = 0; e < QZ_EPL; e++) qv[e] = smean[lane * QZ_EPL + e];
+    /* c_j = fp32 of the fp64 dot qmean(hq) . K'_j (as the CPU reference),
+     * a row at a time, the q heads in turn (so K'_j in fp64 is 8 registers,
+     * not 32) */
+    for (int g0 = 0; g0 < p.group; g0 += QZ_GMAX) {
+        if (g0 > 0) { /* the next QZ_GMAX q heads' means */
+            __syncthreads();
+            qz_k_means(p, b, kvh, g0, smk, smq);
+            __syncthreads();
+        }
+        const int ng = p.group - g0 < QZ_GMAX ? p.group - g0 : QZ_GMAX;
 #pragma unroll
         for (int i = 0; i < QZ_KR; i++) {
-            int row = kb * SALE_BLOCK_K + warp + 8 * i;
-            double a = 0.0;
+            const int row = kb * SALE_BLOCK_K + warp + 8 * i;
+            double xd[QZ_EPL];
 #pragma unroll
-            for (int e = 0; e < QZ_EPL; e++) a += (double)qv[e] * (double)x[i][e];
+            for (int e = 0; e < QZ_EPL; e++) xd[e] = (double)x[i][e];
+            float *ct = (float *)p.cterm + ((long long)b * p.Hq + kvh * p.group + g0) * N + row;
+#pragma unroll 1
+            for (int g = 0; g < ng; g++) {
+                float qv[QZ_EPL];
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-            if (row < N && lane == 0) ((float *)p.cterm)[((long long)b * p.Hq + hq) * N + row] = (float)a;
+                for (int e = 0; e < QZ_EPL; e++) qv[e] = smq[g][lane * QZ_EPL + e];
+                double a = 0.0;
+#pragma unroll
+                for (int e = 0; e < QZ_EPL; e++) a += (double)qv[e] * xd[e];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+                if (row < N && lane == 0) ct[(long long)g * N] = (float)a;
+            }
         }
     }
 }
@@ -284,7 +394,12 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
  * the code path registers: 76 on sm_80 against 64.)
  * One launch instead of two keeps sale_attention's host time down; W is
  * capped (SALE_QZ_WORK_BLOCKS) so that the counters see few atomics. */
-extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kernel(const sale_params p) {
+/* blocks per SM the registers must allow (<= 80 a thread): 3 keep the 320
+ * mean blocks of N 64K, 32 + 8 heads, in one wave on 132 SMs, and three
+ * tiles of Q in flight per SM while three compute. Key blocks of 64 keys
+ * at head_dim 128 hold twice the keys: 2 (as before). */
+#define QZ_MINB (SALE_BLOCK_K * QZ_D <= 32 * 128 ? 3 : 2)
+extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS, QZ_MINB) sale_quantize_kernel(const sale_params p) {
     __shared__ unsigned int ticket_s;
     /* [0] tickets, [1] heads whose means are written, [2] blocks finished,
      * [3 + b * Y + y] chunks of (batch b, head y) summed */
@@ -311,20 +426,36 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS) sale_quantize_kern
             }
         }
     } else {
-        const long long qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS;
-        const long long nq = (long long)p.Hq * qt, per_b = nq + (long long)p.Hkv * p.nkb;
-        const long long items = per_b * p.B;
+        /* items < 2^31 (sale_layout_plan) */
+        const int qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS;
+        const int nq = p.Hq * qt, per_b = nq + p.Hkv * p.nkb;
+        const int items = per_b * p.B, stride = (int)(gridDim.x - M);
         if (threadIdx.x == 0) {
             while (*(volatile unsigned int *)(ctr + 1) < heads) __nanosleep(64);
             __threadfence();
         }
         __syncthreads();
-        for (long long w = t - M; w < items; w += gridDim.x - M) {
-            const int b = (int)(w / per_b);
-            const long long r = w % per_b;
-            if (r < nq) qz_q_rows(p, (int)(r % qt), (int)(r / qt), b);
-            else qz_k_block(p, (int)((r - nq) % p.nkb), (int)((r - nq) / p.nkb), b);
-            __syncthreads(); /* the next item rewrites the shared means */
+        /* a run of Q tiles: each tile's loads go out one item ahead (f), so
+         * while this block computes one tile the next is on its way */
+        for (int w = (int)(t - M); w < items;) {
+            int b = w / per_b, r = w - b * per_b;
+            if (r < nq) {
+                qz_qtile f;
+                qz_q_fetch(p, r % qt, r / qt, b, f);
+                for (bool more = true; more;) {
+                    const int wn = w + stride, bn = wn / per_b, rn = wn - bn * per_b;
+                    more = wn < items && rn < nq;
+                    const qz_qtile cur = f;
+                    if (more) qz_q_fetch(p, rn % qt, rn / qt, bn, f);
+                    qz_q_rows(p, r % qt, r / qt, b, cur);
+                    __syncthreads(); /* the next item rewrites the shared means */
+                    w = wn, b = bn, r = rn;
+                }
+            } else {
+                qz_k_block(p, (r - nq) % p.nkb, (r - nq) / p.nkb, b);
+                __syncthreads(); /* the next item rewrites the shared means */
+                w += stride;
+            }
         }
     }
     __syncthreads();

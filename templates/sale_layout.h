@@ -31,7 +31,8 @@
 #define SALE_QZ_QROWS 64         /* query rows per CTA of the code kernel */
 #define SALE_QZ_CHUNK_ROWS 256   /* rows per partial-sum chunk of the means (before capping) */
 #define SALE_QZ_MAX_CHUNKS 8      /* partials a head's mean adds per column (fixed order) */
-#define SALE_QZ_WORK_BLOCKS 1024  /* code blocks of the quantize launch (each walks items) */
+#define SALE_QZ_WORK_BLOCKS 792   /* code blocks of the quantize launch (each walks items): two
+                                    waves of 3 blocks a SM on 132 SMs (H100/H200 SXM), none half full */
 /* attention families */
 #define SALE_DENSE_KT 64         /* keys per tile of the dense kernel */
 #define SALE_EST_CHUNK 128       /* keys per estimation chunk (code tile) */
@@ -349,7 +350,7 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         unsigned long long items = ((unsigned long long)Hq * qt + (unsigned long long)Hkv * nkb) * (unsigned long long)B;
         unsigned long long n = (unsigned long long)sale_layout_mean_chunks(N) * (unsigned long long)(Hq + Hkv) * (unsigned long long)B +
                                (items < SALE_QZ_WORK_BLOCKS ? items : SALE_QZ_WORK_BLOCKS);
-        if (n > 0x7fffffffull) return -1;
+        if (n > 0x7fffffffull || items + SALE_QZ_WORK_BLOCKS > 0x7fffffffull) return -1; /* the kernel counts items in int */
         out[0].entry = "sale_quantize_kernel";
         out[0].grid[0] = (unsigned)n; out[0].grid[1] = 1; out[0].grid[2] = 1;
         out[0].block = SALE_QZ_THREADS; out[0].smem = 0;
