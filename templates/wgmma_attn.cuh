@@ -54,7 +54,6 @@
 #define DW_KTILE (DW_BN * 256) /* a K or V tile: DW_BN x 128, two halves of DW_BN rows x 128 bytes */
 #define DW_KHALF (DW_BN * 128)
 #define DW_HDR 32 /* attend: a stage's tile header (4 block indices, 2 own masks) */
-#define DW_QCHUNK 128 /* 128, not 32: the ~132 resident CTAs then read the K/V of one KV head (sixth session: DRAM 203 -> 130 GB, attend -7% at 128K, d = 0.2) */
 /* registers after setmaxnreg: the launch gives every thread 168 (65536 /
  * 384, rounded down to 8: 64512 in all); the consumers' increase must be
  * covered by what the producer warpgroup frees, or setmaxnreg.inc waits
@@ -543,38 +542,11 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
     const int nqt = (p.N + DW_BM - 1) / DW_BM;
 #if DW_ATTEND
     /* the CTA's two 64-row mask rows, one a consumer warpgroup, sharing every
-     * K/V tile of their union (sale_layout_wgmma: block_q 64). Where a GQA
-     * group has an even number of heads: one query block of two heads of the
-     * group (their rows keep more blocks in common than neighbouring query
-     * blocks of one head do: bench_attention prints both); otherwise query
-     * blocks 2 qt and 2 qt + 1 of one head. Heaviest query blocks first; the
-     * grid is ceil(N / 128) x Hq x B either way (a CTA past N returns).
-     * Head pairs go in chunks of DW_QCHUNK query blocks, one KV head after
-     * another inside a chunk, so the CTAs resident at once read the K/V of a
-     * few KV heads (L2) rather than of all of them. */
+     * K/V tile of their union (sale_layout_wgmma: block_q 64): work item
+     * blockIdx.x of dw_attend_item's order (wgmma_union.cuh); the grid is
+     * ceil(N / 128) x Hq x B. */
+    if (!dw_attend_item(p, (int)blockIdx.x, st.b, st.hw, st.qw)) return; /* rows past N: the whole CTA, before any barrier */
     {
-        const bool heads = p.group % 2 == 0;
-        int qx;
-        if (heads) {
-            const int Q2 = 2 * nqt, ppg = p.group / 2, per = DW_QCHUNK * nbh / 2; /* CTAs a full chunk */
-            const int x = (int)blockIdx.x, full = Q2 / DW_QCHUNK;
-            const int ci = x / per < full ? x / per : full;
-            const int csz = ci < full ? DW_QCHUNK : Q2 - full * DW_QCHUNK, rem = x - ci * per;
-            const int gi = rem / (csz * ppg), r2 = rem % (csz * ppg); /* (batch, KV head), then query block, pair */
-            qx = Q2 - 1 - (ci * DW_QCHUNK + r2 / ppg);
-            if (qx >= p.nqb) return; /* rows past N: the whole CTA, before any barrier */
-            st.b = gi / p.Hkv;
-            st.hw[0] = (gi % p.Hkv) * p.group + 2 * (r2 % ppg);
-            st.hw[1] = st.hw[0] + 1;
-            st.qw[0] = st.qw[1] = qx;
-        } else {
-            const int bh = (int)(blockIdx.x % nbh);
-            qx = nqt - 1 - (int)(blockIdx.x / nbh);
-            st.b = bh / p.Hq;
-            st.hw[0] = st.hw[1] = bh % p.Hq;
-            st.qw[0] = 2 * qx;
-            st.qw[1] = 2 * qx + 1;
-        }
         st.kvh = st.hw[0] / p.group;
 #pragma unroll
         for (int w = 0; w < 2; w++) {

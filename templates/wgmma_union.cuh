@@ -7,6 +7,11 @@
 #ifndef SALE_WGMMA_UNION_CUH
 #define SALE_WGMMA_UNION_CUH
 
+/* attend: query blocks a chunk of the work items' order (dw_attend_item).
+ * 128, not 32: the ~132 items in flight then read the K/V of one KV head
+ * (sixth session: DRAM reads 203 -> 130 GB, attend -7% at 128K, d = 0.2) */
+#define DW_QCHUNK 128
+
 /* attend: the union of the CTA's two mask rows (one a consumer warpgroup;
  * row r holds its blocks <= hi[r]) handed out four blocks a tile: a key tile
  * is blocks blk[0..3] in its rows 0..31, 32..63, 64..95, 96..127 (four
@@ -18,9 +23,6 @@
  * to -inf. The producer walks this list and writes each tile's blocks and
  * own bits into the stage's header; warp 0 counts the blocks of each kind
  * first (counts(): the producer needs them, tiles(): the consumers' count). */
-#ifndef DW_UNION_RUN
-#define DW_UNION_RUN 2 /* pure tiles of one row in a row (consume_runs overlaps S and P V inside a run) */
-#endif
 struct DwUnion {
     const sale_u32 *r0, *r1; /* the two rows (null: past N) */
     int h0, h1;              /* their last blocks */
@@ -50,8 +52,6 @@ struct DwUnion {
         u0 = u1 = u2 = 0u;
         rem0 = rem1 = rem2 = 0;
         turn = 1;
-        last = 0;
-        streak = 0;
     }
     SALE_DEV int take(int k, int &w, sale_u32 &u) const {
         while (!u) {
@@ -68,7 +68,6 @@ struct DwUnion {
     /* blocks of each kind not yet handed out (set by the producer from
      * counts(): next() needs them), and whose turn it is among 1 and 2 */
     int rem0, rem1, rem2, turn;
-    int last, streak; /* the pure section: the kind of the last tile, and how many in a row */
     SALE_DEV int take_kind(int k, sale_u32 &m) {
         m |= k == 0 ? 3u : (sale_u32)k;
         if (k == 0) rem0--;
@@ -98,9 +97,7 @@ struct DwUnion {
             }
         } else if (rem1 >= 4 || rem2 >= 4) {
             const int k = (turn == 1 && rem1 >= 4) || rem2 < 4 ? 1 : 2;
-            streak = k == last ? streak + 1 : 1;
-            last = k;
-            turn = streak >= DW_UNION_RUN ? 3 - k : k; /* DW_UNION_RUN tiles a turn: runs the consumer overlaps */
+            turn = 3 - k;
 #pragma unroll
             for (int t = 0; t < 4; t++) b[t] = take_kind(k, m[t]);
         } else {
@@ -146,5 +143,39 @@ struct DwUnion {
         return t + n1 / 4 + n2 / 4 + (n1 % 4 + n2 % 4 + 3) / 4;
     }
 };
+
+/* attend's work item x of the ceil(N / 128) x Hq x B that sale_layout_plan()
+ * counts: its batch and the (head, 64-row query block) of each consumer
+ * warpgroup's mask row; false for an item wholly past N. Where a GQA group
+ * has an even number of heads: one query block of two heads of the group
+ * (their rows keep more blocks in common than neighbouring query blocks of
+ * one head do: bench_attention prints both), head pairs in chunks of
+ * DW_QCHUNK query blocks, one (batch, KV head) after another inside a chunk,
+ * so that the items in flight at once read the K/V of one KV head (L2);
+ * otherwise query blocks 2 qt and 2 qt + 1 of one head. Heaviest query
+ * blocks first. */
+SALE_DEV bool dw_attend_item(const sale_params &p, int x, int &b, int (&hw)[2], int (&qw)[2]) {
+    const int nbh = p.B * p.Hq, nqt = (p.N + 127) / 128;
+    if (p.group % 2 == 0) {
+        const int Q2 = 2 * nqt, ppg = p.group / 2, per = DW_QCHUNK * nbh / 2; /* items a full chunk */
+        const int full = Q2 / DW_QCHUNK;
+        const int ci = x / per < full ? x / per : full;
+        const int csz = ci < full ? DW_QCHUNK : Q2 - full * DW_QCHUNK, rem = x - ci * per;
+        const int gi = rem / (csz * ppg), r2 = rem % (csz * ppg); /* (batch, KV head), then query block, pair */
+        const int qx = Q2 - 1 - (ci * DW_QCHUNK + r2 / ppg);
+        if (qx >= p.nqb) return false;
+        b = gi / p.Hkv;
+        hw[0] = (gi % p.Hkv) * p.group + 2 * (r2 % ppg);
+        hw[1] = hw[0] + 1;
+        qw[0] = qw[1] = qx;
+    } else {
+        const int bh = x % nbh, qx = nqt - 1 - x / nbh;
+        b = bh / p.Hq;
+        hw[0] = hw[1] = bh % p.Hq;
+        qw[0] = 2 * qx;
+        qw[1] = 2 * qx + 1;
+    }
+    return true;
+}
 
 #endif

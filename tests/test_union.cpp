@@ -11,7 +11,12 @@
  *     hangs or truncates the kernel);
  *   - the point of the order: a row computes at most 2 tiles more than the
  *     fewest that hold its blocks, ceil(own / 4), and the CTA loads at most 2
- *     tiles more than the union needs. */
+ *     tiles more than the union needs.
+ * And the order of attend's work items (dw_attend_item) over every item
+ * sale_layout_plan() counts: every (batch, head, query block) mask row is
+ * one consumer warpgroup's exactly once, an item's two rows share a KV head,
+ * and (the point of DW_QCHUNK) any 132 consecutive items read the K/V of at
+ * most two KV heads. */
 #include <criterion/criterion.h>
 
 #include <cstdint>
@@ -19,9 +24,11 @@
 #include <cstring>
 #include <vector>
 
-typedef unsigned int sale_u32;
 #define SALE_DEV
 #define SALE_HOST_TEST 1
+typedef unsigned int sale_u32;
+#include "sale_abi.h" /* sale_params */
+#include "sale_layout.h"
 static inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 #include "wgmma_union.cuh"
@@ -131,4 +138,73 @@ Test(union, edge_rows)
     for (int h = 0; h < 128; h++) check_case(&full, h, &evens, 127 - h, "every last block");
     /* a tile count of 0 for no blocks: the kernel skips the CTA's consumers */
     cr_assert_eq(DwUnion::tiles(0, 0, 0), 0);
+}
+
+/* every item of the attend's plan for this shape: each mask row once */
+static void check_attend_items(int B, int Hkv, int group, int N)
+{
+    const int Hq = Hkv * group, nqb = (N + 63) / 64;
+    sale_layout_cfg c = {SALE_LF_ATTEND, 128, 64, 32, 128, 128, 1, 8, 12, 3, 901, 0};
+    cr_assert(sale_layout_wgmma(&c), "the cfg is the wgmma attend's");
+    sale_launch L[4] = {};
+    cr_assert_eq(sale_layout_plan(&c, B, Hq, Hkv, N, L), 1);
+    sale_params p = {};
+    p.B = B, p.Hq = Hq, p.Hkv = Hkv, p.N = N, p.nqb = nqb, p.group = group;
+    std::vector<int> hits((size_t)B * Hq * nqb, 0);
+    for (int x = 0; x < (int)L[0].grid[0]; x++) {
+        int b = -1, hw[2] = {-1, -1}, qw[2] = {-1, -1};
+        if (!dw_attend_item(p, x, b, hw, qw))
+            continue; /* wholly past N */
+        cr_assert(b >= 0 && b < B, "B=%d Hkv=%d group=%d N=%d item %d: batch %d", B, Hkv, group, N, x, b);
+        cr_assert_eq(hw[0] / group, hw[1] / group, "item %d: heads %d and %d of two KV heads", x, hw[0], hw[1]);
+        int rows = 0;
+        for (int w = 0; w < 2; w++) {
+            cr_assert(hw[w] >= 0 && hw[w] < Hq && qw[w] >= 0, "item %d: row (head %d, query block %d)", x, hw[w], qw[w]);
+            if (qw[w] >= nqb)
+                continue; /* a row past N: that warpgroup masks everything */
+            hits[((size_t)b * Hq + hw[w]) * nqb + qw[w]]++;
+            rows++;
+        }
+        cr_assert_gt(rows, 0, "item %d: no row", x);
+    }
+    for (size_t i = 0; i < hits.size(); i++)
+        cr_assert_eq(hits[i], 1, "B=%d Hkv=%d group=%d N=%d: mask row (b %zu, head %zu, query block %zu) taken %d times",
+                     B, Hkv, group, N, i / nqb / Hq, i / nqb % Hq, i % nqb, hits[i]);
+}
+
+Test(union, attend_items_cover_every_mask_row_once)
+{
+    const int lens[] = {1, 63, 64, 65, 127, 128, 129, 2047, 2048, 4095, 4097, 128 * 64 + 64, 128 * 128 * 3 + 1, 65536, 131072 + 64};
+    for (int B = 1; B <= 3; B++)
+        for (int Hkv : {1, 2, 8})
+            for (int g : {1, 2, 3, 4, 6, 8})
+                for (int N : lens) {
+                    if ((long long)B * Hkv * g * N > (long long)3 * 8 * 8 * 131072)
+                        continue;
+                    check_attend_items(B, Hkv, g, N);
+                }
+}
+
+/* the L2 order: the items in flight at once (about one a CTA, 132 CTAs on
+ * an H100 / H200) read the K/V of one KV head, two where a window straddles
+ * a head's end, on the shapes of the benchmark (Llama-3.1-8B: 32 / 8 heads) */
+Test(union, items_in_flight_read_at_most_two_kv_heads)
+{
+    for (int N : {16384, 65536, 131072}) {
+        sale_params p = {};
+        p.B = 1, p.Hq = 32, p.Hkv = 8, p.N = N, p.nqb = N / 64, p.group = 4;
+        const int n = (N / 128) * 32, win = 132;
+        std::vector<int> kv(n, -1);
+        for (int x = 0; x < n; x++) {
+            int b, hw[2], qw[2];
+            cr_assert(dw_attend_item(p, x, b, hw, qw));
+            kv[x] = b * p.Hkv + hw[0] / p.group;
+        }
+        for (int x0 = 0; x0 + win <= n; x0++) {
+            int heads = 1;
+            for (int x = x0 + 1; x < x0 + win; x++)
+                heads += kv[x] != kv[x - 1];
+            cr_assert_leq(heads, 2, "N=%d: items %d..%d read %d KV heads", N, x0, x0 + win - 1, heads);
+        }
+    }
 }
