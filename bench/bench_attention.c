@@ -49,6 +49,18 @@ static float time_attention(sale_attention_args *a, int warmup, int reps, float 
     return ms;
 }
 
+/* the anchor's cells of a table row: cuDNN's ms and cuDNN / t ("-" when
+ * the anchors file has no cuDNN time for this length) */
+static void cudnn_cells(double cudnn, double t, char ms[32], char ratio[32])
+{
+    snprintf(ms, 32, "-");
+    snprintf(ratio, 32, "-");
+    if (cudnn > 0) {
+        snprintf(ms, 32, "%.1f", cudnn);
+        snprintf(ratio, 32, "%.2fx", cudnn / t);
+    }
+}
+
 static void write_file(const char *dir, const char *name, const void *p, size_t n)
 {
     char path[1024];
@@ -226,11 +238,8 @@ int main(int argc, char **argv)
             float t = time_attention(&a, 1, reps, ph);
             CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
             double err = bench_rel_l1_bf16(o_sale, o_dense, nq), dd = sx.density * t_dense;
-            char vc[32] = "-", cx[32] = "-";
-            if (an[li].cudnn > 0) {
-                snprintf(vc, sizeof vc, "%.2fx", an[li].cudnn / t);
-                snprintf(cx, sizeof cx, "%.1f", an[li].cudnn);
-            }
+            char vc[32], cx[32];
+            cudnn_cells(an[li].cudnn, t, cx, vc);
             snprintf(fonly[nfonly++], sizeof fonly[0],
                      "| %6dK | %8.3g | %6.4f | %8s | %7.1f | %7.1f | %5.1f + %6.1f + %6.1f | %6.1f | %5.2fx | %.4f | %6s |",
                      N / 1024, (double)tau, sx.density, cx, t_dense, t, ph[0], ph[1], ph[2], dd,
@@ -325,11 +334,8 @@ int main(int argc, char **argv)
         a.thr = SALE_THR_RUN;
         a.stats = &st;
         {
-            char vc[32] = "-", cx[32] = "-";
-            if (an[li].cudnn > 0) {
-                snprintf(vc, sizeof vc, "%.2fx", an[li].cudnn / t_fix);
-                snprintf(cx, sizeof cx, "%.1f", an[li].cudnn);
-            }
+            char vc[32], cx[32];
+            cudnn_cells(an[li].cudnn, t_fix, cx, vc);
             snprintf(fixed[nfixed++], sizeof fixed[0],
                      "| %6dK | %6g | %6.3f | %6.3f | %8s | %7.1f | %5.1f + %6.1f + %6.1f | %.4f | %lld | %7.1f (select %6.1f) | %6s |",
                      N / 1024, (double)tau, density, stx.density, cx, t_fix, ph_x[0], ph_x[1], ph_x[2], err_fix,
@@ -363,16 +369,13 @@ int main(int argc, char **argv)
         }
         double flops = 4.0 * (double)N * N / 2 * D * Hq;
         double sel = ph_t[0] + ph_t[1]; /* quantize + select (estimate + exact m, l of kept blocks) */
-        char fl[32] = "-", cu[32] = "-", spf[32] = "-", spc[32] = "-", ovh[32] = "-";
+        char fl[32] = "-", cu[32], spf[32] = "-", spc[32], ovh[32] = "-";
         if (an[li].flash > 0) {
             snprintf(fl, sizeof fl, "%.1f", an[li].flash);
             snprintf(spf, sizeof spf, "%.2fx", an[li].flash / t_fused);
             snprintf(ovh, sizeof ovh, "%.0f%%", 100.0 * sel / an[li].flash);
         }
-        if (an[li].cudnn > 0) {
-            snprintf(cu, sizeof cu, "%.1f", an[li].cudnn);
-            snprintf(spc, sizeof spc, "%.2fx", an[li].cudnn / t_fused);
-        }
+        cudnn_cells(an[li].cudnn, t_fused, cu, spc);
         snprintf(table[nrows++], sizeof table[0],
                  "| %6dK | %6g | %8s | %8s | %7.1f (%3.0f TF/s) | %7.1f | %7.1f | %14s | %6s | %6s | %5.2fx | %6.3f | "
                  "%.4f / %.4f | %d/%d | %5.1f + %5.1f | %5s |",
@@ -380,9 +383,8 @@ int main(int argc, char **argv)
                  t_dense / t_fused, density, err_fused, err_two, kept_needles, nn, ph_t[0], ph_t[1], ovh);
         {
             double best = t_fused < t_two ? t_fused : t_two, dd = density * t_dense;
-            char vc[32] = "-";
-            if (an[li].cudnn > 0)
-                snprintf(vc, sizeof vc, "%.2fx", an[li].cudnn / best);
+            char vc[32], cxb[32];
+            cudnn_cells(an[li].cudnn, best, cxb, vc);
             snprintf(curve[ncurve++], sizeof curve[0],
                      "| %6dK | %6g | %6.3f | %8s | %7.1f | %7.1f | %7.1f | %5.1f + %6.1f + %6.1f | %6.1f | %6.1f | %6.2f | %5.2fx | %6s |",
                      N / 1024, (double)tau, density, cu, t_dense, t_fused, t_two, ph_t[0], ph_t[1], ph_t[2], ph_m[2], ph_2[2], dd,
