@@ -372,6 +372,19 @@ struct DenseWg {
         if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
     }
 
+    /* P V of tile j (its P in S) with nothing after it in flight, then the
+     * stage is released: the last tile of dense, the last of each attend run */
+    SALE_DEV void last_pv(int j) {
+        const int sl = j % ST;
+        convert_p();
+        dw_mbar_wait(VFULL + 8 * sl, (j / ST) & 1);
+        dw_fence();
+        issue_pv(sl);
+        dw_commit();
+        dw_wait<0>();
+        dw_fence_acc(O);
+        release(sl);
+    }
     /* dense: the key tiles of tl (nkt >= 1: tiles 0..last), S(j) and
      * P V(j-1) in flight together (j: position in the list, kt: the tile);
      * attend walks its tiles in runs instead (consume_runs) */
@@ -407,15 +420,7 @@ struct DenseWg {
             rescale(a0, a1);
             release(sp);
         }
-        const int sl = (nkt - 1) % ST;
-        convert_p();
-        dw_mbar_wait(VFULL + 8 * sl, ((nkt - 1) / ST) & 1);
-        dw_fence();
-        issue_pv(sl);
-        dw_commit();
-        dw_wait<0>();
-        dw_fence_acc(O);
-        release(sl);
+        last_pv(nkt - 1);
     }
 
 #if DW_ATTEND
@@ -469,15 +474,7 @@ struct DenseWg {
                 release(sp);
                 jp = j;
             }
-            const int sl = jp % ST; /* the run's last P V */
-            convert_p();
-            dw_mbar_wait(VFULL + 8 * sl, (jp / ST) & 1);
-            dw_fence();
-            issue_pv(sl);
-            dw_commit();
-            dw_wait<0>();
-            dw_fence_acc(O);
-            release(sl);
+            last_pv(jp); /* the run's last P V */
         }
     }
 #endif
