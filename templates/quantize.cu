@@ -374,6 +374,25 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
     }
 }
 
+/* x / d for 0 <= x < 2^31 without a division: the work loop decodes every
+ * item into (batch, head, tile or key block), and the runtime divisions of
+ * that (a reciprocal and a correction each) were an eighth of the kernel's
+ * instructions. m = ceil(2^s / d) = (2^s + e) / d with 0 <= e < d, s = 31
+ * + l, l = ceil(log2 d), so m < 2^32 and x m / 2^s = x / d + x e / (d 2^s),
+ * where x e / (d 2^s) < 2^31 d / (d 2^(31 + l)) = 2^-l <= 1 / d: less than
+ * the 1/d the fraction of x / d keeps from the next integer, so the floor is
+ * x / d's (the round-up method of Granlund and Montgomery). d = 1 gives m =
+ * 2^31, s = 31. Made once per block (a 64-bit division), kept in shared
+ * memory: the work loop has no registers to spare. */
+__device__ __forceinline__ uint2 qz_div_make(unsigned d) {
+    const unsigned s = 31u + (32u - (unsigned)__clz((int)(d - 1u)));
+    return make_uint2((unsigned)(((1ull << s) + d - 1u) / d), s);
+}
+
+__device__ __forceinline__ int qz_div(int x, uint2 m) {
+    return (int)(((unsigned long long)(unsigned)x * m.x) >> m.y);
+}
+
 /* (a+b+c) the one launch: grid M + W blocks, M = chunks * (Hq + Hkv) * B.
  * Every block first takes a ticket (an atomic counter). The first M tickets
  * each sum the partial of one chunk of one (batch, head) and count it on the
@@ -426,35 +445,52 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS, QZ_MINB) sale_quan
             }
         }
     } else {
-        /* items < 2^31 (sale_layout_plan) */
-        const int qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS;
-        const int nq = p.Hq * qt, per_b = nq + p.Hkv * p.nkb;
-        const int items = per_b * p.B, stride = (int)(gridDim.x - M);
+        /* The work loop's constants, in shared memory rather than registers:
+         * read again after each item's barrier, they leave the registers to
+         * the tile and key code (held in registers across the loop, some of
+         * them were spilled). items < 2^31 (sale_layout_plan). */
+        __shared__ struct {
+            uint2 dv[3]; /* qz_div by per_b, qt, nkb */
+            int qt, nq, per_b, items, stride;
+        } wl;
         if (threadIdx.x == 0) {
+            const int qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS, nq = p.Hq * qt, per_b = nq + p.Hkv * p.nkb;
+            wl.qt = qt, wl.nq = nq, wl.per_b = per_b, wl.items = per_b * p.B, wl.stride = (int)(gridDim.x - M);
+            wl.dv[0] = qz_div_make((unsigned)per_b);
+            wl.dv[1] = qz_div_make((unsigned)qt);
+            wl.dv[2] = qz_div_make((unsigned)p.nkb);
             while (*(volatile unsigned int *)(ctr + 1) < heads) __nanosleep(64);
             __threadfence();
         }
         __syncthreads();
         /* a run of Q tiles: each tile's loads go out one item ahead (f), so
-         * while this block computes one tile the next is on its way */
-        for (int w = (int)(t - M); w < items;) {
-            int b = w / per_b, r = w - b * per_b;
-            if (r < nq) {
+         * while this block computes one tile the next is on its way. An
+         * item is decoded twice (fetch, then rows): with qz_div that is
+         * cheaper than the registers to carry its (tile, head, batch). */
+        for (int w = (int)(t - M); w < wl.items;) {
+            int b = qz_div(w, wl.dv[0]), r = w - b * wl.per_b;
+            if (r < wl.nq) {
                 qz_qtile f;
-                qz_q_fetch(p, r % qt, r / qt, b, f);
+                int h = qz_div(r, wl.dv[1]);
+                qz_q_fetch(p, r - h * wl.qt, h, b, f);
                 for (bool more = true; more;) {
-                    const int wn = w + stride, bn = wn / per_b, rn = wn - bn * per_b;
-                    more = wn < items && rn < nq;
+                    const int wn = w + wl.stride, bn = qz_div(wn, wl.dv[0]), rn = wn - bn * wl.per_b;
+                    more = wn < wl.items && rn < wl.nq;
                     const qz_qtile cur = f;
-                    if (more) qz_q_fetch(p, rn % qt, rn / qt, bn, f);
-                    qz_q_rows(p, r % qt, r / qt, b, cur);
+                    if (more) {
+                        const int hn = qz_div(rn, wl.dv[1]);
+                        qz_q_fetch(p, rn - hn * wl.qt, hn, bn, f);
+                    }
+                    h = qz_div(r, wl.dv[1]);
+                    qz_q_rows(p, r - h * wl.qt, h, b, cur);
                     __syncthreads(); /* the next item rewrites the shared means */
                     w = wn, b = bn, r = rn;
                 }
             } else {
-                qz_k_block(p, (r - nq) % p.nkb, (r - nq) / p.nkb, b);
+                const int kvh = qz_div(r - wl.nq, wl.dv[2]);
+                qz_k_block(p, r - wl.nq - kvh * p.nkb, kvh, b);
                 __syncthreads(); /* the next item rewrites the shared means */
-                w += stride;
+                w += wl.stride;
             }
         }
     }
