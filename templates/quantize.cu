@@ -282,9 +282,12 @@ __device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h,
 #define QZ_MLD (((1 + QZ_GMAX) * QZ_D + SALE_QZ_THREADS - 1) / SALE_QZ_THREADS)
 
 /* smk = the means of kv head kvh (when g0 == 0), smq[g] = those of q head
- * kvh * group + g0 + g for g < min(group - g0, QZ_GMAX) */
+ * kvh * group + g0 + g for g < ng = min(group - g0, QZ_GMAX), and zeros for
+ * g >= ng (qz_cterm's partials of the heads past ng come out 0 without a
+ * select). smq is fp64 already: c_j multiplies in fp64, and converting here
+ * is once per block, not once per key row. */
 __device__ __forceinline__ void qz_k_means(const sale_params &p, int b, int kvh, int g0, float *smk,
-                                           float (*smq)[QZ_D]) {
+                                           double (*smq)[QZ_D]) {
     const int ng = p.group - g0 < QZ_GMAX ? p.group - g0 : QZ_GMAX;
     const int t0 = g0 == 0 ? 0 : QZ_D, n = (1 + ng) * QZ_D; /* t = g * D + d, g = 0 the kv head */
     const float *km = (const float *)p.kmean + ((long long)b * p.Hkv + kvh) * QZ_D;
@@ -298,17 +301,63 @@ __device__ __forceinline__ void qz_k_means(const sale_params &p, int b, int kvh,
 #pragma unroll
     for (int j = 0; j < QZ_MLD; j++) {
         const int t = threadIdx.x + j * SALE_QZ_THREADS;
-        if (t >= t0 && t < n) {
+        if (t >= t0 && t < (1 + QZ_GMAX) * QZ_D) {
             if (t < QZ_D) smk[t] = v[j];
-            else smq[t / QZ_D - 1][t % QZ_D] = v[j];
+            else smq[t / QZ_D - 1][t % QZ_D] = (double)v[j];
         }
     }
+}
+
+/* c_j = fp32 of the fp64 dot qmean(h) . K'_j (as the CPU reference) for
+ * the NH q heads g .. g + NH - 1 of the group (those < ng) and key row row,
+ * whose fp64 values this lane holds at its QZ_EPL columns (xd). Each sum is a
+ * warp reduction;
+ * reducing them one by one was a 5-step fp64 butterfly each, a sixth of the
+ * kernel's instructions. Here a row's NH sums are reduced together,
+ * transposed: each step sends half of the lane's remaining partials to its
+ * partner and adds the other half, so NH partials take NH/2 + NH/4 + .. + 1
+ * exchanges, then the plain butterfly for the steps left (6 instead of 20 for
+ * NH = 4). No select is needed: lane bits 4, 3 (as many as NH needs) permute
+ * which head a slot holds (head = slot ^ hp), so that both partners keep
+ * their low slots and send their high ones; at the end lane l holds the sum
+ * of head g + hp. The fp64 sum is added in another order than before, still exactly per
+ * product (two fp32 multiply exactly in fp64) and in fp64 up to the one
+ * rounding to fp32 that the reference's sum is compared at. Every lane runs
+ * every shuffle (the caller's branches are block-uniform). */
+template <int NH>
+__device__ __forceinline__ void qz_cterm(const sale_params &p, const double (&xd)[QZ_EPL], const double (*smq)[QZ_D],
+                                         int g, int ng, int row, float *ct) {
+    constexpr int HB = NH == 4 ? 2 : NH == 2 ? 1 : 0;
+    const int lane = threadIdx.x & 31, hp = (lane >> (5 - HB)) & (NH - 1);
+    double a[NH];
+#pragma unroll
+    for (int h = 0; h < NH; h++) {
+        const double *q = smq[g + (h ^ hp)] + lane * QZ_EPL; /* a row of zeros past ng */
+        double t = 0.0;
+#pragma unroll
+        for (int e = 0; e < QZ_EPL; e += 2) {
+            const double2 v = *(const double2 *)(q + e);
+            t += v.x * xd[e];
+            t += v.y * xd[e + 1];
+        }
+        a[h] = t;
+    }
+#pragma unroll
+    for (int k = 0; k < HB; k++) { /* heads: keep slots [0, half), add the partner's [half, 2 half) */
+        const int half = NH >> (k + 1);
+#pragma unroll
+        for (int h = 0; h < half; h++) a[h] += __shfl_xor_sync(0xffffffffu, a[h + half], 16 >> k);
+    }
+    double c = a[0];
+#pragma unroll
+    for (int o = 16 >> HB; o > 0; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+    if (row < p.N && g + hp < ng && (lane & ((32 >> HB) - 1)) == 0) ct[(long long)(g + hp) * p.N + row] = (float)c;
 }
 
 __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh, int b) {
     __shared__ float wmax[SALE_QZ_THREADS / 32];
     __shared__ float smk[QZ_D];
-    __shared__ float smq[QZ_GMAX][QZ_D];
+    __shared__ double smq[QZ_GMAX][QZ_D];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int N = p.N;
     const long long bk = (long long)b * p.Hkv + kvh;
@@ -383,9 +432,11 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
             qz_store(codes + (long long)row * QZ_RBC, lane, cd);
         }
     }
-    /* c_j = fp32 of the fp64 dot qmean(hq) . K'_j (as the CPU reference),
-     * a row at a time, the q heads in turn (so K'_j in fp64 is 8 registers,
-     * not 32) */
+    /* c_j, QZ_GMAX q heads at a time (their means in shared memory), a row
+     * at a time (K'_j in fp64 is 8 registers; holding more rows or the
+     * heads' means across rows spills), the heads 4 at a time (qz_cterm; a
+     * group of 3, 5, 6 or 7 pads with zero means), or one at a time for
+     * groups of 1 and 2, where 4 would be mostly padding */
     for (int g0 = 0; g0 < p.group; g0 += QZ_GMAX) {
         if (g0 > 0) { /* the next QZ_GMAX q heads' means */
             __syncthreads();
@@ -393,24 +444,19 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
             __syncthreads();
         }
         const int ng = p.group - g0 < QZ_GMAX ? p.group - g0 : QZ_GMAX;
+        float *ct = (float *)p.cterm + ((long long)b * p.Hq + kvh * p.group + g0) * N;
 #pragma unroll
         for (int i = 0; i < QZ_KR; i++) {
             const int row = kb * SALE_BLOCK_K + warp + 8 * i;
             double xd[QZ_EPL];
 #pragma unroll
             for (int e = 0; e < QZ_EPL; e++) xd[e] = (double)x[i][e];
-            float *ct = (float *)p.cterm + ((long long)b * p.Hq + kvh * p.group + g0) * N + row;
+            if (ng >= 3) {
 #pragma unroll 1
-            for (int g = 0; g < ng; g++) {
-                float qv[QZ_EPL];
-#pragma unroll
-                for (int e = 0; e < QZ_EPL; e++) qv[e] = smq[g][lane * QZ_EPL + e];
-                double a = 0.0;
-#pragma unroll
-                for (int e = 0; e < QZ_EPL; e++) a += (double)qv[e] * xd[e];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-                if (row < N && lane == 0) ct[(long long)g * N] = (float)a;
+                for (int g = 0; g < ng; g += 4) qz_cterm<4>(p, xd, smq, g, ng, row, ct);
+            } else {
+#pragma unroll 1
+                for (int g = 0; g < ng; g++) qz_cterm<1>(p, xd, smq, g, ng, row, ct);
             }
         }
     }
