@@ -112,6 +112,37 @@ __device__ __forceinline__ int qz_code(float x, float s) {
     return __float_as_int(__fadd_rn(r, 12582912.f)) - 0x4B400000;
 }
 
+/* The fast path of qz_code, which the division dominated (a correctly
+ * rounded one, with its check and slow path: a third of the kernel's
+ * instructions): q = x * rs, rs = fl(1/s) once per scale (qz_rcp), rounded
+ * as above, and trusted only when that is provably clamp(rint(x / s)): |rq| <=
+ * QMAX and q at least 2^-13 away from a half-integer. Why that is enough: rs
+ * and q are each correctly rounded, so |q - x/s| <= |x/s| (2u + u^2), u =
+ * 2^-24, when 1/s is normal (it is here: s = max/QMAX <= FLT_MAX/7 < 2^126),
+ * and below 2^-14.6 even when it is subnormal (relative error 2^-22 there);
+ * with |q| < 127.5 that is under 2^-16, an eighth of the margin (a third
+ * when 1/s is subnormal). Then x/s
+ * lies strictly inside the same (rq - 1/2, rq + 1/2) as q, so rint and the
+ * exact quotient's rounding agree with rq, and |rq| <= QMAX makes the clamp
+ * a no-op. q - rq is exact (both are near, rq an integer below 2^8). NaN or
+ * infinite q (x NaN or inf; rs = inf when 1/s overflows) fails the test, and
+ * s == 0 gives rs = 0, so q = 0 and the code 0 that qz_code returns. *bad
+ * is set when the caller has to use qz_code instead: about 2.4e-4 of codes of
+ * Gaussian rows, 0.2% of lanes' 8 (bench/qz_code_check.c, which also checks
+ * the path bit for bit against clamp(rintf(x / s)) on the CPU). It returns
+ * the bits of t, not t's bits - 0x4B400000 as qz_code does: the low byte is
+ * the same (0x4B400000 has none), and qz_store and qz_store8 keep no more
+ * than the low byte; the subtraction was one instruction a code. */
+#define QZ_HALF (0.5f - 0x1p-13f)
+__device__ __forceinline__ float qz_rcp(float s) { return s == 0.f ? 0.f : __frcp_rn(s); }
+
+__device__ __forceinline__ int qz_code_fast(float x, float rs, bool &bad) {
+    const float q = __fmul_rn(x, rs);
+    const float t = __fadd_rn(q, 12582912.f), rq = __fsub_rn(t, 12582912.f);
+    if (!(fabsf(rq) <= QZ_QMAX && fabsf(__fsub_rn(q, rq)) <= QZ_HALF)) bad = true;
+    return __float_as_int(t);
+}
+
 /* store the codes of QZ_EPL consecutive elements starting at d = lane*QZ_EPL */
 __device__ __forceinline__ void qz_store(unsigned char *row, int lane, const int (&cd)[QZ_EPL]) {
 #if SALE_EST_BITS == 8
@@ -227,10 +258,15 @@ __device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h,
         }
 #pragma unroll
         for (int o = QZ_LPR / 2; o > 0; o >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
-        const float s = __fdiv_rn(am, QZ_QMAX);
+        const float s = __fdiv_rn(am, QZ_QMAX), rs = qz_rcp(s);
         int cd[8];
+        bool bad = false;
 #pragma unroll
-        for (int e = 0; e < 8; e++) cd[e] = qz_code(x[e], s);
+        for (int e = 0; e < 8; e++) cd[e] = qz_code_fast(x[e], rs, bad);
+        if (bad) { /* rare (see qz_code_fast): this lane's codes exactly */
+#pragma unroll
+            for (int e = 0; e < 8; e++) cd[e] = qz_code(x[e], s);
+        }
         if (row < p.N) {
             qz_store8(codes + (long long)row * QZ_RBC, c0, cd);
             if (c0 == 0) qs[row] = s;
@@ -246,9 +282,12 @@ __device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h,
 #define QZ_MLD (((1 + QZ_GMAX) * QZ_D + SALE_QZ_THREADS - 1) / SALE_QZ_THREADS)
 
 /* smk = the means of kv head kvh (when g0 == 0), smq[g] = those of q head
- * kvh * group + g0 + g for g < min(group - g0, QZ_GMAX) */
+ * kvh * group + g0 + g for g < ng = min(group - g0, QZ_GMAX), and zeros for
+ * g >= ng (qz_cterm's partials of the heads past ng come out 0 without a
+ * select). smq is fp64 already: c_j multiplies in fp64, and converting here
+ * is once per block, not once per key row. */
 __device__ __forceinline__ void qz_k_means(const sale_params &p, int b, int kvh, int g0, float *smk,
-                                           float (*smq)[QZ_D]) {
+                                           double (*smq)[QZ_D]) {
     const int ng = p.group - g0 < QZ_GMAX ? p.group - g0 : QZ_GMAX;
     const int t0 = g0 == 0 ? 0 : QZ_D, n = (1 + ng) * QZ_D; /* t = g * D + d, g = 0 the kv head */
     const float *km = (const float *)p.kmean + ((long long)b * p.Hkv + kvh) * QZ_D;
@@ -262,17 +301,63 @@ __device__ __forceinline__ void qz_k_means(const sale_params &p, int b, int kvh,
 #pragma unroll
     for (int j = 0; j < QZ_MLD; j++) {
         const int t = threadIdx.x + j * SALE_QZ_THREADS;
-        if (t >= t0 && t < n) {
+        if (t >= t0 && t < (1 + QZ_GMAX) * QZ_D) {
             if (t < QZ_D) smk[t] = v[j];
-            else smq[t / QZ_D - 1][t % QZ_D] = v[j];
+            else smq[t / QZ_D - 1][t % QZ_D] = (double)v[j];
         }
     }
+}
+
+/* c_j = fp32 of the fp64 dot qmean(h) . K'_j (as the CPU reference) for
+ * the NH q heads g .. g + NH - 1 of the group (those < ng) and key row row,
+ * whose fp64 values this lane holds at its QZ_EPL columns (xd). Each sum is a
+ * warp reduction;
+ * reducing them one by one was a 5-step fp64 butterfly each, a sixth of the
+ * kernel's instructions. Here a row's NH sums are reduced together,
+ * transposed: each step sends half of the lane's remaining partials to its
+ * partner and adds the other half, so NH partials take NH/2 + NH/4 + .. + 1
+ * exchanges, then the plain butterfly for the steps left (6 instead of 20 for
+ * NH = 4). No select is needed: lane bits 4, 3 (as many as NH needs) permute
+ * which head a slot holds (head = slot ^ hp), so that both partners keep
+ * their low slots and send their high ones; at the end lane l holds the sum
+ * of head g + hp. The fp64 sum is added in another order than before, still exactly per
+ * product (two fp32 multiply exactly in fp64) and in fp64 up to the one
+ * rounding to fp32 that the reference's sum is compared at. Every lane runs
+ * every shuffle (the caller's branches are block-uniform). */
+template <int NH>
+__device__ __forceinline__ void qz_cterm(const sale_params &p, const double (&xd)[QZ_EPL], const double (*smq)[QZ_D],
+                                         int g, int ng, int row, float *ct) {
+    constexpr int HB = NH == 4 ? 2 : NH == 2 ? 1 : 0;
+    const int lane = threadIdx.x & 31, hp = (lane >> (5 - HB)) & (NH - 1);
+    double a[NH];
+#pragma unroll
+    for (int h = 0; h < NH; h++) {
+        const double *q = smq[g + (h ^ hp)] + lane * QZ_EPL; /* a row of zeros past ng */
+        double t = 0.0;
+#pragma unroll
+        for (int e = 0; e < QZ_EPL; e += 2) {
+            const double2 v = *(const double2 *)(q + e);
+            t += v.x * xd[e];
+            t += v.y * xd[e + 1];
+        }
+        a[h] = t;
+    }
+#pragma unroll
+    for (int k = 0; k < HB; k++) { /* heads: keep slots [0, half), add the partner's [half, 2 half) */
+        const int half = NH >> (k + 1);
+#pragma unroll
+        for (int h = 0; h < half; h++) a[h] += __shfl_xor_sync(0xffffffffu, a[h + half], 16 >> k);
+    }
+    double c = a[0];
+#pragma unroll
+    for (int o = 16 >> HB; o > 0; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+    if (row < p.N && g + hp < ng && (lane & ((32 >> HB) - 1)) == 0) ct[(long long)(g + hp) * p.N + row] = (float)c;
 }
 
 __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh, int b) {
     __shared__ float wmax[SALE_QZ_THREADS / 32];
     __shared__ float smk[QZ_D];
-    __shared__ float smq[QZ_GMAX][QZ_D];
+    __shared__ double smq[QZ_GMAX][QZ_D];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int N = p.N;
     const long long bk = (long long)b * p.Hkv + kvh;
@@ -331,19 +416,27 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
         }
     }
     unsigned char *codes = (unsigned char *)p.kcode + bk * N * QZ_RBC;
+    const float rs = qz_rcp(s);
 #pragma unroll
     for (int i = 0; i < QZ_KR; i++) {
         int row = kb * SALE_BLOCK_K + warp + 8 * i;
         if (row < N) {
             int cd[QZ_EPL];
+            bool bad = false;
 #pragma unroll
-            for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code(x[i][e], s);
+            for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code_fast(x[i][e], rs, bad);
+            if (bad) { /* rare (see qz_code_fast): this row's codes exactly */
+#pragma unroll
+                for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code(x[i][e], s);
+            }
             qz_store(codes + (long long)row * QZ_RBC, lane, cd);
         }
     }
-    /* c_j = fp32 of the fp64 dot qmean(hq) . K'_j (as the CPU reference),
-     * a row at a time, the q heads in turn (so K'_j in fp64 is 8 registers,
-     * not 32) */
+    /* c_j, QZ_GMAX q heads at a time (their means in shared memory), a row
+     * at a time (K'_j in fp64 is 8 registers; holding more rows or the
+     * heads' means across rows spills), the heads 4 at a time (qz_cterm; a
+     * group of 3, 5, 6 or 7 pads with zero means), or one at a time for
+     * groups of 1 and 2, where 4 would be mostly padding */
     for (int g0 = 0; g0 < p.group; g0 += QZ_GMAX) {
         if (g0 > 0) { /* the next QZ_GMAX q heads' means */
             __syncthreads();
@@ -351,27 +444,41 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
             __syncthreads();
         }
         const int ng = p.group - g0 < QZ_GMAX ? p.group - g0 : QZ_GMAX;
+        float *ct = (float *)p.cterm + ((long long)b * p.Hq + kvh * p.group + g0) * N;
 #pragma unroll
         for (int i = 0; i < QZ_KR; i++) {
             const int row = kb * SALE_BLOCK_K + warp + 8 * i;
             double xd[QZ_EPL];
 #pragma unroll
             for (int e = 0; e < QZ_EPL; e++) xd[e] = (double)x[i][e];
-            float *ct = (float *)p.cterm + ((long long)b * p.Hq + kvh * p.group + g0) * N + row;
+            if (ng >= 3) {
 #pragma unroll 1
-            for (int g = 0; g < ng; g++) {
-                float qv[QZ_EPL];
-#pragma unroll
-                for (int e = 0; e < QZ_EPL; e++) qv[e] = smq[g][lane * QZ_EPL + e];
-                double a = 0.0;
-#pragma unroll
-                for (int e = 0; e < QZ_EPL; e++) a += (double)qv[e] * xd[e];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-                if (row < N && lane == 0) ct[(long long)g * N] = (float)a;
+                for (int g = 0; g < ng; g += 4) qz_cterm<4>(p, xd, smq, g, ng, row, ct);
+            } else {
+#pragma unroll 1
+                for (int g = 0; g < ng; g++) qz_cterm<1>(p, xd, smq, g, ng, row, ct);
             }
         }
     }
+}
+
+/* x / d for 0 <= x < 2^31 without a division: the work loop decodes every
+ * item into (batch, head, tile or key block), and the runtime divisions of
+ * that (a reciprocal and a correction each) were an eighth of the kernel's
+ * instructions. m = ceil(2^s / d) = (2^s + e) / d with 0 <= e < d, s = 31
+ * + l, l = ceil(log2 d), so m < 2^32 and x m / 2^s = x / d + x e / (d 2^s),
+ * where x e / (d 2^s) < 2^31 d / (d 2^(31 + l)) = 2^-l <= 1 / d: less than
+ * the 1/d the fraction of x / d keeps from the next integer, so the floor is
+ * x / d's (the round-up method of Granlund and Montgomery). d = 1 gives m =
+ * 2^31, s = 31. Made once per block (a 64-bit division), kept in shared
+ * memory: the work loop has no registers to spare. */
+__device__ __forceinline__ uint2 qz_div_make(unsigned d) {
+    const unsigned s = 31u + (32u - (unsigned)__clz((int)(d - 1u)));
+    return make_uint2((unsigned)(((1ull << s) + d - 1u) / d), s);
+}
+
+__device__ __forceinline__ int qz_div(int x, uint2 m) {
+    return (int)(((unsigned long long)(unsigned)x * m.x) >> m.y);
 }
 
 /* (a+b+c) the one launch: grid M + W blocks, M = chunks * (Hq + Hkv) * B.
@@ -426,35 +533,52 @@ extern "C" __global__ void __launch_bounds__(SALE_QZ_THREADS, QZ_MINB) sale_quan
             }
         }
     } else {
-        /* items < 2^31 (sale_layout_plan) */
-        const int qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS;
-        const int nq = p.Hq * qt, per_b = nq + p.Hkv * p.nkb;
-        const int items = per_b * p.B, stride = (int)(gridDim.x - M);
+        /* The work loop's constants, in shared memory rather than registers:
+         * read again after each item's barrier, they leave the registers to
+         * the tile and key code (held in registers across the loop, some of
+         * them were spilled). items < 2^31 (sale_layout_plan). */
+        __shared__ struct {
+            uint2 dv[3]; /* qz_div by per_b, qt, nkb */
+            int qt, nq, per_b, items, stride;
+        } wl;
         if (threadIdx.x == 0) {
+            const int qt = (p.N + SALE_QZ_QROWS - 1) / SALE_QZ_QROWS, nq = p.Hq * qt, per_b = nq + p.Hkv * p.nkb;
+            wl.qt = qt, wl.nq = nq, wl.per_b = per_b, wl.items = per_b * p.B, wl.stride = (int)(gridDim.x - M);
+            wl.dv[0] = qz_div_make((unsigned)per_b);
+            wl.dv[1] = qz_div_make((unsigned)qt);
+            wl.dv[2] = qz_div_make((unsigned)p.nkb);
             while (*(volatile unsigned int *)(ctr + 1) < heads) __nanosleep(64);
             __threadfence();
         }
         __syncthreads();
         /* a run of Q tiles: each tile's loads go out one item ahead (f), so
-         * while this block computes one tile the next is on its way */
-        for (int w = (int)(t - M); w < items;) {
-            int b = w / per_b, r = w - b * per_b;
-            if (r < nq) {
+         * while this block computes one tile the next is on its way. An
+         * item is decoded twice (fetch, then rows): with qz_div that is
+         * cheaper than the registers to carry its (tile, head, batch). */
+        for (int w = (int)(t - M); w < wl.items;) {
+            int b = qz_div(w, wl.dv[0]), r = w - b * wl.per_b;
+            if (r < wl.nq) {
                 qz_qtile f;
-                qz_q_fetch(p, r % qt, r / qt, b, f);
+                int h = qz_div(r, wl.dv[1]);
+                qz_q_fetch(p, r - h * wl.qt, h, b, f);
                 for (bool more = true; more;) {
-                    const int wn = w + stride, bn = wn / per_b, rn = wn - bn * per_b;
-                    more = wn < items && rn < nq;
+                    const int wn = w + wl.stride, bn = qz_div(wn, wl.dv[0]), rn = wn - bn * wl.per_b;
+                    more = wn < wl.items && rn < wl.nq;
                     const qz_qtile cur = f;
-                    if (more) qz_q_fetch(p, rn % qt, rn / qt, bn, f);
-                    qz_q_rows(p, r % qt, r / qt, b, cur);
+                    if (more) {
+                        const int hn = qz_div(rn, wl.dv[1]);
+                        qz_q_fetch(p, rn - hn * wl.qt, hn, bn, f);
+                    }
+                    h = qz_div(r, wl.dv[1]);
+                    qz_q_rows(p, r - h * wl.qt, h, b, cur);
                     __syncthreads(); /* the next item rewrites the shared means */
                     w = wn, b = bn, r = rn;
                 }
             } else {
-                qz_k_block(p, (r - nq) % p.nkb, (r - nq) / p.nkb, b);
+                const int kvh = qz_div(r - wl.nq, wl.dv[2]);
+                qz_k_block(p, r - wl.nq - kvh * p.nkb, kvh, b);
                 __syncthreads(); /* the next item rewrites the shared means */
-                w += stride;
+                w += wl.stride;
             }
         }
     }
