@@ -8,18 +8,20 @@
 #   3. the SDPA anchors and bench_attention, this build and, when
 #      gpu-bundle.sh --base REV put one in base/ (base2/, base3/ for more
 #      --base), each REV's build in the same call (--bench-args adds
-#      arguments, e.g. '--fixed-only');
+#      arguments, e.g. '--fixed-only'); --rounds R runs them R times,
+#      alternating, and writes the medians to ab.md (bench/ab_median.py);
 #   4. optionally ncu --set full of one kernel, with its SASS stall samples.
 # usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
 #                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--bench-args 'ARGS']
+#                    [--rounds R (default 1)]
 set -uo pipefail
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
 export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
 O="${OUT:-$PWD/out}"; mkdir -p "$O"; L="$O/log.txt"
 lens=65536,131072; taus=0.004,0.0015,7e-4; tests=""; modes="two-pass:run two-pass:fixed"
-ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"; bargs=""
+ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"; bargs=""; rounds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --lens) lens="$2"; shift 2 ;;
@@ -32,7 +34,9 @@ while [ $# -gt 0 ]; do
     --skip-tests) skip_t=1; shift ;;
     --skip-check) skip_c=1; shift ;;
     --bench-args) bargs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$(basename "$0")"; exit 0 ;;
+    --rounds) rounds="$2"; shift 2
+      case "$rounds" in ''|*[!0-9]*|0) echo "gpu-ab.sh: --rounds needs a whole number >= 1" >&2; exit 2 ;; esac ;;
+    -h|--help) sed -n '2,17p' "$(basename "$0")"; exit 0 ;;
     *) echo "gpu-ab.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,14 +68,27 @@ if [ $skip_c = 0 ]; then
   done
 fi
 timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
-timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 --anchors anchors.txt \
-  $bargs > "$O/bench.md" 2> "$O/bench.err"; r=$?; say "bench rc=$r"; [ $r = 0 ] || rc=1
-for bd in base base2 base3; do
-  [ -x "$bd/bench_attention" ] || continue
-  (cd "$bd" && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 \
-     --anchors ../anchors.txt $bargs > "$O/$bd.md" 2>&1); r=$?; say "$bd bench rc=$r ($(cat "$bd/REV" 2>/dev/null))"
-  [ $r = 0 ] || rc=1
+# --rounds R: every build's bench R times, the builds alternating within a
+# round (drift over the call then falls on all of them alike); each run is
+# appended to the build's file, and ab_median.py writes the medians (ab.md)
+: > "$O/bench.md"; : > "$O/bench.err"
+for round in $(seq 1 "$rounds"); do
+  timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 --anchors anchors.txt \
+    $bargs >> "$O/bench.md" 2>> "$O/bench.err"; r=$?; say "bench round $round rc=$r"; [ $r = 0 ] || rc=1
+  for bd in base base2 base3; do
+    [ -x "$bd/bench_attention" ] || continue
+    [ "$round" = 1 ] && : > "$O/$bd.md"
+    (cd "$bd" && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 \
+       --anchors ../anchors.txt $bargs >> "$O/$bd.md" 2>&1); r=$?
+    say "$bd bench round $round rc=$r ($(cat "$bd/REV" 2>/dev/null))"; [ $r = 0 ] || rc=1
+  done
 done
+if [ "$rounds" -gt 1 ]; then
+  files=""  # the first base is the reference: the change column reads "this build against it"
+  for bd in base base2 base3; do [ -s "$O/$bd.md" ] && files="$files $(awk '{print $1}' "$bd/REV" 2>/dev/null || echo "$bd")=$O/$bd.md"; done
+  python3 ab_median.py $files "this=$O/bench.md" > "$O/ab.md" 2>&1 || rc=1
+  cat "$O/ab.md" | tee -a "$L" >/dev/null
+fi
 if [ -n "$ncu_k" ]; then
   NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   timeout -k 5 180 "$NCU" --kernel-name "regex:$ncu_k" --launch-count 1 --set full -o prof -f \

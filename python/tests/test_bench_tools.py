@@ -1,0 +1,50 @@
+"""The bench's median tool (bench/ab_median.py), which decides whether a
+change or a target is inside the run-to-run spread: its parse of the
+bench's tables, its medians and its change column, on the CPU."""
+import pathlib
+import subprocess
+import sys
+
+TOOL = pathlib.Path(__file__).resolve().parents[2] / "bench" / "ab_median.py"
+
+ROW = ("| N | tau | density | SDPA cuDNN | our dense | two-pass fixed | quantize + select + attend |"
+       " d x dense | attend / (d x dense) | rel L1 | cuDNN / fixed |\n"
+       "|---|---|---|---|---|---|---|---|---|---|---|\n"
+       "|    128K |  0.00184 | 0.0505 |    250.0 |   231.9 |    {t} |   1.4 +   {s} +   18.4 |"
+       "   11.7 |  1.57x | 0.1926 |  2.98x |\n")
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True)
+
+
+def test_self_test_passes():
+    r = run("--self-test")
+    assert r.returncode == 0, r.stderr
+    assert "self-test passed" in r.stdout
+
+
+def test_medians_and_change_over_rounds(tmp_path):
+    base = tmp_path / "base.md"
+    new = tmp_path / "bench.md"
+    # rounds as gpu-ab.sh appends them: whole tables, one after another
+    base.write_text("".join(ROW.format(t=t, s=s) for t, s in [("84.0", "65.0"), ("83.0", "64.0"), ("90.0", "70.0")]))
+    new.write_text("".join(ROW.format(t=t, s=s) for t, s in [("80.0", "62.0"), ("81.0", "63.0"), ("79.0", "61.0")]))
+    r = run(f"main={base}", f"this={new}")
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("| 128K"))
+    assert "84.0 [83.0-90.0] n=3" in line      # the median, not the mean (85.7)
+    assert "80.0 [79.0-81.0] n=3" in line
+    assert "1.40 + 65.00 + 18.40" in line      # per-part medians
+    assert "-4.8%" in line                     # (80 - 84) / 84
+    assert "3.12x" in line                     # cuDNN 250 / 80
+
+
+def test_bad_input_is_an_error_not_a_table(tmp_path):
+    empty = tmp_path / "empty.md"
+    empty.write_text("bench rc=1\n")
+    assert run(f"a={empty}").returncode == 1
+    assert run(f"a={tmp_path / 'missing.md'}").returncode == 1
+    assert run().returncode == 2
+    assert run("no-equals-sign").returncode == 2
+    assert run("--help").returncode == 0
