@@ -1,6 +1,8 @@
 /* qz_code_check.c — CPU check of the quantize kernel's fast code
- * path (templates/quantize.cu, qz_code_fast): x * fl(1/s), rounded, accepted
- * only when it is provably clamp(rint(x / s)), else the exact division.
+ * path (templates/qz_code.cuh, qz_code_fast): x * fl(1/s), rounded, accepted
+ * only when it is provably clamp(rint(x / s)), else the exact division. It
+ * compiles the kernel's own functions (the header, with the intrinsics below
+ * as float operations), not a copy of them.
  *   build: cc -O2 -ffp-contract=off -fno-fast-math bench/qz_code_check.c -lm   (the CMake build works too)
  * On x86-64 with SSE, float *, +, - and / are IEEE binary32 with round to
  * nearest even and subnormals kept, like __fmul_rn, __fadd_rn, __fsub_rn,
@@ -9,17 +11,15 @@
  * the CPU reference's clamp(rintf(x / s)) (src/reference.c, quantize) and with
  * the kernel's exact qz_code, for QMAX 127 (8-bit) and 7 (4-bit), and prints
  * how often the fast path declines (the warp then redoes a lane's codes).
- *   usage: qz_code_check [millions of random pairs per QMAX, default 200] [sweeps, default 4] */
+ *   usage: qz_code_check [millions of random pairs per QMAX, default 200] [sweeps, default 4]
+ * Exit status 1 on any mismatch. ctest runs it small (2 million pairs, no
+ * sweep: a few seconds); the defaults take ~3 minutes. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* the band the fast path refuses around every half-integer: the kernel's QZ_HALF */
-#define HALF (0.5f - 0x1p-13f)
-#define MAGIC 12582912.f /* 1.5 * 2^23 */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -53,26 +53,26 @@ static int code_ref(float x, float s, float qmax)
     return (int)c;
 }
 
-/* the kernel's exact qz_code: clamp the quotient, then round with 1.5 * 2^23 */
-static int code_exact(float x, float s, float qmax)
-{
-    if (s == 0.f) return 0;
-    const float r = fminf(fmaxf(x / s, -qmax), qmax);
-    return (int)(f_bits(r + MAGIC) - 0x4B400000u);
-}
-
-static float rcp(float s) { return s == 0.f ? 0.f : 1.0f / s; }
+/* the CUDA intrinsics qz_code.cuh uses, as the IEEE operations they are */
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __frcp_rn(float a) { return 1.0f / a; }
+static inline int __float_as_int(float f) { return (int)f_bits(f); }
+#define SALE_HOST_TEST 1
+#include "../templates/qz_code.cuh"
 
 /* the kernel's qz_code_fast: *bad is set when the product may round otherwise
- * than x / s. The kernel returns t's bits and stores their low byte, which is
- * the low byte of the code returned here. */
+ * than x / s. It returns t's bits, of which the kernel stores the low byte;
+ * minus those of 1.5 * 2^23 they are the code itself (|code| < 2^22), whose
+ * low byte that is. */
 static int code_fast(float x, float rs, float qmax, int *bad)
 {
-    const float q = x * rs;
-    const float t = q + MAGIC, rq = t - MAGIC;
-    if (!(fabsf(rq) <= qmax && fabsf(q - rq) <= HALF)) *bad = 1;
-    return (int)(f_bits(t) - 0x4B400000u);
+    return (int)((uint32_t)qz_code_fast(x, rs, qmax, bad) - 0x4B400000u);
 }
+
+static unsigned long long mismatches; /* all of them, for the exit status */
 
 typedef struct tally {
     unsigned long long pairs, slow, bad_ref, bad_exact;
@@ -81,11 +81,12 @@ typedef struct tally {
 static void check(tally *t, float x, float s, float qmax)
 {
     int bad = 0;
-    int c = code_fast(x, rcp(s), qmax, &bad);
-    if (bad) c = code_exact(x, s, qmax), t->slow++;
+    int c = code_fast(x, qz_rcp(s), qmax, &bad);
+    if (bad) c = qz_code(x, s, qmax), t->slow++;
     t->pairs++;
-    const int r = code_ref(x, s, qmax), e = code_exact(x, s, qmax);
+    const int r = code_ref(x, s, qmax), e = qz_code(x, s, qmax);
     if (c != r || c != e) {
+        mismatches++;
         if (c != r) t->bad_ref++;
         if (c != e) t->bad_exact++;
         if (t->bad_ref + t->bad_exact < 20)
@@ -218,14 +219,14 @@ static void gauss_rate(float qmax, int rows)
         for (int h = 0; h < 2; h++) {
             float am = 0.f;
             for (int e = 0; e < 128; e++) x[h * 128 + e] = (float)gauss(), am = fmaxf(am, fabsf(x[h * 128 + e]));
-            const float s = am / qmax, rs = rcp(s);
+            const float s = am / qmax, rs = qz_rcp(s);
             for (int l = 0; l < 16; l++) {
                 int lb = 0;
                 for (int e = 0; e < 8; e++) {
                     int b = 0;
                     const int c = code_fast(x[h * 128 + l * 8 + e], rs, qmax, &b);
                     el++, slow += (unsigned)b, lb |= b;
-                    if (!b && c != code_ref(x[h * 128 + l * 8 + e], s, qmax)) bad++;
+                    if (!b && c != code_ref(x[h * 128 + l * 8 + e], s, qmax)) bad++, mismatches++;
                 }
                 lanes++, lanes_slow += (unsigned)lb, wslow |= lb;
             }
@@ -255,5 +256,6 @@ int main(int argc, char **argv)
         gauss_rate(qm[i], 1 << 18);
         for (int j = 0; j < nsweep; j++) sweep(1.f + (float)(rng_next() >> 41) * 0x1p-23f, qm[i]);
     }
-    return 0;
+    if (mismatches) printf("FAILED: %llu mismatches\n", mismatches);
+    return mismatches ? 1 : 0;
 }

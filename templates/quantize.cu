@@ -101,47 +101,7 @@ __device__ __forceinline__ float qz_mean(const sale_params &p, int b, int y, int
     return __ldcg((const float *)p.kmean + ((long long)b * p.Hkv + (y - p.Hq)) * QZ_D + d);
 }
 
-__device__ __forceinline__ int qz_code(float x, float s) {
-    if (s == 0.f) return 0;
-    /* = (int)clamp(rintf(x / s)): clamping first changes nothing (rintf is
-     * monotone, +-QMAX are integers, a NaN clamps to -QMAX either way), and
-     * adding 1.5 * 2^23 rounds r to an integer in the low mantissa bits, ties
-     * to even as rintf does. Checked for all 2^32 floats, QMAX 127 and 7. It
-     * saves FRND and F2I, which issue at a quarter of the FP32 rate. */
-    const float r = fminf(fmaxf(__fdiv_rn(x, s), -QZ_QMAX), QZ_QMAX);
-    return __float_as_int(__fadd_rn(r, 12582912.f)) - 0x4B400000;
-}
-
-/* The fast path of qz_code, which the division dominated (a correctly
- * rounded one, with its check and slow path: a third of the kernel's
- * instructions): q = x * rs, rs = fl(1/s) once per scale (qz_rcp), rounded
- * as above, and trusted only when that is provably clamp(rint(x / s)): |rq| <=
- * QMAX and q at least 2^-13 away from a half-integer. Why that is enough: rs
- * and q are each correctly rounded, so |q - x/s| <= |x/s| (2u + u^2), u =
- * 2^-24, when 1/s is normal (it is here: s = max/QMAX <= FLT_MAX/7 < 2^126),
- * and below 2^-14.6 even when it is subnormal (relative error 2^-22 there);
- * with |q| < 127.5 that is under 2^-16, an eighth of the margin (a third
- * when 1/s is subnormal). Then x/s
- * lies strictly inside the same (rq - 1/2, rq + 1/2) as q, so rint and the
- * exact quotient's rounding agree with rq, and |rq| <= QMAX makes the clamp
- * a no-op. q - rq is exact (both are near, rq an integer below 2^8). NaN or
- * infinite q (x NaN or inf; rs = inf when 1/s overflows) fails the test, and
- * s == 0 gives rs = 0, so q = 0 and the code 0 that qz_code returns. *bad
- * is set when the caller has to use qz_code instead: about 2.4e-4 of codes of
- * Gaussian rows, 0.2% of lanes' 8 (bench/qz_code_check.c, which also checks
- * the path bit for bit against clamp(rintf(x / s)) on the CPU). It returns
- * the bits of t, not t's bits - 0x4B400000 as qz_code does: the low byte is
- * the same (0x4B400000 has none), and qz_store and qz_store8 keep no more
- * than the low byte; the subtraction was one instruction a code. */
-#define QZ_HALF (0.5f - 0x1p-13f)
-__device__ __forceinline__ float qz_rcp(float s) { return s == 0.f ? 0.f : __frcp_rn(s); }
-
-__device__ __forceinline__ int qz_code_fast(float x, float rs, bool &bad) {
-    const float q = __fmul_rn(x, rs);
-    const float t = __fadd_rn(q, 12582912.f), rq = __fsub_rn(t, 12582912.f);
-    if (!(fabsf(rq) <= QZ_QMAX && fabsf(__fsub_rn(q, rq)) <= QZ_HALF)) bad = true;
-    return __float_as_int(t);
-}
+#include "qz_code.cuh" /* qz_code, qz_rcp, qz_code_fast */
 
 /* store the codes of QZ_EPL consecutive elements starting at d = lane*QZ_EPL */
 __device__ __forceinline__ void qz_store(unsigned char *row, int lane, const int (&cd)[QZ_EPL]) {
@@ -260,12 +220,12 @@ __device__ __forceinline__ void qz_q_rows(const sale_params &p, int tile, int h,
         for (int o = QZ_LPR / 2; o > 0; o >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
         const float s = __fdiv_rn(am, QZ_QMAX), rs = qz_rcp(s);
         int cd[8];
-        bool bad = false;
+        int bad = 0;
 #pragma unroll
-        for (int e = 0; e < 8; e++) cd[e] = qz_code_fast(x[e], rs, bad);
+        for (int e = 0; e < 8; e++) cd[e] = qz_code_fast(x[e], rs, QZ_QMAX, &bad);
         if (bad) { /* rare (see qz_code_fast): this lane's codes exactly */
 #pragma unroll
-            for (int e = 0; e < 8; e++) cd[e] = qz_code(x[e], s);
+            for (int e = 0; e < 8; e++) cd[e] = qz_code(x[e], s, QZ_QMAX);
         }
         if (row < p.N) {
             qz_store8(codes + (long long)row * QZ_RBC, c0, cd);
@@ -422,12 +382,12 @@ __device__ __forceinline__ void qz_k_block(const sale_params &p, int kb, int kvh
         int row = kb * SALE_BLOCK_K + warp + 8 * i;
         if (row < N) {
             int cd[QZ_EPL];
-            bool bad = false;
+            int bad = 0;
 #pragma unroll
-            for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code_fast(x[i][e], rs, bad);
+            for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code_fast(x[i][e], rs, QZ_QMAX, &bad);
             if (bad) { /* rare (see qz_code_fast): this row's codes exactly */
 #pragma unroll
-                for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code(x[i][e], s);
+                for (int e = 0; e < QZ_EPL; e++) cd[e] = qz_code(x[i][e], s, QZ_QMAX);
             }
             qz_store(codes + (long long)row * QZ_RBC, lane, cd);
         }
