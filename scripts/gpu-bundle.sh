@@ -40,9 +40,11 @@ for b in $bins; do
 done
 # examples and scripts the device run uses
 mkdir -p .gpu/examples && cp examples/*.lua .gpu/examples/ 2>/dev/null || true
-if [ -n "$prewarm" ]; then
-  SALE_CACHE_DIR="$PWD/.gpu/cache" ./build/sale prewarm --arch "$prewarm" --thr run,fixed -q | tail -n 1 | sed "s/^/bundle: this build: /"
-fi
+# prewarm_with SALE_BINARY LABEL: that build's kernels for $prewarm into .gpu/cache
+prewarm_with() {
+  SALE_CACHE_DIR="$PWD/.gpu/cache" "$1" prewarm --arch "$prewarm" --thr run,fixed -q | tail -n 1 | sed "s/^/bundle: $2: /"
+}
+if [ -n "$prewarm" ]; then prewarm_with ./build/sale "this build"; fi
 i=1
 for base in "${bases[@]}"; do
   dir=base; [ $i = 1 ] || dir="base$i"
@@ -53,9 +55,7 @@ for base in "${bases[@]}"; do
   mkdir -p ".gpu/$dir" && cp "$wt/build/bench_attention" "$wt/build/example_attention" ".gpu/$dir/"
   echo "$base $(git rev-parse --short "$base")" > ".gpu/$dir/REV"
   echo "bundle: .gpu/$dir is $base ($(git rev-parse --short "$base"))"
-  if [ -n "$prewarm" ]; then
-    SALE_CACHE_DIR="$PWD/.gpu/cache" "$wt/build/sale" prewarm --arch "$prewarm" --thr run,fixed -q | tail -n 1 | sed "s/^/bundle: $dir: /"
-  fi
+  if [ -n "$prewarm" ]; then prewarm_with "$wt/build/sale" "$dir"; fi
   i=$((i + 1))
 done
 du -sh .gpu | awk '{print "bundle: .gpu is " $1}'
