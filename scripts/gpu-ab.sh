@@ -87,7 +87,7 @@ if [ "$rounds" -gt 1 ]; then
   files=""  # the first base is the reference: the change column reads "this build against it"
   for bd in base base2 base3; do [ -s "$O/$bd.md" ] && files="$files $(awk '{print $1}' "$bd/REV" 2>/dev/null || echo "$bd")=$O/$bd.md"; done
   python3 ab_median.py $files "this=$O/bench.md" > "$O/ab.md" 2>&1 || rc=1
-  cat "$O/ab.md" | tee -a "$L" >/dev/null
+  cat "$O/ab.md" >> "$L"
 fi
 if [ -n "$ncu_k" ]; then
   NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
