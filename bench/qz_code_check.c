@@ -8,8 +8,10 @@
  * nearest even and subnormals kept, like __fmul_rn, __fadd_rn, __fsub_rn,
  * __fdiv_rn and __frcp_rn (1.0f / s) without -ftz, so the program computes the
  * same bits as the kernel. It compares the fast path plus its fallback with
- * the CPU reference's clamp(rintf(x / s)) (src/reference.c, quantize) and with
- * the kernel's exact qz_code, for QMAX 127 (8-bit) and 7 (4-bit), and prints
+ * the CPU reference's clamp(rintf(x / s)) (src/reference.c, quantize), with
+ * the kernel's exact qz_code and with what the algorithm page's step 2 says of
+ * any code (symmetric, within 1/2 of x / s, clamped), for QMAX 127 (8-bit)
+ * and 7 (4-bit), and prints
  * how often the fast path declines (the warp then redoes a lane's codes).
  *   usage: qz_code_check [millions of random pairs per QMAX, default 200] [sweeps, default 4]
  * Exit status 1 on any mismatch. ctest runs it small (2 million pairs, no
@@ -78,12 +80,44 @@ typedef struct tally {
     unsigned long long pairs, slow, bad_ref, bad_exact;
 } tally;
 
+/* the kernel's code of x: the fast path, else the exact one, as the kernel picks */
+static int code_kernel(float x, float s, float qmax, int *slow)
+{
+    int bad = 0;
+    const int c = code_fast(x, qz_rcp(s), qmax, &bad);
+    *slow = bad;
+    return bad ? qz_code(x, s, qmax) : c;
+}
+
+/* what the algorithm page (step 2: symmetric, round to nearest, clamp to
+ * [-qmax, qmax]) says of any code, whatever the reference computes: |code| <=
+ * qmax; code(-x) = -code(x); and where x / s lies in [-qmax, qmax], code is
+ * within 1/2 of it, give or take the float division that precedes the
+ * rounding (kernel and reference alike): fl(x / s) is within 2^-24 |x / s|
+ * <= 2^-17 of x / s, so a quotient that close to a half-integer may round
+ * either way (x / s = -126.5000007 gives -126.5, then -126). The quotient in
+ * double is off by far less than the 1e-9 also allowed. Truncation, an
+ * asymmetric rounding or a missing clamp all fail this. 0 when x or s is not
+ * finite or s is not > 0 (no claim there). */
+static int breaks_step2(int c, float x, float s, float qmax)
+{
+    if (!isfinite(x) || !isfinite(s) || !(s > 0.f)) return 0;
+    int slow;
+    if (abs(c) > (int)qmax || code_kernel(-x, s, qmax, &slow) != -c) return 1;
+    const double q = (double)x / (double)s;
+    return fabs(q) <= qmax && fabs(q - c) > 0.5 + 0x1p-17 + 1e-9;
+}
+
 static void check(tally *t, float x, float s, float qmax)
 {
     int bad = 0;
-    int c = code_fast(x, qz_rcp(s), qmax, &bad);
-    if (bad) c = qz_code(x, s, qmax), t->slow++;
+    const int c = code_kernel(x, s, qmax, &bad);
+    if (bad) t->slow++;
     t->pairs++;
+    if (breaks_step2(c, x, s, qmax)) {
+        mismatches++;
+        if (mismatches < 20) printf("  STEP 2 BROKEN x=%a s=%a qmax=%g: code %d\n", x, s, qmax, c);
+    }
     const int r = code_ref(x, s, qmax), e = qz_code(x, s, qmax);
     if (c != r || c != e) {
         mismatches++;
