@@ -73,6 +73,49 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
     fclose(f);
 }
 
+/* attend's two rows a CTA (wgmma_union.cuh): for the mask of one run, how
+ * much longer the longer row of a pair is than the pair's mean (in tiles of
+ * four blocks: the warpgroup of the shorter row idles for the difference),
+ * and how many blocks the pair's union loads against its rows' own, for the
+ * fixed pairing (heads 2k, 2k + 1 of a GQA group) and for the kernel's
+ * (dw_pair_by_kept: ranked by kept count) */
+static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv, int nqb, int nkw)
+{
+    const int g = Hq / Hkv;
+    if (g < 4 || g % 2 || g > 32)
+        return;
+    double lng[2] = {0, 0}, mean[2] = {0, 0}, uni[2] = {0, 0}, own = 0;
+    for (int kv = 0; kv < Hkv; kv++)
+        for (int q = 0; q < nqb; q++) {
+            int c[32], rank[32], by_rank[32];
+            for (int i = 0; i < g; i++) {
+                const uint32_t *r = mask + ((size_t)(kv * g + i) * nqb + q) * nkw;
+                c[i] = 0;
+                for (int w = 0; w < nkw; w++) c[i] += __builtin_popcount(r[w]);
+                own += c[i];
+            }
+            for (int i = 0; i < g; i++) {
+                rank[i] = 0;
+                for (int j = 0; j < g; j++) rank[i] += c[j] > c[i] || (c[j] == c[i] && j < i);
+                by_rank[rank[i]] = i;
+            }
+            for (int s = 0; s < 2; s++)
+                for (int k = 0; k < g / 2; k++) {
+                    const int a = s ? by_rank[2 * k] : 2 * k, b = s ? by_rank[2 * k + 1] : 2 * k + 1;
+                    const int ta = (c[a] + 3) / 4, tb = (c[b] + 3) / 4;
+                    lng[s] += ta > tb ? ta : tb;
+                    mean[s] += 0.5 * (ta + tb);
+                    const uint32_t *ra = mask + ((size_t)(kv * g + a) * nqb + q) * nkw,
+                                   *rb = mask + ((size_t)(kv * g + b) * nqb + q) * nkw;
+                    for (int w = 0; w < nkw; w++) uni[s] += 2 * __builtin_popcount(ra[w] | rb[w]);
+                }
+        }
+    fprintf(stderr, "bench: N=%d tau=%g attend pairs (heads 2k, 2k+1 | by kept count): longer row / mean x%.3f | x%.3f, "
+                    "union / own x%.3f | x%.3f\n",
+            N, tau, mean[0] > 0 ? lng[0] / mean[0] : 0, mean[1] > 0 ? lng[1] / mean[1] : 0, own > 0 ? uni[0] / own : 0,
+            own > 0 ? uni[1] / own : 0);
+}
+
 int main(int argc, char **argv)
 {
     int lens[8] = {16384, 32768, 65536, 131072}, nlens = 4, reps = 5, Hq = 32, Hkv = 8, D = 128;
@@ -246,6 +289,10 @@ int main(int argc, char **argv)
                      dd > 0 ? ph[2] / dd : 0.0, err, vc);
             fprintf(stderr, "bench: N=%d tau=%g fixed: %.1f ms (quantize %.2f, select %.2f, attend %.2f), density %.4f\n",
                     N, (double)tau, t, ph[0], ph[1], ph[2], sx.density);
+            if (mask) {
+                CHECK(sale_dev_download(ctx, mask, dmask, mask_words * 4));
+                pair_stats(mask, N, (double)tau, Hq, Hkv, nqb, nkw);
+            }
             a.thr = SALE_THR_RUN;
             a.stats = NULL;
             continue;

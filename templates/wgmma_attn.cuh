@@ -7,7 +7,8 @@
  * attention floor, ~600 TF/s at 64K on an H200, cuDNN's rate). Attend
  * (two-pass, second pass) runs the same loop over the kept blocks of two
  * 64-row mask rows, one a consumer warpgroup: one query block of two heads
- * of a GQA group (else two query blocks of one head). The producer walks
+ * of a GQA group, paired by kept count (dw_pair_by_kept), else two query
+ * blocks of one head. The producer walks
  * the union of the two rows, four blocks a tile (DwUnion: four 32-row TMA
  * boxes of K and of V, the dense tile's shape), and writes each tile's
  * blocks and each row's own bits into a header beside the stage; both
@@ -543,6 +544,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
      * blockIdx.x of dw_attend_item's order (wgmma_union.cuh); the grid is
      * ceil(N / 128) x Hq x B. */
     if (!dw_attend_item(p, (int)blockIdx.x, st.b, st.hw, st.qw)) return; /* rows past N: the whole CTA, before any barrier */
+    if (st.hw[0] != st.hw[1]) dw_pair_by_kept(p, st.b, st.hw, st.qw[0]); /* two heads: paired by kept count */
     {
         st.kvh = st.hw[0] / p.group;
 #pragma unroll

@@ -178,4 +178,42 @@ SALE_DEV bool dw_attend_item(const sale_params &p, int x, int &b, int (&hw)[2], 
     return true;
 }
 
+
+/* attend's pairing of a GQA group's heads at one query block, by work. The
+ * two rows of a CTA run on its two consumer warpgroups, and the CTA lasts as
+ * long as the longer one: a pair of rows of unequal kept counts leaves one
+ * warpgroup idle for the difference. So the heads are ranked by their kept
+ * count (p.kept, written by select; larger first, ties by head), and pair k
+ * is ranks 2k and 2k + 1. Of every pairing of the group this one makes the
+ * sum over pairs of the larger count smallest (pairing the largest with
+ * anything else leaves a larger second maximum). rank(h) reads the count of
+ * head i through cnt(i); every CTA of the group and query block reads the
+ * same counts, so the pairs are a partition of the group whatever the counts
+ * hold (tests/test_union.cpp checks both on the host). */
+template <class F> SALE_DEV int dw_count_rank(const F &cnt, int g, int h, int ch) {
+    int r = 0;
+    for (int i = 0; i < g; i++) {
+        const int ci = cnt(i);
+        r += (ci > ch) | (ci == ch && i < h);
+    }
+    return r;
+}
+#ifndef SALE_HOST_TEST
+/* every thread of the CTA (full warps, CTA-uniform arguments): rewrite the
+ * item's heads hw (group base + 2k, + 1) as pair k of the ranking. Groups of
+ * 4..32 heads (one warp's lanes hold the counts); other groups keep theirs. */
+SALE_DEV void dw_pair_by_kept(const sale_params &p, int b, int (&hw)[2], int qx) {
+    const int g = p.group;
+    if (g < 4 || g > 32 || g % 2 || !p.kept) return;
+    const int lane = threadIdx.x & 31, base = hw[0] - hw[0] % g, k = (hw[0] - base) / 2;
+    const int *kept = (const int *)p.kept + ((long long)b * p.Hq + base) * p.nqb + qx;
+    const int c = lane < g ? kept[(long long)lane * p.nqb] : 0;
+    const int r = dw_count_rank([&](int i) { return __shfl_sync(0xffffffffu, c, i); }, g, lane, c);
+    const sale_u32 m0 = __ballot_sync(0xffffffffu, lane < g && r == 2 * k);
+    const sale_u32 m1 = __ballot_sync(0xffffffffu, lane < g && r == 2 * k + 1);
+    hw[0] = base + __ffs(m0) - 1;
+    hw[1] = base + __ffs(m1) - 1;
+}
+#endif
+
 #endif

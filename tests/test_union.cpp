@@ -19,6 +19,7 @@
  * most two KV heads. */
 #include <criterion/criterion.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -207,4 +208,58 @@ Test(union, items_in_flight_read_at_most_two_kv_heads)
             cr_assert_leq(heads, 2, "N=%d: items %d..%d read %d KV heads", N, x0, x0 + win - 1, heads);
         }
     }
+}
+
+/* the smallest sum over pairs of the larger count, over every pairing of the
+ * heads in `left` (brute force: the first head with each other one) */
+static int best_pairing(const std::vector<int> &cnt, std::vector<int> left)
+{
+    if (left.empty())
+        return 0;
+    const int a = left[0];
+    int best = 1 << 30;
+    for (size_t j = 1; j < left.size(); j++) {
+        std::vector<int> rest;
+        for (size_t i = 1; i < left.size(); i++)
+            if (i != j)
+                rest.push_back(left[i]);
+        const int m = std::max(cnt[a], cnt[left[j]]) + best_pairing(cnt, rest);
+        best = std::min(best, m);
+    }
+    return best;
+}
+
+/* attend's pairing of a GQA group's heads by kept count (dw_count_rank, the
+ * kernel's rank): the ranks are a permutation whatever the counts (ties,
+ * equal counts everywhere, negative garbage), so pairs (2k, 2k + 1) take
+ * every head once; and the pairing is the best one for the CTA's length,
+ * the sum over pairs of the larger count (brute force over every pairing) */
+Test(union, heads_paired_by_kept_count)
+{
+    rng_state = 99;
+    for (int g : {4, 6, 8, 16, 32})
+        for (int trial = 0; trial < 400; trial++) {
+            std::vector<int> cnt(g);
+            const int range = trial % 4 == 0 ? 1 : trial % 4 == 1 ? 3 : trial % 4 == 2 ? 50 : 100000;
+            for (int h = 0; h < g; h++)
+                cnt[h] = (int)(rnd() % range) - (trial % 8 == 7 ? range / 2 : 0);
+            std::vector<int> head_of(g, -1);
+            for (int h = 0; h < g; h++) {
+                const int r = dw_count_rank([&](int i) { return cnt[i]; }, g, h, cnt[h]);
+                cr_assert(r >= 0 && r < g, "g=%d: rank %d", g, r);
+                cr_assert_eq(head_of[r], -1, "g=%d trial %d: rank %d given to heads %d and %d", g, trial, r, head_of[r], h);
+                head_of[r] = h;
+            }
+            int sum = 0;
+            for (int k = 0; k < g / 2; k++) {
+                cr_assert_geq(cnt[head_of[2 * k]], cnt[head_of[2 * k + 1]], "ranked by count, larger first");
+                sum += std::max(cnt[head_of[2 * k]], cnt[head_of[2 * k + 1]]);
+            }
+            if (g <= 8) {
+                std::vector<int> all(g);
+                for (int h = 0; h < g; h++)
+                    all[h] = h;
+                cr_assert_eq(sum, best_pairing(cnt, all), "g=%d trial %d: the ranked pairing is not the best", g, trial);
+            }
+        }
 }
