@@ -149,7 +149,9 @@ struct DwUnion {
  * warpgroup's mask row; false for an item wholly past N. Where a GQA group
  * has an even number of heads: one query block of two heads of the group
  * (their rows keep more blocks in common than neighbouring query blocks of
- * one head do: bench_attention prints both), head pairs in chunks of
+ * one head do: bench_attention prints both; hw is pair k = 2k, 2k + 1 here,
+ * which the kernel then maps to the heads ranked 2k, 2k + 1 by kept count,
+ * dw_pair_by_kept), head pairs in chunks of
  * DW_QCHUNK query blocks, one (batch, KV head) after another inside a chunk,
  * so that the items in flight at once read the K/V of one KV head (L2);
  * otherwise query blocks 2 qt and 2 qt + 1 of one head. Heaviest query
