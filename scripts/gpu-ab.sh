@@ -14,14 +14,15 @@
 # usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
 #                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--bench-args 'ARGS']
-#                    [--rounds R (default 1)]
+#                    [--rounds R (default 1)] [--anchors 'cudnn 65536 57.7,cudnn 131072 251.5' (skip
+#                    the SDPA run, ~30 s: its lines, comma-separated, as an earlier call measured them)]
 set -uo pipefail
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
 export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
 O="${OUT:-$PWD/out}"; mkdir -p "$O"; L="$O/log.txt"
 lens=65536,131072; taus=0.004,0.0015,7e-4; tests=""; modes="two-pass:run two-pass:fixed"
-ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"; bargs=""; rounds=1
+ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"; bargs=""; rounds=1; anchors=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lens) lens="$2"; shift 2 ;;
@@ -34,9 +35,12 @@ while [ $# -gt 0 ]; do
     --skip-tests) skip_t=1; shift ;;
     --skip-check) skip_c=1; shift ;;
     --bench-args) bargs="$2"; shift 2 ;;
+    --anchors) anchors="$2"; shift 2
+      echo "$anchors" | tr ',' '\n' | grep -qvE '^(flash|cudnn) [0-9]+ [0-9.]+$' &&
+        { echo "gpu-ab.sh: --anchors takes 'flash|cudnn N ms' lines, comma-separated; got '$anchors'" >&2; exit 2; } ;;
     --rounds) rounds="$2"; shift 2
       case "$rounds" in ''|*[!0-9]*|0) echo "gpu-ab.sh: --rounds needs a whole number >= 1" >&2; exit 2 ;; esac ;;
-    -h|--help) sed -n '2,17p' "$(basename "$0")"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$(basename "$0")"; exit 0 ;;
     *) echo "gpu-ab.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,7 +71,11 @@ if [ $skip_c = 0 ]; then
     done
   done
 fi
-timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
+if [ -n "$anchors" ]; then
+  echo "$anchors" | tr ',' '\n' > anchors.txt; say "anchors given (no SDPA run): $anchors"
+else
+  timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
+fi
 # --rounds R: every build's bench R times, the builds alternating within a
 # round (drift over the call then falls on all of them alike); each run is
 # appended to the build's file, and ab_median.py writes the medians (ab.md)

@@ -48,3 +48,24 @@ def test_bad_input_is_an_error_not_a_table(tmp_path):
     assert run().returncode == 2
     assert run("no-equals-sign").returncode == 2
     assert run("--help").returncode == 0
+
+
+GPU_AB = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu-ab.sh"
+
+
+def test_gpu_ab_anchors_are_checked_and_written_without_sdpa(tmp_path):
+    """gpu-ab.sh --anchors: malformed lines refused before anything runs; good
+    ones written as the bench's anchors file, and no SDPA run (no torch here)."""
+    script = tmp_path / "gpu-ab.sh"
+    script.write_text(GPU_AB.read_text())
+    bad = subprocess.run(["bash", str(script), "--anchors", "cudnn 65536"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--anchors takes" in bad.stderr
+    assert not (tmp_path / "anchors.txt").exists()
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")}
+    r = subprocess.run(["bash", str(script), "--skip-tests", "--skip-check", "--anchors",
+                        "cudnn 65536 57.7,flash 131072 424.0"], capture_output=True, text=True, env=env, timeout=60)
+    assert "anchors given (no SDPA run)" in r.stdout
+    assert (tmp_path / "anchors.txt").read_text().split("\n")[:2] == ["cudnn 65536 57.7", "flash 131072 424.0"]
+    assert "sdpa:" not in r.stdout + r.stderr
+    helptext = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True).stdout
+    assert "--anchors" in helptext
