@@ -78,7 +78,9 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
  * four blocks: the warpgroup of the shorter row idles for the difference),
  * and how many blocks the pair's union loads against its rows' own, for the
  * fixed pairing (heads 2k, 2k + 1 of a GQA group) and for the kernel's
- * (dw_pair_by_kept: ranked by kept count) */
+ * (dw_pair_by_kept: ranked by kept count). The rank below is
+ * dw_count_rank's rule (wgmma_union.cuh, a CUDA C++ template this C file
+ * cannot include), larger count first, ties by head: change both together. */
 static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv, int nqb, int nkw)
 {
     const int g = Hq / Hkv;
