@@ -100,7 +100,8 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
 #define SALE_SE_DEFAULT_WARPS 20 /* the estimation's default tiles (the key's warps, stages) */
 #define SALE_SE_DEFAULT_STAGES 4
 #define SALE_SE_LOCAL_WARPS 4
-#define SALE_SE_LOCAL_STAGES 2
+#define SALE_SE_LOCAL_STAGES 2 /* the key's stages of the local launch's configuration (no longer its ring) */
+#define SALE_SE_LOCAL_RING 4   /* K tiles of the local launch's ring (select_local.cuh): loads 3 tiles ahead */
 #define SALE_SE_KT 128
 static SALE_HD SALE_CX inline int sale_layout_wgmma_select(const sale_layout_cfg *c) {
     return c->family == SALE_LF_SELECT && c->arch == 901 && (c->warps == 12 || c->warps == 20);
@@ -111,6 +112,11 @@ static SALE_HD SALE_CX inline sale_layout_cfg sale_layout_se_local(const sale_la
     l.warps = SALE_SE_LOCAL_WARPS;
     l.stages = SALE_SE_LOCAL_STAGES;
     return l;
+}
+/* the local launch's dynamic shared memory (select_local.cuh): the Q tile,
+ * then a ring of SALE_SE_LOCAL_RING K tiles; 48 KB at d 128: 4 CTAs an SM */
+static SALE_HD SALE_CX inline unsigned sale_layout_se_local_smem(const sale_layout_cfg *c) {
+    return ((unsigned)c->block_q + (unsigned)SALE_SE_LOCAL_RING * (unsigned)c->block_k) * (unsigned)c->head_dim * 2u;
 }
 /* scratch of the wgmma select: t_i [B, Hq, N] f32, then {min, max} of c_j per
  * key block [B, Hq, nkb] f32x2 at this byte offset */
@@ -365,7 +371,7 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         out[0].grid[1] = (unsigned)Hq;
         out[0].grid[2] = (unsigned)B;
         out[0].block = SALE_SE_LOCAL_WARPS * 32;
-        out[0].smem = sale_layout_smem(&l);
+        out[0].smem = sale_layout_se_local_smem(&l);
         /* (2) the estimation: one CTA per four m64 tiles of one GQA group (heads
          * of the group first, then neighbouring query blocks) */
         int group = Hq / Hkv, g4 = group % 4 == 0 ? 4 : (group % 2 == 0 ? 2 : 1), qpc = 4 / g4;

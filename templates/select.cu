@@ -6,8 +6,9 @@
 #define SALE_FAMILY 2
 #endif
 #if defined(SALE_ARCH) && SALE_ARCH == 901 && (SALE_WARPS == 12 || SALE_WARPS == 20)
-/* two kernels: the local region on the mma.sync engine (its own tiles, below),
- * then the wgmma estimation with the key's warps and stages */
+/* two kernels: the local region (select_local.cuh: 4 warps, mma.sync, a ring
+ * of SALE_SE_LOCAL_RING K tiles), then the wgmma estimation with the key's
+ * warps and stages */
 /* the key's values, captured before SALE_WARPS and SALE_STAGES change below */
 #if SALE_WARPS == 12
 #define SALE_SE_WARPS 12
@@ -21,9 +22,10 @@ static constexpr int sale_se_stages = SALE_STAGES; /* legal keys: 2..7 (sale_lay
 #define SALE_WARPS 4  /* SALE_SE_LOCAL_WARPS */
 #define SALE_STAGES 2 /* SALE_SE_LOCAL_STAGES */
 #include "sale_common.cuh"
+#include "select_local.cuh"
 static_assert(SALE_WARPS == SALE_SE_LOCAL_WARPS && SALE_STAGES == SALE_SE_LOCAL_STAGES, "the host's local launch");
 extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 4) sale_select_local_kernel(const sale_params p) {
-    sale_select_local_body<SALE_MODE_SELECT>(p);
+    sale_select_local_lean<SALE_MODE_SELECT>(p);
 }
 #include "wgmma_est.cuh"
 #else
