@@ -56,6 +56,15 @@
 #define SE_ROW (SE_KT + 16)
 /* registers per consumer thread after setmaxnreg (the producer gives its own back) */
 #define SE_CREGS (SE_NCW == 2 ? 240 : 112)
+#define SE_PREGS 24
+/* setmaxnreg moves registers inside what the launch allocated: every thread
+ * holds the launch bound's share, 65536 / (SALE_SE_WARPS x 32) rounded down to
+ * 8 (warps 20: 96, not 102; warps 12: 168). Consumers that ask for more than
+ * the producer gave back wait in setmaxnreg.inc forever: a hang, not an error
+ * (ninth session, est_tester.patch: 4 x 112 + 64 > 5 x 96). */
+#define SE_LAUNCH_REGS ((65536 / (SALE_SE_WARPS * 32)) & ~7)
+static_assert(SE_NCW * SE_CREGS + SE_PREGS <= (SE_NCW + 1) * SE_LAUNCH_REGS,
+              "setmaxnreg: the consumers' registers must fit in what the launch allocated");
 
 static_assert(SE_NCW == 2 || SE_NCW == 4, "warps 12 or 20");
 static_assert(SE_BPT == 4, "a quad's thread c4 tests block c4 of the tile");
@@ -130,7 +139,7 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
     __syncthreads();
 
     if (wg == 0) { /* ------------------------------------------ producer */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(SE_PREGS));
         if (tid == 0) {
             /* the query codes of the tiles that estimate (rows past N: TMA's zero fill) */
             int nq = 0;
