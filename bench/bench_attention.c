@@ -34,18 +34,7 @@ typedef struct anchor {
 /* calls whose per-phase times make one reading: a single call's attend phase
  * was seen to read 56 or 62 ms at 128K, d = 0.2, on the same build in
  * consecutive rounds while the totals agreed within 1% (ninth session) */
-#define PHASE_CALLS 5
-
-static float median_of(float *v, int n)
-{
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            float t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
-}
+#define PHASE_CALLS 5 /* odd: the median is one reading */
 
 /* Median GPU time of one sale_attention call over reps (after warm-up),
  * then the stats from one more call, and each phase's time as the median
@@ -71,8 +60,10 @@ static float time_attention(sale_attention_args *a, int warmup, int reps, float 
             runs[i][c] = ph[i];
     }
     if (out)
-        for (int i = 0; i < 3; i++)
-            out[i] = median_of(runs[i], PHASE_CALLS);
+        for (int i = 0; i < 3; i++) { /* the middle one, as bench_median_ms takes it */
+            qsort(runs[i], PHASE_CALLS, sizeof runs[i][0], bench_cmp_float);
+            out[i] = runs[i][PHASE_CALLS / 2];
+        }
     a->stats = keep_stats;
     a->phase_ms = keep_phase;
     return ms;
