@@ -1,19 +1,22 @@
-/* select_balance_drv.c — the CPU model of the wgmma select's balance across
- * the four m64 tiles of a CTA (NOTES.md, ninth session). Scratch tool, not
- * built by CMake:
- *   git apply bench/wgmma/select_balance_model.patch   (instruments src/reference.c;
- *     it contains select_bounds_model.patch)
+/* select_balance_drv.c — the CPU model of the wgmma select's bound decisions
+ * (NOTES.md, sixth session) and of its balance across the four m64 tiles of a
+ * CTA (ninth session). Scratch tool, not built by CMake:
+ *   git apply bench/wgmma/select_balance_model.patch   (instruments src/reference.c)
  *   cmake --build build --target sale
  *   gcc -O2 -Iinclude bench/wgmma/select_balance_drv.c -Lbuild -lsale -Wl,-rpath,$PWD/build -o /tmp/sbd2
  *   /tmp/sbd2 8192 0.0015 0.0007 0.0003
  *   git checkout src/reference.c
- * For each tau, besides select_bounds_drv.c's fractions: a tile's work is
- * 176 instructions a segment (the common path) plus 92 for every block left
- * open in the segment by the warp with the most (the warpgroup waits for it);
- * a CTA lasts as long as its slowest tile. Printed: the open blocks' share of
- * the work, and the CTA time over the mean tile time for the kernel's grouping
- * (the 4 heads of a GQA group at one query block) and for 1 head x 4 query
- * blocks, over all the work and over the open part alone.
+ * For each tau: of the (16-row warp, 32-key block) pairs of every estimated
+ * segment, the fraction kept, left undecided by the kernel's block bound,
+ * resolved by the argmax column's c_j, by 8-column bounds, by per-thread
+ * bounds, and by another warp of the tile keeping the block for sure. And,
+ * with a tile's work taken as 176 instructions a segment (the common path)
+ * plus 92 for every block left open in the segment by the warp with the most
+ * (the warpgroup waits for it), and a CTA lasting as long as its slowest
+ * tile: the open blocks' share of the work, and the CTA time over the mean
+ * tile time for the kernel's grouping (the 4 heads of a GQA group at one
+ * query block), for 1 head x 4 query blocks, and with the tiles rotated
+ * among the warpgroups every segment (est_rotate.patch).
  * B=1, Hq=8, Hkv=2, D=128, bf16, structured inputs, thr=fixed. */
 #include "sale.h"
 #include <stdio.h>
