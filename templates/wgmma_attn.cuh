@@ -535,7 +535,18 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
     st.VFULL = bar + 8 + 8 * DenseWg::ST;
     st.EMPTY = bar + 8 + 16 * DenseWg::ST;
 
+#if DW_ATTEND
+    /* the attend keeps the per-thread index: the lane-0 shuffle below measured
+     * +1-4% on it (tenth session, uniform_roles.patch; its tile counter comes
+     * from shared memory, so fewer of its descriptors move to the uniform
+     * datapath, and ptxas schedules the loop differently) */
     const int tid = threadIdx.x, wg = tid >> 7;
+#else
+    /* the warpgroup as a warp-uniform value (a shuffle from lane 0): ptxas keeps
+     * the role branches and the wgmma descriptors in uniform registers (R2UR
+     * 36 -> 5; dense -1% at 64K and 128K, tenth session) */
+    const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+#endif
     const int nbh = p.B * p.Hq;
     const int nqt = (p.N + DW_BM - 1) / DW_BM;
 #if DW_ATTEND
