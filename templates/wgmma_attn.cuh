@@ -555,7 +555,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
      * blockIdx.x of dw_attend_item's order (wgmma_union.cuh); the grid is
      * ceil(N / 128) x Hq x B. */
     if (!dw_attend_item(p, (int)blockIdx.x, st.b, st.hw, st.qw)) return; /* rows past N: the whole CTA, before any barrier */
-    if (st.hw[0] != st.hw[1]) dw_pair_by_kept(p, st.b, st.hw, st.qw[0]); /* two heads: paired by kept count */
+    dw_pair_by_kept(p, st.b, st.hw, st.qw[0]); /* two heads: paired by kept count (one head: it returns) */
     {
         st.kvh = st.hw[0] / p.group;
 #pragma unroll
