@@ -10,7 +10,11 @@
  * device call and passed with --anchors).
  *   usage: bench_calibrated [--lens 32768,65536,131072] [--budgets 0.01,0.02,0.05]
  *                           [--taus 0.004,0.001] [--seeds 2] [--reps 3] [--anchors FILE]
- *                           [--dir DIR (calibration files)] */
+ *                           [--dir DIR (calibration files)] [--thr run|fixed]
+ * --per-head also runs two-pass on every measurement seed and prints each
+ * head's τ, density and relative L1 of both modes (lines "per-head ...").
+ * --thr fixed calibrates and measures with the fixed threshold (on sm_90a
+ * the wgmma select: calibration then runs two-pass, the faster mode there). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,10 +65,25 @@ static int parse_list(char *s, double *out, int max)
     return n;
 }
 
+/* relative L1 of each head's output z against the dense output y (an
+ * unwritten element, NaN from the poison fill, counts as an error of 1e30) */
+static void head_errors(const uint16_t *y16, const uint16_t *z16, int N, double e[HQ])
+{
+    for (int h = 0; h < HQ; h++) {
+        double num = 0, den = 0;
+        for (size_t i = (size_t)h * N * D; i < (size_t)(h + 1) * N * D; i++) {
+            double y = sale_bf16_to_f32(y16[i]), z = sale_bf16_to_f32(z16[i]);
+            num += isfinite(z) ? fabs(z - y) : 1e30;
+            den += fabs(y);
+        }
+        e[h] = den > 0 ? num / den : 0;
+    }
+}
+
 int main(int argc, char **argv)
 {
     double lens_d[MAXL] = {32768, 65536, 131072}, budgets[4] = {0.01, 0.02, 0.05}, taus[4] = {0.004, 0.001};
-    int nl = 3, nb = 3, nt = 2, nseeds = 2, reps = 3, csamples = 1;
+    int nl = 3, nb = 3, nt = 2, nseeds = 2, reps = 3, csamples = 1, thr = SALE_THR_RUN, per_head = 0;
     const char *anchors = NULL, *dir = "calib_bench";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc)
@@ -83,10 +102,18 @@ int main(int argc, char **argv)
             csamples = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
-        else {
+        else if (!strcmp(argv[i], "--per-head"))
+            per_head = 1;
+        else if (!strcmp(argv[i], "--thr") && i + 1 < argc) {
+            thr = sale_thr_parse(argv[++i]);
+            if (thr != SALE_THR_RUN && thr != SALE_THR_FIXED) {
+                fprintf(stderr, "bench_calibrated: --thr takes run or fixed, not '%s'\n", argv[i]);
+                return 2;
+            }
+        } else {
             fprintf(stderr, "usage: bench_calibrated [--lens 32768,65536,131072] [--budgets 0.01,0.02,0.05] "
                             "[--taus 0.004,0.001] [--seeds 2] [--reps 3] [--anchors FILE] [--dir DIR] "
-                            "[--calib-samples S]\n");
+                            "[--calib-samples S] [--thr run|fixed] [--per-head]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -100,6 +127,7 @@ int main(int argc, char **argv)
         return 1;
     }
     mkdir(dir, 0755);
+    printf("thresholds: thr = %s (calibration and both modes)\n\n", sale_thr_name(thr));
     printf("| N | thresholds | τ per head (min..max, dense heads) | density | rel-L1 mean / worst head | needles kept | "
            "fused ms | two-pass ms | our dense ms | SDPA flash | SDPA cuDNN | fused vs cuDNN | two-pass vs cuDNN |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -125,11 +153,12 @@ int main(int argc, char **argv)
         sale_attention_args a;
         sale_attention_args_init(&a);
         a.batch = 1, a.heads_q = HQ, a.heads_kv = HKV, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+        a.thr = thr;
         size_t nq = (size_t)HQ * N * D, nk = (size_t)HKV * N * D;
         uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *od = malloc(nq * 2),
-                 *os = malloc(nq * 2);
+                 *os = malloc(nq * 2), *os2 = malloc(nq * 2);
         sale_needle *nd = malloc(sizeof *nd * MAXNEEDLES);
-        if (!q || !k || !v || !od || !os || !nd) {
+        if (!q || !k || !v || !od || !os || !os2 || !nd) {
             fprintf(stderr, "bench_calibrated: out of host memory at N=%d\n", N);
             return 1;
         }
@@ -165,11 +194,18 @@ int main(int argc, char **argv)
             co.input_dir = dir;
             co.budget = budgets[bi];
             co.device = SALE_CALIBRATE_GPU;
+            co.thr = thr;
+            if (thr == SALE_THR_FIXED)
+                co.mode = SALE_MODE_TWO_PASS;
             sale_calibrate_result cr;
             memset(&cr, 0, sizeof cr);
             time_t c0 = time(NULL);
             CHECK(sale_calibrate(ctx, &co, &cr));
             fprintf(stderr, "calibrated %s in %ld s\n", models[bi], (long)(time(NULL) - c0));
+            if (per_head) /* what the calibration saw on its own prompt(s), layer 0 */
+                for (int h = 0; h < cr.heads && h < HQ; h++)
+                    printf("calib-head N=%dK budget=%g head=%d tau=%g density %.4f rel-L1 %.4f\n", N / 1024,
+                           budgets[bi], h, (double)cr.tau[h], cr.density[h], cr.error[h]);
             sale_calibrate_result_free(&cr);
         }
         /* 2. measure on other seeds */
@@ -213,6 +249,7 @@ int main(int argc, char **argv)
             sale_attention_args g = a;
             g.q = dq, g.k = dk, g.v = dv, g.out = dout;
             g.mode = SALE_MODE_DENSE;
+            g.thr = 0;
             CHECK(sale_attention(ctx, &g, NULL));
             CHECK(sale_dev_sync(ctx));
             CHECK(sale_dev_download(ctx, od, dout, nq * 2));
@@ -237,15 +274,31 @@ int main(int argc, char **argv)
                 CHECK(sale_attention(ctx, &x, NULL));
                 CHECK(sale_dev_download(ctx, os, dout, nq * 2));
                 CHECK(sale_dev_download(ctx, mask, dmask, nmask * 4));
-                double sum = 0, worst = 0;
+                double sum = 0, worst = 0, ef[HQ];
+                head_errors(od, os, N, ef);
+                if (per_head) { /* two-pass on the same inputs, each head beside fused's */
+                    double dp2[HQ], et[HQ];
+                    float tau[HQ];
+                    sale_stats s2;
+                    memset(&s2, 0, sizeof s2);
+                    s2.density_per_head = dp2;
+                    sale_attention_args x2 = x;
+                    x2.stats = &s2, x2.mode = SALE_MODE_TWO_PASS;
+                    CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
+                    CHECK(sale_attention(ctx, &x2, NULL));
+                    CHECK(sale_dev_download(ctx, os2, dout, nq * 2));
+                    head_errors(od, os2, N, et);
+                    if (r < nb)
+                        CHECK(sale_thresholds_get(ctx, models[r], 0, tau, HQ, NULL));
+                    for (int h = 0; h < HQ; h++)
+                        printf("per-head N=%dK seed=%d row='%s' head=%d tau=%g density fused %.4f two-pass %.4f "
+                               "rel-L1 fused %.4f two-pass %.4f\n",
+                               N / 1024, 100 + si, rows[r].label, h, r < nb ? (double)tau[h] : (double)rows[r].tau,
+                               dph[h], dp2[h], ef[h], et[h]);
+                    fflush(stdout);
+                }
                 for (int h = 0; h < HQ; h++) {
-                    double num = 0, den = 0;
-                    for (size_t i = (size_t)h * N * D; i < (size_t)(h + 1) * N * D; i++) {
-                        double y = sale_bf16_to_f32(od[i]), z = sale_bf16_to_f32(os[i]);
-                        num += isfinite(z) ? fabs(z - y) : 1e30; /* an unwritten element is an error */
-                        den += fabs(y);
-                    }
-                    double e = den > 0 ? num / den : 0;
+                    double e = ef[h];
                     sum += e;
                     worst = fmax(worst, e);
                 }
@@ -288,7 +341,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         sale_dev_free(ctx, dq), sale_dev_free(ctx, dk), sale_dev_free(ctx, dv), sale_dev_free(ctx, dout);
         sale_dev_free(ctx, dmask);
-        free(q), free(k), free(v), free(od), free(os), free(nd), free(mask);
+        free(q), free(k), free(v), free(od), free(os), free(os2), free(nd), free(mask);
     }
     sale_destroy(ctx);
     return 0;

@@ -69,3 +69,18 @@ def test_gpu_ab_anchors_are_checked_and_written_without_sdpa(tmp_path):
     assert "sdpa:" not in r.stdout + r.stderr
     helptext = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True).stdout
     assert "--anchors" in helptext
+
+
+def test_bench_calibrated_options_are_checked_before_any_gpu_work():
+    """bench_calibrated --thr takes run or fixed (anything else: exit 2 with the
+    reason, before a context or a GPU is needed); --help lists --thr and
+    --per-head (the per-head lines that told a diffuse head's generalisation
+    from a kernel mismatch in the tenth session)."""
+    exe = pathlib.Path(__file__).resolve().parents[2] / "build" / "bench_calibrated"
+    if not exe.exists():
+        import pytest
+        pytest.skip(f"{exe} is not built (scripts/setup.sh builds it)")
+    bad = subprocess.run([str(exe), "--thr", "sometimes"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--thr takes run or fixed" in bad.stderr
+    helptext = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=30)
+    assert helptext.returncode == 0 and "--thr run|fixed" in helptext.stderr and "--per-head" in helptext.stderr
