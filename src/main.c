@@ -721,7 +721,8 @@ static const char *calibrate_help =
     "thresholds of all layers are stored at the end in one transaction.\n"
     "  --model NAME        name to store under (required); attention calls name it\n"
     "  --input DIR         captured inputs: DIR/layer_{L:03d}.safetensors, each with\n"
-    "                      q [S,Hq,N,D], k and v [S,Hkv,N,D] (S samples; F32/F16/BF16)\n"
+    "                      q [S,Hq,N,D], k and v [S,Hkv,N,D] (S samples; F32/F16/BF16;\n"
+    "                      S >= 2 advised: a tau must then hold on every sample)\n"
     "  --generate SPEC     the built-in generator instead, e.g.\n"
     "                      layers=2,heads=4,kv_heads=4,seq=2048,dim=128,samples=2,seed=1,dtype=f16\n"
     "  --budget X          relative L1 per head, sum|o-o_ref|/sum|o_ref| (default 0.02)\n"
@@ -862,6 +863,11 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         sale_destroy(ctx);
         return 1;
     }
+    if (r.samples == 1)
+        fprintf(stderr,
+                "sale: calibrate: warning: one sample per layer: a tau chosen on one prompt can exceed the budget\n"
+                "  on another (an H200 run, diffuse heads under thr fixed: budget 2%%, worst head 30%% on a fresh\n"
+                "  prompt with one sample, 2.4%% with two; bench/RESULTS.md); capture two or more samples\n");
     printf("%5s %4s %10s %8s %10s\n", "layer", "head", "tau", "density", "error");
     for (int l = 0; l < r.layers; l++)
         for (int h = 0; h < r.heads; h++) {

@@ -99,6 +99,15 @@ static void errors_at(const sale_attention_args *base, const float *tau, const f
     free(o);
 }
 
+Test(calibrate, cli_warns_when_one_sample_decides_every_tau)
+{
+    cr_assert_eq(run("calibrate --model one --generate layers=1,heads=2,kv_heads=2,seq=512,dim=64,samples=1,seed=3 "
+                     "--budget 0.02 --device cpu --dry-run"),
+                 0, "%s", out);
+    cr_assert(strstr(out, "warning: one sample per layer") && strstr(out, "capture two or more samples"), "%s", out);
+    cr_assert(strstr(out, "chose 1 layers x 2 heads of 'one' (1 samples"), "%s", out);
+}
+
 Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_the_same_taus)
 {
     cr_assert_eq(run("calibrate --model toy --generate layers=%d,heads=%d,kv_heads=%d,seq=%d,dim=%d,samples=%d,"
@@ -107,6 +116,7 @@ Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_t
                  0, "%s", out);
     cr_assert(strstr(out, "layer 0 (1/2)") && strstr(out, "layer 1 (2/2)"), "progress per layer: %s", out);
     cr_assert(strstr(out, "calibrated 2 layers x 4 heads of 'toy'"), "%s", out);
+    cr_assert(!strstr(out, "one sample per layer"), "two samples draw no warning: %s", out);
 
     /* C */
     sale_ctx *ctx = open_ctx();

@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 import threading
+import warnings
 
 from . import _core, _lib
 
@@ -193,7 +194,9 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
     tau=(model, layer)) and attn_implementation="sale" use them). Runs the `sale
     calibrate` command shipped with the package on the context's cache file.
     thr: "run" or "fixed", the threshold variant the attention calls will use
-    (None: run). Returns the command's output (its summary table)."""
+    (None: run). Returns the command's output (its summary table); the
+    command's warnings (one sample per layer: a tau that may not hold on
+    other prompts) are raised as UserWarning."""
     cli = _lib.cli_path()
     if cli is None:
         raise _core.NotFound("sale.calibrate: the `sale` command was not found (sale/bin/sale in the wheel, "
@@ -221,4 +224,11 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
         cls = _core.NotFound if ("unknown command" in msg or "calibrate" in msg and "usage" in msg) else _core.SaleError
         raise cls("sale calibrate failed (exit %d): %s\n  command: %s" % (r.returncode, msg, " ".join(cmd)),
                   _lib.ERR_NOT_FOUND if cls is _core.NotFound else _lib.ERR_INVALID)
+    # the command's warnings (e.g. one sample per layer) reach Python as warnings
+    lines = r.stderr.splitlines()
+    for i, line in enumerate(lines):
+        if "calibrate: warning:" in line:
+            text = [line.split("warning:", 1)[1].strip()]
+            text += [x.strip() for x in lines[i + 1:] if x.startswith("  ")][:8]
+            warnings.warn("sale calibrate: " + " ".join(text), UserWarning, stacklevel=2)
     return r.stdout

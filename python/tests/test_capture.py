@@ -3,6 +3,7 @@
 # (with `sale calibrate`, skipped visibly where this libsale lacks it).
 import os
 import subprocess
+import warnings
 
 import pytest
 import torch
@@ -83,8 +84,26 @@ def test_capture_then_calibrate_round_trip(captured):
     if not has_calibrate():
         pytest.skip("calibrate: this build's `sale` command has no `calibrate` yet (issue 8)")
     d, _, _, _ = captured
-    report = sale.calibrate(str(d), model="tiny-llama", budget=0.05, device="cpu")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        report = sale.calibrate(str(d), model="tiny-llama", budget=0.05, device="cpu")
     assert report
+    assert not [w for w in seen if "one sample" in str(w.message)], "two prompts draw no warning"
     for layer in (0, 1):
         tau = sale.thresholds("tiny-llama", layer, 4)
         assert len(tau) == 4 and all(0 <= x < 1 for x in tau)
+
+
+@pytest.mark.calibrate
+def test_calibrating_on_one_sample_warns(tmp_path):
+    """One prompt decides every tau: the command says so, and Python raises it as
+    a UserWarning (a tau chosen on one prompt can miss the budget on another)."""
+    if not has_calibrate():
+        pytest.skip("calibrate: this build's `sale` command has no `calibrate`")
+    g = torch.Generator().manual_seed(9)
+    q = torch.randn(1, 2, 512, 64, generator=g).to(torch.float16)
+    k = torch.randn(1, 2, 512, 64, generator=g).to(torch.float16)
+    v = torch.randn(1, 2, 512, 64, generator=g).to(torch.float16)
+    sale.write_safetensors(str(tmp_path / "layer_000.safetensors"), {"q": q, "k": k, "v": v})
+    with pytest.warns(UserWarning, match="one sample per layer.*two or more samples"):
+        sale.calibrate(str(tmp_path), model="one-prompt", budget=0.05, device="cpu", extra_args=["--dry-run"])
