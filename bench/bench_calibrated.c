@@ -13,6 +13,7 @@
  *                           [--dir DIR (calibration files)] [--thr run|fixed]
  * --per-head also runs two-pass on every measurement seed and prints each
  * head's τ, density and relative L1 of both modes (lines "per-head ...").
+ * --dense-above D: sale_calibrate_options.dense_above (default: the library's).
  * --thr fixed calibrates and measures with the fixed threshold (on sm_90a
  * the wgmma select: calibration then runs two-pass, the faster mode there). */
 #include <math.h>
@@ -84,6 +85,7 @@ int main(int argc, char **argv)
 {
     double lens_d[MAXL] = {32768, 65536, 131072}, budgets[4] = {0.01, 0.02, 0.05}, taus[4] = {0.004, 0.001};
     int nl = 3, nb = 3, nt = 2, nseeds = 2, reps = 3, csamples = 1, thr = SALE_THR_RUN, per_head = 0;
+    double dense_above = -1; /* < 0: the library's default */
     const char *anchors = NULL, *dir = "calib_bench";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc)
@@ -102,6 +104,8 @@ int main(int argc, char **argv)
             csamples = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
+        else if (!strcmp(argv[i], "--dense-above") && i + 1 < argc)
+            dense_above = atof(argv[++i]);
         else if (!strcmp(argv[i], "--per-head"))
             per_head = 1;
         else if (!strcmp(argv[i], "--thr") && i + 1 < argc) {
@@ -113,7 +117,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: bench_calibrated [--lens 32768,65536,131072] [--budgets 0.01,0.02,0.05] "
                             "[--taus 0.004,0.001] [--seeds 2] [--reps 3] [--anchors FILE] [--dir DIR] "
-                            "[--calib-samples S] [--thr run|fixed] [--per-head]\n");
+                            "[--calib-samples S] [--thr run|fixed] [--per-head] [--dense-above D]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -127,7 +131,17 @@ int main(int argc, char **argv)
         return 1;
     }
     mkdir(dir, 0755);
-    printf("thresholds: thr = %s (calibration and both modes)\n\n", sale_thr_name(thr));
+    {
+        sale_calibrate_options d0;
+        sale_calibrate_options_init(&d0);
+        const double da = dense_above >= 0 ? dense_above : d0.dense_above;
+        if (da > 0)
+            printf("thresholds: thr = %s (calibration and both modes); a head kept at density %g or more runs dense\n\n",
+                   sale_thr_name(thr), da);
+        else
+            printf("thresholds: thr = %s (calibration and both modes); --dense-above 0: no head made dense for its "
+                   "density\n\n", sale_thr_name(thr));
+    }
     printf("| N | thresholds | τ per head (min..max, dense heads) | density | rel-L1 mean / worst head | needles kept | "
            "fused ms | two-pass ms | our dense ms | SDPA flash | SDPA cuDNN | fused vs cuDNN | two-pass vs cuDNN |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -195,6 +209,8 @@ int main(int argc, char **argv)
             co.budget = budgets[bi];
             co.device = SALE_CALIBRATE_GPU;
             co.thr = thr;
+            if (dense_above >= 0)
+                co.dense_above = dense_above;
             if (thr == SALE_THR_FIXED)
                 co.mode = SALE_MODE_TWO_PASS;
             sale_calibrate_result cr;

@@ -529,6 +529,12 @@ typedef struct sale_calibrate_options {
     void *progress_user;
     int thr;                 /* threshold variant (SALE_THR_*; 0: run): calibrate with the one
                                 the attention calls will use (fixed keeps more blocks at a tau) */
+    double dense_above;      /* a head whose chosen tau keeps this fraction of its blocks or more
+                                (worst sample) runs dense instead (tau 0): exact, and at such
+                                densities the estimation costs more than the blocks it skips
+                                (H200, two-pass fixed: sparse = dense time near d = 0.5).
+                                sale_calibrate_options_init: 0.5; 0: never; 1: only heads
+                                that keep every block */
 } sale_calibrate_options;
 
 typedef struct sale_calibrate_result {

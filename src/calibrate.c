@@ -14,6 +14,8 @@
 
 #define CAL_TAU_START 0.008f
 #define CAL_TAU_FLOOR 1e-4f /* a tau that would fall to this or below becomes 0 (dense) */
+/* a head kept at this density or more runs dense (sale_calibrate_options.dense_above) */
+#define CAL_DENSE_ABOVE_DEFAULT 0.5
 #define CAL_BUDGET_DEFAULT 0.02
 
 typedef struct layer_src {
@@ -40,6 +42,7 @@ void sale_calibrate_options_init(sale_calibrate_options *o)
     memset(o, 0, sizeof *o);
     o->budget = CAL_BUDGET_DEFAULT;
     o->mode = SALE_MODE_FUSED;
+    o->dense_above = CAL_DENSE_ABOVE_DEFAULT;
 }
 
 void sale_calibrate_result_free(sale_calibrate_result *r)
@@ -372,7 +375,9 @@ static sale_status calibrate_layer(engine *e, const shape *sh, void *q, void *k,
             for (int s = 0; s < sh->S; s++)
                 if (dens[(size_t)s * (size_t)P + (size_t)p] > dmax)
                     dmax = dens[(size_t)s * (size_t)P + (size_t)p];
-            if (err <= budget) {
+            if (err <= budget && o->dense_above > 0 && dmax >= o->dense_above) {
+                tau[h] = 0, density[h] = 1, error[h] = 0, pend[h] = 0; /* dense: exact, and no slower */
+            } else if (err <= budget) {
                 tau[h] = cand[h], density[h] = dmax, error[h] = err, pend[h] = 0;
             } else if (cand[h] * 0.5f <= CAL_TAU_FLOOR) {
                 tau[h] = 0, density[h] = 1, error[h] = 0, pend[h] = 0; /* runs dense: exact */
@@ -420,6 +425,11 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
     }
     if (!(o->budget >= 0) || !isfinite(o->budget)) {
         sale_set_error(ctx, "calibrate: budget: must be a positive number, got %g", o->budget);
+        return SALE_ERR_INVALID;
+    }
+    if (!(o->dense_above >= 0 && o->dense_above <= 1)) {
+        sale_set_error(ctx, "calibrate: dense_above: a fraction of blocks in [0, 1] (0: never), got %g",
+                       o->dense_above);
         return SALE_ERR_INVALID;
     }
     if (o->mode != SALE_MODE_FUSED && o->mode != SALE_MODE_TWO_PASS) {

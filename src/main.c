@@ -733,6 +733,10 @@ static const char *calibrate_help =
     "  --block-q N --block-k N --block-seg N --window N --est-bits N   (default: the library's)\n"
     "  --thr run|fixed     threshold variant (default run): calibrate with the one the\n"
     "                      attention calls use; fixed keeps more blocks at the same tau\n"
+    "  --dense-above D     a head whose chosen tau keeps a fraction D of its blocks or\n"
+    "                      more (worst sample) runs dense instead: exact, and at such\n"
+    "                      densities the estimation costs more than the blocks it skips\n"
+    "                      (default 0.5; 0: never; 1: only heads that keep every block)\n"
     "  --dry-run           choose and print, store nothing\n"
     "  -q, --quiet         no progress lines\n"
     "Capture from PyTorch with a forward hook on each attention module that saves\n"
@@ -810,6 +814,7 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         {"budget-abs", 1, 0, 'B'}, {"mode", 1, 0, 'M'},   {"device", 1, 0, 'D'},   {"block-q", 1, 0, 'Q'},
         {"block-k", 1, 0, 'K'},   {"block-seg", 1, 0, 'S'}, {"window", 1, 0, 'W'}, {"est-bits", 1, 0, 'E'},
         {"thr", 1, 0, 'T'},       {"dry-run", 0, 0, 'n'}, {"quiet", 0, 0, 'q'},    {"help", 0, 0, 'h'},
+        {"dense-above", 1, 0, 'A'},
         {0, 0, 0, 0}};
     sale_calibrate_options o;
     sale_calibrate_options_init(&o);
@@ -839,6 +844,13 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         case 'W': o.local_window = int_of(optarg); if (o.local_window < 1) die_usage("--window: bad value"); break;
         case 'E': o.est_bits = int_of(optarg); if (o.est_bits < 1) die_usage("--est-bits: bad value"); break;
         case 'T': o.thr = sale_thr_parse(optarg); if (o.thr < 0) die_usage("--thr: run or fixed, got '%s'", optarg); break;
+        case 'A': {
+            char *e;
+            o.dense_above = strtod(optarg, &e);
+            if (e == optarg || *e || !(o.dense_above >= 0 && o.dense_above <= 1))
+                die_usage("--dense-above: a fraction of blocks in [0, 1] (0: never), got '%s'", optarg);
+            break;
+        }
         case 'n': o.dry_run = 1; break;
         case 'q': g_quiet = 1; break;
         case 'h': fputs(calibrate_help, stdout); return 0;

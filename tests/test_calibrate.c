@@ -99,6 +99,44 @@ static void errors_at(const sale_attention_args *base, const float *tau, const f
     free(o);
 }
 
+/* --dense-above D (default 0.5): the pure search's tau where it keeps fewer
+ * than D of the head's blocks, dense (tau 0, error 0) where it keeps D or more */
+Test(calibrate, heads_kept_above_dense_above_run_dense_and_the_others_keep_their_tau)
+{
+    const char *gen = "layers=1,heads=4,kv_heads=2,seq=1024,dim=64,samples=2,seed=11";
+    cr_assert_eq(run("calibrate --model pure --generate %s --budget 0.003 --device cpu --dense-above 0", gen), 0, "%s",
+                 out);
+    cr_assert_eq(run("calibrate --model half --generate %s --budget 0.003 --device cpu", gen), 0, "%s", out);
+    cr_assert_eq(run("calibrate --model some --generate %s --budget 0.003 --device cpu --dense-above 0.3", gen), 0,
+                 "%s", out);
+    sale_ctx *ctx = open_ctx();
+    float tp[4], tau[4];
+    sale_threshold_meta mp[4], m[4];
+    cr_assert_eq(sale_thresholds_get(ctx, "pure", 0, tp, 4, mp), SALE_OK, "%s", sale_last_error(ctx));
+    int changed = 0;
+    const char *models[2] = {"half", "some"};
+    const double above[2] = {0.5, 0.3};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(sale_thresholds_get(ctx, models[i], 0, tau, 4, m), SALE_OK, "%s", sale_last_error(ctx));
+        for (int h = 0; h < 4; h++) {
+            if (tp[h] != 0 && mp[h].density >= above[i]) {
+                cr_assert_eq(tau[h], 0.f, "%s head %d: kept %g >= %g runs dense", models[i], h, mp[h].density,
+                             above[i]);
+                cr_assert_eq(m[h].error, 0.0);
+                changed++;
+            } else {
+                cr_assert_eq(tau[h], tp[h], "%s head %d: kept %g < %g keeps the search's tau", models[i], h,
+                             mp[h].density, above[i]);
+            }
+        }
+    }
+    cr_assert_gt(changed, 0, "some head of this input is kept at density >= 0.3 (pure: %g %g %g %g)", mp[0].density,
+                 mp[1].density, mp[2].density, mp[3].density);
+    sale_destroy(ctx);
+    cr_assert_eq(run("calibrate --model bad --generate %s --dense-above 1.5", gen), 2, "%s", out);
+    cr_assert(strstr(out, "--dense-above: a fraction of blocks in [0, 1]"), "%s", out);
+}
+
 Test(calibrate, cli_warns_when_one_sample_decides_every_tau)
 {
     cr_assert_eq(run("calibrate --model one --generate layers=1,heads=2,kv_heads=2,seq=512,dim=64,samples=1,seed=3 "
@@ -111,7 +149,7 @@ Test(calibrate, cli_warns_when_one_sample_decides_every_tau)
 Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_the_same_taus)
 {
     cr_assert_eq(run("calibrate --model toy --generate layers=%d,heads=%d,kv_heads=%d,seq=%d,dim=%d,samples=%d,"
-                     "seed=%d --budget %g --device cpu",
+                     "seed=%d --budget %g --device cpu --dense-above 0",
                      L_LAYERS, L_HEADS, L_KV, L_SEQ, L_DIM, L_SAMPLES, L_SEED, L_BUDGET),
                  0, "%s", out);
     cr_assert(strstr(out, "layer 0 (1/2)") && strstr(out, "layer 1 (2/2)"), "progress per layer: %s", out);

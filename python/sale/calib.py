@@ -188,13 +188,15 @@ def capture(model, directory, layers=None):
 # ---------------------------------------------------------------- calibrate
 
 def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", context=None, extra_args=(),
-              check=True, thr=None):
+              check=True, thr=None, dense_above=None):
     """Choose per-head thresholds for every layer file in `directory` to an error
     budget and store them in the cache under `model` (then sale.attention(...,
     tau=(model, layer)) and attn_implementation="sale" use them). Runs the `sale
     calibrate` command shipped with the package on the context's cache file.
     thr: "run" or "fixed", the threshold variant the attention calls will use
-    (None: run). Returns the command's output (its summary table); the
+    (None: run). dense_above: a head whose chosen tau keeps this fraction of its
+    blocks or more runs dense instead (None: the command's default, 0.5; 0:
+    never). Returns the command's output (its summary table); the
     command's warnings (one sample per layer: a tau that may not hold on
     other prompts) are raised as UserWarning."""
     cli = _lib.cli_path()
@@ -212,6 +214,11 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
         if thr not in _lib.THRS:
             raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: run), got %r" % (thr,), _lib.ERR_INVALID)
         cmd += ["--thr", thr]
+    if dense_above is not None:
+        if not isinstance(dense_above, (int, float)) or not 0 <= dense_above <= 1:
+            raise _core.InvalidArgument("dense_above: a fraction of blocks in [0, 1] (0: never), got %r"
+                                        % (dense_above,), _lib.ERR_INVALID)
+        cmd += ["--dense-above", repr(float(dense_above))]
     cmd += list(extra_args)
     env = dict(os.environ)
     nv = _lib.nvrtc_path()

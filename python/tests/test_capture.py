@@ -107,3 +107,9 @@ def test_calibrating_on_one_sample_warns(tmp_path):
     sale.write_safetensors(str(tmp_path / "layer_000.safetensors"), {"q": q, "k": k, "v": v})
     with pytest.warns(UserWarning, match="one sample per layer.*two or more samples"):
         sale.calibrate(str(tmp_path), model="one-prompt", budget=0.05, device="cpu", extra_args=["--dry-run"])
+
+
+def test_calibrate_dense_above_is_checked_before_the_command_runs(tmp_path):
+    """dense_above outside [0, 1] is refused in Python with the reason."""
+    with pytest.raises(sale.InvalidArgument, match=r"dense_above: a fraction of blocks in \[0, 1\]"):
+        sale.calibrate(str(tmp_path), model="x", dense_above=1.5)
