@@ -170,9 +170,9 @@ int main(int argc, char **argv)
         a.thr = thr;
         size_t nq = (size_t)HQ * N * D, nk = (size_t)HKV * N * D;
         uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *od = malloc(nq * 2),
-                 *os = malloc(nq * 2), *os2 = malloc(nq * 2);
+                 *os = malloc(nq * 2), *os2 = per_head ? malloc(nq * 2) : NULL; /* 1 GB at 128K */
         sale_needle *nd = malloc(sizeof *nd * MAXNEEDLES);
-        if (!q || !k || !v || !od || !os || !os2 || !nd) {
+        if (!q || !k || !v || !od || !os || (per_head && !os2) || !nd) {
             fprintf(stderr, "bench_calibrated: out of host memory at N=%d\n", N);
             return 1;
         }
