@@ -10,7 +10,9 @@
 #      --base), each REV's build in the same call (--bench-args adds
 #      arguments, e.g. '--fixed-only'); --rounds R runs them R times,
 #      alternating, and writes the medians to ab.md (bench/ab_median.py);
-#   4. optionally ncu --set full of one kernel, with its SASS stall samples.
+#   4. optionally ncu --set full of one kernel, with its SASS stall samples;
+#   5. with bases, the raw runs packed into raw.tgz, so that what comes back
+#      is ab.md, log.txt, raw.tgz, tests.txt and check.txt (5 of the 8 files).
 # usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
 #                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--bench-args 'ARGS']
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
         { echo "gpu-ab.sh: --anchors takes 'flash|cudnn N ms' lines, comma-separated; got '$anchors'" >&2; exit 2; } ;;
     --rounds) rounds="$2"; shift 2
       case "$rounds" in ''|*[!0-9]*|0) echo "gpu-ab.sh: --rounds needs a whole number >= 1" >&2; exit 2 ;; esac ;;
-    -h|--help) sed -n '2,18p' "$(basename "$0")"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$(basename "$0")"; exit 0 ;;
     *) echo "gpu-ab.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -103,5 +105,16 @@ if [ -n "$ncu_k" ]; then
     ./bench_attention --lens "${lens%%,*}" --tau "$ncu_tau" --reps 1 --plain-max 0 >/dev/null 2>&1; say "ncu rc=$?"
   "$NCU" -i prof.ncu-rep --page details > "$O/ncu.txt" 2>&1
   "$NCU" -i prof.ncu-rep --page source --csv --print-source sass > "$O/ncu_sass.csv" 2>&1
+fi
+# the device tool brings back at most 8 files from $OUT: with bases, the raw
+# runs (bench.md, bench.err, base*.md, the ncu pages) go into one archive,
+# raw.tgz, beside ab.md, log.txt, tests.txt and check.txt
+if ls "$O"/base*.md >/dev/null 2>&1; then
+  raw=$(cd "$O" && ls bench.md bench.err base*.md ncu.txt ncu_sass.csv 2>/dev/null)
+  if (cd "$O" && tar czf raw.tgz $raw && rm -f $raw); then
+    say "the raw runs are in $O/raw.tgz: $(echo $raw)"
+  else
+    say "could not pack the raw runs into raw.tgz"; rc=1
+  fi
 fi
 exit $rc

@@ -84,3 +84,34 @@ def test_bench_calibrated_options_are_checked_before_any_gpu_work():
     assert bad.returncode == 2 and "--thr takes run or fixed" in bad.stderr
     helptext = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=30)
     assert helptext.returncode == 0 and "--thr run|fixed" in helptext.stderr and "--per-head" in helptext.stderr
+
+
+def test_gpu_ab_packs_raw_files_when_the_device_would_drop_some(tmp_path):
+    """With bases, gpu-ab.sh packs the raw runs into raw.tgz (the device tool
+    brings back at most 8 files): ab.md and log.txt stay beside it, and the
+    archive holds every build's runs."""
+    import tarfile
+    bundle = tmp_path / "gpu"
+    bundle.mkdir()
+    (bundle / "gpu-ab.sh").write_text(GPU_AB.read_text())
+    (bundle / "ab_median.py").write_text(TOOL.read_text())
+    table = ROW.format(t="80.1", s="60.0")
+    fake = "#!/bin/sh\nprintf '%s' '" + table.replace("'", "'\\''") + "'\n"
+    dirs = [bundle] + [bundle / d for d in ("base", "base2", "base3")]
+    for i, d in enumerate(dirs):
+        d.mkdir(exist_ok=True)
+        (d / "bench_attention").write_text(fake)
+        (d / "bench_attention").chmod(0o755)
+        if i:
+            (d / "REV").write_text(f"rev{i} abc{i}\n")
+    out = tmp_path / "out"
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(out)}
+    r = subprocess.run(["bash", str(bundle / "gpu-ab.sh"), "--skip-tests", "--skip-check", "--rounds", "2",
+                        "--anchors", "cudnn 131072 250.0"], capture_output=True, text=True, env=env, timeout=120)
+    files = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert set(files) == {"ab.md", "log.txt", "raw.tgz"}, (files, r.stdout, r.stderr)
+    with tarfile.open(out / "raw.tgz") as t:
+        names = set(t.getnames())
+    assert {"bench.md", "base.md", "base2.md", "base3.md"} <= names, names
+    assert "rev3" in (out / "ab.md").read_text()
+    assert "raw.tgz" in (out / "log.txt").read_text()
