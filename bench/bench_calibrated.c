@@ -104,8 +104,14 @@ int main(int argc, char **argv)
             csamples = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
-        else if (!strcmp(argv[i], "--dense-above") && i + 1 < argc)
-            dense_above = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--dense-above") && i + 1 < argc) {
+            char *e;
+            dense_above = strtod(argv[++i], &e);
+            if (e == argv[i] || *e || !(dense_above >= 0 && dense_above <= 1)) {
+                fprintf(stderr, "bench_calibrated: --dense-above takes a fraction in [0, 1], not '%s'\n", argv[i]);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--per-head"))
             per_head = 1;
         else if (!strcmp(argv[i], "--thr") && i + 1 < argc) {

@@ -82,8 +82,12 @@ def test_bench_calibrated_options_are_checked_before_any_gpu_work():
         pytest.skip(f"{exe} is not built (scripts/setup.sh builds it)")
     bad = subprocess.run([str(exe), "--thr", "sometimes"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "--thr takes run or fixed" in bad.stderr
+    for v in ("half", "1.5", "-0.1"):
+        bad = subprocess.run([str(exe), "--dense-above", v], capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2 and "--dense-above takes a fraction in [0, 1]" in bad.stderr, (v, bad.stderr)
     helptext = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=30)
     assert helptext.returncode == 0 and "--thr run|fixed" in helptext.stderr and "--per-head" in helptext.stderr
+    assert "--dense-above D" in helptext.stderr
 
 
 def test_gpu_ab_packs_raw_files_when_the_device_would_drop_some(tmp_path):
