@@ -1,6 +1,7 @@
 # calib.py — capture a model's post-RoPE Q/K/V into the files `sale calibrate`
 # reads (one safetensors file per layer: q [S, Hq, N, D], k, v [S, Hkv, N, D]),
 # and run the calibration that turns them into stored per-head thresholds.
+import itertools
 import json
 import os
 import shutil
@@ -199,6 +200,12 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
     never). Returns the command's output (its summary table); the
     command's warnings (one sample per layer: a tau that may not hold on
     other prompts) are raised as UserWarning."""
+    # the arguments first: a bad one is the caller's error wherever the command is
+    if thr is not None and thr not in _lib.THRS:
+        raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: run), got %r" % (thr,), _lib.ERR_INVALID)
+    if dense_above is not None and (not isinstance(dense_above, (int, float)) or not 0 <= dense_above <= 1):
+        raise _core.InvalidArgument("dense_above: a fraction of blocks in [0, 1] (0: never), got %r"
+                                    % (dense_above,), _lib.ERR_INVALID)
     cli = _lib.cli_path()
     if cli is None:
         raise _core.NotFound("sale.calibrate: the `sale` command was not found (sale/bin/sale in the wheel, "
@@ -211,13 +218,8 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
     elif budget is not None:
         cmd += ["--budget", str(budget)]
     if thr is not None:
-        if thr not in _lib.THRS:
-            raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: run), got %r" % (thr,), _lib.ERR_INVALID)
         cmd += ["--thr", thr]
     if dense_above is not None:
-        if not isinstance(dense_above, (int, float)) or not 0 <= dense_above <= 1:
-            raise _core.InvalidArgument("dense_above: a fraction of blocks in [0, 1] (0: never), got %r"
-                                        % (dense_above,), _lib.ERR_INVALID)
         cmd += ["--dense-above", repr(float(dense_above))]
     cmd += list(extra_args)
     env = dict(os.environ)
@@ -235,7 +237,7 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
     lines = r.stderr.splitlines()
     for i, line in enumerate(lines):
         if "calibrate: warning:" in line:
-            text = [line.split("warning:", 1)[1].strip()]
-            text += [x.strip() for x in lines[i + 1:] if x.startswith("  ")][:8]
+            text = [line.split("warning:", 1)[1].strip()]  # and its indented continuation lines
+            text += [x.strip() for x in itertools.takewhile(lambda x: x.startswith("  "), lines[i + 1:])]
             warnings.warn("sale calibrate: " + " ".join(text), UserWarning, stacklevel=2)
     return r.stdout
