@@ -100,13 +100,17 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
  * fixed pairing (heads 2k, 2k + 1 of a GQA group) and for the kernel's
  * (dw_pair_by_kept: ranked by kept count). The rank below is
  * dw_count_rank's rule (wgmma_union.cuh, a CUDA C++ template this C file
- * cannot include), larger count first, ties by head: change both together. */
+ * cannot include), larger count first, ties by head: change both together.
+ * And, for a design not built (a cluster of two CTAs taking four rows of a
+ * group, K/V multicast to both), the L2 reads and each SM's bytes against
+ * the two pairs' own unions. */
 static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv, int nqb, int nkw)
 {
     const int g = Hq / Hkv;
     if (g < 4 || g % 2 || g > 32)
         return;
     double lng[2] = {0, 0}, mean[2] = {0, 0}, uni[2] = {0, 0}, own = 0;
+    double quad = 0, pairs = 0; /* blocks the four rows' union loads; the two pairs' unions */
     for (int kv = 0; kv < Hkv; kv++)
         for (int q = 0; q < nqb; q++) {
             int c[32], rank[32], by_rank[32];
@@ -131,11 +135,24 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
                                    *rb = mask + ((size_t)(kv * g + b) * nqb + q) * nkw;
                     for (int w = 0; w < nkw; w++) uni[s] += 2 * __builtin_popcount(ra[w] | rb[w]);
                 }
+            /* four rows a cluster of two CTAs (ranks 4c..4c + 3, pairs as the kernel's), K/V multicast */
+            for (int c4 = 0; g % 4 == 0 && c4 < g / 4; c4++) {
+                const uint32_t *r4[4];
+                for (int t = 0; t < 4; t++) r4[t] = mask + ((size_t)(kv * g + by_rank[4 * c4 + t]) * nqb + q) * nkw;
+                for (int w = 0; w < nkw; w++) {
+                    quad += __builtin_popcount(r4[0][w] | r4[1][w] | r4[2][w] | r4[3][w]);
+                    pairs += __builtin_popcount(r4[0][w] | r4[1][w]) + __builtin_popcount(r4[2][w] | r4[3][w]);
+                }
+            }
         }
     fprintf(stderr, "bench: N=%d tau=%g attend pairs (heads 2k, 2k+1 | by kept count): longer row / mean x%.3f | x%.3f, "
                     "union / own x%.3f | x%.3f\n",
             N, tau, mean[0] > 0 ? lng[0] / mean[0] : 0, mean[1] > 0 ? lng[1] / mean[1] : 0, own > 0 ? uni[0] / own : 0,
             own > 0 ? uni[1] / own : 0);
+    if (pairs > 0)
+        fprintf(stderr, "bench: N=%d tau=%g attend quads (two pairs a cluster, K/V multicast): L2 reads x%.3f of the "
+                        "pairs', each SM receives x%.3f\n",
+                N, tau, quad / pairs, 2 * quad / pairs);
 }
 
 int main(int argc, char **argv)
