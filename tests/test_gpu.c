@@ -1272,6 +1272,120 @@ Test(gpu, plain_masks_equal_fused_and_two_pass)
         free(o[i]), free(m[i]);
 }
 
+/* The attend on long rows of scattered blocks, checked from the algorithm's
+ * definition: for one row of every (head, query block), attention over
+ * exactly the key blocks the GPU's own mask keeps (causal), in double on the
+ * host, against the two-pass output. At 32K and a density of a few percent
+ * a CTA's two rows walk long runs of tiles only one of them holds, with the
+ * other warpgroup releasing stages it skips: the ring's phase accounting
+ * under skips is what this exercises, which the small shapes of the other
+ * tests do not (a stage released early there once passed every test and
+ * sanitizer at 4K and hung at 64K: bench/wgmma/NOTES.md, eleventh session).
+ * The mask's own decisions are the other tests' business. */
+Test(gpu, attend_long_scattered_rows_equal_attention_over_their_mask)
+{
+    NEED_GPU();
+    const int B = 1, Hq = 8, Hkv = 2, N = 32768, D = 128, g = Hq / Hkv;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1;
+    a.mode = SALE_MODE_TWO_PASS;
+    a.thr = SALE_THR_FIXED;
+    const float tau[8] = {0.002f, 0.004f, 0.0015f, 0.003f, 0.004f, 0.002f, 0.003f, 0.0015f};
+    a.tau = tau;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2);
+    cr_assert(q && k && v && o);
+    sale_gen_options gen = {.seed = seed_base + 3203, .structured = 1, .needles = 4};
+    int nn = 0;
+    cr_assert_eq(sale_generate_qkv(&a, &gen, q, k, v, NULL, 0, &nn), SALE_OK);
+    const int nqb = sale_num_qblocks(&a), nkb = sale_num_kblocks(&a), nkw = (nkb + 31) / 32;
+    size_t nmask = (size_t)B * Hq * nqb * nkw;
+    uint32_t *m = malloc(nmask * 4);
+    cr_assert(m);
+    sale_stats st;
+    memset(&st, 0, sizeof st);
+    gpu_run_once(a, q, k, v, o, m, nmask, &st);
+    cr_assert(st.density > 0.01 && st.density < 0.3, "density %.4f: not the scattered regime this test is for",
+              st.density);
+    long long unwritten = 0;
+    for (size_t e = 0; e < nq; e++)
+        unwritten += !isfinite(sale_bf16_to_f32(o[e]));
+    cr_assert_eq(unwritten, 0, "%lld outputs never written (the poison is still there)", unwritten);
+    const double scale = 1.0 / sqrt((double)D);
+    /* per checked row: the L1 difference and the reference's L1 norm; a
+     * row's error is judged against the larger of its own norm and a
+     * quarter of the mean one (a row whose output nearly cancels has a
+     * large relative error from rounding alone) */
+    const int nrow = Hq * nqb;
+    double *p = malloc(sizeof(double) * N), acc[128], *rnum = calloc(nrow, sizeof(double)),
+           *rden = calloc(nrow, sizeof(double));
+    int *rrow = calloc(nrow, sizeof(int));
+    cr_assert(p && rnum && rden && rrow);
+    for (int h = 0; h < Hq; h++)
+        for (int qb = 0; qb < nqb; qb++) {
+            const int i = qb * 64 + (qb * 37 + h * 11) % 64; /* one row of the block, a different one each time */
+            rrow[h * nqb + qb] = -1;
+            if (i >= N)
+                continue;
+            rrow[h * nqb + qb] = i;
+            const uint16_t *qi = q + ((size_t)h * N + i) * D;
+            const uint32_t *row = m + ((size_t)h * nqb + qb) * nkw;
+            const uint16_t *kh = k + (size_t)(h / g) * N * D, *vh = v + (size_t)(h / g) * N * D;
+            double mx = -INFINITY;
+            int nkeys = 0;
+            for (int j = 0; j <= i; j++) {
+                if (!(row[j / 32 / 32] >> (j / 32 % 32) & 1u)) {
+                    p[j] = NAN;
+                    continue;
+                }
+                double s = 0;
+                for (int d = 0; d < D; d++)
+                    s += (double)sale_bf16_to_f32(qi[d]) * sale_bf16_to_f32(kh[(size_t)j * D + d]);
+                p[j] = s * scale;
+                mx = p[j] > mx ? p[j] : mx;
+                nkeys++;
+            }
+            cr_assert_gt(nkeys, 0, "head %d row %d: its mask keeps no key (the diagonal block is always kept)", h, i);
+            double l = 0;
+            for (int d = 0; d < D; d++)
+                acc[d] = 0;
+            for (int j = 0; j <= i; j++) {
+                if (isnan(p[j]))
+                    continue;
+                const double w = exp(p[j] - mx);
+                l += w;
+                for (int d = 0; d < D; d++)
+                    acc[d] += w * sale_bf16_to_f32(vh[(size_t)j * D + d]);
+            }
+            const uint16_t *oi = o + ((size_t)h * N + i) * D;
+            for (int d = 0; d < D; d++) {
+                rnum[h * nqb + qb] += fabs(sale_bf16_to_f32(oi[d]) - acc[d] / l);
+                rden[h * nqb + qb] += fabs(acc[d] / l);
+            }
+        }
+    double mean_den = 0, worst = 0;
+    int nchk = 0, worst_h = -1, worst_i = -1;
+    for (int r = 0; r < nrow; r++)
+        if (rrow[r] >= 0)
+            mean_den += rden[r], nchk++;
+    mean_den /= nchk;
+    cr_assert_gt(mean_den, 0.0, "every checked output is zero: inputs that test nothing");
+    for (int r = 0; r < nrow; r++) {
+        if (rrow[r] < 0)
+            continue;
+        const double rel = rnum[r] / (rden[r] > 0.25 * mean_den ? rden[r] : 0.25 * mean_den);
+        if (rel > worst)
+            worst = rel, worst_h = r / nqb, worst_i = rrow[r];
+    }
+    fprintf(stderr, "gpu attend on 32K scattered rows: density %.4f, worst row rel L1 %.2e (head %d row %d)\n",
+            st.density, worst, worst_h, worst_i);
+    /* bf16 output (8 bits of mantissa: ~4e-3 a value) and a bf16 P in P V */
+    cr_assert(worst < 2e-2, "head %d row %d: rel L1 %.2e against attention over its own mask", worst_h, worst_i, worst);
+    free(p), free(q), free(k), free(v), free(o), free(m), free(rnum), free(rden), free(rrow);
+}
+
 /* ------------------------------------------ threshold variant thr=fixed */
 /* The GPU's t_i = m_i + log(tau l_i) / scale comes from exp2, log and sums in
  * orders of its own, so it may differ from the reference's by a few ulps; an
