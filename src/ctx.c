@@ -353,7 +353,8 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     memset(&nr, 0, sizeof nr);
     snprintf(nr.key, sizeof nr.key, "%s", keytext);
     snprintf(nr.arch, sizeof nr.arch, "%s", arch);
-    snprintf(nr.entry, sizeof nr.entry, "%s", sale_layout_entry(&lc));
+    const char *entry = sale_layout_entry(&lc); /* NULL only for a family with no kernel (not compiled) */
+    snprintf(nr.entry, sizeof nr.entry, "%s", entry ? entry : "");
     nr.src_hash = h;
     nr.registers = jr.registers;
     nr.smem_static = jr.smem_static;

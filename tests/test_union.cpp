@@ -197,7 +197,7 @@ Test(union, items_in_flight_read_at_most_two_kv_heads)
         const int n = (N / 128) * 32, win = 132;
         std::vector<int> kv(n, -1);
         for (int x = 0; x < n; x++) {
-            int b, hw[2], qw[2];
+            int b = -1, hw[2] = {-1, -1}, qw[2] = {-1, -1};
             cr_assert(dw_attend_item(p, x, b, hw, qw));
             kv[x] = b * p.Hkv + hw[0] / p.group;
         }
