@@ -414,7 +414,7 @@ Test(examples, fleet_lua_loads_through_cfg_load)
 
 Test(examples, every_example_script_parses)
 {
-    const char *names[] = {"fleet.lua", "explore_blocks.lua", "needles.lua"};
+    const char *names[] = {"fleet.lua", "explore_blocks.lua", "needles.lua", "kernel_info.lua"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/examples/%s", SALE_SOURCE_DIR, names[i]);
@@ -650,6 +650,32 @@ Test(scripts, explore_blocks_runs_on_the_cpu_and_marks_the_front)
     }
     cr_expect_gt(front, 0);
     free(c);
+    free(out);
+}
+
+/* kernel_info.lua: a real NVRTC compile of a good key prints what ptxas
+ * reports; a bad key is named with its reason and fails the script, after
+ * the good one was printed */
+Test(scripts, kernel_info_prints_registers_and_names_bad_keys)
+{
+    char *out;
+    char *argv[] = {"quantize:d=64,dt=bf16,arch=sm_80"};
+    sale_status st = run_captured(SALE_SOURCE_DIR "/examples/kernel_info.lua", 1, argv, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "quantize:") == out, "%s", out);
+    cr_expect(strstr(out, "sale_quantize_kernel: ") != NULL, "%s", out);
+    int regs = 0;
+    const char *r = strstr(out, "kernel: ");
+    cr_assert_not_null(r, "%s", out);
+    cr_expect_eq(sscanf(r, "kernel: %d registers", &regs), 1, "%s", out);
+    cr_expect(regs > 0 && regs <= 255, "%d registers", regs);
+    free(out);
+    char *argv2[] = {"quantize:d=64,dt=bf16,arch=sm_80", "fused:d=128,bk=24,arch=sm_90"};
+    st = run_captured(SALE_SOURCE_DIR "/examples/kernel_info.lua", 2, argv2, &out);
+    cr_expect_neq(st, SALE_OK, "a key that does not compile fails the script");
+    cr_expect(strstr(g_err, "1 of 2 keys did not compile: fused:d=128,bk=24,arch=sm_90") != NULL, "%s", g_err);
+    cr_expect(strstr(out, "sale_quantize_kernel: ") != NULL, "the good key is still printed: %s", out);
+    cr_expect(strstr(out, "does not compile: ") != NULL && strstr(out, "block_k") != NULL, "%s", out);
     free(out);
 }
 
