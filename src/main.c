@@ -127,6 +127,14 @@ static int int_of(const char *t)
     return (e == t || *e || v < 0 || v > 1 << 20) ? -1 : (int)v;
 }
 
+/* 1 if t is a whole number in C syntax (nothing before or after it), stored in *v */
+static int double_of(const char *t, double *v)
+{
+    char *e;
+    *v = strtod(t, &e);
+    return e != t && !*e;
+}
+
 static int arch_of(const char *t)
 {
     int a = sale_arch_parse(t);
@@ -800,9 +808,8 @@ static void calibrate_progress(void *user, const sale_calibrate_progress *p)
 
 static double budget_of(const char *t, const char *what)
 {
-    char *e;
-    double b = strtod(t, &e);
-    if (e == t || *e || !(b > 0) || b > 1e6)
+    double b;
+    if (!double_of(t, &b) || !(b > 0) || b > 1e6)
         die_usage("%s: expected a positive number, got '%s'", what, t);
     return b;
 }
@@ -844,13 +851,10 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         case 'W': o.local_window = int_of(optarg); if (o.local_window < 1) die_usage("--window: bad value"); break;
         case 'E': o.est_bits = int_of(optarg); if (o.est_bits < 1) die_usage("--est-bits: bad value"); break;
         case 'T': o.thr = sale_thr_parse(optarg); if (o.thr < 0) die_usage("--thr: run or fixed, got '%s'", optarg); break;
-        case 'A': {
-            char *e;
-            o.dense_above = strtod(optarg, &e);
-            if (e == optarg || *e || !(o.dense_above >= 0 && o.dense_above <= 1))
+        case 'A':
+            if (!double_of(optarg, &o.dense_above) || !(o.dense_above >= 0 && o.dense_above <= 1))
                 die_usage("--dense-above: a fraction of blocks in [0, 1] (0: never), got '%s'", optarg);
             break;
-        }
         case 'n': o.dry_run = 1; break;
         case 'q': g_quiet = 1; break;
         case 'h': fputs(calibrate_help, stdout); return 0;
