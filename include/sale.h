@@ -136,12 +136,15 @@ int sale_arch_parse(const char *text);
 /* The architecture of the cubin sale_attention runs for `family` on a device
  * whose kernels are `arch` (80, 86, 89, 90): on sm_90, dense and attend at
  * head_dim 128 (attend with block_q 64, block_k 32) are the wgmma kernels,
+ * and so is fused's attention half (block_q 64, block_k 32 or 64):
  * SALE_ARCH_SM90A; everything else, arch. What `sale prewarm` builds for a fleet. */
 int sale_attention_arch(sale_family family, int head_dim, int block_q, int block_k, int arch);
 /* The same for a whole key (open fields take their defaults): also select
  * with thr FIXED at head_dim 128, block_q 64, block_k 32, block_seg 128 and
- * 8-bit codes (warps open, 12 or 20), the wgmma estimation, is SALE_ARCH_SM90A
- * on sm_90. What sale_attention, `sale prewarm` and `sale tune` use.
+ * 8-bit codes (warps open, 12 or 20), the wgmma estimation, and fused at
+ * head_dim 128, block_q 64, block_k 32 or 64 (warps open or 4: its attention
+ * half on wgmma), are SALE_ARCH_SM90A on sm_90. What sale_attention, `sale
+ * prewarm` and `sale tune` use.
  * key NULL: arch. */
 int sale_key_run_arch(const sale_key *key, int arch);
 

@@ -634,6 +634,10 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     /* two-pass with thr = fixed: the select is the wgmma estimation (sale_key_run_arch) */
     if (!dense && kf.family == SALE_FAMILY_SELECT && tma)
         kf.arch = sale_key_run_arch(&kf, arch);
+    /* fused at head_dim 128, block_q 64, 4 warps: its attention half on wgmma
+     * (sale_layout_fused_wg; cp.async loads, no TMA map) */
+    if (!dense && kf.family == SALE_FAMILY_FUSED)
+        kf.arch = sale_key_run_arch(&kf, arch);
     sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
                            tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
     if (ka.warps == SALE_SE_DEFAULT_WARPS) { /* a select-only tile (sm_90a estimation): attend keeps its own */

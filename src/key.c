@@ -205,7 +205,8 @@ static int wgmma_legal(const sale_key *k)
         c.warps = SALE_SE_DEFAULT_WARPS;
         c.stages = SALE_SE_DEFAULT_STAGES;
     }
-    return (sale_layout_wgmma(&c) || sale_layout_wgmma_select(&c)) && sale_layout_legal(&c, NULL, 0);
+    return (sale_layout_wgmma(&c) || sale_layout_wgmma_select(&c) || sale_layout_fused_wg(&c)) &&
+           sale_layout_legal(&c, NULL, 0);
 }
 
 int sale_key_run_arch(const sale_key *k, int arch)
@@ -214,6 +215,9 @@ int sale_key_run_arch(const sale_key *k, int arch)
         return arch;
     /* a select that asks for an mma.sync tile keeps it (dense and attend: sale_attention decides) */
     if (k->family == SALE_FAMILY_SELECT && k->warps && k->warps != SALE_WG_WARPS && k->warps != SALE_SE_DEFAULT_WARPS)
+        return arch;
+    /* so does a fused that asks for tiles other than the one warpgroup of its wgmma half */
+    if (k->family == SALE_FAMILY_FUSED && k->warps && k->warps != 4)
         return arch;
     return wgmma_legal(k) ? SALE_ARCH_SM90A : arch;
 }

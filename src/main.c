@@ -211,8 +211,10 @@ static int cmd_info(const gopts *g, int argc, char **argv)
                 if (ca)
                     printf("           kernels: %s; dense and attend at head_dim 128: %s%s\n", sale_arch_name(ca),
                            sale_arch_name(wa), wa == SALE_ARCH_SM90A ? " (wgmma + TMA)" : "");
-                if (wa == SALE_ARCH_SM90A)
+                if (wa == SALE_ARCH_SM90A) {
                     printf("           two-pass select with thr=fixed: sm_90a (wgmma estimation)\n");
+                    printf("           fused at block_q 64: sm_90a (attention half on wgmma)\n");
+                }
             }
         }
         if (!n)
@@ -239,8 +241,9 @@ static const char *prewarm_help =
     "Compile every kernel a fleet needs into the cache (no GPU needed). The set is\n"
     "archs x head dims x families x dtypes x block sizes, from the config file\n"
     "(fleet = {...}) or these flags; a second run compiles nothing. On sm_90 the\n"
-    "dense and attend kernels at head dim 128 are built for sm_90a (the wgmma\n"
-    "kernels that sale_attention runs on Hopper).\n"
+    "dense and attend kernels at head dim 128, the thr=fixed select and fused at\n"
+    "block_q 64 are built for sm_90a (the wgmma kernels that sale_attention runs\n"
+    "on Hopper).\n"
     "  --arch LIST        sm_80,sm_86,sm_89,sm_90 (default: the config's fleet)\n"
     "  --head-dim LIST    64,128\n"
     "  --family LIST      quantize,fused,select,attend,dense (default: the config's\n"

@@ -234,6 +234,10 @@ SALE_DEV sale_u32 sale_mask_word(int w, int a, int z) {
 #define SALE_MODE_ATTEND 3
 #define SALE_MODE_DENSE 4
 
+#if SALE_ARCH == 901 && SALE_FAMILY == 1
+#include "wgmma_fused.cuh" /* fused's attention half on wgmma, where sale_layout_fused_wg holds */
+#endif
+
 /* dynamic shared memory of every attention kernel; its layout: SaleAttn::OFF_* */
 extern __shared__ __align__(128) unsigned char sale_smem[];
 
@@ -390,11 +394,19 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
     static constexpr int OFF_FL = OFF_MB + NBUF * 8;
     static constexpr int OFF_RM = OFF_FL + 2 * 16 * 4;
     static constexpr int SMEM_END = EST ? OFF_RM + 2 * BQ * SB * 4 : OFF_C;
+    /* WG: fused's attention half on wgmma (sm_90a; sale_layout_fused_wg,
+     * wgmma_fused.cuh): the Q and K/V tiles as two 64-column halves with the
+     * 128-byte swizzle, every offset above from a 1 KB-aligned base (1 KB of
+     * slack in the allocation) */
     /* the layout above and the host's sale_layout_smem() (the dynamic shared
      * memory every launch asks for) are written twice: they must agree */
     static constexpr sale_layout_cfg LCFG = {MODE, D, BQ, BK, SEG, SALE_LOCAL_WINDOW, SALE_DTYPE, EB, NW, ST, SALE_ARCH};
-    static_assert(sale_layout_smem(&LCFG) == (unsigned)SMEM_END,
+    static constexpr bool WG = MODE == SALE_MODE_FUSED && sale_layout_fused_wg(&LCFG);
+    static constexpr int SLACK = WG ? 1024 : 0;
+    static_assert(sale_layout_smem(&LCFG) == (unsigned)(SMEM_END + SLACK),
                   "shared-memory layout of the kernel and sale_layout_smem() disagree");
+    static_assert(!WG || (OFF_K % 1024 == 0 && OFF_V % 1024 == 0 && (KT * PQ) % 1024 == 0 && NW == 4 && MT == 1),
+                  "fused on wgmma: 1 KB-aligned tiles, one warpgroup of 16-row warps");
     static constexpr int DT = HASV ? D / 8 : 1;
 
     static_assert(MODE == 0 || (BQ % (16 * NW) == 0 && MT >= 1 && MT <= 2), "block_q / warps");
@@ -434,6 +446,15 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
     float tcache[MT][2];
     sale_u32 prev_bits; /* kept bits of the previous segment (0: thresholds unchanged) */
 
+    /* byte offset of chunk ch of row r in a Q (rows BQ) or K/V (rows KT) tile */
+    static SALE_DEV int tswz(int r, int ch, int rows) {
+#if SALE_ARCH == 901 && SALE_FAMILY == 1
+        if constexpr (WG) return sale_layout_swz128(r, ch, rows);
+#endif
+        (void)rows;
+        return sale_swz(r, ch, CPR);
+    }
+
     /* ----------------------------------------------------------- loads */
     SALE_DEV void load_kv(int kb, int slot) {
         const int k0 = kb * KT;
@@ -447,7 +468,7 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
                 int key = k0 + r;
                 bool v = key < N;
                 long long kk = v ? key : 0;
-                int off = sale_swz(r, ch, CPR);
+                int off = tswz(r, ch, KT);
                 sale_cp16(sk + off, kg + kk * k_sn + ch * 8, v);
                 if constexpr (HASV)
                     sale_cp16(sv + off, vg + kk * v_sn + ch * 8, v);
@@ -458,8 +479,9 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
     /* ------------------------------------------------------- one tile */
     /* S = Q K^T over KT keys starting at key k0, mask, online softmax, P V */
     SALE_DEV void tile(int k0, int slot) {
-        /* the warp sees nothing of this tile (all keys after its last row) */
-        if (k0 > wrow0 + 16 * MT - 1)
+        /* the warp sees nothing of this tile (all keys after its last row);
+         * WG: the warpgroup's wgmma needs every warp, so only the CTA skips */
+        if (k0 > (WG ? i0 + BQ - 1 : wrow0 + 16 * MT - 1))
             return;
         const sale_u32 sq = sbase;
         const sale_u32 sk = sbase + OFF_K + slot * KT * PQ;
@@ -471,6 +493,22 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
 #pragma unroll
                 for (int e = 0; e < 4; e++)
                     s[mt][nt][e] = 0.f;
+#if SALE_ARCH == 901 && SALE_FAMILY == 1
+        if constexpr (WG) { /* S = Q K^T: 8 k16 steps, 4 in each 64-column half */
+            float(&sf)[KT / 2] = *reinterpret_cast<float(*)[KT / 2]>(&s[0][0][0]);
+            const sale_u64 qd = dw_desc(sq, 16, 1024), kd = dw_desc(sk, 16, 1024);
+            dw_fence();
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ks++) {
+                const sale_u32 qo = ((ks >> 2) * (BQ * 128) + (ks & 3) * 32) >> 4;
+                const sale_u32 ko = ((ks >> 2) * (KT * 128) + (ks & 3) * 32) >> 4;
+                sale_fw_mma_s(sf, qd + qo, kd + ko, ks);
+            }
+            dw_commit();
+            dw_wait<0>();
+            dw_fence_acc(sf);
+        } else
+#endif
 #pragma unroll
         for (int ks = 0; ks < D / 16; ks++) {
             sale_u32 a[MT][4];
@@ -544,6 +582,29 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
                     }
                 }
             }
+#if SALE_ARCH == 901 && SALE_FAMILY == 1
+        if constexpr (WG) { /* O += P V: P from registers, V transposed from shared */
+            const sale_u32 sv = sbase + OFF_V + slot * KT * PQ;
+            float(&of)[64] = *reinterpret_cast<float(*)[64]>(&o[0][0][0]);
+            sale_u32 pa[KT / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < KT / 16; kk++) {
+                pa[kk][0] = sale_pack2(s[0][2 * kk][0], s[0][2 * kk][1]);
+                pa[kk][1] = sale_pack2(s[0][2 * kk][2], s[0][2 * kk][3]);
+                pa[kk][2] = sale_pack2(s[0][2 * kk + 1][0], s[0][2 * kk + 1][1]);
+                pa[kk][3] = sale_pack2(s[0][2 * kk + 1][2], s[0][2 * kk + 1][3]);
+            }
+            const sale_u64 vd = dw_desc(sv, KT * 128, 1024);
+            dw_fence();
+#pragma unroll
+            for (int kk = 0; kk < KT / 16; kk++)
+                sale_fw_mma_pv(of, pa[kk], vd + ((kk * 2048) >> 4));
+            dw_commit();
+            dw_wait<0>();
+            dw_fence_acc(of);
+            return;
+        }
+#endif
         if constexpr (HASV) {
             const sale_u32 sv = sbase + OFF_V + slot * KT * PQ;
 #pragma unroll
@@ -606,6 +667,9 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
                 pend[s] = pend[s + 1];
             pend[ST - 2] = v ? kb : -1;
             sale_cp_wait<ST - 1>();
+#if SALE_ARCH == 901 && SALE_FAMILY == 1
+            if constexpr (WG) sale_fw_fence_proxy(); /* the landed tiles, to wgmma's async proxy */
+#endif
             __syncthreads();
             tile(cur * KT, slot);
             __syncthreads();
@@ -632,7 +696,7 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
         i0 = qb * BQ;
         wrow0 = i0 + warp * 16 * MT;
         sl2 = p.scale_log2;
-        sbase = sale_smem_addr(sale_smem);
+        sbase = WG ? (sale_smem_addr(sale_smem) + 1023u) & ~1023u : sale_smem_addr(sale_smem);
         kg = (const sale_u16 *)p.k + (long long)b * p.k_sb + (long long)kvh * p.k_sh;
         vg = (const sale_u16 *)p.v + (long long)b * p.v_sb + (long long)kvh * p.v_sh;
         k_sn = p.k_sn;
@@ -674,7 +738,7 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
             int row = i0 + r;
             bool v = row < N;
             long long rr = v ? row : 0;
-            sale_cp16(sbase + sale_swz(r, ch, CPR), qg + rr * p.q_sn + ch * 8, v);
+            sale_cp16(sbase + tswz(r, ch, BQ), qg + rr * p.q_sn + ch * 8, v);
         }
         sale_cp_commit();
     }

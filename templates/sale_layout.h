@@ -97,6 +97,26 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
  * consumer warpgroups (1 m64 tile each); stages: the code-tile ring, 2..7
  * (128 B of barriers); 4 by default (6 measured the same: bench/RESULTS.md,
  * fourth session; the tuner tries 2, 3, 4 and 6). */
+/* On sm_90a, fused at head_dim 128, block_q 64 and 4 warps (one warpgroup,
+ * one 16-row slice a warp) runs its attention half on wgmma: S = Q K^T as
+ * m64n(block_k)k16 from the shared Q and K tiles, P V as m64n128k16 with P
+ * from registers and V from the shared tile (wgmma_fused.cuh). The
+ * estimation half, the selection and the pipeline stay as on sm_90. The Q
+ * and K/V tiles are then stored as two 64-column halves with the 128-byte
+ * swizzle (the wgmma descriptors' layout), on a 1 KB-aligned base: 1 KB of
+ * slack. block_k 32 or 64 (the n of the S wgmma). */
+static SALE_HD SALE_CX inline int sale_layout_fused_wg(const sale_layout_cfg *c) {
+    return c->family == SALE_LF_FUSED && c->arch == 901 && c->head_dim == 128 && c->block_q == 64 && c->warps == 4 &&
+           (c->block_k == 32 || c->block_k == 64);
+}
+/* byte offset of 16-byte chunk ch (0..15) of row r in such a tile of `rows`
+ * rows (head_dim 128): half ch / 8, then rows of 128 bytes, chunk ch % 8 at
+ * position (ch % 8) ^ (r % 8): on a 1 KB-aligned base, the layout the
+ * 128-byte swizzle of TMA and of the wgmma descriptors defines by address
+ * bits (bits 4-6 XOR bits 7-9; tests/test_key.c checks it against that) */
+static SALE_HD SALE_CX inline int sale_layout_swz128(int r, int ch, int rows) {
+    return (ch >> 3) * rows * 128 + r * 128 + (((ch & 7) ^ (r & 7)) << 4);
+}
 #define SALE_SE_DEFAULT_WARPS 20 /* the estimation's default tiles (the key's warps, stages) */
 #define SALE_SE_DEFAULT_STAGES 4
 #define SALE_SE_LOCAL_WARPS 4
@@ -186,7 +206,7 @@ static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c
         s += 2u * 16u * 4u;   /* per-warp kept flags, 2 segments */
         s += 2u * (unsigned)c->block_q * (unsigned)(c->block_seg / c->block_k) * 4u; /* estimated maxima per (row, block) */
     }
-    return s;
+    return s + (sale_layout_fused_wg(c) ? 1024u : 0u); /* fused on wgmma: a 1 KB-aligned base */
 }
 
 static SALE_HD inline unsigned sale_layout_smem_limit(int arch) {

@@ -210,7 +210,11 @@ Test(key, attention_arch_picks_the_wgmma_kernels_on_sm90_only)
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_ATTEND, 128, 128, 32, 90), 90);
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_ATTEND, 128, 64, 16, 90), 90);
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 64, 64, 32, 90), 90);
-    cr_assert_eq(sale_attention_arch(SALE_FAMILY_FUSED, 128, 64, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_FUSED, 128, 64, 32, 90), SALE_ARCH_SM90A); /* its attention half */
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_FUSED, 128, 128, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_FUSED, 128, 64, 16, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_FUSED, 64, 64, 32, 90), 90);
+    cr_assert_eq(sale_attention_arch(SALE_FAMILY_FUSED, 128, 64, 32, 89), 89);
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_SELECT, 128, 64, 32, 90), 90);
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_QUANTIZE, 128, 64, 32, 90), 90);
     cr_assert_eq(sale_attention_arch(SALE_FAMILY_DENSE, 128, 64, 32, 89), 89);
@@ -313,6 +317,61 @@ Test(key, thr_is_not_in_the_key_of_families_that_do_not_select)
         cr_assert_str_eq(ta, tb);
         cr_assert(strstr(ta, "thr=") == NULL, "%s", ta);
         cr_assert_eq(sale_key_hash(&a), sale_key_hash(&b));
+    }
+}
+
+/* fused on an sm_90 device: its attention half is wgmma (sm_90a) at head_dim
+ * 128, block_q 64, block_k 32 or 64 and one warpgroup, under either
+ * threshold variant; other tiles keep sm_90; the sm_90a key resolves, and
+ * its layout has the wgmma half's 1 KB of alignment slack */
+Test(key, run_arch_of_fused)
+{
+    sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+    cr_assert_eq(sale_key_run_arch(&k, 90), SALE_ARCH_SM90A);
+    cr_assert_eq(sale_key_run_arch(&k, 86), 86);
+    k.thr = SALE_THR_FIXED;
+    cr_assert_eq(sale_key_run_arch(&k, 90), SALE_ARCH_SM90A);
+    k.block_k = 64;
+    cr_assert_eq(sale_key_run_arch(&k, 90), SALE_ARCH_SM90A);
+    k.block_k = 16;
+    cr_assert_eq(sale_key_run_arch(&k, 90), 90);
+    k.block_k = 0;
+    k.warps = 2; /* an mma.sync tile asked for */
+    cr_assert_eq(sale_key_run_arch(&k, 90), 90);
+    k.warps = 4;
+    k.arch = sale_key_run_arch(&k, 90);
+    cr_assert_eq(k.arch, SALE_ARCH_SM90A);
+    char err[256] = "";
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    sale_layout_cfg c = {(int)k.family, k.head_dim, k.block_q, k.block_k, k.block_seg, k.local_window,
+                         (int)k.dtype,  k.est_bits, k.warps,   k.stages,  k.arch,         k.thr};
+    cr_assert(sale_layout_fused_wg(&c), "the resolved key is the wgmma half's tile");
+    sale_layout_cfg c90 = c;
+    c90.arch = 90;
+    cr_assert(!sale_layout_fused_wg(&c90));
+    cr_assert_eq(sale_layout_smem(&c), sale_layout_smem(&c90) + 1024u, "1 KB of slack for the aligned tiles");
+    cr_assert(sale_layout_legal(&c, NULL, 0));
+}
+
+/* fused's wgmma tiles (sale_layout_swz128, written by cp.async, read by
+ * wgmma descriptors with the 128-byte swizzle): on a 1 KB-aligned base each
+ * chunk sits where the hardware's address-bit swizzle puts the chunk of the
+ * plain layout (two 64-column halves of 128-byte rows), and the map is a
+ * permutation of the tile's chunks */
+Test(key, fused_wg_tile_layout_is_the_128_byte_swizzle)
+{
+    for (int rows = 32; rows <= 64; rows += 32) {
+        char seen[64 * 256 / 16] = {0};
+        for (int r = 0; r < rows; r++)
+            for (int ch = 0; ch < 16; ch++) {
+                const int plain = (ch >> 3) * rows * 128 + r * 128 + (ch & 7) * 16;
+                const int hw = plain ^ (((plain >> 7) & 7) << 4);
+                const int o = sale_layout_swz128(r, ch, rows);
+                cr_assert_eq(o, hw, "rows %d, row %d, chunk %d: %d, the swizzle puts it at %d", rows, r, ch, o, hw);
+                cr_assert(o >= 0 && o + 16 <= rows * 256 && o % 16 == 0);
+                cr_assert_eq(seen[o / 16], 0, "rows %d: two chunks at %d", rows, o);
+                seen[o / 16] = 1;
+            }
     }
 }
 
