@@ -320,12 +320,24 @@ int main(int argc, char **argv)
             float t = time_attention(&a, 1, reps, ph);
             CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
             double err = bench_rel_l1_bf16(o_sale, o_dense, nq), dd = sx.density * t_dense;
+            /* the same call through the rows attend kernel (sm_90a: tile warps 5, one mask row a CTA) */
+            float ph_r[3] = {0};
+            double err_r = -1;
+            if (di.arch == 90) {
+                a.tile_warps = 5;
+                CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
+                (void)time_attention(&a, 1, reps, ph_r);
+                CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
+                err_r = bench_rel_l1_bf16(o_sale, o_dense, nq);
+                a.tile_warps = 0;
+            }
             char vc[32], cx[32];
             cudnn_cells(an[li].cudnn, t, cx, vc);
             snprintf(fonly[nfonly++], sizeof fonly[0],
-                     "| %6dK | %8.3g | %6.4f | %8s | %7.1f | %7.1f | %5.1f + %6.1f + %6.1f | %6.1f | %5.2fx | %.4f | %6s |",
+                     "| %6dK | %8.3g | %6.4f | %8s | %7.1f | %7.1f | %5.1f + %6.1f + %6.1f | %6.1f | %5.2fx | %.4f | %6s | "
+                     "%6.1f | %5.2fx | %.4f |",
                      N / 1024, (double)tau, sx.density, cx, t_dense, t, ph[0], ph[1], ph[2], dd,
-                     dd > 0 ? ph[2] / dd : 0.0, err, vc);
+                     dd > 0 ? ph[2] / dd : 0.0, err, vc, ph_r[2], dd > 0 ? ph_r[2] / dd : 0.0, err_r);
             fprintf(stderr, "bench: N=%d tau=%g fixed: %.1f ms (quantize %.2f, select %.2f, attend %.2f), density %.4f\n",
                     N, (double)tau, t, ph[0], ph[1], ph[2], sx.density);
             if (mask) {
@@ -510,7 +522,8 @@ int main(int argc, char **argv)
         printf("two-pass, thr = fixed (on sm_90a: the wgmma select, warps 20, and the wgmma attend); phases from "
                "CUDA events, each the median of %d calls; attend is owed d x our dense (issue 10: within 1.2x)\n\n"
                "| N | tau | density | SDPA cuDNN | our dense | two-pass fixed | quantize + select + attend | d x dense | "
-               "attend / (d x dense) | rel L1 | cuDNN / fixed |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+               "attend / (d x dense) | rel L1 | cuDNN / fixed | attend, rows kernel (warps 5) | rows / (d x dense) | "
+               "rel L1 rows |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
                PHASE_CALLS);
         for (int r = 0; r < nfonly; r++)
             printf("%s\n", fonly[r]);

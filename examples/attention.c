@@ -1,9 +1,10 @@
 /* attention.c — the README's tour in one program: get a ready-to-launch
  * kernel for the current GPU, then run the whole SALE pipeline on device
  * pointers and check it against the CPU reference.
- * usage: example_attention [N [fused|two-pass|dense|plain [run|fixed]]]
+ * usage: example_attention [N [fused|two-pass|dense|plain [run|fixed [WARPS]]]]
  *   N defaults to 4096; naming a mode runs it at any N (no dense fallback
- *   for short inputs), e.g. under compute-sanitizer on a small shape. */
+ *   for short inputs), e.g. under compute-sanitizer on a small shape; WARPS
+ *   asks for a tile (args.tile_warps, e.g. 5: the rows attend kernel). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,15 @@ int main(int argc, char **argv)
             return 2;
         }
         a.thr = strcmp(argv[3], "fixed") ? SALE_THR_RUN : SALE_THR_FIXED;
+    }
+    if (argc > 4) { /* a tile (sale_attention_args.tile_warps) */
+        char *e;
+        long w = strtol(argv[4], &e, 10);
+        if (e == argv[4] || *e || w < 1 || w > 32) {
+            fprintf(stderr, "warps: '%s' is not a whole number of warps from 1 to 32\n", argv[4]);
+            return 2;
+        }
+        a.tile_warps = (int)w;
     }
     size_t nq = (size_t)Hq * N * D, nk = (size_t)Hkv * N * D;
     uint16_t *q = malloc(nq * 2), *kk = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2), *r = malloc(nq * 2);

@@ -14,7 +14,7 @@
 #   5. with bases, the raw runs packed into raw.tgz, so that what comes back
 #      is ab.md, log.txt, raw.tgz, tests.txt and check.txt (5 of the 8 files).
 # usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
-#                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed']
+#                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed two-pass:fixed:5' (mode:thr[:tile warps])]
 #                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--bench-args 'ARGS']
 #                    [--rounds R (default 1)] [--anchors 'cudnn 65536 57.7,cudnn 131072 251.5' (skip
 #                    the SDPA run, ~30 s: its lines, comma-separated, as an earlier call measured them)]
@@ -62,13 +62,14 @@ if [ $skip_t = 0 ]; then
 fi
 if [ $skip_c = 0 ]; then
   CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  for mt in $modes; do m="${mt%%:*}"; thr="${mt##*:}"
-    timeout -k 5 120 ./example_attention 1000 "$m" "$thr" >/dev/null 2>&1
+  for mt in $modes; do m="${mt%%:*}"; rest="${mt#*:}"; thr="${rest%%:*}"; w=""  # mode:thr[:tile warps]
+    [ "$rest" = "$thr" ] || w="${rest#*:}"
+    timeout -k 5 120 ./example_attention 1000 "$m" "$thr" $w >/dev/null 2>&1
     for tool in memcheck racecheck synccheck; do
       extra=""; [ "$tool" = synccheck ] && extra="--num-cuda-barriers 65536"
       out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-300}" "$CS" --tool "$tool" $extra --print-limit 4 --error-exitcode 9 \
-            ./example_attention 1000 "$m" "$thr" 2>&1); r=$?
-      say "$tool $m thr=$thr rc=$r $(echo "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -1)"
+            ./example_attention 1000 "$m" "$thr" $w 2>&1); r=$?
+      say "$tool $m thr=$thr${w:+ warps=$w} rc=$r $(echo "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -1)"
       [ $r = 0 ] || { rc=1; echo "$out" | grep -v '^=========     #' | head -40 >> "$O/check.txt"; }
     done
   done

@@ -624,6 +624,10 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     sale_key kf = make_key(&a, main_family(&a), SALE_ARCH_CURRENT);
     char err[512];
     kq.arch = kf.arch = arch;
+    if (kf.family == SALE_FAMILY_SELECT && kf.warps == SALE_WR_WARPS) { /* an attend-only tile (the rows kernel): the select keeps its own */
+        kf.warps = 0;
+        kf.stages = 0;
+    }
     /* on an sm_90 device at head_dim 128, dense and attend run sm_90a cubins:
      * the wgmma + TMA kernels (sale_key_run_arch, sale_layout_wgmma; the driver
      * must have cuTensorMapEncodeTiled) */

@@ -520,6 +520,9 @@ static CUresult resolve_entries(const drv_api *d, kmod *m)
         CUresult r = d->ModuleGetFunction(&f, m->mod, L[i].entry);
         if (r == CUDA_SUCCESS && L[i].smem > 48 * 1024) /* the plan's smem does not depend on the shape */
             r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)L[i].smem);
+        /* the rows attend kernel is built for two CTAs an SM: ask for all of the SM's shared memory */
+        if (r == CUDA_SUCCESS && sale_layout_wgmma_rows(&lc))
+            r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100);
         if (r != CUDA_SUCCESS)
             return r;
         m->fn_name[m->nfn] = L[i].entry;

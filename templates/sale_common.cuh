@@ -228,7 +228,7 @@ SALE_DEV sale_u32 sale_mask_word(int w, int a, int z) {
     return (n == 32 ? 0xffffffffu : ((1u << n) - 1u)) << (a - lo);
 }
 
-#if SALE_FAMILY != 0 && !defined(SALE_WGMMA_ATTN) /* dense/attend on sm_90a: wgmma_attn.cuh */
+#if SALE_FAMILY != 0 && !defined(SALE_WGMMA_ATTN) && !defined(SALE_WGMMA_ROWS) /* dense/attend on sm_90a: wgmma_attn.cuh, wgmma_rows.cuh */
 #define SALE_MODE_FUSED 1
 #define SALE_MODE_SELECT 2
 #define SALE_MODE_ATTEND 3
@@ -1226,6 +1226,6 @@ template <int MODE> SALE_DEV void sale_attention_body(const sale_params &p) {
     }
     st.store(p);
 }
-#endif /* SALE_FAMILY != 0 && !SALE_WGMMA_ATTN */
+#endif /* SALE_FAMILY != 0 && !SALE_WGMMA_ATTN && !SALE_WGMMA_ROWS */
 
 #endif

@@ -83,8 +83,18 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_family(int family, int head_
 static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *c) {
     return sale_layout_wgmma_family(c->family, c->head_dim, c->arch);
 }
+/* attend's second wgmma kernel, "rows" (wgmma_rows.cuh, warps 5): one mask
+ * row a CTA (one consumer warpgroup and a producer warp, 160 threads), tiles
+ * of two kept blocks (64 keys), no alignment slack, so that two CTAs share
+ * an SM: the unit of work for rows of few kept blocks. Same TMA maps as the
+ * warps-12 attend (64-row Q boxes, 32-row K/V boxes); the grid is nqb x Hq x B. */
+#define SALE_WR_WARPS 5
+static SALE_HD SALE_CX inline int sale_layout_wgmma_rows(const sale_layout_cfg *c) {
+    return sale_layout_wgmma_arch(c) && c->family == SALE_LF_ATTEND && c->warps == SALE_WR_WARPS;
+}
 static SALE_HD SALE_CX inline int sale_layout_wgmma(const sale_layout_cfg *c) {
-    return sale_layout_wgmma_arch(c) && (c->family == SALE_LF_DENSE || c->warps == SALE_WG_WARPS);
+    return sale_layout_wgmma_arch(c) &&
+           (c->family == SALE_LF_DENSE || c->warps == SALE_WG_WARPS || sale_layout_wgmma_rows(c));
 }
 /* On sm_90a, select with thr = fixed at head_dim 128, block_q 64, block_k 32,
  * block_seg 128 and 8-bit codes has a wgmma estimation (wgmma_est.cuh): two
@@ -183,6 +193,8 @@ static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c
     if (sale_layout_wgmma_select(c)) /* 1 KB slack, stages x code tiles, 4 query-code tiles, staged rows (2 x stages slots x 4 m64 tiles x (128 + 16) floats), barriers */
         return 1024u + (unsigned)c->stages * (unsigned)SALE_SE_KT * 128u + 4u * 64u * 128u +
                2u * (unsigned)c->stages * 4u * (SALE_SE_KT + 16u) * 4u + 128u;
+    if (sale_layout_wgmma_rows(c)) /* the 64-row Q tile, stages x (K, V) tiles of 64 keys, barriers; no slack */
+        return 16384u + 2u * (unsigned)c->stages * 16384u + 256u;
     if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles of SALE_WG_TILE keys, barriers */
         return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)SALE_WG_TILE * 256u + 256u;
     rb = (unsigned)c->head_dim * 2u;
@@ -253,7 +265,7 @@ static SALE_HD inline int sale_layout_space(int family, int head_dim, int arch, 
         return 0;
     }
     if (sale_layout_wgmma_family(family, head_dim, arch)) { /* attend: wgmma, then the mma.sync tiles */
-        warps[0] = 2; warps[1] = 4; warps[2] = 8; warps[3] = SALE_WG_WARPS; *nwarps = 4;
+        warps[0] = 2; warps[1] = 4; warps[2] = 8; warps[3] = SALE_WG_WARPS; warps[4] = SALE_WR_WARPS; *nwarps = 5;
         stages[0] = 2; stages[1] = 3; *nstages = 2;
         return 0;
     }
@@ -320,7 +332,7 @@ static SALE_HD inline int sale_layout_legal(const sale_layout_cfg *c, char *why,
     if (sale_layout_wgmma(c)) {
         if (c->stages != 2 && c->stages != 3) return sale_layout_why_(why, whylen, "stages: the sm_90a wgmma kernels take 2 or 3");
         if (c->family == SALE_LF_ATTEND && (c->block_q != 64 || c->block_k != 32))
-            return sale_layout_why_(why, whylen, "warps: the sm_90a attend kernel (wgmma, warps 12) reads masks of block_q 64 and block_k 32");
+            return sale_layout_why_(why, whylen, "warps: the sm_90a attend kernels (wgmma, warps 12 or 5) read masks of block_q 64 and block_k 32");
         return 1;
     }
     if (c->block_q != 64 && c->block_q != 128) return sale_layout_why_(why, whylen, "block_q: must be 64 or 128");
@@ -405,12 +417,13 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         out[1].smem = sale_layout_smem(c);
         return 2;
     }
-    if (sale_layout_wgmma(c)) { /* 1-D: (query tile, batch, head), heaviest tiles first */
-        unsigned long long n = (unsigned long long)((N + SALE_WG_TILE - 1) / SALE_WG_TILE) * (unsigned long long)Hq * (unsigned long long)B;
+    if (sale_layout_wgmma(c)) { /* 1-D: (query tile, batch, head), heaviest tiles first; rows: one 64-row mask row a CTA */
+        const int rows = sale_layout_wgmma_rows(c) ? 64 : SALE_WG_TILE;
+        unsigned long long n = (unsigned long long)((N + rows - 1) / rows) * (unsigned long long)Hq * (unsigned long long)B;
         if (n > 0x7fffffffull) return -1;
         out[0].entry = sale_layout_main_entry(c->family);
         out[0].grid[0] = (unsigned)n; out[0].grid[1] = 1; out[0].grid[2] = 1;
-        out[0].block = SALE_WG_WARPS * 32;
+        out[0].block = (unsigned)c->warps * 32u;
         out[0].smem = sale_layout_smem(c);
         return 1;
     }

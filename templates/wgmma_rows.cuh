@@ -1,0 +1,344 @@
+/* wgmma_rows.cuh — attend on Hopper (sm_90a, head_dim 128) one mask row a
+ * CTA: the "rows" kernel, chosen by attend.cu when SALE_WARPS == 5
+ * (sale_layout_wgmma_rows). The default attend kernel (wgmma_attn.cuh,
+ * warps 12) runs two mask rows a CTA over the union of their kept blocks;
+ * below d ~ 0.4 its time is a CTA's fixed costs (start, first load, store:
+ * ~14% of stall samples at d = 0.05) and the idle warpgroup of the shorter
+ * row (~12-16%), with one CTA an SM (bench/wgmma/NOTES.md, eleventh
+ * session). This kernel changes the unit of work instead of its order:
+ *   - one 64-row mask row (b, h, query block) a CTA, so no union and no
+ *     idle warpgroup: a CTA lasts as long as its own row;
+ *   - 160 threads and <= 115 KB of shared memory, so two CTAs share an SM
+ *     and one's start and end run under the other's tiles;
+ *   - its price: the four heads of a GQA group no longer share a K/V tile
+ *     in shared memory (they share it in L2: the work order keeps a KV
+ *     head's rows together), so K/V bytes per FLOP double against the union.
+ * CTA: warps 0-3 the consumer warpgroup, warp 4 the producer (one thread).
+ *   producer: Q (two 64-column boxes of 64 rows), then the row's kept blocks
+ *     in ascending order, two a tile (an odd last tile repeats its block in
+ *     the empty slot, masked), each block as 32-row TMA boxes of K and of V
+ *     (the 128-byte swizzle) into a SALE_STAGES-deep ring (KFULL, VFULL:
+ *     landed; EMPTY: the four consumer warps are done), the tile's two block
+ *     indices in a header beside the stage;
+ *   consumers: S = Q K^T as 8 x wgmma m64n64k16 (both operands from shared
+ *     memory), the mask of the diagonal block and the empty slot, online
+ *     softmax in registers, O += P V as 4 x wgmma m64n128k16 (P from
+ *     registers, V transposed); S(j) and P V(j - 1) in flight together.
+ * The tile count comes from the mask row itself (warp 4 counts its bits
+ * while Q loads), not from p.kept, so any mask the caller passes is read as
+ * it is. Shared memory has no alignment slack (two CTAs must fit in 228 KB):
+ * the tiles need a 1 KB-aligned base, and a base that is not traps. */
+#ifndef SALE_WGMMA_ROWS_CUH
+#define SALE_WGMMA_ROWS_CUH
+
+#include "wgmma_fused.cuh" /* wgmma m64n64k16 (S) and m64n128k16 with A in registers (P V) */
+
+#define WR_BN 64       /* keys a K/V tile: two kept 32-key blocks */
+#define WR_NT (WR_BN / 8) /* n8 column groups of S */
+#define WR_QT 16384    /* the Q tile, 64 x 128 of the dtype: two 8 KB halves (d 0..63, 64..127) */
+#define WR_KT 16384    /* a K or V tile: 64 x 128, two halves of 64 rows x 128 bytes */
+#define WR_HALF 8192
+#define WR_QCHUNK 128  /* query blocks a chunk of the work order */
+
+static_assert(SALE_WARPS == 5, "the rows attend kernel is one consumer warpgroup and one producer warp");
+static_assert(SALE_STAGES == 2 || SALE_STAGES == 3, "the rows attend ring has 2 or 3 stages");
+static constexpr sale_layout_cfg WR_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE_BLOCK_K, SALE_BLOCK_SEG,
+                                            SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
+                                            SALE_ARCH};
+static_assert(sale_layout_wgmma_rows(&WR_LCFG), "the host would not launch this kernel for this key");
+static_assert(8 + 24 * SALE_STAGES <= 96 && 96 + 8 * SALE_STAGES <= 128, "barriers, then headers at +96, the count at +128, in 256 B");
+static_assert(sale_layout_smem(&WR_LCFG) == WR_QT + 2u * SALE_STAGES * WR_KT + 256u,
+              "shared-memory layout of the rows attend kernel and sale_layout_smem() disagree");
+
+/* work item x of the nqb x Hq x B grid: its batch, head and query block.
+ * Chunks of WR_QCHUNK query blocks, heaviest first; inside a chunk one
+ * (batch, KV head) after another, and per query block the group's heads
+ * together, so that the ~264 CTAs in flight read the K/V of one or two KV
+ * heads (they share it in L2). A bijection of 0 .. nqb Hq B - 1. */
+SALE_DEV bool wr_item(const sale_params &p, int x, int &b, int &h, int &qb) {
+    const int g = p.group, nbk = p.B * p.Hkv, per = WR_QCHUNK * nbk * g;
+    const int full = p.nqb / WR_QCHUNK;
+    const int ci = x / per < full ? x / per : full;
+    const int csz = ci < full ? WR_QCHUNK : p.nqb - full * WR_QCHUNK;
+    if (csz <= 0) return false;
+    const int rem = x - ci * per, gi = rem / (csz * g), r2 = rem % (csz * g);
+    qb = p.nqb - 1 - (ci * WR_QCHUNK + r2 / g);
+    if (gi >= nbk || qb < 0) return false;
+    b = gi / p.Hkv;
+    h = (gi % p.Hkv) * g + r2 % g;
+    return true;
+}
+
+struct RowWg {
+    static constexpr int ST = SALE_STAGES;
+    static constexpr sale_u32 OFF_Q = 0, OFF_K = WR_QT, OFF_V = WR_QT + ST * WR_KT, OFF_BAR = WR_QT + 2 * ST * WR_KT;
+    sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY, HDR, CNT;
+    int b, h, kvh, qb, hi, nkt;
+    const sale_u32 *row;
+
+    /* word w of the row, blocks past the diagonal block hi cleared */
+    SALE_DEV sale_u32 word(int w) const {
+        sale_u32 x = row[w];
+        const int r = hi & 31;
+        if (w == (hi >> 5) && r != 31) x &= (2u << r) - 1u;
+        return x;
+    }
+
+    /* ---------------------------------------------------------- producer */
+    /* blocks b0 and b1 (b1 < 0: empty, b0 again) into rows 0..31 and 32..63
+     * of both halves of a K or V stage, on barrier bar */
+    SALE_DEV void load_pair(sale_u32 dst, const sale_tmap *map, int b0, int b1, sale_u32 bar) const {
+        dw_mbar_expect_tx(bar, WR_KT);
+        const int r0 = b0 * 32, r1 = (b1 < 0 ? b0 : b1) * 32;
+        dw_tma_4d(dst, map, 0, r0, kvh, b, bar);
+        dw_tma_4d(dst + WR_HALF, map, 64, r0, kvh, b, bar);
+        dw_tma_4d(dst + 4096, map, 0, r1, kvh, b, bar);
+        dw_tma_4d(dst + WR_HALF + 4096, map, 64, r1, kvh, b, bar);
+    }
+    SALE_DEV void emit(const sale_tma_params &tp, int i, int b0, int b1) {
+        const int s = i % ST;
+        dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
+        asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(HDR + 8 * s), "r"(b0), "r"(b1) : "memory");
+        load_pair(sK + s * WR_KT, &tp.tk, b0, b1, KFULL + 8 * s);
+        load_pair(sV + s * WR_KT, &tp.tv, b0, b1, VFULL + 8 * s);
+    }
+    /* the row's kept blocks, ascending, two a tile */
+    SALE_DEV void produce(const sale_tma_params &tp) {
+        int i = 0, pend = -1;
+        for (int w = 0; w <= (hi >> 5); w++) {
+            sale_u32 x = word(w);
+            while (x) {
+                const int blk = w * 32 + __ffs(x) - 1;
+                x &= x - 1u;
+                if (pend < 0) {
+                    pend = blk;
+                } else {
+                    emit(tp, i++, pend, blk);
+                    pend = -1;
+                }
+            }
+        }
+        if (pend >= 0) emit(tp, i, pend, -1);
+    }
+
+    /* --------------------------------------------------------- consumers */
+    float S[WR_BN / 2], O[64];
+    sale_u32 P[WR_BN / 16][4];
+    float m0, m1, l0, l1;
+    int lane, row0, c4, blk0, blk1;
+    float sl2;
+    sale_u64 qdesc, kdesc, vdesc;
+
+    SALE_DEV void issue_s(int s) {
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) { /* 16 columns of d a step: 4 per 128-byte swizzle row, then the next half */
+            const sale_u32 off = ((ks >> 2) * WR_HALF + (ks & 3) * 32) >> 4;
+            sale_fw_mma_s(S, qdesc + off, kdesc + ((s * WR_KT) >> 4) + off, ks);
+        }
+    }
+    SALE_DEV void issue_pv(int s) {
+#pragma unroll
+        for (int kk = 0; kk < WR_BN / 16; kk++) sale_fw_mma_pv(O, P[kk], vdesc + ((s * WR_KT + kk * 2048) >> 4));
+    }
+    /* the header of stage s (its KFULL waited on): lane 0 reads, hands round */
+    SALE_DEV void header(int s) {
+        int x0 = 0, x1 = 0;
+        if (lane == 0) asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(x0), "=r"(x1) : "r"(HDR + 8 * s));
+        blk0 = __shfl_sync(0xffffffffu, x0, 0);
+        blk1 = __shfl_sync(0xffffffffu, x1, 0);
+    }
+    /* slot 1 empty -> -inf; where a block reaches the rows' diagonal, key > row -> -inf */
+    SALE_DEV void mask_pair() {
+        const bool diag = max(blk0, blk1) * 32 + 31 > qb * 64;
+        if (blk1 >= 0 && !diag) return; /* warp-uniform: two blocks below the diagonal */
+        const int lim0 = diag ? row0 : 0x7fffffff, lim1 = diag ? row0 + 8 : 0x7fffffff;
+#pragma unroll
+        for (int nt = 0; nt < WR_NT; nt++) {
+            const int t = nt >> 2;
+            const bool keep = t == 0 || blk1 >= 0;
+            const int key = (t ? blk1 : blk0) * 32 + (nt & 3) * 8 + 2 * c4;
+            S[nt * 4 + 0] = keep && key <= lim0 ? S[nt * 4 + 0] : SALE_NEG_INF;
+            S[nt * 4 + 1] = keep && key + 1 <= lim0 ? S[nt * 4 + 1] : SALE_NEG_INF;
+            S[nt * 4 + 2] = keep && key <= lim1 ? S[nt * 4 + 2] : SALE_NEG_INF;
+            S[nt * 4 + 3] = keep && key + 1 <= lim1 ? S[nt * 4 + 3] : SALE_NEG_INF;
+        }
+    }
+    /* online softmax of S in place; a0, a1: the factors O must be rescaled by
+     * (a row that has seen only masked scores keeps m = -inf, l = 0) */
+    SALE_DEV void softmax(float &a0, float &a1) {
+        float x0 = m0, x1 = m1;
+#pragma unroll
+        for (int nt = 0; nt < WR_NT; nt++) {
+            x0 = fmaxf(x0, fmaxf(S[nt * 4 + 0], S[nt * 4 + 1]));
+            x1 = fmaxf(x1, fmaxf(S[nt * 4 + 2], S[nt * 4 + 3]));
+        }
+        x0 = sale_quad_max(x0);
+        x1 = sale_quad_max(x1);
+        const float u0 = x0 == SALE_NEG_INF ? 0.f : x0, u1 = x1 == SALE_NEG_INF ? 0.f : x1;
+        a0 = sale_ex2((m0 - u0) * sl2);
+        a1 = sale_ex2((m1 - u1) * sl2);
+        m0 = x0;
+        m1 = x1;
+        const float n0 = -u0 * sl2, n1 = -u1 * sl2;
+        float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < WR_NT; nt++) {
+            S[nt * 4 + 0] = sale_ex2(fmaf(S[nt * 4 + 0], sl2, n0));
+            S[nt * 4 + 1] = sale_ex2(fmaf(S[nt * 4 + 1], sl2, n0));
+            S[nt * 4 + 2] = sale_ex2(fmaf(S[nt * 4 + 2], sl2, n1));
+            S[nt * 4 + 3] = sale_ex2(fmaf(S[nt * 4 + 3], sl2, n1));
+            s0 += S[nt * 4 + 0] + S[nt * 4 + 1];
+            s1 += S[nt * 4 + 2] + S[nt * 4 + 3];
+        }
+        l0 = l0 * a0 + s0;
+        l1 = l1 * a1 + s1;
+    }
+    SALE_DEV void rescale(float a0, float a1) {
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++) {
+            O[nt * 4 + 0] *= a0;
+            O[nt * 4 + 1] *= a0;
+            O[nt * 4 + 2] *= a1;
+            O[nt * 4 + 3] *= a1;
+        }
+    }
+    SALE_DEV void convert_p() {
+#pragma unroll
+        for (int kk = 0; kk < WR_BN / 16; kk++) {
+            P[kk][0] = sale_pack2(S[8 * kk + 0], S[8 * kk + 1]);
+            P[kk][1] = sale_pack2(S[8 * kk + 2], S[8 * kk + 3]);
+            P[kk][2] = sale_pack2(S[8 * kk + 4], S[8 * kk + 5]);
+            P[kk][3] = sale_pack2(S[8 * kk + 6], S[8 * kk + 7]);
+        }
+    }
+    SALE_DEV void release(int s) {
+        __syncwarp();
+        if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
+    }
+    /* the row's nkt >= 1 tiles: S(j) and P V(j - 1) in flight together */
+    SALE_DEV void consume() {
+        float a0, a1;
+        dw_mbar_wait(KFULL, 0);
+        header(0);
+        dw_fence();
+        issue_s(0);
+        dw_commit();
+        dw_wait<0>();
+        dw_fence_acc(S);
+        mask_pair();
+        softmax(a0, a1);
+        for (int j = 1; j < nkt; j++) {
+            const int sj = j % ST, sp = (j - 1) % ST;
+            convert_p();
+            dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
+            header(sj);
+            dw_mbar_wait(VFULL + 8 * sp, ((j - 1) / ST) & 1);
+            dw_fence();
+            issue_s(sj);
+            dw_commit();
+            issue_pv(sp);
+            dw_commit();
+            dw_wait<1>(); /* S(j) is in; P V(j - 1) may still run */
+            dw_fence_acc(S);
+            mask_pair();
+            softmax(a0, a1);
+            dw_wait<0>();
+            dw_fence_acc(O);
+            rescale(a0, a1);
+            release(sp);
+        }
+        const int sl = (nkt - 1) % ST;
+        convert_p();
+        dw_mbar_wait(VFULL + 8 * sl, ((nkt - 1) / ST) & 1);
+        dw_fence();
+        issue_pv(sl);
+        dw_commit();
+        dw_wait<0>();
+        dw_fence_acc(O);
+        release(sl);
+    }
+    /* O / l in the dtype (rows < N), lse when asked */
+    SALE_DEV void store(const sale_params &p) {
+        const float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
+        const float i0 = lt0 > 0.f ? 1.f / lt0 : 0.f, i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
+        sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh + 2 * c4;
+        const bool w0 = row0 < p.N, w1 = row0 + 8 < p.N;
+        sale_u16 *o0 = og + (long long)row0 * p.o_sn, *o1 = og + (long long)(row0 + 8) * p.o_sn;
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++) {
+            if (w0) *(sale_u32 *)(o0 + nt * 8) = sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0);
+            if (w1) *(sale_u32 *)(o1 + nt * 8) = sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1);
+        }
+        if (p.lse && c4 == 0) {
+            float *lse = (float *)p.lse + ((long long)b * p.Hq + h) * p.N;
+            if (w0) lse[row0] = m0 * p.scale + logf(lt0);
+            if (w1) lse[row0 + 8] = m1 * p.scale + logf(lt1);
+        }
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_kernel(const __grid_constant__ sale_tma_params tp) {
+    const sale_params &p = tp.p;
+    extern __shared__ __align__(1024) unsigned char wr_smem[];
+    const sale_u32 base = sale_smem_addr(wr_smem);
+    if (base & 1023u) __trap(); /* the 128-byte swizzle needs a 1 KB-aligned base (no slack: see above) */
+    RowWg st;
+    if (!wr_item(p, (int)blockIdx.x, st.b, st.h, st.qb)) return; /* the whole CTA, before any barrier */
+    st.sQ = base + RowWg::OFF_Q;
+    st.sK = base + RowWg::OFF_K;
+    st.sV = base + RowWg::OFF_V;
+    const sale_u32 bar = base + RowWg::OFF_BAR;
+    st.QFULL = bar;
+    st.KFULL = bar + 8;
+    st.VFULL = bar + 8 + 8 * RowWg::ST;
+    st.EMPTY = bar + 8 + 16 * RowWg::ST;
+    st.HDR = bar + 96;  /* after 1 + 3 ST <= 10 barriers: ST x 8 bytes */
+    st.CNT = bar + 128; /* the row's kept-block count */
+    st.kvh = st.h / p.group;
+    st.row = (const sale_u32 *)p.mask + (((long long)st.b * p.Hq + st.h) * p.nqb + st.qb) * p.nkw;
+    st.hi = ((st.qb * 64 + 64 < p.N ? st.qb * 64 + 64 : p.N) - 1) / 32;
+    const int tid = threadIdx.x, warp = __shfl_sync(0xffffffffu, tid >> 5, 0);
+    if (tid == 128) { /* the producer: barriers, then Q at once */
+        dw_mbar_init(st.QFULL, 1);
+        for (int s = 0; s < RowWg::ST; s++) {
+            dw_mbar_init(st.KFULL + 8 * s, 1);
+            dw_mbar_init(st.VFULL + 8 * s, 1);
+            dw_mbar_init(st.EMPTY + 8 * s, 4); /* one arrive per consumer warp */
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        dw_mbar_expect_tx(st.QFULL, WR_QT);
+        dw_tma_4d(st.sQ, &tp.tq, 0, st.qb * 64, st.h, st.b, st.QFULL);
+        dw_tma_4d(st.sQ + WR_HALF, &tp.tq, 64, st.qb * 64, st.h, st.b, st.QFULL);
+    }
+    if (warp == 4) { /* the tile count, while Q loads */
+        int n = 0;
+        for (int w = tid & 31; w <= (st.hi >> 5); w += 32) n += __popc(st.word(w));
+#pragma unroll
+        for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+        if (tid == 128) asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(st.CNT), "r"(n) : "memory");
+    }
+    __syncthreads();
+    int nk;
+    asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(nk) : "r"(st.CNT));
+    st.nkt = (nk + 1) >> 1;
+    if (warp == 4) {
+        if (tid == 128 && st.nkt > 0) st.produce(tp);
+        return;
+    }
+    st.lane = tid & 31;
+    st.c4 = st.lane & 3;
+    st.row0 = st.qb * 64 + warp * 16 + (st.lane >> 2);
+    st.sl2 = p.scale_log2;
+    st.qdesc = dw_desc(st.sQ, 16, 1024);
+    st.kdesc = dw_desc(st.sK, 16, 1024);
+    st.vdesc = dw_desc(st.sV, WR_HALF, 1024);
+    st.m0 = st.m1 = SALE_NEG_INF;
+    st.l0 = st.l1 = 0.f;
+#pragma unroll
+    for (int i = 0; i < 64; i++) st.O[i] = 0.f;
+    dw_mbar_wait(st.QFULL, 0); /* also when nothing is kept: no copy may be in flight at exit */
+    if (st.nkt > 0) st.consume();
+    st.store(p);
+}
+
+#endif
