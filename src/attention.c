@@ -75,7 +75,10 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     k.est_bits = a->est_bits;
     k.causal = 1;
     k.arch = arch;
-    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN) { /* plain's tiles are fixed */
+    /* plain's tiles are fixed; warps 5 is an attend-only tile (the rows
+     * kernel, sale_layout_wgmma_rows): the select keeps its own */
+    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN &&
+        !(f == SALE_FAMILY_SELECT && a->tile_warps == SALE_WR_WARPS)) {
         k.warps = a->tile_warps;
         k.stages = a->tile_stages;
     }
@@ -624,10 +627,6 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     sale_key kf = make_key(&a, main_family(&a), SALE_ARCH_CURRENT);
     char err[512];
     kq.arch = kf.arch = arch;
-    if (kf.family == SALE_FAMILY_SELECT && kf.warps == SALE_WR_WARPS) { /* an attend-only tile (the rows kernel): the select keeps its own */
-        kf.warps = 0;
-        kf.stages = 0;
-    }
     /* on an sm_90 device at head_dim 128, dense and attend run sm_90a cubins:
      * the wgmma + TMA kernels (sale_key_run_arch, sale_layout_wgmma; the driver
      * must have cuTensorMapEncodeTiled) */

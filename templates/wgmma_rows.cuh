@@ -1,5 +1,6 @@
 /* wgmma_rows.cuh — attend on Hopper (sm_90a, head_dim 128) one mask row a
- * CTA: the "rows" kernel, chosen by attend.cu when SALE_WARPS == 5
+ * CTA: the "rows" kernel (entry sale_attend_rows_kernel), chosen by attend.cu
+ * when SALE_WARPS == 5
  * (sale_layout_wgmma_rows). The default attend kernel (wgmma_attn.cuh,
  * warps 12) runs two mask rows a CTA over the union of their kept blocks;
  * below d ~ 0.4 its time is a CTA's fixed costs (start, first load, store:
@@ -277,7 +278,7 @@ struct RowWg {
     }
 };
 
-extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_kernel(const __grid_constant__ sale_tma_params tp) {
+extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
     extern __shared__ __align__(1024) unsigned char wr_smem[];
     const sale_u32 base = sale_smem_addr(wr_smem);
