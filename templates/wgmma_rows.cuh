@@ -245,7 +245,8 @@ struct RowWg {
             softmax(a0, a1);
             dw_wait<0>();
             dw_fence_acc(O);
-            rescale(a0, a1);
+            /* warp-uniform: a warp whose rows kept their maxima skips the 64 multiplies */
+            if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) rescale(a0, a1);
             release(sp);
         }
         const int sl = (nkt - 1) % ST;
