@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "sale.h"
+#include "sale_layout.h" /* SALE_WR_*, SALE_WG_WARPS: which attend kernel runs where */
 #include "cli_tune.h"
 #include "tune.h"
 
@@ -214,6 +215,8 @@ static int cmd_info(const gopts *g, int argc, char **argv)
                 if (wa == SALE_ARCH_SM90A) {
                     printf("           two-pass select with thr=fixed: sm_90a (wgmma estimation)\n");
                     printf("           fused at block_q 64: sm_90a (attention half on wgmma)\n");
+                    printf("           attend up to %dK: one mask row a CTA (warps %d); above: two rows a CTA (warps %d)\n",
+                           SALE_WR_DEFAULT_MAX_N / 1024, SALE_WR_WARPS, SALE_WG_WARPS);
                 }
             }
         }
@@ -350,7 +353,8 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                         for (int ik = 0; ik < f.n_block_ks; ik++)
                             for (int is = 0; is < f.n_block_segs; is++)
                                 for (int iw = 0; iw < f.n_local_windows; iw++)
-                                for (int ih = 0; ih < f.n_thrs; ih++) {
+                                for (int ih = 0; ih < f.n_thrs; ih++)
+                                for (int rows = 0; rows < 2; rows++) {
                                     sale_key k = sale_key_default(f.families[ifm]);
                                     k.arch = f.archs[ia];
                                     k.head_dim = f.head_dims[id];
@@ -364,6 +368,17 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                      * kernels of dense, attend and the thr=fixed select are
                                      * sm_90a cubins) */
                                     k.arch = sale_key_run_arch(&k, k.arch);
+                                    /* and, for attend on sm_90a, its rows kernel (warps 5), which
+                                     * sale_attention runs up to 64K (sale_layout_rows_default) */
+                                    if (rows) {
+                                        if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A)
+                                            continue;
+                                        k.warps = SALE_WR_WARPS;
+                                        char e2[256];
+                                        sale_key r2 = k;
+                                        if (sale_key_resolve(&r2, e2, sizeof e2))
+                                            continue; /* no rows kernel for these block sizes */
+                                    }
                                     if (g_cfg.defaults.est_bits)
                                         k.est_bits = g_cfg.defaults.est_bits;
                                     if (k.est_bits == 4 && (k.arch == 90 || k.arch == SALE_ARCH_SM90A))

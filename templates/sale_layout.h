@@ -89,6 +89,14 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
  * an SM: the unit of work for rows of few kept blocks. Same TMA maps as the
  * warps-12 attend (64-row Q boxes, 32-row K/V boxes); the grid is nqb x Hq x B. */
 #define SALE_WR_WARPS 5
+/* attend's default kernel on sm_90a by length, where neither the caller nor
+ * a tuned winner chose one: the rows kernel up to this length bucket (powers
+ * of two), the two-row kernel above. Measured (bench/RESULTS.md, twelfth
+ * session, H200, thr=fixed, attend phase, rows against two rows, densities
+ * 0.01 / 0.05 / 0.2 / 0.4): 32K -25 / -18 / -8 / -7%, 64K -25 / -12 / -4 / -3%,
+ * 128K -24 / -3 / +3 / +4% (at 128K one KV head's K/V no longer fits in L2
+ * and the rows kernel reads each block once a head, not once a pair). */
+#define SALE_WR_DEFAULT_MAX_N 65536
 static SALE_HD SALE_CX inline int sale_layout_wgmma_rows(const sale_layout_cfg *c) {
     return sale_layout_wgmma_arch(c) && c->family == SALE_LF_ATTEND && c->warps == SALE_WR_WARPS;
 }
@@ -436,6 +444,18 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
     out[0].block = sale_layout_threads(c);
     out[0].smem = sale_layout_smem(c);
     return 1;
+}
+
+/* whether attend configuration c, its warps left open (stages may be open:
+ * 0), takes the rows kernel by default at a call of length bucket bucket_n
+ * (a power of two; 0: no length known): sm_90a, the rows kernel legal for
+ * these block sizes, and bucket_n <= SALE_WR_DEFAULT_MAX_N (ctx_kernel
+ * applies it after a tuned winner, which takes precedence) */
+static SALE_HD inline int sale_layout_rows_default(const sale_layout_cfg *c, int bucket_n) {
+    sale_layout_cfg r = *c;
+    r.warps = SALE_WR_WARPS;
+    if (!r.stages) r.stages = 3;
+    return bucket_n > 0 && bucket_n <= SALE_WR_DEFAULT_MAX_N && sale_layout_wgmma_rows(&r) && sale_layout_legal(&r, NULL, 0);
 }
 
 #endif

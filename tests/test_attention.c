@@ -96,6 +96,32 @@ Test(attention, valid_call_without_a_gpu_says_no_device)
               "%s", sale_last_error(ctx));
 }
 
+/* tile warps 5 asks for the rows attend kernel (sm_90a); it is an attend-only
+ * tile, so the select keeps its own: with stages given too, the call must
+ * pass the key check that runs before a device is looked for (a GPU run
+ * found it refused there: "warps: must be 2, 4 or 8"). Tile warps 5 for
+ * fused, which has no such tile, is still refused. */
+Test(attention, rows_tile_is_attend_only_and_passes_the_early_key_check)
+{
+    int n = 0;
+    if (sale_device_count(ctx, &n) == SALE_OK && n > 0)
+        cr_skip_test("a GPU is present");
+    sale_attention_args a = shape(4096);
+    char buf[64] __attribute__((aligned(16)));
+    a.q = a.k = a.v = a.out = buf;
+    a.mode = SALE_MODE_TWO_PASS;
+    a.dense_below = -1;
+    a.tile_warps = 5;
+    a.tile_stages = 2;
+    for (int thr = SALE_THR_RUN; thr <= SALE_THR_FIXED; thr++) {
+        a.thr = thr;
+        cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "thr %d: %s", thr, sale_last_error(ctx));
+    }
+    a.mode = SALE_MODE_FUSED;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "fused has no 5-warp tile");
+    cr_assert(strstr(sale_last_error(ctx), "warps") != NULL, "%s", sale_last_error(ctx));
+}
+
 /* Version 0 (SALE_MODE_PLAIN) takes the same arguments and workspace as
  * fused; a mode past it is refused by name. */
 Test(attention, plain_mode_is_checked_like_fused)

@@ -406,3 +406,70 @@ Test(key, run_arch_of_the_thr_fixed_select)
     cr_assert_eq(k.warps, 20);
     cr_assert_eq(k.stages, SALE_SE_DEFAULT_STAGES);
 }
+
+/* attend's rows kernel (wgmma_rows.cuh, warps 5): its rules, its shared
+ * memory (two CTAs must fit in an SM's 228 KB, each with the 1 KB the
+ * system reserves), its launch plan, and where it is the default */
+Test(key, attend_rows_kernel_layout_plan_and_default)
+{
+    sale_layout_cfg c = {SALE_LF_ATTEND, 128, 64, 32, 128, 128, 1, 8, SALE_WR_WARPS, 3, 901, 0};
+    char why[160];
+    cr_assert(sale_layout_wgmma_rows(&c));
+    cr_assert(sale_layout_wgmma(&c), "it takes the wgmma launch path (TMA maps)");
+    cr_assert(sale_layout_legal(&c, why, sizeof why), "%s", why);
+    cr_assert_eq(sale_layout_smem(&c), 16384u + 3u * 2u * 16384u + 256u);
+    cr_assert_leq(2u * (sale_layout_smem(&c) + 1024u), 233472u, "two CTAs an SM");
+    c.stages = 2;
+    cr_assert(sale_layout_legal(&c, why, sizeof why), "%s", why);
+    c.stages = 4;
+    cr_assert(!sale_layout_legal(&c, why, sizeof why), "4 stages do not fit twice");
+    c.stages = 3;
+    cr_assert_str_eq(sale_layout_entry(&c), "sale_attend_rows_kernel");
+    sale_launch L[4];
+    cr_assert_eq(sale_layout_plan(&c, 2, 32, 8, 65536 + 1, L), 1);
+    cr_assert_eq(L[0].grid[0], 1025u * 32u * 2u, "one CTA a 64-row mask row: %u", L[0].grid[0]);
+    cr_assert_eq(L[0].block, 160u);
+    cr_assert_str_eq(L[0].entry, "sale_attend_rows_kernel");
+    /* elsewhere there is no rows kernel */
+    sale_layout_cfg d = c;
+    d.arch = 90;
+    cr_assert(!sale_layout_wgmma_rows(&d));
+    d = c;
+    d.head_dim = 64;
+    cr_assert(!sale_layout_wgmma_rows(&d));
+    d = c;
+    d.block_q = 128;
+    cr_assert(!sale_layout_legal(&d, why, sizeof why), "the rows kernel reads masks of block_q 64");
+    d = c;
+    d.family = SALE_LF_DENSE;
+    cr_assert(!sale_layout_wgmma_rows(&d));
+    /* the default: up to the 64K bucket on sm_90a, not above, not without a length, not on sm_90 */
+    sale_layout_cfg o = c;
+    o.warps = 0;
+    o.stages = 0;
+    cr_assert(sale_layout_rows_default(&o, 32768));
+    cr_assert(sale_layout_rows_default(&o, SALE_WR_DEFAULT_MAX_N));
+    cr_assert(!sale_layout_rows_default(&o, 2 * SALE_WR_DEFAULT_MAX_N));
+    cr_assert(!sale_layout_rows_default(&o, 0));
+    o.arch = 90;
+    cr_assert(!sale_layout_rows_default(&o, 32768));
+    o.arch = 901;
+    o.block_k = 64;
+    cr_assert(!sale_layout_rows_default(&o, 32768), "block_k 64: the attend wgmma kernels read 32-key blocks");
+}
+
+/* a key asking for the rows kernel parses, resolves and formats as itself */
+Test(key, attend_rows_key_round_trips)
+{
+    sale_key k;
+    char err[256];
+    cr_assert_eq(sale_key_parse("attend:d=128,bq=64,bk=32,dt=bf16,causal=1,warps=5,stages=3,arch=sm_90a", &k, err, sizeof err),
+                 SALE_OK, "%s", err);
+    cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s", err);
+    char t[256];
+    sale_key_format(&k, t, sizeof t);
+    cr_assert(strstr(t, "warps=5") && strstr(t, "arch=sm_90a"), "%s", t);
+    cr_assert_neq(sale_key_parse("attend:d=128,bq=64,bk=32,dt=bf16,causal=1,warps=5,stages=3,arch=sm_90", &k, err, sizeof err) == SALE_OK &&
+                      sale_key_resolve(&k, err, sizeof err) == SALE_OK,
+                  1, "warps 5 on sm_90 (the mma.sync attend) must be refused");
+}
