@@ -257,28 +257,34 @@ Test(gpu, two_pass_matches_reference_on_odd_lengths)
         check_case(1, 4, 1, Ns[i], 128, SALE_DTYPE_BF16, SALE_MODE_TWO_PASS, 0.004f, 1);
 }
 
-/* the rows attend kernel (sm_90a, tile warps 5: one mask row a CTA, tiles
- * of two kept blocks, an odd last tile's empty slot masked) under both
- * thresholds: lengths that end inside a block, a tile and a query block;
- * one row (N = 1) and rows of one block; GQA groups 1, 3 and 4; batch 2 */
-Test(gpu, attend_rows_kernel_matches_reference)
+/* both sm_90a attend kernels by name under both thresholds: the rows kernel
+ * (tile warps 5: one mask row a CTA, tiles of two kept blocks, an odd last
+ * tile's empty slot masked; the default up to 64K) and the two-row kernel
+ * (12: the union of two rows; the default above 64K, so at these lengths
+ * only when asked for). Lengths that end inside a block, a tile and a query
+ * block; one row (N = 1) and rows of one block; GQA groups 1, 3 and 4;
+ * batch 2. */
+Test(gpu, attend_wgmma_kernels_match_reference)
 {
     NEED_GPU();
     NEED_SM90();
-    static const struct { int B, Hq, Hkv, N, structured; } sh[] = {
-        {1, 4, 1, 1, 1},    {1, 4, 1, 33, 1},   {1, 4, 1, 63, 1},   {1, 4, 1, 65, 0},    {1, 4, 1, 1000, 1},
-        {1, 4, 1, 1023, 0}, {1, 4, 1, 4097, 1}, {2, 4, 2, 3000, 1}, {1, 2, 2, 3001, 0}, {1, 6, 2, 2500, 1}};
-    static const int thr[] = {SALE_THR_RUN, SALE_THR_FIXED};
-    g_tile_warps = SALE_WR_WARPS;
-    for (int t = 0; t < 2; t++) {
-        g_thr = thr[t];
-        fprintf(stderr, "gpu rows attend kernel, thr=%s\n", t ? "fixed" : "run");
-        for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
-            check_case(sh[i].B, sh[i].Hq, sh[i].Hkv, sh[i].N, 128, SALE_DTYPE_BF16, SALE_MODE_TWO_PASS, 0.004f,
-                       sh[i].structured);
+    static const int kernels[] = {SALE_WR_WARPS, SALE_WG_WARPS};
+    for (int kx = 0; kx < 2; kx++) {
+        static const struct { int B, Hq, Hkv, N, structured; } sh[] = {
+            {1, 4, 1, 1, 1},    {1, 4, 1, 33, 1},   {1, 4, 1, 63, 1},   {1, 4, 1, 65, 0},    {1, 4, 1, 1000, 1},
+            {1, 4, 1, 1023, 0}, {1, 4, 1, 4097, 1}, {2, 4, 2, 3000, 1}, {1, 2, 2, 3001, 0}, {1, 6, 2, 2500, 1}};
+        static const int thr[] = {SALE_THR_RUN, SALE_THR_FIXED};
+        g_tile_warps = kernels[kx];
+        for (int t = 0; t < 2; t++) {
+            g_thr = thr[t];
+            fprintf(stderr, "gpu attend kernel tile warps %d, thr=%s\n", g_tile_warps, t ? "fixed" : "run");
+            for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
+                check_case(sh[i].B, sh[i].Hq, sh[i].Hkv, sh[i].N, 128, SALE_DTYPE_BF16, SALE_MODE_TWO_PASS, 0.004f,
+                           sh[i].structured);
+        }
+        g_thr = 0;
+        check_case(1, 4, 1, 4000, 128, SALE_DTYPE_F16, SALE_MODE_TWO_PASS, 2e-4f, 0); /* f16, about a third kept */
     }
-    g_thr = 0;
-    check_case(1, 4, 1, 4000, 128, SALE_DTYPE_F16, SALE_MODE_TWO_PASS, 2e-4f, 0); /* f16, about a third kept */
     g_tile_warps = 0;
 }
 
@@ -1432,14 +1438,16 @@ Test(gpu, attend_long_scattered_rows_equal_attention_over_their_mask)
     long_scattered_rows(0);
 }
 
-/* the same through the rows attend kernel (sm_90a, tile warps 5: one mask
- * row a CTA, two kept blocks a tile; elsewhere warps 5 is refused for the
- * mma.sync attend, so the test runs on sm_90 devices only) */
-Test(gpu, attend_rows_kernel_long_scattered_rows_equal_attention_over_their_mask)
+/* the same through each sm_90a attend kernel by name (the default above is
+ * whichever the length picks: the rows kernel at 32K): tile warps 5, one
+ * mask row a CTA; 12, two rows a CTA over their union. Elsewhere these tiles
+ * are refused for the mma.sync attend, so the test runs on sm_90 only. */
+Test(gpu, attend_wgmma_kernels_long_scattered_rows_equal_attention_over_their_mask)
 {
     NEED_GPU();
     NEED_SM90();
     long_scattered_rows(SALE_WR_WARPS);
+    long_scattered_rows(SALE_WG_WARPS);
 }
 
 /* ------------------------------------------ threshold variant thr=fixed */
