@@ -75,10 +75,14 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     k.est_bits = a->est_bits;
     k.causal = 1;
     k.arch = arch;
-    /* plain's tiles are fixed; warps 5 is an attend-only tile (the rows
-     * kernel, sale_layout_wgmma_rows): the select keeps its own */
-    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN &&
-        !(f == SALE_FAMILY_SELECT && a->tile_warps == SALE_WR_WARPS)) {
+    /* plain's tiles are fixed. Tiles the select does not have name the
+     * attend's kernel only, and the select keeps its own: warps 5 (the rows
+     * kernel, sale_layout_wgmma_rows) always; warps 12 (the two-row kernel)
+     * under thr=run, whose select is mma.sync (under fixed, 12 is also the
+     * wgmma estimation's two-warpgroup tile) */
+    const int attend_only = a->tile_warps == SALE_WR_WARPS ||
+                            (a->tile_warps == SALE_WG_WARPS && a->thr != SALE_THR_FIXED);
+    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN && !(f == SALE_FAMILY_SELECT && attend_only)) {
         k.warps = a->tile_warps;
         k.stages = a->tile_stages;
     }

@@ -99,8 +99,9 @@ Test(attention, valid_call_without_a_gpu_says_no_device)
 /* tile warps 5 asks for the rows attend kernel (sm_90a); it is an attend-only
  * tile, so the select keeps its own: with stages given too, the call must
  * pass the key check that runs before a device is looked for (a GPU run
- * found it refused there: "warps: must be 2, 4 or 8"). Tile warps 5 for
- * fused, which has no such tile, is still refused. */
+ * found it refused there: "warps: must be 2, 4 or 8"). So must warps 12
+ * under thr=run (the two-row kernel; the GPU suite found it refused too).
+ * Tile warps 5 for fused, which has no such tile, is still refused. */
 Test(attention, rows_tile_is_attend_only_and_passes_the_early_key_check)
 {
     int n = 0;
@@ -117,6 +118,13 @@ Test(attention, rows_tile_is_attend_only_and_passes_the_early_key_check)
         a.thr = thr;
         cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "thr %d: %s", thr, sale_last_error(ctx));
     }
+    /* warps 12 under run names the two-row attend kernel (the run select is mma.sync: 2/4/8) */
+    a.tile_warps = 12;
+    a.tile_stages = 0;
+    a.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "warps 12, run: %s", sale_last_error(ctx));
+    a.tile_warps = 5;
+    a.tile_stages = 2;
     a.mode = SALE_MODE_FUSED;
     cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "fused has no 5-warp tile");
     cr_assert(strstr(sale_last_error(ctx), "warps") != NULL, "%s", sale_last_error(ctx));
