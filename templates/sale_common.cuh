@@ -502,7 +502,7 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
             for (int ks = 0; ks < D / 16; ks++) {
                 const sale_u32 qo = ((ks >> 2) * (BQ * 128) + (ks & 3) * 32) >> 4;
                 const sale_u32 ko = ((ks >> 2) * (KT * 128) + (ks & 3) * 32) >> 4;
-                sale_fw_mma_s(sf, qd + qo, kd + ko, ks);
+                dw_mma_ss(sf, qd + qo, kd + ko, ks);
             }
             dw_commit();
             dw_wait<0>();
@@ -598,7 +598,7 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
             dw_fence();
 #pragma unroll
             for (int kk = 0; kk < KT / 16; kk++)
-                sale_fw_mma_pv(of, pa[kk], vd + ((kk * 2048) >> 4));
+                dw_mma_rs(of, pa[kk], vd + ((kk * 2048) >> 4));
             dw_commit();
             dw_wait<0>();
             dw_fence_acc(of);

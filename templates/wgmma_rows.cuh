@@ -32,7 +32,7 @@
 #ifndef SALE_WGMMA_ROWS_CUH
 #define SALE_WGMMA_ROWS_CUH
 
-#include "wgmma_fused.cuh" /* wgmma m64n64k16 (S) and m64n128k16 with A in registers (P V) */
+#include "wgmma_mma.cuh" /* S: dw_mma_ss (m64n64k16); P V: dw_mma_rs (m64n128k16, A in registers) */
 
 #define WR_BN 64       /* keys a K/V tile: two kept 32-key blocks */
 #define WR_NT (WR_BN / 8) /* n8 column groups of S */
@@ -134,12 +134,12 @@ struct RowWg {
 #pragma unroll
         for (int ks = 0; ks < 8; ks++) { /* 16 columns of d a step: 4 per 128-byte swizzle row, then the next half */
             const sale_u32 off = ((ks >> 2) * WR_HALF + (ks & 3) * 32) >> 4;
-            sale_fw_mma_s(S, qdesc + off, kdesc + ((s * WR_KT) >> 4) + off, ks);
+            dw_mma_ss(S, qdesc + off, kdesc + ((s * WR_KT) >> 4) + off, ks);
         }
     }
     SALE_DEV void issue_pv(int s) {
 #pragma unroll
-        for (int kk = 0; kk < WR_BN / 16; kk++) sale_fw_mma_pv(O, P[kk], vdesc + ((s * WR_KT + kk * 2048) >> 4));
+        for (int kk = 0; kk < WR_BN / 16; kk++) dw_mma_rs(O, P[kk], vdesc + ((s * WR_KT + kk * 2048) >> 4));
     }
     /* the header of stage s (its KFULL waited on): lane 0 reads, hands round */
     SALE_DEV void header(int s) {
