@@ -439,7 +439,11 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     thr: the threshold variant, "run" (None, the default: t_i from the state at
     every segment's start) or "fixed" (t_i once, after the local region and the
     sink, as the authors' default kernel; keeps a superset of run's blocks at the
-    same tau, so thresholds calibrated for one are not those of the other)."""
+    same tau, so thresholds calibrated for one are not those of the other).
+    tile_warps, tile_stages: a kernel's tiles (None: the tuned winner, else the
+    default). On sm_90 at head_dim 128 attend has two kernels: 5 (one mask row a
+    CTA, the default up to 64K) and 12 (two rows a CTA over their union, the
+    default above)."""
     torch = _torch or _t()
     opts = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
             "est_bits": est_bits, "dense_below": dense_below, "tile_warps": tile_warps, "tile_stages": tile_stages,
