@@ -79,10 +79,12 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
      * attend's kernel only, and the select keeps its own: warps 5 (the rows
      * kernel, sale_layout_wgmma_rows) always; warps 12 (the two-row kernel)
      * under thr=run, whose select is mma.sync (under fixed, 12 is also the
-     * wgmma estimation's two-warpgroup tile) */
+     * wgmma estimation's two-warpgroup tile). Dense, which a short input
+     * falls back to, keeps its own under warps 5 too. */
     const int attend_only = a->tile_warps == SALE_WR_WARPS ||
                             (a->tile_warps == SALE_WG_WARPS && a->thr != SALE_THR_FIXED);
-    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN && !(f == SALE_FAMILY_SELECT && attend_only)) {
+    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN && !(f == SALE_FAMILY_SELECT && attend_only) &&
+        !(f == SALE_FAMILY_DENSE && a->tile_warps == SALE_WR_WARPS)) {
         k.warps = a->tile_warps;
         k.stages = a->tile_stages;
     }
@@ -636,7 +638,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
      * must have cuTensorMapEncodeTiled) */
     const int tma = d->TensorMapEncodeTiled != NULL;
     /* tiles asked for that only the mma.sync dense kernel has (warps 2/4/8) keep it */
-    if (dense && tma && (!a.tile_warps || a.tile_warps == SALE_WG_WARPS))
+    if (dense && tma && (!a.tile_warps || a.tile_warps == SALE_WG_WARPS || a.tile_warps == SALE_WR_WARPS))
         kf.arch = sale_attention_arch(SALE_FAMILY_DENSE, a.head_dim, a.block_q, a.block_k, arch);
     /* two-pass with thr = fixed: the select is the wgmma estimation (sale_key_run_arch) */
     if (!dense && kf.family == SALE_FAMILY_SELECT && tma)

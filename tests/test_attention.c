@@ -118,6 +118,17 @@ Test(attention, rows_tile_is_attend_only_and_passes_the_early_key_check)
         a.thr = thr;
         cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "thr %d: %s", thr, sale_last_error(ctx));
     }
+    /* a short input falls back to dense (dense_below), which keeps its own tiles under warps 5
+     * (the bench found it refused: "warps: must be 2, 4 or 8") */
+    a.mode = SALE_MODE_AUTO;
+    a.dense_below = 0;
+    a.seq_len = 512;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "dense fallback, warps 5: %s", sale_last_error(ctx));
+    a.mode = SALE_MODE_DENSE;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NO_DEVICE, "dense, warps 5: %s", sale_last_error(ctx));
+    a.mode = SALE_MODE_TWO_PASS;
+    a.dense_below = -1;
+    a.seq_len = 4096;
     /* warps 12 under run names the two-row attend kernel (the run select is mma.sync: 2/4/8) */
     a.tile_warps = 12;
     a.tile_stages = 0;
