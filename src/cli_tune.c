@@ -1,6 +1,7 @@
 /* cli_tune.c — `sale tune`: the command line over the tuner (tuner/, the
  * search, and the winners it stores through src/winners.c). Part of the
  * `sale` command, not of the library: it prints. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,7 +216,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
         } else if (!strcmp(o, "--budget")) {
             char *end;
             budget = strtod(v, &end);
-            if (*end || budget < 0)
+            if (end == v || *end || !(budget >= 0) || isinf(budget)) /* "", nan and inf too */
                 return usage("--budget: seconds (>= 0), got '%s'", v);
         } else if (!strcmp(o, "--reps")) {
             if (parse_list(v, &reps, 1) != 1)

@@ -456,6 +456,13 @@ Test(tune, bad_options_are_usage_errors)
     cr_assert_eq(cli_capture(3, a2, buf, sizeof buf), 2);
     char *a3[] = {"tune", "--heads", "32", "6", NULL};
     cr_assert_eq(cli_capture(4, a3, buf, sizeof buf), 2, "32 is not a multiple of 6");
+    /* a budget that is not a number of seconds: empty, NaN, infinite, negative, trailing text */
+    const char *budgets[] = {"", "nan", "inf", "-1", "5s"};
+    for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
+        char *a4[] = {"tune", "--budget", (char *)budgets[i], NULL};
+        cr_assert_eq(cli_capture(3, a4, buf, sizeof buf), 2, "--budget '%s' must be refused", budgets[i]);
+        cr_assert(strstr(buf, "--budget") != NULL, "%s", buf);
+    }
 }
 
 Test(tune, without_a_gpu_says_so)
