@@ -16,6 +16,8 @@
  * row's blocks (and of an empty last slot) to -inf (DwTileHeaders,
  * mask_quad). The union costs x1.2-1.4 work on the structured inputs and
  * halves the K/V bytes a row moves (bench/RESULTS.md, fourth session).
+ * sale_attention runs this attend above the 64K length bucket; up to it,
+ * the rows kernel (wgmma_rows.cuh: one mask row a CTA, two CTAs an SM).
  *
  * CTA: 128 query rows of one (batch, q head) (attend: two 64-row mask rows),
  * heaviest query blocks first;

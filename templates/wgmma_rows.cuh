@@ -1,12 +1,14 @@
 /* wgmma_rows.cuh — attend on Hopper (sm_90a, head_dim 128) one mask row a
  * CTA: the "rows" kernel (entry sale_attend_rows_kernel), chosen by attend.cu
- * when SALE_WARPS == 5
- * (sale_layout_wgmma_rows). The default attend kernel (wgmma_attn.cuh,
- * warps 12) runs two mask rows a CTA over the union of their kept blocks;
- * below d ~ 0.4 its time is a CTA's fixed costs (start, first load, store:
- * ~14% of stall samples at d = 0.05) and the idle warpgroup of the shorter
- * row (~12-16%), with one CTA an SM (bench/wgmma/NOTES.md, eleventh
- * session). This kernel changes the unit of work instead of its order:
+ * when SALE_WARPS == 5 (sale_layout_wgmma_rows); sale_attention's default up
+ * to the 64K length bucket (sale_layout_rows_default). The other attend
+ * kernel (wgmma_attn.cuh, warps 12, the default above) runs two mask rows a
+ * CTA over the union of their kept blocks; below d ~ 0.4 its time is a CTA's
+ * fixed costs (start, first load, store: ~14% of stall samples at d = 0.05)
+ * and the idle warpgroup of the shorter row (~12-16%), with one CTA an SM
+ * (bench/wgmma/NOTES.md, eleventh session). This kernel changes the unit of
+ * work instead of its order (measured against it: bench/RESULTS.md, twelfth
+ * session):
  *   - one 64-row mask row (b, h, query block) a CTA, so no union and no
  *     idle warpgroup: a CTA lasts as long as its own row;
  *   - 160 threads and <= 115 KB of shared memory, so two CTAs share an SM
