@@ -258,16 +258,10 @@ def main():
             bad += why is None
         return 1 if bad else 0
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    rng = random.Random(12)
-    for r in range(runs):
-        st = rng.choice([2, 3])
-        ns = rng.choice([0, 1, 2, 3, 5, 8])
-        no = [rng.choice([0, 1, 2, 4, 7]), rng.choice([0, 1, 3, 6])]
-        try:
-            run(rng, ns, no, st)
-        except (Fail, AssertionError) as e:
-            print(f"FAIL run {r}: stages {st}, shared tiles {ns}, own tiles {no}: {e}")
-            return 1
+    why = sweep(runs, random.Random(12))
+    if why:
+        print(f"FAIL {why}")
+        return 1
     print(f"rows_cluster_model: {runs} random schedules, stages 2-3, 0-8 shared and 0-7 own tiles: no deadlock, "
           "no overwrite under a reader, every tile read as itself, nothing reached an exited CTA")
     return 0
