@@ -62,6 +62,28 @@ static sale_family main_family(const sale_attention_args *a)
                                          : SALE_FAMILY_FUSED;
 }
 
+/* Whether the tiles the caller asked for (args.tile_warps, tile_stages) are
+ * family f's. One value of tile_warps can name a kernel of another family of
+ * the same call, and then f keeps its own (its tuned winner or default):
+ * quantize and plain have fixed tiles; warps 20 is the sm_90a estimation's
+ * (a select-only tile attend ignores); warps 5 is attend's rows kernel (the
+ * select ignores it, and so does dense, which a short input falls back to);
+ * warps 12 under thr=run names the two-row attend kernel, the run select
+ * being mma.sync (under fixed, 12 is also the estimation's two-warpgroup
+ * tile, and dense's wgmma kernel). */
+static int tiles_apply(const sale_attention_args *a, sale_family f)
+{
+    const int w = a->tile_warps;
+    switch (f) {
+    case SALE_FAMILY_QUANTIZE:
+    case SALE_FAMILY_PLAIN: return 0;
+    case SALE_FAMILY_SELECT: return w != SALE_WR_WARPS && !(w == SALE_WG_WARPS && a->thr != SALE_THR_FIXED);
+    case SALE_FAMILY_DENSE: return w != SALE_WR_WARPS;
+    case SALE_FAMILY_ATTEND: return w != SALE_SE_DEFAULT_WARPS;
+    default: return 1;
+    }
+}
+
 static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
 {
     sale_key k = sale_key_default(f);
@@ -75,16 +97,7 @@ static sale_key make_key(const sale_attention_args *a, sale_family f, int arch)
     k.est_bits = a->est_bits;
     k.causal = 1;
     k.arch = arch;
-    /* plain's tiles are fixed. Tiles the select does not have name the
-     * attend's kernel only, and the select keeps its own: warps 5 (the rows
-     * kernel, sale_layout_wgmma_rows) always; warps 12 (the two-row kernel)
-     * under thr=run, whose select is mma.sync (under fixed, 12 is also the
-     * wgmma estimation's two-warpgroup tile). Dense, which a short input
-     * falls back to, keeps its own under warps 5 too. */
-    const int attend_only = a->tile_warps == SALE_WR_WARPS ||
-                            (a->tile_warps == SALE_WG_WARPS && a->thr != SALE_THR_FIXED);
-    if (f != SALE_FAMILY_QUANTIZE && f != SALE_FAMILY_PLAIN && !(f == SALE_FAMILY_SELECT && attend_only) &&
-        !(f == SALE_FAMILY_DENSE && a->tile_warps == SALE_WR_WARPS)) {
+    if (tiles_apply(a, f)) {
         k.warps = a->tile_warps;
         k.stages = a->tile_stages;
     }
@@ -638,7 +651,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
      * must have cuTensorMapEncodeTiled) */
     const int tma = d->TensorMapEncodeTiled != NULL;
     /* tiles asked for that only the mma.sync dense kernel has (warps 2/4/8) keep it */
-    if (dense && tma && (!a.tile_warps || a.tile_warps == SALE_WG_WARPS || a.tile_warps == SALE_WR_WARPS))
+    if (dense && tma && (!kf.warps || kf.warps == SALE_WG_WARPS))
         kf.arch = sale_attention_arch(SALE_FAMILY_DENSE, a.head_dim, a.block_q, a.block_k, arch);
     /* two-pass with thr = fixed: the select is the wgmma estimation (sale_key_run_arch) */
     if (!dense && kf.family == SALE_FAMILY_SELECT && tma)
@@ -649,10 +662,6 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         kf.arch = sale_key_run_arch(&kf, arch);
     sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
                            tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
-    if (ka.warps == SALE_SE_DEFAULT_WARPS) { /* a select-only tile (sm_90a estimation): attend keeps its own */
-        ka.warps = 0;
-        ka.stages = 0;
-    }
     /* validated for the arch each runs on (tiles such as warps 12 exist only on sm_90a) */
     if (sale_key_validate(&kf, err, sizeof err) || sale_key_validate(&kq, err, sizeof err) ||
         (!dense && a.mode == SALE_MODE_TWO_PASS && sale_key_validate(&ka, err, sizeof err))) {
