@@ -375,10 +375,6 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                         if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A)
                                             continue;
                                         k.warps = SALE_WR_WARPS;
-                                        char e2[256];
-                                        sale_key r2 = k;
-                                        if (sale_key_resolve(&r2, e2, sizeof e2))
-                                            continue; /* no rows kernel for these block sizes */
                                     }
                                     if (g_cfg.defaults.est_bits)
                                         k.est_bits = g_cfg.defaults.est_bits;
@@ -386,6 +382,8 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                         k.est_bits = 8;
                                     char err[256];
                                     if (sale_key_resolve(&k, err, sizeof err)) {
+                                        if (rows)
+                                            continue; /* no rows kernel for these block sizes */
                                         fprintf(stderr, "sale: prewarm: %s\n", err);
                                         return 1;
                                     }
