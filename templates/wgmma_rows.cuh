@@ -34,7 +34,8 @@
 #ifndef SALE_WGMMA_ROWS_CUH
 #define SALE_WGMMA_ROWS_CUH
 
-#include "wgmma_mma.cuh" /* S: dw_mma_ss (m64n64k16); P V: dw_mma_rs (m64n128k16, A in registers) */
+#include "wgmma_mma.cuh"     /* S: dw_mma_ss (m64n64k16); P V: dw_mma_rs (m64n128k16, A in registers) */
+#include "wgmma_softmax.cuh" /* DwRowState: S, O, P, online softmax, store */
 
 #define WR_BN 64       /* keys a K/V tile: two kept 32-key blocks */
 #define WR_NT (WR_BN / 8) /* n8 column groups of S */
@@ -72,7 +73,7 @@ SALE_DEV bool wr_item(const sale_params &p, int x, int &b, int &h, int &qb) {
     return true;
 }
 
-struct RowWg {
+struct RowWg : DwRowState<WR_BN> {
     static constexpr int ST = SALE_STAGES;
     static constexpr sale_u32 OFF_Q = 0, OFF_K = WR_QT, OFF_V = WR_QT + ST * WR_KT, OFF_BAR = WR_QT + 2 * ST * WR_KT;
     sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY, HDR, CNT;
@@ -125,11 +126,8 @@ struct RowWg {
     }
 
     /* --------------------------------------------------------- consumers */
-    float S[WR_BN / 2], O[64];
-    sale_u32 P[WR_BN / 16][4];
-    float m0, m1, l0, l1;
-    int lane, row0, c4, blk0, blk1;
-    float sl2;
+    /* S, O, P and the softmax state: DwRowState (wgmma_softmax.cuh) */
+    int blk0, blk1;
     sale_u64 qdesc, kdesc, vdesc;
 
     SALE_DEV void issue_s(int s) {
@@ -164,54 +162,6 @@ struct RowWg {
             S[nt * 4 + 1] = keep && key + 1 <= lim0 ? S[nt * 4 + 1] : SALE_NEG_INF;
             S[nt * 4 + 2] = keep && key <= lim1 ? S[nt * 4 + 2] : SALE_NEG_INF;
             S[nt * 4 + 3] = keep && key + 1 <= lim1 ? S[nt * 4 + 3] : SALE_NEG_INF;
-        }
-    }
-    /* online softmax of S in place; a0, a1: the factors O must be rescaled by
-     * (a row that has seen only masked scores keeps m = -inf, l = 0) */
-    SALE_DEV void softmax(float &a0, float &a1) {
-        float x0 = m0, x1 = m1;
-#pragma unroll
-        for (int nt = 0; nt < WR_NT; nt++) {
-            x0 = fmaxf(x0, fmaxf(S[nt * 4 + 0], S[nt * 4 + 1]));
-            x1 = fmaxf(x1, fmaxf(S[nt * 4 + 2], S[nt * 4 + 3]));
-        }
-        x0 = sale_quad_max(x0);
-        x1 = sale_quad_max(x1);
-        const float u0 = x0 == SALE_NEG_INF ? 0.f : x0, u1 = x1 == SALE_NEG_INF ? 0.f : x1;
-        a0 = sale_ex2((m0 - u0) * sl2);
-        a1 = sale_ex2((m1 - u1) * sl2);
-        m0 = x0;
-        m1 = x1;
-        const float n0 = -u0 * sl2, n1 = -u1 * sl2;
-        float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < WR_NT; nt++) {
-            S[nt * 4 + 0] = sale_ex2(fmaf(S[nt * 4 + 0], sl2, n0));
-            S[nt * 4 + 1] = sale_ex2(fmaf(S[nt * 4 + 1], sl2, n0));
-            S[nt * 4 + 2] = sale_ex2(fmaf(S[nt * 4 + 2], sl2, n1));
-            S[nt * 4 + 3] = sale_ex2(fmaf(S[nt * 4 + 3], sl2, n1));
-            s0 += S[nt * 4 + 0] + S[nt * 4 + 1];
-            s1 += S[nt * 4 + 2] + S[nt * 4 + 3];
-        }
-        l0 = l0 * a0 + s0;
-        l1 = l1 * a1 + s1;
-    }
-    SALE_DEV void rescale(float a0, float a1) {
-#pragma unroll
-        for (int nt = 0; nt < 16; nt++) {
-            O[nt * 4 + 0] *= a0;
-            O[nt * 4 + 1] *= a0;
-            O[nt * 4 + 2] *= a1;
-            O[nt * 4 + 3] *= a1;
-        }
-    }
-    SALE_DEV void convert_p() {
-#pragma unroll
-        for (int kk = 0; kk < WR_BN / 16; kk++) {
-            P[kk][0] = sale_pack2(S[8 * kk + 0], S[8 * kk + 1]);
-            P[kk][1] = sale_pack2(S[8 * kk + 2], S[8 * kk + 3]);
-            P[kk][2] = sale_pack2(S[8 * kk + 4], S[8 * kk + 5]);
-            P[kk][3] = sale_pack2(S[8 * kk + 6], S[8 * kk + 7]);
         }
     }
     SALE_DEV void release(int s) {
@@ -260,24 +210,6 @@ struct RowWg {
         dw_wait<0>();
         dw_fence_acc(O);
         release(sl);
-    }
-    /* O / l in the dtype (rows < N), lse when asked */
-    SALE_DEV void store(const sale_params &p) {
-        const float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
-        const float i0 = lt0 > 0.f ? 1.f / lt0 : 0.f, i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
-        sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh + 2 * c4;
-        const bool w0 = row0 < p.N, w1 = row0 + 8 < p.N;
-        sale_u16 *o0 = og + (long long)row0 * p.o_sn, *o1 = og + (long long)(row0 + 8) * p.o_sn;
-#pragma unroll
-        for (int nt = 0; nt < 16; nt++) {
-            if (w0) *(sale_u32 *)(o0 + nt * 8) = sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0);
-            if (w1) *(sale_u32 *)(o1 + nt * 8) = sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1);
-        }
-        if (p.lse && c4 == 0) {
-            float *lse = (float *)p.lse + ((long long)b * p.Hq + h) * p.N;
-            if (w0) lse[row0] = m0 * p.scale + logf(lt0);
-            if (w1) lse[row0 + 8] = m1 * p.scale + logf(lt1);
-        }
     }
 };
 
@@ -342,7 +274,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_row
     for (int i = 0; i < 64; i++) st.O[i] = 0.f;
     dw_mbar_wait(st.QFULL, 0); /* also when nothing is kept: no copy may be in flight at exit */
     if (st.nkt > 0) st.consume();
-    st.store(p);
+    st.store(p, st.b, st.h);
 }
 
 #endif
