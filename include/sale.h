@@ -287,7 +287,7 @@ typedef struct sale_attention_args {
     int block_q, block_k, block_seg, local_window, est_bits; /* 0: defaults */
     sale_mode mode;
     int dense_below;   /* 0: the value `sale tune --dense-below` stored for this device, else the
-                          arch's default (32768 on sm_90, where the dense kernel is wgmma; 1024 on sm_80/86/89);
+                          arch's default (16384 on sm_90, where the dense kernel is wgmma; 1024 on sm_80/86/89);
                           negative: never fall back */
     float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
     uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */

@@ -273,8 +273,8 @@ Test(host, dense_below_is_where_sale_starts_to_pay)
         if (a == 80 || a == 86 || a == 89)
             cr_assert_eq(win_dense_below_default(a), 1024, "unmeasured archs keep 1024 (sm_%d)", a);
     /* measured on the H200: SALE pays from 4K tokens */
-    cr_assert_eq(win_dense_below_default(90), 32768);
-    cr_assert_eq(win_dense_below_default(SALE_ARCH_SM90A), 32768);
+    cr_assert_eq(win_dense_below_default(90), 16384);
+    cr_assert_eq(win_dense_below_default(SALE_ARCH_SM90A), 16384);
 }
 
 Test(host, stored_dense_below_is_a_winner_row)
