@@ -32,7 +32,7 @@ typedef struct plan_sizes {
 static void apply_defaults(sale_attention_args *a, int arch, int dense_below)
 {
     /* AUTO: two-pass on sm_90 (bench/RESULTS.md, 2026-11-29: with the wgmma
-     * kernels fused is slower than dense there, two-pass faster from ~32K) */
+     * kernels fused is slower than dense there, two-pass even at 16K and faster above: winners.c) */
     if (a->mode == SALE_MODE_AUTO)
         a->mode = arch == 90 || arch == SALE_ARCH_SM90A ? SALE_MODE_TWO_PASS : SALE_MODE_FUSED;
     if (!a->block_q) a->block_q = 64;

@@ -98,7 +98,7 @@ static void cli_progress_cb(void *user, const tune_candidate *c, int index, int 
 static int dense_below_cmd(sale_ctx *ctx, const sale_device_info *dev, int batch, int hq, int hkv, int hd,
                            sale_dtype dt, const int *lens_in, int nlens, int reps)
 {
-    /* up to 64K: on sm_90 the wgmma dense kernel moves the crossover to ~32K */
+    /* up to 64K: on sm_90 the wgmma dense kernel put the crossover at 16K-32K */
     static const int dflt[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536};
     int lens[16];
     if (!lens_in)
