@@ -33,32 +33,7 @@ import random
 import sys
 
 
-class Bar:
-    def __init__(self, count):
-        self.count, self.pending, self.tx, self.phase = count, count, 0, 0
-
-    def _check(self):
-        if self.pending == 0 and self.tx == 0:
-            self.phase += 1
-            self.pending = self.count
-
-    def arrive(self, n=1, tx=0):
-        self.tx += tx
-        self.pending -= n
-        assert self.pending >= 0, "more arrivals than the barrier counts"
-        self._check()
-
-    def complete_tx(self, nbytes):
-        self.tx -= nbytes
-        if self.pending == 0:
-            self._check()
-
-    def done(self, parity):  # try_wait.parity: the phase of this parity has completed
-        return self.phase % 2 != parity
-
-
-class Fail(Exception):
-    pass
+from mbar_model import Bar, Fail
 
 
 MUTANT = None

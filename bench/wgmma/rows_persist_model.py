@@ -32,32 +32,7 @@ import random
 import sys
 
 
-class Bar:
-    def __init__(self, count):
-        self.count, self.pending, self.tx, self.phase = count, count, 0, 0
-
-    def _check(self):
-        if self.pending == 0 and self.tx == 0:
-            self.phase += 1
-            self.pending = self.count
-
-    def arrive(self, tx=0):
-        self.tx += tx
-        self.pending -= 1
-        assert self.pending >= 0, "more arrivals than the barrier counts"
-        self._check()
-
-    def complete_tx(self, n):
-        self.tx -= n
-        if self.pending == 0:
-            self._check()
-
-    def done(self, parity):  # try_wait.parity: the phase of this parity has completed
-        return self.phase % 2 != parity
-
-
-class Fail(Exception):
-    pass
+from mbar_model import Bar, Fail
 
 
 def run(rng, rows, ST, mutant=None):
@@ -99,13 +74,13 @@ def run(rng, rows, ST, mutant=None):
             if mutant != "info-late" and inforead[w] < r:
                 raise Fail(f"INFO of row {r} written before warp {w} read row {inforead[w]}'s")
         if mutant == "info-late":
-            qfull.arrive(TX)
+            qfull.arrive(tx=TX)
             inflight.append(("q", None, r))
             yield lambda: True
             info[0] = (r, n)
         else:
             info[0] = (r, n)
-            qfull.arrive(TX)
+            qfull.arrive(tx=TX)
             inflight.append(("q", None, r))
 
     def emit(i):
@@ -115,8 +90,8 @@ def run(rng, rows, ST, mutant=None):
             if rel[s][w] < i // ST:
                 raise Fail(f"header of tile {i} written while warp {w} still read stage {s}")
         hdr[s] = i
-        kfull[s].arrive(TX)
-        vfull[s].arrive(TX)
+        kfull[s].arrive(tx=TX)
+        vfull[s].arrive(tx=TX)
         inflight.append(("k", s, i))
         inflight.append(("v", s, i))
 
