@@ -4,7 +4,9 @@
 # (a hung kernel fails its step; it does not hold the call), at most 8 files
 # under $OUT:
 #   1. the GPU tests, one process per test (a hang costs one test's limit);
-#   2. compute-sanitizer memcheck, racecheck, synccheck on a small shape;
+#   2. compute-sanitizer memcheck, racecheck, synccheck on a small shape
+#      (each under SALE_GPU_CHECK_LIMIT, default 120 s; a mode whose run
+#      times out skips its other tools);
 #   3. the SDPA anchors and bench_attention, this build and, when
 #      gpu-bundle.sh --base REV put one in base/ (base2/, base3/ for more
 #      --base), each REV's build in the same call (--bench-args adds
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
         { echo "gpu-ab.sh: --anchors takes 'flash|cudnn N ms' lines, comma-separated; got '$anchors'" >&2; exit 2; } ;;
     --rounds) rounds="$2"; shift 2
       case "$rounds" in ''|*[!0-9]*|0) echo "gpu-ab.sh: --rounds needs a whole number >= 1" >&2; exit 2 ;; esac ;;
-    -h|--help) sed -n '2,20p' "$(basename "$0")"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$(basename "$0")"; exit 0 ;;
     *) echo "gpu-ab.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,10 +69,13 @@ if [ $skip_c = 0 ]; then
     timeout -k 5 120 ./example_attention 1000 "$m" "$thr" $w >/dev/null 2>&1
     for tool in memcheck racecheck synccheck; do
       extra=""; [ "$tool" = synccheck ] && extra="--num-cuda-barriers 65536"
-      out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-300}" "$CS" --tool "$tool" $extra --print-limit 4 --error-exitcode 9 \
+      out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-120}" "$CS" --tool "$tool" $extra --print-limit 4 --error-exitcode 9 \
             ./example_attention 1000 "$m" "$thr" $w 2>&1); r=$?
       say "$tool $m thr=$thr${w:+ warps=$w} rc=$r $(echo "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -1)"
       [ $r = 0 ] || { rc=1; echo "$out" | grep -v '^=========     #' | head -40 >> "$O/check.txt"; }
+      # a hang under one tool hangs under the others: the mode's other tools are skipped
+      # (a cluster kernel hung under memcheck and took 300 s of a call; thirteenth session)
+      [ $r -ge 124 ] && { say "$tool $m thr=$thr${w:+ warps=$w} timed out (SALE_GPU_CHECK_LIMIT): its other tools skipped"; break; }
     done
   done
 fi
