@@ -7,7 +7,7 @@
 #   2. compute-sanitizer memcheck, racecheck, synccheck on a small shape
 #      (each under SALE_GPU_CHECK_LIMIT, default 120 s; a mode whose run
 #      times out skips its other tools);
-#   3. the SDPA anchors and bench_attention, this build and, when
+#   3. (unless --skip-bench) the SDPA anchors and bench_attention, this build and, when
 #      gpu-bundle.sh --base REV put one in base/ (base2/, base3/ for more
 #      --base), each REV's build in the same call (--bench-args adds
 #      arguments, e.g. '--fixed-only'); --rounds R runs them R times,
@@ -17,7 +17,7 @@
 #      is ab.md, log.txt, raw.tgz, tests.txt and check.txt (5 of the 8 files).
 # usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed two-pass:fixed:5' (mode:thr[:tile warps])]
-#                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--bench-args 'ARGS']
+#                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--skip-bench] [--bench-args 'ARGS']
 #                    [--rounds R (default 1)] [--anchors 'cudnn 65536 57.7,cudnn 131072 251.5' (skip
 #                    the SDPA run, ~30 s: its lines, comma-separated, as an earlier call measured them)]
 set -uo pipefail
@@ -26,7 +26,7 @@ export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
 export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
 O="${OUT:-$PWD/out}"; mkdir -p "$O"; L="$O/log.txt"
 lens=65536,131072; taus=0.004,0.0015,7e-4; tests=""; modes="two-pass:run two-pass:fixed"
-ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; sel="--tau"; bargs=""; rounds=1; anchors=""
+ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; skip_b=0; sel="--tau"; bargs=""; rounds=1; anchors=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lens) lens="$2"; shift 2 ;;
@@ -38,6 +38,7 @@ while [ $# -gt 0 ]; do
     --ncu-tau) ncu_tau="$2"; shift 2 ;;
     --skip-tests) skip_t=1; shift ;;
     --skip-check) skip_c=1; shift ;;
+    --skip-bench) skip_b=1; shift ;;
     --bench-args) bargs="$2"; shift 2 ;;
     --anchors) anchors="$2"; shift 2
       echo "$anchors" | tr ',' '\n' | grep -qvE '^(flash|cudnn) [0-9]+ [0-9.]+$' &&
@@ -79,31 +80,33 @@ if [ $skip_c = 0 ]; then
     done
   done
 fi
-if [ -n "$anchors" ]; then
-  echo "$anchors" | tr ',' '\n' > anchors.txt; say "anchors given (no SDPA run): $anchors"
-else
-  timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
-fi
-# --rounds R: every build's bench R times, the builds alternating within a
-# round (drift over the call then falls on all of them alike); each run is
-# appended to the build's file, and ab_median.py writes the medians (ab.md)
-: > "$O/bench.md"; : > "$O/bench.err"
-for round in $(seq 1 "$rounds"); do
-  timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 --anchors anchors.txt \
-    $bargs >> "$O/bench.md" 2>> "$O/bench.err"; r=$?; say "bench round $round rc=$r"; [ $r = 0 ] || rc=1
-  for bd in base base2 base3; do
-    [ -x "$bd/bench_attention" ] || continue
-    [ "$round" = 1 ] && : > "$O/$bd.md"
-    (cd "$bd" && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 \
-       --anchors ../anchors.txt $bargs >> "$O/$bd.md" 2>&1); r=$?
-    say "$bd bench round $round rc=$r ($(cat "$bd/REV" 2>/dev/null))"; [ $r = 0 ] || rc=1
+if [ $skip_b = 0 ]; then
+  if [ -n "$anchors" ]; then
+    echo "$anchors" | tr ',' '\n' > anchors.txt; say "anchors given (no SDPA run): $anchors"
+  else
+    timeout -k 5 120 python3 sdpa.py --lens "$lens" --out anchors.txt 2>&1 | tail -n 4 | tee -a "$L"
+  fi
+  # --rounds R: every build's bench R times, the builds alternating within a
+  # round (drift over the call then falls on all of them alike); each run is
+  # appended to the build's file, and ab_median.py writes the medians (ab.md)
+  : > "$O/bench.md"; : > "$O/bench.err"
+  for round in $(seq 1 "$rounds"); do
+    timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 --anchors anchors.txt \
+      $bargs >> "$O/bench.md" 2>> "$O/bench.err"; r=$?; say "bench round $round rc=$r"; [ $r = 0 ] || rc=1
+    for bd in base base2 base3; do
+      [ -x "$bd/bench_attention" ] || continue
+      [ "$round" = 1 ] && : > "$O/$bd.md"
+      (cd "$bd" && timeout -k 5 "${SALE_GPU_BENCH_LIMIT:-300}" ./bench_attention --lens "$lens" $sel "$taus" --reps 3 \
+         --anchors ../anchors.txt $bargs >> "$O/$bd.md" 2>&1); r=$?
+      say "$bd bench round $round rc=$r ($(cat "$bd/REV" 2>/dev/null))"; [ $r = 0 ] || rc=1
+    done
   done
-done
-if [ "$rounds" -gt 1 ]; then
-  files=""  # the first base is the reference: the change column reads "this build against it"
-  for bd in base base2 base3; do [ -s "$O/$bd.md" ] && files="$files $(awk '{print $1}' "$bd/REV" 2>/dev/null || echo "$bd")=$O/$bd.md"; done
-  python3 ab_median.py $files "this=$O/bench.md" > "$O/ab.md" 2>&1 || rc=1
-  cat "$O/ab.md" >> "$L"
+  if [ "$rounds" -gt 1 ]; then
+    files=""  # the first base is the reference: the change column reads "this build against it"
+    for bd in base base2 base3; do [ -s "$O/$bd.md" ] && files="$files $(awk '{print $1}' "$bd/REV" 2>/dev/null || echo "$bd")=$O/$bd.md"; done
+    python3 ab_median.py $files "this=$O/bench.md" > "$O/ab.md" 2>&1 || rc=1
+    cat "$O/ab.md" >> "$L"
+  fi
 fi
 if [ -n "$ncu_k" ]; then
   NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
