@@ -139,7 +139,7 @@ struct DwTileHeaders {
 #endif
 
 /* ------------------------------------------------------------------ stages */
-struct DenseWg : DwRowState<DW_BN> {
+struct DenseWg : DwRowState<DW_BN, DW_HALF> {
     static constexpr int ST = SALE_STAGES;
     /* shared memory (offsets from the 1 KB-aligned base) */
     static constexpr sale_u32 OFF_Q = 0, OFF_K = DW_TILE, OFF_V = DW_TILE + ST * DW_KTILE,
@@ -218,22 +218,8 @@ struct DenseWg : DwRowState<DW_BN> {
     }
 #endif
 
-    /* a consumer warpgroup: 64 query rows (cw = 0, 1); its S, O, P and
-     * softmax state: DwRowState (wgmma_softmax.cuh) */
-    sale_u64 qdesc, kdesc, vdesc;
-
-    SALE_DEV void issue_s(int s) {
-#pragma unroll
-        for (int ks = 0; ks < 8; ks++) { /* 16 columns of d a step: 4 per 128-byte swizzle row, then the next half */
-            const sale_u32 qoff = ((ks >> 2) * DW_HALF + (ks & 3) * 32) >> 4;
-            const sale_u32 koff = ((ks >> 2) * DW_KHALF + (ks & 3) * 32) >> 4;
-            dw_mma_ss(S, qdesc + qoff, kdesc + ((s * DW_KTILE) >> 4) + koff, ks);
-        }
-    }
-    SALE_DEV void issue_pv(int s) {
-#pragma unroll
-        for (int kk = 0; kk < DW_BN / 16; kk++) dw_mma_rs(O, P[kk], vdesc + ((s * DW_KTILE + kk * 2048) >> 4));
-    }
+    /* a consumer warpgroup: 64 query rows (cw = 0, 1); its S, O, P, their
+     * wgmma and the softmax state: DwRowState (wgmma_softmax.cuh) */
     /* the diagonal tile: key > row -> -inf (also every key >= N of a row < N) */
     SALE_DEV void mask_diagonal(int kt) {
 #pragma unroll

@@ -34,8 +34,7 @@
 #ifndef SALE_WGMMA_ROWS_CUH
 #define SALE_WGMMA_ROWS_CUH
 
-#include "wgmma_mma.cuh"     /* S: dw_mma_ss (m64n64k16); P V: dw_mma_rs (m64n128k16, A in registers) */
-#include "wgmma_softmax.cuh" /* DwRowState: S, O, P, online softmax, store */
+#include "wgmma_softmax.cuh" /* DwRowState: S, O, P, their wgmma (m64n64k16, m64n128k16), online softmax, store */
 
 #define WR_BN 64       /* keys a K/V tile: two kept 32-key blocks */
 #define WR_NT (WR_BN / 8) /* n8 column groups of S */
@@ -73,7 +72,7 @@ SALE_DEV bool wr_item(const sale_params &p, int x, int &b, int &h, int &qb) {
     return true;
 }
 
-struct RowWg : DwRowState<WR_BN> {
+struct RowWg : DwRowState<WR_BN, WR_HALF> {
     static constexpr int ST = SALE_STAGES;
     static constexpr sale_u32 OFF_Q = 0, OFF_K = WR_QT, OFF_V = WR_QT + ST * WR_KT, OFF_BAR = WR_QT + 2 * ST * WR_KT;
     sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY, HDR, CNT;
@@ -126,21 +125,8 @@ struct RowWg : DwRowState<WR_BN> {
     }
 
     /* --------------------------------------------------------- consumers */
-    /* S, O, P and the softmax state: DwRowState (wgmma_softmax.cuh) */
+    /* S, O, P, their wgmma and the softmax state: DwRowState (wgmma_softmax.cuh) */
     int blk0, blk1;
-    sale_u64 qdesc, kdesc, vdesc;
-
-    SALE_DEV void issue_s(int s) {
-#pragma unroll
-        for (int ks = 0; ks < 8; ks++) { /* 16 columns of d a step: 4 per 128-byte swizzle row, then the next half */
-            const sale_u32 off = ((ks >> 2) * WR_HALF + (ks & 3) * 32) >> 4;
-            dw_mma_ss(S, qdesc + off, kdesc + ((s * WR_KT) >> 4) + off, ks);
-        }
-    }
-    SALE_DEV void issue_pv(int s) {
-#pragma unroll
-        for (int kk = 0; kk < WR_BN / 16; kk++) dw_mma_rs(O, P[kk], vdesc + ((s * WR_KT + kk * 2048) >> 4));
-    }
     /* the header of stage s (its KFULL waited on): lane 0 reads, hands round */
     SALE_DEV void header(int s) {
         int x0 = 0, x1 = 0;

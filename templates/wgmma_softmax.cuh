@@ -9,12 +9,35 @@
 #ifndef SALE_WGMMA_SOFTMAX_CUH
 #define SALE_WGMMA_SOFTMAX_CUH
 
-template <int BN> struct DwRowState {
+#include "wgmma_mma.cuh" /* S: dw_mma_ss; P V: dw_mma_rs */
+
+/* QH: the byte offset of the Q tile's second 64-column half (its rows x 128) */
+template <int BN, sale_u32 QH> struct DwRowState {
     float S[BN / 2], O[64];
     sale_u32 P[BN / 16][4];
     float m0, m1, l0, l1;
     int lane, row0, c4; /* row0: this thread's first row (and row0 + 8) */
     float sl2;          /* the softmax scale x log2(e) */
+    /* 128-byte-swizzle descriptors of the Q tile and of stage 0 of the K
+     * and V rings; a stage is BN x 128 of the dtype, two halves of BN rows
+     * x 128 bytes (BN x 256 bytes a stage) */
+    sale_u64 qdesc, kdesc, vdesc;
+
+    /* S = Q K^T of K stage s: 8 k16 steps of d, 4 per 128-byte swizzle row,
+     * then the second half */
+    SALE_DEV void issue_s(int s) {
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+            const sale_u32 qoff = ((ks >> 2) * QH + (ks & 3) * 32) >> 4;
+            const sale_u32 koff = ((ks >> 2) * (BN * 128) + (ks & 3) * 32) >> 4;
+            dw_mma_ss(S, qdesc + qoff, kdesc + ((s * (BN * 256)) >> 4) + koff, ks);
+        }
+    }
+    /* O += P V of V stage s (V transposed: 16 keys a k16 step, 2 KB) */
+    SALE_DEV void issue_pv(int s) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) dw_mma_rs(O, P[kk], vdesc + ((s * (BN * 256) + kk * 2048) >> 4));
+    }
 
     /* online softmax of S in place; a0, a1: the factors O must be rescaled by.
      * A row that has seen only masked scores keeps m = -inf and l = 0 (its
