@@ -5,7 +5,7 @@
 # under $OUT:
 #   1. the GPU tests, one process per test (a hang costs one test's limit);
 #   2. compute-sanitizer memcheck, racecheck, synccheck on a small shape
-#      (each under SALE_GPU_CHECK_LIMIT, default 120 s; a mode whose run
+#      (each under SALE_GPU_CHECK_LIMIT, default 300 s; a mode whose run
 #      times out skips its other tools);
 #   3. (unless --skip-bench) the SDPA anchors and bench_attention, this build and, when
 #      gpu-bundle.sh --base REV put one in base/ (base2/, base3/ for more
@@ -70,12 +70,12 @@ if [ $skip_c = 0 ]; then
     timeout -k 5 120 ./example_attention 1000 "$m" "$thr" $w >/dev/null 2>&1
     for tool in memcheck racecheck synccheck; do
       extra=""; [ "$tool" = synccheck ] && extra="--num-cuda-barriers 65536"
-      out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-120}" "$CS" --tool "$tool" $extra --print-limit 4 --error-exitcode 9 \
+      out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-300}" "$CS" --tool "$tool" $extra --print-limit 4 --error-exitcode 9 \
             ./example_attention 1000 "$m" "$thr" $w 2>&1); r=$?
       say "$tool $m thr=$thr${w:+ warps=$w} rc=$r $(echo "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -1)"
       [ $r = 0 ] || { rc=1; echo "$out" | grep -v '^=========     #' | head -40 >> "$O/check.txt"; }
       # a hang under one tool hangs under the others: the mode's other tools are skipped
-      # (a cluster kernel hung under memcheck and took 300 s of a call; thirteenth session)
+      # (a cluster kernel hung under memcheck, thirteenth session: one limit, not three)
       [ $r -ge 124 ] && { say "$tool $m thr=$thr${w:+ warps=$w} timed out (SALE_GPU_CHECK_LIMIT): its other tools skipped"; break; }
     done
   done

@@ -16,7 +16,7 @@ for mt in fused two-pass dense plain "two-pass fixed" "fused fixed"; do
   for tool in memcheck racecheck synccheck; do
     extra=""; [ "$tool" = synccheck ] && extra="--num-cuda-barriers 65536" # fused: an mbarrier ring per CTA
     # a hang is a failure (rc 124/137), not a lost device call
-    out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-120}" "$CS" --tool "$tool" $extra --error-exitcode 9 ./example_attention "$N" "$m" "$thr" 2>&1); r=$?
+    out=$(timeout -k 5 "${SALE_GPU_CHECK_LIMIT:-300}" "$CS" --tool "$tool" $extra --error-exitcode 9 ./example_attention "$N" "$m" "$thr" 2>&1); r=$?
     echo "$tool $m thr=$thr N=$N: rc=$r $(echo "$out" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|hazard' | tail -1)"
     [ $r = 0 ] || { rc=1; echo "$out" | tail -20; }
   done

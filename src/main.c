@@ -128,7 +128,7 @@ static int int_of(const char *t)
     return (e == t || *e || v < 0 || v > 1 << 20) ? -1 : (int)v;
 }
 
-/* 1 if t is a whole number in C syntax (nothing before or after it), stored in *v */
+/* 1 if t is a number in C syntax (strtod's, nothing before or after it), stored in *v */
 static int double_of(const char *t, double *v)
 {
     char *e;

@@ -21,11 +21,11 @@ static const struct {
     {80, 1024}, {86, 1024}, {89, 1024}, /* not measured (no such GPU here) */
     /* sm_90, on an H200 (bench/RESULTS.md, thirteenth session), B=1, 32/8
      * heads, D=128, bf16, `bench_host --dense-below`, with the rows attend
-     * kernel as the default: two-pass 3.36 ms against dense 3.58 at 16K,
-     * 11.7 against 14.1 at 32K, 1.04 against 0.85 at 8K. At 16K the two are
-     * within the runs' spread (an earlier run had dense 3.2 against 3.6), so
-     * 16K itself is about even and 16K-32K is where two-pass now pays. (32768
-     * with the two-row attend kernel; 4096 with the mma.sync dense.) */
+     * kernel as the default, two runs: two-pass 3.36 / 3.33 ms against dense
+     * 3.58 / 3.37 at 16K, 11.7 against 14.1 / 14.4 at 32K, 1.04 against 0.85
+     * at 8K. So 16K itself is about even and from there two-pass pays.
+     * (32768 with the two-row attend kernel, whose 16K row was 3.6 against
+     * 3.2; 4096 with the mma.sync dense.) */
     {90, 16384},
 };
 
