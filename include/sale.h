@@ -293,7 +293,7 @@ typedef struct sale_attention_args {
     uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
     sale_stats *stats; /* optional (host); on GPU this synchronizes the stream (not while capturing) */
     void *workspace;   /* optional device workspace (size: sale_attention_workspace_size); it
-                          begins with counters, 4 * (3 + batch * (heads_q + heads_kv)) bytes
+                          begins with counters, 4 * (5 + batch * (heads_q + heads_kv)) bytes
                           rounded up to 256, that each call zeroes (one memset queued) */
     size_t workspace_bytes;
     float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense|plain, attend

@@ -460,8 +460,36 @@ static sale_status code_map(sale_ctx *ctx, sale_tmap *m, const char *what, sale_
     return SALE_OK;
 }
 
+/* the device's SM count, read once per device ordinal (0 where the driver
+ * does not say: the rows attend kernel then gets its whole grid, which is
+ * correct, only not persistent) */
+static int ctx_sm_count(sale_ctx *ctx, CUdevice dev)
+{
+    const int o = (int)dev;
+    int v = 0;
+    if (o < 0 || o >= CTX_MAX_DEVICES)
+        return 0;
+    pthread_mutex_lock(&ctx->lock);
+    v = ctx->sm_count[o];
+    pthread_mutex_unlock(&ctx->lock);
+    if (v)
+        return v;
+    const drv_api *d = drv_get(NULL);
+    CUresult r = d->DeviceGetAttribute(&v, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    if (r != CUDA_SUCCESS || v <= 0) {
+        sale_logf(ctx, SALE_LOG_WARN, "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT): %s; the rows attend kernel "
+                  "runs one CTA a row", r != CUDA_SUCCESS ? drv_errstr(r) : "no SMs");
+        return 0;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    ctx->sm_count[o] = v;
+    pthread_mutex_unlock(&ctx->lock);
+    return v;
+}
+
+/* sms: the device's SM count (0: unknown) */
 static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_args *a, const sale_params *p,
-                            void *stream)
+                            int sms, void *stream)
 {
     const sale_key *key = kmod_key(k); /* resolved at load: tiles and est_bits included */
     sale_layout_cfg lc = key_layout(key);
@@ -503,7 +531,12 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
             (s = tma_map(ctx, &tp.tv, "v", p->v, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->v_sb, p->v_sh,
                          p->v_sn, bn)))
             return s;
-        return sale_kernel_launch(ctx, (const sale_kernel *)k, L[0].entry, L[0].grid[0], L[0].grid[1], L[0].grid[2],
+        /* the rows kernel is persistent: two CTAs an SM take the rows from a
+         * counter (any grid is correct: wgmma_rows.cuh) */
+        unsigned grid = L[0].grid[0];
+        if (sale_layout_wgmma_rows(&lc) && sms > 0 && grid > 2u * (unsigned)sms)
+            grid = 2u * (unsigned)sms;
+        return sale_kernel_launch(ctx, (const sale_kernel *)k, L[0].entry, grid, L[0].grid[1], L[0].grid[2],
                                   L[0].block, L[0].smem, &tp, sizeof tp, stream);
     }
     for (int i = 0; i < n; i++) {
@@ -791,7 +824,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         }                                                                                                             \
     } while (0)
     MARK(0);
-    if (kern_q && (st = run_plan(ctx, kern_q, &a, &p, stream)))
+    if (kern_q && (st = run_plan(ctx, kern_q, &a, &p, 0, stream)))
         goto events;
     MARK(1);
     /* Units (sale-algorithm.md): the estimate approximates q_i . (k_j - kmean),
@@ -804,10 +837,10 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         pc.k = p.kcent;
         fill_strides(&pc.k_sb, &pc.k_sh, &pc.k_sn, (const int64_t[3]){0, 0, 0}, a.heads_kv, a.seq_len, a.head_dim);
     }
-    if ((st = run_plan(ctx, kern_f, &a, &pc, stream)))
+    if ((st = run_plan(ctx, kern_f, &a, &pc, 0, stream)))
         goto events;
     MARK(2);
-    if (kern_a && (st = run_plan(ctx, kern_a, &a, &pc, stream)))
+    if (kern_a && (st = run_plan(ctx, kern_a, &a, &pc, ctx_sm_count(ctx, dev), stream)))
         goto events;
     /* the log-sum-exp back in the caller's units (scores against K) */
     if (kern_q && a.lse &&

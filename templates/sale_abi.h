@@ -42,9 +42,9 @@ typedef struct sale_params {
     sale_u64 kcent;           /* K' = K - kmean in the input dtype [B, Hkv, N, D] contiguous,
                                  written by quantize; the exact scores of fused/select/attend
                                  read it through k (see "Units" in sale-algorithm.md) */
-    sale_u64 sync;            /* quantize: sale_layout_sync_words(B, Hq, Hkv) u32 counters
-                                 (3, then one per batch and head), zero before a launch;
-                                 each launch leaves them zero (sale_quantize_kernel) */
+    sale_u64 sync;            /* sale_layout_sync_words(B, Hq, Hkv) u32 counters (quantize: 3,
+                                 then one per batch and head; the rows attend kernel: 2), zero
+                                 before a launch; each launch leaves them zero */
     int B, Hq, Hkv, N;
     int nqb, nkb, nkw, group; /* group = Hq / Hkv */
     float scale;              /* softmax scale (1/sqrt(D) by default) */

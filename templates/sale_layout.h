@@ -381,11 +381,16 @@ static SALE_HD inline unsigned long long sale_layout_scratch_bytes(const sale_la
     return 0;
 }
 
-/* u32 counters of the quantize launch at p.sync (offset 0 of the workspace):
- * 3 for the whole launch, then one per (batch, head), q heads then kv heads
- * (sale_quantize_kernel). Zero before a launch; each launch leaves them zero. */
-static SALE_HD inline unsigned long long sale_layout_sync_words(int B, int Hq, int Hkv) {
+/* u32 counters at p.sync (offset 0 of the workspace): the quantize launch's
+ * (3 for the whole launch, then one per (batch, head), q heads then kv heads:
+ * sale_quantize_kernel), then the rows attend kernel's two (the mask rows
+ * taken, the CTAs done taking: sale_layout_rows_sync). Zero before a launch;
+ * each launch leaves them zero. */
+static SALE_HD inline unsigned long long sale_layout_rows_sync(int B, int Hq, int Hkv) {
     return 3ull + (unsigned long long)B * (unsigned long long)(Hq + Hkv);
+}
+static SALE_HD inline unsigned long long sale_layout_sync_words(int B, int Hq, int Hkv) {
+    return sale_layout_rows_sync(B, Hq, Hkv) + 2ull;
 }
 
 /* the launches of one family, in order. Returns the count (<= 4) or -1. */

@@ -17,9 +17,10 @@
  *     in shared memory (they share it in L2: the work order keeps a KV
  *     head's rows together), so K/V bytes per FLOP double against the union.
  * CTA: warps 0-3 the consumer warpgroup, warp 4 the producer (one thread).
- *   producer: Q (two 64-column boxes of 64 rows), then the row's kept blocks
- *     in ascending order, two a tile (an odd last tile repeats its block in
- *     the empty slot, masked), each block as 32-row TMA boxes of K and of V
+ *   producer: the row's kept blocks in ascending order, two a tile, with
+ *     its Q (two 64-column boxes of 64 rows) after the first ST - 1 tiles
+ *     (see produce); an odd last tile repeats its block in the empty
+ *     slot, masked; each block as 32-row TMA boxes of K and of V
  *     (the 128-byte swizzle) into a SALE_STAGES-deep ring (KFULL, VFULL:
  *     landed; EMPTY: the four consumer warps are done), the tile's two block
  *     indices in a header beside the stage;
@@ -27,9 +28,14 @@
  *     memory), the mask of the diagonal block and the empty slot, online
  *     softmax in registers, O += P V as 4 x wgmma m64n128k16 (P from
  *     registers, V transposed); S(j) and P V(j - 1) in flight together.
- * The tile count comes from the mask row itself (warp 4 counts its bits
- * while Q loads), not from p.kept, so any mask the caller passes is read as
- * it is. Shared memory has no alignment slack (two CTAs must fit in 228 KB):
+ * Persistent (two CTAs an SM, rows from a counter: see the kernel), so a
+ * row's start (its mask words, then its first K/V tiles and its Q) runs
+ * under the previous row's last tiles and store instead of after them
+ * (measured against one CTA a row: -5% at d ~ 0.05, -2% at 0.2, +3% at
+ * 0.01, where the consumers still wait for the next row's Q: NOTES.md).
+ * The tile count comes from the mask row itself (the producer warp counts
+ * its bits), not from p.kept, so any mask the caller passes is read as it
+ * is. Shared memory has no alignment slack (two CTAs must fit in 228 KB):
  * the tiles need a 1 KB-aligned base, and a base that is not traps. */
 #ifndef SALE_WGMMA_ROWS_CUH
 #define SALE_WGMMA_ROWS_CUH
@@ -49,7 +55,7 @@ static constexpr sale_layout_cfg WR_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
 static_assert(sale_layout_wgmma_rows(&WR_LCFG), "the host would not launch this kernel for this key");
-static_assert(8 + 24 * SALE_STAGES <= 96 && 96 + 8 * SALE_STAGES <= 128, "barriers, then headers at +96, the count at +128, in 256 B");
+static_assert(16 + 24 * SALE_STAGES <= 96 && 96 + 8 * SALE_STAGES <= 128, "barriers, then headers at +96, the row slot at +128, in 256 B");
 static_assert(sale_layout_smem(&WR_LCFG) == WR_QT + 2u * SALE_STAGES * WR_KT + 256u,
               "shared-memory layout of the rows attend kernel and sale_layout_smem() disagree");
 
@@ -75,7 +81,7 @@ SALE_DEV bool wr_item(const sale_params &p, int x, int &b, int &h, int &qb) {
 struct RowWg : DwRowState<WR_BN, WR_HALF> {
     static constexpr int ST = SALE_STAGES;
     static constexpr sale_u32 OFF_Q = 0, OFF_K = WR_QT, OFF_V = WR_QT + ST * WR_KT, OFF_BAR = WR_QT + 2 * ST * WR_KT;
-    sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY, HDR, CNT;
+    sale_u32 sQ, sK, sV, QFULL, QEMPTY, KFULL, VFULL, EMPTY, HDR, INFO;
     int b, h, kvh, qb, hi, nkt;
     const sale_u32 *row;
 
@@ -105,23 +111,56 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         load_pair(sK + s * WR_KT, &tp.tk, b0, b1, KFULL + 8 * s);
         load_pair(sV + s * WR_KT, &tp.tv, b0, b1, VFULL + 8 * s);
     }
-    /* the row's kept blocks, ascending, two a tile */
-    SALE_DEV void produce(const sale_tma_params &tp) {
-        int i = 0, pend = -1;
+    /* Q of this row into the Q tile, once the consumers are done with the
+     * previous row's (QEMPTY, item r - 1), its item and tile count in INFO
+     * first (the arrive on QFULL releases them) */
+    SALE_DEV void load_q(const sale_tma_params &tp, int r, int x) {
+        if (r > 0) dw_mbar_wait(QEMPTY, (r - 1) & 1);
+        asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(INFO), "r"(x), "r"(nkt) : "memory");
+        dw_mbar_expect_tx(QFULL, WR_QT);
+        dw_tma_4d(sQ, &tp.tq, 0, qb * 64, h, b, QFULL);
+        dw_tma_4d(sQ + WR_HALF, &tp.tq, 64, qb * 64, h, b, QFULL);
+    }
+    /* the row's kept blocks, ascending, two a tile, as the CTA's tiles i0,
+     * i0 + 1, ...; its Q after the first min(ST - 1, nkt) tiles: their
+     * stages are those of the previous row's tiles before its last, which
+     * the consumers free before their last S of that row (QEMPTY), so those
+     * tiles and Q load while the consumers finish the previous row (its
+     * last P V, normalisation and store). The next tile waits for the stage
+     * of the previous row's last tile, freed only after its last P V: Q
+     * after it would wait for that too (the first persistent version did,
+     * and its consumers waited for Q in 28% of stall samples) */
+    /* returns the next row's ticket, taken from *ctr just before the
+     * row's last tile waits for its stage (the atomic's latency hides under
+     * that wait; the rows in flight stay within about a tile of the order) */
+    SALE_DEV unsigned int produce(const sale_tma_params &tp, int i0, int r, int x, unsigned int *ctr) {
+        int i = i0, pend = -1;
+        const int last = i0 + nkt - 1;
+        unsigned int nx = 0;
+        const int qat = i0 + (nkt < ST - 1 ? nkt : ST - 1);
         for (int w = 0; w <= (hi >> 5); w++) {
-            sale_u32 x = word(w);
-            while (x) {
-                const int blk = w * 32 + __ffs(x) - 1;
-                x &= x - 1u;
+            sale_u32 x_ = word(w);
+            while (x_) {
+                const int blk = w * 32 + __ffs(x_) - 1;
+                x_ &= x_ - 1u;
                 if (pend < 0) {
                     pend = blk;
                 } else {
+                    if (i == qat) load_q(tp, r, x);
+                    if (i == last) nx = atomicAdd(ctr, 1u);
                     emit(tp, i++, pend, blk);
                     pend = -1;
                 }
             }
         }
-        if (pend >= 0) emit(tp, i, pend, -1);
+        if (pend >= 0) {
+            if (i == qat) load_q(tp, r, x);
+            if (i == last) nx = atomicAdd(ctr, 1u);
+            emit(tp, i++, pend, -1);
+        }
+        if (i == qat) load_q(tp, r, x);
+        if (nkt == 0) nx = atomicAdd(ctr, 1u);
+        return nx;
     }
 
     /* --------------------------------------------------------- consumers */
@@ -154,24 +193,30 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         __syncwarp();
         if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
     }
-    /* the row's nkt >= 1 tiles: S(j) and P V(j - 1) in flight together */
-    SALE_DEV void consume() {
+    /* Q is free for the next row: every S of this one is complete */
+    SALE_DEV void release_q() {
+        __syncwarp();
+        if (lane == 0) dw_mbar_arrive(QEMPTY);
+    }
+    /* the row's nkt >= 1 tiles, the CTA's tiles i0 .. i0 + nkt - 1: S(j) and
+     * P V(j - 1) in flight together */
+    SALE_DEV void consume(int i0) {
         float a0, a1;
-        dw_mbar_wait(KFULL, 0);
-        header(0);
+        dw_mbar_wait(KFULL + 8 * (i0 % ST), (i0 / ST) & 1);
+        header(i0 % ST);
         dw_fence();
-        issue_s(0);
+        issue_s(i0 % ST);
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(S);
         mask_pair();
         softmax(a0, a1);
         for (int j = 1; j < nkt; j++) {
-            const int sj = j % ST, sp = (j - 1) % ST;
+            const int t = i0 + j, sj = t % ST, sp = (t - 1) % ST;
             convert_p();
-            dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
+            dw_mbar_wait(KFULL + 8 * sj, (t / ST) & 1);
             header(sj);
-            dw_mbar_wait(VFULL + 8 * sp, ((j - 1) / ST) & 1);
+            dw_mbar_wait(VFULL + 8 * sp, ((t - 1) / ST) & 1);
             dw_fence();
             issue_s(sj);
             dw_commit();
@@ -187,9 +232,10 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
             if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) rescale(a0, a1);
             release(sp);
         }
-        const int sl = (nkt - 1) % ST;
+        release_q();
+        const int tl = i0 + nkt - 1, sl = tl % ST;
         convert_p();
-        dw_mbar_wait(VFULL + 8 * sl, ((nkt - 1) / ST) & 1);
+        dw_mbar_wait(VFULL + 8 * sl, (tl / ST) & 1);
         dw_fence();
         issue_pv(sl);
         dw_commit();
@@ -199,13 +245,20 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
     }
 };
 
+/* Persistent: gridDim.x <= the items (the host launches two CTAs an SM);
+ * each CTA takes mask rows in wr_item's order from a counter in the
+ * workspace, so that the rows in flight stay together in that order (what
+ * keeps a KV head's K/V in L2). The ring, its phases and the Q tile carry
+ * over from row to row: while the consumers finish a row (its last P V,
+ * the normalisation, the store), the producer has taken the next one, read
+ * its mask words and issued its first tiles and, once the consumers' last S
+ * is complete (QEMPTY), its Q. Any grid is correct. */
 extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
     extern __shared__ __align__(1024) unsigned char wr_smem[];
     const sale_u32 base = sale_smem_addr(wr_smem);
     if (base & 1023u) __trap(); /* the 128-byte swizzle needs a 1 KB-aligned base (no slack: see above) */
     RowWg st;
-    if (!wr_item(p, (int)blockIdx.x, st.b, st.h, st.qb)) return; /* the whole CTA, before any barrier */
     st.sQ = base + RowWg::OFF_Q;
     st.sK = base + RowWg::OFF_K;
     st.sV = base + RowWg::OFF_V;
@@ -214,53 +267,90 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_row
     st.KFULL = bar + 8;
     st.VFULL = bar + 8 + 8 * RowWg::ST;
     st.EMPTY = bar + 8 + 16 * RowWg::ST;
-    st.HDR = bar + 96;  /* after 1 + 3 ST <= 10 barriers: ST x 8 bytes */
-    st.CNT = bar + 128; /* the row's kept-block count */
-    st.kvh = st.h / p.group;
-    st.row = (const sale_u32 *)p.mask + (((long long)st.b * p.Hq + st.h) * p.nqb + st.qb) * p.nkw;
-    st.hi = ((st.qb * 64 + 64 < p.N ? st.qb * 64 + 64 : p.N) - 1) / 32;
+    st.QEMPTY = bar + 8 + 24 * RowWg::ST;
+    st.HDR = bar + 96;   /* after 2 + 3 ST <= 11 barriers: ST x 8 bytes */
+    st.INFO = bar + 128; /* the row being loaded: its item and tile count */
     const int tid = threadIdx.x, warp = __shfl_sync(0xffffffffu, tid >> 5, 0);
-    if (tid == 128) { /* the producer: barriers, then Q at once */
+    if (tid == 128) {
         dw_mbar_init(st.QFULL, 1);
+        dw_mbar_init(st.QEMPTY, 4); /* one arrive per consumer warp */
         for (int s = 0; s < RowWg::ST; s++) {
             dw_mbar_init(st.KFULL + 8 * s, 1);
             dw_mbar_init(st.VFULL + 8 * s, 1);
             dw_mbar_init(st.EMPTY + 8 * s, 4); /* one arrive per consumer warp */
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-        dw_mbar_expect_tx(st.QFULL, WR_QT);
-        dw_tma_4d(st.sQ, &tp.tq, 0, st.qb * 64, st.h, st.b, st.QFULL);
-        dw_tma_4d(st.sQ + WR_HALF, &tp.tq, 64, st.qb * 64, st.h, st.b, st.QFULL);
-    }
-    if (warp == 4) { /* the tile count, while Q loads */
-        int n = 0;
-        for (int w = tid & 31; w <= (st.hi >> 5); w += 32) n += __popc(st.word(w));
-#pragma unroll
-        for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
-        if (tid == 128) asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(st.CNT), "r"(n) : "memory");
     }
     __syncthreads();
-    int nk;
-    asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(nk) : "r"(st.CNT));
-    st.nkt = (nk + 1) >> 1;
-    if (warp == 4) {
-        if (tid == 128 && st.nkt > 0) st.produce(tp);
+    if (warp == 4) { /* the producer warp: the row's count by all lanes, the loads by lane 0 */
+        unsigned int *ctr = (unsigned int *)p.sync + sale_layout_rows_sync(p.B, p.Hq, p.Hkv);
+        const unsigned int total = (unsigned int)p.nqb * (unsigned int)p.Hq * (unsigned int)p.B;
+        const int lane = tid & 31;
+        int i = 0, r = 0;
+        /* the next row is taken as this one's last tile is issued, not
+         * before (produce): a ticket taken a row ahead keeps the next row waiting a
+         * whole row, so the rows in flight span twice as many of the work
+         * order's KV heads and their K/V falls out of L2 (the first
+         * persistent version: L2 hit rate 86 -> 74%, DRAM bytes x2 at
+         * d ~ 0.2) */
+        unsigned int x = 0, nx = 0;
+        if (lane == 0) x = atomicAdd(ctr, 1u);
+        x = __shfl_sync(0xffffffffu, x, 0);
+        for (;; x = __shfl_sync(0xffffffffu, nx, 0)) {
+            if (x >= total) break;
+            if (!wr_item(p, (int)x, st.b, st.h, st.qb)) continue; /* not reached: wr_item is a bijection */
+            st.kvh = st.h / p.group;
+            st.row = (const sale_u32 *)p.mask + (((long long)st.b * p.Hq + st.h) * p.nqb + st.qb) * p.nkw;
+            st.hi = ((st.qb * 64 + 64 < p.N ? st.qb * 64 + 64 : p.N) - 1) / 32;
+            int n = 0;
+            for (int w = lane; w <= (st.hi >> 5); w += 32) n += __popc(st.word(w));
+#pragma unroll
+            for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+            st.nkt = (n + 1) >> 1;
+            if (lane == 0) {
+                nx = st.produce(tp, i, r, (int)x, ctr);
+            }
+            i += st.nkt;
+            r++;
+        }
+        if (lane == 0) {
+            /* the end: an item of -1 (QFULL completes by the arrive alone) */
+            if (r > 0) dw_mbar_wait(st.QEMPTY, (r - 1) & 1);
+            asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(st.INFO), "r"(-1), "r"(0) : "memory");
+            dw_mbar_arrive(st.QFULL);
+            /* the last CTA done taking rows sets both counters back to zero */
+            if (atomicAdd(ctr + 1, 1u) == gridDim.x - 1) {
+                atomicExch(ctr, 0u);
+                atomicExch(ctr + 1, 0u);
+            }
+        }
         return;
     }
     st.lane = tid & 31;
     st.c4 = st.lane & 3;
-    st.row0 = st.qb * 64 + warp * 16 + (st.lane >> 2);
     st.sl2 = p.scale_log2;
     st.qdesc = dw_desc(st.sQ, 16, 1024);
     st.kdesc = dw_desc(st.sK, 16, 1024);
     st.vdesc = dw_desc(st.sV, WR_HALF, 1024);
-    st.m0 = st.m1 = SALE_NEG_INF;
-    st.l0 = st.l1 = 0.f;
+    int i = 0;
+    for (int r = 0;; r++) {
+        dw_mbar_wait(st.QFULL, r & 1);
+        int x = 0, nkt = 0; /* lane 0 reads the slot, hands it round */
+        if (st.lane == 0) asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(x), "=r"(nkt) : "r"(st.INFO));
+        x = __shfl_sync(0xffffffffu, x, 0);
+        st.nkt = __shfl_sync(0xffffffffu, nkt, 0);
+        if (x < 0) break;
+        wr_item(p, x, st.b, st.h, st.qb);
+        st.row0 = st.qb * 64 + warp * 16 + (st.lane >> 2);
+        st.m0 = st.m1 = SALE_NEG_INF;
+        st.l0 = st.l1 = 0.f;
 #pragma unroll
-    for (int i = 0; i < 64; i++) st.O[i] = 0.f;
-    dw_mbar_wait(st.QFULL, 0); /* also when nothing is kept: no copy may be in flight at exit */
-    if (st.nkt > 0) st.consume();
-    st.store(p, st.b, st.h);
+        for (int k = 0; k < 64; k++) st.O[k] = 0.f;
+        if (st.nkt > 0) st.consume(i);
+        else st.release_q();
+        st.store(p, st.b, st.h);
+        i += st.nkt;
+    }
 }
 
 #endif

@@ -484,7 +484,7 @@ Test(gpu, quantize_kernel_matches_cpu)
     /* quantize's counters (3 global, one per batch and head): zero before the
      * first launch, zero after every launch */
     const size_t nsy = (size_t)sale_layout_sync_words(B, Hq, Hkv);
-    cr_assert_eq(nsy, 3 + (size_t)B * (Hq + Hkv));
+    cr_assert_eq(nsy, 5 + (size_t)B * (Hq + Hkv)); /* and the rows attend kernel's 2 */
     void *sy;
     cr_assert_eq(sale_dev_alloc(ctx, nsy * 4, &sy), SALE_OK);
     sale_dev_fill8(ctx, sy, 0, nsy * 4);
@@ -696,6 +696,14 @@ Test(gpu, strided_inputs_and_per_head_thresholds)
         ga.q = dq, ga.k = dk, ga.v = dv, ga.out = dout, ga.stats = &sgpu, ga.mode = modes[m];
         ga.workspace = ws, ga.workspace_bytes = wsb; /* caller-owned workspace */
         cr_assert_eq(sale_attention(ctx, &ga, NULL), SALE_OK, "%s", sale_last_error(ctx));
+        /* the counters at the workspace's start are zero again after the call
+         * (the quantize kernel's, and the persistent rows attend kernel's) */
+        const size_t nsy = (size_t)sale_layout_sync_words(a.batch, a.heads_q, a.heads_kv);
+        uint32_t *sy = malloc(nsy * 4);
+        sale_dev_download(ctx, sy, ws, nsy * 4);
+        for (size_t i = 0; i < nsy; i++)
+            cr_assert_eq(sy[i], 0u, "%s: workspace counter %zu of %zu is %u after the call", mode_name(modes[m]), i, nsy, sy[i]);
+        free(sy);
         sale_dev_download(ctx, o, dout, nq * 2);
         double num = 0, den = 0;
         long long bad = 0;

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """rows_persist_model.py — a brute-force model of the barrier protocol of the
-persistent rows attend kernel (templates/wgmma_rows.cuh on branch persist,
-bench/wgmma/rows_persist.patch), written from the protocol as the kernel's
-comments and NOTES state it.
+persistent rows attend kernel (templates/wgmma_rows.cuh), written from the
+protocol as the kernel's comments and NOTES state it.
 
 One CTA (CTAs share only the row counter, an atomic), one producer thread,
 four consumer warps, a ring of ST stages (KFULL, VFULL: count 1 with
 transaction bytes; EMPTY: count 4), the Q tile (QFULL: count 1 with bytes;
 QEMPTY: count 4) and the row slot INFO. The CTA takes R rows with random
-tile counts (0 included). The producer, per row r: the first min(ST, nkt)
-tiles, then Q (after waiting QEMPTY for row r - 1; INFO written before the
+tile counts (0 included). The producer, per row r: the first min(F, nkt)
+tiles (F = ST - 1 by default: the stages the previous row frees before its
+last S; --first F to change it), then Q (after waiting QEMPTY for row r - 1; INFO written before the
 arrive on QFULL), then the rest; at the end, after QEMPTY of the last row,
 INFO = -1 and a plain arrive on QFULL. A consumer warp, per row: wait QFULL,
 read INFO (-1: exit), S of tile 0; for j >= 1 wait KFULL(j), VFULL(j - 1),
@@ -23,7 +23,8 @@ while a warp may still read the old contents, on a warp reading a Q, K, V,
 header or INFO that is not the one it expects, or on an exit with a copy in
 flight. mbarrier semantics as the PTX ISA gives them (a phase completes when
 its arrivals and its transaction count reach zero).
-Usage: rows_persist_model.py [runs] (default 3000); exit status 1 on a failure.
+Usage: rows_persist_model.py [--first F|st] [runs] (default 3000); exit
+status 1 on a failure.
 --mutants: run broken protocols and require each to fail: Q loaded before
 the previous row's QEMPTY; QEMPTY arrived before the last S; INFO written
 after the arrive; and all of a row's tiles issued before its Q.
@@ -35,7 +36,7 @@ import sys
 from mbar_model import Bar, Fail
 
 
-def run(rng, rows, ST, mutant=None):
+def run(rng, rows, ST, mutant=None, first=None):
     TX = 16
     qfull, qempty = Bar(1), Bar(4)
     kfull = [Bar(1) for _ in range(ST)]
@@ -98,7 +99,8 @@ def run(rng, rows, ST, mutant=None):
     def producer():
         i = 0
         for r, n in enumerate(rows):
-            qat = i + (n if mutant == "q-last" else min(ST, n))
+            f = ST - 1 if first is None else (ST if first == "st" else int(first))
+            qat = i + (n if mutant == "q-last" else min(f, n))
             for _ in range(n):
                 if i == qat:
                     yield from load_q(r, n)
@@ -198,13 +200,13 @@ def run(rng, rows, ST, mutant=None):
     return True
 
 
-def sweep(runs, mutant, seed):
+def sweep(runs, mutant, seed, first=None):
     rng = random.Random(seed)
     for n in range(runs):
         ST = rng.choice([2, 3])
         rows = [rng.choice([0, 1, 1, 2, 3, 4, 5, 7]) for _ in range(rng.randint(0, 6))]
         try:
-            run(rng, rows, ST, mutant)
+            run(rng, rows, ST, mutant, first)
         except Fail as e:
             return f"run {n} (ST {ST}, rows {rows}): {e}"
     return None
@@ -219,8 +221,13 @@ def main():
             print(f"mutant {m}: {'caught: ' + r if r else 'NOT caught'}")
             bad += r is None
         sys.exit(1 if bad else 0)
+    first = None
+    if "--first" in args:
+        k = args.index("--first")
+        first = args[k + 1]
+        del args[k:k + 2]
     runs = int(args[0]) if args else 3000
-    r = sweep(runs, None, 1)
+    r = sweep(runs, None, 1, first)
     if r:
         print("FAIL", r)
         sys.exit(1)
