@@ -16,7 +16,8 @@
  *   - its price: the four heads of a GQA group no longer share a K/V tile
  *     in shared memory (they share it in L2: the work order keeps a KV
  *     head's rows together), so K/V bytes per FLOP double against the union.
- * CTA: warps 0-3 the consumer warpgroup, warp 4 the producer (one thread).
+ * CTA: warps 0-3 the consumer warpgroup, warp 4 the producer (the warp
+ *   reads and walks the mask row, lane 0 issues the copies).
  *   producer: the row's kept blocks in ascending order, two a tile, with
  *     its Q (two 64-column boxes of 64 rows) after the first ST - 1 tiles
  *     (see produce); an odd last tile repeats its block in the empty
@@ -32,7 +33,8 @@
  * row's start (its mask words, then its first K/V tiles and its Q) runs
  * under the previous row's last tiles and store instead of after them
  * (measured against one CTA a row: -5% at d ~ 0.05, -2% at 0.2, +3% at
- * 0.01, where the consumers still wait for the next row's Q: NOTES.md).
+ * 0.01, where the consumers waited for the producer warp; its warp-wide
+ * walk of the mask words then took d ~ 0.01 down by 19%: NOTES.md).
  * The tile count comes from the mask row itself (the producer warp counts
  * its bits), not from p.kept, so any mask the caller passes is read as it
  * is. Shared memory has no alignment slack (two CTAs must fit in 228 KB):
@@ -122,44 +124,59 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         dw_tma_4d(sQ + WR_HALF, &tp.tq, 64, qb * 64, h, b, QFULL);
     }
     /* the row's kept blocks, ascending, two a tile, as the CTA's tiles i0,
-     * i0 + 1, ...; its Q after the first min(ST - 1, nkt) tiles: their
-     * stages are those of the previous row's tiles before its last, which
-     * the consumers free before their last S of that row (QEMPTY), so those
-     * tiles and Q load while the consumers finish the previous row (its
-     * last P V, normalisation and store). The next tile waits for the stage
-     * of the previous row's last tile, freed only after its last P V: Q
-     * after it would wait for that too (the first persistent version did,
-     * and its consumers waited for Q in 28% of stall samples) */
-    /* returns the next row's ticket, taken from *ctr just before the
-     * row's last tile waits for its stage (the atomic's latency hides under
-     * that wait; the rows in flight stay within about a tile of the order) */
-    SALE_DEV unsigned int produce(const sale_tma_params &tp, int i0, int r, int x, unsigned int *ctr) {
+     * i0 + 1, ...; run by the whole producer warp, lane 0 issuing.
+     * - The walk: each lane loads one mask word of a 32-word chunk (one
+     *   coalesced load), a ballot finds the nonzero words, and every lane
+     *   walks their bits in step (the word handed round by a shuffle). Lane 0
+     *   walking the words alone took one dependent load a word (32 a row on
+     *   average at 64K), and the consumers waited for it at d ~ 0.01.
+     * - Q after the first min(ST - 1, nkt) tiles: their stages are those of
+     *   the previous row's tiles before its last, which the consumers free
+     *   before their last S of that row (QEMPTY), so those tiles and Q load
+     *   while the consumers finish the previous row (its last P V,
+     *   normalisation and store). The next tile waits for the stage of the
+     *   previous row's last tile, freed only after its last P V: Q after it
+     *   would wait for that too.
+     * - Returns (in lane 0) the next row's ticket, taken from *ctr just
+     *   before the row's last tile waits for its stage (the atomic's latency
+     *   hides under that wait; the rows in flight stay within about a tile
+     *   of the work order, which keeps their K/V in L2). */
+    SALE_DEV unsigned int produce(const sale_tma_params &tp, int i0, int r, int x, unsigned int *ctr, int lane) {
         int i = i0, pend = -1;
-        const int last = i0 + nkt - 1;
+        const int last = i0 + nkt - 1, nw = (hi >> 5) + 1;
         unsigned int nx = 0;
         const int qat = i0 + (nkt < ST - 1 ? nkt : ST - 1);
-        for (int w = 0; w <= (hi >> 5); w++) {
-            sale_u32 x_ = word(w);
-            while (x_) {
-                const int blk = w * 32 + __ffs(x_) - 1;
-                x_ &= x_ - 1u;
-                if (pend < 0) {
-                    pend = blk;
-                } else {
-                    if (i == qat) load_q(tp, r, x);
-                    if (i == last) nx = atomicAdd(ctr, 1u);
-                    emit(tp, i++, pend, blk);
-                    pend = -1;
+        for (int c = 0; c < nw; c += 32) {
+            const sale_u32 mine = c + lane < nw ? word(c + lane) : 0u;
+            for (sale_u32 m = __ballot_sync(0xffffffffu, mine != 0u); m; m &= m - 1u) {
+                const int l = __ffs(m) - 1;
+                sale_u32 x_ = __shfl_sync(0xffffffffu, mine, l);
+                while (x_) {
+                    const int blk = (c + l) * 32 + __ffs(x_) - 1;
+                    x_ &= x_ - 1u;
+                    if (pend < 0) {
+                        pend = blk;
+                    } else {
+                        if (lane == 0) {
+                            if (i == qat) load_q(tp, r, x);
+                            if (i == last) nx = atomicAdd(ctr, 1u);
+                            emit(tp, i, pend, blk);
+                        }
+                        i++;
+                        pend = -1;
+                    }
                 }
             }
         }
-        if (pend >= 0) {
+        if (lane == 0) {
+            if (pend >= 0) {
+                if (i == qat) load_q(tp, r, x);
+                if (i == last) nx = atomicAdd(ctr, 1u);
+                emit(tp, i++, pend, -1);
+            }
             if (i == qat) load_q(tp, r, x);
-            if (i == last) nx = atomicAdd(ctr, 1u);
-            emit(tp, i++, pend, -1);
+            if (nkt == 0) nx = atomicAdd(ctr, 1u);
         }
-        if (i == qat) load_q(tp, r, x);
-        if (nkt == 0) nx = atomicAdd(ctr, 1u);
         return nx;
     }
 
@@ -307,9 +324,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_row
 #pragma unroll
             for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
             st.nkt = (n + 1) >> 1;
-            if (lane == 0) {
-                nx = st.produce(tp, i, r, (int)x, ctr);
-            }
+            nx = st.produce(tp, i, r, (int)x, ctr, lane); /* lane 0's is the ticket */
             i += st.nkt;
             r++;
         }
