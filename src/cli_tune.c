@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_num.h"
 #include "cli_tune.h"
 #include "config.h"
 #include "sale.h"
@@ -51,9 +52,8 @@ static int parse_list(const char *s, int *out, int max)
     snprintf(buf, sizeof buf, "%s", s);
     char *save = NULL;
     for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        char *end;
-        long v = strtol(t, &end, 10);
-        if (*end || v < 1 || v > (1L << 30) || n >= max)
+        long v;
+        if (!cli_long(t, 1, 1L << 30, &v) || n >= max)
             return -1;
         out[n++] = (int)v;
     }
@@ -214,9 +214,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
                 return usage("--strategy: exhaustive, halving or random, got '%s'", v);
             snprintf(strategy, sizeof strategy, "%s", v);
         } else if (!strcmp(o, "--budget")) {
-            char *end;
-            budget = strtod(v, &end);
-            if (end == v || *end || !(budget >= 0) || isinf(budget)) /* "", nan and inf too */
+            if (!cli_double(v, &budget) || !(budget >= 0) || isinf(budget)) /* "", nan and inf too */
                 return usage("--budget: seconds (>= 0), got '%s'", v);
         } else if (!strcmp(o, "--reps")) {
             if (parse_list(v, &reps, 1) != 1)

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "cli_num.h"
 #include "config.h"
 #include "sale.h"
 #include "sale_layout.h" /* SALE_WR_*, SALE_WG_WARPS: which attend kernel runs where */
@@ -121,19 +122,11 @@ static int parse_list(const char *text, int *out, int max, int (*fn)(const char 
     return n;
 }
 
+/* an integer in [0, 2^20], else -1 */
 static int int_of(const char *t)
 {
-    char *e;
-    long v = strtol(t, &e, 10);
-    return (e == t || *e || v < 0 || v > 1 << 20) ? -1 : (int)v;
-}
-
-/* 1 if t is a number in C syntax (strtod's, nothing before or after it), stored in *v */
-static int double_of(const char *t, double *v)
-{
-    char *e;
-    *v = strtod(t, &e);
-    return e != t && !*e;
+    long v;
+    return cli_long(t, 0, 1L << 20, &v) ? (int)v : -1;
 }
 
 static int arch_of(const char *t)
@@ -826,7 +819,7 @@ static void calibrate_progress(void *user, const sale_calibrate_progress *p)
 static double budget_of(const char *t, const char *what)
 {
     double b;
-    if (!double_of(t, &b) || !(b > 0) || b > 1e6)
+    if (!cli_double(t, &b) || !(b > 0) || b > 1e6)
         die_usage("%s: expected a positive number, got '%s'", what, t);
     return b;
 }
@@ -869,7 +862,7 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         case 'E': o.est_bits = int_of(optarg); if (o.est_bits < 1) die_usage("--est-bits: bad value"); break;
         case 'T': o.thr = sale_thr_parse(optarg); if (o.thr < 0) die_usage("--thr: run or fixed, got '%s'", optarg); break;
         case 'A':
-            if (!double_of(optarg, &o.dense_above) || !(o.dense_above >= 0 && o.dense_above <= 1))
+            if (!cli_double(optarg, &o.dense_above) || !(o.dense_above >= 0 && o.dense_above <= 1))
                 die_usage("--dense-above: a fraction of blocks in [0, 1] (0: never), got '%s'", optarg);
             break;
         case 'n': o.dry_run = 1; break;
