@@ -1,5 +1,5 @@
 """mbar_model.py — the mbarrier of the PTX ISA, for the protocol models of
-this folder (rows_cluster_model.py, rows_persist_model.py): a phase
+this folder (rows_cluster_model.py, rows_persist_model.py, rows_sched_model.py), and their shared sweep and command line: a phase
 completes when its pending arrivals reach 0 and its transaction count is 0;
 the count may pass below 0 within a phase (a complete_tx before the matching
 expect_tx); try_wait.parity P succeeds once the phase of parity P has
@@ -32,3 +32,38 @@ class Bar:
 
 class Fail(Exception):
     pass
+
+
+def sweep(runs, seed, case):
+    """Run case(rng) `runs` times with one generator seeded with `seed`; case
+    draws a configuration and runs it, raising Fail with the configuration in
+    its text. Returns the first failure as 'run N (...): why', or None."""
+    import random
+    rng = random.Random(seed)
+    for n in range(runs):
+        try:
+            case(rng)
+        except Fail as e:
+            return f"run {n} {e}"
+    return None
+
+
+def cli(args, case_for, mutants, ok):
+    """The models' command line. `--mutants`: case_for(m) for each mutant m
+    must fail within 3,000 runs (seed 7); exit status 1 if one does not.
+    Else `[runs]` (default 3,000) runs of case_for(None) (seed 1) must pass:
+    prints `ok` or the failure; exit status 1 on a failure."""
+    import sys
+    if args and args[0] == "--mutants":
+        bad = 0
+        for m in mutants:
+            r = sweep(3000, 7, case_for(m))
+            print(f"mutant {m}: {'caught: ' + r if r else 'NOT caught'}")
+            bad += r is None
+        sys.exit(1 if bad else 0)
+    runs = int(args[0]) if args else 3000
+    r = sweep(runs, 1, case_for(None))
+    if r:
+        print("FAIL", r)
+        sys.exit(1)
+    print(f"{runs} schedules: {ok}")

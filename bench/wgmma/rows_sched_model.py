@@ -23,10 +23,9 @@ Usage: rows_sched_model.py [runs] (default 3000); exit status 1 on a failure.
 slot when a chunk fills; LEMPTY arrived before the chunk's tiles are read;
 the row's end tested with > instead of >=.
 """
-import random
 import sys
 
-from mbar_model import Bar, Fail
+from mbar_model import Bar, Fail, cli
 
 
 def run(rng, rows, QS, C, mutant=None):
@@ -143,33 +142,18 @@ def run(rng, rows, QS, C, mutant=None):
     return True
 
 
-def sweep(runs, mutant, seed):
-    rng = random.Random(seed)
-    for n in range(runs):
-        QS, C = rng.choice([1, 2, 3]), rng.choice([1, 2, 3, 32])
-        rows = [rng.choice([0, 1, 1, 2, 3, 4, 5, 7, 9]) for _ in range(rng.randint(0, 6))]
-        try:
-            run(rng, rows, QS, C, mutant)
-        except Fail as e:
-            return f"run {n} (slots {QS}, chunk {C}, rows {rows}): {e}"
-    return None
+def case(rng, mutant=None):
+    QS, C = rng.choice([1, 2, 3]), rng.choice([1, 2, 3, 32])
+    rows = [rng.choice([0, 1, 1, 2, 3, 4, 5, 7, 9]) for _ in range(rng.randint(0, 6))]
+    try:
+        run(rng, rows, QS, C, mutant)
+    except Fail as e:
+        raise Fail(f"(slots {QS}, chunk {C}, rows {rows}): {e}")
 
 
 def main():
-    args = sys.argv[1:]
-    if args and args[0] == "--mutants":
-        bad = 0
-        for m in ["no-wait", "empty-early", "gt"]:
-            r = sweep(3000, m, 7)
-            print(f"mutant {m}: {'caught: ' + r if r else 'NOT caught'}")
-            bad += r is None
-        sys.exit(1 if bad else 0)
-    runs = int(args[0]) if args else 3000
-    r = sweep(runs, None, 1)
-    if r:
-        print("FAIL", r)
-        sys.exit(1)
-    print(f"{runs} schedules: no deadlock, no slot written under the issuer, every row's tiles issued in order")
+    cli(sys.argv[1:], lambda m: lambda rng: case(rng, m), ["no-wait", "empty-early", "gt"],
+        "no deadlock, no slot written under the issuer, every row's tiles issued in order")
 
 
 if __name__ == "__main__":
