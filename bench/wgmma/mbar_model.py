@@ -1,9 +1,10 @@
 """mbar_model.py — the mbarrier of the PTX ISA, for the protocol models of
-this folder (rows_cluster_model.py, rows_persist_model.py, rows_sched_model.py), and their shared sweep and command line: a phase
-completes when its pending arrivals reach 0 and its transaction count is 0;
-the count may pass below 0 within a phase (a complete_tx before the matching
-expect_tx); try_wait.parity P succeeds once the phase of parity P has
-completed."""
+this folder (rows_cluster_model.py, rows_persist_model.py,
+rows_sched_model.py): a phase completes when its pending arrivals reach 0
+and its transaction count is 0; the count may pass below 0 within a phase (a
+complete_tx before the matching expect_tx); try_wait.parity P succeeds once
+the phase of parity P has completed. Also the models' shared random sweep
+and command line (sweep, cli)."""
 
 
 class Bar:
