@@ -9,8 +9,8 @@
  * (bench/wgmma/NOTES.md, eleventh session). This kernel changes the unit of
  * work instead of its order (measured against it: bench/RESULTS.md, twelfth
  * session):
- *   - one 64-row mask row (b, h, query block) a CTA, so no union and no
- *     idle warpgroup: a CTA lasts as long as its own row;
+ *   - one 64-row mask row (b, h, query block) at a time a CTA, so no union
+ *     and no idle warpgroup: a CTA's row lasts as long as its own tiles;
  *   - 160 threads and <= 115 KB of shared memory, so two CTAs share an SM
  *     and one's start and end run under the other's tiles;
  *   - its price: the four heads of a GQA group no longer share a K/V tile
