@@ -462,7 +462,7 @@ static sale_status code_map(sale_ctx *ctx, sale_tmap *m, const char *what, sale_
 
 /* the device's SM count, read once per device ordinal (0 where the driver
  * does not say: the rows attend kernel then gets its whole grid, which is
- * correct, only not persistent) */
+ * correct, only not persistent; said once, remembered as -1) */
 static int ctx_sm_count(sale_ctx *ctx, CUdevice dev)
 {
     const int o = (int)dev;
@@ -473,18 +473,18 @@ static int ctx_sm_count(sale_ctx *ctx, CUdevice dev)
     v = ctx->sm_count[o];
     pthread_mutex_unlock(&ctx->lock);
     if (v)
-        return v;
+        return v > 0 ? v : 0;
     const drv_api *d = drv_get(NULL);
     CUresult r = d->DeviceGetAttribute(&v, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
     if (r != CUDA_SUCCESS || v <= 0) {
         sale_logf(ctx, SALE_LOG_WARN, "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT): %s; the rows attend kernel "
-                  "runs one CTA a row", r != CUDA_SUCCESS ? drv_errstr(r) : "no SMs");
-        return 0;
+                  "runs one CTA a row on device %d", r != CUDA_SUCCESS ? drv_errstr(r) : "no SMs", o);
+        v = -1;
     }
     pthread_mutex_lock(&ctx->lock);
     ctx->sm_count[o] = v;
     pthread_mutex_unlock(&ctx->lock);
-    return v;
+    return v > 0 ? v : 0;
 }
 
 /* sms: the device's SM count (0: unknown) */

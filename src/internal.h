@@ -42,7 +42,7 @@ struct sale_ctx {
     unsigned win_gen;     /* bumped by win_save: table entries of open tiles made before it are stale */
     win_memo *memo;       /* winner lookups, including "none" */
     int dense_below[CTX_MAX_DEVICES]; /* per device ordinal: 0 unknown, else the stored or default value */
-    int sm_count[CTX_MAX_DEVICES];    /* per device ordinal: 0 unknown (the rows attend kernel's grid) */
+    int sm_count[CTX_MAX_DEVICES];    /* per device ordinal: 0 unknown, -1 the driver did not say (the rows attend kernel's grid) */
     pthread_mutex_t ws_lock; /* guards ws */
     ws_slot *ws;          /* sale_attention's device workspaces, one in use per stream at a time */
     struct cfg_threshold *cfg_thresholds; /* the config's `thresholds` section (copy), or NULL */
