@@ -531,6 +531,12 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
             (s = tma_map(ctx, &tp.tv, "v", p->v, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->v_sb, p->v_sh,
                          p->v_sn, bn)))
             return s;
+        if (sale_layout_wgmma_rows(&lc) &&
+            ((s = tma_map(ctx, &tp.tk2, "k", p->k, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->k_sb,
+                          p->k_sh, p->k_sn, 64)) ||
+             (s = tma_map(ctx, &tp.tv2, "v", p->v, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->v_sb,
+                          p->v_sh, p->v_sn, 64))))
+            return s;
         /* the rows kernel is persistent: two CTAs an SM take the rows from a
          * counter (any grid is correct: wgmma_rows.cuh) */
         unsigned grid = L[0].grid[0];

@@ -72,6 +72,8 @@ typedef struct sale_tmap {
 typedef struct sale_tma_params {
     sale_params p;
     sale_tmap tq, tk, tv;
+    sale_tmap tk2, tv2; /* the rows attend kernel only: K and V in 64-row boxes, two
+                           adjacent 32-key blocks in one copy (wgmma_rows.cuh) */
 } sale_tma_params;
 
 #endif

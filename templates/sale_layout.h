@@ -97,6 +97,9 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
  * 128K -24 / -3 / +3 / +4% (at 128K one KV head's K/V no longer fits in L2
  * and the rows kernel reads each block once a head, not once a pair). */
 #define SALE_WR_DEFAULT_MAX_N 65536
+/* the rows kernel's queue of row chunks, scheduler to issuer (wgmma_rows.cuh:
+ * 2 slots of a 16-byte header and 32 tiles of 8 bytes) */
+#define SALE_WR_QUEUE_BYTES 544u
 static SALE_HD SALE_CX inline int sale_layout_wgmma_rows(const sale_layout_cfg *c) {
     return sale_layout_wgmma_arch(c) && c->family == SALE_LF_ATTEND && c->warps == SALE_WR_WARPS;
 }
@@ -193,6 +196,7 @@ static SALE_HD inline const char *sale_layout_entry(const sale_layout_cfg *c) {
 
 static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
     if (c->family == SALE_LF_QUANTIZE) return SALE_QZ_THREADS;
+    if (sale_layout_wgmma_rows(c)) return (unsigned)(c->warps + 1) * 32u; /* warps 5 names it; a sixth, the scheduler */
     return (unsigned)(c->warps * 32);
 }
 
@@ -203,8 +207,8 @@ static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c
     if (sale_layout_wgmma_select(c)) /* 1 KB slack, stages x code tiles, 4 query-code tiles, staged rows (2 x stages slots x 4 m64 tiles x (128 + 16) floats), barriers */
         return 1024u + (unsigned)c->stages * (unsigned)SALE_SE_KT * 128u + 4u * 64u * 128u +
                2u * (unsigned)c->stages * 4u * (SALE_SE_KT + 16u) * 4u + 128u;
-    if (sale_layout_wgmma_rows(c)) /* the 64-row Q tile, stages x (K, V) tiles of 64 keys, barriers; no slack */
-        return 16384u + 2u * (unsigned)c->stages * 16384u + 256u;
+    if (sale_layout_wgmma_rows(c)) /* the 64-row Q tile, stages x (K, V) tiles of 64 keys, barriers, the scheduler's queue; no slack */
+        return 16384u + 2u * (unsigned)c->stages * 16384u + 256u + SALE_WR_QUEUE_BYTES;
     if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles of SALE_WG_TILE keys, barriers */
         return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)SALE_WG_TILE * 256u + 256u;
     rb = (unsigned)c->head_dim * 2u;
@@ -438,7 +442,7 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
         if (n > 0x7fffffffull) return -1;
         out[0].entry = sale_layout_entry(c);
         out[0].grid[0] = (unsigned)n; out[0].grid[1] = 1; out[0].grid[2] = 1;
-        out[0].block = (unsigned)c->warps * 32u;
+        out[0].block = sale_layout_threads(c);
         out[0].smem = sale_layout_smem(c);
         return 1;
     }

@@ -11,14 +11,16 @@
  * session):
  *   - one 64-row mask row (b, h, query block) at a time a CTA, so no union
  *     and no idle warpgroup: a CTA's row lasts as long as its own tiles;
- *   - 160 threads and <= 115 KB of shared memory, so two CTAs share an SM
+ *   - 192 threads and <= 113 KB of shared memory, so two CTAs share an SM
  *     and one's start and end run under the other's tiles;
  *   - its price: the four heads of a GQA group no longer share a K/V tile
  *     in shared memory (they share it in L2: the work order keeps a KV
  *     head's rows together), so K/V bytes per FLOP double against the union.
- * CTA: warps 0-3 the consumer warpgroup, warp 4 the producer (the warp
- *   reads and walks the mask row, lane 0 issues the copies).
- *   producer: the row's kept blocks in ascending order, two a tile, with
+ * CTA: warps 0-3 the consumer warpgroup, warp 5 the scheduler (takes the
+ *   rows, reads and walks their mask words into a queue in shared memory),
+ *   lane 0 of warp 4 the issuer (the queue into TMA copies). The key says
+ *   warps 5 (what names this kernel); it runs six.
+ *   issuer: the row's kept blocks in ascending order, two a tile, with
  *     its Q (two 64-column boxes of 64 rows) after the first ST - 1 tiles
  *     (see produce); an odd last tile repeats its block in the empty
  *     slot, masked; each block as 32-row TMA boxes of K and of V
@@ -57,8 +59,14 @@ static constexpr sale_layout_cfg WR_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
 static_assert(sale_layout_wgmma_rows(&WR_LCFG), "the host would not launch this kernel for this key");
-static_assert(16 + 24 * SALE_STAGES <= 96 && 96 + 8 * SALE_STAGES <= 128, "barriers, then headers at +96, the row slot at +128, in 256 B");
-static_assert(sale_layout_smem(&WR_LCFG) == WR_QT + 2u * SALE_STAGES * WR_KT + 256u,
+/* the scheduler's queue: WR_QS slots of a 16-byte header and WR_QT_TILES tiles */
+#define WR_QS 2
+#define WR_QT_TILES 32
+#define WR_QSLOT (16 + 8 * WR_QT_TILES)
+static_assert(16 + 24 * SALE_STAGES <= 96 && 96 + 8 * SALE_STAGES <= 128 && 144 + 16 * WR_QS <= 256,
+              "barriers, then headers at +96, the row slot at +128, the queue's barriers at +144, in 256 B");
+static_assert(WR_QSLOT % 16 == 0 && WR_QS * WR_QSLOT == SALE_WR_QUEUE_BYTES, "16-byte slot headers; the queue as sale_layout_smem() counts it");
+static_assert(sale_layout_smem(&WR_LCFG) == WR_QT + 2u * SALE_STAGES * WR_KT + 256u + WR_QS * WR_QSLOT,
               "shared-memory layout of the rows attend kernel and sale_layout_smem() disagree");
 
 /* work item x of the nqb x Hq x B grid: its batch, head and query block.
@@ -97,10 +105,20 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
 
     /* ---------------------------------------------------------- producer */
     /* blocks b0 and b1 (b1 < 0: empty, b0 again) into rows 0..31 and 32..63
-     * of both halves of a K or V stage, on barrier bar */
-    SALE_DEV void load_pair(sale_u32 dst, const sale_tmap *map, int b0, int b1, sale_u32 bar) const {
+     * of both halves of a K or V stage, on barrier bar: map has 32-row
+     * boxes, map2 64-row ones, for a pair of adjacent blocks (the local
+     * window's, most pairs at low density) in two copies instead of four
+     * (rows 32..63 of a 64-row box land where the second block's box would:
+     * the 128-byte swizzle repeats every 8 rows) */
+    SALE_DEV void load_pair(sale_u32 dst, const sale_tmap *map, const sale_tmap *map2, int b0, int b1,
+                            sale_u32 bar) const {
         dw_mbar_expect_tx(bar, WR_KT);
         const int r0 = b0 * 32, r1 = (b1 < 0 ? b0 : b1) * 32;
+        if (b1 == b0 + 1) {
+            dw_tma_4d(dst, map2, 0, r0, kvh, b, bar);
+            dw_tma_4d(dst + WR_HALF, map2, 64, r0, kvh, b, bar);
+            return;
+        }
         dw_tma_4d(dst, map, 0, r0, kvh, b, bar);
         dw_tma_4d(dst + WR_HALF, map, 64, r0, kvh, b, bar);
         dw_tma_4d(dst + 4096, map, 0, r1, kvh, b, bar);
@@ -110,8 +128,8 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         const int s = i % ST;
         dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
         asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(HDR + 8 * s), "r"(b0), "r"(b1) : "memory");
-        load_pair(sK + s * WR_KT, &tp.tk, b0, b1, KFULL + 8 * s);
-        load_pair(sV + s * WR_KT, &tp.tv, b0, b1, VFULL + 8 * s);
+        load_pair(sK + s * WR_KT, &tp.tk, &tp.tk2, b0, b1, KFULL + 8 * s);
+        load_pair(sV + s * WR_KT, &tp.tv, &tp.tv2, b0, b1, VFULL + 8 * s);
     }
     /* Q of this row into the Q tile, once the consumers are done with the
      * previous row's (QEMPTY, item r - 1), its item and tile count in INFO
@@ -123,61 +141,137 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         dw_tma_4d(sQ, &tp.tq, 0, qb * 64, h, b, QFULL);
         dw_tma_4d(sQ + WR_HALF, &tp.tq, 64, qb * 64, h, b, QFULL);
     }
-    /* the row's kept blocks, ascending, two a tile, as the CTA's tiles i0,
-     * i0 + 1, ...; run by the whole producer warp, lane 0 issuing.
-     * - The walk: each lane loads one mask word of a 32-word chunk (one
-     *   coalesced load), a ballot finds the nonzero words, and every lane
-     *   walks their bits in step (the word handed round by a shuffle). Lane 0
-     *   walking the words alone took one dependent load a word (32 a row on
-     *   average at 64K), and the consumers waited for it at d ~ 0.01.
-     * - Q after the first min(ST - 1, nkt) tiles: their stages are those of
-     *   the previous row's tiles before its last, which the consumers free
-     *   before their last S of that row (QEMPTY), so those tiles and Q load
-     *   while the consumers finish the previous row (its last P V,
-     *   normalisation and store). The next tile waits for the stage of the
-     *   previous row's last tile, freed only after its last P V: Q after it
-     *   would wait for that too.
-     * - Returns (in lane 0) the next row's ticket, taken from *ctr just
-     *   before the row's last tile waits for its stage (the atomic's latency
-     *   hides under that wait; the rows in flight stay within about a tile
-     *   of the work order, which keeps their K/V in L2). */
-    SALE_DEV unsigned int produce(const sale_tma_params &tp, int i0, int r, int x, unsigned int *ctr, int lane) {
-        int i = i0, pend = -1;
-        const int last = i0 + nkt - 1, nw = (hi >> 5) + 1;
-        unsigned int nx = 0;
-        const int qat = i0 + (nkt < ST - 1 ? nkt : ST - 1);
-        for (int c = 0; c < nw; c += 32) {
-            const sale_u32 mine = c + lane < nw ? word(c + lane) : 0u;
-            for (sale_u32 m = __ballot_sync(0xffffffffu, mine != 0u); m; m &= m - 1u) {
-                const int l = __ffs(m) - 1;
-                sale_u32 x_ = __shfl_sync(0xffffffffu, mine, l);
-                while (x_) {
-                    const int blk = (c + l) * 32 + __ffs(x_) - 1;
-                    x_ &= x_ - 1u;
-                    if (pend < 0) {
-                        pend = blk;
-                    } else {
-                        if (lane == 0) {
-                            if (i == qat) load_q(tp, r, x);
-                            if (i == last) nx = atomicAdd(ctr, 1u);
-                            emit(tp, i, pend, blk);
+    /* ---------------------------------------------- scheduler and issuer
+     * Warp 5 (the scheduler) takes the rows, counts their kept blocks and
+     * walks them into a queue of WR_QS slots in shared memory, a slot a
+     * chunk of at most WR_QT_TILES tiles of one row (a 16-byte header: the
+     * row's item x, its tile count, the chunk's tile count; then {b0, b1} a
+     * tile); LFULL(s) / LEMPTY(s) hand a slot over and back. Lane 0 of warp 4
+     * (the issuer) turns the queue into TMA copies, the ring and Q. So the
+     * chain of a row's start (ticket, mask words, count, walk) runs ahead of
+     * the copies, under the previous rows' loads, instead of between them:
+     * at d ~ 0.01 the consumers waited for that chain (27% of stall samples
+     * in QFULL's wait while the producer's QEMPTY wait never retried). */
+    sale_u32 LQ, LFULL, LEMPTY;
+    SALE_DEV sale_u32 slot(int k) const { return LQ + (sale_u32)(k % WR_QS) * WR_QSLOT; }
+    /* the scheduler, all 32 lanes; k: the CTA's chunk count so far */
+    SALE_DEV void schedule(const sale_params &p, unsigned int *ctr, unsigned int total, int lane) {
+        int k = 0;
+        for (;;) {
+            /* a free slot first, then the row: a row is taken when the queue
+             * has room for it, so the rows in flight stay within a slot of
+             * the work order (what keeps their K/V in L2) */
+            if (lane == 0) dw_mbar_wait(LEMPTY + 8 * (k % WR_QS), ((k / WR_QS) & 1) ^ 1);
+            unsigned int x = 0;
+            if (lane == 0) x = atomicAdd(ctr, 1u);
+            x = __shfl_sync(0xffffffffu, x, 0);
+            if (x >= total) break;
+            if (!wr_item(p, (int)x, b, h, qb)) continue; /* not reached: wr_item is a bijection */
+            row = (const sale_u32 *)p.mask + (((long long)b * p.Hq + h) * p.nqb + qb) * p.nkw;
+            hi = ((qb * 64 + 64 < p.N ? qb * 64 + 64 : p.N) - 1) / 32;
+            const int nw = (hi >> 5) + 1;
+            int n = 0;
+            for (int w = lane; w < nw; w += 32) n += __popc(word(w));
+            const int rt = (__reduce_add_sync(0xffffffffu, n) + 1) >> 1; /* the row's tiles */
+            /* the walk: one coalesced load of 32 words, a ballot of the
+             * nonzero ones, their bits in step by every lane; lane 0 writes */
+            int t = 0, pend = -1; /* t: tiles of this chunk written */
+            for (int c = 0; c < nw; c += 32) {
+                const sale_u32 mine = c + lane < nw ? word(c + lane) : 0u;
+                for (sale_u32 m = __ballot_sync(0xffffffffu, mine != 0u); m; m &= m - 1u) {
+                    const int l = __ffs(m) - 1;
+                    sale_u32 x_ = __shfl_sync(0xffffffffu, mine, l);
+                    while (x_) {
+                        const int blk = (c + l) * 32 + __ffs(x_) - 1;
+                        x_ &= x_ - 1u;
+                        if (pend < 0) {
+                            pend = blk;
+                            continue;
                         }
-                        i++;
+                        if (lane == 0) put(k, t, (int)x, rt, pend, blk);
                         pend = -1;
                     }
                 }
             }
+            if (lane == 0) {
+                if (pend >= 0) put(k, t, (int)x, rt, pend, -1);
+                publish(k++, (int)x, rt, t); /* the row's last chunk (with 0 tiles for an empty row) */
+            }
+            k = __shfl_sync(0xffffffffu, k, 0);
         }
-        if (lane == 0) {
-            if (pend >= 0) {
-                if (i == qat) load_q(tp, r, x);
-                if (i == last) nx = atomicAdd(ctr, 1u);
-                emit(tp, i++, pend, -1);
+        if (lane == 0) { /* the end: a slot (already free) with item -1 */
+            publish(k, -1, 0, 0);
+            /* the last CTA done taking rows sets both counters back to zero */
+            if (atomicAdd(ctr + 1, 1u) == gridDim.x - 1) {
+                atomicExch(ctr, 0u);
+                atomicExch(ctr + 1, 0u);
+            }
+        }
+    }
+    /* (the scheduler's lane 0) tile {b0, b1} as tile t of chunk k of row x
+     * (rt tiles), the chunk handed over first when it is full */
+    SALE_DEV void put(int &k, int &t, int x, int rt, int b0, int b1) const {
+        if (t == WR_QT_TILES) {
+            publish(k++, x, rt, t);
+            t = 0;
+            dw_mbar_wait(LEMPTY + 8 * (k % WR_QS), ((k / WR_QS) & 1) ^ 1);
+        }
+        asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(slot(k) + 16u + 8u * (sale_u32)t), "r"(b0), "r"(b1)
+                     : "memory");
+        t++;
+    }
+    /* slot k's header, then the arrive on LFULL that releases it */
+    SALE_DEV void publish(int k, int x, int rt, int t) const {
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(slot(k)), "r"(x), "r"(rt), "r"(t), "r"(0)
+                     : "memory");
+        dw_mbar_arrive(LFULL + 8 * (k % WR_QS));
+    }
+    /* the issuer (lane 0 of warp 4): rows from the queue, in its order.
+     * Q after the row's first min(ST - 1, nkt) tiles: their stages are
+     * those of the previous row's tiles before its last, which the
+     * consumers free before their last S of that row (QEMPTY), so those
+     * tiles and Q load while the consumers finish the previous row (its
+     * last P V, normalisation and store). The next tile waits for the stage
+     * of the previous row's last tile, freed only after its last P V: Q
+     * after it would wait for that too. */
+    SALE_DEV void issue(const sale_tma_params &tp) {
+        const sale_params &p = tp.p;
+        int i = 0, r = 0, k = 0;
+        for (;; r++) {
+            dw_mbar_wait(LFULL + 8 * (k % WR_QS), (k / WR_QS) & 1);
+            int x, rt, t, pad;
+            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(x), "=r"(rt), "=r"(t), "=r"(pad)
+                         : "r"(slot(k)));
+            if (x < 0) break;
+            wr_item(p, x, b, h, qb);
+            kvh = h / p.group;
+            nkt = rt;
+            const int qat = i + (nkt < ST - 1 ? nkt : ST - 1);
+            for (int done = 0;;) {
+                for (int j = 0; j < t; j++) {
+                    int b0, b1;
+                    asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n"
+                                 : "=r"(b0), "=r"(b1)
+                                 : "r"(slot(k) + 16u + 8u * (sale_u32)j));
+                    if (i == qat) load_q(tp, r, x);
+                    emit(tp, i++, b0, b1);
+                }
+                dw_mbar_arrive(LEMPTY + 8 * (k % WR_QS));
+                k++;
+                done += t;
+                if (done >= nkt) break;
+                dw_mbar_wait(LFULL + 8 * (k % WR_QS), (k / WR_QS) & 1);
+                asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+                             : "=r"(x), "=r"(rt), "=r"(t), "=r"(pad)
+                             : "r"(slot(k)));
             }
             if (i == qat) load_q(tp, r, x);
-            if (nkt == 0) nx = atomicAdd(ctr, 1u);
         }
-        return nx;
+        /* the end: an item of -1 (QFULL completes by the arrive alone) */
+        if (r > 0) dw_mbar_wait(QEMPTY, (r - 1) & 1);
+        asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(INFO), "r"(-1), "r"(0) : "memory");
+        dw_mbar_arrive(QFULL);
     }
 
     /* --------------------------------------------------------- consumers */
@@ -270,7 +364,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
  * the normalisation, the store), the producer has taken the next one, read
  * its mask words and issued its first tiles and, once the consumers' last S
  * is complete (QEMPTY), its Q. Any grid is correct. */
-extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
+extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
     extern __shared__ __align__(1024) unsigned char wr_smem[];
     const sale_u32 base = sale_smem_addr(wr_smem);
@@ -285,8 +379,11 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_row
     st.VFULL = bar + 8 + 8 * RowWg::ST;
     st.EMPTY = bar + 8 + 16 * RowWg::ST;
     st.QEMPTY = bar + 8 + 24 * RowWg::ST;
-    st.HDR = bar + 96;   /* after 2 + 3 ST <= 11 barriers: ST x 8 bytes */
-    st.INFO = bar + 128; /* the row being loaded: its item and tile count */
+    st.HDR = bar + 96;    /* after 2 + 3 ST <= 11 barriers: ST x 8 bytes */
+    st.INFO = bar + 128;  /* the row being loaded: its item and tile count */
+    st.LFULL = bar + 144; /* the queue's barriers, WR_QS each */
+    st.LEMPTY = bar + 144 + 8 * WR_QS;
+    st.LQ = bar + 256;    /* the queue: WR_QS slots of WR_QSLOT bytes */
     const int tid = threadIdx.x, warp = __shfl_sync(0xffffffffu, tid >> 5, 0);
     if (tid == 128) {
         dw_mbar_init(st.QFULL, 1);
@@ -296,49 +393,23 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 2) sale_attend_row
             dw_mbar_init(st.VFULL + 8 * s, 1);
             dw_mbar_init(st.EMPTY + 8 * s, 4); /* one arrive per consumer warp */
         }
+        for (int s = 0; s < WR_QS; s++) {
+            dw_mbar_init(st.LFULL + 8 * s, 1);  /* the scheduler's lane 0 */
+            dw_mbar_init(st.LEMPTY + 8 * s, 1); /* the issuer */
+        }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-    if (warp == 4) { /* the producer warp: the row's count by all lanes, the loads by lane 0 */
-        unsigned int *ctr = (unsigned int *)p.sync + sale_layout_rows_sync(p.B, p.Hq, p.Hkv);
-        const unsigned int total = (unsigned int)p.nqb * (unsigned int)p.Hq * (unsigned int)p.B;
-        const int lane = tid & 31;
-        int i = 0, r = 0;
-        /* the next row is taken as this one's last tile is issued, not
-         * before (produce): a ticket taken a row ahead keeps the next row waiting a
-         * whole row, so the rows in flight span twice as many of the work
-         * order's KV heads and their K/V falls out of L2 (the first
-         * persistent version: L2 hit rate 86 -> 74%, DRAM bytes x2 at
-         * d ~ 0.2) */
-        unsigned int x = 0, nx = 0;
-        if (lane == 0) x = atomicAdd(ctr, 1u);
-        x = __shfl_sync(0xffffffffu, x, 0);
-        for (;; x = __shfl_sync(0xffffffffu, nx, 0)) {
-            if (x >= total) break;
-            if (!wr_item(p, (int)x, st.b, st.h, st.qb)) continue; /* not reached: wr_item is a bijection */
-            st.kvh = st.h / p.group;
-            st.row = (const sale_u32 *)p.mask + (((long long)st.b * p.Hq + st.h) * p.nqb + st.qb) * p.nkw;
-            st.hi = ((st.qb * 64 + 64 < p.N ? st.qb * 64 + 64 : p.N) - 1) / 32;
-            int n = 0;
-            for (int w = lane; w <= (st.hi >> 5); w += 32) n += __popc(st.word(w));
-#pragma unroll
-            for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
-            st.nkt = (n + 1) >> 1;
-            nx = st.produce(tp, i, r, (int)x, ctr, lane); /* lane 0's is the ticket */
-            i += st.nkt;
-            r++;
-        }
-        if (lane == 0) {
-            /* the end: an item of -1 (QFULL completes by the arrive alone) */
-            if (r > 0) dw_mbar_wait(st.QEMPTY, (r - 1) & 1);
-            asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(st.INFO), "r"(-1), "r"(0) : "memory");
-            dw_mbar_arrive(st.QFULL);
-            /* the last CTA done taking rows sets both counters back to zero */
-            if (atomicAdd(ctr + 1, 1u) == gridDim.x - 1) {
-                atomicExch(ctr, 0u);
-                atomicExch(ctr + 1, 0u);
-            }
-        }
+    if (warp == 5) { /* the scheduler: rows taken, counted and walked into the queue */
+        /* a row is taken when the queue has room for it, not earlier (a
+         * ticket held a whole row ahead doubled the DRAM bytes at d ~ 0.2:
+         * NOTES, fourteenth session) */
+        st.schedule(p, (unsigned int *)p.sync + sale_layout_rows_sync(p.B, p.Hq, p.Hkv),
+                    (unsigned int)p.nqb * (unsigned int)p.Hq * (unsigned int)p.B, tid & 31);
+        return;
+    }
+    if (warp == 4) { /* the issuer: lane 0 alone */
+        if (tid == 128) st.issue(tp);
         return;
     }
     st.lane = tid & 31;

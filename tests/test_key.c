@@ -417,7 +417,7 @@ Test(key, attend_rows_kernel_layout_plan_and_default)
     cr_assert(sale_layout_wgmma_rows(&c));
     cr_assert(sale_layout_wgmma(&c), "it takes the wgmma launch path (TMA maps)");
     cr_assert(sale_layout_legal(&c, why, sizeof why), "%s", why);
-    cr_assert_eq(sale_layout_smem(&c), 16384u + 3u * 2u * 16384u + 256u);
+    cr_assert_eq(sale_layout_smem(&c), 16384u + 3u * 2u * 16384u + 256u + SALE_WR_QUEUE_BYTES);
     cr_assert_leq(2u * (sale_layout_smem(&c) + 1024u), 233472u, "two CTAs an SM");
     c.stages = 2;
     cr_assert(sale_layout_legal(&c, why, sizeof why), "%s", why);
@@ -428,7 +428,8 @@ Test(key, attend_rows_kernel_layout_plan_and_default)
     sale_launch L[4];
     cr_assert_eq(sale_layout_plan(&c, 2, 32, 8, 65536 + 1, L), 1);
     cr_assert_eq(L[0].grid[0], 1025u * 32u * 2u, "one CTA a 64-row mask row: %u", L[0].grid[0]);
-    cr_assert_eq(L[0].block, 160u);
+    cr_assert_eq(L[0].block, 192u, "five warps and the scheduler");
+    cr_assert_eq(sale_layout_threads(&c), 192u);
     cr_assert_str_eq(L[0].entry, "sale_attend_rows_kernel");
     /* elsewhere there is no rows kernel */
     sale_layout_cfg d = c;
