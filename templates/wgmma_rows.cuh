@@ -304,6 +304,56 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         __syncwarp();
         if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
     }
+    /* O / l of the row through buf, the 16 KB K half of its last tile's
+     * stage (every wgmma of the row done; the caller releases the stage
+     * after): warp w writes its 16 rows into buf + 4 KB w in the
+     * accumulator layout (stmatrix; the 16-byte chunks of a 256-byte row
+     * XOR-swizzled by the row, so neither side has bank conflicts), reads
+     * them back as 16-byte chunks and stores two whole rows a
+     * warp-instruction: 8 STG.128 a thread where the direct store issues
+     * 32 four-byte STG, each of 16 bytes in 8 rows (the store was 16% of
+     * the consumers' time at d ~ 0.01: NOTES, fifteenth session). Needs O
+     * 16-byte aligned (base and strides); lse as store() writes it. */
+    SALE_DEV void store_staged(const sale_params &p, sale_u32 buf, int w) {
+        const float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
+        const float i0 = lt0 > 0.f ? 1.f / lt0 : 0.f, i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
+        const sale_u32 wb = buf + (sale_u32)w * 4096u;
+        /* lane L gives the address of row L % 8 of matrix L / 8: matrices
+         * {n8 block nt, rows 0-7}, {nt, rows 8-15}, {nt + 1, 0-7}, {nt + 1, 8-15} */
+        const int mr = (lane & 7) + ((lane >> 3) & 1) * 8, mc = lane >> 4;
+        /* the stage's last writers were wgmma reads (async proxy); these are generic writes */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#pragma unroll
+        for (int nt = 0; nt < 16; nt += 2) {
+            const sale_u32 a = wb + (sale_u32)mr * 256u + ((sale_u32)((nt + mc) ^ (mr & 7)) << 4);
+            asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
+                         "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
+                         "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
+                         "r"(sale_pack2(O[nt * 4 + 4] * i0, O[nt * 4 + 5] * i0)),
+                         "r"(sale_pack2(O[nt * 4 + 6] * i1, O[nt * 4 + 7] * i1))
+                         : "memory");
+        }
+        __syncwarp();
+        const int r0w = qb * 64 + w * 16; /* this warp's first row */
+        sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int r = 2 * k + (lane >> 4), ch = lane & 15;
+            sale_u32 v0, v1, v2, v3;
+            asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
+                         : "r"(wb + (sale_u32)r * 256u + ((sale_u32)(ch ^ (r & 7)) << 4))
+                         : "memory");
+            if (r0w + r < p.N) *(uint4 *)(og + (long long)(r0w + r) * p.o_sn + ch * 8) = make_uint4(v0, v1, v2, v3);
+        }
+        /* generic writes before the ring's next TMA write of this stage */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        if (p.lse && c4 == 0) {
+            float *lse = (float *)p.lse + ((long long)b * p.Hq + h) * p.N;
+            if (row0 < p.N) lse[row0] = m0 * p.scale + logf(lt0);
+            if (row0 + 8 < p.N) lse[row0 + 8] = m1 * p.scale + logf(lt1);
+        }
+    }
     /* Q is free for the next row: every S of this one is complete */
     SALE_DEV void release_q() {
         __syncwarp();
@@ -352,7 +402,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(O);
-        release(sl);
+        /* stage sl is released by the caller, after the store (store_staged) */
     }
 };
 
@@ -418,6 +468,8 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
     st.qdesc = dw_desc(st.sQ, 16, 1024);
     st.kdesc = dw_desc(st.sK, 16, 1024);
     st.vdesc = dw_desc(st.sV, WR_HALF, 1024);
+    /* the staged store's 16-byte accesses need O 16-byte aligned */
+    const bool o16 = (((unsigned long long)p.o | (unsigned long long)((p.o_sb | p.o_sh | p.o_sn) * 2)) & 15u) == 0;
     int i = 0;
     for (int r = 0;; r++) {
         dw_mbar_wait(st.QFULL, r & 1);
@@ -432,9 +484,16 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
         st.l0 = st.l1 = 0.f;
 #pragma unroll
         for (int k = 0; k < 64; k++) st.O[k] = 0.f;
-        if (st.nkt > 0) st.consume(i);
-        else st.release_q();
-        st.store(p, st.b, st.h);
+        if (st.nkt > 0) {
+            st.consume(i);
+            const int sl = (i + st.nkt - 1) % RowWg::ST;
+            if (o16) st.store_staged(p, st.sK + sl * WR_KT, warp);
+            else st.store(p, st.b, st.h);
+            st.release(sl);
+        } else {
+            st.release_q();
+            st.store(p, st.b, st.h);
+        }
         i += st.nkt;
     }
 }
