@@ -564,7 +564,7 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
         if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK && win_lookup(ctx, &di, &k, seq_len, &tuned) == 1)
             key_take_tiles(&k, &tuned);
     }
-    if (!k.warps && seq_len > 0) { /* attend on sm_90a up to 64K: the rows kernel */
+    if (!k.warps && seq_len > 0) { /* attend on sm_90a up to 128K: the rows kernel */
         sale_layout_cfg rc = key_layout(&k);
         if (sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
             k.warps = SALE_WR_WARPS;

@@ -240,7 +240,7 @@ static const char *prewarm_help =
     "dense and attend kernels at head dim 128, the thr=fixed select and fused at\n"
     "block_q 64 are built for sm_90a (the wgmma kernels that sale_attention runs\n"
     "on Hopper); attend in both its kernels there (two rows a CTA, warps 12, and\n"
-    "one row a CTA, warps 5: the default up to 64K).\n"
+    "one row at a time a CTA, warps 5: the default up to 128K).\n"
     "  --arch LIST        sm_80,sm_86,sm_89,sm_90 (default: the config's fleet)\n"
     "  --head-dim LIST    64,128\n"
     "  --family LIST      quantize,fused,select,attend,dense (default: the config's\n"
@@ -363,7 +363,7 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                      * sm_90a cubins) */
                                     k.arch = sale_key_run_arch(&k, k.arch);
                                     /* and, for attend on sm_90a, its rows kernel (warps 5), which
-                                     * sale_attention runs up to 64K (sale_layout_rows_default) */
+                                     * sale_attention runs up to 128K (sale_layout_rows_default) */
                                     if (rows) {
                                         if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A)
                                             continue;

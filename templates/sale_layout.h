@@ -84,10 +84,10 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
     return sale_layout_wgmma_family(c->family, c->head_dim, c->arch);
 }
 /* attend's second wgmma kernel, "rows" (wgmma_rows.cuh, warps 5): one mask
- * row a CTA (one consumer warpgroup and a producer warp, 160 threads), tiles
- * of two kept blocks (64 keys), no alignment slack, so that two CTAs share
- * an SM: the unit of work for rows of few kept blocks. Same TMA maps as the
- * warps-12 attend (64-row Q boxes, 32-row K/V boxes); the grid is nqb x Hq x B. */
+ * row at a time a CTA (one consumer warpgroup, an issuer warp and a
+ * scheduler warp: 192 threads), tiles of two kept blocks (64 keys), no
+ * alignment slack, so that two CTAs share an SM: the unit of work for rows
+ * of few kept blocks. Persistent: two CTAs an SM take rows from a counter. */
 #define SALE_WR_WARPS 5
 /* attend's default kernel on sm_90a by length, where neither the caller nor
  * a tuned winner chose one: the rows kernel up to this length bucket (powers
@@ -95,8 +95,13 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
  * session, H200, thr=fixed, attend phase, rows against two rows, densities
  * 0.01 / 0.05 / 0.2 / 0.4): 32K -25 / -18 / -8 / -7%, 64K -25 / -12 / -4 / -3%,
  * 128K -24 / -3 / +3 / +4% (at 128K one KV head's K/V no longer fits in L2
- * and the rows kernel reads each block once a head, not once a pair). */
-#define SALE_WR_DEFAULT_MAX_N 65536
+ * and the rows kernel reads each block once a head, not once a pair).
+ * Since then the rows kernel became persistent, its mask walk moved to a
+ * scheduler warp and its store went through shared memory (fourteenth and
+ * fifteenth sessions); at 128K it now takes 3.7 / 17.8-17.9 / 62.3-62.6 ms
+ * at d ~ 0.01 / 0.05 / 0.2 against the two-row kernel's 6.9-7.0 /
+ * 18.4-18.6 / 58.3-63.2 (fifteenth session, call 2): the default up to 128K. */
+#define SALE_WR_DEFAULT_MAX_N 131072
 /* the rows kernel's queue of row chunks, scheduler to issuer (wgmma_rows.cuh:
  * 2 slots of a 16-byte header and 32 tiles of 8 bytes) */
 #define SALE_WR_QUEUE_BYTES 544u

@@ -1,7 +1,7 @@
 /* wgmma_rows.cuh — attend on Hopper (sm_90a, head_dim 128) one mask row a
  * CTA: the "rows" kernel (entry sale_attend_rows_kernel), chosen by attend.cu
  * when SALE_WARPS == 5 (sale_layout_wgmma_rows); sale_attention's default up
- * to the 64K length bucket (sale_layout_rows_default). The other attend
+ * to the 128K length bucket (sale_layout_rows_default). The other attend
  * kernel (wgmma_attn.cuh, warps 12, the default above) runs two mask rows a
  * CTA over the union of their kept blocks; below d ~ 0.4 its time is a CTA's
  * fixed costs (start, first load, store: ~14% of stall samples at d = 0.05)

@@ -259,8 +259,8 @@ Test(gpu, two_pass_matches_reference_on_odd_lengths)
 
 /* both sm_90a attend kernels by name under both thresholds: the rows kernel
  * (tile warps 5: one mask row a CTA, tiles of two kept blocks, an odd last
- * tile's empty slot masked; the default up to 64K) and the two-row kernel
- * (12: the union of two rows; the default above 64K, so at these lengths
+ * tile's empty slot masked; the default up to 128K) and the two-row kernel
+ * (12: the union of two rows; the default above 128K, so at these lengths
  * only when asked for). Lengths that end inside a block, a tile and a query
  * block; one row (N = 1) and rows of one block; GQA groups 1, 3 and 4;
  * batch 2. */
