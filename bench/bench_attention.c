@@ -336,8 +336,8 @@ int main(int argc, char **argv)
             char vc[32], cx[32];
             cudnn_cells(an[li].cudnn, t, cx, vc);
             snprintf(fonly[nfonly++], sizeof fonly[0],
-                     "| %6dK | %8.3g | %6.4f | %8s | %7.1f | %7.1f | %5.1f + %6.1f + %6.1f | %6.1f | %5.2fx | %.4f | %6s | "
-                     "%6.1f | %5.2fx | %.4f |",
+                     "| %6dK | %8.3g | %6.4f | %8s | %7.1f | %7.1f | %5.2f + %6.2f + %6.2f | %6.1f | %5.2fx | %.4f | %6s | "
+                     "%6.2f | %5.2fx | %.4f |",
                      N / 1024, (double)tau, sx.density, cx, t_dense, t, ph[0], ph[1], ph[2], dd,
                      dd > 0 ? ph[2] / dd : 0.0, err, vc, ph_r[2], dd > 0 ? ph_r[2] / dd : 0.0, err_r);
             fprintf(stderr, "bench: N=%d tau=%g fixed: %.1f ms (quantize %.2f, select %.2f, attend %.2f), density %.4f\n",
