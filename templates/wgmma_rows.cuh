@@ -132,11 +132,14 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         load_pair(sV + s * WR_KT, &tp.tv, &tp.tv2, b0, b1, VFULL + 8 * s);
     }
     /* Q of this row into the Q tile, once the consumers are done with the
-     * previous row's (QEMPTY, item r - 1), its item and tile count in INFO
-     * first (the arrive on QFULL releases them) */
-    SALE_DEV void load_q(const sale_tma_params &tp, int r, int x) {
+     * previous row's (QEMPTY, item r - 1), the row {b, h, qb} and its tile
+     * count in INFO first (the arrive on QFULL releases them; decoded here
+     * so that the consumers skip wr_item's divisions, ~6% of their stall
+     * samples at d ~ 0.01: NOTES, fifteenth session) */
+    SALE_DEV void load_q(const sale_tma_params &tp, int r) {
         if (r > 0) dw_mbar_wait(QEMPTY, (r - 1) & 1);
-        asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(INFO), "r"(x), "r"(nkt) : "memory");
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(INFO), "r"(b), "r"(h), "r"(qb), "r"(nkt)
+                     : "memory");
         dw_mbar_expect_tx(QFULL, WR_QT);
         dw_tma_4d(sQ, &tp.tq, 0, qb * 64, h, b, QFULL);
         dw_tma_4d(sQ + WR_HALF, &tp.tq, 64, qb * 64, h, b, QFULL);
@@ -254,7 +257,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
                     asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n"
                                  : "=r"(b0), "=r"(b1)
                                  : "r"(slot(k) + 16u + 8u * (sale_u32)j));
-                    if (i == qat) load_q(tp, r, x);
+                    if (i == qat) load_q(tp, r);
                     emit(tp, i++, b0, b1);
                 }
                 dw_mbar_arrive(LEMPTY + 8 * (k % WR_QS));
@@ -266,11 +269,12 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
                              : "=r"(x), "=r"(rt), "=r"(t), "=r"(pad)
                              : "r"(slot(k)));
             }
-            if (i == qat) load_q(tp, r, x);
+            if (i == qat) load_q(tp, r);
         }
-        /* the end: an item of -1 (QFULL completes by the arrive alone) */
+        /* the end: a batch of -1 (QFULL completes by the arrive alone) */
         if (r > 0) dw_mbar_wait(QEMPTY, (r - 1) & 1);
-        asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(INFO), "r"(-1), "r"(0) : "memory");
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(INFO), "r"(-1), "r"(0), "r"(0), "r"(0)
+                     : "memory");
         dw_mbar_arrive(QFULL);
     }
 
@@ -344,7 +348,11 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
                          : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
                          : "r"(wb + (sale_u32)r * 256u + ((sale_u32)(ch ^ (r & 7)) << 4))
                          : "memory");
-            if (r0w + r < p.N) *(uint4 *)(og + (long long)(r0w + r) * p.o_sn + ch * 8) = make_uint4(v0, v1, v2, v3);
+            /* one 16-byte store (a plain uint4 store compiled into four STG.E: call 2's SASS) */
+            if (r0w + r < p.N)
+                asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(og + (long long)(r0w + r) * p.o_sn + ch * 8),
+                             "r"(v0), "r"(v1), "r"(v2), "r"(v3)
+                             : "memory");
         }
         /* generic writes before the ring's next TMA write of this stage */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -430,7 +438,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
     st.EMPTY = bar + 8 + 16 * RowWg::ST;
     st.QEMPTY = bar + 8 + 24 * RowWg::ST;
     st.HDR = bar + 96;    /* after 2 + 3 ST <= 11 barriers: ST x 8 bytes */
-    st.INFO = bar + 128;  /* the row being loaded: its item and tile count */
+    st.INFO = bar + 128;  /* the row being loaded: {b, h, qb, tile count} */
     st.LFULL = bar + 144; /* the queue's barriers, WR_QS each */
     st.LEMPTY = bar + 144 + 8 * WR_QS;
     st.LQ = bar + 256;    /* the queue: WR_QS slots of WR_QSLOT bytes */
@@ -473,12 +481,20 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
     int i = 0;
     for (int r = 0;; r++) {
         dw_mbar_wait(st.QFULL, r & 1);
-        int x = 0, nkt = 0; /* lane 0 reads the slot, hands it round */
-        if (st.lane == 0) asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(x), "=r"(nkt) : "r"(st.INFO));
-        x = __shfl_sync(0xffffffffu, x, 0);
-        st.nkt = __shfl_sync(0xffffffffu, nkt, 0);
-        if (x < 0) break;
-        wr_item(p, x, st.b, st.h, st.qb);
+        /* lane 0 reads the row and hands it round: the issuer rewrites INFO
+         * once QEMPTY completes, which lane 0 of each warp arrives on, so a
+         * read by the other lanes would be ordered before that write only
+         * through __syncwarp (racecheck reports it: fifteenth session) */
+        int v0 = 0, v1 = 0, v2 = 0, v3 = 0;
+        if (st.lane == 0)
+            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
+                         : "r"(st.INFO));
+        st.b = __shfl_sync(0xffffffffu, v0, 0);
+        if (st.b < 0) break;
+        st.h = __shfl_sync(0xffffffffu, v1, 0);
+        st.qb = __shfl_sync(0xffffffffu, v2, 0);
+        st.nkt = __shfl_sync(0xffffffffu, v3, 0);
         st.row0 = st.qb * 64 + warp * 16 + (st.lane >> 2);
         st.m0 = st.m1 = SALE_NEG_INF;
         st.l0 = st.l1 = 0.f;
