@@ -105,6 +105,21 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
 /* the rows kernel's queue of row chunks, scheduler to issuer (wgmma_rows.cuh:
  * 2 slots of a 16-byte header and 32 tiles of 8 bytes) */
 #define SALE_WR_QUEUE_BYTES 544u
+/* the rows kernel's staged store (wgmma_rows.cuh, store_staged): a consumer
+ * warp's 16 rows of O in 4 KB of the last tile's K stage, row r (0..15) 256
+ * bytes, its 16-byte chunk ch (columns 8 ch .. 8 ch + 7) at position
+ * ch ^ (r % 8), so that the 8 rows of a stmatrix matrix and the 8 chunks of
+ * a quarter-warp's 16-byte loads fall on 8 different bank groups
+ * (tests/test_key.c checks both, and that each chunk is read back once) */
+static SALE_HD SALE_CX inline int sale_layout_wr_ochunk(int r, int ch) { return r * 256 + ((ch ^ (r & 7)) << 4); }
+/* the row address lane gives stmatrix.x4 for n8 blocks nt and nt + 1 (nt
+ * even): matrix lane / 8 is {block nt, rows 0-7}, {nt, 8-15}, {nt + 1, 0-7},
+ * {nt + 1, 8-15}, the order of the kernel's four registers */
+static SALE_HD SALE_CX inline int sale_layout_wr_stsm(int lane, int nt) {
+    return sale_layout_wr_ochunk((lane & 7) + ((lane >> 3) & 1) * 8, nt + (lane >> 4));
+}
+/* the row whose chunk lane % 16 lane reads back in round k (0..7): two whole rows a round */
+static SALE_HD SALE_CX inline int sale_layout_wr_ldrow(int lane, int k) { return 2 * k + (lane >> 4); }
 static SALE_HD SALE_CX inline int sale_layout_wgmma_rows(const sale_layout_cfg *c) {
     return sale_layout_wgmma_arch(c) && c->family == SALE_LF_ATTEND && c->warps == SALE_WR_WARPS;
 }

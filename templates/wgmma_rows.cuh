@@ -322,14 +322,12 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         const float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
         const float i0 = lt0 > 0.f ? 1.f / lt0 : 0.f, i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
         const sale_u32 wb = buf + (sale_u32)w * 4096u;
-        /* lane L gives the address of row L % 8 of matrix L / 8: matrices
-         * {n8 block nt, rows 0-7}, {nt, rows 8-15}, {nt + 1, 0-7}, {nt + 1, 8-15} */
-        const int mr = (lane & 7) + ((lane >> 3) & 1) * 8, mc = lane >> 4;
         /* the stage's last writers were wgmma reads (async proxy); these are generic writes */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #pragma unroll
         for (int nt = 0; nt < 16; nt += 2) {
-            const sale_u32 a = wb + (sale_u32)mr * 256u + ((sale_u32)((nt + mc) ^ (mr & 7)) << 4);
+            /* lane L: row L % 8 of matrix L / 8 (sale_layout_wr_stsm) */
+            const sale_u32 a = wb + (sale_u32)sale_layout_wr_stsm(lane, nt);
             asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
                          "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
                          "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
@@ -342,11 +340,11 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh;
 #pragma unroll
         for (int k = 0; k < 8; k++) {
-            const int r = 2 * k + (lane >> 4), ch = lane & 15;
+            const int r = sale_layout_wr_ldrow(lane, k), ch = lane & 15;
             sale_u32 v0, v1, v2, v3;
             asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
                          : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
-                         : "r"(wb + (sale_u32)r * 256u + ((sale_u32)(ch ^ (r & 7)) << 4))
+                         : "r"(wb + (sale_u32)sale_layout_wr_ochunk(r, ch))
                          : "memory");
             /* one 16-byte store (a plain uint4 store compiled into four STG.E: call 2's SASS) */
             if (r0w + r < p.N)

@@ -375,6 +375,53 @@ Test(key, fused_wg_tile_layout_is_the_128_byte_swizzle)
     }
 }
 
+/* the rows kernel's staged store (sale_layout_wr_ochunk, _stsm, _ldrow):
+ * a warp's 16 x 16 chunks are 256 distinct 16-byte slots of its 4 KB; each
+ * stmatrix.x4 gives matrix j = lane / 8 the rows 8 (j % 2) .. + 7 of n8
+ * block nt + j / 2 (the order of the four registers the kernel passes), one
+ * row a lane; the 8 row addresses of a matrix and the 8 chunks of a
+ * quarter-warp's 16-byte loads sit on 8 different bank groups (no bank
+ * conflicts); the read-back visits every chunk exactly once */
+Test(key, rows_staged_store_layout)
+{
+    char seen[256] = {0};
+    for (int r = 0; r < 16; r++)
+        for (int ch = 0; ch < 16; ch++) {
+            const int o = sale_layout_wr_ochunk(r, ch);
+            cr_assert(o >= 0 && o + 16 <= 4096 && o % 16 == 0, "row %d chunk %d at %d", r, ch, o);
+            cr_assert(o / 256 == r, "row %d chunk %d leaves its row (%d)", r, ch, o);
+            cr_assert_eq(seen[o / 16], 0, "two chunks at %d", o);
+            seen[o / 16] = 1;
+        }
+    for (int nt = 0; nt < 16; nt += 2)
+        for (int j = 0; j < 4; j++) {
+            int groups = 0;
+            for (int i = 0; i < 8; i++) {
+                const int lane = 8 * j + i, o = sale_layout_wr_stsm(lane, nt);
+                const int r = (j & 1) * 8 + i, ch = nt + (j >> 1);
+                cr_assert_eq(o, sale_layout_wr_ochunk(r, ch), "stmatrix %d, lane %d: not row %d of block %d", nt / 2,
+                             lane, r, ch);
+                groups |= 1 << ((o / 16) & 7);
+            }
+            cr_assert_eq(groups, 0xff, "stmatrix %d, matrix %d: bank conflicts (groups %#x)", nt / 2, j, groups);
+        }
+    char read[256] = {0};
+    for (int k = 0; k < 8; k++)
+        for (int q = 0; q < 4; q++) {
+            int groups = 0;
+            for (int l = 8 * q; l < 8 * q + 8; l++) {
+                const int r = sale_layout_wr_ldrow(l, k), o = sale_layout_wr_ochunk(r, l & 15);
+                cr_assert(r >= 0 && r < 16);
+                groups |= 1 << ((o / 16) & 7);
+                cr_assert_eq(read[o / 16], 0, "chunk at %d read twice", o);
+                read[o / 16] = 1;
+            }
+            cr_assert_eq(groups, 0xff, "read-back round %d, quarter %d: bank conflicts (groups %#x)", k, q, groups);
+        }
+    for (int i = 0; i < 256; i++)
+        cr_assert(read[i], "chunk %d never read back", i);
+}
+
 /* which cubin sale_attention runs for a key on an sm_90 device: the thr=fixed
  * select at the wgmma estimation's block sizes is sm_90a (open tiles, 12 or
  * 20 warps), other tiles and thr=run stay sm_90; dense and attend as
