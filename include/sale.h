@@ -304,7 +304,7 @@ typedef struct sale_attention_args {
                           kernels (warps 12, sale_attention_arch); warps 2/4/8 pick the
                           mma.sync ones. Attend there has a second wgmma kernel, warps 5
                           (one mask row a CTA, two CTAs an SM: an attend-only tile the
-                          select ignores), its default up to the 64K length bucket; warps
+                          select ignores), its default up to the 128K length bucket; warps
                           12 asks for the two-row kernel at any length (with thr FIXED also
                           the select's two-warpgroup tile, below). There, two-pass with thr FIXED (head_dim 128, block_q
                           64, block_k 32, block_seg 128, 8-bit codes) runs its select as the

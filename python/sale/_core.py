@@ -442,7 +442,7 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     same tau, so thresholds calibrated for one are not those of the other).
     tile_warps, tile_stages: a kernel's tiles (None: the tuned winner, else the
     default). On sm_90 at head_dim 128 attend has two kernels: 5 (one mask row a
-    CTA, the default up to 64K) and 12 (two rows a CTA over their union, the
+    CTA, the default up to 128K) and 12 (two rows a CTA over their union, the
     default above)."""
     torch = _torch or _t()
     opts = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
