@@ -14,12 +14,13 @@
 #      --base), each REV's build in the same call (--bench-args adds
 #      arguments, e.g. '--fixed-only'); --rounds R runs them R times,
 #      alternating, and writes the medians to ab.md (bench/ab_median.py);
-#   4. optionally ncu --set full of one kernel, with its SASS stall samples;
+#   4. optionally ncu --set full of one kernel, with its SASS stall samples
+#      (--ncu-base: of the first base's build too: ncu_base.txt, ncu_base_sass.csv);
 #   5. with bases, the raw runs packed into raw.tgz, so that what comes back
 #      is ab.md, log.txt, raw.tgz, tests.txt and check.txt (5 of the 8 files).
 # usage: ./gpu-ab.sh [--lens 65536,131072] [--tau 0.004,0.0015,7e-4 | --density 0.05,0.2 (the base build must have it: 7d3b400 on)]
 #                    [--tests 'glob ...' (default: all)] [--check-modes 'two-pass:run two-pass:fixed two-pass:fixed:5' (mode:thr[:tile warps])]
-#                    [--ncu KERNEL_REGEX --ncu-tau T] [--skip-tests] [--skip-check] [--skip-bench] [--bench-args 'ARGS']
+#                    [--ncu KERNEL_REGEX --ncu-tau T [--ncu-base]] [--skip-tests] [--skip-check] [--skip-bench] [--bench-args 'ARGS']
 #                    [--rounds R (default 1)] [--anchors 'cudnn 65536 57.7,cudnn 131072 251.5' (skip
 #                    the SDPA run, ~30 s: its lines, comma-separated, as an earlier call measured them)]
 set -uo pipefail
@@ -28,7 +29,7 @@ export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
 export SALE_CACHE_DIR="${SALE_CACHE_DIR:-$PWD/cache}"
 O="${OUT:-$PWD/out}"; mkdir -p "$O"; L="$O/log.txt"
 lens=65536,131072; taus=0.004,0.0015,7e-4; tests=""; modes="two-pass:run two-pass:fixed"
-ncu_k=""; ncu_tau=0.0015; skip_t=0; skip_c=0; skip_b=0; sel="--tau"; bargs=""; rounds=1; anchors=""
+ncu_k=""; ncu_tau=0.0015; ncu_base=0; skip_t=0; skip_c=0; skip_b=0; sel="--tau"; bargs=""; rounds=1; anchors=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lens) lens="$2"; shift 2 ;;
@@ -38,6 +39,7 @@ while [ $# -gt 0 ]; do
     --check-modes) modes="$2"; shift 2 ;;
     --ncu) ncu_k="$2"; shift 2 ;;
     --ncu-tau) ncu_tau="$2"; shift 2 ;;
+    --ncu-base) ncu_base=1; shift ;;
     --skip-tests) skip_t=1; shift ;;
     --skip-check) skip_c=1; shift ;;
     --skip-bench) skip_b=1; shift ;;
@@ -123,16 +125,24 @@ if [ $skip_b = 0 ]; then
 fi
 if [ -n "$ncu_k" ]; then
   NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  timeout -k 5 180 "$NCU" --kernel-name "regex:$ncu_k" --launch-count 1 --set full -o prof -f \
-    ./bench_attention --lens "${lens%%,*}" --tau "$ncu_tau" --reps 1 --plain-max 0 >/dev/null 2>&1; say "ncu rc=$?"
-  "$NCU" -i prof.ncu-rep --page details > "$O/ncu.txt" 2>&1
-  "$NCU" -i prof.ncu-rep --page source --csv --print-source sass > "$O/ncu_sass.csv" 2>&1
+  for bd in . base; do
+    sfx=""
+    if [ "$bd" = base ]; then
+      [ "$ncu_base" = 1 ] || continue
+      [ -x base/bench_attention ] || { say "--ncu-base: no base build (gpu-bundle.sh --base REV)"; rc=1; continue; }
+      sfx=_base
+    fi
+    (cd "$bd" && timeout -k 5 180 "$NCU" --kernel-name "regex:$ncu_k" --launch-count 1 --set full -o prof -f \
+      ./bench_attention --lens "${lens%%,*}" --tau "$ncu_tau" --reps 1 --plain-max 0 >/dev/null 2>&1); say "ncu$sfx rc=$?"
+    "$NCU" -i "$bd/prof.ncu-rep" --page details > "$O/ncu$sfx.txt" 2>&1
+    "$NCU" -i "$bd/prof.ncu-rep" --page source --csv --print-source sass > "$O/ncu${sfx}_sass.csv" 2>&1
+  done
 fi
 # the device tool brings back at most 8 files from $OUT: with bases, the raw
 # runs (bench.md, bench.err, base*.md, the ncu pages) go into one archive,
 # raw.tgz, beside ab.md, log.txt, tests.txt and check.txt
 if ls "$O"/base*.md >/dev/null 2>&1; then
-  raw=$(cd "$O" && ls bench.md bench.err base*.md ncu.txt ncu_sass.csv 2>/dev/null)
+  raw=$(cd "$O" && ls bench.md bench.err base*.md ncu*.txt ncu*_sass.csv 2>/dev/null)
   if (cd "$O" && tar czf raw.tgz $raw && rm -f $raw); then
     say "the raw runs are in $O/raw.tgz: $(echo $raw)"
   else
