@@ -22,7 +22,7 @@
  *   warps 5 (what names this kernel); it runs six.
  *   issuer: the row's kept blocks in ascending order, two a tile, with
  *     its Q (two 64-column boxes of 64 rows) after the first ST - 1 tiles
- *     (see produce); an odd last tile repeats its block in the empty
+ *     (see issue); an odd last tile repeats its block in the empty
  *     slot, masked; each block as 32-row TMA boxes of K and of V
  *     (the 128-byte swizzle) into a SALE_STAGES-deep ring (KFULL, VFULL:
  *     landed; EMPTY: the four consumer warps are done), the tile's two block
@@ -37,7 +37,7 @@
  * (measured against one CTA a row: -5% at d ~ 0.05, -2% at 0.2, +3% at
  * 0.01, where the consumers waited for the producer warp; its warp-wide
  * walk of the mask words then took d ~ 0.01 down by 19%: NOTES.md).
- * The tile count comes from the mask row itself (the producer warp counts
+ * The tile count comes from the mask row itself (the scheduler warp counts
  * its bits), not from p.kept, so any mask the caller passes is read as it
  * is. Shared memory has no alignment slack (two CTAs must fit in 228 KB):
  * the tiles need a 1 KB-aligned base, and a base that is not traps. */
@@ -419,7 +419,8 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
  * over from row to row: while the consumers finish a row (its last P V,
  * the normalisation, the store), the producer has taken the next one, read
  * its mask words and issued its first tiles and, once the consumers' last S
- * is complete (QEMPTY), its Q. Any grid is correct. */
+ * is complete (QEMPTY), its Q (the scheduler and the issuer: see schedule
+ * and issue). Any grid is correct. */
 extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
     extern __shared__ __align__(1024) unsigned char wr_smem[];
