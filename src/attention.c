@@ -660,10 +660,15 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     if (drv_ensure_context(ctx, &cu, &dev))
         return SALE_ERR_NO_DEVICE;
     const drv_api *d = drv_get(NULL);
-    int arch = key_code_arch(drv_device_arch(d, dev));
+    CUresult ar = CUDA_SUCCESS;
+    int dev_arch = drv_device_arch(d, dev, &ar);
+    if (ar != CUDA_SUCCESS) {
+        sale_set_error(ctx, "cuDeviceGetAttribute(compute capability): %s", drv_errstr(ar));
+        return SALE_ERR_CUDA;
+    }
+    int arch = key_code_arch(dev_arch);
     if (!arch) {
-        sale_set_error(ctx, "this device is sm_%d; sale's kernels target sm_80, sm_86, sm_89 and sm_90",
-                       drv_device_arch(d, dev));
+        sale_set_error(ctx, "this device is sm_%d; sale's kernels target sm_80, sm_86, sm_89 and sm_90", dev_arch);
         return SALE_ERR_UNSUPPORTED;
     }
     unsigned long long capture = 0;

@@ -546,7 +546,12 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
 
     /* miss: resolve (winner, defaults), cubin from the cache or NVRTC, load */
     const drv_api *d = drv_get(NULL);
-    int dev_arch = drv_device_arch(d, dev);
+    CUresult ar = CUDA_SUCCESS;
+    int dev_arch = drv_device_arch(d, dev, &ar);
+    if (ar != CUDA_SUCCESS) {
+        sale_set_error(ctx, "cuDeviceGetAttribute(compute capability): %s", drv_errstr(ar));
+        return SALE_ERR_CUDA;
+    }
     sale_key k = *key;
     if (k.arch == SALE_ARCH_CURRENT) {
         /* a cubin runs on its own major architecture at equal or higher minor */

@@ -150,12 +150,15 @@ int drv_capturing(sale_ctx *ctx, CUstream stream, unsigned long long *id)
     return cs == CU_STREAM_CAPTURE_STATUS_ACTIVE;
 }
 
-int drv_device_arch(const drv_api *d, CUdevice dev)
+int drv_device_arch(const drv_api *d, CUdevice dev, CUresult *err)
 {
     int maj = 0, min = 0;
-    d->DeviceGetAttribute(&maj, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
-    d->DeviceGetAttribute(&min, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
-    return maj * 10 + min;
+    CUresult r = d->DeviceGetAttribute(&maj, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+    if (r == CUDA_SUCCESS)
+        r = d->DeviceGetAttribute(&min, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+    if (err)
+        *err = r;
+    return r == CUDA_SUCCESS ? maj * 10 + min : 0;
 }
 
 int drv_ensure_context(sale_ctx *ctx, CUcontext *cuctx, CUdevice *dev)
@@ -240,12 +243,19 @@ sale_status sale_device_info_get(sale_ctx *ctx, int ordinal, sale_device_info *i
     if (s)
         return s;
     info->ordinal = ordinal;
-    d->DeviceGetName(info->name, sizeof info->name, dev);
-    info->arch = drv_device_arch(d, dev);
-    d->DeviceGetAttribute(&info->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
-    d->DeviceGetAttribute(&info->smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev);
-    d->DriverGetVersion(&info->driver_version);
-    d->DeviceTotalMem(&info->total_mem, dev);
+    CUresult r = CUDA_SUCCESS;
+    if ((s = check(ctx, d->DeviceGetName(info->name, sizeof info->name, dev), "cuDeviceGetName")))
+        return s;
+    info->arch = drv_device_arch(d, dev, &r);
+    if ((s = check(ctx, r, "cuDeviceGetAttribute(compute capability)")) ||
+        (s = check(ctx, d->DeviceGetAttribute(&info->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev),
+                   "cuDeviceGetAttribute(multiprocessor count)")) ||
+        (s = check(ctx,
+                   d->DeviceGetAttribute(&info->smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev),
+                   "cuDeviceGetAttribute(shared memory per block, opt-in)")) ||
+        (s = check(ctx, d->DriverGetVersion(&info->driver_version), "cuDriverGetVersion")) ||
+        (s = check(ctx, d->DeviceTotalMem(&info->total_mem, dev), "cuDeviceTotalMem")))
+        return s;
     return SALE_OK;
 }
 

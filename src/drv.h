@@ -85,7 +85,8 @@ int drv_ensure_context(struct sale_ctx *ctx, CUcontext *cuctx, CUdevice *dev);
  * an invalidated capture is an error). */
 int drv_capturing(struct sale_ctx *ctx, CUstream stream, unsigned long long *id);
 
-/* Compute capability of a device as 80, 86, 89, 90. */
-int drv_device_arch(const drv_api *d, CUdevice dev);
+/* Compute capability of a device as 80, 86, 89, 90; 0 if the driver does not
+ * say (with *err, when not NULL, set to its result code). */
+int drv_device_arch(const drv_api *d, CUdevice dev, CUresult *err);
 
 #endif
