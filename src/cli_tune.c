@@ -296,6 +296,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
                 rc = 1;
                 break;
             }
+            tune_bucket_default(c, n, seqs[si]); /* the rows kernel up to 128K on sm_90a attend */
             int total = n;
             n = tune_prune(ctx, c, n, &dev, &pruned);
             fprintf(stderr, "sale tune: %s: %d legal tile choices (%d illegal), %d pruned without a launch, %d to time\n",

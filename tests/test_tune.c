@@ -493,9 +493,10 @@ Test(tune, plain_is_never_tuned)
     cr_assert(strstr(buf, "never tuned") != NULL, "%s", buf);
 }
 
-/* On sm_90a the attend space holds the wgmma kernel (warps 12, the default)
- * and the mma.sync tiles; a warps list from the config narrows the latter
- * only. Dense there is the wgmma kernel alone. */
+/* On sm_90a the attend space holds the wgmma kernels (warps 12, the default
+ * of a key with no length, and 5, the rows kernel, sale_attention's default
+ * up to the 128K bucket) and the mma.sync tiles; a warps list from the config
+ * narrows the latter only. Dense there is the wgmma kernel alone. */
 Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
 {
     sale_key base = sale_key_default(SALE_FAMILY_ATTEND);
@@ -505,13 +506,32 @@ Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
     const int warps[] = {4};
     int n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     cr_assert_gt(n, 0, "%s", err);
-    int wg = 0, ms = 0, dflt = 0;
+    int wg = 0, wr = 0, ms = 0, dflt = 0;
     for (int i = 0; i < n; i++) {
         wg += c[i].warps == 12;
+        wr += c[i].warps == 5;
         ms += c[i].warps == 4;
         dflt += c[i].is_default && c[i].warps == 12;
     }
     cr_assert_eq(wg, 2, "warps 12 with stages 2 and 3");
+    cr_assert_eq(wr, 2, "warps 5 (the rows kernel) with stages 2 and 3, kept by a warps list");
+    /* at a length, the default is sale_attention's: the rows kernel up to the
+     * 128K bucket (stages 3), the two-row kernel above */
+    tune_bucket_default(c, n, 131072);
+    dflt = 0;
+    for (int i = 0; i < n; i++)
+        if (c[i].is_default) {
+            dflt++;
+            cr_assert(c[i].warps == 5 && c[i].stages == 3, "default at 128K: warps %d stages %d", c[i].warps,
+                      c[i].stages);
+        }
+    cr_assert_eq(dflt, 1);
+    n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    tune_bucket_default(c, n, 131073); /* the 256K bucket: the two-row kernel stays the default */
+    dflt = 0;
+    for (int i = 0; i < n; i++)
+        dflt += c[i].is_default && c[i].warps == 12;
+    cr_assert_eq(dflt, 1, "the default above 128K is the two-row kernel");
     cr_assert_eq(ms, 2);
     cr_assert_eq(dflt, 1, "the default is the wgmma kernel");
     base = sale_key_default(SALE_FAMILY_DENSE);

@@ -37,6 +37,22 @@ static void fill_algorithm(sale_key *k)
 }
 
 
+void tune_bucket_default(tune_candidate *c, int n, int seq_len)
+{
+    if (n < 1 || seq_len <= 0)
+        return;
+    sale_key k = c[0].key;
+    k.warps = k.stages = 0;
+    sale_layout_cfg rc = key_layout(&k);
+    if (!sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
+        return;
+    k.warps = SALE_WR_WARPS;
+    if (sale_key_resolve(&k, NULL, 0) != SALE_OK)
+        return;
+    for (int i = 0; i < n; i++)
+        c[i].is_default = c[i].warps == k.warps && c[i].stages == k.stages;
+}
+
 int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int *stages, int nstages,
                    tune_candidate *out, int max, int *illegal, char *err, size_t errlen)
 {
@@ -68,11 +84,13 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
     }
     if (nwarps > 0 && warps) {
         /* a list of warps (the config's tuning table, or --warps) narrows the
-         * mma.sync tiles; the family's wgmma kernels (warps 12, and 20 for the
-         * select, on sm_90a) stay choices, as they are the defaults there */
-        int wgw[2], nwg = 0;
-        for (int i = 0; i < nsw; i++)
-            if (sw[i] == SALE_WG_WARPS || sw[i] == 20)
+         * mma.sync tiles; the family's wgmma kernels (warps 12, 5 for attend's
+         * rows kernel and 20 for the select, on sm_90a) stay choices, as they
+         * are the defaults there (the rows kernel up to the 128K bucket: a
+         * winner tuned without it would override it) */
+        int wgw[3], nwg = 0;
+        for (int i = 0; i < nsw && nwg < 3; i++)
+            if (sw[i] == SALE_WG_WARPS || sw[i] == 20 || sw[i] == SALE_WR_WARPS)
                 wgw[nwg++] = sw[i];
         nsw = nwarps > 14 ? 14 : nwarps;
         memcpy(sw, warps, sizeof(int) * (size_t)nsw);

@@ -44,6 +44,14 @@ typedef struct tune_candidate {
 int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int *stages, int nstages,
                    tune_candidate *out, int max, int *illegal, char *err, size_t errlen);
 
+/* is_default as sale_attention's default at a call of length seq_len (its
+ * bucket): on sm_90a attend, the rows kernel (warps 5) up to the 128K bucket
+ * (sale_layout_rows_default), where tune_space_key, knowing no length, marks
+ * the two-row kernel. Without it the tuner timed the wrong default first and
+ * could store a winner slower than the kernel it overrides. Other keys and
+ * lengths: unchanged. */
+void tune_bucket_default(tune_candidate *c, int n, int seq_len);
+
 /* The same from the shape alone (dtype bf16, local window 128, est_bits the
  * arch's default). */
 int tune_space(sale_family family, int head_dim, int block_q, int block_k, int block_seg, int arch,
