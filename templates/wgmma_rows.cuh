@@ -237,15 +237,21 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
      * last P V, normalisation and store). The next tile waits for the stage
      * of the previous row's last tile, freed only after its last P V: Q
      * after it would wait for that too. */
+    /* slot k's header once the scheduler has published it (its LFULL):
+     * the row's item x (-1: the end), its tile count rt, the chunk's t */
+    SALE_DEV void take(int k, int &x, int &rt, int &t) const {
+        int pad;
+        dw_mbar_wait(LFULL + 8 * (k % WR_QS), (k / WR_QS) & 1);
+        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(x), "=r"(rt), "=r"(t), "=r"(pad)
+                     : "r"(slot(k)));
+    }
     SALE_DEV void issue(const sale_tma_params &tp) {
         const sale_params &p = tp.p;
         int i = 0, r = 0, k = 0;
         for (;; r++) {
-            dw_mbar_wait(LFULL + 8 * (k % WR_QS), (k / WR_QS) & 1);
-            int x, rt, t, pad;
-            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
-                         : "=r"(x), "=r"(rt), "=r"(t), "=r"(pad)
-                         : "r"(slot(k)));
+            int x, rt, t;
+            take(k, x, rt, t);
             if (x < 0) break;
             wr_item(p, x, b, h, qb);
             kvh = h / p.group;
@@ -264,10 +270,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
                 k++;
                 done += t;
                 if (done >= nkt) break;
-                dw_mbar_wait(LFULL + 8 * (k % WR_QS), (k / WR_QS) & 1);
-                asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
-                             : "=r"(x), "=r"(rt), "=r"(t), "=r"(pad)
-                             : "r"(slot(k)));
+                take(k, x, rt, t);
             }
             if (i == qat) load_q(tp, r);
         }
@@ -319,8 +322,8 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
      * the consumers' time at d ~ 0.01: NOTES, fifteenth session). Needs O
      * 16-byte aligned (base and strides); lse as store() writes it. */
     SALE_DEV void store_staged(const sale_params &p, sale_u32 buf, int w) {
-        const float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
-        const float i0 = lt0 > 0.f ? 1.f / lt0 : 0.f, i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
+        float lt0, lt1, i0, i1;
+        row_sums(lt0, lt1, i0, i1);
         const sale_u32 wb = buf + (sale_u32)w * 4096u;
         /* the stage's last writers were wgmma reads (async proxy); these are generic writes */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -354,11 +357,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         }
         /* generic writes before the ring's next TMA write of this stage */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        if (p.lse && c4 == 0) {
-            float *lse = (float *)p.lse + ((long long)b * p.Hq + h) * p.N;
-            if (row0 < p.N) lse[row0] = m0 * p.scale + logf(lt0);
-            if (row0 + 8 < p.N) lse[row0 + 8] = m1 * p.scale + logf(lt1);
-        }
+        store_lse(p, b, h, lt0, lt1);
     }
     /* Q is free for the next row: every S of this one is complete */
     SALE_DEV void release_q() {

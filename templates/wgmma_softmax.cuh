@@ -89,10 +89,28 @@ template <int BN, sale_u32 QH> struct DwRowState {
             P[kk][3] = sale_pack2(S[8 * kk + 6], S[8 * kk + 7]);
         }
     }
+    /* the row sums of the thread's two rows (lt, summed over the quad) and
+     * their inverses (0 for a row with nothing kept); store() and the rows
+     * kernel's staged store (wgmma_rows.cuh) both normalise through it */
+    SALE_DEV void row_sums(float &lt0, float &lt1, float &i0, float &i1) const {
+        lt0 = sale_quad_sum(l0);
+        lt1 = sale_quad_sum(l1);
+        i0 = lt0 > 0.f ? 1.f / lt0 : 0.f;
+        i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
+    }
+    /* the log-sum-exp of the thread's two rows (rows < N) when asked: one
+     * thread of each quad writes */
+    SALE_DEV void store_lse(const sale_params &p, int b, int h, float lt0, float lt1) const {
+        if (p.lse && c4 == 0) {
+            float *lse = (float *)p.lse + ((long long)b * p.Hq + h) * p.N;
+            if (row0 < p.N) lse[row0] = m0 * p.scale + logf(lt0);
+            if (row0 + 8 < p.N) lse[row0 + 8] = m1 * p.scale + logf(lt1);
+        }
+    }
     /* O / l in the dtype (rows < N), lse when asked */
     SALE_DEV void store(const sale_params &p, int b, int h) {
-        float lt0 = sale_quad_sum(l0), lt1 = sale_quad_sum(l1);
-        const float i0 = lt0 > 0.f ? 1.f / lt0 : 0.f, i1 = lt1 > 0.f ? 1.f / lt1 : 0.f;
+        float lt0, lt1, i0, i1;
+        row_sums(lt0, lt1, i0, i1);
         sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh + 2 * c4;
         const bool w0 = row0 < p.N, w1 = row0 + 8 < p.N;
         sale_u16 *o0 = og + (long long)row0 * p.o_sn, *o1 = og + (long long)(row0 + 8) * p.o_sn;
@@ -101,11 +119,7 @@ template <int BN, sale_u32 QH> struct DwRowState {
             if (w0) *(sale_u32 *)(o0 + nt * 8) = sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0);
             if (w1) *(sale_u32 *)(o1 + nt * 8) = sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1);
         }
-        if (p.lse && c4 == 0) {
-            float *lse = (float *)p.lse + ((long long)b * p.Hq + h) * p.N;
-            if (w0) lse[row0] = m0 * p.scale + logf(lt0);
-            if (w1) lse[row0 + 8] = m1 * p.scale + logf(lt1);
-        }
+        store_lse(p, b, h, lt0, lt1);
     }
 };
 
