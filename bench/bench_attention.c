@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_power.h"
 #include "bench_util.h"
 #include "sale.h"
 #include "sale_layout.h" /* which sm_90a attend kernel is the default where (SALE_WR_DEFAULT_MAX_N) */
@@ -26,6 +27,8 @@
     } while (0)
 
 static sale_ctx *ctx;
+/* the SM clock and power over the last time_attention's timed calls */
+static bench_power g_pw;
 
 typedef struct anchor {
     int n;
@@ -48,7 +51,10 @@ static float time_attention(sale_attention_args *a, int warmup, int reps, float 
     a->stats = NULL;
     a->phase_ms = NULL;
     float ms = 0;
-    CHECK(bench_median_ms(ctx, a, warmup, reps, &ms));
+    bench_power_start(&g_pw);
+    sale_status st = bench_median_ms(ctx, a, warmup, reps, &ms);
+    bench_power_stop(&g_pw);
+    CHECK(st);
     float runs[3][PHASE_CALLS];
     const int ncalls = out ? PHASE_CALLS : 1;
     for (int c = 0; c < ncalls; c++) {
@@ -273,6 +279,9 @@ int main(int argc, char **argv)
         a.mode = SALE_MODE_DENSE;
         CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
         float t_dense = time_attention(&a, 1, reps, NULL);
+        char pw_dense[192];
+        bench_power_str(&g_pw, pw_dense, sizeof pw_dense);
+        fprintf(stderr, "bench: N=%d dense: %.1f ms (%s)\n", N, t_dense, pw_dense);
         CHECK(sale_dev_download(ctx, o_dense, dout, nq * 2));
 
         /* --density: this length's taus, each bisected (in log tau: density
@@ -319,6 +328,8 @@ int main(int argc, char **argv)
             a.stats = &sx;
             CHECK(sale_dev_fill8(ctx, dout, 0xFF, nq * 2));
             float t = time_attention(&a, 1, reps, ph);
+            char pw_fix[192];
+            bench_power_str(&g_pw, pw_fix, sizeof pw_fix);
             CHECK(sale_dev_download(ctx, o_sale, dout, nq * 2));
             double err = bench_rel_l1_bf16(o_sale, o_dense, nq), dd = sx.density * t_dense;
             /* the same call through the other sm_90a attend kernel: the two-row one (warps 12) where the
@@ -340,8 +351,9 @@ int main(int argc, char **argv)
                      "%6.2f | %5.2fx | %.4f |",
                      N / 1024, (double)tau, sx.density, cx, t_dense, t, ph[0], ph[1], ph[2], dd,
                      dd > 0 ? ph[2] / dd : 0.0, err, vc, ph_r[2], dd > 0 ? ph_r[2] / dd : 0.0, err_r);
-            fprintf(stderr, "bench: N=%d tau=%g fixed: %.1f ms (quantize %.2f, select %.2f, attend %.2f), density %.4f\n",
-                    N, (double)tau, t, ph[0], ph[1], ph[2], sx.density);
+            fprintf(stderr, "bench: N=%d tau=%g fixed: %.1f ms (quantize %.2f, select %.2f, attend %.2f), density %.4f; "
+                    "%s over the timed calls\n",
+                    N, (double)tau, t, ph[0], ph[1], ph[2], sx.density, pw_fix);
             if (mask) {
                 CHECK(sale_dev_download(ctx, mask, dmask, mask_words * 4));
                 pair_stats(mask, N, (double)tau, Hq, Hkv, nqb, nkw);
