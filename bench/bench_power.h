@@ -1,6 +1,6 @@
-/* bench_power.h — the GPU's SM clock and power draw while a benchmark times
- * something, sampled through NVML (loaded with dlopen: a machine without the
- * NVIDIA driver still runs the benchmark and prints "-"). Header-only.
+/* bench_power.h — the GPU's SM clock while a benchmark times something,
+ * sampled through NVML (loaded with dlopen: a machine without the NVIDIA
+ * driver still runs the benchmark and prints "-"). Header-only.
  *
  * Why: the H200 of the device host runs these kernels at its 700 W power
  * limit, where the SM clock falls from 1.98 to 1.5-1.8 GHz (sixteenth
@@ -8,6 +8,12 @@
  * it and what ran before it draw: one byte-identical select kernel measured
  * 72 and 79 ms in the same call. Printing the clock beside each time says
  * whether two builds were compared at the same clock.
+ *
+ * The power reading (watts) is NVML's nvmlDeviceGetPowerUsage, which on this
+ * GPU trails by about a second: over a sub-second timed window after idle
+ * host work it read 160-350 W while nvidia-smi's 100 ms log of a long run
+ * showed 650-690 W (sixteenth session, call 4). So only the clock is
+ * printed; log power with nvidia-smi over a whole run.
  *
  *   bench_power p;
  *   bench_power_start(&p);   (a thread samples every BENCH_POWER_PERIOD_US)
@@ -122,13 +128,13 @@ static inline void bench_power_stop(bench_power *p)
     }
 }
 
-/* "1650 MHz 690 W" or "- (reason)" into buf */
+/* "SM 1650 MHz" or "SM clock - (reason)" into buf */
 static inline const char *bench_power_str(const bench_power *p, char *buf, size_t len)
 {
     if (p->n > 0)
-        snprintf(buf, len, "SM %.0f MHz, %.0f W", p->mhz, p->watts);
+        snprintf(buf, len, "SM %.0f MHz", p->mhz);
     else
-        snprintf(buf, len, "SM clock -, power - (%s)", p->err[0] ? p->err : "no samples");
+        snprintf(buf, len, "SM clock - (%s)", p->err[0] ? p->err : "no samples");
     return buf;
 }
 
