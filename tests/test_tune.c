@@ -585,6 +585,32 @@ Test(tune, sm90a_select_space_has_the_wgmma_estimation_with_thr_fixed)
     }
     cr_assert_eq(w12, 4);
     cr_assert_eq(w20, 4);
+    /* the built-in tuning table (warps 4, 8; stages 1, 2, 3) leaves out the
+     * default's 4-stage ring; the default tiles are still a candidate, once
+     * (every other candidate is checked against their output: sixteenth
+     * session, `sale tune --family select` on the H200 found none) */
+    const int tw[] = {4, 8}, ts[] = {1, 2, 3};
+    n = tune_space_key(&base, tw, 2, ts, 3, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    int nd = 0;
+    for (int i = 0; i < n; i++) {
+        cr_assert(c[i].stages <= 3 || (c[i].warps == 20 && c[i].stages == SALE_SE_DEFAULT_STAGES),
+                  "warps %d stages %d outside the lists", c[i].warps, c[i].stages);
+        if (c[i].is_default) {
+            nd++;
+            cr_assert_eq(c[i].warps, 20);
+            cr_assert_eq(c[i].stages, SALE_SE_DEFAULT_STAGES);
+            sale_layout_cfg lc = key_layout(&c[i].key);
+            cr_assert(sale_layout_wgmma_select(&lc));
+        }
+    }
+    cr_assert_eq(nd, 1, "the default tiles, once, under narrowed lists");
+    /* a list that holds the default's stages adds no second copy */
+    const int ts4[] = {2, SALE_SE_DEFAULT_STAGES};
+    n = tune_space_key(&base, tw, 2, ts4, 2, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    nd = 0;
+    for (int i = 0; i < n; i++)
+        nd += c[i].warps == 20 && c[i].stages == SALE_SE_DEFAULT_STAGES;
+    cr_assert_eq(nd, 1);
     /* thr=run: no wgmma estimation */
     base.thr = SALE_THR_RUN;
     n = tune_space_key(&base, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);

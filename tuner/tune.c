@@ -49,8 +49,38 @@ void tune_bucket_default(tune_candidate *c, int n, int seq_len)
     k.warps = SALE_WR_WARPS;
     if (sale_key_resolve(&k, NULL, 0) != SALE_OK)
         return;
+    int found = 0;
+    for (int i = 0; i < n; i++)
+        found |= c[i].warps == k.warps && c[i].stages == k.stages;
+    if (!found) /* a stages list without the rows kernel's: the default stays as marked */
+        return;
     for (int i = 0; i < n; i++)
         c[i].is_default = c[i].warps == k.warps && c[i].stages == k.stages;
+}
+
+/* candidate (warps, stages) of key k as out[n] when n < max: -1 illegal,
+ * 1 when it is the default tiles (dw, ds), else 0 */
+static int add_candidate(const sale_key *k, int warps, int stages, int dw, int ds, tune_candidate *out, int max,
+                         int n)
+{
+    sale_key c = *k;
+    c.warps = warps;
+    c.stages = stages;
+    sale_layout_cfg lc = key_layout(&c);
+    if (!sale_layout_legal(&lc, NULL, 0) || sale_key_validate(&c, NULL, 0) != SALE_OK)
+        return -1;
+    const int is_default = warps == dw && stages == ds;
+    if (n < max) {
+        tune_candidate *t = &out[n];
+        memset(t, 0, sizeof *t);
+        t->key = c;
+        t->warps = warps;
+        t->stages = stages;
+        t->threads = (int)sale_layout_threads(&lc);
+        t->smem = (int)sale_layout_smem(&lc);
+        t->is_default = is_default;
+    }
+    return is_default;
 }
 
 int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int *stages, int nstages,
@@ -113,29 +143,22 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
         dw = dk.warps;
         ds = dk.stages;
     }
-    int n = 0, bad = 0;
+    int n = 0, bad = 0, have_default = 0;
     for (int i = 0; i < nsw; i++)
         for (int j = 0; j < nss; j++) {
-            sale_key c = k;
-            c.warps = sw[i];
-            c.stages = ss[j];
-            sale_layout_cfg lc = key_layout(&c);
-            if (!sale_layout_legal(&lc, NULL, 0) || sale_key_validate(&c, NULL, 0) != SALE_OK) {
+            const int r = add_candidate(&k, sw[i], ss[j], dw, ds, out, max, n);
+            if (r < 0) {
                 bad++;
                 continue;
             }
-            if (n < max) {
-                tune_candidate *t = &out[n];
-                memset(t, 0, sizeof *t);
-                t->key = c;
-                t->warps = c.warps;
-                t->stages = c.stages;
-                t->threads = (int)sale_layout_threads(&lc);
-                t->smem = (int)sale_layout_smem(&lc);
-                t->is_default = c.warps == dw && c.stages == ds;
-            }
+            have_default |= r;
             n++;
         }
+    /* narrowed lists (the config's tuning table, --warps) still time the
+     * default tiles, which every candidate is checked against: on sm_90a the
+     * select's default ring is 4 stages, outside a stages list {2, 3} */
+    if (!have_default && dw > 0 && ds > 0 && add_candidate(&k, dw, ds, dw, ds, out, max, n) > 0)
+        n++;
     if (illegal)
         *illegal = bad;
     return n < max ? n : max;
