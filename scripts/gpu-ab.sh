@@ -15,6 +15,7 @@
 #      arguments, e.g. '--fixed-only'); --rounds R runs them R times,
 #      alternating, and writes the medians to ab.md (bench/ab_median.py);
 #   4. optionally ncu --set full of one kernel, with its SASS stall samples
+#      (of the first length, at --ncu-tau; thr=fixed with --bench-args --fixed-only)
 #      (--ncu-base: of the first base's build too: ncu_base.txt, ncu_base_sass.csv);
 #   5. with bases, the raw runs packed into raw.tgz, so that what comes back
 #      is ab.md, log.txt, raw.tgz, tests.txt and check.txt (5 of the 8 files).
@@ -132,8 +133,13 @@ if [ -n "$ncu_k" ]; then
       [ -x base/bench_attention ] || { say "--ncu-base: no base build (gpu-bundle.sh --base REV)"; rc=1; continue; }
       sfx=_base
     fi
+    # with --bench-args --fixed-only the profiled launch is the thr=fixed
+    # two-pass of the table (the tau of a --density row gives that density);
+    # without it, the first launch is thr=run's, whose density at the same
+    # tau is lower (sixteenth session: call 1's ncu was of a d ~ 0.035 launch)
+    fo=""; case " $bargs " in *" --fixed-only "*) fo=--fixed-only ;; esac
     (cd "$bd" && timeout -k 5 180 "$NCU" --kernel-name "regex:$ncu_k" --launch-count 1 --set full -o prof -f \
-      ./bench_attention --lens "${lens%%,*}" --tau "$ncu_tau" --reps 1 --plain-max 0 >/dev/null 2>&1); say "ncu$sfx rc=$?"
+      ./bench_attention --lens "${lens%%,*}" --tau "$ncu_tau" --reps 1 --plain-max 0 $fo >/dev/null 2>&1); say "ncu$sfx rc=$?"
     "$NCU" -i "$bd/prof.ncu-rep" --page details > "$O/ncu$sfx.txt" 2>&1
     "$NCU" -i "$bd/prof.ncu-rep" --page source --csv --print-source sass > "$O/ncu${sfx}_sass.csv" 2>&1
   done
