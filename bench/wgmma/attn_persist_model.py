@@ -39,7 +39,7 @@ ST + 1 tiles (the issuer then waits for a stage only this item frees).
 """
 import sys
 
-from mbar_model import Bar, Fail, cli
+from mbar_model import Bar, Fail, cli, interleave
 
 NW = 8  # consumer warps: two warpgroups of four
 
@@ -203,27 +203,7 @@ def run(rng, items, ST, mutant=None):
     threads = {"p": issuer()}
     for w in range(NW):
         threads[w] = consumer(w)
-    waits = {k: (lambda: True) for k in threads}
-    steps = 0
-    while threads or inflight:
-        steps += 1
-        if steps > 200000:
-            raise Fail("no end after 200000 steps")
-        ready = [k for k in threads if waits[k]()]
-        choices = [("t", k) for k in ready] + [("l", j) for j in range(len(inflight))]
-        if not choices:
-            raise Fail(f"deadlock: threads {sorted(map(str, threads))} wait, nothing in flight")
-        kind, k = rng.choice(choices)
-        if kind == "l":
-            land(*inflight.pop(k))
-            continue
-        try:
-            waits[k] = next(threads[k])
-        except StopIteration:
-            del threads[k]
-            del waits[k]
-    if inflight:
-        raise Fail("exit with a copy in flight")
+    interleave(rng, threads, inflight, land, max_steps=200000)
     return True
 
 

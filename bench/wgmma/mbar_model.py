@@ -1,6 +1,6 @@
 """mbar_model.py — the mbarrier of the PTX ISA, for the protocol models of
 this folder (rows_cluster_model.py, rows_persist_model.py,
-rows_sched_model.py): a phase completes when its pending arrivals reach 0
+rows_sched_model.py, attn_persist_model.py): a phase completes when its pending arrivals reach 0
 and its transaction count is 0; the count may pass below 0 within a phase (a
 complete_tx before the matching expect_tx); try_wait.parity P succeeds once
 the phase of parity P has completed. Also the models' shared random sweep
@@ -33,6 +33,34 @@ class Bar:
 
 class Fail(Exception):
     pass
+
+
+def interleave(rng, threads, inflight=None, land=None, max_steps=100000):
+    """Run the threads (name -> generator; each yield is the predicate the
+    thread waits on) in a random order, landing the copies in flight
+    (inflight: a list of argument tuples, land(*args) lands one) at random
+    points, until every thread has ended and nothing is in flight. Fail on a
+    deadlock (nothing ready, nothing in flight) or after max_steps."""
+    inflight = [] if inflight is None else inflight
+    waits = {k: (lambda: True) for k in threads}
+    steps = 0
+    while threads or inflight:
+        steps += 1
+        if steps > max_steps:
+            raise Fail(f"no end after {max_steps} steps")
+        ready = [k for k in threads if waits[k]()]
+        choices = [("t", k) for k in ready] + [("l", j) for j in range(len(inflight))]
+        if not choices:
+            raise Fail(f"deadlock: threads {sorted(map(str, threads))} wait, nothing in flight")
+        kind, k = rng.choice(choices)
+        if kind == "l":
+            land(*inflight.pop(k))
+            continue
+        try:
+            waits[k] = next(threads[k])
+        except StopIteration:
+            del threads[k]
+            del waits[k]
 
 
 def sweep(runs, seed, case):

@@ -32,7 +32,7 @@ after the arrive; and all of a row's tiles issued before its Q.
 import sys
 
 
-from mbar_model import Bar, Fail, cli
+from mbar_model import Bar, Fail, cli, interleave
 
 
 def run(rng, rows, ST, mutant=None, first=None):
@@ -173,29 +173,7 @@ def run(rng, rows, ST, mutant=None, first=None):
     threads = {"p": producer()}
     for w in range(4):
         threads[w] = consumer(w)
-    waits = {k: (lambda: True) for k in threads}
-    steps = 0
-    while threads or inflight:
-        steps += 1
-        if steps > 100000:
-            raise Fail("no end after 100000 steps")
-        ready = [k for k in threads if waits[k]()]
-        choices = [("t", k) for k in ready] + [("l", j) for j in range(len(inflight))]
-        if not choices:
-            raise Fail(f"deadlock: threads {sorted(map(str, threads))} wait, nothing in flight")
-        kind, k = rng.choice(choices)
-        if kind == "l":
-            land(*inflight.pop(k))
-            continue
-        try:
-            waits[k] = next(threads[k])
-        except StopIteration:
-            del threads[k]
-            del waits[k]
-            if k == "p" or not threads:
-                pass
-    if inflight:
-        raise Fail("exit with a copy in flight")
+    interleave(rng, threads, inflight, land)
     return True
 
 

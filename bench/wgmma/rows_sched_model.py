@@ -25,7 +25,7 @@ the row's end tested with > instead of >=.
 """
 import sys
 
-from mbar_model import Bar, Fail, cli
+from mbar_model import Bar, Fail, cli, interleave
 
 
 def run(rng, rows, QS, C, mutant=None):
@@ -118,21 +118,7 @@ def run(rng, rows, QS, C, mutant=None):
                     raise Fail(f"chunk {k} of row {r} carries row {r2}, {rt2} tiles")
 
     threads = {"s": scheduler(), "i": issuer()}
-    waits = {k: (lambda: True) for k in threads}
-    steps = 0
-    while threads:
-        steps += 1
-        if steps > 100000:
-            raise Fail("no end after 100000 steps")
-        ready = [k for k in threads if waits[k]()]
-        if not ready:
-            raise Fail(f"deadlock: {sorted(threads)} wait")
-        k = rng.choice(ready)
-        try:
-            waits[k] = next(threads[k])
-        except StopIteration:
-            del threads[k]
-            del waits[k]
+    interleave(rng, threads)
     want = [(r, j) for r, n in enumerate(rows) for j in range(n)]
     if out != want:
         raise Fail(f"issued {out}, want {want}")
