@@ -9,28 +9,10 @@
 
 #include "internal.h"
 #include "sale_layout.h"
+#include "ctx_fixture.h"
 
-static char tmpdir[256];
-static sale_ctx *ctx;
-
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sale_jit_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    char path[512];
-    snprintf(path, sizeof path, "%s/kernels.db", tmpdir);
-    sale_options o = {0};
-    o.cache_path = path;
-    cr_assert_eq(sale_create(&ctx, &o), SALE_OK, "%s", sale_last_error(ctx));
-}
-
-static void teardown(void)
-{
-    sale_destroy(ctx);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void setup(void) { ctx_fixture_open("jit"); }
+static void teardown(void) { ctx_fixture_close(); }
 
 /* parse a key's text and compile it (NVRTC, into the test's cache); both must succeed */
 static sale_kernel_info compile_text(const char *text, sale_key *k)

@@ -14,28 +14,10 @@
 #include "sale_layout.h"
 #include "cli_tune.h"
 #include "tune.h"
+#include "ctx_fixture.h"
 
-static char tmpdir[256];
-static sale_ctx *ctx;
-
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sale_tune_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    char path[512];
-    snprintf(path, sizeof path, "%s/kernels.db", tmpdir);
-    sale_options o = {0};
-    o.cache_path = path;
-    cr_assert_eq(sale_create(&ctx, &o), SALE_OK, "%s", sale_last_error(ctx));
-}
-
-static void teardown(void)
-{
-    sale_destroy(ctx);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void setup(void) { ctx_fixture_open("tune"); }
+static void teardown(void) { ctx_fixture_close(); }
 
 TestSuite(tune, .init = setup, .fini = teardown, .timeout = 900);
 
