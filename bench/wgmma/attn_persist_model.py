@@ -39,72 +39,17 @@ ST + 1 tiles (the issuer then waits for a stage only this item frees).
 """
 import sys
 
-from mbar_model import Bar, Fail, cli, interleave
+from mbar_model import Fail, QRing, cli, interleave
 
 NW = 8  # consumer warps: two warpgroups of four
 
 
 def run(rng, items, ST, mutant=None):
-    TX = 16
-    qfull, qempty = Bar(1), Bar(NW)
-    kfull = [Bar(1) for _ in range(ST)]
-    vfull = [Bar(1) for _ in range(ST)]
-    empty = [Bar(NW) for _ in range(ST)]
-    kdata, vdata, hdr = [None] * ST, [None] * ST, [None] * ST
-    qdata, info = [None], [None]
-    rel = [[0] * NW for _ in range(ST)]  # rel[s][w]: uses of stage s warp w released
-    qrel = [0] * NW                      # items whose Q warp w released
-    inforead = [0] * NW                  # INFO reads of warp w
-    inflight = []                        # (what, stage or None, value)
+    q = QRing(ST, NW, "item")
     R = len(items)
-    own = []                             # global tile index -> own bits (1: wg 0, 2: wg 1, 3: both)
+    own = []  # global tile index -> own bits (1: wg 0, 2: wg 1, 3: both)
     for n in items:
         own += [rng.choice([1, 2, 3, 3]) for _ in range(n)]
-
-    def land(what, s, val):
-        if what == "q":
-            for w in range(NW):
-                if qrel[w] < val:
-                    raise Fail(f"Q of item {val} landed while warp {w} may still read item {qrel[w]}'s")
-            qdata[0] = val
-            qfull.complete_tx(TX)
-            return
-        use = val // ST
-        for w in range(NW):
-            if rel[s][w] < use:
-                raise Fail(f"stage {s}: tile {val} landed while warp {w} still read use {rel[s][w]}")
-        (kdata if what == "k" else vdata)[s] = val
-        (kfull if what == "k" else vfull)[s].complete_tx(TX)
-
-    def load_q(r, n):
-        if mutant != "q-early" and r > 0:
-            yield lambda: qempty.done((r - 1) & 1)
-        for w in range(NW):
-            if mutant != "info-late" and inforead[w] < r:
-                raise Fail(f"INFO of item {r} written before warp {w} read item {inforead[w]}'s")
-        if mutant == "info-late":
-            qfull.arrive(tx=TX if n else 0)
-            if n:
-                inflight.append(("q", None, r))
-            yield lambda: True
-            info[0] = (r, n)
-        else:
-            info[0] = (r, n)
-            qfull.arrive(tx=TX if n else 0)
-            if n:
-                inflight.append(("q", None, r))
-
-    def emit(i):
-        s = i % ST
-        yield lambda: empty[s].done(((i // ST) & 1) ^ 1)
-        for w in range(NW):
-            if rel[s][w] < i // ST:
-                raise Fail(f"header of tile {i} written while warp {w} still read stage {s}")
-        hdr[s] = i
-        kfull[s].arrive(tx=TX)
-        vfull[s].arrive(tx=TX)
-        inflight.append(("k", s, i))
-        inflight.append(("v", s, i))
 
     def issuer():
         i = 0
@@ -112,42 +57,31 @@ def run(rng, items, ST, mutant=None):
             qat = i + min(ST + (1 if mutant == "q-late" else 0), n)
             for _ in range(n):
                 if i == qat:
-                    yield from load_q(r, n)
-                yield from emit(i)
+                    yield from q.load_q(r, n, mutant, q_when_empty=False)
+                yield from q.emit(i)
                 i += 1
             if i == qat:
-                yield from load_q(r, n)
-        if R > 0:
-            yield lambda: qempty.done((R - 1) & 1)
-        for w in range(NW):
-            if inforead[w] < R:
-                raise Fail(f"INFO end written before warp {w} read item {inforead[w]}'s")
-        info[0] = (-1, 0)
-        qfull.arrive()
+                yield from q.load_q(r, n, mutant, q_when_empty=False)
+        yield from q.finish(R)
 
     def consumer(w):
         bit = 1 << (w // 4)  # the warp's warpgroup
         i, r = 0, 0
 
         def tile_ok(g, s):
-            if hdr[s] != g or kdata[s] != g:
-                raise Fail(f"warp {w} tile {g}: header {hdr[s]}, K {kdata[s]}")
+            if q.hdr[s] != g or q.kdata[s] != g:
+                raise Fail(f"warp {w} tile {g}: header {q.hdr[s]}, K {q.kdata[s]}")
 
         def q_ok():
-            if qdata[0] != r:
-                raise Fail(f"warp {w} read Q of item {qdata[0]} for item {r}")
-
-        def release(g):
-            s = g % ST
-            rel[s][w] += 1
-            empty[s].arrive()
+            if q.qdata != r:
+                raise Fail(f"warp {w} read Q of item {q.qdata} for item {r}")
 
         while True:
-            yield lambda: qfull.done(r & 1)
-            if info[0] is None:
+            yield lambda: q.qfull.done(r & 1)
+            if q.info is None:
                 raise Fail(f"warp {w} found INFO unwritten at item {r}")
-            x, n = info[0]
-            inforead[w] += 1
+            x, n = q.info
+            q.inforead[w] += 1
             if x == -1:
                 if r != R:
                     raise Fail(f"warp {w} told to exit after {r} of {R} items")
@@ -158,11 +92,11 @@ def run(rng, items, ST, mutant=None):
             while True:
                 while j < n:  # skip to the run's first tile
                     g = i + j
-                    yield lambda g=g: kfull[g % ST].done((g // ST) & 1)
+                    yield lambda g=g: q.kfull[g % ST].done((g // ST) & 1)
                     tile_ok(g, g % ST)
                     if own[g] & bit:
                         break
-                    release(g)
+                    q.release(w, g)
                     j += 1
                 if j >= n:
                     break
@@ -173,37 +107,35 @@ def run(rng, items, ST, mutant=None):
                 j += 1
                 while j < n:  # the run: S(j) under P V(jp)
                     g = i + j
-                    yield lambda g=g: kfull[g % ST].done((g // ST) & 1)
+                    yield lambda g=g: q.kfull[g % ST].done((g // ST) & 1)
                     tile_ok(g, g % ST)
                     if not own[g] & bit:
                         break
-                    yield lambda jp=jp: vfull[jp % ST].done((jp // ST) & 1)
-                    if vdata[jp % ST] != jp:
-                        raise Fail(f"warp {w} tile {jp}: V {vdata[jp % ST]}")
+                    yield lambda jp=jp: q.vfull[jp % ST].done((jp // ST) & 1)
+                    if q.vdata[jp % ST] != jp:
+                        raise Fail(f"warp {w} tile {jp}: V {q.vdata[jp % ST]}")
                     q_ok()
                     yield lambda: True  # the wgmma in flight: others may move
-                    release(jp)
+                    q.release(w, jp)
                     jp = g
                     j += 1
                 if mutant == "qempty-early" and not early:
                     early = True
-                    qrel[w] += 1
-                    qempty.arrive()
-                yield lambda jp=jp: vfull[jp % ST].done((jp // ST) & 1)  # the run's last P V
-                if vdata[jp % ST] != jp:
-                    raise Fail(f"warp {w} last tile {jp}: V {vdata[jp % ST]}")
+                    q.release_q(w)
+                yield lambda jp=jp: q.vfull[jp % ST].done((jp // ST) & 1)  # the run's last P V
+                if q.vdata[jp % ST] != jp:
+                    raise Fail(f"warp {w} last tile {jp}: V {q.vdata[jp % ST]}")
                 yield lambda: True
-                release(jp)
+                q.release(w, jp)
             if not early:
-                qrel[w] += 1
-                qempty.arrive()
+                q.release_q(w)
             i += n
             r += 1
 
     threads = {"p": issuer()}
     for w in range(NW):
         threads[w] = consumer(w)
-    interleave(rng, threads, inflight, land, max_steps=200000)
+    interleave(rng, threads, q.inflight, q.land, max_steps=200000)
     return True
 
 

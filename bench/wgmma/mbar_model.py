@@ -96,3 +96,98 @@ def cli(args, case_for, mutants, ok):
         print("FAIL", r)
         sys.exit(1)
     print(f"{runs} schedules: {ok}")
+
+
+class QRing:
+    """What the persistent attend models share (rows_persist_model.py: the
+    rows kernel, 4 consumer warps; attn_persist_model.py: the two-row
+    kernel, 8): a ring of ST stages (KFULL, VFULL: count 1 with transaction
+    bytes; EMPTY: one arrive a consumer warp), the Q tile (QFULL: count 1
+    with bytes; QEMPTY: one arrive a consumer warp), INFO, and the checks a
+    landing copy or a producer write makes against the warps' releases.
+    unit names the work unit in messages ("row", "item")."""
+    TX = 16
+
+    def __init__(self, ST, NW, unit):
+        self.ST, self.NW, self.unit = ST, NW, unit
+        self.qfull, self.qempty = Bar(1), Bar(NW)
+        self.kfull = [Bar(1) for _ in range(ST)]
+        self.vfull = [Bar(1) for _ in range(ST)]
+        self.empty = [Bar(NW) for _ in range(ST)]
+        self.kdata, self.vdata, self.hdr = [None] * ST, [None] * ST, [None] * ST
+        self.qdata = self.info = None
+        self.rel = [[0] * NW for _ in range(ST)]  # rel[s][w]: uses of stage s warp w released
+        self.qrel = [0] * NW                      # units whose Q warp w released
+        self.inforead = [0] * NW                  # INFO reads of warp w
+        self.inflight = []                        # (what, stage or None, value)
+
+    def land(self, what, s, val):
+        u = self.unit
+        if what == "q":
+            for w in range(self.NW):
+                if self.qrel[w] < val:
+                    raise Fail(f"Q of {u} {val} landed while warp {w} may still read {u} {self.qrel[w]}'s")
+            self.qdata = val
+            self.qfull.complete_tx(self.TX)
+            return
+        use = val // self.ST
+        for w in range(self.NW):
+            if self.rel[s][w] < use:
+                raise Fail(f"stage {s}: tile {val} landed while warp {w} still read use {self.rel[s][w]}")
+        (self.kdata if what == "k" else self.vdata)[s] = val
+        (self.kfull if what == "k" else self.vfull)[s].complete_tx(self.TX)
+
+    def load_q(self, r, n, mutant, q_when_empty=True):
+        """The producer's Q of unit r (n tiles): QEMPTY of r - 1 waited, INFO
+        written, the arrive on QFULL (with Q's bytes unless n == 0 and not
+        q_when_empty). Mutants: q-early (no QEMPTY wait), info-late (INFO
+        after the arrive)."""
+        u = self.unit
+        if mutant != "q-early" and r > 0:
+            yield lambda: self.qempty.done((r - 1) & 1)
+        for w in range(self.NW):
+            if mutant != "info-late" and self.inforead[w] < r:
+                raise Fail(f"INFO of {u} {r} written before warp {w} read {u} {self.inforead[w]}'s")
+        q = n > 0 or q_when_empty
+        if mutant != "info-late":
+            self.info = (r, n)
+        self.qfull.arrive(tx=self.TX if q else 0)
+        if q:
+            self.inflight.append(("q", None, r))
+        if mutant == "info-late":
+            yield lambda: True
+            self.info = (r, n)
+
+    def emit(self, i):
+        """The producer's tile i: its stage's EMPTY waited, header, K and V."""
+        ST, s = self.ST, i % self.ST
+        yield lambda: self.empty[s].done(((i // ST) & 1) ^ 1)
+        for w in range(self.NW):
+            if self.rel[s][w] < i // ST:
+                raise Fail(f"header of tile {i} written while warp {w} still read stage {s}")
+        self.hdr[s] = i
+        self.kfull[s].arrive(tx=self.TX)
+        self.vfull[s].arrive(tx=self.TX)
+        self.inflight.append(("k", s, i))
+        self.inflight.append(("v", s, i))
+
+    def finish(self, R):
+        """The producer's end: QEMPTY of the last unit, INFO = -1, a plain arrive."""
+        if R > 0:
+            yield lambda: self.qempty.done((R - 1) & 1)
+        for w in range(self.NW):
+            if self.inforead[w] < R:
+                raise Fail(f"INFO end written before warp {w} read {self.unit} {self.inforead[w]}'s")
+        self.info = (-1, 0)
+        self.qfull.arrive()
+
+    def release(self, w, t):
+        """Warp w releases the stage of tile t."""
+        s = t % self.ST
+        self.rel[s][w] += 1
+        self.empty[s].arrive()
+
+    def release_q(self, w):
+        self.qrel[w] += 1
+        self.qempty.arrive()
+

@@ -32,68 +32,12 @@ after the arrive; and all of a row's tiles issued before its Q.
 import sys
 
 
-from mbar_model import Bar, Fail, cli, interleave
+from mbar_model import Fail, QRing, cli, interleave
 
 
 def run(rng, rows, ST, mutant=None, first=None):
-    TX = 16
-    qfull, qempty = Bar(1), Bar(4)
-    kfull = [Bar(1) for _ in range(ST)]
-    vfull = [Bar(1) for _ in range(ST)]
-    empty = [Bar(4) for _ in range(ST)]
-    kdata, vdata, hdr = [None] * ST, [None] * ST, [None] * ST
-    qdata, info = [None], [None]
-    rel = [[0] * 4 for _ in range(ST)]  # rel[s][w]: uses of stage s warp w released
-    qrel = [0] * 4                      # rows whose Q warp w released
-    inforead = [0] * 4                  # INFO reads of warp w
-    inflight = []                       # (what, stage or None, value)
+    q = QRing(ST, 4, "row")
     R = len(rows)
-    tile_of = []                        # global tile index -> (row, j)
-    for r, n in enumerate(rows):
-        tile_of += [(r, j) for j in range(n)]
-
-    def land(what, s, val):
-        if what == "q":
-            for w in range(4):
-                if qrel[w] < val:
-                    raise Fail(f"Q of row {val} landed while warp {w} may still read row {qrel[w]}'s")
-            qdata[0] = val
-            qfull.complete_tx(TX)
-            return
-        use = val // ST
-        for w in range(4):
-            if rel[s][w] < use:
-                raise Fail(f"stage {s}: tile {val} landed while warp {w} still read use {rel[s][w]}")
-        (kdata if what == "k" else vdata)[s] = val
-        (kfull if what == "k" else vfull)[s].complete_tx(TX)
-
-    def load_q(r, n):
-        if mutant != "q-early" and r > 0:
-            yield lambda: qempty.done((r - 1) & 1)
-        for w in range(4):
-            if mutant != "info-late" and inforead[w] < r:
-                raise Fail(f"INFO of row {r} written before warp {w} read row {inforead[w]}'s")
-        if mutant == "info-late":
-            qfull.arrive(tx=TX)
-            inflight.append(("q", None, r))
-            yield lambda: True
-            info[0] = (r, n)
-        else:
-            info[0] = (r, n)
-            qfull.arrive(tx=TX)
-            inflight.append(("q", None, r))
-
-    def emit(i):
-        s = i % ST
-        yield lambda: empty[s].done(((i // ST) & 1) ^ 1)
-        for w in range(4):
-            if rel[s][w] < i // ST:
-                raise Fail(f"header of tile {i} written while warp {w} still read stage {s}")
-        hdr[s] = i
-        kfull[s].arrive(tx=TX)
-        vfull[s].arrive(tx=TX)
-        inflight.append(("k", s, i))
-        inflight.append(("v", s, i))
 
     def producer():
         i = 0
@@ -102,25 +46,19 @@ def run(rng, rows, ST, mutant=None, first=None):
             qat = i + (n if mutant == "q-last" else min(f, n))
             for _ in range(n):
                 if i == qat:
-                    yield from load_q(r, n)
-                yield from emit(i)
+                    yield from q.load_q(r, n, mutant)
+                yield from q.emit(i)
                 i += 1
             if i == qat:
-                yield from load_q(r, n)
-        if R > 0:
-            yield lambda: qempty.done((R - 1) & 1)
-        for w in range(4):
-            if inforead[w] < R:
-                raise Fail(f"INFO end written before warp {w} read row {inforead[w]}'s")
-        info[0] = (-1, 0)
-        qfull.arrive()
+                yield from q.load_q(r, n, mutant)
+        yield from q.finish(R)
 
     def consumer(w):
         i, r = 0, 0
         while True:
-            yield lambda: qfull.done(r & 1)
-            x, n = info[0]
-            inforead[w] += 1
+            yield lambda: q.qfull.done(r & 1)
+            x, n = q.info
+            q.inforead[w] += 1
             if x == -1:
                 if r != R:
                     raise Fail(f"warp {w} told to exit after {r} of {R} rows")
@@ -129,51 +67,46 @@ def run(rng, rows, ST, mutant=None, first=None):
                 raise Fail(f"warp {w} read INFO {(x, n)} for row {r}")
 
             def q_is_mine():
-                if qdata[0] != r:
-                    raise Fail(f"warp {w} read Q of row {qdata[0]} for row {r}")
+                if q.qdata != r:
+                    raise Fail(f"warp {w} read Q of row {q.qdata} for row {r}")
 
             if n == 0:
-                qrel[w] += 1
-                qempty.arrive()
+                q.release_q(w)
             else:
                 s0 = i % ST
-                yield lambda: kfull[s0].done((i // ST) & 1)
-                if hdr[s0] != i or kdata[s0] != i:
-                    raise Fail(f"warp {w} tile {i}: header {hdr[s0]}, K {kdata[s0]}")
+                yield lambda: q.kfull[s0].done((i // ST) & 1)
+                if q.hdr[s0] != i or q.kdata[s0] != i:
+                    raise Fail(f"warp {w} tile {i}: header {q.hdr[s0]}, K {q.kdata[s0]}")
                 q_is_mine()
                 if mutant == "qempty-early":
-                    qrel[w] += 1
-                    qempty.arrive()
+                    q.release_q(w)
                 for j in range(1, n):
                     t = i + j
                     sj, sp = t % ST, (t - 1) % ST
-                    yield lambda: kfull[sj].done((t // ST) & 1)
-                    if hdr[sj] != t or kdata[sj] != t:
-                        raise Fail(f"warp {w} tile {t}: header {hdr[sj]}, K {kdata[sj]}")
-                    yield lambda: vfull[sp].done(((t - 1) // ST) & 1)
-                    if vdata[sp] != t - 1:
-                        raise Fail(f"warp {w} tile {t - 1}: V {vdata[sp]}")
+                    yield lambda: q.kfull[sj].done((t // ST) & 1)
+                    if q.hdr[sj] != t or q.kdata[sj] != t:
+                        raise Fail(f"warp {w} tile {t}: header {q.hdr[sj]}, K {q.kdata[sj]}")
+                    yield lambda: q.vfull[sp].done(((t - 1) // ST) & 1)
+                    if q.vdata[sp] != t - 1:
+                        raise Fail(f"warp {w} tile {t - 1}: V {q.vdata[sp]}")
                     q_is_mine()  # S(j) reads Q
                     yield lambda: True  # the wgmma in flight: others may move
-                    rel[sp][w] += 1
-                    empty[sp].arrive()
+                    q.release(w, t - 1)
                 if mutant != "qempty-early":
-                    qrel[w] += 1
-                    qempty.arrive()
+                    q.release_q(w)
                 tl = i + n - 1
                 sl = tl % ST
-                yield lambda: vfull[sl].done((tl // ST) & 1)
-                if vdata[sl] != tl:
-                    raise Fail(f"warp {w} last tile {tl}: V {vdata[sl]}")
-                rel[sl][w] += 1
-                empty[sl].arrive()
+                yield lambda: q.vfull[sl].done((tl // ST) & 1)
+                if q.vdata[sl] != tl:
+                    raise Fail(f"warp {w} last tile {tl}: V {q.vdata[sl]}")
+                q.release(w, tl)
             i += n
             r += 1
 
     threads = {"p": producer()}
     for w in range(4):
         threads[w] = consumer(w)
-    interleave(rng, threads, inflight, land)
+    interleave(rng, threads, q.inflight, q.land)
     return True
 
 
