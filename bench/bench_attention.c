@@ -27,7 +27,7 @@
     } while (0)
 
 static sale_ctx *ctx;
-/* the SM clock and power over the last time_attention's timed calls */
+/* the SM clock over the last time_attention's timed calls */
 static bench_power g_pw;
 
 typedef struct anchor {
