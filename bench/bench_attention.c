@@ -111,6 +111,26 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
  * And, for a design not built (a cluster of two CTAs taking four rows of a
  * group, K/V multicast to both), the L2 reads and each SM's bytes against
  * the two pairs' own unions. */
+/* kept blocks of a mask row */
+static int row_kept(const uint32_t *r, int nkw)
+{
+    int c = 0;
+    for (int w = 0; w < nkw; w++) c += __builtin_popcount(r[w]);
+    return c;
+}
+
+/* a pair of mask rows (ca, cb kept blocks) into a pairing's sums: the longer
+ * row's tiles and the mean of the two (four blocks a tile, the two-row
+ * kernel's), and twice the blocks of their union */
+static void pair_add(const uint32_t *ra, const uint32_t *rb, int ca, int cb, int nkw, double *lng, double *mean,
+                     double *uni)
+{
+    const int ta = (ca + 3) / 4, tb = (cb + 3) / 4;
+    *lng += ta > tb ? ta : tb;
+    *mean += 0.5 * (ta + tb);
+    for (int w = 0; w < nkw; w++) *uni += 2 * __builtin_popcount(ra[w] | rb[w]);
+}
+
 static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv, int nqb, int nkw)
 {
     const int g = Hq / Hkv;
@@ -122,9 +142,7 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
         for (int q = 0; q < nqb; q++) {
             int c[32], rank[32], by_rank[32];
             for (int i = 0; i < g; i++) {
-                const uint32_t *r = mask + ((size_t)(kv * g + i) * nqb + q) * nkw;
-                c[i] = 0;
-                for (int w = 0; w < nkw; w++) c[i] += __builtin_popcount(r[w]);
+                c[i] = row_kept(mask + ((size_t)(kv * g + i) * nqb + q) * nkw, nkw);
                 own += c[i];
             }
             for (int i = 0; i < g; i++) {
@@ -135,12 +153,8 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
             for (int s = 0; s < 2; s++)
                 for (int k = 0; k < g / 2; k++) {
                     const int a = s ? by_rank[2 * k] : 2 * k, b = s ? by_rank[2 * k + 1] : 2 * k + 1;
-                    const int ta = (c[a] + 3) / 4, tb = (c[b] + 3) / 4;
-                    lng[s] += ta > tb ? ta : tb;
-                    mean[s] += 0.5 * (ta + tb);
-                    const uint32_t *ra = mask + ((size_t)(kv * g + a) * nqb + q) * nkw,
-                                   *rb = mask + ((size_t)(kv * g + b) * nqb + q) * nkw;
-                    for (int w = 0; w < nkw; w++) uni[s] += 2 * __builtin_popcount(ra[w] | rb[w]);
+                    pair_add(mask + ((size_t)(kv * g + a) * nqb + q) * nkw, mask + ((size_t)(kv * g + b) * nqb + q) * nkw,
+                             c[a], c[b], nkw, &lng[s], &mean[s], &uni[s]);
                 }
             /* four rows a cluster of two CTAs (ranks 4c..4c + 3, pairs as the kernel's), K/V multicast */
             for (int c4 = 0; g % 4 == 0 && c4 < g / 4; c4++) {
@@ -157,16 +171,9 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
     for (int h = 0; h < Hq; h++)
         for (int q = 0; q + 1 < nqb; q += 2) {
             const uint32_t *ra = mask + ((size_t)h * nqb + q) * nkw, *rb = ra + nkw;
-            int ca = 0, cb = 0;
-            for (int w = 0; w < nkw; w++) {
-                ca += __builtin_popcount(ra[w]);
-                cb += __builtin_popcount(rb[w]);
-                quni += 2 * __builtin_popcount(ra[w] | rb[w]);
-            }
+            const int ca = row_kept(ra, nkw), cb = row_kept(rb, nkw);
             qown += ca + cb;
-            const int ta = (ca + 3) / 4, tb = (cb + 3) / 4;
-            qlng += ta > tb ? ta : tb;
-            qmean += 0.5 * (ta + tb);
+            pair_add(ra, rb, ca, cb, nkw, &qlng, &qmean, &quni);
         }
     fprintf(stderr, "bench: N=%d tau=%g attend pairs (query blocks 2m, 2m+1 of a head): longer row / mean x%.3f, "
                     "union / own x%.3f\n",
