@@ -537,11 +537,13 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
              (s = tma_map(ctx, &tp.tv2, "v", p->v, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->v_sb,
                           p->v_sh, p->v_sn, 64))))
             return s;
-        /* the rows kernel is persistent: two CTAs an SM take the rows from a
-         * counter (any grid is correct: wgmma_rows.cuh) */
+        /* the sm_90a attend kernels are persistent: two CTAs an SM (rows) or
+         * one (two-row) take the work from a counter (any grid is correct:
+         * wgmma_rows.cuh, wgmma_attn.cuh) */
         unsigned grid = L[0].grid[0];
-        if (sale_layout_wgmma_rows(&lc) && sms > 0 && grid > 2u * (unsigned)sms)
-            grid = 2u * (unsigned)sms;
+        const int per_sm = sale_layout_persistent_per_sm(&lc);
+        if (per_sm > 0 && sms > 0 && grid > (unsigned)per_sm * (unsigned)sms)
+            grid = (unsigned)per_sm * (unsigned)sms;
         return sale_kernel_launch(ctx, (const sale_kernel *)k, L[0].entry, grid, L[0].grid[1], L[0].grid[2],
                                   L[0].block, L[0].smem, &tp, sizeof tp, stream);
     }

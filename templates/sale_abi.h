@@ -43,7 +43,8 @@ typedef struct sale_params {
                                  written by quantize; the exact scores of fused/select/attend
                                  read it through k (see "Units" in sale-algorithm.md) */
     sale_u64 sync;            /* sale_layout_sync_words(B, Hq, Hkv) u32 counters (quantize: 3,
-                                 then one per batch and head; the rows attend kernel: 2), zero
+                                 then one per batch and head; the persistent sm_90a attend
+                                 kernels, rows and two-row: the same 2), zero
                                  before a launch; each launch leaves them zero */
     int B, Hq, Hkv, N;
     int nqb, nkb, nkw, group; /* group = Hq / Hkv */

@@ -105,6 +105,9 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
 /* the rows kernel's queue of row chunks, scheduler to issuer (wgmma_rows.cuh:
  * 2 slots of a 16-byte header and 32 tiles of 8 bytes) */
 #define SALE_WR_QUEUE_BYTES 544u
+/* the persistent two-row attend kernel's queue (wgmma_attn.cuh): 2 slots of
+ * a 32-byte header and 16 tiles of 32 bytes (four blocks, two own masks) */
+#define SALE_WG_QUEUE_BYTES 1088u
 /* the rows kernel's staged store (wgmma_rows.cuh, store_staged): a consumer
  * warp's 16 rows of O in 4 KB of the last tile's K stage, row r (0..15) 256
  * bytes, its 16-byte chunk ch (columns 8 ch .. 8 ch + 7) at position
@@ -229,8 +232,9 @@ static SALE_HD SALE_CX inline unsigned sale_layout_smem(const sale_layout_cfg *c
                2u * (unsigned)c->stages * 4u * (SALE_SE_KT + 16u) * 4u + 128u;
     if (sale_layout_wgmma_rows(c)) /* the 64-row Q tile, stages x (K, V) tiles of 64 keys, barriers, the scheduler's queue; no slack */
         return 16384u + 2u * (unsigned)c->stages * 16384u + 256u + SALE_WR_QUEUE_BYTES;
-    if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles of SALE_WG_TILE keys, barriers */
-        return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)SALE_WG_TILE * 256u + 256u;
+    if (sale_layout_wgmma(c)) /* 1 KB alignment slack, the Q tile, stages x (K, V) tiles of SALE_WG_TILE keys, barriers; attend: the queue */
+        return 1024u + 32768u + 2u * (unsigned)c->stages * (unsigned)SALE_WG_TILE * 256u + 256u +
+               (c->family == SALE_LF_ATTEND ? SALE_WG_QUEUE_BYTES : 0u);
     rb = (unsigned)c->head_dim * 2u;
     kt = (unsigned)sale_layout_kt(c);
     if (c->family == SALE_LF_SELECT && c->block_q == 16 * c->warps) {
@@ -415,6 +419,15 @@ static SALE_HD inline unsigned long long sale_layout_rows_sync(int B, int Hq, in
 }
 static SALE_HD inline unsigned long long sale_layout_sync_words(int B, int Hq, int Hkv) {
     return sale_layout_rows_sync(B, Hq, Hkv) + 2ull;
+}
+
+/* CTAs an SM of a persistent kernel (the host launches at most this many
+ * times the SM count; any grid is correct): the rows attend kernel 2, the
+ * two-row attend kernel 1 (its ~227 KB of shared memory); 0: not persistent */
+static SALE_HD inline int sale_layout_persistent_per_sm(const sale_layout_cfg *c) {
+    if (sale_layout_wgmma_rows(c)) return 2;
+    if (sale_layout_wgmma(c) && c->family == SALE_LF_ATTEND) return 1;
+    return 0;
 }
 
 /* the launches of one family, in order. Returns the count (<= 4) or -1. */

@@ -16,8 +16,14 @@
  * row's blocks (and of an empty last slot) to -inf (DwTileHeaders,
  * mask_quad). The union costs x1.2-1.4 work on the structured inputs and
  * halves the K/V bytes a row moves (bench/RESULTS.md, fourth session).
- * sale_attention runs this attend above the 64K length bucket; up to it,
- * the rows kernel (wgmma_rows.cuh: one mask row a CTA, two CTAs an SM).
+ * The attend is persistent (sixteenth session): one CTA an SM takes the
+ * work items from a counter; warp 1 (the scheduler) pairs, counts and walks
+ * each item's union into a queue in shared memory, lane 0 of warp 0 (the
+ * issuer) turns it into the copies; the ring and the Q tile carry over
+ * from item to item (bench/wgmma/attn_persist_model.py checks the barrier
+ * protocol). sale_attention runs this attend above the 128K length bucket;
+ * up to it, the rows kernel (wgmma_rows.cuh: one mask row a CTA, two CTAs
+ * an SM).
  *
  * CTA: 128 query rows of one (batch, q head) (attend: two 64-row mask rows),
  * heaviest query blocks first;
@@ -61,13 +67,14 @@
  * 384, rounded down to 8: 64512 in all); the consumers' increase must be
  * covered by what the producer warpgroup frees, or setmaxnreg.inc waits
  * forever: 128 (168 - P) >= 256 (C - 168). Dense: P 24, C 240. Attend's
- * producer also scans two mask rows and writes tile headers (24 spill):
- * P 32, C 232. */
-#define DW_PRODUCER_REGS (DW_ATTEND ? 40 : 24)
-#define DW_CONSUMER_REGS (DW_ATTEND ? 232 : 240)
+ * producer warpgroup holds the scheduler (the union's counts and walk, the
+ * queue) and the issuer: at P 40 they spilled 148 bytes; P 56, C 224 (no
+ * spills in either role). */
+#define DW_PRODUCER_REGS (DW_ATTEND ? 56 : 24)
+#define DW_CONSUMER_REGS (DW_ATTEND ? 224 : 240)
 static_assert(128 * (168 - DW_PRODUCER_REGS) >= 256 * (DW_CONSUMER_REGS - 168), "setmaxnreg: the consumers' registers must be freed by the producer"); /* attend: query blocks a chunk of the CTA order */
-static_assert(8 + 24 * SALE_STAGES <= (DW_ATTEND ? 96 : 120) && 128 + DW_HDR * SALE_STAGES <= 256,
-              "barriers, (attend) the block counts of each kind and the tile count at +96, headers from +128, in 256 B");
+static_assert(8 + 24 * SALE_STAGES <= (DW_ATTEND ? 80 : 120) && 128 + DW_HDR * SALE_STAGES <= 224,
+              "barriers (attend: QEMPTY at +80, the queue's at +88), (attend) tile headers from +128, INFO at +224, in 256 B");
 
 static_assert(SALE_WARPS == 12, "the wgmma dense kernel is three warpgroups");
 static_assert(SALE_STAGES == 2 || SALE_STAGES == 3, "the wgmma dense ring has 2 or 3 stages");
@@ -77,7 +84,8 @@ static constexpr sale_layout_cfg DW_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
 static_assert(sale_layout_wgmma(&DW_LCFG), "the host would not launch this kernel for this key");
-static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * SALE_STAGES * DW_KTILE + 256u,
+static_assert(sale_layout_smem(&DW_LCFG) == 1024u + DW_TILE + 2u * SALE_STAGES * DW_KTILE + 256u +
+                                                (DW_ATTEND ? SALE_WG_QUEUE_BYTES : 0u),
               "shared-memory layout of the wgmma dense kernel and sale_layout_smem() disagree");
 
 #include "wgmma_mma.cuh"     /* dw_mma_ss, dw_mma_rs (and wgmma_common.cuh) */
@@ -105,6 +113,18 @@ struct DwTiles {
 
 #if DW_ATTEND
 #include "wgmma_union.cuh" /* DwUnion: the union of the two rows, tile by tile */
+
+/* attend is persistent: the scheduler (warp 1) takes the work items and
+ * walks each one's union into a queue of DW_PQS slots in shared memory (a
+ * 32-byte header {x, tiles, tiles of this slot, b; h0, h1, q0, q1}, then
+ * DW_PQT tiles of 32 bytes {blk[4]; own[0], own[1]}); LFULL / LEMPTY hand a
+ * slot over and back. The issuer (lane 0 of warp 0) turns it into the
+ * ring's copies and the Q tiles. */
+#define DW_PQS 2
+#define DW_PQT 16
+#define DW_PQSLOT (32 + 32 * DW_PQT)
+static_assert(DW_PQS * DW_PQSLOT == SALE_WG_QUEUE_BYTES, "the queue as sale_layout_smem() counts it");
+static_assert(DW_PQT >= SALE_STAGES, "the issuer copies a work item's first SALE_STAGES tiles from its first slot");
 
 /* the consumer's view of attend's tiles: the producer wrote each tile's
  * blocks and both warpgroups' own bits into the stage's header (shared
@@ -146,6 +166,19 @@ struct DenseWg : DwRowState<DW_BN, DW_HALF> {
                               OFF_BAR = DW_TILE + 2 * ST * DW_KTILE;
 
     sale_u32 sQ, sK, sV, QFULL, KFULL, VFULL, EMPTY, HDR;
+    /* the Q tile, the ring and its barriers from the 1 KB-aligned base of
+     * dynamic shared memory; returns the barriers' area (OFF_BAR) */
+    SALE_DEV sale_u32 place(sale_u32 base) {
+        sQ = base + OFF_Q;
+        sK = base + OFF_K;
+        sV = base + OFF_V;
+        const sale_u32 bar = base + OFF_BAR;
+        QFULL = bar;
+        KFULL = bar + 8;
+        VFULL = bar + 8 + 8 * ST;
+        EMPTY = bar + 8 + 16 * ST;
+        return bar;
+    }
     int qb, b, h, kvh, nkt;
     /* the last key tile the CTA's rows see; a tile past the CTA's first row needs the causal mask */
     SALE_DEV int last_tile() const { return ((qb + 1) * DW_BM) / DW_BN - 1; }
@@ -176,34 +209,154 @@ struct DenseWg : DwRowState<DW_BN, DW_HALF> {
     /* attend's producer: the two query tiles (64 rows each, warpgroup w's at
      * sQ + w x 8 KB in each half), then the union's tiles of four blocks,
      * each block as two 32-row boxes of K and of V */
-    const sale_u32 *rows[2];
-    int hw[2], qw[2], hiw[2]; /* per consumer warpgroup: head, 64-row query block, last block */
-    SALE_DEV void produce_union(const sale_tma_params &tp) {
-        if (nkt == 0) return; /* the consumers will not wait for Q either */
+    sale_u32 QEMPTY, INFO, LFULL, LEMPTY, LQ;
+    SALE_DEV sale_u32 pslot(int k) const { return LQ + (sale_u32)(k % DW_PQS) * DW_PQSLOT; }
+    /* the scheduler, warp 1, all 32 lanes: an item when a slot is free (so
+     * the items in flight stay within a slot of the work order, which keeps
+     * one KV head's K/V in L2), its rows paired by kept count, their union
+     * counted (every lane) and walked (lane 0) into the queue */
+    SALE_DEV void schedule(const sale_params &p, unsigned int *ctr, unsigned int total, int lane) {
+        int k = 0;
+        for (;;) {
+            if (lane == 0) dw_mbar_wait(LEMPTY + 8 * (k % DW_PQS), ((k / DW_PQS) & 1) ^ 1);
+            unsigned int x = 0;
+            if (lane == 0) x = atomicAdd(ctr, 1u);
+            x = __shfl_sync(0xffffffffu, x, 0);
+            if (x >= total) break;
+            int ib, ih[2], iq[2];
+            if (!dw_attend_item(p, (int)x, ib, ih, iq)) continue; /* rows past N: nothing to do */
+            dw_pair_by_kept(p, ib, ih, iq[0]);
+            const sale_u32 *r[2];
+            int hi[2];
+#pragma unroll
+            for (int w = 0; w < 2; w++) {
+                r[w] = iq[w] < p.nqb ? (const sale_u32 *)p.mask + (((long long)ib * p.Hq + ih[w]) * p.nqb + iq[w]) * p.nkw
+                                     : 0;
+                hi[w] = ((iq[w] * 64 + 64 < p.N ? iq[w] * 64 + 64 : p.N) - 1) / 32;
+            }
+            DwUnion pr;
+            pr.begin(r[0], hi[0], r[1], hi[1]);
+            int n0, n1, n2;
+            pr.counts(lane, n0, n1, n2);
+            if (lane == 0) {
+                const int hd[8] = {(int)x, DwUnion::tiles(n0, n1, n2), 0, ib, ih[0], ih[1], iq[0], iq[1]};
+                pr.rem0 = n0;
+                pr.rem1 = n1;
+                pr.rem2 = n2;
+                int t = 0, blk[4];
+                sale_u32 own[2];
+                while (pr.next(blk, own)) {
+                    if (t == DW_PQT) { /* the slot is full: hand it over, wait for the next */
+                        publish(k++, hd, t);
+                        t = 0;
+                        dw_mbar_wait(LEMPTY + 8 * (k % DW_PQS), ((k / DW_PQS) & 1) ^ 1);
+                    }
+                    const sale_u32 a = pslot(k) + 32u + 32u * (sale_u32)t;
+                    asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(blk[0]), "r"(blk[1]),
+                                 "r"(blk[2]), "r"(blk[3]) : "memory");
+                    asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(a + 16), "r"(own[0]), "r"(own[1]) : "memory");
+                    t++;
+                }
+                publish(k++, hd, t); /* the item's last slot (0 tiles for an empty item) */
+            }
+            k = __shfl_sync(0xffffffffu, k, 0);
+        }
+        if (lane == 0) {
+            const int end[8] = {-1, 0, 0, 0, 0, 0, 0, 0};
+            publish(k, end, 0); /* a free slot: its LEMPTY was waited on above */
+            /* the last CTA done taking items sets both counters back to zero */
+            if (atomicAdd(ctr + 1, 1u) == gridDim.x - 1) {
+                atomicExch(ctr, 0u);
+                atomicExch(ctr + 1, 0u);
+            }
+        }
+    }
+    /* slot k's header (hd, with t tiles in this slot), then the arrive on LFULL */
+    SALE_DEV void publish(int k, const int (&hd)[8], int t) const {
+        const sale_u32 a = pslot(k);
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(hd[0]), "r"(hd[1]), "r"(t), "r"(hd[3])
+                     : "memory");
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(a + 16), "r"(hd[4]), "r"(hd[5]), "r"(hd[6]),
+                     "r"(hd[7]) : "memory");
+        dw_mbar_arrive(LFULL + 8 * (k % DW_PQS));
+    }
+    /* slot k's header, once published */
+    SALE_DEV void take(int k, int (&hd)[8]) const {
+        dw_mbar_wait(LFULL + 8 * (k % DW_PQS), (k / DW_PQS) & 1);
+        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n" : "=r"(hd[0]), "=r"(hd[1]), "=r"(hd[2]), "=r"(hd[3])
+                     : "r"(pslot(k)));
+        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n" : "=r"(hd[4]), "=r"(hd[5]), "=r"(hd[6]), "=r"(hd[7])
+                     : "r"(pslot(k) + 16u));
+    }
+    /* item r's two query tiles, once the consumers are done with item r - 1
+     * (QEMPTY), with {b, h0, h1, q0, q1, tiles} in INFO first (the arrive on
+     * QFULL releases both; an item without tiles loads no Q) */
+    SALE_DEV void load_q(const sale_tma_params &tp, int r, const int (&hd)[8]) {
+        if (r > 0) dw_mbar_wait(QEMPTY, (r - 1) & 1);
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(INFO), "r"(hd[3]), "r"(hd[4]), "r"(hd[5]),
+                     "r"(hd[6]) : "memory");
+        asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(INFO + 16), "r"(hd[7]), "r"(hd[1]) : "memory");
+        if (hd[1] == 0) {
+            dw_mbar_arrive(QFULL);
+            return;
+        }
         dw_mbar_expect_tx(QFULL, DW_TILE);
 #pragma unroll
         for (int w = 0; w < 2; w++) {
-            dw_tma_4d(sQ + w * 8192, &tp.tq, 0, qw[w] * 64, hw[w], b, QFULL);
-            dw_tma_4d(sQ + DW_HALF + w * 8192, &tp.tq, 64, qw[w] * 64, hw[w], b, QFULL);
+            dw_tma_4d(sQ + w * 8192, &tp.tq, 0, hd[6 + w] * 64, hd[4 + w], hd[3], QFULL);
+            dw_tma_4d(sQ + DW_HALF + w * 8192, &tp.tq, 64, hd[6 + w] * 64, hd[4 + w], hd[3], QFULL);
         }
-        DwUnion pr;
-        pr.begin(rows[0], hiw[0], rows[1], hiw[1]);
-        asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(pr.rem0), "=r"(pr.rem1) : "r"(HDR - 32));
-        asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(pr.rem2) : "r"(HDR - 24)); /* warp 0's counts */
-        int blk[4];
-        sale_u32 own[2];
-        for (int i = 0; pr.next(blk, own); i++) {
-            const int s = i % ST;
-            dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
-            {
-                const sale_u32 a = HDR + s * DW_HDR;
-                asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(blk[0]), "r"(blk[1]), "r"(blk[2]),
-                             "r"(blk[3]) : "memory");
-                asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(a + 16), "r"(own[0]), "r"(own[1]) : "memory");
+    }
+    /* the issuer, lane 0 of warp 0: items from the queue, in its order. Q
+     * after the item's first min(ST, tiles) tiles: their stages are free once
+     * the consumers finish item r - 1 (they release every tile of it before
+     * QEMPTY), so those copies run under the previous item's last P V and
+     * store; a later tile needs a stage that only this item's consumption
+     * frees, which needs Q. */
+    SALE_DEV void issue(const sale_tma_params &tp) {
+        const sale_params &p = tp.p;
+        int i = 0, k = 0, r = 0;
+        for (;; r++) {
+            int hd[8];
+            take(k, hd);
+            if (hd[0] < 0) break;
+            b = hd[3];
+            kvh = hd[4] / p.group;
+            const int nt = hd[1], qat = i + (nt < ST ? nt : ST);
+            for (int done = 0;;) {
+                const int t = hd[2];
+                for (int j = 0; j < t; j++) {
+                    if (i == qat) load_q(tp, r, hd);
+                    int blk[4];
+                    sale_u32 own[2];
+                    const sale_u32 a = pslot(k) + 32u + 32u * (sale_u32)j;
+                    asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+                                 : "=r"(blk[0]), "=r"(blk[1]), "=r"(blk[2]), "=r"(blk[3])
+                                 : "r"(a));
+                    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(own[0]), "=r"(own[1]) : "r"(a + 16));
+                    const int s = i % ST;
+                    dw_mbar_wait(EMPTY + 8 * s, ((i / ST) & 1) ^ 1);
+                    asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(HDR + s * DW_HDR), "r"(blk[0]),
+                                 "r"(blk[1]), "r"(blk[2]), "r"(blk[3]) : "memory");
+                    asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(HDR + s * DW_HDR + 16), "r"(own[0]),
+                                 "r"(own[1]) : "memory");
+                    load_quad(sK + s * DW_KTILE, &tp.tk, blk, KFULL + 8 * s);
+                    load_quad(sV + s * DW_KTILE, &tp.tv, blk, VFULL + 8 * s);
+                    i++;
+                }
+                dw_mbar_arrive(LEMPTY + 8 * (k % DW_PQS));
+                k++;
+                done += t;
+                if (done >= nt) break;
+                take(k, hd);
             }
-            load_quad(sK + s * DW_KTILE, &tp.tk, blk, KFULL + 8 * s);
-            load_quad(sV + s * DW_KTILE, &tp.tv, blk, VFULL + 8 * s);
+            if (i == qat) load_q(tp, r, hd);
         }
+        /* the end: INFO's b = -1 (QFULL completes by the arrive alone) */
+        if (r > 0) dw_mbar_wait(QEMPTY, (r - 1) & 1);
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(INFO), "r"(-1), "r"(0), "r"(0), "r"(0)
+                     : "memory");
+        dw_mbar_arrive(QFULL);
     }
     /* one K or V stage of a tile: block blk[t] (an empty slot repeats blk[0])
      * into rows 32t..32t+31 of both 64-column halves, on barrier bar */
@@ -317,19 +470,19 @@ struct DenseWg : DwRowState<DW_BN, DW_HALF> {
      * (the other row's own) are released unread: that consumer works on
      * them meanwhile. Nothing stays held across a skip, so the producer is
      * never waiting on this warpgroup for a stage it has skipped past. */
-    SALE_DEV void consume_runs(DwTileHeaders &tl) {
-        dw_mbar_wait(QFULL, 0);
+    SALE_DEV void consume_runs(DwTileHeaders &tl, int i0) {
+        /* j: the item's tile; g = i0 + j: the CTA's, which sets the stage and its phase */
         float a0, a1;
         int j = 0;
         for (;;) {
             for (; j < nkt; j++) { /* skip to the run's first tile */
-                const int s = j % ST;
-                dw_mbar_wait(KFULL + 8 * s, (j / ST) & 1);
+                const int g = i0 + j, s = g % ST;
+                dw_mbar_wait(KFULL + 8 * s, (g / ST) & 1);
                 if (tl.load(*this, s)) break;
                 release(s);
             }
             if (j >= nkt) break;
-            int sj = j % ST; /* the run's first tile: S alone */
+            int sj = (i0 + j) % ST; /* the run's first tile: S alone */
             dw_fence();
             issue_s(sj);
             dw_commit();
@@ -338,11 +491,12 @@ struct DenseWg : DwRowState<DW_BN, DW_HALF> {
             tl.mask(*this);
             softmax(a0, a1);
             rescale(a0, a1);
-            int jp = j++;
+            int jp = i0 + j++;
             for (; j < nkt; j++) { /* the run: S(j) under P V(jp) */
-                sj = j % ST;
+                const int g = i0 + j;
+                sj = g % ST;
                 const int sp = jp % ST;
-                dw_mbar_wait(KFULL + 8 * sj, (j / ST) & 1);
+                dw_mbar_wait(KFULL + 8 * sj, (g / ST) & 1);
                 if (!tl.load(*this, sj)) break;
                 convert_p();
                 dw_mbar_wait(VFULL + 8 * sp, (jp / ST) & 1);
@@ -359,7 +513,7 @@ struct DenseWg : DwRowState<DW_BN, DW_HALF> {
                 dw_fence_acc(O);
                 rescale(a0, a1);
                 release(sp);
-                jp = j;
+                jp = g;
             }
             last_pv(jp); /* the run's last P V */
         }
@@ -384,67 +538,20 @@ SALE_DEV void dw_dense_mask(const sale_params &p, int b, int h, int r0, int ctid
 
 #endif
 
-#if DW_ATTEND
-#define DW_ENTRY sale_attend_kernel
-#else
-#define DW_ENTRY sale_dense_kernel
-#endif
-extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const __grid_constant__ sale_tma_params tp) {
+#if !DW_ATTEND
+extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) sale_dense_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
     extern __shared__ __align__(1024) unsigned char dw_smem[];
     const sale_u32 base = (sale_smem_addr(dw_smem) + 1023u) & ~1023u;
     DenseWg st;
-    st.sQ = base + DenseWg::OFF_Q;
-    st.sK = base + DenseWg::OFF_K;
-    st.sV = base + DenseWg::OFF_V;
-    const sale_u32 bar = base + DenseWg::OFF_BAR;
-    st.QFULL = bar;
-    st.KFULL = bar + 8;
-    st.VFULL = bar + 8 + 8 * DenseWg::ST;
-    st.EMPTY = bar + 8 + 16 * DenseWg::ST;
+    const sale_u32 bar = st.place(base);
 
-#if DW_ATTEND
-    /* the attend keeps the per-thread index: the lane-0 shuffle below measured
-     * +1-4% on it (tenth session, uniform_roles.patch; its tile counter comes
-     * from shared memory, so fewer of its descriptors move to the uniform
-     * datapath, and ptxas schedules the loop differently) */
-    const int tid = threadIdx.x, wg = tid >> 7;
-#else
     /* the warpgroup as a warp-uniform value (a shuffle from lane 0): ptxas keeps
      * the role branches and the wgmma descriptors in uniform registers (R2UR
      * 36 -> 5; dense -1% at 64K and 128K, tenth session) */
     const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
-#endif
     const int nbh = p.B * p.Hq;
     const int nqt = (p.N + DW_BM - 1) / DW_BM;
-#if DW_ATTEND
-    /* the CTA's two 64-row mask rows, one a consumer warpgroup, sharing every
-     * K/V tile of their union (sale_layout_wgmma: block_q 64): work item
-     * blockIdx.x of dw_attend_item's order (wgmma_union.cuh); the grid is
-     * ceil(N / 128) x Hq x B. */
-    if (!dw_attend_item(p, (int)blockIdx.x, st.b, st.hw, st.qw)) return; /* rows past N: the whole CTA, before any barrier */
-    dw_pair_by_kept(p, st.b, st.hw, st.qw[0]); /* two heads: paired by kept count (one head: it returns) */
-    {
-        st.kvh = st.hw[0] / p.group;
-#pragma unroll
-        for (int w = 0; w < 2; w++) {
-            const int q = st.qw[w];
-            st.rows[w] = q < p.nqb ? (const sale_u32 *)p.mask + (((long long)st.b * p.Hq + st.hw[w]) * p.nqb + q) * p.nkw : 0;
-            st.hiw[w] = ((q * 64 + 64 < p.N ? q * 64 + 64 : p.N) - 1) / 32;
-        }
-    }
-    st.HDR = bar + 128; /* after 1 + 3 ST <= 10 barriers; ST x DW_HDR <= 96 bytes */
-    if (tid < 32) { /* how many tiles, counted by warp 0, passed through shared memory */
-        DwUnion pr;
-        pr.begin(st.rows[0], st.hiw[0], st.rows[1], st.hiw[1]);
-        int n0, n1, n2;
-        pr.counts(tid, n0, n1, n2);
-        if (tid == 0) {
-            asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(bar + 96), "r"(n0), "r"(n1), "r"(n2),
-                         "r"(DwUnion::tiles(n0, n1, n2)) : "memory");
-        }
-    }
-#else
     st.qb = nqt - 1 - (int)(blockIdx.x / nbh); /* heaviest query tiles first */
     {
         const int bh = (int)(blockIdx.x % nbh);
@@ -453,7 +560,6 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         st.kvh = st.h / p.group;
     }
     st.nkt = st.qb + 1; /* dense: key tiles 0..qb (DW_BM == DW_BN) */
-#endif
 
     if (tid == 0) {
         dw_mbar_init(st.QFULL, 1);
@@ -465,30 +571,16 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-#if DW_ATTEND
-    asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(st.nkt) : "r"(bar + 108));
-#endif
 
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(DW_PRODUCER_REGS));
-#if DW_ATTEND
-        if (tid == 0) st.produce_union(tp);
-#else
         if (tid == 0) st.produce(tp);
-#endif
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(DW_CONSUMER_REGS));
         const int cw = wg - 1, wtid = tid & 127, warp = wtid >> 5;
         st.lane = tid & 31;
         st.c4 = st.lane & 3;
-#if DW_ATTEND
-        /* (selects, not st.hw[cw]: a runtime index would put st, S and O included, in local memory) */
-        st.h = cw ? st.hw[1] : st.hw[0];
-        const int myq = cw ? st.qw[1] : st.qw[0];
-        st.row0 = myq * 64 + warp * 16 + (st.lane >> 2);
-#else
         st.row0 = st.qb * DW_BM + cw * 64 + warp * 16 + (st.lane >> 2);
-#endif
         st.sl2 = p.scale_log2;
         st.qdesc = dw_desc(st.sQ + cw * 8192, 16, 1024);
         st.kdesc = dw_desc(st.sK, 16, 1024);
@@ -497,22 +589,105 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) DW_ENTRY(const 
         st.l0 = st.l1 = 0.f;
 #pragma unroll
         for (int i = 0; i < 64; i++) st.O[i] = 0.f;
-#if DW_ATTEND
-        DwTileHeaders tl;
-        tl.hdr = st.HDR;
-        tl.cw = cw;
-        tl.first_row = myq * 64;
-        if (st.nkt > 0) st.consume_runs(tl);
-#else
         DwTiles tl;
         tl.begin(st.last_tile());
         st.consume(tl);
-#endif
         st.store(p, st.b, st.h);
-#if !DW_ATTEND
         if (p.mask) dw_dense_mask(p, st.b, st.h, st.qb * DW_BM, tid - 128);
-#endif
     }
 }
+
+
+#else
+/* attend, persistent: gridDim.x <= the work items (the host launches one CTA
+ * an SM); each CTA takes items in dw_attend_item's order from a counter in
+ * the workspace (the rows kernel's: the two never run at once on one
+ * workspace, and each launch leaves it zero). The ring, its phases and the
+ * Q tile carry over from item to item. Warp 1 schedules, lane 0 of warp 0
+ * issues (DenseWg::schedule, issue); warpgroups 1 and 2 consume. */
+extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) sale_attend_kernel(const __grid_constant__ sale_tma_params tp) {
+    const sale_params &p = tp.p;
+    extern __shared__ __align__(1024) unsigned char dw_smem[];
+    const sale_u32 base = (sale_smem_addr(dw_smem) + 1023u) & ~1023u;
+    DenseWg st;
+    const sale_u32 bar = st.place(base);
+    st.QEMPTY = bar + 80;
+    st.LFULL = bar + 88;             /* DW_PQS each */
+    st.LEMPTY = bar + 88 + 8 * DW_PQS;
+    st.HDR = bar + 128;              /* ST x DW_HDR <= 96 bytes */
+    st.INFO = bar + 224;             /* {b, h0, h1, q0; q1, tiles} */
+    st.LQ = bar + 256;               /* the queue: DW_PQS slots of DW_PQSLOT bytes */
+    /* (the per-thread index, not a shuffle: tenth session, uniform_roles.patch) */
+    const int tid = threadIdx.x, wg = tid >> 7;
+    if (tid == 0) {
+        dw_mbar_init(st.QFULL, 1);
+        dw_mbar_init(st.QEMPTY, 8); /* one arrive per consumer warp */
+        for (int s = 0; s < DenseWg::ST; s++) {
+            dw_mbar_init(st.KFULL + 8 * s, 1);
+            dw_mbar_init(st.VFULL + 8 * s, 1);
+            dw_mbar_init(st.EMPTY + 8 * s, 8); /* one arrive per consumer warp */
+        }
+        for (int s = 0; s < DW_PQS; s++) {
+            dw_mbar_init(st.LFULL + 8 * s, 1);  /* the scheduler's lane 0 */
+            dw_mbar_init(st.LEMPTY + 8 * s, 1); /* the issuer */
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(DW_PRODUCER_REGS));
+        const int warp = tid >> 5;
+        if (warp == 1)
+            st.schedule(p, (unsigned int *)p.sync + sale_layout_rows_sync(p.B, p.Hq, p.Hkv),
+                        (unsigned int)((p.N + DW_BM - 1) / DW_BM) * (unsigned int)p.Hq * (unsigned int)p.B, tid & 31);
+        else if (tid == 0)
+            st.issue(tp);
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(DW_CONSUMER_REGS));
+    const int cw = wg - 1, wtid = tid & 127, warp = wtid >> 5;
+    st.lane = tid & 31;
+    st.c4 = st.lane & 3;
+    st.sl2 = p.scale_log2;
+    st.qdesc = dw_desc(st.sQ + cw * 8192, 16, 1024);
+    st.kdesc = dw_desc(st.sK, 16, 1024);
+    st.vdesc = dw_desc(st.sV, DW_KHALF, 1024);
+    DwTileHeaders tl;
+    tl.hdr = st.HDR;
+    tl.cw = cw;
+    int i = 0;
+    for (int r = 0;; r++) {
+        dw_mbar_wait(st.QFULL, r & 1);
+        /* lane 0 reads the item and hands it round (the issuer rewrites INFO
+         * once QEMPTY completes, which lane 0 of each warp arrives on) */
+        int v0 = 0, v1 = 0, v2 = 0, v3 = 0, v4 = 0, v5 = 0;
+        if (st.lane == 0) {
+            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
+                         : "r"(st.INFO));
+            asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(v4), "=r"(v5) : "r"(st.INFO + 16));
+        }
+        st.b = __shfl_sync(0xffffffffu, v0, 0);
+        if (st.b < 0) break;
+        /* (selects, not arrays indexed by cw: a runtime index would put st, S and O in local memory) */
+        st.h = __shfl_sync(0xffffffffu, cw ? v2 : v1, 0);
+        const int myq = __shfl_sync(0xffffffffu, cw ? v4 : v3, 0);
+        st.nkt = __shfl_sync(0xffffffffu, v5, 0);
+        st.row0 = myq * 64 + warp * 16 + (st.lane >> 2);
+        st.m0 = st.m1 = SALE_NEG_INF;
+        st.l0 = st.l1 = 0.f;
+#pragma unroll
+        for (int k = 0; k < 64; k++) st.O[k] = 0.f;
+        tl.first_row = myq * 64;
+        if (st.nkt > 0) st.consume_runs(tl, i);
+        /* every S and P V of this item done, every stage of it released:
+         * Q may be reloaded while this warp stores */
+        __syncwarp();
+        if (st.lane == 0) dw_mbar_arrive(st.QEMPTY);
+        st.store(p, st.b, st.h);
+        i += st.nkt;
+    }
+}
+#endif
 
 #endif

@@ -506,6 +506,32 @@ Test(key, attend_rows_kernel_layout_plan_and_default)
     cr_assert(!sale_layout_rows_default(&o, 32768), "block_k 64: the attend wgmma kernels read 32-key blocks");
 }
 
+/* the persistent sm_90a attend kernels: how many CTAs an SM the host
+ * launches (any grid is correct), and the two-row kernel's shared memory
+ * (its queue included) within what one CTA may have */
+Test(key, persistent_attend_kernels_per_sm_and_two_row_smem)
+{
+    sale_layout_cfg rows = {SALE_LF_ATTEND, 128, 64, 32, 128, 128, 1, 8, SALE_WR_WARPS, 3, 901, 0};
+    sale_layout_cfg two = rows;
+    two.warps = SALE_WG_WARPS;
+    char why[160];
+    cr_assert_eq(sale_layout_persistent_per_sm(&rows), 2);
+    cr_assert_eq(sale_layout_persistent_per_sm(&two), 1);
+    cr_assert(sale_layout_legal(&two, why, sizeof why), "%s", why);
+    cr_assert_eq(sale_layout_smem(&two), 1024u + 32768u + 3u * 2u * 32768u + 256u + SALE_WG_QUEUE_BYTES);
+    cr_assert_leq(sale_layout_smem(&two), 232448u, "one CTA an SM: 227 KB");
+    sale_layout_cfg d = two;
+    d.family = SALE_LF_DENSE;
+    cr_assert_eq(sale_layout_persistent_per_sm(&d), 0, "dense is one CTA a query tile");
+    cr_assert_eq(sale_layout_smem(&d), 1024u + 32768u + 3u * 2u * 32768u + 256u, "dense has no queue");
+    d = two;
+    d.arch = 90;
+    cr_assert_eq(sale_layout_persistent_per_sm(&d), 0, "sm_90: the mma.sync attend");
+    d = two;
+    d.family = SALE_LF_SELECT;
+    cr_assert_eq(sale_layout_persistent_per_sm(&d), 0);
+}
+
 /* a key asking for the rows kernel parses, resolves and formats as itself */
 Test(key, attend_rows_key_round_trips)
 {
