@@ -559,12 +559,14 @@ int main(int argc, char **argv)
     printf("\n%s, B=1 Hq=%d Hkv=%d D=%d bf16 causal, structured inputs (times in ms, median of %d)\n\n", di.name,
            Hq, Hkv, D, reps);
     if (fixed_only) {
-        printf("two-pass, thr = fixed (on sm_90a: the wgmma select, warps 20, and the wgmma attend); phases from "
+        printf("two-pass, thr = fixed (on sm_90a: the wgmma select, warps 20, and the wgmma attend; above %dK the "
+               "device picks the attend kernel: two-row iff the estimated kept blocks reach %.3f of the causal "
+               "ones, else rows); phases from "
                "CUDA events, each the median of %d calls; attend is owed d x our dense (issue 10: within 1.2x)\n\n"
                "| N | tau | density | SDPA cuDNN | our dense | two-pass fixed | quantize + select + attend | d x dense | "
                "attend / (d x dense) | rel L1 | cuDNN / fixed | attend, other kernel (warps 12 to %dK, 5 above) | "
                "other / (d x dense) | rel L1 other |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-               PHASE_CALLS, SALE_WR_DEFAULT_MAX_N / 1024);
+               SALE_WR_PICK_MIN_N / 1024, SALE_WR_PICK_DENSITY, PHASE_CALLS, SALE_WR_DEFAULT_MAX_N / 1024);
         for (int r = 0; r < nfonly; r++)
             printf("%s\n", fonly[r]);
         sale_destroy(ctx);

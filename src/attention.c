@@ -25,7 +25,7 @@ static size_t up(size_t n)
 
 typedef struct plan_sizes {
     int nqb, nkb, nkw, bq, bk, seg, win, est;
-    size_t sync, qcode, kcode, qscale, kscale, qmean, kmean, cterm, tau, mask, kept, scratch, kcent, total;
+    size_t sync, pick, qcode, kcode, qscale, kscale, qmean, kmean, cterm, tau, mask, kept, scratch, kcent, total;
 } plan_sizes;
 
 /* Defaults applied to a copy of the user's args. */
@@ -116,6 +116,7 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     /* first, at offset 0: the quantize counters (their size depends on the
      * shape, so what lies past them does too: see slot->zeroed) */
     s->sync = up((size_t)sale_layout_sync_words(a->batch, a->heads_q, a->heads_kv) * 4);
+    s->pick = up(8); /* sale_params.pick: zeroed by a memset of the calls that use it */
     s->qcode = up(B * Hq * N * D / cb + 16);
     s->kcode = up(B * Hkv * N * D / cb + 16);
     s->qscale = up(B * Hq * N * 4);
@@ -145,7 +146,7 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
     }
     s->scratch = up(scr);
     s->kcent = up(B * Hkv * N * D * 2);
-    s->total = s->sync + s->qcode + s->kcode + s->qscale + s->kscale + s->qmean + s->kmean + s->cterm + s->tau + s->mask +
+    s->total = s->sync + s->pick + s->qcode + s->kcode + s->qscale + s->kscale + s->qmean + s->kmean + s->cterm + s->tau + s->mask +
                s->kept + s->scratch + s->kcent;
 }
 
@@ -594,6 +595,19 @@ static sale_status put_taus(sale_ctx *ctx, const sale_attention_args *a, sale_pa
     return st;
 }
 
+/* causal key blocks of one head: those at or below each query block's last row */
+static int64_t causal_blocks(const sale_attention_args *a, int nqb)
+{
+    int64_t c = 0;
+    for (int qb = 0; qb < nqb; qb++) {
+        int64_t hi = (int64_t)qb * a->block_q + a->block_q;
+        if (hi > a->seq_len)
+            hi = a->seq_len;
+        c += (hi - 1) / a->block_k + 1;
+    }
+    return c;
+}
+
 /* The host-side results the caller asked for; the only place that waits. */
 static sale_status read_stats(sale_ctx *ctx, const sale_attention_args *a, const plan_sizes *s, int dense,
                               const sale_params *p, CUstream stream)
@@ -618,17 +632,12 @@ static sale_status read_stats(sale_ctx *ctx, const sale_attention_args *a, const
         sale_set_error(ctx, "reading statistics: %s", drv_errstr(r));
         return SALE_ERR_CUDA;
     }
+    const int64_t ch = causal_blocks(a, s->nqb);
     for (int b = 0; b < a->batch; b++)
         for (int h = 0; h < a->heads_q; h++) {
-            int64_t kh = 0, ch = 0;
-            for (int qb = 0; qb < s->nqb; qb++) {
-                int hi = qb * a->block_q + a->block_q;
-                if (hi > a->seq_len)
-                    hi = a->seq_len;
-                int64_t causal = (hi - 1) / a->block_k + 1;
-                ch += causal;
-                kh += kept ? kept[((size_t)b * a->heads_q + h) * s->nqb + qb] : causal;
-            }
+            int64_t kh = kept ? 0 : ch;
+            for (int qb = 0; kept && qb < s->nqb; qb++)
+                kh += kept[((size_t)b * a->heads_q + h) * s->nqb + qb];
             so->kept_blocks += kh;
             so->causal_blocks += ch;
             if (per_head)
@@ -718,13 +727,31 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     /* kernels first (a compile or cache error stops us before any launch);
      * warm, each is one lookup in the loaded-kernel table. Open tiles take
      * the winner tuned for this device and this length bucket. */
-    kmod *kern_q = NULL, *kern_f = NULL, *kern_a = NULL;
-    if ((st = ctx_kernel(ctx, cu, dev, &kq, 0, &kern_q)))
+    kmod *kern_q = NULL, *kern_f = NULL, *kern_a = NULL, *kern_a2 = NULL;
+    int a_dflt = 0;
+    if ((st = ctx_kernel(ctx, cu, dev, &kq, 0, &kern_q, NULL)))
         return st;
-    if ((st = ctx_kernel(ctx, cu, dev, &kf, a.seq_len, &kern_f)))
+    if ((st = ctx_kernel(ctx, cu, dev, &kf, a.seq_len, &kern_f, NULL)))
         return st;
-    if (!dense && a.mode == SALE_MODE_TWO_PASS && (st = ctx_kernel(ctx, cu, dev, &ka, a.seq_len, &kern_a)))
+    if (!dense && a.mode == SALE_MODE_TWO_PASS && (st = ctx_kernel(ctx, cu, dev, &ka, a.seq_len, &kern_a, &a_dflt)))
         return st;
+    /* above SALE_WR_PICK_MIN_N, default tiles after the wgmma select: both
+     * persistent attend kernels, the device picks (sale_params.pick) */
+    if (kern_a && a_dflt && a.seq_len > SALE_WR_PICK_MIN_N) {
+        sale_layout_cfg fc = key_layout(kmod_key(kern_f)), ac = key_layout(kmod_key(kern_a));
+        const int w = kmod_key(kern_a)->warps;
+        if (sale_layout_wgmma_select(&fc) && sale_layout_persistent_per_sm(&ac) > 0 &&
+            (w == SALE_WR_WARPS || w == SALE_WG_WARPS)) {
+            sale_key k2 = *kmod_key(kern_a);
+            k2.warps = w == SALE_WR_WARPS ? SALE_WG_WARPS : SALE_WR_WARPS;
+            k2.stages = 0; /* that kernel's default */
+            if ((st = ctx_kernel(ctx, cu, dev, &k2, a.seq_len, &kern_a2, NULL)))
+                return st;
+            sale_layout_cfg c2 = key_layout(kmod_key(kern_a2));
+            if (sale_layout_persistent_per_sm(&c2) <= 0)
+                kern_a2 = NULL; /* not reached: k2 is the other persistent kernel */
+        }
+    }
     if (dense)
         kern_q = NULL; /* only its key sizes the workspace */
     plan_sizes s;
@@ -769,6 +796,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         off += (n);                                                                                                   \
     } while (0)
     CARVE(sync, s.sync);
+    CARVE(pick, s.pick);
     CARVE(qcode, s.qcode);
     CARVE(kcode, s.kcode);
     CARVE(qscale, s.qscale);
@@ -802,6 +830,18 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         slot->zeroed = s.sync; /* past its counters, this call writes (taus, codes, ...) */
     if ((st = put_taus(ctx, &a, &p, (CUdeviceptr)p.tau, stream)))
         goto release;
+    if (!kern_a2)
+        p.pick = 0; /* one attend kernel: it runs */
+    else {
+        p.pick_min = sale_layout_pick_min((unsigned long long)causal_blocks(&a, s.nqb) *
+                                          (unsigned long long)a.batch * (unsigned long long)a.heads_q);
+        CUresult rz = d->MemsetD32Async((CUdeviceptr)p.pick, 0, 2, stream);
+        if (rz != CUDA_SUCCESS) {
+            sale_set_error(ctx, "cuMemsetD32Async (the attend kernel choice): %s", drv_errstr(rz));
+            st = SALE_ERR_CUDA;
+            goto release;
+        }
+    }
     /* quantize's counters (s.sync bytes at offset 0; every launch leaves them
      * zero again): a caller's workspace, every call; one of ours, only when
      * its known-zero bytes do not cover them (new, grown, or a call of a shape
@@ -854,6 +894,8 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         goto events;
     MARK(2);
     if (kern_a && (st = run_plan(ctx, kern_a, &a, &pc, ctx_sm_count(ctx, dev), stream)))
+        goto events;
+    if (kern_a2 && (st = run_plan(ctx, kern_a2, &a, &pc, ctx_sm_count(ctx, dev), stream)))
         goto events;
     /* the log-sum-exp back in the caller's units (scores against K) */
     if (kern_q && a.lse &&

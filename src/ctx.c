@@ -36,6 +36,7 @@ struct kt_slot {
     sale_key req; /* the key as requested (open fields open; arch may be CURRENT) */
     int bucket;   /* power-of-two length bucket of the winner lookup, 0: any */
     unsigned gen; /* ctx->win_gen when made: open tiles depend on the winners */
+    int dflt;     /* the warps were open and the default took them (no winner): ctx_kernel */
 };
 
 const char *sale_status_name(sale_status s)
@@ -466,7 +467,7 @@ static kt_slot *kt_slot_of(sale_ctx *ctx, CUcontext cu, const sale_key *req, int
     }
 }
 
-kmod *ctx_kt_find(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket)
+kmod *ctx_kt_find(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, int *dflt)
 {
     kt_slot *e = kt_slot_of(ctx, cu, req, bucket);
     if (!e || !e->m)
@@ -474,10 +475,12 @@ kmod *ctx_kt_find(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket)
     /* a request with open tiles depends on the stored winners */
     if ((!req->warps || !req->stages) && e->gen != ctx->win_gen)
         return NULL;
+    if (dflt)
+        *dflt = e->dflt;
     return e->m;
 }
 
-int ctx_kt_put(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, kmod *m)
+int ctx_kt_put(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, kmod *m, int dflt)
 {
     if ((ctx->kt_used + 1) * 2 > ctx->kt_cap) {
         size_t cap = ctx->kt_cap ? ctx->kt_cap * 2 : 64;
@@ -500,6 +503,7 @@ int ctx_kt_put(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, kmo
     e->req = *req;
     e->bucket = bucket;
     e->gen = ctx->win_gen;
+    e->dflt = dflt;
     return 0;
 }
 
@@ -531,12 +535,16 @@ static CUresult resolve_entries(const drv_api *d, kmod *m)
     return CUDA_SUCCESS;
 }
 
-sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key *key, int seq_len, kmod **out)
+sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key *key, int seq_len, kmod **out,
+                       int *dflt)
 {
-    int bucket = seq_len > 0 ? win_bucket_n(seq_len) : 0;
+    int bucket = seq_len > 0 ? win_bucket_n(seq_len) : 0, dummy;
     *out = NULL;
+    if (!dflt)
+        dflt = &dummy;
+    *dflt = 0;
     pthread_mutex_lock(&ctx->lock);
-    kmod *hit = ctx_kt_find(ctx, cu, key, bucket);
+    kmod *hit = ctx_kt_find(ctx, cu, key, bucket, dflt);
     unsigned gen = ctx->win_gen;
     pthread_mutex_unlock(&ctx->lock);
     if (hit) {
@@ -562,13 +570,17 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
         }
     }
     char err[512];
+    int won = 0;
     if (!k.warps || !k.stages) {
         /* open tiles: this device's tuned winner if one was stored, else the default */
         sale_device_info di;
         sale_key tuned;
-        if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK && win_lookup(ctx, &di, &k, seq_len, &tuned) == 1)
+        if (sale_device_info_get(ctx, (int)dev, &di) == SALE_OK && win_lookup(ctx, &di, &k, seq_len, &tuned) == 1) {
             key_take_tiles(&k, &tuned);
+            won = 1;
+        }
     }
+    const int by_default = !key->warps && !won;
     if (!k.warps && seq_len > 0) { /* attend on sm_90a up to 128K: the rows kernel */
         sale_layout_cfg rc = key_layout(&k);
         if (sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
@@ -640,11 +652,12 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
     db_row_free(&row);
     pthread_mutex_lock(&ctx->lock);
     /* a winner stored while we resolved: do not file the old answer as fresh */
-    int rc = gen == ctx->win_gen ? ctx_kt_put(ctx, cu, key, bucket, m) : 0;
+    int rc = gen == ctx->win_gen ? ctx_kt_put(ctx, cu, key, bucket, m, by_default) : 0;
     pthread_mutex_unlock(&ctx->lock);
     if (rc)
         sale_logf(ctx, SALE_LOG_WARN, "loaded-kernel table: out of memory; the next request looks the kernel up again");
     *out = m;
+    *dflt = by_default;
     return SALE_OK;
 }
 
@@ -660,7 +673,7 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
     if (drv_ensure_context(ctx, &cu, &dev))
         return SALE_ERR_NO_DEVICE;
     kmod *m = NULL;
-    sale_status st = ctx_kernel(ctx, cu, dev, key, 0, &m);
+    sale_status st = ctx_kernel(ctx, cu, dev, key, 0, &m, NULL);
     *out = (sale_kernel *)m;
     return st;
 }

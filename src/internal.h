@@ -63,14 +63,19 @@ void sale_logf(sale_ctx *ctx, sale_log_level level, const char *fmt, ...) __attr
 /* loaded kernels (ctx.c). ctx_kernel is sale_get_kernel with the length
  * bucket of the winner lookup (seq_len <= 0: any bucket) and the CUDA
  * context and device already known: a hit in the table is one hash lookup
- * under ctx->lock — no SQLite, no winner query, no key resolution. */
-sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key *key, int seq_len, kmod **out);
+ * under ctx->lock — no SQLite, no winner query, no key resolution. dflt
+ * (may be NULL): set to 1 when the key's warps were open and the default took
+ * them (no tuned winner; sale_attention then may pick its attend kernel on
+ * the device), else 0. */
+sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key *key, int seq_len, kmod **out,
+                       int *dflt);
 /* The fully resolved key the module was built from (tiles included). */
 const sale_key *kmod_key(const kmod *m);
 /* The table itself, exposed for tests: find returns the module or NULL;
  * put inserts or refreshes; both expect ctx->lock held. */
-kmod *ctx_kt_find(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket);
-int ctx_kt_put(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, kmod *m);
+/* dflt: the request's warps were open and the default took them (no tuned winner) */
+kmod *ctx_kt_find(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, int *dflt);
+int ctx_kt_put(sale_ctx *ctx, CUcontext cu, const sale_key *req, int bucket, kmod *m, int dflt);
 
 /* stored winners (winners.c): below the context, above db. The tuner
  * (tuner/) searches; these store and serve, with a memo per (device, open

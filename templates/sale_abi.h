@@ -46,6 +46,14 @@ typedef struct sale_params {
                                  then one per batch and head; the persistent sm_90a attend
                                  kernels, rows and two-row: the same 2), zero
                                  before a launch; each launch leaves them zero */
+    sale_u64 pick;            /* 0, or the attend kernel choice of this call (sm_90a, two-pass,
+                                 thr = fixed, default tiles, N > SALE_WR_PICK_MIN_N): a u64
+                                 that the host zeroes, the wgmma select adds its estimated
+                                 kept blocks to, and both attend kernels, launched one after
+                                 the other, read: the two-row kernel runs iff it is
+                                 >= pick_min, the rows kernel iff it is below (the other
+                                 returns at once) */
+    sale_u64 pick_min;        /* sale_layout_pick_min() of the call */
     int B, Hq, Hkv, N;
     int nqb, nkb, nkw, group; /* group = Hq / Hkv */
     float scale;              /* softmax scale (1/sqrt(D) by default) */

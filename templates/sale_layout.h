@@ -102,6 +102,19 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
  * at d ~ 0.01 / 0.05 / 0.2 against the two-row kernel's 6.9-7.0 /
  * 18.4-18.6 / 58.3-63.2 (fifteenth session, call 2): the default up to 128K. */
 #define SALE_WR_DEFAULT_MAX_N 131072
+/* Above SALE_WR_PICK_MIN_N, where neither attend kernel wins at every
+ * density, sale_attention (default tiles, thr = fixed, two-pass) launches
+ * both and the device picks one from the select's count of estimated kept
+ * blocks (sale_params.pick): the two-row kernel iff that count is at least
+ * SALE_WR_PICK_DENSITY of the causal blocks, else the rows kernel. The other
+ * returns at once (a few microseconds). Measured (seventeenth session, H200,
+ * thr=fixed, attend ms, rows against the persistent two-row kernel): 128K
+ * 3.64 / 5.54 at d ~ 0.01, 17.94 / 17.2 at 0.05, 63.6-64.1 / 60.0-62.1 at
+ * 0.2: equal near d ~ 0.035-0.04 (the local region and the sink, ~7 blocks a
+ * row, are not in the count: at 128K they are ~0.003 of the causal blocks);
+ * 64K: the rows kernel at every density (13.8-13.9 / 14.3 at 0.2). */
+#define SALE_WR_PICK_MIN_N 65536
+#define SALE_WR_PICK_DENSITY 0.035
 /* the rows kernel's queue of row chunks, scheduler to issuer (wgmma_rows.cuh:
  * 2 slots of a 16-byte header and 32 tiles of 8 bytes) */
 #define SALE_WR_QUEUE_BYTES 544u
@@ -486,6 +499,16 @@ static SALE_HD inline int sale_layout_plan(const sale_layout_cfg *c, int B, int 
     out[0].block = sale_layout_threads(c);
     out[0].smem = sale_layout_smem(c);
     return 1;
+}
+
+/* sale_params.pick_min: SALE_WR_PICK_DENSITY of the causal blocks of a call
+ * (causal: the blocks at or below each query block's last row, summed over
+ * rows, heads and batch), rounded up; at least 1 */
+static SALE_HD inline unsigned long long sale_layout_pick_min(unsigned long long causal_blocks) {
+    const double x = (double)causal_blocks * SALE_WR_PICK_DENSITY;
+    unsigned long long m = (unsigned long long)x;
+    if ((double)m < x) m++;
+    return m ? m : 1ull;
 }
 
 /* whether attend configuration c, its warps left open (stages may be open:

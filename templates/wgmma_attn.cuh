@@ -607,6 +607,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) sale_dense_kern
  * issues (DenseWg::schedule, issue); warpgroups 1 and 2 consume. */
 extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32, 1) sale_attend_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
+    if (p.pick && !dw_pick_two_row(p)) return; /* this call runs the rows kernel */
     extern __shared__ __align__(1024) unsigned char dw_smem[];
     const sale_u32 base = (sale_smem_addr(dw_smem) + 1023u) & ~1023u;
     DenseWg st;

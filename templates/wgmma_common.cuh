@@ -6,6 +6,14 @@
 #define SALE_WGMMA_COMMON_CUH
 
 /* ------------------------------------------------------------ mbarrier, TMA */
+/* the attend kernel this call picked (sale_params.pick, set by the host only
+ * where both attend kernels are launched): the two-row kernel iff the
+ * select's estimated kept blocks reach pick_min. The select's atomics are
+ * complete (an earlier launch on the stream); every thread of a CTA reads the
+ * same value, so a CTA returns whole, before any barrier. */
+SALE_DEV bool dw_pick_two_row(const sale_params &p) {
+    return __ldcg((const unsigned long long *)p.pick) >= p.pick_min;
+}
 SALE_DEV void dw_mbar_init(sale_u32 a, sale_u32 n) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(n) : "memory");
 }

@@ -332,9 +332,10 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
     }
 
     /* kept counts: the estimated blocks [1, 1 + 4 ns) of each tile's mask row, once
-     * every warp's bits are in (the local kernel counted the local region) */
+     * every warp's bits are in (the local kernel counted the local region);
+     * also summed into p.pick when this call picks its attend kernel */
     dw_bar_sync(1 + cw, 128);
-    if (p.kept) {
+    if (p.kept || p.pick) {
 #pragma unroll
         for (int mm = 0; mm < SE_MPW; mm++) {
             if (ns[mm] == 0 || warp != 0) continue;
@@ -349,7 +350,8 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
             }
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
-            if (lane == 0) atomicAdd((int *)p.kept + bh[mm] * p.nqb + qb[mm], cnt);
+            if (lane == 0 && p.kept) atomicAdd((int *)p.kept + bh[mm] * p.nqb + qb[mm], cnt);
+            if (lane == 0 && p.pick && cnt) atomicAdd((unsigned long long *)p.pick, (unsigned long long)cnt);
         }
     }
 }

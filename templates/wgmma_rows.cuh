@@ -422,6 +422,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
  * and issue). Any grid is correct. */
 extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
+    if (p.pick && dw_pick_two_row(p)) return; /* this call runs the two-row kernel */
     extern __shared__ __align__(1024) unsigned char wr_smem[];
     const sale_u32 base = sale_smem_addr(wr_smem);
     if (base & 1023u) __trap(); /* the 128-byte swizzle needs a 1 KB-aligned base (no slack: see above) */

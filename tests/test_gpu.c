@@ -1458,6 +1458,74 @@ Test(gpu, attend_wgmma_kernels_long_scattered_rows_equal_attention_over_their_ma
     long_scattered_rows(SALE_WG_WARPS);
 }
 
+/* Above SALE_WR_PICK_MIN_N, a two-pass thr=fixed call with default tiles
+ * launches both persistent sm_90a attend kernels, and the device runs one:
+ * the two-row kernel iff the select's estimated kept blocks reach
+ * SALE_WR_PICK_DENSITY of the causal blocks, else the rows kernel (the other
+ * returns at once). So a default call's output must equal, bit for bit, the
+ * output of the kernel its density asks for, named by its tiles: at a
+ * sparse tau the rows kernel's, at a dense one the two-row kernel's. The
+ * output is poisoned first: both kernels returning leaves NaN, both running
+ * leaves the last one's output, which fails at the density whose kernel ran
+ * first wherever the two kernels round differently (counted and printed). */
+Test(gpu, attend_pick_runs_the_kernel_its_density_asks_for)
+{
+    NEED_GPU();
+    NEED_SM90();
+    const int B = 1, Hq = 4, Hkv = 1, N = 2 * SALE_WR_PICK_MIN_N, D = 128;
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1;
+    a.mode = SALE_MODE_TWO_PASS;
+    a.thr = SALE_THR_FIXED;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o[3];
+    cr_assert(q && k && v);
+    for (int i = 0; i < 3; i++)
+        cr_assert((o[i] = malloc(nq * 2)));
+    sale_gen_options gen = {.seed = seed_base + 4101, .structured = 1};
+    cr_assert_eq(sale_generate_qkv(&a, &gen, q, k, v, NULL, 0, NULL), SALE_OK);
+    const float taus[2] = {0.005f, 0.0007f}; /* ~1% and ~20% of the causal blocks (bench, 128K) */
+    const int warps[3] = {0, SALE_WR_WARPS, SALE_WG_WARPS};
+    for (int t = 0; t < 2; t++) {
+        sale_stats st[3];
+        a.tau_default = taus[t];
+        for (int i = 0; i < 3; i++) {
+            memset(&st[i], 0, sizeof st[i]);
+            a.tile_warps = warps[i];
+            gpu_run_once(a, q, k, v, o[i], NULL, 0, &st[i]);
+            cr_assert_eq(st[i].kept_blocks, st[0].kept_blocks, "tau %g: the mask does not depend on the attend kernel",
+                         taus[t]);
+        }
+        const double d = st[0].density;
+        if (t == 0)
+            cr_assert_lt(d, 0.025, "tau %g: density %.4f, not the sparse side of the pick (%.3f)", taus[t], d,
+                         SALE_WR_PICK_DENSITY);
+        else
+            cr_assert_gt(d, 0.07, "tau %g: density %.4f, not the dense side of the pick (%.3f)", taus[t], d,
+                         SALE_WR_PICK_DENSITY);
+        long long diff[3] = {0, 0, 0}, unwritten = 0;
+        for (size_t e = 0; e < nq; e++) {
+            unwritten += !isfinite(sale_bf16_to_f32(o[0][e]));
+            diff[1] += o[0][e] != o[1][e];
+            diff[2] += o[0][e] != o[2][e];
+            diff[0] += o[1][e] != o[2][e];
+        }
+        fprintf(stderr,
+                "gpu attend pick at %dK, tau %g, density %.4f: default differs from rows in %lld, from two-row in %lld "
+                "outputs; rows and two-row differ in %lld\n",
+                N / 1024, taus[t], d, diff[1], diff[2], diff[0]);
+        cr_assert_eq(unwritten, 0, "tau %g: %lld outputs never written (both kernels returned?)", taus[t], unwritten);
+        const int want = t == 0 ? 1 : 2;
+        cr_assert_eq(diff[want], 0, "tau %g, density %.4f: the default call is not the %s kernel's output (%lld differ)",
+                     taus[t], d, want == 1 ? "rows" : "two-row", diff[want]);
+    }
+    free(q), free(k), free(v);
+    for (int i = 0; i < 3; i++)
+        free(o[i]);
+}
+
 /* ------------------------------------------ threshold variant thr=fixed */
 /* The GPU's t_i = m_i + log(tau l_i) / scale comes from exp2, log and sums in
  * orders of its own, so it may differ from the reference's by a few ulps; an

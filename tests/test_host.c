@@ -54,28 +54,30 @@ Test(host, kernel_table_hits_only_the_same_context_key_and_bucket)
     k.warps = 4;
     k.stages = 2;
     pthread_mutex_lock(&ctx->lock);
-    cr_assert_null(ctx_kt_find(ctx, c1, &k, 0), "empty table");
-    cr_assert_eq(ctx_kt_put(ctx, c1, &k, 0, (kmod *)&mods[0]), 0);
-    cr_assert_eq(ctx_kt_find(ctx, c1, &k, 0), (kmod *)&mods[0]);
-    cr_assert_null(ctx_kt_find(ctx, c2, &k, 0), "another CUDA context");
-    cr_assert_null(ctx_kt_find(ctx, c1, &k, 16384), "another length bucket");
+    cr_assert_null(ctx_kt_find(ctx, c1, &k, 0, NULL), "empty table");
+    cr_assert_eq(ctx_kt_put(ctx, c1, &k, 0, (kmod *)&mods[0], 1), 0);
+    int df = -1;
+    cr_assert_eq(ctx_kt_find(ctx, c1, &k, 0, &df), (kmod *)&mods[0]);
+    cr_assert_eq(df, 1, "the default flag comes back with its module");
+    cr_assert_null(ctx_kt_find(ctx, c2, &k, 0, NULL), "another CUDA context");
+    cr_assert_null(ctx_kt_find(ctx, c1, &k, 16384, NULL), "another length bucket");
     sale_key k2 = k;
     k2.head_dim = 64;
-    cr_assert_null(ctx_kt_find(ctx, c1, &k2, 0), "another key");
+    cr_assert_null(ctx_kt_find(ctx, c1, &k2, 0, NULL), "another key");
     /* many entries: the table grows and keeps every one */
     for (int i = 0; i < 1000; i++) {
         sale_key x = k;
         x.block_seg = 32 * (i % 40 + 1);
         x.local_window = 32 * (i / 40 + 1);
-        cr_assert_eq(ctx_kt_put(ctx, i % 2 ? c2 : c1, &x, i % 3 ? 0 : 4096, (kmod *)&mods[i + 1]), 0);
+        cr_assert_eq(ctx_kt_put(ctx, i % 2 ? c2 : c1, &x, i % 3 ? 0 : 4096, (kmod *)&mods[i + 1], 0), 0);
     }
     for (int i = 0; i < 1000; i++) {
         sale_key x = k;
         x.block_seg = 32 * (i % 40 + 1);
         x.local_window = 32 * (i / 40 + 1);
-        cr_assert_eq(ctx_kt_find(ctx, i % 2 ? c2 : c1, &x, i % 3 ? 0 : 4096), (kmod *)&mods[i + 1], "entry %d", i);
+        cr_assert_eq(ctx_kt_find(ctx, i % 2 ? c2 : c1, &x, i % 3 ? 0 : 4096, NULL), (kmod *)&mods[i + 1], "entry %d", i);
     }
-    cr_assert_eq(ctx_kt_find(ctx, c1, &k, 0), (kmod *)&mods[0]);
+    cr_assert_eq(ctx_kt_find(ctx, c1, &k, 0, NULL), (kmod *)&mods[0]);
     pthread_mutex_unlock(&ctx->lock);
 }
 
@@ -87,8 +89,8 @@ Test(host, stored_winner_makes_open_tile_entries_stale_but_not_fixed_ones)
     fixed.warps = 4;
     fixed.stages = 2;
     pthread_mutex_lock(&ctx->lock);
-    ctx_kt_put(ctx, c, &open, 0, (kmod *)&m1);
-    ctx_kt_put(ctx, c, &fixed, 0, (kmod *)&m2);
+    ctx_kt_put(ctx, c, &open, 0, (kmod *)&m1, 0);
+    ctx_kt_put(ctx, c, &fixed, 0, (kmod *)&m2, 0);
     pthread_mutex_unlock(&ctx->lock);
     sale_device_info d = h100();
     sale_key w = sale_key_default(SALE_FAMILY_DENSE);
@@ -97,8 +99,8 @@ Test(host, stored_winner_makes_open_tile_entries_stale_but_not_fixed_ones)
     w.stages = 3;
     cr_assert_eq(win_save(ctx, &d, &open, 16384, &w, 1.0, 1.0, 2), SALE_OK, "%s", sale_last_error(ctx));
     pthread_mutex_lock(&ctx->lock);
-    cr_assert_null(ctx_kt_find(ctx, c, &open, 0), "open tiles may resolve differently now");
-    cr_assert_eq(ctx_kt_find(ctx, c, &fixed, 0), (kmod *)&m2, "fixed tiles do not depend on winners");
+    cr_assert_null(ctx_kt_find(ctx, c, &open, 0, NULL), "open tiles may resolve differently now");
+    cr_assert_eq(ctx_kt_find(ctx, c, &fixed, 0, NULL), (kmod *)&m2, "fixed tiles do not depend on winners");
     pthread_mutex_unlock(&ctx->lock);
 }
 
