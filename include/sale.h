@@ -304,7 +304,11 @@ typedef struct sale_attention_args {
                           kernels (warps 12, sale_attention_arch); warps 2/4/8 pick the
                           mma.sync ones. Attend there has a second wgmma kernel, warps 5
                           (one mask row a CTA, two CTAs an SM: an attend-only tile the
-                          select ignores), its default up to the 128K length bucket; warps
+                          select ignores), its default up to 64K; above, with thr FIXED,
+                          both run and the device picks (the two-row kernel iff the select's
+                          estimated kept blocks reach SALE_WR_PICK_DENSITY, 3.5%, of the
+                          causal blocks), with thr RUN the rows kernel to 128K and the
+                          two-row kernel above; a tuned winner takes precedence. Warps
                           12 asks for the two-row kernel at any length (with thr FIXED also
                           the select's two-warpgroup tile, below). There, two-pass with thr FIXED (head_dim 128, block_q
                           64, block_k 32, block_seg 128, 8-bit codes) runs its select as the

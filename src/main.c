@@ -208,8 +208,11 @@ static int cmd_info(const gopts *g, int argc, char **argv)
                 if (wa == SALE_ARCH_SM90A) {
                     printf("           two-pass select with thr=fixed: sm_90a (wgmma estimation)\n");
                     printf("           fused at block_q 64: sm_90a (attention half on wgmma)\n");
-                    printf("           attend up to %dK: one mask row a CTA (warps %d); above: two rows a CTA (warps %d)\n",
-                           SALE_WR_DEFAULT_MAX_N / 1024, SALE_WR_WARPS, SALE_WG_WARPS);
+                    printf("           attend up to %dK: one mask row a CTA (warps %d); above: two rows a CTA (warps %d);\n"
+                           "           above %dK with thr=fixed the device picks one per call (two rows iff the select "
+                           "keeps %.1f%% of the causal blocks or more)\n",
+                           SALE_WR_DEFAULT_MAX_N / 1024, SALE_WR_WARPS, SALE_WG_WARPS, SALE_WR_PICK_MIN_N / 1024,
+                           100.0 * SALE_WR_PICK_DENSITY);
                 }
             }
         }
@@ -363,7 +366,8 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                      * sm_90a cubins) */
                                     k.arch = sale_key_run_arch(&k, k.arch);
                                     /* and, for attend on sm_90a, its rows kernel (warps 5), which
-                                     * sale_attention runs up to 128K (sale_layout_rows_default) */
+                                     * sale_attention runs up to 128K (sale_layout_rows_default)
+                                     * and, with thr=fixed, above 64K where the device picks it */
                                     if (rows) {
                                         if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A)
                                             continue;

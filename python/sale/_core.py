@@ -442,8 +442,10 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     same tau, so thresholds calibrated for one are not those of the other).
     tile_warps, tile_stages: a kernel's tiles (None: the tuned winner, else the
     default). On sm_90 at head_dim 128 attend has two kernels: 5 (one mask row a
-    CTA, the default up to 128K) and 12 (two rows a CTA over their union, the
-    default above)."""
+    CTA) and 12 (two rows a CTA over their union). With default tiles the rows
+    kernel runs up to 64K; above, with thr "fixed", the device picks per call
+    (the two-row kernel iff the select keeps 3.5% of the causal blocks or more);
+    with "run", the rows kernel to 128K and the two-row kernel above."""
     torch = _torch or _t()
     opts = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
             "est_bits": est_bits, "dense_below": dense_below, "tile_warps": tile_warps, "tile_stages": tile_stages,
