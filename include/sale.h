@@ -308,7 +308,9 @@ typedef struct sale_attention_args {
                           both run and the device picks (the two-row kernel iff the select's
                           estimated kept blocks reach SALE_WR_PICK_DENSITY, 3.5%, of the
                           causal blocks), with thr RUN the rows kernel to 128K and the
-                          two-row kernel above; a tuned winner takes precedence. Warps
+                          two-row kernel above; a tuned winner takes precedence (one that is
+                          either of the two kernels at its default stages leaves the pick
+                          on: it was timed at one density). Warps
                           12 asks for the two-row kernel at any length (with thr FIXED also
                           the select's two-warpgroup tile, below). There, two-pass with thr FIXED (head_dim 128, block_q
                           64, block_k 32, block_seg 128, 8-bit codes) runs its select as the

@@ -290,13 +290,13 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
             char err[512] = "", label[64], bucket[32];
             tune_bucket(seqs[si], bucket, sizeof bucket);
             snprintf(label, sizeof label, "%s %s", sale_family_name(fams[fi]), bucket);
-            int n = tune_space_key(&base, cw, ncw, cs, ncs, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
+            /* the default at this length (the rows kernel up to 128K on sm_90a attend) */
+            int n = tune_space_key(&base, seqs[si], cw, ncw, cs, ncs, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
             if (n < 0) {
                 fprintf(stderr, "sale tune: %s: %s\n", label, err);
                 rc = 1;
                 break;
             }
-            tune_bucket_default(c, n, seqs[si]); /* the rows kernel up to 128K on sm_90a attend */
             int total = n;
             n = tune_prune(ctx, c, n, &dev, &pruned);
             fprintf(stderr, "sale tune: %s: %d legal tile choices (%d illegal), %d pruned without a launch, %d to time\n",

@@ -535,6 +535,18 @@ static CUresult resolve_entries(const drv_api *d, kmod *m)
     return CUDA_SUCCESS;
 }
 
+/* whether resolved key k is one of the two persistent sm_90a attend kernels
+ * (rows, warps 5; two-row, warps 12) at its default stages */
+static int attend_pick_kernel(const sale_key *k)
+{
+    if (k->family != SALE_FAMILY_ATTEND || k->arch != SALE_ARCH_SM90A ||
+        (k->warps != SALE_WR_WARPS && k->warps != SALE_WG_WARPS))
+        return 0;
+    sale_key d = *k;
+    d.stages = 0;
+    return sale_key_resolve(&d, NULL, 0) == SALE_OK && d.stages == k->stages;
+}
+
 sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key *key, int seq_len, kmod **out,
                        int *dflt)
 {
@@ -580,7 +592,6 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
             won = 1;
         }
     }
-    const int by_default = !key->warps && !won;
     if (!k.warps && seq_len > 0) { /* attend on sm_90a up to 128K: the rows kernel */
         sale_layout_cfg rc = key_layout(&k);
         if (sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
@@ -590,6 +601,11 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
         sale_set_error(ctx, "%s", err);
         return SALE_ERR_INVALID;
     }
+    /* the warps were the default's: nothing tuned, or a winner that is one of
+     * the two sm_90a attend kernels at its default stages (above 64K with
+     * thr=fixed sale_attention lets the device pick between those two per
+     * call, which a winner timed at one density does not override) */
+    const int by_default = !key->warps && (!won || attend_pick_kernel(&k));
     db_kernel_row row;
     memset(&row, 0, sizeof row);
     int from_cache = 0;

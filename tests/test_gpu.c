@@ -1521,6 +1521,41 @@ Test(gpu, attend_pick_runs_the_kernel_its_density_asks_for)
         cr_assert_eq(diff[want], 0, "tau %g, density %.4f: the default call is not the %s kernel's output (%lld differ)",
                      taus[t], d, want == 1 ? "rows" : "two-row", diff[want]);
     }
+    /* tuned winners (this test's own cache): one with other tiles (the
+     * two-row kernel at 2 stages) replaces the pick; one that is the two-row
+     * kernel at its default ring leaves the pick on, and the sparse tau runs
+     * the rows kernel again. o[1] still holds the rows kernel's output at the
+     * dense tau; the sparse one is recomputed first. */
+    sale_device_info di;
+    cr_assert_eq(sale_device_info_get(ctx, 0, &di), SALE_OK, "%s", sale_last_error(ctx));
+    sale_key open = sale_key_default(SALE_FAMILY_ATTEND), win = open;
+    open.head_dim = 128, open.dtype = SALE_DTYPE_BF16, open.causal = 1, open.arch = SALE_ARCH_SM90A;
+    win = open;
+    sale_stats sw;
+    a.tau_default = taus[0];
+    a.tile_warps = SALE_WR_WARPS, a.tile_stages = 0;
+    gpu_run_once(a, q, k, v, o[1], NULL, 0, &sw); /* rows, sparse */
+    a.tile_warps = SALE_WG_WARPS, a.tile_stages = 2;
+    gpu_run_once(a, q, k, v, o[2], NULL, 0, &sw); /* two-row at 2 stages, sparse */
+    a.tile_warps = 0, a.tile_stages = 0;
+    win.warps = SALE_WG_WARPS, win.stages = 2;
+    cr_assert_eq(win_save(ctx, &di, &open, N, &win, 1.0, 1.0, 2), SALE_OK, "%s", sale_last_error(ctx));
+    gpu_run_once(a, q, k, v, o[0], NULL, 0, &sw);
+    long long d2 = 0, d1 = 0;
+    for (size_t e = 0; e < nq; e++)
+        d2 += o[0][e] != o[2][e], d1 += o[0][e] != o[1][e];
+    fprintf(stderr, "gpu attend pick, winner warps 12 stages 2: default differs from it in %lld, from rows in %lld\n",
+            d2, d1);
+    cr_assert_eq(d2, 0, "a winner with other tiles runs as tuned (%lld outputs differ from it)", d2);
+    cr_assert_gt(d1, 0, "the winner's output equals the rows kernel's: this check cannot tell them apart");
+    win.stages = 3;
+    cr_assert_eq(win_save(ctx, &di, &open, N, &win, 1.0, 1.0, 2), SALE_OK, "%s", sale_last_error(ctx));
+    gpu_run_once(a, q, k, v, o[0], NULL, 0, &sw);
+    d1 = 0;
+    for (size_t e = 0; e < nq; e++)
+        d1 += o[0][e] != o[1][e];
+    cr_assert_eq(d1, 0, "a winner that is the two-row kernel at its default ring must leave the pick on: the sparse "
+                        "call is not the rows kernel's output (%lld differ)", d1);
     free(q), free(k), free(v);
     for (int i = 0; i < 3; i++)
         free(o[i]);

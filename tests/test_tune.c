@@ -83,11 +83,11 @@ Test(tune, config_lists_restrict_the_space_and_are_still_checked)
     tune_candidate c[TUNE_MAX_CANDIDATES];
     int illegal = 0;
     char err[256] = "";
-    int n = tune_space_key(&base, warps, 2, stages, 3, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
+    int n = tune_space_key(&base, 0, warps, 2, stages, 3, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
     cr_assert_eq(n, 3, "warps 4 with stages 2..4, got %d (%s)", n, err);
     cr_assert_eq(illegal, 3, "warps 16 is not a legal tile");
     base.arch = SALE_ARCH_CURRENT;
-    cr_assert_eq(tune_space_key(&base, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err), -1);
+    cr_assert_eq(tune_space_key(&base, 0, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err), -1);
     cr_assert(strstr(err, "arch") != NULL, "%s", err);
 }
 
@@ -467,7 +467,7 @@ Test(tune, plain_is_never_tuned)
     k.arch = 90;
     char err[256] = "";
     tune_candidate c[16];
-    cr_assert_eq(tune_space_key(&k, NULL, 0, NULL, 0, c, 16, NULL, err, sizeof err), -1);
+    cr_assert_eq(tune_space_key(&k, 0, NULL, 0, NULL, 0, c, 16, NULL, err, sizeof err), -1);
     cr_assert(strstr(err, "not tuned") != NULL, "%s", err);
     char buf[4096];
     char *argv[] = {"tune", "--family", "plain", NULL};
@@ -486,7 +486,7 @@ Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
     tune_candidate c[TUNE_MAX_CANDIDATES];
     char err[256];
     const int warps[] = {4};
-    int n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    int n = tune_space_key(&base, 0, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     cr_assert_gt(n, 0, "%s", err);
     int wg = 0, wr = 0, ms = 0, dflt = 0;
     for (int i = 0; i < n; i++) {
@@ -499,7 +499,7 @@ Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
     cr_assert_eq(wr, 2, "warps 5 (the rows kernel) with stages 2 and 3, kept by a warps list");
     /* at a length, the default is sale_attention's: the rows kernel up to the
      * 128K bucket (stages 3), the two-row kernel above */
-    tune_bucket_default(c, n, 131072);
+    n = tune_space_key(&base, 131072, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     dflt = 0;
     for (int i = 0; i < n; i++)
         if (c[i].is_default) {
@@ -508,9 +508,21 @@ Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
                       c[i].stages);
         }
     cr_assert_eq(dflt, 1);
-    n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
-    tune_bucket_default(c, n, 131073); /* the 256K bucket: the two-row kernel stays the default */
+    /* a stages list without the rows kernel's 3: its default tiles are still
+     * timed, and marked (the two-row kernel at stages 2 is not the default:
+     * sixteenth session's review) */
+    const int st2[] = {2};
+    n = tune_space_key(&base, 131072, warps, 1, st2, 1, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     dflt = 0;
+    int rows3 = 0;
+    for (int i = 0; i < n; i++) {
+        dflt += c[i].is_default;
+        rows3 += c[i].warps == 5 && c[i].stages == 3 && c[i].is_default;
+    }
+    cr_assert_eq(dflt, 1, "one default");
+    cr_assert_eq(rows3, 1, "the rows kernel at its 3 stages is the default at 128K under a stages list {2}");
+    n = tune_space_key(&base, 131073, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    dflt = 0; /* the 256K bucket: the two-row kernel stays the default */
     for (int i = 0; i < n; i++)
         dflt += c[i].is_default && c[i].warps == 12;
     cr_assert_eq(dflt, 1, "the default above 128K is the two-row kernel");
@@ -518,7 +530,7 @@ Test(tune, sm90a_attend_space_keeps_the_wgmma_kernel)
     cr_assert_eq(dflt, 1, "the default is the wgmma kernel");
     base = sale_key_default(SALE_FAMILY_DENSE);
     base.arch = SALE_ARCH_SM90A;
-    n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    n = tune_space_key(&base, 0, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     cr_assert_eq(n, 2, "%s", err);
     for (int i = 0; i < n; i++)
         cr_assert_eq(c[i].warps, 12);
@@ -536,7 +548,7 @@ Test(tune, sm90a_select_space_has_the_wgmma_estimation_with_thr_fixed)
     tune_candidate c[TUNE_MAX_CANDIDATES];
     char err[256] = "";
     int illegal = 0;
-    int n = tune_space_key(&base, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
+    int n = tune_space_key(&base, 0, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
     cr_assert_gt(n, 0, "%s", err);
     int w12 = 0, w20 = 0, dflt = 0;
     for (int i = 0; i < n; i++) {
@@ -558,7 +570,7 @@ Test(tune, sm90a_select_space_has_the_wgmma_estimation_with_thr_fixed)
     cr_assert_eq(dflt, 1);
     /* a config warps list narrows the mma.sync tiles only */
     const int warps[] = {4};
-    n = tune_space_key(&base, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    n = tune_space_key(&base, 0, warps, 1, NULL, 0, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     w12 = w20 = 0;
     for (int i = 0; i < n; i++) {
         w12 += c[i].warps == 12;
@@ -572,7 +584,7 @@ Test(tune, sm90a_select_space_has_the_wgmma_estimation_with_thr_fixed)
      * (every other candidate is checked against their output: sixteenth
      * session, `sale tune --family select` on the H200 found none) */
     const int tw[] = {4, 8}, ts[] = {1, 2, 3};
-    n = tune_space_key(&base, tw, 2, ts, 3, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    n = tune_space_key(&base, 0, tw, 2, ts, 3, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     int nd = 0;
     for (int i = 0; i < n; i++) {
         cr_assert(c[i].stages <= 3 || (c[i].warps == 20 && c[i].stages == SALE_SE_DEFAULT_STAGES),
@@ -588,14 +600,14 @@ Test(tune, sm90a_select_space_has_the_wgmma_estimation_with_thr_fixed)
     cr_assert_eq(nd, 1, "the default tiles, once, under narrowed lists");
     /* a list that holds the default's stages adds no second copy */
     const int ts4[] = {2, SALE_SE_DEFAULT_STAGES};
-    n = tune_space_key(&base, tw, 2, ts4, 2, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
+    n = tune_space_key(&base, 0, tw, 2, ts4, 2, c, TUNE_MAX_CANDIDATES, NULL, err, sizeof err);
     nd = 0;
     for (int i = 0; i < n; i++)
         nd += c[i].warps == 20 && c[i].stages == SALE_SE_DEFAULT_STAGES;
     cr_assert_eq(nd, 1);
     /* thr=run: no wgmma estimation */
     base.thr = SALE_THR_RUN;
-    n = tune_space_key(&base, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
+    n = tune_space_key(&base, 0, NULL, 0, NULL, 0, c, TUNE_MAX_CANDIDATES, &illegal, err, sizeof err);
     cr_assert_gt(n, 0, "%s", err);
     for (int i = 0; i < n; i++) {
         cr_assert_lt(c[i].warps, 12, "thr=run select with warps %d", c[i].warps);

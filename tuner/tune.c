@@ -37,27 +37,6 @@ static void fill_algorithm(sale_key *k)
 }
 
 
-void tune_bucket_default(tune_candidate *c, int n, int seq_len)
-{
-    if (n < 1 || seq_len <= 0)
-        return;
-    sale_key k = c[0].key;
-    k.warps = k.stages = 0;
-    sale_layout_cfg rc = key_layout(&k);
-    if (!sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
-        return;
-    k.warps = SALE_WR_WARPS;
-    if (sale_key_resolve(&k, NULL, 0) != SALE_OK)
-        return;
-    int found = 0;
-    for (int i = 0; i < n; i++)
-        found |= c[i].warps == k.warps && c[i].stages == k.stages;
-    if (!found) /* a stages list without the rows kernel's: the default stays as marked */
-        return;
-    for (int i = 0; i < n; i++)
-        c[i].is_default = c[i].warps == k.warps && c[i].stages == k.stages;
-}
-
 /* candidate (warps, stages) of key k as out[n] when n < max: -1 illegal,
  * 1 when it is the default tiles (dw, ds), else 0 */
 static int add_candidate(const sale_key *k, int warps, int stages, int dw, int ds, tune_candidate *out, int max,
@@ -83,7 +62,7 @@ static int add_candidate(const sale_key *k, int warps, int stages, int dw, int d
     return is_default;
 }
 
-int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int *stages, int nstages,
+int tune_space_key(const sale_key *base, int seq_len, const int *warps, int nwarps, const int *stages, int nstages,
                    tune_candidate *out, int max, int *illegal, char *err, size_t errlen)
 {
     if (illegal)
@@ -136,9 +115,14 @@ int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int
         nss = nstages > 16 ? 16 : nstages;
         memcpy(ss, stages, sizeof(int) * (size_t)nss);
     }
-    /* the tiles sale_key_resolve picks when nothing is tuned */
+    /* the tiles sale_attention runs when nothing is tuned: at a length, on
+     * sm_90a attend, the rows kernel up to the 128K bucket (as ctx_kernel
+     * decides), else what sale_key_resolve picks */
     sale_key dk = k;
     int dw = 0, ds = 0;
+    sale_layout_cfg rc = key_layout(&dk);
+    if (seq_len > 0 && sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
+        dk.warps = SALE_WR_WARPS;
     if (sale_key_resolve(&dk, NULL, 0) == SALE_OK) {
         dw = dk.warps;
         ds = dk.stages;
@@ -173,7 +157,7 @@ int tune_space(sale_family family, int head_dim, int block_q, int block_k, int b
     k.block_k = block_k;
     k.block_seg = block_seg;
     k.arch = arch;
-    return tune_space_key(&k, NULL, 0, NULL, 0, out, max, illegal, NULL, 0);
+    return tune_space_key(&k, 0, NULL, 0, NULL, 0, out, max, illegal, NULL, 0);
 }
 
 /* --------------------------------------------------------------- pruning */

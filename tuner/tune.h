@@ -39,18 +39,15 @@ typedef struct tune_candidate {
  * ones take the documented defaults) and a concrete arch. warps/stages (may be
  * NULL with n 0) restrict the space to these values (the config's tuning
  * table); values outside the template's space are still checked for
- * legality. Writes at most max candidates; returns how many, or -1 (bad key,
- * message in err). *illegal (may be NULL) receives the number refused. */
-int tune_space_key(const sale_key *base, const int *warps, int nwarps, const int *stages, int nstages,
+ * legality. seq_len (0: none) is the length the tiles are tuned for: the
+ * default tiles (is_default, always a candidate, the one every other is
+ * checked against) are sale_attention's at that length's bucket — on sm_90a
+ * attend the rows kernel (warps 5) up to the 128K bucket
+ * (sale_layout_rows_default), the two-row kernel above. Writes at most max
+ * candidates; returns how many, or -1 (bad key, message in err). *illegal
+ * (may be NULL) receives the number refused. */
+int tune_space_key(const sale_key *base, int seq_len, const int *warps, int nwarps, const int *stages, int nstages,
                    tune_candidate *out, int max, int *illegal, char *err, size_t errlen);
-
-/* is_default as sale_attention's default at a call of length seq_len (its
- * bucket): on sm_90a attend, the rows kernel (warps 5) up to the 128K bucket
- * (sale_layout_rows_default), where tune_space_key, knowing no length, marks
- * the two-row kernel. Without it the tuner timed the wrong default first and
- * could store a winner slower than the kernel it overrides. Other keys and
- * lengths: unchanged. */
-void tune_bucket_default(tune_candidate *c, int n, int seq_len);
 
 /* The same from the shape alone (dtype bf16, local window 128, est_bits the
  * arch's default). */
