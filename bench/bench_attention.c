@@ -560,7 +560,7 @@ int main(int argc, char **argv)
            Hq, Hkv, D, reps);
     if (fixed_only) {
         printf("two-pass, thr = fixed (on sm_90a: the wgmma select, warps 20, and the wgmma attend; above %dK the "
-               "device picks the attend kernel: two-row iff the estimated kept blocks reach %.3f of the causal "
+               "device picks the attend kernel: two-row iff the kept blocks reach %.3f of the causal "
                "ones, else rows); phases from "
                "CUDA events, each the median of %d calls; attend is owed d x our dense (issue 10: within 1.2x)\n\n"
                "| N | tau | density | SDPA cuDNN | our dense | two-pass fixed | quantize + select + attend | d x dense | "

@@ -306,7 +306,7 @@ typedef struct sale_attention_args {
                           (one mask row a CTA, two CTAs an SM: an attend-only tile the
                           select ignores), its default up to 64K; above, with thr FIXED,
                           both run and the device picks (the two-row kernel iff the select's
-                          estimated kept blocks reach SALE_WR_PICK_DENSITY, 3.5%, of the
+                          kept blocks reach SALE_WR_PICK_DENSITY, 3.5%, of the
                           causal blocks), with thr RUN the rows kernel to 128K and the
                           two-row kernel above; a tuned winner takes precedence (one that is
                           either of the two kernels at its default stages leaves the pick

@@ -48,8 +48,9 @@ typedef struct sale_params {
                                  before a launch; each launch leaves them zero */
     sale_u64 pick;            /* 0, or the attend kernel choice of this call (sm_90a, two-pass,
                                  thr = fixed, default tiles, N > SALE_WR_PICK_MIN_N): a u64
-                                 that the host zeroes, the wgmma select adds its estimated
-                                 kept blocks to, and both attend kernels, launched one after
+                                 that the host zeroes, the select's two launches add their
+                                 kept blocks to (local region, sink, a dense head's whole row,
+                                 estimated blocks), and both attend kernels, launched one after
                                  the other, read: the two-row kernel runs iff it is
                                  >= pick_min, the rows kernel iff it is below (the other
                                  returns at once) */

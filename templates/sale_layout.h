@@ -104,14 +104,14 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
 #define SALE_WR_DEFAULT_MAX_N 131072
 /* Above SALE_WR_PICK_MIN_N, where neither attend kernel wins at every
  * density, sale_attention (default tiles, thr = fixed, two-pass) launches
- * both and the device picks one from the select's count of estimated kept
- * blocks (sale_params.pick): the two-row kernel iff that count is at least
- * SALE_WR_PICK_DENSITY of the causal blocks, else the rows kernel. The other
+ * both and the device picks one from the select's count of kept blocks
+ * (sale_params.pick: the local region, the sink, dense heads' whole rows and
+ * the estimated blocks): the two-row kernel iff the call's density is at
+ * least SALE_WR_PICK_DENSITY, else the rows kernel. The other
  * returns at once (a few microseconds). Measured (seventeenth session, H200,
  * thr=fixed, attend ms, rows against the persistent two-row kernel): 128K
  * 3.64 / 5.54 at d ~ 0.01, 17.94 / 17.2 at 0.05, 63.6-64.1 / 60.0-62.1 at
- * 0.2: equal near d ~ 0.035-0.04 (the local region and the sink, ~7 blocks a
- * row, are not in the count: at 128K they are ~0.003 of the causal blocks);
+ * 0.2: equal near d ~ 0.035-0.04; 256K 15.0 / 23.1, 79.4 / 75.0, 329 / 275;
  * 64K: the rows kernel at every density (13.8-13.9 / 14.3 at 0.2). */
 #define SALE_WR_PICK_MIN_N 65536
 #define SALE_WR_PICK_DENSITY 0.035

@@ -282,9 +282,11 @@ template <int MODE> SALE_DEV void sale_select_local_lean(const sale_params &p) {
             cb[(long long)bhq * p.nkb + J] = make_float2(lo, hi);
         }
     }
-    /* the kept count so far: the region and the sink (SaleAttn::setup, store) */
-    if (p.kept && tid == 0)
-        ((int *)p.kept)[(long long)bhq * p.nqb + qb] = (kb_hi - local_lo + 1) + (local_lo > 0 ? 1 : 0);
+    /* the kept count so far: the region and the sink (SaleAttn::setup, store);
+     * also into the attend pick's total (a dense head's whole row is here) */
+    const int nloc = (kb_hi - local_lo + 1) + (local_lo > 0 ? 1 : 0);
+    if (p.kept && tid == 0) ((int *)p.kept)[(long long)bhq * p.nqb + qb] = nloc;
+    if (p.pick && tid == 0) atomicAdd((unsigned long long *)p.pick, (unsigned long long)nloc);
 }
 #endif /* SALE_HOST_TEST */
 #endif

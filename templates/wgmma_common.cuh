@@ -8,7 +8,7 @@
 /* ------------------------------------------------------------ mbarrier, TMA */
 /* the attend kernel this call picked (sale_params.pick, set by the host only
  * where both attend kernels are launched): the two-row kernel iff the
- * select's estimated kept blocks reach pick_min. The select's atomics are
+ * select's kept blocks reach pick_min. The select's atomics are
  * complete (an earlier launch on the stream); every thread of a CTA reads the
  * same value, so a CTA returns whole, before any barrier. */
 SALE_DEV bool dw_pick_two_row(const sale_params &p) {

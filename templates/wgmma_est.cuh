@@ -333,7 +333,8 @@ extern "C" __global__ void __launch_bounds__(SALE_SE_WARPS * 32, 1)
 
     /* kept counts: the estimated blocks [1, 1 + 4 ns) of each tile's mask row, once
      * every warp's bits are in (the local kernel counted the local region);
-     * also summed into p.pick when this call picks its attend kernel */
+     * also summed into p.pick when this call picks its attend kernel (the
+     * local launch added the local region's) */
     dw_bar_sync(1 + cw, 128);
     if (p.kept || p.pick) {
 #pragma unroll

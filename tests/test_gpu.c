@@ -1460,7 +1460,7 @@ Test(gpu, attend_wgmma_kernels_long_scattered_rows_equal_attention_over_their_ma
 
 /* Above SALE_WR_PICK_MIN_N, a two-pass thr=fixed call with default tiles
  * launches both persistent sm_90a attend kernels, and the device runs one:
- * the two-row kernel iff the select's estimated kept blocks reach
+ * the two-row kernel iff the select's kept blocks reach
  * SALE_WR_PICK_DENSITY of the causal blocks, else the rows kernel (the other
  * returns at once). So a default call's output must equal, bit for bit, the
  * output of the kernel its density asks for, named by its tiles: at a
@@ -1520,6 +1520,29 @@ Test(gpu, attend_pick_runs_the_kernel_its_density_asks_for)
         const int want = t == 0 ? 1 : 2;
         cr_assert_eq(diff[want], 0, "tau %g, density %.4f: the default call is not the %s kernel's output (%lld differ)",
                      taus[t], d, want == 1 ? "rows" : "two-row", diff[want]);
+    }
+    /* dense heads (tau 0) count: their whole rows are kept blocks, counted
+     * by the select's local launch. Two dense heads and two sparse ones make
+     * a dense call (~0.5) whose estimated blocks alone are ~0.5% of the
+     * causal ones: the two-row kernel's side. */
+    {
+        const float th[4] = {0.f, 0.005f, 0.f, 0.005f};
+        sale_stats sd[3];
+        a.tau = th;
+        for (int i = 0; i < 3; i++) {
+            memset(&sd[i], 0, sizeof sd[i]);
+            a.tile_warps = warps[i];
+            gpu_run_once(a, q, k, v, o[i], NULL, 0, &sd[i]);
+        }
+        a.tau = NULL, a.tile_warps = 0;
+        long long dr = 0, dt = 0;
+        for (size_t e = 0; e < nq; e++)
+            dr += o[0][e] != o[1][e], dt += o[0][e] != o[2][e];
+        fprintf(stderr, "gpu attend pick, 2 dense + 2 sparse heads, density %.4f: default differs from rows in %lld, "
+                "from two-row in %lld outputs\n", sd[0].density, dr, dt);
+        cr_assert_gt(sd[0].density, 0.3, "density %.4f: the dense heads did not count", sd[0].density);
+        cr_assert_eq(dt, 0, "density %.4f with dense heads: the default call is not the two-row kernel's output "
+                     "(%lld differ; rows: %lld)", sd[0].density, dt, dr);
     }
     /* tuned winners (this test's own cache): one with other tiles (the
      * two-row kernel at 2 stages) replaces the pick; one that is the two-row
