@@ -1554,7 +1554,7 @@ Test(gpu, attend_pick_runs_the_kernel_its_density_asks_for)
     sale_key open = sale_key_default(SALE_FAMILY_ATTEND), win = open;
     open.head_dim = 128, open.dtype = SALE_DTYPE_BF16, open.causal = 1, open.arch = SALE_ARCH_SM90A;
     win = open;
-    sale_stats sw;
+    sale_stats sw = {0}; /* density_per_head NULL: a garbage pointer is written through */
     a.tau_default = taus[0];
     a.tile_warps = SALE_WR_WARPS, a.tile_stages = 0;
     gpu_run_once(a, q, k, v, o[1], NULL, 0, &sw); /* rows, sparse */
