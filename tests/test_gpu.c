@@ -1019,7 +1019,7 @@ Test(gpu, graph_replay_equals_eager_bit_for_bit)
 
             /* host results cannot be captured: refused before anything is queued */
             cr_assert_eq(d->StreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL), CUDA_SUCCESS);
-            sale_stats stt;
+            sale_stats stt = {0};
             sale_attention_args bad = a;
             bad.stats = &stt;
             cr_assert_eq(sale_attention(ctx, &bad, s), SALE_ERR_INVALID);
