@@ -47,8 +47,13 @@ struct db {
 #define KCOLS_V2 KCOLS_COMMON ", smem_dynamic, stack, threads"
 #define KCOLS_V1 KCOLS_COMMON ", 0, 0, 0"
 #define KCOL_CUBIN 17 /* index of the cubin column appended after the lists above */
-#define THCOLS_V3 "model, layer, head, tau, budget, budget_abs, samples, created, density, error"
-#define THCOLS_V2 "model, layer, head, tau, 0, 0, 0, 0, -1, -1"
+/* the thresholds' columns (schema 4; also the insert list), and what a select
+ * of an older file reads in their place */
+#define THCOLS_V4 "model, layer, head, tau, budget, budget_abs, samples, created, density, error, thr"
+#define THCOLS_V3 "model, layer, head, tau, budget, budget_abs, samples, created, density, error, 0"
+#define THCOLS_V2 "model, layer, head, tau, 0, 0, 0, 0, -1, -1, 0"
+#define THCOLS_FOR(uv) ((uv) >= 4 ? THCOLS_V4 : (uv) >= 3 ? THCOLS_V3 : THCOLS_V2)
+#define TH_INSERT_VALUES "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
 
 /* Schema version 2, frozen: a fresh file is created as v2 and migrated, so
  * every file takes the same path to the current version. */
@@ -85,9 +90,16 @@ struct db {
     "ALTER TABLE thresholds ADD COLUMN error REAL NOT NULL DEFAULT -1;" \
     "PRAGMA user_version = 3;"
 
+/* Version 4: the threshold variant each threshold was calibrated with
+ * (0: not recorded, as every row of an older file). */
+#define MIGRATE_3_4_SQL \
+    "ALTER TABLE thresholds ADD COLUMN thr INTEGER NOT NULL DEFAULT 0;" \
+    "PRAGMA user_version = 4;"
+
 static const char SCHEMA_V2[] = SCHEMA_V2_SQL;
 static const char MIGRATE_2_3[] = MIGRATE_2_3_SQL;
-static const char SCHEMA_CURRENT[] = SCHEMA_V2_SQL MIGRATE_2_3_SQL;
+static const char MIGRATE_3_4[] = MIGRATE_3_4_SQL;
+static const char SCHEMA_CURRENT[] = SCHEMA_V2_SQL MIGRATE_2_3_SQL MIGRATE_3_4_SQL;
 
 /* Version 1 had no smem_dynamic/stack/threads and no tuned/thresholds/claims. */
 static const char MIGRATE_1_2[] = "ALTER TABLE kernels ADD COLUMN smem_dynamic INTEGER NOT NULL DEFAULT 0;"
@@ -235,7 +247,8 @@ static int has_tables(sqlite3 *c, int uv, int *rc_out) {
         "SELECT key, arch, src_hash, pid, host, claimed_at FROM claims LIMIT 0",
     };
     static const char *v1[] = {"SELECT " KCOLS_COMMON ", cubin FROM kernels LIMIT 0"};
-    static const char v3_thresholds[] = "SELECT " THCOLS_V3 " FROM thresholds LIMIT 0";
+    char v3_thresholds[256]; /* the threshold columns of versions 3 and 4 */
+    snprintf(v3_thresholds, sizeof v3_thresholds, "SELECT %s FROM thresholds LIMIT 0", THCOLS_FOR(uv));
     const char **q = uv >= 2 ? v2 : v1;
     int nq = uv >= 2 ? 4 : 1;
     if (uv >= 3) {
@@ -482,6 +495,8 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
         sql = MIGRATE_1_2, what = "db_open: migrate schema 1 -> 2";
     } else if (uv == 2) {
         sql = MIGRATE_2_3, what = "db_open: migrate schema 2 -> 3";
+    } else if (uv == 3) {
+        sql = MIGRATE_3_4, what = "db_open: migrate schema 3 -> 4";
     } else if (uv > DB_SCHEMA_VERSION) {
         rollback(c);
         set_err(why, whyn, "schema version %d is newer than this library's %d", uv, DB_SCHEMA_VERSION);
@@ -491,6 +506,8 @@ static int prepare_file(sqlite3 *c, int memory, char *why, size_t whyn, char *er
         rc = sqlite3_exec(c, sql, NULL, NULL, NULL);
         if (rc == SQLITE_OK && uv == 1) rc = sqlite3_exec(c, SCHEMA_V2, NULL, NULL, NULL);
         if (rc == SQLITE_OK && uv == 1) what = "db_open: migrate schema 2 -> 3", rc = sqlite3_exec(c, MIGRATE_2_3, NULL, NULL, NULL);
+        if (rc == SQLITE_OK && (uv == 1 || uv == 2))
+            what = "db_open: migrate schema 3 -> 4", rc = sqlite3_exec(c, MIGRATE_3_4, NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
             sql_fail(err, n, c, what);
             rollback(c);
@@ -1438,8 +1455,8 @@ static void unlink_db_files(const char *path) {
 static int copy_thresholds(sqlite3 *src, const char *sdb, int suv, sqlite3 *dst, const char *ddb, int keep,
                            char *err, size_t n) {
     char sel[256], ins[256];
-    snprintf(sel, sizeof sel, "SELECT %s FROM %s.thresholds", suv >= 3 ? THCOLS_V3 : THCOLS_V2, sdb);
-    snprintf(ins, sizeof ins, "INSERT OR %s INTO %s.thresholds(" THCOLS_V3 ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    snprintf(sel, sizeof sel, "SELECT %s FROM %s.thresholds", THCOLS_FOR(suv), sdb);
+    snprintf(ins, sizeof ins, "INSERT OR %s INTO %s.thresholds(" THCOLS_V4 ") " TH_INSERT_VALUES,
              keep ? "IGNORE" : "REPLACE", ddb);
     sqlite3_stmt *s = NULL, *w = NULL;
     int rc, ret = -1;
@@ -1786,6 +1803,7 @@ static void read_threshold(sqlite3_stmt *s, db_threshold_row *r, int fleet) {
     r->created = sqlite3_column_int64(s, 7);
     r->density = sqlite3_column_double(s, 8);
     r->error = sqlite3_column_double(s, 9);
+    r->thr = sqlite3_column_int(s, 10);
     r->from_fleet = fleet;
 }
 
@@ -1800,6 +1818,7 @@ static int bind_threshold(sqlite3_stmt *s, const db_threshold_row *r, int64_t cr
     if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 8, created);
     if (rc == SQLITE_OK) rc = sqlite3_bind_double(s, 9, r->density);
     if (rc == SQLITE_OK) rc = sqlite3_bind_double(s, 10, r->error);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 11, r->thr);
     return rc;
 }
 
@@ -1816,7 +1835,7 @@ int db_thresholds_put(db *d, const db_threshold_row *rows, int n, char *err, siz
     int ret = -1;
     int64_t t = now_s();
     lock(d);
-    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO thresholds(" THCOLS_V3 ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO thresholds(" THCOLS_V4 ") " TH_INSERT_VALUES,
                            -1, &s, NULL) != SQLITE_OK) {
         sql_fail(err, errlen, d->w, "db_thresholds_put: prepare");
         goto out;
@@ -1854,8 +1873,8 @@ int db_threshold_put(db *d, const char *model, int layer, int head, double tau, 
 static int threshold_get_from(sqlite3 *c, int uv, int fleet, const char *model, int layer, int head,
                               db_threshold_row *row, char *err, size_t n) {
     sqlite3_stmt *s = NULL;
-    const char *sql = uv >= 3 ? "SELECT " THCOLS_V3 " FROM thresholds WHERE model=?1 AND layer=?2 AND head=?3"
-                              : "SELECT " THCOLS_V2 " FROM thresholds WHERE model=?1 AND layer=?2 AND head=?3";
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT %s FROM thresholds WHERE model=?1 AND layer=?2 AND head=?3", THCOLS_FOR(uv));
     if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_threshold_get: prepare");
     sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, layer);
@@ -1894,8 +1913,8 @@ int db_threshold_get(db *d, const char *model, int layer, int head, double *tau,
 static int threshold_list_from(sqlite3 *c, int uv, int fleet, db_threshold_cb cb, void *user, int *stop, char *err,
                                size_t n) {
     sqlite3_stmt *s = NULL;
-    const char *sql = uv >= 3 ? "SELECT " THCOLS_V3 " FROM thresholds ORDER BY model, layer, head"
-                              : "SELECT " THCOLS_V2 " FROM thresholds ORDER BY model, layer, head";
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT %s FROM thresholds ORDER BY model, layer, head", THCOLS_FOR(uv));
     if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, c, "db_threshold_list: prepare");
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 
 typedef struct db db;
 
@@ -145,8 +145,9 @@ int db_tuned_list(db *d, db_tuned_cb cb, void *user, char *err, size_t errlen);
 /* --------------------------------------------------------- thresholds */
 /* Per-head thresholds per (model, layer, head) with how they were chosen
  * (sale calibrate). Rows of a v2 fleet file read with budget 0, samples 0,
- * created 0, density and error -1. Export copies every row; import keeps
- * rows that already exist. */
+ * created 0, density and error -1; rows of a v2 or v3 file with thr 0
+ * (variant not recorded). Export copies every row; import keeps rows that
+ * already exist. */
 typedef struct db_threshold_row {
     char model[128];
     int layer, head;
@@ -157,6 +158,7 @@ typedef struct db_threshold_row {
     int64_t created;  /* unix seconds; 0 in a put: now */
     double density;   /* -1: unknown */
     double error;     /* -1: unknown */
+    int thr;          /* threshold variant calibrated with (SALE_THR_RUN / _FIXED); 0: not recorded */
     int from_fleet;   /* set by readers */
 } db_threshold_row;
 

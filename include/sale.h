@@ -382,9 +382,15 @@ typedef struct sale_threshold_meta {
     int64_t created;    /* unix seconds */
     double density;     /* kept/causal blocks at this tau, worst sample (-1 unknown) */
     double error;       /* measured error at this tau, worst sample (-1 unknown) */
+    int thr;            /* threshold variant calibrated with (SALE_THR_RUN / SALE_THR_FIXED);
+                           0: not recorded (rows stored before schema 4, the config's section).
+                           An attention call with these thresholds and thr 0 runs this variant;
+                           one that asks for the other is refused (SALE_ERR_INVALID): at one tau
+                           the variants keep different blocks, so the budget would not hold */
 } sale_threshold_meta;
 
-/* Store tau[0..heads) for (model, layer) in one transaction; meta may be NULL. */
+/* Store tau[0..heads) for (model, layer) in one transaction; meta may be NULL, else one
+ * meta for every head (its thr: the variant the taus were calibrated with). */
 sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, const float *tau, int heads,
                                 const sale_threshold_meta *meta);
 /* Read tau[0..heads) for (model, layer): the cache file, then the fleet file,

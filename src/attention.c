@@ -568,14 +568,14 @@ static sale_status put_taus(sale_ctx *ctx, const sale_attention_args *a, sale_pa
      * for (args.model, args.layer), else tau_default) is thresholds_resolve's */
     if (a->heads_q <= SALE_TAU_INLINE) {
         p->tau = 0;
-        return thresholds_resolve(ctx, a, p->tau_inline);
+        return thresholds_resolve(ctx, a, p->tau_inline, NULL);
     }
     float *tau = malloc(sizeof(float) * (size_t)a->heads_q);
     if (!tau) {
         sale_set_error(ctx, "thresholds: out of host memory");
         return SALE_ERR_NOMEM;
     }
-    sale_status st = thresholds_resolve(ctx, a, tau);
+    sale_status st = thresholds_resolve(ctx, a, tau, NULL);
     const drv_api *d = drv_get(NULL);
     p->tau = (sale_u64)ws_tau;
     for (int h = 0; st == SALE_OK && h < a->heads_q;) {
@@ -653,6 +653,11 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     sale_status st = check_args(ctx, args, 1);
     if (st)
         return st;
+    /* stored thresholds say which variant they hold for: thr 0 runs it,
+     * another is refused (before a device is looked for, like bad keys) */
+    int thr;
+    if ((st = thresholds_variant(ctx, args, &thr)) != SALE_OK)
+        return st;
     CUstream stream = (CUstream)stream_;
     {
         /* keys are validated before a device is looked for: a bad block size is INVALID, not NO_DEVICE */
@@ -693,6 +698,7 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
         return SALE_ERR_INVALID;
     }
     sale_attention_args a = *args;
+    a.thr = thr;
     apply_defaults(&a, arch, args->dense_below ? args->dense_below : win_dense_below(ctx, (int)dev));
     const int dense = is_dense_run(&a);
 

@@ -167,7 +167,7 @@ static int threshold_collect(void *user, const db_threshold_row *r)
     e->layer = r->layer;
     e->head = r->head;
     e->tau = r->tau;
-    e->meta = (sale_threshold_meta){r->budget, r->budget_abs, r->samples, r->created, r->density, r->error};
+    e->meta = (sale_threshold_meta){r->budget, r->budget_abs, r->samples, r->created, r->density, r->error, r->thr};
     e->from_fleet = r->from_fleet;
     return 0;
 }

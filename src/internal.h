@@ -104,8 +104,15 @@ void ws_free_all(sale_ctx *ctx);
 /* thresholds (thresholds.c) */
 /* The per-head taus of one attention call into tau_out[heads_q]: a->tau, else
  * the thresholds stored for (a->model, a->layer) (needs ctx), else
- * a->tau_default (0: 0.004). SALE_ERR_NOT_FOUND names the missing head. */
-sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out);
+ * a->tau_default (0: 0.004). SALE_ERR_NOT_FOUND names the missing head.
+ * thr_out (may be NULL): the variant stored thresholds were calibrated with
+ * (0: none recorded, or no stored thresholds); heads of one layer that
+ * disagree are SALE_ERR_INVALID. */
+sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out, int *thr_out);
+/* The threshold variant a call runs (before the 0 -> run default): a->thr,
+ * or, for stored thresholds that record one, their variant when a->thr is 0;
+ * a->thr that is not the stored thresholds' variant is SALE_ERR_INVALID. */
+sale_status thresholds_variant(sale_ctx *ctx, const sale_attention_args *a, int *thr);
 /* Thresholds were stored or imported through this context: forget the memo
  * of thresholds_resolve (which reads each (model, layer) once per context). */
 void thresholds_changed(sale_ctx *ctx);

@@ -1279,7 +1279,8 @@ static int l_csv(lua_State *L)
 }
 
 /* sale.thresholds(model, layer) -> {tau_head0, ...}, {{budget=, budget_abs=,
- * samples=, created=, density=, error=}, ...}; or nil, reason when head 0 has
+ * samples=, created=, density=, error=, thr=}, ...} (thr: "run", "fixed", or
+ * nil when the variant was not recorded); or nil, reason when head 0 has
  * none (cache file, fleet file, then the config). */
 static int l_thresholds(lua_State *L)
 {
@@ -1310,13 +1311,15 @@ static int l_thresholds(lua_State *L)
             return fail(L, S, st, "thresholds");
         lua_pushnumber(L, tau[0]);
         lua_rawseti(L, taus, h + 1);
-        lua_createtable(L, 0, 6);
+        lua_createtable(L, 0, 7);
         lua_pushnumber(L, m[0].budget), lua_setfield(L, -2, "budget");
         lua_pushboolean(L, m[0].budget_abs), lua_setfield(L, -2, "budget_abs");
         lua_pushinteger(L, m[0].samples), lua_setfield(L, -2, "samples");
         lua_pushinteger(L, (lua_Integer)m[0].created), lua_setfield(L, -2, "created");
         lua_pushnumber(L, m[0].density), lua_setfield(L, -2, "density");
         lua_pushnumber(L, m[0].error), lua_setfield(L, -2, "error");
+        if (m[0].thr && sale_thr_name(m[0].thr))
+            lua_pushstring(L, sale_thr_name(m[0].thr)), lua_setfield(L, -2, "thr");
         lua_rawseti(L, metas, h + 1);
     }
     if (h == 0) {

@@ -473,7 +473,8 @@ static const char *ls_help = "usage: sale ls [--arch ARCH] [--tuned | --threshol
                              "List cached kernels (key, arch, registers, shared memory, spills, cubin bytes,\n"
                              "compile time, hits), or with --tuned the autotuner's winners, or with\n"
                              "--thresholds the calibrated per-head thresholds (model, layer, head, tau,\n"
-                             "budget, samples, date, density, error; the fleet file's marked 'fleet').\n";
+                             "budget, thr: the variant calibrated with ('-': not recorded), samples,\n"
+                             "date, density, error; the fleet file's marked 'fleet').\n";
 
 typedef struct ls_state {
     const char *arch;
@@ -520,8 +521,9 @@ static int threshold_row(void *user, const sale_threshold_entry *e)
         snprintf(dens, sizeof dens, "%.4f", r->density);
     if (r->error >= 0)
         snprintf(err, sizeof err, "%.6f", r->error);
-    printf("%-24s %5d %4d %10.6g %-11s %7d %-16s %8s %9s%s\n", e->model, e->layer, e->head, e->tau, budget, r->samples,
-           date, dens, err, e->from_fleet ? " fleet" : "");
+    const char *thr = r->thr ? sale_thr_name(r->thr) : NULL;
+    printf("%-24s %5d %4d %10.6g %-11s %-5s %7d %-16s %8s %9s%s\n", e->model, e->layer, e->head, e->tau, budget,
+           thr ? thr : "-", r->samples, date, dens, err, e->from_fleet ? " fleet" : "");
     s->rows++;
     return 0;
 }
@@ -552,8 +554,8 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     sale_ctx *ctx = open_ctx(g);
     sale_status rc;
     if (thresholds) {
-        printf("%-24s %5s %4s %10s %-11s %7s %-16s %8s %9s\n", "model", "layer", "head", "tau", "budget", "samples",
-               "date", "density", "error");
+        printf("%-24s %5s %4s %10s %-11s %-5s %7s %-16s %8s %9s\n", "model", "layer", "head", "tau", "budget", "thr",
+               "samples", "date", "density", "error");
         rc = sale_thresholds_list(ctx, 1, threshold_row, &s);
     } else if (tuned) {
         printf("%-24s %-7s %4s %6s %-10s %-60s %9s %7s %5s\n", "device", "arch", "SMs", "driver", "bucket", "key",
@@ -754,7 +756,9 @@ static const char *calibrate_help =
     "  --device cpu|gpu|auto   (default auto: the GPU if there is one, else the CPU reference)\n"
     "  --block-q N --block-k N --block-seg N --window N --est-bits N   (default: the library's)\n"
     "  --thr run|fixed     threshold variant (default run): calibrate with the one the\n"
-    "                      attention calls use; fixed keeps more blocks at the same tau\n"
+    "                      attention calls use; fixed keeps more blocks at the same tau.\n"
+    "                      It is stored with the thresholds: a call naming them with thr 0\n"
+    "                      runs it, one asking for the other variant is refused\n"
     "  --dense-above D     a head whose chosen tau keeps a fraction D of its blocks or\n"
     "                      more (worst sample) runs dense instead: exact, and at such\n"
     "                      densities the estimation costs more than the blocks it skips\n"

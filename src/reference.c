@@ -155,7 +155,13 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
     p->qmax = bits == 4 ? 7 : 127;
     if (a->thr != 0 && a->thr != SALE_THR_RUN && a->thr != SALE_THR_FIXED)
         return fail(ctx, "thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: run)", a->thr);
-    p->thr_fixed = a->thr == SALE_THR_FIXED;
+    int thr = a->thr; /* stored thresholds' variant for thr 0; another is refused */
+    if (ctx) {
+        sale_status vs = thresholds_variant(ctx, a, &thr);
+        if (vs != SALE_OK)
+            return vs;
+    }
+    p->thr_fixed = thr == SALE_THR_FIXED;
     p->sb = p->bs / p->bk;
 
     if (!(a->scale >= 0.0f) || isinf(a->scale)) {
@@ -626,7 +632,7 @@ sale_status sale_reference_attention_near(sale_ctx *ctx, const sale_attention_ar
         sale_set_error(ctx, "reference: out of memory");
         goto out;
     }
-    st = thresholds_resolve(ctx, a, p.tau); /* a->tau, else (model, layer), else tau_default */
+    st = thresholds_resolve(ctx, a, p.tau, NULL); /* a->tau, else (model, layer), else tau_default */
     if (st != SALE_OK)
         goto out;
     atomic_init(&p.next, 0);

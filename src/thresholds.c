@@ -37,6 +37,11 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
                        heads, layer);
         return SALE_ERR_INVALID;
     }
+    if (meta && meta->thr != 0 && meta->thr != SALE_THR_RUN && meta->thr != SALE_THR_FIXED) {
+        sale_set_error(ctx, "sale_thresholds_put: meta.thr: unknown threshold variant %d (SALE_THR_RUN, "
+                            "SALE_THR_FIXED; 0: not recorded)", meta->thr);
+        return SALE_ERR_INVALID;
+    }
     if (!ctx->db) {
         sale_set_error(ctx, "sale_thresholds_put: the context has no cache file");
         return SALE_ERR_CACHE;
@@ -65,6 +70,7 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
             r->created = meta->created;
             r->density = meta->density;
             r->error = meta->error;
+            r->thr = meta->thr;
         }
     }
     char err[1024] = "";
@@ -113,7 +119,7 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
         if (found) {
             tau[h] = (float)r.tau;
             if (meta)
-                meta[h] = (sale_threshold_meta){r.budget, r.budget_abs, r.samples, r.created, r.density, r.error};
+                meta[h] = (sale_threshold_meta){r.budget, r.budget_abs, r.samples, r.created, r.density, r.error, r.thr};
             continue;
         }
         const cfg_threshold *t = config_find(ctx, model, layer, h);
@@ -127,7 +133,7 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
         }
         tau[h] = t->tau;
         if (meta)
-            meta[h] = (sale_threshold_meta){0, 0, 0, 0, -1, -1};
+            meta[h] = (sale_threshold_meta){0, 0, 0, 0, -1, -1, 0};
     }
     return SALE_OK;
 }
@@ -140,7 +146,7 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
 #define TH_MEMO_MAX 512
 typedef struct th_memo {
     char model[sizeof((db_threshold_row *)0)->model];
-    int layer, heads;
+    int layer, heads, thr;
     unsigned gen;
     float *tau;
 } th_memo;
@@ -165,7 +171,7 @@ void thresholds_changed(sale_ctx *ctx)
     pthread_mutex_unlock(&ctx->lock);
 }
 
-static int memo_get(sale_ctx *ctx, const char *model, int layer, int heads, float *tau)
+static int memo_get(sale_ctx *ctx, const char *model, int layer, int heads, float *tau, int *thr)
 {
     int hit = 0;
     pthread_mutex_lock(&ctx->lock);
@@ -173,6 +179,7 @@ static int memo_get(sale_ctx *ctx, const char *model, int layer, int heads, floa
         th_memo *m = &ctx->thm[i];
         if (m->gen == ctx->th_gen && m->layer == layer && m->heads == heads && !strcmp(m->model, model)) {
             memcpy(tau, m->tau, sizeof(float) * (size_t)heads);
+            *thr = m->thr;
             hit = 1;
         }
     }
@@ -180,7 +187,8 @@ static int memo_get(sale_ctx *ctx, const char *model, int layer, int heads, floa
     return hit;
 }
 
-static void memo_put(sale_ctx *ctx, const char *model, int layer, int heads, const float *tau, unsigned gen)
+static void memo_put(sale_ctx *ctx, const char *model, int layer, int heads, const float *tau, int thr,
+                     unsigned gen)
 {
     float *copy = malloc(sizeof(float) * (size_t)heads);
     if (!copy)
@@ -203,29 +211,101 @@ static void memo_put(sale_ctx *ctx, const char *model, int layer, int heads, con
     snprintf(m->model, sizeof m->model, "%s", model);
     m->layer = layer;
     m->heads = heads;
+    m->thr = thr;
     m->gen = gen;
     m->tau = copy;
     pthread_mutex_unlock(&ctx->lock);
 }
 
-sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out)
+/* The variant a layer's thresholds were calibrated with, from their rows'
+ * meta: 0 when no row records one; refused when two heads disagree (a layer
+ * is calibrated, and stored, as a whole). */
+static sale_status layer_variant(sale_ctx *ctx, const char *model, int layer, const sale_threshold_meta *meta,
+                                 int heads, int *thr)
 {
+    *thr = 0;
+    int first = -1;
+    for (int h = 0; h < heads; h++) {
+        if (!meta[h].thr)
+            continue;
+        if (first < 0) {
+            first = h, *thr = meta[h].thr;
+        } else if (meta[h].thr != *thr) {
+            sale_set_error(ctx,
+                           "thresholds: model '%s' layer %d: head %d was calibrated with thr=%s, head %d with thr=%s; "
+                           "a layer's thresholds hold for one variant: recalibrate the layer (sale calibrate --thr)",
+                           model, layer, first, sale_thr_name(*thr), h, sale_thr_name(meta[h].thr));
+            return SALE_ERR_INVALID;
+        }
+    }
+    return SALE_OK;
+}
+
+sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out, int *thr_out)
+{
+    int thr = 0;
+    if (thr_out)
+        *thr_out = 0;
     if (!a->tau && a->model) {
         if (!ctx)
             return SALE_ERR_NOT_FOUND; /* no context: no cache to read, nowhere to say so */
-        if (memo_get(ctx, a->model, a->layer, a->heads_q, tau_out))
+        if (memo_get(ctx, a->model, a->layer, a->heads_q, tau_out, &thr)) {
+            if (thr_out)
+                *thr_out = thr;
             return SALE_OK;
+        }
         pthread_mutex_lock(&ctx->lock);
         unsigned gen = ctx->th_gen; /* a store racing with the read below makes this entry stale */
         pthread_mutex_unlock(&ctx->lock);
-        sale_status st = sale_thresholds_get(ctx, a->model, a->layer, tau_out, a->heads_q, NULL);
+        sale_threshold_meta *meta = malloc(sizeof *meta * (size_t)a->heads_q);
+        if (!meta) {
+            sale_set_error(ctx, "thresholds: out of host memory");
+            return SALE_ERR_NOMEM;
+        }
+        sale_status st = sale_thresholds_get(ctx, a->model, a->layer, tau_out, a->heads_q, meta);
         if (st == SALE_OK)
-            memo_put(ctx, a->model, a->layer, a->heads_q, tau_out, gen);
+            st = layer_variant(ctx, a->model, a->layer, meta, a->heads_q, &thr);
+        free(meta);
+        if (st == SALE_OK) {
+            memo_put(ctx, a->model, a->layer, a->heads_q, tau_out, thr, gen);
+            if (thr_out)
+                *thr_out = thr;
+        }
         return st;
     }
     float td = a->tau_default > 0.0f ? a->tau_default : TH_DEFAULT_TAU;
     for (int h = 0; h < a->heads_q; h++)
         tau_out[h] = a->tau ? a->tau[h] : td;
+    return SALE_OK;
+}
+
+sale_status thresholds_variant(sale_ctx *ctx, const sale_attention_args *a, int *thr)
+{
+    *thr = a->thr;
+    if (a->tau || !a->model || a->heads_q <= 0)
+        return SALE_OK;
+    float small[256], *tau = a->heads_q <= 256 ? small : malloc(sizeof(float) * (size_t)a->heads_q);
+    if (!tau) {
+        sale_set_error(ctx, "thresholds: out of host memory");
+        return SALE_ERR_NOMEM;
+    }
+    int stored = 0;
+    sale_status st = thresholds_resolve(ctx, a, tau, &stored);
+    if (tau != small)
+        free(tau);
+    if (st != SALE_OK || !stored)
+        return st;
+    if (a->thr && a->thr != stored) {
+        sale_set_error(ctx,
+                       "thresholds: model '%s' layer %d was calibrated with thr=%s and this call asks for thr=%s: at "
+                       "one tau the two variants keep different blocks, so the calibrated error budget would not "
+                       "hold; pass thr=%s (or leave thr 0 to run the calibrated variant), or recalibrate with "
+                       "--thr %s",
+                       a->model, a->layer, sale_thr_name(stored), sale_thr_name(a->thr), sale_thr_name(stored),
+                       sale_thr_name(a->thr));
+        return SALE_ERR_INVALID;
+    }
+    *thr = stored;
     return SALE_OK;
 }
 

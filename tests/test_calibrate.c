@@ -170,6 +170,7 @@ Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_t
             cr_assert_eq(meta[l][h].samples, L_SAMPLES);
             cr_assert_gt(meta[l][h].created, 1600000000);
             cr_assert(meta[l][h].error >= 0 && meta[l][h].error <= L_BUDGET);
+            cr_assert_eq(meta[l][h].thr, SALE_THR_RUN, "the variant calibrated with (the default) is stored");
         }
     }
     float more[L_HEADS + 1];
@@ -186,12 +187,13 @@ Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_t
             snprintf(want, sizeof want, "%5d %4d %10.6g", l, h, (double)tau[l][h]);
             cr_assert(strstr(out, want), "'%s' not in %s", want, out);
         }
+    cr_assert(strstr(out, " rel   run "), "the variant column: %s", out);
 
     /* Lua */
     FILE *f = fopen(in_dir("th.lua"), "w");
     fputs("for l = 0, 1 do\n"
           "  local tau, info = sale.thresholds('toy', l)\n"
-          "  for h, t in ipairs(tau) do print(string.format('T %d %d %.6g %d', l, h - 1, t, info[h].samples)) end\n"
+          "  for h, t in ipairs(tau) do print(string.format('T %d %d %.6g %d %s', l, h - 1, t, info[h].samples, info[h].thr)) end\n"
           "end\n"
           "local none, why = sale.thresholds('nobody', 0)\n"
           "print(none == nil and 'NIL ' .. why)\n",
@@ -201,7 +203,7 @@ Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_t
     for (int l = 0; l < L_LAYERS; l++)
         for (int h = 0; h < L_HEADS; h++) {
             char want[64];
-            snprintf(want, sizeof want, "T %d %d %.6g %d\n", l, h, (double)tau[l][h], L_SAMPLES);
+            snprintf(want, sizeof want, "T %d %d %.6g %d run\n", l, h, (double)tau[l][h], L_SAMPLES);
             cr_assert(strstr(out, want), "'%s' not in %s", want, out);
         }
     cr_assert(strstr(out, "NIL thresholds: none for model 'nobody'"), "%s", out);
@@ -313,7 +315,7 @@ Test(calibrate, bad_input_files_name_file_and_tensor_and_leave_stored_thresholds
 {
     sale_ctx *ctx = open_ctx();
     float before[2][B_H] = {{0.004f, 0.002f}, {0.001f, 0}};
-    sale_threshold_meta m = {0.05, 0, 3, 1700000000, 0.25, 0.01};
+    sale_threshold_meta m = {0.05, 0, 3, 1700000000, 0.25, 0.01, SALE_THR_FIXED};
     sale_threshold_meta mh[B_H] = {m, m};
     for (int l = 0; l < 2; l++)
         cr_assert_eq(sale_thresholds_put(ctx, "kept", l, before[l], B_H, mh), SALE_OK, "%s", sale_last_error(ctx));

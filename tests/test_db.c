@@ -935,7 +935,7 @@ Test(db, old_schema_v2_is_migrated_and_thresholds_keep_their_tau) {
     logcap l = {0};
     db *d = open_ok(p, NULL, &l);
     cr_assert_eq(l.warnings, 0, "migration is not a warning: %s", l.text);
-    cr_assert_eq(raw_int(p, "PRAGMA user_version"), 3);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
     cr_assert_eq(list_count(d, 0), 1, "the kernel row survives");
     db_threshold_row r;
     cr_assert_eq(db_threshold_get_row(d, "old-model", 2, 5, &r, g_err, sizeof g_err), 1, "%s", g_err);
@@ -943,8 +943,10 @@ Test(db, old_schema_v2_is_migrated_and_thresholds_keep_their_tau) {
     cr_assert_eq(r.samples, 0);
     cr_assert_float_eq(r.density, -1.0, 0);
     cr_assert_float_eq(r.error, -1.0, 0);
+    cr_assert_eq(r.thr, 0, "an old row's variant is not recorded");
     db_threshold_row w = {.model = "new-model", .layer = 1, .head = 3, .tau = 0.002, .budget = 0.02,
-                          .budget_abs = 1, .samples = 5, .created = 1700000000, .density = 0.25, .error = 0.015};
+                          .budget_abs = 1, .samples = 5, .created = 1700000000, .density = 0.25, .error = 0.015,
+                          .thr = 2};
     cr_assert_eq(db_thresholds_put(d, &w, 1, g_err, sizeof g_err), 0, "%s", g_err);
     db_close(d);
     d = open_ok(p, NULL, &l); /* reopening a migrated file is a no-op */
@@ -956,7 +958,49 @@ Test(db, old_schema_v2_is_migrated_and_thresholds_keep_their_tau) {
     cr_assert_eq(r.created, 1700000000);
     cr_assert_float_eq(r.density, 0.25, 1e-12);
     cr_assert_float_eq(r.error, 0.015, 1e-12);
+    cr_assert_eq(r.thr, 2, "the variant is stored");
     cr_assert_eq(r.from_fleet, 0);
+    db_close(d);
+}
+
+/* Schema version 3, as that release left a migrated v2 file: the
+ * calibration columns, no variant column; one calibrated row. */
+static void make_v3(const char *p) {
+    make_v2(p);
+    sqlite3 *c = raw_open(p);
+    raw_exec(c, "ALTER TABLE thresholds ADD COLUMN budget REAL NOT NULL DEFAULT 0;"
+                "ALTER TABLE thresholds ADD COLUMN budget_abs INTEGER NOT NULL DEFAULT 0;"
+                "ALTER TABLE thresholds ADD COLUMN samples INTEGER NOT NULL DEFAULT 0;"
+                "ALTER TABLE thresholds ADD COLUMN created INTEGER NOT NULL DEFAULT 0;"
+                "ALTER TABLE thresholds ADD COLUMN density REAL NOT NULL DEFAULT -1;"
+                "ALTER TABLE thresholds ADD COLUMN error REAL NOT NULL DEFAULT -1;"
+                "INSERT INTO thresholds VALUES ('v3-model', 0, 1, 0.0025, 0.05, 0, 2, 1700000001, 0.125, 0.03);"
+                "PRAGMA user_version = 3;");
+    sqlite3_close(c);
+}
+
+Test(db, old_schema_v3_is_migrated_and_its_rows_have_no_variant) {
+    const char *p = in_dir("kernels.db"), *fl = in_dir("fleet_v3.db");
+    make_v3(fl); /* a v3 fleet file is read as it is (read-only: not migrated) */
+    make_v3(p);
+    db *d = open_ok(p, NULL, NULL);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM pragma_table_info('thresholds') WHERE name='thr'"), 1);
+    db_threshold_row r;
+    cr_assert_eq(db_threshold_get_row(d, "v3-model", 0, 1, &r, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_float_eq(r.tau, 0.0025, 1e-12);
+    cr_assert_eq(r.samples, 2);
+    cr_assert_float_eq(r.density, 0.125, 1e-12);
+    cr_assert_eq(r.thr, 0);
+    db_close(d);
+
+    const char *empty = in_dir("empty.db");
+    d = open_ok(empty, fl, NULL);
+    cr_assert_eq(raw_int(fl, "PRAGMA user_version"), 3, "the fleet file is not migrated");
+    cr_assert_eq(db_threshold_get_row(d, "v3-model", 0, 1, &r, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(r.from_fleet, 1);
+    cr_assert_float_eq(r.error, 0.03, 1e-12);
+    cr_assert_eq(r.thr, 0);
     db_close(d);
 }
 
@@ -966,6 +1010,7 @@ Test(db, v1_file_is_migrated_through_v2_to_the_thresholds_columns) {
     db *d = open_ok(p, NULL, NULL);
     cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM pragma_table_info('thresholds') WHERE name='density'"), 1);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM pragma_table_info('thresholds') WHERE name='thr'"), 1);
     db_close(d);
 }
 
@@ -990,7 +1035,7 @@ Test(db, thresholds_travel_with_export_import_and_the_fleet_file) {
     db *d = open_ok(src, NULL, NULL);
     put_n_ok(d, "a", "sm_80", 1, 100, 1);
     db_threshold_row w = {.model = "m", .layer = 4, .head = 1, .tau = 0.001, .budget = 0.05, .samples = 2,
-                          .density = 0.5, .error = 0.04};
+                          .density = 0.5, .error = 0.04, .thr = 2};
     cr_assert_eq(db_thresholds_put(d, &w, 1, g_err, sizeof g_err), 0, "%s", g_err);
     const char *archs[] = {"sm_90"}; /* no kernel of that arch: thresholds travel anyway */
     cr_assert_eq(db_export(d, ship, archs, 1, g_err, sizeof g_err), 0, "%s", g_err);
@@ -1003,6 +1048,7 @@ Test(db, thresholds_travel_with_export_import_and_the_fleet_file) {
     cr_assert_eq(db_threshold_get_row(f, "m", 4, 1, &r, g_err, sizeof g_err), 1, "%s", g_err);
     cr_assert_eq(r.from_fleet, 1);
     cr_assert_float_eq(r.error, 0.04, 1e-12);
+    cr_assert_eq(r.thr, 2, "the variant travels with the row");
     /* the writable file wins over the fleet */
     cr_assert_eq(db_threshold_put(f, "m", 4, 1, 0.008, g_err, sizeof g_err), 0, "%s", g_err);
     cr_assert_eq(db_threshold_get_row(f, "m", 4, 1, &r, g_err, sizeof g_err), 1);
@@ -1017,6 +1063,9 @@ Test(db, thresholds_travel_with_export_import_and_the_fleet_file) {
     cr_assert_eq(db_threshold_put(d, "m", 4, 2, 0.002, g_err, sizeof g_err), 0, "%s", g_err);
     db_close(d);
     cr_assert_eq(db_import(o, src, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(raw_int(in_dir("third.db"), "SELECT thr FROM thresholds WHERE layer = 4 AND head = 2"), 0);
+    cr_assert_eq(db_threshold_get_row(o, "m", 4, 1, &r, g_err, sizeof g_err), 1);
+    cr_assert_eq(r.thr, 0, "import keeps the existing row, variant and all");
     double tau = 0;
     cr_assert_eq(db_threshold_get(o, "m", 4, 1, &tau, g_err, sizeof g_err), 1);
     cr_assert_float_eq(tau, 0.004, 1e-12);

@@ -370,17 +370,45 @@ Test(host, named_thresholds_are_read_once_and_follow_a_store)
     a.heads_q = 4;
     a.model = "memo-model";
     a.layer = 3;
-    cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(thresholds_resolve(ctx, &a, got, NULL), SALE_OK, "%s", sale_last_error(ctx));
     cr_assert(memcmp(got, put, sizeof put) == 0);
     unsigned long n0 = db_op_count(ctx->db);
     for (int i = 0; i < 1000; i++)
-        cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_OK);
+        cr_assert_eq(thresholds_resolve(ctx, &a, got, NULL), SALE_OK);
     cr_assert_eq(db_op_count(ctx->db), n0, "a warm (model, layer) lookup makes no SQLite call");
     cr_assert(memcmp(got, put, sizeof put) == 0);
     put[1] = 0.004f;
     cr_assert_eq(sale_thresholds_put(ctx, "memo-model", 3, put, 4, NULL), SALE_OK);
-    cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_OK);
+    cr_assert_eq(thresholds_resolve(ctx, &a, got, NULL), SALE_OK);
     cr_assert_float_eq(got[1], 0.004f, 0, "a store through the context is seen at once");
     a.layer = 4;
-    cr_assert_eq(thresholds_resolve(ctx, &a, got), SALE_ERR_NOT_FOUND, "a missing layer is still an error");
+    cr_assert_eq(thresholds_resolve(ctx, &a, got, NULL), SALE_ERR_NOT_FOUND, "a missing layer is still an error");
+}
+
+/* sale_attention refuses a call whose thr is not the variant its stored
+ * thresholds were calibrated with before it looks for a device (so the
+ * refusal is the same with and without a GPU, and nothing is launched: the
+ * pointers here are never dereferenced). */
+Test(host, attention_refuses_a_variant_its_thresholds_were_not_calibrated_with)
+{
+    float tau[2] = {0.004f, 0.002f};
+    sale_threshold_meta m = {.budget = 0.02, .samples = 2, .density = -1, .error = -1, .thr = SALE_THR_FIXED};
+    cr_assert_eq(sale_thresholds_put(ctx, "variant-model", 0, tau, 2, &m), SALE_OK, "%s", sale_last_error(ctx));
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 2, a.heads_kv = 1, a.seq_len = 4096, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    a.q = a.k = a.v = (void *)(uintptr_t)0x1000, a.out = (void *)(uintptr_t)0x2000;
+    a.model = "variant-model", a.layer = 0, a.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "calibrated with thr=fixed and this call asks for thr=run"), "%s",
+              sale_last_error(ctx));
+    int thr = -1;
+    a.thr = 0;
+    cr_assert_eq(thresholds_variant(ctx, &a, &thr), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(thr, SALE_THR_FIXED, "thr 0 takes the stored variant");
+    a.tau = tau; /* explicit taus: the stored ones (and their variant) are not consulted */
+    cr_assert_eq(thresholds_variant(ctx, &a, &thr), SALE_OK);
+    cr_assert_eq(thr, 0);
+    a.tau = NULL, a.layer = 1; /* no thresholds for the layer: NOT_FOUND, also before any device */
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NOT_FOUND);
 }

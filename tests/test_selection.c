@@ -652,3 +652,93 @@ Test(selection, unknown_threshold_variant_is_refused)
     free(o);
     free_inputs(&in);
 }
+
+/* Stored thresholds record the variant they were calibrated with (schema 4):
+ * a call naming (model, layer) with thr 0 runs that variant (the masks equal
+ * an explicit call with the same taus and that variant, bit for bit, and
+ * differ from the other variant's, so the test can tell them apart); a call
+ * asking for the other variant is refused, naming both; rows that record no
+ * variant keep the default (run); heads of one layer that disagree are
+ * refused. */
+Test(selection, stored_thresholds_run_the_variant_they_were_calibrated_with, .timeout = 120)
+{
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &(sale_options){.cache_path = ":memory:"}), SALE_OK);
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 4, a.heads_kv = 2, a.seq_len = 2048, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1, a.block_k = 16, a.block_seg = 64, a.local_window = 64, a.est_bits = 4;
+    size_t nq = (size_t)4 * 2048 * 128, nk = (size_t)2 * 2048 * 128;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o[4];
+    cr_assert(q && k && v);
+    sale_gen_options g = {.seed = 91, .structured = 1, .needles = 4};
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, NULL), SALE_OK);
+    size_t nmask = (size_t)4 * sale_num_qblocks(&a) * ((sale_num_kblocks(&a) + 31) / 32);
+    uint32_t *m[4];
+    for (int i = 0; i < 4; i++) {
+        cr_assert((o[i] = malloc(nq * 2)) && (m[i] = malloc(nmask * 4)));
+        memset(o[i], 0xFF, nq * 2), memset(m[i], 0xA5, nmask * 4); /* poison */
+    }
+    const float tau[4] = {0.004f, 0.002f, 0.008f, 0.004f};
+    sale_threshold_meta meta[1] = {{.budget = 0.02, .samples = 2, .density = -1, .error = -1, .thr = SALE_THR_FIXED}};
+    cr_assert_eq(sale_thresholds_put(ctx, "var-model", 7, tau, 4, meta), SALE_OK, "%s", sale_last_error(ctx));
+    a.q = q, a.k = k, a.v = v;
+
+    /* 0: explicit taus, fixed; 1: explicit taus, run; 2: (model, layer), thr 0 */
+    a.tau = tau, a.thr = SALE_THR_FIXED, a.out = o[0], a.mask = m[0];
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    a.thr = SALE_THR_RUN, a.out = o[1], a.mask = m[1];
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    a.tau = NULL, a.model = "var-model", a.layer = 7, a.thr = 0, a.out = o[2], a.mask = m[2];
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    long long differ_run = 0, differ_fixed = 0;
+    for (size_t i = 0; i < nmask; i++)
+        differ_run += __builtin_popcount(m[2][i] ^ m[1][i]), differ_fixed += __builtin_popcount(m[2][i] ^ m[0][i]);
+    fprintf(stderr, "stored variant fixed, thr 0: mask differs from fixed's in %lld blocks, from run's in %lld\n",
+            differ_fixed, differ_run);
+    cr_assert_gt(differ_run, 0, "run and fixed keep the same blocks here: this test cannot tell them apart");
+    cr_assert_eq(differ_fixed, 0, "thr 0 with thresholds calibrated for fixed did not run fixed");
+    cr_assert(memcmp(o[2], o[0], nq * 2) == 0, "the output is not fixed's");
+
+    /* asking for the other variant is refused, and says what to do */
+    a.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    const char *e = sale_last_error(ctx);
+    cr_assert(strstr(e, "'var-model' layer 7") && strstr(e, "calibrated with thr=fixed") &&
+                  strstr(e, "asks for thr=run"),
+              "%s", e);
+    a.thr = SALE_THR_FIXED; /* asking for the stored variant is fine */
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+
+    /* no variant recorded (meta NULL, as rows of older files): the default, run */
+    cr_assert_eq(sale_thresholds_put(ctx, "var-model", 8, tau, 4, NULL), SALE_OK, "%s", sale_last_error(ctx));
+    a.layer = 8, a.thr = 0, a.out = o[3], a.mask = m[3];
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert(memcmp(m[3], m[1], nmask * 4) == 0, "unrecorded variant: not run's mask");
+
+    /* heads of one layer calibrated with different variants (heads 0-2
+     * stored again with run over a layer stored with fixed) */
+    cr_assert_eq(sale_thresholds_put(ctx, "var-model", 9, tau, 4, meta), SALE_OK, "%s", sale_last_error(ctx));
+    sale_threshold_meta mrun = meta[0];
+    mrun.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_thresholds_put(ctx, "var-model", 9, tau, 3, &mrun), SALE_OK, "%s", sale_last_error(ctx));
+    a.layer = 9;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    e = sale_last_error(ctx);
+    cr_assert(strstr(e, "head 0 was calibrated with thr=run, head 3 with thr=fixed") && strstr(e, "recalibrate"),
+              "%s", e);
+
+    /* a variant that does not exist cannot be stored */
+    mrun.thr = 7;
+    cr_assert_eq(sale_thresholds_put(ctx, "var-model", 10, tau, 4, &mrun), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "meta.thr"), "%s", sale_last_error(ctx));
+    sale_threshold_meta back[4];
+    float tb[4];
+    cr_assert_eq(sale_thresholds_get(ctx, "var-model", 7, tb, 4, back), SALE_OK, "%s", sale_last_error(ctx));
+    for (int h = 0; h < 4; h++)
+        cr_assert_eq(back[h].thr, SALE_THR_FIXED, "head %d: the variant read back", h);
+    sale_destroy(ctx);
+    free(q), free(k), free(v);
+    for (int i = 0; i < 4; i++)
+        free(o[i]), free(m[i]);
+}

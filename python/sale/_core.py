@@ -440,6 +440,8 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     every segment's start) or "fixed" (t_i once, after the local region and the
     sink, as the authors' default kernel; keeps a superset of run's blocks at the
     same tau, so thresholds calibrated for one are not those of the other).
+    With thresholds=(model, layer) stored by a calibration that recorded its
+    variant, None runs that variant and the other one is refused.
     tile_warps, tile_stages: a kernel's tiles (None: the tuned winner, else the
     default). On sm_90 at head_dim 128 attend has two kernels: 5 (one mask row a
     CTA) and 12 (two rows a CTA over their union). With default tiles the rows
@@ -695,13 +697,22 @@ def thresholds(model, layer, heads, context=None):
     return list(arr)
 
 
-def put_thresholds(model, layer, tau, budget=0.0, samples=0, context=None):
-    """Store per-head thresholds for (model, layer) (what sale calibrate writes)."""
+def put_thresholds(model, layer, tau, budget=0.0, samples=0, context=None, thr=None):
+    """Store per-head thresholds for (model, layer) (what sale calibrate writes).
+    thr: the variant they were calibrated with ("run" or "fixed"; None: not
+    recorded). Recorded, it is the variant sale.attention runs with these
+    thresholds when its thr is None; asking for the other one is refused."""
     ctx = _ctx(context)
     _need(ctx, "sale_thresholds_put")
     vals = [float(x) for x in tau]
     arr = (c_float * len(vals))(*vals)
-    meta = _lib.ThresholdMeta(budget=budget, budget_abs=0, samples=samples, created=0, density=-1, error=-1)
+    variant = 0
+    if thr is not None:
+        variant = _lib.THRS.get(thr) if isinstance(thr, str) else None
+        if not variant:
+            _bad("thr: 'run' or 'fixed' (None: not recorded), got %r" % (thr,))
+    meta = _lib.ThresholdMeta(budget=budget, budget_abs=0, samples=samples, created=0, density=-1, error=-1,
+                              thr=variant)
     with ctx._lock:
         ctx.check(ctx._lib.sale_thresholds_put(ctx.handle, model.encode(), layer, arr, len(vals), byref(meta)),
                   "put_thresholds(%r, %d)" % (model, layer))

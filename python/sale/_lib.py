@@ -68,7 +68,7 @@ class AttentionArgs(ctypes.Structure):  # sale_attention_args
 
 class ThresholdMeta(ctypes.Structure):  # sale_threshold_meta
     _fields_ = [("budget", c_double), ("budget_abs", c_int), ("samples", c_int), ("created", c_int64),
-                ("density", c_double), ("error", c_double)]
+                ("density", c_double), ("error", c_double), ("thr", c_int)]
 
 
 class DeviceInfo(ctypes.Structure):  # sale_device_info

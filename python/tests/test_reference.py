@@ -145,3 +145,25 @@ def test_fixed_threshold_keeps_a_superset_of_run():
     with pytest.raises(sale.InvalidArgument, match="thr"):
         sale.reference_attention(q, k, v, thr="late")
     assert sale.format_key("fused:thr=fixed,arch=sm_89").endswith(",thr=fixed")
+
+
+def test_stored_thresholds_carry_their_variant(tmp_path):
+    # thresholds stored with thr="fixed": thr None runs fixed (the mask of an
+    # explicit fixed call with the same taus), thr="run" is refused; stored
+    # without a variant, thr None stays run
+    ctx = sale.Context(cache=str(tmp_path / "k.db"))
+    q, k, v = qkv(N=2048, D=64, Hq=2, Hkv=1, seed=7)
+    kw = dict(dense_below=-1, block_k=16, block_seg=32, local_window=32, return_mask=True, context=ctx)
+    sale.put_thresholds("m-fixed", 0, [0.05, 0.05], thr="fixed", context=ctx)
+    sale.put_thresholds("m-none", 0, [0.05, 0.05], context=ctx)
+    _, mf = sale.reference_attention(q, k, v, tau=0.05, thr="fixed", **kw)
+    _, mr = sale.reference_attention(q, k, v, tau=0.05, thr="run", **kw)
+    assert not torch.equal(mf, mr), "run and fixed keep the same blocks here: the test cannot tell them apart"
+    _, ms = sale.reference_attention(q, k, v, tau=("m-fixed", 0), **kw)
+    assert torch.equal(ms, mf)
+    with pytest.raises(sale.InvalidArgument, match="calibrated with thr=fixed and this call asks for thr=run"):
+        sale.reference_attention(q, k, v, tau=("m-fixed", 0), thr="run", **kw)
+    _, mn = sale.reference_attention(q, k, v, tau=("m-none", 0), **kw)
+    assert torch.equal(mn, mr)
+    with pytest.raises(sale.InvalidArgument, match="thr"):
+        sale.put_thresholds("m-bad", 0, [0.05], thr="late", context=ctx)
