@@ -51,7 +51,7 @@ fleet = {
   block_k = { 32, 64 },
   block_seg = { 128, 256 },
   local_window = { 128 },
-  thr = { "run" },  -- add "fixed" to also build the authors' threshold variant
+  thr = { "run", "fixed" },  -- both (the default): fixed is the fast select on Hopper
 }
 
 tuning = {

@@ -252,7 +252,7 @@ static const char *prewarm_help =
     "  --dtype LIST       bf16,f16\n"
     "  --block-q LIST     --block-k LIST  --block-seg LIST  --window LIST\n"
     "  --thr LIST         threshold variants: run,fixed (default: the config's fleet,\n"
-    "                     run); only fused, select and plain have one\n"
+    "                     both); only fused, select and plain have one\n"
     "  --jobs N           compile threads (default: number of cores)\n"
     "  -q, --quiet        no progress line\n";
 

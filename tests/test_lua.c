@@ -711,8 +711,9 @@ Test(config, thr_in_defaults_and_fleet)
     cfg_free(&c);
     cfg_defaults_init(&c);
     cr_expect_eq(c.defaults.thr, 0, "library default (run)");
-    cr_expect_eq(c.fleet.n_thrs, 1);
+    cr_expect_eq(c.fleet.n_thrs, 2, "a default fleet holds both variants (fixed: Hopper's fast select)");
     cr_expect_eq(c.fleet.thrs[0], SALE_THR_RUN);
+    cr_expect_eq(c.fleet.thrs[1], SALE_THR_FIXED);
     cfg_free(&c);
     expect_invalid("defaults = { thr = 'sometimes' }",
                    "sale.lua:1: defaults.thr: unknown threshold variant 'sometimes' (known: run, fixed)");
