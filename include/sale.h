@@ -147,6 +147,15 @@ int sale_attention_arch(sale_family family, int head_dim, int block_q, int block
  * prewarm` and `sale tune` use.
  * key NULL: arch. */
 int sale_key_run_arch(const sale_key *key, int arch);
+/* The kernels sale_attention runs for `key` on a device whose kernels are
+ * key->arch (80, 86, 89, 90): the key on the arch it runs there
+ * (sale_key_run_arch), with 8-bit codes on sm_90 (there is no 4-bit MMA
+ * there), resolved; and for attend on sm_90a also its rows kernel (warps
+ * SALE_WR_WARPS, the default up to 128K and the device's pick above),
+ * where the block sizes allow one. Writes out[0] (and out[1]); returns how
+ * many (1 or 2), or -1 with err filled for a key that cannot be resolved.
+ * What `sale prewarm` and Python's sale.prewarm() build for a fleet. */
+int sale_key_run_set(const sale_key *key, sale_key out[2], char *err, size_t errlen);
 
 /* -------------------------------------------------------------- context */
 

@@ -222,6 +222,50 @@ int sale_key_run_arch(const sale_key *k, int arch)
     return wgmma_legal(k) ? SALE_ARCH_SM90A : arch;
 }
 
+int sale_key_run_set(const sale_key *key, sale_key out[2], char *err, size_t errlen)
+{
+    if (!key || !out) {
+        if (err && errlen)
+            snprintf(err, errlen, "sale_key_run_set: key and out must not be NULL");
+        return -1;
+    }
+    if (key->arch == SALE_ARCH_CURRENT || key->arch == SALE_ARCH_SM90A) {
+        if (err && errlen)
+            snprintf(err, errlen, "sale_key_run_set: arch: a device's arch (80, 86, 89, 90), got %s",
+                      key->arch == SALE_ARCH_CURRENT ? "current" : "sm_90a");
+        return -1;
+    }
+    int n = 0;
+    for (int rows = 0; rows < 2; rows++) {
+        sale_key k = *key;
+        if (k.est_bits == 4 && k.arch == 90)
+            k.est_bits = 8;
+        k.arch = sale_key_run_arch(&k, k.arch);
+        if (rows) {
+            if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A || (key->warps && key->warps != SALE_WR_WARPS))
+                break;
+            k.warps = SALE_WR_WARPS;
+        }
+        char e[256] = "";
+        if (sale_key_resolve(&k, e, sizeof e) != SALE_OK) {
+            if (rows)
+                break; /* no rows kernel for these block sizes */
+            if (err && errlen)
+                snprintf(err, errlen, "%s", e);
+            return -1;
+        }
+        if (n == 1) { /* a caller's warps 5 asked for the rows kernel itself */
+            char a[256], b[256];
+            sale_key_format(&out[0], a, sizeof a);
+            sale_key_format(&k, b, sizeof b);
+            if (!strcmp(a, b))
+                break;
+        }
+        out[n++] = k;
+    }
+    return n;
+}
+
 int sale_attention_arch(sale_family f, int head_dim, int block_q, int block_k, int arch)
 {
     if (arch != 90 || (unsigned)f >= SALE_FAMILY_COUNT)

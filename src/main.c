@@ -351,39 +351,30 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                             for (int is = 0; is < f.n_block_segs; is++)
                                 for (int iw = 0; iw < f.n_local_windows; iw++)
                                 for (int ih = 0; ih < f.n_thrs; ih++)
-                                for (int rows = 0; rows < 2; rows++) {
-                                    sale_key k = sale_key_default(f.families[ifm]);
-                                    k.arch = f.archs[ia];
-                                    k.head_dim = f.head_dims[id];
-                                    k.dtype = f.dtypes[it];
-                                    k.block_q = f.block_qs[iq];
-                                    k.block_k = f.block_ks[ik];
-                                    k.block_seg = f.block_segs[is];
-                                    k.local_window = f.local_windows[iw];
-                                    k.thr = f.thrs[ih];
-                                    /* what sale_attention runs on an sm_90 device (the wgmma
-                                     * kernels of dense, attend and the thr=fixed select are
-                                     * sm_90a cubins) */
-                                    k.arch = sale_key_run_arch(&k, k.arch);
-                                    /* and, for attend on sm_90a, its rows kernel (warps 5), which
-                                     * sale_attention runs up to 128K (sale_layout_rows_default)
-                                     * and, with thr=fixed, above 64K where the device picks it */
-                                    if (rows) {
-                                        if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A)
-                                            continue;
-                                        k.warps = SALE_WR_WARPS;
-                                    }
+                                {
+                                    sale_key k0 = sale_key_default(f.families[ifm]);
+                                    k0.arch = f.archs[ia];
+                                    k0.head_dim = f.head_dims[id];
+                                    k0.dtype = f.dtypes[it];
+                                    k0.block_q = f.block_qs[iq];
+                                    k0.block_k = f.block_ks[ik];
+                                    k0.block_seg = f.block_segs[is];
+                                    k0.local_window = f.local_windows[iw];
+                                    k0.thr = f.thrs[ih];
                                     if (g_cfg.defaults.est_bits)
-                                        k.est_bits = g_cfg.defaults.est_bits;
-                                    if (k.est_bits == 4 && (k.arch == 90 || k.arch == SALE_ARCH_SM90A))
-                                        k.est_bits = 8;
+                                        k0.est_bits = g_cfg.defaults.est_bits;
+                                    /* what sale_attention runs on a device of this arch (on
+                                     * sm_90: the wgmma kernels, sm_90a cubins, and attend's
+                                     * rows kernel beside its two-row one) */
+                                    sale_key run[2];
                                     char err[256];
-                                    if (sale_key_resolve(&k, err, sizeof err)) {
-                                        if (rows)
-                                            continue; /* no rows kernel for these block sizes */
+                                    int nr = sale_key_run_set(&k0, run, err, sizeof err);
+                                    if (nr < 0) {
                                         fprintf(stderr, "sale: prewarm: %s\n", err);
                                         return 1;
                                     }
+                                    for (int r = 0; r < nr; r++) {
+                                    sale_key k = run[r];
                                     char t[256];
                                     sale_key_format(&k, t, sizeof t);
                                     int dup = 0;
@@ -397,6 +388,7 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                     }
                                     strcpy(texts[n], t);
                                     jobs[n++].key = k;
+                                    }
                                 }
     free(texts);
     sale_ctx *ctx = open_ctx(g);

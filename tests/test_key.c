@@ -547,3 +547,43 @@ Test(key, attend_rows_key_round_trips)
                       sale_key_resolve(&k, err, sizeof err) == SALE_OK,
                   1, "warps 5 on sm_90 (the mma.sync attend) must be refused");
 }
+
+/* sale_key_run_set: what sale_attention runs for a key on a device arch
+ * (what `sale prewarm` and Python's sale.prewarm build). */
+Test(key, run_set_is_what_attention_runs_on_each_arch)
+{
+    sale_key out[2];
+    char err[256] = "", t[256];
+    sale_key k = sale_key_default(SALE_FAMILY_ATTEND);
+    k.head_dim = 128, k.arch = 90;
+    cr_assert_eq(sale_key_run_set(&k, out, err, sizeof err), 2, "%s", err);
+    cr_assert_eq(out[0].arch, SALE_ARCH_SM90A);
+    cr_assert_eq(out[0].warps, SALE_WG_WARPS, "the two-row kernel");
+    cr_assert_eq(out[1].arch, SALE_ARCH_SM90A);
+    cr_assert_eq(out[1].warps, SALE_WR_WARPS, "and the rows kernel");
+    k.warps = SALE_WR_WARPS; /* asking for the rows kernel itself: once */
+    cr_assert_eq(sale_key_run_set(&k, out, err, sizeof err), 1, "%s", err);
+    cr_assert_eq(out[0].warps, SALE_WR_WARPS);
+    k.warps = 0, k.arch = 80;
+    cr_assert_eq(sale_key_run_set(&k, out, err, sizeof err), 1, "%s", err);
+    cr_assert_eq(out[0].arch, 80);
+
+    sale_key s = sale_key_default(SALE_FAMILY_SELECT);
+    s.head_dim = 128, s.arch = 90, s.thr = SALE_THR_FIXED, s.est_bits = 4; /* no 4-bit MMA on sm_90 */
+    cr_assert_eq(sale_key_run_set(&s, out, err, sizeof err), 1, "%s", err);
+    sale_key_format(&out[0], t, sizeof t);
+    cr_assert_eq(out[0].arch, SALE_ARCH_SM90A, "%s: the wgmma estimation", t);
+    cr_assert_eq(out[0].est_bits, 8, "%s", t);
+    s.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_key_run_set(&s, out, err, sizeof err), 1, "%s", err);
+    cr_assert_eq(out[0].arch, 90, "the run select is the mma.sync kernel");
+
+    k.arch = SALE_ARCH_CURRENT;
+    cr_assert_eq(sale_key_run_set(&k, out, err, sizeof err), -1);
+    cr_assert(strstr(err, "arch"), "%s", err);
+    k.arch = 90, k.block_q = 48; /* not a legal block size: the reason comes back */
+    err[0] = 0;
+    cr_assert_eq(sale_key_run_set(&k, out, err, sizeof err), -1);
+    cr_assert(err[0], "no reason given");
+    cr_assert_eq(sale_key_run_set(NULL, out, err, sizeof err), -1);
+}

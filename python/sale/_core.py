@@ -583,27 +583,48 @@ def compile(key, context=None):
 
 
 def prewarm(keys=None, *, archs=("sm_80", "sm_86", "sm_89", "sm_90"), head_dims=(64, 128),
-            families=("quantize", "fused", "select", "attend", "dense"), dtypes=("bf16", "f16"), jobs=None,
-            context=None):
+            families=("quantize", "fused", "select", "attend", "dense"), dtypes=("bf16", "f16"),
+            thrs=("run", "fixed"), jobs=None, context=None):
     """Compile a set of kernels into the cache (no GPU needed), like `sale prewarm`:
-    the given key texts, or archs x head_dims x families x dtypes. Kernels already
-    cached are not compiled again. Returns the infos, one per distinct key."""
+    the given key texts as they are, or archs x head_dims x families x dtypes x thrs
+    as sale_attention runs them on each arch (sale_key_run_set: on sm_90 the wgmma
+    kernels, sm_90a cubins, and attend's rows kernel beside its two-row one; thrs
+    only matters to fused and select). Kernels already cached are not compiled
+    again. Returns the infos, one per distinct key."""
     ctx = _ctx(context)
-    if keys is None:
-        keys = ["%s:d=%d,dt=%s,arch=%s" % (f, d, t, a) for a in archs for f in families for d in head_dims
-                for t in dtypes]
-    elif isinstance(keys, str):
-        keys = [keys]
     seen = {}
-    for text in keys:
-        k = _parse_key(ctx, text)
-        err = ctypes.create_string_buffer(256)
-        st = ctx._lib.sale_key_resolve(byref(k), err, 256)
-        if st != _lib.OK:
-            _raise(st, "key %r: %s" % (text, err.value.decode()))
+
+    def add(k):
         buf = ctypes.create_string_buffer(256)
         ctx._lib.sale_key_format(byref(k), buf, 256)
         seen.setdefault(buf.value.decode(), k)
+
+    if keys is None:
+        _need(ctx, "sale_key_run_set")
+        for a in archs:
+            for f in families:
+                for d in head_dims:
+                    for t in dtypes:
+                        for thr in thrs:
+                            text = "%s:d=%d,dt=%s,arch=%s,thr=%s" % (f, d, t, a, thr)
+                            k = _parse_key(ctx, text)
+                            run = (Key * 2)()
+                            err = ctypes.create_string_buffer(256)
+                            n = ctx._lib.sale_key_run_set(byref(k), run, err, 256)
+                            if n < 0:
+                                _raise(_lib.ERR_INVALID, "key %r: %s" % (text, err.value.decode()))
+                            for i in range(n):
+                                add(run[i])
+    else:
+        if isinstance(keys, str):
+            keys = [keys]
+        for text in keys:
+            k = _parse_key(ctx, text)
+            err = ctypes.create_string_buffer(256)
+            st = ctx._lib.sale_key_resolve(byref(k), err, 256)
+            if st != _lib.OK:
+                _raise(st, "key %r: %s" % (text, err.value.decode()))
+            add(k)
     todo = list(seen.items())
     results = [None] * len(todo)
     errors = []

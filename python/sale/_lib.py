@@ -88,6 +88,7 @@ _PROTOS = {
     "sale_key_parse": (c_int, [c_char_p, POINTER(Key), c_char_p, c_size_t]),
     "sale_key_validate": (c_int, [POINTER(Key), c_char_p, c_size_t]),
     "sale_key_resolve": (c_int, [POINTER(Key), c_char_p, c_size_t]),
+    "sale_key_run_set": (c_int, [POINTER(Key), POINTER(Key), c_char_p, c_size_t]),
     "sale_key_hash": (c_uint64, [POINTER(Key)]),
     "sale_arch_name": (c_char_p, [c_int]),
     "sale_arch_parse": (c_int, [c_char_p]),
