@@ -574,6 +574,7 @@ typedef struct sale_calibrate_result {
     double *error;           /* [layers * heads] worst sample */
     int64_t created;         /* unix seconds stored with the rows */
     double seconds;
+    int thr;                 /* the threshold variant calibrated with, and stored (SALE_THR_*) */
 } sale_calibrate_result;
 
 /* Defaults: budget 0.02 relative, fused, AUTO device, generator as above. */

@@ -511,6 +511,7 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
     }
 
     r.layers = nl, r.heads = sh.Hq, r.samples = sh.S, r.seq_len = sh.N, r.on_gpu = e.gpu;
+    r.thr = o->thr ? o->thr : SALE_THR_RUN;
     r.layer_ids = malloc((size_t)nl * sizeof(int));
     r.tau = malloc((size_t)nl * (size_t)sh.Hq * sizeof(float));
     r.density = malloc((size_t)nl * (size_t)sh.Hq * sizeof(double));

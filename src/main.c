@@ -900,8 +900,9 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
             size_t x = (size_t)l * (size_t)r.heads + (size_t)h;
             printf("%5d %4d %10.6g %8.4f %10.6f\n", r.layer_ids[l], h, (double)r.tau[x], r.density[x], r.error[x]);
         }
-    printf("%s %d layers x %d heads of '%s' (%d samples of %d tokens, %s budget %g) on the %s in %.1f s%s%s\n",
+    printf("%s %d layers x %d heads of '%s' (%d samples of %d tokens, thr %s, %s budget %g) on the %s in %.1f s%s%s\n",
            o.dry_run ? "chose" : "calibrated", r.layers, r.heads, o.model, r.samples, r.seq_len,
+           sale_thr_name(r.thr) ? sale_thr_name(r.thr) : "?",
            o.budget_abs ? "mean per-row L1" : "relative L1", o.budget, r.on_gpu ? "GPU" : "CPU reference",
            r.seconds, o.dry_run ? "; dry run, nothing stored" : "; stored in ", o.dry_run ? "" : sale_cache_path(ctx));
     sale_calibrate_result_free(&r);

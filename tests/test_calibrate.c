@@ -154,6 +154,7 @@ Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_t
                  0, "%s", out);
     cr_assert(strstr(out, "layer 0 (1/2)") && strstr(out, "layer 1 (2/2)"), "progress per layer: %s", out);
     cr_assert(strstr(out, "calibrated 2 layers x 4 heads of 'toy'"), "%s", out);
+    cr_assert(strstr(out, "tokens, thr run,"), "the variant calibrated with: %s", out);
     cr_assert(!strstr(out, "one sample per layer"), "two samples draw no warning: %s", out);
 
     /* C */
@@ -475,4 +476,60 @@ Test(calibrate, attention_by_model_and_layer_uses_the_stored_taus_and_the_config
     fclose(f);
     cr_assert_eq(run("--config %s run %s", in_dir("sale.lua"), in_dir("th.lua")), 0, "%s", out);
     cr_assert(strstr(out, "CFG 3 0.004 0.002 0.001"), "%s", out);
+}
+
+/* sale_calibrate with thr fixed (CPU reference): the result and every stored
+ * row say fixed, and an attention call naming the thresholds with thr 0 runs
+ * fixed (its output equals an explicit fixed call with the stored taus, bit
+ * for bit) while one asking for run is refused */
+Test(calibrate, the_variant_calibrated_with_is_stored_and_runs_by_default)
+{
+    sale_ctx *ctx = open_ctx();
+    sale_calibrate_options o;
+    sale_calibrate_options_init(&o);
+    o.model = "fixed-model";
+    o.gen.layers = 1, o.gen.heads_q = 4, o.gen.heads_kv = 2, o.gen.seq_len = 2048, o.gen.head_dim = 128;
+    o.gen.samples = 2, o.gen.seed = 5, o.gen.dtype = SALE_DTYPE_BF16;
+    o.budget = 0.05;
+    o.est_bits = 4;
+    o.device = SALE_CALIBRATE_CPU;
+    o.block_k = 16, o.block_seg = 64, o.local_window = 64; /* many segments a row: run and fixed differ */
+    o.thr = SALE_THR_FIXED;
+    o.dense_above = 0;
+    sale_calibrate_result r;
+    cr_assert_eq(sale_calibrate(ctx, &o, &r), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(r.thr, SALE_THR_FIXED);
+    float tau[4];
+    sale_threshold_meta m[4];
+    cr_assert_eq(sale_thresholds_get(ctx, "fixed-model", r.layer_ids[0], tau, 4, m), SALE_OK, "%s",
+                 sale_last_error(ctx));
+    for (int h = 0; h < 4; h++)
+        cr_assert_eq(m[h].thr, SALE_THR_FIXED, "head %d", h);
+
+    const int N = 2048, D = 128;
+    size_t nq = (size_t)4 * N * D, nk = (size_t)2 * N * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o1 = malloc(nq * 2),
+             *o2 = malloc(nq * 2);
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 4, a.heads_kv = 2, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1, a.block_k = 16, a.block_seg = 64, a.local_window = 64, a.est_bits = 4;
+    sale_gen_options g = {.seed = 91, .structured = 1, .needles = 4};
+    cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, NULL), SALE_OK);
+    a.q = q, a.k = k, a.v = v;
+    a.tau = tau, a.thr = SALE_THR_FIXED, a.out = o1;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    a.thr = SALE_THR_RUN, a.out = o2;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    fprintf(stderr, "calibrated fixed: tau %g %g %g %g\n", (double)tau[0], (double)tau[1], (double)tau[2],
+            (double)tau[3]);
+    cr_assert_neq(memcmp(o1, o2, nq * 2), 0, "run and fixed agree here: the test cannot tell them apart");
+    a.tau = NULL, a.model = "fixed-model", a.layer = r.layer_ids[0], a.thr = 0, a.out = o2;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(memcmp(o1, o2, nq * 2), 0, "thr 0 with thresholds calibrated for fixed is not fixed's output");
+    a.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    sale_calibrate_result_free(&r);
+    sale_destroy(ctx);
+    free(q), free(k), free(v), free(o1), free(o2);
 }
