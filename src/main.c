@@ -513,9 +513,11 @@ static int threshold_row(void *user, const sale_threshold_entry *e)
         snprintf(dens, sizeof dens, "%.4f", r->density);
     if (r->error >= 0)
         snprintf(err, sizeof err, "%.6f", r->error);
-    const char *thr = r->thr ? sale_thr_name(r->thr) : NULL;
+    char thr[16] = "-";
+    if (r->thr)
+        snprintf(thr, sizeof thr, "%s", sale_thr_name(r->thr) ? sale_thr_name(r->thr) : "?");
     printf("%-24s %5d %4d %10.6g %-11s %-5s %7d %-16s %8s %9s%s\n", e->model, e->layer, e->head, e->tau, budget,
-           thr ? thr : "-", r->samples, date, dens, err, e->from_fleet ? " fleet" : "");
+           thr, r->samples, date, dens, err, e->from_fleet ? " fleet" : "");
     s->rows++;
     return 0;
 }

@@ -116,6 +116,14 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
                 return SALE_ERR_CACHE;
             }
         }
+        if (found && r.thr != 0 && r.thr != SALE_THR_RUN && r.thr != SALE_THR_FIXED) {
+            sale_set_error(ctx,
+                           "thresholds: model '%s' layer %d head %d: %s row names threshold variant %d, which this "
+                           "library does not know (a damaged row, or one written by a newer sale): store the "
+                           "layer again (sale calibrate)",
+                           model, layer, h, r.from_fleet ? "the fleet file's" : "the cache file's", r.thr);
+            return SALE_ERR_CACHE;
+        }
         if (found) {
             tau[h] = (float)r.tau;
             if (meta)

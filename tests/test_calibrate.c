@@ -19,6 +19,7 @@
 #include "internal.h"
 #include "safetensors.h"
 #include "sale.h"
+#include <sqlite3.h>
 
 static char dir[256];
 static char out[1 << 16];
@@ -532,4 +533,43 @@ Test(calibrate, the_variant_calibrated_with_is_stored_and_runs_by_default)
     sale_calibrate_result_free(&r);
     sale_destroy(ctx);
     free(q), free(k), free(v), free(o1), free(o2);
+}
+
+/* A stored row whose variant this library does not know (a damaged row, or
+ * one written by a newer sale) is refused with the row named, never run as
+ * some other variant; sale ls shows it as '?'. */
+Test(calibrate, a_row_with_an_unknown_variant_is_refused_not_guessed)
+{
+    sale_ctx *ctx = open_ctx();
+    float tau[2] = {0.004f, 0.002f};
+    sale_threshold_meta m = {.budget = 0.02, .density = -1, .error = -1, .thr = SALE_THR_FIXED};
+    cr_assert_eq(sale_thresholds_put(ctx, "odd-model", 3, tau, 2, &m), SALE_OK, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(in_dir("kernels.db"), &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "UPDATE thresholds SET thr = 7 WHERE model = 'odd-model' AND head = 1", NULL, NULL,
+                              NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+
+    ctx = open_ctx();
+    float got[2];
+    cr_assert_eq(sale_thresholds_get(ctx, "odd-model", 3, got, 2, NULL), SALE_ERR_CACHE);
+    cr_assert(strstr(sale_last_error(ctx), "'odd-model' layer 3 head 1") &&
+                  strstr(sale_last_error(ctx), "threshold variant 7"),
+              "%s", sale_last_error(ctx));
+    const int N = 256, D = 64;
+    size_t n = (size_t)2 * N * D;
+    float *q = fill(n, 1), *k = fill(n, 2), *v = fill(n, 3), *o = malloc(n * 4);
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 2, a.heads_kv = 2, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_F32;
+    a.dense_below = -1;
+    a.q = q, a.k = k, a.v = v, a.out = o, a.model = "odd-model", a.layer = 3;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_CACHE);
+    cr_assert(strstr(sale_last_error(ctx), "threshold variant 7"), "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+    free(q), free(k), free(v), free(o);
+    cr_assert_eq(run("ls --thresholds"), 0, "%s", out);
+    cr_assert(strstr(out, " rel    ?     "), "the unknown variant listed as '?': %s", out);
 }
