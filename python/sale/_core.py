@@ -707,15 +707,24 @@ def _need(ctx, name):
         raise NotFound("%s is not in this libsale (%s)" % (name, _lib.library_path()), _lib.ERR_NOT_FOUND)
 
 
-def thresholds(model, layer, heads, context=None):
-    """Stored per-head thresholds of (model, layer) as a list (sale.NotFound if absent)."""
+def thresholds(model, layer, heads, context=None, meta=False):
+    """Stored per-head thresholds of (model, layer) as a list (sale.NotFound if absent).
+    meta=True: (taus, infos), an info a dict per head of how its tau was chosen:
+    budget, budget_abs, samples, created (unix seconds; 0 unknown), density and
+    error (worst sample; -1 unknown), thr ("run", "fixed", or None: not recorded)."""
     ctx = _ctx(context)
     _need(ctx, "sale_thresholds_get")
     arr = (c_float * heads)()
+    infos = (_lib.ThresholdMeta * heads)() if meta else None
     with ctx._lock:
-        ctx.check(ctx._lib.sale_thresholds_get(ctx.handle, model.encode(), layer, arr, heads, None),
+        ctx.check(ctx._lib.sale_thresholds_get(ctx.handle, model.encode(), layer, arr, heads, infos),
                   "thresholds(%r, %d)" % (model, layer))
-    return list(arr)
+    if not meta:
+        return list(arr)
+    names = {v: k for k, v in _lib.THRS.items()}
+    return list(arr), [{"budget": m.budget, "budget_abs": bool(m.budget_abs), "samples": m.samples,
+                        "created": m.created, "density": m.density, "error": m.error, "thr": names.get(m.thr)}
+                       for m in infos]
 
 
 def put_thresholds(model, layer, tau, budget=0.0, samples=0, context=None, thr=None):

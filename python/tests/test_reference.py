@@ -167,3 +167,7 @@ def test_stored_thresholds_carry_their_variant(tmp_path):
     assert torch.equal(mn, mr)
     with pytest.raises(sale.InvalidArgument, match="thr"):
         sale.put_thresholds("m-bad", 0, [0.05], thr="late", context=ctx)
+    taus, infos = sale.thresholds("m-fixed", 0, 2, context=ctx, meta=True)
+    assert taus == pytest.approx([0.05, 0.05]) and [i["thr"] for i in infos] == ["fixed", "fixed"]
+    assert sale.thresholds("m-none", 0, 2, context=ctx, meta=True)[1][0]["thr"] is None
+    assert sale.thresholds("m-none", 0, 2, context=ctx) == pytest.approx([0.05, 0.05])
