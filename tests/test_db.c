@@ -1004,6 +1004,48 @@ Test(db, old_schema_v3_is_migrated_and_its_rows_have_no_variant) {
     db_close(d);
 }
 
+/* Processes that open one v3 file at once: one migrates it (under the write
+ * lock, the version read again there), the others find it migrated; every
+ * open succeeds, the variant column is there once, the rows survive, and each
+ * process can then store and read back a variant. */
+Test(db, processes_opening_a_v3_file_at_once_migrate_it_once) {
+    const char *p = in_dir("kernels.db");
+    make_v3(p);
+    int gate[2];
+    cr_assert_eq(pipe(gate), 0);
+    pid_t pids[NPROC];
+    for (int i = 0; i < NPROC; i++) {
+        pids[i] = fork();
+        cr_assert_geq(pids[i], 0);
+        if (pids[i] == 0) {
+            close(gate[1]);
+            char b;
+            if (read(gate[0], &b, 1) < 0) _exit(10);
+            db *d = NULL;
+            char err[256];
+            if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, err, sizeof err) != 0) _exit(11);
+            db_threshold_row r;
+            if (db_threshold_get_row(d, "v3-model", 0, 1, &r, err, sizeof err) != 1 || r.samples != 2 || r.thr != 0)
+                _exit(12);
+            db_threshold_row w = {.layer = i, .head = 0, .tau = 0.001 * (i + 1), .density = -1, .error = -1,
+                                  .thr = 1 + i % 2};
+            snprintf(w.model, sizeof w.model, "proc");
+            if (db_thresholds_put(d, &w, 1, err, sizeof err) != 0) _exit(13);
+            if (db_threshold_get_row(d, "proc", i, 0, &r, err, sizeof err) != 1 || r.thr != 1 + i % 2) _exit(14);
+            db_close(d);
+            _exit(0);
+        }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    wait_children(pids, NPROC);
+    cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM pragma_table_info('thresholds') WHERE name='thr'"), 1);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM thresholds WHERE model = 'proc'"), NPROC);
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM thresholds WHERE model = 'proc' AND thr = 2"), NPROC / 2);
+    cr_assert_str_eq(raw_text(p, "PRAGMA quick_check"), "ok");
+}
+
 Test(db, v1_file_is_migrated_through_v2_to_the_thresholds_columns) {
     const char *p = in_dir("kernels.db");
     make_v1(p);
