@@ -9,8 +9,9 @@
  *   sale.has_gpu() -> bool                 sale.device() -> info | nil
  *   sale.tensor_random{B,H,N,D,dtype,seed,device}   sale.tensor_zeros{...}
  *   sale.generate{B,Hq,Hkv,N,D,dtype,structured,needles,seed,device,...} -> q, k, v, needles
- *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,thr,mode,dense_below,scale}
- *       -> out, stats, mask                (host tensors)
+ *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,thr,mode,dense_below,scale,
+ *                  model,layer}  -> out, stats, mask   (host tensors; model/layer: stored thresholds
+ *                  instead of tau, run in the variant they were calibrated with when thr is nil)
  *   sale.attention{same..., out=, stats=true, mask=false} -> out, stats, mask   (GPU tensors)
  *   sale.rel_l1(a, b)   sale.needle_recall(mask, needles) -> recall, hit, total
  *   sale.time(fn, {warmup=, reps=, host=}) -> median_ms, min_ms   sale.clock() -> s
@@ -794,6 +795,20 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
     } else if (ty != LUA_TNIL)
         luaL_error(L, "tau must be a number or a list of per-head numbers, got %s", luaL_typename(L, -1));
     lua_pop(L, 1);
+    /* the thresholds stored for (model, layer) (sale calibrate) instead of tau */
+    const char *model = opt_str(L, 1, "model", NULL);
+    if (model) {
+        if (ty != LUA_TNIL)
+            luaL_error(L, "model: per-head thresholds come from tau or from (model, layer), not both");
+        a->model = model; /* the table holds the string for the call */
+        a->layer = opt_int(L, 1, "layer", 0);
+        if (a->layer < 0)
+            luaL_error(L, "layer: must be >= 0, got %d", a->layer);
+    } else if (lua_getfield(L, 1, "layer") != LUA_TNIL) {
+        luaL_error(L, "layer: given without model");
+    } else {
+        lua_pop(L, 1);
+    }
 }
 
 static void push_stats(lua_State *L, const sale_stats *s)

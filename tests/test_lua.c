@@ -747,3 +747,40 @@ Test(scripts, thr_in_keys_and_reference_calls)
     cr_expect(strstr(out, "run ") == out, "%s", out);
     free(out);
 }
+
+/* model= / layer= in sale.reference: the stored thresholds, in the variant
+ * they were calibrated with (thr nil), the other variant refused with the
+ * library's reason; tau and model together, or layer alone, refused */
+Test(scripts, reference_by_model_and_layer_runs_the_stored_variant)
+{
+    float tau[2] = {0.01f, 0.01f};
+    sale_threshold_meta m = {.budget = 0.02, .density = -1, .error = -1, .thr = SALE_THR_FIXED};
+    cr_assert_eq(sale_thresholds_put(g_ctx, "lua-model", 2, tau, 2, &m), SALE_OK, "%s", sale_last_error(g_ctx));
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{B=1, Hq=2, Hkv=1, N=2048, D=64, seed=4}\n"
+        "local base = {q=q, k=k, v=v, dense_below=-1, block_k=16, block_seg=32, local_window=32}\n"
+        "local function with(t) local r = {} for x, y in pairs(base) do r[x] = y end\n"
+        "  for x, y in pairs(t) do r[x] = y end return r end\n"
+        "local _, sf, mf = sale.reference(with{tau=0.01, thr='fixed'})\n"
+        "local _, sr, mr = sale.reference(with{tau=0.01, thr='run'})\n"
+        "assert(sf.kept ~= sr.kept, 'run and fixed keep the same blocks here')\n"
+        "local _, sm, mm = sale.reference(with{model='lua-model', layer=2})\n"
+        "assert(sm.kept == sf.kept, 'thr nil with stored fixed thresholds: ' .. sm.kept .. ' vs ' .. sf.kept)\n"
+        "for qb = 0, mf.nqb - 1 do for kb = 0, mf.nkb - 1 do for h = 0, 1 do\n"
+        "  assert(mm:kept(0, h, qb, kb) == mf:kept(0, h, qb, kb), 'mask differs from fixed')\n"
+        "end end end\n"
+        "local ok, e = pcall(sale.reference, with{model='lua-model', layer=2, thr='run'})\n"
+        "assert(not ok and e:find('calibrated with thr=fixed'), e)\n"
+        "ok, e = pcall(sale.reference, with{model='lua-model', layer=2, tau=0.01})\n"
+        "assert(not ok and e:find('not both'), e)\n"
+        "ok, e = pcall(sale.reference, with{layer=2})\n"
+        "assert(not ok and e:find('without model'), e)\n"
+        "ok, e = pcall(sale.reference, with{model='lua-model', layer=7})\n"
+        "assert(not ok and e:find('layer 7'), e)\n"
+        "print('kept ' .. sm.kept)\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "kept ") == out, "%s", out);
+    free(out);
+}
