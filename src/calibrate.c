@@ -582,7 +582,7 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
                 w->created = r.created;
                 w->density = r.density[x];
                 w->error = r.error[x];
-                w->thr = o->thr ? o->thr : SALE_THR_RUN; /* the variant the budget was met with */
+                w->thr = r.thr; /* the variant the budget was met with */
             }
         char err[1024] = "";
         int put = db_thresholds_put(ctx->db, rows, (int)nrows, err, sizeof err);

@@ -592,11 +592,7 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
             won = 1;
         }
     }
-    if (!k.warps && seq_len > 0) { /* attend on sm_90a up to 128K: the rows kernel */
-        sale_layout_cfg rc = key_layout(&k);
-        if (sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
-            k.warps = SALE_WR_WARPS;
-    }
+    key_length_default_warps(&k, seq_len); /* attend on sm_90a up to 128K: the rows kernel */
     if (sale_key_resolve(&k, err, sizeof err)) {
         sale_set_error(ctx, "%s", err);
         return SALE_ERR_INVALID;

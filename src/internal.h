@@ -138,6 +138,12 @@ sale_layout_cfg key_layout(const sale_key *k);
 void par_run(int ntask, int max_threads, void *(*worker)(void *), void *arg);
 /* Copy a tuned winner's tiles into the fields of k that are still open. */
 void key_take_tiles(sale_key *k, const sale_key *tuned);
+/* Open warps of k as sale_attention's default for a call of seq_len (> 0)
+ * tokens: on sm_90a attend the rows kernel (SALE_WR_WARPS) up to the 128K
+ * bucket (sale_layout_rows_default); otherwise left open for
+ * sale_key_resolve. ctx_kernel runs it and the tuner times it as the
+ * default. */
+void key_length_default_warps(sale_key *k, int seq_len);
 
 /* host fp16/bf16/f32 element access (halfconv.c) */
 float half_load(const void *base, sale_dtype dt, size_t idx);

@@ -242,7 +242,8 @@ int sale_key_run_set(const sale_key *key, sale_key out[2], char *err, size_t err
             k.est_bits = 8;
         k.arch = sale_key_run_arch(&k, k.arch);
         if (rows) {
-            if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A || (key->warps && key->warps != SALE_WR_WARPS))
+            /* a caller's warps (the rows kernel's included) is the one kernel that runs */
+            if (k.family != SALE_FAMILY_ATTEND || k.arch != SALE_ARCH_SM90A || key->warps)
                 break;
             k.warps = SALE_WR_WARPS;
         }
@@ -253,13 +254,6 @@ int sale_key_run_set(const sale_key *key, sale_key out[2], char *err, size_t err
             if (err && errlen)
                 snprintf(err, errlen, "%s", e);
             return -1;
-        }
-        if (n == 1) { /* a caller's warps 5 asked for the rows kernel itself */
-            char a[256], b[256];
-            sale_key_format(&out[0], a, sizeof a);
-            sale_key_format(&k, b, sizeof b);
-            if (!strcmp(a, b))
-                break;
         }
         out[n++] = k;
     }
@@ -316,6 +310,15 @@ void key_take_tiles(sale_key *k, const sale_key *tuned)
         k->warps = tuned->warps;
     if (!k->stages)
         k->stages = tuned->stages;
+}
+
+void key_length_default_warps(sale_key *k, int seq_len)
+{
+    if (k->warps || seq_len <= 0)
+        return;
+    sale_layout_cfg rc = key_layout(k);
+    if (sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
+        k->warps = SALE_WR_WARPS;
 }
 
 sale_status sale_key_resolve(sale_key *k, char *err, size_t errlen)

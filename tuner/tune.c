@@ -120,9 +120,7 @@ int tune_space_key(const sale_key *base, int seq_len, const int *warps, int nwar
      * decides), else what sale_key_resolve picks */
     sale_key dk = k;
     int dw = 0, ds = 0;
-    sale_layout_cfg rc = key_layout(&dk);
-    if (seq_len > 0 && sale_layout_rows_default(&rc, win_bucket_n(seq_len)))
-        dk.warps = SALE_WR_WARPS;
+    key_length_default_warps(&dk, seq_len);
     if (sale_key_resolve(&dk, NULL, 0) == SALE_OK) {
         dw = dk.warps;
         ds = dk.stages;
