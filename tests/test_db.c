@@ -718,10 +718,30 @@ static void wait_children(pid_t *pids, int n) {
     }
 }
 
+/* NPROC processes that start together: each blocks on a gate the parent
+ * opens once all are forked, runs child(path, i) and exits with its result;
+ * every one must exit 0. */
+static void run_gated(const char *path, int (*child)(const char *path, int idx)) {
+    int gate[2];
+    cr_assert_eq(pipe(gate), 0);
+    pid_t pids[NPROC];
+    for (int i = 0; i < NPROC; i++) {
+        pids[i] = fork();
+        cr_assert_geq(pids[i], 0);
+        if (pids[i] == 0) {
+            close(gate[1]);
+            char b;
+            if (read(gate[0], &b, 1) < 0) _exit(10); /* blocks until the parent opens the gate */
+            _exit(child(path, i));
+        }
+    }
+    close(gate[0]);
+    close(gate[1]); /* every child's read returns now */
+    wait_children(pids, NPROC);
+}
+
 /* One worker of the herd: find the kernel, or compile it once for everyone. */
-static int herd_worker(const char *path, int idx, int gate) {
-    char b;
-    if (read(gate, &b, 1) < 0) return 10; /* blocks until the parent opens the gate */
+static int herd_worker(const char *path, int idx) {
     db *d = NULL;
     char err[512];
     if (db_open(&d, path, NULL, NULL, NULL, err, sizeof err) != 0) return 11;
@@ -766,20 +786,7 @@ static int herd_worker(const char *path, int idx, int gate) {
 
 Test(db, herd_of_processes_compiles_a_kernel_once) {
     const char *p = in_dir("kernels.db");
-    int gate[2];
-    cr_assert_eq(pipe(gate), 0);
-    pid_t pids[NPROC];
-    for (int i = 0; i < NPROC; i++) {
-        pids[i] = fork();
-        cr_assert_geq(pids[i], 0);
-        if (pids[i] == 0) {
-            close(gate[1]);
-            _exit(herd_worker(p, i, gate[0]));
-        }
-    }
-    close(gate[0]);
-    close(gate[1]); /* every child's read returns now */
-    wait_children(pids, NPROC);
+    run_gated(p, herd_worker);
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM kernels"), 1);
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM claims"), 0);
     int compiled = 0;
@@ -800,40 +807,30 @@ Test(db, herd_of_processes_compiles_a_kernel_once) {
     cr_assert_eq(raw_int(p, "SELECT hits FROM kernels"), NPROC);
 }
 
+/* a process of processes_inserting_different_keys_all_succeed: five keys of its own */
+static int insert_worker(const char *p, int i) {
+    db *d = NULL;
+    if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, NULL, 0) != 0) return 11;
+    for (int k = 0; k < 5; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "p%d-k%d", i, k);
+        db_kernel_row r = make_row(key, "sm_80", 3, 20000, (unsigned)(i * 10 + k));
+        char err[256];
+        if (db_kernel_put(d, &r, err, sizeof err) != 0) return 12;
+        db_kernel_row g;
+        if (db_kernel_get(d, key, "sm_80", 3, &g, err, sizeof err) != 1) return 13;
+        int same = g.cubin_bytes == r.cubin_bytes && memcmp(g.cubin, r.cubin, r.cubin_bytes) == 0;
+        db_row_free(&g);
+        db_row_free(&r);
+        if (!same) return 14;
+    }
+    db_close(d);
+    return 0;
+}
+
 Test(db, processes_inserting_different_keys_all_succeed) {
     const char *p = in_dir("kernels.db");
-    int gate[2];
-    cr_assert_eq(pipe(gate), 0);
-    pid_t pids[NPROC];
-    for (int i = 0; i < NPROC; i++) {
-        pids[i] = fork();
-        cr_assert_geq(pids[i], 0);
-        if (pids[i] == 0) {
-            close(gate[1]);
-            char b;
-            if (read(gate[0], &b, 1) < 0) _exit(10);
-            db *d = NULL;
-            if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, NULL, 0) != 0) _exit(11);
-            for (int k = 0; k < 5; k++) {
-                char key[32];
-                snprintf(key, sizeof key, "p%d-k%d", i, k);
-                db_kernel_row r = make_row(key, "sm_80", 3, 20000, (unsigned)(i * 10 + k));
-                char err[256];
-                if (db_kernel_put(d, &r, err, sizeof err) != 0) _exit(12);
-                db_kernel_row g;
-                if (db_kernel_get(d, key, "sm_80", 3, &g, err, sizeof err) != 1) _exit(13);
-                int same = g.cubin_bytes == r.cubin_bytes && memcmp(g.cubin, r.cubin, r.cubin_bytes) == 0;
-                db_row_free(&g);
-                db_row_free(&r);
-                if (!same) _exit(14);
-            }
-            db_close(d);
-            _exit(0);
-        }
-    }
-    close(gate[0]);
-    close(gate[1]);
-    wait_children(pids, NPROC);
+    run_gated(p, insert_worker);
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM kernels"), NPROC * 5);
     cr_assert_str_eq(raw_text(p, "PRAGMA quick_check"), "ok");
 }
@@ -1008,37 +1005,25 @@ Test(db, old_schema_v3_is_migrated_and_its_rows_have_no_variant) {
  * lock, the version read again there), the others find it migrated; every
  * open succeeds, the variant column is there once, the rows survive, and each
  * process can then store and read back a variant. */
+/* a process of processes_opening_a_v3_file_at_once_migrate_it_once */
+static int v3_open_worker(const char *p, int i) {
+    db *d = NULL;
+    char err[256];
+    if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, err, sizeof err) != 0) return 11;
+    db_threshold_row r;
+    if (db_threshold_get_row(d, "v3-model", 0, 1, &r, err, sizeof err) != 1 || r.samples != 2 || r.thr != 0) return 12;
+    db_threshold_row w = {.layer = i, .head = 0, .tau = 0.001 * (i + 1), .density = -1, .error = -1, .thr = 1 + i % 2};
+    snprintf(w.model, sizeof w.model, "proc");
+    if (db_thresholds_put(d, &w, 1, err, sizeof err) != 0) return 13;
+    if (db_threshold_get_row(d, "proc", i, 0, &r, err, sizeof err) != 1 || r.thr != 1 + i % 2) return 14;
+    db_close(d);
+    return 0;
+}
+
 Test(db, processes_opening_a_v3_file_at_once_migrate_it_once) {
     const char *p = in_dir("kernels.db");
     make_v3(p);
-    int gate[2];
-    cr_assert_eq(pipe(gate), 0);
-    pid_t pids[NPROC];
-    for (int i = 0; i < NPROC; i++) {
-        pids[i] = fork();
-        cr_assert_geq(pids[i], 0);
-        if (pids[i] == 0) {
-            close(gate[1]);
-            char b;
-            if (read(gate[0], &b, 1) < 0) _exit(10);
-            db *d = NULL;
-            char err[256];
-            if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, err, sizeof err) != 0) _exit(11);
-            db_threshold_row r;
-            if (db_threshold_get_row(d, "v3-model", 0, 1, &r, err, sizeof err) != 1 || r.samples != 2 || r.thr != 0)
-                _exit(12);
-            db_threshold_row w = {.layer = i, .head = 0, .tau = 0.001 * (i + 1), .density = -1, .error = -1,
-                                  .thr = 1 + i % 2};
-            snprintf(w.model, sizeof w.model, "proc");
-            if (db_thresholds_put(d, &w, 1, err, sizeof err) != 0) _exit(13);
-            if (db_threshold_get_row(d, "proc", i, 0, &r, err, sizeof err) != 1 || r.thr != 1 + i % 2) _exit(14);
-            db_close(d);
-            _exit(0);
-        }
-    }
-    close(gate[0]);
-    close(gate[1]);
-    wait_children(pids, NPROC);
+    run_gated(p, v3_open_worker);
     cr_assert_eq(raw_int(p, "PRAGMA user_version"), DB_SCHEMA_VERSION);
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM pragma_table_info('thresholds') WHERE name='thr'"), 1);
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM thresholds WHERE model = 'proc'"), NPROC);
@@ -1129,35 +1114,25 @@ Test(db, errors_name_the_operation_and_sqlite_reason) {
     db_close(d);
 }
 
+/* a process of processes_opening_a_corrupt_file_at_once_move_it_aside_once */
+static int corrupt_open_worker(const char *p, int i) {
+    db *d = NULL;
+    if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, NULL, 0) != 0) return 11;
+    char key[32];
+    snprintf(key, sizeof key, "p%d", i);
+    db_kernel_row r = make_row(key, "sm_80", 3, 1000, (unsigned)i);
+    int ok = db_kernel_put(d, &r, NULL, 0) == 0;
+    db_row_free(&r);
+    db_close(d);
+    return ok ? 0 : 12;
+}
+
 Test(db, processes_opening_a_corrupt_file_at_once_move_it_aside_once) {
     const char *p = in_dir("kernels.db");
     char junk[8192];
     memset(junk, 0xa5, sizeof junk);
     write_file(p, junk, sizeof junk);
-    int gate[2];
-    cr_assert_eq(pipe(gate), 0);
-    pid_t pids[NPROC];
-    for (int i = 0; i < NPROC; i++) {
-        pids[i] = fork();
-        cr_assert_geq(pids[i], 0);
-        if (pids[i] == 0) {
-            close(gate[1]);
-            char b;
-            if (read(gate[0], &b, 1) < 0) _exit(10);
-            db *d = NULL;
-            if (db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, NULL, 0) != 0) _exit(11);
-            char key[32];
-            snprintf(key, sizeof key, "p%d", i);
-            db_kernel_row r = make_row(key, "sm_80", 3, 1000, (unsigned)i);
-            int ok = db_kernel_put(d, &r, NULL, 0) == 0;
-            db_row_free(&r);
-            db_close(d);
-            _exit(ok ? 0 : 12);
-        }
-    }
-    close(gate[0]);
-    close(gate[1]);
-    wait_children(pids, NPROC);
+    run_gated(p, corrupt_open_worker);
     int aside = 0;
     DIR *dir = opendir(g_dir);
     struct dirent *e;
