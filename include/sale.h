@@ -79,7 +79,7 @@ typedef struct sale_key {
 
 /* Threshold variants (algorithm page, step 3): when the per-row threshold
  * t_i = m_i + ln(tau * l_i) / scale of a query block is taken.
- *   SALE_THR_RUN   ("run", the default): from the running state at the start
+ *   SALE_THR_RUN   ("run", the default but on sm_90): from the running state at the start
  *                  of every segment, so t_i rises as the row's mass grows.
  *   SALE_THR_FIXED ("fixed", the authors' default kernel): once, from the
  *                  state after the local region and the sink (the first
@@ -91,7 +91,8 @@ typedef struct sale_key {
  * no exact pass between segments to know the next threshold, which is what
  * lets a selection estimate every segment at once (e.g. the sm_90a select on
  * wgmma, in one stream). In a key, 0 is open; in sale_attention_args, 0 is
- * the default (run). Families that do not select (quantize, attend, dense)
+ * the device's default (sale_attention_default_thr: fixed on sm_90, run
+ * elsewhere; run in the CPU reference). Families that do not select (quantize, attend, dense)
  * ignore it. */
 #define SALE_THR_OPEN 0
 #define SALE_THR_RUN 1
@@ -331,10 +332,21 @@ typedef struct sale_attention_args {
                           Read once per context (no SQLite on later calls); a store or import
                           through the context is seen at once, another process's by a new context */
     int layer;
-    int thr;           /* threshold variant (SALE_THR_RUN, SALE_THR_FIXED; 0: run). Fixed keeps a
+    int thr;           /* threshold variant (SALE_THR_RUN, SALE_THR_FIXED; 0: the device's
+                          default, sale_attention_default_thr: fixed on sm_90, run elsewhere;
+                          the CPU reference, which has no device, takes run). Fixed keeps a
                           superset of run's blocks at the same tau: thresholds calibrated with
-                          one variant are not those of the other. Ignored by DENSE */
+                          one variant are not those of the other (stored thresholds that
+                          record their variant decide it for thr 0). Ignored by DENSE */
 } sale_attention_args;
+
+/* The threshold variant sale_attention runs for thr 0 on a device whose
+ * kernels are `arch` (80, 86, 89, 90): SALE_THR_FIXED on sm_90, where its
+ * select is the wgmma estimation (two-pass at 64K, tau 0.004: 21.7 ms fixed
+ * against 44.9 ms run on an H200, and fixed keeps a superset of run's
+ * blocks: never less accurate; bench/RESULTS.md, 2026-11-29), SALE_THR_RUN
+ * elsewhere (not measured against each other there). */
+int sale_attention_default_thr(int arch);
 
 /* Fill args with defaults (everything 0, mode AUTO, tau_default 0.004). */
 void sale_attention_args_init(sale_attention_args *a);
@@ -555,8 +567,11 @@ typedef struct sale_calibrate_options {
     int dry_run;             /* 1: choose, report, store nothing */
     sale_calibrate_progress_fn progress; /* called after each layer; may be NULL */
     void *progress_user;
-    int thr;                 /* threshold variant (SALE_THR_*; 0: run): calibrate with the one
-                                the attention calls will use (fixed keeps more blocks at a tau) */
+    int thr;                 /* threshold variant (SALE_THR_*; 0: what sale_attention runs for 0
+                                on the evaluating device, sale_attention_default_thr: fixed on
+                                sm_90; run elsewhere and on the CPU): calibrate with the one the
+                                attention calls will use (fixed keeps more blocks at a tau); it is
+                                stored with the thresholds */
     double dense_above;      /* a head whose chosen tau keeps this fraction of its blocks or more
                                 (worst sample) runs dense instead (tau 0): exact, and at such
                                 densities the estimation costs more than the blocks it skips

@@ -28,6 +28,11 @@ typedef struct plan_sizes {
     size_t sync, pick, qcode, kcode, qscale, kscale, qmean, kmean, cterm, tau, mask, kept, scratch, kcent, total;
 } plan_sizes;
 
+int sale_attention_default_thr(int arch)
+{
+    return arch == 90 || arch == SALE_ARCH_SM90A ? SALE_THR_FIXED : SALE_THR_RUN;
+}
+
 /* Defaults applied to a copy of the user's args. */
 static void apply_defaults(sale_attention_args *a, int arch, int dense_below)
 {
@@ -39,7 +44,7 @@ static void apply_defaults(sale_attention_args *a, int arch, int dense_below)
     if (!a->block_k) a->block_k = 32;
     if (!a->block_seg) a->block_seg = 128;
     if (!a->local_window) a->local_window = 128;
-    if (!a->thr) a->thr = SALE_THR_RUN;
+    if (!a->thr) a->thr = sale_attention_default_thr(arch);
     if (!a->est_bits) a->est_bits = key_default_est_bits(arch);
     if (!a->tau_default) a->tau_default = 0.004f;
     if (!a->dense_below) a->dense_below = dense_below;
@@ -186,7 +191,7 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
     if (a->block_q < 0 || a->block_k < 0 || a->block_seg < 0 || a->local_window < 0)
         BAD("block sizes: must be >= 0 (0 for the default)");
     if (a->thr != 0 && a->thr != SALE_THR_RUN && a->thr != SALE_THR_FIXED)
-        BAD("thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: run)", a->thr);
+        BAD("thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: the device's default)", a->thr);
     if (a->head_dim == 256)
         BAD("head_dim: 256 is not supported by these kernels (shared memory); use 64 or 128");
     if (a->head_dim != 64 && a->head_dim != 128)

@@ -208,6 +208,7 @@ static sale_status read_layer(sale_ctx *ctx, st_file *sf, const st_tensor *t[3],
 typedef struct engine {
     sale_ctx *ctx;
     int gpu;
+    int thr; /* the variant evaluated and stored (o->thr, or the device's default for 0) */
     const sale_calibrate_options *o;
     void *dq, *dk, *dv, *dout;
     size_t cap_q, cap_k, cap_v, cap_out; /* one capacity per buffer */
@@ -257,7 +258,7 @@ static sale_status attend(engine *e, const shape *sh, int heads_q, int heads_kv,
     a.block_k = o->block_k;
     a.block_seg = o->block_seg;
     a.local_window = o->local_window;
-    a.thr = o->thr;
+    a.thr = e->thr;
     a.est_bits = o->est_bits;
     a.mode = tau ? o->mode : SALE_MODE_DENSE;
     a.tau = tau;
@@ -452,6 +453,18 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
         }
         e.gpu = have;
     }
+    /* the variant calibrated with, and stored: thr 0 is what sale_attention
+     * runs for 0 on the device that evaluates (the reference: run) */
+    int thr = o->thr;
+    if (!thr && e.gpu) {
+        sale_device_info di;
+        if (sale_device_info_get(ctx, 0, &di) != SALE_OK)
+            return SALE_ERR_CUDA;
+        thr = sale_attention_default_thr(di.arch);
+    }
+    if (!thr)
+        thr = SALE_THR_RUN;
+    e.thr = thr;
 
     layer_src *src = NULL;
     int nl = 0;
@@ -511,7 +524,7 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
     }
 
     r.layers = nl, r.heads = sh.Hq, r.samples = sh.S, r.seq_len = sh.N, r.on_gpu = e.gpu;
-    r.thr = o->thr ? o->thr : SALE_THR_RUN;
+    r.thr = e.thr;
     r.layer_ids = malloc((size_t)nl * sizeof(int));
     r.tau = malloc((size_t)nl * (size_t)sh.Hq * sizeof(float));
     r.density = malloc((size_t)nl * (size_t)sh.Hq * sizeof(double));

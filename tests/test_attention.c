@@ -147,6 +147,7 @@ Test(attention, plain_mode_is_checked_like_fused)
 {
     sale_attention_args a = shape(4096);
     size_t sf = 0, sp = 0;
+    a.mode = SALE_MODE_FUSED; /* (AUTO is two-pass on sm_90, which also holds the wgmma select's scratch) */
     cr_assert_eq(sale_attention_workspace_size(ctx, &a, &sf), SALE_OK, "%s", sale_last_error(ctx));
     a.mode = SALE_MODE_PLAIN;
     cr_assert_eq(sale_attention_workspace_size(ctx, &a, &sp), SALE_OK, "%s", sale_last_error(ctx));
@@ -194,4 +195,15 @@ Test(attention, workspace_covers_the_thr_fixed_select_scratch)
     size_t fused_fixed = 0;
     cr_assert_eq(sale_attention_workspace_size(ctx, &a, &fused_fixed), SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_leq(fused_fixed, fixed);
+}
+
+/* thr 0 is the device's default variant: fixed on sm_90 (the wgmma select),
+ * run elsewhere */
+Test(attention, default_threshold_variant_per_arch)
+{
+    cr_assert_eq(sale_attention_default_thr(90), SALE_THR_FIXED);
+    cr_assert_eq(sale_attention_default_thr(SALE_ARCH_SM90A), SALE_THR_FIXED);
+    cr_assert_eq(sale_attention_default_thr(80), SALE_THR_RUN);
+    cr_assert_eq(sale_attention_default_thr(86), SALE_THR_RUN);
+    cr_assert_eq(sale_attention_default_thr(89), SALE_THR_RUN);
 }

@@ -404,12 +404,13 @@ def _plan(q, k, v, tau, mode, layout, scale, out, kind, opts):
 
 
 def _thr(thr):
-    """args.thr of the thr keyword: None (the library's default, run), "run" or "fixed"."""
+    """args.thr of the thr keyword: None (the library's default: fixed on sm_90, run elsewhere and in the
+    CPU reference), "run" or "fixed"."""
     if thr is None:
         return None
     t = _lib.THRS.get(thr) if isinstance(thr, str) else None
     if t is None:
-        _bad("thr: 'run' or 'fixed' (None: run), got %r" % (thr,))
+        _bad("thr: 'run' or 'fixed' (None: the device's default), got %r" % (thr,))
     return t
 
 
@@ -436,10 +437,11 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     for checking the fast ones; same masks as the CPU reference). Returns out (the layout of q), or (out, [mask], [lse],
     [stats]) with what return_* asked for: mask int32 [B, Hq, nqb, ceil(nkb/32)]
     kept-block bits, lse float32 [B, Hq, N], stats a dict (synchronizes).
-    thr: the threshold variant, "run" (None, the default: t_i from the state at
-    every segment's start) or "fixed" (t_i once, after the local region and the
-    sink, as the authors' default kernel; keeps a superset of run's blocks at the
-    same tau, so thresholds calibrated for one are not those of the other).
+    thr: the threshold variant, "run" (t_i from the state at every segment's
+    start) or "fixed" (t_i once, after the local region and the sink, as the
+    authors' default kernel; keeps a superset of run's blocks at the same tau, so
+    thresholds calibrated for one are not those of the other). None: fixed on
+    sm_90 (its select is the wgmma estimation), run elsewhere.
     With thresholds=(model, layer) stored by a calibration that recorded its
     variant, None runs that variant and the other one is refused.
     tile_warps, tile_stages: a kernel's tiles (None: the tuned winner, else the

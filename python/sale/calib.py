@@ -195,14 +195,16 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
     tau=(model, layer)) and attn_implementation="sale" use them). Runs the `sale
     calibrate` command shipped with the package on the context's cache file.
     thr: "run" or "fixed", the threshold variant the attention calls will use
-    (None: run). dense_above: a head whose chosen tau keeps this fraction of its
+    (None: the command's default, what attention runs on the evaluating GPU:
+    fixed on sm_90, run elsewhere and on the CPU). It is stored with the
+    thresholds. dense_above: a head whose chosen tau keeps this fraction of its
     blocks or more runs dense instead (None: the command's default, 0.5; 0:
     never). Returns the command's output (its summary table); the
     command's warnings (one sample per layer: a tau that may not hold on
     other prompts) are raised as UserWarning."""
     # the arguments first: a bad one is the caller's error wherever the command is
     if thr is not None and thr not in _lib.THRS:
-        raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: run), got %r" % (thr,), _lib.ERR_INVALID)
+        raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: the device's default), got %r" % (thr,), _lib.ERR_INVALID)
     if dense_above is not None and (not isinstance(dense_above, (int, float)) or not 0 <= dense_above <= 1):
         raise _core.InvalidArgument("dense_above: a fraction of blocks in [0, 1] (0: never), got %r"
                                     % (dense_above,), _lib.ERR_INVALID)

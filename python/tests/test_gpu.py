@@ -60,10 +60,13 @@ def test_dense_heads_match_sdpa():
 @gpu
 def test_sparse_matches_the_reference():
     q, k, v = qkv(N=2048, Hq=4, Hkv=1, seed=3)
+    # None is the device's default variant (fixed on sm_90) but the
+    # reference's run: name it on both sides
+    thr = "fixed" if torch.cuda.get_device_capability() == (9, 0) else "run"
     for mode in ("fused", "two_pass", "plain"):
         out, stats = sale.attention(q, k, v, tau=0.004, mode=mode, return_stats=True)
         ref, rstats = sale.reference_attention(q.cpu(), k.cpu(), v.cpu(), tau=0.004, mode=mode,
-                                               return_stats=True)
+                                               return_stats=True, thr=thr)
         diff = (out.float().cpu() - ref.float()).abs().mean().item()
         assert diff < 2e-2, "%s: mean |gpu - reference| %.3g" % (mode, diff)
         assert abs(stats["density"] - rstats["density"]) < 0.02, (mode, stats["density"], rstats["density"])
