@@ -1588,6 +1588,68 @@ Test(gpu, attend_pick_runs_the_kernel_its_density_asks_for)
         free(o[i]);
 }
 
+/* thr 0 is the device's default variant (sale_attention_default_thr): on
+ * sm_90 fixed, elsewhere run. A default call's mask and output must equal the
+ * named variant's bit for bit, in every selecting family; the two variants'
+ * masks must differ on these inputs, or the check could not tell them apart. */
+Test(gpu, default_threshold_variant_is_the_devices)
+{
+    NEED_GPU();
+    const int B = 1, Hq = 8, Hkv = 2, N = 8192, D = 128;
+    sale_device_info di;
+    cr_assert_eq(sale_device_info_get(ctx, 0, &di), SALE_OK, "%s", sale_last_error(ctx));
+    const int want = sale_attention_default_thr(di.arch);
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;
+    a.dense_below = -1;
+    a.tau_default = 0.004f;
+    size_t nq = (size_t)B * Hq * N * D, nk = (size_t)B * Hkv * N * D;
+    int nkw = (sale_num_kblocks(&a) + 31) / 32;
+    size_t nmask = (size_t)B * Hq * sale_num_qblocks(&a) * nkw;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o[3];
+    uint32_t *m[3];
+    cr_assert(q && k && v);
+    for (int i = 0; i < 3; i++)
+        cr_assert((o[i] = malloc(nq * 2)) && (m[i] = malloc(nmask * 4)));
+    sale_gen_options gen = {.seed = seed_base + 4301, .structured = 1, .needles = 4};
+    cr_assert_eq(sale_generate_qkv(&a, &gen, q, k, v, NULL, 0, NULL), SALE_OK);
+    static const sale_mode modes[3] = {SALE_MODE_TWO_PASS, SALE_MODE_FUSED, SALE_MODE_PLAIN};
+    const int thrs[3] = {0, SALE_THR_RUN, SALE_THR_FIXED}; /* o[0] default, o[1] run, o[2] fixed */
+    for (int mi = 0; mi < 3; mi++) {
+        sale_stats st[3];
+        a.mode = modes[mi];
+        for (int i = 0; i < 3; i++) {
+            memset(&st[i], 0, sizeof st[i]);
+            a.thr = thrs[i];
+            gpu_run_once(a, q, k, v, o[i], m[i], nmask, &st[i]);
+        }
+        long long mo[3] = {0, 0, 0}, mm[3] = {0, 0, 0};
+        for (size_t e = 0; e < nq; e++)
+            for (int i = 1; i < 3; i++)
+                mo[i] += o[0][e] != o[i][e];
+        for (size_t w = 0; w < nmask; w++) {
+            mm[1] += __builtin_popcount(m[0][w] ^ m[1][w]);
+            mm[2] += __builtin_popcount(m[0][w] ^ m[2][w]);
+            mm[0] += __builtin_popcount(m[1][w] ^ m[2][w]);
+        }
+        fprintf(stderr,
+                "gpu default thr on sm_%d, %s: density %.4f (run %.4f, fixed %.4f); default vs run: %lld mask bits, "
+                "%lld outputs; vs fixed: %lld, %lld; run vs fixed: %lld mask bits\n",
+                di.arch, mode_name(modes[mi]), st[0].density, st[1].density, st[2].density, mm[1], mo[1], mm[2],
+                mo[2], mm[0]);
+        cr_assert_gt(mm[0], 0, "%s: run and fixed keep the same blocks here: this check cannot tell them apart",
+                     mode_name(modes[mi]));
+        cr_assert_eq(mm[want], 0, "%s: a default call on sm_%d is not thr=%s (%lld mask bits differ)",
+                     mode_name(modes[mi]), di.arch, sale_thr_name(want), mm[want]);
+        cr_assert_eq(mo[want], 0, "%s: a default call on sm_%d is not thr=%s (%lld outputs differ)",
+                     mode_name(modes[mi]), di.arch, sale_thr_name(want), mo[want]);
+    }
+    free(q), free(k), free(v);
+    for (int i = 0; i < 3; i++)
+        free(o[i]), free(m[i]);
+}
+
 /* ------------------------------------------ threshold variant thr=fixed */
 /* The GPU's t_i = m_i + log(tau l_i) / scale comes from exp2, log and sums in
  * orders of its own, so it may differ from the reference's by a few ulps; an
