@@ -661,7 +661,11 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     /* stored thresholds say which variant they hold for: thr 0 runs it,
      * another is refused (before a device is looked for, like bad keys) */
     int thr;
-    if ((st = thresholds_variant(ctx, args, &thr)) != SALE_OK)
+    /* the stored thresholds resolved here are the call's taus (put_taus
+     * reads them from a.tau below; past 256 heads it resolves them again) */
+    float stored_tau[256];
+    const int use_stored = args->model && !args->tau && args->heads_q > 0 && args->heads_q <= 256;
+    if ((st = thresholds_variant(ctx, args, &thr, use_stored ? stored_tau : NULL)) != SALE_OK)
         return st;
     CUstream stream = (CUstream)stream_;
     {
@@ -704,6 +708,8 @@ sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void 
     }
     sale_attention_args a = *args;
     a.thr = thr;
+    if (use_stored)
+        a.tau = stored_tau, a.model = NULL;
     apply_defaults(&a, arch, args->dense_below ? args->dense_below : win_dense_below(ctx, (int)dev));
     const int dense = is_dense_run(&a);
 

@@ -109,10 +109,13 @@ void ws_free_all(sale_ctx *ctx);
  * (0: none recorded, or no stored thresholds); heads of one layer that
  * disagree are SALE_ERR_INVALID. */
 sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, float *tau_out, int *thr_out);
-/* The threshold variant a call runs (before the 0 -> run default): a->thr,
+/* The threshold variant a call runs (before the 0 -> device default): a->thr,
  * or, for stored thresholds that record one, their variant when a->thr is 0;
- * a->thr that is not the stored thresholds' variant is SALE_ERR_INVALID. */
-sale_status thresholds_variant(sale_ctx *ctx, const sale_attention_args *a, int *thr);
+ * a->thr that is not the stored thresholds' variant is SALE_ERR_INVALID.
+ * tau_out (may be NULL; else heads_q floats): where a call naming stored
+ * thresholds (a->model, no a->tau) gets them, so that it need not resolve
+ * them a second time; untouched otherwise. */
+sale_status thresholds_variant(sale_ctx *ctx, const sale_attention_args *a, int *thr, float *tau_out);
 /* Thresholds were stored or imported through this context: forget the memo
  * of thresholds_resolve (which reads each (model, layer) once per context). */
 void thresholds_changed(sale_ctx *ctx);

@@ -157,7 +157,7 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
         return fail(ctx, "thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: run)", a->thr);
     int thr = a->thr; /* stored thresholds' variant for thr 0; another is refused */
     if (ctx) {
-        sale_status vs = thresholds_variant(ctx, a, &thr);
+        sale_status vs = thresholds_variant(ctx, a, &thr, NULL);
         if (vs != SALE_OK)
             return vs;
     }

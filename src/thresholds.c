@@ -287,19 +287,19 @@ sale_status thresholds_resolve(sale_ctx *ctx, const sale_attention_args *a, floa
     return SALE_OK;
 }
 
-sale_status thresholds_variant(sale_ctx *ctx, const sale_attention_args *a, int *thr)
+sale_status thresholds_variant(sale_ctx *ctx, const sale_attention_args *a, int *thr, float *tau_out)
 {
     *thr = a->thr;
     if (a->tau || !a->model || a->heads_q <= 0)
         return SALE_OK;
-    float small[256], *tau = a->heads_q <= 256 ? small : malloc(sizeof(float) * (size_t)a->heads_q);
+    float small[256], *tau = tau_out ? tau_out : a->heads_q <= 256 ? small : malloc(sizeof(float) * (size_t)a->heads_q);
     if (!tau) {
         sale_set_error(ctx, "thresholds: out of host memory");
         return SALE_ERR_NOMEM;
     }
     int stored = 0;
     sale_status st = thresholds_resolve(ctx, a, tau, &stored);
-    if (tau != small)
+    if (tau != small && tau != tau_out)
         free(tau);
     if (st != SALE_OK || !stored)
         return st;

@@ -404,11 +404,17 @@ Test(host, attention_refuses_a_variant_its_thresholds_were_not_calibrated_with)
               sale_last_error(ctx));
     int thr = -1;
     a.thr = 0;
-    cr_assert_eq(thresholds_variant(ctx, &a, &thr), SALE_OK, "%s", sale_last_error(ctx));
+    float got[2] = {-1.f, -1.f};
+    cr_assert_eq(thresholds_variant(ctx, &a, &thr, got), SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_eq(thr, SALE_THR_FIXED, "thr 0 takes the stored variant");
+    cr_assert(got[0] == tau[0] && got[1] == tau[1], "the resolved taus come back: %g %g", got[0], got[1]);
+    cr_assert_eq(thresholds_variant(ctx, &a, &thr, NULL), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(thr, SALE_THR_FIXED);
     a.tau = tau; /* explicit taus: the stored ones (and their variant) are not consulted */
-    cr_assert_eq(thresholds_variant(ctx, &a, &thr), SALE_OK);
+    got[0] = got[1] = -1.f;
+    cr_assert_eq(thresholds_variant(ctx, &a, &thr, got), SALE_OK);
     cr_assert_eq(thr, 0);
+    cr_assert(got[0] == -1.f && got[1] == -1.f, "explicit taus: the buffer is left as it was");
     a.tau = NULL, a.layer = 1; /* no thresholds for the layer: NOT_FOUND, also before any device */
     cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NOT_FOUND);
 }
