@@ -10,7 +10,7 @@
  * device call and passed with --anchors).
  *   usage: bench_calibrated [--lens 32768,65536,131072] [--budgets 0.01,0.02,0.05]
  *                           [--taus 0.004,0.001] [--seeds 2] [--reps 3] [--anchors FILE]
- *                           [--dir DIR (calibration files)] [--thr run|fixed]
+ *                           [--dir DIR (calibration files)] [--thr run|fixed (default: the device's)]
  * --calib-samples S: prompts of seed 1 the calibration must hold on (default
  * 2: with one, a diffuse head under thr fixed missed a 2% budget by 15x on a
  * fresh seed; bench/RESULTS.md, tenth session).
@@ -18,7 +18,11 @@
  * head's τ, density and relative L1 of both modes (lines "per-head ...").
  * --dense-above D: sale_calibrate_options.dense_above (default: the library's).
  * --thr fixed calibrates and measures with the fixed threshold (on sm_90a
- * the wgmma select: calibration then runs two-pass, the faster mode there). */
+ * the wgmma select: calibration then runs two-pass, the faster mode there).
+ * Without --thr: the device's default variant (sale_attention_default_thr:
+ * fixed on sm_90, run elsewhere), as a call with thr 0 runs it; the
+ * calibrated rows then name only (model, layer) and run the variant the
+ * thresholds recorded. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,7 +91,7 @@ static void head_errors(const uint16_t *y16, const uint16_t *z16, int N, double 
 int main(int argc, char **argv)
 {
     double lens_d[MAXL] = {32768, 65536, 131072}, budgets[4] = {0.01, 0.02, 0.05}, taus[4] = {0.004, 0.001};
-    int nl = 3, nb = 3, nt = 2, nseeds = 2, reps = 3, csamples = 2, thr = SALE_THR_RUN, per_head = 0;
+    int nl = 3, nb = 3, nt = 2, nseeds = 2, reps = 3, csamples = 2, thr = 0, per_head = 0;
     double dense_above = -1; /* < 0: the library's default */
     const char *anchors = NULL, *dir = "calib_bench";
     for (int i = 1; i < argc; i++) {
@@ -126,7 +130,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: bench_calibrated [--lens 32768,65536,131072] [--budgets 0.01,0.02,0.05] "
                             "[--taus 0.004,0.001] [--seeds 2] [--reps 3] [--anchors FILE] [--dir DIR] "
-                            "[--calib-samples S (default 2)] [--thr run|fixed] [--per-head] [--dense-above D]\n");
+                            "[--calib-samples S (default 2)] [--thr run|fixed (default: the device's)] [--per-head] [--dense-above D]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -140,16 +144,27 @@ int main(int argc, char **argv)
         return 1;
     }
     mkdir(dir, 0755);
+    /* thr 0: the device's default variant; named, so the header says it and
+     * calibration takes two-pass where that is fixed (the rows still pass 0) */
+    int thr_run = thr;
+    if (!thr_run) {
+        sale_device_info di;
+        if (sale_device_info_get(ctx, 0, &di) != SALE_OK) {
+            fprintf(stderr, "bench_calibrated: %s\n", sale_last_error(ctx));
+            return 1;
+        }
+        thr_run = sale_attention_default_thr(di.arch);
+    }
     {
         sale_calibrate_options d0;
         sale_calibrate_options_init(&d0);
         const double da = dense_above >= 0 ? dense_above : d0.dense_above;
         if (da > 0)
-            printf("thresholds: thr = %s (calibration and both modes); a head kept at density %g or more runs dense\n\n",
-                   sale_thr_name(thr), da);
+            printf("thresholds: thr = %s%s (calibration and both modes); a head kept at density %g or more runs "
+                   "dense\n\n", sale_thr_name(thr_run), thr ? "" : " (the device's default: thr 0)", da);
         else
-            printf("thresholds: thr = %s (calibration and both modes); --dense-above 0: no head made dense for its "
-                   "density\n\n", sale_thr_name(thr));
+            printf("thresholds: thr = %s%s (calibration and both modes); --dense-above 0: no head made dense for "
+                   "its density\n\n", sale_thr_name(thr_run), thr ? "" : " (the device's default: thr 0)");
     }
     printf("| N | thresholds | τ per head (min..max, dense heads) | density | rel-L1 mean / worst head | needles kept | "
            "fused ms | two-pass ms | our dense ms | SDPA flash | SDPA cuDNN | fused vs cuDNN | two-pass vs cuDNN |\n"
@@ -220,7 +235,7 @@ int main(int argc, char **argv)
             co.thr = thr;
             if (dense_above >= 0)
                 co.dense_above = dense_above;
-            if (thr == SALE_THR_FIXED)
+            if (thr_run == SALE_THR_FIXED)
                 co.mode = SALE_MODE_TWO_PASS;
             sale_calibrate_result cr;
             memset(&cr, 0, sizeof cr);
@@ -242,7 +257,14 @@ int main(int argc, char **argv)
                 snprintf(rows[r].label, sizeof rows[r].label, "calibrated, budget %g%%", 100 * budgets[r]);
                 rows[r].budget = budgets[r];
                 float tau[HQ];
-                CHECK(sale_thresholds_get(ctx, models[r], 0, tau, HQ, NULL));
+                sale_threshold_meta meta[HQ];
+                CHECK(sale_thresholds_get(ctx, models[r], 0, tau, HQ, meta));
+                for (int h = 0; h < HQ; h++)
+                    if (meta[h].thr != thr_run) { /* what calibrate records is what the rows run */
+                        fprintf(stderr, "bench_calibrated: %s head %d was stored with thr=%s, not %s\n", models[r], h,
+                                sale_thr_name(meta[h].thr), sale_thr_name(thr_run));
+                        return 1;
+                    }
                 rows[r].tau_min = 1, rows[r].tau_max = 0;
                 for (int h = 0; h < HQ; h++) {
                     if (tau[h] <= 1e-5f)
