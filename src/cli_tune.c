@@ -33,7 +33,9 @@ static const char tune_help[] =
     "  --budget SECONDS  wall-clock budget per (family, size); 0: none (default: config)\n"
     "  --reps N          timed repetitions of a full measurement (default 20)\n"
     "  --thr run|fixed   threshold variant of the fused and select kernels tuned\n"
-    "                    (default: the config's defaults.thr, else run); each is its own key\n"
+    "                    (default: the config's defaults.thr, else the variant a call\n"
+    "                    with thr 0 runs on this GPU: fixed on sm_90, run elsewhere);\n"
+    "                    each is its own key\n"
     "  --dense-below     instead: time fused, two-pass and dense at each length (default\n"
     "                    1024 .. 65536) and store where SALE starts to pay as\n"
     "                    this device's dense_below (sale_attention's default from then on)\n\n"
@@ -252,10 +254,14 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
                 dev.arch);
         return 1;
     }
+    /* thr 0: what sale_attention runs here by default, so that the winners
+     * are those of the kernels a default call runs */
+    if (!thr)
+        thr = sale_attention_default_thr(dev.arch);
     fprintf(stderr, "sale tune: %s (sm_%d, %d SMs, driver %d), strategy %s, %d reps, budget %s, L2 flushed with %u MB "
-                    "between repetitions\n",
+                    "between repetitions, thr=%s\n",
             dev.name, dev.arch, dev.sm_count, dev.driver_version, strategy, reps, budget > 0 ? "set" : "none",
-            TUNE_FLUSH_BYTES >> 20);
+            TUNE_FLUSH_BYTES >> 20, sale_thr_name(thr));
     if (dense_below)
         return dense_below_cmd(ctx, &dev, batch, hq, hkv, hd, dt, seq_given ? seqs : NULL, nseq,
                                reps < 20 ? reps : 20);
