@@ -3,7 +3,8 @@
 -- Format: the file SETS GLOBALS, one per section; nothing is returned.
 --   cache      = { path = "...", fleet = "..." }   writable cache, read-only fleet file ("~/" expands)
 --   defaults   = { block_q, block_k, block_seg, local_window, est_bits, dense_below, tau, thr }
---                thr: "run" (default) or "fixed", the threshold variant (sale.h, SALE_THR_*)
+--                thr: "run" or "fixed", the threshold variant `sale tune` tunes (sale.h,
+--                SALE_THR_*; unset: the one a call with thr 0 runs, fixed on sm_90, run elsewhere)
 --   arch       = { sm_90 = { <defaults fields> }, ... }   per-arch overrides (at most 4 archs)
 --   fleet      = { archs, head_dims, families, dtypes, block_q, block_k, block_seg, local_window, thr }
 --                each a list (or one value); prewarm builds every combination, so every

@@ -710,7 +710,7 @@ Test(config, thr_in_defaults_and_fleet)
     cr_expect_eq(c.fleet.thrs[1], SALE_THR_FIXED);
     cfg_free(&c);
     cfg_defaults_init(&c);
-    cr_expect_eq(c.defaults.thr, 0, "library default (run)");
+    cr_expect_eq(c.defaults.thr, 0, "unset (the device's default at tune time)");
     cr_expect_eq(c.fleet.n_thrs, 2, "a default fleet holds both variants (fixed: Hopper's fast select)");
     cr_expect_eq(c.fleet.thrs[0], SALE_THR_RUN);
     cr_expect_eq(c.fleet.thrs[1], SALE_THR_FIXED);
