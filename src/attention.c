@@ -543,6 +543,15 @@ static sale_status run_plan(sale_ctx *ctx, const kmod *k, const sale_attention_a
              (s = tma_map(ctx, &tp.tv2, "v", p->v, (int)key->dtype, p->B, p->Hkv, p->N, key->head_dim, p->v_sb,
                           p->v_sh, p->v_sn, 64))))
             return s;
+        /* the rows kernel stores O by TMA, a consumer warp's 16 rows a box
+         * (wgmma_rows.cuh, store_staged; check_args has made O and its
+         * strides 16-byte aligned, as the map needs) */
+        if (sale_layout_wgmma_rows(&lc)) {
+            if ((s = tma_map(ctx, &tp.to, "out", p->o, (int)key->dtype, p->B, p->Hq, p->N, key->head_dim, p->o_sb,
+                             p->o_sh, p->o_sn, 16)))
+                return s;
+            tp.p.o_tma = 1;
+        }
         /* the sm_90a attend kernels are persistent: two CTAs an SM (rows) or
          * one (two-row) take the work from a counter (any grid is correct:
          * wgmma_rows.cuh, wgmma_attn.cuh) */

@@ -60,7 +60,8 @@ typedef struct sale_params {
     float scale;              /* softmax scale (1/sqrt(D) by default) */
     float scale_log2;         /* scale * log2(e) */
     int dense_heads_only;     /* 1: ignore tau, keep every causal block */
-    int pad_;
+    int o_tma;                /* 1: the call's sale_tma_params.to maps o (the sm_90a rows attend
+                                 kernel then stores O by TMA); 0: no map (raw launches) */
     float tau_inline[SALE_TAU_INLINE]; /* per-head tau when tau == 0 */
 } sale_params;
 
@@ -84,6 +85,8 @@ typedef struct sale_tma_params {
     sale_tmap tq, tk, tv;
     sale_tmap tk2, tv2; /* the rows attend kernel only: K and V in 64-row boxes, two
                            adjacent 32-key blocks in one copy (wgmma_rows.cuh) */
+    sale_tmap to;       /* the rows attend kernel only, when p.o_tma: o in boxes of 64
+                           columns x 16 rows (a consumer warp's rows), 128-byte swizzle */
 } sale_tma_params;
 
 #endif

@@ -134,6 +134,18 @@ static SALE_HD SALE_CX inline int sale_layout_wr_ochunk(int r, int ch) { return 
 static SALE_HD SALE_CX inline int sale_layout_wr_stsm(int lane, int nt) {
     return sale_layout_wr_ochunk((lane & 7) + ((lane >> 3) & 1) * 8, nt + (lane >> 4));
 }
+/* The same 16 rows through a TMA store (when the call has O's tensor map):
+ * two boxes of 64 columns x 16 rows, 2 KB each (columns 0-63, then 64-127),
+ * in the 128-byte swizzle the map declares: row r's 16-byte chunk g (columns
+ * 8 g .. 8 g + 7) at (g / 8) 2 KB + 128 r + 16 ((g % 8) ^ (r % 8)). So the
+ * 8 rows of a stmatrix matrix land on 8 bank groups here too
+ * (tests/test_key.c checks the layout against TMA's address rule). */
+static SALE_HD SALE_CX inline int sale_layout_wr_tma_chunk(int r, int g) {
+    return (g >> 3) * 2048 + r * 128 + (((g & 7) ^ (r & 7)) << 4);
+}
+static SALE_HD SALE_CX inline int sale_layout_wr_tma_stsm(int lane, int nt) {
+    return sale_layout_wr_tma_chunk((lane & 7) + ((lane >> 3) & 1) * 8, nt + (lane >> 4));
+}
 /* the row whose chunk lane % 16 lane reads back in round k (0..7): two whole rows a round */
 static SALE_HD SALE_CX inline int sale_layout_wr_ldrow(int lane, int k) { return 2 * k + (lane >> 4); }
 static SALE_HD SALE_CX inline int sale_layout_wgmma_rows(const sale_layout_cfg *c) {

@@ -40,6 +40,20 @@ SALE_DEV void dw_tma_4d(sale_u32 dst, const sale_tmap *map, int d, int row, int 
                  : "memory");
 }
 
+/* a box of shared memory at src into a rank-4 tensor map at (d, row, h, b),
+ * in the current bulk group (rows past the tensor's end are not written) */
+SALE_DEV void dw_tma_store_4d(const sale_tmap *map, sale_u32 src, int d, int row, int h, int b) {
+    asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+                     (sale_u64)map),
+                 "r"(src), "r"(d), "r"(row), "r"(h), "r"(b)
+                 : "memory");
+}
+SALE_DEV void dw_bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+/* this thread's bulk groups have read their shared memory (it may be reused) */
+SALE_DEV void dw_bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+/* this thread's bulk groups are complete (their global writes done) */
+SALE_DEV void dw_bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+
 /* one box of a rank-3 tensor map (column, row, slice) */
 SALE_DEV void dw_tma_3d(sale_u32 dst, const sale_tmap *map, int c0, int c1, int c2, sale_u32 mbar) {
     asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "

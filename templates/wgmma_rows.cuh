@@ -320,13 +320,45 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
      * warp-instruction: 8 STG.128 a thread where the direct store issues
      * 32 four-byte STG, each of 16 bytes in 8 rows (the store was 16% of
      * the consumers' time at d ~ 0.01: NOTES, fifteenth session). Needs O
-     * 16-byte aligned (base and strides); lse as store() writes it. */
-    SALE_DEV void store_staged(const sale_params &p, sale_u32 buf, int w) {
+     * 16-byte aligned (base and strides); lse as store() writes it.
+     * With O's tensor map (p.o_tma: sale_attention makes it), the warp's
+     * 16 rows go out as two TMA boxes instead: stmatrix in the map's
+     * 128-byte swizzle, then lane 0 issues the two copies and waits until
+     * they have read the stage (the caller's release hands it back to the
+     * issuer after that). The read-back and the 8 16-byte stores a thread,
+     * ~16% of the consumers' samples at d ~ 0.01 (nineteenth session's
+     * ncu), become two instructions of one lane. */
+    SALE_DEV void store_staged(const sale_tma_params &tp, sale_u32 buf, int w) {
+        const sale_params &p = tp.p;
         float lt0, lt1, i0, i1;
         row_sums(lt0, lt1, i0, i1);
         const sale_u32 wb = buf + (sale_u32)w * 4096u;
         /* the stage's last writers were wgmma reads (async proxy); these are generic writes */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        if (p.o_tma) {
+#pragma unroll
+            for (int nt = 0; nt < 16; nt += 2) {
+                const sale_u32 a = wb + (sale_u32)sale_layout_wr_tma_stsm(lane, nt);
+                asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
+                             "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
+                             "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
+                             "r"(sale_pack2(O[nt * 4 + 4] * i0, O[nt * 4 + 5] * i0)),
+                             "r"(sale_pack2(O[nt * 4 + 6] * i1, O[nt * 4 + 7] * i1))
+                             : "memory");
+            }
+            /* each lane's generic writes, then the async proxy's reads (lane 0's copies) */
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            __syncwarp();
+            if (lane == 0) {
+                const int r0w = qb * 64 + w * 16;
+                dw_tma_store_4d(&tp.to, wb, 0, r0w, h, b);
+                dw_tma_store_4d(&tp.to, wb + 2048u, 64, r0w, h, b);
+                dw_bulk_commit();
+                dw_bulk_wait_read();
+            }
+            store_lse(p, b, h, lt0, lt1);
+            return;
+        }
 #pragma unroll
         for (int nt = 0; nt < 16; nt += 2) {
             /* lane L: row L % 8 of matrix L / 8 (sale_layout_wr_stsm) */
@@ -502,7 +534,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
         if (st.nkt > 0) {
             st.consume(i);
             const int sl = (i + st.nkt - 1) % RowWg::ST;
-            if (o16) st.store_staged(p, st.sK + sl * WR_KT, warp);
+            if (o16) st.store_staged(tp, st.sK + sl * WR_KT, warp);
             else st.store(p, st.b, st.h);
             st.release(sl);
         } else {
@@ -511,6 +543,8 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
         }
         i += st.nkt;
     }
+    /* the TMA stores complete (they have long read their stages) before the CTA ends */
+    if (st.lane == 0 && p.o_tma) dw_bulk_wait_all();
 }
 
 #endif

@@ -422,6 +422,36 @@ Test(key, rows_staged_store_layout)
         cr_assert(read[i], "chunk %d never read back", i);
 }
 
+/* The same rows through TMA (store_staged with O's map): two boxes of 64
+ * columns x 16 rows, 2 KB each, in the 128-byte swizzle. TMA's rule, written
+ * here from the PTX ISA's description of the swizzle mode: the unswizzled
+ * offset u of (box row r, 16-byte chunk c) is 128 r + 16 c, and the bytes sit
+ * at u with address bits 4-6 XORed by bits 7-9. Every chunk of the 4 KB
+ * once, each stmatrix matrix's 8 rows on 8 bank groups. */
+Test(key, rows_staged_store_tma_layout)
+{
+    char seen[256] = {0};
+    for (int r = 0; r < 16; r++)
+        for (int g = 0; g < 16; g++) {
+            const int o = sale_layout_wr_tma_chunk(r, g), half = g / 8, u = 128 * r + 16 * (g % 8);
+            const int swz = u ^ (((u >> 7) & 7) << 4);
+            cr_assert_eq(o, half * 2048 + swz, "row %d chunk %d at %d, TMA reads it at %d", r, g, o, half * 2048 + swz);
+            cr_assert_eq(seen[o / 16], 0, "two chunks at %d", o);
+            seen[o / 16] = 1;
+        }
+    for (int nt = 0; nt < 16; nt += 2)
+        for (int j = 0; j < 4; j++) {
+            int groups = 0;
+            for (int i = 0; i < 8; i++) {
+                const int lane = 8 * j + i, o = sale_layout_wr_tma_stsm(lane, nt);
+                cr_assert_eq(o, sale_layout_wr_tma_chunk((j & 1) * 8 + i, nt + (j >> 1)), "stmatrix %d, lane %d", nt / 2,
+                             lane);
+                groups |= 1 << ((o / 16) & 7);
+            }
+            cr_assert_eq(groups, 0xff, "stmatrix %d, matrix %d: bank conflicts (groups %#x)", nt / 2, j, groups);
+        }
+}
+
 /* which cubin sale_attention runs for a key on an sm_90 device: the thr=fixed
  * select at the wgmma estimation's block sizes is sm_90a (open tiles, 12 or
  * 20 warps), other tiles and thr=run stay sm_90; dense and attend as
