@@ -328,6 +328,22 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
      * issuer after that). The read-back and the 8 16-byte stores a thread,
      * ~16% of the consumers' samples at d ~ 0.01 (nineteenth session's
      * ncu), become two instructions of one lane. */
+    /* this warp's 16 rows of O, normalised (i0, i1: 1 / l of its two rows)
+     * and packed to the dtype, into its 4 KB at wb by stmatrix.x4 (n8
+     * blocks nt, nt + 1 a step); at(nt): the byte offset of the row this
+     * lane gives (the staged layout or TMA's) */
+    template <class At> SALE_DEV void stage_o(sale_u32 wb, float i0, float i1, At at) {
+#pragma unroll
+        for (int nt = 0; nt < 16; nt += 2) {
+            const sale_u32 a = wb + (sale_u32)at(nt);
+            asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
+                         "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
+                         "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
+                         "r"(sale_pack2(O[nt * 4 + 4] * i0, O[nt * 4 + 5] * i0)),
+                         "r"(sale_pack2(O[nt * 4 + 6] * i1, O[nt * 4 + 7] * i1))
+                         : "memory");
+        }
+    }
     SALE_DEV void store_staged(const sale_tma_params &tp, sale_u32 buf, int w) {
         const sale_params &p = tp.p;
         float lt0, lt1, i0, i1;
@@ -336,16 +352,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         /* the stage's last writers were wgmma reads (async proxy); these are generic writes */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         if (p.o_tma) {
-#pragma unroll
-            for (int nt = 0; nt < 16; nt += 2) {
-                const sale_u32 a = wb + (sale_u32)sale_layout_wr_tma_stsm(lane, nt);
-                asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
-                             "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
-                             "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
-                             "r"(sale_pack2(O[nt * 4 + 4] * i0, O[nt * 4 + 5] * i0)),
-                             "r"(sale_pack2(O[nt * 4 + 6] * i1, O[nt * 4 + 7] * i1))
-                             : "memory");
-            }
+            stage_o(wb, i0, i1, [&](int nt) { return sale_layout_wr_tma_stsm(lane, nt); });
             /* each lane's generic writes, then the async proxy's reads (lane 0's copies) */
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
             __syncwarp();
@@ -359,17 +366,8 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
             store_lse(p, b, h, lt0, lt1);
             return;
         }
-#pragma unroll
-        for (int nt = 0; nt < 16; nt += 2) {
-            /* lane L: row L % 8 of matrix L / 8 (sale_layout_wr_stsm) */
-            const sale_u32 a = wb + (sale_u32)sale_layout_wr_stsm(lane, nt);
-            asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
-                         "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
-                         "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
-                         "r"(sale_pack2(O[nt * 4 + 4] * i0, O[nt * 4 + 5] * i0)),
-                         "r"(sale_pack2(O[nt * 4 + 6] * i1, O[nt * 4 + 7] * i1))
-                         : "memory");
-        }
+        /* lane L: row L % 8 of matrix L / 8 (sale_layout_wr_stsm) */
+        stage_o(wb, i0, i1, [&](int nt) { return sale_layout_wr_stsm(lane, nt); });
         __syncwarp();
         const int r0w = qb * 64 + w * 16; /* this warp's first row */
         sale_u16 *og = (sale_u16 *)p.o + (long long)b * p.o_sb + (long long)h * p.o_sh;
