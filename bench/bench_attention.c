@@ -138,6 +138,7 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
         return;
     double lng[2] = {0, 0}, mean[2] = {0, 0}, uni[2] = {0, 0}, own = 0;
     double quad = 0, pairs = 0; /* blocks the four rows' union loads; the two pairs' unions */
+    double ubest = 0;           /* twice the blocks of the smallest-union pairing's unions (g = 4) */
     for (int kv = 0; kv < Hkv; kv++)
         for (int q = 0; q < nqb; q++) {
             int c[32], rank[32], by_rank[32];
@@ -156,6 +157,22 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
                     pair_add(mask + ((size_t)(kv * g + a) * nqb + q) * nkw, mask + ((size_t)(kv * g + b) * nqb + q) * nkw,
                              c[a], c[b], nkw, &lng[s], &mean[s], &uni[s]);
                 }
+            /* the pairing with the smallest union (groups of 4: the best of the three; a bound on what
+             * any pairing rule could save over the kernel's by-count pairing) */
+            if (g == 4) {
+                const uint32_t *r[4];
+                for (int t = 0; t < 4; t++) r[t] = mask + ((size_t)(kv * g + t) * nqb + q) * nkw;
+                static const int pr[3][4] = {{0, 1, 2, 3}, {0, 2, 1, 3}, {0, 3, 1, 2}};
+                double best = -1;
+                for (int m = 0; m < 3; m++) {
+                    double u = 0;
+                    for (int w = 0; w < nkw; w++)
+                        u += 2 * (__builtin_popcount(r[pr[m][0]][w] | r[pr[m][1]][w]) +
+                                  __builtin_popcount(r[pr[m][2]][w] | r[pr[m][3]][w]));
+                    if (best < 0 || u < best) best = u;
+                }
+                ubest += best;
+            }
             /* four rows a cluster of two CTAs (ranks 4c..4c + 3, pairs as the kernel's), K/V multicast */
             for (int c4 = 0; g % 4 == 0 && c4 < g / 4; c4++) {
                 const uint32_t *r4[4];
@@ -182,6 +199,9 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
                     "union / own x%.3f | x%.3f\n",
             N, tau, mean[0] > 0 ? lng[0] / mean[0] : 0, mean[1] > 0 ? lng[1] / mean[1] : 0, own > 0 ? uni[0] / own : 0,
             own > 0 ? uni[1] / own : 0);
+    if (ubest > 0)
+        fprintf(stderr, "bench: N=%d tau=%g attend pairs (heads, the smallest union of the 3 pairings of each group): "
+                        "union / own x%.3f\n", N, tau, own > 0 ? ubest / own : 0);
     if (pairs > 0)
         fprintf(stderr, "bench: N=%d tau=%g attend quads (two pairs a cluster, K/V multicast): L2 reads x%.3f of the "
                         "pairs', each SM receives x%.3f\n",
