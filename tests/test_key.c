@@ -382,6 +382,24 @@ Test(key, fused_wg_tile_layout_is_the_128_byte_swizzle)
  * row a lane; the 8 row addresses of a matrix and the 8 chunks of a
  * quarter-warp's 16-byte loads sit on 8 different bank groups (no bank
  * conflicts); the read-back visits every chunk exactly once */
+/* stmatrix.x4 of n8 blocks nt, nt + 1: lane 8 j + i gives row (j % 2) 8 + i
+ * of block nt + j / 2, at stsm(lane, nt) == chunk(row, block); the 8 rows of
+ * each matrix on 8 different bank groups (no bank conflicts) */
+static void stsm_rows_and_banks(int (*stsm)(int, int), int (*chunk)(int, int))
+{
+    for (int nt = 0; nt < 16; nt += 2)
+        for (int j = 0; j < 4; j++) {
+            int groups = 0;
+            for (int i = 0; i < 8; i++) {
+                const int lane = 8 * j + i, o = stsm(lane, nt);
+                const int r = (j & 1) * 8 + i, ch = nt + (j >> 1);
+                cr_assert_eq(o, chunk(r, ch), "stmatrix %d, lane %d: not row %d of block %d", nt / 2, lane, r, ch);
+                groups |= 1 << ((o / 16) & 7);
+            }
+            cr_assert_eq(groups, 0xff, "stmatrix %d, matrix %d: bank conflicts (groups %#x)", nt / 2, j, groups);
+        }
+}
+
 Test(key, rows_staged_store_layout)
 {
     char seen[256] = {0};
@@ -393,18 +411,7 @@ Test(key, rows_staged_store_layout)
             cr_assert_eq(seen[o / 16], 0, "two chunks at %d", o);
             seen[o / 16] = 1;
         }
-    for (int nt = 0; nt < 16; nt += 2)
-        for (int j = 0; j < 4; j++) {
-            int groups = 0;
-            for (int i = 0; i < 8; i++) {
-                const int lane = 8 * j + i, o = sale_layout_wr_stsm(lane, nt);
-                const int r = (j & 1) * 8 + i, ch = nt + (j >> 1);
-                cr_assert_eq(o, sale_layout_wr_ochunk(r, ch), "stmatrix %d, lane %d: not row %d of block %d", nt / 2,
-                             lane, r, ch);
-                groups |= 1 << ((o / 16) & 7);
-            }
-            cr_assert_eq(groups, 0xff, "stmatrix %d, matrix %d: bank conflicts (groups %#x)", nt / 2, j, groups);
-        }
+    stsm_rows_and_banks(sale_layout_wr_stsm, sale_layout_wr_ochunk);
     char read[256] = {0};
     for (int k = 0; k < 8; k++)
         for (int q = 0; q < 4; q++) {
@@ -439,17 +446,7 @@ Test(key, rows_staged_store_tma_layout)
             cr_assert_eq(seen[o / 16], 0, "two chunks at %d", o);
             seen[o / 16] = 1;
         }
-    for (int nt = 0; nt < 16; nt += 2)
-        for (int j = 0; j < 4; j++) {
-            int groups = 0;
-            for (int i = 0; i < 8; i++) {
-                const int lane = 8 * j + i, o = sale_layout_wr_tma_stsm(lane, nt);
-                cr_assert_eq(o, sale_layout_wr_tma_chunk((j & 1) * 8 + i, nt + (j >> 1)), "stmatrix %d, lane %d", nt / 2,
-                             lane);
-                groups |= 1 << ((o / 16) & 7);
-            }
-            cr_assert_eq(groups, 0xff, "stmatrix %d, matrix %d: bank conflicts (groups %#x)", nt / 2, j, groups);
-        }
+    stsm_rows_and_banks(sale_layout_wr_tma_stsm, sale_layout_wr_tma_chunk);
 }
 
 /* which cubin sale_attention runs for a key on an sm_90 device: the thr=fixed
