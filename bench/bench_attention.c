@@ -139,6 +139,7 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
     double lng[2] = {0, 0}, mean[2] = {0, 0}, uni[2] = {0, 0}, own = 0;
     double quad = 0, pairs = 0; /* blocks the four rows' union loads; the two pairs' unions */
     double ubest = 0;           /* twice the blocks of the smallest-union pairing's unions (g = 4) */
+    double q4max = 0, q4mean = 0; /* the longest of a group's four rows, and their mean (g = 4), in blocks */
     for (int kv = 0; kv < Hkv; kv++)
         for (int q = 0; q < nqb; q++) {
             int c[32], rank[32], by_rank[32];
@@ -172,6 +173,10 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
                     if (best < 0 || u < best) best = u;
                 }
                 ubest += best;
+                int cmax = 0;
+                for (int t = 0; t < 4; t++) cmax = c[t] > cmax ? c[t] : cmax;
+                q4max += cmax;
+                q4mean += 0.25 * (c[0] + c[1] + c[2] + c[3]);
             }
             /* four rows a cluster of two CTAs (ranks 4c..4c + 3, pairs as the kernel's), K/V multicast */
             for (int c4 = 0; g % 4 == 0 && c4 < g / 4; c4++) {
@@ -201,7 +206,8 @@ static void pair_stats(const uint32_t *mask, int N, double tau, int Hq, int Hkv,
             own > 0 ? uni[1] / own : 0);
     if (ubest > 0)
         fprintf(stderr, "bench: N=%d tau=%g attend pairs (heads, the smallest union of the 3 pairings of each group): "
-                        "union / own x%.3f\n", N, tau, own > 0 ? ubest / own : 0);
+                        "union / own x%.3f; the longest of the four rows / their mean x%.3f (blocks)\n",
+                N, tau, own > 0 ? ubest / own : 0, q4mean > 0 ? q4max / q4mean : 0);
     if (pairs > 0)
         fprintf(stderr, "bench: N=%d tau=%g attend quads (two pairs a cluster, K/V multicast): L2 reads x%.3f of the "
                         "pairs', each SM receives x%.3f\n",
