@@ -247,7 +247,11 @@ sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, cons
 /* Launch an entry of the kernel's module (NULL: the main entry) with one
  * by-value parameter block (sale's kernels take a single struct, see
  * templates/sale_abi.h). block 0: the kernel's threads; smem (unsigned)-1:
- * the kernel's dynamic shared memory. Raises the >48 KB limit as needed. */
+ * the kernel's dynamic shared memory. Raises the >48 KB limit as needed.
+ * The sm_90a wgmma kernels (dense, attend, the thr=fixed estimation) take
+ * sale_tma_params: the parameter block and TMA maps of their operands
+ * (cuTensorMapEncodeTiled); leave p.o_tma 0 unless you encode `to` as
+ * sale_attention does (the rows attend kernel then stores O through it). */
 sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned grid_x,
                                unsigned grid_y, unsigned grid_z, unsigned block, unsigned smem, const void *params,
                                size_t params_size, void *stream);
