@@ -190,7 +190,7 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
             a->seq_len);
     if (a->block_q < 0 || a->block_k < 0 || a->block_seg < 0 || a->local_window < 0)
         BAD("block sizes: must be >= 0 (0 for the default)");
-    if (a->thr != 0 && a->thr != SALE_THR_RUN && a->thr != SALE_THR_FIXED)
+    if (!thr_known(a->thr))
         BAD("thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: the device's default)", a->thr);
     if (a->head_dim == 256)
         BAD("head_dim: 256 is not supported by these kernels (shared memory); use 64 or 128");

@@ -139,6 +139,13 @@ sale_layout_cfg key_layout(const sale_key *k);
  * caller's included, and wait for all (par.c). Workers take their tasks
  * from a counter of their own, so the result does not depend on the count. */
 void par_run(int ntask, int max_threads, void *(*worker)(void *), void *arg);
+/* Whether thr is a threshold variant this library knows: 0 (open in a key,
+ * the device's default in a call, not recorded in stored thresholds), run or
+ * fixed (the values sale_thr_name names). */
+static inline int thr_known(int thr)
+{
+    return sale_thr_name(thr) != NULL;
+}
 /* Copy a tuned winner's tiles into the fields of k that are still open. */
 void key_take_tiles(sale_key *k, const sale_key *tuned);
 /* Open warps of k as sale_attention's default for a call of seq_len (> 0)

@@ -163,7 +163,7 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         ERR("stages: must be between 1 and 7, got %d", k->stages);
     if (k->arch != SALE_ARCH_CURRENT && !sale_arch_name(k->arch))
         ERR("arch: unknown architecture %d (sm_80, sm_86, sm_89, sm_90, sm_90a)", k->arch);
-    if (k->thr != SALE_THR_OPEN && k->thr != SALE_THR_RUN && k->thr != SALE_THR_FIXED)
+    if (!thr_known(k->thr))
         ERR("thr: unknown threshold variant %d (run, fixed)", k->thr);
     /* Tile rules that depend on the template's layout. */
     if (k->warps && k->stages && k->head_dim && k->block_q && k->block_k && k->block_seg) {

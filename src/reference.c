@@ -153,7 +153,7 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
     if (bits != 4 && bits != 8)
         return fail(ctx, "est_bits: must be 4 or 8, got %d", bits);
     p->qmax = bits == 4 ? 7 : 127;
-    if (a->thr != 0 && a->thr != SALE_THR_RUN && a->thr != SALE_THR_FIXED)
+    if (!thr_known(a->thr))
         return fail(ctx, "thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: run)", a->thr);
     int thr = a->thr; /* stored thresholds' variant for thr 0; another is refused */
     if (ctx) {

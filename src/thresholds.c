@@ -37,7 +37,7 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
                        heads, layer);
         return SALE_ERR_INVALID;
     }
-    if (meta && meta->thr != 0 && meta->thr != SALE_THR_RUN && meta->thr != SALE_THR_FIXED) {
+    if (meta && !thr_known(meta->thr)) {
         sale_set_error(ctx, "sale_thresholds_put: meta.thr: unknown threshold variant %d (SALE_THR_RUN, "
                             "SALE_THR_FIXED; 0: not recorded)", meta->thr);
         return SALE_ERR_INVALID;
@@ -116,7 +116,7 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
                 return SALE_ERR_CACHE;
             }
         }
-        if (found && r.thr != 0 && r.thr != SALE_THR_RUN && r.thr != SALE_THR_FIXED) {
+        if (found && !thr_known(r.thr)) {
             sale_set_error(ctx,
                            "thresholds: model '%s' layer %d head %d: %s row names threshold variant %d, which this "
                            "library does not know (a damaged row, or one written by a newer sale): store the "
