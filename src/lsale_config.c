@@ -64,8 +64,8 @@ void cfg_defaults_init(sale_config *cfg)
     f->block_ks[f->n_block_ks++] = 32;
     f->block_segs[f->n_block_segs++] = 128;
     f->local_windows[f->n_local_windows++] = 128;
-    /* both variants: run is the default, fixed the fast one on Hopper (its
-     * select is the wgmma estimation; README "Hopper"), and a fleet file made
+    /* both variants: fixed is a call's default on Hopper (its select is the
+     * wgmma estimation; README "Hopper"), run elsewhere, and a fleet file made
      * with the defaults must serve either without a compile on the GPU host */
     f->thrs[f->n_thrs++] = SALE_THR_RUN;
     f->thrs[f->n_thrs++] = SALE_THR_FIXED;

@@ -311,6 +311,22 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         __syncwarp();
         if (lane == 0) dw_mbar_arrive(EMPTY + 8 * s);
     }
+    /* this warp's 16 rows of O, normalised (i0, i1: 1 / l of its two rows)
+     * and packed to the dtype, into its 4 KB at wb by stmatrix.x4 (n8
+     * blocks nt, nt + 1 a step); at(nt): the byte offset of the row this
+     * lane gives (the staged layout or TMA's) */
+    template <class At> SALE_DEV void stage_o(sale_u32 wb, float i0, float i1, At at) {
+#pragma unroll
+        for (int nt = 0; nt < 16; nt += 2) {
+            const sale_u32 a = wb + (sale_u32)at(nt);
+            asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
+                         "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
+                         "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
+                         "r"(sale_pack2(O[nt * 4 + 4] * i0, O[nt * 4 + 5] * i0)),
+                         "r"(sale_pack2(O[nt * 4 + 6] * i1, O[nt * 4 + 7] * i1))
+                         : "memory");
+        }
+    }
     /* O / l of the row through buf, the 16 KB K half of its last tile's
      * stage (every wgmma of the row done; the caller releases the stage
      * after): warp w writes its 16 rows into buf + 4 KB w in the
@@ -328,22 +344,6 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
      * issuer after that). The read-back and the 8 16-byte stores a thread,
      * ~16% of the consumers' samples at d ~ 0.01 (nineteenth session's
      * ncu), become two instructions of one lane. */
-    /* this warp's 16 rows of O, normalised (i0, i1: 1 / l of its two rows)
-     * and packed to the dtype, into its 4 KB at wb by stmatrix.x4 (n8
-     * blocks nt, nt + 1 a step); at(nt): the byte offset of the row this
-     * lane gives (the staged layout or TMA's) */
-    template <class At> SALE_DEV void stage_o(sale_u32 wb, float i0, float i1, At at) {
-#pragma unroll
-        for (int nt = 0; nt < 16; nt += 2) {
-            const sale_u32 a = wb + (sale_u32)at(nt);
-            asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
-                         "r"(sale_pack2(O[nt * 4 + 0] * i0, O[nt * 4 + 1] * i0)),
-                         "r"(sale_pack2(O[nt * 4 + 2] * i1, O[nt * 4 + 3] * i1)),
-                         "r"(sale_pack2(O[nt * 4 + 4] * i0, O[nt * 4 + 5] * i0)),
-                         "r"(sale_pack2(O[nt * 4 + 6] * i1, O[nt * 4 + 7] * i1))
-                         : "memory");
-        }
-    }
     SALE_DEV void store_staged(const sale_tma_params &tp, sale_u32 buf, int w) {
         const sale_params &p = tp.p;
         float lt0, lt1, i0, i1;
