@@ -84,8 +84,8 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
     return sale_layout_wgmma_family(c->family, c->head_dim, c->arch);
 }
 /* attend's second wgmma kernel, "rows" (wgmma_rows.cuh, warps 5): one mask
- * row at a time a CTA (one consumer warpgroup, an issuer warp and a
- * scheduler warp: 192 threads), tiles of two kept blocks (64 keys), no
+ * row at a time a CTA (one consumer warpgroup; an issuer warp, a scheduler
+ * warp and two that only give registers back: 256 threads), tiles of two kept blocks (64 keys), no
  * alignment slack, so that two CTAs share an SM: the unit of work for rows
  * of few kept blocks. Persistent: two CTAs an SM take rows from a counter. */
 #define SALE_WR_WARPS 5
@@ -145,6 +145,18 @@ static SALE_HD SALE_CX inline int sale_layout_wr_tma_chunk(int r, int g) {
 }
 static SALE_HD SALE_CX inline int sale_layout_wr_tma_stsm(int lane, int nt) {
     return sale_layout_wr_tma_chunk((lane & 7) + ((lane >> 3) & 1) * 8, nt + (lane >> 4));
+}
+/* The rows kernel's Q as wgmma's register A operand: warp w's 16 rows, k16
+ * step ks (columns 16 ks .. 16 ks + 15), read by one ldmatrix.x4 from the Q
+ * tile (two halves of 64 rows x 128 bytes, columns 0-63 and 64-127, 8 KB
+ * apart, in TMA's 128-byte swizzle on a 1 KB-aligned base). Lane L gives
+ * the address of row L % 16 of the warp's rows, 16-byte chunk L / 16 of the
+ * step: matrices {rows 0-7, k 0-7}, {8-15, 0-7}, {0-7, 8-15}, {8-15, 8-15},
+ * the order of an m16n8k16 A fragment's four registers (tests/test_key.c
+ * checks the address against the swizzle rule) */
+static SALE_HD SALE_CX inline int sale_layout_wr_qa(int lane, int w, int ks) {
+    const int r = 16 * w + (lane & 15), g = (ks & 3) * 2 + (lane >> 4);
+    return (ks >> 2) * 8192 + r * 128 + ((g ^ (r & 7)) << 4);
 }
 /* the row whose chunk lane % 16 lane reads back in round k (0..7): two whole rows a round */
 static SALE_HD SALE_CX inline int sale_layout_wr_ldrow(int lane, int k) { return 2 * k + (lane >> 4); }
@@ -244,7 +256,7 @@ static SALE_HD inline const char *sale_layout_entry(const sale_layout_cfg *c) {
 
 static SALE_HD inline unsigned sale_layout_threads(const sale_layout_cfg *c) {
     if (c->family == SALE_LF_QUANTIZE) return SALE_QZ_THREADS;
-    if (sale_layout_wgmma_rows(c)) return (unsigned)(c->warps + 1) * 32u; /* warps 5 names it; a sixth, the scheduler */
+    if (sale_layout_wgmma_rows(c)) return (unsigned)(c->warps + 3) * 32u; /* warps 5 names it; the scheduler, two for setmaxnreg */
     return (unsigned)(c->warps * 32);
 }
 

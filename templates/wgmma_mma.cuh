@@ -8,7 +8,9 @@
  *     scale_d 0 starts from zero (the first k16 step of S = Q K^T);
  *   dw_mma_rs(d, a, bdesc): D (64 x 128) += A B, A from registers (four
  *     packed pairs of the dtype: P), B from shared memory MN-major (the
- *     transpose bit: V).
+ *     transpose bit: V);
+ *   dw_mma_rs(d, a, bdesc, scale_d): D (64 x 64) (+)= A B, A from
+ *     registers (Q, in the rows kernel), B K-major from shared memory (K).
  * An accumulator of m64nN gives warp w of the warpgroup rows 16 w .. 16 w +
  * 15 and each thread the (row, column) pairs of an mma.sync m16n8 C
  * fragment, n8 group after n8 group. */
@@ -60,6 +62,15 @@ SALE_DEV void dw_mma_ss(float (&d)[64], sale_u64 adesc, sale_u64 bdesc, int scal
                  ", %64, %65, p, 1, 1, 0, 0;\n}\n"
                  : DW_ACC_OPS(d)
                  : "l"(adesc), "l"(bdesc), "r"(scale_d));
+}
+/* D (64 x 64) (+)= A B, A from registers (the Q fragments of the rows
+ * kernel), B from shared memory K-major (K); scale_d 0 starts from zero */
+SALE_DEV void dw_mma_rs(float (&d)[32], const sale_u32 (&a)[4], sale_u64 bdesc, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." DW_WGMMA_TYPE "." DW_WGMMA_TYPE " " DW_ACC32
+                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : DW_ACC_OPS32(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(bdesc), "r"(scale_d));
 }
 SALE_DEV void dw_mma_rs(float (&d)[64], const sale_u32 (&a)[4], sale_u64 bdesc) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"

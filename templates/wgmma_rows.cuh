@@ -18,17 +18,19 @@
  *     head's rows together), so K/V bytes per FLOP double against the union.
  * CTA: warps 0-3 the consumer warpgroup, warp 5 the scheduler (takes the
  *   rows, reads and walks their mask words into a queue in shared memory),
- *   lane 0 of warp 4 the issuer (the queue into TMA copies). The key says
- *   warps 5 (what names this kernel); it runs six.
- *   issuer: the row's kept blocks in ascending order, two a tile, with
- *     its Q (two 64-column boxes of 64 rows) after the first ST - 1 tiles
- *     (see issue); an odd last tile repeats its block in the empty
+ *   lane 0 of warp 4 the issuer (the queue into TMA copies), warps 6-7 only
+ *   there to make the producer warpgroup whole for setmaxnreg (they give
+ *   their registers to the consumers and exit). The key says warps 5 (what
+ *   names this kernel); it runs eight.
+ *   issuer: the row's Q (two 64-column boxes of 64 rows), then its kept
+ *     blocks in ascending order, two a tile; an odd last tile repeats its block in the empty
  *     slot, masked; each block as 32-row TMA boxes of K and of V
  *     (the 128-byte swizzle) into a SALE_STAGES-deep ring (KFULL, VFULL:
  *     landed; EMPTY: the four consumer warps are done), the tile's two block
  *     indices in a header beside the stage;
- *   consumers: S = Q K^T as 8 x wgmma m64n64k16 (both operands from shared
- *     memory), the mask of the diagonal block and the empty slot, online
+ *   consumers: Q's fragments into registers at a row's start (ldmatrix),
+ *     which frees the Q tile for the next row; S = Q K^T as 8 x wgmma
+ *     m64n64k16 (Q from registers, K from shared memory), the mask of the diagonal block and the empty slot, online
  *     softmax in registers, O += P V as 4 x wgmma m64n128k16 (P from
  *     registers, V transposed); S(j) and P V(j - 1) in flight together.
  * Persistent (two CTAs an SM, rows from a counter: see the kernel), so a
@@ -59,6 +61,17 @@ static constexpr sale_layout_cfg WR_LCFG = {SALE_FAMILY, 128, SALE_BLOCK_Q, SALE
                                             SALE_LOCAL_WINDOW, SALE_DTYPE, SALE_EST_BITS, SALE_WARPS, SALE_STAGES,
                                             SALE_ARCH};
 static_assert(sale_layout_wgmma_rows(&WR_LCFG), "the host would not launch this kernel for this key");
+/* registers after setmaxnreg: the launch gives every thread 128 (65536 / (2
+ * CTAs x 256 threads)); the producer warpgroup (issuer, scheduler and two
+ * warps that only give their registers back) drops to P, the consumers rise
+ * to C, covered by what the producers free or setmaxnreg.inc waits forever:
+ * 128 (128 - P) >= 128 (C - 128). The consumers hold O 64, S 32, P 16 and Q's
+ * fragments 32 (Q from registers: 166 registers, which spilled under the 168
+ * that 192 threads and no setmaxnreg gave). */
+#define WR_PRODUCER_REGS 56
+#define WR_CONSUMER_REGS 200
+static_assert(128 * (128 - WR_PRODUCER_REGS) >= 128 * (WR_CONSUMER_REGS - 128),
+              "setmaxnreg: the consumers' registers must be freed by the producers");
 /* the scheduler's queue: WR_QS slots of a 16-byte header and WR_QT_TILES tiles */
 #define WR_QS 2
 #define WR_QT_TILES 32
@@ -230,13 +243,10 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         dw_mbar_arrive(LFULL + 8 * (k % WR_QS));
     }
     /* the issuer (lane 0 of warp 4): rows from the queue, in its order.
-     * Q after the row's first min(ST - 1, nkt) tiles: their stages are
-     * those of the previous row's tiles before its last, which the
-     * consumers free before their last S of that row (QEMPTY), so those
-     * tiles and Q load while the consumers finish the previous row (its
-     * last P V, normalisation and store). The next tile waits for the stage
-     * of the previous row's last tile, freed only after its last P V: Q
-     * after it would wait for that too. */
+     * A row's Q first, then its tiles: the consumers free the Q tile
+     * (QEMPTY) as soon as they have the previous row's fragments in
+     * registers, i.e. at that row's start, so Q loads while they work
+     * through the previous row and never waits for its end. */
     /* slot k's header once the scheduler has published it (its LFULL):
      * the row's item x (-1: the end), its tile count rt, the chunk's t */
     SALE_DEV void take(int k, int &x, int &rt, int &t) const {
@@ -256,14 +266,13 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
             wr_item(p, x, b, h, qb);
             kvh = h / p.group;
             nkt = rt;
-            const int qat = i + (nkt < ST - 1 ? nkt : ST - 1);
+            load_q(tp, r); /* the consumers free Q once a row has started (its fragments in registers) */
             for (int done = 0;;) {
                 for (int j = 0; j < t; j++) {
                     int b0, b1;
                     asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n"
                                  : "=r"(b0), "=r"(b1)
                                  : "r"(slot(k) + 16u + 8u * (sale_u32)j));
-                    if (i == qat) load_q(tp, r);
                     emit(tp, i++, b0, b1);
                 }
                 dw_mbar_arrive(LEMPTY + 8 * (k % WR_QS));
@@ -272,7 +281,6 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
                 if (done >= nkt) break;
                 take(k, x, rt, t);
             }
-            if (i == qat) load_q(tp, r);
         }
         /* the end: a batch of -1 (QFULL completes by the arrive alone) */
         if (r > 0) dw_mbar_wait(QEMPTY, (r - 1) & 1);
@@ -284,6 +292,26 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
     /* --------------------------------------------------------- consumers */
     /* S, O, P, their wgmma and the softmax state: DwRowState (wgmma_softmax.cuh) */
     int blk0, blk1;
+    /* Q as S's register A operand: this warp's 16 rows, the 8 k16 steps. So
+     * S = Q K^T reads only K from shared memory (an m64n64k16 with both
+     * operands there reads 4 KB a 32 cycles, shared memory's whole rate, and
+     * a tile's TMA writes and P V's reads of V compete with it), and the Q
+     * tile is free as soon as a row has started: the next row's Q loads
+     * under this row's tiles. */
+    sale_u32 QA[8][4];
+    SALE_DEV void load_qa(int w) {
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++)
+            sale_ldsm4(QA[ks][0], QA[ks][1], QA[ks][2], QA[ks][3], sQ + (sale_u32)sale_layout_wr_qa(lane, w, ks));
+    }
+    /* S = Q K^T of K stage s from Q's fragments: 8 k16 steps, 4 per 128-byte swizzle row of K */
+    SALE_DEV void issue_s_qa(int s) {
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+            const sale_u32 koff = ((ks >> 2) * (WR_BN * 128) + (ks & 3) * 32) >> 4;
+            dw_mma_rs(S, QA[ks], kdesc + ((s * (WR_BN * 256)) >> 4) + koff, ks);
+        }
+    }
     /* the header of stage s (its KFULL waited on): lane 0 reads, hands round */
     SALE_DEV void header(int s) {
         int x0 = 0, x1 = 0;
@@ -389,7 +417,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         store_lse(p, b, h, lt0, lt1);
     }
-    /* Q is free for the next row: every S of this one is complete */
+    /* Q is free for the next row: this row's fragments are in registers */
     SALE_DEV void release_q() {
         __syncwarp();
         if (lane == 0) dw_mbar_arrive(QEMPTY);
@@ -401,7 +429,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         dw_mbar_wait(KFULL + 8 * (i0 % ST), (i0 / ST) & 1);
         header(i0 % ST);
         dw_fence();
-        issue_s(i0 % ST);
+        issue_s_qa(i0 % ST);
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(S);
@@ -414,7 +442,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
             header(sj);
             dw_mbar_wait(VFULL + 8 * sp, ((t - 1) / ST) & 1);
             dw_fence();
-            issue_s(sj);
+            issue_s_qa(sj);
             dw_commit();
             issue_pv(sp);
             dw_commit();
@@ -428,7 +456,6 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
             if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) rescale(a0, a1);
             release(sp);
         }
-        release_q();
         const int tl = i0 + nkt - 1, sl = tl % ST;
         convert_p();
         dw_mbar_wait(VFULL + 8 * sl, (tl / ST) & 1);
@@ -450,7 +477,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
  * its mask words and issued its first tiles and, once the consumers' last S
  * is complete (QEMPTY), its Q (the scheduler and the issuer: see schedule
  * and issue). Any grid is correct. */
-extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
+extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 96, 2) sale_attend_rows_kernel(const __grid_constant__ sale_tma_params tp) {
     const sale_params &p = tp.p;
     if (p.pick && dw_pick_two_row(p)) return; /* this call runs the two-row kernel */
     extern __shared__ __align__(1024) unsigned char wr_smem[];
@@ -487,22 +514,24 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-    if (warp == 5) { /* the scheduler: rows taken, counted and walked into the queue */
-        /* a row is taken when the queue has room for it, not earlier (a
-         * ticket held a whole row ahead doubled the DRAM bytes at d ~ 0.2:
-         * NOTES, fourteenth session) */
-        st.schedule(p, (unsigned int *)p.sync + sale_layout_rows_sync(p.B, p.Hq, p.Hkv),
-                    (unsigned int)p.nqb * (unsigned int)p.Hq * (unsigned int)p.B, tid & 31);
+    if (warp >= 4) { /* the producer warpgroup: registers given back first */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(WR_PRODUCER_REGS));
+        if (warp == 5) /* the scheduler: rows taken, counted and walked into the queue */
+            /* a row is taken when the queue has room for it, not earlier (a
+             * ticket held a whole row ahead doubled the DRAM bytes at d ~ 0.2:
+             * NOTES, fourteenth session) */
+            st.schedule(p, (unsigned int *)p.sync + sale_layout_rows_sync(p.B, p.Hq, p.Hkv),
+                        (unsigned int)p.nqb * (unsigned int)p.Hq * (unsigned int)p.B, tid & 31);
+        else if (tid == 128) /* the issuer: lane 0 of warp 4 alone; warps 6-7 have nothing to do */
+            st.issue(tp);
         return;
     }
-    if (warp == 4) { /* the issuer: lane 0 alone */
-        if (tid == 128) st.issue(tp);
-        return;
-    }
+    /* the consumers, on the registers the producers gave back (ptxas budgets
+     * only the code that the raise dominates) */
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(WR_CONSUMER_REGS));
     st.lane = tid & 31;
     st.c4 = st.lane & 3;
     st.sl2 = p.scale_log2;
-    st.qdesc = dw_desc(st.sQ, 16, 1024);
     st.kdesc = dw_desc(st.sK, 16, 1024);
     st.vdesc = dw_desc(st.sV, WR_HALF, 1024);
     /* the staged store's 16-byte accesses need O 16-byte aligned */
@@ -524,6 +553,8 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
         st.h = __shfl_sync(0xffffffffu, v1, 0);
         st.qb = __shfl_sync(0xffffffffu, v2, 0);
         st.nkt = __shfl_sync(0xffffffffu, v3, 0);
+        st.load_qa(warp);
+        st.release_q();
         st.row0 = st.qb * 64 + warp * 16 + (st.lane >> 2);
         st.m0 = st.m1 = SALE_NEG_INF;
         st.l0 = st.l1 = 0.f;
@@ -536,7 +567,6 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 32, 2) sale_atten
             else st.store(p, st.b, st.h);
             st.release(sl);
         } else {
-            st.release_q();
             st.store(p, st.b, st.h);
         }
         i += st.nkt;

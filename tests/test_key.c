@@ -449,6 +449,41 @@ Test(key, rows_staged_store_tma_layout)
     stsm_rows_and_banks(sale_layout_wr_tma_stsm, sale_layout_wr_tma_chunk);
 }
 
+/* The rows kernel's Q fragments (wgmma's register A operand) by ldmatrix.x4
+ * from the Q tile that TMA wrote: two 64-column halves of 64 rows x 128
+ * bytes, 8 KB apart, in the 128-byte swizzle (TMA's rule as above, on the
+ * tile's 1 KB-aligned base). For every warp, k16 step and lane: the address
+ * is where TMA put the 8 columns that row of the m16n8k16 A fragment's
+ * matrix L / 8 needs (rows L % 8 (+8 for matrices 1, 3), columns 8 (L / 16)
+ * further for matrices 2, 3), and the 8 lanes of each matrix read 8 bank
+ * groups (no conflicts). Every 16-byte chunk of the 16 KB tile is read once
+ * per row (8 steps x 2 chunks x 64 rows). */
+Test(key, rows_q_fragments_follow_the_tma_swizzle)
+{
+    int seen[1024] = {0};
+    for (int w = 0; w < 4; w++)
+        for (int ks = 0; ks < 8; ks++) {
+            for (int lane = 0; lane < 32; lane++) {
+                const int m = lane / 8, row = 16 * w + (lane & 7) + (m & 1) * 8, col = 16 * ks + (m >> 1) * 8;
+                const int half = col / 64, u = 128 * row + 2 * (col % 64);
+                const int want = half * 8192 + (u ^ (((u >> 7) & 7) << 4));
+                const int o = sale_layout_wr_qa(lane, w, ks);
+                cr_assert_eq(o, want, "warp %d step %d lane %d: %d, TMA put row %d column %d at %d", w, ks, lane, o,
+                             row, col, want);
+                cr_assert_eq(o % 16, 0, "ldmatrix rows are 16-byte aligned");
+                seen[o / 16]++;
+            }
+            for (int m = 0; m < 4; m++) {
+                int groups = 0;
+                for (int l = 8 * m; l < 8 * m + 8; l++)
+                    groups |= 1 << ((sale_layout_wr_qa(l, w, ks) / 16) % 8);
+                cr_assert_eq(groups, 0xff, "warp %d step %d matrix %d: bank conflicts (groups %#x)", w, ks, m, groups);
+            }
+        }
+    for (int i = 0; i < 1024; i++)
+        cr_assert_eq(seen[i], 1, "chunk %d of the Q tile read %d times", i, seen[i]);
+}
+
 /* which cubin sale_attention runs for a key on an sm_90 device: the thr=fixed
  * select at the wgmma estimation's block sizes is sm_90a (open tiles, 12 or
  * 20 warps), other tiles and thr=run stay sm_90; dense and attend as
@@ -502,8 +537,8 @@ Test(key, attend_rows_kernel_layout_plan_and_default)
     sale_launch L[4];
     cr_assert_eq(sale_layout_plan(&c, 2, 32, 8, 65536 + 1, L), 1);
     cr_assert_eq(L[0].grid[0], 1025u * 32u * 2u, "one CTA a 64-row mask row: %u", L[0].grid[0]);
-    cr_assert_eq(L[0].block, 192u, "five warps and the scheduler");
-    cr_assert_eq(sale_layout_threads(&c), 192u);
+    cr_assert_eq(L[0].block, 256u, "the consumer and the producer warpgroup");
+    cr_assert_eq(sale_layout_threads(&c), 256u);
     cr_assert_str_eq(L[0].entry, "sale_attend_rows_kernel");
     /* elsewhere there is no rows kernel */
     sale_layout_cfg d = c;

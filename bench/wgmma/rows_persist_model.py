@@ -8,14 +8,16 @@ four consumer warps, a ring of ST stages (KFULL, VFULL: count 1 with
 transaction bytes; EMPTY: count 4), the Q tile (QFULL: count 1 with bytes;
 QEMPTY: count 4) and the row slot INFO. The CTA takes R rows with random
 tile counts (0 included). The producer, per row r: the first min(F, nkt)
-tiles (F = ST - 1 by default: the stages the previous row frees before its
-last S; --first F to change it), then Q (after waiting QEMPTY for row r - 1; INFO written before the
-arrive on QFULL), then the rest; at the end, after QEMPTY of the last row,
-INFO = -1 and a plain arrive on QFULL. A consumer warp, per row: wait QFULL,
-read INFO (-1: exit), S of tile 0; for j >= 1 wait KFULL(j), VFULL(j - 1),
-S(j) and P V(j - 1), release stage j - 1; after the loop arrive on QEMPTY
-(every S done), then P V of the last tile and its release; the CTA's tile
-index carries over from row to row.
+tiles (F = 0 by default: Q first; --first F to change it), then Q (after
+waiting QEMPTY for row r - 1; INFO written before the arrive on QFULL), then
+the rest; at the end, after QEMPTY of the last row, INFO = -1 and a plain
+arrive on QFULL. A consumer warp, per row: wait QFULL, read INFO (-1: exit),
+read Q into registers (its fragments: S reads them, not the tile) and arrive
+on QEMPTY, S of tile 0; for j >= 1 wait KFULL(j), VFULL(j - 1), S(j) and
+P V(j - 1), release stage j - 1; then P V of the last tile and its release;
+the CTA's tile index carries over from row to row. (Until the twentieth
+session Q stayed in shared memory, QEMPTY came after the row's last S and the
+producer loaded Q after the row's first ST - 1 tiles.)
 
 TMA bytes land at random later times. Random interleavings run to the end;
 the model fails on a deadlock, on Q or a stage (K, V, header) overwritten
@@ -26,8 +28,8 @@ its arrivals and its transaction count reach zero).
 Usage: rows_persist_model.py [--first F|st] [runs] (default 3000); exit
 status 1 on a failure.
 --mutants: run broken protocols and require each to fail: Q loaded before
-the previous row's QEMPTY; QEMPTY arrived before the last S; INFO written
-after the arrive; and all of a row's tiles issued before its Q.
+the previous row's QEMPTY; QEMPTY arrived before Q is read into registers;
+INFO written after the arrive; and all of a row's tiles issued before its Q.
 """
 import sys
 
@@ -42,7 +44,7 @@ def run(rng, rows, ST, mutant=None, first=None):
     def producer():
         i = 0
         for r, n in enumerate(rows):
-            f = ST - 1 if first is None else (ST if first == "st" else int(first))
+            f = 0 if first is None else (ST if first == "st" else int(first))
             qat = i + (n if mutant == "q-last" else min(f, n))
             for _ in range(n):
                 if i == qat:
@@ -57,6 +59,8 @@ def run(rng, rows, ST, mutant=None, first=None):
         i, r = 0, 0
         while True:
             yield lambda: q.qfull.done(r & 1)
+            if q.info is None:
+                raise Fail(f"warp {w} read INFO before any was written")
             x, n = q.info
             q.inforead[w] += 1
             if x == -1:
@@ -70,16 +74,17 @@ def run(rng, rows, ST, mutant=None, first=None):
                 if q.qdata != r:
                     raise Fail(f"warp {w} read Q of row {q.qdata} for row {r}")
 
-            if n == 0:
+            if mutant == "qempty-early":
                 q.release_q(w)
-            else:
+                yield lambda: True
+            q_is_mine()  # ldmatrix of the fragments
+            if mutant != "qempty-early":
+                q.release_q(w)
+            if n > 0:
                 s0 = i % ST
                 yield lambda: q.kfull[s0].done((i // ST) & 1)
                 if q.hdr[s0] != i or q.kdata[s0] != i:
                     raise Fail(f"warp {w} tile {i}: header {q.hdr[s0]}, K {q.kdata[s0]}")
-                q_is_mine()
-                if mutant == "qempty-early":
-                    q.release_q(w)
                 for j in range(1, n):
                     t = i + j
                     sj, sp = t % ST, (t - 1) % ST
@@ -89,11 +94,8 @@ def run(rng, rows, ST, mutant=None, first=None):
                     yield lambda: q.vfull[sp].done(((t - 1) // ST) & 1)
                     if q.vdata[sp] != t - 1:
                         raise Fail(f"warp {w} tile {t - 1}: V {q.vdata[sp]}")
-                    q_is_mine()  # S(j) reads Q
                     yield lambda: True  # the wgmma in flight: others may move
                     q.release(w, t - 1)
-                if mutant != "qempty-early":
-                    q.release_q(w)
                 tl = i + n - 1
                 sl = tl % ST
                 yield lambda: q.vfull[sl].done((tl // ST) & 1)
