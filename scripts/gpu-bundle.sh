@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 done
 ./scripts/setup.sh >/dev/null
 rm -rf .gpu && mkdir -p .gpu/lib
-bins="sale test_gpu bench_attention bench_invariance bench_host bench_calibrated example_attention"
+bins="sale test_gpu bench_attention bench_invariance bench_host bench_calibrated rows_timeline example_attention"
 for b in $bins; do
   if [ -f "build/$b" ]; then cp "build/$b" .gpu/; fi
 done

@@ -72,6 +72,23 @@ static_assert(sale_layout_wgmma_rows(&WR_LCFG), "the host would not launch this 
 #define WR_CONSUMER_REGS 200
 static_assert(128 * (128 - WR_PRODUCER_REGS) >= 128 * (WR_CONSUMER_REGS - 128),
               "setmaxnreg: the consumers' registers must be freed by the producers");
+/* The consumers' timeline (a measuring build only: SALE_WR_TIMELINE 1, set
+ * here; every production cubin is built with 0 and has none of it). Lane 0
+ * of consumer warp 0 writes clock64 stamps of each row it computes into the
+ * 256 bytes of the row's log-sum-exp (the call's lse, [B, Hq, N] floats: the
+ * 64 rows of query block qb hold 32 u64), instead of the log-sum-exp:
+ *   [0] magic << 48 | %smid << 32 | tile count; [1] blockIdx.x << 32 | the
+ *   CTA's row number; [2] before QFULL's wait; [3] QFULL passed (INFO read);
+ *   [4] Q's fragments loaded, QEMPTY arrived; [5] tile 0's K landed; [6] S(0)
+ *   complete; [7] its softmax done; tiles j = 1..7: [8 + 3 (j - 1)] K(j) and
+ *   V(j - 1) landed (S(j), P V(j - 1) about to issue), [+1] S(j) complete,
+ *   [+2] P V(j - 1) complete; [29] the cycles the row's tiles j >= 1 spent in
+ *   the KFULL / VFULL waits; [30] the last P V complete; [31] the row stored
+ *   and its stage released. bench/wgmma/rows_timeline.c reads it. */
+#ifndef SALE_WR_TIMELINE
+#define SALE_WR_TIMELINE 0
+#endif
+#define WR_TL_MAGIC 0x5A1Eull
 /* the scheduler's queue: WR_QS slots of a 16-byte header and WR_QT_TILES tiles */
 #define WR_QS 2
 #define WR_QT_TILES 32
@@ -299,6 +316,18 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
      * tile is free as soon as a row has started: the next row's Q loads
      * under this row's tiles. */
     sale_u32 QA[8][4];
+#if SALE_WR_TIMELINE
+    unsigned long long *tl = nullptr, tlw = 0; /* this row's record (lane 0 of warp 0 only), the wait cycles */
+    SALE_DEV void tl_put(int k, unsigned long long v) const {
+        if (tl) tl[k] = v;
+    }
+    SALE_DEV static unsigned long long tl_now() { return clock64(); }
+#define WR_TL(k, v) tl_put((k), (v))
+#define WR_TL_AT(st, k) (st).tl_put((k), RowWg::tl_now())
+#else
+#define WR_TL(k, v) ((void)0)
+#define WR_TL_AT(st, k) ((void)0)
+#endif
     SALE_DEV void load_qa(int w) {
 #pragma unroll
         for (int ks = 0; ks < 8; ks++)
@@ -391,7 +420,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
                 dw_bulk_commit();
                 dw_bulk_wait_read();
             }
-            store_lse(p, b, h, lt0, lt1);
+            if (!SALE_WR_TIMELINE) store_lse(p, b, h, lt0, lt1); /* (a timeline build: lse holds the stamps) */
             return;
         }
         /* lane L: row L % 8 of matrix L / 8 (sale_layout_wr_stsm) */
@@ -415,7 +444,7 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         }
         /* generic writes before the ring's next TMA write of this stage */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        store_lse(p, b, h, lt0, lt1);
+        if (!SALE_WR_TIMELINE) store_lse(p, b, h, lt0, lt1);
     }
     /* Q is free for the next row: this row's fragments are in registers */
     SALE_DEV void release_q() {
@@ -427,20 +456,31 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
     SALE_DEV void consume(int i0) {
         float a0, a1;
         dw_mbar_wait(KFULL + 8 * (i0 % ST), (i0 / ST) & 1);
+        WR_TL(5, tl_now());
         header(i0 % ST);
         dw_fence();
         issue_s_qa(i0 % ST);
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(S);
+        WR_TL(6, tl_now());
         mask_pair();
         softmax(a0, a1);
+        WR_TL(7, tl_now());
         for (int j = 1; j < nkt; j++) {
             const int t = i0 + j, sj = t % ST, sp = (t - 1) % ST;
             convert_p();
+#if SALE_WR_TIMELINE
+            const unsigned long long tw = tl_now();
+#endif
             dw_mbar_wait(KFULL + 8 * sj, (t / ST) & 1);
             header(sj);
             dw_mbar_wait(VFULL + 8 * sp, ((t - 1) / ST) & 1);
+#if SALE_WR_TIMELINE
+            const unsigned long long ti = tl_now();
+            tlw += ti - tw;
+            if (j < 8) WR_TL(8 + 3 * (j - 1), ti);
+#endif
             dw_fence();
             issue_s_qa(sj);
             dw_commit();
@@ -448,10 +488,12 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
             dw_commit();
             dw_wait<1>(); /* S(j) is in; P V(j - 1) may still run */
             dw_fence_acc(S);
+            if (j < 8) WR_TL(9 + 3 * (j - 1), tl_now());
             mask_pair();
             softmax(a0, a1);
             dw_wait<0>();
             dw_fence_acc(O);
+            if (j < 8) WR_TL(10 + 3 * (j - 1), tl_now());
             /* warp-uniform: a warp whose rows kept their maxima skips the 64 multiplies */
             if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) rescale(a0, a1);
             release(sp);
@@ -464,6 +506,8 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         dw_commit();
         dw_wait<0>();
         dw_fence_acc(O);
+        WR_TL(30, tl_now());
+        WR_TL(29, tlw);
         /* stage sl is released by the caller, after the store (store_staged) */
     }
 };
@@ -538,6 +582,9 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 96, 2) sale_atten
     const bool o16 = (((unsigned long long)p.o | (unsigned long long)((p.o_sb | p.o_sh | p.o_sn) * 2)) & 15u) == 0;
     int i = 0;
     for (int r = 0;; r++) {
+#if SALE_WR_TIMELINE
+        const unsigned long long t_wait = RowWg::tl_now();
+#endif
         dw_mbar_wait(st.QFULL, r & 1);
         /* lane 0 reads the row and hands it round: the issuer rewrites INFO
          * once QEMPTY completes, which lane 0 of each warp arrives on, so a
@@ -553,8 +600,22 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 96, 2) sale_atten
         st.h = __shfl_sync(0xffffffffu, v1, 0);
         st.qb = __shfl_sync(0xffffffffu, v2, 0);
         st.nkt = __shfl_sync(0xffffffffu, v3, 0);
+#if SALE_WR_TIMELINE
+        st.tl = nullptr;
+        st.tlw = 0;
+        if (p.lse && warp == 0 && st.lane == 0 && st.qb * 64 + 64 <= p.N && st.nkt > 0) {
+            st.tl = (unsigned long long *)p.lse + (((long long)st.b * p.Hq + st.h) * p.N + st.qb * 64) / 2;
+            unsigned int smid;
+            asm volatile("mov.u32 %0, %%smid;\n" : "=r"(smid));
+            st.tl_put(0, WR_TL_MAGIC << 48 | (unsigned long long)smid << 32 | (unsigned int)st.nkt);
+            st.tl_put(1, (unsigned long long)blockIdx.x << 32 | (unsigned int)r);
+            st.tl_put(2, t_wait);
+            st.tl_put(3, RowWg::tl_now());
+        }
+#endif
         st.load_qa(warp);
         st.release_q();
+        WR_TL_AT(st, 4);
         st.row0 = st.qb * 64 + warp * 16 + (st.lane >> 2);
         st.m0 = st.m1 = SALE_NEG_INF;
         st.l0 = st.l1 = 0.f;
@@ -566,6 +627,7 @@ extern "C" __global__ void __launch_bounds__(SALE_WARPS * 32 + 96, 2) sale_atten
             if (o16) st.store_staged(tp, st.sK + sl * WR_KT, warp);
             else st.store(p, st.b, st.h);
             st.release(sl);
+            WR_TL_AT(st, 31);
         } else {
             st.store(p, st.b, st.h);
         }
