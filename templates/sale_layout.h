@@ -89,6 +89,10 @@ static SALE_HD SALE_CX inline int sale_layout_wgmma_arch(const sale_layout_cfg *
  * alignment slack, so that two CTAs share an SM: the unit of work for rows
  * of few kept blocks. Persistent: two CTAs an SM take rows from a counter. */
 #define SALE_WR_WARPS 5
+/* 1 only in a measuring build: the rows kernel writes its consumers'
+ * timeline into the call's lse instead of the log-sum-exp, and the lse
+ * correction (quantize.cu) leaves it alone (wgmma_rows.cuh; bench/rows_timeline.c) */
+#define SALE_WR_TIMELINE 0
 /* attend's default kernel on sm_90a by length, where neither the caller nor
  * a tuned winner chose one: the rows kernel up to this length bucket (powers
  * of two), the two-row kernel above. Measured (bench/RESULTS.md, twelfth

@@ -72,8 +72,8 @@ static_assert(sale_layout_wgmma_rows(&WR_LCFG), "the host would not launch this 
 #define WR_CONSUMER_REGS 200
 static_assert(128 * (128 - WR_PRODUCER_REGS) >= 128 * (WR_CONSUMER_REGS - 128),
               "setmaxnreg: the consumers' registers must be freed by the producers");
-/* The consumers' timeline (a measuring build only: SALE_WR_TIMELINE 1, set
- * here; every production cubin is built with 0 and has none of it). Lane 0
+/* The consumers' timeline (a measuring build only: SALE_WR_TIMELINE 1 in
+ * sale_layout.h; every production cubin is built with 0 and has none of it). Lane 0
  * of consumer warp 0 writes clock64 stamps of each row it computes into the
  * 256 bytes of the row's log-sum-exp (the call's lse, [B, Hq, N] floats: the
  * 64 rows of query block qb hold 32 u64), instead of the log-sum-exp:
@@ -84,10 +84,9 @@ static_assert(128 * (128 - WR_PRODUCER_REGS) >= 128 * (WR_CONSUMER_REGS - 128),
  *   V(j - 1) landed (S(j), P V(j - 1) about to issue), [+1] S(j) complete,
  *   [+2] P V(j - 1) complete; [29] the cycles the row's tiles j >= 1 spent in
  *   the KFULL / VFULL waits; [30] the last P V complete; [31] the row stored
- *   and its stage released. bench/wgmma/rows_timeline.c reads it. */
-#ifndef SALE_WR_TIMELINE
-#define SALE_WR_TIMELINE 0
-#endif
+ *   and its stage released. bench/rows_timeline.c reads it (the quantize
+ *   family's lse correction, which would add to these bytes, does nothing
+ *   in such a build). */
 #define WR_TL_MAGIC 0x5A1Eull
 /* the scheduler's queue: WR_QS slots of a 16-byte header and WR_QT_TILES tiles */
 #define WR_QS 2
