@@ -349,6 +349,15 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     sale_logf(ctx, SALE_LOG_DEBUG, "compiled %s for %s in %.0f ms: %d registers, %d B static smem, %d/%d B spilled\n%s",
               keytext, arch, jr.compile_ms, jr.registers, jr.smem_static, jr.spill_stores, jr.spill_loads,
               jr.log ? jr.log : "");
+    /* ptxas serialises a kernel's wgmma when its registers are touched in
+     * flight or run short: correct, but much slower, and nothing else says
+     * so (the default kernels never do: test_jit holds them to it) */
+    const char *loss = jr.log ? strstr(jr.log, "Potential Performance Loss") : NULL;
+    if (loss) {
+        const char *e = strchr(loss, '\n');
+        sale_logf(ctx, SALE_LOG_WARN, "%s (%s): ptxas: %.*s", keytext, arch, e ? (int)(e - loss) : (int)strlen(loss),
+                  loss);
+    }
     sale_layout_cfg lc = key_layout(k);
     db_kernel_row nr;
     memset(&nr, 0, sizeof nr);

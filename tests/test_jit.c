@@ -386,3 +386,46 @@ Test(jit, sm90a_thr_fixed_select_is_the_wgmma_estimation_without_spills)
     sale_kernel_info info = compile_text("select:d=128,dt=bf16,thr=run,arch=sm_90a", &k);
     cr_assert_str_eq(info.entry, "sale_select_kernel", "thr=run keeps the mma.sync select");
 }
+
+/* ptxas says "Potential Performance Loss: wgmma.mma_async instructions are
+ * serialized ..." (C7510-C7519) when a kernel reads or writes a wgmma's
+ * registers while it may be in flight, or runs short of registers for the
+ * pipeline: the kernel then waits after every wgmma and loses much of its
+ * speed, with correct results and no other sign. Every sm_90a kernel the
+ * default fleet builds (and the tuner's other attend ring depth) must compile
+ * without it; the runtime also logs it as a warning (ctx.c), for tiles a
+ * caller or the tuner picks. */
+Test(jit, sm90a_kernels_compile_without_serialised_wgmma)
+{
+    static const char *keys[] = {
+        "dense:d=128,dt=bf16,arch=sm_90a",
+        "dense:d=128,dt=f16,arch=sm_90a",
+        "attend:d=128,dt=bf16,warps=5,stages=3,arch=sm_90a",
+        "attend:d=128,dt=f16,warps=5,stages=2,arch=sm_90a",
+        "attend:d=128,dt=bf16,warps=12,stages=3,arch=sm_90a",
+        "attend:d=128,dt=f16,warps=12,stages=2,arch=sm_90a",
+        "select:d=128,dt=bf16,est=8,thr=fixed,arch=sm_90a",
+        "select:d=128,dt=f16,est=8,thr=fixed,warps=12,arch=sm_90a",
+        "fused:d=128,dt=bf16,est=8,thr=fixed,warps=4,arch=sm_90a",
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        sale_key k;
+        char err[256];
+        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s: %s", keys[i], err);
+        cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s: %s", keys[i], err);
+        cr_assert_eq(k.arch, SALE_ARCH_SM90A, "%s resolves to another arch", keys[i]);
+        char *src = jit_build_source(&k);
+        cr_assert_not_null(src, "%s: no source", keys[i]);
+        jit_result r;
+        char *msg = NULL;
+        sale_status st = jit_compile(tpl_family_file(k.family), src, k.arch, NULL, &r, &msg);
+        free(src);
+        cr_assert_eq(st, SALE_OK, "%s: %s", keys[i], msg ? msg : "");
+        const char *loss = r.log ? strstr(r.log, "Potential Performance Loss") : NULL;
+        char line[400] = "";
+        if (loss)
+            snprintf(line, sizeof line, "%.399s", loss);
+        jit_result_free(&r);
+        cr_assert_null(loss, "%s: ptxas: %s", keys[i], line);
+    }
+}
