@@ -11,8 +11,9 @@
  * session):
  *   - one 64-row mask row (b, h, query block) at a time a CTA, so no union
  *     and no idle warpgroup: a CTA's row lasts as long as its own tiles;
- *   - 192 threads and <= 113 KB of shared memory, so two CTAs share an SM
- *     and one's start and end run under the other's tiles;
+ *   - 256 threads (128 registers each at launch) and <= 113 KB of shared
+ *     memory, so two CTAs share an SM and one's start and end run under
+ *     the other's tiles;
  *   - its price: the four heads of a GQA group no longer share a K/V tile
  *     in shared memory (they share it in L2: the work order keeps a KV
  *     head's rows together), so K/V bytes per FLOP double against the union.
