@@ -662,18 +662,35 @@ static sale_status read_stats(sale_ctx *ctx, const sale_attention_args *a, const
     return SALE_OK;
 }
 
+/* sale_attention after its arguments are checked; stored_tau: room for
+ * heads_q floats, where the thresholds stored for (args.model, args.layer)
+ * are read once and become the call's taus (put_taus reads them from a.tau) */
+static sale_status attention_run(sale_ctx *ctx, const sale_attention_args *args, void *stream_, float *stored_tau);
+
 sale_status sale_attention(sale_ctx *ctx, const sale_attention_args *args, void *stream_)
 {
     sale_status st = check_args(ctx, args, 1);
     if (st)
         return st;
+    float small[256], *stored = small;
+    if (args->model && !args->tau && args->heads_q > 256 &&
+        !(stored = malloc(sizeof(float) * (size_t)args->heads_q))) {
+        sale_set_error(ctx, "thresholds: out of host memory");
+        return SALE_ERR_NOMEM;
+    }
+    st = attention_run(ctx, args, stream_, stored);
+    if (stored != small)
+        free(stored);
+    return st;
+}
+
+static sale_status attention_run(sale_ctx *ctx, const sale_attention_args *args, void *stream_, float *stored_tau)
+{
+    sale_status st;
     /* stored thresholds say which variant they hold for: thr 0 runs it,
      * another is refused (before a device is looked for, like bad keys) */
     int thr;
-    /* the stored thresholds resolved here are the call's taus (put_taus
-     * reads them from a.tau below; past 256 heads it resolves them again) */
-    float stored_tau[256];
-    const int use_stored = args->model && !args->tau && args->heads_q > 0 && args->heads_q <= 256;
+    const int use_stored = args->model && !args->tau && args->heads_q > 0;
     if ((st = thresholds_variant(ctx, args, &thr, use_stored ? stored_tau : NULL)) != SALE_OK)
         return st;
     CUstream stream = (CUstream)stream_;

@@ -418,3 +418,32 @@ Test(host, attention_refuses_a_variant_its_thresholds_were_not_calibrated_with)
     a.tau = NULL, a.layer = 1; /* no thresholds for the layer: NOT_FOUND, also before any device */
     cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NOT_FOUND);
 }
+
+/* Past 256 query heads sale_attention reads the stored thresholds into a heap
+ * buffer (the call's taus, read once): the variant check and a missing layer
+ * behave as for few heads, before any device, and thresholds_variant hands
+ * back every head's tau. */
+Test(host, attention_with_more_than_256_heads_reads_stored_thresholds_once)
+{
+    enum { H = 300 };
+    float tau[H], got[H];
+    for (int h = 0; h < H; h++)
+        tau[h] = 0.001f * (float)(1 + h % 7), got[h] = -1.f;
+    sale_threshold_meta m = {.budget = 0.02, .samples = 2, .density = -1, .error = -1, .thr = SALE_THR_FIXED};
+    cr_assert_eq(sale_thresholds_put(ctx, "wide-model", 0, tau, H, &m), SALE_OK, "%s", sale_last_error(ctx));
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = H, a.heads_kv = 4, a.seq_len = 4096, a.head_dim = 128, a.dtype = SALE_DTYPE_BF16;
+    a.q = a.k = a.v = (void *)(uintptr_t)0x1000, a.out = (void *)(uintptr_t)0x2000;
+    a.model = "wide-model", a.layer = 0, a.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "calibrated with thr=fixed"), "%s", sale_last_error(ctx));
+    int thr = -1;
+    a.thr = 0;
+    cr_assert_eq(thresholds_variant(ctx, &a, &thr, got), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(thr, SALE_THR_FIXED);
+    for (int h = 0; h < H; h++)
+        cr_assert(got[h] == tau[h], "head %d: %g, stored %g", h, got[h], tau[h]);
+    a.layer = 1; /* no thresholds for the layer */
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_NOT_FOUND);
+}
