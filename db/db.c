@@ -700,6 +700,10 @@ static char *fleet_uri(const char *path) {
 static int open_readonly(sqlite3 **out, int *uv_out, const char *path, int immutable, const char *what, char *err,
                          size_t n) {
     sqlite3 *c = NULL;
+    /* a FIFO would block the open forever, a directory reads as "disk I/O error" */
+    struct stat st;
+    if (stat(path, &st) != 0) return set_err(err, n, "%s: %s: %s", what, path, strerror(errno)), -1;
+    if (!S_ISREG(st.st_mode)) return set_err(err, n, "%s: %s is not a regular file", what, path), -1;
     char *uri = immutable ? fleet_uri(path) : NULL;
     if (immutable && !uri) return set_err(err, n, "%s: out of memory", what), -1;
     int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX | (immutable ? SQLITE_OPEN_URI : 0);

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -523,6 +524,13 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
             src[i].layer = i;
     }
 
+    /* the buffers hold S x Hq x N x D floats: a size past size_t would wrap
+     * into a small allocation that the layers then overrun */
+    if ((double)sh.S * sh.Hq * sh.N * sh.D * sizeof(float) > (double)(SIZE_MAX / 4)) {
+        sale_set_error(ctx, "calibrate: [S,Hq,N,D] = [%d,%d,%d,%d] is too large", sh.S, sh.Hq, sh.N, sh.D);
+        st = SALE_ERR_INVALID;
+        goto out;
+    }
     r.layers = nl, r.heads = sh.Hq, r.samples = sh.S, r.seq_len = sh.N, r.on_gpu = e.gpu;
     r.thr = e.thr;
     r.layer_ids = malloc((size_t)nl * sizeof(int));

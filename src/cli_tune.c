@@ -51,7 +51,8 @@ static int parse_list(const char *s, int *out, int max)
 {
     int n = 0;
     char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
+    if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) /* never a cut list: "65536" cut is "655" */
+        return -1;
     char *save = NULL;
     for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
         long v;
@@ -66,7 +67,8 @@ static int parse_families(const char *s, sale_family *out, int max)
 {
     int n = 0;
     char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
+    if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) /* never a cut list */
+        return -1;
     char *save = NULL;
     for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
         int f = -1;

@@ -18,6 +18,7 @@
  * arch_defaults hold the defaults already overlaid with the arch's fields. */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,16 @@ static int file_exists(const char *p)
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* Why p is no config file: stat's reason, or what it is instead (errno is
+ * stale once stat succeeded). */
+static const char *not_file_why(const char *p)
+{
+    struct stat st;
+    if (stat(p, &st) != 0)
+        return strerror(errno);
+    return S_ISDIR(st.st_mode) ? "a directory, not a file" : "not a regular file";
+}
+
 int cfg_find(const char *explicit_path, char *out, size_t outlen, char *err, size_t errlen)
 {
     char buf[1024];
@@ -103,7 +114,7 @@ int cfg_find(const char *explicit_path, char *out, size_t outlen, char *err, siz
         err[0] = 0;
     if (explicit_path && explicit_path[0]) {
         if (!file_exists(explicit_path)) {
-            snprintf(err, errlen, "config file %s: %s", explicit_path, strerror(errno ? errno : ENOENT));
+            snprintf(err, errlen, "config file %s: %s", explicit_path, not_file_why(explicit_path));
             return -1;
         }
         snprintf(out, outlen, "%s", explicit_path);
@@ -112,7 +123,7 @@ int cfg_find(const char *explicit_path, char *out, size_t outlen, char *err, siz
     /* $SALE_CONFIG is as explicit as a flag: naming a missing file is an error. */
     if ((env = getenv("SALE_CONFIG")) && env[0]) {
         if (!file_exists(env)) {
-            snprintf(err, errlen, "$SALE_CONFIG=%s: %s", env, strerror(errno ? errno : ENOENT));
+            snprintf(err, errlen, "$SALE_CONFIG=%s: %s", env, not_file_why(env));
             return -1;
         }
         snprintf(out, outlen, "%s", env);
@@ -1384,9 +1395,15 @@ static void read_thresholds(vctx *v, int idx, cfg_threshold **out, int *nout)
             lua_pushnil(L);
             while (!v->failed && lua_next(L, model_idx)) {
                 int layer_idx = lua_gettop(L);
-                if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 0) {
-                    FAIL(v, &mp, "%s: layers must be integers >= 0 ([0] = {...}), got %s", mp.text,
-                         type_of(L, -2));
+                /* [2^32] must not wrap to layer 0 */
+                if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 0 || lua_tointeger(L, -2) > INT_MAX) {
+                    char got[32];
+                    if (lua_isinteger(L, -2))
+                        snprintf(got, sizeof got, "%lld", (long long)lua_tointeger(L, -2));
+                    else
+                        snprintf(got, sizeof got, "%s", type_of(L, -2));
+                    FAIL(v, &mp, "%s: layers must be integers in [0, %d] ([0] = {...}), got %s", mp.text, INT_MAX,
+                         got);
                     lua_pop(L, 1);
                     break;
                 }
@@ -1770,8 +1787,11 @@ sale_status cfg_load_string(const char *chunkname, const char *text, sale_config
             const char *m = lua_tostring(L, -1);
             if (s.time_hit && (!m || !strstr(m, "limit exceeded")))
                 snprintf(err, errlen, "%s: time limit exceeded in the config sandbox", display);
-            else
-                snprintf(err, errlen, "%s", m ? m : "(error object is not a string)");
+            else if (m)
+                snprintf(err, errlen, "%s", m);
+            else /* error({}) has no position to give: name the file at least */
+                snprintf(err, errlen, "%s: error raised with a %s value, not a message", display,
+                         luaL_typename(L, -1));
         }
         st = SALE_ERR_LUA;
     } else if (job.invalid) {

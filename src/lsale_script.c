@@ -20,7 +20,9 @@
  * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb.
  * lsale_run_script's argv are the script's arguments; a leading argv[0] equal
  * to the script path (main's convention) is skipped. */
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +101,23 @@ static int parse_device(lua_State *L, lstate *S, const char *s)
     return luaL_error(L, "device: unknown device '%s' (cpu, gpu)", s);
 }
 
+/* The bytes of a B x H x N x D tensor of dt; raises on a dim <= 0 or a size
+ * that does not fit in size_t (a wrapped size would allocate a small buffer
+ * that the shape then indexes past). */
+static size_t tensor_bytes(lua_State *L, sale_dtype dt, const int shape[4])
+{
+    size_t n = dtype_size(dt);
+    for (int i = 0; i < 4; i++) {
+        if (shape[i] <= 0)
+            luaL_error(L, "tensor shape must be positive, got %d x %d x %d x %d", shape[0], shape[1], shape[2],
+                       shape[3]);
+        if ((size_t)shape[i] > SIZE_MAX / n)
+            luaL_error(L, "tensor of %d x %d x %d x %d is too large", shape[0], shape[1], shape[2], shape[3]);
+        n *= (size_t)shape[i];
+    }
+    return n;
+}
+
 static tensor *tensor_new(lua_State *L, lstate *S, int gpu, sale_dtype dt, const int shape[4])
 {
     tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
@@ -107,13 +126,7 @@ static tensor *tensor_new(lua_State *L, lstate *S, int gpu, sale_dtype dt, const
     t->ctx = S->ctx;
     t->dtype = dt;
     memcpy(t->shape, shape, sizeof t->shape);
-    size_t n = dtype_size(dt);
-    for (int i = 0; i < 4; i++) {
-        if (shape[i] <= 0)
-            luaL_error(L, "tensor shape must be positive, got %d x %d x %d x %d", shape[0], shape[1], shape[2],
-                       shape[3]);
-        n *= (size_t)shape[i];
-    }
+    size_t n = tensor_bytes(L, dt, shape);
     t->bytes = n;
     if (gpu) {
         sale_status st = sale_dev_alloc(S->ctx, n, &t->ptr);
@@ -222,7 +235,7 @@ static int tensor_get(lua_State *L)
     for (int i = 0; i < 4; i++) {
         ix[i] = luaL_checkinteger(L, 2 + i);
         if (ix[i] < 0 || ix[i] >= t->shape[i])
-            return luaL_error(L, "tensor:get: index %d is %d, must be in [0, %d)", i + 1, (int)ix[i], t->shape[i]);
+            return luaL_error(L, "tensor:get: index %d is %I, must be in [0, %d)", i + 1, ix[i], t->shape[i]);
     }
     size_t off = (((size_t)ix[0] * t->shape[1] + (size_t)ix[1]) * t->shape[2] + (size_t)ix[2]) * t->shape[3] +
                  (size_t)ix[3];
@@ -272,6 +285,17 @@ static int tensor_tostring(lua_State *L)
     return 1;
 }
 
+/* Argument arg as a C int (luaL_checkinteger, then int's range). */
+static int check_int(lua_State *L, int arg)
+{
+    lua_Integer v = luaL_checkinteger(L, arg);
+    if (v < INT_MIN || v > INT_MAX)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%I is out of range [%d, %d]", v, INT_MIN, INT_MAX));
+    return (int)v;
+}
+
+static int opt_int_arg(lua_State *L, int arg, int def) { return lua_isnoneornil(L, arg) ? def : check_int(L, arg); }
+
 /* ---------------------------------------------------------------- masks */
 
 typedef struct mask {
@@ -303,8 +327,8 @@ static int mask_bit(const mask *m, int b, int h, int qb, int kb)
 static int mask_kept(lua_State *L)
 {
     mask *m = luaL_checkudata(L, 1, MASK_MT);
-    int b = (int)luaL_checkinteger(L, 2), h = (int)luaL_checkinteger(L, 3);
-    int qb = (int)luaL_checkinteger(L, 4), kb = (int)luaL_checkinteger(L, 5);
+    int b = check_int(L, 2), h = check_int(L, 3);
+    int qb = check_int(L, 4), kb = check_int(L, 5);
     int r = mask_bit(m, b, h, qb, kb);
     if (r < 0)
         return luaL_error(L, "mask:kept(%d, %d, %d, %d) out of range (B %d, H %d, query blocks %d, key blocks %d)", b,
@@ -341,6 +365,8 @@ static int mask_index(lua_State *L)
 
 /* ------------------------------------------------------- option helpers */
 
+/* Fields and arguments are C ints: a value beyond int's range is refused,
+ * never wrapped into another (2^32 + 64 is not 64). */
 static int opt_int(lua_State *L, int t, const char *k, int def)
 {
     int ty = lua_getfield(L, t, k);
@@ -350,9 +376,15 @@ static int opt_int(lua_State *L, int t, const char *k, int def)
             lua_Number n = lua_tonumber(L, -1);
             if (ty != LUA_TNUMBER || n != floor(n))
                 luaL_error(L, "%s must be an integer, got %s", k, ty == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+            if (!(n >= INT_MIN && n <= INT_MAX))
+                luaL_error(L, "%s: %f is out of range [%d, %d]", k, n, INT_MIN, INT_MAX);
             v = (int)n;
-        } else
-            v = (int)lua_tointeger(L, -1);
+        } else {
+            lua_Integer i = lua_tointeger(L, -1);
+            if (i < INT_MIN || i > INT_MAX)
+                luaL_error(L, "%s: %I is out of range [%d, %d]", k, i, INT_MIN, INT_MAX);
+            v = (int)i;
+        }
     }
     lua_pop(L, 1);
     return v;
@@ -561,7 +593,7 @@ static int l_device(lua_State *L)
 {
     lstate *S = get_state(L);
     sale_device_info d;
-    if (!has_gpu(S) || sale_device_info_get(S->ctx, (int)luaL_optinteger(L, 1, 0), &d) != SALE_OK) {
+    if (!has_gpu(S) || sale_device_info_get(S->ctx, opt_int_arg(L, 1, 0), &d) != SALE_OK) {
         lua_pushnil(L);
         return 1;
     }
@@ -601,13 +633,7 @@ static int make_tensor(lua_State *L, int random)
     uint64_t seed = (uint64_t)opt_int(L, 1, "seed", 1);
     double scale = opt_num(L, 1, "scale", 1.0);
     struct { void *ptr; } host;
-    size_t n = dtype_size(dt);
-    for (int i = 0; i < 4; i++) {
-        if (shape[i] <= 0)
-            return luaL_error(L, "tensor shape must be positive, got %d x %d x %d x %d", shape[0], shape[1],
-                              shape[2], shape[3]);
-        n *= (size_t)shape[i];
-    }
+    size_t n = tensor_bytes(L, dt, shape);
     host.ptr = calloc(1, n);
     if (!host.ptr)
         return luaL_error(L, "out of memory for a %zu-byte tensor", n);
@@ -671,6 +697,8 @@ static int l_generate(lua_State *L)
     tensor *q = tensor_new(L, S, 0, a.dtype, qs);
     tensor *k = tensor_new(L, S, 0, a.dtype, ks);
     tensor *v = tensor_new(L, S, 0, a.dtype, ks);
+    if ((int64_t)a.batch * a.heads_q * g.needles > INT_MAX)
+        return luaL_error(L, "generate: B * Hq * needles (%d * %d * %d) is too large", a.batch, a.heads_q, g.needles);
     int maxn = a.batch * a.heads_q * g.needles, nn = 0;
     sale_needle *nd = lua_newuserdatauv(L, (size_t)(maxn > 0 ? maxn : 1) * sizeof *nd, 0); /* GC-owned scratch */
     sale_status st = sale_generate_qkv(&a, &g, q->ptr, k->ptr, v->ptr, maxn ? nd : NULL, maxn, &nn);
@@ -936,7 +964,7 @@ static int l_needle_recall(lua_State *L)
 {
     mask *m = luaL_checkudata(L, 1, MASK_MT);
     luaL_checktype(L, 2, LUA_TTABLE);
-    int bq = (int)luaL_optinteger(L, 3, m->block_q), bk = (int)luaL_optinteger(L, 4, m->block_k);
+    int bq = opt_int_arg(L, 3, m->block_q), bk = opt_int_arg(L, 4, m->block_k);
     if (bq <= 0 || bk <= 0)
         return luaL_error(L, "needle_recall: block sizes must be positive");
     int n = (int)lua_rawlen(L, 2), hit = 0;
@@ -1301,7 +1329,7 @@ static int l_thresholds(lua_State *L)
 {
     lstate *S = get_state(L);
     const char *model = luaL_checkstring(L, 1);
-    int layer = (int)luaL_checkinteger(L, 2);
+    int layer = check_int(L, 2);
     lua_newtable(L);
     int taus = lua_gettop(L);
     lua_newtable(L);

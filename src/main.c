@@ -102,7 +102,8 @@ static sale_ctx *open_ctx(const gopts *g)
 static int parse_list(const char *text, int *out, int max, int (*fn)(const char *), const char *what)
 {
     char buf[512];
-    snprintf(buf, sizeof buf, "%s", text);
+    if (snprintf(buf, sizeof buf, "%s", text) >= (int)sizeof buf) /* never a cut list: "sm_90a" cut is "sm_90" */
+        die_usage("%s: list longer than %zu characters", what, sizeof buf - 1);
     int n = 0;
     char *save = NULL;
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -768,7 +769,8 @@ static const char *calibrate_help =
 static int gen_spec(sale_calibrate_options *o, const char *spec)
 {
     char buf[512];
-    snprintf(buf, sizeof buf, "%s", spec);
+    if (snprintf(buf, sizeof buf, "%s", spec) >= (int)sizeof buf) /* never a cut spec: "seed=123" cut is "seed=12" */
+        die_usage("--generate: longer than %zu characters", sizeof buf - 1);
     char *save = NULL;
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(t, '=');
@@ -785,9 +787,10 @@ static int gen_spec(sale_calibrate_options *o, const char *spec)
         }
         if (!strcmp(k, "seed")) {
             char *e;
+            errno = 0;
             o->gen.seed = strtoull(v, &e, 10);
-            if (e == v || *e)
-                die_usage("--generate: seed: expected a number, got '%s'", v);
+            if (e == v || *e || errno || strchr(v, '-')) /* strtoull takes "-1" as 2^64 - 1 */
+                die_usage("--generate: seed: expected a number in [0, 2^64), got '%s'", v);
             continue;
         }
         int n = int_of(v);

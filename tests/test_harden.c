@@ -3,6 +3,7 @@
  * argument checks. Each test failed on the code before the fix. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
@@ -17,6 +18,7 @@
 #include "config.h"
 #include "db.h"
 #include "internal.h"
+#include "safetensors.h"
 #include "sale.h"
 
 static char g_dir[256];
@@ -622,4 +624,165 @@ Test(harden, reference_and_gpu_path_agree_on_tau_and_validate_before_the_device)
     a.seq_len = 4096;
     cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
     sale_destroy(ctx);
+}
+
+/* ------------------------------------------------ hostile-input audit */
+
+/* Runs a Lua script (text) with `sale run` semantics; g_err gets the error. */
+static sale_status run_lua(const char *text) {
+    const char *p = in_dir("s.lua");
+    spit(p, text, strlen(text));
+    sale_ctx *ctx = mem_ctx();
+    g_err[0] = 0;
+    sale_status st = lsale_run_script(ctx, p, 0, NULL, g_err, sizeof g_err);
+    sale_destroy(ctx);
+    return st;
+}
+
+/* A tensor whose byte size wrapped size_t got a small buffer that t:get and
+ * the reference indexed past (SEGV); N = 2^32 + 64 became 64, a mask index
+ * 2^32 became 0, layer 2^32 read layer 0, and B * Hq * needles overflowed. */
+Test(harden, lua_sizes_and_indices_beyond_int_are_refused_not_wrapped) {
+    cr_assert_eq(run_lua("local ok, e = pcall(sale.tensor_zeros,\n"
+                         "  {B = 65536, H = 65536, N = 65536, D = 65536, dtype = 'f32'})\n"
+                         "assert(not ok and e:find('too large'), tostring(e))\n"
+                         "ok, e = pcall(sale.tensor_random, {N = 4294967360, D = 64})\n"
+                         "assert(not ok and e:find('N: 4294967360 is out of range'), tostring(e))\n"
+                         "ok, e = pcall(sale.tensor_zeros, {N = 1e300, D = 64})\n"
+                         "assert(not ok and e:find('out of range'), tostring(e))\n"
+                         "local q, k, v = sale.generate{N = 128, D = 64, Hq = 1, Hkv = 1, dtype = 'f32'}\n"
+                         "local _, _, m = sale.reference{q = q, k = k, v = v}\n"
+                         "assert(m:kept(0, 0, 0, 0))\n"
+                         "ok, e = pcall(m.kept, m, 4294967296, 0, 0, 0)\n"
+                         "assert(not ok and e:find('out of range'), tostring(e))\n"
+                         "ok, e = pcall(sale.thresholds, 'm', 4294967296)\n"
+                         "assert(not ok and e:find('out of range'), tostring(e))\n"
+                         "ok, e = pcall(sale.generate,\n"
+                         "  {B = 2048, Hq = 2048, Hkv = 2048, N = 1, D = 1, needles = 1048576})\n"
+                         "assert(not ok and e:find('too large'), tostring(e))\n"),
+                 SALE_OK, "%s", g_err);
+}
+
+/* S x Hq x N x D x 4 wrapped size_t (2^74 -> 0): the layer buffers were
+ * malloc(0) and the generator wrote into them. */
+Test(harden, calibrate_refuses_a_shape_whose_buffers_overflow) {
+    sale_ctx *ctx = mem_ctx();
+    sale_calibrate_options o;
+    sale_calibrate_options_init(&o);
+    o.model = "m";
+    o.device = SALE_CALIBRATE_CPU;
+    o.dry_run = 1;
+    o.gen.layers = 1, o.gen.samples = 1 << 20, o.gen.heads_q = 4096, o.gen.heads_kv = 4096;
+    o.gen.seq_len = 1 << 20, o.gen.head_dim = 1 << 20;
+    sale_calibrate_result r;
+    cr_assert_eq(sale_calibrate(ctx, &o, &r), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "too large") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
+
+static void st_raw(const char *path, const char *header, size_t data_bytes) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    uint64_t hl = strlen(header);
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(hl >> (8 * i));
+    cr_assert_eq(fwrite(len8, 1, 8, f), 8);
+    cr_assert_eq(fwrite(header, 1, hl, f), hl);
+    for (size_t i = 0; i < data_bytes; i++) fputc(0, f);
+    fclose(f);
+}
+
+/* q, k and v over one byte range were read as three tensors (calibrated on
+ * nonsense, silently); a field given twice was taken as its last value. */
+Test(harden, safetensors_overlapping_tensors_and_repeated_fields_are_refused) {
+    const char *p = in_dir("layer_000.safetensors");
+    st_file sf;
+    st_raw(p, "{\"q\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+              "\"k\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16);
+    cr_assert_eq(st_open(&sf, p, g_err, sizeof g_err), -1, "overlap accepted");
+    cr_assert(strstr(g_err, "overlap") != NULL, "%s", g_err);
+    st_raw(p, "{\"q\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+              "\"k\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}", 24);
+    cr_assert_eq(st_open(&sf, p, g_err, sizeof g_err), -1, "partial overlap accepted");
+    cr_assert(strstr(g_err, "overlap") != NULL, "%s", g_err);
+    st_raw(p, "{\"q\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16],\"dtype\":\"I32\"}}", 16);
+    cr_assert_eq(st_open(&sf, p, g_err, sizeof g_err), -1, "repeated dtype accepted");
+    cr_assert(strstr(g_err, "'dtype' appears twice") != NULL, "%s", g_err);
+    st_raw(p, "{\"__metadata__\":{},\"__metadata__\":{}}", 0);
+    cr_assert_eq(st_open(&sf, p, g_err, sizeof g_err), -1, "repeated __metadata__ accepted");
+    st_raw(p, "{\"q\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"q\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8);
+    cr_assert_eq(st_open(&sf, p, g_err, sizeof g_err), -1, "repeated name accepted");
+    cr_assert(strstr(g_err, "'q' appears twice") != NULL, "%s", g_err);
+    /* adjacent tensors, empty ones anywhere: fine */
+    st_raw(p, "{\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+              "\"q\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"k\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12);
+    cr_assert_eq(st_open(&sf, p, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(sf.n, 3);
+    st_close(&sf);
+}
+
+/* Names were checked pairwise while parsing: a 6 MB header of 100000 empty
+ * tensors took about 35 s (the format allows 100 MB: hours). */
+Test(harden, safetensors_header_of_many_tensors_parses_in_linear_time, .timeout = 120) {
+    enum { N = 100000 };
+    char *h = malloc((size_t)N * 64 + 16);
+    cr_assert_not_null(h);
+    size_t o = 0;
+    h[o++] = '{';
+    for (int i = 0; i < N; i++)
+        o += (size_t)sprintf(h + o, "%s\"t%07d\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                             i ? "," : "", i);
+    h[o++] = '}';
+    h[o] = 0;
+    const char *p = in_dir("many.safetensors");
+    st_raw(p, h, 0);
+    free(h);
+    st_file sf;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(st_open(&sf, p, g_err, sizeof g_err), 0, "%s", g_err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double t = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    cr_assert_eq(sf.n, N);
+    st_close(&sf);
+    cr_assert_lt(t, 5, "%.1f s", t);
+}
+
+/* A FIFO as the fleet file or the import source blocked the open forever;
+ * a directory read as "disk I/O error". */
+Test(harden, fleet_or_import_source_that_is_no_file_is_refused_at_once, .timeout = 60) {
+    const char *fifo = in_dir("fifo");
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    db *d = NULL;
+    cr_assert_eq(db_open(&d, in_dir("k.db"), fifo, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a regular file") && strstr(g_err, fifo), "%s", g_err);
+    cr_assert_eq(db_open(&d, in_dir("k.db"), g_dir, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a regular file") != NULL, "%s", g_err);
+    cr_assert_eq(db_open(&d, in_dir("k.db"), NULL, NULL, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_import(d, fifo, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a regular file") != NULL, "%s", g_err);
+    cr_assert_eq(db_import(d, g_dir, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a regular file") != NULL, "%s", g_err);
+    db_close(d);
+}
+
+/* Config: layer [2^32] was stored as layer 0; error({}) gave "(error object
+ * is not a string)" without the file; a directory as --config said "Illegal
+ * seek" (a stale errno). */
+Test(harden, config_layer_beyond_int_error_objects_and_directories_are_named) {
+    cr_assert_neq(load_cfg("thresholds = { m = { [4294967296] = { 0.1 } } }", NULL), SALE_OK);
+    cr_assert(strstr(g_err, "layers must be integers") != NULL, "%s", g_err);
+    cr_assert_neq(load_cfg("error({})", NULL), SALE_OK);
+    cr_assert(strstr(g_err, "t.lua") == g_err && strstr(g_err, "table"), "%s", g_err);
+    char path[1024];
+    errno = ESPIPE;
+    cr_assert_eq(cfg_find(g_dir, path, sizeof path, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "directory") != NULL, "%s", g_err);
+    const char *fifo = in_dir("cfg.fifo");
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    errno = ESPIPE;
+    cr_assert_eq(cfg_find(fifo, path, sizeof path, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a regular file") != NULL, "%s", g_err);
 }

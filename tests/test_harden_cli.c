@@ -266,3 +266,36 @@ Test(harden_cli, a_read_only_cache_lists_and_says_so)
     closedir(d);
     cr_assert_eq(k, 1, "files appeared beside the read-only cache");
 }
+
+/* Lists and the --generate spec were cut silently at 512 (256 for tune)
+ * bytes: "...,sm_80" became "s" ("bad value 's'", a value never written),
+ * "...,65536" became "...,655" and was tuned, "...,sm_90a" could become
+ * "sm_90"; "seed=-1" ran as 2^64 - 1, an out-of-range seed as 2^64 - 1. */
+Test(harden_cli, long_lists_and_specs_are_refused_never_cut)
+{
+    char *list = malloc(700 * 6 + 1);
+    cr_assert_not_null(list);
+    list[0] = 0;
+    for (int i = 0; i < 300; i++)
+        strcat(list, i ? ",sm_80" : "sm_80");
+    cr_assert_eq(run(NULL, "prewarm --arch %s", list), 2, "%s", out);
+    cr_assert(strstr(out, "--arch: list longer than") != NULL, "%s", out);
+    free(list);
+    /* 501 bytes of a valid spec, then a seed that the cut would shorten */
+    char spec[1024] = "";
+    while (strlen(spec) < 496)
+        strcat(spec, "layers=1,");
+    strcat(spec, "seq=128,dim=64,heads=1,seed=123456789");
+    cr_assert_eq(run(NULL, "calibrate --model m --device cpu --dry-run -q --generate %s", spec), 2, "%s", out);
+    cr_assert(strstr(out, "--generate: longer than") != NULL, "%s", out);
+    cr_assert_eq(run(NULL, "calibrate --model m --device cpu --dry-run -q --generate seed=-1"), 2, "%s", out);
+    cr_assert(strstr(out, "seed") != NULL, "%s", out);
+    cr_assert_eq(run(NULL, "calibrate --model m --device cpu --dry-run -q --generate seed=99999999999999999999999"), 2,
+                 "%s", out);
+    char seqs[1024] = "";
+    while (strlen(seqs) < 250)
+        strcat(seqs, "1024,");
+    strcat(seqs, "65536");
+    cr_assert_eq(run(NULL, "tune --seq-len %s", seqs), 2, "%s", out);
+    cr_assert(strstr(out, "--seq-len") != NULL, "%s", out);
+}
