@@ -38,6 +38,9 @@ struct db {
     void *log_user;
     pthread_mutex_t mu; /* one connection, multi-statement transactions: serialise callers */
     unsigned long ops;  /* calls that reached SQLite (db_op_count: tests of the warm paths) */
+    int busy_limit_ms;  /* how long a statement waits for another process's lock (on_busy) */
+    int64_t busy_since; /* the monotonic ms at which the current wait began */
+    int busy_told;      /* the current wait has been logged */
 };
 
 /* Column lists shared by every reader and writer; never rely on `*` because a
@@ -119,9 +122,18 @@ static void set_err(char *err, size_t n, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* "what: sqlite message"; returns -1 so callers can `return sql_fail(...)`. */
+static int is_busy_rc(int rc);
+
+/* "what: sqlite message"; returns -1 so callers can `return sql_fail(...)`.
+ * A lock held past the wait names the file, so that the user knows which
+ * file another process holds ("database is locked" alone does not say). */
 static int sql_fail(char *err, size_t n, sqlite3 *c, const char *what) {
-    set_err(err, n, "%s: %s", what, c ? sqlite3_errmsg(c) : "out of memory");
+    const char *file = c ? sqlite3_db_filename(c, "main") : NULL;
+    if (c && is_busy_rc(sqlite3_extended_errcode(c)) && file && file[0])
+        set_err(err, n, "%s: %s: %s (another process holds its lock; waited %d s)", what, file, sqlite3_errmsg(c),
+                DB_BUSY_MS / 1000);
+    else
+        set_err(err, n, "%s: %s", what, c ? sqlite3_errmsg(c) : "out of memory");
     return -1;
 }
 
@@ -133,6 +145,37 @@ static void dlog(const db *d, int level, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     d->log(d->log_user, level, msg);
+}
+
+static int64_t mono_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* SQLite's busy handler for the cache's connection: waits up to
+ * busy_limit_ms for another process's lock, and says once (after a second)
+ * that it is waiting and for which file, so that a command stuck behind
+ * another process's long write does not look hung. 0 gives up (SQLITE_BUSY). */
+static int on_busy(void *arg, int count) {
+    db *d = arg;
+    int64_t now = mono_ms();
+    if (count == 0) d->busy_since = now, d->busy_told = 0;
+    int64_t waited = now - d->busy_since;
+    if (waited >= d->busy_limit_ms) return 0;
+    if (!d->busy_told && waited >= 1000) {
+        d->busy_told = 1;
+        dlog(d, 1, "sale cache %s: waiting for another process's lock on it (up to %d s)", d->path,
+             d->busy_limit_ms / 1000);
+    }
+    sqlite3_sleep(count < 6 ? 1 << count : 50);
+    return 1;
+}
+
+/* The cache connection's wait for a lock: on_busy with limit ms. */
+static void set_busy(db *d, int ms) {
+    d->busy_limit_ms = ms;
+    if (d->w) sqlite3_busy_handler(d->w, on_busy, d);
 }
 
 static void lock(db *d) { pthread_mutex_lock(&d->mu); d->ops++; }
@@ -157,9 +200,10 @@ static void copy_text(char *dst, size_t n, sqlite3_stmt *s, int col) {
  * cases where SQLite reports BUSY without invoking it. */
 static int begin_immediate(sqlite3 *c) {
     int rc = SQLITE_BUSY;
+    const int64_t t0 = mono_ms();
     for (int i = 0; i < 4; i++) {
         rc = sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-        if (!is_busy_rc(rc)) return rc;
+        if (!is_busy_rc(rc) || mono_ms() - t0 >= DB_BUSY_MS) return rc; /* one wait in all, not four */
         usleep(10000 + (useconds_t)(rand() % 40000));
     }
     return rc;
@@ -553,6 +597,7 @@ static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
          * it, so fall back to an immutable read when the plain open cannot. */
         if (open_conn(&d->w, d->path, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, err, n, "db_open") != 0)
             return PF_ERR;
+        set_busy(d, DB_BUSY_MS);
         int pf = prepare_readonly(d->w, why, whyn, err, n);
         if (pf == PF_ERR) {
             sqlite3_close(d->w);
@@ -563,6 +608,7 @@ static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
                               "db_open");
             free(uri);
             if (r != 0) return PF_ERR;
+            set_busy(d, DB_BUSY_MS);
             pf = prepare_readonly(d->w, why, whyn, err, n);
         }
         if (pf != PF_OK) {
@@ -573,6 +619,7 @@ static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
     }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
     if (open_conn(&d->w, d->path, flags, err, n, "db_open") != 0) return PF_ERR;
+    set_busy(d, DB_BUSY_MS);
     int pf = prepare_file(d->w, d->memory, why, whyn, err, n);
     if (pf != PF_OK) {
         sqlite3_close(d->w);
@@ -956,7 +1003,7 @@ static int delete_rowid(sqlite3 *c, int64_t rowid) {
 static void count_hit(db *d, int64_t rowid, int64_t t) {
     sqlite3_stmt *s = NULL;
     if (d->readonly) return;
-    sqlite3_busy_timeout(d->w, DB_HIT_BUSY_MS);
+    set_busy(d, DB_HIT_BUSY_MS);
     int rc = sqlite3_prepare_v2(d->w, "UPDATE kernels SET hits = hits + 1, last_used = ?2 WHERE rowid=?1", -1, &s,
                                 NULL);
     if (rc == SQLITE_OK) {
@@ -966,7 +1013,7 @@ static void count_hit(db *d, int64_t rowid, int64_t t) {
     }
     if (rc != SQLITE_DONE) dlog(d, 0, "sale cache %s: hit count not updated: %s", d->path, sqlite3_errmsg(d->w));
     sqlite3_finalize(s);
-    sqlite3_busy_timeout(d->w, DB_BUSY_MS);
+    set_busy(d, DB_BUSY_MS);
 }
 
 #define KCOL_ROWID 18 /* rowid, selected after the cubin */

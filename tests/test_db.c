@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -1141,4 +1142,75 @@ Test(db, processes_opening_a_corrupt_file_at_once_move_it_aside_once) {
     closedir(dir);
     cr_assert_eq(aside, 1, "the corrupt file is moved aside exactly once");
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM kernels"), NPROC, "no process lost its row to a second rebuild");
+}
+
+/* A process that holds the file's write lock for hold_ms: BEGIN IMMEDIATE,
+ * one byte on the pipe once held, then COMMIT after hold_ms. */
+static pid_t hold_lock(const char *p, int hold_ms) {
+    int fd[2];
+    cr_assert_eq(pipe(fd), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        close(fd[0]);
+        sqlite3 *c = NULL;
+        if (sqlite3_open(p, &c) != SQLITE_OK || sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+            _exit(3);
+        if (write(fd[1], "x", 1) != 1) _exit(4);
+        usleep((useconds_t)hold_ms * 1000);
+        sqlite3_exec(c, "COMMIT", NULL, NULL, NULL);
+        sqlite3_close(c);
+        _exit(0);
+    }
+    close(fd[1]);
+    char x;
+    cr_assert_eq(read(fd[0], &x, 1), 1, "the lock holder did not start");
+    close(fd[0]);
+    return pid;
+}
+
+static double mono_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* A write behind another process's lock waits for it, and says once, naming
+ * the file, that it is waiting (a command stuck behind a long write must not
+ * look hung); the write then goes in. */
+Test(db, a_write_behind_another_process_lock_waits_and_says_so) {
+    const char *p = in_dir("kernels.db");
+    logcap l = {0};
+    db *d = open_ok(p, NULL, &l);
+    pid_t pid = hold_lock(p, 1600);
+    db_kernel_row r = make_row("k", "sm_80", 1, 100, 1);
+    double t0 = mono_s();
+    cr_assert_eq(db_kernel_put(d, &r, g_err, sizeof g_err), 0, "%s", g_err);
+    double waited = mono_s() - t0;
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "holder status %d", status);
+    cr_assert(waited > 1.0, "the put did not wait for the lock (%.2f s)", waited);
+    cr_assert(strstr(l.text, "waiting for another process's lock") && strstr(l.text, p), "log: %s", l.text);
+    cr_assert_eq(list_count(d, 0), 1);
+    db_row_free(&r);
+    db_close(d);
+}
+
+/* A lock held past the wait: one wait in all (the retries on BUSY used to
+ * wait four times as long), and the error names the file that is held. */
+Test(db, a_lock_held_past_the_wait_fails_once_naming_the_file, .timeout = 100) {
+    const char *p = in_dir("kernels.db");
+    db *d = open_ok(p, NULL, NULL);
+    pid_t pid = hold_lock(p, 40000);
+    db_kernel_row r = make_row("k", "sm_80", 1, 100, 1);
+    double t0 = mono_s();
+    cr_assert_eq(db_kernel_put(d, &r, g_err, sizeof g_err), -1);
+    double waited = mono_s() - t0;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    cr_assert(waited > 25 && waited < 38, "waited %.1f s", waited);
+    cr_assert(strstr(g_err, p) && strstr(g_err, "locked") && strstr(g_err, "another process"), "%s", g_err);
+    db_row_free(&r);
+    db_close(d);
 }
