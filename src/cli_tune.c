@@ -2,6 +2,7 @@
  * search, and the winners it stores through src/winners.c). Part of the
  * `sale` command, not of the library: it prints. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,12 +141,30 @@ static int dense_below_cmd(sale_ctx *ctx, const sale_device_info *dev, int batch
     return 0;
 }
 
-static int usage(const char *fmt, const char *arg)
+static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "sale tune: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see 'sale tune --help')\n");
+    va_end(ap);
     return 2;
+}
+
+/* tune takes no positional arguments: argv[i] is a stray value, named with
+ * the option before it (argv[opt] .. argv[i - 1]; opt 0: none) so that
+ * "--heads 32 0" does not read as an option '0' */
+static int unexpected(int argc, char **argv, int opt, int i)
+{
+    if (!opt)
+        return usage("unexpected argument '%s'", argv[i]);
+    char after[512] = "";
+    size_t n = 0;
+    for (int k = opt; k < i && k < argc && n < sizeof after; k++)
+        n += (size_t)snprintf(after + n, sizeof after - n, "%s%s", k > opt ? " " : "", argv[k]);
+    return usage("unexpected argument '%s' (after %s)", argv[i], after);
 }
 
 int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
@@ -169,9 +188,12 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
         cs = cfg->tuning.stages;
         ncs = cfg->tuning.n_stages;
     }
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1, opt = 0; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (o[0] != '-')
+            return unexpected(argc, argv, opt, i);
+        opt = i;
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             fputs(tune_help, stdout);
             return 0;

@@ -462,12 +462,13 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
 
 /* -------------------------------------------------------------------- ls */
 
-static const char *ls_help = "usage: sale ls [--arch ARCH] [--tuned | --thresholds]\n"
+static const char *ls_help = "usage: sale ls [--arch ARCH] [--tuned] [--thresholds]\n"
                              "List cached kernels (key, arch, registers, shared memory, spills, cubin bytes,\n"
                              "compile time, hits), or with --tuned the autotuner's winners, or with\n"
                              "--thresholds the calibrated per-head thresholds (model, layer, head, tau,\n"
                              "budget, thr: the variant calibrated with ('-': not recorded), samples,\n"
-                             "date, density, error; the fleet file's marked 'fleet').\n";
+                             "date, density, error; the fleet file's marked 'fleet'); with both, the\n"
+                             "winners, then the thresholds.\n";
 
 typedef struct ls_state {
     const char *arch;
@@ -547,26 +548,37 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
         die_usage("ls: unexpected argument '%s'", argv[optind]);
     g_no_create = 1;
     sale_ctx *ctx = open_ctx(g);
-    sale_status rc;
-    if (thresholds) {
-        printf("%-24s %5s %4s %10s %-11s %-5s %7s %-16s %8s %9s\n", "model", "layer", "head", "tau", "budget", "thr",
-               "samples", "date", "density", "error");
-        rc = sale_thresholds_list(ctx, 1, threshold_row, &s);
-    } else if (tuned) {
+    sale_status rc = SALE_OK;
+    /* each section its heading and its count; both flags: both sections */
+    if (tuned) {
         printf("%-24s %-7s %4s %6s %-10s %-60s %9s %7s %5s\n", "device", "arch", "SMs", "driver", "bucket", "key",
                "ms", "spread", "tried");
         rc = sale_cache_list_tuned(ctx, tuned_row, &s);
-    } else {
+        if (!rc)
+            printf("%d tuned entries\n", s.rows);
+    }
+    if (thresholds && !rc) {
+        if (tuned)
+            printf("\n");
+        s.rows = 0;
+        printf("%-24s %5s %4s %10s %-11s %-5s %7s %-16s %8s %9s\n", "model", "layer", "head", "tau", "budget", "thr",
+               "samples", "date", "density", "error");
+        rc = sale_thresholds_list(ctx, 1, threshold_row, &s);
+        if (!rc)
+            printf("%d thresholds\n", s.rows);
+    }
+    if (!tuned && !thresholds) {
         printf("%-78s %-7s %5s %7s %7s %7s %9s %9s %6s\n", "key", "arch", "regs", "smem", "spill.s", "spill.l",
                "cubin", "compile", "hits");
         rc = sale_cache_list_kernels(ctx, 1, ls_row, &s);
+        if (!rc)
+            printf("%d kernels\n", s.rows);
     }
     if (rc) {
         fprintf(stderr, "sale: ls: %s\n", sale_last_error(ctx));
         sale_destroy(ctx);
         return 1;
     }
-    printf("%d %s\n", s.rows, thresholds ? "thresholds" : tuned ? "tuned entries" : "kernels");
     sale_destroy(ctx);
     return 0;
 }
@@ -941,6 +953,15 @@ static const char *main_help =
     "  --config FILE  config file (default $SALE_CONFIG, else $XDG_CONFIG_HOME/sale/sale.lua)\n"
     "'sale COMMAND --help' describes each command.\n";
 
+/* A global option's FILE: "" is refused, never taken as "not given" (the
+ * default config or no fleet, silently). */
+static const char *path_arg(const char *opt, const char *v)
+{
+    if (!v[0])
+        die_usage("%s: empty path", opt);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     gopts g = {0};
@@ -953,11 +974,14 @@ int main(int argc, char **argv)
             printf("sale %s\n", SALE_VERSION_STRING);
             return 0;
         } else if (!strcmp(argv[i], "--cache") && i + 1 < argc) {
-            g.cache = argv[++i];
+            g.cache = path_arg(argv[i], argv[i + 1]);
+            i++;
         } else if (!strcmp(argv[i], "--fleet") && i + 1 < argc) {
-            g.fleet = argv[++i];
+            g.fleet = path_arg(argv[i], argv[i + 1]);
+            i++;
         } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            g.config = argv[++i];
+            g.config = path_arg(argv[i], argv[i + 1]);
+            i++;
         } else {
             die_usage("unknown or incomplete option '%s'", argv[i]);
         }

@@ -1,11 +1,14 @@
 /* test_harden_cli.c — issue 12 through the `sale` command as a user meets it:
  * foreign files given as the cache or as an export destination stay byte
  * for byte as they were (3, 4), a listing creates nothing (4), duplicated
- * fleet lists cost nothing and count right (7), a read-only cache lists (8). */
+ * fleet lists cost nothing and count right (7), a read-only cache lists (8);
+ * then an audit's oddities: stray arguments, ls with both --tuned and
+ * --thresholds, empty global paths, why a script cannot be opened. */
 #include <criterion/criterion.h>
 
 #include "cli_helpers.h"
 #include <dirent.h>
+#include <errno.h>
 #include <grp.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -298,4 +301,64 @@ Test(harden_cli, long_lists_and_specs_are_refused_never_cut)
     strcat(seqs, "65536");
     cr_assert_eq(run(NULL, "tune --seq-len %s", seqs), 2, "%s", out);
     cr_assert(strstr(out, "--seq-len") != NULL, "%s", out);
+}
+
+/* A stray value after an option was read as an option: "tune --heads 32 0"
+ * said "option '0' needs a value". Every subcommand names it as what it is. */
+Test(harden_cli, a_stray_argument_is_named_unexpected_not_an_option)
+{
+    cr_assert_eq(run(NULL, "tune --heads 32 0"), 2, "%s", out);
+    cr_assert(strstr(out, "unexpected argument '0' (after --heads 32)") != NULL, "%s", out);
+    cr_assert(strstr(out, "needs a value") == NULL, "%s", out);
+    cr_assert_eq(run(NULL, "tune --seq-len 1024 extra --batch 1"), 2, "%s", out);
+    cr_assert(strstr(out, "unexpected argument 'extra' (after --seq-len 1024)") != NULL, "%s", out);
+    cr_assert_eq(run(NULL, "tune --dense-below 0"), 2, "%s", out);
+    cr_assert(strstr(out, "unexpected argument '0' (after --dense-below)") != NULL, "%s", out);
+    cr_assert_eq(run(NULL, "tune 0"), 2, "%s", out);
+    cr_assert(strstr(out, "unexpected argument '0'") != NULL, "%s", out);
+    static const char *const others[] = {
+        "prewarm --arch sm_90 0", "ls --tuned 0", "calibrate --model m --device cpu 0", "info 0", "verify 0",
+        "clear 0",
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        cr_assert_eq(run(NULL, "%s", others[i]), 2, "%s: %s", others[i], out);
+        cr_assert(strstr(out, "unexpected argument '0'") != NULL, "%s: %s", others[i], out);
+    }
+}
+
+/* "ls --tuned --thresholds" showed the thresholds only. */
+Test(harden_cli, ls_tuned_and_thresholds_shows_both_sections)
+{
+    cr_assert_eq(run(NULL, "calibrate -q --model m --device cpu --generate "
+                           "layers=1,heads=2,kv_heads=2,seq=256,dim=64,samples=2,seed=3"),
+                 0, "%s", out);
+    cr_assert_eq(run(NULL, "ls --tuned --thresholds"), 0, "%s", out);
+    const char *tuned = strstr(out, "device "), *thr = strstr(out, "model ");
+    cr_assert(tuned && thr && tuned < thr, "both headings, tuned first: %s", out);
+    cr_assert(strstr(out, "0 tuned entries") != NULL, "%s", out);
+    cr_assert(strstr(out, "2 thresholds") != NULL, "%s", out);
+    cr_assert(strstr(out, "kernels") == NULL, "%s", out);
+}
+
+/* An empty path was taken as no path: --config '' ran on the default
+ * config, --fleet '' without a fleet, --cache '' failed obscurely. */
+Test(harden_cli, empty_global_paths_are_usage_errors)
+{
+    static const char *const opts[] = {"--config", "--fleet", "--cache"};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        cr_assert_eq(run(NULL, "%s '' info", opts[i]), 2, "%s: %s", opts[i], out);
+        char want[64];
+        snprintf(want, sizeof want, "%s: empty path", opts[i]);
+        cr_assert(strstr(out, want) != NULL, "%s", out);
+    }
+}
+
+/* "sale run missing.lua" said "cannot open" without saying why. */
+Test(harden_cli, run_says_why_a_script_cannot_be_opened)
+{
+    const char *p = in_dir("missing.lua");
+    cr_assert_eq(run(NULL, "run %s", p), 1, "%s", out);
+    char want[700];
+    snprintf(want, sizeof want, "cannot open %s: %s", p, strerror(ENOENT));
+    cr_assert(strstr(out, want) != NULL, "'%s' not in %s", want, out);
 }
