@@ -856,7 +856,7 @@ static int db_open_once(db **out, const char *path, const char *fleet_path, int 
         }
         if (recover(d, pf, why, sizeof why, err, errlen) != 0) goto fail;
     }
-    if (fleet_path && open_readonly(&d->f, &d->fleet_uv, fleet_path, 1, "db_open: fleet file", err, errlen) != 0)
+    if (fleet_path && open_readonly(&d->f, &d->fleet_uv, fleet_path, 1, DB_FLEET_ERR, err, errlen) != 0)
         goto fail;
     *out = d;
     return 0;

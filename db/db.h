@@ -48,6 +48,8 @@ int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, v
  * lookups work, writes fail with SQLite's reason (see db_readonly). */
 #define DB_OPEN_DEFAULT_PATH 1
 #define DB_OPEN_NO_CREATE 2
+/* err begins with this when the fleet file, not the cache, could not be opened */
+#define DB_FLEET_ERR "db_open: fleet file"
 int db_open_ex(db **out, const char *path, const char *fleet_path, int flags, db_log_fn log, void *log_user,
                char *err, size_t errlen);
 int db_readonly(const db *d);

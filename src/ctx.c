@@ -221,7 +221,10 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     char err[1024] = "";
     int dflags = opts && opts->cache_path ? 0 : DB_OPEN_DEFAULT_PATH; /* only there is any bad file moved aside */
     if (db_open_ex(&c->db, c->cache_path, c->opts.fleet_path, dflags, db_log_bridge, c, err, sizeof err)) {
-        sale_set_error(c, "cannot open the kernel cache %s: %s", c->cache_path, err);
+        if (c->opts.fleet_path && !strncmp(err, DB_FLEET_ERR, strlen(DB_FLEET_ERR))) /* the fleet is at fault */
+            sale_set_error(c, "cannot open the fleet file %s: %s", c->fleet_path, err);
+        else
+            sale_set_error(c, "cannot open the kernel cache %s: %s", c->cache_path, err);
         c->db = NULL;
         return SALE_ERR_CACHE;
     }

@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1352,8 +1353,8 @@ static void read_tuning(vctx *v, int idx, cfg_tuning *t)
     lua_pushstring(L, "budget_s");
     double b;
     if (!v->failed && lua_rawget(L, idx) != LUA_TNIL && get_number(v, &fp, -1, &b)) {
-        if (!(b > 0))
-            FAIL(v, &fp, "%s must be positive, got %g", fp.text, b);
+        if (!(b > 0) || isinf(b)) /* 1/0 is no budget: the CLI refuses it too */
+            FAIL(v, &fp, "%s must be a positive number of seconds, got %g", fp.text, b);
         else
             t->budget_s = b;
     }

@@ -20,6 +20,7 @@
  * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb.
  * lsale_run_script's argv are the script's arguments; a leading argv[0] equal
  * to the script path (main's convention) is skipped. */
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -810,8 +811,11 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         int n = (int)lua_rawlen(L, -1);
         if (n != a->heads_q)
             luaL_error(L, "tau: %d values for %d query heads", n, a->heads_q);
-        c->tau = lua_newuserdatauv(L, (size_t)n * sizeof(float), 0);
-        lua_setfield(L, 1, "__tau_buf"); /* keeps the buffer alive for this call */
+        /* the buffer stays on the stack under the tau table, alive for this
+         * call (callers index their stack absolutely); the caller's table is
+         * left as it was */
+        c->tau = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(float), 0);
+        lua_insert(L, -2);
         for (int i = 0; i < n; i++) {
             lua_rawgeti(L, -1, i + 1);
             if (!lua_isnumber(L, -1))
@@ -1506,7 +1510,7 @@ sale_status lsale_run_script(sale_ctx *ctx, const char *path, int argc, char **a
     }
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(err, errlen, "%s: cannot open", path);
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return SALE_ERR_IO;
     }
     fclose(f);

@@ -768,6 +768,21 @@ Test(harden, fleet_or_import_source_that_is_no_file_is_refused_at_once, .timeout
     db_close(d);
 }
 
+/* A fleet file that cannot be opened is named as the fault, not the
+ * writable cache beside it ("cannot open the kernel cache k.db: ... fleet"). */
+Test(harden, a_bad_fleet_file_is_named_as_the_fault) {
+    const char *junk = in_dir("fleet.db");
+    spit(junk, "not a database at all, just text", 32);
+    sale_options o = {.cache_path = in_dir("k.db"), .fleet_path = junk};
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_ERR_CACHE);
+    cr_assert_not_null(ctx);
+    const char *e = sale_last_error(ctx);
+    cr_assert(strstr(e, "cannot open the fleet file") == e && strstr(e, junk), "%s", e);
+    cr_assert(strstr(e, "k.db") == NULL, "%s", e);
+    sale_destroy(ctx);
+}
+
 /* Config: layer [2^32] was stored as layer 0; error({}) gave "(error object
  * is not a string)" without the file; a directory as --config said "Illegal
  * seek" (a stale errno). */

@@ -338,7 +338,8 @@ Test(validation, each_rule_has_its_message)
     expect_invalid("fleet = { block_k = {32, 64}, block_seg = {96} }",
                    "sale.lua:1: fleet.block_seg[1] must be a multiple of block_k (64, from fleet.block_k), got 96");
     expect_invalid("fleet = { archs = {} }", "sale.lua:1: fleet.archs must not be empty");
-    expect_invalid("tuning = {\n  budget_s = 0 }", "sale.lua:2: tuning.budget_s must be positive, got 0");
+    expect_invalid("tuning = {\n  budget_s = 0 }", "sale.lua:2: tuning.budget_s must be a positive number of seconds, got 0");
+    expect_invalid("tuning = { budget_s = 1/0 }", "sale.lua:1: tuning.budget_s must be a positive number of seconds, got inf");
     expect_invalid("tuning = { strategy = 'greedy' }",
                    "sale.lua:1: tuning.strategy must be \"exhaustive\", \"halving\" or \"random\", got \"greedy\"");
     expect_invalid("tuning = { warps = { 4, 3 } }", "sale.lua:1: tuning.warps[2] must be 1, 2, 4, 8 or 16, got 3");
@@ -559,6 +560,32 @@ Test(scripts, reference_tensors_masks_and_metrics)
         0, NULL, &out);
     cr_assert_eq(st, SALE_OK, "%s", g_err);
     cr_expect(strstr(out, "density 0.") == out, "%s", out);
+    free(out);
+}
+
+/* Per-head tau as a list: the caller's tables are left as they were (the
+ * buffer of floats used to be stored into the argument table as a field),
+ * and equal per-head values give the scalar's result. */
+Test(scripts, per_head_tau_leaves_the_callers_tables_alone)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{B=1, Hq=2, Hkv=1, N=512, D=64, seed=4}\n"
+        "local args = {q=q, k=k, v=v, tau={0.01, 0.01}, dense_below=-1}\n"
+        "local before = 0 for _ in pairs(args) do before = before + 1 end\n"
+        "local a, sa = sale.reference(args)\n"
+        "local after = 0 for kk in pairs(args) do after = after + 1 end\n"
+        "assert(after == before, 'reference added fields to its argument table')\n"
+        "assert(#args.tau == 2 and args.tau[1] == 0.01)\n"
+        "local b, sb = sale.reference{q=q, k=k, v=v, tau=0.01, dense_below=-1}\n"
+        "assert(sale.rel_l1(a, b) == 0 and sa.kept == sb.kept)\n"
+        "local guarded = setmetatable({q=q, k=k, v=v, tau={0.01, 0.01}, dense_below=-1},\n"
+        "  {__newindex = function() error('written to') end})\n"
+        "sale.reference(guarded)\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "ok") == out, "%s", out);
     free(out);
 }
 
