@@ -73,6 +73,37 @@ def _bad(msg):
     raise InvalidArgument(msg, _lib.ERR_INVALID)
 
 
+_INT_MIN, _INT_MAX = -2 ** 31, 2 ** 31 - 1
+
+
+def _cint(name, v, lo=_INT_MIN):
+    """v checked to be a Python int that a C int holds (ctypes wraps larger ones silently) and >= lo."""
+    if not isinstance(v, int):
+        _bad("%s: expected an int, got %r" % (name, v))
+    if not lo <= v <= _INT_MAX:
+        _bad("%s: %d is out of range [%d, %d] (a C int)" % (name, v, lo, _INT_MAX))
+    return v
+
+
+def _cstr(name, s):
+    """s (a str) as bytes for a char * (ctypes would cut it silently at a NUL byte)."""
+    if not isinstance(s, str):
+        _bad("%s: expected a str, got %r" % (name, s))
+    if "\0" in s:
+        _bad("%s: contains a NUL byte: %r" % (name, s))
+    return s.encode()
+
+
+def _cpath(name, p):
+    try:
+        b = os.fsencode(p)
+    except TypeError:
+        _bad("%s: expected a path (str, bytes or os.PathLike), got %r" % (name, p))
+    if b"\0" in b:
+        _bad("%s: contains a NUL byte: %r" % (name, p))
+    return b
+
+
 # ---------------------------------------------------------------- context
 
 def _on_log(user, level, msg):
@@ -92,8 +123,8 @@ class Context:
         self._lib = lib
         self._lock = threading.RLock()
         opts = _lib.Options()
-        self._cache_b = os.fsencode(cache) if cache is not None else None
-        self._fleet_b = os.fsencode(fleet) if fleet is not None else None
+        self._cache_b = _cpath("cache", cache) if cache is not None else None
+        self._fleet_b = _cpath("fleet", fleet) if fleet is not None else None
         opts.cache_path = self._cache_b
         opts.fleet_path = self._fleet_b
         opts.log = _LOG_CB
@@ -126,9 +157,10 @@ class Context:
         return self._lib.sale_cache_path(self.handle).decode()
 
     def close(self):
-        h, self._h = getattr(self, "_h", None), None
-        if h is not None:
-            self._lib.sale_destroy(h)
+        with getattr(self, "_lock", threading.RLock()):  # never under a call another thread is making
+            h, self._h = getattr(self, "_h", None), None
+            if h is not None:
+                self._lib.sale_destroy(h)
 
     def __del__(self):
         try:
@@ -150,9 +182,9 @@ _default_lock = threading.Lock()
 def default_context():
     """The process-wide context (created at first use; cache from $SALE_CACHE_DIR etc.)."""
     global _default
-    if _default is None:
+    if _default is None or _default._h is None:
         with _default_lock:
-            if _default is None:
+            if _default is None or _default._h is None:  # a closed one is replaced
                 _default = Context()
     return _default
 
@@ -199,6 +231,22 @@ def _strides(name, t, layout):
     return out
 
 
+def _extent(t):
+    """Bytes from t's first element to past its last (its elements lie in [data_ptr, data_ptr + extent))."""
+    return (sum((sz - 1) * st for sz, st in zip(t.shape, t.stride()) if sz > 1) + 1) * t.element_size()
+
+
+def _self_overlap(out):
+    """out's rows are written in parallel: refuse an out whose elements overlap each other (a silent wrong result)."""
+    dims = sorted((st, sz) for sz, st in zip(out.shape, out.stride()) if sz > 1)
+    reach = 0
+    for st, sz in dims:
+        if st <= reach:
+            _bad("out: its elements overlap each other (shape %s, strides %s); pass a tensor of distinct elements, "
+                 "e.g. torch.empty_like(q)" % (tuple(out.shape), tuple(out.stride())))
+        reach += (sz - 1) * st
+
+
 _zero_taus = {}
 
 
@@ -222,7 +270,8 @@ def _set_tau(a, tau, Hq, keep):
         model, layer = tau
         if not isinstance(layer, int) or layer < 0:
             _bad("tau: (model, layer) needs a layer index >= 0, got %r" % (layer,))
-        mb = model.encode()
+        _cint("tau: layer", layer)
+        mb = _cstr("tau: model", model)
         keep.append(mb)
         a.model = mb
         a.layer = layer
@@ -233,9 +282,11 @@ def _set_tau(a, tau, Hq, keep):
             _bad("tau: per-head thresholds are read on the host: pass a CPU tensor or a list (a %s tensor would "
                  "need a sync)" % tau.device)
         tau = tau.detach().reshape(-1).tolist()
+    if isinstance(tau, (str, bytes)):
+        _bad("tau: expected a float, a per-head list/tensor or (model, layer), got %r" % (tau,))
     try:
         vals = [float(x) for x in tau]
-    except TypeError:
+    except (TypeError, ValueError):
         _bad("tau: expected a float, a per-head list/tensor or (model, layer), got %r" % (type(tau).__name__,))
     if len(vals) != Hq:
         _bad("tau: %d per-head values given for %d query heads" % (len(vals), Hq))
@@ -250,6 +301,8 @@ def _prepare(q, k, v, tau, mode, layout, scale, out, device_kind, opts, keep):
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             _bad("%s: expected a torch.Tensor, got %s" % (name, type(t).__name__))
+        if t.layout != torch.strided:
+            _bad("%s: a %s tensor; sale takes dense (strided) tensors: call .to_dense()" % (name, t.layout))
         if t.dim() != 4:
             _bad("%s: expected 4 dimensions [B, %s], got shape %s" %
                  (name, "H, N, D" if layout == "bhnd" else "N, H, D", tuple(t.shape)))
@@ -287,11 +340,16 @@ def _prepare(q, k, v, tau, mode, layout, scale, out, device_kind, opts, keep):
     if Nk != N:
         _bad("k: %d keys for %d queries: sale computes causal prefill (query i sees keys 0..i), lengths must "
              "match" % (Nk, N))
-    if Hkv < 1 or Hq % Hkv:
-        _bad("heads: %d query heads are not a multiple of %d kv heads (GQA needs heads_q %% heads_kv == 0)"
-             % (Hq, Hkv))
     if min(B, N, Hq, D) < 1:
         _bad("q: empty tensor, shape %s" % (tuple(q.shape),))
+    if Hkv < 1:
+        _bad("k: empty tensor (no kv heads), shape %s" % (tuple(k.shape),))
+    if Hq % Hkv:
+        _bad("heads: %d query heads are not a multiple of %d kv heads (GQA needs heads_q %% heads_kv == 0)"
+             % (Hq, Hkv))
+    for f, n in (("batch", B), ("heads_q", Hq), ("heads_kv", Hkv), ("seq_len", N), ("head_dim", D)):
+        if n > _INT_MAX:
+            _bad("q: %s %d is too large (more than %d, a C int)" % (f, n, _INT_MAX))
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=dev)
     else:
@@ -299,6 +357,9 @@ def _prepare(q, k, v, tau, mode, layout, scale, out, device_kind, opts, keep):
             _bad("out: expected a tensor of q's shape %s, dtype %s, on %s; got %s" %
                  (tuple(q.shape), q.dtype, dev, (tuple(out.shape), out.dtype, out.device)
                   if isinstance(out, torch.Tensor) else type(out).__name__))
+        if out.layout != torch.strided:
+            _bad("out: a %s tensor; sale writes dense (strided) tensors" % (out.layout,))
+        _self_overlap(out)
     a = AttentionArgs()
     a.batch, a.heads_q, a.heads_kv, a.seq_len, a.head_dim = B, Hq, Hkv, N, D
     a.dtype = dt
@@ -308,20 +369,23 @@ def _prepare(q, k, v, tau, mode, layout, scale, out, device_kind, opts, keep):
     a.v_stride[:] = _strides("v", v, layout)
     a.o_stride[:] = _strides("out", out, layout)
     a.tau_default = 0.004
-    m = _MODES.get(mode)
+    m = _MODES.get(mode) if isinstance(mode, str) else None
     if m is None:
         _bad("mode: 'auto', 'fused', 'two_pass', 'dense' or 'plain', got %r" % (mode,))
     a.mode = m
     if scale is not None:
-        if not (scale > 0 and math.isfinite(scale)):
+        # as the C float it becomes: 1e-50 would be 0 there, which means 1/sqrt(head_dim)
+        try:
+            fs = None if isinstance(scale, (bool, str, bytes)) else c_float(float(scale)).value
+        except (TypeError, ValueError, OverflowError):
+            fs = None
+        if fs is None or not (fs > 0 and math.isfinite(fs)):
             _bad("scale: must be a finite number > 0 (None: 1/sqrt(head_dim)), got %r" % (scale,))
-        a.scale = scale
+        a.scale = fs
     _set_tau(a, tau, Hq, keep)
     for f, val in opts.items():
         if val is not None:
-            if not isinstance(val, int):
-                _bad("%s: expected an int, got %r" % (f, val))
-            setattr(a, f, val)
+            setattr(a, f, _cint(f, val))
     return a, out, B, Hq, N, D
 
 
@@ -366,6 +430,8 @@ _PLANS_MAX = 512
 
 def _tau_key(tau):
     torch = _torch
+    if isinstance(tau, bool):
+        return ("bad", "bool")  # not the key of 0 or 1: _set_tau refuses it
     if isinstance(tau, (int, float, type(None))) or (isinstance(tau, tuple) and len(tau) == 2
                                                       and isinstance(tau[0], str)):
         return tau
@@ -373,8 +439,10 @@ def _tau_key(tau):
         if tau.device.type != "cpu":
             return ("tensor", str(tau.device))  # _set_tau refuses it with the message
         return tuple(tau.detach().reshape(-1).tolist())
+    if isinstance(tau, (str, bytes)):
+        return ("bad", type(tau).__name__)
     try:
-        return tuple(tau)
+        return ("seq",) + tuple(tau)  # never the key of a (model, layer) tuple
     except TypeError:
         return ("bad", type(tau).__name__)
 
@@ -388,14 +456,15 @@ def _plan(q, k, v, tau, mode, layout, scale, out, kind, opts):
                                                                          out.device),
                _tau_key(tau), mode, layout, scale, kind, tuple(opts.values()))
         hash(key)
-    except (AttributeError, TypeError):
-        key = None  # not tensors, or unhashable settings: _prepare says what is wrong
+    except (AttributeError, TypeError, RuntimeError):
+        key = None  # not tensors (or sparse ones), or unhashable settings: _prepare says what is wrong
     p = _plans.get(key) if key is not None else None
     if p is None:
         keep = []
         a, o, B, Hq, N, D = _prepare(q, k, v, tau, mode, layout, scale, out, kind, opts, keep)
         a.q = a.k = a.v = a.out = None
-        p = (bytes(a), keep, B, Hq, N, D, [None])  # the last slot: workspace bytes, filled at first use
+        ext = tuple(_extent(t) for t in (q, k, v, o))
+        p = (bytes(a), keep, B, Hq, N, D, [None], ext)  # [None]: workspace bytes, filled at first use
         if key is not None:
             if len(_plans) >= _PLANS_MAX:
                 _plans.clear()
@@ -415,10 +484,21 @@ def _thr(thr):
 
 
 def _fill(p, q, k, v, out):
+    """The plan's args with these tensors' pointers; the checks that depend on more than shapes and strides."""
+    if (q.requires_grad or k.requires_grad or v.requires_grad) and _torch.is_grad_enabled():
+        _bad("q, k, v: sale has no backward, and a tensor requires grad: the result would silently have none; "
+             "call under torch.no_grad() or pass .detach()ed tensors")
     a = AttentionArgs.from_buffer_copy(p[0])
+    given = out is not None
     if out is None:
         out = _torch.empty(q.shape, dtype=q.dtype, device=q.device)
     a.q, a.k, a.v, a.out = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
+    if given:  # out is written while q, k, v are read: a view of one of them gives a silent wrong result
+        eq, ek, ev, eo = p[7]
+        for name, ptr, e in (("q", a.q, eq), ("k", a.k, ek), ("v", a.v, ev)):
+            if a.out < ptr + e and ptr < a.out + eo:
+                _bad("out: overlaps %s in memory (sale writes out while it reads %s); pass a separate tensor" %
+                     (name, name))
     return a, out
 
 
@@ -482,7 +562,7 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
             wsbuf = torch.empty(nbytes, dtype=torch.uint8, device=dev)
             a.workspace = wsbuf.data_ptr()
             a.workspace_bytes = nbytes
-            st = lib.sale_attention(ctx._h, byref(a), c_void_p(stream))
+            st = lib.sale_attention(ctx.handle, byref(a), c_void_p(stream))
             if st != _lib.OK:
                 ctx.check(st, "sale.attention")
     finally:
@@ -518,6 +598,13 @@ def reference_attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale
 def mask_to_blocks(mask, num_kblocks):
     """Expand a kept-block bitmask [B, Hq, nqb, words] (int32) into bool [B, Hq, nqb, nkb]."""
     torch = _t()
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.int32 or mask.dim() < 1:
+        _bad("mask: expected the int32 kept-block mask [B, Hq, nqb, words] sale returns, got %s" %
+             ((mask.dtype, tuple(mask.shape)) if isinstance(mask, torch.Tensor) else type(mask).__name__,))
+    _cint("num_kblocks", num_kblocks, 0)
+    if num_kblocks > mask.shape[-1] * 32:
+        _bad("num_kblocks: %d blocks, the mask's %d words hold %d" % (num_kblocks, mask.shape[-1],
+                                                                     mask.shape[-1] * 32))
     bits = torch.arange(32, device=mask.device, dtype=torch.int32)
     m = ((mask.unsqueeze(-1) >> bits) & 1).bool()
     return m.reshape(*mask.shape[:-1], -1)[..., :num_kblocks]
@@ -532,7 +619,7 @@ def _parse_key(ctx, key):
         _bad("key: expected key text like 'fused:d=128,dt=bf16,arch=sm_90', got %r" % (key,))
     k = Key()
     err = ctypes.create_string_buffer(256)
-    st = ctx._lib.sale_key_parse(key.encode(), byref(k), err, 256)
+    st = ctx._lib.sale_key_parse(_cstr("key", key), byref(k), err, 256)
     if st != _lib.OK:
         _raise(st, "key %r: %s" % (key, err.value.decode()))
     return k
@@ -606,6 +693,7 @@ def prewarm(keys=None, *, archs=("sm_80", "sm_86", "sm_89", "sm_90"), head_dims=
         for a in archs:
             for f in families:
                 for d in head_dims:
+                    _cint("head_dims", d)
                     for t in dtypes:
                         for thr in thrs:
                             text = "%s:d=%d,dt=%s,arch=%s,thr=%s" % (f, d, t, a, thr)
@@ -620,6 +708,10 @@ def prewarm(keys=None, *, archs=("sm_80", "sm_86", "sm_89", "sm_90"), head_dims=
     else:
         if isinstance(keys, str):
             keys = [keys]
+        try:
+            keys = list(keys)
+        except TypeError:
+            _bad("keys: expected key text or a list of key texts, got %r" % (keys,))
         for text in keys:
             k = _parse_key(ctx, text)
             err = ctypes.create_string_buffer(256)
@@ -640,7 +732,7 @@ def prewarm(keys=None, *, archs=("sm_80", "sm_86", "sm_89", "sm_90"), head_dims=
         else:
             results[i] = _info(ki)
 
-    n = jobs or os.cpu_count() or 1
+    n = (_cint("jobs", jobs) if jobs is not None else 0) or os.cpu_count() or 1
     if n > 1 and len(todo) > 1:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=n) as ex:
@@ -689,7 +781,8 @@ def cache_info(context=None):
     if path != ":memory:" and os.path.exists(path):
         try:
             import sqlite3
-            db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
+            from urllib.request import pathname2url  # a path with '?', '#' or '%' is not a URI
+            db = sqlite3.connect("file:%s?mode=ro" % pathname2url(path), uri=True, timeout=5)
             try:
                 tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
                 for t in tables:
@@ -716,10 +809,11 @@ def thresholds(model, layer, heads, context=None, meta=False):
     error (worst sample; -1 unknown), thr ("run", "fixed", or None: not recorded)."""
     ctx = _ctx(context)
     _need(ctx, "sale_thresholds_get")
+    mb, _, _ = _cstr("model", model), _cint("layer", layer), _cint("heads", heads, 1)
     arr = (c_float * heads)()
     infos = (_lib.ThresholdMeta * heads)() if meta else None
     with ctx._lock:
-        ctx.check(ctx._lib.sale_thresholds_get(ctx.handle, model.encode(), layer, arr, heads, infos),
+        ctx.check(ctx._lib.sale_thresholds_get(ctx.handle, mb, layer, arr, heads, infos),
                   "thresholds(%r, %d)" % (model, layer))
     if not meta:
         return list(arr)
@@ -736,7 +830,16 @@ def put_thresholds(model, layer, tau, budget=0.0, samples=0, context=None, thr=N
     thresholds when its thr is None; asking for the other one is refused."""
     ctx = _ctx(context)
     _need(ctx, "sale_thresholds_put")
-    vals = [float(x) for x in tau]
+    mb, _, _ = _cstr("model", model), _cint("layer", layer), _cint("samples", samples, 0)
+    try:
+        if isinstance(tau, (str, bytes)):
+            raise TypeError
+        vals = [float(x) for x in tau]
+    except (TypeError, ValueError):
+        _bad("tau: expected a per-head list of floats, got %r" % (tau,))
+    _cint("tau: number of heads", len(vals))
+    if isinstance(budget, (bool, str, bytes)) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
+        _bad("budget: a finite number >= 0 (0: unknown), got %r" % (budget,))
     arr = (c_float * len(vals))(*vals)
     variant = 0
     if thr is not None:
@@ -746,7 +849,7 @@ def put_thresholds(model, layer, tau, budget=0.0, samples=0, context=None, thr=N
     meta = _lib.ThresholdMeta(budget=budget, budget_abs=0, samples=samples, created=0, density=-1, error=-1,
                               thr=variant)
     with ctx._lock:
-        ctx.check(ctx._lib.sale_thresholds_put(ctx.handle, model.encode(), layer, arr, len(vals), byref(meta)),
+        ctx.check(ctx._lib.sale_thresholds_put(ctx.handle, mb, layer, arr, len(vals), byref(meta)),
                   "put_thresholds(%r, %d)" % (model, layer))
 
 

@@ -109,10 +109,13 @@ class Capture:
     def __enter__(self):
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+        cfg = self.model.config
+        if id(cfg) in _active or cfg._attn_implementation == CAPTURE_NAME:
+            raise _core.InvalidArgument("sale.capture: this model is already being captured (captures of one model "
+                                        "do not nest)", _lib.ERR_INVALID)
         os.makedirs(self.spool, exist_ok=True)
         for f in os.listdir(self.spool):
             os.remove(os.path.join(self.spool, f))
-        cfg = self.model.config
         self.orig = cfg._attn_implementation or "sdpa"
         AttentionInterface.register(CAPTURE_NAME, _capture_forward)
         AttentionMaskInterface.register(CAPTURE_NAME, _capture_mask)
@@ -203,6 +206,18 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
     command's warnings (one sample per layer: a tau that may not hold on
     other prompts) are raised as UserWarning."""
     # the arguments first: a bad one is the caller's error wherever the command is
+    for name, val in (("model", model), ("device", device)):
+        if not isinstance(val, str) or not val or "\0" in val:
+            raise _core.InvalidArgument("%s: a non-empty str without NUL bytes, got %r" % (name, val), _lib.ERR_INVALID)
+    try:
+        if "\0" in os.fsdecode(directory):
+            raise TypeError
+    except TypeError:
+        raise _core.InvalidArgument("directory: a path without NUL bytes, got %r" % (directory,),
+                                    _lib.ERR_INVALID) from None
+    if isinstance(extra_args, (str, bytes)):
+        raise _core.InvalidArgument("extra_args: a list of command arguments, got the string %r" % (extra_args,),
+                                    _lib.ERR_INVALID)
     if thr is not None and thr not in _lib.THRS:
         raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: the device's default), got %r" % (thr,), _lib.ERR_INVALID)
     if dense_above is not None and (not isinstance(dense_above, (int, float)) or not 0 <= dense_above <= 1):

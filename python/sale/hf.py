@@ -22,8 +22,43 @@ def configure(**kw):
         if k not in _settings:
             raise _core.InvalidArgument("sale.hf.configure: unknown setting %r (known: %s)" %
                                         (k, ", ".join(sorted(_settings))))
-        _settings[k] = v
+        why = _CHECKS[k](v)  # refused here, not silently (cpu="refrence" would be SDPA) or at the first prefill
+        if why:
+            raise _core.InvalidArgument("sale.hf.configure: %s: %s, got %r" % (k, why, v))
+    _settings.update(kw)
     return dict(_settings)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and -2 ** 31 <= v < 2 ** 31
+
+
+_CHECKS = {
+    "model": lambda v: None if v is None or (isinstance(v, str) and "\0" not in v) else "a model name (str) or None",
+    "tau": lambda v: None if (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1) or
+    (isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) and 0 <= x < 1 for x in v))
+    else "a float in [0, 1) or a per-head list of them",
+    "mode": lambda v: None if isinstance(v, str) and v in _core._MODES else "one of %s" % ", ".join(_core._MODES),
+    "min_len": lambda v: None if _is_int(v) and v >= 0 else "an int >= 0",
+    "cpu": lambda v: None if v in ("sdpa", "reference") else "'sdpa' or 'reference'",
+    "dense_below": lambda v: None if v is None or _is_int(v) else "an int or None",
+}
+
+
+_grad_told = False
+
+
+def _needs_grad(torch, query, key, value):
+    """True when autograd records this forward: sale has no backward, so SDPA runs it (said once, as a warning:
+    a forward without torch.no_grad() would otherwise lose sale's speed unseen)."""
+    global _grad_told
+    if not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
+        return False
+    if not _grad_told:
+        _grad_told = True
+        _core._log.warning("sale: q/k/v require grad (a forward outside torch.no_grad()); sale has no backward, so "
+                           "SDPA runs these forwards. Use torch.no_grad() or torch.inference_mode() for sale.")
+    return True
 
 
 def use_thresholds(model_name):
@@ -43,16 +78,19 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
     Nk = key.shape[2]
     s = _settings
     on_cpu = query.device.type == "cpu"
+    torch = _core._t()
     if (attention_mask is not None or Nq != Nk or Nq < s["min_len"] or dropout or kwargs.get("softcap")
             or getattr(module, "sliding_window", None) or not getattr(module, "is_causal", True)
             or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None
             or D not in (64, 128) or (on_cpu and s["cpu"] != "reference")
+            or _needs_grad(torch, query, key, value)
             or (not on_cpu and query.dtype not in (_core._t().float16, _core._t().bfloat16))):
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     model = s["model"] or getattr(getattr(module, "config", None), "sale_model", None)
+    if model is not None and not isinstance(model, str):
+        raise _core.InvalidArgument("sale: config.sale_model: expected a model name (str), got %r" % (model,))
     layer = getattr(module, "layer_idx", None)
     tau = (model, layer) if model and layer is not None else s["tau"]
-    torch = _core._t()
     out = torch.empty((B, Nq, Hq, D), dtype=query.dtype, device=query.device)
     ot = out.transpose(1, 2)  # [B, Hq, N, D] view of the [B, N, Hq, D] buffer transformers wants
     fn = _core.reference_attention if on_cpu else _core.attention

@@ -1,0 +1,279 @@
+# Hostile inputs at the Python door: everything is refused before the C call
+# (or the GPU) with sale.InvalidArgument naming the argument; nothing is cut
+# silently (ctypes wraps a Python int into a C int and cuts a str at a NUL
+# byte without a word), and nothing gives a silent wrong result.
+import logging
+import os
+import threading
+
+import pytest
+import torch
+
+import sale
+from sale import _lib
+
+gpu = pytest.mark.gpu
+
+
+def qkv(Hq=4, Hkv=2, N=128, D=64, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(1, H, N, D, dtype=dtype, generator=g) for H in (Hq, Hkv, Hkv)]
+
+
+def raises(match, fn, *a, **kw):
+    with pytest.raises(sale.InvalidArgument, match=match) as e:
+        fn(*a, **kw)
+    assert e.value.status_name == "SALE_ERR_INVALID" and isinstance(e.value, ValueError)
+    return e.value
+
+
+def has_thresholds():
+    if not hasattr(_lib.load(), "sale_thresholds_get"):
+        pytest.skip("this libsale does not store thresholds (sale_thresholds_get missing)")
+
+
+# ------------------------------------------------- ints that a C int cannot hold
+
+def test_int_options_are_not_wrapped_into_a_c_int():
+    q, k, v = qkv()
+    # 2**32 + 64 was block_q 64 in C; 2**32 - 1 was dense_below -1 (never dense)
+    raises(r"block_q: 4294967360 is out of range", sale.reference_attention, q, k, v, block_q=2 ** 32 + 64)
+    raises(r"dense_below: 4294967295 is out of range", sale.reference_attention, q, k, v, dense_below=2 ** 32 - 1)
+
+
+def test_threshold_layer_is_not_wrapped(tmp_path):
+    has_thresholds()
+    with sale.Context(cache=str(tmp_path / "c.db")) as ctx:
+        sale.put_thresholds("m", 0, [0.1, 0.2], context=ctx)
+        # layer 2**32 read (and wrote) layer 0
+        raises(r"layer: 4294967296 is out of range", sale.thresholds, "m", 2 ** 32, 2, context=ctx)
+        raises(r"layer: 4294967297 is out of range", sale.put_thresholds, "m", 2 ** 32 + 1, [0.3, 0.3],
+               context=ctx)
+        raises(r"samples: 4294967299 is out of range", sale.put_thresholds, "m", 1, [0.3], samples=2 ** 32 + 3,
+               context=ctx)
+        q, k, v = qkv(Hq=2, Hkv=2)
+        raises(r"tau: layer: 4294967296 is out of range", sale.reference_attention, q, k, v, tau=("m", 2 ** 32),
+               context=ctx)
+
+
+def test_huge_dimension_is_named_not_wrapped():
+    # 2**31 rows (4 GiB of address space, never touched): C saw seq_len -2147483648
+    q = torch.empty((1, 1, 2 ** 31, 1), dtype=torch.float16)
+    raises(r"q: seq_len 2147483648 is too large", sale.reference_attention, q, q, q)
+
+
+# ------------------------------------------------------ strings with NUL bytes
+
+def test_nul_bytes_are_refused_not_cut(tmp_path):
+    raises(r"cache: contains a NUL byte", sale.Context, cache=str(tmp_path / "a\0b"))  # opened tmp_path/a
+    assert not (tmp_path / "a").exists()
+    raises(r"fleet: contains a NUL byte", sale.Context, cache=str(tmp_path / "c.db"), fleet=str(tmp_path / "f\0"))
+    raises(r"key: contains a NUL byte", sale.format_key, "fused:d=128\0,d=64")  # was fused:d=128
+    q, k, v = qkv()
+    raises(r"tau: model: contains a NUL byte", sale.reference_attention, q, k, v, tau=("m\0x", 0))
+
+
+def test_nul_in_threshold_model_name(tmp_path):
+    has_thresholds()
+    with sale.Context(cache=str(tmp_path / "c.db")) as ctx:
+        sale.put_thresholds("m", 0, [0.1], context=ctx)
+        raises(r"model: contains a NUL byte", sale.thresholds, "m\0other", 0, 1, context=ctx)  # read "m"
+        raises(r"model: contains a NUL byte", sale.put_thresholds, "m\0x", 0, [0.2], context=ctx)
+        assert sale.thresholds("m", 0, 1, context=ctx) == pytest.approx([0.1])
+
+
+def test_prewarm_key_with_nul_is_refused():
+    # arch "sm_80\0" compiled thr=run where thr=fixed was asked: the key was cut before ",thr=fixed"
+    raises(r"key: contains a NUL byte", sale.prewarm, archs=("sm_80\0",), families=("fused",), head_dims=(64,),
+           dtypes=("bf16",), thrs=("fixed",), jobs=1)
+
+
+# ------------------------------------------------------- wrong types, wrong class
+
+def test_wrong_types_raise_invalid_argument():
+    q, k, v = qkv()
+    ref = sale.reference_attention
+    raises(r"scale: must be a finite number > 0", ref, q, k, v, scale="x")  # was TypeError
+    raises(r"scale: must be a finite number > 0", ref, q, k, v, scale=[1.0])
+    raises(r"mode: 'auto', 'fused'", ref, q, k, v, mode=["dense"])  # was TypeError: unhashable
+    raises(r"tau: expected a float", ref, q, k, v, tau=["a"] * 4)  # was ValueError from float()
+    raises(r"tau: expected a float", ref, q, k, v, tau=(b"m", 0))
+    raises(r"q: a torch.sparse_coo tensor", ref, q.to_sparse(), k, v)  # was RuntimeError (data pointer)
+    raises(r"k: empty tensor \(no kv heads\)", ref, q, k[:, :0], v[:, :0])  # was "not a multiple of 0 kv heads"
+
+
+def test_tau_string_is_not_a_per_head_list():
+    q, k, v = qkv()
+    raises(r"tau: expected a float", sale.reference_attention, q, k, v, tau="0000")  # ran as [0, 0, 0, 0]
+
+
+def test_tau_false_is_not_served_from_the_plan_of_tau_0():
+    q, k, v = qkv()
+    sale.reference_attention(q, k, v, tau=0)
+    raises(r"tau: expected a float", sale.reference_attention, q, k, v, tau=False)
+
+
+def test_scale_that_is_zero_as_a_float32_is_refused():
+    q, k, v = qkv()
+    # 1e-50 is 0.0f in C, which means 1/sqrt(head_dim): a different softmax, silently
+    raises(r"scale: must be a finite number > 0", sale.reference_attention, q, k, v, scale=1e-50)
+
+
+def test_threshold_api_wrong_types(tmp_path):
+    has_thresholds()
+    with sale.Context(cache=str(tmp_path / "c.db")) as ctx:
+        raises(r"model: expected a str, got 5", sale.thresholds, 5, 0, 2, context=ctx)  # was AttributeError
+        raises(r"heads: -1 is out of range", sale.thresholds, "m", 0, -1, context=ctx)
+        raises(r"layer: expected an int", sale.thresholds, "m", "0", 2, context=ctx)  # was ctypes.ArgumentError
+        raises(r"tau: expected a per-head list of floats", sale.put_thresholds, "m", 0, "0", context=ctx)
+        raises(r"budget: a finite number >= 0", sale.put_thresholds, "m", 0, [0.1], budget=float("nan"),
+               context=ctx)
+
+
+def test_context_and_prewarm_wrong_types():
+    raises(r"cache: expected a path", sale.Context, cache=5)
+    raises(r"keys: expected key text or a list", sale.prewarm, 5)
+    raises(r"jobs: expected an int", sale.prewarm, [], jobs="2")
+
+
+def test_mask_to_blocks_checks_its_arguments():
+    m = torch.zeros(1, 1, 2, 1, dtype=torch.int32)
+    raises(r"mask: expected the int32 kept-block mask", sale.mask_to_blocks, [[1]], 3)
+    raises(r"mask: expected the int32 kept-block mask", sale.mask_to_blocks, m.float(), 3)
+    raises(r"num_kblocks: -1 is out of range", sale.mask_to_blocks, m, -1)  # was 31 columns
+    raises(r"num_kblocks: 100 blocks, the mask's 1 words hold 32", sale.mask_to_blocks, m, 100)
+
+
+# ------------------------------------------------------------- silent wrong results
+
+def test_out_whose_elements_overlap_is_refused():
+    q, k, v = qkv()
+    # every head's rows on one buffer: heads overwrite each other (a wrong result, silently)
+    o = torch.empty(4 * 128 * 64 + 64).as_strided((1, 4, 128, 64), (0, 64, 64, 1))
+    raises(r"out: its elements overlap each other", sale.reference_attention, q, k, v, out=o)
+
+
+def test_out_that_is_an_input_is_refused():
+    q, k, v = qkv(Hq=2, Hkv=2)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        raises(r"out: overlaps %s in memory" % name, sale.reference_attention, q, k, v, out=t)
+    # also on a repeated call (the plan for these shapes is cached)
+    sale.reference_attention(q, k, v, out=torch.empty_like(q))
+    raises(r"out: overlaps k in memory", sale.reference_attention, q, k, v, out=k)
+
+
+def test_inputs_that_require_grad_are_refused():
+    q, k, v = qkv()
+    qg = q.clone().requires_grad_()
+    raises(r"sale has no backward", sale.reference_attention, qg, k, v)  # out had no grad_fn, silently
+    with torch.no_grad():
+        sale.reference_attention(qg, k, v)
+
+
+# ------------------------------------------------------------------- contexts
+
+def test_close_waits_for_a_call_in_progress(tmp_path):
+    ctx = sale.Context(cache=str(tmp_path / "c.db"))
+    closed = threading.Event()
+    with ctx._lock:  # a call in progress on another thread holds the lock
+        t = threading.Thread(target=lambda: (ctx.close(), closed.set()))
+        t.start()
+        assert not closed.wait(0.3)  # sale_destroy under a running call was a use after free
+        assert ctx._h is not None
+    t.join(10)
+    assert closed.is_set() and ctx._h is None
+
+
+def test_closed_default_context_is_replaced():
+    sale.default_context().close()
+    q, k, v = qkv()
+    sale.reference_attention(q, k, v)  # was "sale: this context is closed", forever
+
+
+@gpu
+def test_attention_on_a_closed_context_is_refused():
+    q, k, v = [t.cuda().half() for t in qkv()]
+    ctx = sale.Context()
+    sale.attention(q, k, v, context=ctx)  # the plan (and its workspace size) is now cached
+    ctx.close()
+    with pytest.raises(sale.SaleError, match="context is closed"):  # was a NULL sale_ctx to sale_attention
+        sale.attention(q, k, v, context=ctx)
+
+
+def test_cache_info_with_uri_characters_in_the_path(tmp_path):
+    d = tmp_path / "a?b#c%d"
+    d.mkdir()
+    with sale.Context(cache=str(d / "c.db")) as ctx:
+        sale.compile("dense:d=64,dt=bf16,arch=sm_80", context=ctx)
+        info = sale.cache_info(ctx)
+    assert "error" not in info and info.get("kernels", 0) >= 1
+
+
+# --------------------------------------------------------------- hf and calib
+
+transformers_missing = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("transformers") is None, reason="transformers is not installed")
+
+
+@pytest.fixture
+def hf_settings():
+    from sale import hf
+    saved = hf.configure()
+    yield hf
+    hf.configure(**saved)
+
+
+def test_hf_configure_refuses_bad_settings(hf_settings):
+    hf = hf_settings
+    raises(r"cpu: 'sdpa' or 'reference', got 'refrence'", hf.configure, cpu="refrence")  # was silently SDPA
+    raises(r"mode: one of", hf.configure, mode="sparse")
+    raises(r"tau: a float in \[0, 1\)", hf.configure, tau=2.0)
+    raises(r"min_len: an int >= 0", hf.configure, min_len="0")
+    raises(r"model: a model name", hf.configure, model=5)
+    assert hf.configure()["cpu"] == "sdpa"  # nothing of a refused call is kept
+
+
+@transformers_missing
+def test_hf_config_sale_model_not_a_str(hf_settings):
+    from tinyllama import tiny_llama
+    hf = hf_settings
+    hf.configure(cpu="reference", min_len=0)
+    m = tiny_llama("sale")
+    m.config.sale_model = 5  # was tau=(5, layer): "tau: 2 per-head values given for 4 query heads"
+    with torch.no_grad():
+        raises(r"config.sale_model: expected a model name", m, torch.randint(0, 1000, (1, 64)))
+
+
+@transformers_missing
+def test_hf_training_falls_back_to_sdpa(hf_settings, monkeypatch, caplog):
+    from tinyllama import tiny_llama
+    hf = hf_settings
+    monkeypatch.setattr(sale._core, "reference_attention", lambda *a, **k: pytest.fail("sale has no backward"))
+    hf.configure(cpu="reference", min_len=0)
+    m = tiny_llama("sale")
+    monkeypatch.setattr(hf, "_grad_told", False)
+    with caplog.at_level(logging.WARNING, logger="sale"):
+        m(torch.randint(0, 1000, (1, 64))).logits.sum().backward()
+        m(torch.randint(0, 1000, (1, 64)))
+    assert m.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    told = [r for r in caplog.records if "no backward" in r.getMessage()]
+    assert len(told) == 1, [r.getMessage() for r in caplog.records]  # said once, not per layer or call
+
+
+@transformers_missing
+def test_nested_capture_of_one_model_is_refused(tmp_path):
+    from tinyllama import tiny_llama
+    m = tiny_llama("sdpa")
+    with pytest.raises(sale.InvalidArgument, match="already being captured"):  # was a RecursionError
+        with torch.no_grad(), sale.capture(m, str(tmp_path / "a")), sale.capture(m, str(tmp_path / "b")):
+            m(torch.randint(0, 1000, (1, 64)))
+    assert m.config._attn_implementation == "sdpa"
+
+
+def test_calibrate_checks_its_arguments(tmp_path):
+    raises(r"model: a non-empty str", sale.calibrate, str(tmp_path), model=None)  # was TypeError in subprocess
+    raises(r"model: a non-empty str", sale.calibrate, str(tmp_path), model="a\0b")
+    raises(r"device: a non-empty str", sale.calibrate, str(tmp_path), model="a", device=3)
+    raises(r"extra_args: a list", sale.calibrate, str(tmp_path), model="a", extra_args="--x")  # was '-', '-', 'x'
+    raises(r"directory: a path without NUL", sale.calibrate, str(tmp_path) + "\0", model="a")
+    assert os.listdir(tmp_path) == []
