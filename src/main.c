@@ -184,7 +184,14 @@ static int cmd_info(const gopts *g, int argc, char **argv)
     }
     if (argc > 1)
         die_usage("info: unexpected argument '%s'", argv[1]);
-    sale_ctx *ctx = open_ctx(g);
+    /* info only looks: a named cache that does not exist is reported, not
+     * created (nor its directories); the context then uses none */
+    const char *named = g->cache ? g->cache : g_cfg.cache_path[0] ? g_cfg.cache_path : NULL;
+    const int missing = named && access(named, F_OK) != 0;
+    gopts gm = *g;
+    if (missing)
+        gm.cache = ":memory:";
+    sale_ctx *ctx = open_ctx(&gm);
     int nv = 0;
     sale_nvrtc_version(&nv);
     printf("sale %s\n", SALE_VERSION_STRING);
@@ -222,7 +229,10 @@ static int cmd_info(const gopts *g, int argc, char **argv)
     }
     char sz[32];
     human_bytes(cache_bytes(ctx), sz, sizeof sz);
-    printf("cache      %s (%s)\n", sale_cache_path(ctx), sz);
+    if (missing)
+        printf("cache      %s (does not exist yet: created at the first compile)\n", named);
+    else
+        printf("cache      %s (%s)\n", sale_cache_path(ctx), sz);
     if (sale_fleet_path(ctx)[0])
         printf("fleet      %s (read-only)\n", sale_fleet_path(ctx));
     printf("config     %s\n", g_cfg.path[0] ? g_cfg.path : "(built-in defaults)");
@@ -735,6 +745,12 @@ static int cmd_tune(const gopts *g, int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
         return cli_tune(NULL, NULL, argc, argv);
+    int rc0 = cli_tune(NULL, &g_cfg, argc, argv); /* a usage error opens (or creates) no cache */
+    if (rc0)
+        return rc0;
+    for (int i = 1; i < argc; i++) /* --help after other options: the check printed it */
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 0;
     sale_ctx *ctx = open_ctx(g);
     int rc = cli_tune(ctx, &g_cfg, argc, argv);
     sale_destroy(ctx);

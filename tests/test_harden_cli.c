@@ -176,6 +176,33 @@ Test(harden_cli, listing_a_missing_cache_creates_no_directory)
     cr_assert_neq(access(in_dir("deep"), F_OK), 0, "ls created %s/deep: %s", dir, out);
 }
 
+/* tune's usage errors opened (and created) the cache before its options
+ * were read; a valid tune with --help last prints its help, once. */
+Test(harden_cli, tune_usage_errors_touch_no_cache)
+{
+    const char *cache = in_dir("kernels.db");
+    cr_assert_eq(run(NULL, "tune --heads 32 0"), 2, "%s", out);
+    cr_assert_eq(run(NULL, "tune --families nosuch"), 2, "%s", out);
+    cr_assert_eq(run(NULL, "tune --reps -3"), 2, "%s", out);
+    cr_assert_eq(access(cache, F_OK), -1, "a usage error created %s", cache);
+    cr_assert_eq(run(NULL, "tune --reps 3 --help"), 0, "%s", out);
+    const char *first = strstr(out, "usage: sale tune");
+    cr_assert(first != NULL && strstr(first + 1, "usage: sale tune") == NULL, "%s", out);
+    cr_assert_eq(access(cache, F_OK), -1, "--help created %s", cache);
+}
+
+/* info only looks: it created a named cache that did not exist, and its
+ * directories (as root, /nonexistent/x/ on the machine that ran it). */
+Test(harden_cli, info_reports_a_missing_cache_and_creates_nothing)
+{
+    cr_assert_eq(run(NULL, "--cache %s/deep/dir/k.db info", dir), 0, "%s", out);
+    cr_assert_neq(access(in_dir("deep"), F_OK), 0, "info created %s/deep: %s", dir, out);
+    cr_assert(strstr(out, "does not exist yet") != NULL && strstr(out, "deep/dir/k.db") != NULL, "%s", out);
+    cr_assert_eq(run(NULL, "prewarm -q --arch sm_90 --family quantize --head-dim 64 --dtype bf16"), 0, "%s", out);
+    cr_assert_eq(run(NULL, "info"), 0, "%s", out);
+    cr_assert(strstr(out, "does not exist yet") == NULL && strstr(out, "kernels.db (") != NULL, "%s", out);
+}
+
 /* 7. "N kernels (A compiled, B from cache, C failed)": all >= 0, A+B+C = N. */
 static void assert_summary(int want_n)
 {
