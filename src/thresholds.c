@@ -3,6 +3,7 @@
  * file, then the config's `thresholds` section; and the one place where an
  * attention call's per-head taus are decided (thresholds_resolve). */
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,18 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
     if (meta && !thr_known(meta->thr)) {
         sale_set_error(ctx, "sale_thresholds_put: meta.thr: unknown threshold variant %d (SALE_THR_RUN, "
                             "SALE_THR_FIXED; 0: not recorded)", meta->thr);
+        return SALE_ERR_INVALID;
+    }
+    /* what `sale ls --thresholds` and the variant check read back: no NaN
+     * budget, no negative sample count stored as if measured */
+    if (meta && (!(meta->budget >= 0 && isfinite(meta->budget)) || (meta->budget_abs != 0 && meta->budget_abs != 1) ||
+                 meta->samples < 0 || meta->created < 0 ||
+                 !(meta->density == -1 || (meta->density >= 0 && meta->density <= 1)) ||
+                 !(meta->error == -1 || (meta->error >= 0 && isfinite(meta->error))))) {
+        sale_set_error(ctx, "sale_thresholds_put: meta: budget %g (finite, >= 0), budget_abs %d (0 or 1), samples %d "
+                            "(>= 0), created %lld (>= 0), density %g ([0, 1] or -1), error %g (>= 0 or -1)",
+                       meta->budget, meta->budget_abs, meta->samples, (long long)meta->created, meta->density,
+                       meta->error);
         return SALE_ERR_INVALID;
     }
     if (!ctx->db) {

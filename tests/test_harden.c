@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -766,6 +767,35 @@ Test(harden, fleet_or_import_source_that_is_no_file_is_refused_at_once, .timeout
     cr_assert_eq(db_import(d, g_dir, g_err, sizeof g_err), -1);
     cr_assert(strstr(g_err, "not a regular file") != NULL, "%s", g_err);
     db_close(d);
+}
+
+/* sale_thresholds_put stored any meta: a NaN budget, a negative sample
+ * count, a density of 7 read back by `sale ls --thresholds` as measured. */
+Test(harden, thresholds_put_refuses_meta_that_is_not_a_measurement) {
+    const char *p = in_dir("m.db");
+    sale_options o = {.cache_path = p};
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_OK);
+    const float tau[2] = {0.004f, 0.002f};
+    const sale_threshold_meta good = {.budget = 0.02, .samples = 3, .created = 1700000000, .density = -1, .error = -1,
+                                      .thr = SALE_THR_FIXED};
+    cr_assert_eq(sale_thresholds_put(ctx, "m", 0, tau, 2, &good), SALE_OK, "%s", sale_last_error(ctx));
+    sale_threshold_meta bad[6];
+    for (int i = 0; i < 6; i++)
+        bad[i] = good;
+    bad[0].budget = NAN;
+    bad[1].samples = -1;
+    bad[2].density = 7;
+    bad[3].error = INFINITY;
+    bad[4].budget_abs = 2;
+    bad[5].created = -5;
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(sale_thresholds_put(ctx, "m", 1, tau, 2, &bad[i]), SALE_ERR_INVALID, "meta %d accepted", i);
+        cr_assert(strstr(sale_last_error(ctx), "meta:") != NULL, "%s", sale_last_error(ctx));
+    }
+    float back[2];
+    cr_assert_eq(sale_thresholds_get(ctx, "m", 1, back, 2, NULL), SALE_ERR_NOT_FOUND, "a refused put stored layer 1");
+    sale_destroy(ctx);
 }
 
 /* A fleet file that cannot be opened is named as the fault, not the
