@@ -50,17 +50,25 @@ def read_safetensors(path):
     torch = _core._t()
     rev = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
     with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, m in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = m["data_offsets"]
-        buf = bytearray(data[a:b])
-        t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-        out[name] = t.view(rev[m["dtype"]]).reshape(m["shape"])
+        raw = f.read()
+    try:  # a malformed file is named, never a bare json/KeyError from inside
+        n = struct.unpack("<Q", raw[:8])[0]
+        if n > len(raw) - 8:
+            raise ValueError("header of %d bytes past the file's end" % n)
+        header = json.loads(raw[8:8 + n])
+        data = raw[8 + n:]
+        out = {}
+        for name, m in header.items():
+            if name == "__metadata__":
+                continue
+            a, b = m["data_offsets"]
+            if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= len(data)):
+                raise ValueError("%s: data_offsets [%r, %r] outside the %d data bytes" % (name, a, b, len(data)))
+            buf = bytearray(data[a:b])
+            t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
+            out[name] = t.view(rev[m["dtype"]]).reshape(m["shape"])
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+        raise _core.InvalidArgument("%s: not a safetensors file sale reads (%s: %s)" % (path, type(e).__name__, e))
     return out
 
 

@@ -277,3 +277,30 @@ def test_calibrate_checks_its_arguments(tmp_path):
     raises(r"extra_args: a list", sale.calibrate, str(tmp_path), model="a", extra_args="--x")  # was '-', '-', 'x'
     raises(r"directory: a path without NUL", sale.calibrate, str(tmp_path) + "\0", model="a")
     assert os.listdir(tmp_path) == []
+
+
+def test_read_safetensors_names_a_malformed_file(tmp_path):
+    import json
+    import struct
+    from sale.calib import read_safetensors
+
+    def write(name, header, data=b""):
+        h = json.dumps(header).encode() if not isinstance(header, bytes) else header
+        p = tmp_path / name
+        p.write_bytes(struct.pack("<Q", len(h)) + h + data)
+        return str(p)
+
+    good = write("good.safetensors", {"q": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8)
+    assert read_safetensors(good)["q"].shape == (2,)
+    bad = [write("short", b"{"), write("notjson", b"{nope", b""),
+           write("nodtype", {"q": {"shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
+           write("past", {"q": {"dtype": "F32", "shape": [2], "data_offsets": [0, 80]}}, b"\0" * 8),
+           write("shape", {"q": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),
+           write("dtype", {"q": {"dtype": "I7", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
+           write("list", [1, 2])]
+    p = tmp_path / "huge"
+    p.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    bad.append(str(p))
+    for path in bad:  # were json, Key, Attribute or Runtime errors from inside, or a silently short tensor
+        with pytest.raises(sale.InvalidArgument, match="not a safetensors file"):
+            read_safetensors(path)
