@@ -89,7 +89,16 @@ class Capture:
     def __init__(self, model, directory, layers=None):
         self.model = model
         self.dir = directory
-        self.layers = set(layers) if layers is not None else None
+        given, chosen = layers, None
+        if layers is not None:  # an int or a str would be a TypeError or a set of characters
+            try:
+                chosen = set(layers) if not isinstance(layers, (str, bytes)) else None
+            except TypeError:
+                chosen = None
+            if chosen is None or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in chosen):
+                raise _core.InvalidArgument("capture: layers: an iterable of layer indices >= 0 (or None), got %r"
+                                            % (given,))
+        self.layers = chosen
         self.spool = os.path.join(directory, ".spool")
         self.meta = {}  # layer -> {"n": samples, "q": (H, N, D), "k": ..., "dtype": ...}
         self.orig = None

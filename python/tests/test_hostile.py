@@ -304,3 +304,10 @@ def test_read_safetensors_names_a_malformed_file(tmp_path):
     for path in bad:  # were json, Key, Attribute or Runtime errors from inside, or a silently short tensor
         with pytest.raises(sale.InvalidArgument, match="not a safetensors file"):
             read_safetensors(path)
+
+
+def test_capture_layers_must_be_indices(tmp_path):
+    for bad in (5, "01", [0, -1], [0.5], [True]):  # 5 was a TypeError, "01" a set of characters
+        with pytest.raises(sale.InvalidArgument, match="layers: an iterable of layer indices"):
+            sale.capture(object(), str(tmp_path), layers=bad)
+    assert sale.capture(object(), str(tmp_path), layers=range(2)).layers == {0, 1}
