@@ -4,6 +4,7 @@
 import ctypes
 import logging
 import math
+import numbers
 import os
 import threading
 from ctypes import byref, c_char_p, c_float, c_int, c_size_t, c_void_p
@@ -77,9 +78,11 @@ _INT_MIN, _INT_MAX = -2 ** 31, 2 ** 31 - 1
 
 
 def _cint(name, v, lo=_INT_MIN):
-    """v checked to be a Python int that a C int holds (ctypes wraps larger ones silently) and >= lo."""
-    if not isinstance(v, int):
+    """v checked to be an integer (a Python or numpy int) that a C int holds (ctypes wraps larger ones
+    silently) and >= lo; returned as a Python int."""
+    if not isinstance(v, numbers.Integral):
         _bad("%s: expected an int, got %r" % (name, v))
+    v = int(v)
     if not lo <= v <= _INT_MAX:
         _bad("%s: %d is out of range [%d, %d] (a C int)" % (name, v, lo, _INT_MAX))
     return v
@@ -254,7 +257,7 @@ def _set_tau(a, tau, Hq, keep):
     torch = _torch
     if tau is None:
         return
-    if isinstance(tau, (int, float)) and not isinstance(tau, bool):
+    if isinstance(tau, numbers.Real) and not isinstance(tau, bool):  # numpy's float32 too
         t = float(tau)
         if not (0 <= t < 1) or math.isnan(t):
             _bad("tau: must be in [0, 1), got %r" % (tau,))
@@ -268,9 +271,9 @@ def _set_tau(a, tau, Hq, keep):
         return
     if isinstance(tau, tuple) and len(tau) == 2 and isinstance(tau[0], str):
         model, layer = tau
-        if not isinstance(layer, int) or layer < 0:
+        if not isinstance(layer, numbers.Integral) or isinstance(layer, bool) or layer < 0:
             _bad("tau: (model, layer) needs a layer index >= 0, got %r" % (layer,))
-        _cint("tau: layer", layer)
+        layer = _cint("tau: layer", layer)
         mb = _cstr("tau: model", model)
         keep.append(mb)
         a.model = mb
@@ -432,7 +435,7 @@ def _tau_key(tau):
     torch = _torch
     if isinstance(tau, bool):
         return ("bad", "bool")  # not the key of 0 or 1: _set_tau refuses it
-    if isinstance(tau, (int, float, type(None))) or (isinstance(tau, tuple) and len(tau) == 2
+    if isinstance(tau, (numbers.Real, type(None))) or (isinstance(tau, tuple) and len(tau) == 2
                                                       and isinstance(tau[0], str)):
         return tau
     if torch is not None and isinstance(tau, torch.Tensor):

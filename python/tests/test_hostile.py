@@ -311,3 +311,12 @@ def test_capture_layers_must_be_indices(tmp_path):
         with pytest.raises(sale.InvalidArgument, match="layers: an iterable of layer indices"):
             sale.capture(object(), str(tmp_path), layers=bad)
     assert sale.capture(object(), str(tmp_path), layers=range(2)).layers == {0, 1}
+
+
+def test_numpy_scalars_are_numbers():
+    np = pytest.importorskip("numpy")
+    q, k, v = qkv()
+    ref = sale.reference_attention(q, k, v, tau=0.01, block_q=64)
+    out = sale.reference_attention(q, k, v, tau=np.float32(0.01), block_q=np.int64(64))
+    assert torch.equal(out, ref)  # np.float32(0.01) is 0.01 as the C float: the same result
+    raises(r"out of range", sale.reference_attention, q, k, v, block_q=np.int64(2 ** 32 + 64))
