@@ -289,7 +289,7 @@ typedef struct sale_stats {
  * sale_attention() pointers are device pointers; for
  * sale_reference_attention() they are host pointers. */
 typedef struct sale_attention_args {
-    int batch, heads_q, heads_kv, seq_len, head_dim;
+    int batch, heads_q, heads_kv, seq_len, head_dim; /* seq_len at most 2^30 */
     sale_dtype dtype; /* F16 or BF16 (the reference also takes F32) */
     const void *q, *k, *v;
     void *out;
@@ -303,11 +303,11 @@ typedef struct sale_attention_args {
     int dense_below;   /* 0: the value `sale tune --dense-below` stored for this device, else the
                           arch's default (16384 on sm_90, where the dense kernel is wgmma; 1024 on sm_80/86/89);
                           negative: never fall back */
-    float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores */
-    uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] */
+    float *lse;        /* optional [B, Hq, N] natural-log sum-exp of scaled scores (4-byte aligned) */
+    uint32_t *mask;    /* optional kept-block bitmask [B][Hq][nqb][ceil(nkb/32)] (4-byte aligned) */
     sale_stats *stats; /* optional (host); on GPU this synchronizes the stream (not while capturing) */
-    void *workspace;   /* optional device workspace (size: sale_attention_workspace_size); it
-                          begins with counters, 4 * (5 + batch * (heads_q + heads_kv)) bytes
+    void *workspace;   /* optional device workspace (size: sale_attention_workspace_size, 16-byte
+                          aligned: cuMemAlloc's and torch's are); it begins with counters, 4 * (5 + batch * (heads_q + heads_kv)) bytes
                           rounded up to 256, that each call zeroes (one memset queued) */
     size_t workspace_bytes;
     float *phase_ms;   /* optional host [3]: GPU ms of quantize, select|fused|dense|plain, attend

@@ -17,6 +17,8 @@
 #include "sale_layout.h"
 
 #define ALIGN 256
+/* the longest seq_len taken (see check_args) */
+#define SALE_MAX_SEQ_LEN (1 << 30)
 
 static size_t up(size_t n)
 {
@@ -155,6 +157,23 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
                s->kept + s->scratch + s->kcent;
 }
 
+/* The largest element offset of a [B, H, N, D] tensor with strides st (0:
+ * contiguous, as fill_strides resolves them), plus one, in bytes of `elem`;
+ * -1 if it does not fit int64 (the kernels index in 64-bit elements). */
+static int64_t tensor_extent_bytes(const int64_t *st, int B, int H, int N, int D, int elem)
+{
+    int64_t sn = st[2] ? st[2] : D, sh, sb, e, t;
+    if ((st[1] ? (sh = st[1], 0) : __builtin_mul_overflow(sn, (int64_t)N, &sh)) ||
+        (st[0] ? (sb = st[0], 0) : __builtin_mul_overflow(sh, (int64_t)H, &sb)))
+        return -1;
+    if (__builtin_mul_overflow(sb, (int64_t)B - 1, &e) || __builtin_mul_overflow(sh, (int64_t)H - 1, &t) ||
+        __builtin_add_overflow(e, t, &e) || __builtin_mul_overflow(sn, (int64_t)N - 1, &t) ||
+        __builtin_add_overflow(e, t, &e) || __builtin_add_overflow(e, (int64_t)D, &e) ||
+        __builtin_mul_overflow(e, (int64_t)elem, &e))
+        return -1;
+    return e;
+}
+
 static int stride_ok(const int64_t *st, int64_t D, const void *p)
 {
     for (int i = 0; i < 3; i++)
@@ -188,8 +207,21 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
         (int64_t)a->batch * a->heads_q > INT_MAX)
         BAD("shape: batch %d * heads_q %d * seq_len %d is too large (sizes would overflow)", a->batch, a->heads_q,
             a->seq_len);
+    /* block and chunk counts are int arithmetic on seq_len (here and in the kernels): a
+     * [1, 1, 2^30, 64] f16 tensor alone is 128 GiB, past any device */
+    if (a->seq_len > SALE_MAX_SEQ_LEN)
+        BAD("seq_len: %d is too large (at most %d)", a->seq_len, SALE_MAX_SEQ_LEN);
     if (a->block_q < 0 || a->block_k < 0 || a->block_seg < 0 || a->local_window < 0)
         BAD("block sizes: must be >= 0 (0 for the default)");
+    {
+        /* the kept-block mask [B][Hq][nqb][nkw] grows with seq_len squared: the
+         * linear check above does not bound it (it wrapped to a small workspace) */
+        const int64_t bq = a->block_q ? a->block_q : 64, bk = a->block_k ? a->block_k : 32;
+        const int64_t nqb = (a->seq_len + bq - 1) / bq, nkw = ((a->seq_len + bk - 1) / bk + 31) / 32;
+        if ((double)a->batch * a->heads_q * (double)nqb * (double)nkw * 4 > (double)(SIZE_MAX / 4))
+            BAD("mask: batch %d * heads_q %d * %lld query blocks * %lld words of key blocks is too large (sizes "
+                "would overflow)", a->batch, a->heads_q, (long long)nqb, (long long)nkw);
+    }
     if (!thr_known(a->thr))
         BAD("thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: the device's default)", a->thr);
     if (a->head_dim == 256)
@@ -206,6 +238,23 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
         !stride_ok(a->o_stride, a->head_dim, need_ptrs ? a->out : NULL))
         BAD("strides: every stride must be a multiple of 8 elements (16 bytes), a row stride >= head_dim, and "
             "q/k/v/out 16-byte aligned");
+    {
+        const int64_t *st[4] = {a->q_stride, a->k_stride, a->v_stride, a->o_stride};
+        static const char *const nm[4] = {"q_stride", "k_stride", "v_stride", "o_stride"};
+        for (int t = 0; t < 4; t++)
+            if (tensor_extent_bytes(st[t], a->batch, t == 0 || t == 3 ? a->heads_q : a->heads_kv, a->seq_len,
+                                    a->head_dim, 2) < 0)
+                BAD("%s: {%lld, %lld, %lld} reach past 64-bit offsets for batch %d, %d heads, seq_len %d", nm[t],
+                    (long long)st[t][0], (long long)st[t][1], (long long)st[t][2], a->batch,
+                    t == 0 || t == 3 ? a->heads_q : a->heads_kv, a->seq_len);
+    }
+    /* where the kernels store: the workspace's carved arrays (16-byte vectors, TMA), mask words, lse floats */
+    if (need_ptrs && (uintptr_t)a->workspace % 16)
+        BAD("workspace: must be 16-byte aligned");
+    if (need_ptrs && (uintptr_t)a->mask % 4)
+        BAD("mask: must be 4-byte aligned");
+    if (need_ptrs && (uintptr_t)a->lse % 4)
+        BAD("lse: must be 4-byte aligned");
     if (a->scale < 0 || !isfinite(a->scale))
         BAD("scale: must be a finite positive number (0 for 1/sqrt(head_dim)), got %g", (double)a->scale);
     if (a->tau_default < 0 || !isfinite(a->tau_default) || a->tau_default >= 1)
@@ -216,6 +265,23 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
                 BAD("tau[%d]: must be in [0, 1), got %g", h, (double)a->tau[h]);
     return SALE_OK;
 #undef BAD
+}
+
+/* The keys of a call, checked without a device (arch open): a bad block
+ * size, tile or est_bits is refused by sale_attention before a device is
+ * looked for, and by sale_attention_workspace_size. */
+static sale_status check_keys_early(sale_ctx *ctx, const sale_attention_args *args)
+{
+    sale_attention_args a0 = *args;
+    apply_defaults(&a0, 90, 1024);
+    sale_key k0 = make_key(&a0, main_family(&a0), SALE_ARCH_CURRENT);
+    sale_key q0 = make_key(&a0, SALE_FAMILY_QUANTIZE, SALE_ARCH_CURRENT);
+    char e0[512];
+    if (sale_key_validate(&k0, e0, sizeof e0) || sale_key_validate(&q0, e0, sizeof e0)) {
+        sale_set_error(ctx, "%s", e0);
+        return SALE_ERR_INVALID;
+    }
+    return SALE_OK;
 }
 
 static void fill_strides(sale_i64 *sb, sale_i64 *sh, sale_i64 *sn, const int64_t *st, int H, int N, int D)
@@ -233,7 +299,7 @@ sale_status sale_attention_workspace_size(sale_ctx *ctx, const sale_attention_ar
     }
     *bytes = 0;
     sale_status st = check_args(ctx, args, 0);
-    if (st)
+    if (st || (st = check_keys_early(ctx, args)))
         return st;
     sale_attention_args a = *args;
     apply_defaults(&a, 90, 1024);
@@ -694,18 +760,9 @@ static sale_status attention_run(sale_ctx *ctx, const sale_attention_args *args,
     if ((st = thresholds_variant(ctx, args, &thr, use_stored ? stored_tau : NULL)) != SALE_OK)
         return st;
     CUstream stream = (CUstream)stream_;
-    {
-        /* keys are validated before a device is looked for: a bad block size is INVALID, not NO_DEVICE */
-        sale_attention_args a0 = *args;
-        apply_defaults(&a0, 90, 1024);
-        sale_key k0 = make_key(&a0, main_family(&a0), SALE_ARCH_CURRENT);
-        sale_key q0 = make_key(&a0, SALE_FAMILY_QUANTIZE, SALE_ARCH_CURRENT);
-        char e0[512];
-        if (sale_key_validate(&k0, e0, sizeof e0) || sale_key_validate(&q0, e0, sizeof e0)) {
-            sale_set_error(ctx, "%s", e0);
-            return SALE_ERR_INVALID;
-        }
-    }
+    /* keys are validated before a device is looked for: a bad block size is INVALID, not NO_DEVICE */
+    if ((st = check_keys_early(ctx, args)) != SALE_OK)
+        return st;
     CUcontext cu;
     CUdevice dev;
     if (drv_ensure_context(ctx, &cu, &dev))

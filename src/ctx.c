@@ -214,8 +214,14 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
         sale_set_error(c, "cache_path: no $SALE_CACHE_DIR, $XDG_CACHE_HOME or $HOME to put the cache in");
         return SALE_ERR_INVALID;
     }
-    if (opts && opts->fleet_path)
-        snprintf(c->fleet_path, sizeof c->fleet_path, "%s", opts->fleet_path);
+    if (opts && opts->fleet_path) {
+        /* cut short, it would name another file */
+        if (strlen(opts->fleet_path) >= sizeof c->fleet_path) {
+            sale_set_error(c, "fleet_path: longer than %zu bytes", sizeof c->fleet_path - 1);
+            return SALE_ERR_INVALID;
+        }
+        strcpy(c->fleet_path, opts->fleet_path);
+    }
     c->opts.cache_path = c->cache_path;
     c->opts.fleet_path = c->fleet_path[0] ? c->fleet_path : NULL;
     char err[1024] = "";
@@ -692,6 +698,12 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
         return SALE_ERR_INVALID;
     }
     *out = NULL;
+    /* a key that no device could serve is INVALID, not NO_DEVICE (open fields and arch current allowed) */
+    char err[512];
+    if (sale_key_validate(key, err, sizeof err)) {
+        sale_set_error(ctx, "%s", err);
+        return SALE_ERR_INVALID;
+    }
     CUcontext cu;
     CUdevice dev;
     if (drv_ensure_context(ctx, &cu, &dev))
@@ -718,6 +730,10 @@ void *sale_kernel_function(const sale_kernel *k)
 sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, const char *name, void **fn)
 {
     const kmod *m = (const kmod *)k;
+    if (!fn) {
+        sale_set_error(ctx, "sale_kernel_function_named: fn is NULL");
+        return SALE_ERR_INVALID;
+    }
     *fn = NULL;
     if (!m || !name) {
         sale_set_error(ctx, "sale_kernel_function_named: NULL argument");

@@ -220,6 +220,10 @@ static sale_status check(sale_ctx *ctx, CUresult r, const char *what)
 sale_status sale_device_count(sale_ctx *ctx, int *count)
 {
     const char *why = NULL;
+    if (!count) {
+        sale_set_error(ctx, "sale_device_count: count is NULL");
+        return SALE_ERR_INVALID;
+    }
     *count = 0;
     const drv_api *d = drv_get(&why);
     if (!d) {
@@ -232,6 +236,10 @@ sale_status sale_device_count(sale_ctx *ctx, int *count)
 sale_status sale_device_info_get(sale_ctx *ctx, int ordinal, sale_device_info *info)
 {
     const char *why = NULL;
+    if (!info) {
+        sale_set_error(ctx, "sale_device_info_get: info is NULL");
+        return SALE_ERR_INVALID;
+    }
     const drv_api *d = drv_get(&why);
     if (!d) {
         sale_set_error(ctx, "%s", why);
@@ -259,8 +267,18 @@ sale_status sale_device_info_get(sale_ctx *ctx, int ordinal, sale_device_info *i
     return SALE_OK;
 }
 
+/* A NULL out-parameter is refused before the driver is looked for. */
+#define NEED(p, what)                                                                                                 \
+    do {                                                                                                              \
+        if (!(p)) {                                                                                                   \
+            sale_set_error(ctx, "%s: %s is NULL", __func__, what);                                                    \
+            return SALE_ERR_INVALID;                                                                                  \
+        }                                                                                                             \
+    } while (0)
+
 sale_status sale_dev_alloc(sale_ctx *ctx, size_t bytes, void **dptr)
 {
+    NEED(dptr, "dptr");
     DRV_PROLOGUE(ctx);
     CUdeviceptr p = 0;
     sale_status s = check(ctx, d->MemAlloc(&p, bytes ? bytes : 1), "cuMemAlloc");
@@ -306,6 +324,7 @@ struct sale_event {
 
 sale_status sale_event_create(sale_ctx *ctx, sale_event **ev)
 {
+    NEED(ev, "ev");
     *ev = NULL;
     DRV_PROLOGUE(ctx);
     sale_event *e = calloc(1, sizeof *e);
@@ -322,12 +341,16 @@ sale_status sale_event_create(sale_ctx *ctx, sale_event **ev)
 
 sale_status sale_event_record(sale_ctx *ctx, sale_event *ev, void *stream)
 {
+    NEED(ev, "ev");
     DRV_PROLOGUE(ctx);
     return check(ctx, d->EventRecord(ev->ev, (CUstream)stream), "cuEventRecord");
 }
 
 sale_status sale_event_elapsed(sale_ctx *ctx, sale_event *a, sale_event *b, float *ms)
 {
+    NEED(a, "start");
+    NEED(b, "stop");
+    NEED(ms, "ms");
     DRV_PROLOGUE(ctx);
     sale_status s = check(ctx, d->EventSynchronize(b->ev), "cuEventSynchronize");
     if (!s)

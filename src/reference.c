@@ -74,14 +74,32 @@ typedef struct ref_plan {
     float band;
 } ref_plan;
 
-static int resolve_strides(const int64_t in[3], int H, int N, int D, int64_t out[3])
+/* Returns the level (0 batch, 1 head, 2 row) of a stride below head_dim, 3
+ * when the tensor's offsets (B, H, N, D) would not fit int64, or -1. */
+static int resolve_strides(const int64_t in[3], int B, int H, int N, int D, int64_t out[3])
 {
     out[2] = in[2] ? in[2] : D;
-    out[1] = in[1] ? in[1] : (int64_t)N * out[2];
-    out[0] = in[0] ? in[0] : (int64_t)H * out[1];
-    for (int i = 0; i < 3; i++)
-        if (out[i] < D)
-            return i;
+    if (out[2] < D)
+        return 2;
+    if (in[1])
+        out[1] = in[1];
+    else if (__builtin_mul_overflow((int64_t)N, out[2], &out[1]))
+        return 3;
+    if (out[1] < D)
+        return 1;
+    if (in[0])
+        out[0] = in[0];
+    else if (__builtin_mul_overflow((int64_t)H, out[1], &out[0]))
+        return 3;
+    if (out[0] < D)
+        return 0;
+    /* the last element's offset, in bytes of an f32 (the widest dtype) */
+    int64_t e, t;
+    if (__builtin_mul_overflow(out[0], (int64_t)B - 1, &e) || __builtin_mul_overflow(out[1], (int64_t)H - 1, &t) ||
+        __builtin_add_overflow(e, t, &e) || __builtin_mul_overflow(out[2], (int64_t)N - 1, &t) ||
+        __builtin_add_overflow(e, t, &e) || __builtin_add_overflow(e, (int64_t)D, &e) ||
+        __builtin_mul_overflow(e, (int64_t)4, &e))
+        return 3;
     return -1;
 }
 
@@ -152,6 +170,11 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
         return fail(ctx, "local_window: must be a positive multiple of block_k, got %d", p->W);
     if (bits != 4 && bits != 8)
         return fail(ctx, "est_bits: must be 4 or 8, got %d", bits);
+    /* rows and keys are counted in int: seq_len plus a block must not wrap */
+    if ((int64_t)p->N + p->bq > INT_MAX || (int64_t)p->N + p->bk > INT_MAX) {
+        sale_set_error(ctx, "seq_len: %d plus a block (block_q %d, block_k %d) overflows int", p->N, p->bq, p->bk);
+        return SALE_ERR_INVALID;
+    }
     p->qmax = bits == 4 ? 7 : 127;
     if (!thr_known(a->thr))
         return fail(ctx, "thr: unknown threshold variant %d (SALE_THR_RUN, SALE_THR_FIXED; 0: run)", a->thr);
@@ -185,7 +208,13 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
     static const char *const name[4] = {"q", "k", "v", "o"};
     for (int t = 0; t < 4; t++) {
         int H = t == 0 || t == 3 ? p->Hq : p->Hkv;
-        int bad = resolve_strides(in[t], H, p->N, p->D, out[t]);
+        int bad = resolve_strides(in[t], p->B, H, p->N, p->D, out[t]);
+        if (bad == 3) {
+            sale_set_error(ctx, "%s_stride: {%lld, %lld, %lld} reach past 64-bit offsets for batch %d, %d heads, "
+                           "seq_len %d", name[t], (long long)in[t][0], (long long)in[t][1], (long long)in[t][2],
+                           p->B, H, p->N);
+            return SALE_ERR_INVALID;
+        }
         if (bad >= 0) {
             sale_set_error(ctx, "%s_stride[%d] (%s): must be 0 or >= head_dim (%d)", name[t], bad, level[bad], p->D);
             return SALE_ERR_INVALID;

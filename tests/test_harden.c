@@ -831,3 +831,207 @@ Test(harden, config_layer_beyond_int_error_objects_and_directories_are_named) {
     cr_assert_eq(cfg_find(fifo, path, sizeof path, g_err, sizeof g_err), -1);
     cr_assert(strstr(g_err, "not a regular file") != NULL, "%s", g_err);
 }
+
+/* ------------------------------------------------ public API audit (no GPU) */
+
+static sale_attention_args small_args(void) {
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 2, a.heads_kv = 1, a.seq_len = 256, a.head_dim = 64, a.dtype = SALE_DTYPE_BF16;
+    return a;
+}
+
+/* The kept-block mask [B][Hq][nqb][nkw] grows with seq_len squared; the
+ * shape check bounded only the linear sizes, so at B 512, Hq 1024, N 2^30 the
+ * mask's 2^65 bytes wrapped and the workspace size came back as 1.5e17: a
+ * caller's workspace of that size passed the size check and the select would
+ * write past it. */
+Test(harden, workspace_size_refuses_a_mask_that_wraps_size_t) {
+    sale_ctx *ctx = mem_ctx();
+    sale_attention_args a = small_args();
+    a.batch = 512, a.heads_q = 1024, a.heads_kv = 1024, a.seq_len = 1 << 30;
+    size_t bytes = 1;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_ERR_INVALID, "%zu bytes", bytes);
+    cr_assert(strstr(sale_last_error(ctx), "mask") != NULL, "%s", sale_last_error(ctx));
+    cr_assert_eq(bytes, 0);
+    static char buf[64] __attribute__((aligned(16)));
+    a.q = a.k = a.v = a.out = buf;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "mask") != NULL, "%s", sale_last_error(ctx));
+    /* a shape that fits still has its size */
+    a = small_args();
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_gt(bytes, 0);
+    sale_destroy(ctx);
+}
+
+/* seq_len near INT_MAX: block and chunk counts (N + 255 in
+ * sale_layout_mean_chunks, N + block_q - 1 in the reference) overflowed int
+ * (UBSan) and a size came back; sale_attention said NO_DEVICE. */
+Test(harden, seq_len_whose_block_counts_wrap_int_is_refused) {
+    sale_ctx *ctx = mem_ctx();
+    sale_attention_args a = small_args();
+    a.heads_q = 1, a.seq_len = INT_MAX;
+    size_t bytes = 1;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_ERR_INVALID, "%zu bytes", bytes);
+    cr_assert(strstr(sale_last_error(ctx), "seq_len") != NULL, "%s", sale_last_error(ctx));
+    static char buf[64] __attribute__((aligned(16)));
+    a.q = a.k = a.v = a.out = buf;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "seq_len") != NULL, "%s", sale_last_error(ctx));
+    static float f[256 * 64];
+    a.dtype = SALE_DTYPE_F32;
+    a.q = a.k = a.v = a.out = f;
+    a.seq_len = INT_MAX - 10;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "seq_len") != NULL, "%s", sale_last_error(ctx));
+    /* the reference takes any multiple of 16 as block_k: N + block_k wrapped too */
+    a.seq_len = 64;
+    a.block_k = a.block_seg = a.local_window = INT_MAX - 15;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "seq_len") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
+
+/* Strides whose offsets pass int64: the reference computed N * row stride
+ * (UBSan: signed overflow) and, with batch stride 2^62 in f32, read batch 1
+ * at q + 2^64 bytes = q (batch 0's data, silently, SALE_OK); sale_attention
+ * took them and said NO_DEVICE. */
+Test(harden, strides_past_64_bit_offsets_are_refused_naming_the_tensor) {
+    sale_ctx *ctx = mem_ctx();
+    static float f[2 * 2 * 256 * 64];
+    sale_attention_args a = small_args();
+    a.dtype = SALE_DTYPE_F32;
+    a.batch = 2;
+    a.q = a.k = a.v = a.out = f;
+    a.q_stride[0] = (int64_t)1 << 62;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "q_stride") != NULL && strstr(sale_last_error(ctx), "64-bit"), "%s",
+              sale_last_error(ctx));
+    a.q_stride[0] = 0;
+    a.v_stride[2] = (int64_t)1 << 60; /* the head stride N * 2^60 wraps */
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "v_stride") != NULL && strstr(sale_last_error(ctx), "64-bit"), "%s",
+              sale_last_error(ctx));
+    static char buf[64] __attribute__((aligned(16)));
+    a = small_args();
+    a.q = a.k = a.v = a.out = buf;
+    a.batch = 2;
+    a.o_stride[0] = (int64_t)1 << 62;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "o_stride") != NULL, "%s", sale_last_error(ctx));
+    a.o_stride[0] = 0;
+    a.k_stride[2] = (int64_t)1 << 60;
+    size_t bytes;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "k_stride") != NULL, "%s", sale_last_error(ctx));
+    /* a legal non-contiguous layout ([B, N, H, D] through strides) still passes the checks */
+    a.k_stride[2] = 0;
+    a.q_stride[0] = 256 * 2 * 64, a.q_stride[1] = 64, a.q_stride[2] = 2 * 64;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_OK, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
+
+/* sale_attention_workspace_size checked the shape but not the keys: block_q
+ * 7, est_bits 3 or tile_warps 1000 got a size (SALE_OK) that sale_attention
+ * then refused. */
+Test(harden, workspace_size_checks_the_keys_as_attention_does) {
+    sale_ctx *ctx = mem_ctx();
+    size_t bytes = 1;
+    sale_attention_args a = small_args();
+    a.block_q = 7;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "block_q") != NULL, "%s", sale_last_error(ctx));
+    a = small_args();
+    a.est_bits = 3;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "est_bits") != NULL, "%s", sale_last_error(ctx));
+    a = small_args();
+    a.mode = SALE_MODE_FUSED, a.dense_below = -1, a.tile_warps = 1000;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "warps") != NULL, "%s", sale_last_error(ctx));
+    a = small_args();
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_OK, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
+
+/* A workspace, mask or lse pointer the kernels cannot store through (odd
+ * addresses) went to the device (NO_DEVICE here; a misaligned-address fault
+ * there). */
+Test(harden, misaligned_workspace_mask_and_lse_are_refused_before_the_device) {
+    sale_ctx *ctx = mem_ctx();
+    static char buf[64] __attribute__((aligned(16)));
+    sale_attention_args a = small_args();
+    a.q = a.k = a.v = a.out = buf;
+    a.workspace = buf + 8, a.workspace_bytes = 1 << 30;
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "workspace") != NULL, "%s", sale_last_error(ctx));
+    a.workspace = NULL, a.workspace_bytes = 0;
+    a.mask = (uint32_t *)(void *)(buf + 2);
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "mask") != NULL, "%s", sale_last_error(ctx));
+    a.mask = NULL;
+    a.lse = (float *)(void *)(buf + 1);
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "lse") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
+
+/* NULL out-parameters of the device calls: device_count, event_create and
+ * kernel_function_named wrote through them (SEGV, no GPU needed); the others
+ * looked for the driver first (NO_DEVICE here, a write through NULL with a
+ * GPU). */
+Test(harden, null_out_pointers_of_device_calls_are_refused_before_the_driver) {
+    sale_ctx *ctx = mem_ctx();
+    cr_assert_eq(sale_device_count(ctx, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "count") != NULL, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_event_create(ctx, NULL), SALE_ERR_INVALID);
+    cr_assert_eq(sale_kernel_function_named(ctx, NULL, "x", NULL), SALE_ERR_INVALID);
+    cr_assert_eq(sale_device_info_get(ctx, 0, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "info") != NULL, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_dev_alloc(ctx, 16, NULL), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "dptr") != NULL, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_event_record(ctx, NULL, NULL), SALE_ERR_INVALID);
+    cr_assert_eq(sale_event_elapsed(ctx, NULL, NULL, NULL), SALE_ERR_INVALID);
+    float ms;
+    cr_assert_eq(sale_event_elapsed(NULL, NULL, NULL, &ms), SALE_ERR_INVALID, "no context either");
+    sale_destroy(ctx);
+}
+
+/* sale_get_kernel looked for the device before the key: arch 9999 or
+ * block_q 7 said NO_DEVICE (here) instead of naming the field. */
+Test(harden, get_kernel_names_a_bad_key_before_looking_for_a_device) {
+    sale_ctx *ctx = mem_ctx();
+    sale_kernel *k = (sale_kernel *)1;
+    sale_key key = sale_key_default(SALE_FAMILY_FUSED);
+    key.arch = 9999;
+    cr_assert_eq(sale_get_kernel(ctx, &key, &k), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "arch") != NULL, "%s", sale_last_error(ctx));
+    cr_assert_null(k);
+    key = sale_key_default(SALE_FAMILY_FUSED);
+    key.block_q = 7;
+    cr_assert_eq(sale_get_kernel(ctx, &key, &k), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "block_q") != NULL, "%s", sale_last_error(ctx));
+    int n = 0;
+    if (sale_device_count(ctx, &n) != SALE_OK || n == 0) {
+        key = sale_key_default(SALE_FAMILY_FUSED); /* open, arch current: valid */
+        cr_assert_eq(sale_get_kernel(ctx, &key, &k), SALE_ERR_NO_DEVICE, "%s", sale_last_error(ctx));
+    }
+    sale_destroy(ctx);
+}
+
+/* A fleet_path of 1024 bytes or more was cut to 1023 (cache_path is
+ * refused): the error named a path the caller never gave ("cannot open the
+ * fleet file <first 1023 bytes>", SALE_ERR_CACHE) and, where the file system
+ * and SQLite take such paths, the context would read another file. */
+Test(harden, an_over_long_fleet_path_is_refused_not_cut_short) {
+    char longer[1500];
+    int n = snprintf(longer, sizeof longer, "%s/", g_dir);
+    memset(longer + n, 'f', sizeof longer - 1 - (size_t)n);
+    longer[sizeof longer - 1] = 0;
+    sale_options o = {.cache_path = ":memory:", .fleet_path = longer};
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "fleet_path") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
