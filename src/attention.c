@@ -184,6 +184,31 @@ static int stride_ok(const int64_t *st, int64_t D, const void *p)
     return ((uintptr_t)p % 16) == 0;
 }
 
+/* 1 when out's elements [B, H, N, D] (strides st, 0: contiguous) are
+ * distinct: sorted by stride, each dimension of more than one element must
+ * step past everything the smaller ones reach (the nested-layout rule, as the
+ * Python door's). Two rows or heads on one address would be written by
+ * different CTAs: a race, and a wrong result served silently. */
+static int out_distinct(const int64_t *st, int B, int H, int N, int D)
+{
+    int64_t sn = st[2] ? st[2] : D, sh = st[1] ? st[1] : sn * N, sb = st[0] ? st[0] : sh * H;
+    int64_t s[4] = {1, sn, sh, sb}, n[4] = {D, N, H, B};
+    for (int i = 1; i < 4; i++) /* insertion sort by stride, sizes along */
+        for (int j = i; j > 0 && s[j] < s[j - 1]; j--) {
+            int64_t t = s[j]; s[j] = s[j - 1]; s[j - 1] = t;
+            t = n[j]; n[j] = n[j - 1]; n[j - 1] = t;
+        }
+    int64_t reach = 0; /* the farthest offset of the dimensions so far (tensor_extent_bytes bounded it) */
+    for (int i = 0; i < 4; i++) {
+        if (n[i] <= 1)
+            continue;
+        if (s[i] <= reach)
+            return 0;
+        reach += (n[i] - 1) * s[i];
+    }
+    return 1;
+}
+
 /* Everything a launch could trip on is refused here, with the field named. */
 /* need_ptrs 0: a size query, where the tensors need not exist yet */
 static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int need_ptrs)
@@ -248,6 +273,10 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
                     (long long)st[t][0], (long long)st[t][1], (long long)st[t][2], a->batch,
                     t == 0 || t == 3 ? a->heads_q : a->heads_kv, a->seq_len);
     }
+    if (!out_distinct(a->o_stride, a->batch, a->heads_q, a->seq_len, a->head_dim))
+        BAD("o_stride: {%lld, %lld, %lld} put two elements of out on one address (batch %d, %d heads, seq_len %d, "
+            "head_dim %d): rows would overwrite each other", (long long)a->o_stride[0], (long long)a->o_stride[1],
+            (long long)a->o_stride[2], a->batch, a->heads_q, a->seq_len, a->head_dim);
     /* where the kernels store: the workspace's carved arrays (16-byte vectors, TMA), mask words, lse floats */
     if (need_ptrs && (uintptr_t)a->workspace % 16)
         BAD("workspace: must be 16-byte aligned");

@@ -1035,3 +1035,40 @@ Test(harden, an_over_long_fleet_path_is_refused_not_cut_short) {
     cr_assert(strstr(sale_last_error(ctx), "fleet_path") != NULL, "%s", sale_last_error(ctx));
     sale_destroy(ctx);
 }
+
+/* An out whose rows or heads share addresses (o_stride[1] = 8 with head_dim
+ * 64) was accepted on the GPU path: the CTAs of two heads would write over
+ * each other, a race and a wrong result served silently. Legal layouts,
+ * [B, N, H, D] through strides included, still pass. */
+Test(harden, an_out_whose_elements_share_addresses_is_refused) {
+    sale_ctx *ctx = mem_ctx();
+    sale_attention_args a = small_args();
+    size_t bytes;
+    a.batch = 2;
+    const int64_t bad[][3] = {
+        {0, 8, 0},                /* heads 8 elements apart, rows of 64 */
+        {0, 64, 64},              /* heads and rows on one step */
+        {0, 0, 0},                /* (contiguous: fine, checked below) */
+        {64 * 256, 64 * 256, 0},  /* batch on the head step */
+        {0, 256 * 64, 128},       /* rows 128 apart: head 0's row 128 is head 1's row 0... */
+    };
+    const int want_bad[] = {1, 1, 0, 1, 1};
+    for (int i = 0; i < 5; i++) {
+        memcpy(a.o_stride, bad[i], sizeof a.o_stride);
+        sale_status st = sale_attention_workspace_size(ctx, &a, &bytes);
+        if (want_bad[i]) {
+            cr_assert_eq(st, SALE_ERR_INVALID, "o_stride %d accepted", i);
+            cr_assert(strstr(sale_last_error(ctx), "o_stride") && strstr(sale_last_error(ctx), "one address"), "%s",
+                      sale_last_error(ctx));
+        } else
+            cr_assert_eq(st, SALE_OK, "%s", sale_last_error(ctx));
+    }
+    /* [B, N, H, D] and a padded row: distinct, accepted */
+    const int64_t good[][3] = {{256 * 2 * 64, 64, 2 * 64}, {2 * 256 * 72, 256 * 72, 72}, {0, 0, 64}};
+    for (int i = 0; i < 3; i++) {
+        memcpy(a.o_stride, good[i], sizeof a.o_stride);
+        cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_OK, "layout %d: %s", i,
+                     sale_last_error(ctx));
+    }
+    sale_destroy(ctx);
+}
