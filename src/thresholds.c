@@ -114,8 +114,9 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
         return SALE_ERR_INVALID;
     if (!model_ok(ctx, model, "sale_thresholds_get"))
         return SALE_ERR_INVALID;
-    if (!tau || heads <= 0) {
-        sale_set_error(ctx, "sale_thresholds_get: need tau[heads] with heads > 0, got %d", heads);
+    if (!tau || heads <= 0 || layer < 0) { /* as sale_thresholds_put: a layer < 0 is no layer, not a miss */
+        sale_set_error(ctx, "sale_thresholds_get: need tau[heads] with heads > 0 and layer >= 0 (heads %d, layer %d)",
+                       heads, layer);
         return SALE_ERR_INVALID;
     }
     for (int h = 0; h < heads; h++) {

@@ -1072,3 +1072,22 @@ Test(harden, an_out_whose_elements_share_addresses_is_refused) {
     }
     sale_destroy(ctx);
 }
+
+/* A negative layer is no layer: sale_thresholds_put refused it (INVALID),
+ * sale_thresholds_get and sale_attention answered NOT_FOUND, a miss. */
+Test(harden, a_negative_layer_is_invalid_for_get_as_for_put) {
+    sale_ctx *ctx = mem_ctx();
+    float tau[2];
+    cr_assert_eq(sale_thresholds_get(ctx, "m", -1, tau, 2, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "layer") != NULL, "%s", sale_last_error(ctx));
+    sale_attention_args a = small_args();
+    a.model = "m", a.layer = -3;
+    size_t bytes;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &bytes), SALE_OK, "%s", sale_last_error(ctx));
+    static char buf[256 * 2 * 64 * 2] __attribute__((aligned(16)));
+    a.q = a.k = a.v = buf;
+    a.out = buf; /* the refusal comes before anything is read or written */
+    cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "layer -3") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
