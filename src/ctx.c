@@ -205,6 +205,10 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     if (opts)
         c->opts = *opts;
     if (opts && opts->cache_path) {
+        if (!opts->cache_path[0]) { /* not "no path given" from deep in the cache: the caller's field */
+            sale_set_error(c, "cache_path: empty (NULL: the default location; \":memory:\": no file)");
+            return SALE_ERR_INVALID;
+        }
         if (strlen(opts->cache_path) >= sizeof c->cache_path) {
             sale_set_error(c, "cache_path: longer than %zu bytes", sizeof c->cache_path - 1);
             return SALE_ERR_INVALID;

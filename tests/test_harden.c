@@ -1091,3 +1091,14 @@ Test(harden, a_negative_layer_is_invalid_for_get_as_for_put) {
     cr_assert(strstr(sale_last_error(ctx), "layer -3") != NULL, "%s", sale_last_error(ctx));
     sale_destroy(ctx);
 }
+
+/* An empty cache_path came back as SALE_ERR_CACHE ("db_open: no path
+ * given"): it is the caller's field, named and INVALID. */
+Test(harden, an_empty_cache_path_is_invalid_and_named) {
+    sale_options o = {.cache_path = ""};
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &o), SALE_ERR_INVALID);
+    cr_assert_not_null(ctx);
+    cr_assert(strstr(sale_last_error(ctx), "cache_path: empty") != NULL, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+}
