@@ -157,23 +157,6 @@ static void sizes_of(const sale_attention_args *a, const sale_key *qk, plan_size
                s->kept + s->scratch + s->kcent;
 }
 
-/* The largest element offset of a [B, H, N, D] tensor with strides st (0:
- * contiguous, as fill_strides resolves them), plus one, in bytes of `elem`;
- * -1 if it does not fit int64 (the kernels index in 64-bit elements). */
-static int64_t tensor_extent_bytes(const int64_t *st, int B, int H, int N, int D, int elem)
-{
-    int64_t sn = st[2] ? st[2] : D, sh, sb, e, t;
-    if ((st[1] ? (sh = st[1], 0) : __builtin_mul_overflow(sn, (int64_t)N, &sh)) ||
-        (st[0] ? (sb = st[0], 0) : __builtin_mul_overflow(sh, (int64_t)H, &sb)))
-        return -1;
-    if (__builtin_mul_overflow(sb, (int64_t)B - 1, &e) || __builtin_mul_overflow(sh, (int64_t)H - 1, &t) ||
-        __builtin_add_overflow(e, t, &e) || __builtin_mul_overflow(sn, (int64_t)N - 1, &t) ||
-        __builtin_add_overflow(e, t, &e) || __builtin_add_overflow(e, (int64_t)D, &e) ||
-        __builtin_mul_overflow(e, (int64_t)elem, &e))
-        return -1;
-    return e;
-}
-
 static int stride_ok(const int64_t *st, int64_t D, const void *p)
 {
     for (int i = 0; i < 3; i++)
@@ -184,21 +167,20 @@ static int stride_ok(const int64_t *st, int64_t D, const void *p)
     return ((uintptr_t)p % 16) == 0;
 }
 
-/* 1 when out's elements [B, H, N, D] (strides st, 0: contiguous) are
- * distinct: sorted by stride, each dimension of more than one element must
+/* 1 when out's elements [B, H, N, D] (resolved strides r: batch, head, row)
+ * are distinct: sorted by stride, each dimension of more than one element must
  * step past everything the smaller ones reach (the nested-layout rule, as the
  * Python door's). Two rows or heads on one address would be written by
  * different CTAs: a race, and a wrong result served silently. */
-static int out_distinct(const int64_t *st, int B, int H, int N, int D)
+static int out_distinct(const int64_t r[3], int B, int H, int N, int D)
 {
-    int64_t sn = st[2] ? st[2] : D, sh = st[1] ? st[1] : sn * N, sb = st[0] ? st[0] : sh * H;
-    int64_t s[4] = {1, sn, sh, sb}, n[4] = {D, N, H, B};
+    int64_t s[4] = {1, r[2], r[1], r[0]}, n[4] = {D, N, H, B};
     for (int i = 1; i < 4; i++) /* insertion sort by stride, sizes along */
         for (int j = i; j > 0 && s[j] < s[j - 1]; j--) {
             int64_t t = s[j]; s[j] = s[j - 1]; s[j - 1] = t;
             t = n[j]; n[j] = n[j - 1]; n[j - 1] = t;
         }
-    int64_t reach = 0; /* the farthest offset of the dimensions so far (tensor_extent_bytes bounded it) */
+    int64_t reach = 0; /* the farthest offset of the dimensions so far (strides_resolve bounded it) */
     for (int i = 0; i < 4; i++) {
         if (n[i] <= 1)
             continue;
@@ -241,8 +223,7 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
     {
         /* the kept-block mask [B][Hq][nqb][nkw] grows with seq_len squared: the
          * linear check above does not bound it (it wrapped to a small workspace) */
-        const int64_t bq = a->block_q ? a->block_q : 64, bk = a->block_k ? a->block_k : 32;
-        const int64_t nqb = (a->seq_len + bq - 1) / bq, nkw = ((a->seq_len + bk - 1) / bk + 31) / 32;
+        const int64_t nqb = sale_num_qblocks(a), nkw = (sale_num_kblocks(a) + 31) / 32;
         if ((double)a->batch * a->heads_q * (double)nqb * (double)nkw * 4 > (double)(SIZE_MAX / 4))
             BAD("mask: batch %d * heads_q %d * %lld query blocks * %lld words of key blocks is too large (sizes "
                 "would overflow)", a->batch, a->heads_q, (long long)nqb, (long long)nkw);
@@ -263,17 +244,18 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
         !stride_ok(a->o_stride, a->head_dim, need_ptrs ? a->out : NULL))
         BAD("strides: every stride must be a multiple of 8 elements (16 bytes), a row stride >= head_dim, and "
             "q/k/v/out 16-byte aligned");
+    int64_t ro[3]; /* out's strides resolved (the last of the loop) */
     {
         const int64_t *st[4] = {a->q_stride, a->k_stride, a->v_stride, a->o_stride};
         static const char *const nm[4] = {"q_stride", "k_stride", "v_stride", "o_stride"};
         for (int t = 0; t < 4; t++)
-            if (tensor_extent_bytes(st[t], a->batch, t == 0 || t == 3 ? a->heads_q : a->heads_kv, a->seq_len,
-                                    a->head_dim, 2) < 0)
+            if (strides_resolve(st[t], a->batch, t == 0 || t == 3 ? a->heads_q : a->heads_kv, a->seq_len,
+                                a->head_dim, 2, ro))
                 BAD("%s: {%lld, %lld, %lld} reach past 64-bit offsets for batch %d, %d heads, seq_len %d", nm[t],
                     (long long)st[t][0], (long long)st[t][1], (long long)st[t][2], a->batch,
                     t == 0 || t == 3 ? a->heads_q : a->heads_kv, a->seq_len);
     }
-    if (!out_distinct(a->o_stride, a->batch, a->heads_q, a->seq_len, a->head_dim))
+    if (!out_distinct(ro, a->batch, a->heads_q, a->seq_len, a->head_dim))
         BAD("o_stride: {%lld, %lld, %lld} put two elements of out on one address (batch %d, %d heads, seq_len %d, "
             "head_dim %d): rows would overwrite each other", (long long)a->o_stride[0], (long long)a->o_stride[1],
             (long long)a->o_stride[2], a->batch, a->heads_q, a->seq_len, a->head_dim);

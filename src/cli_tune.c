@@ -258,7 +258,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
         }
     }
     if (!ctx) /* arguments checked only (see cli_tune.h) */
-        return 0;
+        return -1;
     int ndev = 0;
     sale_device_info dev;
     if (sale_device_count(ctx, &ndev) != SALE_OK || ndev < 1) {

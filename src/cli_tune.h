@@ -11,8 +11,9 @@
  * or NULL: its tuning table gives the default warps/stages lists, budget and
  * strategy. Progress goes to stderr, tables to stdout. Returns the exit
  * status: 0 ok, 1 failure (no GPU: "sale tune: no GPU: <reason>"), 2 usage.
- * With ctx NULL it only checks the arguments: --help, a usage error (2), or
- * 0 when they are valid (main checks them before it opens the cache). */
+ * With ctx NULL it only checks the arguments, before main opens the cache:
+ * 0 after --help, 2 on a usage error, -1 when they are valid (call again
+ * with the context). */
 int cli_tune(sale_ctx *ctx, const void *cfg, int argc, char **argv);
 
 #endif

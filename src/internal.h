@@ -139,6 +139,12 @@ sale_layout_cfg key_layout(const sale_key *k);
  * caller's included, and wait for all (par.c). Workers take their tasks
  * from a counter of their own, so the result does not depend on the count. */
 void par_run(int ntask, int max_threads, void *(*worker)(void *), void *arg);
+/* A [B, H, N, D] tensor's strides st (elements; 0: contiguous below, as the
+ * API says) resolved into s = {batch, head, row}: 0, or -1 when a resolved
+ * stride or the offset past the tensor's last element, in bytes of `elem`,
+ * does not fit int64 (reference.c; the reference and sale_attention check
+ * their arguments with it). */
+int strides_resolve(const int64_t st[3], int B, int H, int N, int D, int elem, int64_t s[3]);
 /* Whether thr is a threshold variant this library knows: 0 (open in a key,
  * the device's default in a call, not recorded in stored thresholds), run or
  * fixed (the values sale_thr_name names). */

@@ -743,14 +743,9 @@ static int cmd_run(const gopts *g, int argc, char **argv)
 
 static int cmd_tune(const gopts *g, int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
-        return cli_tune(NULL, NULL, argc, argv);
-    int rc0 = cli_tune(NULL, &g_cfg, argc, argv); /* a usage error opens (or creates) no cache */
-    if (rc0)
+    int rc0 = cli_tune(NULL, &g_cfg, argc, argv); /* --help or a usage error open (or create) no cache */
+    if (rc0 >= 0)
         return rc0;
-    for (int i = 1; i < argc; i++) /* --help after other options: the check printed it */
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return 0;
     sale_ctx *ctx = open_ctx(g);
     int rc = cli_tune(ctx, &g_cfg, argc, argv);
     sale_destroy(ctx);

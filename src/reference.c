@@ -53,6 +53,26 @@ int sale_num_kblocks(const sale_attention_args *a)
     return (int)(((int64_t)a->seq_len + bk - 1) / bk);
 }
 
+int strides_resolve(const int64_t st[3], int B, int H, int N, int D, int elem, int64_t s[3])
+{
+    int64_t e, t;
+    s[2] = st[2] ? st[2] : D;
+    if (st[1])
+        s[1] = st[1];
+    else if (__builtin_mul_overflow((int64_t)N, s[2], &s[1]))
+        return -1;
+    if (st[0])
+        s[0] = st[0];
+    else if (__builtin_mul_overflow((int64_t)H, s[1], &s[0]))
+        return -1;
+    if (__builtin_mul_overflow(s[0], (int64_t)B - 1, &e) || __builtin_mul_overflow(s[1], (int64_t)H - 1, &t) ||
+        __builtin_add_overflow(e, t, &e) || __builtin_mul_overflow(s[2], (int64_t)N - 1, &t) ||
+        __builtin_add_overflow(e, t, &e) || __builtin_add_overflow(e, (int64_t)D, &e) ||
+        __builtin_mul_overflow(e, (int64_t)elem, &e))
+        return -1;
+    return 0;
+}
+
 /* ----------------------------------------------------------------- plan */
 
 /* The arguments after defaults and validation, shared read-only by workers. */
@@ -78,28 +98,11 @@ typedef struct ref_plan {
  * when the tensor's offsets (B, H, N, D) would not fit int64, or -1. */
 static int resolve_strides(const int64_t in[3], int B, int H, int N, int D, int64_t out[3])
 {
-    out[2] = in[2] ? in[2] : D;
-    if (out[2] < D)
-        return 2;
-    if (in[1])
-        out[1] = in[1];
-    else if (__builtin_mul_overflow((int64_t)N, out[2], &out[1]))
+    if (strides_resolve(in, B, H, N, D, 4, out)) /* in bytes of an f32, the widest dtype */
         return 3;
-    if (out[1] < D)
-        return 1;
-    if (in[0])
-        out[0] = in[0];
-    else if (__builtin_mul_overflow((int64_t)H, out[1], &out[0]))
-        return 3;
-    if (out[0] < D)
-        return 0;
-    /* the last element's offset, in bytes of an f32 (the widest dtype) */
-    int64_t e, t;
-    if (__builtin_mul_overflow(out[0], (int64_t)B - 1, &e) || __builtin_mul_overflow(out[1], (int64_t)H - 1, &t) ||
-        __builtin_add_overflow(e, t, &e) || __builtin_mul_overflow(out[2], (int64_t)N - 1, &t) ||
-        __builtin_add_overflow(e, t, &e) || __builtin_add_overflow(e, (int64_t)D, &e) ||
-        __builtin_mul_overflow(e, (int64_t)4, &e))
-        return 3;
+    for (int i = 0; i < 3; i++)
+        if (out[i] < D)
+            return i;
     return -1;
 }
 
