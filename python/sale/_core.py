@@ -812,7 +812,7 @@ def thresholds(model, layer, heads, context=None, meta=False):
     error (worst sample; -1 unknown), thr ("run", "fixed", or None: not recorded)."""
     ctx = _ctx(context)
     _need(ctx, "sale_thresholds_get")
-    mb, _, _ = _cstr("model", model), _cint("layer", layer), _cint("heads", heads, 1)
+    mb, layer, heads = _cstr("model", model), _cint("layer", layer), _cint("heads", heads, 1)
     arr = (c_float * heads)()
     infos = (_lib.ThresholdMeta * heads)() if meta else None
     with ctx._lock:
@@ -833,7 +833,7 @@ def put_thresholds(model, layer, tau, budget=0.0, samples=0, context=None, thr=N
     thresholds when its thr is None; asking for the other one is refused."""
     ctx = _ctx(context)
     _need(ctx, "sale_thresholds_put")
-    mb, _, _ = _cstr("model", model), _cint("layer", layer), _cint("samples", samples, 0)
+    mb, layer, samples = _cstr("model", model), _cint("layer", layer), _cint("samples", samples, 0)
     try:
         if isinstance(tau, (str, bytes)):
             raise TypeError
