@@ -71,7 +71,7 @@ $(for t in $tests; do case " $slow " in *" $t "*) echo "$t" ;; esac; done)"
   for t in $tests; do
     lim="${SALE_GPU_TEST_LIMIT:-180}"
     case " $slow " in *" $t "*) lim=$((lim * 3)) ;; esac
-    SALE_TEST_THREAD_CALLS="${SALE_TEST_THREAD_CALLS:-200}" timeout -k 5 "$lim" \
+    SALE_TEST_THREAD_CALLS="${SALE_TEST_THREAD_CALLS:-1000}" timeout -k 5 "$lim" \
       ./test_gpu --jobs 1 --verbose --filter "gpu/$t" > "$O/t.log" 2>&1; r=$?
     grep -E "^gpu |FAIL|Assert" "$O/t.log" | grep -v '^\[----\]  *$' >> "$O/tests.txt"
     say "test $t rc=$r"; [ $r = 0 ] || rc=1

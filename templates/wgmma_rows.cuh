@@ -446,8 +446,20 @@ struct RowWg : DwRowState<WR_BN, WR_HALF> {
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         if (!SALE_WR_TIMELINE) store_lse(p, b, h, lt0, lt1);
     }
-    /* Q is free for the next row: this row's fragments are in registers */
+    /* Q is free for the next row: this row's fragments are in registers.
+     * The fragments were read by ldmatrix (the generic proxy) and the next
+     * Q lands by TMA (the async proxy): without a proxy fence nothing orders
+     * the two, and an ldmatrix still reading when the issuer, already waiting
+     * on QEMPTY, started the next row's copy read a few of its rows from the
+     * next Q. Rare, and only where rows are short (the issuer already
+     * waits): 9 of 32,000 two-pass calls of 4 threads x 4 streams at N 2048
+     * had a few rows of one warp wrong, up to the whole value, lse too (the
+     * last query blocks, 1-3 tiles a row); with the fence 0 of 96,000
+     * (twenty-second session, threads_on_their_own_streams_equal_one_thread
+     * with SALE_TEST_THREAD_MODES=two-pass). Each lane fences its own reads,
+     * then the warp's arrive releases them. */
     SALE_DEV void release_q() {
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncwarp();
         if (lane == 0) dw_mbar_arrive(QEMPTY);
     }

@@ -1076,9 +1076,52 @@ typedef struct hp_thread {
     const hp_problem *P;
     int t, calls;
     const uint16_t *ref[4]; /* per combo (input set, mode) */
+    const uint32_t *refmask[4];
+    const float *reflse[4];
+    size_t nmask;           /* mask words (the kept-block mask and lse are checked too) */
+    int warps;              /* two-pass tile warps (SALE_TEST_THREAD_WARPS; 0: default) */
+    int only;               /* -1: both modes; 0: fused only, 2: two-pass only (SALE_TEST_THREAD_MODES) */
     long long bad;
+    long long bad_combo[4]; /* the differing calls by combo: set + 2 * two-pass */
+    char first[4][900];      /* where each combo's first differing call differed */
     char err[256];
 } hp_thread;
+
+/* how h differs from refs[c] (heads x N rows x 128 bf16): elements and rows,
+ * then up to 6 differing rows, each with its count, its largest difference
+ * in bf16 steps and which combo's output (if any) the row equals: a row
+ * equal to another combo's is a stale row left by an earlier call */
+static void hp_describe(const hp_problem *P, const uint16_t *h, const uint16_t *const refs[4], int c, int call,
+                        char *buf, size_t n)
+{
+    const uint16_t *ref = refs[c];
+    long long cnt = 0;
+    int rows = 0;
+    size_t l = (size_t)snprintf(buf, n, "call %d:", call);
+    for (size_t r = 0; r < P->nq / 128; r++) {
+        const uint16_t *x = h + r * 128, *y = ref + r * 128;
+        if (!memcmp(x, y, 256))
+            continue;
+        int e = 0, big = 0;
+        for (int i = 0; i < 128; i++)
+            if (x[i] != y[i]) {
+                e++;
+                int dd = abs((int)x[i] - (int)y[i]); /* same sign: bf16 steps */
+                big = dd > big ? dd : big;
+            }
+        cnt += e;
+        int eq = -1;
+        for (int o = 0; o < 4 && eq < 0; o++)
+            if (o != c && !memcmp(x, refs[o] + r * 128, 256))
+                eq = o;
+        if (rows++ < 6 && l < n)
+            l += (size_t)snprintf(buf + l, n - l, " [head %d row %d: %d el, %d steps%s%s]", (int)(r / P->N),
+                                  (int)(r % P->N), e, big, eq < 0 ? "" : ", equals combo ",
+                                  eq < 0 ? "" : (const char *[]){"0", "1", "2", "3"}[eq]);
+    }
+    if (l < n)
+        snprintf(buf + l, n - l, " %lld elements in %d rows", cnt, rows);
+}
 
 static void *hp_worker(void *p)
 {
@@ -1087,59 +1130,135 @@ static void *hp_worker(void *p)
     CUcontext c = NULL;
     drv_ensure_context(ctx, &c, NULL); /* this thread: the same primary context */
     CUstream s[4];
-    void *out[4];
+    void *out[4], *mask[4], *lse[4];
+    const size_t nl = (size_t)w->P->Hq * w->P->N;
     uint16_t *h = malloc(w->P->nq * 2);
+    uint32_t *hm = malloc(w->nmask * 4);
+    float *hl = malloc(nl * 4);
     for (int j = 0; j < 4; j++) {
         d->StreamCreate(&s[j], CU_STREAM_NON_BLOCKING);
         sale_dev_alloc(ctx, w->P->nq * 2, &out[j]);
+        sale_dev_alloc(ctx, w->nmask * 4, &mask[j]);
+        sale_dev_alloc(ctx, nl * 4, &lse[j]);
     }
     for (int i = 0; i < w->calls * 4 && !w->err[0]; i += 4) { /* calls per stream */
         int combo[4];
         for (int j = 0; j < 4; j++) {
             combo[j] = (w->t + i / 4 + j) % 4;
+            if (w->only >= 0) /* SALE_TEST_THREAD_MODES: one mode only */
+                combo[j] = (combo[j] & 1) | w->only;
             sale_attention_args a = hp_args(w->P, combo[j] & 1, combo[j] & 2 ? SALE_MODE_TWO_PASS : SALE_MODE_FUSED,
                                             out[j]);
+            a.mask = mask[j], a.lse = lse[j];
+            if (combo[j] & 2)
+                a.tile_warps = w->warps;
             if (sale_attention(ctx, &a, s[j]) != SALE_OK)
                 snprintf(w->err, sizeof w->err, "thread %d call %d: %s", w->t, i + j, sale_last_error(ctx));
         }
         for (int j = 0; j < 4 && !w->err[0]; j++) {
             d->StreamSynchronize(s[j]);
             sale_dev_download(ctx, h, out[j], w->P->nq * 2);
-            w->bad += memcmp(h, w->ref[combo[j]], w->P->nq * 2) != 0;
+            sale_dev_download(ctx, hm, mask[j], w->nmask * 4);
+            sale_dev_download(ctx, hl, lse[j], nl * 4);
+            const int c = combo[j];
+            if (memcmp(h, w->ref[c], w->P->nq * 2) || memcmp(hm, w->refmask[c], w->nmask * 4) ||
+                memcmp(hl, w->reflse[c], nl * 4)) {
+                w->bad++;
+                if (!w->bad_combo[combo[j]]++) {
+                    hp_describe(w->P, h, w->ref, combo[j], i + j, w->first[combo[j]], sizeof w->first[0]);
+                    long long dm = 0, dl = 0, fm = -1, fl = -1;
+                    for (size_t x = 0; x < w->nmask; x++)
+                        if (hm[x] != w->refmask[c][x] && dm++ == 0)
+                            fm = (long long)x;
+                    for (size_t x = 0; x < nl; x++)
+                        if (memcmp(&hl[x], &w->reflse[c][x], 4) && dl++ == 0)
+                            fl = (long long)x;
+                    int leq = -1; /* the first differing lse: another combo's? */
+                    for (int o = 0; o < 4 && fl >= 0 && leq < 0; o++)
+                        if (o != c && !memcmp(&hl[fl], &w->reflse[o][fl], 4))
+                            leq = o;
+                    size_t l0 = strlen(w->first[c]);
+                    snprintf(w->first[c] + l0, sizeof w->first[0] - l0,
+                             "; mask words differing %lld (first %lld), lse %lld (first head %lld row %lld: %.9g, one "
+                             "thread %.9g, equals combo %d's)",
+                             dm, fm, dl, fl < 0 ? -1 : fl / w->P->N, fl < 0 ? -1 : fl % w->P->N,
+                             fl < 0 ? 0.0 : (double)hl[fl], fl < 0 ? 0.0 : (double)w->reflse[c][fl], leq);
+                    /* a second download after a full sync: equal now means the first read raced the write */
+                    sale_dev_sync(ctx);
+                    sale_dev_download(ctx, h, out[j], w->P->nq * 2);
+                    size_t l = strlen(w->first[combo[j]]);
+                    snprintf(w->first[combo[j]] + l, sizeof w->first[0] - l, "; read again: %s",
+                             memcmp(h, w->ref[combo[j]], w->P->nq * 2) ? "still differs" : "equal");
+                }
+            }
         }
     }
     for (int j = 0; j < 4; j++) {
         d->StreamSynchronize(s[j]);
         d->StreamDestroy(s[j]);
         sale_dev_free(ctx, out[j]);
+        sale_dev_free(ctx, mask[j]);
+        sale_dev_free(ctx, lse[j]);
     }
-    free(h);
+    free(h), free(hm), free(hl);
     return NULL;
 }
 
+/* Four threads, each with four streams, call sale_attention on one context
+ * (fused and two-pass on two input sets, taking turns) and every output,
+ * kept-block mask and lse must equal one thread's bit for bit. A failure
+ * names, per thread and combo, the first differing call's rows (with the
+ * largest difference in bf16 steps, and whether a row equals another
+ * combo's output, i.e. was left by an earlier call). Environment:
+ * SALE_TEST_THREAD_CALLS (calls a stream, default 10; gpu-ab.sh 1000),
+ * SALE_TEST_THREAD_MODES=fused|two-pass (one mode only), SALE_TEST_THREAD_WARPS
+ * (two-pass tile warps: 5 the rows kernel, 12 the two-row kernel). This test
+ * found the rows kernel's missing proxy fence before QEMPTY (wgmma_rows.cuh,
+ * release_q): 9 of 32,000 two-pass calls wrong before it, 0 of 96,000 after. */
 Test(gpu, threads_on_their_own_streams_equal_one_thread)
 {
     NEED_GPU();
     const char *e = getenv("SALE_TEST_THREAD_CALLS");
     int calls = e ? atoi(e) : 10; /* per (thread, stream); gpu-run.sh uses 1000 */
+    const char *ew = getenv("SALE_TEST_THREAD_WARPS"); /* two-pass tile warps: 5 the rows kernel, 12 the two-row */
+    const int warps = ew ? atoi(ew) : 0;
+    const char *em = getenv("SALE_TEST_THREAD_MODES"); /* "fused" or "two-pass": that mode alone */
+    const int only = !em ? -1 : !strcmp(em, "fused") ? 0 : !strcmp(em, "two-pass") ? 2 : -1;
     hp_problem P;
     hp_make(&P, 32, 8, 2048);
     void *out;
     sale_dev_alloc(ctx, P.nq * 2, &out);
     uint16_t *ref[4];
+    uint32_t *refmask[4];
+    float *reflse[4];
+    sale_attention_args a0 = hp_args(&P, 0, SALE_MODE_FUSED, out);
+    const size_t nmask = (size_t)P.Hq * sale_num_qblocks(&a0) * ((sale_num_kblocks(&a0) + 31) / 32),
+                 nl = (size_t)P.Hq * P.N;
+    void *dmask, *dlse;
+    sale_dev_alloc(ctx, nmask * 4, &dmask);
+    sale_dev_alloc(ctx, nl * 4, &dlse);
     for (int c = 0; c < 4; c++) {
         ref[c] = malloc(P.nq * 2);
+        refmask[c] = malloc(nmask * 4);
+        reflse[c] = malloc(nl * 4);
         sale_attention_args a = hp_args(&P, c & 1, c & 2 ? SALE_MODE_TWO_PASS : SALE_MODE_FUSED, out);
+        a.mask = dmask, a.lse = dlse;
+        if (c & 2)
+            a.tile_warps = warps;
         cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
         cr_assert_eq(sale_dev_sync(ctx), SALE_OK);
         sale_dev_download(ctx, ref[c], out, P.nq * 2);
+        sale_dev_download(ctx, refmask[c], dmask, nmask * 4);
+        sale_dev_download(ctx, reflse[c], dlse, nl * 4);
     }
     pthread_t th[4];
     hp_thread w[4];
     double t0 = now_us();
     for (int t = 0; t < 4; t++) {
-        w[t] = (hp_thread){.P = &P, .t = t, .calls = calls};
+        w[t] = (hp_thread){.P = &P, .t = t, .calls = calls, .nmask = nmask, .warps = warps, .only = only};
         memcpy(w[t].ref, ref, sizeof ref);
+        memcpy(w[t].refmask, refmask, sizeof refmask);
+        memcpy(w[t].reflse, reflse, sizeof reflse);
         pthread_create(&th[t], NULL, hp_worker, &w[t]);
     }
     long long bad = 0;
@@ -1147,13 +1266,19 @@ Test(gpu, threads_on_their_own_streams_equal_one_thread)
         pthread_join(th[t], NULL);
         cr_assert_str_eq(w[t].err, "", "%s", w[t].err);
         bad += w[t].bad;
+        for (int c = 0; c < 4; c++)
+            if (w[t].bad_combo[c])
+                fprintf(stderr, "gpu host: thread %d, %s on input set %d: %lld calls differ; %s\n", t,
+                        c & 2 ? "two-pass" : "fused", c & 1, w[t].bad_combo[c], w[t].first[c]);
     }
     fprintf(stderr, "gpu host: 4 threads x 4 streams x %d calls on one context: %lld outputs differ from one "
                     "thread's (%.1f s)\n", calls, bad, (now_us() - t0) / 1e6);
     cr_assert_eq(bad, 0);
     for (int c = 0; c < 4; c++)
-        free(ref[c]);
+        free(ref[c]), free(refmask[c]), free(reflse[c]);
     sale_dev_free(ctx, out);
+    sale_dev_free(ctx, dmask);
+    sale_dev_free(ctx, dlse);
     hp_free(&P);
 }
 
