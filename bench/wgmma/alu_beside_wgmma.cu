@@ -17,6 +17,9 @@
 //   4  the S group of mode 2 alone (its latency)
 //   5  the P V group of mode 3 alone
 //   6  the S group of mode 1 alone
+//   7  the softmax with its 32 exponentials as 16 ex2.approx.f16x2 (x rounded to
+//      f16, the result back to fp32), alone
+//   8  mode 7 beside the P V of mode 3
 // Prints, for 1 and 2 CTAs an SM (the rows kernel runs 2), the cycles of the
 // softmax part and of the whole iteration (clock64 around each, lane 0 of
 // warp 0, the median CTA). Data are random bf16; the values do not matter for
@@ -84,6 +87,44 @@ __device__ __forceinline__ void softmax32(float (&x)[32], float &m0, float &m1, 
     l1 = l1 * a1 + s1;
 }
 
+// two exponentials a MUFU op: x0, x1 rounded to f16, ex2.approx.f16x2, back to fp32
+// (the candidate of the twenty-second session: the softmax phase is MUFU-bound
+// when both CTAs of an SM are in it)
+__device__ __forceinline__ void ex2h2(float x0, float x1, float &y0, float &y1) {
+    asm volatile("{\n.reg .b16 lo, hi;\n.reg .b32 p;\n"
+                 "cvt.rn.f16x2.f32 p, %3, %2;\n"
+                 "ex2.approx.f16x2 p, p;\n"
+                 "mov.b32 {lo, hi}, p;\n"
+                 "cvt.f32.f16 %0, lo;\n"
+                 "cvt.f32.f16 %1, hi;\n}"
+                 : "=f"(y0), "=f"(y1)
+                 : "f"(x0), "f"(x1));
+}
+// softmax32 with the 32 exponentials as 16 f16x2 ones (the row factors stay fp32)
+__device__ __forceinline__ void softmax32h(float (&x)[32], float &m0, float &m1, float &l0, float &l1, float sl2) {
+    float x0 = m0, x1 = m1;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        x0 = fmaxf(x0, fmaxf(x[nt * 4 + 0], x[nt * 4 + 1]));
+        x1 = fmaxf(x1, fmaxf(x[nt * 4 + 2], x[nt * 4 + 3]));
+    }
+    x0 = quad_max(x0);
+    x1 = quad_max(x1);
+    const float a0 = ex2((m0 - x0) * sl2), a1 = ex2((m1 - x1) * sl2);
+    m0 = x0, m1 = x1;
+    const float n0 = -x0 * sl2, n1 = -x1 * sl2;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        ex2h2(fmaf(x[nt * 4 + 0], sl2, n0), fmaf(x[nt * 4 + 1], sl2, n0), x[nt * 4 + 0], x[nt * 4 + 1]);
+        ex2h2(fmaf(x[nt * 4 + 2], sl2, n1), fmaf(x[nt * 4 + 3], sl2, n1), x[nt * 4 + 2], x[nt * 4 + 3]);
+        s0 += x[nt * 4 + 0] + x[nt * 4 + 1];
+        s1 += x[nt * 4 + 2] + x[nt * 4 + 3];
+    }
+    l0 = l0 * a0 + s0;
+    l1 = l1 * a1 + s1;
+}
+
 template <int MODE>
 __global__ void __launch_bounds__(128) bench(const unsigned short *src, unsigned long long *out, float *sink) {
     extern __shared__ __align__(1024) unsigned char smem[];
@@ -120,13 +161,14 @@ __global__ void __launch_bounds__(128) bench(const unsigned short *src, unsigned
 #pragma unroll
             for (int ks = 0; ks < 8; ks++) dw_mma_rs(S, QA[ks], kdesc + ((((ks >> 2) * 8192 + (ks & 3) * 32)) >> 4), ks);
         }
-        if (MODE == 3 || MODE == 5) {
+        if (MODE == 3 || MODE == 5 || MODE == 8) {
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) dw_mma_rs(O, P[kk], vdesc + ((kk * 2048) >> 4));
         }
         dw_commit();
         const unsigned long long t0 = clock64();
         if (MODE <= 3) softmax32(X, m0, m1, l0, l1, sl2);
+        if (MODE == 7 || MODE == 8) softmax32h(X, m0, m1, l0, l1, sl2);
         const unsigned long long t1 = clock64();
         dw_wait<0>();
         dw_fence_acc(S);
@@ -189,6 +231,8 @@ int main() {
         run<4>(sms, per_sm, dsrc, "S, RS, alone");
         run<5>(sms, per_sm, dsrc, "P V, RS, alone");
         run<6>(sms, per_sm, dsrc, "S, SS, alone");
+        run<7>(sms, per_sm, dsrc, "softmax, ex2 two a MUFU op (f16x2), alone");
+        run<8>(sms, per_sm, dsrc, "softmax, ex2 f16x2, beside P V, RS");
     }
     CHECK(cudaFree(dsrc));
     return 0;
