@@ -15,6 +15,11 @@
 #      arguments, e.g. '--fixed-only'); --rounds R runs them R times,
 #      alternating, and writes the medians to ab.md (bench/ab_median.py);
 #   4. optionally ncu --set full of one kernel, with its SASS stall samples
+#      (the first launch whose name matches KERNEL_REGEX: above 64K both
+#      persistent attend kernels launch and the one the pick does not want
+#      exits at once, so name it exactly, e.g. '^sale_attend_kernel$' for
+#      the two-row kernel; 'sale_attend' caught the rows kernel's 3 us exit
+#      at 128K d 0.2 in the twenty-second session)
 #      (of the first length, at --ncu-tau; thr=fixed with --bench-args --fixed-only)
 #      (--ncu-base: of the first base's build too: ncu_base.txt, ncu_base_sass.csv);
 #   5. with bases, the raw runs packed into raw.tgz, so that what comes back
