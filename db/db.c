@@ -653,14 +653,17 @@ static int is_sale_file(const char *path) {
     sqlite3_close(c);
     if (found < 0) {
         /* the schema cannot be read: look for our table's text in the first pages */
-        static char buf[1 << 16];
-        ssize_t got = pread(fd, buf, sizeof buf - 1, 0);
+        /* (on the heap: two threads may recover two files at once) */
+        enum { BUFN = 1 << 16 };
+        char *buf = malloc(BUFN);
+        ssize_t got = buf ? pread(fd, buf, BUFN - 1, 0) : -1;
         found = 0;
         if (got > 0) {
             buf[got] = '\0';
             for (ssize_t i = 0; i + 8 < got && !found; i++)
                 if (memcmp(buf + i, "kernels(", 8) == 0) found = memmem(buf, (size_t)got, "cubin", 5) != NULL;
         }
+        free(buf);
     }
     close(fd);
     return found;

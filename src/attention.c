@@ -407,9 +407,24 @@ static sale_status ws_acquire(sale_ctx *ctx, CUcontext cu, CUstream stream, size
     if (!w || (w->bytes < need && idle && idle->bytes >= need))
         w = idle;
     if (w) {
+        const int same = w != idle; /* taken for its stream handle, not because it is idle */
         w->in_use = 1;
         pthread_mutex_unlock(&ctx->ws_lock);
         if (w->bytes >= need) {
+            /* One handle is not always one stream: CU_STREAM_PER_THREAD
+             * from two threads, or a destroyed stream's handle given to a
+             * new one while the old one's work still runs. So the slot's
+             * last use is waited for on the device (on one stream, a
+             * dependency it already has): without it, two streams would
+             * share a workspace, and the results would be wrong. */
+            CUresult r = same && w->used ? d->StreamWaitEvent(stream, w->done, 0) : CUDA_SUCCESS;
+            if (r != CUDA_SUCCESS) {
+                pthread_mutex_lock(&ctx->ws_lock);
+                w->in_use = 0;
+                pthread_mutex_unlock(&ctx->ws_lock);
+                sale_set_error(ctx, "cuStreamWaitEvent (the workspace's last use): %s", drv_errstr(r));
+                return SALE_ERR_CUDA;
+            }
             *out = w;
             return SALE_OK;
         }
@@ -480,15 +495,17 @@ static sale_status ws_release(sale_ctx *ctx, ws_slot *w, CUstream stream, int ca
     pthread_mutex_lock(&ctx->ws_lock);
     if (r == CUDA_SUCCESS && !capturing)
         w->used = 1;
+    if (r != CUDA_SUCCESS) {
+        /* without the event nobody can tell when it is idle: out of reuse
+         * for good, in the same locked step that frees it (between two
+         * steps another thread could take it while this call's kernels run) */
+        w->captured = 1;
+        w->capture = ~0ull;
+    }
     w->stream = stream;
     w->in_use = 0;
     pthread_mutex_unlock(&ctx->ws_lock);
     if (r != CUDA_SUCCESS) {
-        /* without the event nobody can tell when it is idle: keep it out of reuse */
-        pthread_mutex_lock(&ctx->ws_lock);
-        w->captured = 1;
-        w->capture = ~0ull;
-        pthread_mutex_unlock(&ctx->ws_lock);
         sale_set_error(ctx, "cuEventRecord after sale_attention: %s", drv_errstr(r));
         return SALE_ERR_CUDA;
     }
