@@ -169,7 +169,10 @@ typedef struct sale_options {
     const char *cache_path; /* NULL: $SALE_CACHE_DIR/kernels.db, else $XDG_CACHE_HOME/sale/kernels.db,
                                else ~/.cache/sale/kernels.db; ":memory:" allowed */
     const char *fleet_path; /* optional read-only cache consulted under the writable one */
-    sale_log_fn log;        /* warnings (e.g. a corrupt cache moved aside); NULL: silent */
+    sale_log_fn log;        /* warnings (e.g. a corrupt cache moved aside); NULL: silent. Called on
+                               whichever thread is using the context, possibly on several at once
+                               and while the context holds an internal lock: record the message,
+                               do not call sale functions with this context from it */
     void *log_user;
     int tune_on_miss;       /* 1: sale_get_kernel may autotune an open key (slow) */
 } sale_options;

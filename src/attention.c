@@ -341,9 +341,13 @@ struct ws_slot {
 void ws_free_all(sale_ctx *ctx)
 {
     const drv_api *d = ctx->ws ? drv_get(NULL) : NULL;
+    CUcontext cur = NULL;
+    if (d)
+        d->CtxGetCurrent(&cur);
     for (ws_slot *w = ctx->ws, *n; w; w = n) {
         n = w->next;
-        if (d) {
+        /* freed in its own context, whichever thread destroys */
+        if (d && (w->cu == cur || d->CtxSetCurrent(w->cu) == CUDA_SUCCESS)) {
             if (w->done)
                 d->EventDestroy(w->done);
             if (w->ptr)
@@ -351,6 +355,8 @@ void ws_free_all(sale_ctx *ctx)
         }
         free(w);
     }
+    if (d)
+        d->CtxSetCurrent(cur); /* the caller's, as it was */
     ctx->ws = NULL;
 }
 

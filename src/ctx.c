@@ -247,16 +247,19 @@ void sale_destroy(sale_ctx *ctx)
         return;
     ws_free_all(ctx);
     const drv_api *d = ctx->modules ? drv_get(NULL) : NULL;
+    CUcontext cur = NULL;
+    if (d)
+        d->CtxGetCurrent(&cur);
     for (kmod *m = ctx->modules, *n; m; m = n) {
         n = m->next;
-        if (d) {
-            CUcontext cur = NULL;
-            d->CtxGetCurrent(&cur);
-            if (cur == m->cu)
-                d->ModuleUnload(m->mod);
-        }
+        /* in its own context, whichever thread destroys (the modules of
+         * other threads' contexts were left loaded: a leak) */
+        if (d && (m->cu == cur || d->CtxSetCurrent(m->cu) == CUDA_SUCCESS))
+            d->ModuleUnload(m->mod);
         free(m);
     }
+    if (d)
+        d->CtxSetCurrent(cur); /* the caller's, as it was */
     free(ctx->kt);
     win_memo_free(ctx);
     if (ctx->db)
@@ -731,6 +734,27 @@ void *sale_kernel_function(const sale_kernel *k)
     return k ? (void *)((const kmod *)k)->fn : NULL;
 }
 
+/* The calling thread's current CUDA context made the kernel's: a thread
+ * with none gets it (as sale_attention gives it the primary context); a
+ * thread current in another context is refused (the module is not there). */
+static sale_status kmod_current(sale_ctx *ctx, const drv_api *d, const kmod *m, const char *what)
+{
+    CUcontext cur = NULL;
+    CUresult r = d->CtxGetCurrent(&cur);
+    if (r == CUDA_SUCCESS && !cur)
+        r = d->CtxSetCurrent(cur = m->cu);
+    if (r != CUDA_SUCCESS) {
+        sale_set_error(ctx, "%s: cannot make the kernel's CUDA context current: %s", what, drv_errstr(r));
+        return SALE_ERR_CUDA;
+    }
+    if (cur != m->cu) {
+        sale_set_error(ctx, "%s: %s was loaded in another CUDA context than this thread's current one (load it "
+                            "with that context current, or make its context current)", what, m->info.key);
+        return SALE_ERR_INVALID;
+    }
+    return SALE_OK;
+}
+
 sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, const char *name, void **fn)
 {
     const kmod *m = (const kmod *)k;
@@ -744,6 +768,9 @@ sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, cons
         return SALE_ERR_INVALID;
     }
     const drv_api *d = drv_get(NULL);
+    sale_status cs = kmod_current(ctx, d, m, "sale_kernel_function_named");
+    if (cs)
+        return cs;
     CUfunction f;
     CUresult r = d->ModuleGetFunction(&f, m->mod, name);
     if (r != CUDA_SUCCESS) {
@@ -764,6 +791,9 @@ sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *
         return SALE_ERR_INVALID;
     }
     const drv_api *d = drv_get(NULL);
+    sale_status cs = kmod_current(ctx, d, m, "sale_kernel_launch");
+    if (cs)
+        return cs;
     CUfunction f = m->fn;
     if (entry && strcmp(entry, m->info.entry)) {
         f = NULL;

@@ -330,10 +330,10 @@ int win_dense_below(sale_ctx *ctx, int ordinal)
     int n = 0;
     if (found == 1 && sscanf(r.winner, "%d", &n) == 1 && n >= 0)
         v = n ? n : -1; /* a stored 0: SALE always pays on this device */
-    if (found < 0)
-        sale_logf(ctx, SALE_LOG_WARN, "reading the stored dense_below: %s; using %d", err, v);
     if (ordinal >= 0 && ordinal < CTX_MAX_DEVICES)
         ctx->dense_below[ordinal] = v;
     pthread_mutex_unlock(&ctx->lock);
+    if (found < 0) /* after the unlock: the log callback may call back into sale */
+        sale_logf(ctx, SALE_LOG_WARN, "reading the stored dense_below: %s; using %d", err, v);
     return v;
 }
