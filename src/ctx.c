@@ -314,8 +314,11 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     *from_cache = 1;
+    /* The cache calls below are not under ctx->lock: the db layer holds its
+     * own lock on every call, and ctx->lock is what a warm lookup on any
+     * other thread takes (a claim can wait up to the busy timeout for
+     * another process's write, and every warm sale_attention waited too). */
     for (int attempt = 0;; attempt++) {
-        pthread_mutex_lock(&ctx->lock);
         int got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
         if (got == 0 && !claimed) {
             claimed = db_claim(ctx->db, keytext, arch, h, stale_s, err, sizeof err);
@@ -326,7 +329,6 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
                 claimed = 0;
             }
         }
-        pthread_mutex_unlock(&ctx->lock);
         if (got < 0 || claimed < 0) {
             sale_set_error(ctx, "kernel cache %s: %s", ctx->cache_path, err);
             st = SALE_ERR_CACHE;
@@ -393,10 +395,8 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     nr.cubin = jr.cubin;
     nr.cubin_bytes = jr.cubin_bytes;
     nr.cubin_hash = db_fnv1a64(jr.cubin, jr.cubin_bytes, DB_FNV_SEED);
-    pthread_mutex_lock(&ctx->lock);
     int rc = db_kernel_put(ctx->db, &nr, err, sizeof err);
     int got = rc ? -1 : db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
-    pthread_mutex_unlock(&ctx->lock);
     jit_result_free(&jr);
     if (got != 1) {
         sale_set_error(ctx, "kernel cache %s: storing %s: %s", ctx->cache_path, keytext,
@@ -404,11 +404,8 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
         st = SALE_ERR_CACHE;
     }
 unclaim:
-    if (claimed == 1) {
-        pthread_mutex_lock(&ctx->lock);
+    if (claimed == 1)
         db_unclaim(ctx->db, keytext, arch, h);
-        pthread_mutex_unlock(&ctx->lock);
-    }
 out:
     free(src);
     return st;
