@@ -202,6 +202,7 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     c->serial = atomic_fetch_add(&g_serial, 1) + 1;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->ws_lock, NULL);
+    pthread_cond_init(&c->compile_cv, NULL);
     if (opts)
         c->opts = *opts;
     if (opts && opts->cache_path) {
@@ -265,6 +266,7 @@ void sale_destroy(sale_ctx *ctx)
     if (ctx->db)
         db_close(ctx->db);
     pthread_mutex_destroy(&ctx->lock);
+    pthread_cond_destroy(&ctx->compile_cv);
     pthread_mutex_destroy(&ctx->ws_lock);
     free(ctx->cfg_thresholds);
     thresholds_memo_free(ctx);
@@ -298,9 +300,31 @@ static void fill_info(sale_kernel_info *info, const sale_key *k, const db_kernel
 
 /* Look up, else compile and insert; on return row holds the stored bytes
  * (every process ends with the same ones: insert-or-ignore, then read). */
+/* one kernel being compiled by a thread of this process */
+struct compiling {
+    char key[256], arch[16];
+    uint64_t h;
+    struct compiling *next;
+};
+
+static struct compiling **compiling_find(sale_ctx *ctx, const char *key, const char *arch, uint64_t h)
+{
+    struct compiling **p = &ctx->compiling;
+    for (; *p; p = &(*p)->next)
+        if ((*p)->h == h && !strcmp((*p)->key, key) && !strcmp((*p)->arch, arch))
+            break;
+    return p;
+}
+
+static sale_status compile_row_once(sale_ctx *ctx, const sale_key *k, const char *keytext, const char *arch,
+                                    char *src, uint64_t h, db_kernel_row *row, int *from_cache);
+
+/* The row of kernel k: from the cache, else compiled and stored. One
+ * compile per kernel in this process: a thread that misses a kernel another
+ * thread is compiling waits for it, then reads the row that one stored. */
 static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *row, int *from_cache)
 {
-    char keytext[256], err[1024] = "";
+    char keytext[256];
     sale_key_format(k, keytext, sizeof keytext);
     const char *arch = sale_arch_name(k->arch);
     char *src = jit_build_source(k);
@@ -309,6 +333,32 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
         return SALE_ERR_NOT_FOUND;
     }
     uint64_t h = jit_source_hash(k, src);
+    struct compiling me;
+    memset(&me, 0, sizeof me);
+    snprintf(me.key, sizeof me.key, "%s", keytext);
+    snprintf(me.arch, sizeof me.arch, "%s", arch);
+    me.h = h;
+    pthread_mutex_lock(&ctx->lock);
+    while (*compiling_find(ctx, me.key, me.arch, h))
+        pthread_cond_wait(&ctx->compile_cv, &ctx->lock);
+    me.next = ctx->compiling;
+    ctx->compiling = &me;
+    pthread_mutex_unlock(&ctx->lock);
+    sale_status st = compile_row_once(ctx, k, keytext, arch, src, h, row, from_cache);
+    pthread_mutex_lock(&ctx->lock);
+    struct compiling **p = compiling_find(ctx, me.key, me.arch, h);
+    if (*p == &me)
+        *p = me.next;
+    pthread_cond_broadcast(&ctx->compile_cv);
+    pthread_mutex_unlock(&ctx->lock);
+    free(src);
+    return st;
+}
+
+static sale_status compile_row_once(sale_ctx *ctx, const sale_key *k, const char *keytext, const char *arch,
+                                    char *src, uint64_t h, db_kernel_row *row, int *from_cache)
+{
+    char err[1024] = "";
     sale_status st = SALE_OK;
     int claimed = 0, stale_s = db_claim_stale_s();
     struct timespec t0, now;
@@ -407,7 +457,6 @@ unclaim:
     if (claimed == 1)
         db_unclaim(ctx->db, keytext, arch, h);
 out:
-    free(src);
     return st;
 }
 

@@ -50,6 +50,11 @@ struct sale_ctx {
     struct th_memo *thm;  /* per-head taus of (model, layer) already read for attention calls */
     int thm_n, thm_next;
     unsigned th_gen;      /* bumped whenever this context stores or imports thresholds */
+    /* kernels this process is compiling now (compile_row), under lock: a
+     * thread that misses one of them waits for it (compile_cv) instead of
+     * compiling it again (the cache's claim counts our own pid as ours) */
+    struct compiling *compiling;
+    pthread_cond_t compile_cv;
 };
 
 /* Set the calling thread's error message for ctx; ctx may be NULL. */

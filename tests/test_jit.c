@@ -2,6 +2,7 @@
  * every supported arch (a real compile), resources are parsed, the cache
  * serves the second request, and anything that changes code changes the hash. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,6 +300,54 @@ Test(jit, eight_processes_compile_a_missing_kernel_once)
         cr_assert_str_eq(rest, first, "every process ends with the same kernel");
     }
     cr_assert_eq(compiled, 1, "%d processes compiled the same kernel", compiled);
+}
+
+/* The same inside one process: eight threads of one context miss one
+ * kernel together. The cache's claim counts this process's pid as its own,
+ * so each thread used to compile it (8 NVRTC runs, and the first to finish
+ * dropped the claim the others were still under); now one compiles and the
+ * others wait for its row. */
+typedef struct {
+    pthread_barrier_t *go;
+    sale_status st;
+    sale_kernel_info info;
+} herd_thread;
+
+static void *herd_worker(void *p)
+{
+    herd_thread *t = p;
+    sale_key k;
+    char err[256];
+    if (sale_key_parse("fused:d=64,dt=bf16,arch=sm_86", &k, err, sizeof err) != SALE_OK) {
+        t->st = SALE_ERR_INVALID;
+        return NULL;
+    }
+    pthread_barrier_wait(t->go);
+    t->st = sale_compile(ctx, &k, &t->info);
+    return NULL;
+}
+
+Test(jit, eight_threads_of_one_context_compile_a_missing_kernel_once)
+{
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 8);
+    herd_thread t[8];
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) {
+        memset(&t[i], 0, sizeof t[i]);
+        t[i].go = &go;
+        cr_assert_eq(pthread_create(&th[i], NULL, herd_worker, &t[i]), 0);
+    }
+    int compiled = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(t[i].st, SALE_OK, "thread %d: %s", i, sale_status_name(t[i].st));
+        compiled += !t[i].info.from_cache;
+        cr_assert_eq(t[i].info.src_hash, t[0].info.src_hash);
+        cr_assert_eq(t[i].info.cubin_bytes, t[0].info.cubin_bytes);
+    }
+    pthread_barrier_destroy(&go);
+    cr_assert_eq(compiled, 1, "%d threads compiled the same kernel", compiled);
 }
 
 /* The cubin carries its resources: reading them from the ELF agrees with
