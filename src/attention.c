@@ -341,13 +341,14 @@ struct ws_slot {
 void ws_free_all(sale_ctx *ctx)
 {
     const drv_api *d = ctx->ws ? drv_get(NULL) : NULL;
-    CUcontext cur = NULL;
+    CUcontext cur = NULL, active;
     if (d)
         d->CtxGetCurrent(&cur);
+    active = cur;
     for (ws_slot *w = ctx->ws, *n; w; w = n) {
         n = w->next;
         /* freed in its own context, whichever thread destroys */
-        if (d && (w->cu == cur || d->CtxSetCurrent(w->cu) == CUDA_SUCCESS)) {
+        if (d && drv_use_context(d, w->cu, &active)) {
             if (w->done)
                 d->EventDestroy(w->done);
             if (w->ptr)
@@ -355,7 +356,7 @@ void ws_free_all(sale_ctx *ctx)
         }
         free(w);
     }
-    if (d)
+    if (d && active != cur)
         d->CtxSetCurrent(cur); /* the caller's, as it was */
     ctx->ws = NULL;
 }

@@ -248,18 +248,19 @@ void sale_destroy(sale_ctx *ctx)
         return;
     ws_free_all(ctx);
     const drv_api *d = ctx->modules ? drv_get(NULL) : NULL;
-    CUcontext cur = NULL;
+    CUcontext cur = NULL, active;
     if (d)
         d->CtxGetCurrent(&cur);
+    active = cur;
     for (kmod *m = ctx->modules, *n; m; m = n) {
         n = m->next;
         /* in its own context, whichever thread destroys (the modules of
          * other threads' contexts were left loaded: a leak) */
-        if (d && (m->cu == cur || d->CtxSetCurrent(m->cu) == CUDA_SUCCESS))
+        if (d && drv_use_context(d, m->cu, &active))
             d->ModuleUnload(m->mod);
         free(m);
     }
-    if (d)
+    if (d && active != cur)
         d->CtxSetCurrent(cur); /* the caller's, as it was */
     free(ctx->kt);
     win_memo_free(ctx);

@@ -125,6 +125,16 @@ const char *drv_errstr(CUresult r)
     return buf;
 }
 
+int drv_use_context(const drv_api *d, CUcontext want, CUcontext *active)
+{
+    if (want == *active)
+        return 1;
+    if (d->CtxSetCurrent(want) != CUDA_SUCCESS)
+        return 0;
+    *active = want;
+    return 1;
+}
+
 int drv_capturing(sale_ctx *ctx, CUstream stream, unsigned long long *id)
 {
     const drv_api *d = drv_get(NULL);

@@ -85,6 +85,11 @@ int drv_ensure_context(struct sale_ctx *ctx, CUcontext *cuctx, CUdevice *dev);
  * an invalidated capture is an error). */
 int drv_capturing(struct sale_ctx *ctx, CUstream stream, unsigned long long *id);
 
+/* Make `want` the current context unless *active (what is current now,
+ * as the caller tracks it) already is; 1 when it is current after, 0 when
+ * the driver refused. For freeing objects of several contexts in turn. */
+int drv_use_context(const drv_api *d, CUcontext want, CUcontext *active);
+
 /* Compute capability of a device as 80, 86, 89, 90; 0 if the driver does not
  * say (with *err, when not NULL, set to its result code). */
 int drv_device_arch(const drv_api *d, CUdevice dev, CUresult *err);
