@@ -1115,10 +1115,12 @@ static void hp_describe(const hp_problem *P, const uint16_t *h, const uint16_t *
         for (int o = 0; o < 4 && eq < 0; o++)
             if (o != c && !memcmp(x, refs[o] + r * 128, 256))
                 eq = o;
+        char same[32] = "";
+        if (eq >= 0)
+            snprintf(same, sizeof same, ", equals combo %d", eq);
         if (rows++ < 6 && l < n)
-            l += (size_t)snprintf(buf + l, n - l, " [head %d row %d: %d el, %d steps%s%s]", (int)(r / P->N),
-                                  (int)(r % P->N), e, big, eq < 0 ? "" : ", equals combo ",
-                                  eq < 0 ? "" : (const char *[]){"0", "1", "2", "3"}[eq]);
+            l += (size_t)snprintf(buf + l, n - l, " [head %d row %d: %d el, %d steps%s]", (int)(r / P->N),
+                                  (int)(r % P->N), e, big, same);
     }
     if (l < n)
         snprintf(buf + l, n - l, " %lld elements in %d rows", cnt, rows);

@@ -59,8 +59,24 @@ __device__ __forceinline__ float quad_max(float x) {
     return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
 
+// two exponentials a MUFU op: x0, x1 rounded to f16, ex2.approx.f16x2, back to fp32
+// (the candidate of the twenty-second session: the softmax phase is MUFU-bound
+// when both CTAs of an SM are in it)
+__device__ __forceinline__ void ex2h2(float x0, float x1, float &y0, float &y1) {
+    asm volatile("{\n.reg .b16 lo, hi;\n.reg .b32 p;\n"
+                 "cvt.rn.f16x2.f32 p, %3, %2;\n"
+                 "ex2.approx.f16x2 p, p;\n"
+                 "mov.b32 {lo, hi}, p;\n"
+                 "cvt.f32.f16 %0, lo;\n"
+                 "cvt.f32.f16 %1, hi;\n}"
+                 : "=f"(y0), "=f"(y1)
+                 : "f"(x0), "f"(x1));
+}
+
 // the softmax of the rows kernel's DwRowState on a 32-float tile, in place;
-// m, l carried (so the compiler cannot fold iterations together)
+// m, l carried (so the compiler cannot fold iterations together). H2: the 32
+// exponentials as 16 f16x2 ones (the row factors stay fp32)
+template <bool H2>
 __device__ __forceinline__ void softmax32(float (&x)[32], float &m0, float &m1, float &l0, float &l1, float sl2) {
     float x0 = m0, x1 = m1;
 #pragma unroll
@@ -76,50 +92,18 @@ __device__ __forceinline__ void softmax32(float (&x)[32], float &m0, float &m1, 
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
-        x[nt * 4 + 0] = ex2(fmaf(x[nt * 4 + 0], sl2, n0));
-        x[nt * 4 + 1] = ex2(fmaf(x[nt * 4 + 1], sl2, n0));
-        x[nt * 4 + 2] = ex2(fmaf(x[nt * 4 + 2], sl2, n1));
-        x[nt * 4 + 3] = ex2(fmaf(x[nt * 4 + 3], sl2, n1));
-        s0 += x[nt * 4 + 0] + x[nt * 4 + 1];
-        s1 += x[nt * 4 + 2] + x[nt * 4 + 3];
-    }
-    l0 = l0 * a0 + s0;
-    l1 = l1 * a1 + s1;
-}
-
-// two exponentials a MUFU op: x0, x1 rounded to f16, ex2.approx.f16x2, back to fp32
-// (the candidate of the twenty-second session: the softmax phase is MUFU-bound
-// when both CTAs of an SM are in it)
-__device__ __forceinline__ void ex2h2(float x0, float x1, float &y0, float &y1) {
-    asm volatile("{\n.reg .b16 lo, hi;\n.reg .b32 p;\n"
-                 "cvt.rn.f16x2.f32 p, %3, %2;\n"
-                 "ex2.approx.f16x2 p, p;\n"
-                 "mov.b32 {lo, hi}, p;\n"
-                 "cvt.f32.f16 %0, lo;\n"
-                 "cvt.f32.f16 %1, hi;\n}"
-                 : "=f"(y0), "=f"(y1)
-                 : "f"(x0), "f"(x1));
-}
-// softmax32 with the 32 exponentials as 16 f16x2 ones (the row factors stay fp32)
-__device__ __forceinline__ void softmax32h(float (&x)[32], float &m0, float &m1, float &l0, float &l1, float sl2) {
-    float x0 = m0, x1 = m1;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        x0 = fmaxf(x0, fmaxf(x[nt * 4 + 0], x[nt * 4 + 1]));
-        x1 = fmaxf(x1, fmaxf(x[nt * 4 + 2], x[nt * 4 + 3]));
-    }
-    x0 = quad_max(x0);
-    x1 = quad_max(x1);
-    const float a0 = ex2((m0 - x0) * sl2), a1 = ex2((m1 - x1) * sl2);
-    m0 = x0, m1 = x1;
-    const float n0 = -x0 * sl2, n1 = -x1 * sl2;
-    float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        ex2h2(fmaf(x[nt * 4 + 0], sl2, n0), fmaf(x[nt * 4 + 1], sl2, n0), x[nt * 4 + 0], x[nt * 4 + 1]);
-        ex2h2(fmaf(x[nt * 4 + 2], sl2, n1), fmaf(x[nt * 4 + 3], sl2, n1), x[nt * 4 + 2], x[nt * 4 + 3]);
-        s0 += x[nt * 4 + 0] + x[nt * 4 + 1];
-        s1 += x[nt * 4 + 2] + x[nt * 4 + 3];
+        float *e = x + nt * 4;
+        if (H2) {
+            ex2h2(fmaf(e[0], sl2, n0), fmaf(e[1], sl2, n0), e[0], e[1]);
+            ex2h2(fmaf(e[2], sl2, n1), fmaf(e[3], sl2, n1), e[2], e[3]);
+        } else {
+            e[0] = ex2(fmaf(e[0], sl2, n0));
+            e[1] = ex2(fmaf(e[1], sl2, n0));
+            e[2] = ex2(fmaf(e[2], sl2, n1));
+            e[3] = ex2(fmaf(e[3], sl2, n1));
+        }
+        s0 += e[0] + e[1];
+        s1 += e[2] + e[3];
     }
     l0 = l0 * a0 + s0;
     l1 = l1 * a1 + s1;
@@ -167,8 +151,8 @@ __global__ void __launch_bounds__(128) bench(const unsigned short *src, unsigned
         }
         dw_commit();
         const unsigned long long t0 = clock64();
-        if (MODE <= 3) softmax32(X, m0, m1, l0, l1, sl2);
-        if (MODE == 7 || MODE == 8) softmax32h(X, m0, m1, l0, l1, sl2);
+        if (MODE <= 3) softmax32<false>(X, m0, m1, l0, l1, sl2);
+        if (MODE == 7 || MODE == 8) softmax32<true>(X, m0, m1, l0, l1, sl2);
         const unsigned long long t1 = clock64();
         dw_wait<0>();
         dw_fence_acc(S);
