@@ -329,6 +329,7 @@ struct ws_slot {
     size_t bytes;
     CUevent done;    /* recorded on `stream` after the last eager use */
     CUstream stream; /* stream of the last use */
+    unsigned long long sid; /* cuStreamGetId of that stream (unique for the life of the process); 0: unknown */
     int in_use;      /* between ws_acquire and ws_release */
     int used;        /* done has been recorded */
     int captured;    /* owned by graphs of capture sequence `capture`: never reused eagerly */
@@ -364,15 +365,23 @@ void ws_free_all(sale_ctx *ctx)
 /* A workspace of `need` bytes for this stream. Eagerly: the one last used on
  * this stream (stream order makes reuse safe), else an idle one (its done
  * event has passed), else a new one; growing one waits for its last use
- * (logged). Under capture: the one this capture sequence already took on
- * this stream, else the one last used eagerly on this stream, which then
- * belongs to the captured graph for good; never an allocation, never a wait. */
+ * (logged). "This stream" is the driver's stream id (cuStreamGetId), not the
+ * handle: one handle is not always one stream (CU_STREAM_PER_THREAD from two
+ * threads; a destroyed stream's handle given to a new one while the old
+ * one's work still runs). Where the id is unknown (a driver before 12.0),
+ * the handle decides and the slot's last use is waited for on the device.
+ * Under capture: the one this capture sequence already took on this stream,
+ * else the one last used eagerly on this stream, which then belongs to the
+ * captured graph for good; never an allocation, never a wait. */
 static sale_status ws_acquire(sale_ctx *ctx, CUcontext cu, CUstream stream, size_t need, int capturing,
                               unsigned long long capture, ws_slot **out)
 {
     const drv_api *d = drv_get(NULL);
     *out = NULL;
     ws_slot *w = NULL;
+    unsigned long long sid = 0; /* eagerly: the stream's id, if the driver has cuStreamGetId */
+    if (!capturing && d->StreamGetId && d->StreamGetId(stream, &sid) != CUDA_SUCCESS)
+        sid = 0;
     pthread_mutex_lock(&ctx->ws_lock);
     if (capturing) {
         for (ws_slot *x = ctx->ws; x && !w; x = x->next)
@@ -403,7 +412,7 @@ static sale_status ws_acquire(sale_ctx *ctx, CUcontext cu, CUstream stream, size
     for (ws_slot *x = ctx->ws; x; x = x->next, n++) {
         if (x->cu != cu || x->captured || x->in_use)
             continue;
-        if (x->stream == stream && (!w || x->bytes > w->bytes))
+        if ((sid ? x->sid == sid : x->stream == stream) && (!w || x->bytes > w->bytes))
             w = x;
         else if (!idle || x->bytes > idle->bytes) {
             CUresult q = x->used ? d->EventQuery(x->done) : CUDA_SUCCESS;
@@ -414,17 +423,18 @@ static sale_status ws_acquire(sale_ctx *ctx, CUcontext cu, CUstream stream, size
     if (!w || (w->bytes < need && idle && idle->bytes >= need))
         w = idle;
     if (w) {
-        const int same = w != idle; /* taken for its stream handle, not because it is idle */
+        /* taken for its stream handle (the id unknown), not because it is idle */
+        const int by_handle = w != idle && !sid;
         w->in_use = 1;
+        w->sid = sid;
         pthread_mutex_unlock(&ctx->ws_lock);
         if (w->bytes >= need) {
-            /* One handle is not always one stream: CU_STREAM_PER_THREAD
-             * from two threads, or a destroyed stream's handle given to a
-             * new one while the old one's work still runs. So the slot's
-             * last use is waited for on the device (on one stream, a
-             * dependency it already has): without it, two streams would
-             * share a workspace, and the results would be wrong. */
-            CUresult r = same && w->used ? d->StreamWaitEvent(stream, w->done, 0) : CUDA_SUCCESS;
+            /* By handle, the slot's last use may be on another stream (see
+             * above): it is waited for on the device (on one stream, a
+             * dependency it already has); without it, two streams would
+             * share a workspace, and the results would be wrong. By id, the
+             * stream's order already holds. */
+            CUresult r = by_handle && w->used ? d->StreamWaitEvent(stream, w->done, 0) : CUDA_SUCCESS;
             if (r != CUDA_SUCCESS) {
                 pthread_mutex_lock(&ctx->ws_lock);
                 w->in_use = 0;
@@ -480,6 +490,7 @@ static sale_status ws_acquire(sale_ctx *ctx, CUcontext cu, CUstream stream, size
     w->cu = cu;
     w->bytes = need;
     w->stream = stream;
+    w->sid = sid;
     w->in_use = 1;
     pthread_mutex_lock(&ctx->ws_lock);
     w->next = ctx->ws;

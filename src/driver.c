@@ -91,6 +91,7 @@ static void drv_open(void)
     *(void **)&g_api.StreamGetCaptureInfo_v3 = dlsym(h, "cuStreamGetCaptureInfo_v3");
     *(void **)&g_api.StreamGetCaptureInfo_v2 = dlsym(h, "cuStreamGetCaptureInfo_v2");
     *(void **)&g_api.TensorMapEncodeTiled = dlsym(h, "cuTensorMapEncodeTiled");
+    *(void **)&g_api.StreamGetId = dlsym(h, "cuStreamGetId");
     CUresult r = g_api.Init(0);
     if (r != CUDA_SUCCESS) {
         const char *n = NULL;

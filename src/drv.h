@@ -48,6 +48,7 @@ typedef struct drv_api {
     CUresult (*StreamQuery)(CUstream);
     CUresult (*StreamWaitEvent)(CUstream, CUevent, unsigned);
     CUresult (*EventQuery)(CUevent);
+    CUresult (*StreamGetId)(CUstream, unsigned long long *); /* CUDA 12.0 on; NULL before */
     CUresult (*MemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
     CUresult (*StreamIsCapturing)(CUstream, CUstreamCaptureStatus *);
     CUresult (*StreamBeginCapture)(CUstream, CUstreamCaptureMode);
