@@ -20,6 +20,14 @@
 //   7  the softmax with its 32 exponentials as 16 ex2.approx.f16x2 (x rounded to
 //      f16, the result back to fp32), alone
 //   8  mode 7 beside the P V of mode 3
+//   9  the softmax with an eighth of its exponentials (every eighth 8-key
+//      column group) by polynomial on the FMA pipe (the kernel's SALE_EX2_POLY), alone
+//  10  mode 9 beside the P V of mode 3
+//  11  the softmax with its exponentials as ex2.approx.ftz.bf16x2 (x rounded to
+//      bf16; the result is P as the P V operand wants it), alone
+//  12  mode 11 beside the P V of mode 3
+// (the f16x2 and polynomial exponentials are the kernels' own:
+// ex2_variants.cuh, as rows_ex2h.patch gives the kernels)
 // Prints, for 1 and 2 CTAs an SM (the rows kernel runs 2), the cycles of the
 // softmax part and of the whole iteration (clock64 around each, lane 0 of
 // warp 0, the median CTA). Data are random bf16; the values do not matter for
@@ -37,6 +45,7 @@
 typedef unsigned int sale_u32;
 #include "sale_abi.h"
 #include "wgmma_mma.cuh" /* dw_mma_ss, dw_mma_rs, and wgmma_common.cuh */
+#include "ex2_variants.cuh" /* sale_ex2_f16x2, sale_ex2_poly (bench/wgmma; the measured kernels: rows_ex2h.patch) */
 
 #define CHECK(x)                                                                                                     \
     do {                                                                                                             \
@@ -59,24 +68,24 @@ __device__ __forceinline__ float quad_max(float x) {
     return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
 
-// two exponentials a MUFU op: x0, x1 rounded to f16, ex2.approx.f16x2, back to fp32
-// (the candidate of the twenty-second session: the softmax phase is MUFU-bound
-// when both CTAs of an SM are in it)
-__device__ __forceinline__ void ex2h2(float x0, float x1, float &y0, float &y1) {
-    asm volatile("{\n.reg .b16 lo, hi;\n.reg .b32 p;\n"
-                 "cvt.rn.f16x2.f32 p, %3, %2;\n"
-                 "ex2.approx.f16x2 p, p;\n"
-                 "mov.b32 {lo, hi}, p;\n"
-                 "cvt.f32.f16 %0, lo;\n"
-                 "cvt.f32.f16 %1, hi;\n}"
-                 : "=f"(y0), "=f"(y1)
+// two exponentials a MUFU op in bf16: the packed result is P's register pair
+// (lo = 2^x0); unpacked again here for the row sums
+__device__ __forceinline__ void ex2b2(float x0, float x1, float &y0, float &y1) {
+    sale_u32 p;
+    asm volatile("{\n.reg .b32 t;\n"
+                 "cvt.rn.bf16x2.f32 t, %2, %1;\n"
+                 "ex2.approx.ftz.bf16x2 %0, t;\n}"
+                 : "=r"(p)
                  : "f"(x0), "f"(x1));
+    y0 = __uint_as_float(p << 16);
+    y1 = __uint_as_float(p & 0xffff0000u);
 }
 
 // the softmax of the rows kernel's DwRowState on a 32-float tile, in place;
-// m, l carried (so the compiler cannot fold iterations together). H2: the 32
-// exponentials as 16 f16x2 ones (the row factors stay fp32)
-template <bool H2>
+// m, l carried (so the compiler cannot fold iterations together). EX: 0 one
+// ex2.approx.f32 an element; 1 f16x2; 2 an eighth by polynomial; 3 bf16x2
+// (the row factors stay fp32)
+template <int EX>
 __device__ __forceinline__ void softmax32(float (&x)[32], float &m0, float &m1, float &l0, float &l1, float sl2) {
     float x0 = m0, x1 = m1;
 #pragma unroll
@@ -93,9 +102,17 @@ __device__ __forceinline__ void softmax32(float (&x)[32], float &m0, float &m1, 
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
         float *e = x + nt * 4;
-        if (H2) {
-            ex2h2(fmaf(e[0], sl2, n0), fmaf(e[1], sl2, n0), e[0], e[1]);
-            ex2h2(fmaf(e[2], sl2, n1), fmaf(e[3], sl2, n1), e[2], e[3]);
+        if (EX == 1) {
+            sale_ex2_f16x2(fmaf(e[0], sl2, n0), fmaf(e[1], sl2, n0), e[0], e[1]);
+            sale_ex2_f16x2(fmaf(e[2], sl2, n1), fmaf(e[3], sl2, n1), e[2], e[3]);
+        } else if (EX == 3) {
+            ex2b2(fmaf(e[0], sl2, n0), fmaf(e[1], sl2, n0), e[0], e[1]);
+            ex2b2(fmaf(e[2], sl2, n1), fmaf(e[3], sl2, n1), e[2], e[3]);
+        } else if (EX == 2 && (nt & 7) == 7) {
+            e[0] = sale_ex2_poly(fmaf(e[0], sl2, n0));
+            e[1] = sale_ex2_poly(fmaf(e[1], sl2, n0));
+            e[2] = sale_ex2_poly(fmaf(e[2], sl2, n1));
+            e[3] = sale_ex2_poly(fmaf(e[3], sl2, n1));
         } else {
             e[0] = ex2(fmaf(e[0], sl2, n0));
             e[1] = ex2(fmaf(e[1], sl2, n0));
@@ -145,14 +162,16 @@ __global__ void __launch_bounds__(128) bench(const unsigned short *src, unsigned
 #pragma unroll
             for (int ks = 0; ks < 8; ks++) dw_mma_rs(S, QA[ks], kdesc + ((((ks >> 2) * 8192 + (ks & 3) * 32)) >> 4), ks);
         }
-        if (MODE == 3 || MODE == 5 || MODE == 8) {
+        if (MODE == 3 || MODE == 5 || MODE == 8 || MODE == 10 || MODE == 12) {
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) dw_mma_rs(O, P[kk], vdesc + ((kk * 2048) >> 4));
         }
         dw_commit();
         const unsigned long long t0 = clock64();
-        if (MODE <= 3) softmax32<false>(X, m0, m1, l0, l1, sl2);
-        if (MODE == 7 || MODE == 8) softmax32<true>(X, m0, m1, l0, l1, sl2);
+        if (MODE <= 3) softmax32<0>(X, m0, m1, l0, l1, sl2);
+        if (MODE == 7 || MODE == 8) softmax32<1>(X, m0, m1, l0, l1, sl2);
+        if (MODE == 9 || MODE == 10) softmax32<2>(X, m0, m1, l0, l1, sl2);
+        if (MODE == 11 || MODE == 12) softmax32<3>(X, m0, m1, l0, l1, sl2);
         const unsigned long long t1 = clock64();
         dw_wait<0>();
         dw_fence_acc(S);
@@ -217,6 +236,10 @@ int main() {
         run<6>(sms, per_sm, dsrc, "S, SS, alone");
         run<7>(sms, per_sm, dsrc, "softmax, ex2 two a MUFU op (f16x2), alone");
         run<8>(sms, per_sm, dsrc, "softmax, ex2 f16x2, beside P V, RS");
+        run<9>(sms, per_sm, dsrc, "softmax, an eighth of ex2 by polynomial (FMA), alone");
+        run<10>(sms, per_sm, dsrc, "softmax, an eighth by polynomial, beside P V, RS");
+        run<11>(sms, per_sm, dsrc, "softmax, ex2 two a MUFU op (bf16x2), alone");
+        run<12>(sms, per_sm, dsrc, "softmax, ex2 bf16x2, beside P V, RS");
     }
     CHECK(cudaFree(dsrc));
     return 0;
