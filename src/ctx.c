@@ -14,6 +14,7 @@
 #include "sale_layout.h"
 
 #define KMOD_FNS 4 /* entries of one module resolved at load (quantize has 4) */
+#define KMOD_LIMS 8 /* functions of one module whose shared memory limit is tracked */
 
 struct kmod {
     CUcontext cu;
@@ -26,8 +27,17 @@ struct kmod {
     int nfn; /* entries of the family's launch plan, resolved once at load */
     const char *fn_name[KMOD_FNS];
     CUfunction fns[KMOD_FNS];
+    /* the dynamic shared memory limit set on each function launched by
+     * sale_kernel_launch (g_smem_lock): raised only, so that two threads
+     * launching one entry with different sizes never lower it between the
+     * other's cuFuncSetAttribute and its launch */
+    int nlim;
+    CUfunction lim_fn[KMOD_LIMS];
+    unsigned lim_smem[KMOD_LIMS];
     struct kmod *next;
 };
+
+static pthread_mutex_t g_smem_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* One slot of the loaded-kernel table (open addressing, linear probing). */
 struct kt_slot {
@@ -603,6 +613,15 @@ static CUresult resolve_entries(const drv_api *d, kmod *m)
             return r;
         m->fn_name[m->nfn] = L[i].entry;
         m->fns[m->nfn++] = f;
+        if (L[i].smem > 48 * 1024 && m->nlim < KMOD_LIMS) { /* the limit sale_kernel_launch starts from */
+            int j = 0;
+            while (j < m->nlim && m->lim_fn[j] != f)
+                j++;
+            if (j == m->nlim)
+                m->lim_fn[m->nlim++] = f, m->lim_smem[j] = 0;
+            if (m->lim_smem[j] < (unsigned)L[i].smem)
+                m->lim_smem[j] = (unsigned)L[i].smem;
+        }
     }
     return CUDA_SUCCESS;
 }
@@ -828,6 +847,35 @@ sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, cons
     return SALE_OK;
 }
 
+/* f's dynamic shared memory limit at least smem: raised, never lowered.
+ * Known at load: the main entry's (the kernel's own size) and the plan's
+ * entries' (resolve_entries); others start at the driver's 48 KB. The
+ * attribute is set under the lock, so concurrent raises end at the larger. */
+static CUresult kmod_raise_smem(kmod *m, const drv_api *d, CUfunction f, unsigned smem)
+{
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&g_smem_lock);
+    int i = 0;
+    while (i < m->nlim && m->lim_fn[i] != f)
+        i++;
+    if (i == m->nlim && i < KMOD_LIMS) {
+        unsigned known = 48 * 1024;
+        if (f == m->fn && m->info.smem_dynamic > 48 * 1024)
+            known = (unsigned)m->info.smem_dynamic;
+        m->lim_fn[i] = f;
+        m->lim_smem[i] = known;
+        m->nlim++;
+    }
+    /* past KMOD_LIMS functions (a caller's own entries): set every time, as before */
+    if (i == KMOD_LIMS || smem > m->lim_smem[i]) {
+        r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem);
+        if (r == CUDA_SUCCESS && i < KMOD_LIMS)
+            m->lim_smem[i] = smem;
+    }
+    pthread_mutex_unlock(&g_smem_lock);
+    return r;
+}
+
 sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned gx, unsigned gy,
                                unsigned gz, unsigned block, unsigned smem, const void *params, size_t params_size,
                                void *stream)
@@ -859,10 +907,7 @@ sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *
         block = (unsigned)m->info.threads;
     if (smem == (unsigned)-1)
         smem = (unsigned)m->info.smem_dynamic;
-    CUresult r = CUDA_SUCCESS;
-    /* the main entry's limit was raised at load; other sizes raise it here */
-    if (smem > 48 * 1024 && (f != m->fn || smem > (unsigned)m->info.smem_dynamic))
-        r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem);
+    CUresult r = smem > 48 * 1024 ? kmod_raise_smem((kmod *)m, d, f, smem) : CUDA_SUCCESS;
     void *args[1] = {(void *)params};
     if (r == CUDA_SUCCESS)
         r = d->LaunchKernel(f, gx, gy, gz, block, 1, 1, smem, (CUstream)stream, args, NULL);

@@ -612,6 +612,24 @@ Test(gpu, quantize_kernel_matches_cpu)
     cr_assert_lt(worst_scale, 1e-4);
     cr_assert_lt(worst_c, 1e-3);
     cr_assert_eq(code_off, 0);
+    /* sale_kernel_launch raises an entry's dynamic shared memory limit and
+     * never lowers it: a launch with less, after one with more, left the
+     * limit at the smaller size, so another thread's launch with more could
+     * fail between a raise and its launch */
+    void *fn0 = NULL;
+    cr_assert_eq(sale_kernel_function_named(ctx, kern, L[0].entry, &fn0), SALE_OK, "%s", sale_last_error(ctx));
+    const unsigned big = 160 * 1024, less = 64 * 1024;
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(sale_kernel_launch(ctx, kern, L[0].entry, L[0].grid[0], L[0].grid[1], L[0].grid[2], L[0].block,
+                                        i ? less : big, &p, sizeof p, NULL),
+                     SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+    int lim = 0;
+    cr_assert_eq(drv_get(NULL)->FuncGetAttribute(&lim, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                 (CUfunction)fn0),
+                 CUDA_SUCCESS);
+    cr_assert_geq(lim, (int)big, "%s: launched with %u then %u bytes of shared memory: the limit is %d", L[0].entry,
+                  big, less, lim);
     free(q), free(k), free(v), free(gqc), free(gkc), free(gqs), free(gks), free(gct), free(gqm), free(gkm), free(kmean),
         free(qmean);
     void *bufs[] = {dq, dk, qc, kc, qs, ks, qm, km, ct, scr, kcent, sy};
