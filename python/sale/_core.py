@@ -205,12 +205,23 @@ _DTYPES = None
 
 
 def _t():
-    global _torch, _DTYPES
+    global _torch, _DTYPES, _cur_dev, _raw_stream
     if _torch is None:
         import torch
         _DTYPES = {torch.float16: _lib.DTYPE_F16, torch.bfloat16: _lib.DTYPE_BF16, torch.float32: _lib.DTYPE_F32}
+        # the current device and the raw handle of a device's current stream, by torch's C
+        # bindings where this torch has them (each public call adds a few microseconds of
+        # checks a call, on CUDA tensors that are already initialised); else the public API
+        c = getattr(torch, "_C", None)
+        get_dev = getattr(c, "_cuda_getDevice", None)
+        raw = getattr(c, "_cuda_getCurrentRawStream", None)
+        _cur_dev = get_dev if callable(get_dev) else torch.cuda.current_device
+        _raw_stream = raw if callable(raw) else (lambda i: torch.cuda.current_stream(i).cuda_stream)
         _torch = torch
     return _torch
+
+
+_cur_dev = _raw_stream = None
 
 
 def _strides(name, t, layout):
@@ -546,12 +557,13 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
         mask, lse, stats = _extras(a, B, Hq, N, dev, return_mask, return_lse, return_stats, keep)
     ctx = context if context is not None else (_default or default_context())
     lib = ctx._lib
-    switch = dev.index is not None and dev.index != torch.cuda.current_device()
-    guard = torch.cuda.device(dev) if switch else None
+    cur = _cur_dev()
+    idx = cur if dev.index is None else dev.index
+    guard = torch.cuda.device(dev) if idx != cur else None
     if guard is not None:
         guard.__enter__()
     try:
-        stream = torch.cuda.current_stream(dev).cuda_stream
+        stream = _raw_stream(idx)
         with ctx._lock:
             nbytes = p[6][0]
             if nbytes is None:
