@@ -244,14 +244,21 @@ int win_lookup(sale_ctx *ctx, const sale_device_info *dev, const sale_key *key, 
         return -1;
     }
     int bucket = seq_len > 0 ? win_bucket_n(seq_len) : 0;
-    int found, warps = 0, stages = 0;
+    int found = 0, warps = 0, stages = 0;
     pthread_mutex_lock(&ctx->lock);
-    win_memo *m = memo_find(ctx, dev, &open, bucket);
-    if (m) {
+    const win_memo *m = memo_find(ctx, dev, &open, bucket);
+    const int hit = m != NULL;
+    const unsigned gen = ctx->win_gen; /* a save racing with the read below makes its result stale */
+    if (hit) {
         found = m->found;
         warps = m->warps;
         stages = m->stages;
-    } else {
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (!hit) {
+        /* SQLite outside ctx->lock (the cache layer locks each call): every
+         * warm lookup on every other thread takes ctx->lock, and a read can
+         * wait out the busy timeout behind another process's write */
         found = lookup_db(ctx, dev, &open, seq_len, &warps, &stages);
         win_memo *nm = found >= 0 ? calloc(1, sizeof *nm) : NULL;
         if (nm) { /* out of memory: no memo, the next lookup asks SQLite again */
@@ -263,11 +270,18 @@ int win_lookup(sale_ctx *ctx, const sale_device_info *dev, const sale_key *key, 
             nm->found = found;
             nm->warps = warps;
             nm->stages = stages;
-            nm->next = ctx->memo;
-            ctx->memo = nm;
+            pthread_mutex_lock(&ctx->lock);
+            /* kept only if no save came between (forget() emptied the memo
+             * then) and no other thread has kept the same lookup meanwhile */
+            if (gen == ctx->win_gen && !memo_find(ctx, dev, &open, bucket)) {
+                nm->next = ctx->memo;
+                ctx->memo = nm;
+                nm = NULL;
+            }
+            pthread_mutex_unlock(&ctx->lock);
+            free(nm);
         }
     }
-    pthread_mutex_unlock(&ctx->lock);
     if (found != 1)
         return found;
     sale_key k = *key;
@@ -310,13 +324,13 @@ sale_status win_dense_below_save(sale_ctx *ctx, const sale_device_info *dev, int
 int win_dense_below(sale_ctx *ctx, int ordinal)
 {
     int v = 0;
-    if (ordinal >= 0 && ordinal < CTX_MAX_DEVICES) {
-        pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->lock);
+    const unsigned gen = ctx->win_gen; /* a save racing with the read below makes its result stale */
+    if (ordinal >= 0 && ordinal < CTX_MAX_DEVICES)
         v = ctx->dense_below[ordinal];
-        pthread_mutex_unlock(&ctx->lock);
-        if (v)
-            return v;
-    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (v)
+        return v;
     sale_device_info di;
     if (sale_device_info_get(ctx, ordinal, &di) != SALE_OK)
         return 1024;
@@ -325,12 +339,13 @@ int win_dense_below(sale_ctx *ctx, int ordinal)
     db_tuned_row r;
     row_ids(&r, &di, arch ? sale_arch_name(arch) : "", WIN_DENSE_BELOW_KEY, "all");
     char err[512] = "";
-    pthread_mutex_lock(&ctx->lock);
+    /* SQLite outside ctx->lock, as win_lookup */
     int found = arch ? db_tuned_get(ctx->db, &r, err, sizeof err) : 0;
     int n = 0;
     if (found == 1 && sscanf(r.winner, "%d", &n) == 1 && n >= 0)
         v = n ? n : -1; /* a stored 0: SALE always pays on this device */
-    if (ordinal >= 0 && ordinal < CTX_MAX_DEVICES)
+    pthread_mutex_lock(&ctx->lock);
+    if (ordinal >= 0 && ordinal < CTX_MAX_DEVICES && gen == ctx->win_gen)
         ctx->dense_below[ordinal] = v;
     pthread_mutex_unlock(&ctx->lock);
     if (found < 0) /* after the unlock: the log callback may call back into sale */
