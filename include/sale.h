@@ -250,7 +250,8 @@ sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, cons
 /* Launch an entry of the kernel's module (NULL: the main entry) with one
  * by-value parameter block (sale's kernels take a single struct, see
  * templates/sale_abi.h). block 0: the kernel's threads; smem (unsigned)-1:
- * the kernel's dynamic shared memory. Raises the >48 KB limit as needed.
+ * the kernel's dynamic shared memory. Raises the >48 KB limit as needed,
+ * never lowers it (threads launching one entry with different sizes are safe).
  * The sm_90a wgmma kernels (dense, attend, the thr=fixed estimation) take
  * sale_tma_params: the parameter block and TMA maps of their operands
  * (cuTensorMapEncodeTiled); leave p.o_tma 0 unless you encode `to` as
