@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,6 +333,73 @@ Test(tune, stored_winner_is_served_for_open_tiles)
     cr_assert_eq(r.tried, 4);
     cr_assert(strstr(r.winner, "warps=2,stages=3") != NULL, "%s", r.winner);
     cr_assert_gt(r.created, 0);
+}
+
+/* Lookups racing saves: the cold lookup reads SQLite outside ctx->lock and
+ * memoises its answer afterwards; an answer read before a save must not be
+ * memoised after it (the memo would then serve the old winner for good). */
+typedef struct race_arg {
+    sale_device_info d;
+    sale_key open, a, b;
+    int stop, bad, lookups;
+    char why[160];
+} race_arg;
+
+static void *race_reader(void *p)
+{
+    race_arg *r = p;
+    int n = 0;
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        sale_key out;
+        int f = win_lookup(ctx, &r->d, &r->open, 65536, &out);
+        int ok = f == 0 || (f == 1 && ((out.warps == r->a.warps && out.stages == r->a.stages) ||
+                                       (out.warps == r->b.warps && out.stages == r->b.stages)));
+        if (!ok && __atomic_fetch_add(&r->bad, 1, __ATOMIC_ACQ_REL) == 0)
+            snprintf(r->why, sizeof r->why, "lookup returned %d with warps %d stages %d (%s)", f, out.warps,
+                     out.stages, sale_last_error(ctx));
+        n++;
+    }
+    __atomic_fetch_add(&r->lookups, n, __ATOMIC_ACQ_REL);
+    return NULL;
+}
+
+Test(tune, lookups_racing_saves_end_on_the_last_winner)
+{
+    race_arg r;
+    memset(&r, 0, sizeof r);
+    r.d = h100();
+    r.open = sale_key_default(SALE_FAMILY_ATTEND);
+    r.a = tuned_winner(SALE_FAMILY_ATTEND, 2, 3);
+    r.b = tuned_winner(SALE_FAMILY_ATTEND, 4, 2);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, race_reader, &r), 0);
+    int stale = 0, first_stale = -1;
+    for (int i = 0; i < 1000; i++) {
+        const sale_key *w = i % 2 ? &r.b : &r.a;
+        cr_assert_eq(win_save(ctx, &r.d, &r.open, 65536, w, 1.0 + i, 1.0, 2), SALE_OK, "%s", sale_last_error(ctx));
+        /* only this thread saves: a lookup after its save must see it, whatever the readers memoised */
+        for (int k = 0; k < 3; k++) {
+            sale_key out;
+            int f = win_lookup(ctx, &r.d, &r.open, 65536, &out);
+            if ((f != 1 || out.warps != w->warps || out.stages != w->stages) && !stale++)
+                first_stale = i;
+        }
+    }
+    /* the last save was b; let the readers run on after it */
+    usleep(20000);
+    __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(r.bad, 0, "%d bad lookups; first: %s", r.bad, r.why);
+    cr_assert_eq(stale, 0, "%d lookups after a save served the winner before it (a stale memo), first after save %d",
+                 stale, first_stale);
+    cr_assert_gt(r.lookups, 1000, "the readers ran (%d lookups)", r.lookups);
+    sale_key out;
+    cr_assert_eq(win_lookup(ctx, &r.d, &r.open, 65536, &out), 1, "%s", sale_last_error(ctx));
+    cr_assert(out.warps == r.b.warps && out.stages == r.b.stages,
+              "after the last save (warps %d stages %d) the lookup serves warps %d stages %d: a stale memo",
+              r.b.warps, r.b.stages, out.warps, out.stages);
 }
 
 Test(tune, another_device_or_driver_never_gets_the_winner)
