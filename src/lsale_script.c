@@ -348,6 +348,37 @@ static int mask_count(lua_State *L)
     return 1;
 }
 
+/* mask:group_overlap(group): how far the query heads of a GQA group share
+ * their kept blocks. Heads h = g * group .. g * group + group - 1 read the
+ * K/V of one KV head (as sale's layouts do). Returns kept (the kept bits of
+ * every head: the K/V blocks a kernel reading each head's row alone loads)
+ * and union (per batch, group and query block, the blocks any head of the
+ * group keeps: what one reading of the group's union loads). kept / union is
+ * between 1 (no block shared) and group (every head keeps the same). */
+static int mask_group_overlap(lua_State *L)
+{
+    mask *m = luaL_checkudata(L, 1, MASK_MT);
+    int g = check_int(L, 2);
+    if (g < 1 || m->H % g)
+        return luaL_error(L, "mask:group_overlap(%d): the group must divide the mask's %d heads", g, m->H);
+    lua_Integer kept = 0, uni = 0;
+    for (int b = 0; b < m->B; b++)
+        for (int h0 = 0; h0 < m->H; h0 += g)
+            for (int qb = 0; qb < m->nqb; qb++)
+                for (int w = 0; w < m->nkw; w++) {
+                    uint32_t u = 0;
+                    for (int h = h0; h < h0 + g; h++) {
+                        uint32_t x = m->bits[(((size_t)b * m->H + h) * m->nqb + qb) * m->nkw + w];
+                        kept += __builtin_popcount(x);
+                        u |= x;
+                    }
+                    uni += __builtin_popcount(u);
+                }
+    lua_pushinteger(L, kept);
+    lua_pushinteger(L, uni);
+    return 2;
+}
+
 static int mask_index(lua_State *L)
 {
     mask *m = luaL_checkudata(L, 1, MASK_MT);
@@ -1429,6 +1460,8 @@ static void open_sale(lua_State *L, sale_ctx *ctx)
     lua_setfield(L, -2, "kept");
     lua_pushcfunction(L, mask_count);
     lua_setfield(L, -2, "count");
+    lua_pushcfunction(L, mask_group_overlap);
+    lua_setfield(L, -2, "group_overlap");
     lua_pushcfunction(L, mask_index);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);

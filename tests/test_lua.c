@@ -563,6 +563,37 @@ Test(scripts, reference_tensors_masks_and_metrics)
     free(out);
 }
 
+/* mask:group_overlap against a brute force over mask:kept, and its bounds:
+ * union <= kept <= group x union; group 1 is the plain count; a group that
+ * does not divide the heads is refused. */
+Test(scripts, mask_group_overlap_equals_brute_force)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{B=2, Hq=4, Hkv=2, N=1100, D=64, seed=9}\n"
+        "local _, s, m = sale.reference{q=q, k=k, v=v, tau=0.004, dense_below=-1, block_q=64, block_k=32}\n"
+        "for _, g in ipairs{1, 2, 4} do\n"
+        "  local kept, union = m:group_overlap(g)\n"
+        "  local bk, bu = 0, 0\n"
+        "  for b = 0, m.B - 1 do for h0 = 0, m.H - 1, g do for qb = 0, m.nqb - 1 do for kb = 0, m.nkb - 1 do\n"
+        "    local any = false\n"
+        "    for h = h0, h0 + g - 1 do if m:kept(b, h, qb, kb) then bk = bk + 1; any = true end end\n"
+        "    if any then bu = bu + 1 end\n"
+        "  end end end end\n"
+        "  assert(kept == bk and union == bu, string.format('g %d: %d/%d against %d/%d', g, kept, union, bk, bu))\n"
+        "  assert(kept == s.kept and union <= kept and kept <= g * union)\n"
+        "  if g == 1 then assert(union == kept) end\n"
+        "  if g > 1 then assert(union < kept, 'the sink and the diagonal are every head\\'s') end\n"
+        "end\n"
+        "local ok, err = pcall(m.group_overlap, m, 3)\n"
+        "assert(not ok and err:find('must divide'), err)\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect(strstr(out, "ok") == out, "%s", out);
+    free(out);
+}
+
 /* Per-head tau as a list: the caller's tables are left as they were (the
  * buffer of floats used to be stored into the argument table as a field),
  * and equal per-head values give the scalar's result. */
