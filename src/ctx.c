@@ -594,6 +594,35 @@ const sale_key *kmod_key(const kmod *m)
     return &m->rk;
 }
 
+/* Set f's dynamic shared memory limit to smem and record it in m's table,
+ * under g_smem_lock. raise_only (sale_kernel_launch): leave a larger limit
+ * already set as it is, so that concurrent launches end at the larger and no
+ * launch lowers another's between its raise and its launch. The load path
+ * sets the plan's sizes (raise_only 0), so the table always holds the value
+ * last set. A function not yet in the table starts at the driver's 48 KB;
+ * past KMOD_LIMS functions (a caller's own entries) the limit is set every
+ * time and not recorded. */
+static CUresult kmod_set_smem(kmod *m, const drv_api *d, CUfunction f, unsigned smem, int raise_only)
+{
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&g_smem_lock);
+    int i = 0;
+    while (i < m->nlim && m->lim_fn[i] != f)
+        i++;
+    if (i == m->nlim && i < KMOD_LIMS) {
+        m->lim_fn[i] = f;
+        m->lim_smem[i] = 48 * 1024;
+        m->nlim++;
+    }
+    if (i == KMOD_LIMS || !raise_only || smem > m->lim_smem[i]) {
+        r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem);
+        if (r == CUDA_SUCCESS && i < KMOD_LIMS)
+            m->lim_smem[i] = smem;
+    }
+    pthread_mutex_unlock(&g_smem_lock);
+    return r;
+}
+
 /* Resolve the entries of the family's launch plan once, at load. */
 static CUresult resolve_entries(const drv_api *d, kmod *m)
 {
@@ -605,7 +634,7 @@ static CUresult resolve_entries(const drv_api *d, kmod *m)
         CUfunction f;
         CUresult r = d->ModuleGetFunction(&f, m->mod, L[i].entry);
         if (r == CUDA_SUCCESS && L[i].smem > 48 * 1024) /* the plan's smem does not depend on the shape */
-            r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)L[i].smem);
+            r = kmod_set_smem(m, d, f, (unsigned)L[i].smem, 0);
         /* the rows attend kernel is built for two CTAs an SM: ask for all of the SM's shared memory */
         if (r == CUDA_SUCCESS && sale_layout_wgmma_rows(&lc))
             r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100);
@@ -613,15 +642,6 @@ static CUresult resolve_entries(const drv_api *d, kmod *m)
             return r;
         m->fn_name[m->nfn] = L[i].entry;
         m->fns[m->nfn++] = f;
-        if (L[i].smem > 48 * 1024 && m->nlim < KMOD_LIMS) { /* the limit sale_kernel_launch starts from */
-            int j = 0;
-            while (j < m->nlim && m->lim_fn[j] != f)
-                j++;
-            if (j == m->nlim)
-                m->lim_fn[m->nlim++] = f, m->lim_smem[j] = 0;
-            if (m->lim_smem[j] < (unsigned)L[i].smem)
-                m->lim_smem[j] = (unsigned)L[i].smem;
-        }
     }
     return CUDA_SUCCESS;
 }
@@ -722,7 +742,7 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
         nm->rk = k;
         r = d->ModuleGetFunction(&nm->fn, nm->mod, row.entry);
         if (r == CUDA_SUCCESS && row.smem_dynamic > 48 * 1024)
-            r = d->FuncSetAttribute(nm->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, row.smem_dynamic);
+            r = kmod_set_smem(nm, d, nm->fn, (unsigned)row.smem_dynamic, 0);
         if (r == CUDA_SUCCESS)
             r = resolve_entries(d, nm);
         if (r != CUDA_SUCCESS) {
@@ -847,35 +867,6 @@ sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, cons
     return SALE_OK;
 }
 
-/* f's dynamic shared memory limit at least smem: raised, never lowered.
- * Known at load: the main entry's (the kernel's own size) and the plan's
- * entries' (resolve_entries); others start at the driver's 48 KB. The
- * attribute is set under the lock, so concurrent raises end at the larger. */
-static CUresult kmod_raise_smem(kmod *m, const drv_api *d, CUfunction f, unsigned smem)
-{
-    CUresult r = CUDA_SUCCESS;
-    pthread_mutex_lock(&g_smem_lock);
-    int i = 0;
-    while (i < m->nlim && m->lim_fn[i] != f)
-        i++;
-    if (i == m->nlim && i < KMOD_LIMS) {
-        unsigned known = 48 * 1024;
-        if (f == m->fn && m->info.smem_dynamic > 48 * 1024)
-            known = (unsigned)m->info.smem_dynamic;
-        m->lim_fn[i] = f;
-        m->lim_smem[i] = known;
-        m->nlim++;
-    }
-    /* past KMOD_LIMS functions (a caller's own entries): set every time, as before */
-    if (i == KMOD_LIMS || smem > m->lim_smem[i]) {
-        r = d->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem);
-        if (r == CUDA_SUCCESS && i < KMOD_LIMS)
-            m->lim_smem[i] = smem;
-    }
-    pthread_mutex_unlock(&g_smem_lock);
-    return r;
-}
-
 sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned gx, unsigned gy,
                                unsigned gz, unsigned block, unsigned smem, const void *params, size_t params_size,
                                void *stream)
@@ -907,7 +898,7 @@ sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *
         block = (unsigned)m->info.threads;
     if (smem == (unsigned)-1)
         smem = (unsigned)m->info.smem_dynamic;
-    CUresult r = smem > 48 * 1024 ? kmod_raise_smem((kmod *)m, d, f, smem) : CUDA_SUCCESS;
+    CUresult r = smem > 48 * 1024 ? kmod_set_smem((kmod *)m, d, f, smem, 1) : CUDA_SUCCESS;
     void *args[1] = {(void *)params};
     if (r == CUDA_SUCCESS)
         r = d->LaunchKernel(f, gx, gy, gz, block, 1, 1, smem, (CUstream)stream, args, NULL);
