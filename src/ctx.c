@@ -328,12 +328,15 @@ static struct compiling **compiling_find(sale_ctx *ctx, const char *key, const c
 }
 
 static sale_status compile_row_once(sale_ctx *ctx, const sale_key *k, const char *keytext, const char *arch,
-                                    char *src, uint64_t h, db_kernel_row *row, int *from_cache);
+                                    char *src, uint64_t h, int store, db_kernel_row *row, int *from_cache);
 
 /* The row of kernel k: from the cache, else compiled and stored. One
  * compile per kernel in this process: a thread that misses a kernel another
- * thread is compiling waits for it, then reads the row that one stored. */
-static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *row, int *from_cache)
+ * thread is compiling waits for it, then reads the row that one stored.
+ * store: the caller's purpose is the stored row (sale_compile, prewarm), so
+ * a read-only cache that misses is an error; otherwise (a kernel to run) a
+ * read-only cache's miss is compiled into the row in memory, not stored. */
+static sale_status compile_row(sale_ctx *ctx, const sale_key *k, int store, db_kernel_row *row, int *from_cache)
 {
     char keytext[256];
     sale_key_format(k, keytext, sizeof keytext);
@@ -355,7 +358,7 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
     me.next = ctx->compiling;
     ctx->compiling = &me;
     pthread_mutex_unlock(&ctx->lock);
-    sale_status st = compile_row_once(ctx, k, keytext, arch, src, h, row, from_cache);
+    sale_status st = compile_row_once(ctx, k, keytext, arch, src, h, store, row, from_cache);
     pthread_mutex_lock(&ctx->lock);
     struct compiling **p = compiling_find(ctx, me.key, me.arch, h);
     if (*p == &me)
@@ -367,10 +370,13 @@ static sale_status compile_row(sale_ctx *ctx, const sale_key *k, db_kernel_row *
 }
 
 static sale_status compile_row_once(sale_ctx *ctx, const sale_key *k, const char *keytext, const char *arch,
-                                    char *src, uint64_t h, db_kernel_row *row, int *from_cache)
+                                    char *src, uint64_t h, int store, db_kernel_row *row, int *from_cache)
 {
     char err[1024] = "";
     sale_status st = SALE_OK;
+    /* a cache opened read-only (not writable by this user) serves its rows;
+     * a miss can neither be claimed nor stored */
+    const int ro = db_readonly(ctx->db);
     int claimed = 0, stale_s = db_claim_stale_s();
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -381,6 +387,17 @@ static sale_status compile_row_once(sale_ctx *ctx, const sale_key *k, const char
      * another process's write, and every warm sale_attention waited too). */
     for (int attempt = 0;; attempt++) {
         int got = db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
+        if (got == 0 && ro) {
+            if (store) {
+                sale_set_error(ctx,
+                               "kernel cache %s is read-only (not writable by this user): %s (%s) is not in it and "
+                               "cannot be stored; make the cache writable or name another with --cache / "
+                               "SALE_CACHE_DIR",
+                               ctx->cache_path, keytext, arch);
+                return SALE_ERR_CACHE;
+            }
+            break; /* compiled below into the row, in memory */
+        }
         if (got == 0 && !claimed) {
             claimed = db_claim(ctx->db, keytext, arch, h, stale_s, err, sizeof err);
             /* the previous owner may have stored the row and let go between
@@ -456,6 +473,18 @@ static sale_status compile_row_once(sale_ctx *ctx, const sale_key *k, const char
     nr.cubin = jr.cubin;
     nr.cubin_bytes = jr.cubin_bytes;
     nr.cubin_hash = db_fnv1a64(jr.cubin, jr.cubin_bytes, DB_FNV_SEED);
+    if (ro) {
+        /* the row the cache would have served, the cubin handed over */
+        sale_logf(ctx, SALE_LOG_WARN,
+                  "kernel cache %s is read-only: %s (%s) compiled in memory in %.0f ms and not stored (every "
+                  "new process compiles it again)",
+                  ctx->cache_path, keytext, arch, jr.compile_ms);
+        nr.created = nr.last_used = (int64_t)time(NULL);
+        *row = nr;
+        jr.cubin = NULL;
+        jit_result_free(&jr);
+        goto out;
+    }
     int rc = db_kernel_put(ctx->db, &nr, err, sizeof err);
     int got = rc ? -1 : db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
     jit_result_free(&jr);
@@ -491,7 +520,7 @@ sale_status sale_compile(sale_ctx *ctx, const sale_key *key, sale_kernel_info *i
     db_kernel_row row;
     memset(&row, 0, sizeof row);
     int from_cache = 0;
-    sale_status st = compile_row(ctx, &k, &row, &from_cache);
+    sale_status st = compile_row(ctx, &k, 1, &row, &from_cache);
     if (!st && info)
         fill_info(info, &k, &row, from_cache);
     db_row_free(&row);
@@ -716,7 +745,7 @@ sale_status ctx_kernel(sale_ctx *ctx, CUcontext cu, CUdevice dev, const sale_key
     db_kernel_row row;
     memset(&row, 0, sizeof row);
     int from_cache = 0;
-    sale_status st = compile_row(ctx, &k, &row, &from_cache);
+    sale_status st = compile_row(ctx, &k, 0, &row, &from_cache);
     if (st)
         return st;
     kmod *m = NULL;

@@ -3,11 +3,15 @@
  * head_dim 64/128. Outputs are poisoned first; masks are compared block by
  * block. Skips, loudly, where there is no GPU. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1949,4 +1953,148 @@ Test(gpu, fixed_threshold_matches_reference_in_every_selecting_family)
     /* one dense head (tau 0) beside selecting ones */
     const float tau_heads[4] = {0.004f, 0.0f, 0.001f, 0.004f};
     check_fixed_case(1, 4, 1, 2048, 0.004f, tau_heads, seed_base + 9101);
+}
+
+/* A cache the user cannot write still runs kernels: sale_get_kernel and
+ * sale_attention compile what it lacks in memory (not stored; a warning
+ * says so) instead of failing on the compile claim's write, and the file
+ * stays byte for byte as it was. Root writes anywhere, so the `sale` run
+ * happens as nobody, from copies of the binary and the libraries it loads
+ * in a directory nobody can read (the bundle's may not be). */
+static char *gpu_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    cr_assert_not_null(b);
+    *len = fread(b, 1, (size_t)n, f);
+    b[*len] = 0;
+    fclose(f);
+    return b;
+}
+
+static void gpu_copy_file(const char *from, const char *to, int mode)
+{
+    size_t n;
+    char *b = gpu_slurp(from, &n);
+    cr_assert_not_null(b, "cannot read %s", from);
+    FILE *f = fopen(to, "wb");
+    cr_assert_not_null(f, "%s", to);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+    free(b);
+    cr_assert_eq(chmod(to, mode), 0);
+}
+
+Test(gpu, a_read_only_cache_compiles_what_it_lacks_in_memory)
+{
+    NEED_GPU();
+    if (geteuid() != 0 && access("/", W_OK) == 0)
+        cr_skip_test("needs root (to run as nobody) or an unprivileged user: skipped");
+    char d[] = "/tmp/sale_gpu_ro_XXXXXX";
+    cr_assert_not_null(mkdtemp(d));
+    cr_assert_eq(chmod(d, 0755), 0);
+    char cli[4200], exe[4096], path[4400];
+    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    cr_assert_gt(el, 0);
+    exe[el] = 0;
+    char *sl = strrchr(exe, '/');
+    *sl = 0;
+    snprintf(cli, sizeof cli, "%s/sale", exe); /* the bundle: sale beside test_gpu */
+    if (access(cli, X_OK) != 0)
+        snprintf(cli, sizeof cli, "%s", SALE_CLI);
+    snprintf(path, sizeof path, "%s/sale", d);
+    gpu_copy_file(cli, path, 0755);
+    /* the libraries sale loads from LD_LIBRARY_PATH (the bundle's lib/) */
+    const char *libs[] = {"libsqlite3.so.0", "liblua5.4.so.0"};
+    const char *llp = getenv("LD_LIBRARY_PATH");
+    for (int i = 0; i < 2 && llp; i++) {
+        char buf[4096];
+        snprintf(buf, sizeof buf, "%s", llp);
+        for (char *tok = strtok(buf, ":"); tok; tok = strtok(NULL, ":")) {
+            char from[4400], to[4400];
+            snprintf(from, sizeof from, "%s/%s", tok, libs[i]);
+            if (access(from, R_OK) == 0) {
+                snprintf(to, sizeof to, "%s/%s", d, libs[i]);
+                gpu_copy_file(from, to, 0644);
+                break;
+            }
+        }
+    }
+    /* an empty cache, then read-only */
+    char ro[300], db[400], script[400];
+    snprintf(ro, sizeof ro, "%s/ro", d);
+    cr_assert_eq(mkdir(ro, 0755), 0);
+    snprintf(db, sizeof db, "%s/k.db", ro);
+    sale_ctx *c2 = NULL;
+    sale_options o = {0};
+    o.cache_path = db;
+    cr_assert_eq(sale_create(&c2, &o), SALE_OK, "%s", sale_last_error(c2));
+    sale_destroy(c2);
+    snprintf(script, sizeof script, "%s/s.lua", d);
+    FILE *f = fopen(script, "w");
+    cr_assert_not_null(f);
+    fputs("local info = sale.get_kernel('dense:d=64,dt=bf16')\n"
+          "print('get_kernel from_cache=' .. tostring(info.from_cache))\n"
+          "local q, k, v = sale.generate{B = 1, Hq = 2, Hkv = 1, N = 512, D = 64, dtype = 'bf16', seed = 3,\n"
+          "                              device = 'gpu'}\n"
+          "local o = sale.attention{q = q, k = k, v = v, mode = 'dense'}\n"
+          "q, k, v, o = q:to('cpu'), k:to('cpu'), v:to('cpu'), o:to('cpu')\n"
+          "local r = sale.reference{q = q, k = k, v = v, mode = 'dense'}\n"
+          "print(string.format('dense rel_l1 %.3e', sale.rel_l1(o, r)))\n",
+          f);
+    fclose(f);
+    cr_assert_eq(chmod(script, 0644), 0);
+    cr_assert_eq(chmod(db, 0444), 0);
+    cr_assert_eq(chmod(ro, 0555), 0);
+    size_t before_len, after_len;
+    char *before = gpu_slurp(db, &before_len);
+    cr_assert_not_null(before);
+    char outp[300];
+    snprintf(outp, sizeof outp, "%s/out.txt", d);
+    int fd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(fchmod(fd, 0666), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(97);
+        char lp[4400];
+        snprintf(lp, sizeof lp, "%s%s%s", d, llp ? ":" : "", llp ? llp : "");
+        setenv("LD_LIBRARY_PATH", lp, 1);
+        setenv("HOME", ro, 1);
+        setenv("XDG_CONFIG_HOME", ro, 1);
+        execl(path, "sale", "--cache", db, "run", script, (char *)NULL);
+        _exit(98);
+    }
+    close(fd);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    size_t ol;
+    char *out = gpu_slurp(outp, &ol);
+    cr_assert_not_null(out);
+    fprintf(stderr, "gpu read-only cache, `sale run` as nobody:\n%s", out);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %d: %s", WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
+    cr_assert(strstr(out, "get_kernel from_cache=false"), "%s", out);
+    cr_assert(strstr(out, "compiled in memory"), "the warning: %s", out);
+    const char *e = strstr(out, "dense rel_l1 ");
+    cr_assert_not_null(e, "%s", out);
+    double rel = strtod(e + 13, NULL);
+    cr_assert_lt(rel, 2e-2, "%s", out);
+    char *after = gpu_slurp(db, &after_len);
+    cr_assert(after && before_len == after_len && !memcmp(before, after, before_len), "the read-only cache changed");
+    free(before);
+    free(after);
+    free(out);
+    chmod(ro, 0755);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    cr_assert_eq(system(cmd), 0);
 }

@@ -1,7 +1,8 @@
 /* test_harden_cli.c — issue 12 through the `sale` command as a user meets it:
  * foreign files given as the cache or as an export destination stay byte
  * for byte as they were (3, 4), a listing creates nothing (4), duplicated
- * fleet lists cost nothing and count right (7), a read-only cache lists (8);
+ * fleet lists cost nothing and count right (7), a read-only cache lists (8)
+ * and compiles nothing it cannot store;
  * then an audit's oddities: stray arguments, ls with both --tuned and
  * --thresholds, empty global paths, why a script cannot be opened. */
 #include <criterion/criterion.h>
@@ -247,19 +248,32 @@ Test(harden_cli, duplicated_fleet_lists_cost_nothing_and_count_right)
     cr_assert(strstr(out, "(0 compiled, 1 from cache, 0 failed)") != NULL, "%s", out);
 }
 
-/* 8. A cache whose directory is not writable still lists. Root can write
- * anywhere, so as root the listing runs as nobody. */
-Test(harden_cli, a_read_only_cache_lists_and_says_so)
+/* A cache the user cannot write: ro/k.db holding quantize:d=64 (bf16,
+ * sm_90), file 0444 in a 0555 directory. */
+static void make_read_only_cache(char *ro, size_t rol, char *db, size_t dbl)
 {
     cr_assert_eq(run(NULL, "prewarm -q --arch sm_90 --family quantize --head-dim 64 --dtype bf16"), 0, "%s", out);
-    char ro[600], db[700];
-    snprintf(ro, sizeof ro, "%s/ro", dir);
+    snprintf(ro, rol, "%s/ro", dir);
     cr_assert_eq(mkdir(ro, 0755), 0);
-    snprintf(db, sizeof db, "%s/k.db", ro);
+    snprintf(db, dbl, "%s/k.db", ro);
     cr_assert_eq(run(NULL, "export %s", db), 0, "%s", out);
     cr_assert_eq(chmod(dir, 0755), 0);
     cr_assert_eq(chmod(db, 0444), 0);
     cr_assert_eq(chmod(ro, 0555), 0);
+}
+
+/* Run `sale --cache DB ARGS...` (NULL-terminated) with output into out,
+ * as nobody when we are root (root can write anywhere); return the exit code. */
+static int run_unprivileged(const char *ro, const char *db, ...)
+{
+    const char *argv[16] = {"sale", "--cache", db};
+    int n = 3;
+    va_list ap;
+    va_start(ap, db);
+    for (const char *a; n < 15 && (a = va_arg(ap, const char *));)
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
     int fd[2];
     cr_assert_eq(pipe(fd), 0);
     pid_t pid = fork();
@@ -272,29 +286,80 @@ Test(harden_cli, a_read_only_cache_lists_and_says_so)
             _exit(97);
         setenv("XDG_CONFIG_HOME", ro, 1);
         setenv("HOME", ro, 1);
-        execl(SALE_CLI, "sale", "--cache", db, "ls", (char *)NULL);
+        execv(SALE_CLI, (char *const *)argv);
         _exit(98);
     }
     close(fd[1]);
-    size_t n = 0;
+    size_t got = 0;
     ssize_t r;
-    while (n < sizeof out - 1 && (r = read(fd[0], out + n, sizeof out - 1 - n)) > 0)
-        n += (size_t)r;
-    out[n] = 0;
+    while (got < sizeof out - 1 && (r = read(fd[0], out + got, sizeof out - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = 0;
     close(fd[0]);
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %d: %s", WEXITSTATUS(st), out);
+    cr_assert(WIFEXITED(st), "%s", out);
+    return WEXITSTATUS(st);
+}
+
+/* entries of directory d other than . and .. */
+static int dir_entries(const char *d)
+{
+    DIR *dh = opendir(d);
+    cr_assert_not_null(dh, "%s", d);
+    struct dirent *e;
+    int k = 0;
+    while ((e = readdir(dh)))
+        k += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(dh);
+    return k;
+}
+
+/* 8. A cache whose directory is not writable still lists. */
+Test(harden_cli, a_read_only_cache_lists_and_says_so)
+{
+    char ro[600], db[700];
+    make_read_only_cache(ro, sizeof ro, db, sizeof db);
+    int rc = run_unprivileged(ro, db, "ls", (char *)NULL);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
     cr_assert(strstr(out, "quantize:d=64") && strstr(out, "1 kernels"), "%s", out);
     cr_assert(strstr(out, "read-only") != NULL, "%s", out);
     /* nothing was written: no -wal/-shm/-journal beside it */
-    DIR *d = opendir(ro);
-    struct dirent *e;
-    int k = 0;
-    while ((e = readdir(d)))
-        k += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    cr_assert_eq(k, 1, "files appeared beside the read-only cache");
+    cr_assert_eq(dir_entries(ro), 1, "files appeared beside the read-only cache");
+}
+
+/* A read-only cache serves what it holds to sale.compile; a kernel it lacks
+ * is an error that says why (the cache cannot store it), not SQLite's
+ * "attempt to write a readonly database" from the compile claim, and the
+ * cache stays as it was. (sale_get_kernel compiles such a kernel in memory
+ * instead: that needs a GPU, test_gpu.c.) */
+Test(harden_cli, a_read_only_cache_compiles_nothing_it_cannot_store)
+{
+    char ro[600], db[700], script[700];
+    make_read_only_cache(ro, sizeof ro, db, sizeof db);
+    snprintf(script, sizeof script, "%s/c.lua", dir);
+    FILE *f = fopen(script, "w");
+    cr_assert_not_null(f);
+    fputs("local info = sale.compile('quantize:d=64,dt=bf16,arch=sm_90')\n"
+          "print('held: from_cache=' .. tostring(info.from_cache))\n"
+          "local ok, e = pcall(sale.compile, 'quantize:d=128,dt=bf16,arch=sm_90')\n"
+          "print('missing: ' .. tostring(ok) .. ' ' .. tostring(e))\n",
+          f);
+    fclose(f);
+    cr_assert_eq(chmod(script, 0644), 0);
+    size_t before_len, after_len;
+    char *before = slurp(db, &before_len);
+    int rc = run_unprivileged(ro, db, "run", script, (char *)NULL);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    cr_assert(strstr(out, "held: from_cache=true"), "%s", out);
+    cr_assert(strstr(out, "missing: false"), "%s", out);
+    cr_assert(strstr(out, "is read-only") && strstr(out, "cannot be stored"), "%s", out);
+    cr_assert_null(strstr(out, "attempt to write"), "%s", out);
+    char *after = slurp(db, &after_len);
+    cr_assert(before_len == after_len && !memcmp(before, after, before_len), "the read-only cache changed");
+    cr_assert_eq(dir_entries(ro), 1, "files appeared beside the read-only cache");
+    free(before);
+    free(after);
 }
 
 /* Lists and the --generate spec were cut silently at 512 (256 for tune)
