@@ -309,8 +309,12 @@ static double head_error(const shape *sh, const void *o, int P, int p, const flo
             rows += rn;
         }
         double err = abs_budget ? rows / sh->N : (den > 0 ? num / den : (num > 0 ? INFINITY : 0));
-        if (!(err <= worst))
-            worst = err; /* NaN counts as the worst */
+        if (isnan(num))
+            err = NAN; /* a non-finite output element: no budget is met */
+        if (isnan(err) || err > worst)
+            worst = err; /* NaN counts as the worst, and stays */
+        if (isnan(worst))
+            break;
     }
     return worst;
 }
@@ -349,6 +353,20 @@ static sale_status calibrate_layer(engine *e, const shape *sh, void *q, void *k,
         goto out;
     for (size_t i = 0; i < nq; i++)
         ref[i] = half_load(raw, sh->dt, i);
+    /* every error is judged against this output: a non-finite one (scores
+     * that overflow float, from inputs of huge magnitude) would make every
+     * tau look exact (NaN / NaN) or none; refuse the layer instead */
+    for (size_t i = 0; i < nq; i++)
+        if (!isfinite(ref[i])) {
+            size_t hs = i / ND;
+            sale_set_error(e->ctx,
+                           "the dense attention output of head %d (sample %d) is not finite at row %d: its "
+                           "scores overflow float32 (inputs of too large a magnitude?); no tau can be judged "
+                           "against it",
+                           (int)(hs % (size_t)Hq), (int)(hs / (size_t)Hq), (int)((i % ND) / (size_t)sh->D));
+            st = SALE_ERR_INVALID;
+            goto out;
+        }
     for (int h = 0; h < Hq; h++)
         cand[h] = CAL_TAU_START, pend[h] = 1;
     *rounds = 0;

@@ -1102,3 +1102,40 @@ Test(harden, an_empty_cache_path_is_invalid_and_named) {
     cr_assert(strstr(sale_last_error(ctx), "cache_path: empty") != NULL, "%s", sale_last_error(ctx));
     sale_destroy(ctx);
 }
+
+/* Finite inputs whose scores overflow float32 (q = k ~ 1e19): the dense
+ * output every error is judged against was NaN, NaN / NaN scored as error
+ * 0, and calibrate stored a tau that "met" the budget. Now the layer is
+ * refused, saying why, and nothing is stored. */
+Test(harden, calibrate_refuses_a_layer_whose_dense_output_is_not_finite) {
+    enum { S = 1, H = 2, N = 256, D = 64 };
+    static float q[S * H * N * D], v[S * H * N * D];
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < S * H * N * D; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        q[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5) * 4e19f;
+        v[i] = (float)((double)(x >> 13) / 2251799813685248.0 - 0.5);
+    }
+    char d[600];
+    snprintf(d, sizeof d, "%s/nan_in", g_dir);
+    cr_assert_eq(mkdir(d, 0755), 0);
+    char path[700], err[512];
+    snprintf(path, sizeof path, "%s/layer_000.safetensors", d);
+    st_out t[3] = {{"q", SALE_DTYPE_F32, 4, {S, H, N, D}, q},
+                   {"k", SALE_DTYPE_F32, 4, {S, H, N, D}, q},
+                   {"v", SALE_DTYPE_F32, 4, {S, H, N, D}, v}};
+    cr_assert_eq(st_write(path, t, 3, err, sizeof err), 0, "%s", err);
+    sale_ctx *ctx = mem_ctx();
+    sale_calibrate_options o;
+    sale_calibrate_options_init(&o);
+    o.model = "overflow";
+    o.device = SALE_CALIBRATE_CPU;
+    o.input_dir = d;
+    sale_calibrate_result r;
+    cr_assert_eq(sale_calibrate(ctx, &o, &r), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "not finite") && strstr(sale_last_error(ctx), "layer 0"), "%s",
+              sale_last_error(ctx));
+    float tau = -1;
+    cr_assert_eq(sale_thresholds_get(ctx, "overflow", 0, &tau, 1, NULL), SALE_ERR_NOT_FOUND, "a tau was stored: %g", tau);
+    sale_destroy(ctx);
+}
