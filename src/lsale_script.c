@@ -7,8 +7,9 @@
  *   sale.key(text|table) -> key table      sale.key_format(key) -> text
  *   sale.compile(key) -> info              sale.get_kernel(key) -> info
  *   sale.has_gpu() -> bool                 sale.device() -> info | nil
- *   sale.tensor_random{B,H,N,D,dtype,seed,device}   sale.tensor_zeros{...}
- *   sale.generate{B,Hq,Hkv,N,D,dtype,structured,needles,seed,device,...} -> q, k, v, needles
+ *   sale.tensor_random{B,H,N,D,dtype,seed,scale,device}   sale.tensor_zeros{...}
+ *   sale.generate{B,Hq,Hkv,N,D,dtype,structured,needles,seed,device,rope_base,sink,local_bias,
+ *                 needle_gain} -> q, k, v, needles
  *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,thr,mode,dense_below,scale,
  *                  model,layer}  -> out, stats, mask   (host tensors; model/layer: stored thresholds
  *                  instead of tau, run in the variant they were calibrated with when thr is nil)
@@ -18,6 +19,8 @@
  *   sale.format_table(rows, cols) -> text  sale.table(rows, cols)  sale.csv(path, rows, cols)
  * Tensors: t.shape {B,H,N,D}, t.dtype, t.device, t.bytes, t:to("cpu"|"gpu"),
  * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb.
+ * An option table holds only the named fields its function reads: a
+ * positional entry or an unknown name is an error, not a silent default.
  * lsale_run_script's argv are the script's arguments; a leading argv[0] equal
  * to the script path (main's convention) is skipped. */
 #include <errno.h>
@@ -119,6 +122,16 @@ static size_t tensor_bytes(lua_State *L, sale_dtype dt, const int shape[4])
     return n;
 }
 
+/* Raises out of memory for a tensor, naming its shape and bytes (the size
+ * through snprintf: lua_pushfstring has no %zu). what: "for", "downloading". */
+static int tensor_nomem(lua_State *L, const char *what, sale_dtype dt, const int shape[4], size_t bytes)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%zu", bytes);
+    return luaL_error(L, "out of memory %s a %d x %d x %d x %d %s tensor (%s bytes)", what, shape[0], shape[1],
+                      shape[2], shape[3], sale_dtype_name(dt), n);
+}
+
 static tensor *tensor_new(lua_State *L, lstate *S, int gpu, sale_dtype dt, const int shape[4])
 {
     tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
@@ -137,7 +150,7 @@ static tensor *tensor_new(lua_State *L, lstate *S, int gpu, sale_dtype dt, const
     } else {
         t->ptr = malloc(n);
         if (!t->ptr)
-            luaL_error(L, "out of memory for a %zu-byte tensor", n);
+            tensor_nomem(L, "for", dt, shape, n);
     }
     return t;
 }
@@ -193,7 +206,7 @@ static const void *host_view(lua_State *L, lstate *S, tensor *t, int *owned)
         return t->ptr;
     void *h = malloc(t->bytes);
     if (!h)
-        luaL_error(L, "out of memory downloading a %zu-byte tensor", t->bytes);
+        tensor_nomem(L, "downloading", t->dtype, t->shape, t->bytes);
     sale_status st = sale_dev_download(S->ctx, h, t->ptr, t->bytes);
     if (st) {
         free(h);
@@ -456,6 +469,39 @@ static int opt_bool(lua_State *L, int t, const char *k, int def)
     return v;
 }
 
+/* Refuses what fn would otherwise ignore in its option table at t: a
+ * positional entry (sale.tensor_random{1, 1, 64, 128} ran at the defaults)
+ * or a name it does not read (a typo). known: the names, NULL-terminated;
+ * npos: how many leading positional entries fn reads ([1] .. [npos]). */
+static void check_opts(lua_State *L, int t, const char *fn, const char *const *known, int npos)
+{
+    t = lua_absindex(L, t);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1); /* the value; the key stays for lua_next */
+        int ty = lua_type(L, -1), ok = 0;
+        if (ty == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -1);
+            for (int i = 0; known[i] && !ok; i++)
+                ok = !strcmp(k, known[i]);
+        } else if (lua_isinteger(L, -1))
+            ok = lua_tointeger(L, -1) >= 1 && lua_tointeger(L, -1) <= npos;
+        if (ok)
+            continue;
+        char names[512] = "";
+        size_t len = 0;
+        for (int i = 0; known[i] && len < sizeof names; i++)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "", known[i]);
+        if (ty == LUA_TSTRING)
+            luaL_error(L, "%s: unknown field '%s' (known: %s)", fn, lua_tostring(L, -1), names);
+        else if (lua_isinteger(L, -1))
+            luaL_error(L, "%s: positional field [%I]: options are named (known: %s)", fn, lua_tointeger(L, -1),
+                       names);
+        else
+            luaL_error(L, "%s: a %s key is not an option (known: %s)", fn, luaL_typename(L, -1), names);
+    }
+}
+
 /* ----------------------------------------------------------------- keys */
 
 static void push_key(lua_State *L, const sale_key *k)
@@ -487,12 +533,19 @@ static void push_key(lua_State *L, const sale_key *k)
     }
 }
 
-/* A key from a text or a table (the table's `text` field wins if present). */
-static sale_key to_key(lua_State *L, int idx)
+static const char *const key_opts[] = {"family", "head_dim", "block_q", "block_k", "block_seg", "local_window",
+                                        "est_bits", "causal", "warps", "stages", "dtype", "arch", "thr", "text",
+                                        NULL};
+
+/* A key from a text or a table (the table's `text` field wins if present);
+ * fn names the caller in messages. */
+static sale_key to_key(lua_State *L, int idx, const char *fn)
 {
     sale_key k;
     char err[256] = "";
     idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TTABLE)
+        check_opts(L, idx, fn, key_opts, 0); /* push_key's fields, so a key table goes back in as it is */
     if (lua_type(L, idx) == LUA_TTABLE && lua_getfield(L, idx, "text") == LUA_TSTRING) {
         lua_replace(L, idx);
     } else if (lua_type(L, idx) == LUA_TTABLE)
@@ -515,6 +568,7 @@ static sale_key to_key(lua_State *L, int idx)
         k.block_seg = opt_int(L, idx, "block_seg", k.block_seg);
         k.local_window = opt_int(L, idx, "local_window", k.local_window);
         k.est_bits = opt_int(L, idx, "est_bits", k.est_bits);
+        k.causal = opt_int(L, idx, "causal", k.causal);
         k.warps = opt_int(L, idx, "warps", k.warps);
         k.stages = opt_int(L, idx, "stages", k.stages);
         const char *dt = opt_str(L, idx, "dtype", NULL);
@@ -541,14 +595,14 @@ static sale_key to_key(lua_State *L, int idx)
 
 static int l_key(lua_State *L)
 {
-    sale_key k = to_key(L, 1);
+    sale_key k = to_key(L, 1, "sale.key");
     push_key(L, &k);
     return 1;
 }
 
 static int l_key_format(lua_State *L)
 {
-    sale_key k = to_key(L, 1);
+    sale_key k = to_key(L, 1, "sale.key_format");
     char text[256];
     if (sale_key_format(&k, text, sizeof text) != SALE_OK)
         return luaL_error(L, "key_format: key text too long");
@@ -586,7 +640,7 @@ static void push_info(lua_State *L, const sale_kernel_info *i)
 static int l_compile(lua_State *L)
 {
     lstate *S = get_state(L);
-    sale_key k = to_key(L, 1);
+    sale_key k = to_key(L, 1, "sale.compile");
     char err[256];
     if (k.arch == SALE_ARCH_CURRENT)
         return luaL_error(L, "compile: the key needs an arch (e.g. arch=sm_90)");
@@ -603,7 +657,7 @@ static int l_compile(lua_State *L)
 static int l_get_kernel(lua_State *L)
 {
     lstate *S = get_state(L);
-    sale_key k = to_key(L, 1);
+    sale_key k = to_key(L, 1, "sale.get_kernel");
     sale_kernel *kern;
     sale_status st = sale_get_kernel(S->ctx, &k, &kern);
     if (st)
@@ -655,10 +709,13 @@ static uint64_t splitmix(uint64_t *s)
 
 static double uniform01(uint64_t *s) { return ((double)(splitmix(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
+static const char *const tensor_opts[] = {"B", "H", "N", "D", "dtype", "device", "seed", "scale", NULL};
+
 static int make_tensor(lua_State *L, int random)
 {
     lstate *S = get_state(L);
     luaL_checktype(L, 1, LUA_TTABLE);
+    check_opts(L, 1, random ? "sale.tensor_random" : "sale.tensor_zeros", tensor_opts, 0);
     int shape[4] = {opt_int(L, 1, "B", 1), opt_int(L, 1, "H", 1), opt_int(L, 1, "N", 1024), opt_int(L, 1, "D", 128)};
     sale_dtype dt = (sale_dtype)parse_dtype(L, opt_str(L, 1, "dtype", "bf16"));
     int gpu = parse_device(L, S, opt_str(L, 1, "device", "cpu"));
@@ -668,7 +725,7 @@ static int make_tensor(lua_State *L, int random)
     size_t n = tensor_bytes(L, dt, shape);
     host.ptr = calloc(1, n);
     if (!host.ptr)
-        return luaL_error(L, "out of memory for a %zu-byte tensor", n);
+        return tensor_nomem(L, "for", dt, shape, n);
     if (random) {
         size_t cnt = n / dtype_size(dt);
         for (size_t i = 0; i < cnt; i += 2) { /* Box-Muller, two normals per draw */
@@ -696,10 +753,14 @@ static int make_tensor(lua_State *L, int random)
 static int l_tensor_random(lua_State *L) { return make_tensor(L, 1); }
 static int l_tensor_zeros(lua_State *L) { return make_tensor(L, 0); }
 
+static const char *const generate_opts[] = {"B", "Hq", "Hkv", "N", "D", "dtype", "device", "seed", "structured",
+                                            "needles", "rope_base", "sink", "local_bias", "needle_gain", NULL};
+
 static int l_generate(lua_State *L)
 {
     lstate *S = get_state(L);
     luaL_checktype(L, 1, LUA_TTABLE);
+    check_opts(L, 1, "sale.generate", generate_opts, 0);
     sale_attention_args a;
     sale_attention_args_init(&a);
     a.batch = opt_int(L, 1, "B", 1);
@@ -774,10 +835,18 @@ typedef struct attn_call {
     tensor *q, *k, *v;
 } attn_call;
 
+static const char *const reference_opts[] = {"q", "k", "v", "tau", "block_q", "block_k", "block_seg",
+                                             "local_window", "est_bits", "thr", "mode", "dense_below", "scale",
+                                             "model", "layer", NULL};
+static const char *const attention_opts[] = {"q", "k", "v", "tau", "block_q", "block_k", "block_seg",
+                                             "local_window", "est_bits", "thr", "mode", "dense_below", "scale",
+                                             "model", "layer", "out", "stats", "mask", NULL};
+
 static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
 {
     (void)S;
     luaL_checktype(L, 1, LUA_TTABLE);
+    check_opts(L, 1, want_gpu ? "sale.attention" : "sale.reference", want_gpu ? attention_opts : reference_opts, 0);
     sale_attention_args *a = &c->a;
     sale_attention_args_init(a);
     const char *names[3] = {"q", "k", "v"};
@@ -1065,7 +1134,11 @@ static int l_time(lua_State *L)
     lstate *S = get_state(L);
     luaL_checktype(L, 1, LUA_TFUNCTION);
     int warmup = 3, reps = 10, host = 0;
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
     if (lua_istable(L, 2)) {
+        static const char *const time_opts[] = {"warmup", "reps", "host", NULL};
+        check_opts(L, 2, "sale.time", time_opts, 0);
         warmup = opt_int(L, 2, "warmup", warmup);
         reps = opt_int(L, 2, "reps", reps);
         host = opt_bool(L, 2, "host", 0);
@@ -1120,7 +1193,8 @@ typedef struct col {
     const char *key, *title, *fmt;
 } col;
 
-static int read_cols(lua_State *L, int idx, col *cols, int max)
+/* fn names the caller in messages */
+static int read_cols(lua_State *L, int idx, col *cols, int max, const char *fn)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
     int n = (int)lua_rawlen(L, idx);
@@ -1133,6 +1207,10 @@ static int read_cols(lua_State *L, int idx, col *cols, int max)
         if (lua_type(L, -1) == LUA_TSTRING) {
             c->key = c->title = lua_tostring(L, -1);
         } else if (lua_istable(L, -1)) {
+            static const char *const col_opts[] = {"fmt", "title", NULL};
+            char where[64];
+            snprintf(where, sizeof where, "%s: column %d", fn, i + 1);
+            check_opts(L, -1, where, col_opts, 1);
             lua_rawgeti(L, -1, 1);
             c->key = luaL_checkstring(L, -1);
             lua_pop(L, 1);
@@ -1184,11 +1262,12 @@ static void check_fmt(lua_State *L, const col *c)
 
 #define MAX_COLS 64
 
-static int l_format_table(lua_State *L)
+/* Pushes the text of the table (rows at 1, columns at 2); fn names the caller. */
+static int format_table(lua_State *L, const char *fn)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     col cols[MAX_COLS];
-    int nc = read_cols(L, 2, cols, MAX_COLS);
+    int nc = read_cols(L, 2, cols, MAX_COLS, fn);
     for (int c = 0; c < nc; c++)
         check_fmt(L, &cols[c]);
     int nr = (int)lua_rawlen(L, 1);
@@ -1254,13 +1333,12 @@ static int l_format_table(lua_State *L)
     return 1;
 }
 
+static int l_format_table(lua_State *L) { return format_table(L, "sale.format_table"); }
+
 static int l_table(lua_State *L)
 {
     lua_settop(L, 2);
-    lua_pushcfunction(L, l_format_table);
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_call(L, 2, 1);
+    format_table(L, "sale.table"); /* called, not lua_call'ed: its errors name the script's line */
     size_t l;
     const char *s = lua_tolstring(L, -1, &l);
     /* printed on behalf of the script, like its own print() */
@@ -1303,7 +1381,7 @@ static int l_csv(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     col cols[MAX_COLS];
-    int nc = read_cols(L, 3, cols, MAX_COLS);
+    int nc = read_cols(L, 3, cols, MAX_COLS, "sale.csv");
     for (int c = 0; c < nc; c++)
         check_fmt(L, &cols[c]);
     int nr = (int)lua_rawlen(L, 2);

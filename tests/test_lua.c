@@ -21,6 +21,13 @@
 #define SALE_SOURCE_DIR "."
 #endif
 
+#ifdef __SANITIZE_ADDRESS__
+/* Under ASan a malloc beyond its limit aborts the run instead of returning
+ * NULL; the out-of-memory paths of the scripts are tested here. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+#endif
+
 static char g_dir[256];
 static char g_err[8192];
 
@@ -840,5 +847,105 @@ Test(scripts, reference_by_model_and_layer_runs_the_stored_variant)
         0, NULL, &out);
     cr_assert_eq(st, SALE_OK, "%s", g_err);
     cr_expect(strstr(out, "kept ") == out, "%s", out);
+    free(out);
+}
+
+/* A tensor that cannot be allocated: the message names its shape and bytes
+ * and the script's line (lua_pushfstring has no %zu: it raised "invalid
+ * option '%z' to 'lua_pushfstring'" with no position). 2^60 bytes exceed any
+ * address space, overcommit or not. */
+Test(scripts, out_of_memory_names_the_size_and_the_line)
+{
+    char *out;
+    sale_status st = run_text(
+        "print(select(2, pcall(function() return sale.tensor_random{B=65536, H=65536, N=65536, D=2048} end)))\n"
+        "print(select(2, pcall(function() return sale.tensor_zeros{B=65536, H=65536, N=65536, D=1024, dtype='f32'} "
+        "end)))\n"
+        "print(select(2, pcall(function() return sale.generate{B=65536, Hq=65536, Hkv=65536, N=65536, D=2048} end)))\n"
+        "sale.tensor_random{B=65536, H=65536, N=65536, D=2048, dtype='f16'}\n",
+        0, NULL, &out);
+    cr_expect_eq(st, SALE_ERR_LUA);
+    const char *want[] = {
+        "script.lua:1: out of memory for a 65536 x 65536 x 65536 x 2048 bf16 tensor (1152921504606846976 bytes)\n",
+        "script.lua:2: out of memory for a 65536 x 65536 x 65536 x 1024 f32 tensor (1152921504606846976 bytes)\n",
+        "script.lua:3: out of memory for a 65536 x 65536 x 65536 x 2048 bf16 tensor (1152921504606846976 bytes)\n"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_expect(strstr(out, want[i]) != NULL, "want %s in:\n%s", want[i], out);
+    cr_expect(strstr(g_err, "script.lua:4: out of memory for a 65536 x 65536 x 65536 x 2048 f16 tensor "
+                            "(1152921504606846976 bytes)") == strstr(g_err, "script.lua:4:") &&
+                  strstr(g_err, "script.lua:4:") != NULL,
+              "%s", g_err);
+    cr_expect(strstr(out, "invalid option") == NULL && strstr(g_err, "invalid option") == NULL, "%s%s", out, g_err);
+    free(out);
+}
+
+/* Option tables: a positional entry or an unknown name was ignored (the
+ * defaults ran: tensor_random{1, 1, 0, 64} gave 1 x 1 x 1024 x 128); now
+ * each is refused naming the function, the field and the fields it reads,
+ * at the script's line. Every field a function reads is still accepted. */
+Test(scripts, option_tables_refuse_positional_and_unknown_fields)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{N=64, D=64, Hq=1}\n"
+        "local function e(f) local ok, m = pcall(f) print(ok and 'accepted' or m) end\n"
+        "e(function() return sale.tensor_random{1, 1, 0, 64} end)\n"
+        "e(function() return sale.tensor_zeros{N=64, d=64} end)\n"
+        "e(function() return sale.generate{N=64, D=64, Hk=1} end)\n"
+        "e(function() return sale.reference{q=q, k=k, v=v, taus=0.01} end)\n"
+        "e(function() return sale.reference{q=q, k=k, v=v, out=q} end)\n"
+        "e(function() return sale.attention{q=q, k=k, v=v, blockq=64} end)\n"
+        "e(function() return sale.key{family='fused', blockk=32} end)\n"
+        "e(function() return sale.compile{'fused'} end)\n"
+        "e(function() return sale.time(function() end, {rep=3}) end)\n"
+        "e(function() return sale.table({}, {'a', {'x', format='%.3f'}}) end)\n"
+        "e(function() return sale.csv('/dev/null', {}, {{'x', [2]='y'}}) end)\n"
+        "e(function() return sale.reference{[true]=1, q=q, k=k, v=v} end)\n"
+        /* everything read is accepted, an undocumented field included */
+        "local t = sale.tensor_random{B=1, H=1, N=8, D=64, dtype='f32', device='cpu', seed=2, scale=0.5}\n"
+        "local z = sale.tensor_zeros{B=1, H=1, N=8, D=64, dtype='f32', device='cpu', seed=2, scale=0.5}\n"
+        "local g = {B=1, Hq=2, Hkv=1, N=128, D=64, dtype='bf16', device='cpu', seed=3, structured=true,\n"
+        "  needles=1, rope_base=10000, sink=1, local_bias=0.5, needle_gain=4}\n"
+        "local q2, k2, v2 = sale.generate(g)\n"
+        "sale.reference{q=q2, k=k2, v=v2, tau=0.01, block_q=64, block_k=32, block_seg=64, local_window=32,\n"
+        "  est_bits=8, thr='run', mode='fused', dense_below=-1, scale=0.125}\n"
+        "local kt = sale.key{family='fused', head_dim=64, block_q=64, block_k=32, block_seg=128, local_window=128,\n"
+        "  est_bits=8, causal=1, warps=4, stages=2, dtype='bf16', arch='sm_90', thr='run'}\n"
+        "local text = kt.text kt.text = nil\n"
+        "assert(sale.key(kt).text == text, 'a key table without its text goes back in')\n"
+        "assert(not pcall(sale.key, {family='fused', causal=0}), 'causal is read, not ignored')\n"
+        "sale.time(function() end, {warmup=0, reps=1, host=true})\n"
+        "print(sale.format_table({{x=1}}, {{'x', fmt='%.1f', title='X'}}))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    const char *ref = "q, k, v, tau, block_q, block_k, block_seg, local_window, est_bits, thr, mode, dense_below, "
+                      "scale, model, layer";
+    char want[13][400];
+    snprintf(want[0], sizeof want[0], "script.lua:3: sale.tensor_random: positional field [1]: options are named "
+                                      "(known: B, H, N, D, dtype, device, seed, scale)\n");
+    snprintf(want[1], sizeof want[1], "script.lua:4: sale.tensor_zeros: unknown field 'd' (known: B, H, N, D, dtype, "
+                                      "device, seed, scale)\n");
+    snprintf(want[2], sizeof want[2], "script.lua:5: sale.generate: unknown field 'Hk' (known: B, Hq, Hkv, N, D, "
+                                      "dtype, device, seed, structured, needles, rope_base, sink, local_bias, "
+                                      "needle_gain)\n");
+    snprintf(want[3], sizeof want[3], "script.lua:6: sale.reference: unknown field 'taus' (known: %s)\n", ref);
+    snprintf(want[4], sizeof want[4], "script.lua:7: sale.reference: unknown field 'out' (known: %s)\n", ref);
+    snprintf(want[5], sizeof want[5], "script.lua:8: sale.attention: unknown field 'blockq' (known: %s, out, stats, "
+                                      "mask)\n", ref);
+    snprintf(want[6], sizeof want[6], "script.lua:9: sale.key: unknown field 'blockk' (known: family, head_dim, "
+                                      "block_q, block_k, block_seg, local_window, est_bits, causal, warps, stages, "
+                                      "dtype, arch, thr, text)\n");
+    snprintf(want[7], sizeof want[7], "script.lua:10: sale.compile: positional field [1]: options are named");
+    snprintf(want[8], sizeof want[8], "script.lua:11: sale.time: unknown field 'rep' (known: warmup, reps, host)\n");
+    snprintf(want[9], sizeof want[9],
+             "script.lua:12: sale.table: column 2: unknown field 'format' (known: fmt, title)\n");
+    snprintf(want[10], sizeof want[10],
+             "script.lua:13: sale.csv: column 1: positional field [2]: options are named (known: fmt, title)\n");
+    snprintf(want[11], sizeof want[11], "script.lua:14: sale.reference: a boolean key is not an option (known: %s)\n",
+             ref);
+    snprintf(want[12], sizeof want[12], "X\n---\n1.0\n");
+    for (int i = 0; i < 13; i++)
+        cr_expect(strstr(out, want[i]) != NULL, "want %s in:\n%s", want[i], out);
+    cr_expect(strstr(out, "accepted") == NULL, "%s", out);
     free(out);
 }

@@ -78,9 +78,9 @@ _INT_MIN, _INT_MAX = -2 ** 31, 2 ** 31 - 1
 
 
 def _cint(name, v, lo=_INT_MIN):
-    """v checked to be an integer (a Python or numpy int) that a C int holds (ctypes wraps larger ones
-    silently) and >= lo; returned as a Python int."""
-    if not isinstance(v, numbers.Integral):
+    """v checked to be an integer (a Python or numpy int, not a bool) that a C int holds (ctypes wraps larger
+    ones silently) and >= lo; returned as a Python int."""
+    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
         _bad("%s: expected an int, got %r" % (name, v))
     v = int(v)
     if not lo <= v <= _INT_MAX:
@@ -443,18 +443,21 @@ _PLANS_MAX = 512
 
 
 def _tau_key(tau):
+    """tau as a part of the plan key: values that compare equal but are checked differently (True and 1,
+    1.0 and 1 as a layer) get different keys; raises TypeError for what reading would consume (an iterator)."""
     torch = _torch
-    if isinstance(tau, bool):
-        return ("bad", "bool")  # not the key of 0 or 1: _set_tau refuses it
-    if isinstance(tau, (numbers.Real, type(None))) or (isinstance(tau, tuple) and len(tau) == 2
-                                                      and isinstance(tau[0], str)):
-        return tau
+    if isinstance(tau, (numbers.Real, type(None))):
+        return (type(tau), tau)
+    if isinstance(tau, tuple) and len(tau) == 2 and isinstance(tau[0], str):
+        return ("model", tau[0], type(tau[1]), tau[1])
     if torch is not None and isinstance(tau, torch.Tensor):
         if tau.device.type != "cpu":
             return ("tensor", str(tau.device))  # _set_tau refuses it with the message
         return tuple(tau.detach().reshape(-1).tolist())
     if isinstance(tau, (str, bytes)):
         return ("bad", type(tau).__name__)
+    if iter(tau) is tau:
+        raise TypeError("an iterator: the key would consume the values _set_tau reads")
     try:
         return ("seq",) + tuple(tau)  # never the key of a (model, layer) tuple
     except TypeError:
@@ -463,12 +466,16 @@ def _tau_key(tau):
 
 def _plan(q, k, v, tau, mode, layout, scale, out, kind, opts):
     """The checked, filled AttentionArgs for these shapes/strides/dtypes/settings,
-    cached: a repeated call only copies it and sets the data pointers."""
+    cached: a repeated call only copies it and sets the data pointers. The key holds
+    each setting's type beside its value: True == 1 and 64.0 == 64 in Python, but
+    _prepare refuses one of each pair, and a hit must not accept what a miss refuses."""
     try:
+        vals = tuple(opts.values())
         key = (q.shape, q.stride(), q.dtype, q.device, k.shape, k.stride(), k.dtype, k.device, v.shape,
                v.stride(), v.dtype, v.device, None if out is None else (out.shape, out.stride(), out.dtype,
                                                                          out.device),
-               _tau_key(tau), mode, layout, scale, kind, tuple(opts.values()))
+               _tau_key(tau), type(mode), mode, type(layout), layout, type(scale), scale, kind, vals,
+               tuple(map(type, vals)))
         hash(key)
     except (AttributeError, TypeError, RuntimeError):
         key = None  # not tensors (or sparse ones), or unhashable settings: _prepare says what is wrong

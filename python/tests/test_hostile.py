@@ -113,6 +113,36 @@ def test_tau_false_is_not_served_from_the_plan_of_tau_0():
     raises(r"tau: expected a float", sale.reference_attention, q, k, v, tau=False)
 
 
+def test_plan_cache_does_not_change_what_is_refused(tmp_path):
+    # the plan cache's key compared settings by ==: scale=True was refused alone but served from the plan of
+    # scale=1, block_q=64.0 from that of 64, layer True or 1.0 from that of layer 1; each is refused either way
+    has_thresholds()
+    q, k, v = qkv()
+    with sale.Context(cache=str(tmp_path / "c.db")) as ctx:
+        sale.put_thresholds("m", 1, [0.01] * 4, context=ctx)
+        for name, good, bad, why in (("scale", 1, True, r"scale: must be a finite number > 0"),
+                                     ("block_q", 64, 64.0, r"block_q: expected an int, got 64.0"),
+                                     ("block_q", 64, True, r"block_q: expected an int, got True"),
+                                     ("dense_below", 1, True, r"dense_below: expected an int, got True"),
+                                     ("est_bits", 8, 8.0, r"est_bits: expected an int, got 8.0"),
+                                     ("tau", ("m", 1), ("m", True), r"layer index >= 0, got True"),
+                                     ("tau", ("m", 1), ("m", 1.0), r"layer index >= 0, got 1.0"),
+                                     ("tau", 0, False, r"tau: expected a float")):
+            for _ in range(2):  # refused before the good value's plan exists, and after
+                raises(why, sale.reference_attention, q, k, v, context=ctx, **{name: bad})
+                sale.reference_attention(q, k, v, context=ctx, **{name: good})
+
+
+def test_per_head_tau_from_an_iterator():
+    # the plan key read the iterator empty: "0 per-head values given for 4 query heads" (unless the plan of
+    # the same values as a list was cached, which hid it)
+    q, k, v = qkv()
+    taus = [0.011, 0.021, 0.031, 0.041]
+    got = sale.reference_attention(q, k, v, tau=iter(taus))
+    assert torch.equal(got, sale.reference_attention(q, k, v, tau=taus))
+    assert torch.equal(sale.reference_attention(q, k, v, tau=iter(taus)), got)
+
+
 def test_scale_that_is_zero_as_a_float32_is_refused():
     q, k, v = qkv()
     # 1e-50 is 0.0f in C, which means 1/sqrt(head_dim): a different softmax, silently
