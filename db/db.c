@@ -34,6 +34,8 @@ struct db {
     int readonly;  /* the file or its directory is not writable: opened read-only */
     char *path;
     char *fleet_path;
+    int sib_had;   /* which of path's -wal/-shm/-journal existed before we opened it (siblings_present) */
+    int refused;   /* the file is refused as no usable sale cache: what opening it created goes again */
     db_log_fn log;
     void *log_user;
     pthread_mutex_t mu; /* one connection, multi-statement transactions: serialise callers */
@@ -57,6 +59,12 @@ struct db {
 #define THCOLS_V2 "model, layer, head, tau, 0, 0, 0, 0, -1, -1, 0"
 #define THCOLS_FOR(uv) ((uv) >= 4 ? THCOLS_V4 : (uv) >= 3 ? THCOLS_V3 : THCOLS_V2)
 #define TH_INSERT_VALUES "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+#define TCOLS "device, arch, sm_count, driver_version, key, bucket, winner, time_ms, spread_pct, tried, created"
+/* An arch filter (?1): the arch itself and its arch-specific variant. A base
+ * arch names the devices, and on sm_90 devices sale runs sm_90a cubins (the
+ * wgmma kernels): "sm_90" without them would ship half of what Hopper needs.
+ * "sm_90a" matches only itself. */
+#define ARCH_FILTER "(arch = ?1 OR arch = ?1 || 'a')"
 
 /* Schema version 2, frozen: a fresh file is created as v2 and migrated, so
  * every file takes the same path to the current version. */
@@ -355,6 +363,43 @@ static char *str_cat(const char *a, const char *b) {
     return s;
 }
 
+/* SQLite's files beside a database: opening a WAL-mode file (even a
+ * read-only open, even of a file it then finds unusable) creates them. */
+static const char *const sib_sfx[] = {"-wal", "-shm", "-journal"};
+
+/* Which of path's siblings exist: bit i for sib_sfx[i]. */
+static int siblings_present(const char *path) {
+    int had = 0;
+    for (int i = 0; i < 3; i++) {
+        char p[4200];
+        struct stat st;
+        snprintf(p, sizeof p, "%s%s", path, sib_sfx[i]);
+        if (lstat(p, &st) == 0) had |= 1 << i;
+    }
+    return had;
+}
+
+/* Delete the siblings of path that were not there before (had, from
+ * siblings_present): what opening a file we then refused left beside it.
+ * Only plain files; never one that was there before. */
+static void siblings_remove_new(const char *path, int had) {
+    for (int i = 0; i < 3; i++) {
+        char p[4200];
+        struct stat st;
+        snprintf(p, sizeof p, "%s%s", path, sib_sfx[i]);
+        if (!(had & (1 << i)) && lstat(p, &st) == 0 && S_ISREG(st.st_mode)) unlink(p);
+    }
+}
+
+/* 1 when path's write-ahead log holds frames: committed rows that only a
+ * reader of the log sees (an immutable open reads the main file alone). */
+static int wal_pending(const char *path) {
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s-wal", path);
+    return stat(p, &st) == 0 && st.st_size > 0;
+}
+
 #define DB_KEEP_ASIDE 3 /* moved-aside copies kept per tag; older ones are deleted */
 
 static int cmp_mtime_desc(const void *a, const void *b) {
@@ -462,7 +507,9 @@ static int open_conn(sqlite3 **out, const char *name, int flags, char *err, size
 static char *fleet_uri(const char *path);
 static int is_sale_file(const char *path);
 
-enum { PF_ERR = -1, PF_OK = 0, PF_CORRUPT = 1, PF_NEWER = 2 };
+/* PF_REFUSE: a PF_ERR for a file that is no usable cache (err says why),
+ * not one that could not be read; open_writable turns it into PF_ERR. */
+enum { PF_ERR = -1, PF_OK = 0, PF_CORRUPT = 1, PF_NEWER = 2, PF_REFUSE = 3 };
 
 /* Bring an opened writable connection to the current schema, or say why it
  * cannot be trusted (PF_CORRUPT / PF_NEWER with why filled). */
@@ -577,7 +624,7 @@ static int prepare_readonly(sqlite3 *c, char *why, size_t whyn, char *err, size_
     if (uv != DB_SCHEMA_VERSION) {
         set_err(err, n, "db_open: the cache is read-only and has schema version %d, not %d: it cannot be %s", uv,
                 DB_SCHEMA_VERSION, uv == 0 ? "created" : "migrated");
-        return PF_ERR;
+        return PF_REFUSE;
     }
     rc = quick_check(c, &ok, why, whyn);
     if (is_corrupt_rc(rc)) return set_err(why, whyn, "%s", sqlite3_errmsg(c)), PF_CORRUPT;
@@ -599,7 +646,7 @@ static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
             return PF_ERR;
         set_busy(d, DB_BUSY_MS);
         int pf = prepare_readonly(d->w, why, whyn, err, n);
-        if (pf == PF_ERR) {
+        if (pf == PF_ERR || pf == PF_REFUSE) {
             sqlite3_close(d->w);
             d->w = NULL;
             char *uri = fleet_uri(d->path);
@@ -615,6 +662,7 @@ static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
             sqlite3_close(d->w);
             d->w = NULL;
         }
+        if (pf == PF_REFUSE) d->refused = 1, pf = PF_ERR;
         return pf;
     }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
@@ -628,9 +676,28 @@ static int open_writable(db *d, char *why, size_t whyn, char *err, size_t n) {
     return pf;
 }
 
+/* 1 when the schema read through name (a path, or a file: URI with flags
+ * having SQLITE_OPEN_URI) has a kernels table, 0 when not, -1 unreadable. */
+static int kernels_table_in(const char *name, int flags) {
+    sqlite3 *c = NULL;
+    int found = -1;
+    if (sqlite3_open_v2(name, &c, SQLITE_OPEN_READONLY | flags, NULL) == SQLITE_OK) {
+        sqlite3_stmt *s = NULL;
+        if (sqlite3_prepare_v2(c, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='kernels'", -1, &s,
+                               NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+            found = sqlite3_column_int(s, 0) > 0;
+        sqlite3_finalize(s);
+    }
+    sqlite3_close(c);
+    return found;
+}
+
 /* 1 when path is recognisably a sale cache (a SQLite file with a kernels
  * table, even a damaged one): only such a file is ever moved aside, unless
- * it sits at the default location. */
+ * it sits at the default location. The look creates nothing beside the
+ * file (an immutable read); only a file whose write-ahead log holds frames
+ * (its schema may be there) is read through the log. */
 static int is_sale_file(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
@@ -640,17 +707,13 @@ static int is_sale_file(const char *path) {
         close(fd);
         return 0;
     }
-    sqlite3 *c = NULL;
-    int found = -1;
-    if (sqlite3_open_v2(path, &c, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-        sqlite3_stmt *s = NULL;
-        if (sqlite3_prepare_v2(c, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='kernels'", -1, &s,
-                               NULL) == SQLITE_OK &&
-            sqlite3_step(s) == SQLITE_ROW)
-            found = sqlite3_column_int(s, 0) > 0;
-        sqlite3_finalize(s);
+    char *uri = fleet_uri(path);
+    int found = uri ? kernels_table_in(uri, SQLITE_OPEN_URI) : -1;
+    free(uri);
+    if (found != 1 && wal_pending(path)) {
+        int in_log = kernels_table_in(path, 0);
+        if (in_log >= 0) found = in_log;
     }
-    sqlite3_close(c);
     if (found < 0) {
         /* the schema cannot be read: look for our table's text in the first pages */
         /* (on the heap: two threads may recover two files at once) */
@@ -684,7 +747,8 @@ static int same_state(const struct stat *a, const struct stat *b) {
  * across a short wait is moved. */
 static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
     if (!d->readonly && !(d->flags & DB_OPEN_DEFAULT_PATH) && !is_sale_file(d->path))
-        return set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache "
+        return d->refused = 1,
+               set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache "
                        "(cache_path) at a sale cache or a new file", d->path, why), -1;
     char *lockpath = str_cat(d->path, ".lock");
     if (!lockpath) return set_err(err, n, "db_open: out of memory"), -1;
@@ -704,9 +768,11 @@ static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
     if (pf == PF_OK) {
         ret = 0;
     } else if (pf != PF_ERR && d->readonly) {
+        d->refused = 1;
         set_err(err, n, "db_open: %s is read-only and %s (%s); left as it is", d->path,
                 pf == PF_NEWER ? "has a newer schema" : "is corrupt", why);
     } else if (pf != PF_ERR && !(d->flags & DB_OPEN_DEFAULT_PATH) && !is_sale_file(d->path)) {
+        d->refused = 1;
         set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache (cache_path) at "
                 "a sale cache or a new file", d->path, why);
     } else if (pf != PF_ERR) {
@@ -746,51 +812,101 @@ static char *fleet_uri(const char *path) {
     return u;
 }
 
-/* Open and validate a read-only sale cache (fleet file or import source). */
-static int open_readonly(sqlite3 **out, int *uv_out, const char *path, int immutable, const char *what, char *err,
-                         size_t n) {
+/* Check that c reads as a sale cache of a version this library reads (quick:
+ * also `PRAGMA quick_check`): 0 with *uv_out, or -1 with err. *unreadable
+ * says the failure was SQLite's (permission, I/O, a lock), not the file's
+ * content: such a file is never called "not a sale cache", the message is
+ * SQLite's. */
+static int check_readonly(sqlite3 *c, const char *path, const char *what, int quick, int *uv_out, int *unreadable,
+                          char *err, size_t n) {
+    int uv = 0, ok = 0, trc;
+    char why[512] = "";
+    *unreadable = 0;
+    int rc = get_int(c, "PRAGMA user_version", &uv);
+    if (rc != SQLITE_OK && is_corrupt_rc(rc))
+        return set_err(err, n, "%s: %s is not a sale cache: %s", what, path, sqlite3_errmsg(c)), -1;
+    if (rc != SQLITE_OK)
+        return *unreadable = 1, set_err(err, n, "%s: cannot read %s: %s", what, path, sqlite3_errmsg(c)), -1;
+    if (uv < 1 || uv > DB_SCHEMA_VERSION)
+        return set_err(err, n, "%s: %s is not a sale cache this library can read (schema version %d, expected 1..%d)",
+                       what, path, uv, DB_SCHEMA_VERSION), -1;
+    rc = quick ? quick_check(c, &ok, why, sizeof why) : (ok = 1, SQLITE_OK);
+    if (rc != SQLITE_OK)
+        return *unreadable = !is_corrupt_rc(rc),
+               set_err(err, n, "%s: %s: quick_check: %s", what, path, sqlite3_errmsg(c)), -1;
+    if (!ok) return set_err(err, n, "%s: %s is corrupt: %s", what, path, why), -1;
+    if (!has_tables(c, uv, &trc)) {
+        if (trc != SQLITE_OK && !is_corrupt_rc(trc))
+            return *unreadable = 1, set_err(err, n, "%s: cannot read %s: %s", what, path, sqlite3_errmsg(c)), -1;
+        return set_err(err, n, "%s: %s is not a sale cache: the kernels table is missing or incomplete%s%s", what,
+                       path, trc ? ": " : "", trc ? sqlite3_errmsg(c) : ""), -1;
+    }
+    *uv_out = uv;
+    return 0;
+}
+
+/* One read-only connection to path (immutable: a file: URI that makes
+ * nothing beside the file and reads the file alone), checked as above. */
+static int open_checked(sqlite3 **out, int *uv_out, const char *path, int immutable, int quick, const char *what,
+                        int *unreadable, char *err, size_t n) {
     sqlite3 *c = NULL;
-    /* a FIFO would block the open forever, a directory reads as "disk I/O error" */
-    struct stat st;
-    if (stat(path, &st) != 0) return set_err(err, n, "%s: %s: %s", what, path, strerror(errno)), -1;
-    if (!S_ISREG(st.st_mode)) return set_err(err, n, "%s: %s is not a regular file", what, path), -1;
+    *unreadable = 1;
     char *uri = immutable ? fleet_uri(path) : NULL;
     if (immutable && !uri) return set_err(err, n, "%s: out of memory", what), -1;
     int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX | (immutable ? SQLITE_OPEN_URI : 0);
     int r = open_conn(&c, immutable ? uri : path, flags, err, n, what);
     free(uri);
     if (r != 0) return -1;
-    int uv = 0, ok = 0, trc;
-    char why[512] = "";
-    int rc = get_int(c, "PRAGMA user_version", &uv);
-    if (rc != SQLITE_OK) {
-        set_err(err, n, "%s: %s is not a sale cache: %s", what, path, sqlite3_errmsg(c));
-        goto fail;
-    }
-    if (uv < 1 || uv > DB_SCHEMA_VERSION) {
-        set_err(err, n, "%s: %s is not a sale cache this library can read (schema version %d, expected 1..%d)", what,
-                path, uv, DB_SCHEMA_VERSION);
-        goto fail;
-    }
-    rc = quick_check(c, &ok, why, sizeof why);
-    if (rc != SQLITE_OK) {
-        set_err(err, n, "%s: %s: quick_check: %s", what, path, sqlite3_errmsg(c));
-        goto fail;
-    }
-    if (!ok) {
-        set_err(err, n, "%s: %s is corrupt: %s", what, path, why);
-        goto fail;
-    }
-    if (!has_tables(c, uv, &trc)) {
-        set_err(err, n, "%s: %s is not a sale cache: the kernels table is missing or incomplete%s%s", what, path,
-                trc ? ": " : "", trc ? sqlite3_errmsg(c) : "");
-        goto fail;
+    if (check_readonly(c, path, what, quick, uv_out, unreadable, err, n) != 0) {
+        sqlite3_close(c);
+        return -1;
     }
     *out = c;
-    *uv_out = uv;
     return 0;
-fail:
-    sqlite3_close(c);
+}
+
+/* Open and validate a read-only sale cache: the fleet file (immutable: it
+ * is not written while in use) or an import source. A source is looked at
+ * immutably first, so that one refused leaves nothing beside it; then it is
+ * read through SQLite's locks and write-ahead log, since another process
+ * may be writing it. In a directory this user cannot write that read fails
+ * (WAL needs a -shm beside the file): the immutable read then serves,
+ * unless the log holds changes it would miss. */
+static int open_readonly(sqlite3 **out, int *uv_out, const char *path, int immutable, const char *what, char *err,
+                         size_t n) {
+    /* a FIFO would block the open forever, a directory reads as "disk I/O error" */
+    struct stat st;
+    if (stat(path, &st) != 0) return set_err(err, n, "%s: %s: %s", what, path, strerror(errno)), -1;
+    if (!S_ISREG(st.st_mode)) return set_err(err, n, "%s: %s is not a regular file", what, path), -1;
+    sqlite3 *ci = NULL, *cp = NULL;
+    int uvi = 0, uvp = 0, unreadable = 0;
+    int ri = open_checked(&ci, &uvi, path, 1, 1, what, &unreadable, err, n);
+    if (immutable) {
+        if (ri == 0) *out = ci, *uv_out = uvi;
+        return ri;
+    }
+    const int pending = wal_pending(path), had = siblings_present(path);
+    if (ri != 0 && !pending) return -1; /* the file alone is all there is: refused, nothing created */
+    char perr[1024] = "";
+    /* the content is the immutable read's when no log is pending: checked once */
+    if (open_checked(&cp, &uvp, path, 0, ri != 0 || pending, what, &unreadable, perr, sizeof perr) == 0) {
+        sqlite3_close(ci);
+        *out = cp, *uv_out = uvp;
+        return 0;
+    }
+    /* what the failed read made beside the file (a -shm, an empty -wal)
+     * goes; a -wal or -shm that was there stays */
+    siblings_remove_new(path, had);
+    if (ri == 0 && !pending && unreadable) {
+        *out = ci, *uv_out = uvi;
+        return 0;
+    }
+    sqlite3_close(ci);
+    if (pending && unreadable)
+        set_err(err, n, "%s (%s-wal holds changes not yet in the file, and reading them needs %s-shm beside it: "
+                "import a copy of the file and its -wal from a directory you can write)", perr, path, path);
+    else
+        set_err(err, n, "%s", perr);
     return -1;
 }
 
@@ -816,6 +932,7 @@ static int db_open_once(db **out, const char *path, const char *fleet_path, int 
     d->log_user = log_user;
     d->memory = strcmp(path, ":memory:") == 0;
     d->flags = flags;
+    d->sib_had = 7; /* a file we create: remove nothing beside it */
     d->path = strdup(path);
     d->fleet_path = fleet_path ? strdup(fleet_path) : NULL;
     if (!d->path || (fleet_path && !d->fleet_path)) {
@@ -830,6 +947,7 @@ static int db_open_once(db **out, const char *path, const char *fleet_path, int 
                 set_err(err, errlen, "db_open: %s is not a regular file; refusing to use it as a cache", path);
                 goto fail;
             }
+            d->sib_had = siblings_present(path);
             char *dir = strdup(path);
             if (!dir) {
                 set_err(err, errlen, "db_open: out of memory");
@@ -864,6 +982,9 @@ static int db_open_once(db **out, const char *path, const char *fleet_path, int 
     *out = d;
     return 0;
 fail:
+    /* a file we refuse is left as it was: without the -wal/-shm that
+     * reading its header (a WAL-mode header, say) made beside it */
+    if (d->refused) siblings_remove_new(d->path, d->sib_had);
     db_close(d);
     return -1;
 }
@@ -1539,6 +1660,61 @@ out:
     return ret;
 }
 
+/* 1 when a and b are one file: the same inode (a hard link, a symlink) or
+ * the same real path. */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) return 1;
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    int same = ra && rb && strcmp(ra, rb) == 0;
+    free(ra);
+    free(rb);
+    return same;
+}
+
+/* Is dest the cache being exported, or one of its -wal/-shm/-journal? Its
+ * replacement would destroy what is being read (the rows, or the log that
+ * holds the latest of them), force or not. */
+static int is_own_file(const db *d, const char *dest) {
+    if (d->memory) return 0;
+    if (same_file(dest, d->path)) return 1;
+    for (int i = 0; i < 3; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s%s", d->path, sib_sfx[i]);
+        if (same_file(dest, p)) return 1;
+    }
+    return 0;
+}
+
+/* Run insert_select (INSERT ... SELECT ... WHERE <cond>) once per arch,
+ * narrowed to it with ARCH_FILTER, or once for all when narch is 0: the
+ * rows it inserted, or -1 with err naming what (the table's rows). */
+static int export_rows(sqlite3 *c, const char *insert_select, const char *const *archs, int narch, const char *what,
+                       char *err, size_t n) {
+    char sql[1024], where[96];
+    if (snprintf(sql, sizeof sql, "%s%s", insert_select, narch > 0 ? " AND " ARCH_FILTER : "") >= (int)sizeof sql)
+        return set_err(err, n, "db_export: the copy of %s: statement longer than %zu bytes", what, sizeof sql - 1), -1;
+    sqlite3_stmt *s = NULL;
+    int total = 0;
+    if (sqlite3_prepare_v2(c, sql, -1, &s, NULL) != SQLITE_OK) {
+        snprintf(where, sizeof where, "db_export: prepare the copy of %s", what);
+        return sql_fail(err, n, c, where);
+    }
+    for (int i = 0; i < (narch > 0 ? narch : 1); i++) {
+        sqlite3_reset(s);
+        if (narch > 0) sqlite3_bind_text(s, 1, archs[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+            snprintf(where, sizeof where, "db_export: copy %s", what);
+            sql_fail(err, n, c, where);
+            sqlite3_finalize(s);
+            return -1;
+        }
+        total += sqlite3_changes(c);
+    }
+    sqlite3_finalize(s);
+    return total;
+}
+
 int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen) {
     return db_export_ex(d, dest, archs, narch, 0, err, errlen);
 }
@@ -1546,6 +1722,9 @@ int db_export(db *d, const char *dest, const char *const *archs, int narch, char
 int db_export_ex(db *d, const char *dest, const char *const *archs, int narch, int flags, char *err, size_t errlen) {
     if (!d || !dest || !*dest || narch < 0 || (narch > 0 && !archs))
         return set_err(err, errlen, "db_export: missing argument"), -1;
+    if (is_own_file(d, dest))
+        return set_err(err, errlen, "db_export: %s is the cache being exported (%s); refusing to replace it: "
+                       "export into another file", dest, d->path), -1;
     struct stat st;
     int replacing = 0;
     if (lstat(dest, &st) == 0) {
@@ -1603,27 +1782,16 @@ int db_export_ex(db *d, const char *dest, const char *const *archs, int narch, i
         sql_fail(err, errlen, d->w, "db_export: begin");
         goto out;
     }
-    const char *sql = narch > 0 ? "INSERT OR IGNORE INTO sale_export.kernels(" KCOLS_V2 ", cubin) SELECT " KCOLS_V2
-                                  ", cubin FROM main.kernels WHERE arch = ?1 AND length(cubin) = cubin_bytes"
-                                : "INSERT OR IGNORE INTO sale_export.kernels(" KCOLS_V2 ", cubin) SELECT " KCOLS_V2
-                                  ", cubin FROM main.kernels WHERE length(cubin) = cubin_bytes";
-    if (sqlite3_prepare_v2(d->w, sql, -1, &s, NULL) != SQLITE_OK) {
-        sql_fail(err, errlen, d->w, "db_export: prepare copy");
+    /* the kernels of those archs, and the tuning winners measured on them:
+     * a fleet of the same devices then runs the tuned tiles without tuning */
+    total = export_rows(d->w, "INSERT OR IGNORE INTO sale_export.kernels(" KCOLS_V2 ", cubin) SELECT " KCOLS_V2
+                        ", cubin FROM main.kernels WHERE length(cubin) = cubin_bytes", archs, narch, "kernels", err,
+                        errlen);
+    if (total < 0 || export_rows(d->w, "INSERT OR IGNORE INTO sale_export.tuned(" TCOLS ") SELECT " TCOLS
+                                 " FROM main.tuned WHERE 1", archs, narch, "tuning winners", err, errlen) < 0) {
         rollback(d->w);
         goto out;
     }
-    for (int i = 0; i < (narch > 0 ? narch : 1); i++) {
-        sqlite3_reset(s);
-        if (narch > 0) sqlite3_bind_text(s, 1, archs[i], -1, SQLITE_STATIC);
-        if (sqlite3_step(s) != SQLITE_DONE) {
-            sql_fail(err, errlen, d->w, "db_export: copy rows");
-            rollback(d->w);
-            goto out;
-        }
-        total += sqlite3_changes(d->w);
-    }
-    sqlite3_finalize(s);
-    s = NULL;
     if (copy_thresholds(d->w, "main", DB_SCHEMA_VERSION, d->w, "sale_export", 0, err, errlen) != 0) {
         rollback(d->w);
         goto out;
@@ -1728,8 +1896,6 @@ out:
 }
 
 /* ------------------------------------------------------------ tuned */
-
-#define TCOLS "device, arch, sm_count, driver_version, key, bucket, winner, time_ms, spread_pct, tried, created"
 
 static void read_tuned(sqlite3_stmt *s, db_tuned_row *r) {
     copy_text(r->device, sizeof r->device, s, 0);
@@ -1876,38 +2042,109 @@ static int bind_threshold(sqlite3_stmt *s, const db_threshold_row *r, int64_t cr
     return rc;
 }
 
-int db_thresholds_put(db *d, const db_threshold_row *rows, int n, char *err, size_t errlen) {
-    if (!d || n < 0 || (n > 0 && !rows)) return set_err(err, errlen, "db_thresholds_put: missing argument"), -1;
+/* Rows a put may store: a model name, a tau in [0, 1); 0, or -1 with err. */
+static int thresholds_valid(const db_threshold_row *rows, int n, const char *what, char *err, size_t errlen) {
     for (int i = 0; i < n; i++) {
         if (!terminated(rows[i].model, sizeof rows[i].model) || !rows[i].model[0])
-            return set_err(err, errlen, "db_thresholds_put: row %d: model must be a non-empty string", i), -1;
+            return set_err(err, errlen, "%s: row %d: model must be a non-empty string", what, i), -1;
         if (!(rows[i].tau >= 0 && rows[i].tau < 1))
-            return set_err(err, errlen, "db_thresholds_put: row %d: tau must be in [0, 1), got %g", i, rows[i].tau),
-                   -1;
+            return set_err(err, errlen, "%s: row %d: tau must be in [0, 1), got %g", what, i, rows[i].tau), -1;
     }
+    return 0;
+}
+
+/* Insert or replace rows inside the caller's transaction: 0, or -1 with err. */
+static int thresholds_insert(db *d, const db_threshold_row *rows, int n, const char *what, char *err, size_t errlen) {
     sqlite3_stmt *s = NULL;
-    int ret = -1;
+    char where[96];
     int64_t t = now_s();
-    lock(d);
-    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO thresholds(" THCOLS_V4 ") " TH_INSERT_VALUES,
-                           -1, &s, NULL) != SQLITE_OK) {
-        sql_fail(err, errlen, d->w, "db_thresholds_put: prepare");
-        goto out;
-    }
-    if (begin_immediate(d->w) != SQLITE_OK) {
-        sql_fail(err, errlen, d->w, "db_thresholds_put: begin");
-        goto out;
-    }
+    snprintf(where, sizeof where, "%s: insert", what);
+    if (sqlite3_prepare_v2(d->w, "INSERT OR REPLACE INTO thresholds(" THCOLS_V4 ") " TH_INSERT_VALUES, -1, &s,
+                           NULL) != SQLITE_OK)
+        return sql_fail(err, errlen, d->w, where);
     for (int i = 0; i < n; i++) {
         sqlite3_reset(s);
         if (bind_threshold(s, &rows[i], rows[i].created > 0 ? rows[i].created : t) != SQLITE_OK ||
             sqlite3_step(s) != SQLITE_DONE) {
-            sql_fail(err, errlen, d->w, "db_thresholds_put: insert");
-            rollback(d->w);
-            goto out;
+            sql_fail(err, errlen, d->w, where);
+            sqlite3_finalize(s);
+            return -1;
         }
     }
+    sqlite3_finalize(s);
+    return 0;
+}
+
+int db_thresholds_put(db *d, const db_threshold_row *rows, int n, char *err, size_t errlen) {
+    if (!d || n < 0 || (n > 0 && !rows)) return set_err(err, errlen, "db_thresholds_put: missing argument"), -1;
+    if (thresholds_valid(rows, n, "db_thresholds_put", err, errlen) != 0) return -1;
+    int ret = -1;
+    lock(d);
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_thresholds_put: begin");
+        goto out;
+    }
+    if (thresholds_insert(d, rows, n, "db_thresholds_put", err, errlen) != 0) {
+        rollback(d->w);
+        goto out;
+    }
     ret = commit(d->w, err, errlen, "db_thresholds_put");
+out:
+    unlock(d);
+    return ret;
+}
+
+int db_thresholds_replace_model(db *d, const char *model, const db_threshold_row *rows, int n, int *replaced,
+                                int *dropped, char *err, size_t errlen) {
+    const char *what = "db_thresholds_replace_model";
+    if (!d || !model || !model[0] || n < 0 || (n > 0 && !rows))
+        return set_err(err, errlen, "%s: missing argument", what), -1;
+    if (thresholds_valid(rows, n, what, err, errlen) != 0) return -1;
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].model, model) != 0)
+            return set_err(err, errlen, "%s: row %d: model '%s', not '%s'", what, i, rows[i].model, model), -1;
+    sqlite3_stmt *s = NULL;
+    int ret = -1, nold = 0, ngone = 0, rc;
+    lock(d);
+    if (begin_immediate(d->w) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_thresholds_replace_model: begin");
+        goto out;
+    }
+    /* count what goes: every earlier row, and those the new rows do not
+     * stand in for (layers or heads this calibration does not have) */
+    if (sqlite3_prepare_v2(d->w, "SELECT layer, head FROM thresholds WHERE model = ?1", -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_thresholds_replace_model: read the earlier rows");
+        goto fail;
+    }
+    sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int layer = sqlite3_column_int(s, 0), head = sqlite3_column_int(s, 1), kept = 0;
+        for (int i = 0; i < n && !kept; i++) kept = rows[i].layer == layer && rows[i].head == head;
+        nold++;
+        ngone += !kept;
+    }
+    if (rc != SQLITE_DONE) {
+        sql_fail(err, errlen, d->w, "db_thresholds_replace_model: read the earlier rows");
+        goto fail;
+    }
+    sqlite3_finalize(s);
+    if (sqlite3_prepare_v2(d->w, "DELETE FROM thresholds WHERE model = ?1", -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, errlen, d->w, "db_thresholds_replace_model: delete");
+        goto fail;
+    }
+    sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        sql_fail(err, errlen, d->w, "db_thresholds_replace_model: delete");
+        goto fail;
+    }
+    if (thresholds_insert(d, rows, n, what, err, errlen) != 0) goto fail;
+    if (commit(d->w, err, errlen, what) != 0) goto out;
+    if (replaced) *replaced = nold;
+    if (dropped) *dropped = ngone;
+    ret = 0;
+    goto out;
+fail:
+    rollback(d->w);
 out:
     sqlite3_finalize(s);
     unlock(d);

@@ -103,8 +103,13 @@ int db_kernel_list(db *d, int include_fleet, db_kernel_cb cb, void *user, char *
 int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen);
 
 /* Copy the kernels for the given archs (all when narch == 0) into a new cache
- * file at dest (overwritten atomically: written to dest.tmp then renamed).
- * Returns the number of rows written, or -1. */
+ * file at dest (overwritten atomically: written to dest.tmp then renamed),
+ * with the tuning winners of those archs and every threshold. An arch
+ * selects its arch-specific variant too ("sm_90": sm_90 and sm_90a rows;
+ * "sm_90a": only those). A dest that is the cache itself (same inode or
+ * real path, a symlink or hard link included) or one of its -wal/-shm/
+ * -journal is always refused, before anything is written. Returns the
+ * number of kernel rows written, or -1. */
 int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen);
 /* db_export refuses a dest that exists and is not a regular file, or is a
  * non-empty file that is not a sale cache (unless flags has
@@ -115,7 +120,10 @@ int db_export_ex(db *d, const char *dest, const char *const *archs, int narch, i
 
 /* Merge every kernel row of another cache file into this one (existing rows
  * kept). Returns the number of rows added, or -1. Rejects files that are not
- * sale caches. */
+ * sale caches (and creates nothing beside them); a source in a directory
+ * this user cannot write is read without its -shm (immutable) when its
+ * write-ahead log holds nothing. A source SQLite cannot read is reported
+ * with SQLite's reason, never as "not a sale cache". */
 int db_import(db *d, const char *src, char *err, size_t errlen);
 
 /* Remove every kernel row; returns rows removed or -1. */
@@ -166,6 +174,14 @@ typedef struct db_threshold_row {
 
 /* Insert or replace n rows in one transaction (all or none). 0 ok, -1 error. */
 int db_thresholds_put(db *d, const db_threshold_row *rows, int n, char *err, size_t errlen);
+/* A calibration's store: the n rows (all of model) become model's
+ * thresholds in the writable file, in one transaction, every earlier row of
+ * model deleted; a later lookup of a layer or head the new rows lack misses
+ * instead of finding an earlier calibration's tau. *replaced (may be NULL)
+ * gets the number of earlier rows, *dropped those of them at a (layer,
+ * head) the new rows do not have. 0 ok, -1 error (nothing changed). */
+int db_thresholds_replace_model(db *d, const char *model, const db_threshold_row *rows, int n, int *replaced,
+                                int *dropped, char *err, size_t errlen);
 /* Writable file first, then the fleet file: 1 found, 0 not, -1 error. */
 int db_threshold_get_row(db *d, const char *model, int layer, int head, db_threshold_row *row, char *err,
                          size_t errlen);

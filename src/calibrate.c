@@ -623,14 +623,23 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
                 w->error = r.error[x];
                 w->thr = r.thr; /* the variant the budget was met with */
             }
+        /* the model's thresholds as a whole: rows of an earlier calibration
+         * (another budget, layers this one lacks) never mix with these */
         char err[1024] = "";
-        int put = db_thresholds_put(ctx->db, rows, (int)nrows, err, sizeof err);
+        int replaced = 0, dropped = 0;
+        int put = db_thresholds_replace_model(ctx->db, o->model, rows, (int)nrows, &replaced, &dropped, err,
+                                              sizeof err);
         thresholds_changed(ctx);
         if (put) {
             sale_set_error(ctx, "calibrate: storing thresholds: %s", err);
             st = SALE_ERR_CACHE;
             goto out;
         }
+        if (replaced)
+            sale_logf(ctx, dropped ? SALE_LOG_WARN : SALE_LOG_INFO,
+                      "calibrate: replaced the earlier calibration of '%s': %d thresholds, %d of them dropped%s",
+                      o->model, replaced, dropped,
+                      dropped ? " (layers or heads this calibration does not cover: they now have none)" : "");
     }
     r.seconds = now_s() - t0;
 out:

@@ -186,7 +186,7 @@ static void db_log_bridge(void *user, int level, const char *msg)
     sale_logf((sale_ctx *)user, (sale_log_level)level, "%s", msg);
 }
 
-static int default_cache_path(char *buf, size_t len)
+int sale_default_cache_path(char *buf, size_t len)
 {
     const char *d = getenv("SALE_CACHE_DIR");
     if (d && *d)
@@ -225,7 +225,7 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
             return SALE_ERR_INVALID;
         }
         strcpy(c->cache_path, opts->cache_path);
-    } else if (default_cache_path(c->cache_path, sizeof c->cache_path)) {
+    } else if (sale_default_cache_path(c->cache_path, sizeof c->cache_path)) {
         sale_set_error(c, "cache_path: no $SALE_CACHE_DIR, $XDG_CACHE_HOME or $HOME to put the cache in");
         return SALE_ERR_INVALID;
     }

@@ -73,18 +73,47 @@ static void load_config(const gopts *g)
     }
 }
 
-static int g_no_create; /* a listing command: a named cache that does not exist is an error, not created */
+/* A command that only looks (ls, verify, info, export) creates no cache and
+ * no directory: a cache that does not exist is reported. NO_CREATE_FLEET:
+ * with a fleet file, the command goes on with the fleet alone. */
+enum { NO_CREATE = 1, NO_CREATE_FLEET = 2 };
+static int g_no_create;
+
+/* The cache file the context will open: the named one, else the default
+ * location in sale_create's order (sale.h, sale_options.cache_path), so that
+ * a command that only looks can see it is missing before anything is made.
+ * NULL when nothing names a place (sale_create then says why). */
+static const char *cache_file(const gopts *g, char *buf, size_t len)
+{
+    if (g->cache)
+        return g->cache;
+    if (g_cfg.cache_path[0])
+        return g_cfg.cache_path;
+    return sale_default_cache_path(buf, len) ? NULL : buf;
+}
+
+static const char *fleet_file(const gopts *g)
+{
+    return g->fleet ? g->fleet : g_cfg.fleet_cache[0] ? g_cfg.fleet_cache : NULL;
+}
 
 static sale_ctx *open_ctx(const gopts *g)
 {
     sale_options o;
     memset(&o, 0, sizeof o);
     o.cache_path = g->cache ? g->cache : g_cfg.cache_path[0] ? g_cfg.cache_path : NULL;
-    if (g_no_create && o.cache_path && access(o.cache_path, F_OK) != 0) {
-        fprintf(stderr, "sale: no cache at %s: %s (nothing created)\n", o.cache_path, strerror(errno));
-        exit(1);
+    o.fleet_path = fleet_file(g);
+    char def[1100];
+    const char *file = g_no_create ? cache_file(g, def, sizeof def) : NULL;
+    if (file && strcmp(file, ":memory:") && access(file, F_OK) != 0) {
+        if (g_no_create == NO_CREATE_FLEET && o.fleet_path && errno == ENOENT) {
+            fprintf(stderr, "sale: no cache at %s (nothing created): the fleet file %s alone\n", file, o.fleet_path);
+            o.cache_path = ":memory:";
+        } else {
+            fprintf(stderr, "sale: no cache at %s: %s (nothing created)\n", file, strerror(errno));
+            exit(1);
+        }
     }
-    o.fleet_path = g->fleet ? g->fleet : g_cfg.fleet_cache[0] ? g_cfg.fleet_cache : NULL;
     o.log = log_cb;
     sale_ctx *ctx = NULL;
     sale_status s = sale_create(&ctx, &o);
@@ -130,10 +159,52 @@ static int int_of(const char *t)
     return cli_long(t, 0, 1L << 20, &v) ? (int)v : -1;
 }
 
+/* an integer in [1, 2^20], else -1: a size, where 0 would silently mean
+ * "the default" (an open key field) */
+static int pos_of(const char *t)
+{
+    long v;
+    return cli_long(t, 1, 1L << 20, &v) ? (int)v : -1;
+}
+
 static int arch_of(const char *t)
 {
     int a = sale_arch_parse(t);
     return a <= 0 ? -1 : a;
+}
+
+/* An --arch LIST given again adds to the archs given before (each once). */
+static void add_archs(const char *text, int *archs, int *n)
+{
+    int more[CFG_MAX_LIST];
+    int nm = parse_list(text, more, CFG_MAX_LIST, arch_of, "--arch");
+    for (int i = 0; i < nm; i++) {
+        int dup = 0;
+        for (int x = 0; x < *n && !dup; x++)
+            dup = archs[x] == more[i];
+        if (dup)
+            continue;
+        if (*n == CFG_MAX_LIST)
+            die_usage("--arch: at most %d values", CFG_MAX_LIST);
+        archs[(*n)++] = more[i];
+    }
+}
+
+/* Does an --arch filter (n archs; none: all) keep a row of arch? A base arch
+ * keeps its arch-specific variant too: on sm_90 devices sale runs the sm_90a
+ * cubins of the wgmma kernels, so "sm_90" means both; "sm_90a" only itself.
+ * The same rule as the export's (db_export). */
+static int arch_kept(const int *archs, int n, const char *arch)
+{
+    if (!n)
+        return 1;
+    for (int i = 0; i < n; i++) {
+        const char *f = sale_arch_name(archs[i]);
+        size_t l = f ? strlen(f) : 0;
+        if (f && !strncmp(arch, f, l) && (!arch[l] || (arch[l] == 'a' && !arch[l + 1])))
+            return 1;
+    }
+    return 0;
 }
 
 static int family_of(const char *t)
@@ -184,10 +255,12 @@ static int cmd_info(const gopts *g, int argc, char **argv)
     }
     if (argc > 1)
         die_usage("info: unexpected argument '%s'", argv[1]);
-    /* info only looks: a named cache that does not exist is reported, not
-     * created (nor its directories); the context then uses none */
-    const char *named = g->cache ? g->cache : g_cfg.cache_path[0] ? g_cfg.cache_path : NULL;
-    const int missing = named && access(named, F_OK) != 0;
+    /* info only looks: a cache that does not exist, named or at the default
+     * location, is reported, not created (nor its directories); the context
+     * then uses none */
+    char def[1100];
+    const char *named = cache_file(g, def, sizeof def);
+    const int missing = named && strcmp(named, ":memory:") && access(named, F_OK) != 0;
     gopts gm = *g;
     if (missing)
         gm.cache = ":memory:";
@@ -230,7 +303,7 @@ static int cmd_info(const gopts *g, int argc, char **argv)
     char sz[32];
     human_bytes(cache_bytes(ctx), sz, sizeof sz);
     if (missing)
-        printf("cache      %s (does not exist yet: created at the first compile)\n", named);
+        printf("cache      no cache at %s (does not exist yet: created at the first compile)\n", named);
     else
         printf("cache      %s (%s)\n", sale_cache_path(ctx), sz);
     if (sale_fleet_path(ctx)[0])
@@ -325,13 +398,13 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "qhj:", lo, NULL)) != -1) {
         switch (c) {
         case 'a': f.n_archs = parse_list(optarg, f.archs, CFG_MAX_LIST, arch_of, "--arch"); break;
-        case 'd': f.n_head_dims = parse_list(optarg, f.head_dims, CFG_MAX_LIST, int_of, "--head-dim"); break;
+        case 'd': f.n_head_dims = parse_list(optarg, f.head_dims, CFG_MAX_LIST, pos_of, "--head-dim"); break;
         case 'f': f.n_families = parse_list(optarg, (int *)f.families, CFG_MAX_LIST, family_of, "--family"); break;
         case 't': f.n_dtypes = parse_list(optarg, (int *)f.dtypes, CFG_MAX_LIST, dtype_of, "--dtype"); break;
-        case 'Q': f.n_block_qs = parse_list(optarg, f.block_qs, CFG_MAX_LIST, int_of, "--block-q"); break;
-        case 'K': f.n_block_ks = parse_list(optarg, f.block_ks, CFG_MAX_LIST, int_of, "--block-k"); break;
-        case 'S': f.n_block_segs = parse_list(optarg, f.block_segs, CFG_MAX_LIST, int_of, "--block-seg"); break;
-        case 'W': f.n_local_windows = parse_list(optarg, f.local_windows, CFG_MAX_LIST, int_of, "--window"); break;
+        case 'Q': f.n_block_qs = parse_list(optarg, f.block_qs, CFG_MAX_LIST, pos_of, "--block-q"); break;
+        case 'K': f.n_block_ks = parse_list(optarg, f.block_ks, CFG_MAX_LIST, pos_of, "--block-k"); break;
+        case 'S': f.n_block_segs = parse_list(optarg, f.block_segs, CFG_MAX_LIST, pos_of, "--block-seg"); break;
+        case 'W': f.n_local_windows = parse_list(optarg, f.local_windows, CFG_MAX_LIST, pos_of, "--window"); break;
         case 'T': f.n_thrs = parse_list(optarg, f.thrs, CFG_MAX_LIST, sale_thr_parse, "--thr"); break;
         case 'j': jobs_n = int_of(optarg); if (jobs_n < 1) die_usage("--jobs: expected a positive number"); break;
         case 'q': g_quiet = 1; break;
@@ -472,23 +545,27 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
 
 /* -------------------------------------------------------------------- ls */
 
-static const char *ls_help = "usage: sale ls [--arch ARCH] [--tuned] [--thresholds]\n"
+static const char *ls_help = "usage: sale ls [--arch LIST] [--tuned] [--thresholds]\n"
                              "List cached kernels (key, arch, registers, shared memory, spills, cubin bytes,\n"
                              "compile time, hits), or with --tuned the autotuner's winners, or with\n"
                              "--thresholds the calibrated per-head thresholds (model, layer, head, tau,\n"
                              "budget, thr: the variant calibrated with ('-': not recorded), samples,\n"
                              "date, density, error; the fleet file's marked 'fleet'); with both, the\n"
-                             "winners, then the thresholds.\n";
+                             "winners, then the thresholds.\n"
+                             "  --arch LIST   only these archs (sm_80,sm_90; repeatable); an arch lists its\n"
+                             "                arch-specific kernels too: sm_90 lists sm_90a (the wgmma kernels\n"
+                             "                sale runs on sm_90 devices), sm_90a only those\n"
+                             "A cache that does not exist is reported, never created.\n";
 
 typedef struct ls_state {
-    const char *arch;
+    int archs[CFG_MAX_LIST], narch; /* --arch (arch_kept); none: all */
     int rows;
 } ls_state;
 
 static int ls_row(void *user, const sale_cache_kernel *r)
 {
     ls_state *s = user;
-    if (s->arch && strcmp(s->arch, r->arch))
+    if (!arch_kept(s->archs, s->narch, r->arch))
         return 0;
     printf("%-78s %-7s %5d %7d %7d %7d %9zu %9.1f %6lld%s\n", r->key, r->arch, r->registers,
            r->smem_static + r->smem_dynamic, r->spill_stores, r->spill_loads, r->cubin_bytes, r->compile_ms,
@@ -500,7 +577,7 @@ static int ls_row(void *user, const sale_cache_kernel *r)
 static int tuned_row(void *user, const sale_tuned_entry *r)
 {
     ls_state *s = user;
-    if (s->arch && strcmp(s->arch, r->arch))
+    if (!arch_kept(s->archs, s->narch, r->arch))
         return 0;
     printf("%-24s %-7s %4d %6d %-10s %-60s %9.3f %6.1f%% %5d\n    -> %s\n", r->device, r->arch, r->sm_count,
            r->driver_version, r->bucket, r->key, r->time_ms, r->spread_pct, r->tried, r->winner);
@@ -543,11 +620,7 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
-        case 'a':
-            if (sale_arch_parse(optarg) <= 0)
-                die_usage("--arch: unknown architecture '%s'", optarg);
-            s.arch = sale_arch_name(sale_arch_parse(optarg));
-            break;
+        case 'a': add_archs(optarg, s.archs, &s.narch); break;
         case 't': tuned = 1; break;
         case 'T': thresholds = 1; break;
         case 'h': fputs(ls_help, stdout); return 0;
@@ -556,7 +629,7 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     }
     if (optind < argc)
         die_usage("ls: unexpected argument '%s'", argv[optind]);
-    g_no_create = 1;
+    g_no_create = NO_CREATE_FLEET;
     sale_ctx *ctx = open_ctx(g);
     sale_status rc = SALE_OK;
     /* each section its heading and its count; both flags: both sections */
@@ -598,12 +671,13 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
 static int cmd_verify(const gopts *g, int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        puts("usage: sale verify\nCheck every cached cubin against its stored length and hash; bad rows are removed.");
+        puts("usage: sale verify\nCheck every cached cubin against its stored length and hash; bad rows are removed.\n"
+             "A cache that does not exist is reported, never created.");
         return 0;
     }
     if (argc > 1)
         die_usage("verify: unexpected argument '%s'", argv[1]);
-    g_no_create = 1;
+    g_no_create = NO_CREATE_FLEET;
     sale_ctx *ctx = open_ctx(g);
     int checked = 0, bad = 0;
     if (sale_cache_verify(ctx, &checked, &bad)) {
@@ -616,6 +690,34 @@ static int cmd_verify(const gopts *g, int argc, char **argv)
     return bad ? 1 : 0;
 }
 
+static const char *export_help =
+    "usage: sale export FILE [--arch LIST] [--force]\n"
+    "Write the cached kernels (of the given archs) into a new cache file to ship to\n"
+    "a fleet (use it there as the fleet file: --fleet FILE or cache.fleet in\n"
+    "sale.lua). With the kernels go the tuning winners measured on those archs (a\n"
+    "fleet of the same devices runs the tuned tiles without tuning) and every\n"
+    "calibrated threshold (they do not depend on the arch).\n"
+    "  --arch LIST   sm_80,sm_86,sm_89,sm_90,sm_90a (repeatable; default: all); an\n"
+    "                arch brings its arch-specific kernels too: sm_90 exports the\n"
+    "                sm_90a wgmma kernels that sale runs on sm_90 devices, sm_90a\n"
+    "                only those\n"
+    "  --force       replace FILE when it exists (an earlier export, or any file)\n"
+    "FILE is never the cache itself (refused, force or not). An export that would\n"
+    "hold no kernel fails and writes nothing, as does one from a cache that does\n"
+    "not exist; a refused export leaves FILE as it was.\n";
+
+typedef struct export_count {
+    const int *archs;
+    int narch, n;
+} export_count;
+
+static int export_counted(void *user, const sale_cache_kernel *k)
+{
+    export_count *c = user;
+    c->n += arch_kept(c->archs, c->narch, k->arch);
+    return 0;
+}
+
 static int cmd_export(const gopts *g, int argc, char **argv)
 {
     static const struct option lo[] = {{"arch", 1, 0, 'a'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
@@ -623,27 +725,45 @@ static int cmd_export(const gopts *g, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
-        case 'a': na = parse_list(optarg, archs, CFG_MAX_LIST, arch_of, "--arch"); break;
+        case 'a': add_archs(optarg, archs, &na); break;
         case 'F': force = 1; break;
-        case 'h':
-            puts("usage: sale export FILE [--arch LIST] [--force]\nWrite the cached kernels (of the given archs) into a new "
-                 "cache file to ship to a fleet\n(use it there as the fleet file: --fleet FILE or cache.fleet in "
-                 "sale.lua).");
-            return 0;
+        case 'h': fputs(export_help, stdout); return 0;
         default: die_usage("export: bad option");
         }
     }
     if (optind != argc - 1)
         die_usage("export: expected one FILE");
-    g_no_create = 1;
+    const char *dest = argv[optind];
+    g_no_create = NO_CREATE;
     sale_ctx *ctx = open_ctx(g);
+    /* Refusals before anything is written. The cache itself is the
+     * library's to refuse (force or not); an existing file needs --force. */
+    struct stat ds, cs;
+    const int own = stat(dest, &ds) == 0 && stat(sale_cache_path(ctx), &cs) == 0 && ds.st_dev == cs.st_dev &&
+                    ds.st_ino == cs.st_ino;
+    if (!own && !force && stat(dest, &ds) == 0 && S_ISREG(ds.st_mode) && ds.st_size > 0) {
+        fprintf(stderr, "sale: export: %s exists; refusing to replace it (--force replaces it)\n", dest);
+        sale_destroy(ctx);
+        return 1;
+    }
+    export_count cnt = {archs, na, 0};
+    if (!own && sale_cache_list_kernels(ctx, 0, export_counted, &cnt) == SALE_OK && cnt.n == 0) {
+        char which[256] = "";
+        for (int i = 0; i < na; i++)
+            snprintf(which + strlen(which), sizeof which - strlen(which), "%s%s", i ? ", " : " of ",
+                     sale_arch_name(archs[i]));
+        fprintf(stderr, "sale: export: no kernels%s in %s; nothing written (sale prewarm compiles them)\n", which,
+                sale_cache_path(ctx));
+        sale_destroy(ctx);
+        return 1;
+    }
     int n = 0;
-    if (sale_cache_export(ctx, argv[optind], archs, na, force, &n)) {
+    if (sale_cache_export(ctx, dest, archs, na, force, &n)) {
         fprintf(stderr, "sale: export: %s\n", sale_last_error(ctx));
         sale_destroy(ctx);
         return 1;
     }
-    printf("exported %d kernels to %s\n", n, argv[optind]);
+    printf("exported %d kernels to %s\n", n, dest);
     sale_destroy(ctx);
     return 0;
 }
@@ -760,7 +880,9 @@ static const char *calibrate_help =
     "(model, layer, head). For each head, tau starts at 0.008 and halves while the\n"
     "head's output error against dense attention exceeds the budget on any sample;\n"
     "below 1e-4 the head runs dense (tau 0). Every input file is checked first; the\n"
-    "thresholds of all layers are stored at the end in one transaction.\n"
+    "thresholds of all layers are stored at the end in one transaction, replacing\n"
+    "the model's earlier calibration as a whole (its thresholds at layers or heads\n"
+    "this one does not cover are dropped, with a warning that counts them).\n"
     "  --model NAME        name to store under (required); attention calls name it\n"
     "  --input DIR         captured inputs: DIR/layer_{L:03d}.safetensors, each with\n"
     "                      q [S,Hq,N,D], k and v [S,Hkv,N,D] (S samples; F32/F16/BF16;\n"
@@ -944,6 +1066,7 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
 
 static const char *main_help =
     "usage: sale [--cache FILE] [--fleet FILE] [--config FILE] COMMAND [ARGS]\n"
+    "       sale --version | --help\n"
     "SALE sparse attention kernels: generated, compiled with NVRTC, tuned, cached in SQLite.\n\n"
     "commands:\n"
     "  info       library, NVRTC, driver and devices, cache path and size\n"
@@ -962,6 +1085,8 @@ static const char *main_help =
     "                 $XDG_CACHE_HOME/sale/kernels.db, else ~/.cache/sale/kernels.db)\n"
     "  --fleet FILE   read-only fleet cache consulted under the writable one\n"
     "  --config FILE  config file (default $SALE_CONFIG, else $XDG_CONFIG_HOME/sale/sale.lua)\n"
+    "  --version      print the version and exit\n"
+    "  -h, --help     print this help and exit\n"
     "'sale COMMAND --help' describes each command.\n";
 
 /* A global option's FILE: "" is refused, never taken as "not given" (the

@@ -147,6 +147,32 @@ Test(calibrate, cli_warns_when_one_sample_decides_every_tau)
     cr_assert(strstr(out, "chose 1 layers x 2 heads of 'one' (1 samples"), "%s", out);
 }
 
+/* A second calibration of a model over fewer layers left the first's rows
+ * (another budget) for `tau=(model, layer)` to use silently: a calibration
+ * replaces the model's thresholds as a whole, and says what it dropped. */
+Test(calibrate, a_second_calibration_replaces_the_first_as_a_whole)
+{
+    const char *gen2 = "layers=2,heads=2,kv_heads=2,seq=512,dim=64,samples=2,seed=5";
+    const char *gen1 = "layers=1,heads=2,kv_heads=2,seq=512,dim=64,samples=2,seed=6";
+    cr_assert_eq(run("calibrate -q --model Z --generate %s --budget 0.05 --device cpu", gen2), 0, "%s", out);
+    cr_assert(strstr(out, "replaced") == NULL, "a first calibration replaces nothing: %s", out);
+    cr_assert_eq(run("calibrate -q --model other --generate %s --budget 0.05 --device cpu", gen1), 0, "%s", out);
+    cr_assert_eq(run("calibrate -q --model Z --generate %s --budget 0.01 --device cpu", gen1), 0, "%s", out);
+    cr_assert(strstr(out, "replaced the earlier calibration of 'Z': 4 thresholds, 2 of them dropped"), "%s", out);
+    sale_ctx *ctx = open_ctx();
+    float tau[2];
+    sale_threshold_meta m[2];
+    cr_assert_eq(sale_thresholds_get(ctx, "Z", 1, tau, 2, m), SALE_ERR_NOT_FOUND,
+                 "layer 1 of the first calibration is still there");
+    cr_assert_eq(sale_thresholds_get(ctx, "Z", 0, tau, 2, m), SALE_OK, "%s", sale_last_error(ctx));
+    for (int h = 0; h < 2; h++)
+        cr_assert_float_eq(m[h].budget, 0.01, 1e-12, "head %d keeps the first budget", h);
+    cr_assert_eq(sale_thresholds_get(ctx, "other", 0, tau, 2, m), SALE_OK, "another model is untouched");
+    sale_destroy(ctx);
+    cr_assert_eq(run("ls --thresholds"), 0, "%s", out);
+    cr_assert(strstr(out, "\n4 thresholds"), "2 of Z, 2 of other: %s", out);
+}
+
 Test(calibrate, cli_calibrates_a_generated_model_on_the_cpu_and_cli_lua_c_read_the_same_taus)
 {
     cr_assert_eq(run("calibrate --model toy --generate layers=%d,heads=%d,kv_heads=%d,seq=%d,dim=%d,samples=%d,"

@@ -117,3 +117,151 @@ Test(cli, info_works_without_a_gpu)
     cr_assert(strstr(out, "cache      ") != NULL, "%s", out);
     cr_assert(strstr(out, "fused.cu") != NULL, "%s", out);
 }
+
+/* `sale prewarm --arch sm_90` stores the wgmma kernels as sm_90a cubins (they
+ * run on sm_90 devices): `--arch sm_90` lists and exports them too, as the
+ * README's fleet command expects; `--arch sm_90a` is exact. */
+Test(cli, arch_sm_90_lists_and_exports_its_sm_90a_kernels)
+{
+    cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_90 --family dense,quantize --head-dim 128 --dtype bf16"), 0,
+                 "%s", out);
+    cr_assert(strstr(out, "sm_90a") != NULL, "no sm_90a kernel in the set: %s", out);
+    cr_assert_eq(run(out, sizeof out, "ls --arch sm_90"), 0, "%s", out);
+    cr_assert(strstr(out, "\n2 kernels") != NULL, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "ls --arch sm_90a"), 0, "%s", out);
+    cr_assert(strstr(out, "\n1 kernels") != NULL, "%s", out);
+    char fleet[512];
+    snprintf(fleet, sizeof fleet, "%s/fleet.db", dir);
+    cr_assert_eq(run(out, sizeof out, "export %s --arch sm_90", fleet), 0, "%s", out);
+    cr_assert(strstr(out, "exported 2 kernels") != NULL, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "--cache %s/host.db --fleet %s ls --arch sm_90a", dir, fleet), 0, "%s", out);
+    cr_assert(strstr(out, "arch=sm_90a") != NULL && strstr(out, " fleet") != NULL, "%s", out);
+}
+
+/* `export --arch A --arch B` kept B only: every --arch counts. */
+Test(cli, export_takes_every_arch_given)
+{
+    cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_80,sm_86 --family quantize --head-dim 64 --dtype bf16"), 0,
+                 "%s", out);
+    cr_assert_eq(run(out, sizeof out, "export %s/a.db --arch sm_80 --arch sm_86", dir), 0, "%s", out);
+    cr_assert(strstr(out, "exported 2 kernels") != NULL, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "ls --arch sm_86 --arch sm_80"), 0, "%s", out);
+    cr_assert(strstr(out, "\n2 kernels") != NULL, "%s", out);
+}
+
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    static char buf[4 << 20];
+    *n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    char *copy = malloc(*n + 1);
+    memcpy(copy, buf, *n);
+    return copy;
+}
+
+/* The bytes of path are still before[0..n). */
+static void assert_same_bytes(const char *path, const char *before, size_t n)
+{
+    size_t m;
+    char *now = slurp(path, &m);
+    cr_assert(m == n && memcmp(now, before, n) == 0, "%s changed", path);
+    free(now);
+}
+
+/* `SALE_CACHE_DIR=X sale export X/kernels.db` wiped the live cache. The
+ * cache is refused under any name, --force or not; an existing file needs
+ * --force; a refused export leaves the file byte for byte. */
+Test(cli, export_never_replaces_the_cache_and_replaces_a_file_only_with_force)
+{
+    cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_80 --family quantize --head-dim 64 --dtype bf16"), 0,
+                 "%s", out);
+    char cache[512], link[512], fleet[512];
+    snprintf(cache, sizeof cache, "%s/kernels.db", dir);
+    snprintf(link, sizeof link, "%s/link.db", dir);
+    snprintf(fleet, sizeof fleet, "%s/fleet.db", dir);
+    cr_assert_eq(symlink(cache, link), 0);
+    size_t n;
+    char *before = slurp(cache, &n);
+    const char *forms[] = {"", " --force"};
+    for (int f = 0; f < 2; f++) {
+        cr_assert_eq(run(out, sizeof out, "export %s --arch sm_80%s", cache, forms[f]), 1, "%s", out);
+        cr_assert(strstr(out, "is the cache being exported") != NULL, "%s", out);
+        cr_assert_eq(run(out, sizeof out, "export %s%s", link, forms[f]), 1, "%s", out);
+        cr_assert(strstr(out, "is the cache being exported") != NULL, "%s", out);
+    }
+    assert_same_bytes(cache, before, n);
+    free(before);
+    cr_assert_eq(run(out, sizeof out, "ls"), 0, "%s", out);
+    cr_assert(strstr(out, "\n1 kernels") != NULL, "the cache lost its kernel: %s", out);
+
+    cr_assert_eq(run(out, sizeof out, "export %s", fleet), 0, "%s", out);
+    before = slurp(fleet, &n);
+    cr_assert_eq(run(out, sizeof out, "export %s", fleet), 1, "an earlier export replaced without --force: %s", out);
+    cr_assert(strstr(out, "--force") != NULL, "%s", out);
+    assert_same_bytes(fleet, before, n);
+    free(before);
+    cr_assert_eq(run(out, sizeof out, "export %s --force", fleet), 0, "%s", out);
+    cr_assert(strstr(out, "exported 1 kernels") != NULL, "%s", out);
+}
+
+/* An export that would hold no kernel wrote an empty fleet file ("exported 0
+ * kernels", exit 0): it fails and writes nothing. */
+Test(cli, export_of_no_kernels_fails_and_writes_nothing)
+{
+    cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_80 --family quantize --head-dim 64 --dtype bf16"), 0,
+                 "%s", out);
+    char dest[512];
+    snprintf(dest, sizeof dest, "%s/fleet.db", dir);
+    cr_assert_eq(run(out, sizeof out, "export %s --arch sm_90", dest), 1, "%s", out);
+    cr_assert(strstr(out, "no kernels of sm_90") != NULL, "%s", out);
+    cr_assert_neq(access(dest, F_OK), 0, "%s was written", dest);
+}
+
+/* ls, verify, info and export created the default cache and its directories
+ * (only a named cache was checked): they report it missing, create nothing;
+ * export of a missing cache fails. */
+Test(cli, commands_that_only_look_create_no_default_cache)
+{
+    char sub[512], dest[512];
+    snprintf(sub, sizeof sub, "%s/new/sub", dir);
+    snprintf(dest, sizeof dest, "%s/fleet.db", dir);
+    setenv("SALE_CACHE_DIR", sub, 1);
+    cr_assert_eq(run(out, sizeof out, "ls"), 1, "%s", out);
+    cr_assert(strstr(out, "no cache at") != NULL && strstr(out, "new/sub/kernels.db") != NULL, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "ls --thresholds"), 1, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "verify"), 1, "%s", out);
+    cr_assert(strstr(out, "no cache at") != NULL, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "info"), 0, "%s", out);
+    cr_assert(strstr(out, "no cache at") != NULL && strstr(out, "templates") != NULL, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "export %s", dest), 1, "%s", out);
+    cr_assert(strstr(out, "no cache at") != NULL, "%s", out);
+    cr_assert_neq(access(dest, F_OK), 0, "export wrote %s", dest);
+    char new_dir[512];
+    snprintf(new_dir, sizeof new_dir, "%s/new", dir);
+    cr_assert_neq(access(new_dir, F_OK), 0, "%s was created", new_dir);
+    setenv("SALE_CACHE_DIR", dir, 1);
+}
+
+/* A size of 0 was taken as "the default" (an open key field) silently. */
+Test(cli, prewarm_refuses_a_zero_size)
+{
+    const char *opts[] = {"--head-dim", "--block-q", "--block-k", "--block-seg", "--window"};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_80 --family quantize --dtype bf16 %s 0", opts[i]), 2,
+                     "%s 0: %s", opts[i], out);
+        cr_assert(strstr(out, "bad value '0'") != NULL, "%s", out);
+    }
+    char cache[512];
+    snprintf(cache, sizeof cache, "%s/kernels.db", dir);
+    cr_assert_neq(access(cache, F_OK), 0, "a refused prewarm compiled");
+}
+
+Test(cli, help_lists_version)
+{
+    cr_assert_eq(run(out, sizeof out, "--help"), 0, "%s", out);
+    cr_assert(strstr(out, "--version") != NULL, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "--version"), 0, "%s", out);
+    cr_assert(strncmp(out, "sale ", 5) == 0, "%s", out);
+}

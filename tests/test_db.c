@@ -63,6 +63,11 @@ static const char *in_dir(const char *name) {
     return b;
 }
 
+/* in_dir's name kept in the caller's buffer (in_dir reuses four). */
+#define PATH_IN(var, name)  \
+    char var[600];          \
+    snprintf(var, sizeof var, "%s/%s", g_dir, name)
+
 /* A row with deterministic pseudo-random cubin bytes (seeded). */
 static db_kernel_row make_row(const char *key, const char *arch, uint64_t src_hash, size_t bytes, unsigned seed) {
     db_kernel_row r;
@@ -169,6 +174,27 @@ static int list_count(db *d, int fleet) {
     int n = 0;
     cr_assert_eq(db_kernel_list(d, fleet, count_rows, &n, g_err, sizeof g_err), 0, "%s", g_err);
     return n;
+}
+
+/* A tuning winner of an H100 (sm_90) for bucket. */
+static db_tuned_row tuned(const char *bucket, const char *winner, double ms) {
+    db_tuned_row t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.device, sizeof t.device, "NVIDIA H100 80GB HBM3");
+    snprintf(t.arch, sizeof t.arch, "sm_90");
+    t.sm_count = 132;
+    t.driver_version = 12040;
+    snprintf(t.key, sizeof t.key, "attend:hd=128:warps=*");
+    snprintf(t.bucket, sizeof t.bucket, "%s", bucket);
+    snprintf(t.winner, sizeof t.winner, "%s", winner);
+    t.time_ms = ms, t.spread_pct = 1.5, t.tried = 12, t.created = 1700000001;
+    return t;
+}
+
+static int count_tuned(void *u, const db_tuned_row *r) {
+    (void)r;
+    (*(int *)u)++;
+    return 0;
 }
 
 /* ------------------------------------------------------------ round trips */
@@ -591,7 +617,7 @@ Test(db, export_filters_by_arch_and_import_merges) {
     put_n_ok(d, "a", "sm_80", 1, 900, 1);
     put_n_ok(d, "b", "sm_80", 1, 900, 2);
     put_n_ok(d, "c", "sm_90", 1, 900, 3);
-    put_n_ok(d, "d", "sm_80a", 1, 900, 4); /* exact match: not sm_80 */
+    put_n_ok(d, "d", "sm_800", 1, 900, 4); /* the arch or its 'a' variant: never another name it begins */
     const char *archs[] = {"sm_80"};
     cr_assert_eq(db_export(d, out, archs, 1, g_err, sizeof g_err), 2, "%s", g_err);
     cr_assert(!dir_has("sm80.db.tmp"));
@@ -661,6 +687,191 @@ Test(db, import_reads_a_v1_cache) {
     cr_assert_eq(db_import(d, v1, g_err, sizeof g_err), 1, "%s", g_err);
     cr_assert_eq(raw_int(v1, "PRAGMA user_version"), 1, "the source is not migrated");
     db_close(d);
+}
+
+/* `sale prewarm --arch sm_90` stores the wgmma kernels as sm_90a rows: they
+ * run on sm_90 devices, so an export for sm_90 ships them too; sm_90a alone
+ * is exact. The tuning winners of the exported archs travel with them. */
+Test(db, export_of_a_base_arch_takes_its_arch_specific_variant_and_its_winners) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    put_n_ok(d, "quantize", "sm_90", 1, 300, 1);
+    put_n_ok(d, "dense", "sm_90a", 1, 300, 2);
+    put_n_ok(d, "quantize", "sm_80", 1, 300, 3);
+    db_tuned_row t90 = tuned("n=4096", "attend:warps=4", 1.0), t90a = tuned("n=4096", "dense:warps=12", 2.0),
+                 t80 = tuned("n=4096", "attend:warps=8", 3.0);
+    snprintf(t90a.arch, sizeof t90a.arch, "sm_90a");
+    snprintf(t80.arch, sizeof t80.arch, "sm_80");
+    cr_assert_eq(db_tuned_put(d, &t90, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_tuned_put(d, &t90a, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_tuned_put(d, &t80, g_err, sizeof g_err), 0, "%s", g_err);
+    const char *base[] = {"sm_90"}, *exact[] = {"sm_90a"}, *both[] = {"sm_90", "sm_90a"};
+    PATH_IN(f90, "f90.db");
+    PATH_IN(f90a, "f90a.db");
+    PATH_IN(fboth, "fboth.db");
+    cr_assert_eq(db_export(d, f90, base, 1, g_err, sizeof g_err), 2, "sm_90 brings sm_90a: %s", g_err);
+    cr_assert_eq(raw_int(f90, "SELECT count(*) FROM kernels WHERE arch = 'sm_90a'"), 1);
+    cr_assert_eq(raw_int(f90, "SELECT count(*) FROM tuned"), 2, "the winners of sm_90 and sm_90a, not sm_80's");
+    cr_assert_eq(raw_int(f90, "SELECT count(*) FROM tuned WHERE arch = 'sm_80'"), 0);
+    cr_assert_eq(db_export(d, f90a, exact, 1, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(raw_int(f90a, "SELECT count(*) FROM kernels WHERE arch = 'sm_90'"), 0, "sm_90a is exact");
+    cr_assert_eq(raw_int(f90a, "SELECT count(*) FROM tuned"), 1);
+    cr_assert_eq(db_export(d, fboth, both, 2, g_err, sizeof g_err), 2, "each row once: %s", g_err);
+    cr_assert_eq(db_export(d, in_dir("all.db"), NULL, 0, g_err, sizeof g_err), 3, "%s", g_err);
+    cr_assert_eq(raw_int(in_dir("all.db"), "SELECT count(*) FROM tuned"), 3);
+    db_close(d);
+    /* the fleet file serves the winners under an empty cache */
+    db *f = open_ok(in_dir("host.db"), f90, NULL);
+    db_tuned_row q = tuned("n=4096", "", 0);
+    cr_assert_eq(db_tuned_get(f, &q, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_str_eq(q.winner, "attend:warps=4");
+    db_close(f);
+}
+
+static unsigned char *slurp_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)len + 1);
+    cr_assert_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+/* `SALE_CACHE_DIR=X sale export X/kernels.db` replaced the live cache with
+ * the export (the winners lost). The cache is refused under every name it
+ * has, force or not, and stays as it was. */
+Test(db, export_refuses_the_cache_itself_under_any_name) {
+    PATH_IN(p, "kernels.db");
+    PATH_IN(lnk, "link.db");
+    PATH_IN(hard, "hard.db");
+    PATH_IN(dotted, "./kernels.db");
+    PATH_IN(wal, "kernels.db-wal");
+    db *d = open_ok(p, NULL, NULL);
+    put_n_ok(d, "a", "sm_80", 1, 500, 1);
+    db_tuned_row t = tuned("n=4096", "attend:warps=4", 1.0);
+    cr_assert_eq(db_tuned_put(d, &t, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(symlink("kernels.db", lnk), 0);
+    cr_assert_eq(link(p, hard), 0);
+    const char *names[] = {p, lnk, hard, dotted};
+    size_t n0, n1;
+    unsigned char *before = slurp_file(p, &n0);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        for (int force = 0; force < 2; force++) {
+            cr_assert_eq(db_export_ex(d, names[i], NULL, 0, force ? DB_EXPORT_FORCE : 0, g_err, sizeof g_err), -1,
+                         "%s (force %d) was replaced", names[i], force);
+            cr_assert(strstr(g_err, "is the cache being exported") != NULL, "%s", g_err);
+        }
+    if (access(wal, F_OK) == 0) {
+        cr_assert_eq(db_export_ex(d, wal, NULL, 0, DB_EXPORT_FORCE, g_err, sizeof g_err), -1, "its -wal replaced");
+        cr_assert(strstr(g_err, "is the cache being exported") != NULL, "%s", g_err);
+    }
+    unsigned char *after = slurp_file(p, &n1);
+    cr_assert(n0 == n1 && memcmp(before, after, n0) == 0, "the cache file changed");
+    free(before), free(after);
+    cr_assert(!dir_has(".tmp-"), "a temporary file was left");
+    cr_assert_eq(list_count(d, 0), 1);
+    int nt = 0;
+    cr_assert_eq(db_tuned_list(d, count_tuned, &nt, g_err, sizeof g_err), 0);
+    cr_assert_eq(nt, 1, "the winners are still there");
+    db_close(d);
+}
+
+/* A valid WAL-mode cache in a directory the user cannot write was "not a
+ * sale cache: attempt to write a readonly database": reading it needs a
+ * -shm that cannot be made there. Root can write anywhere, so the -shm is
+ * made impossible another way: a symlink to a directory that does not exist
+ * (as a non-root user, the directory is also made read-only). */
+Test(db, import_from_a_cache_whose_shm_cannot_be_created_works) {
+    cr_assert_eq(mkdir(in_dir("src"), 0755), 0);
+    PATH_IN(src, "src/kernels.db");
+    db *s = open_ok(src, NULL, NULL);
+    put_n_ok(s, "a", "sm_80", 1, 400, 1);
+    put_n_ok(s, "b", "sm_90", 1, 400, 2);
+    db_close(s); /* checkpointed: the file alone holds every row */
+    size_t n0;
+    unsigned char *hdr = slurp_file(src, &n0);
+    cr_assert(n0 > 100 && hdr[18] == 2 && hdr[19] == 2, "a WAL-mode file");
+    free(hdr);
+    cr_assert_eq(access(in_dir("src/kernels.db-wal"), F_OK), -1);
+    cr_assert_eq(symlink("/nonexistent/sale/dir/shm", in_dir("src/kernels.db-shm")), 0);
+    if (geteuid() != 0) cr_assert_eq(chmod(in_dir("src"), 0555), 0);
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    int n = db_import(d, src, g_err, sizeof g_err);
+    if (geteuid() != 0) chmod(in_dir("src"), 0755);
+    cr_assert_eq(n, 2, "%s", g_err);
+    cr_assert_eq(list_count(d, 0), 2);
+    db_close(d);
+}
+
+/* A source whose log holds rows the file lacks, and whose -shm cannot be
+ * made: the import fails with SQLite's reason, never "not a sale cache",
+ * and never imports the file without its log. */
+Test(db, import_that_cannot_read_a_source_reports_sqlites_reason) {
+    cr_assert_eq(mkdir(in_dir("live"), 0755), 0);
+    cr_assert_eq(mkdir(in_dir("copy"), 0755), 0);
+    PATH_IN(live, "live/kernels.db");
+    db *s = open_ok(live, NULL, NULL);
+    put_n_ok(s, "a", "sm_80", 1, 400, 1);
+    db_close(s);
+    sqlite3 *w = raw_open(live); /* a writer whose rows sit in the log */
+    raw_exec(w, "PRAGMA wal_autocheckpoint = 0");
+    raw_exec(w, "UPDATE kernels SET hits = 7");
+    size_t n;
+    unsigned char *b = slurp_file(live, &n);
+    write_file(in_dir("copy/kernels.db"), b, n);
+    free(b);
+    PATH_IN(walp, "live/kernels.db-wal");
+    b = slurp_file(walp, &n);
+    cr_assert_gt(n, 0, "the log holds the update");
+    write_file(in_dir("copy/kernels.db-wal"), b, n);
+    free(b);
+    sqlite3_close(w);
+    cr_assert_eq(symlink("/nonexistent/sale/dir/shm", in_dir("copy/kernels.db-shm")), 0);
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    cr_assert_eq(db_import(d, in_dir("copy/kernels.db"), g_err, sizeof g_err), -1, "imported without its log");
+    cr_assert(strstr(g_err, "not a sale cache") == NULL, "%s", g_err);
+    cr_assert(strstr(g_err, "unable to open") != NULL || strstr(g_err, "readonly") != NULL, "%s", g_err);
+    cr_assert_eq(list_count(d, 0), 0);
+    db_close(d);
+}
+
+/* A sale cache cut to 50 bytes keeps its WAL header: opening it, importing
+ * it or exporting onto it made -wal and -shm beside it, though each then
+ * refused it. Refused files are left as they were, alone. */
+Test(db, a_file_refused_as_no_sale_cache_gets_nothing_beside_it) {
+    char p[600], cut[600]; /* in_dir's buffers are reused */
+    snprintf(p, sizeof p, "%s", in_dir("kernels.db"));
+    snprintf(cut, sizeof cut, "%s", in_dir("cut.db"));
+    db *d = open_ok(p, NULL, NULL);
+    put_n_ok(d, "a", "sm_80", 1, 400, 1);
+    db_close(d);
+    size_t n;
+    unsigned char *b = slurp_file(p, &n);
+    write_file(cut, b, 50);
+    free(b);
+    db *x = NULL;
+    cr_assert_eq(db_open(&x, cut, NULL, NULL, NULL, g_err, sizeof g_err), -1, "a cut file is no cache");
+    cr_assert(strstr(g_err, "not a sale cache") != NULL, "%s", g_err);
+    cr_assert(!dir_has("cut.db-"), "db_open left files beside it");
+    d = open_ok(in_dir("other.db"), NULL, NULL);
+    cr_assert_eq(db_import(d, cut, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "not a sale cache") != NULL, "%s", g_err);
+    cr_assert(!dir_has("cut.db-"), "db_import left files beside it");
+    put_n_ok(d, "b", "sm_80", 1, 400, 2);
+    cr_assert_eq(db_export(d, cut, NULL, 0, g_err, sizeof g_err), -1);
+    cr_assert(!dir_has("cut.db-"), "db_export left files beside it");
+    /* what was there before stays */
+    write_file(in_dir("cut.db-wal"), "mine", 4);
+    cr_assert_eq(db_import(d, cut, g_err, sizeof g_err), -1);
+    cr_assert_eq(access(in_dir("cut.db-wal"), F_OK), 0);
+    cr_assert_eq(access(in_dir("cut.db-shm"), F_OK), -1);
+    db_close(d);
+    struct stat st;
+    cr_assert_eq(stat(cut, &st), 0);
+    cr_assert_eq(st.st_size, 50, "the file itself is untouched");
 }
 
 /* ------------------------------------------------------------ claims */
@@ -838,26 +1049,6 @@ Test(db, processes_inserting_different_keys_all_succeed) {
 
 /* ------------------------------------------------------------ tuned / thresholds */
 
-static db_tuned_row tuned(const char *bucket, const char *winner, double ms) {
-    db_tuned_row t;
-    memset(&t, 0, sizeof t);
-    snprintf(t.device, sizeof t.device, "NVIDIA H100 80GB HBM3");
-    snprintf(t.arch, sizeof t.arch, "sm_90");
-    t.sm_count = 132;
-    t.driver_version = 12040;
-    snprintf(t.key, sizeof t.key, "attend:hd=128:warps=*");
-    snprintf(t.bucket, sizeof t.bucket, "%s", bucket);
-    snprintf(t.winner, sizeof t.winner, "%s", winner);
-    t.time_ms = ms, t.spread_pct = 1.5, t.tried = 12, t.created = 1700000001;
-    return t;
-}
-
-static int count_tuned(void *u, const db_tuned_row *r) {
-    (void)r;
-    (*(int *)u)++;
-    return 0;
-}
-
 Test(db, tuned_rows_round_trip_and_replace) {
     db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
     db_tuned_row a = tuned("n=4096", "attend:warps=4", 1.25), b = tuned("n=65536", "attend:warps=8", 9.5);
@@ -902,6 +1093,54 @@ Test(db, thresholds_round_trip_and_replace) {
     cr_assert_eq(db_threshold_get(d, "llama-3-8b", 3, 7, &tau, g_err, sizeof g_err), 1);
     cr_assert_float_eq(tau, 0.25, 1e-15);
     cr_assert_eq(db_threshold_get(d, "llama-3-8b", 4, 7, &tau, g_err, sizeof g_err), 0);
+    db_close(d);
+}
+
+static db_threshold_row th(const char *model, int layer, int head, double tau, double budget) {
+    db_threshold_row r = {.layer = layer, .head = head, .tau = tau, .budget = budget, .samples = 2, .density = 0.5,
+                          .error = 0.01, .thr = 1};
+    snprintf(r.model, sizeof r.model, "%s", model);
+    return r;
+}
+
+/* A calibration replaces its model's thresholds as a whole: a second one
+ * over fewer layers leaves none of the first's rows for `tau=(model, layer)`
+ * to find; other models are untouched; a bad row changes nothing. */
+Test(db, replacing_a_models_thresholds_drops_the_earlier_calibration) {
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    db_threshold_row first[4] = {th("Z", 0, 0, 0.004, 0.05), th("Z", 0, 1, 0.002, 0.05), th("Z", 1, 0, 0.001, 0.05),
+                                 th("Z", 1, 1, 0.003, 0.05)};
+    db_threshold_row other = th("Y", 1, 0, 0.006, 0.02);
+    int replaced = -1, dropped = -1;
+    cr_assert_eq(db_thresholds_replace_model(d, "Z", first, 4, &replaced, &dropped, g_err, sizeof g_err), 0, "%s",
+                 g_err);
+    cr_assert_eq(replaced, 0);
+    cr_assert_eq(dropped, 0);
+    cr_assert_eq(db_thresholds_put(d, &other, 1, g_err, sizeof g_err), 0, "%s", g_err);
+    db_threshold_row second[2] = {th("Z", 0, 0, 0.0005, 0.01), th("Z", 0, 1, 0, 0.01)};
+    cr_assert_eq(db_thresholds_replace_model(d, "Z", second, 2, &replaced, &dropped, g_err, sizeof g_err), 0, "%s",
+                 g_err);
+    cr_assert_eq(replaced, 4);
+    cr_assert_eq(dropped, 2, "layer 1 is not in the second calibration");
+    db_threshold_row r;
+    cr_assert_eq(db_threshold_get_row(d, "Z", 1, 0, &r, g_err, sizeof g_err), 0, "a stale row of the first");
+    cr_assert_eq(db_threshold_get_row(d, "Z", 0, 0, &r, g_err, sizeof g_err), 1);
+    cr_assert_float_eq(r.budget, 0.01, 1e-12);
+    cr_assert_eq(db_threshold_get_row(d, "Y", 1, 0, &r, g_err, sizeof g_err), 1, "another model is untouched");
+    int n = 0;
+    cr_assert_eq(db_threshold_list(d, 0, count_thresholds, &n, g_err, sizeof g_err), 0);
+    cr_assert_eq(n, 3);
+    /* all or nothing: a bad row, or a row of another model, changes nothing */
+    db_threshold_row bad[2] = {th("Z", 5, 0, 0.001, 0.02), th("Z", 5, 1, 2.0, 0.02)};
+    cr_assert_eq(db_thresholds_replace_model(d, "Z", bad, 2, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "tau must be in [0, 1)") != NULL, "%s", g_err);
+    bad[1] = th("Y", 5, 1, 0.001, 0.02);
+    cr_assert_eq(db_thresholds_replace_model(d, "Z", bad, 2, NULL, NULL, g_err, sizeof g_err), -1);
+    cr_assert(strstr(g_err, "model 'Y', not 'Z'") != NULL, "%s", g_err);
+    n = 0;
+    cr_assert_eq(db_threshold_list(d, 0, count_thresholds, &n, g_err, sizeof g_err), 0);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(db_threshold_get_row(d, "Z", 0, 1, &r, g_err, sizeof g_err), 1);
     db_close(d);
 }
 
