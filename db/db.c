@@ -36,6 +36,7 @@ struct db {
     char *fleet_path;
     int sib_had;   /* which of path's -wal/-shm/-journal existed before we opened it (siblings_present) */
     int refused;   /* the file is refused as no usable sale cache: what opening it created goes again */
+    int no_hit;    /* under the lock, db_kernel_get_ex(count 0): a read that is no request served */
     db_log_fn log;
     void *log_user;
     pthread_mutex_t mu; /* one connection, multi-statement transactions: serialise callers */
@@ -1198,7 +1199,7 @@ static int get_once(db *d, sqlite3 *c, int uv, int fleet, const char *key, const
     memcpy(r.cubin, sqlite3_column_blob(s, KCOL_CUBIN), r.cubin_bytes);
     sqlite3_finalize(s);
     r.from_fleet = fleet;
-    if (!fleet && !d->readonly) {
+    if (!fleet && !d->readonly && !d->no_hit) {
         int64_t t = now_s();
         count_hit(d, rowid, t);
         r.hits++;
@@ -1226,14 +1227,21 @@ static int get_from(db *d, sqlite3 *c, int uv, int fleet, const char *key, const
     return r == 2 ? -1 : r;
 }
 
-int db_kernel_get(db *d, const char *key, const char *arch, uint64_t src_hash, db_kernel_row *row, char *err,
-                  size_t errlen) {
+int db_kernel_get_ex(db *d, const char *key, const char *arch, uint64_t src_hash, int count, db_kernel_row *row,
+                     char *err, size_t errlen) {
     if (!d || !key || !arch || !row) return set_err(err, errlen, "db_kernel_get: missing argument"), -1;
     lock(d);
+    d->no_hit = !count;
     int r = get_from(d, d->w, DB_SCHEMA_VERSION, 0, key, arch, src_hash, row, err, errlen);
     if (r == 0 && d->f) r = get_from(d, d->f, d->fleet_uv, 1, key, arch, src_hash, row, err, errlen);
+    d->no_hit = 0;
     unlock(d);
     return r;
+}
+
+int db_kernel_get(db *d, const char *key, const char *arch, uint64_t src_hash, db_kernel_row *row, char *err,
+                  size_t errlen) {
+    return db_kernel_get_ex(d, key, arch, src_hash, 1, row, err, errlen);
 }
 
 static int insert_kernel(sqlite3 *c, const db_kernel_row *r, uint64_t hash, int64_t created, int64_t last_used,
@@ -1841,6 +1849,40 @@ out:
     return ret;
 }
 
+/* The tuning winners of another file (src, schema 2 or later: the tuned
+ * table has not changed since) into dst's main, keeping dst's own where
+ * both have one. Returns the rows added, or -1 with err. */
+static int import_tuned(sqlite3 *src, sqlite3 *dst, char *err, size_t n) {
+    sqlite3_stmt *s = NULL, *w = NULL;
+    int rc, added = -1;
+    if (sqlite3_prepare_v2(src, "SELECT " TCOLS " FROM main.tuned", -1, &s, NULL) != SQLITE_OK)
+        return sql_fail(err, n, src, "db_import: read tuning winners");
+    if (sqlite3_prepare_v2(dst, "INSERT OR IGNORE INTO main.tuned(" TCOLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                           -1, &w, NULL) != SQLITE_OK) {
+        sql_fail(err, n, dst, "db_import: prepare tuning winners");
+        goto out;
+    }
+    added = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        sqlite3_reset(w);
+        for (int i = 0; i < 11; i++) sqlite3_bind_value(w, i + 1, sqlite3_column_value(s, i));
+        if (sqlite3_step(w) != SQLITE_DONE) {
+            sql_fail(err, n, dst, "db_import: insert tuning winner");
+            added = -1;
+            goto out;
+        }
+        added += sqlite3_changes(dst);
+    }
+    if (rc != SQLITE_DONE) {
+        sql_fail(err, n, src, "db_import: read tuning winners");
+        added = -1;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_finalize(w);
+    return added;
+}
+
 int db_import(db *d, const char *src, char *err, size_t errlen) {
     if (!d || !src || !*src) return set_err(err, errlen, "db_import: missing argument"), -1;
     sqlite3 *c = NULL;
@@ -1882,7 +1924,8 @@ int db_import(db *d, const char *src, char *err, size_t errlen) {
         rollback(d->w);
         goto out;
     }
-    if (uv >= 2 && copy_thresholds(c, "main", uv, d->w, "main", 1, err, errlen) != 0) {
+    if (uv >= 2 && (copy_thresholds(c, "main", uv, d->w, "main", 1, err, errlen) != 0 ||
+                    import_tuned(c, d->w, err, errlen) < 0)) {
         rollback(d->w);
         goto out;
     }

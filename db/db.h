@@ -66,6 +66,10 @@ unsigned long db_op_count(db *d);
  * warning and reported as not found. */
 int db_kernel_get(db *d, const char *key, const char *arch, uint64_t src_hash, db_kernel_row *row, char *err,
                   size_t errlen);
+/* db_kernel_get, counting a hit only when count: a read that serves no
+ * request (compile's read-back of the row it just stored) counts none. */
+int db_kernel_get_ex(db *d, const char *key, const char *arch, uint64_t src_hash, int count, db_kernel_row *row,
+                     char *err, size_t errlen);
 
 /* Insert a row in one transaction; if the same (key, arch, src_hash) exists,
  * keeps the existing row (INSERT OR IGNORE). 0 ok, -1 error. */

@@ -494,15 +494,20 @@ sale_status sale_cache_list_tuned(sale_ctx *ctx, sale_tuned_fn fn, void *user);
 sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad);
 
 /* Write the kernels of the given archs (80, 86, 89, 90, 901; all when narch
- * is 0) and every threshold into a new cache file at dest, to ship as a
- * fleet file; dest is replaced atomically. A dest that is not a regular file,
- * or a non-empty file that is not a sale cache, is refused unless force.
- * *rows receives the number of kernels written. */
+ * is 0; a base arch takes its arch-specific variant too: 90 brings the
+ * sm_90a kernels that sm_90 devices run, 901 is sm_90a alone), the tuning
+ * winners measured on those archs and every threshold into a new cache file
+ * at dest, to ship as a fleet file; dest is replaced atomically. dest is
+ * never this context's cache itself (under any name: refused even with
+ * force); a dest that is not a regular file, or a non-empty file that is not
+ * a sale cache, is refused unless force. *rows receives the number of
+ * kernels written. */
 sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs, int narch, int force, int *rows);
 
-/* Merge the kernels and thresholds of another sale cache file into this one
- * (rows that exist are kept; damaged cubins skipped). *rows receives the
- * number of kernels added. */
+/* Merge the kernels, tuning winners and thresholds of another sale cache
+ * file into this one (rows that exist are kept; damaged cubins skipped).
+ * The source is only read, also from a directory this user cannot write.
+ * *rows receives the number of kernels added. */
 sale_status sale_cache_import(sale_ctx *ctx, const char *src, int *rows);
 
 /* Remove every kernel of the cache file (winners and thresholds stay);

@@ -486,7 +486,9 @@ static sale_status compile_row_once(sale_ctx *ctx, const sale_key *k, const char
         goto out;
     }
     int rc = db_kernel_put(ctx->db, &nr, err, sizeof err);
-    int got = rc ? -1 : db_kernel_get(ctx->db, keytext, arch, h, row, err, sizeof err);
+    /* the row as stored (or as another process stored it first); reading it
+     * back serves no request, so it counts no hit */
+    int got = rc ? -1 : db_kernel_get_ex(ctx->db, keytext, arch, h, 0, row, err, sizeof err);
     jit_result_free(&jr);
     if (got != 1) {
         sale_set_error(ctx, "kernel cache %s: storing %s: %s", ctx->cache_path, keytext,

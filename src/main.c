@@ -796,6 +796,13 @@ static int cmd_clear(const gopts *g, int argc, char **argv)
     }
     if (argc > 1)
         die_usage("clear: unexpected argument '%s'", argv[1]);
+    /* a cache that does not exist has nothing to clear: none is created */
+    char def[1100];
+    const char *file = cache_file(g, def, sizeof def);
+    if (file && strcmp(file, ":memory:") && access(file, F_OK) != 0 && errno == ENOENT) {
+        printf("no cache at %s: nothing removed\n", file);
+        return 0;
+    }
     sale_ctx *ctx = open_ctx(g);
     int n = 0;
     if (sale_cache_clear(ctx, &n)) {

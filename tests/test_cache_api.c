@@ -426,3 +426,25 @@ Test(cache_api, file_bytes_of_memory_cache_is_zero_and_templates_are_named)
     cr_expect_null(sale_template_name(n));
     cr_expect_null(sale_template_name(-1));
 }
+
+/* hits: "requests served from this row". The compile's read-back of the
+ * row it had just stored counted one, so a kernel never served showed 1. */
+static int on_hits(void *user, const sale_cache_kernel *k)
+{
+    *(int64_t *)user = k->hits;
+    return 0;
+}
+
+Test(cache_api, a_kernel_just_compiled_has_served_nothing)
+{
+    sale_ctx *ctx = open_at("k.db", NULL);
+    compile_quantize(ctx, 80);
+    int64_t hits = -1;
+    cr_assert_eq(sale_cache_list_kernels(ctx, 0, on_hits, &hits), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(hits, 0, "a fresh compile served nothing, hits %lld", (long long)hits);
+    compile_quantize(ctx, 80); /* served from the cache */
+    compile_quantize(ctx, 80);
+    cr_assert_eq(sale_cache_list_kernels(ctx, 0, on_hits, &hits), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(hits, 2, "two requests served, hits %lld", (long long)hits);
+    sale_destroy(ctx);
+}

@@ -238,6 +238,8 @@ Test(cli, commands_that_only_look_create_no_default_cache)
     cr_assert_eq(run(out, sizeof out, "export %s", dest), 1, "%s", out);
     cr_assert(strstr(out, "no cache at") != NULL, "%s", out);
     cr_assert_neq(access(dest, F_OK), 0, "export wrote %s", dest);
+    cr_assert_eq(run(out, sizeof out, "clear"), 0, "%s", out); /* nothing to clear is no error */
+    cr_assert(strstr(out, "no cache at") != NULL && strstr(out, "nothing removed") != NULL, "%s", out);
     char new_dir[512];
     snprintf(new_dir, sizeof new_dir, "%s/new", dir);
     cr_assert_neq(access(new_dir, F_OK), 0, "%s was created", new_dir);

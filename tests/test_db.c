@@ -1453,3 +1453,27 @@ Test(db, a_lock_held_past_the_wait_fails_once_naming_the_file, .timeout = 100) {
     db_row_free(&r);
     db_close(d);
 }
+
+/* An import brings the other file's tuning winners as well as its kernels
+ * (a fleet file made by export carries them; a merge should not lose them),
+ * and keeps this file's own winner where both have one. */
+Test(db, import_brings_tuning_winners_and_keeps_its_own) {
+    PATH_IN(src, "src.db");
+    db *s = open_ok(src, NULL, NULL);
+    put_n_ok(s, "quantize", "sm_90", 1, 300, 1);
+    db_tuned_row a = tuned("n=4096", "attend:warps=4", 1.0), b = tuned("n=65536", "attend:warps=8", 2.0);
+    cr_assert_eq(db_tuned_put(s, &a, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_tuned_put(s, &b, g_err, sizeof g_err), 0, "%s", g_err);
+    db_close(s);
+    db *d = open_ok(in_dir("kernels.db"), NULL, NULL);
+    db_tuned_row own = tuned("n=4096", "attend:warps=12", 0.5); /* the same problem as a: kept */
+    cr_assert_eq(db_tuned_put(d, &own, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(db_import(d, src, g_err, sizeof g_err), 1, "%s", g_err);
+    db_tuned_row q = tuned("n=65536", "", 0);
+    cr_assert_eq(db_tuned_get(d, &q, g_err, sizeof g_err), 1, "the other file's winner came with it: %s", g_err);
+    cr_assert_str_eq(q.winner, "attend:warps=8");
+    db_tuned_row q2 = tuned("n=4096", "", 0);
+    cr_assert_eq(db_tuned_get(d, &q2, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_str_eq(q2.winner, "attend:warps=12", "this file's own winner is kept");
+    db_close(d);
+}

@@ -270,8 +270,12 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
     # the command's warnings (e.g. one sample per layer) reach Python as warnings
     lines = r.stderr.splitlines()
     for i, line in enumerate(lines):
-        if "calibrate: warning:" in line:
+        # "sale: calibrate: warning: ..." (the command's) or "sale: warning: calibrate: ..." (the library's
+        # log, e.g. a recalibration that drops an earlier calibration's thresholds)
+        if "calibrate: warning:" in line or "warning: calibrate:" in line:
             text = [line.split("warning:", 1)[1].strip()]  # and its indented continuation lines
+            if text[0].startswith("calibrate: "):
+                text[0] = text[0][len("calibrate: "):]
             text += [x.strip() for x in itertools.takewhile(lambda x: x.startswith("  "), lines[i + 1:])]
             warnings.warn("sale calibrate: " + " ".join(text), UserWarning, stacklevel=2)
     return r.stdout

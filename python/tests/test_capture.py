@@ -109,6 +109,30 @@ def test_calibrating_on_one_sample_warns(tmp_path):
         sale.calibrate(str(tmp_path), model="one-prompt", budget=0.05, device="cpu", extra_args=["--dry-run"])
 
 
+@pytest.mark.calibrate
+def test_a_smaller_recalibration_replaces_the_model_and_warns(tmp_path):
+    """A second calibration of a model over fewer layers replaces the first as a
+    whole: the layer it does not cover has no thresholds afterwards (they were
+    mixed before), and Python raises the command's count of dropped rows."""
+    if not has_calibrate():
+        pytest.skip("calibrate: this build's `sale` command has no `calibrate`")
+    g = torch.Generator().manual_seed(3)
+    for sub, layers in (("two", (0, 1)), ("one", (0,))):
+        (tmp_path / sub).mkdir()
+        for layer in layers:
+            t = [torch.randn(2, 2, 256, 64, generator=g).to(torch.float16) for _ in range(3)]
+            sale.write_safetensors(str(tmp_path / sub / ("layer_%03d.safetensors" % layer)),
+                                   dict(zip("qkv", t)))
+    ctx = sale.Context(cache=str(tmp_path / "k.db"))
+    sale.calibrate(str(tmp_path / "two"), model="re", budget=0.05, device="cpu", context=ctx)
+    assert len(sale.thresholds("re", 1, 2, context=ctx)) == 2
+    with pytest.warns(UserWarning, match="replaced the earlier calibration of 're'.*2 of them dropped"):
+        sale.calibrate(str(tmp_path / "one"), model="re", budget=0.05, device="cpu", context=ctx)
+    assert len(sale.thresholds("re", 0, 2, context=ctx)) == 2
+    with pytest.raises(sale.NotFound):
+        sale.thresholds("re", 1, 2, context=ctx)
+
+
 def test_calibrate_dense_above_is_checked_before_the_command_runs(tmp_path):
     """dense_above outside [0, 1] is refused in Python with the reason."""
     with pytest.raises(sale.InvalidArgument, match=r"dense_above: a fraction of blocks in \[0, 1\]"):
