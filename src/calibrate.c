@@ -426,9 +426,15 @@ static sale_status gen_layer(sale_ctx *ctx, const sale_calibrate_options *o, con
     g.structured = 1;
     int nn = 0;
     sale_status st = sale_generate_qkv(&a, &g, q, k, v, NULL, 0, &nn);
-    if (st)
-        sale_set_error(ctx, "calibrate: generator: layer %d: %s (shape %d x %d/%d x %d x %d)", layer,
-                       sale_status_name(st), sh->S, sh->Hq, sh->Hkv, sh->N, sh->D);
+    if (st) {
+        /* the generator's own rules (sale_generate_qkv), said in the spec's words */
+        const char *why = sh->Hq % sh->Hkv ? ": heads must be a multiple of kv_heads"
+                          : sh->D % 2 || sh->D < 16 ? ": dim must be even and at least 16 (the structured "
+                                                      "generator's sink uses the 4 lowest-frequency RoPE pairs)"
+                                                    : "";
+        sale_set_error(ctx, "calibrate: generator: layer %d: %s (shape %d x %d/%d x %d x %d)%s", layer,
+                       sale_status_name(st), sh->S, sh->Hq, sh->Hkv, sh->N, sh->D, why);
+    }
     return st;
 }
 
@@ -438,9 +444,13 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
         return SALE_ERR_INVALID;
     if (result)
         memset(result, 0, sizeof *result);
-    if (!o || !o->model || !*o->model || strlen(o->model) >= sizeof((db_threshold_row *)0)->model) {
-        sale_set_error(ctx, "calibrate: model: a name (at most %zu bytes) is required",
-                       sizeof((db_threshold_row *)0)->model - 1);
+    if (!o || !o->model || !*o->model) {
+        sale_set_error(ctx, "calibrate: model: a name is required");
+        return SALE_ERR_INVALID;
+    }
+    if (strlen(o->model) >= sizeof((db_threshold_row *)0)->model) {
+        sale_set_error(ctx, "calibrate: model: '%.40s...' is %zu bytes, longer than the %zu a name may have",
+                       o->model, strlen(o->model), sizeof((db_threshold_row *)0)->model - 1);
         return SALE_ERR_INVALID;
     }
     if (!(o->budget >= 0) || !isfinite(o->budget)) {

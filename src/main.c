@@ -853,8 +853,10 @@ static int cmd_key(const gopts *g, int argc, char **argv)
 static int cmd_run(const gopts *g, int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        puts("usage: sale run SCRIPT.lua [ARGS...]\nRun a Lua exploration script with the `sale` module "
-             "(see examples/).");
+        /* asked for: stdout, 0; a missing script is a usage error: stderr, 2 */
+        fputs("usage: sale run SCRIPT.lua [ARGS...]\nRun a Lua exploration script with the `sale` module "
+              "(see examples/).\n",
+              argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     sale_ctx *ctx = open_ctx(g);
@@ -1000,9 +1002,21 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         switch (c) {
         case 'm': o.model = optarg; break;
         case 'i': o.input_dir = optarg; break;
-        case 'g': gen_spec(&o, optarg); gen = 1; break;
-        case 'b': o.budget = budget_of(optarg, "--budget"); o.budget_abs = 0; nbudget++; break;
-        case 'B': o.budget = budget_of(optarg, "--budget-abs"); o.budget_abs = 1; nbudget++; break;
+        case 'g':
+            /* an empty spec would run the whole default generator and store it */
+            if (!*optarg) die_usage("--generate: empty (give key=value pairs, e.g. layers=2,heads=4)");
+            if (gen) die_usage("--generate: given twice (one spec, comma-separated)");
+            gen_spec(&o, optarg);
+            gen = 1;
+            break;
+        case 'b':
+        case 'B':
+            if (nbudget) /* a second budget would silently win */
+                die_usage("calibrate: one budget: --budget or --budget-abs, once");
+            o.budget = budget_of(optarg, c == 'b' ? "--budget" : "--budget-abs");
+            o.budget_abs = c == 'B';
+            nbudget++;
+            break;
         case 'M':
             if (!strcmp(optarg, "fused")) o.mode = SALE_MODE_FUSED;
             else if (!strcmp(optarg, "two_pass") || !strcmp(optarg, "two-pass")) o.mode = SALE_MODE_TWO_PASS;
@@ -1036,8 +1050,6 @@ static int cmd_calibrate(const gopts *g, int argc, char **argv)
         die_usage("calibrate: --model NAME is required");
     if (!!o.input_dir + gen != 1)
         die_usage("calibrate: give one of --input DIR or --generate SPEC");
-    if (nbudget > 1)
-        die_usage("calibrate: give one of --budget or --budget-abs");
     sale_ctx *ctx = open_ctx(g);
     o.progress = calibrate_progress;
     sale_calibrate_result r;

@@ -599,3 +599,32 @@ Test(calibrate, a_row_with_an_unknown_variant_is_refused_not_guessed)
     cr_assert_eq(run("ls --thresholds"), 0, "%s", out);
     cr_assert(strstr(out, " rel    ?     "), "the unknown variant listed as '?': %s", out);
 }
+
+/* Arguments that ran something else than asked: an empty --generate ran the
+ * whole default generator and stored it, a second --budget won silently, an
+ * odd dim failed with no reason, a long model name was told "required". */
+Test(calibrate, cli_arguments_say_what_is_wrong_and_store_nothing)
+{
+    struct {
+        const char *args, *want;
+        int rc;
+    } cases[] = {
+        {"--generate ''", "--generate: empty", 2},
+        {"--generate layers=1 --generate seq=64", "given twice", 2},
+        {"--generate layers=1,seq=64 --budget 0.1 --budget 0.2", "one budget", 2},
+        {"--generate layers=1,seq=64 --budget 0.1 --budget-abs 0.2", "one budget", 2},
+        {"--generate layers=1,seq=64,dim=65", "dim must be even and at least 16", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cr_assert_eq(run("calibrate -q --model args --device cpu %s", cases[i].args), cases[i].rc, "%s: %s",
+                     cases[i].args, out);
+        cr_assert(strstr(out, cases[i].want), "%s: '%s' not in %s", cases[i].args, cases[i].want, out);
+    }
+    char longname[301];
+    memset(longname, 'x', 300);
+    longname[300] = 0;
+    cr_assert_eq(run("calibrate -q --model %s --device cpu --generate layers=1,seq=64", longname), 1, "%s", out);
+    cr_assert(strstr(out, "300 bytes, longer than the 127"), "%s", out);
+    cr_assert_eq(run("ls --thresholds"), 0, "%s", out);
+    cr_assert(strstr(out, "0 thresholds"), "something was stored: %s", out);
+}
