@@ -152,6 +152,26 @@ static int parse_list(const char *text, int *out, int max, int (*fn)(const char 
     return n;
 }
 
+/* parse_list, adding to the n values already in out (an option given
+ * again adds to its list: the last one silently won before); returns the new
+ * count */
+static int append_list(const char *text, int *out, int n, int max, int (*fn)(const char *), const char *what)
+{
+    int more[CFG_MAX_LIST];
+    int nm = parse_list(text, more, max < CFG_MAX_LIST ? max : CFG_MAX_LIST, fn, what);
+    for (int i = 0; i < nm; i++) {
+        int dup = 0;
+        for (int x = 0; x < n && !dup; x++)
+            dup = out[x] == more[i];
+        if (dup)
+            continue;
+        if (n == max)
+            die_usage("%s: at most %d values", what, max);
+        out[n++] = more[i];
+    }
+    return n;
+}
+
 /* an integer in [0, 2^20], else -1 */
 static int int_of(const char *t)
 {
@@ -387,6 +407,8 @@ static void *worker(void *arg)
 static int cmd_prewarm(const gopts *g, int argc, char **argv)
 {
     cfg_fleet f = g_cfg.fleet;
+    /* a list option replaces the config's list; given again, it adds to it */
+    int given[128] = {0};
     int jobs_n = (int)sysconf(_SC_NPROCESSORS_ONLN);
     static const struct option lo[] = {{"arch", 1, 0, 'a'},     {"head-dim", 1, 0, 'd'}, {"family", 1, 0, 'f'},
                                        {"dtype", 1, 0, 't'},    {"block-q", 1, 0, 'Q'},  {"block-k", 1, 0, 'K'},
@@ -397,15 +419,15 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "qhj:", lo, NULL)) != -1) {
         switch (c) {
-        case 'a': f.n_archs = parse_list(optarg, f.archs, CFG_MAX_LIST, arch_of, "--arch"); break;
-        case 'd': f.n_head_dims = parse_list(optarg, f.head_dims, CFG_MAX_LIST, pos_of, "--head-dim"); break;
-        case 'f': f.n_families = parse_list(optarg, (int *)f.families, CFG_MAX_LIST, family_of, "--family"); break;
-        case 't': f.n_dtypes = parse_list(optarg, (int *)f.dtypes, CFG_MAX_LIST, dtype_of, "--dtype"); break;
-        case 'Q': f.n_block_qs = parse_list(optarg, f.block_qs, CFG_MAX_LIST, pos_of, "--block-q"); break;
-        case 'K': f.n_block_ks = parse_list(optarg, f.block_ks, CFG_MAX_LIST, pos_of, "--block-k"); break;
-        case 'S': f.n_block_segs = parse_list(optarg, f.block_segs, CFG_MAX_LIST, pos_of, "--block-seg"); break;
-        case 'W': f.n_local_windows = parse_list(optarg, f.local_windows, CFG_MAX_LIST, pos_of, "--window"); break;
-        case 'T': f.n_thrs = parse_list(optarg, f.thrs, CFG_MAX_LIST, sale_thr_parse, "--thr"); break;
+        case 'a': f.n_archs = append_list(optarg, f.archs, given['a']++ ? f.n_archs : 0, CFG_MAX_LIST, arch_of, "--arch"); break;
+        case 'd': f.n_head_dims = append_list(optarg, f.head_dims, given['d']++ ? f.n_head_dims : 0, CFG_MAX_LIST, pos_of, "--head-dim"); break;
+        case 'f': f.n_families = append_list(optarg, (int *)f.families, given['f']++ ? f.n_families : 0, CFG_MAX_LIST, family_of, "--family"); break;
+        case 't': f.n_dtypes = append_list(optarg, (int *)f.dtypes, given['t']++ ? f.n_dtypes : 0, CFG_MAX_LIST, dtype_of, "--dtype"); break;
+        case 'Q': f.n_block_qs = append_list(optarg, f.block_qs, given['Q']++ ? f.n_block_qs : 0, CFG_MAX_LIST, pos_of, "--block-q"); break;
+        case 'K': f.n_block_ks = append_list(optarg, f.block_ks, given['K']++ ? f.n_block_ks : 0, CFG_MAX_LIST, pos_of, "--block-k"); break;
+        case 'S': f.n_block_segs = append_list(optarg, f.block_segs, given['S']++ ? f.n_block_segs : 0, CFG_MAX_LIST, pos_of, "--block-seg"); break;
+        case 'W': f.n_local_windows = append_list(optarg, f.local_windows, given['W']++ ? f.n_local_windows : 0, CFG_MAX_LIST, pos_of, "--window"); break;
+        case 'T': f.n_thrs = append_list(optarg, f.thrs, given['T']++ ? f.n_thrs : 0, CFG_MAX_LIST, sale_thr_parse, "--thr"); break;
         case 'j': jobs_n = int_of(optarg); if (jobs_n < 1) die_usage("--jobs: expected a positive number"); break;
         case 'q': g_quiet = 1; break;
         case 'h': fputs(prewarm_help, stdout); return 0;

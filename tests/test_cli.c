@@ -267,3 +267,13 @@ Test(cli, help_lists_version)
     cr_assert_eq(run(out, sizeof out, "--version"), 0, "%s", out);
     cr_assert(strncmp(out, "sale ", 5) == 0, "%s", out);
 }
+
+/* A prewarm list option given twice kept only its last list. Now the first
+ * replaces the config's list and the next ones add to it. */
+Test(cli, prewarm_list_options_given_again_add)
+{
+    cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_80 --arch sm_86 --family quantize --head-dim 64 "
+                                      "--head-dim 128 --dtype bf16"),
+                 0, "%s", out);
+    cr_assert(strstr(out, "4 kernels") != NULL, "2 archs x 2 head dims: %s", out);
+}
