@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,6 +240,16 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     }
     c->opts.cache_path = c->cache_path;
     c->opts.fleet_path = c->fleet_path[0] ? c->fleet_path : NULL;
+    /* the cache itself as its own fleet file (any name for the same file)
+     * would serve and list every row twice: it is no fleet, say so */
+    struct stat sc, sf;
+    if (c->opts.fleet_path && stat(c->cache_path, &sc) == 0 && stat(c->fleet_path, &sf) == 0 &&
+        sc.st_dev == sf.st_dev && sc.st_ino == sf.st_ino) {
+        sale_logf(c, SALE_LOG_WARN, "the fleet file %s is the cache %s itself: no fleet file is used", c->fleet_path,
+                  c->cache_path);
+        c->fleet_path[0] = 0;
+        c->opts.fleet_path = NULL;
+    }
     char err[1024] = "";
     int dflags = opts && opts->cache_path ? 0 : DB_OPEN_DEFAULT_PATH; /* only there is any bad file moved aside */
     if (db_open_ex(&c->db, c->cache_path, c->opts.fleet_path, dflags, db_log_bridge, c, err, sizeof err)) {

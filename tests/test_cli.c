@@ -277,3 +277,19 @@ Test(cli, prewarm_list_options_given_again_add)
                  0, "%s", out);
     cr_assert(strstr(out, "4 kernels") != NULL, "2 archs x 2 head dims: %s", out);
 }
+
+/* The cache named again as its fleet file listed (and served) every row
+ * twice; it is no fleet, and the command says so. */
+Test(cli, the_cache_as_its_own_fleet_is_no_fleet)
+{
+    cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_80 --family quantize --head-dim 64 --dtype bf16"), 0,
+                 "%s", out);
+    char cache[512], link[512];
+    snprintf(cache, sizeof cache, "%s/kernels.db", dir);
+    snprintf(link, sizeof link, "%s/same.db", dir);
+    cr_assert_eq(symlink(cache, link), 0);
+    cr_assert_eq(run(out, sizeof out, "--fleet %s ls", link), 0, "%s", out);
+    cr_assert(strstr(out, "is the cache") != NULL, "%s", out);
+    cr_assert(strstr(out, "\n1 kernels") != NULL || strstr(out, "1 kernels") == out, "listed twice: %s", out);
+    cr_assert_null(strstr(out, "2 kernels"), "listed twice: %s", out);
+}
