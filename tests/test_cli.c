@@ -108,6 +108,11 @@ Test(cli, key_prints_canonical_and_resolved_forms)
     cr_assert(strstr(out, "parsed    fused:d=128,bq=*") != NULL, "%s", out);
     cr_assert(strstr(out, "resolved  fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8") != NULL, "%s", out);
     cr_assert(strstr(out, "hash") != NULL);
+    cr_assert_null(strstr(out, "ignored"), "%s", out);
+    /* a field the family does not use is dropped from its key: said, not silent */
+    cr_assert_eq(run(out, sizeof out, "key 'quantize:d=64,thr=fixed,block_q=64'"), 0, "%s", out);
+    cr_assert(strstr(out, "ignored   thr (the quantize family") && strstr(out, "ignored   block_q"), "%s", out);
+    cr_assert_null(strstr(out, "ignored   d"), "%s", out);
 }
 
 Test(cli, info_works_without_a_gpu)
