@@ -118,6 +118,13 @@ sale_status sale_key_format(const sale_key *key, char *buf, size_t buflen);
  * "field: reason". */
 sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t errlen);
 
+/* 1 when family f's code depends on the key field named field (its short or
+ * long name: "bq" / "block_q", "bk" / "block_k", "seg" / "block_seg", "win" /
+ * "local_window", "est" / "est_bits", "thr" / "threshold"; every other field
+ * is used by every family), else 0: the field is dropped from f's keys, so
+ * keys that differ only there name one kernel. */
+int sale_key_family_uses(sale_family f, const char *field);
+
 /* Check every rule; open fields are allowed. err names the field and the rule. */
 sale_status sale_key_validate(const sale_key *key, char *err, size_t errlen);
 

@@ -100,6 +100,18 @@ int key_family_uses(sale_family f, const char *field)
     return 1;
 }
 
+int sale_key_family_uses(sale_family f, const char *field)
+{
+    static const char *const alias[][2] = {{"block_q", "bq"},       {"block_k", "bk"},   {"block_seg", "seg"},
+                                           {"local_window", "win"}, {"est_bits", "est"}, {"threshold", "thr"}};
+    if (!field)
+        return 0;
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
+        if (!strcmp(field, alias[i][0]))
+            field = alias[i][1];
+    return key_family_uses(f, field);
+}
+
 sale_key sale_key_default(sale_family family)
 {
     sale_key k;

@@ -15,7 +15,6 @@
 #include "cli_num.h"
 #include "config.h"
 #include "sale.h"
-#include "internal.h" /* key_family_uses */
 #include "sale_layout.h" /* SALE_WR_*, SALE_WG_WARPS: which attend kernel runs where */
 #include "cli_tune.h"
 #include "tune.h"
@@ -861,8 +860,6 @@ static int cmd_key(const gopts *g, int argc, char **argv)
     printf("parsed    %s\n", t);
     /* a field this family does not use is dropped from its key (so a fleet's
      * cross product does not multiply cubins): say so, not silently */
-    static const char *const alias[][2] = {{"block_q", "bq"},    {"block_k", "bk"},   {"block_seg", "seg"},
-                                           {"local_window", "win"}, {"est_bits", "est"}, {"threshold", "thr"}};
     const char *colon = strchr(argv[1], ':');
     char buf[512];
     snprintf(buf, sizeof buf, "%s", colon ? colon + 1 : "");
@@ -871,11 +868,7 @@ static int cmd_key(const gopts *g, int argc, char **argv)
         char *eq = strchr(tok, '=');
         if (eq)
             *eq = 0;
-        const char *name = tok;
-        for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
-            if (!strcmp(tok, alias[i][0]))
-                name = alias[i][1];
-        if (!key_family_uses(k.family, name))
+        if (!sale_key_family_uses(k.family, tok))
             printf("ignored   %s (the %s family does not use it)\n", tok, sale_family_name(k.family));
     }
     if (k.arch != SALE_ARCH_CURRENT) {

@@ -649,3 +649,28 @@ Test(key, run_set_is_what_attention_runs_on_each_arch)
     cr_assert(err[0], "no reason given");
     cr_assert_eq(sale_key_run_set(NULL, out, err, sizeof err), -1);
 }
+
+/* The fields each family's key keeps (sale_key_format leaves the others
+ * out), by short and long name; an unknown-to-the-rule field is kept. */
+Test(key, family_uses_names_the_fields_each_family_keeps)
+{
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_QUANTIZE, "thr"), 0);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_QUANTIZE, "block_q"), 0);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_QUANTIZE, "est_bits"), 1);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_DENSE, "est"), 0);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_DENSE, "block_k"), 0);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_FUSED, "threshold"), 1);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_SELECT, "local_window"), 1);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_ATTEND, "seg"), 0);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_ATTEND, "d"), 1);
+    cr_assert_eq(sale_key_family_uses(SALE_FAMILY_FUSED, NULL), 0);
+    /* the rule agrees with the canonical text: a dropped field is not written */
+    char t[256];
+    sale_key k = sale_key_default(SALE_FAMILY_DENSE);
+    cr_assert_eq(sale_key_format(&k, t, sizeof t), SALE_OK);
+    cr_assert_null(strstr(t, "est="), "%s", t);
+    cr_assert_null(strstr(t, "bk="), "%s", t);
+    k = sale_key_default(SALE_FAMILY_FUSED);
+    cr_assert_eq(sale_key_format(&k, t, sizeof t), SALE_OK);
+    cr_assert(strstr(t, "thr=") && strstr(t, "win="), "%s", t);
+}
