@@ -3,8 +3,11 @@
 -- Format: the file SETS GLOBALS, one per section; nothing is returned.
 --   cache      = { path = "...", fleet = "..." }   writable cache, read-only fleet file ("~/" expands)
 --   defaults   = { block_q, block_k, block_seg, local_window, est_bits, dense_below, tau, thr }
+--                est_bits: the code width `sale prewarm` compiles (0/unset: 4 below sm_90, 8 on it);
 --                thr: "run" or "fixed", the threshold variant `sale tune` tunes (sale.h,
---                SALE_THR_*; unset: the one a call with thr 0 runs, fixed on sm_90, run elsewhere)
+--                SALE_THR_*; unset: the one a call with thr 0 runs, fixed on sm_90, run elsewhere);
+--                the block sizes, tau and dense_below are checked but no command reads them yet
+--                (calls take them per call; `fleet` below lists the block sizes to prewarm)
 --   arch       = { sm_90 = { <defaults fields> }, ... }   per-arch overrides (at most 4 archs)
 --   fleet      = { archs, head_dims, families, dtypes, block_q, block_k, block_seg, local_window, thr }
 --                each a list (or one value); prewarm builds every combination, so every
@@ -40,7 +43,7 @@ arch = {
   sm_80 = { est_bits = 4 },
   sm_86 = { est_bits = 4 },
   sm_89 = { est_bits = 4 },
-  sm_90 = { est_bits = 8, block_q = 128 },
+  sm_90 = { est_bits = 8 },
 }
 
 fleet = {

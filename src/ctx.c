@@ -201,6 +201,27 @@ int sale_default_cache_path(char *buf, size_t len)
     return -1;
 }
 
+/* path (a buffer of len) prefixed with the working directory when relative
+ * ("" and ":memory:" stay): 0, or -1 with the context's error set */
+static int make_absolute(sale_ctx *c, char *path, size_t len, const char *what)
+{
+    if (!path[0] || path[0] == '/' || !strcmp(path, ":memory:"))
+        return 0;
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) {
+        sale_set_error(c, "%s: %s is relative and the working directory is unknown: %s", what, path, strerror(errno));
+        return -1;
+    }
+    char abs[4096 + 8];
+    int n = snprintf(abs, sizeof abs, "%s/%s", cwd, path);
+    if (n < 0 || (size_t)n >= len) {
+        sale_set_error(c, "%s: %s/%s is longer than %zu bytes", what, cwd, path, len - 1);
+        return -1;
+    }
+    memcpy(path, abs, (size_t)n + 1);
+    return 0;
+}
+
 sale_status sale_create(sale_ctx **out, const sale_options *opts)
 {
     if (!out)
@@ -238,6 +259,12 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
         }
         strcpy(c->fleet_path, opts->fleet_path);
     }
+    /* relative paths made absolute now: sale_cache_path() is what other
+     * processes are told (sale.calibrate runs `sale --cache PATH`), and a
+     * chdir after this point would send them to another file */
+    if (make_absolute(c, c->cache_path, sizeof c->cache_path, "cache_path") ||
+        make_absolute(c, c->fleet_path, sizeof c->fleet_path, "fleet_path"))
+        return SALE_ERR_INVALID;
     c->opts.cache_path = c->cache_path;
     c->opts.fleet_path = c->fleet_path[0] ? c->fleet_path : NULL;
     /* the cache itself as its own fleet file (any name for the same file)

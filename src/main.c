@@ -467,8 +467,13 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
                                     k0.block_seg = f.block_segs[is];
                                     k0.local_window = f.local_windows[iw];
                                     k0.thr = f.thrs[ih];
-                                    if (g_cfg.defaults.est_bits)
-                                        k0.est_bits = g_cfg.defaults.est_bits;
+                                    /* the code width: the config's arch section, else its
+                                     * defaults, else the library's (4 below sm_90, 8 on it) */
+                                    k0.est_bits = g_cfg.defaults.est_bits;
+                                    for (int x = 0; x < g_cfg.n_arch_defaults; x++)
+                                        if (g_cfg.arch_default_codes[x] == f.archs[ia] &&
+                                            g_cfg.arch_defaults[x].est_bits)
+                                            k0.est_bits = g_cfg.arch_defaults[x].est_bits;
                                     /* what sale_attention runs on a device of this arch (on
                                      * sm_90: the wgmma kernels, sm_90a cubins, and attend's
                                      * rows kernel beside its two-row one) */
@@ -910,6 +915,19 @@ static int cmd_tune(const gopts *g, int argc, char **argv)
     int rc0 = cli_tune(NULL, &g_cfg, argc, argv); /* --help or a usage error open (or create) no cache */
     if (rc0 >= 0)
         return rc0;
+    /* no GPU, nothing to time: say so before the cache is opened (or created) */
+    sale_options mo;
+    memset(&mo, 0, sizeof mo);
+    mo.cache_path = ":memory:";
+    sale_ctx *probe = NULL;
+    int ndev = 0;
+    if (sale_create(&probe, &mo) == SALE_OK && (sale_device_count(probe, &ndev) != SALE_OK || ndev < 1)) {
+        fprintf(stderr, "sale tune: no GPU: %s (nothing opened or created)\n",
+                sale_last_error(probe)[0] ? sale_last_error(probe) : "no CUDA device");
+        sale_destroy(probe);
+        return 1;
+    }
+    sale_destroy(probe);
     sale_ctx *ctx = open_ctx(g);
     int rc = cli_tune(ctx, &g_cfg, argc, argv);
     sale_destroy(ctx);

@@ -298,3 +298,40 @@ Test(cli, the_cache_as_its_own_fleet_is_no_fleet)
     cr_assert(strstr(out, "\n1 kernels") != NULL || strstr(out, "1 kernels") == out, "listed twice: %s", out);
     cr_assert_null(strstr(out, "2 kernels"), "listed twice: %s", out);
 }
+
+/* sale tune without a GPU said so but had created the cache (and its
+ * directories) first. */
+Test(cli, tune_without_a_gpu_creates_nothing)
+{
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s/tune/sub", dir);
+    setenv("SALE_CACHE_DIR", sub, 1);
+    int rc = run(out, sizeof out, "tune --seq-len 1024");
+    setenv("SALE_CACHE_DIR", dir, 1);
+    if (strstr(out, "no GPU") == NULL) {
+        fprintf(stderr, "SKIPPED (a GPU is present): tune_without_a_gpu_creates_nothing\n");
+        cr_skip_test("a GPU is present");
+    }
+    cr_assert_eq(rc, 1, "%s", out);
+    char t[512];
+    snprintf(t, sizeof t, "%s/tune", dir);
+    cr_assert_neq(access(t, F_OK), 0, "%s was created: %s", t, out);
+}
+
+/* The config's per-arch est_bits was ignored by prewarm (only defaults.est_bits
+ * was read, for every arch). */
+Test(cli, prewarm_takes_the_configs_per_arch_code_width)
+{
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/arch.lua", dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs("arch = { sm_80 = { est_bits = 8 } }\n", f);
+    fclose(f);
+    cr_assert_eq(run(out, sizeof out, "--config %s prewarm -q --arch sm_80,sm_86 --family quantize --head-dim 64 "
+                                      "--dtype bf16", cfg),
+                 0, "%s", out);
+    cr_assert_eq(run(out, sizeof out, "ls"), 0, "%s", out);
+    cr_assert(strstr(out, "est=8,qg=row.blk,warps=8,stages=1,arch=sm_80") != NULL, "sm_80 at 8 bits: %s", out);
+    cr_assert(strstr(out, "est=4,qg=row.blk,warps=8,stages=1,arch=sm_86") != NULL, "sm_86 at its default: %s", out);
+}

@@ -350,3 +350,17 @@ def test_numpy_scalars_are_numbers():
     out = sale.reference_attention(q, k, v, tau=np.float32(0.01), block_q=np.int64(64))
     assert torch.equal(out, ref)  # np.float32(0.01) is 0.01 as the C float: the same result
     raises(r"out of range", sale.reference_attention, q, k, v, block_q=np.int64(2 ** 32 + 64))
+
+
+def test_a_relative_cache_path_stays_the_same_file_after_chdir(tmp_path, monkeypatch):
+    """Context('rel.db') then os.chdir: cache_path was kept relative, so
+    sale.calibrate's `sale --cache rel.db` wrote a new file in the new directory
+    and the thresholds were not found through the context. The library makes the
+    path absolute when the context is created."""
+    monkeypatch.chdir(tmp_path)
+    ctx = sale.Context(cache="rel.db")
+    assert ctx.cache_path == os.path.join(str(tmp_path), "rel.db")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert ctx.cache_path == os.path.join(str(tmp_path), "rel.db")
