@@ -7,7 +7,7 @@
 #include "sale.h"
 
 #define CFG_MAX_LIST 16
-#define CFG_MAX_THRESH 4096
+#define CFG_MAX_THRESH (1 << 18) /* per-head taus in a config (all models): 4096 was short of one 80-layer, 64-head model */
 
 typedef struct cfg_fleet {
     int archs[CFG_MAX_LIST];        int n_archs;        /* 80, 86, 89, 90, 901 */

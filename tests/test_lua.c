@@ -949,3 +949,22 @@ Test(scripts, option_tables_refuse_positional_and_unknown_fields)
     cr_expect(strstr(out, "accepted") == NULL, "%s", out);
     free(out);
 }
+
+/* A config held at most 4096 per-head taus: one 80-layer, 64-head model
+ * (5,120) was refused. */
+Test(examples, a_config_holds_the_thresholds_of_a_large_model)
+{
+    sale_config c;
+    cfg_defaults_init(&c);
+    sale_status st = cfg_load_string("big.lua",
+                                     "thresholds = { big = {} }\n"
+                                     "for l = 0, 79 do\n"
+                                     "  local t = {}\n"
+                                     "  for h = 1, 64 do t[h] = 0.001 * (1 + h % 3) end\n"
+                                     "  thresholds.big[l] = t\n"
+                                     "end\n",
+                                     &c, g_err, sizeof g_err);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_assert_eq(c.n_thresholds, 80 * 64);
+    cfg_free(&c);
+}
