@@ -1160,7 +1160,12 @@ static int el_arch(vctx *v, const vpath *p, int idx, void *out, int i)
         return 0;
     int a = arch_from_name(s);
     if (a < 0) {
-        FAIL(v, p, "%s: unknown architecture '%s' (known: sm_80, sm_86, sm_89, sm_90, sm_90a)", p->text, s);
+        FAIL(v, p, "%s: unknown architecture '%s' (known: sm_80, sm_86, sm_89, sm_90)", p->text, s);
+        return 0;
+    }
+    if (a == SALE_ARCH_SM90A) { /* prewarm's own error was the key layer's, later */
+        FAIL(v, p, "%s: the fleet names devices: sm_90 (prewarm compiles its sm_90a kernels with it), got '%s'",
+             p->text, s);
         return 0;
     }
     ((int *)out)[i] = a;

@@ -968,3 +968,16 @@ Test(examples, a_config_holds_the_thresholds_of_a_large_model)
     cr_assert_eq(c.n_thresholds, 80 * 64);
     cfg_free(&c);
 }
+
+/* fleet.archs = {"sm_90a"} passed the config's check, then prewarm failed
+ * with the key layer's "a device's arch (80, 86, 89, 90)". */
+Test(examples, a_fleet_names_device_archs)
+{
+    sale_config c;
+    cfg_defaults_init(&c);
+    sale_status st = cfg_load_string("f.lua", "fleet = { archs = { 'sm_90', 'sm_90a' } }\n", &c, g_err, sizeof g_err);
+    cr_assert_neq(st, SALE_OK);
+    cr_assert(strstr(g_err, "f.lua:1") && strstr(g_err, "fleet.archs[2]") && strstr(g_err, "names devices: sm_90"),
+              "%s", g_err);
+    cfg_free(&c);
+}
