@@ -193,6 +193,15 @@ static int arch_of(const char *t)
     return a <= 0 ? -1 : a;
 }
 
+/* prewarm's --arch names devices: sm_90a is what it compiles for sm_90 */
+static int device_arch_of(const char *t)
+{
+    int a = arch_of(t);
+    if (a == SALE_ARCH_SM90A)
+        die_usage("--arch: prewarm names devices: sm_90 (it compiles the sm_90a kernels with it), got '%s'", t);
+    return a;
+}
+
 /* An --arch LIST given again adds to the archs given before (each once). */
 static void add_archs(const char *text, int *archs, int *n)
 {
@@ -419,7 +428,7 @@ static int cmd_prewarm(const gopts *g, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "qhj:", lo, NULL)) != -1) {
         switch (c) {
-        case 'a': f.n_archs = append_list(optarg, f.archs, given['a']++ ? f.n_archs : 0, CFG_MAX_LIST, arch_of, "--arch"); break;
+        case 'a': f.n_archs = append_list(optarg, f.archs, given['a']++ ? f.n_archs : 0, CFG_MAX_LIST, device_arch_of, "--arch"); break;
         case 'd': f.n_head_dims = append_list(optarg, f.head_dims, given['d']++ ? f.n_head_dims : 0, CFG_MAX_LIST, pos_of, "--head-dim"); break;
         case 'f': f.n_families = append_list(optarg, (int *)f.families, given['f']++ ? f.n_families : 0, CFG_MAX_LIST, family_of, "--family"); break;
         case 't': f.n_dtypes = append_list(optarg, (int *)f.dtypes, given['t']++ ? f.n_dtypes : 0, CFG_MAX_LIST, dtype_of, "--dtype"); break;

@@ -335,3 +335,11 @@ Test(cli, prewarm_takes_the_configs_per_arch_code_width)
     cr_assert(strstr(out, "est=8,qg=row.blk,warps=8,stages=1,arch=sm_80") != NULL, "sm_80 at 8 bits: %s", out);
     cr_assert(strstr(out, "est=4,qg=row.blk,warps=8,stages=1,arch=sm_86") != NULL, "sm_86 at its default: %s", out);
 }
+
+/* prewarm --arch sm_90a failed late with the key layer's "a device's arch". */
+Test(cli, prewarm_names_devices)
+{
+    cr_assert_eq(run(out, sizeof out, "prewarm -q --arch sm_90a --family quantize --head-dim 64 --dtype bf16"), 2,
+                 "%s", out);
+    cr_assert(strstr(out, "prewarm names devices: sm_90") != NULL, "%s", out);
+}

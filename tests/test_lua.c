@@ -89,7 +89,7 @@ Test(config, every_field_of_a_good_file_is_applied)
                      "             tau = 0.01, dense_below = 2048, est_bits = 8 }\n"
                      "arch = { sm_90 = { est_bits = 8, block_k = 32, block_seg = 128, local_window = 128 },\n"
                      "         sm_89 = { est_bits = 4 } }\n"
-                     "fleet = { archs = {'sm_89','sm_90a'}, head_dims = {128}, families = {'fused','dense'},\n"
+                     "fleet = { archs = {'sm_89','sm_90'}, head_dims = {128}, families = {'fused','dense'},\n"
                      "          dtypes = {'f16'}, block_q = {64,128}, block_k = {16,32}, block_seg = {64,128},\n"
                      "          local_window = {64} }\n"
                      "tuning = { warps = {4,8,16}, stages = {2,3}, budget_s = 90, strategy = 'halving' }\n"
@@ -124,7 +124,7 @@ Test(config, every_field_of_a_good_file_is_applied)
     }
     cr_expect_eq(c.fleet.n_archs, 2);
     cr_expect_eq(c.fleet.archs[0], 89);
-    cr_expect_eq(c.fleet.archs[1], SALE_ARCH_SM90A);
+    cr_expect_eq(c.fleet.archs[1], 90);
     cr_expect_eq(c.fleet.n_head_dims, 1);
     cr_expect_eq(c.fleet.head_dims[0], 128);
     cr_expect_eq(c.fleet.n_families, 2);
@@ -338,7 +338,7 @@ Test(validation, each_rule_has_its_message)
     expect_invalid("defaults = { block_q = 64.5 }", "sale.lua:1: defaults.block_q must be an integer, got 64.5");
     expect_invalid("fleet = { head_dims = { 64, 256 } }", "sale.lua:1: fleet.head_dims[2] must be 64 or 128, got 256");
     expect_invalid("fleet = { archs = { 'sm_75' } }",
-                   "sale.lua:1: fleet.archs[1]: unknown architecture 'sm_75' (known: sm_80, sm_86, sm_89, sm_90, sm_90a)");
+                   "sale.lua:1: fleet.archs[1]: unknown architecture 'sm_75' (known: sm_80, sm_86, sm_89, sm_90)");
     expect_invalid("fleet = { families = { 'fused', 'sparse' } }",
                    "sale.lua:1: fleet.families[2]: unknown family 'sparse' (known: quantize, fused, select, attend, dense)");
     expect_invalid("fleet = { dtypes = { 'fp8' } }", "sale.lua:1: fleet.dtypes[1]: unknown dtype 'fp8' (known: bf16, f16)");
