@@ -21,9 +21,16 @@ def write_safetensors(path, tensors):
     installed; files are identical in layout."""
     header, off, parts = {}, 0, []
     for name, t in tensors.items():
+        if not isinstance(name, str) or name == "__metadata__":
+            raise _core.InvalidArgument("write_safetensors: tensor name %r: a str other than '__metadata__' (the "
+                                        "format's own key)" % (name,), _lib.ERR_INVALID)
+        dt = _ST_DTYPES.get(str(getattr(t, "dtype", None)))
+        if dt is None:
+            raise _core.InvalidArgument("write_safetensors: %s: dtype %s; sale reads float16, bfloat16 and float32"
+                                        % (name, getattr(t, "dtype", type(t).__name__)), _lib.ERR_INVALID)
         t = t.detach().to("cpu").contiguous()
         raw = t.view(-1).view(_core._t().uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _ST_DTYPES[str(t.dtype)], "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
+        header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
         off += len(raw)
         parts.append(raw)
     _write(path, header, parts)
@@ -32,17 +39,25 @@ def write_safetensors(path, tensors):
 def _write(path, header, parts):
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
+    path = os.fspath(path)  # a str or a pathlib.Path
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for p in parts:
-            if isinstance(p, str):  # a spool file: copy it in chunks
-                with open(p, "rb") as src:
-                    shutil.copyfileobj(src, f, 1 << 24)
-            else:
-                f.write(p)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(h)))
+            f.write(h)
+            for p in parts:
+                if isinstance(p, str):  # a spool file: copy it in chunks
+                    with open(p, "rb") as src:
+                        shutil.copyfileobj(src, f, 1 << 24)
+                else:
+                    f.write(p)
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a failed write leaves no <path>.tmp behind
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_safetensors(path):

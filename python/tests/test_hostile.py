@@ -364,3 +364,27 @@ def test_a_relative_cache_path_stays_the_same_file_after_chdir(tmp_path, monkeyp
     other.mkdir()
     monkeypatch.chdir(other)
     assert ctx.cache_path == os.path.join(str(tmp_path), "rel.db")
+
+
+def test_write_safetensors_refuses_what_sale_cannot_read(tmp_path):
+    """bool / int / float64 tensors raised a bare KeyError, a pathlib.Path a TypeError,
+    a tensor named __metadata__ was written and then dropped on read, and a failed
+    write left <path>.tmp behind."""
+    t = torch.zeros(2, 3, dtype=torch.float16)
+    for bad in (torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.int32),
+                torch.zeros(2, dtype=torch.float64)):
+        with pytest.raises(sale.InvalidArgument, match="dtype"):
+            sale.write_safetensors(str(tmp_path / "x.safetensors"), {"q": bad})
+    with pytest.raises(sale.InvalidArgument, match="__metadata__"):
+        sale.write_safetensors(str(tmp_path / "x.safetensors"), {"__metadata__": t})
+    p = tmp_path / "p.safetensors"
+    sale.write_safetensors(p, {"q": t})  # a pathlib.Path
+    assert torch.equal(sale.read_safetensors(p)["q"], t)
+    with pytest.raises(OSError):
+        sale.write_safetensors(str(tmp_path / "no" / "dir" / "x.safetensors"), {"q": t})
+    with pytest.raises(sale.InvalidArgument, match="dtype"):
+        sale.write_safetensors(str(tmp_path / "y.safetensors"), {"q": t, "k": object()})
+    (tmp_path / "adir").mkdir()  # the rename onto a directory fails after the data is written
+    with pytest.raises(OSError):
+        sale.write_safetensors(str(tmp_path / "adir"), {"q": t})
+    assert not list(tmp_path.glob("*.tmp")), "a failed write left its .tmp"
