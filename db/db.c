@@ -984,8 +984,16 @@ static int db_open_once(db **out, const char *path, const char *fleet_path, int 
     return 0;
 fail:
     /* a file we refuse is left as it was: without the -wal/-shm that
-     * reading its header (a WAL-mode header, say) made beside it */
-    if (d->refused) siblings_remove_new(d->path, d->sib_had);
+     * reading its header (a WAL-mode header, say) made beside it, removed
+     * once our connections to it are closed */
+    if (d->refused && d->path) {
+        char *path = strdup(d->path);
+        const int had = d->sib_had;
+        db_close(d);
+        if (path) siblings_remove_new(path, had);
+        free(path);
+        return -1;
+    }
     db_close(d);
     return -1;
 }

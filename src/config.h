@@ -85,14 +85,14 @@ int cfg_fleet_normalize(cfg_fleet *f, char *err, size_t errlen);
  * src/thresholds.c. */
 sale_status thresholds_attach_config(sale_ctx *ctx, const cfg_threshold *th, int n);
 
-/* Run a user script with the full standard library and the `sale` module
- * (sale run script.lua args...). Errors carry the traceback. */
 /* The cache file sale_create opens when sale_options.cache_path is NULL
  * ($SALE_CACHE_DIR/kernels.db, else $XDG_CACHE_HOME/sale/kernels.db, else
  * ~/.cache/sale/kernels.db) into buf: 0, or -1 when none is set or it does
  * not fit. The CLI's looking commands check it exists before opening. */
 int sale_default_cache_path(char *buf, size_t len);
 
+/* Run a user script with the full standard library and the `sale` module
+ * (sale run script.lua args...). Errors carry the traceback. */
 sale_status lsale_run_script(sale_ctx *ctx, const char *path, int argc, char **argv, char *err, size_t errlen);
 
 #endif

@@ -100,15 +100,20 @@ int key_family_uses(sale_family f, const char *field)
     return 1;
 }
 
+/* The key text's fields: short name (as written), long name (also read). */
+static const char *const key_fields[][2] = {{"d", "head_dim"}, {"bq", "block_q"}, {"bk", "block_k"},
+                                            {"seg", "block_seg"}, {"win", "local_window"}, {"est", "est_bits"},
+                                            {"warps", "warps"}, {"stages", "stages"}, {"dt", "dtype"},
+                                            {"causal", "causal"}, {"arch", "arch"}, {"qg", "qg"},
+                                            {"thr", "threshold"}};
+
 int sale_key_family_uses(sale_family f, const char *field)
 {
-    static const char *const alias[][2] = {{"block_q", "bq"},       {"block_k", "bk"},   {"block_seg", "seg"},
-                                           {"local_window", "win"}, {"est_bits", "est"}, {"threshold", "thr"}};
     if (!field)
         return 0;
-    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
-        if (!strcmp(field, alias[i][0]))
-            field = alias[i][1];
+    for (size_t i = 0; i < sizeof key_fields / sizeof key_fields[0]; i++)
+        if (!strcmp(field, key_fields[i][1]))
+            field = key_fields[i][0];
     return key_family_uses(f, field);
 }
 
@@ -469,11 +474,6 @@ sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t er
     sale_key k = sale_key_default((sale_family)fi);
     char *save = NULL;
     /* each field once: "d=64,d=128" is a mistake, not "the last one wins" */
-    static const char *const fields[][2] = {{"d", "head_dim"}, {"bq", "block_q"}, {"bk", "block_k"},
-                                            {"seg", "block_seg"}, {"win", "local_window"}, {"est", "est_bits"},
-                                            {"warps", "warps"}, {"stages", "stages"}, {"dt", "dtype"},
-                                            {"causal", "causal"}, {"arch", "arch"}, {"qg", "qg"},
-                                            {"thr", "threshold"}};
     unsigned seen = 0;
     for (char *tok = colon ? strtok_r(colon + 1, ", ", &save) : NULL; tok; tok = strtok_r(NULL, ", ", &save)) {
         char *eq = strchr(tok, '=');
@@ -481,10 +481,10 @@ sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t er
             ERR("%s: expected field=value", tok);
         *eq = 0;
         const char *name = tok, *v = eq + 1;
-        for (unsigned f = 0; f < sizeof fields / sizeof fields[0]; f++)
-            if (!strcmp(name, fields[f][0]) || !strcmp(name, fields[f][1])) {
+        for (unsigned f = 0; f < sizeof key_fields / sizeof key_fields[0]; f++)
+            if (!strcmp(name, key_fields[f][0]) || !strcmp(name, key_fields[f][1])) {
                 if (seen & (1u << f))
-                    ERR("%s: given twice in the key", fields[f][1]);
+                    ERR("%s: given twice in the key", key_fields[f][1]);
                 seen |= 1u << f;
             }
         int *ip = NULL;

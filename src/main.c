@@ -92,6 +92,14 @@ static const char *cache_file(const gopts *g, char *buf, size_t len)
     return sale_default_cache_path(buf, len) ? NULL : buf;
 }
 
+/* The cache file when it does not exist (cache_file; ":memory:" always
+ * exists), errno set by the look; NULL when it exists or nothing names one. */
+static const char *missing_cache(const gopts *g, char *buf, size_t len)
+{
+    const char *file = cache_file(g, buf, len);
+    return file && strcmp(file, ":memory:") && access(file, F_OK) != 0 ? file : NULL;
+}
+
 static const char *fleet_file(const gopts *g)
 {
     return g->fleet ? g->fleet : g_cfg.fleet_cache[0] ? g_cfg.fleet_cache : NULL;
@@ -104,8 +112,8 @@ static sale_ctx *open_ctx(const gopts *g)
     o.cache_path = g->cache ? g->cache : g_cfg.cache_path[0] ? g_cfg.cache_path : NULL;
     o.fleet_path = fleet_file(g);
     char def[1100];
-    const char *file = g_no_create ? cache_file(g, def, sizeof def) : NULL;
-    if (file && strcmp(file, ":memory:") && access(file, F_OK) != 0) {
+    const char *file = g_no_create ? missing_cache(g, def, sizeof def) : NULL;
+    if (file) {
         if (g_no_create == NO_CREATE_FLEET && o.fleet_path && errno == ENOENT) {
             fprintf(stderr, "sale: no cache at %s (nothing created): the fleet file %s alone\n", file, o.fleet_path);
             o.cache_path = ":memory:";
@@ -202,23 +210,6 @@ static int device_arch_of(const char *t)
     return a;
 }
 
-/* An --arch LIST given again adds to the archs given before (each once). */
-static void add_archs(const char *text, int *archs, int *n)
-{
-    int more[CFG_MAX_LIST];
-    int nm = parse_list(text, more, CFG_MAX_LIST, arch_of, "--arch");
-    for (int i = 0; i < nm; i++) {
-        int dup = 0;
-        for (int x = 0; x < *n && !dup; x++)
-            dup = archs[x] == more[i];
-        if (dup)
-            continue;
-        if (*n == CFG_MAX_LIST)
-            die_usage("--arch: at most %d values", CFG_MAX_LIST);
-        archs[(*n)++] = more[i];
-    }
-}
-
 /* Does an --arch filter (n archs; none: all) keep a row of arch? A base arch
  * keeps its arch-specific variant too: on sm_90 devices sale runs the sm_90a
  * cubins of the wgmma kernels, so "sm_90" means both; "sm_90a" only itself.
@@ -288,8 +279,8 @@ static int cmd_info(const gopts *g, int argc, char **argv)
      * location, is reported, not created (nor its directories); the context
      * then uses none */
     char def[1100];
-    const char *named = cache_file(g, def, sizeof def);
-    const int missing = named && strcmp(named, ":memory:") && access(named, F_OK) != 0;
+    const char *named = missing_cache(g, def, sizeof def);
+    const int missing = named != NULL;
     gopts gm = *g;
     if (missing)
         gm.cache = ":memory:";
@@ -656,7 +647,7 @@ static int cmd_ls(const gopts *g, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
-        case 'a': add_archs(optarg, s.archs, &s.narch); break;
+        case 'a': s.narch = append_list(optarg, s.archs, s.narch, CFG_MAX_LIST, arch_of, "--arch"); break;
         case 't': tuned = 1; break;
         case 'T': thresholds = 1; break;
         case 'h': fputs(ls_help, stdout); return 0;
@@ -761,7 +752,7 @@ static int cmd_export(const gopts *g, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
-        case 'a': add_archs(optarg, archs, &na); break;
+        case 'a': na = append_list(optarg, archs, na, CFG_MAX_LIST, arch_of, "--arch"); break;
         case 'F': force = 1; break;
         case 'h': fputs(export_help, stdout); return 0;
         default: die_usage("export: bad option");
@@ -775,9 +766,10 @@ static int cmd_export(const gopts *g, int argc, char **argv)
     /* Refusals before anything is written. The cache itself is the
      * library's to refuse (force or not); an existing file needs --force. */
     struct stat ds, cs;
-    const int own = stat(dest, &ds) == 0 && stat(sale_cache_path(ctx), &cs) == 0 && ds.st_dev == cs.st_dev &&
+    const int exists = stat(dest, &ds) == 0;
+    const int own = exists && stat(sale_cache_path(ctx), &cs) == 0 && ds.st_dev == cs.st_dev &&
                     ds.st_ino == cs.st_ino;
-    if (!own && !force && stat(dest, &ds) == 0 && S_ISREG(ds.st_mode) && ds.st_size > 0) {
+    if (!own && !force && exists && S_ISREG(ds.st_mode) && ds.st_size > 0) {
         fprintf(stderr, "sale: export: %s exists; refusing to replace it (--force replaces it)\n", dest);
         sale_destroy(ctx);
         return 1;
@@ -834,8 +826,8 @@ static int cmd_clear(const gopts *g, int argc, char **argv)
         die_usage("clear: unexpected argument '%s'", argv[1]);
     /* a cache that does not exist has nothing to clear: none is created */
     char def[1100];
-    const char *file = cache_file(g, def, sizeof def);
-    if (file && strcmp(file, ":memory:") && access(file, F_OK) != 0 && errno == ENOENT) {
+    const char *file = missing_cache(g, def, sizeof def);
+    if (file && errno == ENOENT) {
         printf("no cache at %s: nothing removed\n", file);
         return 0;
     }
