@@ -2,6 +2,7 @@
  * every supported arch (a real compile), resources are parsed, the cache
  * serves the second request, and anything that changes code changes the hash. */
 #include <criterion/criterion.h>
+#include <glob.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,37 +445,194 @@ Test(jit, sm90a_thr_fixed_select_is_the_wgmma_estimation_without_spills)
  * default fleet builds (and the tuner's other attend ring depth) must compile
  * without it; the runtime also logs it as a warning (ctx.c), for tiles a
  * caller or the tuner picks. */
+static const char *const sm90a_keys[] = {
+    "dense:d=128,dt=bf16,arch=sm_90a",
+    "dense:d=128,dt=f16,arch=sm_90a",
+    "attend:d=128,dt=bf16,warps=5,stages=3,arch=sm_90a",
+    "attend:d=128,dt=f16,warps=5,stages=2,arch=sm_90a",
+    "attend:d=128,dt=bf16,warps=12,stages=3,arch=sm_90a",
+    "attend:d=128,dt=f16,warps=12,stages=2,arch=sm_90a",
+    "select:d=128,dt=bf16,est=8,thr=fixed,arch=sm_90a",
+    "select:d=128,dt=f16,est=8,thr=fixed,warps=12,arch=sm_90a",
+    "fused:d=128,dt=bf16,est=8,thr=fixed,warps=4,arch=sm_90a",
+};
+
+/* compile a key's text straight through NVRTC (no cache) for the arch it resolves to */
+static jit_result compile_raw(const char *text, sale_key *k)
+{
+    char err[256];
+    cr_assert_eq(sale_key_parse(text, k, err, sizeof err), SALE_OK, "%s: %s", text, err);
+    cr_assert_eq(sale_key_resolve(k, err, sizeof err), SALE_OK, "%s: %s", text, err);
+    char *src = jit_build_source(k);
+    cr_assert_not_null(src, "%s: no source", text);
+    jit_result r;
+    char *msg = NULL;
+    sale_status st = jit_compile(tpl_family_file(k->family), src, k->arch, NULL, &r, &msg);
+    free(src);
+    cr_assert_eq(st, SALE_OK, "%s: %s", text, msg ? msg : "");
+    free(msg);
+    return r;
+}
+
 Test(jit, sm90a_kernels_compile_without_serialised_wgmma)
 {
-    static const char *keys[] = {
-        "dense:d=128,dt=bf16,arch=sm_90a",
-        "dense:d=128,dt=f16,arch=sm_90a",
-        "attend:d=128,dt=bf16,warps=5,stages=3,arch=sm_90a",
-        "attend:d=128,dt=f16,warps=5,stages=2,arch=sm_90a",
-        "attend:d=128,dt=bf16,warps=12,stages=3,arch=sm_90a",
-        "attend:d=128,dt=f16,warps=12,stages=2,arch=sm_90a",
-        "select:d=128,dt=bf16,est=8,thr=fixed,arch=sm_90a",
-        "select:d=128,dt=f16,est=8,thr=fixed,warps=12,arch=sm_90a",
-        "fused:d=128,dt=bf16,est=8,thr=fixed,warps=4,arch=sm_90a",
-    };
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    for (size_t i = 0; i < sizeof sm90a_keys / sizeof sm90a_keys[0]; i++) {
         sale_key k;
-        char err[256];
-        cr_assert_eq(sale_key_parse(keys[i], &k, err, sizeof err), SALE_OK, "%s: %s", keys[i], err);
-        cr_assert_eq(sale_key_resolve(&k, err, sizeof err), SALE_OK, "%s: %s", keys[i], err);
-        cr_assert_eq(k.arch, SALE_ARCH_SM90A, "%s resolves to another arch", keys[i]);
-        char *src = jit_build_source(&k);
-        cr_assert_not_null(src, "%s: no source", keys[i]);
-        jit_result r;
-        char *msg = NULL;
-        sale_status st = jit_compile(tpl_family_file(k.family), src, k.arch, NULL, &r, &msg);
-        free(src);
-        cr_assert_eq(st, SALE_OK, "%s: %s", keys[i], msg ? msg : "");
+        jit_result r = compile_raw(sm90a_keys[i], &k);
+        cr_assert_eq(k.arch, SALE_ARCH_SM90A, "%s resolves to another arch", sm90a_keys[i]);
         const char *loss = r.log ? strstr(r.log, "Potential Performance Loss") : NULL;
         char line[400] = "";
         if (loss)
             snprintf(line, sizeof line, "%.399s", loss);
         jit_result_free(&r);
-        cr_assert_null(loss, "%s: ptxas: %s", keys[i], line);
+        cr_assert_null(loss, "%s: ptxas: %s", sm90a_keys[i], line);
     }
+}
+
+/* cuobjdump (with nvdisasm beside it, which it runs): $SALE_CUOBJDUMP, else the
+ * toolkit's, else the pip wheels scripts/setup-python.sh puts into .venv
+ * (nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm). NULL when there is none. */
+static const char *find_cuobjdump(char *buf, size_t n)
+{
+    const char *env = getenv("SALE_CUOBJDUMP");
+    if (env && *env) {
+        snprintf(buf, n, "%s", env);
+        return access(buf, X_OK) == 0 ? buf : NULL;
+    }
+    snprintf(buf, n, "%s/bin/nvdisasm", SALE_CUDA_ROOT);
+    if (access(buf, X_OK) == 0) {
+        snprintf(buf, n, "%s/bin/cuobjdump", SALE_CUDA_ROOT);
+        if (access(buf, X_OK) == 0)
+            return buf;
+    }
+    glob_t g;
+    const char *found = NULL;
+    if (glob(SALE_SOURCE_DIR "/.venv/lib/python3*/site-packages/nvidia/cu*/bin/nvdisasm", 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc && !found; i++) {
+            snprintf(buf, n, "%s", g.gl_pathv[i]);
+            char *slash = strrchr(buf, '/');
+            snprintf(slash + 1, n - (size_t)(slash + 1 - buf), "cuobjdump");
+            if (access(buf, X_OK) == 0)
+                found = buf;
+        }
+        globfree(&g);
+    }
+    return found;
+}
+
+/* The opcode counts of a cubin's SASS: ops[i] counted into counts[i] by its
+ * base name (HGMMA.64x128x16.F32.BF16 counts as HGMMA; a predicate such as
+ * "@!P0" is skipped). Returns the number of instructions, or -1 with why. */
+static long sass_counts(const char *tool, const jit_result *r, const char *const *ops, long *counts, int nops,
+                        char *why, size_t whylen)
+{
+    char path[300], cmd[4096];
+    snprintf(path, sizeof path, "%.250s/sass_XXXXXX", tmpdir);
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, r->cubin, r->cubin_bytes) != (ssize_t)r->cubin_bytes) {
+        snprintf(why, whylen, "cannot write %s", path);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", tool);
+    *strrchr(dir, '/') = 0;
+    snprintf(cmd, sizeof cmd, "NVDISASM_PATH='%s' PATH='%s':\"$PATH\" '%s' -sass '%s' 2>&1", dir, dir, tool, path);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(why, whylen, "cannot run %.300s", tool);
+        return -1;
+    }
+    long total = 0;
+    char line[1024], first[256] = "";
+    for (int i = 0; i < nops; i++)
+        counts[i] = 0;
+    while (fgets(line, sizeof line, p)) {
+        if (!first[0])
+            snprintf(first, sizeof first, "%.255s", line);
+        /* an instruction line: spaces, the address comment, spaces, [predicate] OPCODE[.MODS] ... */
+        const char *s = line;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (strncmp(s, "/*", 2) != 0)
+            continue;
+        const char *e = strstr(s, "*/");
+        if (!e || e - s != 6)
+            continue;
+        s = e + 2;
+        while (*s == ' ')
+            s++;
+        if (*s == '@') {
+            while (*s && *s != ' ')
+                s++;
+            while (*s == ' ')
+                s++;
+        }
+        size_t len = strcspn(s, ". ;");
+        if (len == 0 || s[0] < 'A' || s[0] > 'Z')
+            continue;
+        total++;
+        for (int i = 0; i < nops; i++)
+            if (strlen(ops[i]) == len && strncmp(s, ops[i], len) == 0)
+                counts[i]++;
+    }
+    int rc = pclose(p);
+    unlink(path);
+    if (rc != 0 || total == 0) {
+        snprintf(why, whylen, "%s -sass exited %d with %ld instructions: %s", tool, rc, total, first);
+        return -1;
+    }
+    return total;
+}
+
+/* The issue's check that the sm_90a kernels are the Hopper ones, read from
+ * their SASS (cuobjdump + nvdisasm; no GPU needed): the attention kernels'
+ * GEMMs are HGMMA (dense, attend and fused on wgmma), the estimation's are
+ * IGMMA (select, int8), K/V and the K codes arrive by TMA (UTMALDG) where the
+ * design says so (dense, attend, select; fused loads with cp.async), and no
+ * kernel touches local memory (LDL/STL: a spill, or an array ptxas could not
+ * keep in registers). Skips, visibly, without cuobjdump. */
+Test(jit, sm90a_kernels_run_on_wgmma_and_tma_in_their_sass)
+{
+    char buf[1024];
+    const char *tool = find_cuobjdump(buf, sizeof buf);
+    if (!tool) {
+        cr_skip_test("no cuobjdump + nvdisasm ($SALE_CUOBJDUMP, %s/bin, or .venv's nvidia-cuda-cuobjdump and "
+                     "nvidia-cuda-nvdisasm from scripts/setup-python.sh): the SASS is not checked",
+                     SALE_CUDA_ROOT);
+    }
+    static const char *const ops[] = {"HGMMA", "IGMMA", "UTMALDG", "LDL", "STL", "HMMA"};
+    enum { HGMMA, IGMMA, UTMALDG, LDL, STL, HMMA, NOPS };
+    for (size_t i = 0; i < sizeof sm90a_keys / sizeof sm90a_keys[0]; i++) {
+        sale_key k;
+        jit_result r = compile_raw(sm90a_keys[i], &k);
+        long c[NOPS];
+        char why[512];
+        long total = sass_counts(tool, &r, ops, c, NOPS, why, sizeof why);
+        jit_result_free(&r);
+        cr_assert_gt(total, 0, "%s: %s", sm90a_keys[i], why);
+        const char *key = sm90a_keys[i];
+        int is_select = k.family == SALE_FAMILY_SELECT, is_fused = k.family == SALE_FAMILY_FUSED;
+        if (is_select) {
+            cr_expect_gt(c[IGMMA], 0, "%s: no IGMMA in %ld instructions: the estimation is not on wgmma", key, total);
+        } else {
+            cr_expect_gt(c[HGMMA], 0, "%s: no HGMMA in %ld instructions: the attention is not on wgmma", key, total);
+            cr_expect_eq(c[HMMA], 0, "%s: %ld HMMA (mma.sync) beside the wgmma attention", key, c[HMMA]);
+        }
+        if (!is_fused)
+            cr_expect_gt(c[UTMALDG], 0, "%s: no TMA load (UTMALDG)", key);
+        cr_expect_eq(c[LDL] + c[STL], 0, "%s: %ld LDL + %ld STL: local memory in a wgmma kernel", key, c[LDL], c[STL]);
+    }
+    /* and the check can fail: an sm_80 kernel has none of them */
+    sale_key k;
+    jit_result r = compile_raw("attend:d=128,dt=bf16,arch=sm_80", &k);
+    long c[NOPS];
+    char why[512];
+    long total = sass_counts(tool, &r, ops, c, NOPS, why, sizeof why);
+    jit_result_free(&r);
+    cr_assert_gt(total, 0, "sm_80 attend: %s", why);
+    cr_assert_eq(c[HGMMA] + c[IGMMA] + c[UTMALDG], 0, "sm_80 attend: GMMA or TMA counted where there is none");
+    cr_assert_gt(c[HMMA], 0, "sm_80 attend: its mma.sync (HMMA) not counted: the SASS reader is broken");
 }

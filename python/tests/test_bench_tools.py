@@ -119,3 +119,60 @@ def test_gpu_ab_packs_raw_files_when_the_device_would_drop_some(tmp_path):
     assert {"bench.md", "base.md", "base2.md", "base3.md"} <= names, names
     assert "rev3" in (out / "ab.md").read_text()
     assert "raw.tgz" in (out / "log.txt").read_text()
+
+
+SASS = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "sass.py"
+SALE = pathlib.Path(__file__).resolve().parents[2] / "build" / "sale"
+KI = pathlib.Path(__file__).resolve().parents[2] / "examples" / "kernel_info.lua"
+
+
+def test_sass_counts_a_real_cubin_and_its_difference(tmp_path):
+    """scripts/sass.py on a cache the real CLI compiled (NVRTC): an sm_90a
+    dense kernel has its wgmma (HGMMA) and TMA loads counted, a kernel set
+    beside itself changes by 0, a key the base lacks is said, and a key whose
+    code differs (here another ring depth's cubin under the same key, as two
+    builds would store it) shows its deltas."""
+    import os
+    import pytest
+    if not SALE.exists():
+        pytest.skip("no build/sale (cmake --build build)")
+    r = subprocess.run([sys.executable, str(SASS), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--base" in r.stdout
+    env = dict(os.environ)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, stages in ((a, 3), (b, 2)):
+        env["SALE_CACHE_DIR"] = str(d)
+        # one key text in both caches, compiled from different tiles: the delta must show
+        key = "dense:d=128,dt=bf16,arch=sm_90a"
+        c = subprocess.run([str(SALE), "run", str(KI), key.replace("arch", f"stages={stages},arch")],
+                           capture_output=True, text=True, env=env)
+        assert c.returncode == 0, c.stdout + c.stderr
+    r = subprocess.run([sys.executable, str(SASS), str(a / "kernels.db")], capture_output=True, text=True)
+    if "no cuobjdump" in r.stderr:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    counts = dict(tok.rsplit(" ", 1) for tok in r.stdout.splitlines()[1].strip().split("  "))
+    assert int(counts["HGMMA"]) > 0 and int(counts["UTMALDG"]) > 0, r.stdout
+    assert int(counts["LDL"]) == 0 and int(counts["total"]) > int(counts["HGMMA"])
+    same = subprocess.run([sys.executable, str(SASS), "--base", str(a / "kernels.db"), str(a / "kernels.db")],
+                          capture_output=True, text=True)
+    assert same.returncode == 0, same.stderr
+    assert "most changed: none" in same.stdout
+    # no key in common: said, not a silent empty table
+    other = subprocess.run([sys.executable, str(SASS), "--base", str(a / "kernels.db"), str(b / "kernels.db")],
+                           capture_output=True, text=True)
+    assert other.returncode == 0 and "no kernel of this key" in other.stdout, other.stdout
+    import sqlite3
+    con = sqlite3.connect(str(b / "kernels.db"))
+    base_key = sqlite3.connect(str(a / "kernels.db")).execute("SELECT key FROM kernels").fetchone()[0]
+    con.execute("UPDATE kernels SET key = ?", (base_key,))
+    con.commit()
+    con.close()
+    diff = subprocess.run([sys.executable, str(SASS), "--base", str(a / "kernels.db"), str(b / "kernels.db")],
+                          capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stderr
+    assert "most changed: none" not in diff.stdout and "most changed: " in diff.stdout, diff.stdout
+    total = next(l for l in diff.stdout.splitlines() if l.strip().startswith("total")).split()
+    assert int(total[1]) != int(total[2]) and int(total[3]) == int(total[2]) - int(total[1]), diff.stdout
+    bad = subprocess.run([sys.executable, str(SASS), str(tmp_path / "missing.db")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no such cache" in bad.stderr
