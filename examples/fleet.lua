@@ -13,7 +13,9 @@
 --                each a list (or one value); prewarm builds every combination, so every
 --                block_seg / local_window must suit every block_k
 --   tuning     = { warps = {...}, stages = {...}, budget_s = seconds, strategy = "exhaustive"|"halving"|"random" }
---   thresholds = { [model] = { [layer] = { tau_head0, tau_head1, ... } } }   layers from 0, heads in order
+--   thresholds = { [model] = { [layer] = { tau_head0, tau_head1, ... } } }   layers from 0, heads in order;
+--                [layer] = false: none for that layer. A list of layers ({ {...}, {...} }) is refused:
+--                Lua numbers it from 1, so its first layer would land on layer 1
 -- Any other global is an error (typo protection): keep helpers `local`.
 --
 -- Sandbox: base functions (no print, dofile, loadfile, collectgarbage; load takes

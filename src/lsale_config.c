@@ -1376,7 +1376,10 @@ static void read_tuning(vctx *v, int idx, cfg_tuning *t)
     lua_pop(L, 1);
 }
 
-/* thresholds = { [model] = { [layer] = {tau_head0, tau_head1, ...} } } */
+/* thresholds = { [model] = { [layer] = {tau_head0, tau_head1, ...} } }, layers
+ * from 0. A model's table that is a Lua list ({ {...}, {...} }: layers 1..n,
+ * no 0) is refused: its first layer would silently land on layer 1. [L] = false
+ * says "no thresholds for layer L", the way to give layers 1..n alone. */
 static void read_thresholds(vctx *v, int idx, cfg_threshold **out, int *nout)
 {
     lua_State *L = v->L;
@@ -1398,6 +1401,7 @@ static void read_thresholds(vctx *v, int idx, cfg_threshold **out, int *nout)
         if (strlen(model) >= sizeof th->model) {
             FAIL(v, &mp, "%s: model name longer than %zu bytes", mp.text, sizeof th->model - 1);
         } else if (check_table(v, &mp, model_idx)) {
+            int has0 = 0, nlayers = 0, maxlayer = -1;
             lua_pushnil(L);
             while (!v->failed && lua_next(L, model_idx)) {
                 int layer_idx = lua_gettop(L);
@@ -1414,10 +1418,16 @@ static void read_thresholds(vctx *v, int idx, cfg_threshold **out, int *nout)
                     break;
                 }
                 int layer = (int)lua_tointeger(L, -2);
+                has0 |= layer == 0;
+                nlayers++;
+                if (layer > maxlayer)
+                    maxlayer = layer;
                 char lbuf[24];
                 snprintf(lbuf, sizeof lbuf, "%d", layer);
                 vpath lp = vpath_of(&mp, lbuf);
-                if (check_table(v, &lp, layer_idx)) {
+                if (lua_type(L, layer_idx) == LUA_TBOOLEAN && !lua_toboolean(L, layer_idx)) {
+                    /* [L] = false: none for this layer */
+                } else if (check_table(v, &lp, layer_idx)) {
                     int len = (int)lua_rawlen(L, layer_idx);
                     if (len == 0)
                         FAIL(v, &lp, "%s must be a non-empty list of per-head taus", lp.text);
@@ -1457,6 +1467,12 @@ static void read_thresholds(vctx *v, int idx, cfg_threshold **out, int *nout)
                 }
                 lua_pop(L, 1);
             }
+            if (!v->failed && !has0 && nlayers > 0 && nlayers == maxlayer)
+                FAIL(v, &mp,
+                     "%s: layers count from 0, and this table has layers 1..%d and no layer 0: a list "
+                     "{ {...}, {...} } starts at 1. Write [0] = {...}, [1] = {...}, ...; or [0] = false "
+                     "if layer 0 has no thresholds",
+                     mp.text, maxlayer);
         }
         lua_pop(L, 1);
     }

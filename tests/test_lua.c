@@ -981,3 +981,49 @@ Test(examples, a_fleet_names_device_archs)
               "%s", g_err);
     cfg_free(&c);
 }
+
+/* Layers count from 0, heads go in list order. A model's layers written as a
+ * Lua list ({ {...}, {...} }) are layers 1..n: the first would silently land
+ * on layer 1 and layer 0 run at the call's tau. Refused, naming the model and
+ * the fix; [0] = false gives layers 1..n alone; sparse layers stay fine. */
+Test(examples, a_thresholds_list_of_layers_is_refused_not_shifted)
+{
+    sale_config c;
+    cfg_defaults_init(&c);
+    sale_status st = cfg_load_string("list.lua", "thresholds = { m = { {0.1, 0.2}, {0.3, 0.4} } }", &c, g_err,
+                                     sizeof g_err);
+    cr_assert_neq(st, SALE_OK, "a list of layers was taken as layers 1 and 2");
+    cr_assert(strstr(g_err, "list.lua") == g_err, "no file: %s", g_err);
+    cr_assert(strstr(g_err, "thresholds.m") && strstr(g_err, "layers 1..2 and no layer 0") &&
+                  strstr(g_err, "[0] = {...}"),
+              "%s", g_err);
+    cfg_free(&c);
+    /* one layer, [1] = {...} alone: the same ambiguity, the same refusal */
+    cfg_defaults_init(&c);
+    cr_assert_neq(cfg_load_string("one.lua", "thresholds = { m = { [1] = {0.1} } }", &c, g_err, sizeof g_err),
+                  SALE_OK);
+    cfg_free(&c);
+    /* [0] = false: layers 1 and 2 only, as written */
+    cfg_defaults_init(&c);
+    st = cfg_load_string("skip0.lua", "thresholds = { m = { [0] = false, {0.1, 0.2}, {0.3} } }", &c, g_err,
+                         sizeof g_err);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_assert_eq(c.n_thresholds, 3);
+    for (int i = 0; i < c.n_thresholds; i++) {
+        cr_assert(c.thresholds[i].layer == 1 || c.thresholds[i].layer == 2, "layer %d", c.thresholds[i].layer);
+        if (c.thresholds[i].layer == 2)
+            cr_assert(c.thresholds[i].head == 0 && c.thresholds[i].tau == 0.3f);
+    }
+    cfg_free(&c);
+    /* sparse layers (3 and 5) and layers from 0 as before */
+    cfg_defaults_init(&c);
+    st = cfg_load_string("sparse.lua", "thresholds = { m = { [3] = {0.1}, [5] = {0.2} }, n = { [0] = {0.1}, {0.2} } }",
+                         &c, g_err, sizeof g_err);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_assert_eq(c.n_thresholds, 4);
+    cfg_free(&c);
+    /* true is not a layer's taus */
+    cfg_defaults_init(&c);
+    cr_assert_neq(cfg_load_string("t.lua", "thresholds = { m = { [0] = true } }", &c, g_err, sizeof g_err), SALE_OK);
+    cfg_free(&c);
+}
