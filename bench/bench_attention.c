@@ -224,24 +224,26 @@ int main(int argc, char **argv)
     int fixed_only = 0;   /* --fixed-only: our dense and the thr=fixed two-pass, nothing else */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc) {
-            nlens = 0;
-            for (char *t = strtok(argv[++i], ","); t && nlens < 8; t = strtok(NULL, ","))
-                lens[nlens++] = atoi(t);
+            double v[8];
+            nlens = bench_list("bench_attention", "--lens", argv[++i], 1, 64, 1 << 22, 0, v, 8);
+            for (int j = 0; j < nlens; j++)
+                lens[j] = (int)v[j];
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
-            reps = atoi(argv[++i]);
+            reps = (int)bench_int_arg("bench_attention", "--reps", argv[++i], 1, 100000);
         } else if (!strcmp(argv[i], "--tau") && i + 1 < argc) {
-            ntaus = 0;
-            for (char *t = strtok(argv[++i], ","); t && ntaus < 8; t = strtok(NULL, ","))
-                taus[ntaus++] = (float)atof(t);
+            double v[8];
+            ntaus = bench_list("bench_attention", "--tau", argv[++i], 0, 0, 1, 1, v, 8);
+            for (int j = 0; j < ntaus; j++)
+                taus[j] = (float)v[j];
         } else if (!strcmp(argv[i], "--density") && i + 1 < argc) {
-            ndens = 0;
-            for (char *t = strtok(argv[++i], ","); t && ndens < 8; t = strtok(NULL, ",")) {
-                dens[ndens] = (float)atof(t);
-                if (!(dens[ndens] > 0.f && dens[ndens] < 1.f)) {
-                    fprintf(stderr, "bench: --density takes fractions in (0, 1), got '%s'\n", t);
+            double v[8];
+            ndens = bench_list("bench_attention", "--density", argv[++i], 0, 0, 1, 1, v, 8);
+            for (int j = 0; j < ndens; j++) {
+                dens[j] = (float)v[j];
+                if (!(dens[j] > 0.f)) {
+                    fprintf(stderr, "bench_attention: --density takes fractions in (0, 1), got %g\n", v[j]);
                     return 2;
                 }
-                ndens++;
             }
         } else if (!strcmp(argv[i], "--anchors") && i + 1 < argc) {
             anchors_path = argv[++i];
@@ -250,10 +252,15 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--fixed-only")) {
             fixed_only = 1;
         } else if (!strcmp(argv[i], "--plain-max") && i + 1 < argc) {
-            plain_max = atoi(argv[++i]);
+            plain_max = (int)bench_int_arg("bench_attention", "--plain-max", argv[++i], 0, 1 << 22);
         } else if (!strcmp(argv[i], "--heads") && i + 2 < argc) {
-            Hq = atoi(argv[++i]);
-            Hkv = atoi(argv[++i]);
+            Hq = (int)bench_int_arg("bench_attention", "--heads", argv[++i], 1, 1024);
+            Hkv = (int)bench_int_arg("bench_attention", "--heads", argv[++i], 1, 1024);
+            if (Hq % Hkv) {
+                fprintf(stderr, "bench_attention: --heads %d %d: the query heads must be a multiple of the kv heads\n",
+                        Hq, Hkv);
+                return 2;
+            }
         } else {
             printf("usage: bench_attention [--lens 16384,32768,...] [--reps N] [--tau T1,T2,..] [--heads HQ HKV]\n"
                    "                       [--density D1,D2,.. (instead of --tau: per length, the tau whose thr=fixed\n"
@@ -266,23 +273,12 @@ int main(int argc, char **argv)
         }
     }
     anchor an[8] = {0};
-    if (anchors_path) {
-        FILE *f = fopen(anchors_path, "r");
-        char kind[32];
-        int n;
-        double ms;
-        while (f && fscanf(f, "%31s %d %lf", kind, &n, &ms) == 3)
-            for (int i = 0; i < nlens; i++)
-                if (lens[i] == n) {
-                    an[i].n = n;
-                    if (!strcmp(kind, "flash"))
-                        an[i].flash = ms;
-                    else if (!strcmp(kind, "cudnn"))
-                        an[i].cudnn = ms;
-                }
-        if (f)
-            fclose(f);
-    }
+    if (anchors_path)
+        for (int i = 0; i < nlens; i++) {
+            bench_anchors("bench_attention", anchors_path, lens[i], &an[i].flash, &an[i].cudnn);
+            if (an[i].flash > 0 || an[i].cudnn > 0)
+                an[i].n = lens[i];
+        }
     sale_options o = {0};
     CHECK(sale_create(&ctx, &o));
     sale_device_info di;

@@ -23,6 +23,7 @@
  * fixed on sm_90, run elsewhere), as a call with thr 0 runs it; the
  * calibrated rows then name only (model, layer) and run the variant the
  * thresholds recorded. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,13 +66,6 @@ typedef struct row {
     int dense_heads;
 } row;
 
-static int parse_list(char *s, double *out, int max)
-{
-    int n = 0;
-    for (char *t = strtok(s, ","); t && n < max; t = strtok(NULL, ","))
-        out[n++] = atof(t);
-    return n;
-}
 
 /* relative L1 of each head's output z against the dense output y (an
  * unwritten element, NaN from the poison fill, counts as an error of 1e30) */
@@ -96,19 +90,19 @@ int main(int argc, char **argv)
     const char *anchors = NULL, *dir = "calib_bench";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc)
-            nl = parse_list(argv[++i], lens_d, MAXL);
+            nl = bench_list("bench_calibrated", "--lens", argv[++i], 1, 64, 1 << 22, 0, lens_d, MAXL);
         else if (!strcmp(argv[i], "--budgets") && i + 1 < argc)
-            nb = parse_list(argv[++i], budgets, 4);
+            nb = bench_list("bench_calibrated", "--budgets", argv[++i], 0, 0, 1, 1, budgets, 4);
         else if (!strcmp(argv[i], "--taus") && i + 1 < argc)
-            nt = parse_list(argv[++i], taus, 4);
+            nt = bench_list("bench_calibrated", "--taus", argv[++i], 0, 0, 1, 1, taus, 4);
         else if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
-            nseeds = atoi(argv[++i]);
+            nseeds = (int)bench_int_arg("bench_calibrated", "--seeds", argv[++i], 1, 8);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
-            reps = atoi(argv[++i]);
+            reps = (int)bench_int_arg("bench_calibrated", "--reps", argv[++i], 1, 100000);
         else if (!strcmp(argv[i], "--anchors") && i + 1 < argc)
             anchors = argv[++i];
         else if (!strcmp(argv[i], "--calib-samples") && i + 1 < argc)
-            csamples = atoi(argv[++i]);
+            csamples = (int)bench_int_arg("bench_calibrated", "--calib-samples", argv[++i], 1, 8);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
         else if (!strcmp(argv[i], "--dense-above") && i + 1 < argc) {
@@ -134,27 +128,28 @@ int main(int argc, char **argv)
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
-    if (nseeds < 1 || nseeds > 8 || reps < 1 || csamples < 1 || csamples > 8) {
-        fprintf(stderr, "bench_calibrated: --seeds 1..8, --calib-samples 1..8 and --reps >= 1\n");
-        return 2;
+    if (anchors) {
+        double f0, c0;
+        bench_anchors("bench_calibrated", anchors, -1, &f0, &c0); /* read now: a bad file stops before any GPU work */
     }
     sale_options o = {0};
     if (sale_create(&ctx, &o) != SALE_OK) {
         fprintf(stderr, "bench_calibrated: %s\n", sale_last_error(ctx));
         return 1;
     }
-    mkdir(dir, 0755);
+    /* the GPU first: without one, nothing is made (not even --dir) */
+    sale_device_info di;
+    if (sale_device_info_get(ctx, 0, &di) != SALE_OK) {
+        fprintf(stderr, "bench_calibrated: %s\n", sale_last_error(ctx));
+        return 1;
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "bench_calibrated: --dir %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
     /* thr 0: the device's default variant; named, so the header says it and
      * calibration takes two-pass where that is fixed (the rows still pass 0) */
-    int thr_run = thr;
-    if (!thr_run) {
-        sale_device_info di;
-        if (sale_device_info_get(ctx, 0, &di) != SALE_OK) {
-            fprintf(stderr, "bench_calibrated: %s\n", sale_last_error(ctx));
-            return 1;
-        }
-        thr_run = sale_attention_default_thr(di.arch);
-    }
+    int thr_run = thr ? thr : sale_attention_default_thr(di.arch);
     {
         sale_calibrate_options d0;
         sale_calibrate_options_init(&d0);
@@ -173,21 +168,8 @@ int main(int argc, char **argv)
     for (int li = 0; li < nl; li++) {
         int N = (int)lens_d[li];
         double flash = 0, cudnn = 0;
-        if (anchors) {
-            FILE *f = fopen(anchors, "r");
-            char kind[32];
-            int n;
-            double ms;
-            while (f && fscanf(f, "%31s %d %lf", kind, &n, &ms) == 3)
-                if (n == N) {
-                    if (!strcmp(kind, "flash"))
-                        flash = ms;
-                    else if (!strcmp(kind, "cudnn"))
-                        cudnn = ms;
-                }
-            if (f)
-                fclose(f);
-        }
+        if (anchors)
+            bench_anchors("bench_calibrated", anchors, N, &flash, &cudnn);
         sale_attention_args a;
         sale_attention_args_init(&a);
         a.batch = 1, a.heads_q = HQ, a.heads_kv = HKV, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;

@@ -18,6 +18,7 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+#include "cli_num.h"
 #include "internal.h"
 #include "sale_abi.h"
 #include "tune.h"
@@ -51,9 +52,13 @@ static sale_ctx *ctx;
 /* SDPA anchors from bench/sdpa_host.py: lines "N host_us gpu_us". */
 static int anchor(const char *path, int n, double *host, double *gpu)
 {
-    FILE *f = path ? fopen(path, "r") : NULL;
-    if (!f)
+    if (!path)
         return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "bench_host: --anchors %s: cannot read it\n", path);
+        exit(2);
+    }
     int nn, found = 0;
     double h, g;
     while (fscanf(f, "%d %lf %lf", &nn, &h, &g) == 3)
@@ -73,18 +78,33 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lens") && i + 1 < argc) {
             nl = 0;
-            for (char *t = strtok(argv[++i], ","); t && nl < 16; t = strtok(NULL, ","))
-                lens[nl++] = atoi(t);
+            char *list = argv[++i];
+            for (char *t = strtok(list, ","); t; t = strtok(NULL, ",")) {
+                long v;
+                if (nl == 16 || !cli_long(t, 64, 1 << 22, &v)) {
+                    fprintf(stderr, "bench_host: --lens takes up to 16 lengths in [64, %d], not '%s'\n", 1 << 22, t);
+                    return 2;
+                }
+                lens[nl++] = (int)v;
+            }
         } else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
-            iters = atoi(argv[++i]);
+            long v;
+            if (!cli_long(argv[++i], 1, 10000000, &v)) {
+                fprintf(stderr, "bench_host: --iters takes an integer in [1, 10000000], not '%s'\n", argv[i]);
+                return 2;
+            }
+            iters = (int)v;
         } else if (!strcmp(argv[i], "--dense-below")) {
             dense_below = 1;
         } else if (!strcmp(argv[i], "--anchors") && i + 1 < argc) {
             anchors = argv[++i];
         } else if (!strcmp(argv[i], "--burst") && i + 1 < argc) {
-            BURST = atoi(argv[++i]);
-            if (BURST < 1)
-                BURST = 1;
+            long v;
+            if (!cli_long(argv[++i], 1, 100000, &v)) {
+                fprintf(stderr, "bench_host: --burst takes an integer in [1, 100000], not '%s'\n", argv[i]);
+                return 2;
+            }
+            BURST = (int)v;
         } else {
             fprintf(stderr, "usage: bench_host [--lens 2048,16384] [--iters N] [--burst N] [--dense-below] [--anchors FILE]\n");
             return 2;

@@ -51,25 +51,29 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--lens") && i + 1 < argc)
             lens = argv[++i];
         else if (!strcmp(argv[i], "--tau") && i + 1 < argc)
-            tau = strtof(argv[++i], NULL);
+            tau = (float)bench_real_arg("bench_invariance", "--tau", argv[++i], 0, 1, 1);
         else if (!strcmp(argv[i], "--mode") && i + 1 < argc) {
             i++;
+            if (strcmp(argv[i], "two_pass") && strcmp(argv[i], "fused")) {
+                fprintf(stderr, "bench_invariance: --mode takes fused or two_pass, not '%s'\n", argv[i]);
+                return 2;
+            }
             mode = !strcmp(argv[i], "two_pass") ? SALE_MODE_TWO_PASS : SALE_MODE_FUSED;
         } else {
             fprintf(stderr, "usage: bench_invariance [--lens 32768,65536] [--tau 0.004] [--mode fused|two_pass]\n");
             return 2;
         }
     }
+    double lv[16];
+    const int nl = bench_list("bench_invariance", "--lens", lens, 1, 64, 1 << 22, 0, lv, 16);
     sale_options o = {0};
     if (sale_create(&ctx, &o) != SALE_OK) {
         fprintf(stderr, "bench_invariance: %s\n", sale_last_error(ctx));
         return 1;
     }
     printf("| N | keys + c: density / rel-L1 | same keys minus their mean: density / rel-L1 |\n|---|---|---|\n");
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", lens);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        int N = atoi(tok), B = 1, Hq = 32, Hkv = 8, D = 128;
+    for (int li = 0; li < nl; li++) {
+        int N = (int)lv[li], B = 1, Hq = 32, Hkv = 8, D = 128;
         sale_attention_args a;
         sale_attention_args_init(&a);
         a.batch = B, a.heads_q = Hq, a.heads_kv = Hkv, a.seq_len = N, a.head_dim = D, a.dtype = SALE_DTYPE_BF16;

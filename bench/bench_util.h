@@ -6,9 +6,98 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "cli_num.h"
 #include "sale.h"
+
+/* An option's number, or exit 2 naming the option and the text (atoi took
+ * "64k" as 64 and "x" as 0, silently). */
+static inline long bench_int_arg(const char *prog, const char *opt, const char *t, long lo, long hi)
+{
+    long v;
+    if (!cli_long(t, lo, hi, &v)) {
+        fprintf(stderr, "%s: %s takes an integer in [%ld, %ld], not '%s'\n", prog, opt, lo, hi, t);
+        exit(2);
+    }
+    return v;
+}
+
+/* a finite number in [lo, hi] (hi_open: [lo, hi)), or exit 2 */
+static inline double bench_real_arg(const char *prog, const char *opt, const char *t, double lo, double hi,
+                                    int hi_open)
+{
+    double v;
+    if (!cli_double(t, &v) || !(v >= lo) || (hi_open ? !(v < hi) : !(v <= hi))) {
+        fprintf(stderr, "%s: %s takes a number in [%g, %g%s, not '%s'\n", prog, opt, lo, hi, hi_open ? ")" : "]", t);
+        exit(2);
+    }
+    return v;
+}
+
+/* A comma list of integers or reals into out[max]: each one checked as
+ * above, an empty entry or more than max entries refused (exit 2).
+ * Returns the count. s is not modified. */
+static inline int bench_list(const char *prog, const char *opt, const char *s, int is_int, double lo, double hi,
+                             int hi_open, double *out, int max)
+{
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char t[64];
+        if (len == 0 || len >= sizeof t) {
+            fprintf(stderr, "%s: %s takes a comma list, not '%s'\n", prog, opt, s);
+            exit(2);
+        }
+        memcpy(t, p, len);
+        t[len] = 0;
+        if (n == max) {
+            fprintf(stderr, "%s: %s takes at most %d entries, not '%s'\n", prog, opt, max, s);
+            exit(2);
+        }
+        out[n++] = is_int ? (double)bench_int_arg(prog, opt, t, (long)lo, (long)hi)
+                          : bench_real_arg(prog, opt, t, lo, hi, hi_open);
+        if (!p[len])
+            return n;
+        p += len + 1;
+    }
+}
+
+/* The anchors file (lines "flash|cudnn N ms"): the flash and cuDNN times for
+ * length n (0 where the file has none). A file that cannot be read or a line
+ * that is not of that form is an error (exit 2), not a table without them. */
+static inline void bench_anchors(const char *prog, const char *path, int n, double *flash, double *cudnn)
+{
+    *flash = *cudnn = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "%s: --anchors %s: cannot read it\n", prog, path);
+        exit(2);
+    }
+    char line[256];
+    int ln = 0;
+    while (fgets(line, sizeof line, f)) {
+        ln++;
+        char kind[32], extra[2];
+        int m;
+        double ms;
+        const char *s = line + strspn(line, " \t");
+        if (*s == '\n' || *s == 0 || *s == '#')
+            continue;
+        if (sscanf(s, "%31s %d %lf %1s", kind, &m, &ms, extra) != 3 || (strcmp(kind, "flash") && strcmp(kind, "cudnn")) ||
+            !(ms > 0) || !isfinite(ms) || m < 1) {
+            fprintf(stderr, "%s: --anchors %s:%d: expected 'flash|cudnn N ms', got: %s", prog, path, ln, line);
+            fclose(f);
+            exit(2);
+        }
+        if (m == n)
+            *(strcmp(kind, "flash") ? cudnn : flash) = ms;
+    }
+    fclose(f);
+}
 
 /* qsort order of floats (for medians) */
 static inline int bench_cmp_float(const void *a, const void *b)

@@ -275,8 +275,15 @@ static void gauss_rate(float qmax, int rows)
 
 int main(int argc, char **argv)
 {
-    const unsigned long long n = (argc > 1 ? strtoull(argv[1], NULL, 10) : 200ull) * 1000000ull;
-    const int nsweep = argc > 2 ? atoi(argv[2]) : 4;
+    char *e1 = NULL, *e2 = NULL;
+    const unsigned long long millions = argc > 1 ? strtoull(argv[1], &e1, 10) : 200ull;
+    const long nsweep = argc > 2 ? strtol(argv[2], &e2, 10) : 4;
+    if ((e1 && (e1 == argv[1] || *e1 || argv[1][0] == '-' || millions > 100000)) ||
+        (e2 && (e2 == argv[2] || *e2 || nsweep < 0 || nsweep > 64)) || argc > 3) {
+        fprintf(stderr, "usage: qz_code_check [MILLIONS (default 200, at most 100000)] [SWEEPS (0..64, default 4)]\n");
+        return 2;
+    }
+    const unsigned long long n = millions * 1000000ull;
     /* the check means nothing if the compiler fuses x * rs + c into an FMA */
     volatile float a = 1.f + 0x1p-12f, c = -(1.f + 0x1p-11f);
     if (a * a + c != 0.f) {

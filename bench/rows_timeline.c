@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_num.h"
 #include "sale.h"
 
 #define CHECK(x)                                                                                                      \
@@ -54,11 +55,26 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--out") && more) {
             out = argv[++i];
         } else if (!strcmp(argv[i], "--len") && more && nlens < 8) {
-            lens[nlens++] = atoi(argv[++i]);
+            long v;
+            if (!cli_long(argv[++i], 1, 1 << 22, &v)) {
+                fprintf(stderr, "rows_timeline: --len takes an integer, not '%s'\n", argv[i]);
+                return 2;
+            }
+            lens[nlens++] = (int)v;
         } else if (!strcmp(argv[i], "--tau") && more && ntaus < 8) {
-            taus[ntaus++] = strtof(argv[++i], NULL);
+            double v;
+            if (!cli_double(argv[++i], &v) || !(v >= 0 && v < 1)) {
+                fprintf(stderr, "rows_timeline: --tau takes a number in [0, 1), not '%s'\n", argv[i]);
+                return 2;
+            }
+            taus[ntaus++] = (float)v;
         } else if (!strcmp(argv[i], "--calls") && more) {
-            calls = atoi(argv[++i]);
+            long v;
+            if (!cli_long(argv[++i], 1, 1000, &v)) {
+                fprintf(stderr, "rows_timeline: --calls takes an integer in [1, 1000], not '%s'\n", argv[i]);
+                return 2;
+            }
+            calls = (int)v;
         } else {
             fprintf(stderr, "rows_timeline: unknown or incomplete argument '%s'\n", argv[i]);
             usage(stderr);

@@ -176,3 +176,52 @@ def test_sass_counts_a_real_cubin_and_its_difference(tmp_path):
     assert int(total[1]) != int(total[2]) and int(total[3]) == int(total[2]) - int(total[1]), diff.stdout
     bad = subprocess.run([sys.executable, str(SASS), str(tmp_path / "missing.db")], capture_output=True, text=True)
     assert bad.returncode != 0 and "no such cache" in bad.stderr
+
+
+def test_bench_numbers_are_checked_not_atoi(tmp_path):
+    """The benchmarks took numbers with atoi/atof: "64k" ran 64 tokens, "x" ran
+    0 reps, a ninth length was dropped, a missing --anchors file gave a table
+    without anchors, and bench_calibrated made its --dir before finding no
+    GPU. Each is now exit 2 naming the option (before any GPU work), and
+    without a GPU bench_calibrated makes nothing."""
+    import pytest
+    build = pathlib.Path(__file__).resolve().parents[2] / "build"
+    cases = [
+        ("bench_attention", ["--lens", "64k"], "--lens takes an integer"),
+        ("bench_attention", ["--lens", ",".join(str(1024 * i) for i in range(1, 10))], "at most 8 entries"),
+        ("bench_attention", ["--lens", ",4096"], "comma list"),
+        ("bench_attention", ["--reps", "x"], "--reps takes an integer"),
+        ("bench_attention", ["--tau", "0.004,2"], "--tau takes a number in [0, 1)"),
+        ("bench_attention", ["--tau", "nan"], "--tau takes a number"),
+        ("bench_attention", ["--density", "0"], "--density takes fractions"),
+        ("bench_attention", ["--heads", "32", "5"], "multiple of the kv heads"),
+        ("bench_attention", ["--anchors", str(tmp_path / "none.txt")], "cannot read it"),
+        ("bench_calibrated", ["--seeds", "9"], "--seeds takes an integer in [1, 8]"),
+        ("bench_calibrated", ["--budgets", "0.01,abc"], "--budgets takes a number"),
+        ("bench_calibrated", ["--anchors", str(tmp_path / "none.txt")], "cannot read it"),
+        ("bench_host", ["--iters", "1e3"], "--iters takes an integer"),
+        ("bench_host", ["--burst", "0"], "--burst takes an integer"),
+        ("bench_invariance", ["--mode", "sparse"], "--mode takes fused or two_pass"),
+        ("bench_invariance", ["--lens", "32768x"], "--lens takes an integer"),
+        ("rows_timeline", ["--out", str(tmp_path / "t"), "--calls", "-1"], "--calls takes an integer"),
+        ("qz_code_check", ["2x"], "usage: qz_code_check"),
+    ]
+    bad_anchor = tmp_path / "bad.txt"
+    bad_anchor.write_text("cudnn 65536 58.0\ncudnn 131072\n")
+    cases.append(("bench_attention", ["--anchors", str(bad_anchor)], "bad.txt:2: expected"))
+    for exe, args, want in cases:
+        path = build / exe
+        if not path.exists():
+            pytest.skip(f"{path} is not built")
+        r = subprocess.run([str(path), *args], capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path)
+        assert r.returncode == 2, (exe, args, r.returncode, r.stdout[-300:], r.stderr[-300:])
+        assert want in r.stderr, (exe, args, r.stderr)
+    # no GPU here: bench_calibrated says so and leaves no --dir behind
+    out = tmp_path / "calib_out"
+    r = subprocess.run([str(build / "bench_calibrated"), "--dir", str(out)], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    if r.returncode == 0:
+        pytest.skip("a GPU is present: bench_calibrated ran")
+    assert r.returncode == 1 and r.stderr.strip(), r.stderr
+    assert not out.exists(), "bench_calibrated made --dir without a GPU"
