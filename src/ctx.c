@@ -59,33 +59,48 @@ const char *sale_status_name(sale_status s)
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "SALE_ERR_?";
 }
 
-/* Errors are per thread: each thread keeps a few (context, message) slots,
- * so one thread's failure never overwrites the message another thread is
- * reading (sale prewarm's workers share a context). A slot names its
- * context by address and serial, so a new context at a freed address never
- * sees a dead one's message. */
-#define ERR_SLOTS 8
+/* Errors are per thread and context: each thread keeps a table of
+ * (context, message) slots, so one thread's failure never overwrites the
+ * message another thread is reading (sale prewarm's workers share a
+ * context), and a failure on one context never touches another's message:
+ * "valid until this thread's next call on the context" holds for any number
+ * of contexts (a table of 8 that evicted the oldest freed a message its
+ * caller still held). A slot names its context by a token the context
+ * allocates, which lives while any table holds it, so a new context at a
+ * freed address never sees a dead one's message; the slots of destroyed
+ * contexts are dropped when a table would grow, so a thread that makes
+ * and destroys contexts keeps a bounded table. */
+struct err_token {
+    atomic_int alive; /* cleared by sale_destroy */
+    atomic_int refs;  /* the context's own, plus one per table slot */
+};
 typedef struct err_slot {
-    const sale_ctx *ctx;
-    uint64_t serial;
+    err_token *tok;
     char *msg;
-    unsigned used; /* tick of the last write: the oldest slot is reused */
 } err_slot;
 typedef struct err_tls {
-    err_slot s[ERR_SLOTS];
-    unsigned tick;
+    err_slot *s;
+    int n, cap;
 } err_tls;
 
 static pthread_key_t g_err_key;
 static pthread_once_t g_err_once = PTHREAD_ONCE_INIT;
 static int g_err_key_ok;
-static atomic_ullong g_serial;
+
+static void err_token_put(err_token *t)
+{
+    if (t && atomic_fetch_sub(&t->refs, 1) == 1)
+        free(t);
+}
 
 static void err_tls_free(void *p)
 {
     err_tls *t = p;
-    for (int i = 0; i < ERR_SLOTS; i++)
+    for (int i = 0; i < t->n; i++) {
         free(t->s[i].msg);
+        err_token_put(t->s[i].tok);
+    }
+    free(t->s);
     free(t);
 }
 
@@ -96,6 +111,8 @@ static void err_key_init(void)
 
 static err_slot *err_slot_of(const sale_ctx *ctx, int create)
 {
+    if (!ctx->err_tok)
+        return NULL;
     pthread_once(&g_err_once, err_key_init);
     if (!g_err_key_ok)
         return NULL;
@@ -108,22 +125,36 @@ static err_slot *err_slot_of(const sale_ctx *ctx, int create)
             return NULL;
         }
     }
-    err_slot *oldest = &t->s[0];
-    for (int i = 0; i < ERR_SLOTS; i++) {
-        err_slot *e = &t->s[i];
-        if (e->ctx == ctx && e->serial == ctx->serial)
-            return e;
-        if (e->used < oldest->used)
-            oldest = e;
-    }
+    for (int i = 0; i < t->n; i++)
+        if (t->s[i].tok == ctx->err_tok)
+            return &t->s[i];
     if (!create)
         return NULL;
-    free(oldest->msg);
-    oldest->msg = NULL;
-    oldest->ctx = ctx;
-    oldest->serial = ctx->serial;
-    oldest->used = ++t->tick;
-    return oldest;
+    if (t->n == t->cap) { /* drop destroyed contexts' slots before growing */
+        int k = 0;
+        for (int i = 0; i < t->n; i++) {
+            if (atomic_load(&t->s[i].tok->alive)) {
+                t->s[k++] = t->s[i];
+            } else {
+                free(t->s[i].msg);
+                err_token_put(t->s[i].tok);
+            }
+        }
+        t->n = k;
+    }
+    if (t->n == t->cap) {
+        const int nc = t->cap ? 2 * t->cap : 8;
+        err_slot *ns = realloc(t->s, (size_t)nc * sizeof *ns);
+        if (!ns)
+            return NULL;
+        t->s = ns;
+        t->cap = nc;
+    }
+    err_slot *e = &t->s[t->n++];
+    atomic_fetch_add(&ctx->err_tok->refs, 1);
+    e->tok = ctx->err_tok;
+    e->msg = NULL;
+    return e;
 }
 
 void sale_set_error(sale_ctx *ctx, const char *fmt, ...)
@@ -230,8 +261,14 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     sale_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return SALE_ERR_NOMEM;
+    c->err_tok = calloc(1, sizeof *c->err_tok);
+    if (!c->err_tok) {
+        free(c);
+        return SALE_ERR_NOMEM;
+    }
+    atomic_init(&c->err_tok->alive, 1);
+    atomic_init(&c->err_tok->refs, 1);
     *out = c;
-    c->serial = atomic_fetch_add(&g_serial, 1) + 1;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->ws_lock, NULL);
     pthread_cond_init(&c->compile_cv, NULL);
@@ -319,11 +356,14 @@ void sale_destroy(sale_ctx *ctx)
     pthread_mutex_destroy(&ctx->ws_lock);
     free(ctx->cfg_thresholds);
     thresholds_memo_free(ctx);
+    /* this thread's message goes now; other threads' slots when their tables next grow (or the thread ends) */
     err_slot *e = err_slot_of(ctx, 0);
     if (e) {
         free(e->msg);
-        memset(e, 0, sizeof *e);
+        e->msg = NULL;
     }
+    atomic_store(&ctx->err_tok->alive, 0);
+    err_token_put(ctx->err_tok);
     free(ctx);
 }
 

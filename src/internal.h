@@ -26,11 +26,12 @@ typedef struct kmod kmod;         /* a module loaded in one CUDA context (ctx.c)
 typedef struct kt_slot kt_slot;   /* the loaded-kernel table (ctx.c) */
 typedef struct win_memo win_memo; /* remembered winner lookups (winners.c) */
 typedef struct ws_slot ws_slot;   /* attention workspaces (attention.c) */
+typedef struct err_token err_token; /* names a context in the threads' error tables (ctx.c) */
 
 #define CTX_MAX_DEVICES 64
 
 struct sale_ctx {
-    uint64_t serial;   /* unique per sale_create: tells this context's error slots from a dead one's */
+    err_token *err_tok; /* this context in every thread's error table; outlives it while a table holds it */
     sale_options opts;
     char cache_path[1024];
     char fleet_path[1024];

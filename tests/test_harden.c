@@ -1139,3 +1139,45 @@ Test(harden, calibrate_refuses_a_layer_whose_dense_output_is_not_finite) {
     cr_assert_eq(sale_thresholds_get(ctx, "overflow", 0, &tau, 1, NULL), SALE_ERR_NOT_FOUND, "a tau was stored: %g", tau);
     sale_destroy(ctx);
 }
+
+/* sale_last_error is "valid until this thread's next call on the context",
+ * for any number of contexts. Each thread kept 8 (context, message) slots
+ * and evicted one when a 9th context failed: the evicted context's message
+ * was lost and a pointer its caller held was freed (ASan: heap-use-after-
+ * free). Here 40 contexts fail in turn, and every message, read through the
+ * pointer taken right after its failure, is still its own at the end; then
+ * contexts made, failed and destroyed 2,000 times leave the live ones'
+ * messages alone, and a new context starts with no message. */
+Test(harden, every_context_keeps_its_last_error_however_many_fail) {
+    enum { NC = 40 };
+    sale_ctx *c[NC];
+    const char *held[NC];
+    sale_options o = {.cache_path = ":memory:"};
+    for (int i = 0; i < NC; i++)
+        cr_assert_eq(sale_create(&c[i], &o), SALE_OK);
+    for (int i = 0; i < NC; i++) {
+        char model[32];
+        snprintf(model, sizeof model, "model-%d", i);
+        float t;
+        cr_assert_eq(sale_thresholds_get(c[i], model, i, &t, 1, NULL), SALE_ERR_NOT_FOUND);
+        held[i] = sale_last_error(c[i]);
+        cr_assert(strstr(held[i], model) != NULL, "%s", held[i]);
+    }
+    for (int r = 0; r < 2000; r++) {
+        sale_ctx *x;
+        cr_assert_eq(sale_create(&x, &o), SALE_OK);
+        cr_assert_str_empty(sale_last_error(x), "a new context sees an old message");
+        float t;
+        cr_assert_eq(sale_thresholds_get(x, "transient", 0, &t, 1, NULL), SALE_ERR_NOT_FOUND);
+        sale_destroy(x);
+    }
+    for (int i = 0; i < NC; i++) {
+        char model[32];
+        snprintf(model, sizeof model, "model-%d", i);
+        cr_assert_eq(sale_last_error(c[i]), held[i], "context %d's message moved", i);
+        cr_assert(strstr(held[i], model) != NULL, "context %d: %s", i, held[i]);
+        cr_assert(strstr(sale_last_error(c[i]), model) != NULL, "context %d: %s", i, sale_last_error(c[i]));
+    }
+    for (int i = 0; i < NC; i++)
+        sale_destroy(c[i]);
+}
