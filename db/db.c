@@ -413,6 +413,8 @@ static int cmp_mtime_desc(const void *a, const void *b) {
 
 /* Keep the DB_KEEP_ASIDE newest "<path>.<tag>-*" files (and their -wal/-shm/
  * -journal); delete older ones so they do not pile up forever. */
+static int is_sale_file(const char *path);
+
 static void prune_aside(db *d, const char *path, const char *tag) {
     char *dir = strdup(path), *base = NULL;
     if (!dir) return;
@@ -442,6 +444,9 @@ static void prune_aside(db *d, const char *path, const char *tag) {
         snprintf(full, sizeof full, "%s/%s", dname, e->d_name);
         struct stat st;
         if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        /* only damaged sale caches are ever deleted: a file moved aside from
+         * the default location that shows no trace of one is kept */
+        if (!is_sale_file(full)) continue;
         if (nv == cap) {
             cap = cap ? 2 * cap : 8;
             void *t = realloc(v, cap * sizeof *v);
@@ -506,8 +511,6 @@ static int open_conn(sqlite3 **out, const char *name, int flags, char *err, size
 }
 
 static char *fleet_uri(const char *path);
-static int is_sale_file(const char *path);
-
 /* PF_REFUSE: a PF_ERR for a file that is no usable cache (err says why),
  * not one that could not be read; open_writable turns it into PF_ERR. */
 enum { PF_ERR = -1, PF_OK = 0, PF_CORRUPT = 1, PF_NEWER = 2, PF_REFUSE = 3 };
@@ -699,14 +702,21 @@ static int kernels_table_in(const char *name, int flags) {
  * it sits at the default location. The look creates nothing beside the
  * file (an immutable read); only a file whose write-ahead log holds frames
  * (its schema may be there) is read through the log. */
-static int is_sale_file(const char *path) {
+enum { FK_OTHER = 0, FK_SALE = 1, FK_FOREIGN_DB = 2 };
+static int file_kind(const char *path);
+static int is_sale_file(const char *path) { return file_kind(path) == FK_SALE; }
+/* FK_SALE: a sale cache (above); FK_FOREIGN_DB: an SQLite database whose
+ * schema reads and has no kernels table (another program's: never moved,
+ * never deleted, at any path); FK_OTHER: anything else (not SQLite, or a
+ * schema that cannot be read and holds no trace of ours) */
+static int file_kind(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    if (fd < 0) return FK_OTHER;
     char hdr[16];
     int sqlite_hdr = read(fd, hdr, sizeof hdr) == (ssize_t)sizeof hdr && memcmp(hdr, "SQLite format 3", 16) == 0;
     if (!sqlite_hdr) {
         close(fd);
-        return 0;
+        return FK_OTHER;
     }
     char *uri = fleet_uri(path);
     int found = uri ? kernels_table_in(uri, SQLITE_OPEN_URI) : -1;
@@ -714,6 +724,10 @@ static int is_sale_file(const char *path) {
     if (found != 1 && wal_pending(path)) {
         int in_log = kernels_table_in(path, 0);
         if (in_log >= 0) found = in_log;
+    }
+    if (found == 0) {
+        close(fd);
+        return FK_FOREIGN_DB;
     }
     if (found < 0) {
         /* the schema cannot be read: look for our table's text in the first pages */
@@ -730,7 +744,7 @@ static int is_sale_file(const char *path) {
         free(buf);
     }
     close(fd);
-    return found;
+    return found ? FK_SALE : FK_OTHER;
 }
 
 /* the same file, unchanged (inode, size, modification and change times) */
@@ -776,6 +790,12 @@ static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
         d->refused = 1;
         set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache (cache_path) at "
                 "a sale cache or a new file", d->path, why);
+    } else if (pf != PF_ERR && file_kind(d->path) == FK_FOREIGN_DB) {
+        /* the default location too: another program's database there (a
+         * $SALE_CACHE_DIR shared with it) is its data, not a damaged cache */
+        d->refused = 1;
+        set_err(err, n, "db_open: %s is another program's SQLite database (%s); refusing to touch it: set "
+                "$SALE_CACHE_DIR (or --cache / cache_path) to a folder of sale's own", d->path, why);
     } else if (pf != PF_ERR) {
         char dest[4200];
         const char *tag = pf == PF_NEWER ? "newer" : "corrupt";
@@ -848,16 +868,30 @@ static int check_readonly(sqlite3 *c, const char *path, const char *what, int qu
 
 /* One read-only connection to path (immutable: a file: URI that makes
  * nothing beside the file and reads the file alone), checked as above. */
+/* (queryonly: a read-write connection with PRAGMA query_only, for a file
+ * and folder this user may write and no log pending: such a connection,
+ * the file's last, removes the -wal and -shm its read made when it closes;
+ * a read-only one leaves them beside the file. Nothing is written: the
+ * file's bytes stay as they were.) */
 static int open_checked(sqlite3 **out, int *uv_out, const char *path, int immutable, int quick, const char *what,
-                        int *unreadable, char *err, size_t n) {
+                        int *unreadable, char *err, size_t n, int queryonly) {
     sqlite3 *c = NULL;
     *unreadable = 1;
     char *uri = immutable ? fleet_uri(path) : NULL;
     if (immutable && !uri) return set_err(err, n, "%s: out of memory", what), -1;
-    int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX | (immutable ? SQLITE_OPEN_URI : 0);
+    int flags = (queryonly && !immutable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) | SQLITE_OPEN_FULLMUTEX |
+                (immutable ? SQLITE_OPEN_URI : 0);
     int r = open_conn(&c, immutable ? uri : path, flags, err, n, what);
     free(uri);
     if (r != 0) return -1;
+    if (queryonly && !immutable) {
+        int qr = sqlite3_exec(c, "PRAGMA query_only=1", NULL, NULL, NULL);
+        if (qr != SQLITE_OK) {
+            sql_fail(err, n, c, what);
+            sqlite3_close(c);
+            return -1;
+        }
+    }
     if (check_readonly(c, path, what, quick, uv_out, unreadable, err, n) != 0) {
         sqlite3_close(c);
         return -1;
@@ -881,7 +915,7 @@ static int open_readonly(sqlite3 **out, int *uv_out, const char *path, int immut
     if (!S_ISREG(st.st_mode)) return set_err(err, n, "%s: %s is not a regular file", what, path), -1;
     sqlite3 *ci = NULL, *cp = NULL;
     int uvi = 0, uvp = 0, unreadable = 0;
-    int ri = open_checked(&ci, &uvi, path, 1, 1, what, &unreadable, err, n);
+    int ri = open_checked(&ci, &uvi, path, 1, 1, what, &unreadable, err, n, 0);
     if (immutable) {
         if (ri == 0) *out = ci, *uv_out = uvi;
         return ri;
@@ -890,7 +924,16 @@ static int open_readonly(sqlite3 **out, int *uv_out, const char *path, int immut
     if (ri != 0 && !pending) return -1; /* the file alone is all there is: refused, nothing created */
     char perr[1024] = "";
     /* the content is the immutable read's when no log is pending: checked once */
-    if (open_checked(&cp, &uvp, path, 0, ri != 0 || pending, what, &unreadable, perr, sizeof perr) == 0) {
+    int queryonly = 0;
+    if (!pending && access(path, W_OK) == 0) {
+        char *dir = strdup(path);
+        if (dir) {
+            char *sl = strrchr(dir, '/');
+            queryonly = access(sl ? (sl == dir ? "/" : (*sl = '\0', dir)) : ".", W_OK) == 0;
+            free(dir);
+        }
+    }
+    if (open_checked(&cp, &uvp, path, 0, ri != 0 || pending, what, &unreadable, perr, sizeof perr, queryonly) == 0) {
         sqlite3_close(ci);
         *out = cp, *uv_out = uvp;
         return 0;

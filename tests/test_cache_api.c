@@ -448,3 +448,56 @@ Test(cache_api, a_kernel_just_compiled_has_served_nothing)
     cr_assert_eq(hits, 2, "two requests served, hits %lld", (long long)hits);
     sale_destroy(ctx);
 }
+
+/* whole file into a heap buffer (*n bytes) */
+static unsigned char *file_bytes(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    cr_assert_geq(len, 0);
+    rewind(f);
+    unsigned char *b = malloc((size_t)len + 1);
+    cr_assert_not_null(b);
+    cr_assert_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+/* "The source is only read": an import left src-shm (32 KiB) and an empty
+ * src-wal beside the source (a read-only connection cannot remove what its
+ * read of a WAL file makes). Now nothing is left beside it and its bytes
+ * are as they were; a -wal that was there before stays. */
+Test(cache_api, import_leaves_nothing_beside_its_source)
+{
+    sale_ctx *a = open_at("a.db", NULL);
+    compile_quantize(a, 80);
+    char src[512], wal[600], shm[600];
+    path_of(src, sizeof src, "src.db");
+    int rows = -1;
+    cr_assert_eq(sale_cache_export(a, src, NULL, 0, 0, &rows), SALE_OK, "%s", sale_last_error(a));
+    sale_destroy(a);
+    snprintf(wal, sizeof wal, "%s-wal", src);
+    snprintf(shm, sizeof shm, "%s-shm", src);
+    cr_assert(access(wal, F_OK) != 0 && access(shm, F_OK) != 0, "export left a -wal or -shm");
+    size_t n0, n1;
+    unsigned char *before = file_bytes(src, &n0);
+    sale_ctx *b = open_at("b.db", NULL);
+    cr_assert_eq(sale_cache_import(b, src, &rows), SALE_OK, "%s", sale_last_error(b));
+    cr_assert_eq(rows, 1);
+    cr_expect(access(wal, F_OK) != 0, "the import left %s", wal);
+    cr_expect(access(shm, F_OK) != 0, "the import left %s", shm);
+    unsigned char *after = file_bytes(src, &n1);
+    cr_assert(n0 == n1 && memcmp(before, after, n0) == 0, "the import changed its source");
+    free(before);
+    free(after);
+    /* a -wal someone else left there stays (empty: no pending changes) */
+    FILE *f = fopen(wal, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    cr_assert_eq(sale_cache_import(b, src, &rows), SALE_OK, "%s", sale_last_error(b));
+    cr_expect(access(wal, F_OK) == 0, "a -wal that was there was removed");
+    sale_destroy(b);
+}

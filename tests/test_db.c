@@ -477,14 +477,58 @@ Test(db, sqlite_file_of_another_program_is_refused_and_untouched) {
     cr_assert_eq(raw_int(p, "SELECT count(*) FROM photos"), 1, "the other program's data is intact");
 }
 
-Test(db, sqlite_file_of_another_program_at_the_default_location_is_moved_aside) {
+/* At the default location too: $SALE_CACHE_DIR may be a folder another
+ * program keeps its own kernels.db in. It was moved aside as a corrupt
+ * cache, and the fourth such move deleted the oldest (the C API audit):
+ * another program's data, lost. It is refused and left as it was. */
+Test(db, sqlite_file_of_another_program_at_the_default_location_is_refused_and_untouched) {
     const char *p = in_dir("kernels.db");
     sqlite3 *c = raw_open(p);
-    raw_exec(c, "CREATE TABLE photos(id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;");
+    raw_exec(c, "CREATE TABLE photos(id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;"
+                "INSERT INTO photos(name) VALUES ('cat');");
     sqlite3_close(c);
-    logcap l = {0};
-    g_open_flags = DB_OPEN_DEFAULT_PATH;
-    assert_moved_aside_and_usable(p, &l, ".corrupt-");
+    for (int i = 0; i < 5; i++) {
+        db *d = NULL;
+        cr_assert_eq(db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, g_err, sizeof g_err), -1);
+        cr_assert(strstr(g_err, "another program's SQLite database") != NULL, "%s", g_err);
+        cr_assert(strstr(g_err, "SALE_CACHE_DIR") != NULL, "%s", g_err);
+    }
+    cr_assert(!dir_has(".corrupt-"), "moved aside");
+    cr_assert(!dir_has("-wal") && !dir_has("-shm"), "files made beside it");
+    cr_assert_eq(raw_int(p, "SELECT count(*) FROM photos"), 1, "the other program's data is intact");
+}
+
+/* Junk at the default location is moved aside and a cache made, as before;
+ * but only copies that are damaged sale caches are ever deleted (the 3
+ * newest kept): a moved-aside file with no trace of a sale cache stays. */
+Test(db, only_damaged_sale_caches_moved_aside_are_ever_deleted) {
+    const char *p = in_dir("kernels.db");
+    char junk[8192];
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (char)(i * 7 + 3);
+    for (int round = 0; round < 5; round++) {
+        write_file(p, junk, sizeof junk);
+        db *d = NULL;
+        cr_assert_eq(db_open_ex(&d, p, NULL, DB_OPEN_DEFAULT_PATH, NULL, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+        db_close(d);
+        /* a distinct name each round: move_aside names copies by the second */
+        DIR *dir = opendir(g_dir);
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL)
+            if (strstr(e->d_name, ".corrupt-") && !strstr(e->d_name, "-wal") && !strstr(e->d_name, "-shm") &&
+                !strstr(e->d_name, ".keep")) {
+                char a[1024], b[1100];
+                snprintf(a, sizeof a, "%s/%s", g_dir, e->d_name);
+                snprintf(b, sizeof b, "%s.keep%d", a, round);
+                cr_assert_eq(rename(a, b), 0);
+            }
+        closedir(dir);
+    }
+    int kept = 0;
+    DIR *dir = opendir(g_dir);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) kept += strstr(e->d_name, ".keep") != NULL;
+    closedir(dir);
+    cr_assert_eq(kept, 5, "a moved-aside file that is no sale cache was deleted");
 }
 
 /* Schema version 1, written by hand the way the first release did. */

@@ -330,12 +330,25 @@ Test(harden, open_refuses_a_device_node_and_creates_nothing) {
     cr_assert_neq(access(in_dir("deep"), F_OK), 0, "no directory made");
 }
 
+/* (only copies that are sale caches are ever deleted: db.c's prune; a copy
+ * that shows no trace of one is kept, test_db) */
 Test(harden, moved_aside_copies_are_pruned_to_the_three_newest) {
     const char *p = in_dir("kernels.db");
+    /* the copies: a real (empty) sale cache's bytes */
+    const char *tpl = in_dir("template.db");
+    db *t = NULL;
+    cr_assert_eq(db_open(&t, tpl, NULL, NULL, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+    db_close(t);
+    FILE *tf = fopen(tpl, "rb");
+    cr_assert_not_null(tf);
+    static char cache_bytes[1 << 20];
+    size_t nb = fread(cache_bytes, 1, sizeof cache_bytes, tf);
+    fclose(tf);
+    cr_assert_gt(nb, 0);
     for (int i = 0; i < 5; i++) {
         char q[600];
         snprintf(q, sizeof q, "%s.corrupt-%d", p, 1000 + i);
-        spit(q, "old", 3);
+        spit(q, cache_bytes, nb);
         struct timespec ts[2] = {{1000 + i, 0}, {1000 + i, 0}};
         utimensat(AT_FDCWD, q, ts, 0);
     }
@@ -348,10 +361,15 @@ Test(harden, moved_aside_copies_are_pruned_to_the_three_newest) {
     struct dirent *e;
     while ((e = readdir(dh))) n += strstr(e->d_name, ".corrupt-") && !strstr(e->d_name, "-wal") && !strstr(e->d_name, "-shm");
     closedir(dh);
-    cr_assert_eq(n, 3, "%d copies kept", n);
+    /* the three newest sale copies, and the junk just moved aside (no sale cache: never deleted) */
+    cr_assert_eq(n, 4, "%d copies kept", n);
     char q[600];
     snprintf(q, sizeof q, "%s.corrupt-1000", p);
     cr_assert_neq(access(q, F_OK), 0, "the oldest copies go");
+    snprintf(q, sizeof q, "%s.corrupt-1001", p);
+    cr_assert_neq(access(q, F_OK), 0, "the oldest copies go");
+    snprintf(q, sizeof q, "%s.corrupt-1002", p);
+    cr_assert_eq(access(q, F_OK), 0, "the three newest stay");
     snprintf(q, sizeof q, "%s.corrupt-1004", p);
     cr_assert_eq(access(q, F_OK), 0, "the newest old copy stays");
 }
