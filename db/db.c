@@ -765,6 +765,13 @@ static int recover(db *d, int pf, char *why, size_t whyn, char *err, size_t n) {
         return d->refused = 1,
                set_err(err, n, "db_open: %s is not a sale cache (%s); refusing to touch it: point --cache "
                        "(cache_path) at a sale cache or a new file", d->path, why), -1;
+    if (d->flags & DB_OPEN_NO_RECOVER)
+        return d->refused = 1,
+               set_err(err, n, "db_open: %s %s (%s); left as it is (a command that writes the cache, such as sale "
+                       "prewarm, moves a damaged sale cache aside and starts a new one)", d->path,
+                       pf == PF_NEWER ? "has a newer schema"
+                       : is_sale_file(d->path) ? "is damaged"
+                                               : "is damaged or not a sale cache", why), -1;
     char *lockpath = str_cat(d->path, ".lock");
     if (!lockpath) return set_err(err, n, "db_open: out of memory"), -1;
     int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -48,6 +48,9 @@ int db_open(db **out, const char *path, const char *fleet_path, db_log_fn log, v
  * lookups work, writes fail with SQLite's reason (see db_readonly). */
 #define DB_OPEN_DEFAULT_PATH 1
 #define DB_OPEN_NO_CREATE 2
+/* a damaged file or one of a newer schema is an error, left where it is
+ * (not moved aside and rebuilt): for tools that only look at a cache */
+#define DB_OPEN_NO_RECOVER 4
 /* err begins with this when the fleet file, not the cache, could not be opened */
 #define DB_FLEET_ERR "db_open: fleet file"
 int db_open_ex(db **out, const char *path, const char *fleet_path, int flags, db_log_fn log, void *log_user,

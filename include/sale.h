@@ -182,6 +182,10 @@ typedef struct sale_options {
                                do not call sale functions with this context from it */
     void *log_user;
     int tune_on_miss;       /* 1: sale_get_kernel may autotune an open key (slow) */
+    int existing_only;      /* 1: open the cache file as it is, for tools that only look at it (sale ls,
+                               verify, info, export): a missing file is an error (nothing created), and so
+                               is a damaged one or one of a newer schema (left where it is, not moved aside
+                               and rebuilt); an older schema is still migrated in place */
 } sale_options;
 
 /* Create a context. opts may be NULL. On failure *out may still hold a

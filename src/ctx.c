@@ -316,6 +316,8 @@ sale_status sale_create(sale_ctx **out, const sale_options *opts)
     }
     char err[1024] = "";
     int dflags = opts && opts->cache_path ? 0 : DB_OPEN_DEFAULT_PATH; /* only there is any bad file moved aside */
+    if (opts && opts->existing_only)
+        dflags |= DB_OPEN_NO_CREATE | DB_OPEN_NO_RECOVER;
     if (db_open_ex(&c->db, c->cache_path, c->opts.fleet_path, dflags, db_log_bridge, c, err, sizeof err)) {
         if (c->opts.fleet_path && !strncmp(err, DB_FLEET_ERR, strlen(DB_FLEET_ERR))) /* the fleet is at fault */
             sale_set_error(c, "cannot open the fleet file %s: %s", c->fleet_path, err);

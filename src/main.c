@@ -123,6 +123,8 @@ static sale_ctx *open_ctx(const gopts *g)
         }
     }
     o.log = log_cb;
+    /* the commands that only look (ls, verify, info, export) never create, move or rebuild the cache */
+    o.existing_only = g_no_create && strcmp(o.cache_path ? o.cache_path : "", ":memory:") != 0;
     sale_ctx *ctx = NULL;
     sale_status s = sale_create(&ctx, &o);
     if (!s)
@@ -284,6 +286,7 @@ static int cmd_info(const gopts *g, int argc, char **argv)
     gopts gm = *g;
     if (missing)
         gm.cache = ":memory:";
+    g_no_create = NO_CREATE; /* and a damaged one is reported, not moved aside */
     sale_ctx *ctx = open_ctx(&gm);
     int nv = 0;
     sale_nvrtc_version(&nv);

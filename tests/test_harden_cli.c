@@ -9,6 +9,7 @@
 
 #include "cli_helpers.h"
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <grp.h>
 #include <sqlite3.h>
@@ -453,4 +454,49 @@ Test(harden_cli, run_says_why_a_script_cannot_be_opened)
     char want[700];
     snprintf(want, sizeof want, "cannot open %s: %s", p, strerror(ENOENT));
     cr_assert(strstr(out, want) != NULL, "'%s' not in %s", want, out);
+}
+
+/* The commands that only look (ls, verify, info, export) report a damaged
+ * cache and leave it where it is. At the default location they moved it
+ * aside and started an empty one: `sale verify` then said "0 kernels
+ * checked, 0 bad" and exited 0 (the docs audit). A command that writes
+ * (prewarm) still moves it aside and rebuilds, as before. */
+Test(harden_cli, looking_at_a_damaged_cache_reports_it_and_moves_nothing)
+{
+    cr_assert_eq(run(NULL, "prewarm -q --arch sm_90 --family quantize --head-dim 64 --dtype bf16"), 0, "%s", out);
+    const char *p = in_dir("kernels.db");
+    cr_assert_eq(access(p, F_OK), 0, "prewarm made no cache at the default location %s", p);
+    /* scribble over the b-tree pages past the schema page, as a torn write would */
+    int fd = open(p, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    char junk[4096];
+    memset(junk, 0x5a, sizeof junk);
+    for (off_t off = 2 * 4096; off < 6 * 4096; off += 4096)
+        cr_assert_eq(pwrite(fd, junk, sizeof junk, off), 4096);
+    close(fd);
+    size_t n;
+    char *before = slurp(p, &n);
+    const char *cmds[] = {"verify", "ls", "info", "export %s/out.db"};
+    for (int i = 0; i < 4; i++) {
+        char c[600];
+        snprintf(c, sizeof c, cmds[i], dir);
+        cr_assert_neq(run(NULL, "%s", c), 0, "sale %s on a damaged cache exited 0: %s", c, out);
+        cr_assert(strstr(out, "is damaged") && strstr(out, "left as it is"), "sale %s: %s", c, out);
+        assert_untouched(p, before, n);
+        DIR *dh = opendir(dir);
+        struct dirent *e;
+        while ((e = readdir(dh)))
+            cr_assert(!strstr(e->d_name, ".corrupt-") && strcmp(e->d_name, "out.db"), "sale %s made %s", c, e->d_name);
+        closedir(dh);
+    }
+    free(before);
+    cr_assert_eq(run(NULL, "prewarm -q --arch sm_90 --family quantize --head-dim 64 --dtype bf16"), 0, "%s", out);
+    int aside = 0;
+    DIR *dh = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(dh)))
+        aside += strstr(e->d_name, ".corrupt-") != NULL && !strstr(e->d_name, "-wal") && !strstr(e->d_name, "-shm");
+    closedir(dh);
+    cr_assert_eq(aside, 1, "prewarm did not move the damaged cache aside: %s", out);
+    cr_assert_eq(run(NULL, "verify"), 0, "%s", out);
 }

@@ -36,7 +36,7 @@ LOG_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_char_p)
 
 class Options(ctypes.Structure):  # sale_options
     _fields_ = [("cache_path", c_char_p), ("fleet_path", c_char_p), ("log", LOG_FN), ("log_user", c_void_p),
-                ("tune_on_miss", c_int)]
+                ("tune_on_miss", c_int), ("existing_only", c_int)]
 
 
 class KernelInfo(ctypes.Structure):  # sale_kernel_info
