@@ -1693,15 +1693,54 @@ static void unlink_db_files(const char *path) {
 
 /* Threshold rows travel with the kernels (every model; they do not depend on
  * the arch). Import keeps rows that exist (like kernels); export writes all. */
-static int copy_thresholds(sqlite3 *src, const char *sdb, int suv, sqlite3 *dst, const char *ddb, int keep,
-                           char *err, size_t n) {
+/* keep (import): a model that has thresholds in dst keeps them all; the
+ * source's rows of that model are not taken (a calibration is a whole: two
+ * never mix, layer by layer), and d's log says so once per model */
+static int copy_thresholds(const db *d, sqlite3 *src, const char *sdb, int suv, sqlite3 *dst, const char *ddb,
+                           int keep, char *err, size_t n) {
     char sel[256], ins[256];
+    /* the models dst holds before the copy */
+    char (*have)[128] = NULL;
+    int *skipped = NULL, nhave = 0;
+    if (keep) {
+        char q[200];
+        snprintf(q, sizeof q, "SELECT DISTINCT model FROM %s.thresholds", ddb);
+        sqlite3_stmt *m = NULL;
+        if (sqlite3_prepare_v2(dst, q, -1, &m, NULL) != SQLITE_OK) return sql_fail(err, n, dst, "copy thresholds: models");
+        int cap = 0, mrc;
+        while ((mrc = sqlite3_step(m)) == SQLITE_ROW) {
+            if (nhave == cap) {
+                cap = cap ? 2 * cap : 16;
+                void *nh = realloc(have, (size_t)cap * sizeof *have), *ns = realloc(skipped, (size_t)cap * sizeof *skipped);
+                if (nh) have = nh;
+                if (ns) skipped = ns;
+                if (!nh || !ns) {
+                    sqlite3_finalize(m);
+                    free(have);
+                    free(skipped);
+                    return set_err(err, n, "copy thresholds: out of memory"), -1;
+                }
+            }
+            const unsigned char *t = sqlite3_column_text(m, 0);
+            snprintf(have[nhave], sizeof have[nhave], "%s", t ? (const char *)t : "");
+            skipped[nhave++] = 0;
+        }
+        sqlite3_finalize(m);
+        if (mrc != SQLITE_DONE) {
+            free(have);
+            free(skipped);
+            return sql_fail(err, n, dst, "copy thresholds: models");
+        }
+    }
     snprintf(sel, sizeof sel, "SELECT %s FROM %s.thresholds", THCOLS_FOR(suv), sdb);
     snprintf(ins, sizeof ins, "INSERT OR %s INTO %s.thresholds(" THCOLS_V4 ") " TH_INSERT_VALUES,
              keep ? "IGNORE" : "REPLACE", ddb);
     sqlite3_stmt *s = NULL, *w = NULL;
     int rc, ret = -1;
-    if (sqlite3_prepare_v2(src, sel, -1, &s, NULL) != SQLITE_OK) return sql_fail(err, n, src, "copy thresholds: read");
+    if (sqlite3_prepare_v2(src, sel, -1, &s, NULL) != SQLITE_OK) {
+        sql_fail(err, n, src, "copy thresholds: read");
+        goto out;
+    }
     if (sqlite3_prepare_v2(dst, ins, -1, &w, NULL) != SQLITE_OK) {
         sql_fail(err, n, dst, "copy thresholds: prepare insert");
         goto out;
@@ -1709,6 +1748,13 @@ static int copy_thresholds(sqlite3 *src, const char *sdb, int suv, sqlite3 *dst,
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         db_threshold_row r;
         read_threshold(s, &r, 0);
+        int mine = -1;
+        for (int i = 0; i < nhave && mine < 0; i++)
+            if (!strcmp(have[i], r.model)) mine = i;
+        if (mine >= 0) {
+            skipped[mine]++;
+            continue;
+        }
         sqlite3_reset(w);
         if (bind_threshold(w, &r, r.created) != SQLITE_OK || sqlite3_step(w) != SQLITE_DONE) {
             sql_fail(err, n, dst, "copy thresholds: insert");
@@ -1719,10 +1765,16 @@ static int copy_thresholds(sqlite3 *src, const char *sdb, int suv, sqlite3 *dst,
         sql_fail(err, n, src, "copy thresholds: read");
         goto out;
     }
+    for (int i = 0; i < nhave; i++)
+        if (skipped[i])
+            dlog(d, 1, "import: model %s has thresholds here: kept as they are, the other file's %d (another "
+                 "calibration) not taken; two calibrations never mix", have[i], skipped[i]);
     ret = 0;
 out:
     sqlite3_finalize(s);
     sqlite3_finalize(w);
+    free(have);
+    free(skipped);
     return ret;
 }
 
@@ -1858,7 +1910,7 @@ int db_export_ex(db *d, const char *dest, const char *const *archs, int narch, i
         rollback(d->w);
         goto out;
     }
-    if (copy_thresholds(d->w, "main", DB_SCHEMA_VERSION, d->w, "sale_export", 0, err, errlen) != 0) {
+    if (copy_thresholds(d, d->w, "main", DB_SCHEMA_VERSION, d->w, "sale_export", 0, err, errlen) != 0) {
         rollback(d->w);
         goto out;
     }
@@ -1982,7 +2034,7 @@ int db_import(db *d, const char *src, char *err, size_t errlen) {
         rollback(d->w);
         goto out;
     }
-    if (uv >= 2 && (copy_thresholds(c, "main", uv, d->w, "main", 1, err, errlen) != 0 ||
+    if (uv >= 2 && (copy_thresholds(d, c, "main", uv, d->w, "main", 1, err, errlen) != 0 ||
                     import_tuned(c, d->w, err, errlen) < 0)) {
         rollback(d->w);
         goto out;

@@ -501,3 +501,53 @@ Test(cache_api, import_leaves_nothing_beside_its_source)
     cr_expect(access(wal, F_OK) == 0, "a -wal that was there was removed");
     sale_destroy(b);
 }
+
+static void capture_log(void *user, sale_log_level lvl, const char *msg)
+{
+    (void)lvl;
+    char *buf = user;
+    strncat(buf, msg, 4095 - strlen(buf));
+    strncat(buf, "\n", 4095 - strlen(buf));
+}
+
+/* "Two calibrations never mix": an import took the other file's layers 1
+ * and 2 of a model this cache holds layer 0 of (rows are kept or added one
+ * by one), so the model answered from two calibrations. Now a model that
+ * has thresholds here keeps them all and the other file's are not taken,
+ * with a warning; a model only the other file has comes over whole. */
+Test(cache_api, import_never_mixes_two_calibrations_of_a_model)
+{
+    sale_ctx *a = open_at("a.db", NULL);
+    const float ta[2] = {0.001f, 0.001f};
+    sale_threshold_meta ma = {.budget = 0.001, .samples = 2, .created = 1700000000, .density = -1, .error = -1};
+    cr_assert_eq(sale_thresholds_put(a, "llama", 0, ta, 2, &ma), SALE_OK, "%s", sale_last_error(a));
+    sale_destroy(a);
+    sale_ctx *b = open_at("b.db", NULL);
+    const float tb[2] = {0.05f, 0.05f};
+    sale_threshold_meta mb = {.budget = 0.05, .samples = 2, .created = 1700000001, .density = -1, .error = -1};
+    for (int l = 0; l < 3; l++)
+        cr_assert_eq(sale_thresholds_put(b, "llama", l, tb, 2, &mb), SALE_OK, "%s", sale_last_error(b));
+    cr_assert_eq(sale_thresholds_put(b, "qwen", 4, tb, 2, &mb), SALE_OK, "%s", sale_last_error(b));
+    sale_destroy(b);
+
+    char logbuf[4096] = "", pa[512], pb[512];
+    path_of(pa, sizeof pa, "a.db");
+    path_of(pb, sizeof pb, "b.db");
+    sale_options o = {.cache_path = pa, .log = capture_log, .log_user = logbuf};
+    sale_ctx *c = NULL;
+    cr_assert_eq(sale_create(&c, &o), SALE_OK, "%s", sale_last_error(c));
+    int rows = -1;
+    cr_assert_eq(sale_cache_import(c, pb, &rows), SALE_OK, "%s", sale_last_error(c));
+    float t[2];
+    sale_threshold_meta m[2];
+    cr_assert_eq(sale_thresholds_get(c, "llama", 0, t, 2, m), SALE_OK, "%s", sale_last_error(c));
+    cr_assert(t[0] == 0.001f && m[0].budget == 0.001, "layer 0 replaced: tau %g budget %g", t[0], m[0].budget);
+    for (int l = 1; l < 3; l++)
+        cr_assert_eq(sale_thresholds_get(c, "llama", l, t, 2, NULL), SALE_ERR_NOT_FOUND,
+                     "layer %d of the other calibration was mixed in", l);
+    cr_assert(strstr(logbuf, "llama") && strstr(logbuf, "never mix"), "no warning: %s", logbuf);
+    cr_assert_eq(sale_thresholds_get(c, "qwen", 4, t, 2, NULL), SALE_OK, "a model only the other file has: %s",
+                 sale_last_error(c));
+    cr_assert(t[0] == 0.05f);
+    sale_destroy(c);
+}
