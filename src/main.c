@@ -982,13 +982,28 @@ static int gen_spec(sale_calibrate_options *o, const char *spec)
     char buf[512];
     if (snprintf(buf, sizeof buf, "%s", spec) >= (int)sizeof buf) /* never a cut spec: "seed=123" cut is "seed=12" */
         die_usage("--generate: longer than %zu characters", sizeof buf - 1);
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    /* every entry a key=value (strtok skipped empty ones: "," ran the whole
+     * default generator and stored its thresholds), each key once */
+    static const char *const keys[] = {"layers", "heads", "kv_heads", "seq", "dim", "samples", "seed", "dtype"};
+    unsigned seen = 0;
+    char *t = buf;
+    for (char *next; t; t = next) {
+        next = strchr(t, ',');
+        if (next)
+            *next++ = 0;
+        if (!*t)
+            die_usage("--generate: an empty entry in '%s' (key=value pairs, comma-separated)", spec);
         char *eq = strchr(t, '=');
         if (!eq)
             die_usage("--generate: expected key=value, got '%s'", t);
         *eq = 0;
         const char *k = t, *v = eq + 1;
+        for (unsigned i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (!strcmp(k, keys[i])) {
+                if (seen >> i & 1u)
+                    die_usage("--generate: %s given twice in '%s'", k, spec);
+                seen |= 1u << i;
+            }
         if (!strcmp(k, "dtype")) {
             int d = dtype_of(v);
             if (d < 0)

@@ -610,6 +610,10 @@ Test(calibrate, cli_arguments_say_what_is_wrong_and_store_nothing)
         int rc;
     } cases[] = {
         {"--generate ''", "--generate: empty", 2},
+        /* commas alone, or an empty entry, were skipped: "," ran the default generator */
+        {"--generate ,", "an empty entry", 2},
+        {"--generate layers=1,,seq=64", "an empty entry", 2},
+        {"--generate layers=1,seq=64,layers=2", "layers given twice", 2},
         {"--generate layers=1 --generate seq=64", "given twice", 2},
         {"--generate layers=1,seq=64 --budget 0.1 --budget 0.2", "one budget", 2},
         {"--generate layers=1,seq=64 --budget 0.1 --budget-abs 0.2", "one budget", 2},
