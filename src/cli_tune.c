@@ -18,7 +18,8 @@ static const char tune_help[] =
     "usage: sale tune [--family LIST] [--seq-len LIST] [--batch B] [--heads HQ HKV]\n"
     "                 [--head-dim D] [--dtype bf16|f16] [--strategy exhaustive|halving|random]\n"
     "                 [--budget SECONDS] [--reps N] [--seed S] [--thr run|fixed]\n"
-    "       sale tune --dense-below [--seq-len LIST] [--heads HQ HKV] [--head-dim D] [--reps N]\n"
+    "       sale tune --dense-below [--seq-len LIST] [--batch B] [--heads HQ HKV] [--head-dim D]\n"
+    "                 [--dtype bf16|f16] [--reps N]\n"
     "Times the legal tile choices (warps per CTA, pipeline stages) of each family on\n"
     "GPU 0 and stores the fastest correct one for this device, driver and problem\n"
     "size; sale_get_kernel() and sale_attention() then serve it for open tiles.\n"
@@ -39,7 +40,9 @@ static const char tune_help[] =
     "                    each is its own key\n"
     "  --dense-below     instead: time fused, two-pass and dense at each length (default\n"
     "                    1024 .. 65536) and store where SALE starts to pay as\n"
-    "                    this device's dense_below (sale_attention's default from then on)\n\n"
+    "                    this device's dense_below (sale_attention's default from then on);\n"
+    "                    it times the default tiles: --family, --strategy, --budget, --seed\n"
+    "                    and --thr do not apply to it (given with it: a usage error)\n\n"
     "Candidates over the device's shared memory or register file (from the ptxas\n"
     "resources stored with each cubin) are pruned without a launch. Each candidate's\n"
     "output must match the default tiles' (relative L1 < 1e-3, same kept blocks)\n"
@@ -179,6 +182,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
     double budget = 0;
     const int *cw = NULL, *cs = NULL;
     int ncw = 0, ncs = 0;
+    const char *tiles_only = NULL; /* an option --dense-below does not use, as given */
     if (cfg) {
         if (cfg->tuning.strategy[0])
             snprintf(strategy, sizeof strategy, "%s", cfg->tuning.strategy);
@@ -205,6 +209,9 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
         if (!v)
             return usage("option '%s' needs a value", o);
         i++;
+        if (!strcmp(o, "--family") || !strcmp(o, "--strategy") || !strcmp(o, "--budget") || !strcmp(o, "--seed") ||
+            !strcmp(o, "--thr"))
+            tiles_only = o;
         if (!strcmp(o, "--family")) {
             if ((nf = parse_families(v, fams, 8)) <= 0)
                 return usage("--family: expected a list of fused, select, attend, dense (plain, version 0, is "
@@ -257,6 +264,9 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
             return usage("unknown option '%s'", o);
         }
     }
+    if (dense_below && tiles_only)
+        return usage("--dense-below times fused, two-pass and dense at their default tiles: %s does not apply to it "
+                     "(run the tile tuning without --dense-below)", tiles_only);
     if (!ctx) /* arguments checked only (see cli_tune.h) */
         return -1;
     int ndev = 0;
@@ -285,8 +295,7 @@ int cli_tune(sale_ctx *ctx, const void *cfgp, int argc, char **argv)
             dev.name, dev.arch, dev.sm_count, dev.driver_version, strategy, reps, budget > 0 ? "set" : "none",
             TUNE_FLUSH_BYTES >> 20, sale_thr_name(thr));
     if (dense_below)
-        return dense_below_cmd(ctx, &dev, batch, hq, hkv, hd, dt, seq_given ? seqs : NULL, nseq,
-                               reps < 20 ? reps : 20);
+        return dense_below_cmd(ctx, &dev, batch, hq, hkv, hd, dt, seq_given ? seqs : NULL, nseq, reps);
     int rc = 0;
     for (int si = 0; si < nseq && !rc; si++) {
         sale_key base = sale_key_default(SALE_FAMILY_FUSED);

@@ -684,3 +684,25 @@ Test(tune, sm90a_select_space_has_the_wgmma_estimation_with_thr_fixed)
     }
     cr_assert_geq(illegal, 6, "the 6 wgmma tiles are refused with thr=run");
 }
+
+/* --dense-below times fused, two-pass and dense at their default tiles: it
+ * silently ignored --family, --strategy, --budget, --seed and --thr (the
+ * docs audit). Given with it, each is a usage error naming the option; the
+ * options it uses (--seq-len, --batch, --heads, --head-dim, --dtype,
+ * --reps) pass the argument check. */
+Test(tune, dense_below_refuses_the_options_it_does_not_use)
+{
+    char buf[4096];
+    const char *ignored[][2] = {{"--family", "fused"}, {"--strategy", "halving"}, {"--budget", "10"},
+                                {"--seed", "3"},       {"--thr", "run"}};
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+        char *a[] = {"tune", "--dense-below", (char *)ignored[i][0], (char *)ignored[i][1], NULL};
+        cr_assert_eq(cli_capture(4, a, buf, sizeof buf), 2, "%s with --dense-below accepted: %s", ignored[i][0], buf);
+        cr_assert(strstr(buf, ignored[i][0]) && strstr(buf, "does not apply"), "%s", buf);
+        char *b[] = {"tune", (char *)ignored[i][0], (char *)ignored[i][1], "--dense-below", NULL};
+        cr_assert_eq(cli_capture(4, b, buf, sizeof buf), 2, "%s before --dense-below accepted", ignored[i][0]);
+    }
+    char *ok[] = {"tune", "--dense-below", "--seq-len", "2048,4096", "--batch", "2", "--heads", "16", "4",
+                  "--head-dim", "64", "--dtype", "f16", "--reps", "50", NULL};
+    cr_assert_eq(cli_tune(NULL, NULL, 15, ok), -1, "the options --dense-below uses were refused");
+}
