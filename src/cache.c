@@ -33,13 +33,7 @@ static void *cache_rows_add(cache_rows *v)
 /* Is the context usable for a cache call named what? Sets the error if not. */
 static sale_status cache_ready(sale_ctx *ctx, const char *what)
 {
-    if (!ctx)
-        return SALE_ERR_INVALID;
-    if (!ctx->db) {
-        sale_set_error(ctx, "%s: the context has no cache file", what);
-        return SALE_ERR_CACHE;
-    }
-    return SALE_OK;
+    return ctx_ready(ctx, what);
 }
 
 /* A required pointer argument (given as p != NULL). */

@@ -253,7 +253,34 @@ static int make_absolute(sale_ctx *c, char *path, size_t len, const char *what)
     return 0;
 }
 
+static sale_status create_ctx(sale_ctx **out, const sale_options *opts);
+
 sale_status sale_create(sale_ctx **out, const sale_options *opts)
+{
+    sale_status s = create_ctx(out, opts);
+    if (s != SALE_OK && out && *out) {
+        sale_ctx *c = *out;
+        snprintf(c->create_err, sizeof c->create_err, "%s", sale_last_error(c));
+        if (c->db) { /* a later step failed: the context is not half usable */
+            db_close(c->db);
+            c->db = NULL;
+        }
+    }
+    return s;
+}
+
+sale_status ctx_ready(sale_ctx *ctx, const char *what)
+{
+    if (!ctx)
+        return SALE_ERR_INVALID;
+    if (ctx->db)
+        return SALE_OK;
+    sale_set_error(ctx, "%s: this context's sale_create failed (%s); only sale_destroy may be called on it", what,
+                   ctx->create_err[0] ? ctx->create_err : "no reason recorded");
+    return SALE_ERR_CACHE;
+}
+
+static sale_status create_ctx(sale_ctx **out, const sale_options *opts)
 {
     if (!out)
         return SALE_ERR_INVALID;
@@ -588,6 +615,8 @@ sale_status sale_compile(sale_ctx *ctx, const sale_key *key, sale_kernel_info *i
         sale_set_error(ctx, "sale_compile: NULL argument");
         return SALE_ERR_INVALID;
     }
+    if (ctx_ready(ctx, "sale_compile"))
+        return SALE_ERR_CACHE;
     sale_key k = *key;
     char err[512];
     if (k.arch == SALE_ARCH_CURRENT) {
@@ -902,6 +931,8 @@ sale_status sale_get_kernel(sale_ctx *ctx, const sale_key *key, sale_kernel **ou
         return SALE_ERR_INVALID;
     }
     *out = NULL;
+    if (ctx_ready(ctx, "sale_get_kernel"))
+        return SALE_ERR_CACHE;
     /* a key that no device could serve is INVALID, not NO_DEVICE (open fields and arch current allowed) */
     char err[512];
     if (sale_key_validate(key, err, sizeof err)) {

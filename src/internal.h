@@ -32,6 +32,7 @@ typedef struct err_token err_token; /* names a context in the threads' error tab
 
 struct sale_ctx {
     err_token *err_tok; /* this context in every thread's error table; outlives it while a table holds it */
+    char create_err[768]; /* why sale_create failed (then db is NULL and only sale_destroy is valid) */
     sale_options opts;
     char cache_path[1024];
     char fleet_path[1024];
@@ -184,6 +185,11 @@ const tpl_file *tpl_at(int i);
 const char *tpl_family_file(sale_family f);
 /* Generate the prelude for a resolved key into buf; returns length or -1. */
 int tpl_prelude(const sale_key *key, char *buf, size_t buflen);
+
+/* SALE_OK when ctx is usable for the call named what; else its error is
+ * set (sale_create failed on it: the reason, and that only sale_destroy is
+ * valid) and SALE_ERR_CACHE (SALE_ERR_INVALID for NULL) returned (ctx.c). */
+sale_status ctx_ready(sale_ctx *ctx, const char *what);
 
 /* jit (jit.c) */
 typedef struct jit_result {

@@ -31,6 +31,8 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
 {
     if (!ctx)
         return SALE_ERR_INVALID;
+    if (ctx_ready(ctx, "sale_thresholds_put"))
+        return SALE_ERR_CACHE;
     if (!model_ok(ctx, model, "sale_thresholds_put"))
         return SALE_ERR_INVALID;
     if (!tau || heads <= 0 || layer < 0) {
@@ -54,10 +56,6 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
                        meta->budget, meta->budget_abs, meta->samples, (long long)meta->created, meta->density,
                        meta->error);
         return SALE_ERR_INVALID;
-    }
-    if (!ctx->db) {
-        sale_set_error(ctx, "sale_thresholds_put: the context has no cache file");
-        return SALE_ERR_CACHE;
     }
     db_threshold_row *rows = calloc((size_t)heads, sizeof *rows);
     if (!rows) {
@@ -112,6 +110,8 @@ sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, flo
 {
     if (!ctx)
         return SALE_ERR_INVALID;
+    if (ctx_ready(ctx, "sale_thresholds_get"))
+        return SALE_ERR_CACHE;
     if (!model_ok(ctx, model, "sale_thresholds_get"))
         return SALE_ERR_INVALID;
     if (!tau || heads <= 0 || layer < 0) { /* as sale_thresholds_put: a layer < 0 is no layer, not a miss */

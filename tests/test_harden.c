@@ -1199,3 +1199,36 @@ Test(harden, every_context_keeps_its_last_error_however_many_fail) {
     for (int i = 0; i < NC; i++)
         sale_destroy(c[i]);
 }
+
+/* A context whose sale_create failed (a directory as its cache) answered
+ * later calls with internals ("db_kernel_get: missing argument"), a miss
+ * ("looked in /tmp") or "the context has no cache file" (the C API audit).
+ * Each now says sale_create failed on it, with that failure's reason. */
+Test(harden, a_context_whose_create_failed_says_so_on_every_call) {
+    sale_options o = {.cache_path = g_dir};
+    sale_ctx *c = NULL;
+    cr_assert_eq(sale_create(&c, &o), SALE_ERR_CACHE);
+    cr_assert_not_null(c);
+    char first[1024];
+    snprintf(first, sizeof first, "%s", sale_last_error(c));
+    cr_assert(strstr(first, "not a regular file") != NULL, "%s", first);
+    sale_key k = sale_key_default(SALE_FAMILY_QUANTIZE);
+    k.arch = 80;
+    float t;
+    int rows;
+    sale_kernel *kern;
+    const sale_status st[] = {sale_compile(c, &k, NULL), sale_thresholds_get(c, "m", 0, &t, 1, NULL),
+                              sale_cache_clear(c, &rows), sale_get_kernel(c, &k, &kern)};
+    const char *what[] = {"sale_compile", "sale_thresholds_get", "clear", "sale_get_kernel"};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(st[i], SALE_ERR_CACHE, "%s: %d", what[i], st[i]);
+    }
+    /* the last call's message (sale_get_kernel), and each call's in turn */
+    cr_assert_eq(sale_thresholds_get(c, "m", 0, &t, 1, NULL), SALE_ERR_CACHE);
+    const char *e = sale_last_error(c);
+    cr_assert(strstr(e, "sale_create failed") && strstr(e, "not a regular file") && strstr(e, "sale_destroy"), "%s", e);
+    cr_assert_eq(sale_compile(c, &k, NULL), SALE_ERR_CACHE);
+    e = sale_last_error(c);
+    cr_assert(strstr(e, "sale_compile") && strstr(e, "sale_create failed") && !strstr(e, "db_kernel_get"), "%s", e);
+    sale_destroy(c);
+}
