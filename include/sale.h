@@ -615,8 +615,11 @@ typedef struct sale_calibrate_result {
 /* Defaults: budget 0.02 relative, fused, AUTO device, generator as above. */
 void sale_calibrate_options_init(sale_calibrate_options *o);
 /* Run the calibration; result (may be NULL) gets arrays the caller frees
- * with sale_calibrate_result_free. SALE_ERR_IO / SALE_ERR_INVALID name the
- * file and tensor at fault; SALE_ERR_NO_DEVICE for device GPU without one. */
+ * with sale_calibrate_result_free. An option out of range (model, budget,
+ * dense_above, mode, device: one of the three SALE_CALIBRATE_* values) is
+ * SALE_ERR_INVALID naming it, before any work. SALE_ERR_IO /
+ * SALE_ERR_INVALID name the file and tensor at fault; SALE_ERR_NO_DEVICE
+ * for device GPU without one. */
 sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_calibrate_result *result);
 void sale_calibrate_result_free(sale_calibrate_result *r);
 

@@ -628,3 +628,41 @@ Test(calibrate, cli_arguments_say_what_is_wrong_and_store_nothing)
     cr_assert_eq(run("ls --thresholds"), 0, "%s", out);
     cr_assert(strstr(out, "0 thresholds"), "something was stored: %s", out);
 }
+
+/* An unknown device value (not AUTO, CPU or GPU) ran a full calibration as
+ * if AUTO and stored the thresholds: it is refused, the message naming the
+ * field and the accepted values, before any layer is evaluated. */
+static void count_layers(void *user, const sale_calibrate_progress *p)
+{
+    (void)p;
+    ++*(int *)user;
+}
+
+Test(calibrate, an_unknown_device_is_refused_before_any_work)
+{
+    sale_ctx *ctx = open_ctx();
+    int layers = 0;
+    const int bad[] = {7, -1, SALE_CALIBRATE_GPU + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sale_calibrate_options o;
+        sale_calibrate_options_init(&o);
+        o.model = "dev";
+        o.gen.layers = 1, o.gen.heads_q = 1, o.gen.seq_len = 64, o.gen.head_dim = 64, o.gen.samples = 1;
+        o.device = (sale_calibrate_device)bad[i];
+        o.progress = count_layers, o.progress_user = &layers;
+        sale_calibrate_result r;
+        cr_assert_eq(sale_calibrate(ctx, &o, &r), SALE_ERR_INVALID, "device %d accepted", bad[i]);
+        const char *m = sale_last_error(ctx);
+        cr_assert(strstr(m, "device") && strstr(m, "SALE_CALIBRATE_AUTO") && strstr(m, "SALE_CALIBRATE_CPU") &&
+                      strstr(m, "SALE_CALIBRATE_GPU"),
+                  "device %d: %s", bad[i], m);
+        char num[16];
+        snprintf(num, sizeof num, "%d", bad[i]);
+        cr_assert(strstr(m, num), "the value given is named: %s", m);
+        cr_assert_null(r.tau);
+    }
+    cr_assert_eq(layers, 0, "a layer was calibrated");
+    float tau;
+    cr_assert_eq(sale_thresholds_get(ctx, "dev", 0, &tau, 1, NULL), SALE_ERR_NOT_FOUND, "something was stored");
+    sale_destroy(ctx);
+}
