@@ -66,7 +66,7 @@ typedef struct sale_key {
     int head_dim;     /* 64, 128 (256: refused, shared memory)                 */
     int block_q;      /* query rows per block: 64 or 128                       */
     int block_k;      /* key block granularity of selection: 16, 32, 64        */
-    int block_seg;    /* keys estimated together: multiple of block_k, <=32 blocks */
+    int block_seg;    /* keys estimated together: a positive multiple of block_k, <= 32 blocks */
     int local_window; /* keys before the diagonal always computed: multiple of block_k */
     sale_dtype dtype; /* F16 or BF16                                           */
     int est_bits;     /* 4 or 8 (0: the arch's native choice)                  */

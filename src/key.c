@@ -151,8 +151,9 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         ERR("block_k: must be a multiple of 16 between 16 and 64, got %d", k->block_k);
     if (k->block_seg) {
         int bk = k->block_k ? k->block_k : 32;
-        if (k->block_seg % bk)
-            ERR("block_seg: must be a multiple of block_k (%d), got %d", bk, k->block_seg);
+        /* negative: -32 % 32 is 0 and -32 / 32 passes the bound below */
+        if (k->block_seg < 0 || k->block_seg % bk)
+            ERR("block_seg: must be a positive multiple of block_k (%d), got %d", bk, k->block_seg);
         if (k->block_seg / bk > 32)
             ERR("block_seg: at most 32 blocks of block_k per segment, got %d/%d = %d", k->block_seg, bk,
                 k->block_seg / bk);

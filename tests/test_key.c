@@ -1,6 +1,8 @@
 /* test_key.c — kernel keys: validation messages, canonical text round trip,
  * resolution defaults, hash stability. */
 #include <criterion/criterion.h>
+#include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "sale.h"
@@ -673,4 +675,53 @@ Test(key, family_uses_names_the_fields_each_family_keeps)
     k = sale_key_default(SALE_FAMILY_FUSED);
     cr_assert_eq(sale_key_format(&k, t, sizeof t), SALE_OK);
     cr_assert(strstr(t, "thr=") && strstr(t, "win="), "%s", t);
+}
+
+/* A negative block_seg passed validation (-32 % 32 == 0, -32 / 32 <= 32) and
+ * formatted as seg=-32, which the parser refuses. Every numeric field of a
+ * key, whatever the family, the other fields open or set: a negative value
+ * (a multiple of every block size included, and INT_MIN, whose remainder is
+ * 0 and whose quotient passes any upper bound) is refused, the message
+ * naming the field. dtype and causal use -1 for open: -2 and below. */
+Test(key, a_negative_value_of_any_numeric_field_is_refused_by_name)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        int open_is_minus1;
+    } fields[] = {
+        {"head_dim", offsetof(sale_key, head_dim), 0},   {"block_q", offsetof(sale_key, block_q), 0},
+        {"block_k", offsetof(sale_key, block_k), 0},     {"block_seg", offsetof(sale_key, block_seg), 0},
+        {"local_window", offsetof(sale_key, local_window), 0}, {"dtype", offsetof(sale_key, dtype), 1},
+        {"est_bits", offsetof(sale_key, est_bits), 0},   {"causal", offsetof(sale_key, causal), 1},
+        {"warps", offsetof(sale_key, warps), 0},         {"stages", offsetof(sale_key, stages), 0},
+        {"arch", offsetof(sale_key, arch), 0},           {"thr", offsetof(sale_key, thr), 0},
+    };
+    static const int negs[] = {-1, -2, -4, -8, -16, -32, -64, -128, -256, -1024, -(1 << 20), INT_MIN};
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++)
+        for (int set = 0; set < 2; set++)
+            for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+                for (size_t j = 0; j < sizeof negs / sizeof negs[0]; j++) {
+                    if (fields[i].open_is_minus1 && negs[j] == -1)
+                        continue;
+                    sale_key k = sale_key_default((sale_family)f);
+                    if (set) { /* every other field set to a legal value */
+                        k.head_dim = 128, k.block_q = 64, k.block_k = 32, k.block_seg = 128, k.local_window = 128;
+                        k.dtype = SALE_DTYPE_BF16, k.est_bits = 8, k.causal = 1, k.arch = 80, k.thr = SALE_THR_RUN;
+                    }
+                    *(int *)((char *)&k + fields[i].off) = negs[j];
+                    char err[256] = "";
+                    cr_assert_eq(sale_key_validate(&k, err, sizeof err), SALE_ERR_INVALID, "%s %s = %d accepted",
+                                 sale_family_name((sale_family)f), fields[i].name, negs[j]);
+                    cr_assert(strncmp(err, fields[i].name, strlen(fields[i].name)) == 0 &&
+                                  err[strlen(fields[i].name)] == ':',
+                              "%s %s = %d: '%s' does not name the field", sale_family_name((sale_family)f),
+                              fields[i].name, negs[j], err);
+                }
+    /* the rule's words, as for a positive value off the rule */
+    sale_key k = sale_key_default(SALE_FAMILY_SELECT);
+    k.arch = 80, k.block_seg = -32;
+    char err[256] = "";
+    cr_assert_eq(sale_key_validate(&k, err, sizeof err), SALE_ERR_INVALID);
+    cr_assert(strstr(err, "multiple of block_k") && strstr(err, "-32"), "%s", err);
 }
