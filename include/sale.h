@@ -118,11 +118,18 @@ sale_status sale_key_format(const sale_key *key, char *buf, size_t buflen);
  * "field: reason". */
 sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t errlen);
 
-/* 1 when family f's code depends on the key field named field (its short or
- * long name: "bq" / "block_q", "bk" / "block_k", "seg" / "block_seg", "win" /
- * "local_window", "est" / "est_bits", "thr" / "threshold"; every other field
- * is used by every family), else 0: the field is dropped from f's keys, so
- * keys that differ only there name one kernel. */
+/* 1 when family f's code depends on the key field named field, else 0: the
+ * field is dropped from f's keys, so keys that differ only there name one
+ * kernel. It is 1 exactly for the fields sale_key_format writes for f.
+ * field is a short or long name of the key text:
+ *   "bq" / "block_q":          all but quantize
+ *   "bk" / "block_k":          all but dense
+ *   "seg" / "block_seg", "win" / "local_window", "thr" / "threshold":
+ *                              fused, select, plain
+ *   "est" / "est_bits", "qg":  fused, select, plain, quantize
+ *   "causal":                  all but quantize
+ *   "d" / "head_dim", "dt" / "dtype", "warps", "stages", "arch": every family.
+ * NULL: 0; a name that is no field of the key text: 1. */
 int sale_key_family_uses(sale_family f, const char *field);
 
 /* Check every rule; open fields are allowed. err names the field and the rule. */

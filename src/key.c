@@ -82,7 +82,8 @@ int key_default_est_bits(int arch)
 }
 
 /* Which fields change a family's code: the others are not part of its
- * canonical form, so prewarming over them does not multiply cubins. Plain
+ * canonical form (sale_key_format writes a field iff this says 1), so
+ * prewarming over them does not multiply cubins. Plain
  * (version 0) reads every algorithm field: the block geometry (bq, bk, seg,
  * win), the code format (est) and the threshold variant (thr); its tiles are
  * fixed (warps = bq/32, stages = 1). */
@@ -94,9 +95,13 @@ int key_family_uses(sale_family f, const char *field)
         return f != SALE_FAMILY_DENSE;
     if (!strcmp(field, "seg") || !strcmp(field, "win") || !strcmp(field, "thr"))
         return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_PLAIN;
-    if (!strcmp(field, "est"))
+    /* qg: the quantization granularity, written beside est (the codes') */
+    if (!strcmp(field, "est") || !strcmp(field, "qg"))
         return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_QUANTIZE ||
                f == SALE_FAMILY_PLAIN;
+    /* quantize codes every key, whatever the mask */
+    if (!strcmp(field, "causal"))
+        return f != SALE_FAMILY_QUANTIZE;
     return 1;
 }
 
@@ -421,13 +426,13 @@ sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
         put(buf, len, &pos, ",dt=*");
     else
         put(buf, len, &pos, ",dt=%s", sale_dtype_name(k->dtype) ? sale_dtype_name(k->dtype) : "?");
-    if (key_family_uses(f, "est")) {
+    if (key_family_uses(f, "est"))
         put_int(buf, len, &pos, "est", k->est_bits, !k->est_bits);
-        /* the quantization granularity is part of the code: query scale per
-         * row, key scale per block of block_k keys */
+    /* the quantization granularity is part of the code: query scale per
+     * row, key scale per block of block_k keys */
+    if (key_family_uses(f, "qg"))
         put(buf, len, &pos, ",qg=row.blk");
-    }
-    if (f != SALE_FAMILY_QUANTIZE)
+    if (key_family_uses(f, "causal"))
         put_int(buf, len, &pos, "causal", k->causal, k->causal == -1);
     put_int(buf, len, &pos, "warps", k->warps, !k->warps);
     put_int(buf, len, &pos, "stages", k->stages, !k->stages);

@@ -725,3 +725,69 @@ Test(key, a_negative_value_of_any_numeric_field_is_refused_by_name)
     cr_assert_eq(sale_key_validate(&k, err, sizeof err), SALE_ERR_INVALID);
     cr_assert(strstr(err, "multiple of block_k") && strstr(err, "-32"), "%s", err);
 }
+
+/* sale_key_family_uses said 1 for fields the family's key text leaves out
+ * (quantize "causal"; attend and dense "qg"), so keys differing there were
+ * said to be different kernels though they format and hash alike. For every
+ * family and every field of the key text (short and long name): the rule
+ * says 1 exactly when sale_key_format writes the field, with that field set
+ * and with the key fully resolved. */
+static int text_has_field(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = strchr(text, ':'); p; p = strchr(p + 1, ','))
+        if (!strncmp(p + 1, name, n) && p[1 + n] == '=')
+            return 1;
+    return 0;
+}
+
+Test(key, family_uses_agrees_with_the_formatted_text_for_every_family_and_field)
+{
+    static const struct {
+        const char *shrt, *lng;
+        size_t off; /* the field to set; (size_t)-1: none (qg has no key field) */
+        int value;
+    } fields[] = {
+        {"d", "head_dim", offsetof(sale_key, head_dim), 64},
+        {"bq", "block_q", offsetof(sale_key, block_q), 128},
+        {"bk", "block_k", offsetof(sale_key, block_k), 16},
+        {"seg", "block_seg", offsetof(sale_key, block_seg), 64},
+        {"win", "local_window", offsetof(sale_key, local_window), 64},
+        {"dt", "dtype", offsetof(sale_key, dtype), SALE_DTYPE_F16},
+        {"est", "est_bits", offsetof(sale_key, est_bits), 8},
+        {"qg", "qg", (size_t)-1, 0},
+        {"causal", "causal", offsetof(sale_key, causal), 1},
+        {"warps", "warps", offsetof(sale_key, warps), 4},
+        {"stages", "stages", offsetof(sale_key, stages), 2},
+        {"arch", "arch", offsetof(sale_key, arch), 86},
+        {"thr", "threshold", offsetof(sale_key, thr), SALE_THR_FIXED},
+    };
+    int checked = 0;
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++)
+        for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+            sale_key one = sale_key_default((sale_family)f), full = one;
+            if (fields[i].off != (size_t)-1)
+                *(int *)((char *)&one + fields[i].off) = fields[i].value;
+            full.arch = 86;
+            char err[256] = "", t1[256] = "", t2[256] = "";
+            cr_assert_eq(sale_key_resolve(&full, err, sizeof err), SALE_OK, "%s", err);
+            cr_assert_eq(sale_key_format(&one, t1, sizeof t1), SALE_OK, "%s", sale_family_name((sale_family)f));
+            cr_assert_eq(sale_key_format(&full, t2, sizeof t2), SALE_OK);
+            int written = text_has_field(t1, fields[i].shrt);
+            cr_assert_eq(text_has_field(t2, fields[i].shrt), written, "'%s' and '%s' disagree on %s", t1, t2,
+                         fields[i].shrt);
+            cr_assert_eq(sale_key_family_uses((sale_family)f, fields[i].shrt), written,
+                         "family_uses(%s, %s) = %d but the key text is %s", sale_family_name((sale_family)f),
+                         fields[i].shrt, sale_key_family_uses((sale_family)f, fields[i].shrt), t1);
+            cr_assert_eq(sale_key_family_uses((sale_family)f, fields[i].lng), written,
+                         "family_uses(%s, %s) = %d but the key text is %s", sale_family_name((sale_family)f),
+                         fields[i].lng, sale_key_family_uses((sale_family)f, fields[i].lng), t1);
+            if (!written && fields[i].off != (size_t)-1) {
+                /* dropped: keys that differ only there are one kernel */
+                sale_key other = sale_key_default((sale_family)f);
+                cr_assert_eq(sale_key_hash(&one), sale_key_hash(&other), "%s", t1);
+            }
+            checked++;
+        }
+    cr_assert_eq(checked, SALE_FAMILY_COUNT * 13);
+}
