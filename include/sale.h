@@ -108,8 +108,13 @@ sale_key sale_key_default(sale_family family);
 /* Canonical text form, e.g.
  *   "fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,qg=row.blk,causal=1,warps=4,stages=2,arch=sm_90,thr=run"
  * Open fields are written as "*" (e.g. "warps=*"). Fields a family does not
- * use are left out (thr: only fused, select and plain). Returns
- * SALE_ERR_INVALID if buf is too small. */
+ * use are left out (sale_key_family_uses). Only valid keys are written: a
+ * key that sale_key_validate refuses (arch 70, thr 7, dtype F32, a negative
+ * size, causal 0, illegal tiles...) is SALE_ERR_INVALID with buf set to ""
+ * (this function has no err buffer: sale_key_validate names the field and
+ * the rule). Also SALE_ERR_INVALID if buf is too small (buf then holds the
+ * text cut short). Text it writes parses back (sale_key_parse) to a key that
+ * formats to the same text. */
 sale_status sale_key_format(const sale_key *key, char *buf, size_t buflen);
 
 /* Parse the text form. Fields may come in any order and may be omitted (they
@@ -139,7 +144,9 @@ sale_status sale_key_validate(const sale_key *key, char *err, size_t errlen);
  * and open tile fields with the family's default tiles. */
 sale_status sale_key_resolve(sale_key *key, char *err, size_t errlen);
 
-/* Stable 64-bit hash of the canonical text (FNV-1a). */
+/* Stable 64-bit hash of the canonical text (FNV-1a), defined for valid keys
+ * (those sale_key_format writes): keys with one text hash alike. 0 for NULL
+ * or a key sale_key_validate refuses. */
 uint64_t sale_key_hash(const sale_key *key);
 
 const char *sale_family_name(sale_family f);

@@ -409,7 +409,13 @@ static void put_int(char *buf, size_t len, size_t *pos, const char *name, int v,
 
 sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
 {
-    if (!k || !buf || !len || (unsigned)k->family >= SALE_FAMILY_COUNT)
+    if (!buf || !len)
+        return SALE_ERR_INVALID;
+    /* only text sale_key_parse takes back: an invalid key (arch 70, thr 7,
+     * dtype f32, seg=-32, causal 0, illegal tiles...) is refused, not written
+     * as "arch=?" (two such keys would share a text and a hash) */
+    buf[0] = 0;
+    if (sale_key_validate(k, NULL, 0) != SALE_OK)
         return SALE_ERR_INVALID;
     size_t pos = 0;
     sale_family f = k->family;
@@ -425,7 +431,7 @@ sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
     if ((int)k->dtype == -1)
         put(buf, len, &pos, ",dt=*");
     else
-        put(buf, len, &pos, ",dt=%s", sale_dtype_name(k->dtype) ? sale_dtype_name(k->dtype) : "?");
+        put(buf, len, &pos, ",dt=%s", sale_dtype_name(k->dtype));
     if (key_family_uses(f, "est"))
         put_int(buf, len, &pos, "est", k->est_bits, !k->est_bits);
     /* the quantization granularity is part of the code: query scale per
@@ -436,10 +442,10 @@ sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
         put_int(buf, len, &pos, "causal", k->causal, k->causal == -1);
     put_int(buf, len, &pos, "warps", k->warps, !k->warps);
     put_int(buf, len, &pos, "stages", k->stages, !k->stages);
-    put(buf, len, &pos, ",arch=%s", sale_arch_name(k->arch) ? sale_arch_name(k->arch) : "?");
+    put(buf, len, &pos, ",arch=%s", sale_arch_name(k->arch));
     /* last, so that text written before it existed reads as a prefix */
     if (key_family_uses(f, "thr"))
-        put(buf, len, &pos, ",thr=%s", sale_thr_name(k->thr) ? sale_thr_name(k->thr) : "?");
+        put(buf, len, &pos, ",thr=%s", sale_thr_name(k->thr));
     return pos < len ? SALE_OK : SALE_ERR_INVALID;
 }
 

@@ -791,3 +791,87 @@ Test(key, family_uses_agrees_with_the_formatted_text_for_every_family_and_field)
         }
     cr_assert_eq(checked, SALE_FAMILY_COUNT * 13);
 }
+
+/* sale_key_format wrote keys no parser takes back (arch 70 as "arch=?",
+ * thr 7 as "thr=?", dtype F32 as "dt=f32", seg=-32, causal=0) and returned
+ * SALE_OK, so sale_key_hash gave two different invalid keys one hash. Over
+ * random keys, mostly legal, often with one field off its rule: a key
+ * formats iff it validates; its text parses back to a key that formats to
+ * the same text and hashes alike; a key that does not format hashes to 0. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static unsigned rnd(unsigned n)
+{
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (unsigned)(rng_state % n);
+}
+#define PICK(a) (a)[rnd(sizeof(a) / sizeof((a)[0]))]
+
+Test(key, a_key_that_formats_parses_back_to_the_same_text)
+{
+    static const int hd[] = {0, 64, 128}, hd_bad[] = {256, 96, -64};
+    static const int bq[] = {0, 64, 128}, bq_bad[] = {48, 32, -64};
+    static const int bk[] = {0, 16, 32, 64}, bk_bad[] = {24, 8, 128, -32};
+    static const int seg[] = {0, 64, 128, 256}, seg_bad[] = {100, -32, 4096};
+    static const int win[] = {0, 64, 128, 1024}, win_bad[] = {100, -64, 1 << 21};
+    static const int dt[] = {-1, SALE_DTYPE_F16, SALE_DTYPE_BF16}, dt_bad[] = {SALE_DTYPE_F32, -2, 9};
+    static const int est[] = {0, 4, 8}, est_bad[] = {6, 16, -8};
+    static const int causal[] = {-1, 1}, causal_bad[] = {0, 2, -2};
+    static const int warps[] = {0, 2, 4, 5, 8, 12, 20}, warps_bad[] = {21, -4};
+    static const int stages[] = {0, 1, 2, 3, 4}, stages_bad[] = {8, -1};
+    static const int arch[] = {SALE_ARCH_CURRENT, 80, 86, 89, 90, SALE_ARCH_SM90A}, arch_bad[] = {70, 75, 100, -1};
+    static const int thr[] = {SALE_THR_OPEN, SALE_THR_RUN, SALE_THR_FIXED}, thr_bad[] = {7, -1, 3};
+    int formatted = 0, refused = 0;
+    for (int i = 0; i < 100000; i++) {
+        sale_key k = sale_key_default((sale_family)rnd(SALE_FAMILY_COUNT));
+        k.head_dim = PICK(hd), k.block_q = PICK(bq), k.block_k = PICK(bk), k.block_seg = PICK(seg);
+        k.local_window = PICK(win), k.dtype = (sale_dtype)PICK(dt), k.est_bits = PICK(est);
+        k.causal = PICK(causal), k.warps = PICK(warps), k.stages = PICK(stages), k.arch = PICK(arch);
+        k.thr = PICK(thr);
+        switch (rnd(24)) { /* one field off its rule, half the time */
+        case 0: k.head_dim = PICK(hd_bad); break;
+        case 1: k.block_q = PICK(bq_bad); break;
+        case 2: k.block_k = PICK(bk_bad); break;
+        case 3: k.block_seg = PICK(seg_bad); break;
+        case 4: k.local_window = PICK(win_bad); break;
+        case 5: k.dtype = (sale_dtype)PICK(dt_bad); break;
+        case 6: k.est_bits = PICK(est_bad); break;
+        case 7: k.causal = PICK(causal_bad); break;
+        case 8: k.warps = PICK(warps_bad); break;
+        case 9: k.stages = PICK(stages_bad); break;
+        case 10: k.arch = PICK(arch_bad); break;
+        case 11: k.thr = PICK(thr_bad); break;
+        }
+        char t1[256], t2[256], err[256] = "";
+        sale_status fs = sale_key_format(&k, t1, sizeof t1);
+        sale_status vs = sale_key_validate(&k, err, sizeof err);
+        cr_assert_eq(fs, vs, "format %s but validate %s (%s): %s", sale_status_name(fs), sale_status_name(vs), err,
+                     fs ? "" : t1);
+        if (fs != SALE_OK) {
+            cr_assert_eq(sale_key_hash(&k), 0, "an invalid key hashes to 0 (%s)", err);
+            refused++;
+            continue;
+        }
+        sale_key k2;
+        cr_assert_eq(sale_key_parse(t1, &k2, err, sizeof err), SALE_OK, "'%s' does not parse: %s", t1, err);
+        cr_assert_eq(sale_key_format(&k2, t2, sizeof t2), SALE_OK, "%s", t1);
+        cr_assert_str_eq(t1, t2);
+        cr_assert_eq(sale_key_hash(&k), sale_key_hash(&k2), "%s", t1);
+        cr_assert_neq(sale_key_hash(&k), 0, "%s", t1);
+        formatted++;
+    }
+    cr_assert_gt(formatted, 10000, "%d keys formatted", formatted);
+    cr_assert_gt(refused, 10000, "%d keys refused", refused);
+
+    /* the audit's cases */
+    sale_key a = sale_key_default(SALE_FAMILY_FUSED), b = a;
+    char t[256];
+    a.arch = 70, b.arch = 75;
+    cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
+    cr_assert_str_eq(t, "", "nothing half-written");
+    cr_assert_eq(sale_key_hash(&a), 0);
+    cr_assert_eq(sale_key_hash(&b), 0);
+    a = sale_key_default(SALE_FAMILY_SELECT), a.thr = 7;
+    cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
+    a = sale_key_default(SALE_FAMILY_DENSE), a.dtype = SALE_DTYPE_F32;
+    cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
+}
