@@ -56,25 +56,32 @@ typedef enum sale_dtype { SALE_DTYPE_F16 = 0, SALE_DTYPE_BF16 = 1, SALE_DTYPE_F3
 #define SALE_ARCH_CURRENT 0
 #define SALE_ARCH_SM90A 901
 
-/* Everything that makes one kernel different. Fields left 0 are "open":
- * sale_key_resolve() fills algorithm fields with documented defaults
- * (head_dim 128, block_q 64, block_k 32, block_seg 128, local_window 128,
- * bf16, causal, est_bits 4 below sm_90 and 8 on sm_90, thr run) and tile fields with
- * the tuned winner or the family's default. */
+/* Everything that makes one kernel different. A field is "open" when it
+ * holds its open value, given for each field below: 0 for most, but -1 for
+ * dtype (0 is SALE_DTYPE_F16) and causal (0 is refused). So a zero-filled
+ * sale_key is not an open key: start from sale_key_default(family), which
+ * sets every field to its open value. sale_key_resolve() fills open
+ * algorithm fields with documented defaults (head_dim 128, block_q 64,
+ * block_k 32, block_seg 128, local_window 128, bf16, causal 1, est_bits 4
+ * below sm_90 and 8 on sm_90 and sm_90a, thr run) and open tile fields with
+ * the family's default tiles; sale_get_kernel takes the device's tuned
+ * winner for open tiles first. arch open (SALE_ARCH_CURRENT) is the current
+ * device's, known when the kernel is loaded: sale_key_resolve and
+ * sale_compile need a concrete arch. */
 typedef struct sale_key {
     sale_family family;
-    int head_dim;     /* 64, 128 (256: refused, shared memory)                 */
-    int block_q;      /* query rows per block: 64 or 128                       */
-    int block_k;      /* key block granularity of selection: 16, 32, 64        */
-    int block_seg;    /* keys estimated together: a positive multiple of block_k, <= 32 blocks */
-    int local_window; /* keys before the diagonal always computed: multiple of block_k */
-    sale_dtype dtype; /* F16 or BF16                                           */
-    int est_bits;     /* 4 or 8 (0: the arch's native choice)                  */
-    int causal;       /* 1 (the only mode implemented: causal prefill)         */
-    int warps;        /* tile: warps per CTA (0 = open)                        */
-    int stages;       /* tile: pipeline stages for K/V tiles (0 = open)        */
-    int arch;         /* 80, 86, 89, 90, 901; SALE_ARCH_CURRENT = current device */
-    int thr;          /* threshold variant, SALE_THR_* (0 = open: resolves to run) */
+    int head_dim;     /* 64, 128 (256: refused, shared memory); open: 0      */
+    int block_q;      /* query rows per block: 64 or 128; open: 0           */
+    int block_k;      /* key block granularity of selection: 16, 32, 64; open: 0 */
+    int block_seg;    /* keys estimated together: a positive multiple of block_k, <= 32 blocks; open: 0 */
+    int local_window; /* keys before the diagonal always computed: multiple of block_k; open: 0 */
+    sale_dtype dtype; /* F16 or BF16; open: -1 (0 is F16)                   */
+    int est_bits;     /* 4 or 8; open: 0 (the arch's native choice)         */
+    int causal;       /* 1 (the only mode implemented: causal prefill); open: -1 (0 is refused) */
+    int warps;        /* tile: warps per CTA; open: 0                       */
+    int stages;       /* tile: pipeline stages for K/V tiles; open: 0       */
+    int arch;         /* 80, 86, 89, 90, 901; open: 0 (SALE_ARCH_CURRENT: the current device) */
+    int thr;          /* threshold variant, SALE_THR_*; open: 0 (SALE_THR_OPEN: resolves to run) */
 } sale_key;
 
 /* Threshold variants (algorithm page, step 3): when the per-row threshold
@@ -102,7 +109,8 @@ const char *sale_thr_name(int thr);
 /* Parse "run" / "fixed"; returns -1 if unknown. */
 int sale_thr_parse(const char *text);
 
-/* A key with every field open except the family. */
+/* A key with every field open (dtype and causal -1, the others 0) except the
+ * family. */
 sale_key sale_key_default(sale_family family);
 
 /* Canonical text form, e.g.

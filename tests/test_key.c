@@ -3,6 +3,8 @@
 #include <criterion/criterion.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sale.h"
@@ -874,4 +876,66 @@ Test(key, a_key_that_formats_parses_back_to_the_same_text)
     cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
     a = sale_key_default(SALE_FAMILY_DENSE), a.dtype = SALE_DTYPE_F32;
     cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
+}
+
+/* sale.h said "Fields left 0 are 'open'", but a zero-filled key has dtype F16
+ * (open is -1) and causal 0 (refused; open is -1). The manual now gives each
+ * field's open value: it must be the value sale_key_default sets, for every
+ * field of the struct (read from include/sale.h); and a zero-filled key is
+ * not open, as it says. */
+Test(key, the_manual_gives_each_fields_open_value_as_sale_key_default_sets_it)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } fields[] = {
+        {"head_dim", offsetof(sale_key, head_dim)}, {"block_q", offsetof(sale_key, block_q)},
+        {"block_k", offsetof(sale_key, block_k)},   {"block_seg", offsetof(sale_key, block_seg)},
+        {"local_window", offsetof(sale_key, local_window)}, {"dtype", offsetof(sale_key, dtype)},
+        {"est_bits", offsetof(sale_key, est_bits)}, {"causal", offsetof(sale_key, causal)},
+        {"warps", offsetof(sale_key, warps)},       {"stages", offsetof(sale_key, stages)},
+        {"arch", offsetof(sale_key, arch)},         {"thr", offsetof(sale_key, thr)},
+    };
+    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
+    cr_assert_not_null(fp);
+    static char h[1 << 20];
+    size_t n = fread(h, 1, sizeof h - 1, fp);
+    fclose(fp);
+    h[n] = 0;
+    char *b = strstr(h, "typedef struct sale_key {"), *e = b ? strstr(b, "} sale_key;") : NULL;
+    cr_assert(b && e);
+    *e = 0;
+    const sale_key d = sale_key_default(SALE_FAMILY_FUSED);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char decl[64];
+        snprintf(decl, sizeof decl, " %s;", fields[i].name);
+        char *line = strstr(b, decl);
+        cr_assert_not_null(line, "%s is not in sale_key", fields[i].name);
+        char *eol = strchr(line, '\n');
+        if (eol)
+            *eol = 0;
+        char *open = strstr(line, "open: ");
+        cr_assert_not_null(open, "sale.h does not say the open value of %s:%s", fields[i].name, line);
+        int v = atoi(open + 6);
+        cr_assert_eq(v, *(const int *)((const char *)&d + fields[i].off),
+                     "sale.h says %s is open at %d; sale_key_default sets %d", fields[i].name, v,
+                     *(const int *)((const char *)&d + fields[i].off));
+        if (eol)
+            *eol = '\n';
+    }
+    /* what the manual says of a zero-filled key */
+    sale_key z;
+    memset(&z, 0, sizeof z);
+    z.family = SALE_FAMILY_FUSED, z.arch = 80;
+    char err[256] = "";
+    cr_assert_eq(sale_key_resolve(&z, err, sizeof err), SALE_ERR_INVALID);
+    cr_assert(strncmp(err, "causal:", 7) == 0, "%s", err);
+    z.causal = 1;
+    cr_assert_eq(sale_key_resolve(&z, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(z.dtype, SALE_DTYPE_F16, "dtype 0 is F16, not open");
+    sale_key o = d;
+    o.arch = 80;
+    cr_assert_eq(sale_key_resolve(&o, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(o.dtype, SALE_DTYPE_BF16, "open dtype resolves to bf16");
+    cr_assert_eq(o.causal, 1);
 }
