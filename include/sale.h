@@ -526,11 +526,12 @@ sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad);
  * is 0; a base arch takes its arch-specific variant too: 90 brings the
  * sm_90a kernels that sm_90 devices run, 901 is sm_90a alone), the tuning
  * winners measured on those archs and every threshold into a new cache file
- * at dest, to ship as a fleet file; dest is replaced atomically. dest is
- * never this context's cache itself (under any name: refused even with
- * force); a dest that is not a regular file, or a non-empty file that is not
- * a sale cache, is refused unless force. *rows receives the number of
- * kernels written. */
+ * at dest, to ship as a fleet file; dest is replaced atomically. Refused
+ * even with force (SALE_ERR_CACHE, nothing written): dest is this context's
+ * cache itself (under any name), or dest exists and is not a regular file
+ * (a directory, FIFO, device or symbolic link). Refused unless force: dest
+ * is a non-empty regular file that is not a sale cache. An empty file or a
+ * sale cache is replaced. *rows receives the number of kernels written. */
 sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs, int narch, int force, int *rows);
 
 /* Merge the kernels, tuning winners and thresholds of another sale cache

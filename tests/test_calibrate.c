@@ -666,3 +666,66 @@ Test(calibrate, an_unknown_device_is_refused_before_any_work)
     cr_assert_eq(sale_thresholds_get(ctx, "dev", 0, &tau, 1, NULL), SALE_ERR_NOT_FOUND, "something was stored");
     sale_destroy(ctx);
 }
+
+/* sale.h said sale_cache_export refuses a dest that is not a regular file
+ * "unless force", but force never overrides that refusal (the safer
+ * behaviour, kept): the manual now says so. A directory, a FIFO and a
+ * symbolic link are refused with force and left as they were; force
+ * replaces a non-empty file that is not a sale cache, which is refused
+ * without it; and the manual says "even with force" of the first case. */
+Test(calibrate, export_refuses_a_non_regular_dest_even_with_force_as_the_manual_says)
+{
+    sale_ctx *ctx = open_ctx();
+    float tau[2] = {0.01f, 0.02f};
+    cr_assert_eq(sale_thresholds_put(ctx, "exp", 0, tau, 2, NULL), SALE_OK, "%s", sale_last_error(ctx));
+    const char *d = in_dir("a_dir"), *fifo = in_dir("a_fifo"), *text = in_dir("text.txt"), *link = in_dir("a_link");
+    cr_assert_eq(mkdir(d, 0755), 0);
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    FILE *f = fopen(text, "w");
+    cr_assert_not_null(f);
+    fputs("not a cache\n", f);
+    fclose(f);
+    cr_assert_eq(symlink(text, link), 0);
+    const char *nonreg[3] = {d, fifo, link};
+    for (int i = 0; i < 3; i++) {
+        int rows = -1;
+        struct stat before, after;
+        cr_assert_eq(lstat(nonreg[i], &before), 0);
+        cr_assert_eq(sale_cache_export(ctx, nonreg[i], NULL, 0, 1, &rows), SALE_ERR_CACHE, "%s replaced",
+                     nonreg[i]);
+        cr_assert(strstr(sale_last_error(ctx), "not a regular file"), "%s", sale_last_error(ctx));
+        cr_assert_eq(lstat(nonreg[i], &after), 0);
+        cr_assert_eq(before.st_mode, after.st_mode, "%s changed", nonreg[i]);
+    }
+    int rows = -1;
+    cr_assert_eq(sale_cache_export(ctx, text, NULL, 0, 0, &rows), SALE_ERR_CACHE, "a text file replaced without force");
+    cr_assert_eq(sale_cache_export(ctx, text, NULL, 0, 1, &rows), SALE_OK, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+
+    /* the manual: the sentence that names a non-regular dest says "even
+     * with force", not "unless force" */
+    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
+    cr_assert_not_null(fp);
+    static char h[1 << 20], doc[1 << 14];
+    size_t n = fread(h, 1, sizeof h - 1, fp);
+    fclose(fp);
+    h[n] = 0;
+    char *b = strstr(h, "/* Write the kernels of the given archs"), *e = strstr(h, "sale_status sale_cache_export(");
+    cr_assert(b && e && b < e, "the comment above sale_cache_export moved");
+    size_t m = 0;
+    for (const char *p = b + 2; p < e && m < sizeof doc - 1; p++) { /* one line: no comment stars, single spaces */
+        char c = *p == '\n' || *p == '*' || *p == '/' ? ' ' : *p;
+        if (c != ' ' || (m && doc[m - 1] != ' '))
+            doc[m++] = c;
+    }
+    doc[m] = 0;
+    char *nr = strstr(doc, "not a regular file");
+    cr_assert_not_null(nr, "%s", doc);
+    char *s0 = nr, *s1 = strstr(nr, ". ");
+    while (s0 > doc && !(s0[-1] == ' ' && s0 - 1 > doc && s0[-2] == '.'))
+        s0--;
+    if (s1)
+        *s1 = 0;
+    cr_assert(strstr(s0, "even with force") && !strstr(s0, "unless force"),
+              "the manual must say a non-regular dest is refused even with force: '%s'", s0);
+}
