@@ -447,14 +447,22 @@ typedef struct sale_threshold_meta {
                            the variants keep different blocks, so the budget would not hold */
 } sale_threshold_meta;
 
-/* Store tau[0..heads) for (model, layer) in one transaction; meta may be NULL, else one
- * meta for every head (its thr: the variant the taus were calibrated with). */
+/* Store tau[0..heads) for (model, layer) in one transaction. meta describes
+ * the whole layer, all heads: it is NULL (nothing recorded: budget 0,
+ * samples 0, created 0, density and error -1, thr 0) or points to a single
+ * sale_threshold_meta; only meta[0] is read, and each of its fields (thr:
+ * the variant the taus were calibrated with; density and error included)
+ * is stored with every head. There is no per-head meta here: give density
+ * and error -1 (unknown) unless they hold for every head. (sale_calibrate
+ * stores each head's own density and error; sale_thresholds_get returns a
+ * meta per head.) */
 sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, const float *tau, int heads,
                                 const sale_threshold_meta *meta);
 /* Read tau[0..heads) for (model, layer): the cache file, then the fleet file,
  * then the config's `thresholds` section. SALE_ERR_NOT_FOUND (naming the
  * first missing head) unless every head is found. meta may be NULL, else
- * [heads]. */
+ * meta[0..heads) receives each head's stored meta (a config threshold's:
+ * nothing recorded, density and error -1, thr 0). */
 sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, float *tau, int heads,
                                 sale_threshold_meta *meta);
 

@@ -729,3 +729,51 @@ Test(calibrate, export_refuses_a_non_regular_dest_even_with_force_as_the_manual_
     cr_assert(strstr(s0, "even with force") && !strstr(s0, "unless force"),
               "the manual must say a non-regular dest is refused even with force: '%s'", s0);
 }
+
+/* sale_thresholds_put reads one meta for the layer (meta[0]), though its
+ * manual ("one meta for every head") read as if it took meta[heads] like
+ * sale_thresholds_get: a caller's per-head metas were silently replaced by
+ * the first. The manual now says one meta describes the whole layer and
+ * only meta[0] is read; a put of two different metas stores the first for
+ * both heads, which get returns per head. */
+Test(calibrate, thresholds_put_stores_one_meta_for_the_whole_layer_as_the_manual_says)
+{
+    sale_ctx *ctx = open_ctx();
+    sale_threshold_meta mm[2] = {{0.02, 0, 3, 100, 0.25, 0.01, SALE_THR_RUN},
+                                 {0.05, 1, 9, 200, 0.75, 0.04, SALE_THR_FIXED}};
+    float tau[2] = {0.01f, 0.02f}, got[2];
+    sale_threshold_meta gm[2];
+    cr_assert_eq(sale_thresholds_put(ctx, "layer-meta", 0, tau, 2, mm), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_thresholds_get(ctx, "layer-meta", 0, got, 2, gm), SALE_OK, "%s", sale_last_error(ctx));
+    for (int h = 0; h < 2; h++) {
+        cr_assert_eq(got[h], tau[h]);
+        cr_assert_eq(gm[h].thr, SALE_THR_RUN, "head %d", h);
+        cr_assert_eq(gm[h].budget, 0.02);
+        cr_assert_eq(gm[h].samples, 3);
+        cr_assert_eq(gm[h].density, 0.25);
+        cr_assert_eq(gm[h].error, 0.01);
+    }
+    /* a single meta (not an array) is all put needs: a put never reads past it */
+    sale_threshold_meta *one = malloc(sizeof *one);
+    *one = mm[1];
+    cr_assert_eq(sale_thresholds_put(ctx, "layer-meta", 1, tau, 2, one), SALE_OK, "%s", sale_last_error(ctx));
+    free(one);
+    cr_assert_eq(sale_thresholds_get(ctx, "layer-meta", 1, got, 2, gm), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert(gm[0].thr == SALE_THR_FIXED && gm[1].thr == SALE_THR_FIXED);
+    sale_destroy(ctx);
+
+    /* the manual says so */
+    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
+    cr_assert_not_null(fp);
+    static char h[1 << 20];
+    size_t n = fread(h, 1, sizeof h - 1, fp);
+    fclose(fp);
+    h[n] = 0;
+    char *e = strstr(h, "sale_status sale_thresholds_put(");
+    cr_assert_not_null(e);
+    *e = 0;
+    char *b = strstr(h, "/* Store tau[0..heads) for (model, layer)");
+    cr_assert_not_null(b, "the comment above sale_thresholds_put moved");
+    cr_assert(strstr(b, "whole layer") && strstr(b, "only meta[0] is read"),
+              "the manual must say one meta describes the layer and only meta[0] is read: %s", b);
+}
