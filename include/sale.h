@@ -56,25 +56,32 @@ typedef enum sale_dtype { SALE_DTYPE_F16 = 0, SALE_DTYPE_BF16 = 1, SALE_DTYPE_F3
 #define SALE_ARCH_CURRENT 0
 #define SALE_ARCH_SM90A 901
 
-/* Everything that makes one kernel different. Fields left 0 are "open":
- * sale_key_resolve() fills algorithm fields with documented defaults
- * (head_dim 128, block_q 64, block_k 32, block_seg 128, local_window 128,
- * bf16, causal, est_bits 4 below sm_90 and 8 on sm_90, thr run) and tile fields with
- * the tuned winner or the family's default. */
+/* Everything that makes one kernel different. A field is "open" when it
+ * holds its open value, given for each field below: 0 for most, but -1 for
+ * dtype (0 is SALE_DTYPE_F16) and causal (0 is refused). So a zero-filled
+ * sale_key is not an open key: start from sale_key_default(family), which
+ * sets every field to its open value. sale_key_resolve() fills open
+ * algorithm fields with documented defaults (head_dim 128, block_q 64,
+ * block_k 32, block_seg 128, local_window 128, bf16, causal 1, est_bits 4
+ * below sm_90 and 8 on sm_90 and sm_90a, thr run) and open tile fields with
+ * the family's default tiles; sale_get_kernel takes the device's tuned
+ * winner for open tiles first. arch open (SALE_ARCH_CURRENT) is the current
+ * device's, known when the kernel is loaded: sale_key_resolve and
+ * sale_compile need a concrete arch. */
 typedef struct sale_key {
     sale_family family;
-    int head_dim;     /* 64, 128 (256: refused, shared memory)                 */
-    int block_q;      /* query rows per block: 64 or 128                       */
-    int block_k;      /* key block granularity of selection: 16, 32, 64        */
-    int block_seg;    /* keys estimated together: multiple of block_k, <=32 blocks */
-    int local_window; /* keys before the diagonal always computed: multiple of block_k */
-    sale_dtype dtype; /* F16 or BF16                                           */
-    int est_bits;     /* 4 or 8 (0: the arch's native choice)                  */
-    int causal;       /* 1 (the only mode implemented: causal prefill)         */
-    int warps;        /* tile: warps per CTA (0 = open)                        */
-    int stages;       /* tile: pipeline stages for K/V tiles (0 = open)        */
-    int arch;         /* 80, 86, 89, 90, 901; SALE_ARCH_CURRENT = current device */
-    int thr;          /* threshold variant, SALE_THR_* (0 = open: resolves to run) */
+    int head_dim;     /* 64, 128 (256: refused, shared memory); open: 0      */
+    int block_q;      /* query rows per block: 64 or 128; open: 0           */
+    int block_k;      /* key block granularity of selection: 16, 32, 64; open: 0 */
+    int block_seg;    /* keys estimated together: a positive multiple of block_k, <= 32 blocks; open: 0 */
+    int local_window; /* keys before the diagonal always computed: multiple of block_k; open: 0 */
+    sale_dtype dtype; /* F16 or BF16; open: -1 (0 is F16)                   */
+    int est_bits;     /* 4 or 8; open: 0 (the arch's native choice)         */
+    int causal;       /* 1 (the only mode implemented: causal prefill); open: -1 (0 is refused) */
+    int warps;        /* tile: warps per CTA; open: 0                       */
+    int stages;       /* tile: pipeline stages for K/V tiles; open: 0       */
+    int arch;         /* 80, 86, 89, 90, 901; open: 0 (SALE_ARCH_CURRENT: the current device) */
+    int thr;          /* threshold variant, SALE_THR_*; open: 0 (SALE_THR_OPEN: resolves to run) */
 } sale_key;
 
 /* Threshold variants (algorithm page, step 3): when the per-row threshold
@@ -102,14 +109,20 @@ const char *sale_thr_name(int thr);
 /* Parse "run" / "fixed"; returns -1 if unknown. */
 int sale_thr_parse(const char *text);
 
-/* A key with every field open except the family. */
+/* A key with every field open (dtype and causal -1, the others 0) except the
+ * family. */
 sale_key sale_key_default(sale_family family);
 
 /* Canonical text form, e.g.
  *   "fused:d=128,bq=64,bk=32,seg=128,win=128,dt=bf16,est=8,qg=row.blk,causal=1,warps=4,stages=2,arch=sm_90,thr=run"
  * Open fields are written as "*" (e.g. "warps=*"). Fields a family does not
- * use are left out (thr: only fused, select and plain). Returns
- * SALE_ERR_INVALID if buf is too small. */
+ * use are left out (sale_key_family_uses). Only valid keys are written: a
+ * key that sale_key_validate refuses (arch 70, thr 7, dtype F32, a negative
+ * size, causal 0, illegal tiles...) is SALE_ERR_INVALID with buf set to ""
+ * (this function has no err buffer: sale_key_validate names the field and
+ * the rule). Also SALE_ERR_INVALID if buf is too small (buf then holds the
+ * text cut short). Text it writes parses back (sale_key_parse) to a key that
+ * formats to the same text. */
 sale_status sale_key_format(const sale_key *key, char *buf, size_t buflen);
 
 /* Parse the text form. Fields may come in any order and may be omitted (they
@@ -118,11 +131,18 @@ sale_status sale_key_format(const sale_key *key, char *buf, size_t buflen);
  * "field: reason". */
 sale_status sale_key_parse(const char *text, sale_key *key, char *err, size_t errlen);
 
-/* 1 when family f's code depends on the key field named field (its short or
- * long name: "bq" / "block_q", "bk" / "block_k", "seg" / "block_seg", "win" /
- * "local_window", "est" / "est_bits", "thr" / "threshold"; every other field
- * is used by every family), else 0: the field is dropped from f's keys, so
- * keys that differ only there name one kernel. */
+/* 1 when family f's code depends on the key field named field, else 0: the
+ * field is dropped from f's keys, so keys that differ only there name one
+ * kernel. It is 1 exactly for the fields sale_key_format writes for f.
+ * field is a short or long name of the key text:
+ *   "bq" / "block_q":          all but quantize
+ *   "bk" / "block_k":          all but dense
+ *   "seg" / "block_seg", "win" / "local_window", "thr" / "threshold":
+ *                              fused, select, plain
+ *   "est" / "est_bits", "qg":  fused, select, plain, quantize
+ *   "causal":                  all but quantize
+ *   "d" / "head_dim", "dt" / "dtype", "warps", "stages", "arch": every family.
+ * NULL: 0; a name that is no field of the key text: 1. */
 int sale_key_family_uses(sale_family f, const char *field);
 
 /* Check every rule; open fields are allowed. err names the field and the rule. */
@@ -132,7 +152,9 @@ sale_status sale_key_validate(const sale_key *key, char *err, size_t errlen);
  * and open tile fields with the family's default tiles. */
 sale_status sale_key_resolve(sale_key *key, char *err, size_t errlen);
 
-/* Stable 64-bit hash of the canonical text (FNV-1a). */
+/* Stable 64-bit hash of the canonical text (FNV-1a), defined for valid keys
+ * (those sale_key_format writes): keys with one text hash alike. 0 for NULL
+ * or a key sale_key_validate refuses. */
 uint64_t sale_key_hash(const sale_key *key);
 
 const char *sale_family_name(sale_family f);
@@ -429,14 +451,22 @@ typedef struct sale_threshold_meta {
                            the variants keep different blocks, so the budget would not hold */
 } sale_threshold_meta;
 
-/* Store tau[0..heads) for (model, layer) in one transaction; meta may be NULL, else one
- * meta for every head (its thr: the variant the taus were calibrated with). */
+/* Store tau[0..heads) for (model, layer) in one transaction. meta describes
+ * the whole layer, all heads: it is NULL (nothing recorded: budget 0,
+ * samples 0, created 0, density and error -1, thr 0) or points to a single
+ * sale_threshold_meta; only meta[0] is read, and each of its fields (thr:
+ * the variant the taus were calibrated with; density and error included)
+ * is stored with every head. There is no per-head meta here: give density
+ * and error -1 (unknown) unless they hold for every head. (sale_calibrate
+ * stores each head's own density and error; sale_thresholds_get returns a
+ * meta per head.) */
 sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, const float *tau, int heads,
                                 const sale_threshold_meta *meta);
 /* Read tau[0..heads) for (model, layer): the cache file, then the fleet file,
  * then the config's `thresholds` section. SALE_ERR_NOT_FOUND (naming the
  * first missing head) unless every head is found. meta may be NULL, else
- * [heads]. */
+ * meta[0..heads) receives each head's stored meta (a config threshold's:
+ * nothing recorded, density and error -1, thr 0). */
 sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, float *tau, int heads,
                                 sale_threshold_meta *meta);
 
@@ -508,11 +538,12 @@ sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad);
  * is 0; a base arch takes its arch-specific variant too: 90 brings the
  * sm_90a kernels that sm_90 devices run, 901 is sm_90a alone), the tuning
  * winners measured on those archs and every threshold into a new cache file
- * at dest, to ship as a fleet file; dest is replaced atomically. dest is
- * never this context's cache itself (under any name: refused even with
- * force); a dest that is not a regular file, or a non-empty file that is not
- * a sale cache, is refused unless force. *rows receives the number of
- * kernels written. */
+ * at dest, to ship as a fleet file; dest is replaced atomically. Refused
+ * even with force (SALE_ERR_CACHE, nothing written): dest is this context's
+ * cache itself (under any name), or dest exists and is not a regular file
+ * (a directory, FIFO, device or symbolic link). Refused unless force: dest
+ * is a non-empty regular file that is not a sale cache. An empty file or a
+ * sale cache is replaced. *rows receives the number of kernels written. */
 sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs, int narch, int force, int *rows);
 
 /* Merge the kernels, tuning winners and thresholds of another sale cache
@@ -619,8 +650,11 @@ typedef struct sale_calibrate_result {
 /* Defaults: budget 0.02 relative, fused, AUTO device, generator as above. */
 void sale_calibrate_options_init(sale_calibrate_options *o);
 /* Run the calibration; result (may be NULL) gets arrays the caller frees
- * with sale_calibrate_result_free. SALE_ERR_IO / SALE_ERR_INVALID name the
- * file and tensor at fault; SALE_ERR_NO_DEVICE for device GPU without one. */
+ * with sale_calibrate_result_free. An option out of range (model, budget,
+ * dense_above, mode, device: one of the three SALE_CALIBRATE_* values) is
+ * SALE_ERR_INVALID naming it, before any work. SALE_ERR_IO /
+ * SALE_ERR_INVALID name the file and tensor at fault; SALE_ERR_NO_DEVICE
+ * for device GPU without one. */
 sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_calibrate_result *result);
 void sale_calibrate_result_free(sale_calibrate_result *r);
 

@@ -466,6 +466,11 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
         sale_set_error(ctx, "calibrate: mode: fused or two_pass");
         return SALE_ERR_INVALID;
     }
+    if (o->device != SALE_CALIBRATE_AUTO && o->device != SALE_CALIBRATE_CPU && o->device != SALE_CALIBRATE_GPU) {
+        sale_set_error(ctx, "calibrate: device: SALE_CALIBRATE_AUTO (0), SALE_CALIBRATE_CPU (1) or "
+                            "SALE_CALIBRATE_GPU (2), got %d", (int)o->device);
+        return SALE_ERR_INVALID;
+    }
     if (!ctx->db && !o->dry_run) {
         sale_set_error(ctx, "calibrate: the context has no cache file to store thresholds in");
         return SALE_ERR_CACHE;

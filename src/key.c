@@ -82,7 +82,8 @@ int key_default_est_bits(int arch)
 }
 
 /* Which fields change a family's code: the others are not part of its
- * canonical form, so prewarming over them does not multiply cubins. Plain
+ * canonical form (sale_key_format writes a field iff this says 1), so
+ * prewarming over them does not multiply cubins. Plain
  * (version 0) reads every algorithm field: the block geometry (bq, bk, seg,
  * win), the code format (est) and the threshold variant (thr); its tiles are
  * fixed (warps = bq/32, stages = 1). */
@@ -94,9 +95,13 @@ int key_family_uses(sale_family f, const char *field)
         return f != SALE_FAMILY_DENSE;
     if (!strcmp(field, "seg") || !strcmp(field, "win") || !strcmp(field, "thr"))
         return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_PLAIN;
-    if (!strcmp(field, "est"))
+    /* qg: the quantization granularity, written beside est (the codes') */
+    if (!strcmp(field, "est") || !strcmp(field, "qg"))
         return f == SALE_FAMILY_FUSED || f == SALE_FAMILY_SELECT || f == SALE_FAMILY_QUANTIZE ||
                f == SALE_FAMILY_PLAIN;
+    /* quantize codes every key, whatever the mask */
+    if (!strcmp(field, "causal"))
+        return f != SALE_FAMILY_QUANTIZE;
     return 1;
 }
 
@@ -151,8 +156,9 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         ERR("block_k: must be a multiple of 16 between 16 and 64, got %d", k->block_k);
     if (k->block_seg) {
         int bk = k->block_k ? k->block_k : 32;
-        if (k->block_seg % bk)
-            ERR("block_seg: must be a multiple of block_k (%d), got %d", bk, k->block_seg);
+        /* negative: -32 % 32 is 0 and -32 / 32 passes the bound below */
+        if (k->block_seg < 0 || k->block_seg % bk)
+            ERR("block_seg: must be a positive multiple of block_k (%d), got %d", bk, k->block_seg);
         if (k->block_seg / bk > 32)
             ERR("block_seg: at most 32 blocks of block_k per segment, got %d/%d = %d", k->block_seg, bk,
                 k->block_seg / bk);
@@ -403,7 +409,13 @@ static void put_int(char *buf, size_t len, size_t *pos, const char *name, int v,
 
 sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
 {
-    if (!k || !buf || !len || (unsigned)k->family >= SALE_FAMILY_COUNT)
+    if (!buf || !len)
+        return SALE_ERR_INVALID;
+    /* only text sale_key_parse takes back: an invalid key (arch 70, thr 7,
+     * dtype f32, seg=-32, causal 0, illegal tiles...) is refused, not written
+     * as "arch=?" (two such keys would share a text and a hash) */
+    buf[0] = 0;
+    if (sale_key_validate(k, NULL, 0) != SALE_OK)
         return SALE_ERR_INVALID;
     size_t pos = 0;
     sale_family f = k->family;
@@ -419,21 +431,21 @@ sale_status sale_key_format(const sale_key *k, char *buf, size_t len)
     if ((int)k->dtype == -1)
         put(buf, len, &pos, ",dt=*");
     else
-        put(buf, len, &pos, ",dt=%s", sale_dtype_name(k->dtype) ? sale_dtype_name(k->dtype) : "?");
-    if (key_family_uses(f, "est")) {
+        put(buf, len, &pos, ",dt=%s", sale_dtype_name(k->dtype));
+    if (key_family_uses(f, "est"))
         put_int(buf, len, &pos, "est", k->est_bits, !k->est_bits);
-        /* the quantization granularity is part of the code: query scale per
-         * row, key scale per block of block_k keys */
+    /* the quantization granularity is part of the code: query scale per
+     * row, key scale per block of block_k keys */
+    if (key_family_uses(f, "qg"))
         put(buf, len, &pos, ",qg=row.blk");
-    }
-    if (f != SALE_FAMILY_QUANTIZE)
+    if (key_family_uses(f, "causal"))
         put_int(buf, len, &pos, "causal", k->causal, k->causal == -1);
     put_int(buf, len, &pos, "warps", k->warps, !k->warps);
     put_int(buf, len, &pos, "stages", k->stages, !k->stages);
-    put(buf, len, &pos, ",arch=%s", sale_arch_name(k->arch) ? sale_arch_name(k->arch) : "?");
+    put(buf, len, &pos, ",arch=%s", sale_arch_name(k->arch));
     /* last, so that text written before it existed reads as a prefix */
     if (key_family_uses(f, "thr"))
-        put(buf, len, &pos, ",thr=%s", sale_thr_name(k->thr) ? sale_thr_name(k->thr) : "?");
+        put(buf, len, &pos, ",thr=%s", sale_thr_name(k->thr));
     return pos < len ? SALE_OK : SALE_ERR_INVALID;
 }
 

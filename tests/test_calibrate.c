@@ -632,3 +632,152 @@ Test(calibrate, cli_arguments_say_what_is_wrong_and_store_nothing)
     cr_assert_eq(run("ls --thresholds"), 0, "%s", out);
     cr_assert(strstr(out, "0 thresholds"), "something was stored: %s", out);
 }
+
+/* An unknown device value (not AUTO, CPU or GPU) ran a full calibration as
+ * if AUTO and stored the thresholds: it is refused, the message naming the
+ * field and the accepted values, before any layer is evaluated. */
+static void count_layers(void *user, const sale_calibrate_progress *p)
+{
+    (void)p;
+    ++*(int *)user;
+}
+
+Test(calibrate, an_unknown_device_is_refused_before_any_work)
+{
+    sale_ctx *ctx = open_ctx();
+    int layers = 0;
+    const int bad[] = {7, -1, SALE_CALIBRATE_GPU + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sale_calibrate_options o;
+        sale_calibrate_options_init(&o);
+        o.model = "dev";
+        o.gen.layers = 1, o.gen.heads_q = 1, o.gen.seq_len = 64, o.gen.head_dim = 64, o.gen.samples = 1;
+        o.device = (sale_calibrate_device)bad[i];
+        o.progress = count_layers, o.progress_user = &layers;
+        sale_calibrate_result r;
+        cr_assert_eq(sale_calibrate(ctx, &o, &r), SALE_ERR_INVALID, "device %d accepted", bad[i]);
+        const char *m = sale_last_error(ctx);
+        cr_assert(strstr(m, "device") && strstr(m, "SALE_CALIBRATE_AUTO") && strstr(m, "SALE_CALIBRATE_CPU") &&
+                      strstr(m, "SALE_CALIBRATE_GPU"),
+                  "device %d: %s", bad[i], m);
+        char num[16];
+        snprintf(num, sizeof num, "%d", bad[i]);
+        cr_assert(strstr(m, num), "the value given is named: %s", m);
+        cr_assert_null(r.tau);
+    }
+    cr_assert_eq(layers, 0, "a layer was calibrated");
+    float tau;
+    cr_assert_eq(sale_thresholds_get(ctx, "dev", 0, &tau, 1, NULL), SALE_ERR_NOT_FOUND, "something was stored");
+    sale_destroy(ctx);
+}
+
+/* sale.h said sale_cache_export refuses a dest that is not a regular file
+ * "unless force", but force never overrides that refusal (the safer
+ * behaviour, kept): the manual now says so. A directory, a FIFO and a
+ * symbolic link are refused with force and left as they were; force
+ * replaces a non-empty file that is not a sale cache, which is refused
+ * without it; and the manual says "even with force" of the first case. */
+Test(calibrate, export_refuses_a_non_regular_dest_even_with_force_as_the_manual_says)
+{
+    sale_ctx *ctx = open_ctx();
+    float tau[2] = {0.01f, 0.02f};
+    cr_assert_eq(sale_thresholds_put(ctx, "exp", 0, tau, 2, NULL), SALE_OK, "%s", sale_last_error(ctx));
+    const char *d = in_dir("a_dir"), *fifo = in_dir("a_fifo"), *text = in_dir("text.txt"), *link = in_dir("a_link");
+    cr_assert_eq(mkdir(d, 0755), 0);
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    FILE *f = fopen(text, "w");
+    cr_assert_not_null(f);
+    fputs("not a cache\n", f);
+    fclose(f);
+    cr_assert_eq(symlink(text, link), 0);
+    const char *nonreg[3] = {d, fifo, link};
+    for (int i = 0; i < 3; i++) {
+        int rows = -1;
+        struct stat before, after;
+        cr_assert_eq(lstat(nonreg[i], &before), 0);
+        cr_assert_eq(sale_cache_export(ctx, nonreg[i], NULL, 0, 1, &rows), SALE_ERR_CACHE, "%s replaced",
+                     nonreg[i]);
+        cr_assert(strstr(sale_last_error(ctx), "not a regular file"), "%s", sale_last_error(ctx));
+        cr_assert_eq(lstat(nonreg[i], &after), 0);
+        cr_assert_eq(before.st_mode, after.st_mode, "%s changed", nonreg[i]);
+    }
+    int rows = -1;
+    cr_assert_eq(sale_cache_export(ctx, text, NULL, 0, 0, &rows), SALE_ERR_CACHE, "a text file replaced without force");
+    cr_assert_eq(sale_cache_export(ctx, text, NULL, 0, 1, &rows), SALE_OK, "%s", sale_last_error(ctx));
+    sale_destroy(ctx);
+
+    /* the manual: the sentence that names a non-regular dest says "even
+     * with force", not "unless force" */
+    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
+    cr_assert_not_null(fp);
+    static char h[1 << 20], doc[1 << 14];
+    size_t n = fread(h, 1, sizeof h - 1, fp);
+    fclose(fp);
+    h[n] = 0;
+    char *b = strstr(h, "/* Write the kernels of the given archs"), *e = strstr(h, "sale_status sale_cache_export(");
+    cr_assert(b && e && b < e, "the comment above sale_cache_export moved");
+    size_t m = 0;
+    for (const char *p = b + 2; p < e && m < sizeof doc - 1; p++) { /* one line: no comment stars, single spaces */
+        char c = *p == '\n' || *p == '*' || *p == '/' ? ' ' : *p;
+        if (c != ' ' || (m && doc[m - 1] != ' '))
+            doc[m++] = c;
+    }
+    doc[m] = 0;
+    char *nr = strstr(doc, "not a regular file");
+    cr_assert_not_null(nr, "%s", doc);
+    char *s0 = nr, *s1 = strstr(nr, ". ");
+    while (s0 > doc && !(s0[-1] == ' ' && s0 - 1 > doc && s0[-2] == '.'))
+        s0--;
+    if (s1)
+        *s1 = 0;
+    cr_assert(strstr(s0, "even with force") && !strstr(s0, "unless force"),
+              "the manual must say a non-regular dest is refused even with force: '%s'", s0);
+}
+
+/* sale_thresholds_put reads one meta for the layer (meta[0]), though its
+ * manual ("one meta for every head") read as if it took meta[heads] like
+ * sale_thresholds_get: a caller's per-head metas were silently replaced by
+ * the first. The manual now says one meta describes the whole layer and
+ * only meta[0] is read; a put of two different metas stores the first for
+ * both heads, which get returns per head. */
+Test(calibrate, thresholds_put_stores_one_meta_for_the_whole_layer_as_the_manual_says)
+{
+    sale_ctx *ctx = open_ctx();
+    sale_threshold_meta mm[2] = {{0.02, 0, 3, 100, 0.25, 0.01, SALE_THR_RUN},
+                                 {0.05, 1, 9, 200, 0.75, 0.04, SALE_THR_FIXED}};
+    float tau[2] = {0.01f, 0.02f}, got[2];
+    sale_threshold_meta gm[2];
+    cr_assert_eq(sale_thresholds_put(ctx, "layer-meta", 0, tau, 2, mm), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_thresholds_get(ctx, "layer-meta", 0, got, 2, gm), SALE_OK, "%s", sale_last_error(ctx));
+    for (int h = 0; h < 2; h++) {
+        cr_assert_eq(got[h], tau[h]);
+        cr_assert_eq(gm[h].thr, SALE_THR_RUN, "head %d", h);
+        cr_assert_eq(gm[h].budget, 0.02);
+        cr_assert_eq(gm[h].samples, 3);
+        cr_assert_eq(gm[h].density, 0.25);
+        cr_assert_eq(gm[h].error, 0.01);
+    }
+    /* a single meta (not an array) is all put needs: a put never reads past it */
+    sale_threshold_meta *one = malloc(sizeof *one);
+    *one = mm[1];
+    cr_assert_eq(sale_thresholds_put(ctx, "layer-meta", 1, tau, 2, one), SALE_OK, "%s", sale_last_error(ctx));
+    free(one);
+    cr_assert_eq(sale_thresholds_get(ctx, "layer-meta", 1, got, 2, gm), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert(gm[0].thr == SALE_THR_FIXED && gm[1].thr == SALE_THR_FIXED);
+    sale_destroy(ctx);
+
+    /* the manual says so */
+    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
+    cr_assert_not_null(fp);
+    static char h[1 << 20];
+    size_t n = fread(h, 1, sizeof h - 1, fp);
+    fclose(fp);
+    h[n] = 0;
+    char *e = strstr(h, "sale_status sale_thresholds_put(");
+    cr_assert_not_null(e);
+    *e = 0;
+    char *b = strstr(h, "/* Store tau[0..heads) for (model, layer)");
+    cr_assert_not_null(b, "the comment above sale_thresholds_put moved");
+    cr_assert(strstr(b, "whole layer") && strstr(b, "only meta[0] is read"),
+              "the manual must say one meta describes the layer and only meta[0] is read: %s", b);
+}

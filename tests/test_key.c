@@ -1,6 +1,10 @@
 /* test_key.c — kernel keys: validation messages, canonical text round trip,
  * resolution defaults, hash stability. */
 #include <criterion/criterion.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sale.h"
@@ -673,4 +677,265 @@ Test(key, family_uses_names_the_fields_each_family_keeps)
     k = sale_key_default(SALE_FAMILY_FUSED);
     cr_assert_eq(sale_key_format(&k, t, sizeof t), SALE_OK);
     cr_assert(strstr(t, "thr=") && strstr(t, "win="), "%s", t);
+}
+
+/* A negative block_seg passed validation (-32 % 32 == 0, -32 / 32 <= 32) and
+ * formatted as seg=-32, which the parser refuses. Every numeric field of a
+ * key, whatever the family, the other fields open or set: a negative value
+ * (a multiple of every block size included, and INT_MIN, whose remainder is
+ * 0 and whose quotient passes any upper bound) is refused, the message
+ * naming the field. dtype and causal use -1 for open: -2 and below. */
+Test(key, a_negative_value_of_any_numeric_field_is_refused_by_name)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        int open_is_minus1;
+    } fields[] = {
+        {"head_dim", offsetof(sale_key, head_dim), 0},   {"block_q", offsetof(sale_key, block_q), 0},
+        {"block_k", offsetof(sale_key, block_k), 0},     {"block_seg", offsetof(sale_key, block_seg), 0},
+        {"local_window", offsetof(sale_key, local_window), 0}, {"dtype", offsetof(sale_key, dtype), 1},
+        {"est_bits", offsetof(sale_key, est_bits), 0},   {"causal", offsetof(sale_key, causal), 1},
+        {"warps", offsetof(sale_key, warps), 0},         {"stages", offsetof(sale_key, stages), 0},
+        {"arch", offsetof(sale_key, arch), 0},           {"thr", offsetof(sale_key, thr), 0},
+    };
+    static const int negs[] = {-1, -2, -4, -8, -16, -32, -64, -128, -256, -1024, -(1 << 20), INT_MIN};
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++)
+        for (int set = 0; set < 2; set++)
+            for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+                for (size_t j = 0; j < sizeof negs / sizeof negs[0]; j++) {
+                    if (fields[i].open_is_minus1 && negs[j] == -1)
+                        continue;
+                    sale_key k = sale_key_default((sale_family)f);
+                    if (set) { /* every other field set to a legal value */
+                        k.head_dim = 128, k.block_q = 64, k.block_k = 32, k.block_seg = 128, k.local_window = 128;
+                        k.dtype = SALE_DTYPE_BF16, k.est_bits = 8, k.causal = 1, k.arch = 80, k.thr = SALE_THR_RUN;
+                    }
+                    *(int *)((char *)&k + fields[i].off) = negs[j];
+                    char err[256] = "";
+                    cr_assert_eq(sale_key_validate(&k, err, sizeof err), SALE_ERR_INVALID, "%s %s = %d accepted",
+                                 sale_family_name((sale_family)f), fields[i].name, negs[j]);
+                    cr_assert(strncmp(err, fields[i].name, strlen(fields[i].name)) == 0 &&
+                                  err[strlen(fields[i].name)] == ':',
+                              "%s %s = %d: '%s' does not name the field", sale_family_name((sale_family)f),
+                              fields[i].name, negs[j], err);
+                }
+    /* the rule's words, as for a positive value off the rule */
+    sale_key k = sale_key_default(SALE_FAMILY_SELECT);
+    k.arch = 80, k.block_seg = -32;
+    char err[256] = "";
+    cr_assert_eq(sale_key_validate(&k, err, sizeof err), SALE_ERR_INVALID);
+    cr_assert(strstr(err, "multiple of block_k") && strstr(err, "-32"), "%s", err);
+}
+
+/* sale_key_family_uses said 1 for fields the family's key text leaves out
+ * (quantize "causal"; attend and dense "qg"), so keys differing there were
+ * said to be different kernels though they format and hash alike. For every
+ * family and every field of the key text (short and long name): the rule
+ * says 1 exactly when sale_key_format writes the field, with that field set
+ * and with the key fully resolved. */
+static int text_has_field(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = strchr(text, ':'); p; p = strchr(p + 1, ','))
+        if (!strncmp(p + 1, name, n) && p[1 + n] == '=')
+            return 1;
+    return 0;
+}
+
+Test(key, family_uses_agrees_with_the_formatted_text_for_every_family_and_field)
+{
+    static const struct {
+        const char *shrt, *lng;
+        size_t off; /* the field to set; (size_t)-1: none (qg has no key field) */
+        int value;
+    } fields[] = {
+        {"d", "head_dim", offsetof(sale_key, head_dim), 64},
+        {"bq", "block_q", offsetof(sale_key, block_q), 128},
+        {"bk", "block_k", offsetof(sale_key, block_k), 16},
+        {"seg", "block_seg", offsetof(sale_key, block_seg), 64},
+        {"win", "local_window", offsetof(sale_key, local_window), 64},
+        {"dt", "dtype", offsetof(sale_key, dtype), SALE_DTYPE_F16},
+        {"est", "est_bits", offsetof(sale_key, est_bits), 8},
+        {"qg", "qg", (size_t)-1, 0},
+        {"causal", "causal", offsetof(sale_key, causal), 1},
+        {"warps", "warps", offsetof(sale_key, warps), 4},
+        {"stages", "stages", offsetof(sale_key, stages), 2},
+        {"arch", "arch", offsetof(sale_key, arch), 86},
+        {"thr", "threshold", offsetof(sale_key, thr), SALE_THR_FIXED},
+    };
+    int checked = 0;
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++)
+        for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+            sale_key one = sale_key_default((sale_family)f), full = one;
+            if (fields[i].off != (size_t)-1)
+                *(int *)((char *)&one + fields[i].off) = fields[i].value;
+            full.arch = 86;
+            char err[256] = "", t1[256] = "", t2[256] = "";
+            cr_assert_eq(sale_key_resolve(&full, err, sizeof err), SALE_OK, "%s", err);
+            cr_assert_eq(sale_key_format(&one, t1, sizeof t1), SALE_OK, "%s", sale_family_name((sale_family)f));
+            cr_assert_eq(sale_key_format(&full, t2, sizeof t2), SALE_OK);
+            int written = text_has_field(t1, fields[i].shrt);
+            cr_assert_eq(text_has_field(t2, fields[i].shrt), written, "'%s' and '%s' disagree on %s", t1, t2,
+                         fields[i].shrt);
+            cr_assert_eq(sale_key_family_uses((sale_family)f, fields[i].shrt), written,
+                         "family_uses(%s, %s) = %d but the key text is %s", sale_family_name((sale_family)f),
+                         fields[i].shrt, sale_key_family_uses((sale_family)f, fields[i].shrt), t1);
+            cr_assert_eq(sale_key_family_uses((sale_family)f, fields[i].lng), written,
+                         "family_uses(%s, %s) = %d but the key text is %s", sale_family_name((sale_family)f),
+                         fields[i].lng, sale_key_family_uses((sale_family)f, fields[i].lng), t1);
+            if (!written && fields[i].off != (size_t)-1) {
+                /* dropped: keys that differ only there are one kernel */
+                sale_key other = sale_key_default((sale_family)f);
+                cr_assert_eq(sale_key_hash(&one), sale_key_hash(&other), "%s", t1);
+            }
+            checked++;
+        }
+    cr_assert_eq(checked, SALE_FAMILY_COUNT * 13);
+}
+
+/* sale_key_format wrote keys no parser takes back (arch 70 as "arch=?",
+ * thr 7 as "thr=?", dtype F32 as "dt=f32", seg=-32, causal=0) and returned
+ * SALE_OK, so sale_key_hash gave two different invalid keys one hash. Over
+ * random keys, mostly legal, often with one field off its rule: a key
+ * formats iff it validates; its text parses back to a key that formats to
+ * the same text and hashes alike; a key that does not format hashes to 0. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static unsigned rnd(unsigned n)
+{
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (unsigned)(rng_state % n);
+}
+#define PICK(a) (a)[rnd(sizeof(a) / sizeof((a)[0]))]
+
+Test(key, a_key_that_formats_parses_back_to_the_same_text)
+{
+    static const int hd[] = {0, 64, 128}, hd_bad[] = {256, 96, -64};
+    static const int bq[] = {0, 64, 128}, bq_bad[] = {48, 32, -64};
+    static const int bk[] = {0, 16, 32, 64}, bk_bad[] = {24, 8, 128, -32};
+    static const int seg[] = {0, 64, 128, 256}, seg_bad[] = {100, -32, 4096};
+    static const int win[] = {0, 64, 128, 1024}, win_bad[] = {100, -64, 1 << 21};
+    static const int dt[] = {-1, SALE_DTYPE_F16, SALE_DTYPE_BF16}, dt_bad[] = {SALE_DTYPE_F32, -2, 9};
+    static const int est[] = {0, 4, 8}, est_bad[] = {6, 16, -8};
+    static const int causal[] = {-1, 1}, causal_bad[] = {0, 2, -2};
+    static const int warps[] = {0, 2, 4, 5, 8, 12, 20}, warps_bad[] = {21, -4};
+    static const int stages[] = {0, 1, 2, 3, 4}, stages_bad[] = {8, -1};
+    static const int arch[] = {SALE_ARCH_CURRENT, 80, 86, 89, 90, SALE_ARCH_SM90A}, arch_bad[] = {70, 75, 100, -1};
+    static const int thr[] = {SALE_THR_OPEN, SALE_THR_RUN, SALE_THR_FIXED}, thr_bad[] = {7, -1, 3};
+    int formatted = 0, refused = 0;
+    for (int i = 0; i < 100000; i++) {
+        sale_key k = sale_key_default((sale_family)rnd(SALE_FAMILY_COUNT));
+        k.head_dim = PICK(hd), k.block_q = PICK(bq), k.block_k = PICK(bk), k.block_seg = PICK(seg);
+        k.local_window = PICK(win), k.dtype = (sale_dtype)PICK(dt), k.est_bits = PICK(est);
+        k.causal = PICK(causal), k.warps = PICK(warps), k.stages = PICK(stages), k.arch = PICK(arch);
+        k.thr = PICK(thr);
+        switch (rnd(24)) { /* one field off its rule, half the time */
+        case 0: k.head_dim = PICK(hd_bad); break;
+        case 1: k.block_q = PICK(bq_bad); break;
+        case 2: k.block_k = PICK(bk_bad); break;
+        case 3: k.block_seg = PICK(seg_bad); break;
+        case 4: k.local_window = PICK(win_bad); break;
+        case 5: k.dtype = (sale_dtype)PICK(dt_bad); break;
+        case 6: k.est_bits = PICK(est_bad); break;
+        case 7: k.causal = PICK(causal_bad); break;
+        case 8: k.warps = PICK(warps_bad); break;
+        case 9: k.stages = PICK(stages_bad); break;
+        case 10: k.arch = PICK(arch_bad); break;
+        case 11: k.thr = PICK(thr_bad); break;
+        }
+        char t1[256], t2[256], err[256] = "";
+        sale_status fs = sale_key_format(&k, t1, sizeof t1);
+        sale_status vs = sale_key_validate(&k, err, sizeof err);
+        cr_assert_eq(fs, vs, "format %s but validate %s (%s): %s", sale_status_name(fs), sale_status_name(vs), err,
+                     fs ? "" : t1);
+        if (fs != SALE_OK) {
+            cr_assert_eq(sale_key_hash(&k), 0, "an invalid key hashes to 0 (%s)", err);
+            refused++;
+            continue;
+        }
+        sale_key k2;
+        cr_assert_eq(sale_key_parse(t1, &k2, err, sizeof err), SALE_OK, "'%s' does not parse: %s", t1, err);
+        cr_assert_eq(sale_key_format(&k2, t2, sizeof t2), SALE_OK, "%s", t1);
+        cr_assert_str_eq(t1, t2);
+        cr_assert_eq(sale_key_hash(&k), sale_key_hash(&k2), "%s", t1);
+        cr_assert_neq(sale_key_hash(&k), 0, "%s", t1);
+        formatted++;
+    }
+    cr_assert_gt(formatted, 10000, "%d keys formatted", formatted);
+    cr_assert_gt(refused, 10000, "%d keys refused", refused);
+
+    /* the audit's cases */
+    sale_key a = sale_key_default(SALE_FAMILY_FUSED), b = a;
+    char t[256];
+    a.arch = 70, b.arch = 75;
+    cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
+    cr_assert_str_eq(t, "", "nothing half-written");
+    cr_assert_eq(sale_key_hash(&a), 0);
+    cr_assert_eq(sale_key_hash(&b), 0);
+    a = sale_key_default(SALE_FAMILY_SELECT), a.thr = 7;
+    cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
+    a = sale_key_default(SALE_FAMILY_DENSE), a.dtype = SALE_DTYPE_F32;
+    cr_assert_eq(sale_key_format(&a, t, sizeof t), SALE_ERR_INVALID, "%s", t);
+}
+
+/* sale.h said "Fields left 0 are 'open'", but a zero-filled key has dtype F16
+ * (open is -1) and causal 0 (refused; open is -1). The manual now gives each
+ * field's open value: it must be the value sale_key_default sets, for every
+ * field of the struct (read from include/sale.h); and a zero-filled key is
+ * not open, as it says. */
+Test(key, the_manual_gives_each_fields_open_value_as_sale_key_default_sets_it)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } fields[] = {
+        {"head_dim", offsetof(sale_key, head_dim)}, {"block_q", offsetof(sale_key, block_q)},
+        {"block_k", offsetof(sale_key, block_k)},   {"block_seg", offsetof(sale_key, block_seg)},
+        {"local_window", offsetof(sale_key, local_window)}, {"dtype", offsetof(sale_key, dtype)},
+        {"est_bits", offsetof(sale_key, est_bits)}, {"causal", offsetof(sale_key, causal)},
+        {"warps", offsetof(sale_key, warps)},       {"stages", offsetof(sale_key, stages)},
+        {"arch", offsetof(sale_key, arch)},         {"thr", offsetof(sale_key, thr)},
+    };
+    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
+    cr_assert_not_null(fp);
+    static char h[1 << 20];
+    size_t n = fread(h, 1, sizeof h - 1, fp);
+    fclose(fp);
+    h[n] = 0;
+    char *b = strstr(h, "typedef struct sale_key {"), *e = b ? strstr(b, "} sale_key;") : NULL;
+    cr_assert(b && e);
+    *e = 0;
+    const sale_key d = sale_key_default(SALE_FAMILY_FUSED);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char decl[64];
+        snprintf(decl, sizeof decl, " %s;", fields[i].name);
+        char *line = strstr(b, decl);
+        cr_assert_not_null(line, "%s is not in sale_key", fields[i].name);
+        char *eol = strchr(line, '\n');
+        if (eol)
+            *eol = 0;
+        char *open = strstr(line, "open: ");
+        cr_assert_not_null(open, "sale.h does not say the open value of %s:%s", fields[i].name, line);
+        int v = atoi(open + 6);
+        cr_assert_eq(v, *(const int *)((const char *)&d + fields[i].off),
+                     "sale.h says %s is open at %d; sale_key_default sets %d", fields[i].name, v,
+                     *(const int *)((const char *)&d + fields[i].off));
+        if (eol)
+            *eol = '\n';
+    }
+    /* what the manual says of a zero-filled key */
+    sale_key z;
+    memset(&z, 0, sizeof z);
+    z.family = SALE_FAMILY_FUSED, z.arch = 80;
+    char err[256] = "";
+    cr_assert_eq(sale_key_resolve(&z, err, sizeof err), SALE_ERR_INVALID);
+    cr_assert(strncmp(err, "causal:", 7) == 0, "%s", err);
+    z.causal = 1;
+    cr_assert_eq(sale_key_resolve(&z, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(z.dtype, SALE_DTYPE_F16, "dtype 0 is F16, not open");
+    sale_key o = d;
+    o.arch = 80;
+    cr_assert_eq(sale_key_resolve(&o, err, sizeof err), SALE_OK, "%s", err);
+    cr_assert_eq(o.dtype, SALE_DTYPE_BF16, "open dtype resolves to bf16");
+    cr_assert_eq(o.causal, 1);
 }

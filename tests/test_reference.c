@@ -808,3 +808,34 @@ Test(reference, sparse_close_to_dense_on_structured_inputs, .timeout = 600)
     free(sparse);
     tc_free(&t);
 }
+
+/* seq_len above 2^30 (sale_attention_args: "at most 2^30") reached the
+ * work buffers (about 256 GiB at head_dim 64: SALE_ERR_NOMEM, or an abort
+ * under ASan); it is refused first, with sale_attention's status and
+ * message. The tensors are never read, so small buffers stand in. */
+Test(reference, seq_len_above_2_30_is_refused_as_sale_attention_refuses_it)
+{
+    sale_options so = {0};
+    so.cache_path = ":memory:";
+    sale_ctx *ctx = NULL;
+    cr_assert_eq(sale_create(&ctx, &so), SALE_OK);
+    float buf[64];
+    sale_attention_args a;
+    sale_attention_args_init(&a);
+    a.batch = 1, a.heads_q = 2, a.heads_kv = 2, a.head_dim = 64, a.dtype = SALE_DTYPE_F32;
+    a.q = a.k = a.v = buf, a.out = buf;
+    a.seq_len = (1 << 30) + 1;
+    size_t ws = 0;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &ws), SALE_ERR_INVALID);
+    char want[512];
+    strncpy(want, sale_last_error(ctx), sizeof want - 1);
+    want[sizeof want - 1] = 0;
+    cr_assert(strstr(want, "seq_len"), "%s", want);
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert_str_eq(sale_last_error(ctx), want);
+    a.dtype = SALE_DTYPE_F16; /* whatever the dtype, and with a->mode dense */
+    a.mode = SALE_MODE_DENSE;
+    cr_assert_eq(sale_reference_attention(ctx, &a), SALE_ERR_INVALID, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_reference_attention(NULL, &a), SALE_ERR_INVALID);
+    sale_destroy(ctx);
+}
