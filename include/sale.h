@@ -547,9 +547,12 @@ sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad);
 sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs, int narch, int force, int *rows);
 
 /* Merge the kernels, tuning winners and thresholds of another sale cache
- * file into this one (rows that exist are kept; damaged cubins skipped).
- * The source is only read, also from a directory this user cannot write.
- * *rows receives the number of kernels added. */
+ * file into this one (rows that exist are kept; damaged cubins skipped; a
+ * model that has thresholds here keeps them all and the other file's
+ * thresholds of it are not taken, with a warning: two calibrations never
+ * mix). The source is only read, also from a directory this user cannot
+ * write, and nothing is left beside it. *rows receives the number of
+ * kernels added. */
 sale_status sale_cache_import(sale_ctx *ctx, const char *src, int *rows);
 
 /* Remove every kernel of the cache file (winners and thresholds stay);

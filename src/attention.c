@@ -17,8 +17,6 @@
 #include "sale_layout.h"
 
 #define ALIGN 256
-/* the longest seq_len taken (see check_args) */
-#define SALE_MAX_SEQ_LEN (1 << 30)
 
 static size_t up(size_t n)
 {

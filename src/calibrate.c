@@ -471,10 +471,33 @@ sale_status sale_calibrate(sale_ctx *ctx, const sale_calibrate_options *o, sale_
                             "SALE_CALIBRATE_GPU (2), got %d", (int)o->device);
         return SALE_ERR_INVALID;
     }
-    if (!ctx->db && !o->dry_run) {
-        sale_set_error(ctx, "calibrate: the context has no cache file to store thresholds in");
-        return SALE_ERR_CACHE;
+    if (o->budget_abs != 0 && o->budget_abs != 1) { /* 5 was taken as 1 */
+        sale_set_error(ctx, "calibrate: budget_abs: 0 (relative L1 per head) or 1 (mean per-row L1), got %d",
+                       o->budget_abs);
+        return SALE_ERR_INVALID;
     }
+    if (o->thr != 0 && o->thr != SALE_THR_RUN && o->thr != SALE_THR_FIXED) {
+        sale_set_error(ctx, "calibrate: thr: 0 (the device's default), SALE_THR_RUN (%d) or SALE_THR_FIXED (%d), got %d",
+                       SALE_THR_RUN, SALE_THR_FIXED, o->thr);
+        return SALE_ERR_INVALID;
+    }
+    {
+        /* the block geometry by the key rules, before any layer runs (they
+         * were found by the reference at layer 0) */
+        sale_key k = sale_key_default(SALE_FAMILY_FUSED);
+        const int *v[] = {&o->block_q, &o->block_k, &o->block_seg, &o->local_window, &o->est_bits};
+        int *f[] = {&k.block_q, &k.block_k, &k.block_seg, &k.local_window, &k.est_bits};
+        for (int i = 0; i < 5; i++)
+            if (*v[i])
+                *f[i] = *v[i];
+        char kerr[256];
+        if (sale_key_validate(&k, kerr, sizeof kerr) != SALE_OK) {
+            sale_set_error(ctx, "calibrate: %s", kerr);
+            return SALE_ERR_INVALID;
+        }
+    }
+    if (ctx_ready(ctx, "calibrate"))
+        return SALE_ERR_CACHE;
     double t0 = now_s();
     engine e = {.ctx = ctx, .o = o};
     if (o->device != SALE_CALIBRATE_CPU) {

@@ -186,6 +186,9 @@ const char *tpl_family_file(sale_family f);
 /* Generate the prelude for a resolved key into buf; returns length or -1. */
 int tpl_prelude(const sale_key *key, char *buf, size_t buflen);
 
+/* the longest seq_len sale_attention and the reference take (their checks) */
+#define SALE_MAX_SEQ_LEN (1 << 30)
+
 /* SALE_OK when ctx is usable for the call named what; else its error is
  * set (sale_create failed on it: the reason, and that only sale_destroy is
  * valid) and SALE_ERR_CACHE (SALE_ERR_INVALID for NULL) returned (ctx.c). */

@@ -28,7 +28,6 @@ void sale_attention_args_init(sale_attention_args *a)
     a->tau_default = 0.004f;
 }
 
-#define REF_MAX_SEQ_LEN (1 << 30) /* = SALE_MAX_SEQ_LEN of attention.c */
 
 static int def_int(int v, int d)
 {
@@ -133,9 +132,9 @@ static sale_status plan_make(sale_ctx *ctx, const sale_attention_args *a, ref_pl
     if (a->seq_len < 1)
         return fail(ctx, "seq_len: must be >= 1, got %d", a->seq_len);
     /* sale_attention_args: "seq_len at most 2^30", as sale_attention refuses
-     * it (attention.c's SALE_MAX_SEQ_LEN), before any work buffer */
-    if (a->seq_len > REF_MAX_SEQ_LEN) {
-        sale_set_error(ctx, "seq_len: %d is too large (at most %d)", a->seq_len, REF_MAX_SEQ_LEN);
+     * it (SALE_MAX_SEQ_LEN, internal.h), before any work buffer */
+    if (a->seq_len > SALE_MAX_SEQ_LEN) {
+        sale_set_error(ctx, "seq_len: %d is too large (at most %d)", a->seq_len, SALE_MAX_SEQ_LEN);
         return SALE_ERR_INVALID;
     }
     if (a->head_dim != 64 && a->head_dim != 128 && a->head_dim != 256)

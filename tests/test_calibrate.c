@@ -781,3 +781,40 @@ Test(calibrate, thresholds_put_stores_one_meta_for_the_whole_layer_as_the_manual
     cr_assert(strstr(b, "whole layer") && strstr(b, "only meta[0] is read"),
               "the manual must say one meta describes the layer and only meta[0] is read: %s", b);
 }
+
+/* The other options, refused before any work too: budget_abs 5 was taken
+ * as 1; thr 7 and a block_seg of -32 were found only by the reference when
+ * layer 0 ran. */
+Test(calibrate, bad_options_are_refused_before_any_layer_runs)
+{
+    sale_ctx *ctx = open_ctx();
+    int layers = 0;
+    struct {
+        int budget_abs, thr, block_seg, block_k, est_bits;
+        const char *want;
+    } bad[] = {
+        {5, 0, 0, 0, 0, "budget_abs"},
+        {-1, 0, 0, 0, 0, "budget_abs"},
+        {0, 7, 0, 0, 0, "thr"},
+        {0, 0, -32, 0, 0, "block_seg"},
+        {0, 0, 48, 0, 0, "block_seg"},
+        {0, 0, 0, 24, 0, "block_k"},
+        {0, 0, 0, 0, 5, "est"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sale_calibrate_options o;
+        sale_calibrate_options_init(&o);
+        o.model = "opts";
+        o.device = SALE_CALIBRATE_CPU;
+        o.gen.layers = 1, o.gen.heads_q = 1, o.gen.seq_len = 64, o.gen.head_dim = 64, o.gen.samples = 1;
+        o.budget_abs = bad[i].budget_abs, o.thr = bad[i].thr, o.block_seg = bad[i].block_seg;
+        o.block_k = bad[i].block_k, o.est_bits = bad[i].est_bits;
+        o.progress = count_layers, o.progress_user = &layers;
+        cr_assert_eq(sale_calibrate(ctx, &o, NULL), SALE_ERR_INVALID, "case %zu accepted", i);
+        cr_assert(strstr(sale_last_error(ctx), bad[i].want), "case %zu: %s", i, sale_last_error(ctx));
+    }
+    cr_assert_eq(layers, 0, "a layer ran before a bad option was refused");
+    float tau;
+    cr_assert_eq(sale_thresholds_get(ctx, "opts", 0, &tau, 1, NULL), SALE_ERR_NOT_FOUND, "something was stored");
+    sale_destroy(ctx);
+}
