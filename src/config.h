@@ -87,9 +87,11 @@ sale_status thresholds_attach_config(sale_ctx *ctx, const cfg_threshold *th, int
 
 /* The cache file sale_create opens when sale_options.cache_path is NULL
  * ($SALE_CACHE_DIR/kernels.db, else $XDG_CACHE_HOME/sale/kernels.db, else
- * ~/.cache/sale/kernels.db) into buf: 0, or -1 when none is set or it does
- * not fit. The CLI's looking commands check it exists before opening. */
-int sale_default_cache_path(char *buf, size_t len);
+ * ~/.cache/sale/kernels.db) into buf: 0; -1 when none is set; -2 when the
+ * path would not fit in len (buf ""). *var (may be NULL) gets the variable
+ * it came from ("SALE_CACHE_DIR", "XDG_CACHE_HOME", "HOME"). The CLI's
+ * looking commands check it exists before opening. */
+int sale_default_cache_path(char *buf, size_t len, const char **var);
 
 /* Run a user script with the full standard library and the `sale` module
  * (sale run script.lua args...). Errors carry the traceback. */

@@ -218,17 +218,22 @@ static void db_log_bridge(void *user, int level, const char *msg)
     sale_logf((sale_ctx *)user, (sale_log_level)level, "%s", msg);
 }
 
-int sale_default_cache_path(char *buf, size_t len)
+int sale_default_cache_path(char *buf, size_t len, const char **var)
 {
-    const char *d = getenv("SALE_CACHE_DIR");
-    if (d && *d)
-        return snprintf(buf, len, "%s/kernels.db", d) < (int)len ? 0 : -1;
-    d = getenv("XDG_CACHE_HOME");
-    if (d && *d)
-        return snprintf(buf, len, "%s/sale/kernels.db", d) < (int)len ? 0 : -1;
-    d = getenv("HOME");
-    if (d && *d)
-        return snprintf(buf, len, "%s/.cache/sale/kernels.db", d) < (int)len ? 0 : -1;
+    static const char *const vars[] = {"SALE_CACHE_DIR", "XDG_CACHE_HOME", "HOME"};
+    static const char *const tails[] = {"/kernels.db", "/sale/kernels.db", "/.cache/sale/kernels.db"};
+    for (int i = 0; i < 3; i++) {
+        const char *d = getenv(vars[i]);
+        if (!d || !*d)
+            continue;
+        if (var)
+            *var = vars[i];
+        if (len && snprintf(buf, len, "%s%s", d, tails[i]) < (int)len)
+            return 0;
+        if (len)
+            buf[0] = 0; /* never a cut path: it would name another file */
+        return -2;
+    }
     return -1;
 }
 
@@ -311,9 +316,19 @@ static sale_status create_ctx(sale_ctx **out, const sale_options *opts)
             return SALE_ERR_INVALID;
         }
         strcpy(c->cache_path, opts->cache_path);
-    } else if (sale_default_cache_path(c->cache_path, sizeof c->cache_path)) {
-        sale_set_error(c, "cache_path: no $SALE_CACHE_DIR, $XDG_CACHE_HOME or $HOME to put the cache in");
-        return SALE_ERR_INVALID;
+    } else {
+        const char *var = NULL;
+        const int r = sale_default_cache_path(c->cache_path, sizeof c->cache_path, &var);
+        if (r == -2) {
+            sale_set_error(c, "cache_path: the default cache under $%s (%zu bytes) is longer than the %zu bytes a "
+                           "path may have; set cache_path or a shorter $%s", var, strlen(getenv(var)),
+                           sizeof c->cache_path - 1, var);
+            return SALE_ERR_INVALID;
+        }
+        if (r) {
+            sale_set_error(c, "cache_path: no $SALE_CACHE_DIR, $XDG_CACHE_HOME or $HOME to put the cache in");
+            return SALE_ERR_INVALID;
+        }
     }
     if (opts && opts->fleet_path) {
         /* cut short, it would name another file */
@@ -341,7 +356,7 @@ static sale_status create_ctx(sale_ctx **out, const sale_options *opts)
         c->fleet_path[0] = 0;
         c->opts.fleet_path = NULL;
     }
-    char err[1024] = "";
+    char err[4096] = ""; /* the path (up to 1023 bytes) may be in it twice, and the reason after */
     int dflags = opts && opts->cache_path ? 0 : DB_OPEN_DEFAULT_PATH; /* only there is any bad file moved aside */
     if (opts && opts->existing_only)
         dflags |= DB_OPEN_NO_CREATE | DB_OPEN_NO_RECOVER;

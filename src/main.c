@@ -89,7 +89,7 @@ static const char *cache_file(const gopts *g, char *buf, size_t len)
         return g->cache;
     if (g_cfg.cache_path[0])
         return g_cfg.cache_path;
-    return sale_default_cache_path(buf, len) ? NULL : buf;
+    return sale_default_cache_path(buf, len, NULL) ? NULL : buf;
 }
 
 /* The cache file when it does not exist (cache_file; ":memory:" always

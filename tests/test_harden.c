@@ -1232,3 +1232,39 @@ Test(harden, a_context_whose_create_failed_says_so_on_every_call) {
     cr_assert(strstr(e, "sale_compile") && strstr(e, "sale_create failed") && !strstr(e, "db_kernel_get"), "%s", e);
     sale_destroy(c);
 }
+
+/* An over-long $SALE_CACHE_DIR was reported as "no $SALE_CACHE_DIR,
+ * $XDG_CACHE_HOME or $HOME" (it is set); and a cache path near the 1023-byte
+ * limit cut SQLite's reason off the end of the message (the C API audit). */
+Test(harden, long_cache_paths_are_named_and_their_reasons_kept) {
+    char *old = getenv("SALE_CACHE_DIR") ? strdup(getenv("SALE_CACHE_DIR")) : NULL;
+    char longdir[1200];
+    memset(longdir, 'x', sizeof longdir - 1);
+    longdir[0] = '/';
+    longdir[sizeof longdir - 1] = 0;
+    setenv("SALE_CACHE_DIR", longdir, 1);
+    sale_ctx *c = NULL;
+    cr_assert_eq(sale_create(&c, NULL), SALE_ERR_INVALID);
+    const char *e = sale_last_error(c);
+    cr_assert(strstr(e, "$SALE_CACHE_DIR") && strstr(e, "longer than") && !strstr(e, "no $SALE_CACHE_DIR"), "%s", e);
+    sale_destroy(c);
+    if (old) {
+        setenv("SALE_CACHE_DIR", old, 1);
+        free(old);
+    } else {
+        unsetenv("SALE_CACHE_DIR");
+    }
+    /* a 1023-byte path in a folder that does not exist under a file: the reason is at the end, whole */
+    spit(in_dir("afile"), "x", 1);
+    char p[1024];
+    int n = snprintf(p, sizeof p, "%s/afile/", g_dir);
+    memset(p + n, 'k', sizeof p - 1 - (size_t)n);
+    p[sizeof p - 1] = 0;
+    sale_options o = {.cache_path = p};
+    cr_assert_neq(sale_create(&c, &o), SALE_OK);
+    e = sale_last_error(c);
+    const char *tail = e + (strlen(e) > 120 ? strlen(e) - 120 : 0);
+    cr_assert((strstr(tail, "unable to open") || strstr(tail, "Not a directory")) && e[strlen(e) - 1] != 'k',
+              "the reason was cut: ...%s", tail);
+    sale_destroy(c);
+}
