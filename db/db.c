@@ -1914,6 +1914,31 @@ int db_export_ex(db *d, const char *dest, const char *const *archs, int narch, i
         rollback(d->w);
         goto out;
     }
+    int held = total;
+    if (!held) {
+        /* no kernel: thresholds or winners alone still make a fleet file */
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(d->w, "SELECT (SELECT count(*) FROM sale_export.thresholds) + (SELECT count(*) "
+                                     "FROM sale_export.tuned)", -1, &q, NULL) != SQLITE_OK ||
+            sqlite3_step(q) != SQLITE_ROW) {
+            sql_fail(err, errlen, d->w, "db_export: count");
+            sqlite3_finalize(q);
+            rollback(d->w);
+            goto out;
+        }
+        held = sqlite3_column_int(q, 0);
+        sqlite3_finalize(q);
+    }
+    if (held == 0) { /* a file with nothing in it: nothing written, dest as it was */
+        rollback(d->w);
+        char which[256] = "";
+        for (int i = 0; i < narch; i++)
+            snprintf(which + strlen(which), sizeof which - strlen(which), "%s%s", i ? ", " : " of ", archs[i]);
+        set_err(err, errlen, "db_export: no kernels%s, tuning winners or thresholds in %s; nothing written", which,
+                d->path);
+        ret = -2;
+        goto out;
+    }
     if (commit(d->w, err, errlen, "db_export") != 0) goto out;
     if (sqlite3_exec(d->w, "DETACH DATABASE sale_export", NULL, NULL, NULL) != SQLITE_OK) {
         sql_fail(err, errlen, d->w, "db_export: detach");

@@ -116,7 +116,8 @@ int db_verify(db *d, int *checked, int *bad, char *err, size_t errlen);
  * "sm_90a": only those). A dest that is the cache itself (same inode or
  * real path, a symlink or hard link included) or one of its -wal/-shm/
  * -journal is always refused, before anything is written. Returns the
- * number of kernel rows written, or -1. */
+ * number of kernel rows written, -2 when the file would hold nothing (no
+ * kernel, tuning winner or threshold: nothing written), or -1. */
 int db_export(db *d, const char *dest, const char *const *archs, int narch, char *err, size_t errlen);
 /* db_export refuses a dest that exists and is not a regular file, or is a
  * non-empty file that is not a sale cache (unless flags has

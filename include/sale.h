@@ -543,7 +543,10 @@ sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad);
  * cache itself (under any name), or dest exists and is not a regular file
  * (a directory, FIFO, device or symbolic link). Refused unless force: dest
  * is a non-empty regular file that is not a sale cache. An empty file or a
- * sale cache is replaced. *rows receives the number of kernels written. */
+ * sale cache is replaced. Nothing to write (no kernel of those archs, no
+ * tuning winner, no threshold): SALE_ERR_NOT_FOUND, nothing written;
+ * thresholds alone do make a file (`sale export` also refuses a file with
+ * no kernel). *rows receives the number of kernels written. */
 sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs, int narch, int force, int *rows);
 
 /* Merge the kernels, tuning winners and thresholds of another sale cache

@@ -239,7 +239,7 @@ sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs,
     free(names);
     if (n < 0) {
         sale_set_error(ctx, "%s", err);
-        return SALE_ERR_CACHE;
+        return n == -2 ? SALE_ERR_NOT_FOUND : SALE_ERR_CACHE;
     }
     *rows = n;
     return SALE_OK;

@@ -3,6 +3,7 @@
  * on real SQLite files in a temporary directory; what `sale ls | verify |
  * export | import | clear` are built on. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -550,4 +551,38 @@ Test(cache_api, import_never_mixes_two_calibrations_of_a_model)
                  sale_last_error(c));
     cr_assert(t[0] == 0.05f);
     sale_destroy(c);
+}
+
+/* From C, an export of nothing (no kernel of those archs, no winner, no
+ * threshold) wrote an empty cache file and said SALE_OK (the C API audit;
+ * `sale export` already refused). It is SALE_ERR_NOT_FOUND and nothing is
+ * written; thresholds alone still travel. */
+Test(cache_api, an_export_of_nothing_writes_nothing)
+{
+    sale_ctx *a = open_at("a.db", NULL);
+    compile_quantize(a, 80);
+    char dest[512];
+    path_of(dest, sizeof dest, "fleet.db");
+    int rows = -1;
+    const int archs[] = {86};
+    cr_assert_eq(sale_cache_export(a, dest, archs, 1, 0, &rows), SALE_ERR_NOT_FOUND, "%s", sale_last_error(a));
+    cr_assert(strstr(sale_last_error(a), "nothing written") && strstr(sale_last_error(a), "sm_86"), "%s",
+              sale_last_error(a));
+    cr_assert_eq(rows, 0);
+    cr_assert_neq(access(dest, F_OK), 0, "an empty export made %s", dest);
+    DIR *dh = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(dh)))
+        cr_assert(!strstr(e->d_name, "fleet.db"), "left %s", e->d_name);
+    closedir(dh);
+    put_thresholds(a, "llama");
+    cr_assert_eq(sale_cache_export(a, dest, archs, 1, 0, &rows), SALE_OK, "%s", sale_last_error(a));
+    cr_assert_eq(rows, 0, "no sm_86 kernel");
+    sale_ctx *b = open_at("b.db", NULL);
+    cr_assert_eq(sale_cache_import(b, dest, &rows), SALE_OK, "%s", sale_last_error(b));
+    float t[2];
+    cr_assert_eq(sale_thresholds_get(b, "llama", 0, t, 2, NULL), SALE_OK, "the thresholds did not travel: %s",
+                 sale_last_error(b));
+    sale_destroy(b);
+    sale_destroy(a);
 }

@@ -702,6 +702,10 @@ Test(calibrate, export_refuses_a_non_regular_dest_even_with_force_as_the_manual_
         cr_assert_eq(before.st_mode, after.st_mode, "%s changed", nonreg[i]);
     }
     int rows = -1;
+    /* something to export (an empty export writes nothing at all) */
+    const float one_tau = 0.004f;
+    sale_threshold_meta one_meta = {.budget = 0.02, .samples = 1, .density = -1, .error = -1};
+    cr_assert_eq(sale_thresholds_put(ctx, "m", 0, &one_tau, 1, &one_meta), SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_eq(sale_cache_export(ctx, text, NULL, 0, 0, &rows), SALE_ERR_CACHE, "a text file replaced without force");
     cr_assert_eq(sale_cache_export(ctx, text, NULL, 0, 1, &rows), SALE_OK, "%s", sale_last_error(ctx));
     sale_destroy(ctx);

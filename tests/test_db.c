@@ -127,7 +127,8 @@ static long long raw_int(const char *path, const char *sql) {
     sqlite3 *c = raw_open(path);
     sqlite3_stmt *s = NULL;
     cr_assert_eq(sqlite3_prepare_v2(c, sql, -1, &s, NULL), SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(c));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+    int src = sqlite3_step(s);
+    cr_assert_eq(src, SQLITE_ROW, "%s: %d %s", sql, src, sqlite3_errmsg(c));
     long long v = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
     sqlite3_close(c);
@@ -1367,21 +1368,28 @@ Test(db, thresholds_travel_with_export_import_and_the_fleet_file) {
     cr_assert_eq(r.from_fleet, 0);
     db_close(f);
 
-    /* import keeps existing rows and adds the others */
+    /* import keeps a model it has whole (its calibration; the other file's
+     * rows of it are not taken: two calibrations never mix) and brings a
+     * model it lacks whole, variant and all */
     db *o = open_ok(in_dir("third.db"), NULL, NULL);
     cr_assert_eq(db_threshold_put(o, "m", 4, 1, 0.004, g_err, sizeof g_err), 0, "%s", g_err);
     d = open_ok(src, NULL, NULL);
     cr_assert_eq(db_threshold_put(d, "m", 4, 2, 0.002, g_err, sizeof g_err), 0, "%s", g_err);
+    db_threshold_row w2 = w;
+    snprintf(w2.model, sizeof w2.model, "n");
+    cr_assert_eq(db_thresholds_put(d, &w2, 1, g_err, sizeof g_err), 0, "%s", g_err);
     db_close(d);
     cr_assert_eq(db_import(o, src, g_err, sizeof g_err), 1, "%s", g_err);
-    cr_assert_eq(raw_int(in_dir("third.db"), "SELECT thr FROM thresholds WHERE layer = 4 AND head = 2"), 0);
+    cr_assert_eq(raw_int(in_dir("third.db"), "SELECT count(*) FROM thresholds WHERE model = 'm'"), 1);
     cr_assert_eq(db_threshold_get_row(o, "m", 4, 1, &r, g_err, sizeof g_err), 1);
     cr_assert_eq(r.thr, 0, "import keeps the existing row, variant and all");
     double tau = 0;
     cr_assert_eq(db_threshold_get(o, "m", 4, 1, &tau, g_err, sizeof g_err), 1);
     cr_assert_float_eq(tau, 0.004, 1e-12);
-    cr_assert_eq(db_threshold_get(o, "m", 4, 2, &tau, g_err, sizeof g_err), 1);
-    cr_assert_float_eq(tau, 0.002, 1e-12);
+    cr_assert_eq(db_threshold_get(o, "m", 4, 2, &tau, g_err, sizeof g_err), 0, "another calibration's row mixed in");
+    cr_assert_eq(db_threshold_get_row(o, "n", 4, 1, &r, g_err, sizeof g_err), 1, "%s", g_err);
+    cr_assert_eq(r.thr, 2, "a model this cache lacks comes over, variant and all");
+    cr_assert_float_eq(r.tau, 0.001, 1e-12);
     db_close(o);
 }
 
