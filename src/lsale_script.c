@@ -1193,32 +1193,66 @@ typedef struct col {
     const char *key, *title, *fmt;
 } col;
 
-/* fn names the caller in messages */
-static int read_cols(lua_State *L, int idx, col *cols, int max, const char *fn)
+/* Keeps the string at the top of the stack alive for the call: it goes into
+ * the anchor table at `anchor` (popped), and its pointer is returned. A column
+ * named by a number is converted into a string that nothing else holds, and a
+ * columns table may be changed while the rows are read (a __tostring), so
+ * every string a column points to is held here. */
+static const char *anchor_top(lua_State *L, int anchor)
+{
+    const char *s = lua_tostring(L, -1);
+    lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+    return s;
+}
+
+/* The string field k of the column table at the top, anchored; NULL if nil. */
+static const char *col_str(lua_State *L, int anchor, const char *k, const char *where)
+{
+    int ty = lua_getfield(L, -1, k);
+    if (ty == LUA_TNIL) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (ty != LUA_TSTRING)
+        luaL_error(L, "%s: %s must be a string, got %s", where, k, luaL_typename(L, -1));
+    return anchor_top(L, anchor);
+}
+
+/* fn names the caller in messages; anchor: a table on the stack that holds
+ * the columns' strings until the caller returns */
+static int read_cols(lua_State *L, int idx, int anchor, col *cols, int max, const char *fn)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
     int n = (int)lua_rawlen(L, idx);
     if (n > max)
-        luaL_error(L, "at most %d columns", max);
+        luaL_error(L, "%s: at most %d columns, got %d", fn, max, n);
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, idx, i + 1);
         col *c = &cols[i];
         c->fmt = NULL;
         if (lua_type(L, -1) == LUA_TSTRING) {
-            c->key = c->title = lua_tostring(L, -1);
+            lua_pushvalue(L, -1);
+            c->key = c->title = anchor_top(L, anchor);
         } else if (lua_istable(L, -1)) {
             static const char *const col_opts[] = {"fmt", "title", NULL};
             char where[64];
             snprintf(where, sizeof where, "%s: column %d", fn, i + 1);
             check_opts(L, -1, where, col_opts, 1);
-            lua_rawgeti(L, -1, 1);
-            c->key = luaL_checkstring(L, -1);
+            int ty = lua_rawgeti(L, -1, 1);
+            if (ty != LUA_TSTRING && ty != LUA_TNUMBER)
+                luaL_error(L, "%s: the name ([1]) must be a string or a number, got %s", where, luaL_typename(L, -1));
+            lua_pushvalue(L, -1); /* a number is converted in this copy, which the anchor keeps */
+            lua_tostring(L, -1);
+            c->key = anchor_top(L, anchor);
             lua_pop(L, 1);
-            c->title = opt_str(L, -1, "title", c->key);
-            c->fmt = opt_str(L, -1, "fmt", NULL);
+            c->title = col_str(L, anchor, "title", where);
+            c->fmt = col_str(L, anchor, "fmt", where);
+            if (!c->title)
+                c->title = c->key;
         } else
-            luaL_error(L, "column %d must be a name or {name, fmt=, title=}", i + 1);
-        lua_pop(L, 1); /* strings stay alive: the columns table holds them */
+            luaL_error(L, "%s: column %d must be a name or {name, fmt=, title=}, got %s", fn, i + 1,
+                       luaL_typename(L, -1));
+        lua_pop(L, 1);
     }
     return n;
 }
@@ -1267,7 +1301,8 @@ static int format_table(lua_State *L, const char *fn)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     col cols[MAX_COLS];
-    int nc = read_cols(L, 2, cols, MAX_COLS, fn);
+    lua_newtable(L); /* the columns' strings */
+    int nc = read_cols(L, 2, lua_gettop(L), cols, MAX_COLS, fn);
     for (int c = 0; c < nc; c++)
         check_fmt(L, &cols[c]);
     int nr = (int)lua_rawlen(L, 1);
@@ -1381,7 +1416,8 @@ static int l_csv(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     col cols[MAX_COLS];
-    int nc = read_cols(L, 3, cols, MAX_COLS, "sale.csv");
+    lua_newtable(L); /* the columns' strings */
+    int nc = read_cols(L, 3, lua_gettop(L), cols, MAX_COLS, "sale.csv");
     for (int c = 0; c < nc; c++)
         check_fmt(L, &cols[c]);
     int nr = (int)lua_rawlen(L, 2);

@@ -1027,3 +1027,32 @@ Test(examples, a_thresholds_list_of_layers_is_refused_not_shifted)
     cr_assert_neq(cfg_load_string("t.lua", "thresholds = { m = { [0] = true } }", &c, g_err, sizeof g_err), SALE_OK);
     cfg_free(&c);
 }
+
+/* A column named by a number ({123456789, fmt=}) was converted to a string
+ * held only by a stack slot that read_cols then popped: the key and title
+ * pointed to freed memory once the collector ran (heap-use-after-free under
+ * ASan, garbage titles in a release build). Every column's strings are now
+ * anchored for the call. */
+Test(scripts, a_column_named_by_a_number_stays_alive)
+{
+    char *out, csv[512], text[2048];
+    snprintf(csv, sizeof csv, "%s/num.csv", g_dir);
+    snprintf(text, sizeof text,
+             "collectgarbage('incremental', 1, 1000)\n"
+             "local rows = {} for i = 1, 300 do rows[i] = {['123456789'] = i, x = ('w'):rep(40)} end\n"
+             "local t = sale.format_table(rows, {{123456789}, 'x'})\n"
+             "assert(t:match('^123456789  x'), t:sub(1, 80))\n"
+             "assert(t:match('\\n      300  w+\\n$'), t:sub(-80))\n"
+             "sale.csv('%s', rows, {{987654321, title='n'}, {123456789}})\n"
+             "print('ok')\n",
+             csv);
+    sale_status st = run_text(text, 0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "ok\n");
+    char *c = read_file(csv);
+    cr_assert_not_null(c);
+    cr_expect(strstr(c, "n,123456789\n,1\n,2\n") == c, "%.200s", c);
+    cr_expect(strstr(c, "\n,300\n") != NULL, "%s", c + strlen(c) - (strlen(c) > 60 ? 60 : strlen(c)));
+    free(c);
+    free(out);
+}
