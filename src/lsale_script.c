@@ -1191,6 +1191,7 @@ static int l_time(lua_State *L)
 
 typedef struct col {
     const char *key, *title, *fmt;
+    size_t key_len, title_len;
 } col;
 
 /* Keeps the string at the top of the stack alive for the call: it goes into
@@ -1198,24 +1199,25 @@ typedef struct col {
  * named by a number is converted into a string that nothing else holds, and a
  * columns table may be changed while the rows are read (a __tostring), so
  * every string a column points to is held here. */
-static const char *anchor_top(lua_State *L, int anchor)
+static const char *anchor_top(lua_State *L, int anchor, size_t *len)
 {
-    const char *s = lua_tostring(L, -1);
+    const char *s = lua_tolstring(L, -1, len);
     lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
     return s;
 }
 
 /* The string field k of the column table at the top, anchored; NULL if nil. */
-static const char *col_str(lua_State *L, int anchor, const char *k, const char *where)
+static const char *col_str(lua_State *L, int anchor, const char *k, const char *where, size_t *len)
 {
     int ty = lua_getfield(L, -1, k);
     if (ty == LUA_TNIL) {
         lua_pop(L, 1);
+        *len = 0;
         return NULL;
     }
     if (ty != LUA_TSTRING)
         luaL_error(L, "%s: %s must be a string, got %s", where, k, luaL_typename(L, -1));
-    return anchor_top(L, anchor);
+    return anchor_top(L, anchor, len);
 }
 
 /* fn names the caller in messages; anchor: a table on the stack that holds
@@ -1232,7 +1234,8 @@ static int read_cols(lua_State *L, int idx, int anchor, col *cols, int max, cons
         c->fmt = NULL;
         if (lua_type(L, -1) == LUA_TSTRING) {
             lua_pushvalue(L, -1);
-            c->key = c->title = anchor_top(L, anchor);
+            c->key = c->title = anchor_top(L, anchor, &c->key_len);
+            c->title_len = c->key_len;
         } else if (lua_istable(L, -1)) {
             static const char *const col_opts[] = {"fmt", "title", NULL};
             char where[64];
@@ -1243,12 +1246,17 @@ static int read_cols(lua_State *L, int idx, int anchor, col *cols, int max, cons
                 luaL_error(L, "%s: the name ([1]) must be a string or a number, got %s", where, luaL_typename(L, -1));
             lua_pushvalue(L, -1); /* a number is converted in this copy, which the anchor keeps */
             lua_tostring(L, -1);
-            c->key = anchor_top(L, anchor);
+            c->key = anchor_top(L, anchor, &c->key_len);
             lua_pop(L, 1);
-            c->title = col_str(L, anchor, "title", where);
-            c->fmt = col_str(L, anchor, "fmt", where);
-            if (!c->title)
+            c->title = col_str(L, anchor, "title", where, &c->title_len);
+            size_t fl;
+            c->fmt = col_str(L, anchor, "fmt", where, &fl);
+            if (c->fmt && strlen(c->fmt) != fl)
+                luaL_error(L, "%s: fmt holds a NUL byte", where);
+            if (!c->title) {
                 c->title = c->key;
+                c->title_len = c->key_len;
+            }
         } else
             luaL_error(L, "%s: column %d must be a name or {name, fmt=, title=}, got %s", fn, i + 1,
                        luaL_typename(L, -1));
@@ -1257,29 +1265,48 @@ static int read_cols(lua_State *L, int idx, int anchor, col *cols, int max, cons
     return n;
 }
 
-/* The text of row[col] into s. Numbers: fmt, else integers as integers and
- * others with %.4g. Returns whether it is a number. */
-static int cell_text(lua_State *L, int row, const col *c, char *s, size_t n)
+/* Pushes x formatted by fmt (one numeric conversion, check_fmt), of any length. */
+static void push_number(lua_State *L, const char *fmt, double x)
 {
-    int ty = lua_getfield(L, row, c->key);
+    int n = snprintf(NULL, 0, fmt, x);
+    if (n < 0)
+        luaL_error(L, "cannot format %f with \"%s\"", x, fmt);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)n + 1);
+    snprintf(p, (size_t)n + 1, fmt, x);
+    luaL_pushresultsize(&b, (size_t)n);
+}
+
+/* Pushes row[c] (the row at index row); the name may hold any byte. */
+static int get_cell(lua_State *L, int row, const col *c)
+{
+    lua_pushlstring(L, c->key, c->key_len);
+    return lua_gettable(L, row);
+}
+
+/* Pushes the text of row[col], of any length and any bytes. Numbers: fmt,
+ * else integers as integers and others with %.4g. Returns whether it is a
+ * number. */
+static int cell_text(lua_State *L, int row, const col *c)
+{
+    int ty = get_cell(L, row, c);
     int num = ty == LUA_TNUMBER;
     if (num) {
         double x = lua_tonumber(L, -1);
         if (c->fmt)
-            snprintf(s, n, c->fmt, x);
+            push_number(L, c->fmt, x);
         else if (lua_isinteger(L, -1))
-            snprintf(s, n, "%lld", (long long)lua_tointeger(L, -1));
+            lua_pushfstring(L, "%I", lua_tointeger(L, -1));
         else
-            snprintf(s, n, "%.4g", x);
+            push_number(L, "%.4g", x);
     } else if (ty == LUA_TNIL) {
-        s[0] = 0;
+        lua_pushliteral(L, "");
     } else if (ty == LUA_TBOOLEAN) {
-        snprintf(s, n, "%s", lua_toboolean(L, -1) ? "yes" : "no");
+        lua_pushstring(L, lua_toboolean(L, -1) ? "yes" : "no");
     } else {
-        snprintf(s, n, "%s", luaL_tolstring(L, -1, NULL));
-        lua_pop(L, 1);
+        luaL_tolstring(L, -1, NULL);
     }
-    lua_pop(L, 1);
+    lua_remove(L, -2);
     return num;
 }
 
@@ -1291,10 +1318,37 @@ static void check_fmt(lua_State *L, const col *c)
     const char *p = strchr(c->fmt, '%');
     if (!p || strchr(p + 1, '%') || !p[strspn(p + 1, "-+ #0123456789.") + 1] ||
         !strchr("eEfFgG", p[strspn(p + 1, "-+ #0123456789.") + 1]))
-        luaL_error(L, "column %s: fmt must hold one %%f, %%e or %%g conversion, got \"%s\"", c->key, c->fmt);
+        luaL_error(L, "column %s: fmt must hold one %%f, %%e or %%g conversion, got \"%s\"", c->title, c->fmt);
 }
 
 #define MAX_COLS 64
+
+/* Adds n blanks to the buffer. */
+static void add_blanks(luaL_Buffer *b, size_t n)
+{
+    while (n--)
+        luaL_addchar(b, ' ');
+}
+
+/* Adds one cell of width w, right-aligned when num; the last cell of a line
+ * has no trailing blanks (they are noise), its separator included. */
+static void add_cell(luaL_Buffer *b, int first, int last, int num, size_t w, const char *v, size_t l)
+{
+    size_t pad = l < w ? w - l : 0;
+    if (last) {
+        while (l && v[l - 1] == ' ')
+            l--;
+        if (!l)
+            return; /* blanks all the way back to the separator */
+    }
+    if (!first)
+        luaL_addstring(b, "  ");
+    if (num)
+        add_blanks(b, pad);
+    luaL_addlstring(b, v, l);
+    if (!num && !last)
+        add_blanks(b, pad);
+}
 
 /* Pushes the text of the table (rows at 1, columns at 2); fn names the caller. */
 static int format_table(lua_State *L, const char *fn)
@@ -1309,58 +1363,55 @@ static int format_table(lua_State *L, const char *fn)
     /* cells as strings in a Lua table: cells[r*nc+c] */
     lua_createtable(L, nr * nc, 0);
     int cells = lua_gettop(L);
-    int width[MAX_COLS], isnum[MAX_COLS];
+    size_t width[MAX_COLS];
+    int isnum[MAX_COLS];
     for (int c = 0; c < nc; c++) {
-        width[c] = (int)strlen(cols[c].title);
+        width[c] = cols[c].title_len;
         isnum[c] = 1;
     }
     for (int r = 0; r < nr; r++) {
         lua_rawgeti(L, 1, r + 1);
         if (!lua_istable(L, -1))
-            return luaL_error(L, "row %d is not a table", r + 1);
+            return luaL_error(L, "%s: row %d is not a table", fn, r + 1);
         int row = lua_gettop(L);
         for (int c = 0; c < nc; c++) {
-            char text[256];
-            int num = cell_text(L, row, &cols[c], text, sizeof text);
-            lua_pushstring(L, text);
-            size_t l = strlen(text);
+            int num = cell_text(L, row, &cols[c]);
+            size_t l = lua_rawlen(L, -1);
             if (!num && l)
                 isnum[c] = 0;
-            if ((int)l > width[c])
-                width[c] = (int)l;
-            lua_rawseti(L, cells, r * nc + c + 1);
+            if (l > width[c])
+                width[c] = l;
+            lua_rawseti(L, cells, (lua_Integer)r * nc + c + 1);
         }
         lua_pop(L, 1);
     }
     luaL_Buffer out;
     luaL_buffinit(L, &out);
+    /* the header keeps its padding, as it always has */
     for (int c = 0; c < nc; c++) {
-        char s[512];
-        snprintf(s, sizeof s, isnum[c] ? "%s%*s" : "%s%-*s", c ? "  " : "", width[c], cols[c].title);
-        luaL_addstring(&out, s);
+        if (c)
+            luaL_addstring(&out, "  ");
+        if (isnum[c] && cols[c].title_len < width[c])
+            add_blanks(&out, width[c] - cols[c].title_len);
+        luaL_addlstring(&out, cols[c].title, cols[c].title_len);
+        if (!isnum[c] && cols[c].title_len < width[c])
+            add_blanks(&out, width[c] - cols[c].title_len);
     }
     luaL_addchar(&out, '\n');
     for (int c = 0; c < nc; c++) {
         if (c)
             luaL_addstring(&out, "  ");
-        for (int i = 0; i < width[c]; i++)
+        for (size_t i = 0; i < width[c]; i++)
             luaL_addchar(&out, '-');
     }
     luaL_addchar(&out, '\n');
     for (int r = 0; r < nr; r++) {
         for (int c = 0; c < nc; c++) {
-            lua_rawgeti(L, cells, r * nc + c + 1);
-            const char *v = lua_tostring(L, -1);
-            char s[512];
-            snprintf(s, sizeof s, isnum[c] ? "%s%*s" : "%s%-*s", c ? "  " : "", width[c], v);
-            lua_pop(L, 1);
-            /* trailing blanks of the last column are noise */
-            if (c == nc - 1) {
-                size_t l = strlen(s);
-                while (l && s[l - 1] == ' ')
-                    s[--l] = 0;
-            }
-            luaL_addstring(&out, s);
+            lua_rawgeti(L, cells, (lua_Integer)r * nc + c + 1);
+            size_t l;
+            const char *v = lua_tolstring(L, -1, &l);
+            lua_pop(L, 1); /* the cells table holds it */
+            add_cell(&out, c == 0, c == nc - 1, isnum[c], width[c], v, l);
         }
         luaL_addchar(&out, '\n');
     }
@@ -1382,17 +1433,23 @@ static int l_table(lua_State *L)
     return 0;
 }
 
-static void csv_field(FILE *f, const char *s)
+/* One CSV field (RFC 4180): quoted when it holds a comma, a quote, a line
+ * break or a NUL, quotes doubled; every byte is written. */
+static void csv_field(FILE *f, const char *s, size_t l)
 {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
+    static const char special[] = ",\"\n\r";
+    int quote = 0;
+    for (size_t i = 0; i < l && !quote; i++)
+        quote = !s[i] || strchr(special, s[i]);
+    if (!quote) {
+        fwrite(s, 1, l, f);
         return;
     }
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
+    for (size_t i = 0; i < l; i++) {
+        if (s[i] == '"')
             fputc('"', f);
-        fputc(*s, f);
+        fputc(s[i], f);
     }
     fputc('"', f);
 }
@@ -1434,31 +1491,32 @@ static int l_csv(lua_State *L)
     for (int c = 0; c < nc; c++) {
         if (c)
             fputc(',', f);
-        csv_field(f, cols[c].title);
+        csv_field(f, cols[c].title, cols[c].title_len);
     }
     fputc('\n', f);
     for (int r = 0; r < nr; r++) {
         lua_rawgeti(L, 2, r + 1);
         if (!lua_istable(L, -1))
-            return luaL_error(L, "row %d is not a table", r + 1);
+            return luaL_error(L, "sale.csv: row %d is not a table", r + 1);
         int row = lua_gettop(L);
         for (int c = 0; c < nc; c++) {
             if (c)
                 fputc(',', f);
-            int ty = lua_getfield(L, row, cols[c].key);
-            char s[256];
+            int ty = get_cell(L, row, &cols[c]);
             if (ty == LUA_TNUMBER && lua_isinteger(L, -1))
-                snprintf(s, sizeof s, "%lld", (long long)lua_tointeger(L, -1));
+                lua_pushfstring(L, "%I", lua_tointeger(L, -1));
             else if (ty == LUA_TNUMBER)
-                snprintf(s, sizeof s, cols[c].fmt ? cols[c].fmt : "%.15g", lua_tonumber(L, -1));
+                push_number(L, cols[c].fmt ? cols[c].fmt : "%.15g", lua_tonumber(L, -1));
             else if (ty == LUA_TBOOLEAN)
-                snprintf(s, sizeof s, "%s", lua_toboolean(L, -1) ? "true" : "false");
+                lua_pushstring(L, lua_toboolean(L, -1) ? "true" : "false");
             else if (ty == LUA_TSTRING)
-                snprintf(s, sizeof s, "%s", lua_tostring(L, -1));
+                lua_pushvalue(L, -1);
             else
-                s[0] = 0;
-            lua_pop(L, 1);
-            csv_field(f, s);
+                lua_pushliteral(L, "");
+            size_t l;
+            const char *s = lua_tolstring(L, -1, &l);
+            csv_field(f, s, l);
+            lua_pop(L, 2);
         }
         fputc('\n', f);
         lua_pop(L, 1);

@@ -1056,3 +1056,36 @@ Test(scripts, a_column_named_by_a_number_stays_alive)
     free(c);
     free(out);
 }
+
+/* sale.csv and sale.format_table wrote every cell through a char[256] (a
+ * longer string or a number formatted with %.400f was cut at 255 bytes) and
+ * as a C string (cut at an embedded NUL); a header wider than 511 bytes was
+ * cut too. Cells, names and titles now keep every byte, and csv quotes a
+ * field with a NUL. */
+Test(scripts, table_and_csv_cells_keep_every_byte)
+{
+    char *out, csv[512], text[4096];
+    snprintf(csv, sizeof csv, "%s/long.csv", g_dir);
+    snprintf(text, sizeof text,
+             "local long = ('z'):rep(1000)\n"
+             "local rows = {{a = long, b = 1.5, c = 'ab\\0cd', [('k'):rep(600)] = 7}}\n"
+             "local cols = {'a', {'b', fmt = '%%.400f'}, {'c', title = 't\\0u'}, {('k'):rep(600), title = ('T'):rep(600)}}\n"
+             "sale.csv('%s', rows, cols)\n"
+             "local f = assert(io.open('%s', 'rb')) local got = f:read('a') f:close()\n"
+             "local want = 'a,b,\"t\\0u\",' .. ('T'):rep(600) .. '\\n' .. long .. ',' .. ('1.5' .. ('0'):rep(399))\n"
+             "  .. ',\"ab\\0cd\",7\\n'\n"
+             "assert(got == want, ('csv: %%d bytes, want %%d'):format(#got, #want))\n"
+             "local t = sale.format_table(rows, cols)\n"
+             "local lines = {} for l in t:gmatch('[^\\n]*\\n') do lines[#lines + 1] = l end\n"
+             "assert(#lines == 3, #lines)\n"
+             "assert(lines[1] == 'a' .. (' '):rep(999) .. '  ' .. (' '):rep(401) .. 'b  t\\0u    ' .. ('T'):rep(600) .. '\\n',\n"
+             "  'header: ' .. #lines[1])\n"
+             "assert(lines[3] == long .. '  ' .. ('1.5' .. ('0'):rep(399)) .. '  ab\\0cd  ' .. (' '):rep(599) .. '7\\n',\n"
+             "  'row: ' .. #lines[3])\n"
+             "print('ok')\n",
+             csv, csv);
+    sale_status st = run_text(text, 0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "ok\n");
+    free(out);
+}
