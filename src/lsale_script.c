@@ -1126,7 +1126,8 @@ static int evpair_gc(lua_State *L)
     return 0;
 }
 
-/* sale.time(fn, {warmup=3, reps=10, host=false}) -> median ms, min ms.
+/* sale.time(fn, {warmup=3, reps=10, host=false}) -> median ms, min ms
+ * (warmup in [0, 100000], reps in [1, 100000]).
  * With a GPU: CUDA events on the default stream around each call of fn (which
  * queues work with sale.attention); without one (or host=true): the host clock. */
 static int l_time(lua_State *L)
@@ -1143,8 +1144,11 @@ static int l_time(lua_State *L)
         reps = opt_int(L, 2, "reps", reps);
         host = opt_bool(L, 2, "host", 0);
     }
-    if (reps < 1 || reps > 100000 || warmup < 0)
-        return luaL_error(L, "time: reps must be in [1, 100000] and warmup >= 0");
+    /* both bounded, so warmup + reps cannot overflow */
+    if (warmup < 0 || warmup > 100000)
+        return luaL_error(L, "sale.time: warmup must be in [0, 100000], got %d", warmup);
+    if (reps < 1 || reps > 100000)
+        return luaL_error(L, "sale.time: reps must be in [1, 100000], got %d", reps);
     int gpu = !host && has_gpu(S);
     float *ms = lua_newuserdatauv(L, (size_t)reps * sizeof(float), 0);
     evpair *ev = NULL;

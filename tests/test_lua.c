@@ -1089,3 +1089,29 @@ Test(scripts, table_and_csv_cells_keep_every_byte)
     cr_expect_str_eq(out, "ok\n");
     free(out);
 }
+
+/* sale.time checked only warmup >= 0: warmup = 2^31 - 1 made warmup + reps
+ * overflow (UB), the loop never ran, and uninitialised memory came back as
+ * the timings. Both counts are now bounded, the bound in the message. */
+Test(scripts, time_bounds_warmup_and_reps)
+{
+    char *out;
+    sale_status st = run_text(
+        "local calls = 0 local function f() calls = calls + 1 end\n"
+        "print(select(2, pcall(sale.time, f, {warmup = 2147483647, reps = 3, host = true})))\n"
+        "print(select(2, pcall(sale.time, f, {warmup = -1, host = true})))\n"
+        "print(select(2, pcall(sale.time, f, {reps = 0, host = true})))\n"
+        "print(select(2, pcall(sale.time, f, {reps = 100001, host = true})))\n"
+        "assert(calls == 0, calls)\n"
+        "local med, min = sale.time(f, {warmup = 100000, reps = 2, host = true})\n"
+        "assert(calls == 100002 and med >= min and min >= 0, calls)\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "sale.time: warmup must be in [0, 100000], got 2147483647\n"
+                          "sale.time: warmup must be in [0, 100000], got -1\n"
+                          "sale.time: reps must be in [1, 100000], got 0\n"
+                          "sale.time: reps must be in [1, 100000], got 100001\n"
+                          "ok\n");
+    free(out);
+}
