@@ -14,7 +14,7 @@
  *                  model,layer}  -> out, stats, mask   (host tensors; model/layer: stored thresholds
  *                  instead of tau, run in the variant they were calibrated with when thr is nil)
  *   sale.attention{same..., out=, stats=true, mask=false} -> out, stats, mask   (GPU tensors)
- *   sale.rel_l1(a, b)   sale.needle_recall(mask, needles) -> recall, hit, total
+ *   sale.rel_l1(a, b) (sum |a-b| / sum |b|; NaN if either holds a NaN or an inf)   sale.needle_recall(mask, needles) -> recall, hit, total
  *   sale.time(fn, {warmup=, reps=, host=}) -> median_ms, min_ms   sale.clock() -> s
  *   sale.format_table(rows, cols) -> text  sale.table(rows, cols)  sale.csv(path, rows, cols)
  * Tensors: t.shape {B,H,N,D}, t.dtype, t.device, t.bytes, t:to("cpu"|"gpu"),
@@ -1050,8 +1050,10 @@ static int l_rel_l1(lua_State *L)
     const void *hy = host_view(L, S, y, &oy);
     size_t n = x->bytes / dtype_size(x->dtype);
     double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
+    int finite = 1;
+    for (size_t i = 0; i < n && finite; i++) {
         double a = elem_get(hx, x->dtype, i), b = elem_get(hy, y->dtype, i);
+        finite = isfinite(a) && isfinite(b);
         num += fabs(a - b);
         den += fabs(b);
     }
@@ -1059,7 +1061,8 @@ static int l_rel_l1(lua_State *L)
         free((void *)hx);
     if (oy)
         free((void *)hy);
-    lua_pushnumber(L, den > 0 ? num / den : (num > 0 ? HUGE_VAL : 0.0));
+    /* a NaN or an infinity on either side is no score at all, never 0 */
+    lua_pushnumber(L, !finite ? (double)NAN : den > 0 ? num / den : (num > 0 ? HUGE_VAL : 0.0));
     return 1;
 }
 

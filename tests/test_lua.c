@@ -1115,3 +1115,27 @@ Test(scripts, time_bounds_warmup_and_reps)
                           "ok\n");
     free(out);
 }
+
+/* sale.rel_l1(a, b) with NaN in the reference b gave 0.0, a perfect score
+ * (the NaN denominator failed den > 0 and the numerator num > 0). A NaN or
+ * an infinity in either input now gives NaN. */
+Test(scripts, rel_l1_of_nan_or_inf_is_nan)
+{
+    char *out;
+    sale_status st = run_text(
+        "local a = sale.tensor_random{N=4, D=4, dtype='f32'}\n"
+        "local nan = sale.tensor_random{N=4, D=4, dtype='f32', scale=0/0}\n"
+        "local inf = sale.tensor_random{N=4, D=4, dtype='f32', scale=1/0}\n"
+        "local function isnan(x) return x ~= x end\n"
+        "assert(isnan(sale.rel_l1(a, nan)), 'nan reference: ' .. sale.rel_l1(a, nan))\n"
+        "assert(isnan(sale.rel_l1(nan, a)), 'nan input')\n"
+        "assert(isnan(sale.rel_l1(a, inf)), 'inf reference: ' .. sale.rel_l1(a, inf))\n"
+        "assert(isnan(sale.rel_l1(inf, a)), 'inf input: ' .. sale.rel_l1(inf, a))\n"
+        "assert(isnan(sale.rel_l1(inf, inf)), 'inf both: ' .. sale.rel_l1(inf, inf))\n"
+        "assert(sale.rel_l1(a, a) == 0)\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "ok\n");
+    free(out);
+}
