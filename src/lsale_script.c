@@ -410,6 +410,12 @@ static int mask_index(lua_State *L)
 
 /* ------------------------------------------------------- option helpers */
 
+/* x as a message shows it: "nan" (never "-nan"), else Lua's %.14g. */
+static const char *num_text(lua_State *L, double x)
+{
+    return isnan(x) ? "nan" : lua_pushfstring(L, "%f", x);
+}
+
 /* Fields and arguments are C ints: a value beyond int's range is refused,
  * never wrapped into another (2^32 + 64 is not 64). */
 static int opt_int(lua_State *L, int t, const char *k, int def)
@@ -904,10 +910,26 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         a->mode = SALE_MODE_AUTO;
     else
         luaL_error(L, "mode: unknown mode '%s' (fused, two_pass, dense, plain, auto)", mode);
+    /* tau: a number for every head, or a list with one per query head. Only
+     * an absent tau means the default (0.004): C reads tau_default 0 as the
+     * default, so a scalar <= 1e-5 (a dense head) goes in as a per-head list,
+     * as Python does. Checked as a double, before the narrowing to float. */
     int ty = lua_getfield(L, 1, "tau");
-    if (ty == LUA_TNUMBER)
-        a->tau_default = (float)lua_tonumber(L, -1);
-    else if (ty == LUA_TTABLE) {
+    if (ty == LUA_TNUMBER) {
+        double t = lua_tonumber(L, -1);
+        if (!(t >= 0 && t < 1 && (float)t < 1.0f))
+            luaL_error(L, "tau: must be in [0, 1), got %s", num_text(L, t));
+        if (t > 1e-5)
+            a->tau_default = (float)t;
+        else {
+            int n = a->heads_q;
+            c->tau = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(float), 0);
+            lua_insert(L, -2); /* under the number, alive for the call as below */
+            for (int i = 0; i < n; i++)
+                c->tau[i] = (float)t;
+            a->tau = c->tau;
+        }
+    } else if (ty == LUA_TTABLE) {
         int n = (int)lua_rawlen(L, -1);
         if (n != a->heads_q)
             luaL_error(L, "tau: %d values for %d query heads", n, a->heads_q);
@@ -918,9 +940,12 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         lua_insert(L, -2);
         for (int i = 0; i < n; i++) {
             lua_rawgeti(L, -1, i + 1);
-            if (!lua_isnumber(L, -1))
-                luaL_error(L, "tau[%d] must be a number", i + 1);
-            c->tau[i] = (float)lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                luaL_error(L, "tau[%d] must be a number, got %s", i + 1, luaL_typename(L, -1));
+            double t = lua_tonumber(L, -1);
+            if (!(t >= 0 && t < 1 && (float)t < 1.0f))
+                luaL_error(L, "tau[%d]: must be in [0, 1), got %s", i + 1, num_text(L, t));
+            c->tau[i] = (float)t;
             lua_pop(L, 1);
         }
         a->tau = c->tau;

@@ -1139,3 +1139,35 @@ Test(scripts, rel_l1_of_nan_or_inf_is_nan)
     cr_expect_str_eq(out, "ok\n");
     free(out);
 }
+
+/* tau = 0 (a scalar) ran sparse at the default 0.004: a scalar went into
+ * tau_default, where C reads 0 as "the default"; tau = {0, 0} and Python's
+ * tau=0.0 ran dense. Now only an absent tau means the default and a scalar
+ * tau <= 1e-5 runs dense, as the README says. tau = 1e300 was narrowed to a
+ * float before the check and reported as "tau_default: ... got inf". */
+Test(scripts, tau_zero_runs_dense_and_only_nil_means_the_default)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{N=2048, D=64, Hq=2, Hkv=1, seed=3}\n"
+        "local function d(tau) return select(2, sale.reference{q=q, k=k, v=v, tau=tau, dense_below=-1}).density end\n"
+        "print(d(0), d({0, 0}), d(1e-6), d(1e-5))\n"
+        "assert(d(nil) == d(0.004) and d(nil) < 0.9, d(nil))\n"
+        "local function e(x) print((select(2, pcall(d, x)):gsub('^.-script.lua:%d+: ', ''))) end\n"
+        "e(1e300)\n"
+        "e(0/0)\n"
+        "e(-0.5)\n"
+        "e(1)\n"
+        "e({0.01, 1e300})\n"
+        "e({0.01, 0/0})\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "1.0\t1.0\t1.0\t1.0\n"
+                          "tau: must be in [0, 1), got 1e+300\n"
+                          "tau: must be in [0, 1), got nan\n"
+                          "tau: must be in [0, 1), got -0.5\n"
+                          "tau: must be in [0, 1), got 1.0\n"
+                          "tau[2]: must be in [0, 1), got 1e+300\n"
+                          "tau[2]: must be in [0, 1), got nan\n");
+    free(out);
+}
