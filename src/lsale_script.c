@@ -467,9 +467,17 @@ static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
     return v;
 }
 
+/* A boolean option: true, false or nil (def). Lua's truthiness would take
+ * 0, "no" and "false" as true, silently. */
 static int opt_bool(lua_State *L, int t, const char *k, int def)
 {
     int ty = lua_getfield(L, t, k);
+    if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
+        const char *v = ty == LUA_TNUMBER   ? lua_pushfstring(L, "number %s", lua_tostring(L, -1))
+                        : ty == LUA_TSTRING ? lua_pushfstring(L, "string '%s'", lua_tostring(L, -1))
+                                            : luaL_typename(L, -1);
+        luaL_error(L, "%s must be true or false (nil: the default), got %s", k, v);
+    }
     int v = ty == LUA_TNIL ? def : lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
@@ -1012,9 +1020,10 @@ static int l_attention(lua_State *L)
 {
     lstate *S = get_state(L);
     attn_call c = {0};
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int want_stats = opt_bool(L, 1, "stats", 1), want_mask = opt_bool(L, 1, "mask", 0);
     read_attn_args(L, S, &c, 1);
     sale_attention_args *a = &c.a;
-    int want_stats = opt_bool(L, 1, "stats", 1), want_mask = opt_bool(L, 1, "mask", 0);
     int out_idx;
     if (lua_getfield(L, 1, "out") != LUA_TNIL) {
         tensor *o = check_tensor(L, -1);

@@ -1171,3 +1171,34 @@ Test(scripts, tau_zero_runs_dense_and_only_nil_means_the_default)
                           "tau[2]: must be in [0, 1), got nan\n");
     free(out);
 }
+
+/* Boolean options took Lua truthiness: structured = 0 (bench/README's word
+ * for i.i.d. inputs), "no" and "false" all meant true, silently; stats=,
+ * mask= (sale.attention) and host= (sale.time) the same. They now take a
+ * boolean or nil (the default); anything else names the option. */
+Test(scripts, boolean_options_take_only_booleans)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "e(sale.generate, {N=64, D=64, structured=0})\n"
+        "e(sale.generate, {N=64, D=64, structured='no'})\n"
+        "e(sale.attention, {stats=1})\n"
+        "e(sale.attention, {mask='false'})\n"
+        "e(sale.time, function() end, {host=0})\n"
+        "local a = sale.generate{N=64, D=64, structured=false, seed=5}:get(0, 0, 1, 0)\n"
+        "local b = sale.generate{N=64, D=64, structured=true, seed=5}:get(0, 0, 1, 0)\n"
+        "local c = sale.generate{N=64, D=64, seed=5}:get(0, 0, 1, 0)\n"
+        "assert(a ~= b and b == c, 'structured is the default')\n"
+        "sale.time(function() end, {host=true, reps=1})\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "structured must be true or false (nil: the default), got number 0\n"
+                          "structured must be true or false (nil: the default), got string 'no'\n"
+                          "stats must be true or false (nil: the default), got number 1\n"
+                          "mask must be true or false (nil: the default), got string 'false'\n"
+                          "host must be true or false (nil: the default), got number 0\n"
+                          "ok\n");
+    free(out);
+}
