@@ -1108,16 +1108,39 @@ static int l_needle_recall(lua_State *L)
     int bq = opt_int_arg(L, 3, m->block_q), bk = opt_int_arg(L, 4, m->block_k);
     if (bq <= 0 || bk <= 0)
         return luaL_error(L, "needle_recall: block sizes must be positive");
+    static const char *const needle_opts[] = {"batch", "head", "query", "key", NULL};
+    /* the range of each field: batch, head, query, key */
+    const int64_t lim[4] = {m->B, m->H, (int64_t)m->nqb * bq, (int64_t)m->nkb * bk};
     int n = (int)lua_rawlen(L, 2), hit = 0;
     for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 2, i);
-        luaL_checktype(L, -1, LUA_TTABLE);
-        int b = opt_int(L, -1, "batch", 0), h = opt_int(L, -1, "head", 0);
-        int q = opt_int(L, -1, "query", 0), k = opt_int(L, -1, "key", 0);
+        char where[64];
+        snprintf(where, sizeof where, "sale.needle_recall: needle %d", i);
+        if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+            return luaL_error(L, "%s must be a table {batch=, head=, query=, key=}, got %s", where,
+                              luaL_typename(L, -1));
+        check_opts(L, -1, where, needle_opts, 0);
+        int v[4];
+        for (int f = 0; f < 4; f++) {
+            int ty = lua_getfield(L, -1, needle_opts[f]);
+            if (ty == LUA_TNIL)
+                return luaL_error(L, "%s: %s is missing (a needle is {batch=, head=, query=, key=})", where,
+                                  needle_opts[f]);
+            int isint = 0;
+            lua_Integer x = ty == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
+            if (!isint)
+                return luaL_error(L, "%s: %s must be an integer, got %s", where, needle_opts[f],
+                                  ty == LUA_TNUMBER ? num_text(L, lua_tonumber(L, -1)) : luaL_typename(L, -1));
+            if (x < 0 || x >= lim[f])
+                return luaL_error(L, "%s: %s is %I, must be in [0, %I)", where, needle_opts[f], x,
+                                  (lua_Integer)lim[f]);
+            v[f] = (int)x;
+            lua_pop(L, 1);
+        }
         lua_pop(L, 1);
-        int r = mask_bit(m, b, h, q / bq, k / bk);
+        int r = mask_bit(m, v[0], v[1], v[2] / bq, v[3] / bk);
         if (r < 0)
-            return luaL_error(L, "needle %d (batch %d, head %d, query %d, key %d) lies outside the mask", i, b, h, q, k);
+            return luaL_error(L, "%s (batch %d, head %d, query %d, key %d) lies outside the mask", where, v[0], v[1],
+                              v[2], v[3]);
         hit += r;
     }
     lua_pushnumber(L, n ? (double)hit / n : 1.0);

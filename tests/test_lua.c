@@ -1202,3 +1202,39 @@ Test(scripts, boolean_options_take_only_booleans)
                           "ok\n");
     free(out);
 }
+
+/* sale.needle_recall read each needle with defaults of 0 and no check of its
+ * fields: {}, a typo (querry=) or negative positions (C's division rounds
+ * -63 / 64 to block 0, always kept) all counted as hits; a needle that was
+ * not a table gave "bad argument #-1". Each needle now needs its four fields,
+ * integers in range, and an error names the needle. */
+Test(scripts, needle_recall_checks_every_needle)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{N=256, D=64, Hq=2, Hkv=1}\n"
+        "local _, _, m = sale.reference{q=q, k=k, v=v}\n"
+        "local function e(n) local ok, r = pcall(sale.needle_recall, m, n) print(ok and 'accepted ' .. r or r) end\n"
+        "e({{batch=0, head=0, query=-63, key=-31}})\n"
+        "e({{}})\n"
+        "e({{batch=0, head=0, query=200, key=10}, {batch=0, head=0, querry=200, key=10}})\n"
+        "e({5})\n"
+        "e({{batch=0, head=2, query=200, key=10}})\n"
+        "e({{batch=0, head=0, query=256, key=10}})\n"
+        "e({{batch=0, head=0, query=200, key=0.5}})\n"
+        "e({{batch=0, head=0, query=200, key='10'}})\n"
+        "print(sale.needle_recall(m, {{batch=0, head=1, query=255, key=0}, {batch=0, head=0, query=200, key=199}}))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "sale.needle_recall: needle 1: query is -63, must be in [0, 256)\n"
+                     "sale.needle_recall: needle 1: batch is missing (a needle is {batch=, head=, query=, key=})\n"
+                     "sale.needle_recall: needle 2: unknown field 'querry' (known: batch, head, query, key)\n"
+                     "sale.needle_recall: needle 1 must be a table {batch=, head=, query=, key=}, got number\n"
+                     "sale.needle_recall: needle 1: head is 2, must be in [0, 2)\n"
+                     "sale.needle_recall: needle 1: query is 256, must be in [0, 256)\n"
+                     "sale.needle_recall: needle 1: key must be an integer, got 0.5\n"
+                     "sale.needle_recall: needle 1: key must be an integer, got string\n"
+                     "1.0\t2\t2\n");
+    free(out);
+}
