@@ -24,6 +24,7 @@
  * lsale_run_script's argv are the script's arguments; a leading argv[0] equal
  * to the script path (main's convention) is skipped. */
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -518,19 +519,38 @@ static void check_opts(lua_State *L, int t, const char *fn, const char *const *k
 
 /* ----------------------------------------------------------------- keys */
 
+#define KEY_MT "sale.key"
+
+/* A key table's integer fields; open: the value that means "open" in
+ * sale_key, shown as "*" in a table, as in the key text. */
+static const struct {
+    const char *n;
+    size_t off;
+    int open;
+} key_ints[] = {
+    {"head_dim", offsetof(sale_key, head_dim), 0},   {"block_q", offsetof(sale_key, block_q), 0},
+    {"block_k", offsetof(sale_key, block_k), 0},     {"block_seg", offsetof(sale_key, block_seg), 0},
+    {"local_window", offsetof(sale_key, local_window), 0}, {"est_bits", offsetof(sale_key, est_bits), 0},
+    {"causal", offsetof(sale_key, causal), -1},      {"warps", offsetof(sale_key, warps), 0},
+    {"stages", offsetof(sale_key, stages), 0}};
+
+#define KEY_INT(k, i) (*(int *)((char *)(k) + key_ints[i].off))
+
+/* A key as a table: one field per key field, "*" for an open one; `text` is
+ * not stored but made from the fields when read (KEY_MT's __index), so it
+ * always says what the fields say and an edited field is what goes back in. */
 static void push_key(lua_State *L, const sale_key *k)
 {
-    char text[256];
     lua_newtable(L);
     lua_pushstring(L, sale_family_name(k->family));
     lua_setfield(L, -2, "family");
-    const struct { const char *n; int v; } f[] = {
-        {"head_dim", k->head_dim}, {"block_q", k->block_q},   {"block_k", k->block_k}, {"block_seg", k->block_seg},
-        {"local_window", k->local_window}, {"est_bits", k->est_bits}, {"causal", k->causal},
-        {"warps", k->warps},       {"stages", k->stages}};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        lua_pushinteger(L, f[i].v);
-        lua_setfield(L, -2, f[i].n);
+    for (size_t i = 0; i < sizeof key_ints / sizeof key_ints[0]; i++) {
+        int v = KEY_INT(k, i);
+        if (v == key_ints[i].open)
+            lua_pushliteral(L, "*");
+        else
+            lua_pushinteger(L, v);
+        lua_setfield(L, -2, key_ints[i].n);
     }
     const char *dt = sale_dtype_name(k->dtype);
     lua_pushstring(L, dt ? dt : "*");
@@ -541,70 +561,142 @@ static void push_key(lua_State *L, const sale_key *k)
     const char *tn = sale_thr_name(k->thr);
     lua_pushstring(L, tn ? tn : "?");
     lua_setfield(L, -2, "thr");
-    if (sale_key_format(k, text, sizeof text) == SALE_OK) {
-        lua_pushstring(L, text);
-        lua_setfield(L, -2, "text");
-    }
+    luaL_setmetatable(L, KEY_MT);
 }
 
 static const char *const key_opts[] = {"family", "head_dim", "block_q", "block_k", "block_seg", "local_window",
                                         "est_bits", "causal", "warps", "stages", "dtype", "arch", "thr", "text",
                                         NULL};
 
-/* A key from a text or a table (the table's `text` field wins if present);
- * fn names the caller in messages. */
+/* The string at idx, refused when it holds a NUL (a name cut at the NUL would
+ * name something else); what names it in the message. */
+static const char *check_name_at(lua_State *L, int idx, const char *what)
+{
+    size_t l;
+    const char *s = lua_tolstring(L, idx, &l);
+    if (s && strlen(s) != l)
+        luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", what, s);
+    return s;
+}
+
+static sale_key parse_key_text(lua_State *L, const char *text)
+{
+    sale_key k;
+    char err[256] = "";
+    if (sale_key_parse(text, &k, err, sizeof err) != SALE_OK)
+        luaL_error(L, "key '%s': %s", text, err);
+    return k;
+}
+
+/* The key of a table (its fields over the base). */
+static void key_fields(lua_State *L, int idx, sale_key *k)
+{
+    for (size_t i = 0; i < sizeof key_ints / sizeof key_ints[0]; i++) {
+        const char *n = key_ints[i].n;
+        int ty = lua_getfield(L, idx, n);
+        if (ty == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "*")) {
+            KEY_INT(k, i) = key_ints[i].open;
+        } else if (ty != LUA_TNIL) {
+            int v = opt_int(L, idx, n, 0);
+            if (v == key_ints[i].open)
+                luaL_error(L, "%s: %d is not a value here (for an open field leave it out or write \"*\")", n, v);
+            KEY_INT(k, i) = v;
+        }
+        lua_pop(L, 1);
+    }
+    const char *dt = opt_str(L, idx, "dtype", NULL);
+    if (dt)
+        k->dtype = !strcmp(dt, "*") ? (sale_dtype)-1 : (sale_dtype)parse_dtype(L, dt);
+    const char *arch = opt_str(L, idx, "arch", NULL);
+    if (arch) {
+        k->arch = sale_arch_parse(arch);
+        if (k->arch < 0)
+            luaL_error(L, "arch: unknown architecture '%s'", arch);
+    }
+    const char *thr = opt_str(L, idx, "thr", NULL);
+    if (thr) {
+        k->thr = !strcmp(thr, "*") ? SALE_THR_OPEN : sale_thr_parse(thr);
+        if (k->thr < 0)
+            luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
+    }
+}
+
+/* The name and value of the first field where a and b differ, or 0. */
+static int key_diff(const sale_key *a, const sale_key *b, char *what, size_t n)
+{
+    if (a->family != b->family)
+        return snprintf(what, n, "family (%s, %s)", sale_family_name(a->family), sale_family_name(b->family)), 1;
+    for (size_t i = 0; i < sizeof key_ints / sizeof key_ints[0]; i++)
+        if (KEY_INT(a, i) != KEY_INT(b, i))
+            return snprintf(what, n, "%s (%d, %d)", key_ints[i].n, KEY_INT(a, i), KEY_INT(b, i)), 1;
+    if (a->dtype != b->dtype)
+        return snprintf(what, n, "dtype"), 1;
+    if (a->arch != b->arch)
+        return snprintf(what, n, "arch"), 1;
+    if (a->thr != b->thr)
+        return snprintf(what, n, "thr"), 1;
+    return 0;
+}
+
+/* A key from a text or a table; fn names the caller in messages. A table's
+ * fields give the key (those left out are open, "*" says open too); a table
+ * may hold a text instead (sale.key{text = "..."}), and fields beside a text
+ * must agree with it: which of the two was edited cannot be told. */
 static sale_key to_key(lua_State *L, int idx, const char *fn)
 {
     sale_key k;
     char err[256] = "";
     idx = lua_absindex(L, idx);
-    if (lua_type(L, idx) == LUA_TTABLE)
-        check_opts(L, idx, fn, key_opts, 0); /* push_key's fields, so a key table goes back in as it is */
-    if (lua_type(L, idx) == LUA_TTABLE && lua_getfield(L, idx, "text") == LUA_TSTRING) {
-        lua_replace(L, idx);
-    } else if (lua_type(L, idx) == LUA_TTABLE)
-        lua_pop(L, 1);
     if (lua_type(L, idx) == LUA_TSTRING) {
-        if (sale_key_parse(lua_tostring(L, idx), &k, err, sizeof err) != SALE_OK)
-            luaL_error(L, "key '%s': %s", lua_tostring(L, idx), err);
+        k = parse_key_text(L, check_name_at(L, idx, fn));
     } else if (lua_type(L, idx) == LUA_TTABLE) {
-        const char *fam = opt_str(L, idx, "family", "fused");
-        int f;
-        for (f = 0; f < SALE_FAMILY_COUNT; f++)
-            if (!strcmp(fam, sale_family_name((sale_family)f)))
-                break;
-        if (f == SALE_FAMILY_COUNT)
-            luaL_error(L, "family: unknown family '%s'", fam);
-        k = sale_key_default((sale_family)f);
-        k.head_dim = opt_int(L, idx, "head_dim", k.head_dim);
-        k.block_q = opt_int(L, idx, "block_q", k.block_q);
-        k.block_k = opt_int(L, idx, "block_k", k.block_k);
-        k.block_seg = opt_int(L, idx, "block_seg", k.block_seg);
-        k.local_window = opt_int(L, idx, "local_window", k.local_window);
-        k.est_bits = opt_int(L, idx, "est_bits", k.est_bits);
-        k.causal = opt_int(L, idx, "causal", k.causal);
-        k.warps = opt_int(L, idx, "warps", k.warps);
-        k.stages = opt_int(L, idx, "stages", k.stages);
-        const char *dt = opt_str(L, idx, "dtype", NULL);
-        if (dt)
-            k.dtype = (sale_dtype)parse_dtype(L, dt);
-        const char *arch = opt_str(L, idx, "arch", NULL);
-        if (arch) {
-            k.arch = sale_arch_parse(arch);
-            if (k.arch < 0)
-                luaL_error(L, "arch: unknown architecture '%s'", arch);
+        check_opts(L, idx, fn, key_opts, 0); /* push_key's fields, so a key table goes back in as it is */
+        lua_pushliteral(L, "text");
+        int tty = lua_rawget(L, idx); /* raw: a key table's text is made from its fields */
+        if (tty != LUA_TNIL && tty != LUA_TSTRING)
+            luaL_error(L, "%s: text must be a string, got %s", fn, luaL_typename(L, -1));
+        const char *text = tty == LUA_TSTRING ? check_name_at(L, -1, fn) : NULL;
+        sale_key base;
+        if (text)
+            base = parse_key_text(L, text);
+        const char *fam = opt_str(L, idx, "family", NULL);
+        int f = text && !fam ? (int)base.family : 0;
+        if (fam) {
+            for (f = 0; f < SALE_FAMILY_COUNT; f++)
+                if (!strcmp(fam, sale_family_name((sale_family)f)))
+                    break;
+            if (f == SALE_FAMILY_COUNT)
+                luaL_error(L, "family: unknown family '%s'", fam);
         }
-        const char *thr = opt_str(L, idx, "thr", NULL);
-        if (thr && strcmp(thr, "*")) {
-            k.thr = sale_thr_parse(thr);
-            if (k.thr < 0)
-                luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
-        }
+        if (!text)
+            base = sale_key_default(fam ? (sale_family)f : SALE_FAMILY_FUSED);
+        k = base;
+        k.family = (sale_family)(fam ? f : (int)base.family);
+        key_fields(L, idx, &k);
+        char what[96];
+        if (text && key_diff(&base, &k, what, sizeof what))
+            luaL_error(L, "%s: the table's text '%s' and its fields disagree on %s; give one of them (a table "
+                          "from sale.key makes its text from its fields)",
+                       fn, text, what);
+        lua_pop(L, 1);
     } else
         luaL_error(L, "a key is a text (\"fused:d=128,...\") or a table, got %s", luaL_typename(L, idx));
     if (sale_key_validate(&k, err, sizeof err) != SALE_OK)
         luaL_error(L, "key: %s", err);
     return k;
+}
+
+/* key.text: the text of the fields as they are now. */
+static int key_index(lua_State *L)
+{
+    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "text"))
+        return 0;
+    sale_key k = to_key(L, 1, "key.text");
+    char text[256];
+    if (sale_key_format(&k, text, sizeof text) != SALE_OK)
+        return luaL_error(L, "key.text: key text too long");
+    lua_pushstring(L, text);
+    return 1;
 }
 
 static int l_key(lua_State *L)
@@ -1689,6 +1781,11 @@ static void open_sale(lua_State *L, sale_ctx *ctx)
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, tensor_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, KEY_MT);
+    lua_pushcfunction(L, key_index);
+    lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, MASK_MT);

@@ -1238,3 +1238,49 @@ Test(scripts, needle_recall_checks_every_needle)
                      "1.0\t2\t2\n");
     free(out);
 }
+
+/* A key table from sale.key carried its text as a field, and the text won:
+ * k.head_dim = 128 changed nothing, sale.compile(k) built d=64. The text is
+ * now made from the fields when read, so an edited field is what compiles; a
+ * table that holds a text and fields that disagree is refused. Open fields
+ * were 0 (or causal -1) in a table, and an explicit head_dim = 0 or
+ * causal = -1 silently meant "open": a table shows "*" for an open field
+ * and refuses the sentinel numbers. */
+Test(scripts, an_edited_key_table_compiles_what_it_says)
+{
+    char *out;
+    sale_status st = run_text(
+        "local k = sale.key('dense:d=64,dt=bf16,arch=sm_80')\n"
+        "k.head_dim = 128\n"
+        "assert(k.text:match('d=128'), k.text)\n"
+        "print(sale.compile(k).key:match('^dense:d=128,') ~= nil)\n"
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "local k2 = sale.key('fused:d=64,arch=sm_80') k2.text = 'fused:d=128,arch=sm_80'\n"
+        "e(sale.key, k2)\n"
+        "e(sale.key, {text = 5})\n"
+        "e(sale.key, {text = 'dense:d=64', head_dim = 128})\n"
+        "assert(sale.key{text = 'dense:d=64', head_dim = 64, family = 'dense'}.text == sale.key('dense:d=64').text)\n"
+        "e(sale.key, {head_dim = 0})\n"
+        "e(sale.key, {causal = -1})\n"
+        "e(sale.key, {warps = 0})\n"
+        "local o = sale.key('fused:d=128')\n"
+        "print(o.warps, o.dtype, o.causal, o.thr, o.arch)\n"
+        "assert(sale.key(o).text == o.text and sale.key{warps = '*'}.warps == '*')\n"
+        "local t = {} for name in pairs(o) do t[#t + 1] = name end table.sort(t) print(table.concat(t, ' '))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "true\n"
+                     "sale.key: the table's text 'fused:d=128,arch=sm_80' and its fields disagree on head_dim (128, 64); "
+                     "give one of them (a table from sale.key makes its text from its fields)\n"
+                     "sale.key: text must be a string, got number\n"
+                     "sale.key: the table's text 'dense:d=64' and its fields disagree on head_dim (64, 128); give one "
+                     "of them (a table from sale.key makes its text from its fields)\n"
+                     "head_dim: 0 is not a value here (for an open field leave it out or write \"*\")\n"
+                     "causal: -1 is not a value here (for an open field leave it out or write \"*\")\n"
+                     "warps: 0 is not a value here (for an open field leave it out or write \"*\")\n"
+                     "*\t*\t*\t*\tcurrent\n"
+                     "arch block_k block_q block_seg causal dtype est_bits family head_dim local_window stages thr "
+                     "warps\n");
+    free(out);
+}
