@@ -997,7 +997,7 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
     a->dense_below = opt_int(L, 1, "dense_below", 0);
     a->scale = (float)opt_num(L, 1, "scale", 0);
-    const char *mode = opt_str(L, 1, "mode", "fused");
+    const char *mode = opt_str(L, 1, "mode", "auto"); /* C's default (sale_attention_args_init) */
     if (!strcmp(mode, "fused"))
         a->mode = SALE_MODE_FUSED;
     else if (!strcmp(mode, "two_pass") || !strcmp(mode, "two-pass"))
@@ -1009,7 +1009,9 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
     else if (!strcmp(mode, "auto"))
         a->mode = SALE_MODE_AUTO;
     else
-        luaL_error(L, "mode: unknown mode '%s' (fused, two_pass, dense, plain, auto)", mode);
+        luaL_error(L, "mode: unknown mode '%s' (auto, the default: two_pass on sm_90, fused elsewhere; fused, "
+                      "two_pass, dense, plain)",
+                   mode);
     /* tau: a number for every head, or a list with one per query head. Only
      * an absent tau means the default (0.004): C reads tau_default 0 as the
      * default, so a scalar <= 1e-5 (a dense head) goes in as a per-head list,

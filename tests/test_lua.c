@@ -1284,3 +1284,23 @@ Test(scripts, an_edited_key_table_compiles_what_it_says)
                      "warps\n");
     free(out);
 }
+
+/* sale.reference/sale.attention ran mode "fused" when none was given, while
+ * C (sale_attention_args_init) and Python default to AUTO (two-pass on
+ * sm_90, fused elsewhere); nothing said so. The default is now "auto", which
+ * the message for a bad mode names. (The CPU reference computes every SALE
+ * mode alike, so only the GPU would show the difference in results.) */
+Test(scripts, the_default_mode_is_auto_as_in_c)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{N=256, D=64, Hq=2, Hkv=1}\n"
+        "print(select(2, pcall(sale.reference, {q=q, k=k, v=v, mode='fast'})))\n"
+        "local a = sale.reference{q=q, k=k, v=v}\n"
+        "assert(sale.rel_l1(a, sale.reference{q=q, k=k, v=v, mode='auto'}) == 0)\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "mode: unknown mode 'fast' (auto, the default: two_pass on sm_90, fused elsewhere; "
+                          "fused, two_pass, dense, plain)\n");
+    free(out);
+}
