@@ -7,7 +7,7 @@
  *   sale.key(text|table) -> key table      sale.key_format(key) -> text
  *   sale.compile(key) -> info              sale.get_kernel(key) -> info
  *   sale.has_gpu() -> bool                 sale.device() -> info | nil
- *   sale.tensor_random{B,H,N,D,dtype,seed,scale,device}   sale.tensor_zeros{...}
+ *   sale.tensor_random{B,H,N,D,dtype,seed,scale,device}   sale.tensor_zeros{B,H,N,D,dtype,device}
  *   sale.generate{B,Hq,Hkv,N,D,dtype,structured,needles,seed,device,rope_base,sink,local_bias,
  *                 needle_gain} -> q, k, v, needles
  *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,thr,mode,dense_below,scale,
@@ -816,12 +816,13 @@ static uint64_t splitmix(uint64_t *s)
 static double uniform01(uint64_t *s) { return ((double)(splitmix(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
 static const char *const tensor_opts[] = {"B", "H", "N", "D", "dtype", "device", "seed", "scale", NULL};
+static const char *const zeros_opts[] = {"B", "H", "N", "D", "dtype", "device", NULL};
 
 static int make_tensor(lua_State *L, int random)
 {
     lstate *S = get_state(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    check_opts(L, 1, random ? "sale.tensor_random" : "sale.tensor_zeros", tensor_opts, 0);
+    check_opts(L, 1, random ? "sale.tensor_random" : "sale.tensor_zeros", random ? tensor_opts : zeros_opts, 0);
     int shape[4] = {opt_int(L, 1, "B", 1), opt_int(L, 1, "H", 1), opt_int(L, 1, "N", 1024), opt_int(L, 1, "D", 128)};
     sale_dtype dt = (sale_dtype)parse_dtype(L, opt_str(L, 1, "dtype", "bf16"));
     int gpu = parse_device(L, S, opt_str(L, 1, "device", "cpu"));

@@ -903,7 +903,7 @@ Test(scripts, option_tables_refuse_positional_and_unknown_fields)
         "e(function() return sale.reference{[true]=1, q=q, k=k, v=v} end)\n"
         /* everything read is accepted, an undocumented field included */
         "local t = sale.tensor_random{B=1, H=1, N=8, D=64, dtype='f32', device='cpu', seed=2, scale=0.5}\n"
-        "local z = sale.tensor_zeros{B=1, H=1, N=8, D=64, dtype='f32', device='cpu', seed=2, scale=0.5}\n"
+        "local z = sale.tensor_zeros{B=1, H=1, N=8, D=64, dtype='f32', device='cpu'}\n"
         "local g = {B=1, Hq=2, Hkv=1, N=128, D=64, dtype='bf16', device='cpu', seed=3, structured=true,\n"
         "  needles=1, rope_base=10000, sink=1, local_bias=0.5, needle_gain=4}\n"
         "local q2, k2, v2 = sale.generate(g)\n"
@@ -924,7 +924,7 @@ Test(scripts, option_tables_refuse_positional_and_unknown_fields)
     snprintf(want[0], sizeof want[0], "script.lua:3: sale.tensor_random: positional field [1]: options are named "
                                       "(known: B, H, N, D, dtype, device, seed, scale)\n");
     snprintf(want[1], sizeof want[1], "script.lua:4: sale.tensor_zeros: unknown field 'd' (known: B, H, N, D, dtype, "
-                                      "device, seed, scale)\n");
+                                      "device)\n");
     snprintf(want[2], sizeof want[2], "script.lua:5: sale.generate: unknown field 'Hk' (known: B, Hq, Hkv, N, D, "
                                       "dtype, device, seed, structured, needles, rope_base, sink, local_bias, "
                                       "needle_gain)\n");
@@ -1302,5 +1302,23 @@ Test(scripts, the_default_mode_is_auto_as_in_c)
     cr_assert_eq(st, SALE_OK, "%s", g_err);
     cr_expect_str_eq(out, "mode: unknown mode 'fast' (auto, the default: two_pass on sm_90, fused elsewhere; "
                           "fused, two_pass, dense, plain)\n");
+    free(out);
+}
+
+/* sale.tensor_zeros shared tensor_random's option list, so seed= and scale=
+ * (which it does not read) were accepted silently: tensor_zeros{scale=5}
+ * gave zeros with no word. They are now unknown fields there. */
+Test(scripts, tensor_zeros_refuses_seed_and_scale)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "e(sale.tensor_zeros, {N=2, D=2, scale=5})\n"
+        "e(sale.tensor_zeros, {N=2, D=2, seed=3})\n"
+        "assert(sale.tensor_zeros{B=1, H=1, N=2, D=2, dtype='f32', device='cpu'}:get(0, 0, 1, 1) == 0)\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "sale.tensor_zeros: unknown field 'scale' (known: B, H, N, D, dtype, device)\n"
+                          "sale.tensor_zeros: unknown field 'seed' (known: B, H, N, D, dtype, device)\n");
     free(out);
 }
