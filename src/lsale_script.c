@@ -863,6 +863,18 @@ static int l_tensor_zeros(lua_State *L) { return make_tensor(L, 0); }
 static const char *const generate_opts[] = {"B", "Hq", "Hkv", "N", "D", "dtype", "device", "seed", "structured",
                                             "needles", "rope_base", "sink", "local_bias", "needle_gain", NULL};
 
+/* A strength of the generator (rope_base, sink, local_bias, needle_gain):
+ * nil is the default; C reads 0, a negative and NaN as the default too and
+ * turns inf into NaN keys, so each must be a positive finite float here. */
+static float gen_strength(lua_State *L, const char *k, double def)
+{
+    double v = opt_num(L, 1, k, def);
+    if (!(v > 0 && isfinite((float)v)))
+        luaL_error(L, "generate: %s must be a positive finite number (nil: %s), got %s", k, num_text(L, def),
+                   num_text(L, v));
+    return (float)v;
+}
+
 static int l_generate(lua_State *L)
 {
     lstate *S = get_state(L);
@@ -882,12 +894,18 @@ static int l_generate(lua_State *L)
     g.seed = (uint64_t)opt_int(L, 1, "seed", 1);
     g.structured = opt_bool(L, 1, "structured", 1);
     g.needles = opt_int(L, 1, "needles", 0);
-    g.rope_base = (float)opt_num(L, 1, "rope_base", 0);
-    g.sink = (float)opt_num(L, 1, "sink", 0);
-    g.local_bias = (float)opt_num(L, 1, "local_bias", 0);
-    g.needle_gain = (float)opt_num(L, 1, "needle_gain", 0);
+    g.rope_base = gen_strength(L, "rope_base", 500000);
+    g.sink = gen_strength(L, "sink", 4);
+    g.local_bias = gen_strength(L, "local_bias", 1);
+    g.needle_gain = gen_strength(L, "needle_gain", 6);
     if (a.batch <= 0 || a.heads_q <= 0 || a.heads_kv <= 0 || a.seq_len <= 0 || a.head_dim <= 0)
         return luaL_error(L, "generate: B, Hq, Hkv, N, D must be positive");
+    /* sale_generate_qkv has no context to say why it refuses: its rules here */
+    if (a.head_dim % 2)
+        return luaL_error(L, "generate: D must be even, got %d", a.head_dim);
+    if (g.structured && a.head_dim < 16)
+        return luaL_error(L, "generate: structured inputs need D >= 16, got %d (structured=false gives i.i.d. inputs)",
+                          a.head_dim);
     if (a.heads_q % a.heads_kv)
         return luaL_error(L, "generate: Hq (%d) must be a multiple of Hkv (%d)", a.heads_q, a.heads_kv);
     if (g.needles < 0)
@@ -902,8 +920,9 @@ static int l_generate(lua_State *L)
     int maxn = a.batch * a.heads_q * g.needles, nn = 0;
     sale_needle *nd = lua_newuserdatauv(L, (size_t)(maxn > 0 ? maxn : 1) * sizeof *nd, 0); /* GC-owned scratch */
     sale_status st = sale_generate_qkv(&a, &g, q->ptr, k->ptr, v->ptr, maxn ? nd : NULL, maxn, &nn);
-    if (st)
-        return fail(L, S, st, "generate");
+    if (st) /* not fail(): the context's message would be an earlier call's */
+        return luaL_error(L, "generate: %s: %s", sale_status_name(st),
+                          st == SALE_ERR_NOMEM ? "out of host memory" : "the generator refused these inputs");
     lua_createtable(L, nn, 0);
     for (int i = 0; i < nn; i++) {
         lua_createtable(L, 0, 4);

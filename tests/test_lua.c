@@ -1322,3 +1322,39 @@ Test(scripts, tensor_zeros_refuses_seed_and_scale)
                           "sale.tensor_zeros: unknown field 'seed' (known: B, H, N, D, dtype, device)\n");
     free(out);
 }
+
+/* sale.generate's errors had no reason ("generate: SALE_ERR_INVALID" for
+ * D = 3 or D = 8; sale_generate_qkv has no context, so the message shown was
+ * whatever the context held from an earlier call). The shape rules are now
+ * checked with their reasons. rope_base, sink, local_bias and needle_gain
+ * took inf (NaN keys) and NaN or <= 0 (silently the default): each must now
+ * be a positive finite number, nil for the default. */
+Test(scripts, generate_says_why_it_refuses)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(t) local ok, m = pcall(sale.generate, t) print(ok and 'accepted' or m) end\n"
+        "local q, k, v = sale.generate{N=64, D=64, Hq=1}\n"
+        "pcall(sale.reference, {q=q, k=k, v=v, block_k=24})\n"
+        "e{N=64, D=3}\n"
+        "e{N=64, D=8}\n"
+        "e{N=64, D=64, sink=1/0}\n"
+        "e{N=64, D=64, needle_gain=0/0}\n"
+        "e{N=64, D=64, rope_base=0}\n"
+        "e{N=64, D=64, local_bias=-1}\n"
+        "e{N=64, D=64, sink=1e300}\n"
+        "local q2, k2 = sale.generate{N=64, D=8, structured=false, sink=2}\n"
+        "local q3, k3 = sale.generate{N=64, D=64, sink=8, rope_base=10000, local_bias=2, needle_gain=3}\n"
+        "assert(k3:get(0, 0, 0, 0) == k3:get(0, 0, 0, 0))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "generate: D must be even, got 3\n"
+                     "generate: structured inputs need D >= 16, got 8 (structured=false gives i.i.d. inputs)\n"
+                     "generate: sink must be a positive finite number (nil: 4.0), got inf\n"
+                     "generate: needle_gain must be a positive finite number (nil: 6.0), got nan\n"
+                     "generate: rope_base must be a positive finite number (nil: 500000.0), got 0.0\n"
+                     "generate: local_bias must be a positive finite number (nil: 1.0), got -1.0\n"
+                     "generate: sink must be a positive finite number (nil: 4.0), got 1e+300\n");
+    free(out);
+}
