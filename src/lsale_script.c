@@ -426,10 +426,11 @@ static int opt_int(lua_State *L, int t, const char *k, int def)
     if (ty != LUA_TNIL) {
         if (!lua_isinteger(L, -1)) {
             lua_Number n = lua_tonumber(L, -1);
-            if (ty != LUA_TNUMBER || n != floor(n))
-                luaL_error(L, "%s must be an integer, got %s", k, ty == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+            if (ty != LUA_TNUMBER || n != floor(n)) /* NaN too */
+                luaL_error(L, "%s must be an integer, got %s", k,
+                           ty == LUA_TNUMBER ? num_text(L, n) : luaL_typename(L, -1));
             if (!(n >= INT_MIN && n <= INT_MAX))
-                luaL_error(L, "%s: %f is out of range [%d, %d]", k, n, INT_MIN, INT_MAX);
+                luaL_error(L, "%s: %s is out of range [%d, %d]", k, num_text(L, n), INT_MIN, INT_MAX);
             v = (int)n;
         } else {
             lua_Integer i = lua_tointeger(L, -1);
@@ -1090,6 +1091,27 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
     }
 }
 
+/* fail() for an attention call: when the library refuses block_seg or
+ * local_window and the call did not give it, the value in the message is
+ * the default, and the field the caller set is block_k: say so. */
+static int attn_fail(lua_State *L, lstate *S, sale_status st, const char *what, const sale_attention_args *a)
+{
+    const char *m = S->ctx ? sale_last_error(S->ctx) : NULL;
+    static const char *const dep[] = {"block_seg", "local_window"};
+    for (int i = 0; m && a->block_k && i < 2; i++) {
+        size_t l = strlen(dep[i]);
+        if (!strncmp(m, dep[i], l) && m[l] == ':' && lua_getfield(L, 1, dep[i]) == LUA_TNIL) {
+            lua_pop(L, 1);
+            /* the default is the value the message shows */
+            const char *v = strrchr(m, ' ');
+            return luaL_error(L, "%s: %s: %s (%s was not given: %s is its default, which does not fit block_k %d; give %s "
+                                 "or a smaller block_k)",
+                              what, sale_status_name(st), m, dep[i], v ? v + 1 : "?", a->block_k, dep[i]);
+        }
+    }
+    return fail(L, S, st, what);
+}
+
 static void push_stats(lua_State *L, const sale_stats *s)
 {
     lua_createtable(L, 0, 5);
@@ -1122,7 +1144,7 @@ static int l_reference(lua_State *L)
     a->stats = &st;
     sale_status s = sale_reference_attention(S->ctx, a);
     if (s)
-        return fail(L, S, s, "reference");
+        return attn_fail(L, S, s, "reference", a);
     lua_pushvalue(L, out_idx);
     push_stats(L, &st);
     lua_pushvalue(L, mask_idx);
@@ -1167,7 +1189,7 @@ static int l_attention(lua_State *L)
     }
     sale_status s = sale_attention(S->ctx, a, NULL);
     if (s)
-        return fail(L, S, s, "attention");
+        return attn_fail(L, S, s, "attention", a);
     if (m) {
         s = sale_dev_download(S->ctx, m->bits, dmask->ptr, mask_words(m) * sizeof(uint32_t));
         if (s)

@@ -1358,3 +1358,36 @@ Test(scripts, generate_says_why_it_refuses)
                      "generate: sink must be a positive finite number (nil: 4.0), got 1e+300\n");
     free(out);
 }
+
+/* Messages that named the wrong thing: NaN was "got a fraction"; a block_k
+ * that the default block_seg (128) cannot hold was reported only as
+ * "block_seg: ... got 128", a field the call did not set. (tau = 1e300 and
+ * "bad argument #-1" are covered by their own tests above.) */
+Test(scripts, messages_name_the_value_and_the_field_given)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "e(sale.key, {head_dim = 0/0})\n"
+        "e(sale.key, {head_dim = 64.5})\n"
+        "e(sale.key, {head_dim = 1/0})\n"
+        "local q, k, v = sale.generate{N=256, D=64, Hq=2, Hkv=1}\n"
+        "e(sale.reference, {q=q, k=k, v=v, block_k=2^30})\n"
+        "e(sale.reference, {q=q, k=k, v=v, block_k=256, block_seg=256})\n"
+        "e(sale.reference, {q=q, k=k, v=v, block_seg=100})\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "head_dim must be an integer, got nan\n"
+                     "head_dim must be an integer, got 64.5\n"
+                     "head_dim: inf is out of range [-2147483648, 2147483647]\n"
+                     "reference: SALE_ERR_INVALID: block_seg: must be a multiple of block_k of at most 32 blocks, got "
+                     "128 (block_seg was not given: 128 is its default, which does not fit block_k 1073741824; give "
+                     "block_seg or a smaller block_k)\n"
+                     "reference: SALE_ERR_INVALID: local_window: must be a positive multiple of block_k, got 128 "
+                     "(local_window was not given: 128 is its default, which does not fit block_k 256; give local_window "
+                     "or a smaller block_k)\n"
+                     "reference: SALE_ERR_INVALID: block_seg: must be a multiple of block_k of at most 32 blocks, got "
+                     "100\n");
+    free(out);
+}
