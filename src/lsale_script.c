@@ -60,6 +60,17 @@ static int fail(lua_State *L, lstate *S, sale_status st, const char *what)
     return luaL_error(L, "%s: %s%s%s", what, sale_status_name(st), m && m[0] ? ": " : "", m ? m : "");
 }
 
+/* Argument arg as a string that names something (a path, a model, a
+ * device): refused when it holds a NUL, which C would cut it at. */
+static const char *check_name_arg(lua_State *L, int arg, const char *what)
+{
+    size_t l;
+    const char *s = luaL_checklstring(L, arg, &l);
+    if (strlen(s) != l)
+        luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", what, s);
+    return s;
+}
+
 /* ------------------------------------------------------------- tensors */
 
 typedef struct tensor {
@@ -221,7 +232,7 @@ static int tensor_to(lua_State *L)
 {
     lstate *S = get_state(L);
     tensor *t = check_tensor(L, 1);
-    int gpu = parse_device(L, S, luaL_checkstring(L, 2));
+    int gpu = parse_device(L, S, check_name_arg(L, 2, "tensor:to: device"));
     tensor *n = tensor_new(L, S, gpu, t->dtype, t->shape);
     sale_status st = SALE_OK;
     if (!t->gpu && !gpu)
@@ -463,7 +474,10 @@ static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
     if (ty != LUA_TNIL) {
         if (ty != LUA_TSTRING)
             luaL_error(L, "%s must be a string, got %s", k, luaL_typename(L, -1));
-        v = lua_tostring(L, -1); /* stays alive: the table holds it */
+        size_t l;
+        v = lua_tolstring(L, -1, &l); /* stays alive: the table holds it */
+        if (strlen(v) != l) /* a name cut at the NUL would name something else */
+            luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", k, v);
     }
     lua_pop(L, 1);
     return v;
@@ -786,7 +800,8 @@ static int l_device(lua_State *L)
 {
     lstate *S = get_state(L);
     sale_device_info d;
-    if (!has_gpu(S) || sale_device_info_get(S->ctx, opt_int_arg(L, 1, 0), &d) != SALE_OK) {
+    int i = opt_int_arg(L, 1, 0); /* checked with or without a GPU */
+    if (!has_gpu(S) || sale_device_info_get(S->ctx, i, &d) != SALE_OK) {
         lua_pushnil(L);
         return 1;
     }
@@ -1081,6 +1096,9 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         if (ty != LUA_TNIL)
             luaL_error(L, "model: per-head thresholds come from tau or from (model, layer), not both");
         a->model = model; /* the table holds the string for the call */
+        if (lua_getfield(L, 1, "layer") == LUA_TNIL) /* layer 0 is a layer, not a default */
+            luaL_error(L, "model: give layer= too (the layer whose stored thresholds to use)");
+        lua_pop(L, 1);
         a->layer = opt_int(L, 1, "layer", 0);
         if (a->layer < 0)
             luaL_error(L, "layer: must be >= 0, got %d", a->layer);
@@ -1670,7 +1688,7 @@ static int csv_file_gc(lua_State *L)
 /* sale.csv(path, rows, columns): numbers at full precision unless fmt is given. */
 static int l_csv(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = check_name_arg(L, 1, "sale.csv: path");
     luaL_checktype(L, 2, LUA_TTABLE);
     col cols[MAX_COLS];
     lua_newtable(L); /* the columns' strings */
@@ -1735,7 +1753,7 @@ static int l_csv(lua_State *L)
 static int l_thresholds(lua_State *L)
 {
     lstate *S = get_state(L);
-    const char *model = luaL_checkstring(L, 1);
+    const char *model = check_name_arg(L, 1, "sale.thresholds: model");
     int layer = check_int(L, 2);
     lua_newtable(L);
     int taus = lua_gettop(L);

@@ -1391,3 +1391,45 @@ Test(scripts, messages_name_the_value_and_the_field_given)
                      "100\n");
     free(out);
 }
+
+/* Values passed through without a check: a string that names something
+ * (key text, dtype, model, csv path, device) was cut at an embedded NUL
+ * ("m\0x" looked up model "m", "/a.csv\0zzz" wrote /a.csv); model= without
+ * layer= silently meant layer 0 (layer= without model= was refused);
+ * sale.device("x") raised no type error without a GPU. */
+Test(scripts, names_with_a_nul_and_model_without_layer_are_refused)
+{
+    char *out, text[2048];
+    snprintf(text, sizeof text,
+             "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+             "e(sale.key, 'fused:d=128\\0junk')\n"
+             "e(sale.key, {text = 'fused:d=128\\0junk'})\n"
+             "e(sale.generate, {N=64, D=64, dtype='f32\\0x'})\n"
+             "e(sale.thresholds, 'm\\0x', 0)\n"
+             "e(sale.csv, '%s/a.csv\\0zzz', {}, {'a'})\n"
+             "assert(io.open('%s/a.csv') == nil, 'the cut path was written')\n"
+             "local q, k, v = sale.generate{N=64, D=64, Hq=1}\n"
+             "e(sale.reference, {q=q, k=k, v=v, model='m'})\n"
+             "e(sale.reference, {q=q, k=k, v=v, layer=0})\n"
+             "e(sale.reference, {q=q, k=k, v=v, model='m\\0x', layer=0})\n"
+             "e(q.to, q, 'cpu\\0x')\n"
+             "e(sale.device, 'x')\n",
+             g_dir, g_dir);
+    sale_status st = run_text(text, 0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    char want[2048];
+    snprintf(want, sizeof want,
+             "sale.key: 'fused:d=128' is followed by a NUL byte and more text\n"
+             "sale.key: 'fused:d=128' is followed by a NUL byte and more text\n"
+             "dtype: 'f32' is followed by a NUL byte and more text\n"
+             "sale.thresholds: model: 'm' is followed by a NUL byte and more text\n"
+             "sale.csv: path: '%s/a.csv' is followed by a NUL byte and more text\n"
+             "model: give layer= too (the layer whose stored thresholds to use)\n"
+             "layer: given without model\n"
+             "model: 'm' is followed by a NUL byte and more text\n"
+             "tensor:to: device: 'cpu' is followed by a NUL byte and more text\n"
+             "bad argument #1 to 'sale.device' (number expected, got string)\n",
+             g_dir);
+    cr_expect_str_eq(out, want);
+    free(out);
+}
