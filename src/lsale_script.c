@@ -14,13 +14,22 @@
  *                  model,layer}  -> out, stats, mask   (host tensors; model/layer: stored thresholds
  *                  instead of tau, run in the variant they were calibrated with when thr is nil)
  *   sale.attention{same..., out=, stats=true, mask=false} -> out, stats, mask   (GPU tensors)
- *   sale.rel_l1(a, b) (sum |a-b| / sum |b|; NaN if either holds a NaN or an inf)   sale.needle_recall(mask, needles) -> recall, hit, total
- *   sale.time(fn, {warmup=, reps=, host=}) -> median_ms, min_ms   sale.clock() -> s
+ *   sale.rel_l1(a, b) -> sum|a-b| / sum|b| (NaN when either holds a NaN or an inf)
+ *   sale.needle_recall(mask, needles) -> recall, hit, total
+ *   sale.time(fn, {warmup=3, reps=10, host=false}) -> median_ms, min_ms   sale.clock() -> s
  *   sale.format_table(rows, cols) -> text  sale.table(rows, cols)  sale.csv(path, rows, cols)
  * Tensors: t.shape {B,H,N,D}, t.dtype, t.device, t.bytes, t:to("cpu"|"gpu"),
  * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb.
  * An option table holds only the named fields its function reads: a
  * positional entry or an unknown name is an error, not a silent default.
+ * A boolean option (structured, stats, mask, host) takes true or false; nil
+ * is its default. mode: nil is "auto" (C's default: two_pass on sm_90, fused
+ * elsewhere). tau: nil is 0.004; a number in [0, 1) for every head or a list
+ * with one per query head; a head with tau <= 1e-5 (0 included) runs dense.
+ * model= needs layer=. A key table has one field per key field ("*" or nil:
+ * open) and a text made from them when read, so an edited field is the key;
+ * a table may give text= instead, and fields beside it must agree with it.
+ * needle_recall takes needles {batch=, head=, query=, key=}, all four.
  * lsale_run_script's argv are the script's arguments; a leading argv[0] equal
  * to the script path (main's convention) is skipped. */
 #include <errno.h>
