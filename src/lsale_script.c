@@ -925,23 +925,23 @@ static int l_generate(lua_State *L)
     g.needle_gain = gen_strength(L, "needle_gain", 6);
     if (a.batch <= 0 || a.heads_q <= 0 || a.heads_kv <= 0 || a.seq_len <= 0 || a.head_dim <= 0)
         return luaL_error(L, "generate: B, Hq, Hkv, N, D must be positive");
+    if (a.heads_q % a.heads_kv)
+        return luaL_error(L, "generate: Hq (%d) must be a multiple of Hkv (%d)", a.heads_q, a.heads_kv);
+    if (g.needles < 0)
+        return luaL_error(L, "generate: needles must not be negative");
+    if ((int64_t)a.batch * a.heads_q * g.needles > INT_MAX)
+        return luaL_error(L, "generate: B * Hq * needles (%d * %d * %d) is too large", a.batch, a.heads_q, g.needles);
     /* sale_generate_qkv has no context to say why it refuses: its rules here */
     if (a.head_dim % 2)
         return luaL_error(L, "generate: D must be even, got %d", a.head_dim);
     if (g.structured && a.head_dim < 16)
         return luaL_error(L, "generate: structured inputs need D >= 16, got %d (structured=false gives i.i.d. inputs)",
                           a.head_dim);
-    if (a.heads_q % a.heads_kv)
-        return luaL_error(L, "generate: Hq (%d) must be a multiple of Hkv (%d)", a.heads_q, a.heads_kv);
-    if (g.needles < 0)
-        return luaL_error(L, "generate: needles must not be negative");
 
     int qs[4] = {a.batch, a.heads_q, a.seq_len, a.head_dim}, ks[4] = {a.batch, a.heads_kv, a.seq_len, a.head_dim};
     tensor *q = tensor_new(L, S, 0, a.dtype, qs);
     tensor *k = tensor_new(L, S, 0, a.dtype, ks);
     tensor *v = tensor_new(L, S, 0, a.dtype, ks);
-    if ((int64_t)a.batch * a.heads_q * g.needles > INT_MAX)
-        return luaL_error(L, "generate: B * Hq * needles (%d * %d * %d) is too large", a.batch, a.heads_q, g.needles);
     int maxn = a.batch * a.heads_q * g.needles, nn = 0;
     sale_needle *nd = lua_newuserdatauv(L, (size_t)(maxn > 0 ? maxn : 1) * sizeof *nd, 0); /* GC-owned scratch */
     sale_status st = sale_generate_qkv(&a, &g, q->ptr, k->ptr, v->ptr, maxn ? nd : NULL, maxn, &nn);
