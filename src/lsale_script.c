@@ -7,23 +7,33 @@
  *   sale.key(text|table) -> key table      sale.key_format(key) -> text
  *   sale.compile(key) -> info              sale.get_kernel(key) -> info
  *   sale.has_gpu() -> bool                 sale.device() -> info | nil
- *   sale.tensor_random{B,H,N,D,dtype,seed,scale,device}   sale.tensor_zeros{...}
+ *   sale.tensor_random{B,H,N,D,dtype,seed,scale,device}   sale.tensor_zeros{B,H,N,D,dtype,device}
  *   sale.generate{B,Hq,Hkv,N,D,dtype,structured,needles,seed,device,rope_base,sink,local_bias,
  *                 needle_gain} -> q, k, v, needles
  *   sale.reference{q,k,v,tau,block_q,block_k,block_seg,local_window,est_bits,thr,mode,dense_below,scale,
  *                  model,layer}  -> out, stats, mask   (host tensors; model/layer: stored thresholds
  *                  instead of tau, run in the variant they were calibrated with when thr is nil)
  *   sale.attention{same..., out=, stats=true, mask=false} -> out, stats, mask   (GPU tensors)
- *   sale.rel_l1(a, b)   sale.needle_recall(mask, needles) -> recall, hit, total
- *   sale.time(fn, {warmup=, reps=, host=}) -> median_ms, min_ms   sale.clock() -> s
+ *   sale.rel_l1(a, b) -> sum|a-b| / sum|b| (NaN when either holds a NaN or an inf)
+ *   sale.needle_recall(mask, needles) -> recall, hit, total
+ *   sale.time(fn, {warmup=3, reps=10, host=false}) -> median_ms, min_ms   sale.clock() -> s
  *   sale.format_table(rows, cols) -> text  sale.table(rows, cols)  sale.csv(path, rows, cols)
  * Tensors: t.shape {B,H,N,D}, t.dtype, t.device, t.bytes, t:to("cpu"|"gpu"),
  * t:get(b,h,n,d), t:free(). Masks: m:kept(b,h,qb,kb), m:count(), m.B/H/nqb/nkb.
  * An option table holds only the named fields its function reads: a
  * positional entry or an unknown name is an error, not a silent default.
+ * A boolean option (structured, stats, mask, host) takes true or false; nil
+ * is its default. mode: nil is "auto" (C's default: two_pass on sm_90, fused
+ * elsewhere). tau: nil is 0.004; a number in [0, 1) for every head or a list
+ * with one per query head; a head with tau <= 1e-5 (0 included) runs dense.
+ * model= needs layer=. A key table has one field per key field ("*" or nil:
+ * open) and a text made from them when read, so an edited field is the key;
+ * a table may give text= instead, and fields beside it must agree with it.
+ * needle_recall takes needles {batch=, head=, query=, key=}, all four.
  * lsale_run_script's argv are the script's arguments; a leading argv[0] equal
  * to the script path (main's convention) is skipped. */
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -57,6 +67,17 @@ static int fail(lua_State *L, lstate *S, sale_status st, const char *what)
 {
     const char *m = S->ctx ? sale_last_error(S->ctx) : "";
     return luaL_error(L, "%s: %s%s%s", what, sale_status_name(st), m && m[0] ? ": " : "", m ? m : "");
+}
+
+/* Argument arg as a string that names something (a path, a model, a
+ * device): refused when it holds a NUL, which C would cut it at. */
+static const char *check_name_arg(lua_State *L, int arg, const char *what)
+{
+    size_t l;
+    const char *s = luaL_checklstring(L, arg, &l);
+    if (strlen(s) != l)
+        luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", what, s);
+    return s;
 }
 
 /* ------------------------------------------------------------- tensors */
@@ -220,7 +241,7 @@ static int tensor_to(lua_State *L)
 {
     lstate *S = get_state(L);
     tensor *t = check_tensor(L, 1);
-    int gpu = parse_device(L, S, luaL_checkstring(L, 2));
+    int gpu = parse_device(L, S, check_name_arg(L, 2, "tensor:to: device"));
     tensor *n = tensor_new(L, S, gpu, t->dtype, t->shape);
     sale_status st = SALE_OK;
     if (!t->gpu && !gpu)
@@ -410,6 +431,12 @@ static int mask_index(lua_State *L)
 
 /* ------------------------------------------------------- option helpers */
 
+/* x as a message shows it: "nan" (never "-nan"), else Lua's %.14g. */
+static const char *num_text(lua_State *L, double x)
+{
+    return isnan(x) ? "nan" : lua_pushfstring(L, "%f", x);
+}
+
 /* Fields and arguments are C ints: a value beyond int's range is refused,
  * never wrapped into another (2^32 + 64 is not 64). */
 static int opt_int(lua_State *L, int t, const char *k, int def)
@@ -419,10 +446,11 @@ static int opt_int(lua_State *L, int t, const char *k, int def)
     if (ty != LUA_TNIL) {
         if (!lua_isinteger(L, -1)) {
             lua_Number n = lua_tonumber(L, -1);
-            if (ty != LUA_TNUMBER || n != floor(n))
-                luaL_error(L, "%s must be an integer, got %s", k, ty == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+            if (ty != LUA_TNUMBER || n != floor(n)) /* NaN too */
+                luaL_error(L, "%s must be an integer, got %s", k,
+                           ty == LUA_TNUMBER ? num_text(L, n) : luaL_typename(L, -1));
             if (!(n >= INT_MIN && n <= INT_MAX))
-                luaL_error(L, "%s: %f is out of range [%d, %d]", k, n, INT_MIN, INT_MAX);
+                luaL_error(L, "%s: %s is out of range [%d, %d]", k, num_text(L, n), INT_MIN, INT_MAX);
             v = (int)n;
         } else {
             lua_Integer i = lua_tointeger(L, -1);
@@ -455,15 +483,26 @@ static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
     if (ty != LUA_TNIL) {
         if (ty != LUA_TSTRING)
             luaL_error(L, "%s must be a string, got %s", k, luaL_typename(L, -1));
-        v = lua_tostring(L, -1); /* stays alive: the table holds it */
+        size_t l;
+        v = lua_tolstring(L, -1, &l); /* stays alive: the table holds it */
+        if (strlen(v) != l) /* a name cut at the NUL would name something else */
+            luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", k, v);
     }
     lua_pop(L, 1);
     return v;
 }
 
+/* A boolean option: true, false or nil (def). Lua's truthiness would take
+ * 0, "no" and "false" as true, silently. */
 static int opt_bool(lua_State *L, int t, const char *k, int def)
 {
     int ty = lua_getfield(L, t, k);
+    if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
+        const char *v = ty == LUA_TNUMBER   ? lua_pushfstring(L, "number %s", lua_tostring(L, -1))
+                        : ty == LUA_TSTRING ? lua_pushfstring(L, "string '%s'", lua_tostring(L, -1))
+                                            : luaL_typename(L, -1);
+        luaL_error(L, "%s must be true or false (nil: the default), got %s", k, v);
+    }
     int v = ty == LUA_TNIL ? def : lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
@@ -504,19 +543,38 @@ static void check_opts(lua_State *L, int t, const char *fn, const char *const *k
 
 /* ----------------------------------------------------------------- keys */
 
+#define KEY_MT "sale.key"
+
+/* A key table's integer fields; open: the value that means "open" in
+ * sale_key, shown as "*" in a table, as in the key text. */
+static const struct {
+    const char *n;
+    size_t off;
+    int open;
+} key_ints[] = {
+    {"head_dim", offsetof(sale_key, head_dim), 0},   {"block_q", offsetof(sale_key, block_q), 0},
+    {"block_k", offsetof(sale_key, block_k), 0},     {"block_seg", offsetof(sale_key, block_seg), 0},
+    {"local_window", offsetof(sale_key, local_window), 0}, {"est_bits", offsetof(sale_key, est_bits), 0},
+    {"causal", offsetof(sale_key, causal), -1},      {"warps", offsetof(sale_key, warps), 0},
+    {"stages", offsetof(sale_key, stages), 0}};
+
+#define KEY_INT(k, i) (*(int *)((char *)(k) + key_ints[i].off))
+
+/* A key as a table: one field per key field, "*" for an open one; `text` is
+ * not stored but made from the fields when read (KEY_MT's __index), so it
+ * always says what the fields say and an edited field is what goes back in. */
 static void push_key(lua_State *L, const sale_key *k)
 {
-    char text[256];
     lua_newtable(L);
     lua_pushstring(L, sale_family_name(k->family));
     lua_setfield(L, -2, "family");
-    const struct { const char *n; int v; } f[] = {
-        {"head_dim", k->head_dim}, {"block_q", k->block_q},   {"block_k", k->block_k}, {"block_seg", k->block_seg},
-        {"local_window", k->local_window}, {"est_bits", k->est_bits}, {"causal", k->causal},
-        {"warps", k->warps},       {"stages", k->stages}};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        lua_pushinteger(L, f[i].v);
-        lua_setfield(L, -2, f[i].n);
+    for (size_t i = 0; i < sizeof key_ints / sizeof key_ints[0]; i++) {
+        int v = KEY_INT(k, i);
+        if (v == key_ints[i].open)
+            lua_pushliteral(L, "*");
+        else
+            lua_pushinteger(L, v);
+        lua_setfield(L, -2, key_ints[i].n);
     }
     const char *dt = sale_dtype_name(k->dtype);
     lua_pushstring(L, dt ? dt : "*");
@@ -527,70 +585,142 @@ static void push_key(lua_State *L, const sale_key *k)
     const char *tn = sale_thr_name(k->thr);
     lua_pushstring(L, tn ? tn : "?");
     lua_setfield(L, -2, "thr");
-    if (sale_key_format(k, text, sizeof text) == SALE_OK) {
-        lua_pushstring(L, text);
-        lua_setfield(L, -2, "text");
-    }
+    luaL_setmetatable(L, KEY_MT);
 }
 
 static const char *const key_opts[] = {"family", "head_dim", "block_q", "block_k", "block_seg", "local_window",
                                         "est_bits", "causal", "warps", "stages", "dtype", "arch", "thr", "text",
                                         NULL};
 
-/* A key from a text or a table (the table's `text` field wins if present);
- * fn names the caller in messages. */
+/* The string at idx, refused when it holds a NUL (a name cut at the NUL would
+ * name something else); what names it in the message. */
+static const char *check_name_at(lua_State *L, int idx, const char *what)
+{
+    size_t l;
+    const char *s = lua_tolstring(L, idx, &l);
+    if (s && strlen(s) != l)
+        luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", what, s);
+    return s;
+}
+
+static sale_key parse_key_text(lua_State *L, const char *text)
+{
+    sale_key k;
+    char err[256] = "";
+    if (sale_key_parse(text, &k, err, sizeof err) != SALE_OK)
+        luaL_error(L, "key '%s': %s", text, err);
+    return k;
+}
+
+/* The key of a table (its fields over the base). */
+static void key_fields(lua_State *L, int idx, sale_key *k)
+{
+    for (size_t i = 0; i < sizeof key_ints / sizeof key_ints[0]; i++) {
+        const char *n = key_ints[i].n;
+        int ty = lua_getfield(L, idx, n);
+        if (ty == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "*")) {
+            KEY_INT(k, i) = key_ints[i].open;
+        } else if (ty != LUA_TNIL) {
+            int v = opt_int(L, idx, n, 0);
+            if (v == key_ints[i].open)
+                luaL_error(L, "%s: %d is not a value here (for an open field leave it out or write \"*\")", n, v);
+            KEY_INT(k, i) = v;
+        }
+        lua_pop(L, 1);
+    }
+    const char *dt = opt_str(L, idx, "dtype", NULL);
+    if (dt)
+        k->dtype = !strcmp(dt, "*") ? (sale_dtype)-1 : (sale_dtype)parse_dtype(L, dt);
+    const char *arch = opt_str(L, idx, "arch", NULL);
+    if (arch) {
+        k->arch = sale_arch_parse(arch);
+        if (k->arch < 0)
+            luaL_error(L, "arch: unknown architecture '%s'", arch);
+    }
+    const char *thr = opt_str(L, idx, "thr", NULL);
+    if (thr) {
+        k->thr = !strcmp(thr, "*") ? SALE_THR_OPEN : sale_thr_parse(thr);
+        if (k->thr < 0)
+            luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
+    }
+}
+
+/* The name and value of the first field where a and b differ, or 0. */
+static int key_diff(const sale_key *a, const sale_key *b, char *what, size_t n)
+{
+    if (a->family != b->family)
+        return snprintf(what, n, "family (%s, %s)", sale_family_name(a->family), sale_family_name(b->family)), 1;
+    for (size_t i = 0; i < sizeof key_ints / sizeof key_ints[0]; i++)
+        if (KEY_INT(a, i) != KEY_INT(b, i))
+            return snprintf(what, n, "%s (%d, %d)", key_ints[i].n, KEY_INT(a, i), KEY_INT(b, i)), 1;
+    if (a->dtype != b->dtype)
+        return snprintf(what, n, "dtype"), 1;
+    if (a->arch != b->arch)
+        return snprintf(what, n, "arch"), 1;
+    if (a->thr != b->thr)
+        return snprintf(what, n, "thr"), 1;
+    return 0;
+}
+
+/* A key from a text or a table; fn names the caller in messages. A table's
+ * fields give the key (those left out are open, "*" says open too); a table
+ * may hold a text instead (sale.key{text = "..."}), and fields beside a text
+ * must agree with it: which of the two was edited cannot be told. */
 static sale_key to_key(lua_State *L, int idx, const char *fn)
 {
     sale_key k;
     char err[256] = "";
     idx = lua_absindex(L, idx);
-    if (lua_type(L, idx) == LUA_TTABLE)
-        check_opts(L, idx, fn, key_opts, 0); /* push_key's fields, so a key table goes back in as it is */
-    if (lua_type(L, idx) == LUA_TTABLE && lua_getfield(L, idx, "text") == LUA_TSTRING) {
-        lua_replace(L, idx);
-    } else if (lua_type(L, idx) == LUA_TTABLE)
-        lua_pop(L, 1);
     if (lua_type(L, idx) == LUA_TSTRING) {
-        if (sale_key_parse(lua_tostring(L, idx), &k, err, sizeof err) != SALE_OK)
-            luaL_error(L, "key '%s': %s", lua_tostring(L, idx), err);
+        k = parse_key_text(L, check_name_at(L, idx, fn));
     } else if (lua_type(L, idx) == LUA_TTABLE) {
-        const char *fam = opt_str(L, idx, "family", "fused");
-        int f;
-        for (f = 0; f < SALE_FAMILY_COUNT; f++)
-            if (!strcmp(fam, sale_family_name((sale_family)f)))
-                break;
-        if (f == SALE_FAMILY_COUNT)
-            luaL_error(L, "family: unknown family '%s'", fam);
-        k = sale_key_default((sale_family)f);
-        k.head_dim = opt_int(L, idx, "head_dim", k.head_dim);
-        k.block_q = opt_int(L, idx, "block_q", k.block_q);
-        k.block_k = opt_int(L, idx, "block_k", k.block_k);
-        k.block_seg = opt_int(L, idx, "block_seg", k.block_seg);
-        k.local_window = opt_int(L, idx, "local_window", k.local_window);
-        k.est_bits = opt_int(L, idx, "est_bits", k.est_bits);
-        k.causal = opt_int(L, idx, "causal", k.causal);
-        k.warps = opt_int(L, idx, "warps", k.warps);
-        k.stages = opt_int(L, idx, "stages", k.stages);
-        const char *dt = opt_str(L, idx, "dtype", NULL);
-        if (dt)
-            k.dtype = (sale_dtype)parse_dtype(L, dt);
-        const char *arch = opt_str(L, idx, "arch", NULL);
-        if (arch) {
-            k.arch = sale_arch_parse(arch);
-            if (k.arch < 0)
-                luaL_error(L, "arch: unknown architecture '%s'", arch);
+        check_opts(L, idx, fn, key_opts, 0); /* push_key's fields, so a key table goes back in as it is */
+        lua_pushliteral(L, "text");
+        int tty = lua_rawget(L, idx); /* raw: a key table's text is made from its fields */
+        if (tty != LUA_TNIL && tty != LUA_TSTRING)
+            luaL_error(L, "%s: text must be a string, got %s", fn, luaL_typename(L, -1));
+        const char *text = tty == LUA_TSTRING ? check_name_at(L, -1, fn) : NULL;
+        sale_key base;
+        if (text)
+            base = parse_key_text(L, text);
+        const char *fam = opt_str(L, idx, "family", NULL);
+        int f = text && !fam ? (int)base.family : 0;
+        if (fam) {
+            for (f = 0; f < SALE_FAMILY_COUNT; f++)
+                if (!strcmp(fam, sale_family_name((sale_family)f)))
+                    break;
+            if (f == SALE_FAMILY_COUNT)
+                luaL_error(L, "family: unknown family '%s'", fam);
         }
-        const char *thr = opt_str(L, idx, "thr", NULL);
-        if (thr && strcmp(thr, "*")) {
-            k.thr = sale_thr_parse(thr);
-            if (k.thr < 0)
-                luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
-        }
+        if (!text)
+            base = sale_key_default(fam ? (sale_family)f : SALE_FAMILY_FUSED);
+        k = base;
+        k.family = (sale_family)(fam ? f : (int)base.family);
+        key_fields(L, idx, &k);
+        char what[96];
+        if (text && key_diff(&base, &k, what, sizeof what))
+            luaL_error(L, "%s: the table's text '%s' and its fields disagree on %s; give one of them (a table "
+                          "from sale.key makes its text from its fields)",
+                       fn, text, what);
+        lua_pop(L, 1);
     } else
         luaL_error(L, "a key is a text (\"fused:d=128,...\") or a table, got %s", luaL_typename(L, idx));
     if (sale_key_validate(&k, err, sizeof err) != SALE_OK)
         luaL_error(L, "key: %s", err);
     return k;
+}
+
+/* key.text: the text of the fields as they are now. */
+static int key_index(lua_State *L)
+{
+    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "text"))
+        return 0;
+    sale_key k = to_key(L, 1, "key.text");
+    char text[256];
+    if (sale_key_format(&k, text, sizeof text) != SALE_OK)
+        return luaL_error(L, "key.text: key text too long");
+    lua_pushstring(L, text);
+    return 1;
 }
 
 static int l_key(lua_State *L)
@@ -679,7 +809,8 @@ static int l_device(lua_State *L)
 {
     lstate *S = get_state(L);
     sale_device_info d;
-    if (!has_gpu(S) || sale_device_info_get(S->ctx, opt_int_arg(L, 1, 0), &d) != SALE_OK) {
+    int i = opt_int_arg(L, 1, 0); /* checked with or without a GPU */
+    if (!has_gpu(S) || sale_device_info_get(S->ctx, i, &d) != SALE_OK) {
         lua_pushnil(L);
         return 1;
     }
@@ -710,12 +841,13 @@ static uint64_t splitmix(uint64_t *s)
 static double uniform01(uint64_t *s) { return ((double)(splitmix(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
 static const char *const tensor_opts[] = {"B", "H", "N", "D", "dtype", "device", "seed", "scale", NULL};
+static const char *const zeros_opts[] = {"B", "H", "N", "D", "dtype", "device", NULL};
 
 static int make_tensor(lua_State *L, int random)
 {
     lstate *S = get_state(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    check_opts(L, 1, random ? "sale.tensor_random" : "sale.tensor_zeros", tensor_opts, 0);
+    check_opts(L, 1, random ? "sale.tensor_random" : "sale.tensor_zeros", random ? tensor_opts : zeros_opts, 0);
     int shape[4] = {opt_int(L, 1, "B", 1), opt_int(L, 1, "H", 1), opt_int(L, 1, "N", 1024), opt_int(L, 1, "D", 128)};
     sale_dtype dt = (sale_dtype)parse_dtype(L, opt_str(L, 1, "dtype", "bf16"));
     int gpu = parse_device(L, S, opt_str(L, 1, "device", "cpu"));
@@ -756,6 +888,18 @@ static int l_tensor_zeros(lua_State *L) { return make_tensor(L, 0); }
 static const char *const generate_opts[] = {"B", "Hq", "Hkv", "N", "D", "dtype", "device", "seed", "structured",
                                             "needles", "rope_base", "sink", "local_bias", "needle_gain", NULL};
 
+/* A strength of the generator (rope_base, sink, local_bias, needle_gain):
+ * nil is the default; C reads 0, a negative and NaN as the default too and
+ * turns inf into NaN keys, so each must be a positive finite float here. */
+static float gen_strength(lua_State *L, const char *k, double def)
+{
+    double v = opt_num(L, 1, k, def);
+    if (!(v > 0 && isfinite((float)v)))
+        luaL_error(L, "generate: %s must be a positive finite number (nil: %s), got %s", k, num_text(L, def),
+                   num_text(L, v));
+    return (float)v;
+}
+
 static int l_generate(lua_State *L)
 {
     lstate *S = get_state(L);
@@ -775,28 +919,35 @@ static int l_generate(lua_State *L)
     g.seed = (uint64_t)opt_int(L, 1, "seed", 1);
     g.structured = opt_bool(L, 1, "structured", 1);
     g.needles = opt_int(L, 1, "needles", 0);
-    g.rope_base = (float)opt_num(L, 1, "rope_base", 0);
-    g.sink = (float)opt_num(L, 1, "sink", 0);
-    g.local_bias = (float)opt_num(L, 1, "local_bias", 0);
-    g.needle_gain = (float)opt_num(L, 1, "needle_gain", 0);
+    g.rope_base = gen_strength(L, "rope_base", 500000);
+    g.sink = gen_strength(L, "sink", 4);
+    g.local_bias = gen_strength(L, "local_bias", 1);
+    g.needle_gain = gen_strength(L, "needle_gain", 6);
     if (a.batch <= 0 || a.heads_q <= 0 || a.heads_kv <= 0 || a.seq_len <= 0 || a.head_dim <= 0)
         return luaL_error(L, "generate: B, Hq, Hkv, N, D must be positive");
     if (a.heads_q % a.heads_kv)
         return luaL_error(L, "generate: Hq (%d) must be a multiple of Hkv (%d)", a.heads_q, a.heads_kv);
     if (g.needles < 0)
         return luaL_error(L, "generate: needles must not be negative");
+    if ((int64_t)a.batch * a.heads_q * g.needles > INT_MAX)
+        return luaL_error(L, "generate: B * Hq * needles (%d * %d * %d) is too large", a.batch, a.heads_q, g.needles);
+    /* sale_generate_qkv has no context to say why it refuses: its rules here */
+    if (a.head_dim % 2)
+        return luaL_error(L, "generate: D must be even, got %d", a.head_dim);
+    if (g.structured && a.head_dim < 16)
+        return luaL_error(L, "generate: structured inputs need D >= 16, got %d (structured=false gives i.i.d. inputs)",
+                          a.head_dim);
 
     int qs[4] = {a.batch, a.heads_q, a.seq_len, a.head_dim}, ks[4] = {a.batch, a.heads_kv, a.seq_len, a.head_dim};
     tensor *q = tensor_new(L, S, 0, a.dtype, qs);
     tensor *k = tensor_new(L, S, 0, a.dtype, ks);
     tensor *v = tensor_new(L, S, 0, a.dtype, ks);
-    if ((int64_t)a.batch * a.heads_q * g.needles > INT_MAX)
-        return luaL_error(L, "generate: B * Hq * needles (%d * %d * %d) is too large", a.batch, a.heads_q, g.needles);
     int maxn = a.batch * a.heads_q * g.needles, nn = 0;
     sale_needle *nd = lua_newuserdatauv(L, (size_t)(maxn > 0 ? maxn : 1) * sizeof *nd, 0); /* GC-owned scratch */
     sale_status st = sale_generate_qkv(&a, &g, q->ptr, k->ptr, v->ptr, maxn ? nd : NULL, maxn, &nn);
-    if (st)
-        return fail(L, S, st, "generate");
+    if (st) /* not fail(): the context's message would be an earlier call's */
+        return luaL_error(L, "generate: %s: %s", sale_status_name(st),
+                          st == SALE_ERR_NOMEM ? "out of host memory" : "the generator refused these inputs");
     lua_createtable(L, nn, 0);
     for (int i = 0; i < nn; i++) {
         lua_createtable(L, 0, 4);
@@ -891,7 +1042,7 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         luaL_error(L, "thr: unknown threshold variant '%s' (run, fixed)", thr);
     a->dense_below = opt_int(L, 1, "dense_below", 0);
     a->scale = (float)opt_num(L, 1, "scale", 0);
-    const char *mode = opt_str(L, 1, "mode", "fused");
+    const char *mode = opt_str(L, 1, "mode", "auto"); /* C's default (sale_attention_args_init) */
     if (!strcmp(mode, "fused"))
         a->mode = SALE_MODE_FUSED;
     else if (!strcmp(mode, "two_pass") || !strcmp(mode, "two-pass"))
@@ -903,11 +1054,29 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
     else if (!strcmp(mode, "auto"))
         a->mode = SALE_MODE_AUTO;
     else
-        luaL_error(L, "mode: unknown mode '%s' (fused, two_pass, dense, plain, auto)", mode);
+        luaL_error(L, "mode: unknown mode '%s' (auto, the default: two_pass on sm_90, fused elsewhere; fused, "
+                      "two_pass, dense, plain)",
+                   mode);
+    /* tau: a number for every head, or a list with one per query head. Only
+     * an absent tau means the default (0.004): C reads tau_default 0 as the
+     * default, so a scalar <= 1e-5 (a dense head) goes in as a per-head list,
+     * as Python does. Checked as a double, before the narrowing to float. */
     int ty = lua_getfield(L, 1, "tau");
-    if (ty == LUA_TNUMBER)
-        a->tau_default = (float)lua_tonumber(L, -1);
-    else if (ty == LUA_TTABLE) {
+    if (ty == LUA_TNUMBER) {
+        double t = lua_tonumber(L, -1);
+        if (!(t >= 0 && t < 1 && (float)t < 1.0f))
+            luaL_error(L, "tau: must be in [0, 1), got %s", num_text(L, t));
+        if (t > 1e-5)
+            a->tau_default = (float)t;
+        else {
+            int n = a->heads_q;
+            c->tau = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(float), 0);
+            lua_insert(L, -2); /* under the number, alive for the call as below */
+            for (int i = 0; i < n; i++)
+                c->tau[i] = (float)t;
+            a->tau = c->tau;
+        }
+    } else if (ty == LUA_TTABLE) {
         int n = (int)lua_rawlen(L, -1);
         if (n != a->heads_q)
             luaL_error(L, "tau: %d values for %d query heads", n, a->heads_q);
@@ -918,9 +1087,12 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         lua_insert(L, -2);
         for (int i = 0; i < n; i++) {
             lua_rawgeti(L, -1, i + 1);
-            if (!lua_isnumber(L, -1))
-                luaL_error(L, "tau[%d] must be a number", i + 1);
-            c->tau[i] = (float)lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                luaL_error(L, "tau[%d] must be a number, got %s", i + 1, luaL_typename(L, -1));
+            double t = lua_tonumber(L, -1);
+            if (!(t >= 0 && t < 1 && (float)t < 1.0f))
+                luaL_error(L, "tau[%d]: must be in [0, 1), got %s", i + 1, num_text(L, t));
+            c->tau[i] = (float)t;
             lua_pop(L, 1);
         }
         a->tau = c->tau;
@@ -933,6 +1105,9 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
         if (ty != LUA_TNIL)
             luaL_error(L, "model: per-head thresholds come from tau or from (model, layer), not both");
         a->model = model; /* the table holds the string for the call */
+        if (lua_getfield(L, 1, "layer") == LUA_TNIL) /* layer 0 is a layer, not a default */
+            luaL_error(L, "model: give layer= too (the layer whose stored thresholds to use)");
+        lua_pop(L, 1);
         a->layer = opt_int(L, 1, "layer", 0);
         if (a->layer < 0)
             luaL_error(L, "layer: must be >= 0, got %d", a->layer);
@@ -941,6 +1116,27 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
     } else {
         lua_pop(L, 1);
     }
+}
+
+/* fail() for an attention call: when the library refuses block_seg or
+ * local_window and the call did not give it, the value in the message is
+ * the default, and the field the caller set is block_k: say so. */
+static int attn_fail(lua_State *L, lstate *S, sale_status st, const char *what, const sale_attention_args *a)
+{
+    const char *m = S->ctx ? sale_last_error(S->ctx) : NULL;
+    static const char *const dep[] = {"block_seg", "local_window"};
+    for (int i = 0; m && a->block_k && i < 2; i++) {
+        size_t l = strlen(dep[i]);
+        if (!strncmp(m, dep[i], l) && m[l] == ':' && lua_getfield(L, 1, dep[i]) == LUA_TNIL) {
+            lua_pop(L, 1);
+            /* the default is the value the message shows */
+            const char *v = strrchr(m, ' ');
+            return luaL_error(L, "%s: %s: %s (%s was not given: %s is its default, which does not fit block_k %d; give %s "
+                                 "or a smaller block_k)",
+                              what, sale_status_name(st), m, dep[i], v ? v + 1 : "?", a->block_k, dep[i]);
+        }
+    }
+    return fail(L, S, st, what);
 }
 
 static void push_stats(lua_State *L, const sale_stats *s)
@@ -975,7 +1171,7 @@ static int l_reference(lua_State *L)
     a->stats = &st;
     sale_status s = sale_reference_attention(S->ctx, a);
     if (s)
-        return fail(L, S, s, "reference");
+        return attn_fail(L, S, s, "reference", a);
     lua_pushvalue(L, out_idx);
     push_stats(L, &st);
     lua_pushvalue(L, mask_idx);
@@ -987,9 +1183,10 @@ static int l_attention(lua_State *L)
 {
     lstate *S = get_state(L);
     attn_call c = {0};
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int want_stats = opt_bool(L, 1, "stats", 1), want_mask = opt_bool(L, 1, "mask", 0);
     read_attn_args(L, S, &c, 1);
     sale_attention_args *a = &c.a;
-    int want_stats = opt_bool(L, 1, "stats", 1), want_mask = opt_bool(L, 1, "mask", 0);
     int out_idx;
     if (lua_getfield(L, 1, "out") != LUA_TNIL) {
         tensor *o = check_tensor(L, -1);
@@ -1019,7 +1216,7 @@ static int l_attention(lua_State *L)
     }
     sale_status s = sale_attention(S->ctx, a, NULL);
     if (s)
-        return fail(L, S, s, "attention");
+        return attn_fail(L, S, s, "attention", a);
     if (m) {
         s = sale_dev_download(S->ctx, m->bits, dmask->ptr, mask_words(m) * sizeof(uint32_t));
         if (s)
@@ -1050,8 +1247,10 @@ static int l_rel_l1(lua_State *L)
     const void *hy = host_view(L, S, y, &oy);
     size_t n = x->bytes / dtype_size(x->dtype);
     double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
+    int finite = 1;
+    for (size_t i = 0; i < n && finite; i++) {
         double a = elem_get(hx, x->dtype, i), b = elem_get(hy, y->dtype, i);
+        finite = isfinite(a) && isfinite(b);
         num += fabs(a - b);
         den += fabs(b);
     }
@@ -1059,7 +1258,8 @@ static int l_rel_l1(lua_State *L)
         free((void *)hx);
     if (oy)
         free((void *)hy);
-    lua_pushnumber(L, den > 0 ? num / den : (num > 0 ? HUGE_VAL : 0.0));
+    /* a NaN or an infinity on either side is no score at all, never 0 */
+    lua_pushnumber(L, !finite ? (double)NAN : den > 0 ? num / den : (num > 0 ? HUGE_VAL : 0.0));
     return 1;
 }
 
@@ -1071,16 +1271,39 @@ static int l_needle_recall(lua_State *L)
     int bq = opt_int_arg(L, 3, m->block_q), bk = opt_int_arg(L, 4, m->block_k);
     if (bq <= 0 || bk <= 0)
         return luaL_error(L, "needle_recall: block sizes must be positive");
+    static const char *const needle_opts[] = {"batch", "head", "query", "key", NULL};
+    /* the range of each field: batch, head, query, key */
+    const int64_t lim[4] = {m->B, m->H, (int64_t)m->nqb * bq, (int64_t)m->nkb * bk};
     int n = (int)lua_rawlen(L, 2), hit = 0;
     for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 2, i);
-        luaL_checktype(L, -1, LUA_TTABLE);
-        int b = opt_int(L, -1, "batch", 0), h = opt_int(L, -1, "head", 0);
-        int q = opt_int(L, -1, "query", 0), k = opt_int(L, -1, "key", 0);
+        char where[64];
+        snprintf(where, sizeof where, "sale.needle_recall: needle %d", i);
+        if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+            return luaL_error(L, "%s must be a table {batch=, head=, query=, key=}, got %s", where,
+                              luaL_typename(L, -1));
+        check_opts(L, -1, where, needle_opts, 0);
+        int v[4];
+        for (int f = 0; f < 4; f++) {
+            int ty = lua_getfield(L, -1, needle_opts[f]);
+            if (ty == LUA_TNIL)
+                return luaL_error(L, "%s: %s is missing (a needle is {batch=, head=, query=, key=})", where,
+                                  needle_opts[f]);
+            int isint = 0;
+            lua_Integer x = ty == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
+            if (!isint)
+                return luaL_error(L, "%s: %s must be an integer, got %s", where, needle_opts[f],
+                                  ty == LUA_TNUMBER ? num_text(L, lua_tonumber(L, -1)) : luaL_typename(L, -1));
+            if (x < 0 || x >= lim[f])
+                return luaL_error(L, "%s: %s is %I, must be in [0, %I)", where, needle_opts[f], x,
+                                  (lua_Integer)lim[f]);
+            v[f] = (int)x;
+            lua_pop(L, 1);
+        }
         lua_pop(L, 1);
-        int r = mask_bit(m, b, h, q / bq, k / bk);
+        int r = mask_bit(m, v[0], v[1], v[2] / bq, v[3] / bk);
         if (r < 0)
-            return luaL_error(L, "needle %d (batch %d, head %d, query %d, key %d) lies outside the mask", i, b, h, q, k);
+            return luaL_error(L, "%s (batch %d, head %d, query %d, key %d) lies outside the mask", where, v[0], v[1],
+                              v[2], v[3]);
         hit += r;
     }
     lua_pushnumber(L, n ? (double)hit / n : 1.0);
@@ -1126,7 +1349,8 @@ static int evpair_gc(lua_State *L)
     return 0;
 }
 
-/* sale.time(fn, {warmup=3, reps=10, host=false}) -> median ms, min ms.
+/* sale.time(fn, {warmup=3, reps=10, host=false}) -> median ms, min ms
+ * (warmup in [0, 100000], reps in [1, 100000]).
  * With a GPU: CUDA events on the default stream around each call of fn (which
  * queues work with sale.attention); without one (or host=true): the host clock. */
 static int l_time(lua_State *L)
@@ -1143,8 +1367,11 @@ static int l_time(lua_State *L)
         reps = opt_int(L, 2, "reps", reps);
         host = opt_bool(L, 2, "host", 0);
     }
-    if (reps < 1 || reps > 100000 || warmup < 0)
-        return luaL_error(L, "time: reps must be in [1, 100000] and warmup >= 0");
+    /* both bounded, so warmup + reps cannot overflow */
+    if (warmup < 0 || warmup > 100000)
+        return luaL_error(L, "sale.time: warmup must be in [0, 100000], got %d", warmup);
+    if (reps < 1 || reps > 100000)
+        return luaL_error(L, "sale.time: reps must be in [1, 100000], got %d", reps);
     int gpu = !host && has_gpu(S);
     float *ms = lua_newuserdatauv(L, (size_t)reps * sizeof(float), 0);
     evpair *ev = NULL;
@@ -1191,61 +1418,122 @@ static int l_time(lua_State *L)
 
 typedef struct col {
     const char *key, *title, *fmt;
+    size_t key_len, title_len;
 } col;
 
-/* fn names the caller in messages */
-static int read_cols(lua_State *L, int idx, col *cols, int max, const char *fn)
+/* Keeps the string at the top of the stack alive for the call: it goes into
+ * the anchor table at `anchor` (popped), and its pointer is returned. A column
+ * named by a number is converted into a string that nothing else holds, and a
+ * columns table may be changed while the rows are read (a __tostring), so
+ * every string a column points to is held here. */
+static const char *anchor_top(lua_State *L, int anchor, size_t *len)
+{
+    const char *s = lua_tolstring(L, -1, len);
+    lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+    return s;
+}
+
+/* The string field k of the column table at the top, anchored; NULL if nil. */
+static const char *col_str(lua_State *L, int anchor, const char *k, const char *where, size_t *len)
+{
+    int ty = lua_getfield(L, -1, k);
+    if (ty == LUA_TNIL) {
+        lua_pop(L, 1);
+        *len = 0;
+        return NULL;
+    }
+    if (ty != LUA_TSTRING)
+        luaL_error(L, "%s: %s must be a string, got %s", where, k, luaL_typename(L, -1));
+    return anchor_top(L, anchor, len);
+}
+
+/* fn names the caller in messages; anchor: a table on the stack that holds
+ * the columns' strings until the caller returns */
+static int read_cols(lua_State *L, int idx, int anchor, col *cols, int max, const char *fn)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
     int n = (int)lua_rawlen(L, idx);
     if (n > max)
-        luaL_error(L, "at most %d columns", max);
+        luaL_error(L, "%s: at most %d columns, got %d", fn, max, n);
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, idx, i + 1);
         col *c = &cols[i];
         c->fmt = NULL;
         if (lua_type(L, -1) == LUA_TSTRING) {
-            c->key = c->title = lua_tostring(L, -1);
+            lua_pushvalue(L, -1);
+            c->key = c->title = anchor_top(L, anchor, &c->key_len);
+            c->title_len = c->key_len;
         } else if (lua_istable(L, -1)) {
             static const char *const col_opts[] = {"fmt", "title", NULL};
             char where[64];
             snprintf(where, sizeof where, "%s: column %d", fn, i + 1);
             check_opts(L, -1, where, col_opts, 1);
-            lua_rawgeti(L, -1, 1);
-            c->key = luaL_checkstring(L, -1);
+            int ty = lua_rawgeti(L, -1, 1);
+            if (ty != LUA_TSTRING && ty != LUA_TNUMBER)
+                luaL_error(L, "%s: the name ([1]) must be a string or a number, got %s", where, luaL_typename(L, -1));
+            lua_pushvalue(L, -1); /* a number is converted in this copy, which the anchor keeps */
+            lua_tostring(L, -1);
+            c->key = anchor_top(L, anchor, &c->key_len);
             lua_pop(L, 1);
-            c->title = opt_str(L, -1, "title", c->key);
-            c->fmt = opt_str(L, -1, "fmt", NULL);
+            c->title = col_str(L, anchor, "title", where, &c->title_len);
+            size_t fl;
+            c->fmt = col_str(L, anchor, "fmt", where, &fl);
+            if (c->fmt && strlen(c->fmt) != fl)
+                luaL_error(L, "%s: fmt holds a NUL byte", where);
+            if (!c->title) {
+                c->title = c->key;
+                c->title_len = c->key_len;
+            }
         } else
-            luaL_error(L, "column %d must be a name or {name, fmt=, title=}", i + 1);
-        lua_pop(L, 1); /* strings stay alive: the columns table holds them */
+            luaL_error(L, "%s: column %d must be a name or {name, fmt=, title=}, got %s", fn, i + 1,
+                       luaL_typename(L, -1));
+        lua_pop(L, 1);
     }
     return n;
 }
 
-/* The text of row[col] into s. Numbers: fmt, else integers as integers and
- * others with %.4g. Returns whether it is a number. */
-static int cell_text(lua_State *L, int row, const col *c, char *s, size_t n)
+/* Pushes x formatted by fmt (one numeric conversion, check_fmt), of any length. */
+static void push_number(lua_State *L, const char *fmt, double x)
 {
-    int ty = lua_getfield(L, row, c->key);
+    int n = snprintf(NULL, 0, fmt, x);
+    if (n < 0)
+        luaL_error(L, "cannot format %f with \"%s\"", x, fmt);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)n + 1);
+    snprintf(p, (size_t)n + 1, fmt, x);
+    luaL_pushresultsize(&b, (size_t)n);
+}
+
+/* Pushes row[c] (the row at index row); the name may hold any byte. */
+static int get_cell(lua_State *L, int row, const col *c)
+{
+    lua_pushlstring(L, c->key, c->key_len);
+    return lua_gettable(L, row);
+}
+
+/* Pushes the text of row[col], of any length and any bytes. Numbers: fmt,
+ * else integers as integers and others with %.4g. Returns whether it is a
+ * number. */
+static int cell_text(lua_State *L, int row, const col *c)
+{
+    int ty = get_cell(L, row, c);
     int num = ty == LUA_TNUMBER;
     if (num) {
         double x = lua_tonumber(L, -1);
         if (c->fmt)
-            snprintf(s, n, c->fmt, x);
+            push_number(L, c->fmt, x);
         else if (lua_isinteger(L, -1))
-            snprintf(s, n, "%lld", (long long)lua_tointeger(L, -1));
+            lua_pushfstring(L, "%I", lua_tointeger(L, -1));
         else
-            snprintf(s, n, "%.4g", x);
+            push_number(L, "%.4g", x);
     } else if (ty == LUA_TNIL) {
-        s[0] = 0;
+        lua_pushliteral(L, "");
     } else if (ty == LUA_TBOOLEAN) {
-        snprintf(s, n, "%s", lua_toboolean(L, -1) ? "yes" : "no");
+        lua_pushstring(L, lua_toboolean(L, -1) ? "yes" : "no");
     } else {
-        snprintf(s, n, "%s", luaL_tolstring(L, -1, NULL));
-        lua_pop(L, 1);
+        luaL_tolstring(L, -1, NULL);
     }
-    lua_pop(L, 1);
+    lua_remove(L, -2);
     return num;
 }
 
@@ -1257,75 +1545,100 @@ static void check_fmt(lua_State *L, const col *c)
     const char *p = strchr(c->fmt, '%');
     if (!p || strchr(p + 1, '%') || !p[strspn(p + 1, "-+ #0123456789.") + 1] ||
         !strchr("eEfFgG", p[strspn(p + 1, "-+ #0123456789.") + 1]))
-        luaL_error(L, "column %s: fmt must hold one %%f, %%e or %%g conversion, got \"%s\"", c->key, c->fmt);
+        luaL_error(L, "column %s: fmt must hold one %%f, %%e or %%g conversion, got \"%s\"", c->title, c->fmt);
 }
 
 #define MAX_COLS 64
+
+/* Adds n blanks to the buffer. */
+static void add_blanks(luaL_Buffer *b, size_t n)
+{
+    while (n--)
+        luaL_addchar(b, ' ');
+}
+
+/* Adds one cell of width w, right-aligned when num; the last cell of a line
+ * has no trailing blanks (they are noise), its separator included. */
+static void add_cell(luaL_Buffer *b, int first, int last, int num, size_t w, const char *v, size_t l)
+{
+    size_t pad = l < w ? w - l : 0;
+    if (last) {
+        while (l && v[l - 1] == ' ')
+            l--;
+        if (!l)
+            return; /* blanks all the way back to the separator */
+    }
+    if (!first)
+        luaL_addstring(b, "  ");
+    if (num)
+        add_blanks(b, pad);
+    luaL_addlstring(b, v, l);
+    if (!num && !last)
+        add_blanks(b, pad);
+}
 
 /* Pushes the text of the table (rows at 1, columns at 2); fn names the caller. */
 static int format_table(lua_State *L, const char *fn)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     col cols[MAX_COLS];
-    int nc = read_cols(L, 2, cols, MAX_COLS, fn);
+    lua_newtable(L); /* the columns' strings */
+    int nc = read_cols(L, 2, lua_gettop(L), cols, MAX_COLS, fn);
     for (int c = 0; c < nc; c++)
         check_fmt(L, &cols[c]);
     int nr = (int)lua_rawlen(L, 1);
     /* cells as strings in a Lua table: cells[r*nc+c] */
     lua_createtable(L, nr * nc, 0);
     int cells = lua_gettop(L);
-    int width[MAX_COLS], isnum[MAX_COLS];
+    size_t width[MAX_COLS];
+    int isnum[MAX_COLS];
     for (int c = 0; c < nc; c++) {
-        width[c] = (int)strlen(cols[c].title);
+        width[c] = cols[c].title_len;
         isnum[c] = 1;
     }
     for (int r = 0; r < nr; r++) {
         lua_rawgeti(L, 1, r + 1);
         if (!lua_istable(L, -1))
-            return luaL_error(L, "row %d is not a table", r + 1);
+            return luaL_error(L, "%s: row %d is not a table", fn, r + 1);
         int row = lua_gettop(L);
         for (int c = 0; c < nc; c++) {
-            char text[256];
-            int num = cell_text(L, row, &cols[c], text, sizeof text);
-            lua_pushstring(L, text);
-            size_t l = strlen(text);
+            int num = cell_text(L, row, &cols[c]);
+            size_t l = lua_rawlen(L, -1);
             if (!num && l)
                 isnum[c] = 0;
-            if ((int)l > width[c])
-                width[c] = (int)l;
-            lua_rawseti(L, cells, r * nc + c + 1);
+            if (l > width[c])
+                width[c] = l;
+            lua_rawseti(L, cells, (lua_Integer)r * nc + c + 1);
         }
         lua_pop(L, 1);
     }
     luaL_Buffer out;
     luaL_buffinit(L, &out);
+    /* the header keeps its padding, as it always has */
     for (int c = 0; c < nc; c++) {
-        char s[512];
-        snprintf(s, sizeof s, isnum[c] ? "%s%*s" : "%s%-*s", c ? "  " : "", width[c], cols[c].title);
-        luaL_addstring(&out, s);
+        if (c)
+            luaL_addstring(&out, "  ");
+        if (isnum[c] && cols[c].title_len < width[c])
+            add_blanks(&out, width[c] - cols[c].title_len);
+        luaL_addlstring(&out, cols[c].title, cols[c].title_len);
+        if (!isnum[c] && cols[c].title_len < width[c])
+            add_blanks(&out, width[c] - cols[c].title_len);
     }
     luaL_addchar(&out, '\n');
     for (int c = 0; c < nc; c++) {
         if (c)
             luaL_addstring(&out, "  ");
-        for (int i = 0; i < width[c]; i++)
+        for (size_t i = 0; i < width[c]; i++)
             luaL_addchar(&out, '-');
     }
     luaL_addchar(&out, '\n');
     for (int r = 0; r < nr; r++) {
         for (int c = 0; c < nc; c++) {
-            lua_rawgeti(L, cells, r * nc + c + 1);
-            const char *v = lua_tostring(L, -1);
-            char s[512];
-            snprintf(s, sizeof s, isnum[c] ? "%s%*s" : "%s%-*s", c ? "  " : "", width[c], v);
-            lua_pop(L, 1);
-            /* trailing blanks of the last column are noise */
-            if (c == nc - 1) {
-                size_t l = strlen(s);
-                while (l && s[l - 1] == ' ')
-                    s[--l] = 0;
-            }
-            luaL_addstring(&out, s);
+            lua_rawgeti(L, cells, (lua_Integer)r * nc + c + 1);
+            size_t l;
+            const char *v = lua_tolstring(L, -1, &l);
+            lua_pop(L, 1); /* the cells table holds it */
+            add_cell(&out, c == 0, c == nc - 1, isnum[c], width[c], v, l);
         }
         luaL_addchar(&out, '\n');
     }
@@ -1347,17 +1660,23 @@ static int l_table(lua_State *L)
     return 0;
 }
 
-static void csv_field(FILE *f, const char *s)
+/* One CSV field (RFC 4180): quoted when it holds a comma, a quote, a line
+ * break or a NUL, quotes doubled; every byte is written. */
+static void csv_field(FILE *f, const char *s, size_t l)
 {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
+    static const char special[] = ",\"\n\r";
+    int quote = 0;
+    for (size_t i = 0; i < l && !quote; i++)
+        quote = !s[i] || strchr(special, s[i]);
+    if (!quote) {
+        fwrite(s, 1, l, f);
         return;
     }
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
+    for (size_t i = 0; i < l; i++) {
+        if (s[i] == '"')
             fputc('"', f);
-        fputc(*s, f);
+        fputc(s[i], f);
     }
     fputc('"', f);
 }
@@ -1378,10 +1697,11 @@ static int csv_file_gc(lua_State *L)
 /* sale.csv(path, rows, columns): numbers at full precision unless fmt is given. */
 static int l_csv(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = check_name_arg(L, 1, "sale.csv: path");
     luaL_checktype(L, 2, LUA_TTABLE);
     col cols[MAX_COLS];
-    int nc = read_cols(L, 3, cols, MAX_COLS, "sale.csv");
+    lua_newtable(L); /* the columns' strings */
+    int nc = read_cols(L, 3, lua_gettop(L), cols, MAX_COLS, "sale.csv");
     for (int c = 0; c < nc; c++)
         check_fmt(L, &cols[c]);
     int nr = (int)lua_rawlen(L, 2);
@@ -1398,31 +1718,32 @@ static int l_csv(lua_State *L)
     for (int c = 0; c < nc; c++) {
         if (c)
             fputc(',', f);
-        csv_field(f, cols[c].title);
+        csv_field(f, cols[c].title, cols[c].title_len);
     }
     fputc('\n', f);
     for (int r = 0; r < nr; r++) {
         lua_rawgeti(L, 2, r + 1);
         if (!lua_istable(L, -1))
-            return luaL_error(L, "row %d is not a table", r + 1);
+            return luaL_error(L, "sale.csv: row %d is not a table", r + 1);
         int row = lua_gettop(L);
         for (int c = 0; c < nc; c++) {
             if (c)
                 fputc(',', f);
-            int ty = lua_getfield(L, row, cols[c].key);
-            char s[256];
+            int ty = get_cell(L, row, &cols[c]);
             if (ty == LUA_TNUMBER && lua_isinteger(L, -1))
-                snprintf(s, sizeof s, "%lld", (long long)lua_tointeger(L, -1));
+                lua_pushfstring(L, "%I", lua_tointeger(L, -1));
             else if (ty == LUA_TNUMBER)
-                snprintf(s, sizeof s, cols[c].fmt ? cols[c].fmt : "%.15g", lua_tonumber(L, -1));
+                push_number(L, cols[c].fmt ? cols[c].fmt : "%.15g", lua_tonumber(L, -1));
             else if (ty == LUA_TBOOLEAN)
-                snprintf(s, sizeof s, "%s", lua_toboolean(L, -1) ? "true" : "false");
+                lua_pushstring(L, lua_toboolean(L, -1) ? "true" : "false");
             else if (ty == LUA_TSTRING)
-                snprintf(s, sizeof s, "%s", lua_tostring(L, -1));
+                lua_pushvalue(L, -1);
             else
-                s[0] = 0;
-            lua_pop(L, 1);
-            csv_field(f, s);
+                lua_pushliteral(L, "");
+            size_t l;
+            const char *s = lua_tolstring(L, -1, &l);
+            csv_field(f, s, l);
+            lua_pop(L, 2);
         }
         fputc('\n', f);
         lua_pop(L, 1);
@@ -1441,7 +1762,7 @@ static int l_csv(lua_State *L)
 static int l_thresholds(lua_State *L)
 {
     lstate *S = get_state(L);
-    const char *model = luaL_checkstring(L, 1);
+    const char *model = check_name_arg(L, 1, "sale.thresholds: model");
     int layer = check_int(L, 2);
     lua_newtable(L);
     int taus = lua_gettop(L);
@@ -1531,6 +1852,11 @@ static void open_sale(lua_State *L, sale_ctx *ctx)
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, tensor_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, KEY_MT);
+    lua_pushcfunction(L, key_index);
+    lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, MASK_MT);

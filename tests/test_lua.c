@@ -903,7 +903,7 @@ Test(scripts, option_tables_refuse_positional_and_unknown_fields)
         "e(function() return sale.reference{[true]=1, q=q, k=k, v=v} end)\n"
         /* everything read is accepted, an undocumented field included */
         "local t = sale.tensor_random{B=1, H=1, N=8, D=64, dtype='f32', device='cpu', seed=2, scale=0.5}\n"
-        "local z = sale.tensor_zeros{B=1, H=1, N=8, D=64, dtype='f32', device='cpu', seed=2, scale=0.5}\n"
+        "local z = sale.tensor_zeros{B=1, H=1, N=8, D=64, dtype='f32', device='cpu'}\n"
         "local g = {B=1, Hq=2, Hkv=1, N=128, D=64, dtype='bf16', device='cpu', seed=3, structured=true,\n"
         "  needles=1, rope_base=10000, sink=1, local_bias=0.5, needle_gain=4}\n"
         "local q2, k2, v2 = sale.generate(g)\n"
@@ -924,7 +924,7 @@ Test(scripts, option_tables_refuse_positional_and_unknown_fields)
     snprintf(want[0], sizeof want[0], "script.lua:3: sale.tensor_random: positional field [1]: options are named "
                                       "(known: B, H, N, D, dtype, device, seed, scale)\n");
     snprintf(want[1], sizeof want[1], "script.lua:4: sale.tensor_zeros: unknown field 'd' (known: B, H, N, D, dtype, "
-                                      "device, seed, scale)\n");
+                                      "device)\n");
     snprintf(want[2], sizeof want[2], "script.lua:5: sale.generate: unknown field 'Hk' (known: B, Hq, Hkv, N, D, "
                                       "dtype, device, seed, structured, needles, rope_base, sink, local_bias, "
                                       "needle_gain)\n");
@@ -1026,4 +1026,410 @@ Test(examples, a_thresholds_list_of_layers_is_refused_not_shifted)
     cfg_defaults_init(&c);
     cr_assert_neq(cfg_load_string("t.lua", "thresholds = { m = { [0] = true } }", &c, g_err, sizeof g_err), SALE_OK);
     cfg_free(&c);
+}
+
+/* A column named by a number ({123456789, fmt=}) was converted to a string
+ * held only by a stack slot that read_cols then popped: the key and title
+ * pointed to freed memory once the collector ran (heap-use-after-free under
+ * ASan, garbage titles in a release build). Every column's strings are now
+ * anchored for the call. */
+Test(scripts, a_column_named_by_a_number_stays_alive)
+{
+    char *out, csv[512], text[2048];
+    snprintf(csv, sizeof csv, "%s/num.csv", g_dir);
+    snprintf(text, sizeof text,
+             "collectgarbage('incremental', 1, 1000)\n"
+             "local rows = {} for i = 1, 300 do rows[i] = {['123456789'] = i, x = ('w'):rep(40)} end\n"
+             "local t = sale.format_table(rows, {{123456789}, 'x'})\n"
+             "assert(t:match('^123456789  x'), t:sub(1, 80))\n"
+             "assert(t:match('\\n      300  w+\\n$'), t:sub(-80))\n"
+             "sale.csv('%s', rows, {{987654321, title='n'}, {123456789}})\n"
+             "print('ok')\n",
+             csv);
+    sale_status st = run_text(text, 0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "ok\n");
+    char *c = read_file(csv);
+    cr_assert_not_null(c);
+    cr_expect(strstr(c, "n,123456789\n,1\n,2\n") == c, "%.200s", c);
+    cr_expect(strstr(c, "\n,300\n") != NULL, "%s", c + strlen(c) - (strlen(c) > 60 ? 60 : strlen(c)));
+    free(c);
+    free(out);
+}
+
+/* sale.csv and sale.format_table wrote every cell through a char[256] (a
+ * longer string or a number formatted with %.400f was cut at 255 bytes) and
+ * as a C string (cut at an embedded NUL); a header wider than 511 bytes was
+ * cut too. Cells, names and titles now keep every byte, and csv quotes a
+ * field with a NUL. */
+Test(scripts, table_and_csv_cells_keep_every_byte)
+{
+    char *out, csv[512], text[4096];
+    snprintf(csv, sizeof csv, "%s/long.csv", g_dir);
+    snprintf(text, sizeof text,
+             "local long = ('z'):rep(1000)\n"
+             "local rows = {{a = long, b = 1.5, c = 'ab\\0cd', [('k'):rep(600)] = 7}}\n"
+             "local cols = {'a', {'b', fmt = '%%.400f'}, {'c', title = 't\\0u'}, {('k'):rep(600), title = ('T'):rep(600)}}\n"
+             "sale.csv('%s', rows, cols)\n"
+             "local f = assert(io.open('%s', 'rb')) local got = f:read('a') f:close()\n"
+             "local want = 'a,b,\"t\\0u\",' .. ('T'):rep(600) .. '\\n' .. long .. ',' .. ('1.5' .. ('0'):rep(399))\n"
+             "  .. ',\"ab\\0cd\",7\\n'\n"
+             "assert(got == want, ('csv: %%d bytes, want %%d'):format(#got, #want))\n"
+             "local t = sale.format_table(rows, cols)\n"
+             "local lines = {} for l in t:gmatch('[^\\n]*\\n') do lines[#lines + 1] = l end\n"
+             "assert(#lines == 3, #lines)\n"
+             "assert(lines[1] == 'a' .. (' '):rep(999) .. '  ' .. (' '):rep(401) .. 'b  t\\0u    ' .. ('T'):rep(600) .. '\\n',\n"
+             "  'header: ' .. #lines[1])\n"
+             "assert(lines[3] == long .. '  ' .. ('1.5' .. ('0'):rep(399)) .. '  ab\\0cd  ' .. (' '):rep(599) .. '7\\n',\n"
+             "  'row: ' .. #lines[3])\n"
+             "print('ok')\n",
+             csv, csv);
+    sale_status st = run_text(text, 0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "ok\n");
+    free(out);
+}
+
+/* sale.time checked only warmup >= 0: warmup = 2^31 - 1 made warmup + reps
+ * overflow (UB), the loop never ran, and uninitialised memory came back as
+ * the timings. Both counts are now bounded, the bound in the message. */
+Test(scripts, time_bounds_warmup_and_reps)
+{
+    char *out;
+    sale_status st = run_text(
+        "local calls = 0 local function f() calls = calls + 1 end\n"
+        "print(select(2, pcall(sale.time, f, {warmup = 2147483647, reps = 3, host = true})))\n"
+        "print(select(2, pcall(sale.time, f, {warmup = -1, host = true})))\n"
+        "print(select(2, pcall(sale.time, f, {reps = 0, host = true})))\n"
+        "print(select(2, pcall(sale.time, f, {reps = 100001, host = true})))\n"
+        "assert(calls == 0, calls)\n"
+        "local med, min = sale.time(f, {warmup = 100000, reps = 2, host = true})\n"
+        "assert(calls == 100002 and med >= min and min >= 0, calls)\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "sale.time: warmup must be in [0, 100000], got 2147483647\n"
+                          "sale.time: warmup must be in [0, 100000], got -1\n"
+                          "sale.time: reps must be in [1, 100000], got 0\n"
+                          "sale.time: reps must be in [1, 100000], got 100001\n"
+                          "ok\n");
+    free(out);
+}
+
+/* sale.rel_l1(a, b) with NaN in the reference b gave 0.0, a perfect score
+ * (the NaN denominator failed den > 0 and the numerator num > 0). A NaN or
+ * an infinity in either input now gives NaN. */
+Test(scripts, rel_l1_of_nan_or_inf_is_nan)
+{
+    char *out;
+    sale_status st = run_text(
+        "local a = sale.tensor_random{N=4, D=4, dtype='f32'}\n"
+        "local nan = sale.tensor_random{N=4, D=4, dtype='f32', scale=0/0}\n"
+        "local inf = sale.tensor_random{N=4, D=4, dtype='f32', scale=1/0}\n"
+        "local function isnan(x) return x ~= x end\n"
+        "assert(isnan(sale.rel_l1(a, nan)), 'nan reference: ' .. sale.rel_l1(a, nan))\n"
+        "assert(isnan(sale.rel_l1(nan, a)), 'nan input')\n"
+        "assert(isnan(sale.rel_l1(a, inf)), 'inf reference: ' .. sale.rel_l1(a, inf))\n"
+        "assert(isnan(sale.rel_l1(inf, a)), 'inf input: ' .. sale.rel_l1(inf, a))\n"
+        "assert(isnan(sale.rel_l1(inf, inf)), 'inf both: ' .. sale.rel_l1(inf, inf))\n"
+        "assert(sale.rel_l1(a, a) == 0)\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "ok\n");
+    free(out);
+}
+
+/* tau = 0 (a scalar) ran sparse at the default 0.004: a scalar went into
+ * tau_default, where C reads 0 as "the default"; tau = {0, 0} and Python's
+ * tau=0.0 ran dense. Now only an absent tau means the default and a scalar
+ * tau <= 1e-5 runs dense, as the README says. tau = 1e300 was narrowed to a
+ * float before the check and reported as "tau_default: ... got inf". */
+Test(scripts, tau_zero_runs_dense_and_only_nil_means_the_default)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{N=2048, D=64, Hq=2, Hkv=1, seed=3}\n"
+        "local function d(tau) return select(2, sale.reference{q=q, k=k, v=v, tau=tau, dense_below=-1}).density end\n"
+        "print(d(0), d({0, 0}), d(1e-6), d(1e-5))\n"
+        "assert(d(nil) == d(0.004) and d(nil) < 0.9, d(nil))\n"
+        "local function e(x) print((select(2, pcall(d, x)):gsub('^.-script.lua:%d+: ', ''))) end\n"
+        "e(1e300)\n"
+        "e(0/0)\n"
+        "e(-0.5)\n"
+        "e(1)\n"
+        "e({0.01, 1e300})\n"
+        "e({0.01, 0/0})\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "1.0\t1.0\t1.0\t1.0\n"
+                          "tau: must be in [0, 1), got 1e+300\n"
+                          "tau: must be in [0, 1), got nan\n"
+                          "tau: must be in [0, 1), got -0.5\n"
+                          "tau: must be in [0, 1), got 1.0\n"
+                          "tau[2]: must be in [0, 1), got 1e+300\n"
+                          "tau[2]: must be in [0, 1), got nan\n");
+    free(out);
+}
+
+/* Boolean options took Lua truthiness: structured = 0 (bench/README's word
+ * for i.i.d. inputs), "no" and "false" all meant true, silently; stats=,
+ * mask= (sale.attention) and host= (sale.time) the same. They now take a
+ * boolean or nil (the default); anything else names the option. */
+Test(scripts, boolean_options_take_only_booleans)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "e(sale.generate, {N=64, D=64, structured=0})\n"
+        "e(sale.generate, {N=64, D=64, structured='no'})\n"
+        "e(sale.attention, {stats=1})\n"
+        "e(sale.attention, {mask='false'})\n"
+        "e(sale.time, function() end, {host=0})\n"
+        "local a = sale.generate{N=64, D=64, structured=false, seed=5}:get(0, 0, 1, 0)\n"
+        "local b = sale.generate{N=64, D=64, structured=true, seed=5}:get(0, 0, 1, 0)\n"
+        "local c = sale.generate{N=64, D=64, seed=5}:get(0, 0, 1, 0)\n"
+        "assert(a ~= b and b == c, 'structured is the default')\n"
+        "sale.time(function() end, {host=true, reps=1})\n"
+        "print('ok')\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "structured must be true or false (nil: the default), got number 0\n"
+                          "structured must be true or false (nil: the default), got string 'no'\n"
+                          "stats must be true or false (nil: the default), got number 1\n"
+                          "mask must be true or false (nil: the default), got string 'false'\n"
+                          "host must be true or false (nil: the default), got number 0\n"
+                          "ok\n");
+    free(out);
+}
+
+/* sale.needle_recall read each needle with defaults of 0 and no check of its
+ * fields: {}, a typo (querry=) or negative positions (C's division rounds
+ * -63 / 64 to block 0, always kept) all counted as hits; a needle that was
+ * not a table gave "bad argument #-1". Each needle now needs its four fields,
+ * integers in range, and an error names the needle. */
+Test(scripts, needle_recall_checks_every_needle)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{N=256, D=64, Hq=2, Hkv=1}\n"
+        "local _, _, m = sale.reference{q=q, k=k, v=v}\n"
+        "local function e(n) local ok, r = pcall(sale.needle_recall, m, n) print(ok and 'accepted ' .. r or r) end\n"
+        "e({{batch=0, head=0, query=-63, key=-31}})\n"
+        "e({{}})\n"
+        "e({{batch=0, head=0, query=200, key=10}, {batch=0, head=0, querry=200, key=10}})\n"
+        "e({5})\n"
+        "e({{batch=0, head=2, query=200, key=10}})\n"
+        "e({{batch=0, head=0, query=256, key=10}})\n"
+        "e({{batch=0, head=0, query=200, key=0.5}})\n"
+        "e({{batch=0, head=0, query=200, key='10'}})\n"
+        "print(sale.needle_recall(m, {{batch=0, head=1, query=255, key=0}, {batch=0, head=0, query=200, key=199}}))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "sale.needle_recall: needle 1: query is -63, must be in [0, 256)\n"
+                     "sale.needle_recall: needle 1: batch is missing (a needle is {batch=, head=, query=, key=})\n"
+                     "sale.needle_recall: needle 2: unknown field 'querry' (known: batch, head, query, key)\n"
+                     "sale.needle_recall: needle 1 must be a table {batch=, head=, query=, key=}, got number\n"
+                     "sale.needle_recall: needle 1: head is 2, must be in [0, 2)\n"
+                     "sale.needle_recall: needle 1: query is 256, must be in [0, 256)\n"
+                     "sale.needle_recall: needle 1: key must be an integer, got 0.5\n"
+                     "sale.needle_recall: needle 1: key must be an integer, got string\n"
+                     "1.0\t2\t2\n");
+    free(out);
+}
+
+/* A key table from sale.key carried its text as a field, and the text won:
+ * k.head_dim = 128 changed nothing, sale.compile(k) built d=64. The text is
+ * now made from the fields when read, so an edited field is what compiles; a
+ * table that holds a text and fields that disagree is refused. Open fields
+ * were 0 (or causal -1) in a table, and an explicit head_dim = 0 or
+ * causal = -1 silently meant "open": a table shows "*" for an open field
+ * and refuses the sentinel numbers. */
+Test(scripts, an_edited_key_table_compiles_what_it_says)
+{
+    char *out;
+    sale_status st = run_text(
+        "local k = sale.key('dense:d=64,dt=bf16,arch=sm_80')\n"
+        "k.head_dim = 128\n"
+        "assert(k.text:match('d=128'), k.text)\n"
+        "print(sale.compile(k).key:match('^dense:d=128,') ~= nil)\n"
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "local k2 = sale.key('fused:d=64,arch=sm_80') k2.text = 'fused:d=128,arch=sm_80'\n"
+        "e(sale.key, k2)\n"
+        "e(sale.key, {text = 5})\n"
+        "e(sale.key, {text = 'dense:d=64', head_dim = 128})\n"
+        "assert(sale.key{text = 'dense:d=64', head_dim = 64, family = 'dense'}.text == sale.key('dense:d=64').text)\n"
+        "e(sale.key, {head_dim = 0})\n"
+        "e(sale.key, {causal = -1})\n"
+        "e(sale.key, {warps = 0})\n"
+        "local o = sale.key('fused:d=128')\n"
+        "print(o.warps, o.dtype, o.causal, o.thr, o.arch)\n"
+        "assert(sale.key(o).text == o.text and sale.key{warps = '*'}.warps == '*')\n"
+        "local t = {} for name in pairs(o) do t[#t + 1] = name end table.sort(t) print(table.concat(t, ' '))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "true\n"
+                     "sale.key: the table's text 'fused:d=128,arch=sm_80' and its fields disagree on head_dim (128, 64); "
+                     "give one of them (a table from sale.key makes its text from its fields)\n"
+                     "sale.key: text must be a string, got number\n"
+                     "sale.key: the table's text 'dense:d=64' and its fields disagree on head_dim (64, 128); give one "
+                     "of them (a table from sale.key makes its text from its fields)\n"
+                     "head_dim: 0 is not a value here (for an open field leave it out or write \"*\")\n"
+                     "causal: -1 is not a value here (for an open field leave it out or write \"*\")\n"
+                     "warps: 0 is not a value here (for an open field leave it out or write \"*\")\n"
+                     "*\t*\t*\t*\tcurrent\n"
+                     "arch block_k block_q block_seg causal dtype est_bits family head_dim local_window stages thr "
+                     "warps\n");
+    free(out);
+}
+
+/* sale.reference/sale.attention ran mode "fused" when none was given, while
+ * C (sale_attention_args_init) and Python default to AUTO (two-pass on
+ * sm_90, fused elsewhere); nothing said so. The default is now "auto", which
+ * the message for a bad mode names. (The CPU reference computes every SALE
+ * mode alike, so only the GPU would show the difference in results.) */
+Test(scripts, the_default_mode_is_auto_as_in_c)
+{
+    char *out;
+    sale_status st = run_text(
+        "local q, k, v = sale.generate{N=256, D=64, Hq=2, Hkv=1}\n"
+        "print(select(2, pcall(sale.reference, {q=q, k=k, v=v, mode='fast'})))\n"
+        "local a = sale.reference{q=q, k=k, v=v}\n"
+        "assert(sale.rel_l1(a, sale.reference{q=q, k=k, v=v, mode='auto'}) == 0)\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "mode: unknown mode 'fast' (auto, the default: two_pass on sm_90, fused elsewhere; "
+                          "fused, two_pass, dense, plain)\n");
+    free(out);
+}
+
+/* sale.tensor_zeros shared tensor_random's option list, so seed= and scale=
+ * (which it does not read) were accepted silently: tensor_zeros{scale=5}
+ * gave zeros with no word. They are now unknown fields there. */
+Test(scripts, tensor_zeros_refuses_seed_and_scale)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "e(sale.tensor_zeros, {N=2, D=2, scale=5})\n"
+        "e(sale.tensor_zeros, {N=2, D=2, seed=3})\n"
+        "assert(sale.tensor_zeros{B=1, H=1, N=2, D=2, dtype='f32', device='cpu'}:get(0, 0, 1, 1) == 0)\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out, "sale.tensor_zeros: unknown field 'scale' (known: B, H, N, D, dtype, device)\n"
+                          "sale.tensor_zeros: unknown field 'seed' (known: B, H, N, D, dtype, device)\n");
+    free(out);
+}
+
+/* sale.generate's errors had no reason ("generate: SALE_ERR_INVALID" for
+ * D = 3 or D = 8; sale_generate_qkv has no context, so the message shown was
+ * whatever the context held from an earlier call). The shape rules are now
+ * checked with their reasons. rope_base, sink, local_bias and needle_gain
+ * took inf (NaN keys) and NaN or <= 0 (silently the default): each must now
+ * be a positive finite number, nil for the default. */
+Test(scripts, generate_says_why_it_refuses)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(t) local ok, m = pcall(sale.generate, t) print(ok and 'accepted' or m) end\n"
+        "local q, k, v = sale.generate{N=64, D=64, Hq=1}\n"
+        "pcall(sale.reference, {q=q, k=k, v=v, block_k=24})\n"
+        "e{N=64, D=3}\n"
+        "e{N=64, D=8}\n"
+        "e{N=64, D=64, sink=1/0}\n"
+        "e{N=64, D=64, needle_gain=0/0}\n"
+        "e{N=64, D=64, rope_base=0}\n"
+        "e{N=64, D=64, local_bias=-1}\n"
+        "e{N=64, D=64, sink=1e300}\n"
+        "local q2, k2 = sale.generate{N=64, D=8, structured=false, sink=2}\n"
+        "local q3, k3 = sale.generate{N=64, D=64, sink=8, rope_base=10000, local_bias=2, needle_gain=3}\n"
+        "assert(k3:get(0, 0, 0, 0) == k3:get(0, 0, 0, 0))\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "generate: D must be even, got 3\n"
+                     "generate: structured inputs need D >= 16, got 8 (structured=false gives i.i.d. inputs)\n"
+                     "generate: sink must be a positive finite number (nil: 4.0), got inf\n"
+                     "generate: needle_gain must be a positive finite number (nil: 6.0), got nan\n"
+                     "generate: rope_base must be a positive finite number (nil: 500000.0), got 0.0\n"
+                     "generate: local_bias must be a positive finite number (nil: 1.0), got -1.0\n"
+                     "generate: sink must be a positive finite number (nil: 4.0), got 1e+300\n");
+    free(out);
+}
+
+/* Messages that named the wrong thing: NaN was "got a fraction"; a block_k
+ * that the default block_seg (128) cannot hold was reported only as
+ * "block_seg: ... got 128", a field the call did not set. (tau = 1e300 and
+ * "bad argument #-1" are covered by their own tests above.) */
+Test(scripts, messages_name_the_value_and_the_field_given)
+{
+    char *out;
+    sale_status st = run_text(
+        "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+        "e(sale.key, {head_dim = 0/0})\n"
+        "e(sale.key, {head_dim = 64.5})\n"
+        "e(sale.key, {head_dim = 1/0})\n"
+        "local q, k, v = sale.generate{N=256, D=64, Hq=2, Hkv=1}\n"
+        "e(sale.reference, {q=q, k=k, v=v, block_k=2^30})\n"
+        "e(sale.reference, {q=q, k=k, v=v, block_k=256, block_seg=256})\n"
+        "e(sale.reference, {q=q, k=k, v=v, block_seg=100})\n",
+        0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    cr_expect_str_eq(out,
+                     "head_dim must be an integer, got nan\n"
+                     "head_dim must be an integer, got 64.5\n"
+                     "head_dim: inf is out of range [-2147483648, 2147483647]\n"
+                     "reference: SALE_ERR_INVALID: block_seg: must be a multiple of block_k of at most 32 blocks, got "
+                     "128 (block_seg was not given: 128 is its default, which does not fit block_k 1073741824; give "
+                     "block_seg or a smaller block_k)\n"
+                     "reference: SALE_ERR_INVALID: local_window: must be a positive multiple of block_k, got 128 "
+                     "(local_window was not given: 128 is its default, which does not fit block_k 256; give local_window "
+                     "or a smaller block_k)\n"
+                     "reference: SALE_ERR_INVALID: block_seg: must be a multiple of block_k of at most 32 blocks, got "
+                     "100\n");
+    free(out);
+}
+
+/* Values passed through without a check: a string that names something
+ * (key text, dtype, model, csv path, device) was cut at an embedded NUL
+ * ("m\0x" looked up model "m", "/a.csv\0zzz" wrote /a.csv); model= without
+ * layer= silently meant layer 0 (layer= without model= was refused);
+ * sale.device("x") raised no type error without a GPU. */
+Test(scripts, names_with_a_nul_and_model_without_layer_are_refused)
+{
+    char *out, text[2048];
+    snprintf(text, sizeof text,
+             "local function e(f, ...) local ok, m = pcall(f, ...) print(ok and 'accepted' or m) end\n"
+             "e(sale.key, 'fused:d=128\\0junk')\n"
+             "e(sale.key, {text = 'fused:d=128\\0junk'})\n"
+             "e(sale.generate, {N=64, D=64, dtype='f32\\0x'})\n"
+             "e(sale.thresholds, 'm\\0x', 0)\n"
+             "e(sale.csv, '%s/a.csv\\0zzz', {}, {'a'})\n"
+             "assert(io.open('%s/a.csv') == nil, 'the cut path was written')\n"
+             "local q, k, v = sale.generate{N=64, D=64, Hq=1}\n"
+             "e(sale.reference, {q=q, k=k, v=v, model='m'})\n"
+             "e(sale.reference, {q=q, k=k, v=v, layer=0})\n"
+             "e(sale.reference, {q=q, k=k, v=v, model='m\\0x', layer=0})\n"
+             "e(q.to, q, 'cpu\\0x')\n"
+             "e(sale.device, 'x')\n",
+             g_dir, g_dir);
+    sale_status st = run_text(text, 0, NULL, &out);
+    cr_assert_eq(st, SALE_OK, "%s", g_err);
+    char want[2048];
+    snprintf(want, sizeof want,
+             "sale.key: 'fused:d=128' is followed by a NUL byte and more text\n"
+             "sale.key: 'fused:d=128' is followed by a NUL byte and more text\n"
+             "dtype: 'f32' is followed by a NUL byte and more text\n"
+             "sale.thresholds: model: 'm' is followed by a NUL byte and more text\n"
+             "sale.csv: path: '%s/a.csv' is followed by a NUL byte and more text\n"
+             "model: give layer= too (the layer whose stored thresholds to use)\n"
+             "layer: given without model\n"
+             "model: 'm' is followed by a NUL byte and more text\n"
+             "tensor:to: device: 'cpu' is followed by a NUL byte and more text\n"
+             "bad argument #1 to 'sale.device' (number expected, got string)\n",
+             g_dir);
+    cr_expect_str_eq(out, want);
+    free(out);
 }
