@@ -35,7 +35,7 @@ typedef struct cfg_tuning {
 } cfg_tuning;
 
 typedef struct cfg_threshold {
-    char model[64];
+    char model[128]; /* as the cache's (127 bytes, what calibrate takes) */
     int layer, head;
     float tau;
 } cfg_threshold;

@@ -160,6 +160,7 @@ typedef struct sbx {
     int armed;
     int mem_hit, time_hit, wall_hit;
     int wall_line; /* line the wall clock stopped, 0 if not known */
+    int last_line; /* the line the hook last saw running (an allocation that fails cannot ask) */
 } sbx;
 
 /* 1 once the armed deadline has passed (and from then on). */
@@ -219,8 +220,15 @@ static void sbx_hook(lua_State *L, lua_Debug *ar)
     void *ud;
     lua_getallocf(L, &ud);
     sbx *s = ud;
-    if (ar->event == LUA_HOOKCOUNT)
+    if (ar->event == LUA_HOOKCOUNT) {
         s->instr += SBX_HOOK_EVERY;
+        lua_Debug fr;
+        for (int lvl = 0; lua_getstack(L, lvl, &fr); lvl++)
+            if (lua_getinfo(L, "l", &fr) && fr.currentline > 0) {
+                s->last_line = fr.currentline;
+                break;
+            }
+    }
     int over_instr = s->instr > SBX_INSTR_LIMIT;
     if (s->time_hit || over_instr || sbx_past_deadline(s)) {
         /* Once over, stay over: the hook now fires on every instruction and
@@ -1802,6 +1810,9 @@ sale_status cfg_load_string(const char *chunkname, const char *text, sale_config
         else if (s.wall_hit)
             snprintf(err, errlen, "%s: limit exceeded: wall-clock %d s in the config sandbox", display,
                      (int)SBX_WALL_LIMIT_S);
+        else if ((rc == LUA_ERRMEM || s.mem_hit) && s.last_line > 0)
+            snprintf(err, errlen, "%s:%d: memory limit exceeded (%u MB) in the config sandbox", display, s.last_line,
+                     (unsigned)(SBX_MEM_LIMIT >> 20));
         else if (rc == LUA_ERRMEM || s.mem_hit)
             snprintf(err, errlen, "%s: memory limit exceeded (%u MB) in the config sandbox", display,
                      (unsigned)(SBX_MEM_LIMIT >> 20));

@@ -903,6 +903,17 @@ static int cmd_run(const gopts *g, int argc, char **argv)
               argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    /* a script that cannot be read is said before the cache is opened (or created) */
+    struct stat ss;
+    FILE *sf = fopen(argv[1], "r");
+    if (!sf || fstat(fileno(sf), &ss) != 0 || S_ISDIR(ss.st_mode)) {
+        const int e = !sf ? errno : S_ISDIR(ss.st_mode) ? EISDIR : errno;
+        if (sf)
+            fclose(sf);
+        fprintf(stderr, "sale: run: cannot open %s: %s (nothing opened or created)\n", argv[1], strerror(e));
+        return 1;
+    }
+    fclose(sf);
     sale_ctx *ctx = open_ctx(g);
     char err[8192] = "";
     sale_status s = lsale_run_script(ctx, argv[1], argc - 1, argv + 1, err, sizeof err);
@@ -1172,10 +1183,12 @@ static const char *main_help =
     "  calibrate  choose per-head thresholds to an error budget and store them\n"
     "  run        run a Lua script (sale run script.lua args...)\n\n"
     "global options:\n"
-    "  --cache FILE   writable cache (default $SALE_CACHE_DIR/kernels.db, else\n"
-    "                 $XDG_CACHE_HOME/sale/kernels.db, else ~/.cache/sale/kernels.db)\n"
+    "  --cache FILE   writable cache (default: the config's cache.path, else\n"
+    "                 $SALE_CACHE_DIR/kernels.db, else $XDG_CACHE_HOME/sale/kernels.db,\n"
+    "                 else ~/.cache/sale/kernels.db)\n"
     "  --fleet FILE   read-only fleet cache consulted under the writable one\n"
-    "  --config FILE  config file (default $SALE_CONFIG, else $XDG_CONFIG_HOME/sale/sale.lua)\n"
+    "  --config FILE  config file (default $SALE_CONFIG, else $XDG_CONFIG_HOME/sale/sale.lua,\n"
+    "                 else ~/.config/sale/sale.lua; none there: the built-in defaults)\n"
     "  --version      print the version and exit\n"
     "  -h, --help     print this help and exit\n"
     "'sale COMMAND --help' describes each command.\n";

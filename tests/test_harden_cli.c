@@ -454,6 +454,11 @@ Test(harden_cli, run_says_why_a_script_cannot_be_opened)
     char want[700];
     snprintf(want, sizeof want, "cannot open %s: %s", p, strerror(ENOENT));
     cr_assert(strstr(out, want) != NULL, "'%s' not in %s", want, out);
+    /* and the cache was not created first (the docs audit) */
+    cr_assert_neq(access(in_dir("kernels.db"), F_OK), 0, "run of a missing script created the cache");
+    cr_assert_eq(run(NULL, "run %s", dir), 1, "%s", out);
+    cr_assert(strstr(out, strerror(EISDIR)) != NULL, "%s", out);
+    cr_assert_neq(access(in_dir("kernels.db"), F_OK), 0, "run of a directory created the cache");
 }
 
 /* The commands that only look (ls, verify, info, export) report a damaged

@@ -288,8 +288,13 @@ Test(sandbox, huge_allocation_hits_the_memory_limit)
     sale_config c;
     cr_expect_eq(load_text("local s = string.rep('x', 1 << 30)\n", &c), SALE_ERR_LUA);
     cr_expect_str_eq(g_err, "sale.lua: memory limit exceeded (64 MB) in the config sandbox");
+    /* a loop that fills memory is named by its line (the docs audit: no line was given) */
     cr_expect_eq(load_text("local t = {} for i = 1, 1e9 do t[i] = {i} end\n", &c), SALE_ERR_LUA);
-    cr_expect_str_eq(g_err, "sale.lua: memory limit exceeded (64 MB) in the config sandbox");
+    cr_expect_str_eq(g_err, "sale.lua:1: memory limit exceeded (64 MB) in the config sandbox");
+    cr_expect_eq(load_text("local t = {}\nlocal n = 0\nwhile true do\n  n = n + 1\n  t[n] = {n, n}\nend\n", &c),
+                 SALE_ERR_LUA);
+    cr_expect(strstr(g_err, "sale.lua:4: memory limit") == g_err || strstr(g_err, "sale.lua:5: memory limit") == g_err,
+              "%s", g_err);
 }
 Test(sandbox, syntax_and_runtime_errors_name_file_and_line)
 {
@@ -1432,4 +1437,28 @@ Test(scripts, names_with_a_nul_and_model_without_layer_are_refused)
              g_dir);
     cr_expect_str_eq(out, want);
     free(out);
+}
+
+/* A config's model names were cut at 63 bytes while calibrate stores 127:
+ * a calibrated model with a long name could not be given thresholds in the
+ * config. Now the config takes what the cache takes (127), and refuses 128. */
+Test(examples, config_model_names_take_what_calibrate_stores)
+{
+    char name[129], text[400];
+    memset(name, 'm', 127);
+    name[127] = 0;
+    snprintf(text, sizeof text, "thresholds = { [\"%s\"] = { [0] = {0.001} } }", name);
+    sale_config c;
+    cfg_defaults_init(&c);
+    cr_assert_eq(cfg_load_string("long.lua", text, &c, g_err, sizeof g_err), SALE_OK, "%s", g_err);
+    cr_assert_eq(c.n_thresholds, 1);
+    cr_assert_str_eq(c.thresholds[0].model, name);
+    cfg_free(&c);
+    memset(name, 'm', 128);
+    name[128] = 0;
+    snprintf(text, sizeof text, "thresholds = { [\"%s\"] = { [0] = {0.001} } }", name);
+    cfg_defaults_init(&c);
+    cr_assert_neq(cfg_load_string("long.lua", text, &c, g_err, sizeof g_err), SALE_OK);
+    cr_assert(strstr(g_err, "longer than 127 bytes"), "%s", g_err);
+    cfg_free(&c);
 }
