@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "internal.h"
 #include "sale.h"
 #include "sale_abi.h"
@@ -2098,3 +2099,56 @@ Test(gpu, a_read_only_cache_compiles_what_it_lacks_in_memory)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* Lua's sale.attention takes C's defaults on the GPU (the Lua audit: it ran
+ * fused where C and Python run AUTO, and tau = 0 ran sparse at 0.004). A
+ * script on fresh structured inputs: mode left out equals the mode AUTO
+ * picks here (two_pass on sm_90, fused elsewhere) bit for bit, masks too;
+ * tau = 0 keeps every block and equals mode "dense" and the CPU reference
+ * at tau 0. dense_below = -1 keeps AUTO from the dense fallback. */
+Test(gpu, lua_attention_takes_the_c_defaults)
+{
+    NEED_GPU();
+    char dir[] = "/tmp/sale_gpu_lua_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char script[300];
+    snprintf(script, sizeof script, "%s/defaults.lua", dir);
+    FILE *f = fopen(script, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "local seed = tonumber(arg[1])\n"
+            "local q, k, v = sale.generate{B=1, Hq=4, Hkv=2, N=3072, D=128, dtype='bf16', structured=true, seed=seed,"
+            " device='gpu'}\n"
+            "local dev = sale.device()\n"
+            "local picked = dev.arch == 'sm_90' and 'two_pass' or 'fused'\n"
+            "local oa, sa, ma = sale.attention{q=q, k=k, v=v, dense_below=-1, stats=true, mask=true}\n"
+            "local op, sp, mp = sale.attention{q=q, k=k, v=v, dense_below=-1, mode=picked, stats=true, mask=true}\n"
+            "local a, p = oa:to('cpu'), op:to('cpu')\n"
+            "assert(sale.rel_l1(a, p) == 0, 'auto differs from ' .. picked .. ': ' .. sale.rel_l1(a, p))\n"
+            "assert(sa.density < 0.9 and sa.density == sp.density, 'densities ' .. sa.density .. ' ' .. sp.density)\n"
+            "local diff = 0\n"
+            "for h = 0, 3 do for qb = 0, ma.nqb - 1 do for kb = 0, ma.nkb - 1 do\n"
+            "  if ma:kept(0, h, qb, kb) ~= mp:kept(0, h, qb, kb) then diff = diff + 1 end\n"
+            "end end end\n"
+            "assert(diff == 0, diff .. ' mask blocks differ between auto and ' .. picked)\n"
+            "local o0, s0 = sale.attention{q=q, k=k, v=v, tau=0, dense_below=-1, stats=true}\n"
+            "assert(s0.density == 1, 'tau = 0 kept ' .. s0.density .. ' of the blocks')\n"
+            "local od = sale.attention{q=q, k=k, v=v, mode='dense'}\n"
+            "local z, d = o0:to('cpu'), od:to('cpu')\n"
+            "assert(sale.rel_l1(z, d) < 1e-2, 'tau 0 vs dense: ' .. sale.rel_l1(z, d))\n"
+            "local ro = sale.reference{q=q:to('cpu'), k=k:to('cpu'), v=v:to('cpu'), tau=0}\n"
+            "assert(sale.rel_l1(z, ro) < 2e-2, 'tau 0 vs the reference: ' .. sale.rel_l1(z, ro))\n"
+            "assert(sale.rel_l1(a, ro) > 1e-4, 'the sparse run equals dense: the test would not see a dense default')\n"
+            "print(string.format('lua defaults on %%s: auto = %%s, density %%.4f; tau 0: density %%g, vs dense %%.2e, "
+            "vs reference %%.2e', dev.name, picked, sa.density, s0.density, sale.rel_l1(z, d), sale.rel_l1(z, ro)))\n");
+    fclose(f);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)(seed_base % 100000));
+    char *argv[] = {script, seed};
+    char err[4096] = "";
+    sale_status st = lsale_run_script(ctx, script, 2, argv, err, sizeof err);
+    remove(script);
+    rmdir(dir);
+    cr_assert_eq(st, SALE_OK, "seed %s: %s", seed, err);
+}
+
