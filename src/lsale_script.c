@@ -710,17 +710,27 @@ static sale_key to_key(lua_State *L, int idx, const char *fn)
     return k;
 }
 
+/* push k's text; a key sale_key_format refuses is an error naming why
+ * (sale_key_validate's rule), not "too long" */
+static int push_key_text(lua_State *L, const sale_key *k, const char *what)
+{
+    char text[256], err[256] = "";
+    if (sale_key_format(k, text, sizeof text) != SALE_OK) {
+        if (sale_key_validate(k, err, sizeof err) == SALE_OK)
+            snprintf(err, sizeof err, "the key text does not fit %zu bytes", sizeof text);
+        return luaL_error(L, "%s: %s", what, err);
+    }
+    lua_pushstring(L, text);
+    return 1;
+}
+
 /* key.text: the text of the fields as they are now. */
 static int key_index(lua_State *L)
 {
     if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "text"))
         return 0;
     sale_key k = to_key(L, 1, "key.text");
-    char text[256];
-    if (sale_key_format(&k, text, sizeof text) != SALE_OK)
-        return luaL_error(L, "key.text: key text too long");
-    lua_pushstring(L, text);
-    return 1;
+    return push_key_text(L, &k, "key.text");
 }
 
 static int l_key(lua_State *L)
@@ -733,11 +743,7 @@ static int l_key(lua_State *L)
 static int l_key_format(lua_State *L)
 {
     sale_key k = to_key(L, 1, "sale.key_format");
-    char text[256];
-    if (sale_key_format(&k, text, sizeof text) != SALE_OK)
-        return luaL_error(L, "key_format: key text too long");
-    lua_pushstring(L, text);
-    return 1;
+    return push_key_text(L, &k, "key_format");
 }
 
 static void push_info(lua_State *L, const sale_kernel_info *i)
@@ -1780,7 +1786,8 @@ static int l_thresholds(lua_State *L)
             return luaL_error(L, "thresholds: out of memory");
         }
         sale_status st = sale_thresholds_get(S->ctx, model, layer, all, h + 1, mall);
-        tau[0] = all[h], m[0] = mall[h];
+        if (st == SALE_OK) /* (all and mall hold nothing on a failure) */
+            tau[0] = all[h], m[0] = mall[h];
         free(all), free(mall);
         if (st == SALE_ERR_NOT_FOUND)
             break;
