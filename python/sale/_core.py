@@ -135,7 +135,7 @@ class Context:
         h = c_void_p()
         st = lib.sale_create(byref(h), byref(opts))
         if st != _lib.OK:
-            msg = lib.sale_last_error(h).decode() if h.value else "out of memory"
+            msg = lib.sale_last_error(h).decode("utf-8", "replace") if h.value else "out of memory"
             if h.value:
                 lib.sale_destroy(h)
             _raise(st, "sale_create: " + msg)
@@ -157,7 +157,10 @@ class Context:
 
     @property
     def cache_path(self):
-        return self._lib.sale_cache_path(self.handle).decode()
+        # a path is bytes to the OS: one given as bytes that are not UTF-8 comes back as the str os.fsencode
+        # turns into those bytes again (open() and subprocess take it), not a UnicodeDecodeError
+        with self._lock:
+            return os.fsdecode(self._lib.sale_cache_path(self.handle))
 
     def close(self):
         with getattr(self, "_lock", threading.RLock()):  # never under a call another thread is making

@@ -388,3 +388,14 @@ def test_write_safetensors_refuses_what_sale_cannot_read(tmp_path):
     with pytest.raises(OSError):
         sale.write_safetensors(str(tmp_path / "adir"), {"q": t})
     assert not list(tmp_path.glob("*.tmp")), "a failed write left its .tmp"
+
+
+def test_a_cache_path_that_is_not_utf8(tmp_path):
+    """Context(cache=bytes) takes any file name the OS does, but cache_path decoded it
+    as UTF-8: a name with byte 0xff raised UnicodeDecodeError from ctx.cache_path,
+    sale.cache_info and sale.calibrate. It is now os.fsdecode's str (the one
+    os.fsencode turns back into those bytes)."""
+    raw = os.fsencode(str(tmp_path)) + b"/c\xff\xfe.db"
+    with sale.Context(cache=raw) as ctx:
+        assert os.fsencode(ctx.cache_path) == raw
+        assert sale.cache_info(ctx)["path"] == ctx.cache_path
