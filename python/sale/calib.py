@@ -3,6 +3,8 @@
 # and run the calibration that turns them into stored per-head thresholds.
 import itertools
 import json
+import math
+import numbers
 import os
 import shutil
 import struct
@@ -13,6 +15,10 @@ import warnings
 from . import _core, _lib
 
 _ST_DTYPES = {"torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float32": "F32"}
+
+
+def _real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def write_safetensors(path, tensors):
@@ -252,15 +258,29 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
                                     _lib.ERR_INVALID)
     if thr is not None and thr not in _lib.THRS:
         raise _core.InvalidArgument("thr: 'run' or 'fixed' (None: the device's default), got %r" % (thr,), _lib.ERR_INVALID)
-    if dense_above is not None and (not isinstance(dense_above, (int, float)) or not 0 <= dense_above <= 1):
+    if dense_above is not None and (not _real(dense_above) or not 0 <= dense_above <= 1):
         raise _core.InvalidArgument("dense_above: a fraction of blocks in [0, 1] (0: never), got %r"
                                     % (dense_above,), _lib.ERR_INVALID)
+    for name, val in (("budget", budget), ("budget_abs", budget_abs)):
+        if val is not None and not (_real(val) and 0 < val < math.inf):
+            raise _core.InvalidArgument("%s: a finite number > 0 (None: %s), got %r" % (
+                name, "the command's default, 0.02" if name == "budget" else "a relative budget", val),
+                _lib.ERR_INVALID)
+    try:
+        extra_args = [os.fsdecode(x) for x in extra_args]
+    except TypeError:
+        raise _core.InvalidArgument("extra_args: a list of command arguments (str), got %r" % (extra_args,),
+                                    _lib.ERR_INVALID) from None
     cli = _lib.cli_path()
     if cli is None:
         raise _core.NotFound("sale.calibrate: the `sale` command was not found (sale/bin/sale in the wheel, "
                              "build/sale in a checkout, or $SALE_CLI)", _lib.ERR_NOT_FOUND)
     ctx = _core._ctx(context)
-    cmd = [cli, "--cache", ctx.cache_path, "calibrate", "--model", model, "--input", os.fspath(directory),
+    if ctx.cache_path == ":memory:":  # the command would store into its own in-memory cache, and lose it
+        raise _core.InvalidArgument("context: its cache is in memory (':memory:'): the `sale calibrate` command "
+                                    "runs in another process and cannot store thresholds there; use a context "
+                                    "with a cache file", _lib.ERR_INVALID)
+    cmd = [cli, "--cache", ctx.cache_path, "calibrate", "--model", model, "--input", os.fsdecode(directory),
            "--device", device]
     if budget_abs is not None:
         cmd += ["--budget-abs", str(budget_abs)]
@@ -277,6 +297,10 @@ def calibrate(directory, model, budget=0.02, budget_abs=None, device="auto", con
         env["LD_LIBRARY_PATH"] = os.path.dirname(nv) + (":" + env["LD_LIBRARY_PATH"]
                                                          if env.get("LD_LIBRARY_PATH") else "")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode == 0:
+        # the command stored them from another process: the context would keep serving (model, layer)
+        # thresholds it read before (a recalibration, silently the old taus, or the old variant accepted)
+        ctx.thresholds_changed()
     if check and r.returncode != 0:
         msg = (r.stderr or r.stdout).strip()
         cls = _core.NotFound if ("unknown command" in msg or "calibrate" in msg and "usage" in msg) else _core.SaleError

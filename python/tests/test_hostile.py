@@ -399,3 +399,45 @@ def test_a_cache_path_that_is_not_utf8(tmp_path):
     with sale.Context(cache=raw) as ctx:
         assert os.fsencode(ctx.cache_path) == raw
         assert sale.cache_info(ctx)["path"] == ctx.cache_path
+
+
+def _calib_dir(path, heads=2, n=256):
+    g = torch.Generator().manual_seed(0)
+    path.mkdir()
+    sale.write_safetensors(path / "layer_000.safetensors",
+                           {name: torch.randn(1, heads, n, 64, generator=g) for name in ("q", "k", "v")})
+    return sale.read_safetensors(path / "layer_000.safetensors")
+
+
+def test_calibrate_is_seen_by_the_context_that_ran_it(tmp_path):
+    """A context reads a (model, layer)'s thresholds once and keeps them; sale.calibrate
+    stores through the `sale calibrate` command, another process, so its own context
+    went on serving the thresholds of the calibration before: recalibrated with
+    thr="fixed", a call with thr="run" was accepted (a fresh context refuses it) and
+    recalibrated taus were silently the old ones."""
+    has_thresholds()
+    t = _calib_dir(tmp_path / "cal")
+    q, k, v = t["q"], t["k"], t["v"]
+    with sale.Context(cache=str(tmp_path / "c.db")) as ctx, pytest.warns(UserWarning, match="one sample"):
+        sale.calibrate(str(tmp_path / "cal"), model="m", device="cpu", thr="run", context=ctx)
+        sale.reference_attention(q, k, v, tau=("m", 0), thr="run", context=ctx)  # read, and kept
+        sale.calibrate(str(tmp_path / "cal"), model="m", device="cpu", thr="fixed", context=ctx)
+        raises(r"calibrated with thr=fixed", sale.reference_attention, q, k, v, tau=("m", 0), thr="run", context=ctx)
+
+
+def test_calibrate_checks_the_rest_of_its_arguments(tmp_path):
+    """budget "abc", -1, nan or True, budget_abs "x" and extra_args [1] reached the
+    command (a SaleError from its usage text, or a TypeError from subprocess), and a
+    context on ':memory:' ran the command on its own in-memory cache: nothing stored
+    anywhere, no error. Each is now sale.InvalidArgument naming the argument, before
+    anything runs."""
+    d = str(tmp_path)
+    for bad in ("abc", -1, 0, float("nan"), float("inf"), True):
+        raises(r"budget: a finite number > 0", sale.calibrate, d, model="m", budget=bad)
+    raises(r"budget_abs: a finite number > 0", sale.calibrate, d, model="m", budget_abs="x")
+    raises(r"extra_args: a list of command arguments", sale.calibrate, d, model="m", extra_args=[1])
+    raises(r"dense_above: a fraction", sale.calibrate, d, model="m", dense_above=True)
+    if _lib.cli_path() is None:
+        pytest.skip("the sale command is not built")
+    with sale.Context(cache=":memory:") as ctx:
+        raises(r"context: its cache is in memory", sale.calibrate, d, model="m", device="cpu", context=ctx)
