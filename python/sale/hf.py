@@ -79,8 +79,11 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
     s = _settings
     on_cpu = query.device.type == "cpu"
     torch = _core._t()
+    causal = kwargs.get("is_causal")  # a call's is_causal wins over the module's, as in transformers' sdpa
+    if causal is None:
+        causal = getattr(module, "is_causal", True)
     if (attention_mask is not None or Nq != Nk or Nq < s["min_len"] or dropout or kwargs.get("softcap")
-            or getattr(module, "sliding_window", None) or not getattr(module, "is_causal", True)
+            or getattr(module, "sliding_window", None) or not causal
             or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None
             or D not in (64, 128) or (on_cpu and s["cpu"] != "reference")
             or _needs_grad(torch, query, key, value)

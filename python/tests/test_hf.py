@@ -78,3 +78,19 @@ def test_padding_mask_falls_back(monkeypatch):
         a = tiny_llama("sdpa")(x, attention_mask=mask).logits
         b = tiny_llama("sale")(x, attention_mask=mask).logits
     assert torch.equal(a, b)
+
+
+def test_a_calls_is_causal_false_is_not_computed_causal(monkeypatch):
+    """transformers' sdpa takes is_causal from the call's kwargs before the module's
+    attribute; sale read only the module's, so a call with is_causal=False (a module
+    whose attribute says causal, or has none) ran causal prefill: a silently wrong
+    result. Such a call now goes to SDPA, as does a module with is_causal False."""
+    import types
+    monkeypatch.setattr(sale._core, "reference_attention", lambda *a, **k: pytest.fail("non-causal call ran sale"))
+    hf.configure(cpu="reference", min_len=0)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 64, 64, generator=g) for _ in range(3))
+    module = types.SimpleNamespace(layer_idx=0, is_causal=True, training=False, num_key_value_groups=1)
+    out, _ = hf.sale_attention_forward(module, q, k, v, None, scaling=0.125, is_causal=False)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=False, scale=0.125)
+    torch.testing.assert_close(out, want.transpose(1, 2))
