@@ -25,6 +25,9 @@ def write_safetensors(path, tensors):
     """A minimal safetensors writer (8-byte LE header length, JSON header, data):
     tensors is {name: CPU torch tensor}. Used where the safetensors package is not
     installed; files are identical in layout."""
+    if not hasattr(tensors, "items"):
+        raise _core.InvalidArgument("write_safetensors: tensors: a dict {name: tensor}, got %s"
+                                    % type(tensors).__name__, _lib.ERR_INVALID)
     header, off, parts = {}, 0, []
     for name, t in tensors.items():
         if not isinstance(name, str) or name == "__metadata__":
@@ -34,7 +37,10 @@ def write_safetensors(path, tensors):
         if dt is None:
             raise _core.InvalidArgument("write_safetensors: %s: dtype %s; sale reads float16, bfloat16 and float32"
                                         % (name, getattr(t, "dtype", type(t).__name__)), _lib.ERR_INVALID)
-        t = t.detach().to("cpu").contiguous()
+        if t.device.type == "meta":
+            raise _core.InvalidArgument("write_safetensors: %s: a meta tensor has no data to write" % name,
+                                        _lib.ERR_INVALID)
+        t = t.detach().to("cpu").resolve_neg().resolve_conj().contiguous()
         raw = t.view(-1).view(_core._t().uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
         off += len(raw)
@@ -85,9 +91,19 @@ def read_safetensors(path):
             a, b = m["data_offsets"]
             if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= len(data)):
                 raise ValueError("%s: data_offsets [%r, %r] outside the %d data bytes" % (name, a, b, len(data)))
+            dt, shape = rev[m["dtype"]], m["shape"]
+            # reshape would infer a -1 (a file with shape [-1] read as if valid) and take a bool for 0/1
+            if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
+                raise ValueError("%s: shape %r: a list of ints >= 0" % (name, shape))
+            n = torch.empty(0, dtype=dt).element_size()
+            for s in shape:
+                n *= s
+            if n != b - a:
+                raise ValueError("%s: shape %r of %s is %d bytes, data_offsets [%d, %d] hold %d"
+                                 % (name, shape, m["dtype"], n, a, b, b - a))
             buf = bytearray(data[a:b])
             t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-            out[name] = t.view(rev[m["dtype"]]).reshape(m["shape"])
+            out[name] = t.view(dt).reshape(shape)
     except (struct.error, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
         raise _core.InvalidArgument("%s: not a safetensors file sale reads (%s: %s)" % (path, type(e).__name__, e))
     return out

@@ -441,3 +441,35 @@ def test_calibrate_checks_the_rest_of_its_arguments(tmp_path):
         pytest.skip("the sale command is not built")
     with sale.Context(cache=":memory:") as ctx:
         raises(r"context: its cache is in memory", sale.calibrate, d, model="m", device="cpu", context=ctx)
+
+
+def test_read_safetensors_checks_shapes_against_the_data(tmp_path):
+    """A shape with -1 ([-1], [2, -1]) was inferred by reshape and the file read as
+    if valid; a shape of [True] was taken as [1]. A shape is now a list of ints >= 0
+    whose bytes are exactly the tensor's data_offsets."""
+    import json
+    import struct
+
+    def write(name, shape, nbytes=8):
+        h = json.dumps({"q": {"dtype": "F32", "shape": shape, "data_offsets": [0, nbytes]}}).encode()
+        p = tmp_path / name
+        p.write_bytes(struct.pack("<Q", len(h)) + h + b"\0" * nbytes)
+        return str(p)
+
+    assert sale.read_safetensors(write("ok", [2, 1]))["q"].shape == (2, 1)
+    assert sale.read_safetensors(write("empty", [0, 3], 0))["q"].shape == (0, 3)
+    for i, shape in enumerate(([-1], [2, -1], [True, 2], [2.0], None)):
+        with pytest.raises(sale.InvalidArgument, match="not a safetensors file"):
+            sale.read_safetensors(write("bad%d" % i, shape, 8 if i != 1 else 16))
+
+
+def test_write_safetensors_odd_inputs(tmp_path):
+    """A list of pairs raised AttributeError ('list' has no 'items'), a meta tensor
+    NotImplementedError, a tensor with the negative bit (a lazy neg view) a
+    RuntimeError from .view(uint8). Now InvalidArgument, InvalidArgument, and the
+    values written."""
+    p = str(tmp_path / "x.safetensors")
+    raises(r"tensors: a dict", sale.write_safetensors, p, [("q", torch.ones(2))])
+    raises(r"q: a meta tensor", sale.write_safetensors, p, {"q": torch.ones(2, device="meta")})
+    sale.write_safetensors(p, {"q": torch.ones(2)._neg_view()})
+    assert torch.equal(sale.read_safetensors(p)["q"], -torch.ones(2))
