@@ -1,6 +1,7 @@
 # _core.py — contexts, errors and the attention calls on torch tensors. Thin:
 # every call checks its arguments (so the message names the tensor), fills one
 # sale_attention_args and calls libsale; the algorithm lives in C.
+import contextlib
 import ctypes
 import logging
 import math
@@ -125,6 +126,8 @@ class Context:
         lib = _lib.load()
         self._lib = lib
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._busy = 0  # calls running outside the lock (prewarm's parallel compiles); close waits for them
         opts = _lib.Options()
         self._cache_b = _cpath("cache", cache) if cache is not None else None
         self._fleet_b = _cpath("fleet", fleet) if fleet is not None else None
@@ -148,7 +151,24 @@ class Context:
         return self._h
 
     def last_error(self):
-        return self._lib.sale_last_error(self.handle).decode("utf-8", "replace")
+        with self._lock:
+            return self._lib.sale_last_error(self.handle).decode("utf-8", "replace")
+
+    @contextlib.contextmanager
+    def _shared(self):
+        """The handle, for calls that run concurrently outside the lock (the C calls are
+        thread-safe; sale_destroy is not concurrent with anything): close() waits until
+        every such use has ended."""
+        with self._lock:
+            h = self.handle
+            self._busy += 1
+        try:
+            yield h
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.notify_all()
 
     def check(self, st, what=None):
         if st != _lib.OK:
@@ -182,6 +202,8 @@ class Context:
 
     def close(self):
         with getattr(self, "_lock", threading.RLock()):  # never under a call another thread is making
+            while getattr(self, "_busy", 0):
+                self._idle.wait()
             h, self._h = getattr(self, "_h", None), None
             if h is not None:
                 self._lib.sale_destroy(h)
@@ -769,20 +791,21 @@ def prewarm(keys=None, *, archs=("sm_80", "sm_86", "sm_89", "sm_90"), head_dims=
     def work(i):
         text, k = todo[i]
         ki = KernelInfo()
-        st = ctx._lib.sale_compile(ctx.handle, byref(k), byref(ki))  # thread-safe, releases the GIL
-        if st != _lib.OK:
-            errors.append((st, "%s: %s" % (text, ctx.last_error())))
+        st = ctx._lib.sale_compile(h, byref(k), byref(ki))  # thread-safe, releases the GIL
+        if st != _lib.OK:  # the calling thread's message (kept per thread)
+            errors.append((st, "%s: %s" % (text, ctx._lib.sale_last_error(h).decode("utf-8", "replace"))))
         else:
             results[i] = _info(ki)
 
-    n = (_cint("jobs", jobs) if jobs is not None else 0) or os.cpu_count() or 1
-    if n > 1 and len(todo) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=n) as ex:
-            list(ex.map(work, range(len(todo))))
-    else:
-        for i in range(len(todo)):
-            work(i)
+    n = (_cint("jobs", jobs, 0) if jobs is not None else 0) or os.cpu_count() or 1
+    with ctx._shared() as h:  # a close() on another thread waits for the compiles (was a use after free)
+        if n > 1 and len(todo) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=n) as ex:
+                list(ex.map(work, range(len(todo))))
+        else:
+            for i in range(len(todo)):
+                work(i)
     if errors:
         _raise(errors[0][0], "sale.prewarm: %d of %d kernels failed; first: %s" % (len(errors), len(todo),
                                                                                      errors[0][1]))
@@ -793,12 +816,16 @@ def devices(context=None):
     """CUDA devices libsale sees ([] with no driver)."""
     ctx = _ctx(context)
     n = c_int()
-    if ctx._lib.sale_device_count(ctx.handle, byref(n)) != _lib.OK:
-        return []
+    with ctx._lock:
+        if ctx._lib.sale_device_count(ctx.handle, byref(n)) != _lib.OK:
+            return []
+        infos = []
+        for i in range(n.value):
+            di = _lib.DeviceInfo()
+            infos.append((ctx._lib.sale_device_info_get(ctx.handle, i, byref(di)), di))
     outl = []
-    for i in range(n.value):
-        di = _lib.DeviceInfo()
-        if ctx._lib.sale_device_info_get(ctx.handle, i, byref(di)) == _lib.OK:
+    for st, di in infos:
+        if st == _lib.OK:
             outl.append({"ordinal": di.ordinal, "name": di.name.decode(), "arch": di.arch,
                          "sm_count": di.sm_count, "driver_version": di.driver_version, "total_mem": di.total_mem,
                          "smem_optin": di.smem_optin})

@@ -473,3 +473,43 @@ def test_write_safetensors_odd_inputs(tmp_path):
     raises(r"q: a meta tensor", sale.write_safetensors, p, {"q": torch.ones(2, device="meta")})
     sale.write_safetensors(p, {"q": torch.ones(2)._neg_view()})
     assert torch.equal(sale.read_safetensors(p)["q"], -torch.ones(2))
+
+
+def test_close_waits_for_prewarm_compiles(tmp_path):
+    """prewarm compiles outside the context's lock (in parallel) with the raw handle;
+    close() on another thread ran sale_destroy under them (a use after free: the
+    library says sale_destroy is concurrent with nothing). close now waits for them."""
+    ctx = sale.Context(cache=str(tmp_path / "c.db"))
+    real = ctx._lib
+    started, release = threading.Event(), threading.Event()
+
+    class Lib:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def sale_compile(self, h, k, ki):
+            started.set()
+            release.wait(10)
+            if ctx._h is None:  # destroyed under us: do not hand the freed handle to C
+                return _lib.ERR_INVALID
+            return real.sale_compile(h, k, ki)
+
+    ctx._lib = Lib()
+    failed = []
+    t = threading.Thread(target=lambda: failed.append(
+        sale.prewarm(["dense:d=64,dt=bf16,arch=sm_80"], context=ctx, jobs=1)))
+    t.start()
+    assert started.wait(10)
+    closed = threading.Event()
+    c = threading.Thread(target=lambda: (ctx.close(), closed.set()))
+    c.start()
+    try:
+        assert not closed.wait(0.3), "close() destroyed the context under a prewarm compile"
+        assert ctx._h is not None
+    finally:
+        release.set()
+        t.join(60)
+        c.join(10)
+    assert closed.is_set() and ctx._h is None
+    assert failed and failed[0][0]["key"].startswith("dense:d=64")
+    raises(r"jobs: -1 is out of range", sale.prewarm, [], jobs=-1)
