@@ -236,7 +236,11 @@ def default_context():
 
 
 def _ctx(context):
-    return context if context is not None else default_context()
+    if context is None:
+        return default_context()
+    if not isinstance(context, Context):
+        _bad("context: expected a sale.Context (None: the default one), got %r" % (context,))
+    return context
 
 
 # --------------------------------------------------------------- tensors
@@ -313,7 +317,8 @@ def _set_tau(a, tau, Hq, keep):
         return
     if isinstance(tau, numbers.Real) and not isinstance(tau, bool):  # numpy's float32 too
         t = float(tau)
-        if not (0 <= t < 1) or math.isnan(t):
+        # as the C float it becomes: 1 - 1e-12 is 1.0f, refused by the library as "tau_default"
+        if not (0 <= t < 1 and c_float(t).value < 1) or math.isnan(t):
             _bad("tau: must be in [0, 1), got %r" % (tau,))
         if t > 1e-5:
             a.tau_default = t
@@ -496,13 +501,14 @@ def _tau_key(tau):
     if torch is not None and isinstance(tau, torch.Tensor):
         if tau.device.type != "cpu":
             return ("tensor", str(tau.device))  # _set_tau refuses it with the message
-        return tuple(tau.detach().reshape(-1).tolist())
+        return ("tensor", tau.dtype) + tuple(tau.detach().reshape(-1).tolist())
     if isinstance(tau, (str, bytes)):
         return ("bad", type(tau).__name__)
     if iter(tau) is tau:
         raise TypeError("an iterator: the key would consume the values _set_tau reads")
     try:
-        return ("seq",) + tuple(tau)  # never the key of a (model, layer) tuple
+        # never the key of a (model, layer) tuple; each value's type beside it (0.01+0j == 0.01)
+        return ("seq",) + tuple((type(x), x) for x in tau)
     except TypeError:
         return ("bad", type(tau).__name__)
 
@@ -605,7 +611,7 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     keep = []
     if return_mask or return_lse or return_stats:
         mask, lse, stats = _extras(a, B, Hq, N, dev, return_mask, return_lse, return_stats, keep)
-    ctx = context if context is not None else (_default or default_context())
+    ctx = context if type(context) is Context else _ctx(context)
     lib = ctx._lib
     cur = _cur_dev()
     idx = cur if dev.index is None else dev.index

@@ -513,3 +513,31 @@ def test_close_waits_for_prewarm_compiles(tmp_path):
     assert closed.is_set() and ctx._h is None
     assert failed and failed[0][0]["key"].startswith("dense:d=64")
     raises(r"jobs: -1 is out of range", sale.prewarm, [], jobs=-1)
+
+
+def test_context_argument_must_be_a_context():
+    """context="x" (or a path, as sale.Context's first argument is) raised
+    AttributeError: 'str' object has no attribute '_lock' from deep inside."""
+    q, k, v = qkv()
+    raises(r"context: expected a sale.Context", sale.reference_attention, q, k, v, context="cache.db")
+    raises(r"context: expected a sale.Context", sale.cache_info, "cache.db")
+    raises(r"context: expected a sale.Context", sale.format_key, "fused:d=128", context=5)
+
+
+def test_tau_that_is_1_as_a_float32_is_refused_as_tau():
+    """tau=1 - 1e-12 passed the [0, 1) check but is 1.0f in C: the library refused it
+    as 'tau_default', a name the caller never used."""
+    q, k, v = qkv()
+    raises(r"tau: must be in \[0, 1\)", sale.reference_attention, q, k, v, tau=1 - 1e-12)
+
+
+def test_complex_tau_is_not_served_from_the_plan_of_floats():
+    """The plan key compared per-head values by ==, and 0.01+0j == 0.01: a complex tau
+    list (or tensor) was refused alone but served from the plan of the real values."""
+    q, k, v = qkv()
+    for _ in range(2):
+        raises(r"tau: expected a float", sale.reference_attention, q, k, v, tau=[0.01 + 0j] * 4)
+        raises(r"tau: expected a float", sale.reference_attention, q, k, v,
+               tau=torch.full((4,), 0.01, dtype=torch.complex64))
+        sale.reference_attention(q, k, v, tau=[0.01] * 4)
+        sale.reference_attention(q, k, v, tau=torch.full((4,), 0.01))
