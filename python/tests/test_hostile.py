@@ -541,3 +541,15 @@ def test_complex_tau_is_not_served_from_the_plan_of_floats():
                tau=torch.full((4,), 0.01, dtype=torch.complex64))
         sale.reference_attention(q, k, v, tau=[0.01] * 4)
         sale.reference_attention(q, k, v, tau=torch.full((4,), 0.01))
+
+
+def test_hf_configure_tau_takes_what_attention_takes(hf_settings):
+    """configure(tau=np.float32(0.01)) was refused though sale.attention takes numpy
+    floats; a per-head list took bools ([False, True]) and 1 - 1e-12 (1.0f), which
+    failed only at the first prefill."""
+    np = pytest.importorskip("numpy")
+    hf = hf_settings
+    assert hf.configure(tau=np.float32(0.01))["tau"] == np.float32(0.01)
+    assert hf.configure(tau=[np.float64(0.01), 0.02])["tau"] == [0.01, 0.02]
+    for bad in ([False, True], [0.01, 1 - 1e-12], 1 - 1e-12, True, [float("nan")]):
+        raises(r"tau: a float in \[0, 1\)", hf.configure, tau=bad)
