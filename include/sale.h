@@ -469,6 +469,12 @@ sale_status sale_thresholds_put(sale_ctx *ctx, const char *model, int layer, con
  * nothing recorded, density and error -1, thr 0). */
 sale_status sale_thresholds_get(sale_ctx *ctx, const char *model, int layer, float *tau, int heads,
                                 sale_threshold_meta *meta);
+/* Forget the thresholds this context has read, so that the next call naming
+ * a (model, layer) reads the cache again. A context reads a layer's
+ * thresholds once and keeps them; its own stores (sale_thresholds_put,
+ * sale_calibrate, sale_cache_import) are seen at once, another process's
+ * (`sale calibrate` run beside it) only after this call. */
+sale_status sale_thresholds_reload(sale_ctx *ctx);
 
 /* One stored threshold, as listed. */
 typedef struct sale_threshold_entry {

@@ -193,6 +193,16 @@ void thresholds_changed(sale_ctx *ctx)
     pthread_mutex_unlock(&ctx->lock);
 }
 
+sale_status sale_thresholds_reload(sale_ctx *ctx)
+{
+    if (!ctx)
+        return SALE_ERR_INVALID;
+    if (ctx_ready(ctx, "sale_thresholds_reload"))
+        return SALE_ERR_CACHE;
+    thresholds_changed(ctx);
+    return SALE_OK;
+}
+
 static int memo_get(sale_ctx *ctx, const char *model, int layer, int heads, float *tau, int *thr)
 {
     int hit = 0;

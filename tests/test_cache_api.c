@@ -586,3 +586,31 @@ Test(cache_api, an_export_of_nothing_writes_nothing)
     sale_destroy(b);
     sale_destroy(a);
 }
+
+/* A context reads a layer's thresholds once (the memo an attention call
+ * uses); another process's store into the same file (the `sale calibrate`
+ * that Python's sale.calibrate runs) was seen only by a new context.
+ * sale_thresholds_reload makes this one read the cache again. */
+Test(cache_api, thresholds_reload_sees_another_contexts_store)
+{
+    sale_ctx *a = open_at("a.db", NULL), *b = open_at("a.db", NULL);
+    const float t1[2] = {0.001f, 0.001f}, t2[2] = {0.05f, 0.05f};
+    sale_threshold_meta m = {.budget = 0.02, .samples = 1, .density = -1, .error = -1};
+    cr_assert_eq(sale_thresholds_put(a, "m", 0, t1, 2, &m), SALE_OK, "%s", sale_last_error(a));
+    sale_attention_args args;
+    sale_attention_args_init(&args);
+    args.batch = 1, args.heads_q = 2, args.heads_kv = 2, args.seq_len = 64, args.head_dim = 64;
+    args.model = "m", args.layer = 0;
+    float tau[2];
+    cr_assert_eq(thresholds_resolve(a, &args, tau, NULL), SALE_OK, "%s", sale_last_error(a));
+    cr_assert_eq(tau[0], 0.001f);
+    cr_assert_eq(sale_thresholds_put(b, "m", 0, t2, 2, &m), SALE_OK, "%s", sale_last_error(b));
+    cr_assert_eq(thresholds_resolve(a, &args, tau, NULL), SALE_OK);
+    cr_assert_eq(tau[0], 0.001f, "the memo is the design: read once");
+    cr_assert_eq(sale_thresholds_reload(a), SALE_OK, "%s", sale_last_error(a));
+    cr_assert_eq(thresholds_resolve(a, &args, tau, NULL), SALE_OK);
+    cr_assert_eq(tau[0], 0.05f, "after reload the other context's store is read");
+    cr_assert_eq(sale_thresholds_reload(NULL), SALE_ERR_INVALID);
+    sale_destroy(b);
+    sale_destroy(a);
+}

@@ -186,19 +186,12 @@ class Context:
         """Make this context read stored thresholds again. A context reads a (model,
         layer)'s thresholds once and keeps them; a store through it is seen at once,
         another process's (the `sale calibrate` command that sale.calibrate runs) only
-        by a new context. This imports an empty sale cache through the context, which
-        the library counts as a change of thresholds (sale_cache_import). sale.calibrate
-        calls it; call it after running `sale calibrate` yourself."""
+        by a new context, or after this (sale_thresholds_reload). sale.calibrate calls
+        it; call it after running `sale calibrate` yourself."""
         lib = self._lib
-        _need(self, "sale_cache_import")
-        import tempfile
-        with tempfile.TemporaryDirectory(prefix="sale-empty-") as d:
-            empty = os.path.join(d, "empty.db")
-            Context(cache=empty).close()  # the schema, no rows
-            rows = c_int()
-            with self._lock:
-                self.check(lib.sale_cache_import(self.handle, os.fsencode(empty), byref(rows)),
-                           "sale: re-reading stored thresholds")
+        _need(self, "sale_thresholds_reload")
+        with self._lock:
+            self.check(lib.sale_thresholds_reload(self.handle), "sale: re-reading stored thresholds")
 
     def close(self):
         with getattr(self, "_lock", threading.RLock()):  # never under a call another thread is making
