@@ -134,6 +134,8 @@ class Context:
         opts.cache_path = self._cache_b
         opts.fleet_path = self._fleet_b
         opts.log = _LOG_CB
+        if not isinstance(tune_on_miss, (bool, int)) or tune_on_miss not in (0, 1):  # "no" was truthy
+            _bad("tune_on_miss: expected True or False, got %r" % (tune_on_miss,))
         opts.tune_on_miss = 1 if tune_on_miss else 0
         h = c_void_p()
         st = lib.sale_create(byref(h), byref(opts))
@@ -336,6 +338,8 @@ def _set_tau(a, tau, Hq, keep):
         if tau.device.type != "cpu":
             _bad("tau: per-head thresholds are read on the host: pass a CPU tensor or a list (a %s tensor would "
                  "need a sync)" % tau.device)
+        if tau.dim() > 1:  # one value a query head: a [2, 16] tensor is not 32 heads' taus
+            _bad("tau: a per-head tensor has one dimension, got shape %s" % (tuple(tau.shape),))
         tau = tau.detach().reshape(-1).tolist()
     if isinstance(tau, (str, bytes)):
         _bad("tau: expected a float, a per-head list/tensor or (model, layer), got %r" % (tau,))
@@ -494,7 +498,7 @@ def _tau_key(tau):
     if torch is not None and isinstance(tau, torch.Tensor):
         if tau.device.type != "cpu":
             return ("tensor", str(tau.device))  # _set_tau refuses it with the message
-        return ("tensor", tau.dtype) + tuple(tau.detach().reshape(-1).tolist())
+        return ("tensor", tau.dtype, tuple(tau.shape)) + tuple(tau.detach().reshape(-1).tolist())
     if isinstance(tau, (str, bytes)):
         return ("bad", type(tau).__name__)
     if iter(tau) is tau:
@@ -879,6 +883,8 @@ def thresholds(model, layer, heads, context=None, meta=False):
     ctx = _ctx(context)
     _need(ctx, "sale_thresholds_get")
     mb, layer, heads = _cstr("model", model), _cint("layer", layer), _cint("heads", heads, 1)
+    if heads > 1 << 20:  # (2^31 - 1 heads asked for an 8 GB buffer before C was called)
+        _bad("heads: %d is more than the %d query heads a layer may have here" % (heads, 1 << 20))
     arr = (c_float * heads)()
     infos = (_lib.ThresholdMeta * heads)() if meta else None
     with ctx._lock:

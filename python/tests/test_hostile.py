@@ -553,3 +553,26 @@ def test_hf_configure_tau_takes_what_attention_takes(hf_settings):
     assert hf.configure(tau=[np.float64(0.01), 0.02])["tau"] == [0.01, 0.02]
     for bad in ([False, True], [0.01, 1 - 1e-12], 1 - 1e-12, True, [float("nan")]):
         raises(r"tau: a float in \[0, 1\)", hf.configure, tau=bad)
+
+
+def test_tune_on_miss_tau_shape_and_heads_are_checked(tmp_path):
+    """Left by the Python audit: Context(tune_on_miss="no") was true (any
+    truthy value), a 2-D tau tensor was flattened into per-head values (also
+    through a plan cached for the 1-D tensor of the same values), and
+    thresholds(heads=2**31-1) asked for an 8 GB buffer before C was called.
+    Each is an InvalidArgument naming the argument."""
+    import pytest
+    import torch
+    import sale
+    for bad in ("no", 2, None, 0.5):
+        with pytest.raises(sale.InvalidArgument, match="tune_on_miss"):
+            sale.Context(cache=str(tmp_path / "a.db"), tune_on_miss=bad)
+    ctx = sale.Context(cache=str(tmp_path / "b.db"), tune_on_miss=False)
+    with pytest.raises(sale.InvalidArgument, match="heads"):
+        sale.thresholds("m", 0, 2 ** 31 - 1, context=ctx)
+    q = torch.randn(1, 4, 64, 64, dtype=torch.bfloat16)
+    k = torch.randn(1, 2, 64, 64, dtype=torch.bfloat16)
+    v = torch.randn(1, 2, 64, 64, dtype=torch.bfloat16)
+    with pytest.raises(sale.InvalidArgument, match="one dimension"):
+        sale.reference_attention(q, k, v, tau=torch.full((2, 2), 0.004), context=ctx)
+    ctx.close()
