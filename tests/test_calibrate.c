@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "internal.h"
+#include "manual.h"
 #include "safetensors.h"
 #include "sale.h"
 #include <sqlite3.h>
@@ -712,12 +713,8 @@ Test(calibrate, export_refuses_a_non_regular_dest_even_with_force_as_the_manual_
 
     /* the manual: the sentence that names a non-regular dest says "even
      * with force", not "unless force" */
-    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
-    cr_assert_not_null(fp);
-    static char h[1 << 20], doc[1 << 14];
-    size_t n = fread(h, 1, sizeof h - 1, fp);
-    fclose(fp);
-    h[n] = 0;
+    char *h = manual_text();
+    static char doc[1 << 14];
     char *b = strstr(h, "/* Write the kernels of the given archs"), *e = strstr(h, "sale_status sale_cache_export(");
     cr_assert(b && e && b < e, "the comment above sale_cache_export moved");
     size_t m = 0;
@@ -736,6 +733,7 @@ Test(calibrate, export_refuses_a_non_regular_dest_even_with_force_as_the_manual_
         *s1 = 0;
     cr_assert(strstr(s0, "even with force") && !strstr(s0, "unless force"),
               "the manual must say a non-regular dest is refused even with force: '%s'", s0);
+    free(h);
 }
 
 /* sale_thresholds_put reads one meta for the layer (meta[0]), though its
@@ -771,12 +769,7 @@ Test(calibrate, thresholds_put_stores_one_meta_for_the_whole_layer_as_the_manual
     sale_destroy(ctx);
 
     /* the manual says so */
-    FILE *fp = fopen(SALE_SOURCE_DIR "/include/sale.h", "rb");
-    cr_assert_not_null(fp);
-    static char h[1 << 20];
-    size_t n = fread(h, 1, sizeof h - 1, fp);
-    fclose(fp);
-    h[n] = 0;
+    char *h = manual_text();
     char *e = strstr(h, "sale_status sale_thresholds_put(");
     cr_assert_not_null(e);
     *e = 0;
@@ -784,6 +777,7 @@ Test(calibrate, thresholds_put_stores_one_meta_for_the_whole_layer_as_the_manual
     cr_assert_not_null(b, "the comment above sale_thresholds_put moved");
     cr_assert(strstr(b, "whole layer") && strstr(b, "only meta[0] is read"),
               "the manual must say one meta describes the layer and only meta[0] is read: %s", b);
+    free(h);
 }
 
 /* The other options, refused before any work too: budget_abs 5 was taken
