@@ -873,6 +873,18 @@ static int check_readonly(sqlite3 *c, const char *path, const char *what, int qu
     return 0;
 }
 
+/* 1 when this user may write path and the folder it is in (SQLite writes
+ * its -wal/-shm/-journal beside the file), 0 when not, -1 out of memory. */
+static int writable_here(const char *path) {
+    char *dir = strdup(path);
+    if (!dir) return -1;
+    char *sl = strrchr(dir, '/');
+    const char *dn = sl ? (sl == dir ? "/" : (*sl = '\0', dir)) : ".";
+    const int w = access(path, W_OK) == 0 && access(dn, W_OK) == 0;
+    free(dir);
+    return w;
+}
+
 /* One read-only connection to path (immutable: a file: URI that makes
  * nothing beside the file and reads the file alone), checked as above. */
 /* (queryonly: a read-write connection with PRAGMA query_only, for a file
@@ -931,15 +943,7 @@ static int open_readonly(sqlite3 **out, int *uv_out, const char *path, int immut
     if (ri != 0 && !pending) return -1; /* the file alone is all there is: refused, nothing created */
     char perr[1024] = "";
     /* the content is the immutable read's when no log is pending: checked once */
-    int queryonly = 0;
-    if (!pending && access(path, W_OK) == 0) {
-        char *dir = strdup(path);
-        if (dir) {
-            char *sl = strrchr(dir, '/');
-            queryonly = access(sl ? (sl == dir ? "/" : (*sl = '\0', dir)) : ".", W_OK) == 0;
-            free(dir);
-        }
-    }
+    const int queryonly = !pending && writable_here(path) == 1;
     if (open_checked(&cp, &uvp, path, 0, ri != 0 || pending, what, &unreadable, perr, sizeof perr, queryonly) == 0) {
         sqlite3_close(ci);
         *out = cp, *uv_out = uvp;
@@ -999,15 +1003,12 @@ static int db_open_once(db **out, const char *path, const char *fleet_path, int 
                 goto fail;
             }
             d->sib_had = siblings_present(path);
-            char *dir = strdup(path);
-            if (!dir) {
+            const int w = writable_here(path);
+            if (w < 0) {
                 set_err(err, errlen, "db_open: out of memory");
                 goto fail;
             }
-            char *sl = strrchr(dir, '/');
-            const char *dn = sl ? (sl == dir ? "/" : (*sl = '\0', dir)) : ".";
-            d->readonly = access(path, W_OK) != 0 || access(dn, W_OK) != 0;
-            free(dir);
+            d->readonly = !w;
             if (d->readonly)
                 dlog(d, 1, "sale cache %s is not writable: opened read-only (lookups only; nothing is stored)", path);
         } else if (flags & DB_OPEN_NO_CREATE) {
@@ -1699,9 +1700,12 @@ static void unlink_db_files(const char *path) {
 static int copy_thresholds(const db *d, sqlite3 *src, const char *sdb, int suv, sqlite3 *dst, const char *ddb,
                            int keep, char *err, size_t n) {
     char sel[256], ins[256];
-    /* the models dst holds before the copy */
-    char (*have)[128] = NULL;
-    int *skipped = NULL, nhave = 0;
+    /* the models dst holds before the copy, and how many rows of each the source brings */
+    struct {
+        char model[sizeof((db_threshold_row *)0)->model];
+        int skipped;
+    } *have = NULL;
+    int nhave = 0;
     if (keep) {
         char q[200];
         snprintf(q, sizeof q, "SELECT DISTINCT model FROM %s.thresholds", ddb);
@@ -1711,24 +1715,21 @@ static int copy_thresholds(const db *d, sqlite3 *src, const char *sdb, int suv, 
         while ((mrc = sqlite3_step(m)) == SQLITE_ROW) {
             if (nhave == cap) {
                 cap = cap ? 2 * cap : 16;
-                void *nh = realloc(have, (size_t)cap * sizeof *have), *ns = realloc(skipped, (size_t)cap * sizeof *skipped);
-                if (nh) have = nh;
-                if (ns) skipped = ns;
-                if (!nh || !ns) {
+                void *nh = realloc(have, (size_t)cap * sizeof *have);
+                if (!nh) {
                     sqlite3_finalize(m);
                     free(have);
-                    free(skipped);
                     return set_err(err, n, "copy thresholds: out of memory"), -1;
                 }
+                have = nh;
             }
             const unsigned char *t = sqlite3_column_text(m, 0);
-            snprintf(have[nhave], sizeof have[nhave], "%s", t ? (const char *)t : "");
-            skipped[nhave++] = 0;
+            snprintf(have[nhave].model, sizeof have[nhave].model, "%s", t ? (const char *)t : "");
+            have[nhave++].skipped = 0;
         }
         sqlite3_finalize(m);
         if (mrc != SQLITE_DONE) {
             free(have);
-            free(skipped);
             return sql_fail(err, n, dst, "copy thresholds: models");
         }
     }
@@ -1750,9 +1751,9 @@ static int copy_thresholds(const db *d, sqlite3 *src, const char *sdb, int suv, 
         read_threshold(s, &r, 0);
         int mine = -1;
         for (int i = 0; i < nhave && mine < 0; i++)
-            if (!strcmp(have[i], r.model)) mine = i;
+            if (!strcmp(have[i].model, r.model)) mine = i;
         if (mine >= 0) {
-            skipped[mine]++;
+            have[mine].skipped++;
             continue;
         }
         sqlite3_reset(w);
@@ -1766,15 +1767,14 @@ static int copy_thresholds(const db *d, sqlite3 *src, const char *sdb, int suv, 
         goto out;
     }
     for (int i = 0; i < nhave; i++)
-        if (skipped[i])
+        if (have[i].skipped)
             dlog(d, 1, "import: model %s has thresholds here: kept as they are, the other file's %d (another "
-                 "calibration) not taken; two calibrations never mix", have[i], skipped[i]);
+                 "calibration) not taken; two calibrations never mix", have[i].model, have[i].skipped);
     ret = 0;
 out:
     sqlite3_finalize(s);
     sqlite3_finalize(w);
     free(have);
-    free(skipped);
     return ret;
 }
 

@@ -30,12 +30,6 @@ static void *cache_rows_add(cache_rows *v)
     return v->data + v->size * v->n++;
 }
 
-/* Is the context usable for a cache call named what? Sets the error if not. */
-static sale_status cache_ready(sale_ctx *ctx, const char *what)
-{
-    return ctx_ready(ctx, what);
-}
-
 /* A required pointer argument (given as p != NULL). */
 static sale_status cache_need(sale_ctx *ctx, int given, const char *what, const char *arg)
 {
@@ -91,7 +85,7 @@ static int kernel_collect(void *user, const db_kernel_row *r)
 sale_status sale_cache_list_kernels(sale_ctx *ctx, int include_fleet, sale_cache_kernel_fn fn, void *user)
 {
     const char *what = "sale_cache_list_kernels";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, fn != NULL, what, "fn")))
         return s;
     cache_rows v = {.size = sizeof(sale_cache_kernel)};
@@ -132,7 +126,7 @@ static int tuned_collect(void *user, const db_tuned_row *r)
 sale_status sale_cache_list_tuned(sale_ctx *ctx, sale_tuned_fn fn, void *user)
 {
     const char *what = "sale_cache_list_tuned";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, fn != NULL, what, "fn")))
         return s;
     cache_rows v = {.size = sizeof(sale_tuned_entry)};
@@ -169,7 +163,7 @@ static int threshold_collect(void *user, const db_threshold_row *r)
 sale_status sale_thresholds_list(sale_ctx *ctx, int include_fleet, sale_threshold_fn fn, void *user)
 {
     const char *what = "sale_thresholds_list";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, fn != NULL, what, "fn")))
         return s;
     cache_rows v = {.size = sizeof(sale_threshold_entry)};
@@ -190,7 +184,7 @@ sale_status sale_thresholds_list(sale_ctx *ctx, int include_fleet, sale_threshol
 sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad)
 {
     const char *what = "sale_cache_verify";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, checked != NULL, what, "checked")) || (s = cache_need(ctx, bad != NULL, what, "bad")))
         return s;
     char err[1024] = "";
@@ -207,7 +201,7 @@ sale_status sale_cache_verify(sale_ctx *ctx, int *checked, int *bad)
 sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs, int narch, int force, int *rows)
 {
     const char *what = "sale_cache_export";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, rows != NULL, what, "rows")))
         return s;
     *rows = 0;
@@ -248,7 +242,7 @@ sale_status sale_cache_export(sale_ctx *ctx, const char *dest, const int *archs,
 sale_status sale_cache_import(sale_ctx *ctx, const char *src, int *rows)
 {
     const char *what = "sale_cache_import";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, rows != NULL, what, "rows")))
         return s;
     *rows = 0;
@@ -272,7 +266,7 @@ sale_status sale_cache_import(sale_ctx *ctx, const char *src, int *rows)
 sale_status sale_cache_clear(sale_ctx *ctx, int *rows)
 {
     const char *what = "sale_cache_clear";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, rows != NULL, what, "rows")))
         return s;
     *rows = 0;
@@ -291,7 +285,7 @@ sale_status sale_cache_clear(sale_ctx *ctx, int *rows)
 sale_status sale_cache_file_bytes(sale_ctx *ctx, int64_t *bytes)
 {
     const char *what = "sale_cache_file_bytes";
-    sale_status s = cache_ready(ctx, what);
+    sale_status s = ctx_ready(ctx, what);
     if (s || (s = cache_need(ctx, bytes != NULL, what, "bytes")))
         return s;
     *bytes = db_file_bytes(ctx->db); /* a stat of the file and its -wal: no SQLite, no lock */

@@ -263,14 +263,9 @@ static sale_status create_ctx(sale_ctx **out, const sale_options *opts);
 sale_status sale_create(sale_ctx **out, const sale_options *opts)
 {
     sale_status s = create_ctx(out, opts);
-    if (s != SALE_OK && out && *out) {
-        sale_ctx *c = *out;
-        snprintf(c->create_err, sizeof c->create_err, "%s", sale_last_error(c));
-        if (c->db) { /* a later step failed: the context is not half usable */
-            db_close(c->db);
-            c->db = NULL;
-        }
-    }
+    /* (a failed create leaves db NULL: opening the cache is its last step) */
+    if (s != SALE_OK && out && *out)
+        snprintf((*out)->create_err, sizeof (*out)->create_err, "%s", sale_last_error(*out));
     return s;
 }
 

@@ -215,6 +215,16 @@ static void lua_pos(lua_State *L, luaL_Buffer *b)
     }
 }
 
+/* The line of the innermost Lua function that has one, 0 if none. */
+static int current_line(lua_State *L)
+{
+    lua_Debug fr;
+    for (int lvl = 0; lua_getstack(L, lvl, &fr); lvl++)
+        if (lua_getinfo(L, "l", &fr) && fr.currentline > 0)
+            return fr.currentline;
+    return 0;
+}
+
 static void sbx_hook(lua_State *L, lua_Debug *ar)
 {
     void *ud;
@@ -222,12 +232,9 @@ static void sbx_hook(lua_State *L, lua_Debug *ar)
     sbx *s = ud;
     if (ar->event == LUA_HOOKCOUNT) {
         s->instr += SBX_HOOK_EVERY;
-        lua_Debug fr;
-        for (int lvl = 0; lua_getstack(L, lvl, &fr); lvl++)
-            if (lua_getinfo(L, "l", &fr) && fr.currentline > 0) {
-                s->last_line = fr.currentline;
-                break;
-            }
+        const int line = current_line(L);
+        if (line)
+            s->last_line = line;
     }
     int over_instr = s->instr > SBX_INSTR_LIMIT;
     if (s->time_hit || over_instr || sbx_past_deadline(s)) {
@@ -236,10 +243,8 @@ static void sbx_hook(lua_State *L, lua_Debug *ar)
         if (!s->time_hit)
             lua_sethook(L, sbx_hook, LUA_MASKCOUNT | LUA_MASKCALL, 1);
         s->time_hit = 1;
-        lua_Debug fr;
-        for (int lvl = 0; s->wall_hit && !s->wall_line && lua_getstack(L, lvl, &fr); lvl++)
-            if (lua_getinfo(L, "l", &fr) && fr.currentline > 0)
-                s->wall_line = fr.currentline;
+        if (s->wall_hit && !s->wall_line)
+            s->wall_line = current_line(L);
         luaL_Buffer b;
         luaL_buffinit(L, &b);
         lua_pos(L, &b);
