@@ -69,15 +69,24 @@ static int fail(lua_State *L, lstate *S, sale_status st, const char *what)
     return luaL_error(L, "%s: %s%s%s", what, sale_status_name(st), m && m[0] ? ": " : "", m ? m : "");
 }
 
-/* Argument arg as a string that names something (a path, a model, a
- * device): refused when it holds a NUL, which C would cut it at. */
-static const char *check_name_arg(lua_State *L, int arg, const char *what)
+/* The string at idx as a name (a path, a model, a device, a key text):
+ * refused when it holds a NUL, which C would cut it at (a name cut at the
+ * NUL would name something else); what names it in the message. NULL if
+ * the value is no string. */
+static const char *check_name_at(lua_State *L, int idx, const char *what)
 {
     size_t l;
-    const char *s = luaL_checklstring(L, arg, &l);
-    if (strlen(s) != l)
+    const char *s = lua_tolstring(L, idx, &l);
+    if (s && strlen(s) != l)
         luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", what, s);
     return s;
+}
+
+/* Argument arg as a name (check_name_at), a type error if no string. */
+static const char *check_name_arg(lua_State *L, int arg, const char *what)
+{
+    luaL_checkstring(L, arg);
+    return check_name_at(L, arg, what);
 }
 
 /* ------------------------------------------------------------- tensors */
@@ -483,10 +492,7 @@ static const char *opt_str(lua_State *L, int t, const char *k, const char *def)
     if (ty != LUA_TNIL) {
         if (ty != LUA_TSTRING)
             luaL_error(L, "%s must be a string, got %s", k, luaL_typename(L, -1));
-        size_t l;
-        v = lua_tolstring(L, -1, &l); /* stays alive: the table holds it */
-        if (strlen(v) != l) /* a name cut at the NUL would name something else */
-            luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", k, v);
+        v = check_name_at(L, -1, k); /* stays alive: the table holds it */
     }
     lua_pop(L, 1);
     return v;
@@ -591,17 +597,6 @@ static void push_key(lua_State *L, const sale_key *k)
 static const char *const key_opts[] = {"family", "head_dim", "block_q", "block_k", "block_seg", "local_window",
                                         "est_bits", "causal", "warps", "stages", "dtype", "arch", "thr", "text",
                                         NULL};
-
-/* The string at idx, refused when it holds a NUL (a name cut at the NUL would
- * name something else); what names it in the message. */
-static const char *check_name_at(lua_State *L, int idx, const char *what)
-{
-    size_t l;
-    const char *s = lua_tolstring(L, idx, &l);
-    if (s && strlen(s) != l)
-        luaL_error(L, "%s: '%s' is followed by a NUL byte and more text", what, s);
-    return s;
-}
 
 static sale_key parse_key_text(lua_State *L, const char *text)
 {
@@ -984,6 +979,15 @@ static int l_generate(lua_State *L)
     return 4;
 }
 
+/* t as a tau: in [0, 1) as the C float it becomes (NaN refused), checked as
+ * a double before the narrowing; name says which in the message */
+static double tau_value(lua_State *L, double t, const char *name)
+{
+    if (!(t >= 0 && t < 1 && (float)t < 1.0f))
+        luaL_error(L, "%s: must be in [0, 1), got %s", name, num_text(L, t));
+    return t;
+}
+
 /* ------------------------------------------------------------ attention */
 
 typedef struct attn_call {
@@ -1069,9 +1073,7 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
      * as Python does. Checked as a double, before the narrowing to float. */
     int ty = lua_getfield(L, 1, "tau");
     if (ty == LUA_TNUMBER) {
-        double t = lua_tonumber(L, -1);
-        if (!(t >= 0 && t < 1 && (float)t < 1.0f))
-            luaL_error(L, "tau: must be in [0, 1), got %s", num_text(L, t));
+        double t = tau_value(L, lua_tonumber(L, -1), "tau");
         if (t > 1e-5)
             a->tau_default = (float)t;
         else {
@@ -1095,10 +1097,9 @@ static void read_attn_args(lua_State *L, lstate *S, attn_call *c, int want_gpu)
             lua_rawgeti(L, -1, i + 1);
             if (lua_type(L, -1) != LUA_TNUMBER)
                 luaL_error(L, "tau[%d] must be a number, got %s", i + 1, luaL_typename(L, -1));
-            double t = lua_tonumber(L, -1);
-            if (!(t >= 0 && t < 1 && (float)t < 1.0f))
-                luaL_error(L, "tau[%d]: must be in [0, 1), got %s", i + 1, num_text(L, t));
-            c->tau[i] = (float)t;
+            char name[32];
+            snprintf(name, sizeof name, "tau[%d]", i + 1);
+            c->tau[i] = (float)tau_value(L, lua_tonumber(L, -1), name);
             lua_pop(L, 1);
         }
         a->tau = c->tau;
@@ -1620,16 +1621,9 @@ static int format_table(lua_State *L, const char *fn)
     }
     luaL_Buffer out;
     luaL_buffinit(L, &out);
-    /* the header keeps its padding, as it always has */
-    for (int c = 0; c < nc; c++) {
-        if (c)
-            luaL_addstring(&out, "  ");
-        if (isnum[c] && cols[c].title_len < width[c])
-            add_blanks(&out, width[c] - cols[c].title_len);
-        luaL_addlstring(&out, cols[c].title, cols[c].title_len);
-        if (!isnum[c] && cols[c].title_len < width[c])
-            add_blanks(&out, width[c] - cols[c].title_len);
-    }
+    /* the header keeps its padding, as it always has: no cell of it is a last one */
+    for (int c = 0; c < nc; c++)
+        add_cell(&out, c == 0, 0, isnum[c], width[c], cols[c].title, cols[c].title_len);
     luaL_addchar(&out, '\n');
     for (int c = 0; c < nc; c++) {
         if (c)
