@@ -306,14 +306,19 @@ def _self_overlap(out):
 _zero_taus = {}
 
 
+def _tau_ok(v):
+    """One tau as sale.attention takes it: a real number (numpy's too, not a bool) in [0, 1) as the C float it
+    becomes (1 - 1e-12 is 1.0f, which the library refuses as "tau_default"); NaN fails the comparisons."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v < 1 and c_float(v).value < 1
+
+
 def _set_tau(a, tau, Hq, keep):
     torch = _torch
     if tau is None:
         return
     if isinstance(tau, numbers.Real) and not isinstance(tau, bool):  # numpy's float32 too
         t = float(tau)
-        # as the C float it becomes: 1 - 1e-12 is 1.0f, refused by the library as "tau_default"
-        if not (0 <= t < 1 and c_float(t).value < 1) or math.isnan(t):
+        if not _tau_ok(t):
             _bad("tau: must be in [0, 1), got %r" % (tau,))
         if t > 1e-5:
             a.tau_default = t

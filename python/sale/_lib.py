@@ -110,11 +110,10 @@ _PROTOS = {
     "sale_device_count": (c_int, [_P, POINTER(c_int)]),
     "sale_device_info_get": (c_int, [_P, c_int, POINTER(DeviceInfo)]),
     "sale_nvrtc_version": (c_int, [POINTER(c_int)]),
-    "sale_cache_import": (c_int, [_P, c_char_p, POINTER(c_int)]),
     "sale_thresholds_reload": (c_int, [_P]),
 }
 
-_OPTIONAL = {"sale_thresholds_put", "sale_thresholds_get", "sale_cache_import", "sale_thresholds_reload"}
+_OPTIONAL = {"sale_thresholds_put", "sale_thresholds_get", "sale_thresholds_reload"}
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.Lock()

@@ -1,8 +1,6 @@
 # hf.py — Hugging Face transformers integration: attn_implementation="sale"
 # runs causal prefill through sale.attention; decode steps, padded batches,
 # CPU tensors and anything sale does not cover go to transformers' own SDPA.
-import ctypes
-import numbers
 import sys
 import threading
 
@@ -31,18 +29,13 @@ def configure(**kw):
     return dict(_settings)
 
 
-def _tau_ok(v):
-    """What sale.attention takes as one tau: a real number (numpy's too, not a bool) in [0, 1) as a C float."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v < 1 and ctypes.c_float(v).value < 1
-
-
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and -2 ** 31 <= v < 2 ** 31
 
 
 _CHECKS = {
     "model": lambda v: None if v is None or (isinstance(v, str) and "\0" not in v) else "a model name (str) or None",
-    "tau": lambda v: None if _tau_ok(v) or (isinstance(v, (list, tuple)) and v and all(_tau_ok(x) for x in v))
+    "tau": lambda v: None if _core._tau_ok(v) or (isinstance(v, (list, tuple)) and v and all(_core._tau_ok(x) for x in v))
     else "a float in [0, 1) or a per-head list of them",
     "mode": lambda v: None if isinstance(v, str) and v in _core._MODES else "one of %s" % ", ".join(_core._MODES),
     "min_len": lambda v: None if _is_int(v) and v >= 0 else "an int >= 0",
