@@ -84,6 +84,8 @@ typedef struct run_result {
     double rel_l1, max_abs;
     long long mask_diff, mask_total, unwritten, lse_bad, needles, needles_missed;
     double density_gpu, density_ref;
+    int refused;        /* g_allow_refusal and the GPU call refused: nothing compared */
+    char why[240];      /* its message */
 } run_result;
 
 /* Block geometry of the next compare() calls (0: the defaults); the plain
@@ -91,6 +93,18 @@ typedef struct run_result {
 static int g_bq, g_bk, g_seg, g_win;
 /* threshold variant and tiles of the next compare() calls (0: defaults) */
 static int g_thr, g_tile_warps, g_tile_stages;
+/* per-head thresholds, softmax scale, dense_below and estimate bits of the
+ * next compare() calls (NULL / 0: tau_default, 1/sqrt(D), never dense, the
+ * default bits); the random configurations vary them */
+static const float *g_tau_heads;
+static float g_scale;
+static int g_dense_below, g_est_bits;
+/* set: a clean refusal of the GPU call (SALE_ERR_INVALID / UNSUPPORTED, a
+ * message) ends compare() with refused = 1 instead of failing the test */
+static int g_allow_refusal;
+/* set: compare() stops after the CPU reference (the random configurations'
+ * dry run without a GPU: every drawn case is one the reference takes) */
+static int g_reference_only;
 
 /* One comparison: GPU sale_attention (mode) against the CPU reference. */
 static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured,
@@ -107,7 +121,10 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     a.dtype = dt;
     a.mode = mode;
     a.tau_default = tau;
-    a.dense_below = -1;
+    a.dense_below = g_dense_below ? g_dense_below : -1;
+    a.tau = g_tau_heads;
+    a.scale = g_scale;
+    a.est_bits = g_est_bits;
     a.block_q = g_bq, a.block_k = g_bk, a.block_seg = g_seg, a.local_window = g_win;
     /* 0 is the device's default (fixed on sm_90) but the reference's run:
      * the comparisons name the variant, run unless a test asks for fixed */
@@ -141,6 +158,11 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     ra.lse = lref;
     ra.stats = &sref;
     cr_assert_eq(sale_reference_attention(ctx, &ra), SALE_OK, "%s", sale_last_error(ctx));
+    if (g_reference_only) {
+        rr.density_ref = sref.density;
+        free(q), free(k), free(v), free(o), free(oref), free(mref), free(mgpu), free(lref), free(lgpu);
+        return rr;
+    }
 
     void *dq, *dk, *dv, *dout, *dmask, *dlse;
     cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
@@ -165,45 +187,53 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     ga.lse = dlse;
     ga.stats = &sgpu;
     sale_status st = sale_attention(ctx, &ga, NULL);
-    cr_assert_eq(st, SALE_OK, "sale_attention: %s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
-    sale_dev_download(ctx, o, dout, nq * 2);
-    sale_dev_download(ctx, mgpu, dmask, nmask * 4);
-    sale_dev_download(ctx, lgpu, dlse, (size_t)B * Hq * N * 4);
+    if (st != SALE_OK && g_allow_refusal && (st == SALE_ERR_INVALID || st == SALE_ERR_UNSUPPORTED)) {
+        rr.refused = 1;
+        snprintf(rr.why, sizeof rr.why, "%s: %s", sale_status_name(st), sale_last_error(ctx));
+        cr_assert(strlen(sale_last_error(ctx)) > 0, "a refusal without a message");
+    } else {
+        cr_assert_eq(st, SALE_OK, "sale_attention: %s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+    }
+    if (!rr.refused) {
+        sale_dev_download(ctx, o, dout, nq * 2);
+        sale_dev_download(ctx, mgpu, dmask, nmask * 4);
+        sale_dev_download(ctx, lgpu, dlse, (size_t)B * Hq * N * 4);
 
-    double num = 0, den = 0;
-    for (size_t i = 0; i < nq; i++) {
-        float x = ld(o, dt, i), y = ld(oref, dt, i);
-        if (!isfinite(x)) {
-            rr.unwritten++;
-            continue;
+        double num = 0, den = 0;
+        for (size_t i = 0; i < nq; i++) {
+            float x = ld(o, dt, i), y = ld(oref, dt, i);
+            if (!isfinite(x)) {
+                rr.unwritten++;
+                continue;
+            }
+            num += fabs(x - y);
+            den += fabs(y);
+            if (fabs(x - y) > rr.max_abs)
+                rr.max_abs = fabs(x - y);
         }
-        num += fabs(x - y);
-        den += fabs(y);
-        if (fabs(x - y) > rr.max_abs)
-            rr.max_abs = fabs(x - y);
-    }
-    for (size_t i = 0; i < (size_t)B * Hq * N; i++) {
-        if (!isfinite(lgpu[i]))
-            rr.unwritten++;
-        else if (fabsf(lgpu[i] - lref[i]) > 2e-2f * (1 + fabsf(lref[i])))
-            rr.lse_bad++;
-    }
-    rr.rel_l1 = den > 0 ? num / den : num;
-    if (mode != SALE_MODE_DENSE) {
-        for (size_t i = 0; i < nmask; i++)
-            rr.mask_diff += __builtin_popcount(mref[i] ^ mgpu[i]);
-        rr.mask_total = sref.causal_blocks;
-        /* every planted needle's key block is kept, on the GPU as in the reference */
-        for (int i = 0; i < nn; i++) {
-            size_t row = (((size_t)nd[i].batch * Hq + nd[i].head_q) * nqb + nd[i].query / bq) * nkw;
-            int J = nd[i].key / bk;
-            rr.needles_missed += !((mgpu[row + J / 32] >> (J % 32)) & 1);
-            rr.needles++;
+        for (size_t i = 0; i < (size_t)B * Hq * N; i++) {
+            if (!isfinite(lgpu[i]))
+                rr.unwritten++;
+            else if (fabsf(lgpu[i] - lref[i]) > 2e-2f * (1 + fabsf(lref[i])))
+                rr.lse_bad++;
         }
+        rr.rel_l1 = den > 0 ? num / den : num;
+        if (mode != SALE_MODE_DENSE) {
+            for (size_t i = 0; i < nmask; i++)
+                rr.mask_diff += __builtin_popcount(mref[i] ^ mgpu[i]);
+            rr.mask_total = sref.causal_blocks;
+            /* every planted needle's key block is kept, on the GPU as in the reference */
+            for (int i = 0; i < nn; i++) {
+                size_t row = (((size_t)nd[i].batch * Hq + nd[i].head_q) * nqb + nd[i].query / bq) * nkw;
+                int J = nd[i].key / bk;
+                rr.needles_missed += !((mgpu[row + J / 32] >> (J % 32)) & 1);
+                rr.needles++;
+            }
+        }
+        rr.density_gpu = sgpu.density;
+        rr.density_ref = sref.density;
     }
-    rr.density_gpu = sgpu.density;
-    rr.density_ref = sref.density;
     sale_dev_free(ctx, dq);
     sale_dev_free(ctx, dk);
     sale_dev_free(ctx, dv);
@@ -216,7 +246,11 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
 
 static const char *mode_name(sale_mode m)
 {
-    return m == SALE_MODE_FUSED ? "fused" : m == SALE_MODE_TWO_PASS ? "two-pass" : m == SALE_MODE_PLAIN ? "plain" : "dense";
+    return m == SALE_MODE_FUSED      ? "fused"
+           : m == SALE_MODE_TWO_PASS ? "two-pass"
+           : m == SALE_MODE_PLAIN    ? "plain"
+           : m == SALE_MODE_AUTO     ? "auto"
+                                     : "dense";
 }
 
 static void check_case(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured)
@@ -2152,3 +2186,158 @@ Test(gpu, lua_attention_takes_the_c_defaults)
     cr_assert_eq(st, SALE_OK, "seed %s: %s", seed, err);
 }
 
+
+/* ------------------------------------------------- random configurations */
+/* Inputs nobody designed a test for: each case draws a mode (auto, fused,
+ * two-pass, dense, plain), dtype, head_dim, batch, GQA group, a length
+ * (often one that ends inside a block: 1, 33, 65, 1025, ...), a block
+ * geometry (half the cases: block_q, block_k, block_seg, local_window from
+ * what sale_key_validate takes), the threshold variant, a tau (one for every
+ * head, or per head with dense heads among them), sometimes a softmax scale,
+ * a dense_below that may or may not cover the length, and on sm_90 a tile
+ * choice; then runs it on the GPU against the CPU reference with the
+ * criteria of check_case (check_plain's, bit for bit, for plain). A GPU call
+ * may refuse a geometry cleanly (SALE_ERR_INVALID / UNSUPPORTED with a
+ * message): counted and printed, not failed. The cases come from
+ * SALE_TEST_SEED (printed), so a failure reruns exactly;
+ * SALE_GPU_SOAK_CASES sets how many (default 24). */
+static uint64_t soak_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int soak_pick(uint64_t *s, int n) { return (int)(soak_next(s) % (uint64_t)n); }
+
+/* one failed criterion of a case: printed, counted, the next case runs */
+#define SOAK_CHECK(cond, ...)                                                                                         \
+    do {                                                                                                              \
+        if (!(cond)) {                                                                                                \
+            fprintf(stderr, "FAILED gpu %s: ", cfg);                                                                  \
+            fprintf(stderr, __VA_ARGS__);                                                                             \
+            fprintf(stderr, "\n");                                                                                    \
+            failed++;                                                                                                 \
+        }                                                                                                             \
+    } while (0)
+
+Test(gpu, random_configurations_match_reference, .timeout = 3600)
+{
+    const int dry = !have_gpu && getenv("SALE_GPU_SOAK_DRY");
+    if (!dry)
+        NEED_GPU();
+    const char *e = getenv("SALE_GPU_SOAK_CASES");
+    const int cases = e ? atoi(e) : 24;
+    sale_device_info di = {0};
+    if (dry)
+        di.arch = 90; /* draw the cases an H100 would run */
+    else
+        cr_assert_eq(sale_device_info_get(ctx, 0, &di), SALE_OK, "%s", sale_last_error(ctx));
+    const int sm90 = di.arch == 90;
+    g_reference_only = dry;
+    int failed = 0;
+    uint64_t rs = seed_base ^ 0x50a4c0ffee5eedull;
+    fprintf(stderr, "gpu random configurations: %d cases, SALE_TEST_SEED=%llu, sm_%d\n", cases,
+            (unsigned long long)seed_base, di.arch);
+    static const sale_mode modes[] = {SALE_MODE_TWO_PASS, SALE_MODE_TWO_PASS, SALE_MODE_TWO_PASS, SALE_MODE_FUSED,
+                                      SALE_MODE_FUSED,    SALE_MODE_AUTO,     SALE_MODE_PLAIN,    SALE_MODE_DENSE};
+    static const int edge_n[] = {1, 2, 17, 31, 32, 33, 63, 64, 65, 127, 129, 255, 1023, 1025, 2049};
+    static const float taus[] = {1e-6f, 5e-4f, 2e-3f, 4e-3f, 1e-2f, 3e-2f, 0.1f, 0.3f};
+    static const int groups[] = {1, 2, 3, 4, 8};
+    int refused = 0, ran = 0;
+    for (int c = 0; c < cases; c++) {
+        const sale_mode mode = modes[soak_pick(&rs, 8)];
+        const sale_dtype dt = soak_pick(&rs, 2) ? SALE_DTYPE_BF16 : SALE_DTYPE_F16;
+        const int D = soak_pick(&rs, 3) ? 128 : 64;
+        const int B = soak_pick(&rs, 4) ? 1 : 2;
+        int Hkv = 1 + soak_pick(&rs, 2);
+        const int group = groups[soak_pick(&rs, 5)];
+        if (Hkv * group > 8)
+            Hkv = 1;
+        const int Hq = Hkv * group;
+        const int N = soak_pick(&rs, 10) < 3 ? edge_n[soak_pick(&rs, 15)] : 200 + soak_pick(&rs, 3800);
+        const int geo = soak_pick(&rs, 2);
+        g_bq = g_bk = g_seg = g_win = 0;
+        if (geo) {
+            g_bq = soak_pick(&rs, 2) ? 64 : 128;
+            g_bk = 16 * (1 + soak_pick(&rs, 4));
+            const int maxb = 512 / g_bk < 32 ? 512 / g_bk : 32; /* segments of at most 32 blocks */
+            g_seg = g_bk * (1 + soak_pick(&rs, maxb));
+            g_win = g_bk * (1 + soak_pick(&rs, 8));
+        }
+        g_thr = mode != SALE_MODE_DENSE && soak_pick(&rs, 2) ? SALE_THR_FIXED : 0;
+        float heads[8];
+        const float tau = taus[soak_pick(&rs, 8)];
+        g_tau_heads = NULL;
+        if (soak_pick(&rs, 4) == 0) {
+            for (int h = 0; h < Hq; h++)
+                heads[h] = soak_pick(&rs, 5) == 0 ? 0.f : taus[soak_pick(&rs, 8)];
+            g_tau_heads = heads;
+        }
+        g_scale = soak_pick(&rs, 5) == 0 ? 0.03f + 0.17f * (float)soak_pick(&rs, 1000) / 1000.f : 0.f;
+        g_dense_below = soak_pick(&rs, 7) == 0 ? N / 2 + 1 + soak_pick(&rs, 2 * N + 1) : 0;
+        g_est_bits = !sm90 && soak_pick(&rs, 3) == 0 ? 4 : 0;
+        g_tile_warps = 0;
+        if (sm90 && D == 128 && !geo && mode == SALE_MODE_TWO_PASS) {
+            static const int tw[] = {0, 0, SALE_WR_WARPS, SALE_WG_WARPS, 20};
+            g_tile_warps = tw[soak_pick(&rs, 5)];
+        }
+        const int structured = soak_pick(&rs, 5) < 3;
+        const uint64_t seed = soak_next(&rs);
+        char cfg[400];
+        snprintf(cfg, sizeof cfg,
+                 "case %d: %s %s D=%d B=%d Hq=%d Hkv=%d N=%d bq=%d bk=%d seg=%d win=%d thr=%s tau=%g%s scale=%g "
+                 "dense_below=%d est_bits=%d tile_warps=%d %s",
+                 c, mode_name(mode), sale_dtype_name(dt), D, B, Hq, Hkv, N, g_bq, g_bk, g_seg, g_win,
+                 g_thr ? "fixed" : "run", (double)tau, g_tau_heads ? " (per head)" : "", (double)g_scale, g_dense_below,
+                 g_est_bits, g_tile_warps, structured ? "structured" : "random");
+        if (g_tau_heads) {
+            fprintf(stderr, "gpu %s: tau per head", cfg);
+            for (int h = 0; h < Hq; h++)
+                fprintf(stderr, " %g", (double)heads[h]);
+            fprintf(stderr, "\n");
+        }
+        g_allow_refusal = 1;
+        run_result r = compare(B, Hq, Hkv, N, D, dt, mode, tau, structured, structured ? 2 : 0, seed);
+        g_allow_refusal = 0;
+        if (dry) {
+            fprintf(stderr, "gpu %s: reference only, density %.4f\n", cfg, r.density_ref);
+            ran++;
+            continue;
+        }
+        if (r.refused) {
+            refused++;
+            fprintf(stderr, "gpu %s: refused (%s)\n", cfg, r.why);
+            continue;
+        }
+        ran++;
+        const double tol = dt == SALE_DTYPE_BF16 ? 1.5e-2 : 4e-3;
+        fprintf(stderr,
+                "gpu %s: rel_l1=%.2e max_abs=%.2e mask_diff=%lld/%lld density gpu=%.4f ref=%.4f unwritten=%lld "
+                "lse_bad=%lld missed=%lld/%lld\n",
+                cfg, r.rel_l1, r.max_abs, r.mask_diff, r.mask_total, r.density_gpu, r.density_ref, r.unwritten,
+                r.lse_bad, r.needles_missed, r.needles);
+        SOAK_CHECK(r.unwritten == 0, "%lld output elements not written (still poison)", r.unwritten);
+        SOAK_CHECK(r.lse_bad == 0, "%lld log-sum-exp values off", r.lse_bad);
+        SOAK_CHECK(r.needles_missed == 0, "%lld of %lld planted needles dropped", r.needles_missed, r.needles);
+        if (mode == SALE_MODE_PLAIN) {
+            SOAK_CHECK(r.mask_diff == 0, "plain's mask differs in %lld of %lld blocks", r.mask_diff, r.mask_total);
+            SOAK_CHECK(r.rel_l1 <= tol, "relative L1 %.3e over %.1e", r.rel_l1, tol);
+        } else {
+            SOAK_CHECK(r.mask_diff <= r.mask_total / 200 + 1, "mask differs in %lld of %lld blocks", r.mask_diff,
+                       r.mask_total);
+            SOAK_CHECK(r.rel_l1 <= tol + (r.mask_diff ? 2e-2 : 0), "relative L1 %.3e over %.1e", r.rel_l1, tol);
+            if (mode != SALE_MODE_DENSE)
+                SOAK_CHECK(fabs(r.density_gpu - r.density_ref) <= 0.01, "density gpu %.4f ref %.4f", r.density_gpu,
+                           r.density_ref);
+        }
+    }
+    g_bq = g_bk = g_seg = g_win = g_thr = g_tile_warps = g_dense_below = g_est_bits = 0;
+    g_tau_heads = NULL;
+    g_scale = 0.f;
+    g_reference_only = 0;
+    fprintf(stderr, "gpu random configurations: %d ran, %d refused cleanly, %d criteria failed\n", ran, refused, failed);
+    cr_assert_eq(failed, 0, "%d criteria failed over %d random configurations (FAILED lines above)", failed, ran);
+    cr_assert(ran >= cases / 2, "only %d of %d random configurations ran (%d refused)", ran, cases, refused);
+}
