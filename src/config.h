@@ -65,7 +65,7 @@ int cfg_find(const char *explicit_path, char *out, size_t outlen, char *err, siz
 /* Load and validate a config file into cfg (which starts from defaults).
  * The file runs in a sandbox (no io, os.execute, require, load of bytecode;
  * bounded instructions). Errors name file:line and field, e.g.
- * "sale.lua:12: fleet.block_k must be a multiple of 16, got 24".
+ * "sale.lua:12: fleet.block_k must be 16, 32 or 64, got 24".
  * Returns SALE_OK or SALE_ERR_INVALID / SALE_ERR_LUA with err filled. */
 sale_status cfg_load(const char *path, sale_config *cfg, char *err, size_t errlen);
 

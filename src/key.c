@@ -152,8 +152,11 @@ sale_status sale_key_validate(const sale_key *k, char *err, size_t errlen)
         ERR("head_dim: must be 64 or 128, got %d", k->head_dim);
     if (k->block_q && k->block_q != 64 && k->block_q != 128)
         ERR("block_q: must be 64 or 128, got %d", k->block_q);
-    if (k->block_k && (k->block_k % 16 || k->block_k < 16 || k->block_k > 64))
-        ERR("block_k: must be a multiple of 16 between 16 and 64, got %d", k->block_k);
+    /* the kernels' tiles take these three (sale_layout_legal); 48 passed a
+     * "multiple of 16 up to 64" rule here and failed later, as a block_seg of
+     * 128 that is not a multiple of it */
+    if (k->block_k && k->block_k != 16 && k->block_k != 32 && k->block_k != 64)
+        ERR("block_k: must be 16, 32 or 64, got %d", k->block_k);
     if (k->block_seg) {
         int bk = k->block_k ? k->block_k : 32;
         /* negative: -32 % 32 is 0 and -32 / 32 passes the bound below */

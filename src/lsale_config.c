@@ -1,6 +1,6 @@
 /* lsale_config.c — the configuration file (sale.lua) read in a sandboxed Lua
  * state and validated into a sale_config, with errors that name the file, the
- * line and the field ("sale.lua:12: fleet.block_k[2] must be a multiple of 16, got 24").
+ * line and the field ("sale.lua:12: fleet.block_k[2] must be 16, 32 or 64, got 24").
  *
  * Format: the file sets globals (cache, defaults, arch, fleet, tuning,
  * thresholds; see examples/fleet.lua). Any other global is an error (typo
@@ -932,12 +932,8 @@ static int rule_block_q(vctx *v, const vpath *p, int x)
 
 static int rule_block_k(vctx *v, const vpath *p, int x)
 {
-    if (x <= 0 || x % 16) {
-        FAIL(v, p, "%s must be a multiple of 16, got %d", p->text, x);
-        return 0;
-    }
-    if (x > 64) {
-        FAIL(v, p, "%s must be at most 64, got %d", p->text, x);
+    if (x != 16 && x != 32 && x != 64) { /* sale_key_validate's rule */
+        FAIL(v, p, "%s must be 16, 32 or 64, got %d", p->text, x);
         return 0;
     }
     return 1;

@@ -2261,7 +2261,7 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
         g_bq = g_bk = g_seg = g_win = 0;
         if (geo) {
             g_bq = soak_pick(&rs, 2) ? 64 : 128;
-            g_bk = 16 * (1 + soak_pick(&rs, 4));
+            g_bk = 16 << soak_pick(&rs, 3); /* 16, 32, 64: what the key takes */
             const int maxb = 512 / g_bk < 32 ? 512 / g_bk : 32; /* segments of at most 32 blocks */
             g_seg = g_bk * (1 + soak_pick(&rs, maxb));
             g_win = g_bk * (1 + soak_pick(&rs, 8));

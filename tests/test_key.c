@@ -102,7 +102,8 @@ Test(key, invalid_combinations_name_the_field_and_the_rule)
 {
     expect_invalid("fused:bk=32,seg=100", "block_seg", "multiple of block_k");
     expect_invalid("fused:bk=16,seg=1024", "block_seg", "at most 32 blocks");
-    expect_invalid("fused:bk=24", "block_k", "multiple of 16");
+    expect_invalid("fused:bk=24", "block_k", "16, 32 or 64");
+    expect_invalid("fused:bk=48,seg=96,win=96", "block_k", "16, 32 or 64");
     expect_invalid("fused:d=96", "head_dim", "64 or 128");
     expect_invalid("fused:stages=8", "stages", "between 1 and 7");
     expect_invalid("fused:d=256", "head_dim", "shared memory");
@@ -935,4 +936,46 @@ Test(key, the_manual_gives_each_fields_open_value_as_sale_key_default_sets_it)
     cr_assert_eq(sale_key_resolve(&o, err, sizeof err), SALE_OK, "%s", err);
     cr_assert_eq(o.dtype, SALE_DTYPE_BF16, "open dtype resolves to bf16");
     cr_assert_eq(o.causal, 1);
+}
+
+/* block_k: the kernels' tiles take 16, 32 and 64 (sale.h), and so does the
+ * key. 48 used to pass the field rule ("a multiple of 16 up to 64") and fail
+ * later, in every family that ignores block_seg, as "block_seg: must be a
+ * positive multiple of block_k (48), got 128": a message about a field the
+ * caller had set right (found by gpu/random_configurations_match_reference,
+ * on a call with block_seg 96 and local_window 192). Every family resolves
+ * with each legal block_k, its ignored fields at the fixed 128; 48 is refused
+ * by name, for every family and arch. */
+Test(key, block_k_is_16_32_or_64_in_every_family)
+{
+    static const int archs[] = {80, 86, 89, 90, SALE_ARCH_SM90A};
+    char err[256], text[256];
+    for (int f = 0; f < SALE_FAMILY_COUNT; f++)
+        for (size_t ai = 0; ai < sizeof archs / sizeof archs[0]; ai++)
+            for (int bk = 16; bk <= 64; bk += 16) {
+                sale_key k = sale_key_default((sale_family)f);
+                k.arch = archs[ai];
+                k.head_dim = 128;
+                k.block_k = bk;
+                k.block_seg = 3 * bk;
+                k.local_window = 2 * bk;
+                err[0] = 0;
+                sale_status st = sale_key_resolve(&k, err, sizeof err);
+                if (bk == 48) {
+                    cr_assert_eq(st, SALE_ERR_INVALID, "family %d arch %d: block_k 48 accepted", f, archs[ai]);
+                    cr_assert(strncmp(err, "block_k: must be 16, 32 or 64", 29) == 0, "family %d: '%s'", f, err);
+                    continue;
+                }
+                /* sm_86/89 give a block 99 KB: fused at block_k 64, head_dim 128 does not fit */
+                if (st != SALE_OK && (archs[ai] == 86 || archs[ai] == 89) && strstr(err, "shared memory"))
+                    continue;
+                cr_assert_eq(st, SALE_OK, "family %d arch %d block_k %d: %s", f, archs[ai], bk, err);
+                if (!sale_key_family_uses((sale_family)f, "block_seg"))
+                    cr_assert_eq(k.block_seg, 128, "family %d: an ignored block_seg is 128", f);
+                if (!sale_key_family_uses((sale_family)f, "local_window"))
+                    cr_assert_eq(k.local_window, 128, "family %d: an ignored local_window is 128", f);
+                cr_assert_eq(sale_key_format(&k, text, sizeof text), SALE_OK);
+                sale_key back;
+                cr_assert_eq(sale_key_parse(text, &back, err, sizeof err), SALE_OK, "'%s': %s", text, err);
+            }
 }

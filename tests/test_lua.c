@@ -324,9 +324,9 @@ Test(validation, block_k_not_a_multiple_of_16_names_line_and_field)
                    "  block_k = { 32,\n"
                    "              24 },\n"
                    "}\n",
-                   "sale.lua:4: fleet.block_k[2] must be a multiple of 16, got 24");
+                   "sale.lua:4: fleet.block_k[2] must be 16, 32 or 64, got 24");
     expect_invalid("\n\ndefaults = { block_q = 64,\n  block_k = 24 }\n",
-                   "sale.lua:4: defaults.block_k must be a multiple of 16, got 24");
+                   "sale.lua:4: defaults.block_k must be 16, 32 or 64, got 24");
 }
 
 Test(validation, each_rule_has_its_message)
@@ -404,7 +404,7 @@ Test(validation, a_file_path_is_named_in_messages)
     cfg_defaults_init(&c);
     cr_assert_eq(cfg_load(path, &c, g_err, sizeof g_err), SALE_ERR_INVALID);
     char want[700];
-    snprintf(want, sizeof want, "%s:3: defaults.block_k must be a multiple of 16, got 24", path);
+    snprintf(want, sizeof want, "%s:3: defaults.block_k must be 16, 32 or 64, got 24", path);
     cr_expect_str_eq(g_err, want);
     cfg_free(&c);
 }
