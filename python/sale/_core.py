@@ -859,8 +859,10 @@ def cache_info(context=None):
     if path != ":memory:" and os.path.exists(path):
         try:
             import sqlite3
-            from urllib.request import pathname2url  # a path with '?', '#' or '%' is not a URI
-            db = sqlite3.connect("file:%s?mode=ro" % pathname2url(path), uri=True, timeout=5)
+            from urllib.parse import quote  # a path with '?', '#' or '%' is not a URI
+            # quoted as the file name's bytes: the str of a name that is not UTF-8 (0xff is os.fsdecode's
+            # surrogate) does not encode as UTF-8, and SQLite decodes %FF back to the byte 0xff
+            db = sqlite3.connect("file:%s?mode=ro" % quote(os.fsencode(path)), uri=True, timeout=5)
             try:
                 tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
                 for t in tables:

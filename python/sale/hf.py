@@ -73,6 +73,14 @@ def _sdpa(module, query, key, value, attention_mask, **kwargs):
 def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """An AttentionInterface function: query [B, Hq, Nq, D], key/value [B, Hkv, Nk, D]
     after RoPE; returns ([B, Nq, Hq, D], None) like transformers' sdpa."""
+    # gpt-oss passes its learned per-head sink logits as s_aux=self.sinks (transformers 5.x,
+    # models/gpt_oss/modeling_gpt_oss.py, GptOssAttention.forward); neither sale nor
+    # transformers' sdpa_attention_forward (which takes and drops any **kwargs) adds them to the
+    # softmax denominator, so every path here would return a wrong result without a word.
+    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
+        raise _core.InvalidArgument("sale: this model passes attention sinks (s_aux), which neither sale nor SDPA "
+                                    "computes; use attn_implementation=\"eager\" (or a kernel that supports "
+                                    "sinks) for it")
     B, Hq, Nq, D = query.shape
     Nk = key.shape[2]
     s = _settings

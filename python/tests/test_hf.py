@@ -94,3 +94,41 @@ def test_a_calls_is_causal_false_is_not_computed_causal(monkeypatch):
     out, _ = hf.sale_attention_forward(module, q, k, v, None, scaling=0.125, is_causal=False)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=False, scale=0.125)
     torch.testing.assert_close(out, want.transpose(1, 2))
+
+
+def _qkv(nq, nk, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, 2, nq, 64, generator=g), torch.randn(1, 2, nk, 64, generator=g),
+            torch.randn(1, 2, nk, 64, generator=g))
+
+
+def _module():
+    import types
+    return types.SimpleNamespace(layer_idx=0, is_causal=True, training=False, num_key_value_groups=1)
+
+
+@pytest.mark.parametrize("cpu,nq,name", [("reference", 64, "s_aux"), ("sdpa", 64, "s_aux"), ("reference", 1, "s_aux"),
+                                         ("reference", 64, "sinks")],
+                         ids=["prefill-sale", "prefill-cpu-sdpa", "decode", "named-sinks"])
+def test_attention_sinks_are_refused_not_ignored(monkeypatch, cpu, nq, name):
+    """gpt-oss passes its per-head sink logits as s_aux; neither sale nor transformers'
+    sdpa adds them to the softmax denominator, so both returned a silently wrong result.
+    Every path (sale, SDPA for decode, the CPU) now refuses them before computing."""
+    monkeypatch.setattr(sale._core, "reference_attention", lambda *a, **k: pytest.fail("sale ran with sinks"))
+    import transformers.integrations.sdpa_attention as sd
+    monkeypatch.setattr(sd, "sdpa_attention_forward", lambda *a, **k: pytest.fail("SDPA ran with sinks"))
+    hf.configure(cpu=cpu, min_len=0)
+    q, k, v = _qkv(nq, 64)
+    with pytest.raises(sale.InvalidArgument, match="attention sinks.*eager"):
+        hf.sale_attention_forward(_module(), q, k, v, None, scaling=0.125, **{name: torch.zeros(2)})
+
+
+@pytest.mark.parametrize("nq", [64, 1], ids=["prefill", "decode"])
+def test_no_sinks_is_unchanged(nq):
+    hf.configure(cpu="reference", min_len=0, tau=1e-6, dense_below=-1)
+    q, k, v = _qkv(nq, 64)
+    a, _ = hf.sale_attention_forward(_module(), q, k, v, None, scaling=0.125)
+    b, _ = hf.sale_attention_forward(_module(), q, k, v, None, scaling=0.125, s_aux=None)
+    assert torch.equal(a, b)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=nq > 1, scale=0.125)
+    torch.testing.assert_close(b, want.transpose(1, 2), atol=1e-4, rtol=1e-4)

@@ -239,6 +239,22 @@ def test_cache_info_with_uri_characters_in_the_path(tmp_path):
     assert "error" not in info and info.get("kernels", 0) >= 1
 
 
+def test_cache_info_counts_a_cache_whose_path_is_not_utf8(tmp_path):
+    """The path went into the read-only sqlite3 URI as a str, which UTF-8 cannot encode when the
+    name has a byte such as 0xff (os.fsdecode's surrogate): the counts came back as an "error"."""
+    d = os.fsencode(str(tmp_path)) + b"/x\xff"
+    try:
+        os.mkdir(d)
+    except OSError as e:
+        pytest.skip("this filesystem refuses a file name that is not UTF-8: %s" % e)
+    with sale.Context(cache=d + b"/c.db") as ctx:
+        sale.compile("dense:d=64,dt=bf16,arch=sm_80", context=ctx)
+        sale.put_thresholds("m", 0, [0.01, 0.02], context=ctx)
+        info = sale.cache_info(ctx)
+    assert "error" not in info, info["error"]
+    assert info["kernels"] >= 1 and info["thresholds"] >= 1
+
+
 # --------------------------------------------------------------- hf and calib
 
 transformers_missing = pytest.mark.skipif(
