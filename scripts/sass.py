@@ -71,7 +71,8 @@ def counts_of(tool, cubin):
 def kernels(db, parts):
     if not os.path.exists(db):
         sys.exit("sass.py: no such cache: %s" % db)
-    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+    from urllib.parse import quote  # a path with '?', '#' or '%' is not a URI; quoted from its bytes
+    con = sqlite3.connect("file:%s?mode=ro" % quote(os.fsencode(os.path.abspath(db))), uri=True)
     try:
         rows = con.execute("SELECT key, arch, cubin FROM kernels ORDER BY key, arch, created").fetchall()
     except sqlite3.Error as e:
