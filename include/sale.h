@@ -288,7 +288,9 @@ sale_status sale_kernel_function_named(sale_ctx *ctx, const sale_kernel *k, cons
  * The sm_90a wgmma kernels (dense, attend, the thr=fixed estimation) take
  * sale_tma_params: the parameter block and TMA maps of their operands
  * (cuTensorMapEncodeTiled); leave p.o_tma 0 unless you encode `to` as
- * sale_attention does (the rows attend kernel then stores O through it). */
+ * sale_attention does (the rows attend kernel then stores O through it). A dense
+ * launch that writes a mask writes it in blocks of p.mask_bq x p.mask_bk (the
+ * dense key fixes block_k; 0: the key's own). */
 sale_status sale_kernel_launch(sale_ctx *ctx, const sale_kernel *k, const char *entry, unsigned grid_x,
                                unsigned grid_y, unsigned grid_z, unsigned block, unsigned smem, const void *params,
                                size_t params_size, void *stream);

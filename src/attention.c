@@ -966,6 +966,8 @@ static sale_status attention_run(sale_ctx *ctx, const sale_attention_args *args,
     p.nqb = s.nqb;
     p.nkb = s.nkb;
     p.nkw = s.nkw;
+    p.mask_bq = a.block_q;
+    p.mask_bk = a.block_k;
     p.group = a.heads_q / a.heads_kv;
     p.scale = a.scale;
     p.scale_log2 = a.scale * 1.4426950408889634f;

@@ -62,6 +62,11 @@ typedef struct sale_params {
     int dense_heads_only;     /* 1: ignore tau, keep every causal block */
     int o_tma;                /* 1: the call's sale_tma_params.to maps o (the sm_90a rows attend
                                  kernel then stores O by TMA); 0: no map (raw launches) */
+    int mask_bq, mask_bk;     /* the mask's block_q and block_k (the call's; nqb, nkb and nkw
+                                 count its blocks). The dense kernels write every causal block
+                                 at these: the dense key fixes block_k (it computes every key),
+                                 so a call at block_k 16 or 64 that fell back to dense wrote
+                                 its mask in 32-key blocks; 0: the kernel key's own) */
     float tau_inline[SALE_TAU_INLINE]; /* per-head tau when tau == 0 */
 } sale_params;
 

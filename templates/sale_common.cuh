@@ -789,14 +789,16 @@ template <int MODE, bool LOCAL = false> struct SaleAttn {
         }
     }
 
-    /* mask row init: local region + sink (dense: every causal block) */
+    /* mask row init: local region + sink (dense: every causal block, in the
+     * mask's blocks of p.mask_bk keys: the dense key's BK is fixed) */
     SALE_DEV void init_mask_row(const sale_params &p) {
         mask_row = 0;
         if constexpr (EST || MODE == SALE_MODE_DENSE) {
             if (p.mask) {
                 mask_row = (sale_u32 *)p.mask + ((long long)bhq * p.nqb + qb) * p.nkw;
+                const int hi = MODE == SALE_MODE_DENSE ? iend / (p.mask_bk ? p.mask_bk : BK) : kb_hi;
                 for (int w = tid; w < p.nkw; w += NT)
-                    mask_row[w] = sale_mask_word(w, local_lo, kb_hi) | (w == 0 ? 1u : 0u);
+                    mask_row[w] = sale_mask_word(w, local_lo, hi) | (w == 0 ? 1u : 0u);
             }
         }
     }

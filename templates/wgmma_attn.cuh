@@ -524,14 +524,15 @@ struct DenseWg : DwRowState<DW_BN, DW_HALF> {
 
 #if !DW_ATTEND
 /* the dense mask, when asked: every causal block of the query blocks whose
- * first row lies in this CTA's rows (block_q = ceil(N / nqb) rounded as the
- * host does: the caller's block_q), written by the 256 consumer threads */
+ * first row lies in this CTA's rows, in the mask's geometry (the caller's
+ * block_q and block_k: p.mask_bq, p.mask_bk; the dense key fixes block_k),
+ * written by the 256 consumer threads */
 SALE_DEV void dw_dense_mask(const sale_params &p, int b, int h, int r0, int ctid) {
-    const int bq = SALE_BLOCK_Q; /* the dense key fixes block_q to the mask's 64 */
+    const int bq = p.mask_bq ? p.mask_bq : SALE_BLOCK_Q, bk = p.mask_bk ? p.mask_bk : SALE_BLOCK_K; /* 0: a raw launch's */
     for (int qb = (r0 + bq - 1) / bq; qb * bq < r0 + DW_BM && qb < p.nqb; qb++) {
         sale_u32 *row = (sale_u32 *)p.mask + (((long long)b * p.Hq + h) * p.nqb + qb) * p.nkw;
         const int iend = (qb * bq + bq < p.N ? qb * bq + bq : p.N) - 1;
-        const int kb_hi = iend / SALE_BLOCK_K;
+        const int kb_hi = iend / bk;
         for (int w = ctid; w < p.nkw; w += 256) row[w] = sale_mask_word(w, 0, kb_hi);
     }
 }

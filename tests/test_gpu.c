@@ -2187,6 +2187,43 @@ Test(gpu, lua_attention_takes_the_c_defaults)
 }
 
 
+/* A call that falls back to dense (dense_below above its length) still
+ * returns the kept-block mask it was asked for: every causal block, in the
+ * caller's block_q and block_k. The dense key fixes block_k (it computes
+ * every key), and both dense kernels wrote the mask in its 32-key blocks: at
+ * block_k 16 or 64 the mask was wrong in most blocks (found by
+ * random_configurations_match_reference: 1,764 of 2,204 blocks at block_q
+ * 128, block_k 64). Through two-pass, fused and plain, head_dim 64 (the
+ * mma.sync dense kernel) and 128 (sm_90a: the wgmma one at block_q 64),
+ * against the reference, bit for bit. */
+Test(gpu, a_call_that_falls_back_to_dense_writes_its_mask_in_the_callers_blocks)
+{
+    NEED_GPU();
+    static const int geo[][2] = {{64, 16}, {64, 64}, {128, 64}, {128, 16}, {64, 32}};
+    static const sale_mode modes[] = {SALE_MODE_TWO_PASS, SALE_MODE_FUSED, SALE_MODE_PLAIN};
+    for (size_t gi = 0; gi < sizeof geo / sizeof geo[0]; gi++)
+        for (size_t m = 0; m < 3; m++)
+            for (int D = 64; D <= 128; D += 64) {
+                g_bq = geo[gi][0], g_bk = geo[gi][1];
+                g_seg = 4 * g_bk, g_win = 4 * g_bk;
+                const int N = 1000 + 37 * (int)gi;
+                g_dense_below = N + 1; /* dense, whatever the mode */
+                run_result r = compare(1, 4, 2, N, D, SALE_DTYPE_BF16, modes[m], 0.004f, 1, 0,
+                                       seed_base ^ (gi * 131 + m * 17 + (size_t)D));
+                fprintf(stderr,
+                        "gpu dense fallback %-8s D=%d bq=%d bk=%d N=%d: mask_diff=%lld/%lld density gpu=%.4f ref=%.4f "
+                        "rel_l1=%.2e unwritten=%lld\n",
+                        mode_name(modes[m]), D, g_bq, g_bk, N, r.mask_diff, r.mask_total, r.density_gpu,
+                        r.density_ref, r.rel_l1, r.unwritten);
+                cr_assert_eq(r.density_ref, 1.0, "the reference runs dense below dense_below");
+                cr_assert_eq(r.mask_diff, 0, "%s D=%d bq=%d bk=%d: the mask differs in %lld of %lld blocks",
+                             mode_name(modes[m]), D, g_bq, g_bk, r.mask_diff, r.mask_total);
+                cr_assert_eq(r.unwritten, 0);
+                cr_assert(r.rel_l1 <= 1.5e-2, "relative L1 %.3e", r.rel_l1);
+            }
+    g_bq = g_bk = g_seg = g_win = g_dense_below = 0;
+}
+
 /* ------------------------------------------------- random configurations */
 /* Inputs nobody designed a test for: each case draws a mode (auto, fused,
  * two-pass, dense, plain), dtype, head_dim, batch, GQA group, a length
