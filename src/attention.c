@@ -864,7 +864,13 @@ static sale_status attention_run(sale_ctx *ctx, const sale_attention_args *args,
     /* validated for the arch each runs on (tiles such as warps 12 exist only on sm_90a) */
     if (sale_key_validate(&kf, err, sizeof err) || sale_key_validate(&kq, err, sizeof err) ||
         (!dense && a.mode == SALE_MODE_TWO_PASS && sale_key_validate(&ka, err, sizeof err))) {
-        sale_set_error(ctx, "%s", err);
+        if (kf.family == SALE_FAMILY_SELECT && kf.warps == SALE_SE_DEFAULT_WARPS && kf.arch != SALE_ARCH_SM90A)
+            /* 20 names no other kernel: say which select it is, not only the rule it broke */
+            sale_set_error(ctx, "tile_warps: 20 is the sm_90a wgmma estimation's tile (two-pass, thr fixed, head_dim "
+                                "128, block_q 64, block_k 32, block_seg 128, 8-bit codes), which this call's select "
+                                "is not (%s)", err);
+        else
+            sale_set_error(ctx, "%s", err);
         return SALE_ERR_INVALID;
     }
 
