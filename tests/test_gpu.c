@@ -83,6 +83,7 @@ static float ld(const void *p, sale_dtype dt, size_t i)
 typedef struct run_result {
     double rel_l1, max_abs;
     long long mask_diff, mask_total, unwritten, lse_bad, needles, needles_missed;
+    long long gaps_written; /* g_layout 2: elements of out's gaps no longer the poison */
     double density_gpu, density_ref;
     int refused;        /* g_allow_refusal and the GPU call refused: nothing compared */
     char why[240];      /* its message */
@@ -105,6 +106,40 @@ static int g_allow_refusal;
 /* set: compare() stops after the CPU reference (the random configurations'
  * dry run without a GPU: every drawn case is one the reference takes) */
 static int g_reference_only;
+/* the GPU side's memory layout of q, k, v and out in the next compare() calls
+ * (the reference keeps [B, H, N, D]): 0 contiguous [B, H, N, D]; 1 [B, N, H,
+ * D]; 2 [B, H, N, D] with gaps after each row, head and batch entry (pads of
+ * 8..64 elements), whose out gaps must still hold the poison after the call */
+static int g_layout;
+
+/* element strides {batch, head, row} of layout g_layout, and the elements
+ * the buffer spans */
+static size_t layout_strides(int layout, int B, int H, int N, int D, int64_t st[3])
+{
+    if (layout == 1) {
+        st[0] = (int64_t)N * H * D, st[1] = D, st[2] = (int64_t)H * D;
+        return (size_t)B * N * H * D;
+    }
+    const int64_t rp = layout == 2 ? 8 * (1 + H % 8) : 0; /* row pad: 8..64, a multiple of 8 (16 bytes) */
+    st[2] = D + rp;
+    st[1] = (int64_t)N * st[2] + (layout == 2 ? 64 : 0);
+    st[0] = (int64_t)H * st[1] + (layout == 2 ? 8 : 0);
+    return (size_t)B * st[0];
+}
+
+/* copy between contiguous [B, H, N, D] (c) and strided (s): to_s 1 c -> s, 0 s -> c */
+static void relayout(uint16_t *c, uint16_t *s, int B, int H, int N, int D, const int64_t st[3], int to_s)
+{
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int n = 0; n < N; n++) {
+                uint16_t *cr = c + (((size_t)b * H + h) * N + n) * D, *sr = s + b * st[0] + h * st[1] + n * st[2];
+                if (to_s)
+                    memcpy(sr, cr, (size_t)D * 2);
+                else
+                    memcpy(cr, sr, (size_t)D * 2);
+            }
+}
 
 /* One comparison: GPU sale_attention (mode) against the CPU reference. */
 static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured,
@@ -165,17 +200,23 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     }
 
     void *dq, *dk, *dv, *dout, *dmask, *dlse;
-    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dk), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dv), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dout), SALE_OK);
+    int64_t sq[3], sk[3];
+    const size_t lq = layout_strides(g_layout, B, Hq, N, D, sq), lk = layout_strides(g_layout, B, Hkv, N, D, sk);
+    uint16_t *hq = malloc(lq * 2), *hk = malloc(lk * 2), *hv = malloc(lk * 2), *ho = malloc(lq * 2);
+    cr_assert(hq && hk && hv && ho);
+    memset(hq, 0xFF, lq * 2), memset(hk, 0xFF, lk * 2), memset(hv, 0xFF, lk * 2); /* gaps: NaN, never read */
+    relayout(q, hq, B, Hq, N, D, sq, 1), relayout(k, hk, B, Hkv, N, D, sk, 1), relayout(v, hv, B, Hkv, N, D, sk, 1);
+    cr_assert_eq(sale_dev_alloc(ctx, lq * 2, &dq), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, lk * 2, &dk), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, lk * 2, &dv), SALE_OK);
+    cr_assert_eq(sale_dev_alloc(ctx, lq * 2, &dout), SALE_OK);
     cr_assert_eq(sale_dev_alloc(ctx, nmask * 4 + 4, &dmask), SALE_OK);
     cr_assert_eq(sale_dev_alloc(ctx, (size_t)B * Hq * N * 4, &dlse), SALE_OK);
-    sale_dev_upload(ctx, dq, q, nq * 2);
-    sale_dev_upload(ctx, dk, k, nk * 2);
-    sale_dev_upload(ctx, dv, v, nk * 2);
+    sale_dev_upload(ctx, dq, hq, lq * 2);
+    sale_dev_upload(ctx, dk, hk, lk * 2);
+    sale_dev_upload(ctx, dv, hv, lk * 2);
     /* poison: 0xFF bytes are NaN in f16, bf16 and f32 */
-    sale_dev_fill8(ctx, dout, 0xFF, nq * 2);
+    sale_dev_fill8(ctx, dout, 0xFF, lq * 2);
     sale_dev_fill8(ctx, dlse, 0xFF, (size_t)B * Hq * N * 4);
     sale_dev_fill8(ctx, dmask, 0xA5, nmask * 4);
     sale_attention_args ga = a;
@@ -183,6 +224,10 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     ga.k = dk;
     ga.v = dv;
     ga.out = dout;
+    for (int i = 0; i < 3; i++) {
+        ga.q_stride[i] = ga.o_stride[i] = g_layout ? sq[i] : 0;
+        ga.k_stride[i] = ga.v_stride[i] = g_layout ? sk[i] : 0;
+    }
     ga.mask = mode == SALE_MODE_DENSE ? NULL : dmask;
     ga.lse = dlse;
     ga.stats = &sgpu;
@@ -196,7 +241,19 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
         cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
     }
     if (!rr.refused) {
-        sale_dev_download(ctx, o, dout, nq * 2);
+        sale_dev_download(ctx, ho, dout, lq * 2);
+        relayout(o, ho, B, Hq, N, D, sq, 0);
+        if (g_layout == 2) { /* the gaps: every element of the span that no (b, h, n, d) names */
+            uint16_t *probe = calloc(lq, 2); /* nonzero where an element of out lies */
+            cr_assert(probe);
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < Hq; h++)
+                    for (int n = 0; n < N; n++)
+                        memset(probe + b * sq[0] + h * sq[1] + n * sq[2], 1, (size_t)D * 2);
+            for (size_t i = 0; i < lq; i++)
+                rr.gaps_written += !probe[i] && ho[i] != 0xFFFFu;
+            free(probe);
+        }
         sale_dev_download(ctx, mgpu, dmask, nmask * 4);
         sale_dev_download(ctx, lgpu, dlse, (size_t)B * Hq * N * 4);
 
@@ -240,6 +297,7 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     sale_dev_free(ctx, dout);
     sale_dev_free(ctx, dmask);
     sale_dev_free(ctx, dlse);
+    free(hq), free(hk), free(hv), free(ho);
     free(q), free(k), free(v), free(o), free(oref), free(mref), free(mgpu), free(lref), free(lgpu);
     return rr;
 }
@@ -2231,9 +2289,11 @@ Test(gpu, a_call_that_falls_back_to_dense_writes_its_mask_in_the_callers_blocks)
  * geometry (half the cases: block_q, block_k, block_seg, local_window from
  * what sale_key_validate takes), the threshold variant, a tau (one for every
  * head, or per head with dense heads among them), sometimes a softmax scale,
- * a dense_below that may or may not cover the length, and on sm_90 a tile
- * choice; then runs it on the GPU against the CPU reference with the
- * criteria of check_case (check_plain's, bit for bit, for plain). A GPU call
+ * a dense_below that may or may not cover the length, on sm_90 a tile
+ * choice, and the memory layout of q, k, v and out (contiguous, [B, N, H,
+ * D], or with gaps that must stay untouched); then runs it on the GPU
+ * against the CPU reference with the criteria of check_case (check_plain's,
+ * bit for bit, for plain). A GPU call
  * may refuse a geometry cleanly (SALE_ERR_INVALID / UNSUPPORTED with a
  * message): counted and printed, not failed. The cases come from
  * SALE_TEST_SEED (printed), so a failure reruns exactly;
@@ -2321,14 +2381,18 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
             g_tile_warps = tw[soak_pick(&rs, 5)];
         }
         const int structured = soak_pick(&rs, 5) < 3;
+        g_layout = soak_pick(&rs, 4);
+        if (g_layout == 3)
+            g_layout = 0; /* contiguous half the time, [B, N, H, D] and padded a quarter each */
         const uint64_t seed = soak_next(&rs);
         char cfg[400];
         snprintf(cfg, sizeof cfg,
                  "case %d: %s %s D=%d B=%d Hq=%d Hkv=%d N=%d bq=%d bk=%d seg=%d win=%d thr=%s tau=%g%s scale=%g "
-                 "dense_below=%d est_bits=%d tile_warps=%d %s",
+                 "dense_below=%d est_bits=%d tile_warps=%d layout=%s %s",
                  c, mode_name(mode), sale_dtype_name(dt), D, B, Hq, Hkv, N, g_bq, g_bk, g_seg, g_win,
                  g_thr ? "fixed" : "run", (double)tau, g_tau_heads ? " (per head)" : "", (double)g_scale, g_dense_below,
-                 g_est_bits, g_tile_warps, structured ? "structured" : "random");
+                 g_est_bits, g_tile_warps, g_layout == 1 ? "bnhd" : g_layout == 2 ? "padded" : "bhnd",
+                 structured ? "structured" : "random");
         if (g_tau_heads) {
             fprintf(stderr, "gpu %s: tau per head", cfg);
             for (int h = 0; h < Hq; h++)
@@ -2356,6 +2420,8 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
                 cfg, r.rel_l1, r.max_abs, r.mask_diff, r.mask_total, r.density_gpu, r.density_ref, r.unwritten,
                 r.lse_bad, r.needles_missed, r.needles);
         SOAK_CHECK(r.unwritten == 0, "%lld output elements not written (still poison)", r.unwritten);
+        SOAK_CHECK(r.gaps_written == 0, "%lld elements written in the gaps between out's rows, heads or batches",
+                   r.gaps_written);
         SOAK_CHECK(r.lse_bad == 0, "%lld log-sum-exp values off", r.lse_bad);
         SOAK_CHECK(r.needles_missed == 0, "%lld of %lld planted needles dropped", r.needles_missed, r.needles);
         if (mode == SALE_MODE_PLAIN) {
@@ -2370,7 +2436,7 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
                            r.density_ref);
         }
     }
-    g_bq = g_bk = g_seg = g_win = g_thr = g_tile_warps = g_dense_below = g_est_bits = 0;
+    g_bq = g_bk = g_seg = g_win = g_thr = g_tile_warps = g_dense_below = g_est_bits = g_layout = 0;
     g_tau_heads = NULL;
     g_scale = 0.f;
     g_reference_only = 0;
