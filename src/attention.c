@@ -276,6 +276,19 @@ static sale_status check_args(sale_ctx *ctx, const sale_attention_args *a, int n
 #undef BAD
 }
 
+/* A refused key's reason, for the caller: 20 names no kernel but the sm_90a
+ * wgmma estimation, so a select key with it says which select that is,
+ * beside the rule it broke */
+static void key_error(sale_ctx *ctx, const sale_key *k, const char *err)
+{
+    if (k->family == SALE_FAMILY_SELECT && k->warps == SALE_SE_DEFAULT_WARPS && k->arch != SALE_ARCH_SM90A)
+        sale_set_error(ctx, "tile_warps: 20 is the sm_90a wgmma estimation's tile (two-pass, thr fixed, head_dim 128, "
+                            "block_q 64, block_k 32, block_seg 128, 8-bit codes), which this call's select is not (%s)",
+                       err);
+    else
+        sale_set_error(ctx, "%s", err);
+}
+
 /* The keys of a call, checked without a device (arch open): a bad block
  * size, tile or est_bits is refused by sale_attention before a device is
  * looked for, and by sale_attention_workspace_size. */
@@ -286,7 +299,23 @@ static sale_status check_keys_early(sale_ctx *ctx, const sale_attention_args *ar
     sale_key k0 = make_key(&a0, main_family(&a0), SALE_ARCH_CURRENT);
     sale_key q0 = make_key(&a0, SALE_FAMILY_QUANTIZE, SALE_ARCH_CURRENT);
     char e0[512];
-    if (sale_key_validate(&k0, e0, sizeof e0) || sale_key_validate(&q0, e0, sizeof e0)) {
+    if (sale_key_validate(&k0, e0, sizeof e0)) {
+        key_error(ctx, &k0, e0);
+        return SALE_ERR_INVALID;
+    }
+    if (k0.family == SALE_FAMILY_SELECT && k0.warps == SALE_SE_DEFAULT_WARPS) {
+        /* with stages open the tile rules wait for the device (sale_key_validate): 20 can
+         * only be the sm_90a estimation, so check this call against its rules now */
+        sale_key t = k0;
+        t.arch = SALE_ARCH_SM90A;
+        if (!t.stages)
+            t.stages = SALE_SE_DEFAULT_STAGES;
+        if (sale_key_validate(&t, e0, sizeof e0)) {
+            key_error(ctx, &k0, e0);
+            return SALE_ERR_INVALID;
+        }
+    }
+    if (sale_key_validate(&q0, e0, sizeof e0)) {
         sale_set_error(ctx, "%s", e0);
         return SALE_ERR_INVALID;
     }
@@ -864,13 +893,7 @@ static sale_status attention_run(sale_ctx *ctx, const sale_attention_args *args,
     /* validated for the arch each runs on (tiles such as warps 12 exist only on sm_90a) */
     if (sale_key_validate(&kf, err, sizeof err) || sale_key_validate(&kq, err, sizeof err) ||
         (!dense && a.mode == SALE_MODE_TWO_PASS && sale_key_validate(&ka, err, sizeof err))) {
-        if (kf.family == SALE_FAMILY_SELECT && kf.warps == SALE_SE_DEFAULT_WARPS && kf.arch != SALE_ARCH_SM90A)
-            /* 20 names no other kernel: say which select it is, not only the rule it broke */
-            sale_set_error(ctx, "tile_warps: 20 is the sm_90a wgmma estimation's tile (two-pass, thr fixed, head_dim "
-                                "128, block_q 64, block_k 32, block_seg 128, 8-bit codes), which this call's select "
-                                "is not (%s)", err);
-        else
-            sale_set_error(ctx, "%s", err);
+        key_error(ctx, &kf, err);
         return SALE_ERR_INVALID;
     }
 

@@ -207,3 +207,26 @@ Test(attention, default_threshold_variant_per_arch)
     cr_assert_eq(sale_attention_default_thr(86), SALE_THR_RUN);
     cr_assert_eq(sale_attention_default_thr(89), SALE_THR_RUN);
 }
+
+/* tile_warps 20 names only the sm_90a wgmma estimation (two-pass, thr fixed,
+ * its block sizes): elsewhere the refusal says so, not only "warps: must be
+ * 2, 4 or 8" (the random configurations on the H200 met it under thr run) */
+Test(attention, tile_warps_20_outside_the_wgmma_estimation_says_what_20_is)
+{
+    sale_attention_args a = shape(4096);
+    a.mode = SALE_MODE_TWO_PASS;
+    a.tile_warps = 20;
+    size_t s = 0;
+    a.thr = SALE_THR_RUN;
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &s), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "tile_warps: 20 is the sm_90a wgmma estimation's tile") != NULL, "%s",
+              sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "takes thr=fixed") != NULL, "and the rule it broke: %s",
+              sale_last_error(ctx));
+    a.thr = SALE_THR_FIXED; /* the estimation's own call: accepted */
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &s), SALE_OK, "%s", sale_last_error(ctx));
+    a.block_k = 64; /* not its block sizes */
+    cr_assert_eq(sale_attention_workspace_size(ctx, &a, &s), SALE_ERR_INVALID);
+    cr_assert(strstr(sale_last_error(ctx), "tile_warps: 20 is") != NULL, "%s", sale_last_error(ctx));
+    cr_assert(strstr(sale_last_error(ctx), "block_k 32") != NULL, "%s", sale_last_error(ctx));
+}
