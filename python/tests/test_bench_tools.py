@@ -172,8 +172,10 @@ def test_sass_counts_a_real_cubin_and_its_difference(tmp_path):
                           capture_output=True, text=True)
     assert diff.returncode == 0, diff.stderr
     assert "most changed: none" not in diff.stdout and "most changed: " in diff.stdout, diff.stdout
-    total = next(l for l in diff.stdout.splitlines() if l.strip().startswith("total")).split()
-    assert int(total[1]) != int(total[2]) and int(total[3]) == int(total[2]) - int(total[1]), diff.stdout
+    # the table's deltas are new - base; the totals of two ring depths may come out equal
+    # (7b113ec's dense kernel: 2,016 both, with 8 UIMAD, 7 UMOV, ... moved), so the rows are checked
+    rows = {l.split()[0]: l.split()[1:] for l in diff.stdout.splitlines()[2:] if len(l.split()) == 4}
+    assert rows and all(int(d) == int(n) - int(b) for b, n, d in rows.values()), diff.stdout
     bad = subprocess.run([sys.executable, str(SASS), str(tmp_path / "missing.db")], capture_output=True, text=True)
     assert bad.returncode != 0 and "no such cache" in bad.stderr
 
