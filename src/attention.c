@@ -289,6 +289,27 @@ static void key_error(sale_ctx *ctx, const sale_key *k, const char *err)
         sale_set_error(ctx, "%s", err);
 }
 
+/* 20 names only the sm_90a wgmma estimation: where the select of a call
+ * (key k, arch open or resolved) is another kernel, refuse it here, saying
+ * which of the estimation's rules the call breaks or on what it runs. 1: refused. */
+static int refuse_select_20(sale_ctx *ctx, const sale_key *k)
+{
+    if (k->family != SALE_FAMILY_SELECT || k->warps != SALE_SE_DEFAULT_WARPS)
+        return 0;
+    sale_key t = *k;
+    t.arch = SALE_ARCH_SM90A;
+    if (!t.stages)
+        t.stages = SALE_SE_DEFAULT_STAGES;
+    char why[512];
+    if (sale_key_validate(&t, why, sizeof why) == SALE_OK) {
+        if (k->arch == SALE_ARCH_CURRENT || k->arch == SALE_ARCH_SM90A)
+            return 0;
+        snprintf(why, sizeof why, "this call's select runs on %s", sale_arch_name(k->arch));
+    }
+    key_error(ctx, k, why);
+    return 1;
+}
+
 /* The keys of a call, checked without a device (arch open): a bad block
  * size, tile or est_bits is refused by sale_attention before a device is
  * looked for, and by sale_attention_workspace_size. */
@@ -303,18 +324,10 @@ static sale_status check_keys_early(sale_ctx *ctx, const sale_attention_args *ar
         key_error(ctx, &k0, e0);
         return SALE_ERR_INVALID;
     }
-    if (k0.family == SALE_FAMILY_SELECT && k0.warps == SALE_SE_DEFAULT_WARPS) {
-        /* with stages open the tile rules wait for the device (sale_key_validate): 20 can
-         * only be the sm_90a estimation, so check this call against its rules now */
-        sale_key t = k0;
-        t.arch = SALE_ARCH_SM90A;
-        if (!t.stages)
-            t.stages = SALE_SE_DEFAULT_STAGES;
-        if (sale_key_validate(&t, e0, sizeof e0)) {
-            key_error(ctx, &k0, e0);
-            return SALE_ERR_INVALID;
-        }
-    }
+    /* with stages open the tile rules wait for the device (sale_key_validate): 20 can
+     * only be the sm_90a estimation, so the call is checked against its rules now */
+    if (refuse_select_20(ctx, &k0))
+        return SALE_ERR_INVALID;
     if (sale_key_validate(&q0, e0, sizeof e0)) {
         sale_set_error(ctx, "%s", e0);
         return SALE_ERR_INVALID;
@@ -891,6 +904,8 @@ static sale_status attention_run(sale_ctx *ctx, const sale_attention_args *args,
     sale_key ka = make_key(&a, SALE_FAMILY_ATTEND,
                            tma ? sale_attention_arch(SALE_FAMILY_ATTEND, a.head_dim, a.block_q, a.block_k, arch) : arch);
     /* validated for the arch each runs on (tiles such as warps 12 exist only on sm_90a) */
+    if (refuse_select_20(ctx, &kf)) /* e.g. thr 0 on a device whose default is run */
+        return SALE_ERR_INVALID;
     if (sale_key_validate(&kf, err, sizeof err) || sale_key_validate(&kq, err, sizeof err) ||
         (!dense && a.mode == SALE_MODE_TWO_PASS && sale_key_validate(&ka, err, sizeof err))) {
         key_error(ctx, &kf, err);
