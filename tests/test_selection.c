@@ -394,10 +394,10 @@ static void model_head(const model *m, const uint32_t *ref_mask, int nkw, uint32
  * non-trivial density, ties under 1%); the random ones (any length and
  * geometry) claim only equality, with ties up to 1% + 2 */
 static void check_model_case(int bits, float tau, int bq, int bk, int seg, int win, uint64_t seed, int thr, int N,
-                             int strict)
+                             int Hq, int Hkv, int D, int strict)
 {
     inputs in;
-    make_inputs(&in, 1, 2, 1, N, 64, seed);
+    make_inputs(&in, 1, Hq, Hkv, N, D, seed);
     outputs r;
     run_ref_thr(&in, in.k, tau, bq, bk, seg, win, bits, SALE_MODE_FUSED, thr, &r);
     sale_attention_args a;
@@ -407,7 +407,7 @@ static void check_model_case(int bits, float tau, int bq, int bk, int seg, int w
     long long ties = 0, decisions = 0, differ = 0;
     for (int h = 0; h < in.Hq; h++) {
         model m = {.N = in.N, .D = in.D, .bq = bq, .bk = bk, .bs = seg, .W = win, .qmax = bits == 4 ? 7 : 127,
-                   .scale = 1.0f / 8.0f, .tau = tau, .nkb = nkb, .fixed = thr == SALE_THR_FIXED};
+                   .scale = 1.0f / sqrtf((float)D), .tau = tau, .nkb = nkb, .fixed = thr == SALE_THR_FIXED};
         m.Q = in.q + (size_t)h * in.N * in.D;
         m.K = in.k + (size_t)(h / (in.Hq / in.Hkv)) * in.N * in.D;
         uint32_t *mm = calloc((size_t)nqb * nkw, 4);
@@ -439,7 +439,7 @@ static void check_model_case(int bits, float tau, int bq, int bk, int seg, int w
 
 static void check_model_thr(int bits, float tau, int bq, int bk, int seg, int win, uint64_t seed, int thr)
 {
-    check_model_case(bits, tau, bq, bk, seg, win, seed, thr, 512, 1);
+    check_model_case(bits, tau, bq, bk, seg, win, seed, thr, 512, 2, 1, 64, 1);
 }
 
 static void check_model(int bits, float tau, int bq, int bk, int seg, int win, uint64_t seed)
@@ -461,8 +461,9 @@ Test(selection, reference_equals_brute_force_model_4bit, .timeout = 300)
 /* The same model over geometry nobody chose: each case draws a length (1 to
  * 1,100, often ending inside a block), block_q (16..128, any multiple of 16:
  * what the reference takes), block_k (16..64), block_seg (1 to 32 blocks),
- * local_window (1 to 8 blocks), the code width, the threshold variant and a
- * tau from 1e-4 to 0.3, and holds the reference's mask to the model's,
+ * local_window (1 to 8 blocks), the code width, the threshold variant, a
+ * tau from 1e-4 to 0.3, heads (1 to 4 query heads, groups 1 to 4) and
+ * head_dim (64, 128), and holds the reference's mask to the model's,
  * block for block. The draws follow SALE_TEST_SEED (printed). */
 static uint64_t mix64(uint64_t *s)
 {
@@ -488,10 +489,13 @@ Test(selection, reference_equals_brute_force_model_on_random_geometry, .timeout 
         const int bits = mix64(&rs) % 2 ? 8 : 4;
         const int thr = mix64(&rs) % 2 ? SALE_THR_FIXED : SALE_THR_RUN;
         const float tau = (float)(1e-4 * pow(3000.0, (double)(mix64(&rs) % 1000) / 1000.0)); /* 1e-4 .. 0.3 */
+        static const int heads[][2] = {{1, 1}, {2, 1}, {3, 1}, {4, 1}, {4, 2}};
+        const int hi = (int)(mix64(&rs) % 5), D = mix64(&rs) % 3 ? 64 : 128;
         const uint64_t seed = mix64(&rs);
-        fprintf(stderr, "case %d: N=%d bq=%d bk=%d seg=%d win=%d bits=%d thr=%s tau=%g seed=%llu\n", c, N, bq, bk, seg,
-                win, bits, thr == SALE_THR_FIXED ? "fixed" : "run", (double)tau, (unsigned long long)seed);
-        check_model_case(bits, tau, bq, bk, seg, win, seed, thr, N, 0);
+        fprintf(stderr, "case %d: N=%d Hq=%d Hkv=%d D=%d bq=%d bk=%d seg=%d win=%d bits=%d thr=%s tau=%g seed=%llu\n", c,
+                N, heads[hi][0], heads[hi][1], D, bq, bk, seg, win, bits, thr == SALE_THR_FIXED ? "fixed" : "run",
+                (double)tau, (unsigned long long)seed);
+        check_model_case(bits, tau, bq, bk, seg, win, seed, thr, N, heads[hi][0], heads[hi][1], D, 0);
     }
 }
 
