@@ -28,7 +28,7 @@ bins="sale test_gpu bench_attention bench_invariance bench_host bench_calibrated
 for b in $bins; do
   if [ -f "build/$b" ]; then cp "build/$b" .gpu/; fi
 done
-cp bench/sdpa.py bench/sdpa_host.py bench/ab_median.py scripts/gpu-run.sh scripts/gpu-check.sh scripts/gpu-ab.sh .gpu/ 2>/dev/null || true
+cp bench/sdpa.py bench/sdpa_host.py bench/ab_median.py scripts/gpu-run.sh scripts/gpu-check.sh scripts/gpu-ab.sh scripts/gpu-soak.sh .gpu/ 2>/dev/null || true
 for b in $bins; do
   [ -f ".gpu/$b" ] || continue
   ldd ".gpu/$b" | awk '/=> \// {print $3}' | while read -r lib; do
