@@ -3,7 +3,7 @@
 # there): the random GPU configurations (gpu/random_configurations_match_reference)
 # with fresh seeds, plain and under compute-sanitizer, each run under a time limit.
 #
-#   ./gpu-soak.sh [--seeds "11 12"] [--cases 80] [--tools "none memcheck racecheck synccheck"]
+#   ./gpu-soak.sh [--seeds "11 12"] [--cases 80] [--tools "none memcheck racecheck synccheck initcheck"]
 #                 [--limit 170] [--mode two-pass] [--head-dim 128] [--canary]
 #
 # --tools: "none" runs the cases without a sanitizer. Under a sanitizer each
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --mode) export SALE_GPU_SOAK_MODE="$2"; shift 2 ;;
     --head-dim) export SALE_GPU_SOAK_D="$2"; shift 2 ;;
     --canary) canary=1; shift ;;
-    -h|--help) sed -n '2,19p' "$self"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$self"; exit 0 ;;
     *) echo "gpu-soak.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
 done
