@@ -18,6 +18,9 @@ from .hf import use_thresholds
 __version__ = "0.1.0"
 
 hf.install_hook()
+if "torch" in __import__("sys").modules:  # torch.ops.sale.attention for torch.compile, registered now (not while tracing)
+    from ._core import _t as _load_torch
+    _load_torch()
 
 __all__ = ["attention", "reference_attention", "mask_to_blocks", "get_kernel", "compile", "prewarm", "cache_info",
            "devices", "nvrtc_version", "format_key", "thresholds", "put_thresholds", "Context", "default_context",

@@ -101,6 +101,11 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
         raise _core.InvalidArgument("sale: config.sale_model: expected a model name (str), got %r" % (model,))
     layer = getattr(module, "layer_idx", None)
     tau = (model, layer) if model and layer is not None else s["tau"]
+    ops = _core._ops
+    if ops is not None and ops.compiling() and ops.traceable(query, key, value, tau, None, False, None):
+        # under torch.compile: one node of the graph (torch.ops.sale.attention), [B, N, Hq, D] as transformers wants
+        return ops.call(query, key, value, tau, s["mode"], "bhnd", scaling, "bnhd", on_cpu,
+                        {"dense_below": s["dense_below"]}), None
     out = torch.empty((B, Nq, Hq, D), dtype=query.dtype, device=query.device)
     ot = out.transpose(1, 2)  # [B, Hq, N, D] view of the [B, N, Hq, D] buffer transformers wants
     fn = _core.reference_attention if on_cpu else _core.attention
@@ -122,6 +127,7 @@ def register():
             return
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+        _core._t()  # torch is imported: torch.ops.sale.attention now, not while torch.compile traces a forward
         AttentionInterface.register(NAME, sale_attention_forward)
         AttentionMaskInterface.register(NAME, sdpa_mask)
         _registered = True

@@ -115,6 +115,36 @@ def test_errors_on_the_gpu_path():
             raise AssertionError("no error for " + match)
 
 
+@gpu
+def test_torch_compile_fullgraph_equals_eager():
+    # torch.ops.sale.attention on CUDA tensors: one node a call (fullgraph), the same bits as the eager call,
+    # through inductor (its own kernels around sale's) and through a compiled transformers model
+    import torch._dynamo as dynamo
+    q, k, v = qkv(N=3000, Hq=8, Hkv=2)
+    f = lambda q, k, v: sale.attention(q * 0.5, k, v, tau=0.004) * 2  # noqa: E731
+    dynamo.reset()
+    got = torch.compile(f, fullgraph=True)(q, k, v)
+    assert torch.equal(got, f(q, k, v))
+    qn, kn, vn = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+    g = lambda q, k, v: sale.attention(q, k, v, tau=[0.004, 0.0] * 4, layout="bnhd", mode="fused")  # noqa: E731
+    dynamo.reset()
+    assert torch.equal(torch.compile(g, backend="aot_eager", fullgraph=True)(qn, kn, vn), g(qn, kn, vn))
+    from tinyllama import tiny_llama
+    saved = sale.hf.configure()
+    try:
+        sale.hf.configure(min_len=0, tau=0.004)
+        m = tiny_llama("sale", layers=2, dtype=torch.bfloat16).cuda()
+        x = torch.randint(0, 1000, (1, 2048), device="cuda", generator=torch.Generator(device="cuda").manual_seed(3))
+        with torch.no_grad():
+            eager = m(x).logits
+            dynamo.reset()
+            comp = torch.compile(m, backend="aot_eager", fullgraph=True)(x).logits
+        assert torch.equal(comp, eager)
+    finally:
+        sale.hf.configure(**saved)
+        dynamo.reset()
+
+
 def _llama8b_shaped(attn, layers=2):
     from transformers import AutoModelForCausalLM, LlamaConfig
     cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
