@@ -73,14 +73,24 @@ def _num(x):
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def traceable(q, k, v, tau, out, extras, context):
+def _opt_ok(name, x):
+    if x is None:
+        return True
+    if name == "thr":
+        return isinstance(x, str)
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def traceable(q, k, v, tau, scale, opts, out, extras, context):
     """Whether a call can go through the op: no out=, no return_*, no Context,
-    tau a number, a list / tuple of numbers, or (model,
-    layer). Anything else is traced as before, so that its checks (and their
+    tau a number, a list / tuple of numbers, or (model, layer), scale a number
+    or None, the geometry and tile arguments ints or None. Anything else is traced as before, so that its checks (and their
     messages) stay the eager ones. An input that autograd records is refused
     here as on the eager path (sale has no backward)."""
     if out is not None or extras or context is not None:
         return False
+    if not (scale is None or _num(scale)) or not all(_opt_ok(n, opts.get(n)) for n in opts):
+        return False  # the eager path refuses it with its own message
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         raise _core.InvalidArgument("q, k, v: sale has no backward, and a tensor requires grad: the result would "
                                     "silently have none; call under torch.no_grad() or pass .detach()ed tensors")

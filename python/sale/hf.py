@@ -102,10 +102,10 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
     layer = getattr(module, "layer_idx", None)
     tau = (model, layer) if model and layer is not None else s["tau"]
     ops = _core._ops
-    if ops is not None and ops.compiling() and ops.traceable(query, key, value, tau, None, False, None):
+    o = {"dense_below": s["dense_below"]}
+    if ops is not None and ops.compiling() and ops.traceable(query, key, value, tau, scaling, o, None, False, None):
         # under torch.compile: one node of the graph (torch.ops.sale.attention), [B, N, Hq, D] as transformers wants
-        return ops.call(query, key, value, tau, s["mode"], "bhnd", scaling, "bnhd", on_cpu,
-                        {"dense_below": s["dense_below"]}), None
+        return ops.call(query, key, value, tau, s["mode"], "bhnd", scaling, "bnhd", on_cpu, o), None
     out = torch.empty((B, Nq, Hq, D), dtype=query.dtype, device=query.device)
     ot = out.transpose(1, 2)  # [B, Hq, N, D] view of the [B, N, Hq, D] buffer transformers wants
     fn = _core.reference_attention if on_cpu else _core.attention

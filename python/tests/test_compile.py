@@ -104,6 +104,12 @@ def test_errors_under_compile_are_sales():
         torch.compile(lambda q, k, v: sale.reference_attention(q, k, v, tau=1.5), backend="eager")(q, k, v)
     with pytest.raises(sale.InvalidArgument, match="runs on CUDA tensors"):
         torch.compile(lambda q, k, v: sale.attention(q, k, v), backend="eager")(q, k, v)
+    with pytest.raises(sale.InvalidArgument, match="block_q: expected an int, got True"):
+        torch.compile(lambda q, k, v: sale.reference_attention(q, k, v, block_q=True), backend="eager")(q, k, v)
+    # a 0-d tensor scale is not the op's: the eager path runs it, with the same result as eagerly
+    sc = torch.tensor(0.1)
+    assert torch.equal(torch.compile(lambda q, k, v: sale.reference_attention(q, k, v, scale=sc), backend="eager")(
+        q, k, v), sale.reference_attention(q, k, v, scale=sc))
     qg = q.clone().requires_grad_()
     with pytest.raises(sale.InvalidArgument, match="sale has no backward"):
         torch.compile(lambda q, k, v: sale.reference_attention(q, k, v, tau=0.01), backend="eager")(qg, k, v)
