@@ -145,6 +145,39 @@ def test_torch_compile_fullgraph_equals_eager():
         dynamo.reset()
 
 
+@gpu
+def test_torch_cuda_graph_replay_equals_eager():
+    # sale.attention captured into a torch.cuda.CUDAGraph (its workspace from the graph's pool, no host sync
+    # with a float tau) replays to the eager bits, on new inputs copied into the captured ones; and a compiled
+    # function in mode "reduce-overhead" (torch's CUDA graphs around the op) gives the same bits
+    q, k, v = qkv(N=2500, Hq=8, Hkv=2, seed=7)
+    eager = sale.attention(q, k, v, tau=0.004)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up off the capture: kernel loads, the plan's memo
+        sale.attention(q, k, v, tau=0.004)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = sale.attention(q, k, v, tau=0.004)
+    out.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager)
+    q2, k2, v2 = qkv(N=2500, Hq=8, Hkv=2, seed=8)
+    q.copy_(q2), k.copy_(k2), v.copy_(v2)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, sale.attention(q2, k2, v2, tau=0.004))
+    import torch._dynamo as dynamo
+    dynamo.reset()
+    f = torch.compile(lambda q, k, v: sale.attention(q, k, v, tau=0.004) + 0, mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):  # recorded on the second call, replayed on the third
+        r = f(q2, k2, v2)
+    assert torch.equal(r, sale.attention(q2, k2, v2, tau=0.004))
+    dynamo.reset()
+
+
 def _llama8b_shaped(attn, layers=2):
     from transformers import AutoModelForCausalLM, LlamaConfig
     cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
