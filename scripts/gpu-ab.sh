@@ -8,7 +8,8 @@
 #      three times it);
 #   2. compute-sanitizer memcheck, racecheck, synccheck on a small shape
 #      (each under SALE_GPU_CHECK_LIMIT, default 300 s; a mode whose run
-#      times out skips its other tools);
+#      times out skips its other tools; memcheck does not see TMA copies:
+#      the tests' guard bands do);
 #   3. (unless --skip-bench) the SDPA anchors and bench_attention, this build and, when
 #      gpu-bundle.sh --base REV put one in base/ (base2/, base3/ for more
 #      --base), each REV's build in the same call (--bench-args adds

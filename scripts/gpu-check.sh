@@ -2,6 +2,9 @@
 # Runs ON the GPU host from the bundle folder (.gpu): compute-sanitizer
 # (memcheck, racecheck, synccheck) over every mode on a small odd shape, and
 # the SASS of the cached sm_90a kernels (wgmma: HGMMA/IGMMA, no local memory).
+# memcheck checks the kernels' ordinary loads and stores, not their TMA copies
+# (twenty-seventh session, bench/RESULTS.md): a TMA box past a buffer is what
+# the GPU tests' guard bands catch (test_gpu.c, compare()).
 # usage: ./gpu-check.sh [N] (default 1000)
 set -uo pipefail
 cd "$(dirname "$0")"
