@@ -33,7 +33,7 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tau: List[fl
     transformers wants back). tau: one value for every head, or one a head;
     model: thresholds stored for (model, layer) instead of tau."""
     t = (model, layer) if model is not None else (tau[0] if len(tau) == 1 else list(tau))
-    out = q.new_empty(_out_shape(q, layout, out_layout))
+    out = q.new_empty(_out_shape(q, layout, out_layout))  # refuses what the fake refuses
     view = out if out_layout == layout else out.transpose(1, 2)
     kw = dict(tau=t, mode=mode, layout=layout, scale=scale, out=view, block_q=block_q, block_k=block_k,
               block_seg=block_seg, local_window=local_window, est_bits=est_bits, dense_below=dense_below, thr=thr)
@@ -47,6 +47,9 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tau: List[fl
 
 
 def _out_shape(q, layout, out_layout):
+    if q.dim() != 4 or layout not in ("bhnd", "bnhd") or out_layout not in ("bhnd", "bnhd"):
+        raise _core.InvalidArgument("sale::attention: q must be 4-D and layout / out_layout 'bhnd' or 'bnhd' "
+                                    "(got q of %d dimensions, %r, %r)" % (q.dim(), layout, out_layout))
     s = list(q.shape)
     if out_layout != layout:
         s[1], s[2] = s[2], s[1]
@@ -56,9 +59,6 @@ def _out_shape(q, layout, out_layout):
 @attention_op.register_fake
 def _attention_fake(q, k, v, tau, model, layer, mode, layout, scale, out_layout, reference, block_q, block_k,
                     block_seg, local_window, est_bits, dense_below, tile_warps, tile_stages, thr):
-    if q.dim() != 4 or layout not in ("bhnd", "bnhd") or out_layout not in ("bhnd", "bnhd"):
-        raise _core.InvalidArgument("sale::attention: q must be 4-D and layout / out_layout 'bhnd' or 'bnhd' "
-                                    "(got q of %d dimensions, %r, %r)" % (q.dim(), layout, out_layout))
     return q.new_empty(_out_shape(q, layout, out_layout))
 
 

@@ -73,6 +73,10 @@ def test_the_op_passes_torch_library_opcheck():
     args = (q, k, v, [0.01], None, 0, "auto", "bhnd", None, "bnhd", True, None, None, None, None, None, None, None,
             None, None)
     torch.library.opcheck(torch.ops.sale.attention.default, args)
+    with pytest.raises(sale.InvalidArgument, match="q must be 4-D"):  # the op's own check, eager and fake alike
+        torch.ops.sale.attention(q[0], *args[1:])
+    with pytest.raises(sale.InvalidArgument, match="layout / out_layout"):
+        torch.ops.sale.attention(*args[:9], "nhbd", *args[10:])
     out = torch.ops.sale.attention(*args)
     assert out.shape == (1, 130, 4, 64)  # out_layout bnhd: [B, N, H, D]
     assert torch.equal(out.transpose(1, 2), sale.reference_attention(q, k, v, tau=0.01))
