@@ -112,6 +112,13 @@ static int g_reference_only;
  * D]; 2 [B, H, N, D] with gaps after each row, head and batch entry (pads of
  * 8..64 elements), whose out gaps must still hold the poison after the call */
 static int g_layout;
+/* set (or SALE_GPU_CALLER_WS=1 for every call): compare() passes its own
+ * workspace, poisoned (0xFF bytes) and between two guard bands, instead of
+ * the context's: sale.h says each call zeroes the counters and writes the
+ * rest before reading it, so a read of a byte no kernel wrote this call
+ * (0xFF: NaN, code -1, every mask bit) shows in the result, and a write past
+ * either end shows in a band */
+static int g_caller_ws;
 
 /* element strides {batch, head, row} of layout g_layout, and the elements
  * the buffer spans */
@@ -265,6 +272,15 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     ga.mask = mode == SALE_MODE_DENSE ? NULL : dmask;
     ga.lse = dlse;
     ga.stats = &sgpu;
+    void *bw_ = NULL;
+    size_t wsb = 0;
+    if (GUARD && (g_caller_ws || getenv("SALE_GPU_CALLER_WS")) &&
+        sale_attention_workspace_size(ctx, &ga, &wsb) == SALE_OK) { /* a refusal: the call below says it */
+        cr_assert_eq(sale_dev_alloc(ctx, wsb + 2 * GUARD, &bw_), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_fill8(ctx, bw_, 0xFF, wsb + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
+        ga.workspace = (char *)bw_ + GUARD;
+        ga.workspace_bytes = wsb;
+    }
     sale_status st = sale_attention(ctx, &ga, NULL);
     if (st != SALE_OK && g_allow_refusal && (st == SALE_ERR_INVALID || st == SALE_ERR_UNSUPPORTED)) {
         rr.refused = 1;
@@ -288,15 +304,15 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
         }
         cr_assert_eq(sale_dev_download(ctx, mgpu, dmask, nmask * 4), SALE_OK, "%s", sale_last_error(ctx));
         cr_assert_eq(sale_dev_download(ctx, lgpu, dlse, lsebytes), SALE_OK, "%s", sale_last_error(ctx));
-        if (GUARD) { /* the six bands of out, lse and mask: still their fill */
+        if (GUARD) { /* the bands of out, lse, mask and a caller's workspace: still their fill */
             unsigned char *gb = malloc(GUARD);
             cr_assert(gb);
             const struct {
                 const char *base;
                 size_t bytes;
                 unsigned char fill;
-            } bands[3] = {{bo_, lq * 2, 0xFF}, {bl_, lsebytes, 0xFF}, {bm_, maskbytes, 0xA5}};
-            for (int t = 0; t < 3; t++)
+            } bands[4] = {{bo_, lq * 2, 0xFF}, {bl_, lsebytes, 0xFF}, {bm_, maskbytes, 0xA5}, {bw_, wsb, 0xFF}};
+            for (int t = 0; t < (bw_ ? 4 : 3); t++)
                 for (int side = 0; side < 2; side++) {
                     const char *at = bands[t].base + (side ? GUARD + bands[t].bytes : 0);
                     cr_assert_eq(sale_dev_download(ctx, gb, at, GUARD), SALE_OK, "%s", sale_last_error(ctx));
@@ -346,6 +362,8 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     sale_dev_free(ctx, bo_);
     sale_dev_free(ctx, bm_);
     sale_dev_free(ctx, bl_);
+    if (bw_)
+        sale_dev_free(ctx, bw_);
     free(hq), free(hk), free(hv), free(ho);
     free(q), free(k), free(v), free(o), free(oref), free(mref), free(mgpu), free(lref), free(lgpu);
     return rr;
@@ -2458,14 +2476,15 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
         if (g_layout == 3)
             g_layout = 0; /* contiguous half the time, [B, N, H, D] and padded a quarter each */
         const uint64_t seed = soak_next(&rs);
+        g_caller_ws = (int)((seed >> 17) & 1); /* from the case's seed: the draws of earlier seeds stay as they were */
         char cfg[400];
         snprintf(cfg, sizeof cfg,
                  "case %d: %s %s D=%d B=%d Hq=%d Hkv=%d N=%d bq=%d bk=%d seg=%d win=%d thr=%s tau=%g%s scale=%g "
-                 "dense_below=%d est_bits=%d tile_warps=%d layout=%s %s",
+                 "dense_below=%d est_bits=%d tile_warps=%d layout=%s %s%s",
                  c, mode_name(mode), sale_dtype_name(dt), D, B, Hq, Hkv, N, g_bq, g_bk, g_seg, g_win,
                  g_thr ? "fixed" : "run", (double)tau, g_tau_heads ? " (per head)" : "", (double)g_scale, g_dense_below,
                  g_est_bits, g_tile_warps, g_layout == 1 ? "bnhd" : g_layout == 2 ? "padded" : "bhnd",
-                 structured ? "structured" : "random");
+                 structured ? "structured" : "random", g_caller_ws ? " ws=caller" : "");
         if (g_tau_heads) {
             fprintf(stderr, "gpu %s: tau per head", cfg);
             for (int h = 0; h < Hq; h++)
@@ -2510,7 +2529,7 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
                            r.density_ref);
         }
     }
-    g_bq = g_bk = g_seg = g_win = g_thr = g_tile_warps = g_dense_below = g_est_bits = g_layout = 0;
+    g_bq = g_bk = g_seg = g_win = g_thr = g_tile_warps = g_dense_below = g_est_bits = g_layout = g_caller_ws = 0;
     g_tau_heads = NULL;
     g_scale = 0.f;
     g_reference_only = 0;
