@@ -84,7 +84,8 @@ typedef struct run_result {
     double rel_l1, max_abs;
     long long mask_diff, mask_total, unwritten, lse_bad, needles, needles_missed;
     long long gaps_written; /* g_layout 2: elements of out's gaps no longer the poison */
-    long long guard_written; /* bytes of the guard bands around out, lse and mask no longer their fill */
+    long long guard_written; /* bytes of the guard bands around out, lse, mask and a caller's workspace no longer
+                                their fill */
     double density_gpu, density_ref;
     int refused;        /* g_allow_refusal and the GPU call refused: nothing compared */
     char why[240];      /* its message */
@@ -215,7 +216,6 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     cr_assert(hq && hk && hv && ho);
     memset(hq, 0xFF, lq * 2), memset(hk, 0xFF, lk * 2), memset(hv, 0xFF, lk * 2); /* gaps: NaN, never read */
     relayout(q, hq, B, Hq, N, D, sq, 1), relayout(k, hk, B, Hkv, N, D, sk, 1), relayout(v, hv, B, Hkv, N, D, sk, 1);
-    cr_assert_eq(sale_dev_alloc(ctx, lq * 2, &dq), SALE_OK);
     /* Every buffer sits between two guard bands of GUARD bytes in one
      * allocation. q, k and v's bands hold NaN (0xFF bytes): a kernel that
      * reads past either end of them (a wrong TMA box or tensor-map extent, an
@@ -391,7 +391,8 @@ static void check_case(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale
             r.rel_l1, r.max_abs, r.mask_diff, r.mask_total, r.density_gpu, r.density_ref, r.unwritten, r.lse_bad, r.needles,
             r.needles_missed);
     cr_assert_eq(r.unwritten, 0, "%lld output elements not written (still poison)", r.unwritten);
-    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse or mask", r.guard_written);
+    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
+                 r.guard_written);
     cr_assert_eq(r.lse_bad, 0, "%lld log-sum-exp values off", r.lse_bad);
     cr_assert_eq(r.needles_missed, 0, "%lld of %lld planted needles dropped", r.needles_missed, r.needles);
     /* near-threshold blocks may flip: allow 0.5% of causal blocks */
@@ -594,7 +595,8 @@ Test(gpu, tau_zero_through_fused_equals_dense)
     cr_assert_float_eq(r.density_gpu, 1.0, 1e-9);
     cr_assert_lt(r.rel_l1, 1.5e-2);
     cr_assert_eq(r.unwritten, 0);
-    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse or mask", r.guard_written);
+    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
+                 r.guard_written);
 }
 
 /* The quantize family on its own: codes, scales, means and c_j against a
@@ -1553,7 +1555,8 @@ static void check_plain(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, flo
             r.density_gpu, r.density_ref, r.unwritten, r.lse_bad, r.needles_missed, r.needles,
             (unsigned long long)seed);
     cr_assert_eq(r.unwritten, 0, "%lld output elements not written (still poison)", r.unwritten);
-    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse or mask", r.guard_written);
+    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
+                 r.guard_written);
     cr_assert_eq(r.mask_diff, 0, "plain's mask differs from the reference's in %lld of %lld blocks", r.mask_diff,
                  r.mask_total);
     cr_assert(r.density_gpu == r.density_ref, "kept counts: density gpu %.6f ref %.6f", r.density_gpu, r.density_ref);
@@ -2348,7 +2351,7 @@ Test(gpu, a_call_that_falls_back_to_dense_writes_its_mask_in_the_callers_blocks)
                 cr_assert_eq(r.mask_diff, 0, "%s D=%d bq=%d bk=%d: the mask differs in %lld of %lld blocks",
                              mode_name(modes[m]), D, g_bq, g_bk, r.mask_diff, r.mask_total);
                 cr_assert_eq(r.unwritten, 0);
-                cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse or mask",
+                cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
                              r.guard_written);
                 cr_assert(r.rel_l1 <= 1.5e-2, "relative L1 %.3e", r.rel_l1);
             }
@@ -2512,7 +2515,8 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
                 cfg, r.rel_l1, r.max_abs, r.mask_diff, r.mask_total, r.density_gpu, r.density_ref, r.unwritten,
                 r.lse_bad, r.needles_missed, r.needles);
         SOAK_CHECK(r.unwritten == 0, "%lld output elements not written (still poison)", r.unwritten);
-        SOAK_CHECK(r.guard_written == 0, "%lld bytes written past an end of out, lse or mask", r.guard_written);
+        SOAK_CHECK(r.guard_written == 0, "%lld bytes written past an end of out, lse, mask or the workspace",
+                   r.guard_written);
         SOAK_CHECK(r.gaps_written == 0, "%lld elements written in the gaps between out's rows, heads or batches",
                    r.gaps_written);
         SOAK_CHECK(r.lse_bad == 0, "%lld log-sum-exp values off", r.lse_bad);
