@@ -620,15 +620,13 @@ def attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale=None, out
     (the two-row kernel iff the select keeps 3.5% of the causal blocks or more);
     with "run", the rows kernel to 128K and the two-row kernel above."""
     torch = _torch or _t()
-    if _ops is not None and _ops.compiling():
-        o = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
-             "est_bits": est_bits, "dense_below": dense_below, "tile_warps": tile_warps, "tile_stages": tile_stages,
-             "thr": thr}
-        if _ops.traceable(q, k, v, tau, scale, o, out, return_mask or return_lse or return_stats, context):
-            return _ops.call(q, k, v, tau, mode, layout, scale, layout, False, o)
     opts = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
             "est_bits": est_bits, "dense_below": dense_below, "tile_warps": tile_warps, "tile_stages": tile_stages,
-            "thr": _thr(thr)}
+            "thr": thr}
+    if (_ops is not None and _ops.compiling() and
+            _ops.traceable(q, k, v, tau, scale, opts, out, return_mask or return_lse or return_stats, context)):
+        return _ops.call(q, k, v, tau, mode, layout, scale, layout, False, opts)
+    opts["thr"] = _thr(thr)
     p = _plan(q, k, v, tau, mode, layout, scale, out, "cuda", opts)
     a, out = _fill(p, q, k, v, out)
     B, Hq, N = p[2], p[3], p[4]
@@ -676,13 +674,12 @@ def reference_attention(q, k, v, *, tau=0.004, mode="auto", layout="bhnd", scale
     tensors (float32, float16 or bfloat16): the signature of sale.attention, so an
     integration can be checked without a GPU. mode "dense" is exact attention."""
     _t()
-    if _ops is not None and _ops.compiling():
-        o = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
-             "est_bits": est_bits, "dense_below": dense_below, "thr": thr}
-        if _ops.traceable(q, k, v, tau, scale, o, out, return_mask or return_lse or return_stats, context):
-            return _ops.call(q, k, v, tau, mode, layout, scale, layout, True, o)
     opts = {"block_q": block_q, "block_k": block_k, "block_seg": block_seg, "local_window": local_window,
-            "est_bits": est_bits, "dense_below": dense_below, "thr": _thr(thr)}
+            "est_bits": est_bits, "dense_below": dense_below, "thr": thr}
+    if (_ops is not None and _ops.compiling() and
+            _ops.traceable(q, k, v, tau, scale, opts, out, return_mask or return_lse or return_stats, context)):
+        return _ops.call(q, k, v, tau, mode, layout, scale, layout, True, opts)
+    opts["thr"] = _thr(thr)
     p = _plan(q, k, v, tau, mode, layout, scale, out, "cpu", opts)
     a, out = _fill(p, q, k, v, out)
     B, Hq, N = p[2], p[3], p[4]

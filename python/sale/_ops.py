@@ -72,6 +72,11 @@ def _num(x):
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def _stored(tau):
+    """tau as (model, layer): the thresholds sale.calibrate stored."""
+    return isinstance(tau, tuple) and len(tau) == 2 and isinstance(tau[0], str)
+
+
 def _opt_ok(name, x):
     if x is None:
         return True
@@ -83,9 +88,10 @@ def _opt_ok(name, x):
 def traceable(q, k, v, tau, scale, opts, out, extras, context):
     """Whether a call can go through the op: no out=, no return_*, no Context,
     tau a number, a list / tuple of numbers, or (model, layer), scale a number
-    or None, the geometry and tile arguments ints or None. Anything else is traced as before, so that its checks (and their
-    messages) stay the eager ones. An input that autograd records is refused
-    here as on the eager path (sale has no backward)."""
+    or None, the geometry and tile arguments ints or None. Anything else is
+    traced as before, so that its checks (and their messages) stay the eager
+    ones. An input that autograd records is refused here as on the eager path
+    (sale has no backward)."""
     if out is not None or extras or context is not None:
         return False
     if not (scale is None or _num(scale)) or not all(_opt_ok(n, opts.get(n)) for n in opts):
@@ -93,7 +99,7 @@ def traceable(q, k, v, tau, scale, opts, out, extras, context):
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         raise _core.InvalidArgument("q, k, v: sale has no backward, and a tensor requires grad: the result would "
                                     "silently have none; call under torch.no_grad() or pass .detach()ed tensors")
-    if isinstance(tau, tuple) and len(tau) == 2 and isinstance(tau[0], str):
+    if _stored(tau):
         return isinstance(tau[1], int) and not isinstance(tau[1], bool)
     if isinstance(tau, (list, tuple)):
         return len(tau) > 0 and all(_num(x) for x in tau)
@@ -102,10 +108,10 @@ def traceable(q, k, v, tau, scale, opts, out, extras, context):
 
 def call(q, k, v, tau, mode, layout, scale, out_layout, reference, opts):
     """The op with sale.attention's arguments (opts: the geometry and tile keyword arguments)."""
-    model, layer, taus = None, 0, None
-    if isinstance(tau, tuple) and len(tau) == 2 and isinstance(tau[0], str):
+    model, layer = None, 0
+    if _stored(tau):
         model, layer = tau[0], int(tau[1])
-        taus = [0.0]
+        taus = [0.0]  # unused: the op reads the stored thresholds
     elif isinstance(tau, (list, tuple)):
         taus = [float(x) for x in tau]
     else:

@@ -76,3 +76,22 @@ def nan_outside(store, view):
     mview = torch.as_strided(mark, view.shape, view.stride(), off)
     mview.fill_(True)
     return int((~mark & ~torch.isnan(store)).sum().item())
+
+
+def snapshot(c):
+    """The inputs' storages, bit for bit, before a call (check() compares after)."""
+    return [s.view(torch.int16).clone() for s in c["stores"]]
+
+
+def check(c, got, ref, before, why):
+    """A call on case c against ref (the same call on contiguous copies): the same
+    bits, no NaN read in, the inputs' storages unchanged, nothing written outside out's view."""
+    if c["out"] is not None:
+        assert got.data_ptr() == c["out"].data_ptr(), "%s: the result is not out" % why
+    assert not torch.isnan(got).any(), "%s: NaN in the output (an element outside a view was read)" % why
+    assert torch.equal(got, ref), "%s: differs from the call on contiguous copies (max %.3g)" % (
+        why, (got.float() - ref.float()).abs().max().item())
+    for st, b in zip(c["stores"], before):
+        assert torch.equal(st.view(torch.int16), b), "%s: an input's storage changed" % why
+    if c["out"] is not None:
+        assert nan_outside(c["out_store"], c["out"]) == 0, "%s: written outside out's view" % why

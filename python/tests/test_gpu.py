@@ -183,7 +183,7 @@ def test_random_layouts_equal_contiguous_and_touch_nothing_else():
     # test_layouts.py's cases on the GPU: views into NaN storages (contiguous, fused QKV slices, padded), either
     # layout, out= or not; the same bits as contiguous copies, no NaN read in, nothing written outside the views
     import random
-    from layouts import draw, nan_outside
+    from layouts import check, draw, snapshot
     seed = int(os.environ.get("SALE_TEST_SEED", "0")) or random.randrange(1, 2 ** 31)
     for i in range(int(os.environ.get("SALE_PY_LAYOUT_CASES", "40"))):
         rng = random.Random(seed * 1000 + i)
@@ -191,18 +191,12 @@ def test_random_layouts_equal_contiguous_and_touch_nothing_else():
         tau = rng.choice((1e-6, 0.004, 0.03))
         mode = rng.choice(("auto", "dense", "plain", "two_pass", "fused"))
         why = "SALE_TEST_SEED=%d case %d: %s tau=%s mode=%s" % (seed, i, c["desc"], tau, mode)
-        before = [s.view(torch.int16).clone() for s in c["stores"]]
+        before = snapshot(c)
         got = sale.attention(c["q"], c["k"], c["v"], tau=tau, mode=mode, layout=c["layout"], out=c["out"])
         ref = sale.attention(c["q"].contiguous(), c["k"].contiguous(), c["v"].contiguous(), tau=tau, mode=mode,
                              layout=c["layout"])
         torch.cuda.synchronize()
-        assert not torch.isnan(got).any(), "%s: NaN in the output (an element outside a view was read)" % why
-        assert torch.equal(got, ref), "%s: differs from contiguous copies (max %.3g)" % (
-            why, (got.float() - ref.float()).abs().max().item())
-        for st, b in zip(c["stores"], before):
-            assert torch.equal(st.view(torch.int16), b), "%s: an input's storage changed" % why
-        if c["out"] is not None:
-            assert nan_outside(c["out_store"], c["out"]) == 0, "%s: written outside out's view" % why
+        check(c, got, ref, before, why)
 
 
 def _llama8b_shaped(attn, layers=2):
