@@ -113,23 +113,38 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
     return out, None
 
 
-def _sdpa_mask(*args, **kwargs):
-    from transformers.masking_utils import sdpa_mask
+def sale_mask(*args, **kwargs):
+    """The mask function registered for "sale": None (causal, no mask tensor) for a plain
+    causal prefill, SDPA's mask otherwise.
+
+    transformers' sdpa_mask gives None for that case only when it is not tracing: under
+    torch.compile or CUDA-graph capture, transformers up to 5.x (5.17 checked) materializes a
+    full causal [B, 1, N, N] mask, and a layer handed a mask falls back to SDPA, so a compiled
+    model would run without sale and say nothing. The test here reads no tensor value: no
+    padding mask at all, the plain causal mask function, no local window, no chunk, queries
+    and keys of one length from position 0. Anything else goes to sdpa_mask as it was."""
+    from transformers.masking_utils import causal_mask_function, sdpa_mask
+    g = kwargs.get
+    q, kv, qo, ko = g("q_length"), g("kv_length"), g("q_offset", 0), g("kv_offset", 0)
+    if (not args and g("allow_is_causal_skip", True) and g("attention_mask") is None and g("local_size") is None
+            and g("mask_function", causal_mask_function) is causal_mask_function
+            and all(isinstance(x, int) for x in (q, kv, qo, ko)) and q == kv and qo == 0 and ko == 0):
+        return None
     return sdpa_mask(*args, **kwargs)
 
 
 def register():
-    """Register "sale" with transformers' AttentionInterface (and its mask function:
-    SDPA's, which gives None for plain causal prefill). Idempotent."""
+    """Register "sale" with transformers' AttentionInterface (and its mask function,
+    sale_mask: None for plain causal prefill, also under torch.compile). Idempotent."""
     global _registered
     with _reg_lock:
         if _registered:
             return
         from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+        from transformers.masking_utils import AttentionMaskInterface
         _core._t()  # torch is imported: torch.ops.sale.attention now, not while torch.compile traces a forward
         AttentionInterface.register(NAME, sale_attention_forward)
-        AttentionMaskInterface.register(NAME, sdpa_mask)
+        AttentionMaskInterface.register(NAME, sale_mask)
         _registered = True
 
 
