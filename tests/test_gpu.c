@@ -925,6 +925,71 @@ Test(gpu, strided_inputs_and_per_head_thresholds)
     free(q), free(k), free(v), free(qs), free(ks), free(vs), free(o), free(oref);
 }
 
+/* ------------------------------------------------------------ guard bands */
+/* For the tests with their own buffers (gpu_run_once, the host-path problem,
+ * the graph and thread tests), as compare() does for its own: a device buffer
+ * in the middle of one allocation, between two BAND-byte bands holding
+ * `fill`. Inputs get 0xFF (NaN in f16 / bf16 / f32): a read past either end
+ * takes NaN into the output. Outputs are checked afterwards: band_written()
+ * counts the bands' bytes that no longer hold the fill. memcheck cannot see
+ * either for the sm_90a kernels' TMA copies (compare()). No Criterion
+ * assertion inside: the thread test calls these from its worker threads. */
+#define BAND ((size_t)65536)
+typedef struct banded {
+    char *base;
+    size_t bytes;
+    unsigned char fill;
+} banded;
+
+static void *band_alloc(banded *b, size_t bytes, unsigned char fill)
+{
+    b->bytes = bytes, b->fill = fill, b->base = NULL;
+    void *m = NULL;
+    if (sale_dev_alloc(ctx, bytes + 2 * BAND, &m) != SALE_OK)
+        return NULL;
+    if (sale_dev_fill8(ctx, m, fill, bytes + 2 * BAND) != SALE_OK) {
+        sale_dev_free(ctx, m);
+        return NULL;
+    }
+    b->base = m;
+    return b->base + BAND;
+}
+
+/* a banded input: NaN bands around the uploaded bytes */
+static void *band_upload(banded *b, const void *host, size_t bytes)
+{
+    void *p = band_alloc(b, bytes, 0xFF);
+    if (p && sale_dev_upload(ctx, p, host, bytes) != SALE_OK)
+        return NULL;
+    return p;
+}
+
+/* bytes of the two bands no longer holding the fill; SIZE_MAX when a download fails */
+static size_t band_written(const banded *b)
+{
+    unsigned char *h = malloc(BAND);
+    size_t n = 0;
+    if (!h)
+        return SIZE_MAX;
+    for (int side = 0; side < 2 && n != SIZE_MAX; side++) {
+        if (sale_dev_download(ctx, h, b->base + (side ? BAND + b->bytes : 0), BAND) != SALE_OK) {
+            n = SIZE_MAX;
+            break;
+        }
+        for (size_t i = 0; i < BAND; i++)
+            n += h[i] != b->fill;
+    }
+    free(h);
+    return n;
+}
+
+static void band_free(banded *b)
+{
+    if (b->base)
+        sale_dev_free(ctx, b->base);
+    b->base = NULL;
+}
+
 /* Units (sale-algorithm.md): adding one constant vector to every key changes
  * no decision beyond rounding ties and no output beyond rounding, for every
  * family, in the input dtype (the shifted keys are rounded to bf16, so a few
@@ -935,28 +1000,22 @@ static void gpu_run_once(sale_attention_args a, const uint16_t *q, const uint16_
 {
     size_t nq = (size_t)a.batch * a.heads_q * a.seq_len * a.head_dim,
            nk = (size_t)a.batch * a.heads_kv * a.seq_len * a.head_dim;
-    void *dq, *dk, *dv, *dout, *dmask = NULL;
-    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dq), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dk), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, nk * 2, &dv), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, nq * 2, &dout), SALE_OK);
-    if (mask)
-        cr_assert_eq(sale_dev_alloc(ctx, nmask * 4, &dmask), SALE_OK);
-    sale_dev_upload(ctx, dq, q, nq * 2);
-    sale_dev_upload(ctx, dk, k, nk * 2);
-    sale_dev_upload(ctx, dv, v, nk * 2);
-    sale_dev_fill8(ctx, dout, 0xFF, nq * 2);
-    if (dmask)
-        sale_dev_fill8(ctx, dmask, 0xA5, nmask * 4);
+    banded bq, bk, bv, bo, bm = {0};
+    void *dq = band_upload(&bq, q, nq * 2), *dk = band_upload(&bk, k, nk * 2), *dv = band_upload(&bv, v, nk * 2);
+    void *dout = band_alloc(&bo, nq * 2, 0xFF), *dmask = mask ? band_alloc(&bm, nmask * 4, 0xA5) : NULL;
+    cr_assert(dq && dk && dv && dout && (dmask || !mask), "banded buffers: %s", sale_last_error(ctx));
     a.q = dq, a.k = dk, a.v = dv, a.out = dout, a.mask = dmask, a.stats = st;
+    if (getenv("SALE_GPU_GUARD_SELFTEST")) /* the bands' own check, as in compare(): out 64 bytes late */
+        a.out = (char *)dout + 64;
     cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
-    sale_dev_download(ctx, o, dout, nq * 2);
+    cr_assert_eq(sale_dev_download(ctx, o, dout, nq * 2), SALE_OK, "%s", sale_last_error(ctx));
     if (dmask)
-        sale_dev_download(ctx, mask, dmask, nmask * 4);
-    sale_dev_free(ctx, dq), sale_dev_free(ctx, dk), sale_dev_free(ctx, dv), sale_dev_free(ctx, dout);
-    if (dmask)
-        sale_dev_free(ctx, dmask);
+        cr_assert_eq(sale_dev_download(ctx, mask, dmask, nmask * 4), SALE_OK, "%s", sale_last_error(ctx));
+    const size_t wo = band_written(&bo), wm = dmask ? band_written(&bm) : 0;
+    cr_assert(wo == 0 && wm == 0, "N=%d mode %d: bytes written past an end of out %zu, of the mask %zu", a.seq_len,
+              (int)a.mode, wo, wm);
+    band_free(&bq), band_free(&bk), band_free(&bv), band_free(&bo), band_free(&bm);
 }
 
 Test(gpu, shifting_every_key_changes_no_decision_in_any_family)
@@ -1030,7 +1089,8 @@ Test(gpu, shifting_every_key_changes_no_decision_in_any_family)
 typedef struct hp_problem {
     int Hq, Hkv, N;
     size_t nq, nk;
-    void *dq[2], *dk[2], *dv[2]; /* two input sets */
+    void *dq[2], *dk[2], *dv[2]; /* two input sets, each between NaN guard bands */
+    banded bq[2], bk[2], bv[2];
 } hp_problem;
 
 static void hp_make(hp_problem *P, int Hq, int Hkv, int N)
@@ -1045,20 +1105,19 @@ static void hp_make(hp_problem *P, int Hq, int Hkv, int N)
     for (int s = 0; s < 2; s++) {
         sale_gen_options g = {.seed = seed_base + 900 + (uint64_t)s, .structured = 1};
         cr_assert_eq(sale_generate_qkv(&a, &g, q, k, v, NULL, 0, NULL), SALE_OK);
-        cr_assert_eq(sale_dev_alloc(ctx, P->nq * 2, &P->dq[s]), SALE_OK, "%s", sale_last_error(ctx));
-        cr_assert_eq(sale_dev_alloc(ctx, P->nk * 2, &P->dk[s]), SALE_OK);
-        cr_assert_eq(sale_dev_alloc(ctx, P->nk * 2, &P->dv[s]), SALE_OK);
-        sale_dev_upload(ctx, P->dq[s], q, P->nq * 2);
-        sale_dev_upload(ctx, P->dk[s], k, P->nk * 2);
-        sale_dev_upload(ctx, P->dv[s], v, P->nk * 2);
+        P->dq[s] = band_upload(&P->bq[s], q, P->nq * 2);
+        P->dk[s] = band_upload(&P->bk[s], k, P->nk * 2);
+        P->dv[s] = band_upload(&P->bv[s], v, P->nk * 2);
+        cr_assert(P->dq[s] && P->dk[s] && P->dv[s], "banded inputs: %s", sale_last_error(ctx));
     }
+    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx)); /* the fills before any stream's call */
     free(q), free(k), free(v);
 }
 
 static void hp_free(hp_problem *P)
 {
     for (int s = 0; s < 2; s++)
-        sale_dev_free(ctx, P->dq[s]), sale_dev_free(ctx, P->dk[s]), sale_dev_free(ctx, P->dv[s]);
+        band_free(&P->bq[s]), band_free(&P->bk[s]), band_free(&P->bv[s]);
 }
 
 static sale_attention_args hp_args(const hp_problem *P, int set, sale_mode mode, void *out)
@@ -1195,17 +1254,18 @@ Test(gpu, graph_replay_equals_eager_bit_for_bit)
     for (int li = 0; li < 2; li++) {
         hp_problem P;
         hp_make(&P, 32, 8, lens[li]);
-        void *out;
-        sale_dev_alloc(ctx, P.nq * 2, &out);
+        banded bo;
+        void *out = band_alloc(&bo, P.nq * 2, 0xFF);
+        cr_assert(out, "%s", sale_last_error(ctx));
         uint16_t *eager = malloc(P.nq * 2), *replay = malloc(P.nq * 2);
         for (int m = 0; m < 3; m++) {
             CUstream s = hp_stream();
             sale_attention_args a = hp_args(&P, 1, modes[m], out);
-            sale_dev_fill8(ctx, out, 0xFF, P.nq * 2);
+            cr_assert_eq(sale_dev_fill8(ctx, out, 0xFF, P.nq * 2), SALE_OK, "%s", sale_last_error(ctx));
             sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
             cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
             cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
-            sale_dev_download(ctx, eager, out, P.nq * 2);
+            cr_assert_eq(sale_dev_download(ctx, eager, out, P.nq * 2), SALE_OK, "%s", sale_last_error(ctx));
 
             /* host results cannot be captured: refused before anything is queued */
             cr_assert_eq(d->StreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL), CUDA_SUCCESS);
@@ -1223,19 +1283,22 @@ Test(gpu, graph_replay_equals_eager_bit_for_bit)
             r = d->GraphInstantiate(&ge, g, 0);
             cr_assert_eq(r, CUDA_SUCCESS, "cuGraphInstantiate: %s", drv_errstr(r));
             for (int rep = 0; rep < 3; rep++) {
-                sale_dev_fill8(ctx, out, 0xFF, P.nq * 2);
+                cr_assert_eq(sale_dev_fill8(ctx, out, 0xFF, P.nq * 2), SALE_OK, "%s", sale_last_error(ctx));
                 sale_dev_sync(ctx); /* the memset is on the legacy stream, s is non-blocking */
                 cr_assert_eq(d->GraphLaunch(ge, s), CUDA_SUCCESS);
                 cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
-                sale_dev_download(ctx, replay, out, P.nq * 2);
+                cr_assert_eq(sale_dev_download(ctx, replay, out, P.nq * 2), SALE_OK, "%s", sale_last_error(ctx));
                 cr_assert_eq(memcmp(eager, replay, P.nq * 2), 0, "N=%d %s replay %d differs from eager", lens[li],
                              mode_name(modes[m]), rep);
             }
             /* eager calls after the capture still work (they take a new workspace) */
             cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
             cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
-            sale_dev_download(ctx, replay, out, P.nq * 2);
+            cr_assert_eq(sale_dev_download(ctx, replay, out, P.nq * 2), SALE_OK, "%s", sale_last_error(ctx));
             cr_assert_eq(memcmp(eager, replay, P.nq * 2), 0);
+            const size_t wo = band_written(&bo);
+            cr_assert_eq(wo, 0, "N=%d %s: %zu bytes written past an end of out (eager and replays)", lens[li],
+                         mode_name(modes[m]), wo);
             fprintf(stderr, "gpu host: graph N=%d %s: replay == eager bit for bit\n", lens[li], mode_name(modes[m]));
             d->GraphExecDestroy(ge);
             d->GraphDestroy(g);
@@ -1254,7 +1317,7 @@ Test(gpu, graph_replay_equals_eager_bit_for_bit)
         cr_assert(strstr(sale_last_error(ctx), "workspace") != NULL, "%s", sale_last_error(ctx));
         d->StreamDestroy(fresh);
         free(eager), free(replay);
-        sale_dev_free(ctx, out);
+        band_free(&bo);
         hp_free(&P);
     }
 }
@@ -1321,6 +1384,7 @@ static void *hp_worker(void *p)
     drv_ensure_context(ctx, &c, NULL); /* this thread: the same primary context */
     CUstream s[4];
     void *out[4], *mask[4], *lse[4];
+    banded bo[4], bm[4], bl[4]; /* between guard bands, checked when the thread ends */
     const size_t nl = (size_t)w->P->Hq * w->P->N;
     uint16_t *h = malloc(w->P->nq * 2);
     uint32_t *hm = malloc(w->nmask * 4);
@@ -1330,10 +1394,13 @@ static void *hp_worker(void *p)
             s[j] = CU_STREAM_PER_THREAD;
         else
             d->StreamCreate(&s[j], CU_STREAM_NON_BLOCKING);
-        sale_dev_alloc(ctx, w->P->nq * 2, &out[j]);
-        sale_dev_alloc(ctx, w->nmask * 4, &mask[j]);
-        sale_dev_alloc(ctx, nl * 4, &lse[j]);
+        out[j] = band_alloc(&bo[j], w->P->nq * 2, 0xFF);
+        mask[j] = band_alloc(&bm[j], w->nmask * 4, 0xA5);
+        lse[j] = band_alloc(&bl[j], nl * 4, 0xFF);
+        if (!out[j] || !mask[j] || !lse[j])
+            snprintf(w->err, sizeof w->err, "thread %d: banded buffers: %s", w->t, sale_last_error(ctx));
     }
+    sale_dev_sync(ctx); /* the fills (legacy stream) before the non-blocking streams' calls */
     for (int i = 0; i < w->calls * 4 && !w->err[0]; i += 4) { /* calls per stream */
         int combo[4];
         for (int j = 0; j < 4; j++) {
@@ -1390,9 +1457,14 @@ static void *hp_worker(void *p)
         d->StreamSynchronize(s[j]);
         if (!w->per_thread)
             d->StreamDestroy(s[j]);
-        sale_dev_free(ctx, out[j]);
-        sale_dev_free(ctx, mask[j]);
-        sale_dev_free(ctx, lse[j]);
+        if (out[j] && mask[j] && lse[j]) {
+            const size_t wo = band_written(&bo[j]), wm = band_written(&bm[j]), wl = band_written(&bl[j]);
+            if ((wo || wm || wl) && !w->err[0])
+                snprintf(w->err, sizeof w->err,
+                         "thread %d stream %d: bytes written past an end of out %zu, mask %zu, lse %zu", w->t, j, wo,
+                         wm, wl);
+        }
+        band_free(&bo[j]), band_free(&bm[j]), band_free(&bl[j]);
     }
     free(h), free(hm), free(hl);
     return NULL;
@@ -1419,17 +1491,17 @@ static void hp_threads(int per_thread)
     const int only = !em ? -1 : !strcmp(em, "fused") ? 0 : !strcmp(em, "two-pass") ? 2 : -1;
     hp_problem P;
     hp_make(&P, 32, 8, 2048);
-    void *out;
-    sale_dev_alloc(ctx, P.nq * 2, &out);
+    banded bo, bm, bl;
+    void *out = band_alloc(&bo, P.nq * 2, 0xFF);
+    cr_assert(out, "%s", sale_last_error(ctx));
     uint16_t *ref[4];
     uint32_t *refmask[4];
     float *reflse[4];
     sale_attention_args a0 = hp_args(&P, 0, SALE_MODE_FUSED, out);
     const size_t nmask = (size_t)P.Hq * sale_num_qblocks(&a0) * ((sale_num_kblocks(&a0) + 31) / 32),
                  nl = (size_t)P.Hq * P.N;
-    void *dmask, *dlse;
-    sale_dev_alloc(ctx, nmask * 4, &dmask);
-    sale_dev_alloc(ctx, nl * 4, &dlse);
+    void *dmask = band_alloc(&bm, nmask * 4, 0xA5), *dlse = band_alloc(&bl, nl * 4, 0xFF);
+    cr_assert(dmask && dlse, "%s", sale_last_error(ctx));
     for (int c = 0; c < 4; c++) {
         ref[c] = malloc(P.nq * 2);
         refmask[c] = malloc(nmask * 4);
@@ -1440,9 +1512,14 @@ static void hp_threads(int per_thread)
             a.tile_warps = warps;
         cr_assert_eq(sale_attention(ctx, &a, NULL), SALE_OK, "%s", sale_last_error(ctx));
         cr_assert_eq(sale_dev_sync(ctx), SALE_OK);
-        sale_dev_download(ctx, ref[c], out, P.nq * 2);
-        sale_dev_download(ctx, refmask[c], dmask, nmask * 4);
-        sale_dev_download(ctx, reflse[c], dlse, nl * 4);
+        cr_assert_eq(sale_dev_download(ctx, ref[c], out, P.nq * 2), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_download(ctx, refmask[c], dmask, nmask * 4), SALE_OK, "%s", sale_last_error(ctx));
+        cr_assert_eq(sale_dev_download(ctx, reflse[c], dlse, nl * 4), SALE_OK, "%s", sale_last_error(ctx));
+    }
+    {
+        const size_t wo = band_written(&bo), wm = band_written(&bm), wl = band_written(&bl);
+        cr_assert(wo == 0 && wm == 0 && wl == 0,
+                  "one thread's calls: bytes written past an end of out %zu, mask %zu, lse %zu", wo, wm, wl);
     }
     pthread_t th[4];
     hp_thread w[4];
@@ -1470,9 +1547,7 @@ static void hp_threads(int per_thread)
     cr_assert_eq(bad, 0);
     for (int c = 0; c < 4; c++)
         free(ref[c]), free(refmask[c]), free(reflse[c]);
-    sale_dev_free(ctx, out);
-    sale_dev_free(ctx, dmask);
-    sale_dev_free(ctx, dlse);
+    band_free(&bo), band_free(&bm), band_free(&bl);
     hp_free(&P);
 }
 
