@@ -1168,8 +1168,9 @@ Test(gpu, warm_lookups_make_no_sqlite_call)
 
     hp_problem P;
     hp_make(&P, 8, 2, 2048);
-    void *out;
-    sale_dev_alloc(ctx, P.nq * 2, &out);
+    banded bo;
+    void *out = band_alloc(&bo, P.nq * 2, 0xFF);
+    cr_assert(out, "%s", sale_last_error(ctx));
     const sale_mode modes[] = {SALE_MODE_FUSED, SALE_MODE_TWO_PASS, SALE_MODE_DENSE};
     for (int m = 0; m < 3; m++) {
         sale_attention_args a = hp_args(&P, 0, modes[m], out);
@@ -1181,7 +1182,9 @@ Test(gpu, warm_lookups_make_no_sqlite_call)
         cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
         cr_assert_eq(db_op_count(ctx->db), n0, "%s: a warm sale_attention asks SQLite nothing", mode_name(modes[m]));
     }
-    sale_dev_free(ctx, out);
+    const size_t wo = band_written(&bo);
+    cr_assert_eq(wo, 0, "%zu bytes written past an end of out", wo);
+    band_free(&bo);
     hp_free(&P);
 }
 
@@ -1191,8 +1194,9 @@ Test(gpu, attention_returns_before_the_gpu_is_done)
     const drv_api *d = drv_get(NULL);
     hp_problem P;
     hp_make(&P, 32, 8, 16384);
-    void *out;
-    sale_dev_alloc(ctx, P.nq * 2, &out);
+    banded bo, bm;
+    void *out = band_alloc(&bo, P.nq * 2, 0xFF);
+    cr_assert(out, "%s", sale_last_error(ctx));
     CUstream s = hp_stream();
     float tau[32];
     for (int h = 0; h < 32; h++)
@@ -1215,16 +1219,16 @@ Test(gpu, attention_returns_before_the_gpu_is_done)
     /* the dense mode's mask is written on the device, also without a wait */
     int nqb = (16384 + 63) / 64, nkb = 16384 / 32, nkw = (nkb + 31) / 32;
     size_t words = (size_t)32 * nqb * nkw;
-    void *dmask;
-    sale_dev_alloc(ctx, words * 4, &dmask);
-    sale_dev_fill8(ctx, dmask, 0xA5, words * 4);
-    sale_dev_sync(ctx);
+    void *dmask = band_alloc(&bm, words * 4, 0xA5);
+    cr_assert(dmask, "%s", sale_last_error(ctx));
+    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
     a.mode = SALE_MODE_DENSE;
     a.mask = dmask;
     cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
     cr_assert_eq(d->StreamSynchronize(s), CUDA_SUCCESS);
     uint32_t *m = malloc(words * 4);
-    sale_dev_download(ctx, m, dmask, words * 4);
+    cr_assert(m);
+    cr_assert_eq(sale_dev_download(ctx, m, dmask, words * 4), SALE_OK, "%s", sale_last_error(ctx));
     long long bad = 0;
     for (int h = 0; h < 32; h++)
         for (int qb = 0; qb < nqb; qb++) {
@@ -1238,10 +1242,12 @@ Test(gpu, attention_returns_before_the_gpu_is_done)
             }
         }
     cr_assert_eq(bad, 0, "dense mask words wrong: %lld", bad);
+    const size_t wo = band_written(&bo), wm = band_written(&bm);
+    cr_assert(wo == 0 && wm == 0, "bytes written past an end of out %zu, of the mask %zu", wo, wm);
     free(m);
-    sale_dev_free(ctx, dmask);
+    band_free(&bm);
     d->StreamDestroy(s);
-    sale_dev_free(ctx, out);
+    band_free(&bo);
     hp_free(&P);
 }
 
