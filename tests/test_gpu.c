@@ -947,7 +947,8 @@ static void *band_alloc(banded *b, size_t bytes, unsigned char fill)
     void *m = NULL;
     if (sale_dev_alloc(ctx, bytes + 2 * BAND, &m) != SALE_OK)
         return NULL;
-    if (sale_dev_fill8(ctx, m, fill, bytes + 2 * BAND) != SALE_OK) {
+    /* the fill runs on the legacy stream: done before a non-blocking stream's call reads or writes the buffer */
+    if (sale_dev_fill8(ctx, m, fill, bytes + 2 * BAND) != SALE_OK || sale_dev_sync(ctx) != SALE_OK) {
         sale_dev_free(ctx, m);
         return NULL;
     }
