@@ -60,6 +60,33 @@ def _needs_grad(torch, query, key, value):
     return True
 
 
+_told = set()
+
+
+def _unsupported(module, query, D, on_cpu, kwargs):
+    """True for a causal prefill that sale cannot run although the model asked for it (head_dim, a sliding
+    window, a float32 model on the GPU): SDPA runs it, and the first such layer says why, once
+    a reason (a model loaded with attn_implementation="sale" would otherwise lose sale's speed unseen). Nothing
+    is logged while torch.compile traces (a logging call there would break the graph)."""
+    torch = _core._t()
+    why = None
+    if D not in (64, 128):
+        why = "head_dim %d (sale compiles head_dim 64 and 128)" % D
+    elif getattr(module, "sliding_window", None):
+        why = "a sliding window of %s keys (sale computes full causal attention)" % getattr(module, "sliding_window")
+    elif not on_cpu and query.dtype not in (torch.float16, torch.bfloat16):
+        why = "%s q/k/v (sale runs float16 and bfloat16; load the model with dtype=torch.bfloat16)" % \
+            str(query.dtype).replace("torch.", "")
+    if why is None:
+        return False
+    tracing = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if why.split(" (")[0] not in _told and not (callable(tracing) and tracing()):
+        _told.add(why.split(" (")[0])
+        _core._log.warning("sale: %s: SDPA runs these layers (attn_implementation=\"sale\" falls back; said once)",
+                           why)
+    return True
+
+
 def use_thresholds(model_name):
     """Use the thresholds stored by sale.calibrate for `model_name` in every layer."""
     configure(model=model_name)
@@ -81,6 +108,11 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
         raise _core.InvalidArgument("sale: this model passes attention sinks (s_aux), which neither sale nor SDPA "
                                     "computes; use attn_implementation=\"eager\" (or a kernel that supports "
                                     "sinks) for it")
+    # Gemma 2 caps its attention logits (softcap); transformers' SDPA refuses that from 5.2x on and dropped it
+    # without a word before (5.17), so a fallback would be a wrong result there: refused on every path
+    if kwargs.get("softcap"):
+        raise _core.InvalidArgument("sale: this model caps its attention logits (softcap=%s), which neither sale nor "
+                                    "SDPA computes; use attn_implementation=\"eager\" for it" % kwargs.get("softcap"))
     B, Hq, Nq, D = query.shape
     Nk = key.shape[2]
     s = _settings
@@ -89,12 +121,10 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
     causal = kwargs.get("is_causal")  # a call's is_causal wins over the module's, as in transformers' sdpa
     if causal is None:
         causal = getattr(module, "is_causal", True)
-    if (attention_mask is not None or Nq != Nk or Nq < s["min_len"] or dropout or kwargs.get("softcap")
-            or getattr(module, "sliding_window", None) or not causal
+    if (attention_mask is not None or Nq != Nk or Nq < s["min_len"] or dropout or not causal
             or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None
-            or D not in (64, 128) or (on_cpu and s["cpu"] != "reference")
-            or _needs_grad(torch, query, key, value)
-            or (not on_cpu and query.dtype not in (_core._t().float16, _core._t().bfloat16))):
+            or (on_cpu and s["cpu"] != "reference") or _unsupported(module, query, D, on_cpu, kwargs)
+            or _needs_grad(torch, query, key, value)):
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     model = s["model"] or getattr(getattr(module, "config", None), "sale_model", None)
     if model is not None and not isinstance(model, str):

@@ -132,3 +132,54 @@ def test_no_sinks_is_unchanged(nq):
     assert torch.equal(a, b)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=nq > 1, scale=0.125)
     torch.testing.assert_close(b, want.transpose(1, 2), atol=1e-4, rtol=1e-4)
+
+
+def test_a_layer_sale_cannot_run_says_why_once(caplog, monkeypatch):
+    # a model asked for sale but has a head_dim sale does not compile: SDPA runs it (the same logits), and the
+    # first layer says so, once for the whole model and every later forward; nothing while torch.compile traces
+    monkeypatch.setattr(sale._core, "reference_attention", lambda *a, **k: pytest.fail("sale ran head_dim 32"))
+    monkeypatch.setattr(hf, "_told", set())
+    hf.configure(cpu="reference", min_len=0)
+    x = ids(40)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="sale"):
+        a = tiny_llama("sdpa", heads=8, kv_heads=2)(x).logits  # hidden 256 / 8 heads: head_dim 32
+        m = tiny_llama("sale", heads=8, kv_heads=2)
+        b = m(x).logits
+        m(x)
+    assert torch.equal(a, b)
+    said = [r.getMessage() for r in caplog.records if r.name == "sale"]
+    assert len(said) == 1 and "head_dim 32" in said[0] and "SDPA runs" in said[0], said
+    # another reason is told once too: a sliding window (with SDPA's result)
+    q, k, v = _qkv(64, 64)
+    import types
+    sw = types.SimpleNamespace(layer_idx=0, is_causal=True, training=False, num_key_value_groups=1, sliding_window=16)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sale"):
+        for _ in range(2):
+            out, _ = hf.sale_attention_forward(sw, q, k, v, None, scaling=0.125)
+    said = [r.getMessage() for r in caplog.records if r.name == "sale"]
+    assert len(said) == 1 and "sliding window of 16" in said[0], said
+    # under torch.compile (fullgraph): no log call in the graph, the same fallback
+    dynamo = pytest.importorskip("torch._dynamo")
+    monkeypatch.setattr(hf, "_told", set())
+    caplog.clear()
+    with torch.no_grad(), caplog.at_level("WARNING", logger="sale"):
+        dynamo.reset()
+        c = torch.compile(m, backend="eager", fullgraph=True)(x).logits
+        dynamo.reset()
+    assert torch.equal(c, a)
+    assert not [r for r in caplog.records if r.name == "sale"]
+
+
+@pytest.mark.parametrize("cpu,nq", [("reference", 64), ("sdpa", 64), ("reference", 1)],
+                         ids=["prefill-sale", "prefill-cpu-sdpa", "decode"])
+def test_logit_softcapping_is_refused_not_ignored(monkeypatch, cpu, nq):
+    """Gemma 2 passes softcap; transformers 5.17's SDPA dropped it (a wrong result, silently), later releases refuse
+    it. sale refuses it on every path before computing, naming the way out."""
+    monkeypatch.setattr(sale._core, "reference_attention", lambda *a, **k: pytest.fail("sale ran with softcap"))
+    import transformers.integrations.sdpa_attention as sd
+    monkeypatch.setattr(sd, "sdpa_attention_forward", lambda *a, **k: pytest.fail("SDPA ran with softcap"))
+    hf.configure(cpu=cpu, min_len=0)
+    q, k, v = _qkv(nq, 64)
+    with pytest.raises(sale.InvalidArgument, match="softcap=50.*eager"):
+        hf.sale_attention_forward(_module(), q, k, v, None, scaling=0.125, softcap=50.0)
