@@ -63,27 +63,25 @@ def _needs_grad(torch, query, key, value):
 _told = set()
 
 
-def _unsupported(module, query, D, on_cpu, kwargs):
+def _unsupported(torch, module, query, D, on_cpu):
     """True for a causal prefill that sale cannot run although the model asked for it (head_dim, a sliding
     window, a float32 model on the GPU): SDPA runs it, and the first such layer says why, once
     a reason (a model loaded with attn_implementation="sale" would otherwise lose sale's speed unseen). Nothing
     is logged while torch.compile traces (a logging call there would break the graph)."""
-    torch = _core._t()
-    why = None
     if D not in (64, 128):
-        why = "head_dim %d (sale compiles head_dim 64 and 128)" % D
+        what, why = "head_dim %d" % D, "sale compiles head_dim 64 and 128"
     elif getattr(module, "sliding_window", None):
-        why = "a sliding window of %s keys (sale computes full causal attention)" % getattr(module, "sliding_window")
+        what, why = "a sliding window of %s keys" % module.sliding_window, "sale computes full causal attention"
     elif not on_cpu and query.dtype not in (torch.float16, torch.bfloat16):
-        why = "%s q/k/v (sale runs float16 and bfloat16; load the model with dtype=torch.bfloat16)" % \
-            str(query.dtype).replace("torch.", "")
-    if why is None:
+        what = "%s q/k/v" % str(query.dtype).replace("torch.", "")
+        why = "sale runs float16 and bfloat16; load the model with dtype=torch.bfloat16"
+    else:
         return False
     tracing = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    if why.split(" (")[0] not in _told and not (callable(tracing) and tracing()):
-        _told.add(why.split(" (")[0])
-        _core._log.warning("sale: %s: SDPA runs these layers (attn_implementation=\"sale\" falls back; said once)",
-                           why)
+    if what not in _told and not (callable(tracing) and tracing()):
+        _told.add(what)
+        _core._log.warning("sale: %s (%s): SDPA runs these layers (attn_implementation=\"sale\" falls back; "
+                           "said once)", what, why)
     return True
 
 
@@ -123,7 +121,7 @@ def sale_attention_forward(module, query, key, value, attention_mask, dropout=0.
         causal = getattr(module, "is_causal", True)
     if (attention_mask is not None or Nq != Nk or Nq < s["min_len"] or dropout or not causal
             or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None
-            or (on_cpu and s["cpu"] != "reference") or _unsupported(module, query, D, on_cpu, kwargs)
+            or (on_cpu and s["cpu"] != "reference") or _unsupported(torch, module, query, D, on_cpu)
             or _needs_grad(torch, query, key, value)):
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     model = s["model"] or getattr(getattr(module, "config", None), "sale_model", None)
