@@ -1407,7 +1407,6 @@ static void *hp_worker(void *p)
         if (!out[j] || !mask[j] || !lse[j])
             snprintf(w->err, sizeof w->err, "thread %d: banded buffers: %s", w->t, sale_last_error(ctx));
     }
-    sale_dev_sync(ctx); /* the fills (legacy stream) before the non-blocking streams' calls */
     for (int i = 0; i < w->calls * 4 && !w->err[0]; i += 4) { /* calls per stream */
         int combo[4];
         for (int j = 0; j < 4; j++) {
