@@ -150,6 +150,88 @@ static void relayout(uint16_t *c, uint16_t *s, int B, int H, int N, int D, const
             }
 }
 
+/* ------------------------------------------------------------ guard bands */
+/* A device buffer in the middle of one allocation, between two bands of
+ * `band` bytes (BAND unless a caller asks otherwise) holding `fill`. Inputs
+ * get 0xFF (NaN in f16 / bf16 / f32): a kernel that reads past either end of
+ * them (a wrong TMA box or tensor-map extent, an unmasked row past N) takes
+ * NaN into its output, since P = 0 times a NaN V is NaN. Outputs are checked
+ * afterwards: band_written() counts the bands' bytes that no longer hold the
+ * fill (a write past either end). compute-sanitizer's memcheck cannot see
+ * either for the sm_90a kernels: it does not check TMA loads or stores
+ * (twenty-seventh session: k 4 KB short, the wgmma dense kernel read past
+ * it, the outputs changed, 0 errors reported). No Criterion assertion
+ * inside: the thread test calls these from its worker threads. */
+#define BAND ((size_t)65536)
+typedef struct banded {
+    char *base;
+    size_t bytes, band;
+    unsigned char fill;
+} banded;
+
+static void *band_alloc_n(banded *b, size_t bytes, size_t band, unsigned char fill)
+{
+    b->bytes = bytes, b->band = band, b->fill = fill, b->base = NULL;
+    void *m = NULL;
+    if (sale_dev_alloc(ctx, bytes + 2 * band, &m) != SALE_OK)
+        return NULL;
+    /* the fill runs on the legacy stream: done before a non-blocking stream's call reads or writes the buffer */
+    if (sale_dev_fill8(ctx, m, fill, bytes + 2 * band) != SALE_OK || sale_dev_sync(ctx) != SALE_OK) {
+        sale_dev_free(ctx, m);
+        return NULL;
+    }
+    b->base = m;
+    return b->base + band;
+}
+
+static void *band_alloc(banded *b, size_t bytes, unsigned char fill)
+{
+    return band_alloc_n(b, bytes, BAND, fill);
+}
+
+/* a banded input: NaN bands around the uploaded bytes */
+static void *band_upload_n(banded *b, const void *host, size_t bytes, size_t band)
+{
+    void *p = band_alloc_n(b, bytes, band, 0xFF);
+    if (p && sale_dev_upload(ctx, p, host, bytes) != SALE_OK)
+        return NULL;
+    return p;
+}
+
+static void *band_upload(banded *b, const void *host, size_t bytes)
+{
+    return band_upload_n(b, host, bytes, BAND);
+}
+
+/* bytes of the two bands no longer holding the fill (0 without bands or a
+ * buffer); SIZE_MAX when a download fails */
+static size_t band_written(const banded *b)
+{
+    if (!b->base || !b->band)
+        return 0;
+    unsigned char *h = malloc(b->band);
+    size_t n = 0;
+    if (!h)
+        return SIZE_MAX;
+    for (int side = 0; side < 2; side++) {
+        if (sale_dev_download(ctx, h, b->base + (side ? b->band + b->bytes : 0), b->band) != SALE_OK) {
+            n = SIZE_MAX;
+            break;
+        }
+        for (size_t i = 0; i < b->band; i++)
+            n += h[i] != b->fill;
+    }
+    free(h);
+    return n;
+}
+
+static void band_free(banded *b)
+{
+    if (b->base)
+        sale_dev_free(ctx, b->base);
+    b->base = NULL;
+}
+
 /* One comparison: GPU sale_attention (mode) against the CPU reference. */
 static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale_mode mode, float tau, int structured,
                           int needles, uint64_t seed)
@@ -208,50 +290,30 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
         return rr;
     }
 
-    void *dq, *dk, *dv, *dout, *dmask, *dlse;
-    void *bq_, *bk_, *bv_, *bo_, *bm_, *bl_; /* the allocations: [guard | buffer | guard] */
     int64_t sq[3], sk[3];
     const size_t lq = layout_strides(g_layout, B, Hq, N, D, sq), lk = layout_strides(g_layout, B, Hkv, N, D, sk);
     uint16_t *hq = malloc(lq * 2), *hk = malloc(lk * 2), *hv = malloc(lk * 2), *ho = malloc(lq * 2);
     cr_assert(hq && hk && hv && ho);
     memset(hq, 0xFF, lq * 2), memset(hk, 0xFF, lk * 2), memset(hv, 0xFF, lk * 2); /* gaps: NaN, never read */
     relayout(q, hq, B, Hq, N, D, sq, 1), relayout(k, hk, B, Hkv, N, D, sk, 1), relayout(v, hv, B, Hkv, N, D, sk, 1);
-    /* Every buffer sits between two guard bands of GUARD bytes in one
-     * allocation. q, k and v's bands hold NaN (0xFF bytes): a kernel that
-     * reads past either end of them (a wrong TMA box or tensor-map extent, an
-     * unmasked row past N) takes NaN into its output, since P = 0 times a
-     * NaN V is NaN; out's, lse's and mask's bands hold their fill and must
-     * still hold it afterwards (a write past either end). compute-sanitizer's
-     * memcheck cannot see either for the sm_90a kernels: it does not check
-     * TMA loads or stores (twenty-seventh session: k 4 KB short, the wgmma
-     * dense kernel read past it, the outputs changed, 0 errors reported).
+    /* Every buffer between guard bands (band_alloc): q, k and v's hold NaN,
+     * out's, lse's and mask's their fill, checked afterwards.
      * SALE_GPU_SOAK_CANARY=bytes (a sanitizer run's positive control, never a
      * normal run): no bands, and k's allocation that many bytes short of the
      * last key's end, so every kernel that reads the last keys reads past its
      * allocation, which memcheck reports for its LDG / cp.async loads */
     const char *canary_env = getenv("SALE_GPU_SOAK_CANARY");
     const size_t canary = canary_env ? (size_t)atoi(canary_env) & ~(size_t)1 : 0;
-    const size_t GUARD = canary_env ? 0 : 65536;
+    const size_t GUARD = canary_env ? 0 : BAND;
     const size_t kbytes = lk * 2 > canary ? lk * 2 - canary : lk * 2;
     const size_t lsebytes = (size_t)B * Hq * N * 4, maskbytes = nmask * 4;
-    cr_assert_eq(sale_dev_alloc(ctx, lq * 2 + 2 * GUARD, &bq_), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, kbytes + 2 * GUARD, &bk_), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, lk * 2 + 2 * GUARD, &bv_), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, lq * 2 + 2 * GUARD, &bo_), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, maskbytes + 2 * GUARD, &bm_), SALE_OK);
-    cr_assert_eq(sale_dev_alloc(ctx, lsebytes + 2 * GUARD, &bl_), SALE_OK);
-    dq = (char *)bq_ + GUARD, dk = (char *)bk_ + GUARD, dv = (char *)bv_ + GUARD;
-    dout = (char *)bo_ + GUARD, dmask = (char *)bm_ + GUARD, dlse = (char *)bl_ + GUARD;
-    /* poison: 0xFF bytes are NaN in f16, bf16 and f32 (q, k, v's bands, out's and lse's elements and bands) */
-    cr_assert_eq(sale_dev_fill8(ctx, bq_, 0xFF, lq * 2 + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_fill8(ctx, bk_, 0xFF, kbytes + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_fill8(ctx, bv_, 0xFF, lk * 2 + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_upload(ctx, dq, hq, lq * 2), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_upload(ctx, dk, hk, kbytes), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_upload(ctx, dv, hv, lk * 2), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_fill8(ctx, bo_, 0xFF, lq * 2 + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_fill8(ctx, bl_, 0xFF, lsebytes + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_fill8(ctx, bm_, 0xA5, maskbytes + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
+    banded gq, gk, gv, go, gm, gl, gw = {0};
+    /* 0xFF bytes are NaN in f16, bf16 and f32 (q, k, v's bands, out's and lse's elements and bands) */
+    void *dq = band_upload_n(&gq, hq, lq * 2, GUARD), *dk = band_upload_n(&gk, hk, kbytes, GUARD),
+         *dv = band_upload_n(&gv, hv, lk * 2, GUARD);
+    void *dout = band_alloc_n(&go, lq * 2, GUARD, 0xFF), *dlse = band_alloc_n(&gl, lsebytes, GUARD, 0xFF),
+         *dmask = band_alloc_n(&gm, maskbytes, GUARD, 0xA5);
+    cr_assert(dq && dk && dv && dout && dlse && dmask, "banded buffers: %s", sale_last_error(ctx));
     sale_attention_args ga = a;
     ga.q = dq;
     ga.k = dk;
@@ -272,13 +334,11 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
     ga.mask = mode == SALE_MODE_DENSE ? NULL : dmask;
     ga.lse = dlse;
     ga.stats = &sgpu;
-    void *bw_ = NULL;
     size_t wsb = 0;
     if (GUARD && (g_caller_ws || getenv("SALE_GPU_CALLER_WS")) &&
         sale_attention_workspace_size(ctx, &ga, &wsb) == SALE_OK) { /* a refusal: the call below says it */
-        cr_assert_eq(sale_dev_alloc(ctx, wsb + 2 * GUARD, &bw_), SALE_OK, "%s", sale_last_error(ctx));
-        cr_assert_eq(sale_dev_fill8(ctx, bw_, 0xFF, wsb + 2 * GUARD), SALE_OK, "%s", sale_last_error(ctx));
-        ga.workspace = (char *)bw_ + GUARD;
+        ga.workspace = band_alloc(&gw, wsb, 0xFF);
+        cr_assert(ga.workspace, "banded workspace: %s", sale_last_error(ctx));
         ga.workspace_bytes = wsb;
     }
     sale_status st = sale_attention(ctx, &ga, NULL);
@@ -304,22 +364,11 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
         }
         cr_assert_eq(sale_dev_download(ctx, mgpu, dmask, nmask * 4), SALE_OK, "%s", sale_last_error(ctx));
         cr_assert_eq(sale_dev_download(ctx, lgpu, dlse, lsebytes), SALE_OK, "%s", sale_last_error(ctx));
-        if (GUARD) { /* the bands of out, lse, mask and a caller's workspace: still their fill */
-            unsigned char *gb = malloc(GUARD);
-            cr_assert(gb);
-            const struct {
-                const char *base;
-                size_t bytes;
-                unsigned char fill;
-            } bands[4] = {{bo_, lq * 2, 0xFF}, {bl_, lsebytes, 0xFF}, {bm_, maskbytes, 0xA5}, {bw_, wsb, 0xFF}};
-            for (int t = 0; t < (bw_ ? 4 : 3); t++)
-                for (int side = 0; side < 2; side++) {
-                    const char *at = bands[t].base + (side ? GUARD + bands[t].bytes : 0);
-                    cr_assert_eq(sale_dev_download(ctx, gb, at, GUARD), SALE_OK, "%s", sale_last_error(ctx));
-                    for (size_t i = 0; i < GUARD; i++)
-                        rr.guard_written += gb[i] != bands[t].fill;
-                }
-            free(gb);
+        /* the bands of out, lse, mask and a caller's workspace: still their fill */
+        const size_t w[4] = {band_written(&go), band_written(&gl), band_written(&gm), band_written(&gw)};
+        for (int t = 0; t < 4; t++) {
+            cr_assert_neq(w[t], SIZE_MAX, "band download: %s", sale_last_error(ctx));
+            rr.guard_written += w[t];
         }
 
         double num = 0, den = 0;
@@ -356,14 +405,7 @@ static run_result compare(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, s
         rr.density_gpu = sgpu.density;
         rr.density_ref = sref.density;
     }
-    sale_dev_free(ctx, bq_);
-    sale_dev_free(ctx, bk_);
-    sale_dev_free(ctx, bv_);
-    sale_dev_free(ctx, bo_);
-    sale_dev_free(ctx, bm_);
-    sale_dev_free(ctx, bl_);
-    if (bw_)
-        sale_dev_free(ctx, bw_);
+    band_free(&gq), band_free(&gk), band_free(&gv), band_free(&go), band_free(&gm), band_free(&gl), band_free(&gw);
     free(hq), free(hk), free(hv), free(ho);
     free(q), free(k), free(v), free(o), free(oref), free(mref), free(mgpu), free(lref), free(lgpu);
     return rr;
@@ -923,72 +965,6 @@ Test(gpu, strided_inputs_and_per_head_thresholds)
     for (int i = 0; i < 5; i++)
         sale_dev_free(ctx, bufs[i]);
     free(q), free(k), free(v), free(qs), free(ks), free(vs), free(o), free(oref);
-}
-
-/* ------------------------------------------------------------ guard bands */
-/* For the tests with their own buffers (gpu_run_once, the host-path problem,
- * the graph and thread tests), as compare() does for its own: a device buffer
- * in the middle of one allocation, between two BAND-byte bands holding
- * `fill`. Inputs get 0xFF (NaN in f16 / bf16 / f32): a read past either end
- * takes NaN into the output. Outputs are checked afterwards: band_written()
- * counts the bands' bytes that no longer hold the fill. memcheck cannot see
- * either for the sm_90a kernels' TMA copies (compare()). No Criterion
- * assertion inside: the thread test calls these from its worker threads. */
-#define BAND ((size_t)65536)
-typedef struct banded {
-    char *base;
-    size_t bytes;
-    unsigned char fill;
-} banded;
-
-static void *band_alloc(banded *b, size_t bytes, unsigned char fill)
-{
-    b->bytes = bytes, b->fill = fill, b->base = NULL;
-    void *m = NULL;
-    if (sale_dev_alloc(ctx, bytes + 2 * BAND, &m) != SALE_OK)
-        return NULL;
-    /* the fill runs on the legacy stream: done before a non-blocking stream's call reads or writes the buffer */
-    if (sale_dev_fill8(ctx, m, fill, bytes + 2 * BAND) != SALE_OK || sale_dev_sync(ctx) != SALE_OK) {
-        sale_dev_free(ctx, m);
-        return NULL;
-    }
-    b->base = m;
-    return b->base + BAND;
-}
-
-/* a banded input: NaN bands around the uploaded bytes */
-static void *band_upload(banded *b, const void *host, size_t bytes)
-{
-    void *p = band_alloc(b, bytes, 0xFF);
-    if (p && sale_dev_upload(ctx, p, host, bytes) != SALE_OK)
-        return NULL;
-    return p;
-}
-
-/* bytes of the two bands no longer holding the fill; SIZE_MAX when a download fails */
-static size_t band_written(const banded *b)
-{
-    unsigned char *h = malloc(BAND);
-    size_t n = 0;
-    if (!h)
-        return SIZE_MAX;
-    for (int side = 0; side < 2 && n != SIZE_MAX; side++) {
-        if (sale_dev_download(ctx, h, b->base + (side ? BAND + b->bytes : 0), BAND) != SALE_OK) {
-            n = SIZE_MAX;
-            break;
-        }
-        for (size_t i = 0; i < BAND; i++)
-            n += h[i] != b->fill;
-    }
-    free(h);
-    return n;
-}
-
-static void band_free(banded *b)
-{
-    if (b->base)
-        sale_dev_free(ctx, b->base);
-    b->base = NULL;
 }
 
 /* Units (sale-algorithm.md): adding one constant vector to every key changes
