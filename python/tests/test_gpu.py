@@ -166,6 +166,58 @@ def test_torch_compile_fullgraph_equals_eager():
 
 
 @gpu
+def test_a_transformers_model_on_the_gpu_runs_sale_or_says_why():
+    # attn_implementation="sale" on the GPU: a bfloat16 model at head_dim 64 and 128 runs sale.attention in
+    # every layer and logs nothing; a float32 model runs SDPA in every layer (the sdpa model's logits, bit for
+    # bit) and says why once, however many forwards
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        skip("transformers is not installed")
+    import logging
+    from sale import hf, _core
+    from tinyllama import tiny_llama
+    real, calls, said = _core.attention, [], []
+
+    def counting(*a, **k):
+        calls.append(a[0].dtype)
+        return real(*a, **k)
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+    log, keep = logging.getLogger("sale"), Keep()
+    level, saved, told = log.level, hf.configure(), set(hf._told)
+    x = torch.randint(0, 1000, (1, 1024), device="cuda", generator=torch.Generator(device="cuda").manual_seed(5))
+    try:
+        log.addHandler(keep)
+        log.setLevel(logging.WARNING)
+        hf.configure(min_len=0, tau=0.004)
+        hf._told.clear()
+        _core.attention = counting
+        with torch.no_grad():
+            for hidden in (256, 512):  # 4 heads: head_dim 64, then 128
+                tiny_llama("sale", hidden=hidden, dtype=torch.bfloat16).cuda()(x)
+                assert calls == [torch.bfloat16] * 2, (hidden, calls)
+                calls.clear()
+            assert said == [], said
+            a = tiny_llama("sdpa").cuda()(x).logits
+            m = tiny_llama("sale").cuda()
+            b = m(x).logits
+            m(x)
+        assert calls == [], "sale.attention ran a float32 model: %r" % calls
+        assert torch.equal(a, b)
+        assert len(said) == 1 and "float32 q/k/v" in said[0] and "SDPA runs" in said[0], said
+    finally:
+        _core.attention = real
+        log.removeHandler(keep)
+        log.setLevel(level)
+        hf.configure(**saved)
+        hf._told.clear()
+        hf._told.update(told)
+
+
+@gpu
 def test_torch_cuda_graph_replay_equals_eager():
     # sale.attention captured into a torch.cuda.CUDAGraph (its workspace from the graph's pool, no host sync
     # with a float tau) replays to the eager bits, on new inputs copied into the captured ones; and a compiled
