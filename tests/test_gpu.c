@@ -120,6 +120,8 @@ static int g_layout;
  * (0xFF: NaN, code -1, every mask bit) shows in the result, and a write past
  * either end shows in a band */
 static int g_caller_ws;
+/* the message of every check of run_result.guard_written */
+#define GUARD_WRITTEN_FMT "%lld bytes written past an end of out, lse, mask or the workspace"
 
 /* element strides {batch, head, row} of layout g_layout, and the elements
  * the buffer spans */
@@ -433,8 +435,7 @@ static void check_case(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, sale
             r.rel_l1, r.max_abs, r.mask_diff, r.mask_total, r.density_gpu, r.density_ref, r.unwritten, r.lse_bad, r.needles,
             r.needles_missed);
     cr_assert_eq(r.unwritten, 0, "%lld output elements not written (still poison)", r.unwritten);
-    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
-                 r.guard_written);
+    cr_assert_eq(r.guard_written, 0, GUARD_WRITTEN_FMT, r.guard_written);
     cr_assert_eq(r.lse_bad, 0, "%lld log-sum-exp values off", r.lse_bad);
     cr_assert_eq(r.needles_missed, 0, "%lld of %lld planted needles dropped", r.needles_missed, r.needles);
     /* near-threshold blocks may flip: allow 0.5% of causal blocks */
@@ -637,8 +638,7 @@ Test(gpu, tau_zero_through_fused_equals_dense)
     cr_assert_float_eq(r.density_gpu, 1.0, 1e-9);
     cr_assert_lt(r.rel_l1, 1.5e-2);
     cr_assert_eq(r.unwritten, 0);
-    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
-                 r.guard_written);
+    cr_assert_eq(r.guard_written, 0, GUARD_WRITTEN_FMT, r.guard_written);
 }
 
 /* The quantize family on its own: codes, scales, means and c_j against a
@@ -1087,7 +1087,7 @@ static void hp_make(hp_problem *P, int Hq, int Hkv, int N)
         P->dv[s] = band_upload(&P->bv[s], v, P->nk * 2);
         cr_assert(P->dq[s] && P->dk[s] && P->dv[s], "banded inputs: %s", sale_last_error(ctx));
     }
-    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx)); /* the fills before any stream's call */
+    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx)); /* the uploads (legacy stream) before a non-blocking stream's call */
     free(q), free(k), free(v);
 }
 
@@ -1197,8 +1197,7 @@ Test(gpu, attention_returns_before_the_gpu_is_done)
     int nqb = (16384 + 63) / 64, nkb = 16384 / 32, nkw = (nkb + 31) / 32;
     size_t words = (size_t)32 * nqb * nkw;
     void *dmask = band_alloc(&bm, words * 4, 0xA5);
-    cr_assert(dmask, "%s", sale_last_error(ctx));
-    cr_assert_eq(sale_dev_sync(ctx), SALE_OK, "%s", sale_last_error(ctx));
+    cr_assert(dmask, "%s", sale_last_error(ctx)); /* band_alloc waited for its fill: s may write it now */
     a.mode = SALE_MODE_DENSE;
     a.mask = dmask;
     cr_assert_eq(sale_attention(ctx, &a, s), SALE_OK, "%s", sale_last_error(ctx));
@@ -1612,8 +1611,7 @@ static void check_plain(int B, int Hq, int Hkv, int N, int D, sale_dtype dt, flo
             r.density_gpu, r.density_ref, r.unwritten, r.lse_bad, r.needles_missed, r.needles,
             (unsigned long long)seed);
     cr_assert_eq(r.unwritten, 0, "%lld output elements not written (still poison)", r.unwritten);
-    cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
-                 r.guard_written);
+    cr_assert_eq(r.guard_written, 0, GUARD_WRITTEN_FMT, r.guard_written);
     cr_assert_eq(r.mask_diff, 0, "plain's mask differs from the reference's in %lld of %lld blocks", r.mask_diff,
                  r.mask_total);
     cr_assert(r.density_gpu == r.density_ref, "kept counts: density gpu %.6f ref %.6f", r.density_gpu, r.density_ref);
@@ -2408,8 +2406,7 @@ Test(gpu, a_call_that_falls_back_to_dense_writes_its_mask_in_the_callers_blocks)
                 cr_assert_eq(r.mask_diff, 0, "%s D=%d bq=%d bk=%d: the mask differs in %lld of %lld blocks",
                              mode_name(modes[m]), D, g_bq, g_bk, r.mask_diff, r.mask_total);
                 cr_assert_eq(r.unwritten, 0);
-                cr_assert_eq(r.guard_written, 0, "%lld bytes written past an end of out, lse, mask or the workspace",
-                             r.guard_written);
+                cr_assert_eq(r.guard_written, 0, GUARD_WRITTEN_FMT, r.guard_written);
                 cr_assert(r.rel_l1 <= 1.5e-2, "relative L1 %.3e", r.rel_l1);
             }
     g_bq = g_bk = g_seg = g_win = g_dense_below = 0;
@@ -2572,8 +2569,7 @@ Test(gpu, random_configurations_match_reference, .timeout = 3600)
                 cfg, r.rel_l1, r.max_abs, r.mask_diff, r.mask_total, r.density_gpu, r.density_ref, r.unwritten,
                 r.lse_bad, r.needles_missed, r.needles);
         SOAK_CHECK(r.unwritten == 0, "%lld output elements not written (still poison)", r.unwritten);
-        SOAK_CHECK(r.guard_written == 0, "%lld bytes written past an end of out, lse, mask or the workspace",
-                   r.guard_written);
+        SOAK_CHECK(r.guard_written == 0, GUARD_WRITTEN_FMT, r.guard_written);
         SOAK_CHECK(r.gaps_written == 0, "%lld elements written in the gaps between out's rows, heads or batches",
                    r.gaps_written);
         SOAK_CHECK(r.lse_bad == 0, "%lld log-sum-exp values off", r.lse_bad);
